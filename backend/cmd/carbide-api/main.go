@@ -1,0 +1,90 @@
+// Command carbide-api serves the Carbide API: Connect, gRPC and gRPC-Web on
+// one port, on PostgreSQL or, with no database URL, an embedded store.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/carbide-dev/carbide/backend/internal/apiserver"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stderr)
+	stop()
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		os.Exit(0)
+	case err != nil:
+		fmt.Fprintln(os.Stderr, "carbide-api:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("carbide-api", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var cfg apiserver.Config
+	fs.StringVar(&cfg.Listen, "listen", "127.0.0.1:1079", "host:port to serve Connect, gRPC and gRPC-Web on")
+	fs.StringVar(&cfg.DatabaseURL, "database-url", "", "PostgreSQL URL (postgres://user:password@host:5432/db); empty uses the embedded store in --data-dir")
+	fs.StringVar(&cfg.DataDir, "data-dir", "./carbide-data", "directory of the embedded store, used when no database URL is given")
+	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
+	logFormat := fs.String("log-format", "text", "log format: text or json")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: carbide-api [flags]\n\nEvery flag can also be set as an environment variable: --database-url as CARBIDE_DATABASE_URL, and so on.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	if err := envDefaults(fs); err != nil {
+		return err
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q; see --help", fs.Args())
+	}
+	logger, err := newLogger(stderr, *logLevel, *logFormat)
+	if err != nil {
+		return err
+	}
+	return apiserver.Run(ctx, cfg, logger)
+}
+
+// envDefaults sets each flag from CARBIDE_<NAME> when that is set; the
+// command line still wins.
+func envDefaults(fs *flag.FlagSet) error {
+	var errs []error
+	fs.VisitAll(func(f *flag.Flag) {
+		name := "CARBIDE_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v, ok := os.LookupEnv(name); ok {
+			if err := f.Value.Set(v); err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", name, err))
+			}
+		}
+	})
+	return errors.Join(errs...)
+}
+
+func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("log-level: %q is not debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: l}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("log-format: %q is not text or json", format)
+}

@@ -1,0 +1,207 @@
+// Package apiserver runs the Carbide API: every service on one port for
+// Connect, gRPC and gRPC-Web, with gRPC reflection and health, Prometheus
+// metrics on /metrics, and graceful shutdown.
+package apiserver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"time"
+
+	"buf.build/go/protovalidate"
+	"connectrpc.com/connect"
+	"connectrpc.com/grpchealth"
+	"connectrpc.com/grpcreflect"
+	"github.com/carbide-dev/carbide/backend/internal/interceptor"
+	"github.com/carbide-dev/carbide/backend/internal/ipam"
+	"github.com/carbide-dev/carbide/backend/internal/machines"
+	"github.com/carbide-dev/carbide/backend/internal/segments"
+	"github.com/carbide-dev/carbide/backend/internal/store"
+	"github.com/carbide-dev/carbide/backend/internal/watch"
+	"github.com/carbide-dev/carbide/gen/carbide/machine/v1/machinev1connect"
+	"github.com/carbide-dev/carbide/gen/carbide/network/v1/networkv1connect"
+	"github.com/carbide-dev/carbide/gen/carbide/watch/v1/watchv1connect"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sync/errgroup"
+)
+
+// Config configures the API server.
+type Config struct {
+	// Listen is the host:port to serve on.
+	Listen string
+	// DatabaseURL is a postgres:// URL; empty selects the embedded store.
+	DatabaseURL string
+	// DataDir holds the embedded store.
+	DataDir string
+	// ChangeRetention is how long the change log keeps entries for Watch
+	// clients that resume; 0 means 7 days.
+	ChangeRetention time.Duration
+	// ShutdownTimeout bounds graceful shutdown; 0 means 15 seconds.
+	ShutdownTimeout time.Duration
+	// Ready, if set, receives the bound address once the server accepts
+	// connections (useful with port 0).
+	Ready func(addr net.Addr)
+}
+
+// Validate reports every problem with the config at once.
+func (c *Config) Validate() error {
+	var errs []error
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		errs = append(errs, fmt.Errorf("listen: %q is not host:port (e.g. 127.0.0.1:1079): %w", c.Listen, err))
+	}
+	if c.DatabaseURL != "" {
+		if u, err := url.Parse(c.DatabaseURL); err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
+			errs = append(errs, errors.New("database-url: must be a postgres:// URL such as postgres://carbide:secret@db:5432/carbide"))
+		}
+	} else if c.DataDir == "" {
+		errs = append(errs, errors.New("data-dir: required when no database URL is given"))
+	}
+	if c.ChangeRetention < 0 || c.ShutdownTimeout < 0 {
+		errs = append(errs, errors.New("durations must not be negative"))
+	}
+	return errors.Join(errs...)
+}
+
+// ServiceNames are the fully-qualified names of the Carbide services.
+var ServiceNames = []string{
+	machinev1connect.MachineServiceName,
+	networkv1connect.SegmentServiceName,
+	networkv1connect.AddressServiceName,
+	watchv1connect.WatchServiceName,
+}
+
+// Run serves until ctx is done, then shuts down gracefully.
+func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
+	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("invalid configuration:\n%w", err)
+	}
+	if cfg.ChangeRetention == 0 {
+		cfg.ChangeRetention = 7 * 24 * time.Hour
+	}
+	if cfg.ShutdownTimeout == 0 {
+		cfg.ShutdownTimeout = 15 * time.Second
+	}
+	st, err := store.Open(ctx, store.Config{DatabaseURL: cfg.DatabaseURL, DataDir: cfg.DataDir}, logger)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+
+	stopping := make(chan struct{})
+	handler, health, err := newHandler(st, logger, stopping)
+	if err != nil {
+		return err
+	}
+	lis, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
+	}
+	protocols := new(http.Protocols)
+	protocols.SetHTTP1(true)
+	protocols.SetUnencryptedHTTP2(true)
+	srv := &http.Server{
+		Handler:           handler,
+		Protocols:         protocols,
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		logger.Info("carbide-api listening", "address", lis.Addr().String(), "protocols", "connect, grpc, grpc-web")
+		if cfg.Ready != nil {
+			cfg.Ready(lis.Addr())
+		}
+		if err := srv.Serve(lis); !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("serve: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		st.Listen(gctx, logger)
+		return nil
+	})
+	g.Go(func() error {
+		pruneChanges(gctx, st, cfg.ChangeRetention, logger)
+		return nil
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		logger.Info("shutting down", "timeout", cfg.ShutdownTimeout)
+		for _, name := range ServiceNames {
+			health.SetStatus(name, grpchealth.StatusNotServing)
+		}
+		health.SetStatus("", grpchealth.StatusNotServing)
+		close(stopping)
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(gctx), cfg.ShutdownTimeout)
+		defer cancel()
+		if err := srv.Shutdown(sctx); err != nil {
+			return fmt.Errorf("shut down: %w", err)
+		}
+		return nil
+	})
+	err = g.Wait()
+	logger.Info("stopped")
+	return err
+}
+
+// newHandler builds the HTTP handler that serves every RPC.
+func newHandler(st *store.Store, logger *slog.Logger, stopping <-chan struct{}) (http.Handler, *grpchealth.StaticChecker, error) {
+	validator, err := protovalidate.New()
+	if err != nil {
+		return nil, nil, fmt.Errorf("build request validator: %w", err)
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metrics := interceptor.NewMetrics(reg)
+	opts := connect.WithInterceptors(
+		metrics.Interceptor(logger),
+		interceptor.Errors(logger),
+		interceptor.Validate(validator),
+	)
+
+	mux := http.NewServeMux()
+	mux.Handle(machinev1connect.NewMachineServiceHandler(machines.NewService(st), opts))
+	mux.Handle(networkv1connect.NewSegmentServiceHandler(segments.NewService(st), opts))
+	mux.Handle(networkv1connect.NewAddressServiceHandler(ipam.NewService(st), opts))
+	mux.Handle(watchv1connect.NewWatchServiceHandler(watch.NewService(st, stopping), opts))
+
+	health := grpchealth.NewStaticChecker(ServiceNames...)
+	mux.Handle(grpchealth.NewHandler(health))
+	reflector := grpcreflect.NewStaticReflector(append([]string{
+		grpchealth.HealthV1ServiceName,
+		"grpc.reflection.v1.ServerReflection",
+		"grpc.reflection.v1alpha.ServerReflection",
+	}, ServiceNames...)...)
+	mux.Handle(grpcreflect.NewHandlerV1(reflector))
+	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector))
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	return mux, health, nil
+}
+
+// pruneChanges deletes change-log entries older than retention, hourly.
+func pruneChanges(ctx context.Context, st *store.Store, retention time.Duration, logger *slog.Logger) {
+	t := time.NewTicker(time.Hour)
+	defer t.Stop()
+	for {
+		n, err := st.PruneChanges(ctx, time.Now().Add(-retention))
+		switch {
+		case err != nil && ctx.Err() == nil:
+			logger.Warn("pruning the change log failed", "error", err)
+		case n > 0:
+			logger.Info("pruned the change log", "entries", n)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}

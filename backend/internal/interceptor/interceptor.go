@@ -1,0 +1,213 @@
+// Package interceptor holds the Connect interceptors every Carbide RPC goes
+// through: request validation (protovalidate), error translation at the RPC
+// boundary, logging and Prometheus metrics.
+package interceptor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"buf.build/go/protovalidate"
+	"connectrpc.com/connect"
+	"github.com/carbide-dev/carbide/ent"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/protobuf/proto"
+)
+
+// Validate rejects requests that break their protovalidate rules with
+// InvalidArgument, naming every offending field, before any handler runs.
+func Validate(v protovalidate.Validator) connect.Interceptor {
+	return &validating{v: v}
+}
+
+type validating struct{ v protovalidate.Validator }
+
+func (i *validating) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
+	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+		if err := i.check(req.Any()); err != nil {
+			return nil, err
+		}
+		return next(ctx, req)
+	}
+}
+
+func (i *validating) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
+	return next
+}
+
+func (i *validating) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
+	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
+		return next(ctx, &validatingConn{StreamingHandlerConn: conn, i: i})
+	}
+}
+
+type validatingConn struct {
+	connect.StreamingHandlerConn
+	i *validating
+}
+
+func (c *validatingConn) Receive(msg any) error {
+	if err := c.StreamingHandlerConn.Receive(msg); err != nil {
+		return err
+	}
+	return c.i.check(msg)
+}
+
+func (i *validating) check(msg any) error {
+	m, ok := msg.(proto.Message)
+	if !ok {
+		return nil
+	}
+	err := i.v.Validate(m)
+	if err == nil {
+		return nil
+	}
+	var verr *protovalidate.ValidationError
+	if !errors.As(err, &verr) {
+		return connect.NewError(connect.CodeInternal, fmt.Errorf("validate request: %w", err))
+	}
+	parts := make([]string, 0, len(verr.Violations))
+	for _, v := range verr.Violations {
+		field := protovalidate.FieldPathString(v.Proto.GetField())
+		if field == "" {
+			parts = append(parts, v.Proto.GetMessage())
+			continue
+		}
+		parts = append(parts, field+": "+v.Proto.GetMessage())
+	}
+	cerr := connect.NewError(connect.CodeInvalidArgument, errors.New("invalid request: "+strings.Join(parts, "; ")))
+	if detail, derr := connect.NewErrorDetail(verr.ToProto()); derr == nil {
+		cerr.AddDetail(detail)
+	}
+	return cerr
+}
+
+// Errors turns errors that handlers did not classify into Connect codes, so
+// raw database text never reaches a client: missing rows become NotFound,
+// constraint violations FailedPrecondition, cancellations Canceled or
+// DeadlineExceeded, and anything else Internal (logged in full here).
+func Errors(logger *slog.Logger) connect.Interceptor {
+	return &translating{logger: logger}
+}
+
+type translating struct{ logger *slog.Logger }
+
+func (i *translating) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
+	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+		resp, err := next(ctx, req)
+		if err != nil {
+			err = i.translate(ctx, req.Spec().Procedure, err)
+		}
+		return resp, err
+	}
+}
+
+func (i *translating) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
+	return next
+}
+
+func (i *translating) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
+	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
+		err := next(ctx, conn)
+		if err != nil {
+			err = i.translate(ctx, conn.Spec().Procedure, err)
+		}
+		return err
+	}
+}
+
+func (i *translating) translate(ctx context.Context, procedure string, err error) error {
+	var cerr *connect.Error
+	switch {
+	case errors.As(err, &cerr):
+		return err
+	case ent.IsNotFound(err):
+		return connect.NewError(connect.CodeNotFound, errors.New("not found"))
+	case ent.IsConstraintError(err):
+		return connect.NewError(connect.CodeFailedPrecondition, errors.New("the change conflicts with existing data; read the resource again and retry"))
+	case errors.Is(err, context.Canceled):
+		return connect.NewError(connect.CodeCanceled, err)
+	case errors.Is(err, context.DeadlineExceeded):
+		return connect.NewError(connect.CodeDeadlineExceeded, err)
+	}
+	i.logger.ErrorContext(ctx, "internal error", "procedure", procedure, "error", err)
+	return connect.NewError(connect.CodeInternal, errors.New("internal error; the API server log has the details"))
+}
+
+// Metrics counts RPCs by procedure and code and observes their latency.
+type Metrics struct {
+	requests *prometheus.CounterVec
+	latency  *prometheus.HistogramVec
+}
+
+// NewMetrics registers the RPC metrics with reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "carbide_rpc_requests_total",
+			Help: "RPCs handled, by procedure and Connect code.",
+		}, []string{"procedure", "code"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "carbide_rpc_duration_seconds",
+			Help:    "RPC handling time, by procedure.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}, []string{"procedure"}),
+	}
+	reg.MustRegister(m.requests, m.latency)
+	return m
+}
+
+// Interceptor observes every RPC; logger gets one line per failed RPC and,
+// at debug level, one per successful one.
+func (m *Metrics) Interceptor(logger *slog.Logger) connect.Interceptor {
+	return &observing{m: m, logger: logger}
+}
+
+type observing struct {
+	m      *Metrics
+	logger *slog.Logger
+}
+
+func (o *observing) observe(ctx context.Context, procedure, peer string, start time.Time, err error) {
+	elapsed := time.Since(start)
+	code := "ok"
+	if err != nil {
+		code = connect.CodeOf(err).String()
+	}
+	o.m.requests.WithLabelValues(procedure, code).Inc()
+	o.m.latency.WithLabelValues(procedure).Observe(elapsed.Seconds())
+	switch {
+	case err == nil:
+		o.logger.DebugContext(ctx, "rpc", "procedure", procedure, "peer", peer, "duration", elapsed)
+	case connect.CodeOf(err) == connect.CodeInternal || connect.CodeOf(err) == connect.CodeUnknown:
+		o.logger.ErrorContext(ctx, "rpc failed", "procedure", procedure, "peer", peer, "code", code, "duration", elapsed, "error", err)
+	default:
+		o.logger.InfoContext(ctx, "rpc rejected", "procedure", procedure, "peer", peer, "code", code, "duration", elapsed, "error", err)
+	}
+}
+
+func (o *observing) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
+	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+		start := time.Now()
+		resp, err := next(ctx, req)
+		o.observe(ctx, req.Spec().Procedure, req.Peer().Addr, start, err)
+		return resp, err
+	}
+}
+
+func (o *observing) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
+	return next
+}
+
+func (o *observing) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
+	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
+		start := time.Now()
+		err := next(ctx, conn)
+		o.observe(ctx, conn.Spec().Procedure, conn.Peer().Addr, start, err)
+		return err
+	}
+}

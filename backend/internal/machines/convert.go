@@ -1,0 +1,116 @@
+package machines
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/carbide-dev/carbide/ent"
+	"github.com/carbide-dev/carbide/ent/lease"
+	"github.com/carbide-dev/carbide/ent/machine"
+	"github.com/carbide-dev/carbide/ent/nic"
+	machinev1 "github.com/carbide-dev/carbide/gen/carbide/machine/v1"
+	"github.com/google/uuid"
+	"google.golang.org/protobuf/types/known/timestamppb"
+)
+
+var stateToProto = map[machine.State]machinev1.MachineState{
+	machine.StateDiscovered:   machinev1.MachineState_MACHINE_STATE_DISCOVERED,
+	machine.StateInventoried:  machinev1.MachineState_MACHINE_STATE_INVENTORIED,
+	machine.StateReady:        machinev1.MachineState_MACHINE_STATE_READY,
+	machine.StateProvisioning: machinev1.MachineState_MACHINE_STATE_PROVISIONING,
+	machine.StateAssigned:     machinev1.MachineState_MACHINE_STATE_ASSIGNED,
+	machine.StateCleaning:     machinev1.MachineState_MACHINE_STATE_CLEANING,
+	machine.StateFailed:       machinev1.MachineState_MACHINE_STATE_FAILED,
+	machine.StateMaintenance:  machinev1.MachineState_MACHINE_STATE_MAINTENANCE,
+}
+
+// StateToProto converts a stored state to its API enum.
+func StateToProto(s machine.State) machinev1.MachineState { return stateToProto[s] }
+
+// StateFromProto converts an API state to the stored one.
+func StateFromProto(s machinev1.MachineState) (machine.State, bool) {
+	for k, v := range stateToProto {
+		if v == s {
+			return k, true
+		}
+	}
+	return "", false
+}
+
+// CanonicalMAC lower-cases a MAC address that protovalidate has already
+// checked to be colon-separated hex.
+func CanonicalMAC(mac string) string { return strings.ToLower(mac) }
+
+// Load reads machines with their interfaces and current addresses, in the
+// order of ids; missing ids are left out.
+func Load(ctx context.Context, client *ent.Client, ids ...uuid.UUID) ([]*machinev1.Machine, error) {
+	ms, err := client.Machine.Query().Where(machine.IDIn(ids...)).
+		WithNics(func(q *ent.NICQuery) { q.Order(ent.Asc(nic.FieldMAC)) }).
+		All(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("read machines: %w", err)
+	}
+	byID := make(map[uuid.UUID]*ent.Machine, len(ms))
+	for _, m := range ms {
+		byID[m.ID] = m
+	}
+	ordered := make([]*ent.Machine, 0, len(ms))
+	for _, id := range ids {
+		if m, ok := byID[id]; ok {
+			ordered = append(ordered, m)
+		}
+	}
+	return toProto(ctx, client, ordered)
+}
+
+// toProto converts machines read with their NICs, adding each NIC's
+// current address from the lease table.
+func toProto(ctx context.Context, client *ent.Client, ms []*ent.Machine) ([]*machinev1.Machine, error) {
+	var macs []string
+	for _, m := range ms {
+		for _, n := range m.Edges.Nics {
+			macs = append(macs, n.MAC)
+		}
+	}
+	type key struct {
+		segment uuid.UUID
+		mac     string
+	}
+	addresses := map[key]string{}
+	if len(macs) > 0 {
+		leases, err := client.Lease.Query().
+			Where(lease.MACIn(macs...), lease.ExpireTimeGT(time.Now().UTC())).
+			All(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("read machine addresses: %w", err)
+		}
+		for _, l := range leases {
+			addresses[key{l.SegmentID, l.MAC}] = l.Address
+		}
+	}
+	out := make([]*machinev1.Machine, 0, len(ms))
+	for _, m := range ms {
+		pm := &machinev1.Machine{
+			Id:          m.ID.String(),
+			Hostname:    m.Hostname,
+			State:       StateToProto(m.State),
+			Labels:      m.Labels,
+			Maintenance: m.Maintenance,
+			CreateTime:  timestamppb.New(m.CreateTime),
+			UpdateTime:  timestamppb.New(m.UpdateTime),
+			StateTime:   timestamppb.New(m.StateTime),
+		}
+		for _, n := range m.Edges.Nics {
+			pi := &machinev1.Interface{Mac: n.MAC, CircuitId: n.CircuitID, RemoteId: n.RemoteID}
+			if n.SegmentID != nil {
+				pi.SegmentId = n.SegmentID.String()
+				pi.Address = addresses[key{*n.SegmentID, n.MAC}]
+			}
+			pm.Interfaces = append(pm.Interfaces, pi)
+		}
+		out = append(out, pm)
+	}
+	return out, nil
+}

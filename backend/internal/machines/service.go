@@ -1,0 +1,358 @@
+// Package machines implements carbide.machine.v1.MachineService: the
+// machines, their interfaces, labels, maintenance hold and state history.
+package machines
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"time"
+
+	"connectrpc.com/connect"
+	"entgo.io/ent/dialect/sql"
+	"entgo.io/ent/dialect/sql/sqljson"
+	"github.com/carbide-dev/carbide/backend/internal/lifecycle"
+	"github.com/carbide-dev/carbide/backend/internal/pagetoken"
+	"github.com/carbide-dev/carbide/backend/internal/principal"
+	"github.com/carbide-dev/carbide/backend/internal/store"
+	"github.com/carbide-dev/carbide/ent"
+	"github.com/carbide-dev/carbide/ent/change"
+	"github.com/carbide-dev/carbide/ent/machine"
+	"github.com/carbide-dev/carbide/ent/nic"
+	"github.com/carbide-dev/carbide/ent/predicate"
+	"github.com/carbide-dev/carbide/ent/transition"
+	machinev1 "github.com/carbide-dev/carbide/gen/carbide/machine/v1"
+	"github.com/carbide-dev/carbide/gen/carbide/machine/v1/machinev1connect"
+	"github.com/google/uuid"
+	"google.golang.org/protobuf/types/known/timestamppb"
+)
+
+// Service serves MachineService.
+type Service struct {
+	store *store.Store
+}
+
+var _ machinev1connect.MachineServiceHandler = (*Service)(nil)
+
+// NewService returns a MachineService over st.
+func NewService(st *store.Store) *Service {
+	return &Service{store: st}
+}
+
+// CreateMachine registers a machine by its MACs.
+func (s *Service) CreateMachine(ctx context.Context, req *connect.Request[machinev1.CreateMachineRequest]) (*connect.Response[machinev1.CreateMachineResponse], error) {
+	macs := make([]string, len(req.Msg.GetMacs()))
+	for i, m := range req.Msg.GetMacs() {
+		macs[i] = CanonicalMAC(m)
+	}
+	if dup := firstDuplicate(macs); dup != "" {
+		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("macs: %s is listed twice", dup))
+	}
+	var id uuid.UUID
+	err := s.store.InTx(ctx, func(tx *ent.Tx) error {
+		taken, err := tx.NIC.Query().Where(nic.MACIn(macs...)).First(ctx)
+		switch {
+		case err == nil:
+			return connect.NewError(connect.CodeAlreadyExists, fmt.Errorf("macs: %s already belongs to machine %s", taken.MAC, taken.MachineID))
+		case !ent.IsNotFound(err):
+			return fmt.Errorf("check MACs: %w", err)
+		}
+		labels := req.Msg.GetLabels()
+		if labels == nil {
+			labels = map[string]string{}
+		}
+		now := time.Now().UTC()
+		m, err := tx.Machine.Create().
+			SetHostname(req.Msg.GetHostname()).SetLabels(labels).
+			SetCreateTime(now).SetUpdateTime(now).SetStateTime(now).
+			Save(ctx)
+		if err != nil {
+			return fmt.Errorf("create machine: %w", err)
+		}
+		id = m.ID
+		builders := make([]*ent.NICCreate, len(macs))
+		for i, mac := range macs {
+			builders[i] = tx.NIC.Create().SetMachineID(m.ID).SetMAC(mac)
+		}
+		if err := tx.NIC.CreateBulk(builders...).Exec(ctx); err != nil {
+			if ent.IsConstraintError(err) {
+				return connect.NewError(connect.CodeAlreadyExists, errors.New("macs: a MAC already belongs to another machine"))
+			}
+			return fmt.Errorf("create interfaces: %w", err)
+		}
+		if err := lifecycle.RecordCreation(ctx, tx, m, "registered through the API", principal.From(ctx)); err != nil {
+			return err
+		}
+		return s.recordChange(ctx, tx, m.ID, store.Created)
+	})
+	if err != nil {
+		return nil, err
+	}
+	pm, err := s.get(ctx, s.store.Client, id)
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&machinev1.CreateMachineResponse{Machine: pm}), nil
+}
+
+// GetMachine returns one machine.
+func (s *Service) GetMachine(ctx context.Context, req *connect.Request[machinev1.GetMachineRequest]) (*connect.Response[machinev1.GetMachineResponse], error) {
+	pm, err := s.get(ctx, s.store.Client, uuid.MustParse(req.Msg.GetId()))
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&machinev1.GetMachineResponse{Machine: pm}), nil
+}
+
+// ListMachines lists machines in id order.
+func (s *Service) ListMachines(ctx context.Context, req *connect.Request[machinev1.ListMachinesRequest]) (*connect.Response[machinev1.ListMachinesResponse], error) {
+	msg := req.Msg
+	var preds []predicate.Machine
+	var filter []string
+	if len(msg.GetStates()) > 0 {
+		states := make([]machine.State, 0, len(msg.GetStates()))
+		for _, ps := range msg.GetStates() {
+			st, _ := StateFromProto(ps) // protovalidate admits defined states only
+			states = append(states, st)
+			filter = append(filter, "state="+string(st))
+		}
+		preds = append(preds, machine.StateIn(states...))
+	}
+	keys := make([]string, 0, len(msg.GetLabels()))
+	for k := range msg.GetLabels() {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		v := msg.GetLabels()[k]
+		// Keys are restricted by protovalidate to characters that are safe
+		// inside a JSON path.
+		preds = append(preds, predicate.Machine(func(sel *sql.Selector) {
+			sel.Where(sqljson.ValueEQ(sel.C(machine.FieldLabels), v, sqljson.Path(k)))
+		}))
+		filter = append(filter, "label="+k+"="+v)
+	}
+	if msg.GetMac() != "" {
+		mac := CanonicalMAC(msg.GetMac())
+		preds = append(preds, machine.HasNicsWith(nic.MAC(mac)))
+		filter = append(filter, "mac="+mac)
+	}
+	fp := pagetoken.Filter(filter...)
+	after, err := pagetoken.Decode(msg.GetPageToken(), fp)
+	if err != nil {
+		return nil, connect.NewError(connect.CodeInvalidArgument, err)
+	}
+	if after != "" {
+		id, err := uuid.Parse(after)
+		if err != nil {
+			return nil, connect.NewError(connect.CodeInvalidArgument, pagetoken.ErrInvalid)
+		}
+		preds = append(preds, machine.IDGT(id))
+	}
+	size := pagetoken.Size(msg.GetPageSize())
+	ms, err := s.store.Client.Machine.Query().Where(preds...).
+		WithNics(func(q *ent.NICQuery) { q.Order(ent.Asc(nic.FieldMAC)) }).
+		Order(ent.Asc(machine.FieldID)).Limit(size + 1).All(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list machines: %w", err)
+	}
+	resp := &machinev1.ListMachinesResponse{}
+	if len(ms) > size {
+		ms = ms[:size]
+		resp.NextPageToken = pagetoken.Encode(ms[size-1].ID.String(), fp)
+	}
+	if resp.Machines, err = toProto(ctx, s.store.Client, ms); err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(resp), nil
+}
+
+// UpdateMachine changes labels, hostname and the maintenance hold.
+func (s *Service) UpdateMachine(ctx context.Context, req *connect.Request[machinev1.UpdateMachineRequest]) (*connect.Response[machinev1.UpdateMachineResponse], error) {
+	in := req.Msg.GetMachine()
+	id := uuid.MustParse(in.GetId())
+	err := s.store.InTx(ctx, func(tx *ent.Tx) error {
+		m, err := tx.Machine.Query().Where(machine.ID(id)).ForUpdate().Only(ctx)
+		if ent.IsNotFound(err) {
+			return notFound(id)
+		} else if err != nil {
+			return fmt.Errorf("read machine: %w", err)
+		}
+		paths := req.Msg.GetUpdateMask().GetPaths()
+		changed := false
+		if slices.Contains(paths, "maintenance") && in.GetMaintenance() != m.Maintenance {
+			changed = true
+			to, reason := machine.StateMaintenance, "maintenance hold set through the API"
+			if !in.GetMaintenance() {
+				if to, err = lifecycle.StateBeforeMaintenance(ctx, tx, m); err != nil {
+					return err
+				}
+				reason = "maintenance hold cleared through the API"
+			}
+			if m.State != to {
+				if m, err = lifecycle.Move(ctx, tx, m, to, reason, principal.From(ctx)); err != nil {
+					return err
+				}
+			}
+		}
+		upd := tx.Machine.UpdateOne(m).SetUpdateTime(time.Now().UTC())
+		for _, path := range paths {
+			switch path {
+			case "labels":
+				labels := in.GetLabels()
+				if labels == nil {
+					labels = map[string]string{}
+				}
+				upd.SetLabels(labels)
+				changed = changed || !maps.Equal(labels, m.Labels)
+			case "hostname":
+				upd.SetHostname(in.GetHostname())
+				changed = changed || in.GetHostname() != m.Hostname
+			case "maintenance":
+				upd.SetMaintenance(in.GetMaintenance())
+			}
+		}
+		if !changed {
+			return nil // idempotent: nothing to do, no change recorded
+		}
+		if _, err := upd.Save(ctx); err != nil {
+			return fmt.Errorf("update machine: %w", err)
+		}
+		return s.recordChange(ctx, tx, id, store.Updated)
+	})
+	if err != nil {
+		return nil, err
+	}
+	pm, err := s.get(ctx, s.store.Client, id)
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&machinev1.UpdateMachineResponse{Machine: pm}), nil
+}
+
+// DeleteMachine forgets a machine that is not in use.
+func (s *Service) DeleteMachine(ctx context.Context, req *connect.Request[machinev1.DeleteMachineRequest]) (*connect.Response[machinev1.DeleteMachineResponse], error) {
+	id := uuid.MustParse(req.Msg.GetId())
+	err := s.store.InTx(ctx, func(tx *ent.Tx) error {
+		m, err := tx.Machine.Query().Where(machine.ID(id)).ForUpdate().Only(ctx)
+		if ent.IsNotFound(err) {
+			return notFound(id)
+		} else if err != nil {
+			return fmt.Errorf("read machine: %w", err)
+		}
+		switch m.State {
+		case machine.StateProvisioning, machine.StateAssigned, machine.StateCleaning:
+			return connect.NewError(connect.CodeFailedPrecondition,
+				fmt.Errorf("machine %s is %s; release its instance and let cleaning finish before deleting it", id, m.State))
+		}
+		last, err := s.snapshot(ctx, tx, id)
+		if err != nil {
+			return err
+		}
+		if err := tx.Machine.DeleteOne(m).Exec(ctx); err != nil {
+			return fmt.Errorf("delete machine: %w", err)
+		}
+		return s.store.RecordChange(ctx, tx, store.KindMachine, store.Deleted, id.String(), last)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&machinev1.DeleteMachineResponse{}), nil
+}
+
+// ListMachineTransitions returns a machine's state history, oldest first.
+func (s *Service) ListMachineTransitions(ctx context.Context, req *connect.Request[machinev1.ListMachineTransitionsRequest]) (*connect.Response[machinev1.ListMachineTransitionsResponse], error) {
+	id := uuid.MustParse(req.Msg.GetMachineId())
+	exists, err := s.store.Client.Machine.Query().Where(machine.ID(id)).Exist(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("read machine: %w", err)
+	}
+	if !exists {
+		return nil, notFound(id)
+	}
+	fp := pagetoken.Filter(id.String())
+	after, err := pagetoken.Decode(req.Msg.GetPageToken(), fp)
+	if err != nil {
+		return nil, connect.NewError(connect.CodeInvalidArgument, err)
+	}
+	q := s.store.Client.Transition.Query().Where(transition.MachineID(id))
+	if after != "" {
+		var n int64
+		if _, err := fmt.Sscan(after, &n); err != nil {
+			return nil, connect.NewError(connect.CodeInvalidArgument, pagetoken.ErrInvalid)
+		}
+		q = q.Where(transition.IDGT(n))
+	}
+	size := pagetoken.Size(req.Msg.GetPageSize())
+	ts, err := q.Order(ent.Asc(transition.FieldID)).Limit(size + 1).All(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("read state history: %w", err)
+	}
+	resp := &machinev1.ListMachineTransitionsResponse{}
+	if len(ts) > size {
+		ts = ts[:size]
+		resp.NextPageToken = pagetoken.Encode(fmt.Sprint(ts[size-1].ID), fp)
+	}
+	for _, t := range ts {
+		pt := &machinev1.StateTransition{
+			ToState: StateToProto(machine.State(t.ToState)),
+			Reason:  t.Reason,
+			Actor:   t.Actor,
+			Time:    timestamppb.New(t.Time),
+		}
+		if t.FromState != nil {
+			pt.FromState = StateToProto(machine.State(*t.FromState))
+		}
+		resp.Transitions = append(resp.Transitions, pt)
+	}
+	return connect.NewResponse(resp), nil
+}
+
+// RecordChange records the current state of machine id in the change log,
+// as the last step of tx. Packages that change a machine call it.
+func RecordChange(ctx context.Context, st *store.Store, tx *ent.Tx, id uuid.UUID, typ change.Type) error {
+	pm, err := Load(ctx, tx.Client(), id)
+	if err != nil {
+		return err
+	}
+	if len(pm) == 0 {
+		return notFound(id)
+	}
+	return st.RecordChange(ctx, tx, store.KindMachine, typ, id.String(), pm[0])
+}
+
+func (s *Service) recordChange(ctx context.Context, tx *ent.Tx, id uuid.UUID, typ change.Type) error {
+	return RecordChange(ctx, s.store, tx, id, typ)
+}
+
+func (s *Service) snapshot(ctx context.Context, tx *ent.Tx, id uuid.UUID) (*machinev1.Machine, error) {
+	return s.get(ctx, tx.Client(), id)
+}
+
+func (s *Service) get(ctx context.Context, client *ent.Client, id uuid.UUID) (*machinev1.Machine, error) {
+	pm, err := Load(ctx, client, id)
+	if err != nil {
+		return nil, err
+	}
+	if len(pm) == 0 {
+		return nil, notFound(id)
+	}
+	return pm[0], nil
+}
+
+func notFound(id uuid.UUID) error {
+	return connect.NewError(connect.CodeNotFound, fmt.Errorf("machine %s not found", id))
+}
+
+func firstDuplicate(ss []string) string {
+	seen := make(map[string]bool, len(ss))
+	for _, s := range ss {
+		if seen[s] {
+			return s
+		}
+		seen[s] = true
+	}
+	return ""
+}

@@ -1,0 +1,171 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"entgo.io/ent/dialect"
+	"github.com/carbide-dev/carbide/ent"
+	"github.com/carbide-dev/carbide/ent/change"
+	"github.com/jackc/pgx/v5"
+	"google.golang.org/protobuf/proto"
+)
+
+// Kinds and types of change-log entries.
+const (
+	KindMachine = change.KindMachine
+	KindSegment = change.KindSegment
+
+	Created = change.TypeCreated
+	Updated = change.TypeUpdated
+	Deleted = change.TypeDeleted
+)
+
+const notifyChannel = "carbide_changes"
+
+// Notifier wakes every waiter when the change log grows.
+type Notifier struct {
+	mu sync.Mutex
+	ch chan struct{}
+}
+
+// NewNotifier returns a Notifier with no waiters.
+func NewNotifier() *Notifier {
+	return &Notifier{ch: make(chan struct{})}
+}
+
+// Wait returns a channel that is closed at the next Notify.
+func (n *Notifier) Wait() <-chan struct{} {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.ch
+}
+
+// Notify wakes every current waiter.
+func (n *Notifier) Notify() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	close(n.ch)
+	n.ch = make(chan struct{})
+}
+
+// Changes is the notifier that fires when a change is committed, by this
+// process or, on PostgreSQL while Listen runs, by any other.
+func (s *Store) Changes() *Notifier { return s.notifier }
+
+// RecordChange appends a change of one resource to the change log, inside
+// the transaction that makes the change. Call it last in the transaction:
+// on PostgreSQL it takes a lock, held until commit, so that change numbers
+// follow commit order and a watcher never skips a change that commits late.
+func (s *Store) RecordChange(ctx context.Context, tx *ent.Tx, kind change.Kind, typ change.Type, id string, resource proto.Message) error {
+	payload, err := proto.Marshal(resource)
+	if err != nil {
+		return fmt.Errorf("encode change: %w", err)
+	}
+	if err := s.Lock(ctx, tx, lockChangeLog); err != nil {
+		return err
+	}
+	if err := tx.Change.Create().
+		SetKind(kind).SetType(typ).SetResourceID(id).SetPayload(payload).
+		SetTime(time.Now().UTC()).
+		Exec(ctx); err != nil {
+		return fmt.Errorf("record change: %w", err)
+	}
+	if s.Dialect == dialect.Postgres {
+		if _, err := tx.ExecContext(ctx, "SELECT pg_notify($1, '')", notifyChannel); err != nil {
+			return fmt.Errorf("notify change: %w", err)
+		}
+	}
+	tx.OnCommit(func(next ent.Committer) ent.Committer {
+		return ent.CommitFunc(func(ctx context.Context, tx *ent.Tx) error {
+			err := next.Commit(ctx, tx)
+			if err == nil {
+				s.notifier.Notify()
+			}
+			return err
+		})
+	})
+	return nil
+}
+
+// ChangesAfter returns up to limit change-log entries numbered above after,
+// of the given kinds (all kinds when empty), oldest first.
+func (s *Store) ChangesAfter(ctx context.Context, after int64, kinds []change.Kind, limit int) ([]*ent.Change, error) {
+	q := s.Client.Change.Query().Where(change.IDGT(after))
+	if len(kinds) > 0 {
+		q = q.Where(change.KindIn(kinds...))
+	}
+	return q.Order(ent.Asc(change.FieldID)).Limit(limit).All(ctx)
+}
+
+// Revision is the number of the newest change-log entry, 0 when it is empty.
+// Oldest is the number of the oldest entry still kept.
+func (s *Store) Revision(ctx context.Context) (newest, oldest int64, err error) {
+	var v []struct {
+		Max *int64 `json:"max"`
+		Min *int64 `json:"min"`
+	}
+	err = s.Client.Change.Query().Aggregate(ent.Max(change.FieldID), ent.Min(change.FieldID)).Scan(ctx, &v)
+	if err != nil {
+		return 0, 0, fmt.Errorf("read change log revision: %w", err)
+	}
+	if len(v) == 1 && v[0].Max != nil {
+		newest, oldest = *v[0].Max, *v[0].Min
+	}
+	return newest, oldest, nil
+}
+
+// PruneChanges deletes change-log entries older than before.
+func (s *Store) PruneChanges(ctx context.Context, before time.Time) (int, error) {
+	n, err := s.Client.Change.Delete().Where(change.TimeLT(before.UTC())).Exec(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("prune change log: %w", err)
+	}
+	return n, nil
+}
+
+// Listen relays PostgreSQL notifications of changes committed by other API
+// processes to Changes until ctx is done, reconnecting after errors. On the
+// embedded store there are no other processes and it just waits for ctx.
+func (s *Store) Listen(ctx context.Context, logger *slog.Logger) {
+	if s.Dialect != dialect.Postgres {
+		<-ctx.Done()
+		return
+	}
+	backoff := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		err := s.listenOnce(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		logger.Warn("change notifications interrupted; reconnecting", "error", err, "retry_in", backoff)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 10*time.Second)
+	}
+}
+
+func (s *Store) listenOnce(ctx context.Context) error {
+	conn, err := pgx.Connect(ctx, s.url)
+	if err != nil {
+		return fmt.Errorf("connect: %w", err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	if _, err := conn.Exec(ctx, "LISTEN "+notifyChannel); err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	// Changes may have committed while no one listened.
+	s.notifier.Notify()
+	for {
+		if _, err := conn.WaitForNotification(ctx); err != nil {
+			return fmt.Errorf("wait for notification: %w", err)
+		}
+		s.notifier.Notify()
+	}
+}

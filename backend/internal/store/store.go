@@ -1,0 +1,184 @@
+// Package store opens Carbide's database — PostgreSQL in production, an
+// embedded SQLite file when no database URL is given — behind one ent client,
+// applies schema migrations, and keeps the change log that Watch streams.
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	entsql "entgo.io/ent/dialect/sql"
+
+	"entgo.io/ent/dialect"
+	"github.com/carbide-dev/carbide/ent"
+	"github.com/carbide-dev/carbide/ent/migrations"
+	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" database/sql driver
+	_ "modernc.org/sqlite"             // registers the "sqlite" database/sql driver
+)
+
+// Config says which database to open.
+type Config struct {
+	// DatabaseURL is a postgres:// URL. Empty selects the embedded store.
+	DatabaseURL string
+	// DataDir holds the embedded store's file when DatabaseURL is empty.
+	DataDir string
+	// MaxConns caps open PostgreSQL connections; 0 means 32.
+	MaxConns int
+}
+
+// Store is an open database.
+type Store struct {
+	// Client is the ent client over the database.
+	Client *ent.Client
+	// Dialect is dialect.Postgres or dialect.SQLite.
+	Dialect string
+
+	db       *sql.DB
+	url      string
+	notifier *Notifier
+}
+
+// Advisory lock keys (PostgreSQL). Arbitrary constants, one per purpose.
+const (
+	lockMigrations int64 = 0x6361726269646501 // serialises schema migrations
+	lockChangeLog  int64 = 0x6361726269646502 // numbers change-log rows in commit order
+	// LockSegments serialises checks that span segments (prefix overlap,
+	// relay addresses).
+	LockSegments int64 = 0x6361726269646503
+)
+
+// Open connects to the database the config names and brings its schema up
+// to date.
+func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*Store, error) {
+	if cfg.DatabaseURL != "" {
+		return openPostgres(ctx, cfg, logger)
+	}
+	return openSQLite(ctx, cfg, logger)
+}
+
+func openPostgres(ctx context.Context, cfg Config, logger *slog.Logger) (*Store, error) {
+	u, err := url.Parse(cfg.DatabaseURL)
+	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
+		return nil, fmt.Errorf("database URL must look like postgres://user:password@host:5432/dbname")
+	}
+	db, err := sql.Open("pgx", cfg.DatabaseURL)
+	if err != nil {
+		return nil, fmt.Errorf("open PostgreSQL: %w", err)
+	}
+	maxConns := cfg.MaxConns
+	if maxConns <= 0 {
+		maxConns = 32
+	}
+	db.SetMaxOpenConns(maxConns)
+	db.SetMaxIdleConns(maxConns)
+	db.SetConnMaxIdleTime(5 * time.Minute)
+	pingCtx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	if err := db.PingContext(pingCtx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("connect to PostgreSQL at %s: %w (check --database-url and that the server is up)", Redact(cfg.DatabaseURL), err)
+	}
+	applied, err := migrate(ctx, db, migrations.FS)
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("migrate PostgreSQL schema: %w", err)
+	}
+	if len(applied) > 0 {
+		logger.Info("applied schema migrations", "migrations", applied)
+	}
+	drv := entsql.OpenDB(dialect.Postgres, db)
+	s := &Store{
+		Client:   ent.NewClient(ent.Driver(drv)),
+		Dialect:  dialect.Postgres,
+		db:       db,
+		url:      cfg.DatabaseURL,
+		notifier: NewNotifier(),
+	}
+	logger.Info("store open", "store", "postgres", "database", Redact(cfg.DatabaseURL))
+	return s, nil
+}
+
+func openSQLite(ctx context.Context, cfg Config, logger *slog.Logger) (*Store, error) {
+	if cfg.DataDir == "" {
+		return nil, errors.New("either a database URL or a data directory is required")
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create data directory: %w", err)
+	}
+	path := filepath.Join(cfg.DataDir, "carbide.db")
+	dsn := "file:" + path + "?_pragma=foreign_keys(1)&_pragma=journal_mode(WAL)&_pragma=busy_timeout(10000)&_pragma=synchronous(NORMAL)&_txlock=immediate"
+	db, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("open embedded store %s: %w", path, err)
+	}
+	// One connection: SQLite has one writer anyway, and this keeps every
+	// transaction strictly serialised.
+	db.SetMaxOpenConns(1)
+	drv := entsql.OpenDB(dialect.SQLite, db)
+	client := ent.NewClient(ent.Driver(drv))
+	if err := client.Schema.Create(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("create embedded store schema in %s: %w", path, err)
+	}
+	logger.Info("store open", "store", "embedded", "path", path)
+	return &Store{Client: client, Dialect: dialect.SQLite, db: db, notifier: NewNotifier()}, nil
+}
+
+// Close closes the database.
+func (s *Store) Close() error {
+	return s.Client.Close()
+}
+
+// DB is the underlying connection pool, for checks that ent cannot express.
+func (s *Store) DB() *sql.DB { return s.db }
+
+// InTx runs fn in a transaction, committing if it returns nil.
+func (s *Store) InTx(ctx context.Context, fn func(tx *ent.Tx) error) error {
+	tx, err := s.Client.Tx(ctx)
+	if err != nil {
+		return fmt.Errorf("begin transaction: %w", err)
+	}
+	if err := fn(tx); err != nil {
+		if rerr := tx.Rollback(); rerr != nil {
+			return errors.Join(err, fmt.Errorf("roll back: %w", rerr))
+		}
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
+}
+
+// Lock takes a transaction-scoped lock that serialises every transaction
+// taking the same key, across all API processes. On the embedded store,
+// transactions are serialised already.
+func (s *Store) Lock(ctx context.Context, tx *ent.Tx, key int64) error {
+	if s.Dialect != dialect.Postgres {
+		return nil
+	}
+	if _, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock($1)", key); err != nil {
+		return fmt.Errorf("take lock: %w", err)
+	}
+	return nil
+}
+
+// Redact hides the password of a database URL.
+func Redact(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	if _, ok := u.User.Password(); ok {
+		u.User = url.UserPassword(u.User.Username(), "xxxxx")
+	}
+	return strings.Replace(u.String(), "xxxxx", "****", 1)
+}

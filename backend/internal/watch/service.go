@@ -1,0 +1,205 @@
+// Package watch implements carbide.watch.v1.WatchService: a stream of the
+// change log, preceded by a snapshot of the current resources.
+package watch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/carbide-dev/carbide/backend/internal/machines"
+	"github.com/carbide-dev/carbide/backend/internal/segments"
+	"github.com/carbide-dev/carbide/backend/internal/store"
+	"github.com/carbide-dev/carbide/ent"
+	"github.com/carbide-dev/carbide/ent/change"
+	"github.com/carbide-dev/carbide/ent/machine"
+	"github.com/carbide-dev/carbide/ent/segment"
+	machinev1 "github.com/carbide-dev/carbide/gen/carbide/machine/v1"
+	networkv1 "github.com/carbide-dev/carbide/gen/carbide/network/v1"
+	watchv1 "github.com/carbide-dev/carbide/gen/carbide/watch/v1"
+	"github.com/carbide-dev/carbide/gen/carbide/watch/v1/watchv1connect"
+	"github.com/google/uuid"
+	"google.golang.org/protobuf/proto"
+)
+
+// batch is how many rows one query reads, for snapshots and the change log.
+const batch = 500
+
+// poll is how often a watcher looks at the change log when no notification
+// arrives, as a safety net for missed notifications.
+const poll = 5 * time.Second
+
+// Service serves WatchService.
+type Service struct {
+	store *store.Store
+	// done ends every stream when the server shuts down.
+	done <-chan struct{}
+}
+
+var _ watchv1connect.WatchServiceHandler = (*Service)(nil)
+
+// NewService returns a WatchService over st whose streams end when done is
+// closed.
+func NewService(st *store.Store, done <-chan struct{}) *Service {
+	return &Service{store: st, done: done}
+}
+
+var kindOf = map[watchv1.ResourceKind]change.Kind{
+	watchv1.ResourceKind_RESOURCE_KIND_MACHINE: store.KindMachine,
+	watchv1.ResourceKind_RESOURCE_KIND_SEGMENT: store.KindSegment,
+}
+
+var typeOf = map[change.Type]watchv1.EventType{
+	store.Created: watchv1.EventType_EVENT_TYPE_CREATED,
+	store.Updated: watchv1.EventType_EVENT_TYPE_UPDATED,
+	store.Deleted: watchv1.EventType_EVENT_TYPE_DELETED,
+}
+
+// Watch streams a snapshot (when starting from revision 0) and then changes.
+func (s *Service) Watch(ctx context.Context, req *connect.Request[watchv1.WatchRequest], stream *connect.ServerStream[watchv1.WatchResponse]) error {
+	var kinds []change.Kind
+	for _, k := range req.Msg.GetKinds() {
+		kinds = append(kinds, kindOf[k])
+	}
+	want := func(k change.Kind) bool {
+		if len(kinds) == 0 {
+			return true
+		}
+		for _, w := range kinds {
+			if w == k {
+				return true
+			}
+		}
+		return false
+	}
+
+	// Wait on the notifier before reading, so no commit slips between the
+	// read and the wait.
+	wake := s.store.Changes().Wait()
+	newest, oldest, err := s.store.Revision(ctx)
+	if err != nil {
+		return err
+	}
+	cursor := req.Msg.GetSinceRevision()
+	switch {
+	case cursor == 0:
+		cursor = newest
+		if err := s.snapshot(ctx, stream, newest, want); err != nil {
+			return err
+		}
+	case cursor > newest:
+		return connect.NewError(connect.CodeOutOfRange, fmt.Errorf("since_revision: %d is ahead of the newest revision %d; start over with since_revision 0", cursor, newest))
+	case oldest > 0 && cursor < oldest-1:
+		return connect.NewError(connect.CodeOutOfRange, fmt.Errorf("since_revision: changes up to %d are no longer kept; start over with since_revision 0", oldest-1))
+	}
+
+	for {
+		rows, err := s.store.ChangesAfter(ctx, cursor, kinds, batch)
+		if err != nil {
+			return err
+		}
+		for _, row := range rows {
+			ev, err := event(row)
+			if err != nil {
+				return err
+			}
+			if err := stream.Send(ev); err != nil {
+				return err
+			}
+			cursor = row.ID
+		}
+		if len(rows) == batch {
+			continue
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-s.done:
+			return connect.NewError(connect.CodeUnavailable, errors.New("server shutting down; resume with since_revision"))
+		case <-wake:
+		case <-time.After(poll):
+		}
+		wake = s.store.Changes().Wait()
+	}
+}
+
+func (s *Service) snapshot(ctx context.Context, stream *connect.ServerStream[watchv1.WatchResponse], rev int64, want func(change.Kind) bool) error {
+	if want(store.KindMachine) {
+		after := uuid.Nil
+		for {
+			ids, err := s.store.Client.Machine.Query().Where(machine.IDGT(after)).
+				Order(ent.Asc(machine.FieldID)).Limit(batch).IDs(ctx)
+			if err != nil {
+				return fmt.Errorf("read machines: %w", err)
+			}
+			ms, err := machines.Load(ctx, s.store.Client, ids...)
+			if err != nil {
+				return err
+			}
+			for _, m := range ms {
+				if err := stream.Send(&watchv1.WatchResponse{
+					Revision: rev, Type: watchv1.EventType_EVENT_TYPE_EXISTING,
+					Kind: watchv1.ResourceKind_RESOURCE_KIND_MACHINE, Id: m.GetId(),
+					Resource: &watchv1.WatchResponse_Machine{Machine: m},
+				}); err != nil {
+					return err
+				}
+			}
+			if len(ids) < batch {
+				break
+			}
+			after = ids[len(ids)-1]
+		}
+	}
+	if want(store.KindSegment) {
+		after := ""
+		for {
+			segs, err := s.store.Client.Segment.Query().Where(segment.NameGT(after)).
+				Order(ent.Asc(segment.FieldName)).Limit(batch).All(ctx)
+			if err != nil {
+				return fmt.Errorf("read segments: %w", err)
+			}
+			for _, seg := range segs {
+				ps, err := segments.Load(ctx, s.store.Client, seg)
+				if err != nil {
+					return err
+				}
+				if err := stream.Send(&watchv1.WatchResponse{
+					Revision: rev, Type: watchv1.EventType_EVENT_TYPE_EXISTING,
+					Kind: watchv1.ResourceKind_RESOURCE_KIND_SEGMENT, Id: ps.GetId(),
+					Resource: &watchv1.WatchResponse_Segment{Segment: ps},
+				}); err != nil {
+					return err
+				}
+			}
+			if len(segs) < batch {
+				break
+			}
+			after = segs[len(segs)-1].Name
+		}
+	}
+	return stream.Send(&watchv1.WatchResponse{Revision: rev, Type: watchv1.EventType_EVENT_TYPE_SYNCED})
+}
+
+func event(row *ent.Change) (*watchv1.WatchResponse, error) {
+	ev := &watchv1.WatchResponse{Revision: row.ID, Type: typeOf[row.Type], Id: row.ResourceID}
+	switch row.Kind {
+	case store.KindMachine:
+		m := &machinev1.Machine{}
+		if err := proto.Unmarshal(row.Payload, m); err != nil {
+			return nil, fmt.Errorf("decode change %d: %w", row.ID, err)
+		}
+		ev.Kind = watchv1.ResourceKind_RESOURCE_KIND_MACHINE
+		ev.Resource = &watchv1.WatchResponse_Machine{Machine: m}
+	case store.KindSegment:
+		sg := &networkv1.Segment{}
+		if err := proto.Unmarshal(row.Payload, sg); err != nil {
+			return nil, fmt.Errorf("decode change %d: %w", row.ID, err)
+		}
+		ev.Kind = watchv1.ResourceKind_RESOURCE_KIND_SEGMENT
+		ev.Resource = &watchv1.WatchResponse_Segment{Segment: sg}
+	}
+	return ev, nil
+}

@@ -1,0 +1,51 @@
+package schema
+
+import (
+	"time"
+
+	"entgo.io/ent"
+	"entgo.io/ent/schema/edge"
+	"entgo.io/ent/schema/field"
+	"entgo.io/ent/schema/index"
+	"github.com/google/uuid"
+)
+
+// Lease binds an address of a segment to a MAC until expire_time. The two
+// unique indexes are what make a double allocation impossible, whatever
+// number of API replicas allocate at once. An expired lease keeps its row,
+// so the MAC gets the same address back, until another MAC reclaims it.
+type Lease struct {
+	ent.Schema
+}
+
+// Fields of the Lease.
+func (Lease) Fields() []ent.Field {
+	return []ent.Field{
+		field.Int64("id"),
+		field.UUID("segment_id", uuid.UUID{}),
+		field.String("mac").MaxLen(17),
+		field.String("address").MaxLen(15),
+		field.Bool("reserved").Default(false),
+		field.Time("create_time").Default(time.Now),
+		field.Time("renew_time").Default(time.Now),
+		field.Time("expire_time"),
+	}
+}
+
+// Edges of the Lease.
+func (Lease) Edges() []ent.Edge {
+	return []ent.Edge{
+		edge.From("segment", Segment.Type).Ref("leases").
+			Field("segment_id").Unique().Required(),
+	}
+}
+
+// Indexes of the Lease: one address per MAC and one MAC per address on a
+// segment.
+func (Lease) Indexes() []ent.Index {
+	return []ent.Index{
+		index.Fields("segment_id", "mac").Unique(),
+		index.Fields("segment_id", "address").Unique(),
+		index.Fields("segment_id", "expire_time"),
+	}
+}

@@ -1,0 +1,57 @@
+package schema
+
+import (
+	"time"
+
+	"entgo.io/ent"
+	"entgo.io/ent/dialect/entsql"
+	"entgo.io/ent/schema/edge"
+	"entgo.io/ent/schema/field"
+	"entgo.io/ent/schema/index"
+	"github.com/google/uuid"
+)
+
+// MachineStates lists the lifecycle states a machine can be in.
+var MachineStates = []string{
+	"discovered", "inventoried", "ready", "provisioning", "assigned",
+	"cleaning", "failed", "maintenance",
+}
+
+// Machine is one physical server.
+type Machine struct {
+	ent.Schema
+}
+
+// Mixin of the Machine.
+func (Machine) Mixin() []ent.Mixin {
+	return []ent.Mixin{TimeMixin{}}
+}
+
+// Fields of the Machine.
+func (Machine) Fields() []ent.Field {
+	return []ent.Field{
+		field.UUID("id", uuid.UUID{}).Default(uuid.New),
+		field.String("hostname").Default("").MaxLen(63),
+		field.Enum("state").Values(MachineStates...).Default("discovered"),
+		field.Time("state_time").Default(time.Now),
+		field.JSON("labels", map[string]string{}).Default(map[string]string{}),
+		field.Bool("maintenance").Default(false),
+	}
+}
+
+// Edges of the Machine.
+func (Machine) Edges() []ent.Edge {
+	return []ent.Edge{
+		edge.To("nics", NIC.Type).
+			Annotations(entsql.OnDelete(entsql.Cascade)),
+		edge.To("transitions", Transition.Type).
+			Annotations(entsql.OnDelete(entsql.Cascade)),
+	}
+}
+
+// Indexes of the Machine.
+func (Machine) Indexes() []ent.Index {
+	return []ent.Index{
+		index.Fields("state"),
+	}
+}

@@ -1,0 +1,3 @@
+module github.com/carbide-dev/carbide/sdk
+
+go 1.26.8
