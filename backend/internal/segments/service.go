@@ -367,4 +367,3 @@ func Load(ctx context.Context, client *ent.Client, seg *ent.Segment) (*networkv1
 func notFound(id uuid.UUID) error {
 	return connect.NewError(connect.CodeNotFound, fmt.Errorf("segment %s not found", id))
 }
-

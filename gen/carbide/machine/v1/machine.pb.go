@@ -1064,14 +1064,14 @@ const file_carbide_machine_v1_machine_proto_rawDesc = "" +
 	"\x11GetMachineRequest\x12\x18\n" +
 	"\x02id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\x02id\"K\n" +
 	"\x12GetMachineResponse\x125\n" +
-	"\amachine\x18\x01 \x01(\v2\x1b.carbide.machine.v1.MachineR\amachine\"\x88\x03\n" +
+	"\amachine\x18\x01 \x01(\v2\x1b.carbide.machine.v1.MachineR\amachine\"\xc6\x03\n" +
 	"\x13ListMachinesRequest\x12'\n" +
 	"\tpage_size\x18\x01 \x01(\x05B\n" +
 	"\xbaH\a\x1a\x05\x18\xe8\a(\x00R\bpageSize\x12'\n" +
 	"\n" +
 	"page_token\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x04R\tpageToken\x12K\n" +
-	"\x06states\x18\x03 \x03(\x0e2 .carbide.machine.v1.MachineStateB\x11\xbaH\x0e\x92\x01\v\x10\t\"\a\x82\x01\x04\x10\x01 \x00R\x06states\x12U\n" +
-	"\x06labels\x18\x04 \x03(\v23.carbide.machine.v1.ListMachinesRequest.LabelsEntryB\b\xbaH\x05\x9a\x01\x02\x10@R\x06labels\x12@\n" +
+	"\x06states\x18\x03 \x03(\x0e2 .carbide.machine.v1.MachineStateB\x11\xbaH\x0e\x92\x01\v\x10\t\"\a\x82\x01\x04\x10\x01 \x00R\x06states\x12\x92\x01\n" +
+	"\x06labels\x18\x04 \x03(\v23.carbide.machine.v1.ListMachinesRequest.LabelsEntryBE\xbaHB\x9a\x01?\x10@\"4r220^[A-Za-z0-9]([A-Za-z0-9._/-]{0,61}[A-Za-z0-9])?$*\x05r\x03\x18\xff\x01R\x06labels\x12@\n" +
 	"\x03mac\x18\x05 \x01(\tB.\xbaH+r)2'^([0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5})?$R\x03mac\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +

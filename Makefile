@@ -1,0 +1,46 @@
+# Carbide's two everyday commands:
+#   make run    start Carbide on the embedded store in ./carbide-data
+#   make test   run every check and test (what CI runs)
+# and the ones behind them: tools, generate, check-generated, lint, breaking,
+# go-test, bench.
+
+SHELL := /bin/bash
+BIN := $(CURDIR)/bin
+export PATH := $(BIN):$(PATH)
+MODULES := gen ent backend edge sdk terraform-provider
+PKGS := $(addprefix ./,$(addsuffix /...,$(MODULES)))
+
+.PHONY: run test tools generate check-generated lint breaking go-test bench
+
+run:
+	go run ./backend/cmd/carbide-api
+
+test: check-generated lint breaking go-test
+
+# Builds the pinned tools (tools/go.mod) into ./bin.
+tools:
+	@mkdir -p $(BIN)
+	GOWORK=off go -C tools build -o $(BIN)/ tool
+
+# Regenerates everything generated: protobuf code in gen/, the ent client,
+# and a new PostgreSQL migration when the ent schema changed.
+generate: tools
+	scripts/generate
+
+check-generated: generate
+	scripts/check-clean "generated code is out of date: run 'make generate' and commit the result"
+
+lint: tools
+	buf lint
+	go vet $(PKGS)
+	@out=$$(gofmt -l $(MODULES) tools | grep -v '^gen/' | grep -v '^ent/' || true); \
+	  if [ -n "$$out" ]; then echo "gofmt -l lists:"; echo "$$out"; exit 1; fi
+
+breaking: tools
+	scripts/breaking
+
+go-test: tools
+	go test -count=1 -timeout 20m $(PKGS)
+
+bench: tools
+	go test -run '^$$' -bench . -benchtime 2000x -timeout 30m ./backend/internal/ipam/
