@@ -1,0 +1,434 @@
+package main
+
+// End-to-end tests of the carbide-api binary with the real peers a user
+// would use: grpcurl and buf curl (built into ../../../bin by `make tools`),
+// several API processes on one PostgreSQL database, and restarts.
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/carbide-dev/carbide/backend/pgtest"
+	machinev1 "github.com/carbide-dev/carbide/gen/carbide/machine/v1"
+	"github.com/carbide-dev/carbide/gen/carbide/machine/v1/machinev1connect"
+	networkv1 "github.com/carbide-dev/carbide/gen/carbide/network/v1"
+	"github.com/carbide-dev/carbide/gen/carbide/network/v1/networkv1connect"
+	_ "github.com/jackc/pgx/v5/stdlib"
+)
+
+var apiBinary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "carbide-api-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	apiBinary = filepath.Join(dir, "carbide-api")
+	if out, err := exec.Command("go", "build", "-o", apiBinary, ".").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build carbide-api: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := pgtest.Main(m)
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// tool returns the path of a pinned tool built by `make tools`.
+func tool(t *testing.T, name string) string {
+	t.Helper()
+	path, err := filepath.Abs(filepath.Join("..", "..", "..", "bin", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(path); err != nil {
+		t.Fatalf("%s not found at %s: run `make tools` in the repository root first", name, path)
+	}
+	return path
+}
+
+// apiProc is a running carbide-api process.
+type apiProc struct {
+	cmd  *exec.Cmd
+	addr string
+	log  *syncBuffer
+	done chan error
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+var listening = regexp.MustCompile(`msg="carbide-api listening" address=(\S+)`)
+
+// startAPI starts carbide-api on a free port with the given flags and
+// waits until it serves. It is stopped at cleanup.
+func startAPI(t *testing.T, args ...string) *apiProc {
+	t.Helper()
+	cmd := exec.Command(apiBinary, append([]string{"--listen", "127.0.0.1:0"}, args...)...)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start carbide-api: %v", err)
+	}
+	p := &apiProc{cmd: cmd, log: &syncBuffer{}, done: make(chan error, 1)}
+	addr := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			line := sc.Text()
+			p.log.Write([]byte(line + "\n"))
+			if m := listening.FindStringSubmatch(line); m != nil {
+				addr <- m[1]
+			}
+		}
+		p.done <- cmd.Wait()
+	}()
+	t.Cleanup(func() { p.stop(t) })
+	select {
+	case p.addr = <-addr:
+	case err := <-p.done:
+		p.done <- err
+		t.Fatalf("carbide-api exited before serving: %v\n%s", err, p.log)
+	case <-time.After(60 * time.Second):
+		t.Fatalf("carbide-api did not start serving within 60s\n%s", p.log)
+	}
+	return p
+}
+
+// stop sends SIGTERM and waits for a clean exit.
+func (p *apiProc) stop(t *testing.T) {
+	t.Helper()
+	if p.cmd.ProcessState != nil {
+		return
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-p.done:
+		if err != nil {
+			t.Errorf("carbide-api did not exit cleanly: %v\n%s", err, p.log)
+		}
+	case <-time.After(30 * time.Second):
+		_ = p.cmd.Process.Kill()
+		t.Errorf("carbide-api did not stop within 30s of SIGTERM\n%s", p.log)
+	}
+}
+
+func (p *apiProc) url() string { return "http://" + p.addr }
+
+func h2cClient() *http.Client {
+	protocols := new(http.Protocols)
+	protocols.SetUnencryptedHTTP2(true)
+	return &http.Client{Transport: &http.Transport{Protocols: protocols}}
+}
+
+func runTool(t *testing.T, name string, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, name, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %s: %v\n%s", filepath.Base(name), strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// TestCommandLineClients drives the binary with grpcurl and buf curl: the
+// services are listed by reflection, a segment created with grpcurl reads
+// back with buf curl over gRPC, gRPC-Web and Connect, and a bad request
+// gets InvalidArgument naming the field.
+func TestCommandLineClients(t *testing.T) {
+	t.Parallel()
+	grpcurl, buf := tool(t, "grpcurl"), tool(t, "buf")
+	api := startAPI(t, "--data-dir", t.TempDir())
+
+	list := runTool(t, grpcurl, "-plaintext", api.addr, "list")
+	for _, want := range []string{
+		"carbide.machine.v1.MachineService",
+		"carbide.network.v1.SegmentService",
+		"carbide.network.v1.AddressService",
+		"carbide.watch.v1.WatchService",
+		"grpc.health.v1.Health",
+		"grpc.reflection.v1.ServerReflection",
+		"grpc.reflection.v1alpha.ServerReflection",
+	} {
+		if !strings.Contains(list, want+"\n") {
+			t.Errorf("grpcurl list lacks %s; got:\n%s", want, list)
+		}
+	}
+
+	body := `{"segment":{"name":"rack1","prefix":"10.0.0.0/24","gateway":"10.0.0.1","dns_servers":["10.0.0.2"],` +
+		`"domain":"rack1.example.net","ranges":[{"start":"10.0.0.10","end":"10.0.0.200"}],` +
+		`"reservations":[{"mac":"52:54:00:00:00:01","address":"10.0.0.5"}]}}`
+	out := runTool(t, grpcurl, "-plaintext", "-d", body, api.addr, "carbide.network.v1.SegmentService/CreateSegment")
+	var created struct {
+		Segment struct {
+			ID   string `json:"id"`
+			Name string `json:"name"`
+		} `json:"segment"`
+	}
+	if err := json.Unmarshal([]byte(out), &created); err != nil || created.Segment.ID == "" {
+		t.Fatalf("grpcurl CreateSegment output is not a segment: %v\n%s", err, out)
+	}
+
+	for _, protocol := range []string{"grpc", "grpcweb", "connect"} {
+		t.Run("buf curl "+protocol, func(t *testing.T) {
+			args := []string{"curl", "--protocol", protocol, "--http2-prior-knowledge",
+				"-d", fmt.Sprintf(`{"id":%q}`, created.Segment.ID),
+				api.url() + "/carbide.network.v1.SegmentService/GetSegment"}
+			out := runTool(t, buf, args...)
+			var got struct {
+				Segment struct {
+					ID           string `json:"id"`
+					Name         string `json:"name"`
+					Prefix       string `json:"prefix"`
+					Reservations []struct {
+						Mac     string `json:"mac"`
+						Address string `json:"address"`
+					} `json:"reservations"`
+				} `json:"segment"`
+			}
+			if err := json.Unmarshal([]byte(out), &got); err != nil {
+				t.Fatalf("buf curl output is not JSON: %v\n%s", err, out)
+			}
+			s := got.Segment
+			if s.ID != created.Segment.ID || s.Name != "rack1" || s.Prefix != "10.0.0.0/24" ||
+				len(s.Reservations) != 1 || s.Reservations[0].Address != "10.0.0.5" {
+				t.Errorf("buf curl --protocol %s read back %+v", protocol, s)
+			}
+		})
+	}
+
+	cmd := exec.Command(grpcurl, "-plaintext", "-d", `{"segment":{"name":"bad","prefix":"10.1.0.1/24"}}`,
+		api.addr, "carbide.network.v1.SegmentService/CreateSegment")
+	bad, err := cmd.CombinedOutput()
+	if err == nil {
+		t.Fatalf("creating a segment with prefix 10.1.0.1/24 succeeded:\n%s", bad)
+	}
+	if !strings.Contains(string(bad), "InvalidArgument") || !strings.Contains(string(bad), "segment.prefix") {
+		t.Errorf("want InvalidArgument naming segment.prefix, got:\n%s", bad)
+	}
+}
+
+// TestConcurrentAllocationAcrossProcesses runs two API processes on one
+// PostgreSQL database and sends 200 concurrent allocations for 100 MACs
+// through both: each MAC gets one address, no address is shared, and the
+// database agrees. Then it fills the pool and expects ResourceExhausted.
+func TestConcurrentAllocationAcrossProcesses(t *testing.T) {
+	t.Parallel()
+	dbURL := pgtest.Database(t)
+	// Both start at once on an empty database: migrations must take turns.
+	var apis [2]*apiProc
+	var wg sync.WaitGroup
+	for i := range apis {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			apis[i] = startAPI(t, "--database-url", dbURL)
+		}()
+	}
+	wg.Wait()
+	if t.Failed() {
+		t.FailNow()
+	}
+	client := h2cClient()
+	var addrs [2]networkv1connect.AddressServiceClient
+	for i, api := range apis {
+		addrs[i] = networkv1connect.NewAddressServiceClient(client, api.url(), connect.WithGRPC())
+	}
+	segments := networkv1connect.NewSegmentServiceClient(client, apis[0].url(), connect.WithGRPC())
+	ctx := context.Background()
+	seg, err := segments.CreateSegment(ctx, connect.NewRequest(&networkv1.CreateSegmentRequest{Segment: &networkv1.Segment{
+		Name: "pool", Prefix: "10.20.0.0/24", Gateway: "10.20.0.1",
+		Ranges: []*networkv1.AddressRange{{Start: "10.20.0.2", End: "10.20.0.254"}},
+	}}))
+	if err != nil {
+		t.Fatalf("CreateSegment: %v", err)
+	}
+	segID := seg.Msg.GetSegment().GetId()
+	const poolSize = 253
+
+	allocate := func(api int, mac string) (string, error) {
+		resp, err := addrs[api].AllocateAddress(ctx, connect.NewRequest(&networkv1.AllocateAddressRequest{SegmentId: segID, Mac: mac}))
+		if err != nil {
+			return "", err
+		}
+		return resp.Msg.GetLease().GetAddress(), nil
+	}
+	mac := func(i int) string { return fmt.Sprintf("02:00:00:00:%02x:%02x", i>>8, i&0xff) }
+
+	const macs = 100
+	results := make([][2]string, macs)
+	errs := make(chan error, 2*macs)
+	for i := range 2 * macs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			m, call := i%macs, i/macs
+			a, err := allocate((i/2)%2, mac(m))
+			if err != nil {
+				errs <- fmt.Errorf("allocate %s: %w", mac(m), err)
+				return
+			}
+			results[m][call] = a
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if t.Failed() {
+		t.FailNow()
+	}
+	owner := map[string]int{}
+	for m, r := range results {
+		if r[0] != r[1] {
+			t.Errorf("%s got two addresses: %s and %s", mac(m), r[0], r[1])
+		}
+		if prev, taken := owner[r[0]]; taken {
+			t.Errorf("%s was handed to %s and %s", r[0], mac(prev), mac(m))
+		}
+		owner[r[0]] = m
+	}
+	again, err := allocate(1, mac(7))
+	if err != nil || again != results[7][0] {
+		t.Errorf("repeated allocate for %s = %q, %v; want %s", mac(7), again, err, results[7][0])
+	}
+
+	db, err := sql.Open("pgx", dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	checkDB := func(want int) {
+		t.Helper()
+		var rows, addresses, holders int
+		err := db.QueryRow(`SELECT count(*), count(DISTINCT address), count(DISTINCT mac) FROM leases WHERE segment_id = $1`, segID).
+			Scan(&rows, &addresses, &holders)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rows != want || addresses != want || holders != want {
+			t.Errorf("database holds %d leases, %d distinct addresses, %d distinct MACs; want %d of each", rows, addresses, holders, want)
+		}
+	}
+	checkDB(macs)
+
+	// Fill the rest of the pool through both processes at once.
+	errs = make(chan error, poolSize)
+	for i := macs; i < poolSize; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := allocate(i%2, mac(i)); err != nil {
+				errs <- fmt.Errorf("allocate %s: %w", mac(i), err)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	checkDB(poolSize)
+	_, err = allocate(0, mac(poolSize))
+	if connect.CodeOf(err) != connect.CodeResourceExhausted {
+		t.Errorf("allocate beyond the pool: got %v, want ResourceExhausted", err)
+	} else if !strings.Contains(err.Error(), "no free address") {
+		t.Errorf("ResourceExhausted message does not explain: %v", err)
+	}
+}
+
+// TestRestartKeepsData stops and restarts the API on each store and reads
+// back what was written before.
+func TestRestartKeepsData(t *testing.T) {
+	t.Parallel()
+	for _, kind := range []string{"embedded", "postgres"} {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			args := []string{"--data-dir", t.TempDir()}
+			if kind == "postgres" {
+				args = []string{"--database-url", pgtest.Database(t)}
+			}
+			ctx := context.Background()
+			client := h2cClient()
+
+			first := startAPI(t, args...)
+			segments := networkv1connect.NewSegmentServiceClient(client, first.url())
+			seg, err := segments.CreateSegment(ctx, connect.NewRequest(&networkv1.CreateSegmentRequest{Segment: &networkv1.Segment{
+				Name: "persist", Prefix: "192.168.10.0/24",
+				Ranges: []*networkv1.AddressRange{{Start: "192.168.10.100", End: "192.168.10.150"}},
+			}}))
+			if err != nil {
+				t.Fatalf("CreateSegment: %v", err)
+			}
+			segID := seg.Msg.GetSegment().GetId()
+			machines := machinev1connect.NewMachineServiceClient(client, first.url())
+			m, err := machines.CreateMachine(ctx, connect.NewRequest(&machinev1.CreateMachineRequest{
+				Hostname: "node1", Macs: []string{"52:54:00:aa:bb:01"}, Labels: map[string]string{"rack": "r1"},
+			}))
+			if err != nil {
+				t.Fatalf("CreateMachine: %v", err)
+			}
+			address := networkv1connect.NewAddressServiceClient(client, first.url())
+			lease, err := address.AllocateAddress(ctx, connect.NewRequest(&networkv1.AllocateAddressRequest{SegmentId: segID, Mac: "52:54:00:aa:bb:01"}))
+			if err != nil {
+				t.Fatalf("AllocateAddress: %v", err)
+			}
+			first.stop(t)
+
+			second := startAPI(t, args...)
+			segments = networkv1connect.NewSegmentServiceClient(client, second.url())
+			if got, err := segments.GetSegment(ctx, connect.NewRequest(&networkv1.GetSegmentRequest{Id: segID})); err != nil {
+				t.Errorf("GetSegment after restart: %v", err)
+			} else if got.Msg.GetSegment().GetName() != "persist" {
+				t.Errorf("segment after restart: %v", got.Msg.GetSegment())
+			}
+			machines = machinev1connect.NewMachineServiceClient(client, second.url())
+			got, err := machines.GetMachine(ctx, connect.NewRequest(&machinev1.GetMachineRequest{Id: m.Msg.GetMachine().GetId()}))
+			if err != nil {
+				t.Fatalf("GetMachine after restart: %v", err)
+			}
+			ifs := got.Msg.GetMachine().GetInterfaces()
+			if got.Msg.GetMachine().GetHostname() != "node1" || len(ifs) != 1 || ifs[0].GetAddress() != lease.Msg.GetLease().GetAddress() {
+				t.Errorf("machine after restart: %v; want node1 with address %s", got.Msg.GetMachine(), lease.Msg.GetLease().GetAddress())
+			}
+			address = networkv1connect.NewAddressServiceClient(client, second.url())
+			renewed, err := address.AllocateAddress(ctx, connect.NewRequest(&networkv1.AllocateAddressRequest{SegmentId: segID, Mac: "52:54:00:aa:bb:01"}))
+			if err != nil || renewed.Msg.GetLease().GetAddress() != lease.Msg.GetLease().GetAddress() {
+				t.Errorf("allocate after restart = %v, %v; want %s", renewed, err, lease.Msg.GetLease().GetAddress())
+			}
+		})
+	}
+}
