@@ -1,3 +1,13 @@
 module github.com/carbide-dev/carbide/sdk
 
 go 1.26.8
+
+require (
+	connectrpc.com/connect v1.21.1
+	github.com/carbide-dev/carbide/gen v0.0.0
+	google.golang.org/protobuf v1.36.12
+)
+
+require buf.build/gen/go/bufbuild/protovalidate/protocolbuffers/go v1.36.12-20260825204119-511051f7f437.2 // indirect
+
+replace github.com/carbide-dev/carbide/gen => ../gen
