@@ -1051,10 +1051,11 @@ const file_carbide_machine_v1_machine_proto_rawDesc = "" +
 	"\bto_state\x18\x02 \x01(\x0e2 .carbide.machine.v1.MachineStateR\atoState\x12\x16\n" +
 	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x14\n" +
 	"\x05actor\x18\x04 \x01(\tR\x05actor\x12.\n" +
-	"\x04time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\"\xfc\x02\n" +
+	"\x04time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\"\xeb\x03\n" +
 	"\x14CreateMachineRequest\x12G\n" +
-	"\bhostname\x18\x01 \x01(\tB+\xbaH(r&\x18?2\"^([a-z0-9]([a-z0-9-]*[a-z0-9])?)?$R\bhostname\x12J\n" +
-	"\x04macs\x18\x02 \x03(\tB6\xbaH3\x92\x010\b\x01\x10@\x18\x01\"(r&2$^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$R\x04macs\x12\x93\x01\n" +
+	"\bhostname\x18\x01 \x01(\tB+\xbaH(r&\x18?2\"^([a-z0-9]([a-z0-9-]*[a-z0-9])?)?$R\bhostname\x12\xb8\x01\n" +
+	"\x04macs\x18\x02 \x03(\tB\xa3\x01\xbaH\x9f\x01\x92\x01\x9b\x01\b\x01\x10@\x18\x01\"\x92\x01\xba\x01\x8e\x01\n" +
+	"\x03mac\x12Qmust be a MAC address of six colon-separated hex bytes, such as 52:54:00:12:34:56\x1a4this.matches('^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$')R\x04macs\x12\x93\x01\n" +
 	"\x06labels\x18\x03 \x03(\v24.carbide.machine.v1.CreateMachineRequest.LabelsEntryBE\xbaHB\x9a\x01?\x10@\"4r220^[A-Za-z0-9]([A-Za-z0-9._/-]{0,61}[A-Za-z0-9])?$*\x05r\x03\x18\xff\x01R\x06labels\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
@@ -1064,15 +1065,16 @@ const file_carbide_machine_v1_machine_proto_rawDesc = "" +
 	"\x11GetMachineRequest\x12\x18\n" +
 	"\x02id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\x02id\"K\n" +
 	"\x12GetMachineResponse\x125\n" +
-	"\amachine\x18\x01 \x01(\v2\x1b.carbide.machine.v1.MachineR\amachine\"\xc6\x03\n" +
+	"\amachine\x18\x01 \x01(\v2\x1b.carbide.machine.v1.MachineR\amachine\"\xc7\x04\n" +
 	"\x13ListMachinesRequest\x12'\n" +
 	"\tpage_size\x18\x01 \x01(\x05B\n" +
 	"\xbaH\a\x1a\x05\x18\xe8\a(\x00R\bpageSize\x12'\n" +
 	"\n" +
 	"page_token\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x04R\tpageToken\x12K\n" +
 	"\x06states\x18\x03 \x03(\x0e2 .carbide.machine.v1.MachineStateB\x11\xbaH\x0e\x92\x01\v\x10\t\"\a\x82\x01\x04\x10\x01 \x00R\x06states\x12\x92\x01\n" +
-	"\x06labels\x18\x04 \x03(\v23.carbide.machine.v1.ListMachinesRequest.LabelsEntryBE\xbaHB\x9a\x01?\x10@\"4r220^[A-Za-z0-9]([A-Za-z0-9._/-]{0,61}[A-Za-z0-9])?$*\x05r\x03\x18\xff\x01R\x06labels\x12@\n" +
-	"\x03mac\x18\x05 \x01(\tB.\xbaH+r)2'^([0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5})?$R\x03mac\x1a9\n" +
+	"\x06labels\x18\x04 \x03(\v23.carbide.machine.v1.ListMachinesRequest.LabelsEntryBE\xbaHB\x9a\x01?\x10@\"4r220^[A-Za-z0-9]([A-Za-z0-9._/-]{0,61}[A-Za-z0-9])?$*\x05r\x03\x18\xff\x01R\x06labels\x12\xc0\x01\n" +
+	"\x03mac\x18\x05 \x01(\tB\xad\x01\xbaH\xa9\x01\xba\x01\xa5\x01\n" +
+	"\x03mac\x12Zmust be empty or a MAC address of six colon-separated hex bytes, such as 52:54:00:12:34:56\x1aBthis == '' || this.matches('^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$')R\x03mac\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"w\n" +

@@ -473,20 +473,22 @@ const file_carbide_network_v1_address_proto_rawDesc = "" +
 	"\vcreate_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x129\n" +
 	"\n" +
-	"renew_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\trenewTime\"\x8e\x02\n" +
+	"renew_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\trenewTime\"\xfb\x02\n" +
 	"\x16AllocateAddressRequest\x12'\n" +
 	"\n" +
-	"segment_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\tsegmentId\x12=\n" +
-	"\x03mac\x18\x02 \x01(\tB+\xbaH(r&2$^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$R\x03mac\x127\n" +
+	"segment_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\tsegmentId\x12\xa9\x01\n" +
+	"\x03mac\x18\x02 \x01(\tB\x96\x01\xbaH\x92\x01\xba\x01\x8e\x01\n" +
+	"\x03mac\x12Qmust be a MAC address of six colon-separated hex bytes, such as 52:54:00:12:34:56\x1a4this.matches('^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$')R\x03mac\x127\n" +
 	"\x11requested_address\x18\x03 \x01(\tB\n" +
 	"\xbaH\a\xd8\x01\x01r\x02x\x01R\x10requestedAddress\x12S\n" +
 	"\x0elease_duration\x18\x04 \x01(\v2\x19.google.protobuf.DurationB\x11\xbaH\x0e\xaa\x01\v\"\x05\b\x80\x9a\x9e\x012\x02\b<R\rleaseDuration\"J\n" +
 	"\x17AllocateAddressResponse\x12/\n" +
-	"\x05lease\x18\x01 \x01(\v2\x19.carbide.network.v1.LeaseR\x05lease\"\x7f\n" +
+	"\x05lease\x18\x01 \x01(\v2\x19.carbide.network.v1.LeaseR\x05lease\"\xec\x01\n" +
 	"\x15ReleaseAddressRequest\x12'\n" +
 	"\n" +
-	"segment_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\tsegmentId\x12=\n" +
-	"\x03mac\x18\x02 \x01(\tB+\xbaH(r&2$^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$R\x03mac\"\x18\n" +
+	"segment_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\tsegmentId\x12\xa9\x01\n" +
+	"\x03mac\x18\x02 \x01(\tB\x96\x01\xbaH\x92\x01\xba\x01\x8e\x01\n" +
+	"\x03mac\x12Qmust be a MAC address of six colon-separated hex bytes, such as 52:54:00:12:34:56\x1a4this.matches('^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$')R\x03mac\"\x18\n" +
 	"\x16ReleaseAddressResponse\"\xb7\x01\n" +
 	"\x11ListLeasesRequest\x12'\n" +
 	"\n" +

@@ -809,9 +809,10 @@ const file_carbide_network_v1_segment_proto_rawDesc = "" +
 	"updateTime\"H\n" +
 	"\fAddressRange\x12\x1d\n" +
 	"\x05start\x18\x01 \x01(\tB\a\xbaH\x04r\x02x\x01R\x05start\x12\x19\n" +
-	"\x03end\x18\x02 \x01(\tB\a\xbaH\x04r\x02x\x01R\x03end\"o\n" +
-	"\vReservation\x12=\n" +
-	"\x03mac\x18\x01 \x01(\tB+\xbaH(r&2$^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$R\x03mac\x12!\n" +
+	"\x03end\x18\x02 \x01(\tB\a\xbaH\x04r\x02x\x01R\x03end\"\xdc\x01\n" +
+	"\vReservation\x12\xa9\x01\n" +
+	"\x03mac\x18\x01 \x01(\tB\x96\x01\xbaH\x92\x01\xba\x01\x8e\x01\n" +
+	"\x03mac\x12Qmust be a MAC address of six colon-separated hex bytes, such as 52:54:00:12:34:56\x1a4this.matches('^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$')R\x03mac\x12!\n" +
 	"\aaddress\x18\x02 \x01(\tB\a\xbaH\x04r\x02x\x01R\aaddress\"\xb5\x01\n" +
 	"\x14CreateSegmentRequest\x12=\n" +
 	"\asegment\x18\x01 \x01(\v2\x1b.carbide.network.v1.SegmentB\x06\xbaH\x03\xc8\x01\x01R\asegment:^\xbaH[\x1aY\n" +
