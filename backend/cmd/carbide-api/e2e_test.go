@@ -28,6 +28,8 @@ import (
 	"github.com/carbide-dev/carbide/gen/carbide/machine/v1/machinev1connect"
 	networkv1 "github.com/carbide-dev/carbide/gen/carbide/network/v1"
 	"github.com/carbide-dev/carbide/gen/carbide/network/v1/networkv1connect"
+	watchv1 "github.com/carbide-dev/carbide/gen/carbide/watch/v1"
+	"github.com/carbide-dev/carbide/gen/carbide/watch/v1/watchv1connect"
 	_ "github.com/jackc/pgx/v5/stdlib"
 )
 
@@ -185,6 +187,10 @@ func TestCommandLineClients(t *testing.T) {
 		if !strings.Contains(list, want+"\n") {
 			t.Errorf("grpcurl list lacks %s; got:\n%s", want, list)
 		}
+	}
+
+	if health := runTool(t, grpcurl, "-plaintext", api.addr, "grpc.health.v1.Health/Check"); !strings.Contains(health, `"SERVING"`) {
+		t.Errorf("grpc.health.v1.Health/Check = %s, want SERVING", health)
 	}
 
 	body := `{"segment":{"name":"rack1","prefix":"10.0.0.0/24","gateway":"10.0.0.1","dns_servers":["10.0.0.2"],` +
@@ -431,4 +437,31 @@ func TestRestartKeepsData(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestShutdownEndsWatchStreams checks that SIGTERM stops the server
+// promptly even while a Watch stream is open, and that the stream's client
+// is told why.
+func TestShutdownEndsWatchStreams(t *testing.T) {
+	t.Parallel()
+	api := startAPI(t, "--data-dir", t.TempDir())
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	watch := watchv1connect.NewWatchServiceClient(h2cClient(), api.url(), connect.WithGRPC())
+	stream, err := watch.Watch(ctx, connect.NewRequest(&watchv1.WatchRequest{}))
+	if err != nil {
+		t.Fatalf("Watch: %v", err)
+	}
+	if !stream.Receive() || stream.Msg().GetType() != watchv1.EventType_EVENT_TYPE_SYNCED {
+		t.Fatalf("first event of a watch on an empty store = %v, %v; want SYNCED", stream.Msg(), stream.Err())
+	}
+	start := time.Now()
+	api.stop(t)
+	if stream.Receive() {
+		t.Errorf("stream delivered %v after shutdown", stream.Msg())
+	}
+	if code := connect.CodeOf(stream.Err()); code != connect.CodeUnavailable {
+		t.Errorf("stream ended with %v, want Unavailable", stream.Err())
+	}
+	t.Logf("shutdown with an open stream took %s", time.Since(start))
 }
