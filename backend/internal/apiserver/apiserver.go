@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"runtime/debug"
 	"time"
 
 	"buf.build/go/protovalidate"
@@ -161,10 +162,17 @@ func newHandler(st *store.Store, logger *slog.Logger, stopping <-chan struct{}) 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := interceptor.NewMetrics(reg)
-	opts := connect.WithInterceptors(
-		metrics.Interceptor(logger),
-		interceptor.Errors(logger),
-		interceptor.Validate(validator),
+	opts := connect.WithHandlerOptions(
+		connect.WithInterceptors(
+			metrics.Interceptor(logger),
+			interceptor.Errors(logger),
+			interceptor.Validate(validator),
+		),
+		// A bug in one handler fails that call, never the server.
+		connect.WithRecover(func(ctx context.Context, spec connect.Spec, _ http.Header, p any) error {
+			logger.ErrorContext(ctx, "handler panicked", "procedure", spec.Procedure, "panic", p, "stack", string(debug.Stack()))
+			return connect.NewError(connect.CodeInternal, errors.New("internal error; the API server log has the details"))
+		}),
 	)
 
 	mux := http.NewServeMux()
