@@ -56,7 +56,7 @@ type AddressServiceClient interface {
 	// claim on the address until another MAC needs it. Releasing a MAC without
 	// a lease succeeds.
 	ReleaseAddress(context.Context, *connect.Request[v1.ReleaseAddressRequest]) (*connect.Response[v1.ReleaseAddressResponse], error)
-	// ListLeases lists a segment's leases in address order.
+	// ListLeases lists a segment's leases, oldest first.
 	ListLeases(context.Context, *connect.Request[v1.ListLeasesRequest]) (*connect.Response[v1.ListLeasesResponse], error)
 }
 
@@ -129,7 +129,7 @@ type AddressServiceHandler interface {
 	// claim on the address until another MAC needs it. Releasing a MAC without
 	// a lease succeeds.
 	ReleaseAddress(context.Context, *connect.Request[v1.ReleaseAddressRequest]) (*connect.Response[v1.ReleaseAddressResponse], error)
-	// ListLeases lists a segment's leases in address order.
+	// ListLeases lists a segment's leases, oldest first.
 	ListLeases(context.Context, *connect.Request[v1.ListLeasesRequest]) (*connect.Response[v1.ListLeasesResponse], error)
 }
 
