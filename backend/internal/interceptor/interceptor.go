@@ -16,6 +16,7 @@ import (
 	"github.com/carbide-dev/carbide/ent"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/fieldmaskpb"
 )
 
 // Validate rejects requests that break their protovalidate rules with
@@ -70,6 +71,9 @@ func (i *validating) check(msg any) error {
 	if !errors.As(err, &verr) {
 		return connect.NewError(connect.CodeInternal, fmt.Errorf("validate request: %w", err))
 	}
+	if verr.Violations = masked(m, verr.Violations); len(verr.Violations) == 0 {
+		return nil
+	}
 	parts := make([]string, 0, len(verr.Violations))
 	for _, v := range verr.Violations {
 		field := protovalidate.FieldPathString(v.Proto.GetField())
@@ -84,6 +88,31 @@ func (i *validating) check(msg any) error {
 		cerr.AddDetail(detail)
 	}
 	return cerr
+}
+
+// masked drops the violations of an update request (AIP-134) that lie in
+// fields of the resource its update_mask does not name. Those fields are
+// ignored, so a client may send just the id and the fields it changes.
+func masked(m proto.Message, vs []*protovalidate.Violation) []*protovalidate.Violation {
+	msg := m.ProtoReflect()
+	fd := msg.Descriptor().Fields().ByName("update_mask")
+	if fd == nil || fd.Message() == nil || fd.Message().FullName() != "google.protobuf.FieldMask" {
+		return vs
+	}
+	fm, _ := msg.Get(fd).Message().Interface().(*fieldmaskpb.FieldMask)
+	named := map[string]bool{"id": true}
+	for _, p := range fm.GetPaths() {
+		named[strings.SplitN(p, ".", 2)[0]] = true
+	}
+	kept := make([]*protovalidate.Violation, 0, len(vs))
+	for _, v := range vs {
+		els := v.Proto.GetField().GetElements()
+		if len(els) >= 2 && els[0].GetFieldName() != fd.TextName() && !named[els[1].GetFieldName()] {
+			continue
+		}
+		kept = append(kept, v)
+	}
+	return kept
 }
 
 // Errors turns errors that handlers did not classify into Connect codes, so

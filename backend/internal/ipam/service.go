@@ -96,7 +96,7 @@ func (s *Service) allocate(ctx context.Context, tx *ent.Tx, req Request) (*ent.L
 	} else if err != nil {
 		return nil, fmt.Errorf("read segment: %w", err)
 	}
-	now := time.Now().UTC()
+	now := store.Now()
 	d := req.Duration
 	if d == 0 {
 		d = time.Duration(seg.LeaseSeconds) * time.Second
@@ -112,12 +112,30 @@ func (s *Service) allocate(ctx context.Context, tx *ent.Tx, req Request) (*ent.L
 		return nil, fmt.Errorf("read reservation: %w", err)
 	}
 
-	// Renewal: the MAC keeps the address it holds, unless a reservation
-	// now points it elsewhere.
-	if existing != nil && (resv == nil || resv.Address == existing.Address) {
-		return tx.Lease.UpdateOne(existing).
-			SetRenewTime(now).SetExpireTime(expire).SetReserved(resv != nil).
-			Save(ctx)
+	// Renewal: the MAC keeps the address it holds while it may still hold
+	// it. It moves when a reservation now points it elsewhere, or when the
+	// segment changed under it (its address left the ranges, became the
+	// gateway or another MAC's reservation).
+	if existing != nil {
+		keep, err := s.mayKeep(ctx, tx, seg, existing, resv)
+		if err != nil {
+			return nil, err
+		}
+		if keep {
+			l, err := tx.Lease.UpdateOne(existing).
+				SetRenewTime(now).SetExpireTime(expire).SetReserved(resv != nil).
+				Save(ctx)
+			if ent.IsNotFound(err) {
+				return nil, errRace // reclaimed by another MAC meanwhile
+			} else if err != nil {
+				return nil, fmt.Errorf("renew lease: %w", err)
+			}
+			// An expired lease coming back shows on the machine again.
+			if err := s.attach(ctx, tx, seg.ID, req.MAC, !existing.ExpireTime.After(now)); err != nil {
+				return nil, err
+			}
+			return l, nil
+		}
 	}
 
 	var chosen string
@@ -134,9 +152,9 @@ func (s *Service) allocate(ctx context.Context, tx *ent.Tx, req Request) (*ent.L
 
 	var l *ent.Lease
 	if existing != nil {
-		// Moving to a reserved address: the row keeps its identity.
+		// Moving to another address: the row keeps its identity.
 		l, err = tx.Lease.UpdateOne(existing).
-			SetAddress(chosen).SetReserved(true).SetCreateTime(now).SetRenewTime(now).SetExpireTime(expire).
+			SetAddress(chosen).SetReserved(resv != nil).SetCreateTime(now).SetRenewTime(now).SetExpireTime(expire).
 			Save(ctx)
 	} else {
 		l, err = tx.Lease.Create().
@@ -145,15 +163,38 @@ func (s *Service) allocate(ctx context.Context, tx *ent.Tx, req Request) (*ent.L
 			Save(ctx)
 	}
 	if err != nil {
-		if ent.IsConstraintError(err) {
+		if ent.IsConstraintError(err) || ent.IsNotFound(err) {
 			return nil, errRace
 		}
 		return nil, fmt.Errorf("write lease: %w", err)
 	}
-	if err := s.attach(ctx, tx, seg.ID, req.MAC); err != nil {
+	if err := s.attach(ctx, tx, seg.ID, req.MAC, true); err != nil {
 		return nil, err
 	}
 	return l, nil
+}
+
+// mayKeep reports whether a MAC may renew the lease it holds: the address
+// is its reservation, or, without one, a leasable address of the pool.
+func (s *Service) mayKeep(ctx context.Context, tx *ent.Tx, seg *ent.Segment, l *ent.Lease, resv *ent.Reservation) (bool, error) {
+	if resv != nil {
+		return resv.Address == l.Address, nil
+	}
+	pool, err := s.pool(ctx, tx, seg)
+	if err != nil {
+		return false, err
+	}
+	a, err := netip.ParseAddr(l.Address)
+	return err == nil && pool.Leasable(a), nil
+}
+
+// pool reads the segment's reservations and builds its pool.
+func (s *Service) pool(ctx context.Context, tx *ent.Tx, seg *ent.Segment) (*Pool, error) {
+	reserved, err := tx.Reservation.Query().Where(reservation.SegmentID(seg.ID)).Select(reservation.FieldAddress).Strings(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("read reservations: %w", err)
+	}
+	return PoolOf(seg, reserved)
 }
 
 // freeReserved makes the reserved address available to its MAC: an expired
@@ -186,11 +227,7 @@ func (s *Service) freeReserved(ctx context.Context, tx *ent.Tx, seg *ent.Segment
 // it is free, else the first free address of the pool walk, else the
 // leasable address whose lease expired longest ago (its old holder loses it).
 func (s *Service) pick(ctx context.Context, tx *ent.Tx, seg *ent.Segment, req Request, now time.Time) (string, error) {
-	reserved, err := tx.Reservation.Query().Where(reservation.SegmentID(seg.ID)).Select(reservation.FieldAddress).Strings(ctx)
-	if err != nil {
-		return "", fmt.Errorf("read reservations: %w", err)
-	}
-	pool, err := PoolOf(seg, reserved)
+	pool, err := s.pool(ctx, tx, seg)
 	if err != nil {
 		return "", err
 	}
@@ -238,18 +275,23 @@ func (s *Service) pick(ctx context.Context, tx *ent.Tx, seg *ent.Segment, req Re
 }
 
 // attach records that the machine owning mac, if any, is on the segment,
-// and puts its new address in the change log.
-func (s *Service) attach(ctx context.Context, tx *ent.Tx, segmentID uuid.UUID, mac string) error {
+// and puts the machine in the change log when what it shows changed: the
+// interface moved to this segment, or shown says its address changed.
+func (s *Service) attach(ctx context.Context, tx *ent.Tx, segmentID uuid.UUID, mac string, shown bool) error {
 	n, err := tx.NIC.Query().Where(nic.MAC(mac)).Only(ctx)
 	if ent.IsNotFound(err) {
 		return nil
 	} else if err != nil {
 		return fmt.Errorf("read interface: %w", err)
 	}
-	if n.SegmentID == nil || *n.SegmentID != segmentID {
-		if err := tx.NIC.UpdateOne(n).SetSegmentID(segmentID).SetUpdateTime(time.Now().UTC()).Exec(ctx); err != nil {
+	moved := n.SegmentID == nil || *n.SegmentID != segmentID
+	if moved {
+		if err := tx.NIC.UpdateOne(n).SetSegmentID(segmentID).SetUpdateTime(store.Now()).Exec(ctx); err != nil {
 			return fmt.Errorf("update interface: %w", err)
 		}
+	}
+	if !moved && !shown {
+		return nil
 	}
 	return machines.RecordChange(ctx, s.store, tx, n.MachineID, store.Updated)
 }
@@ -264,7 +306,7 @@ func (s *Service) ReleaseAddress(ctx context.Context, req *connect.Request[netwo
 		} else if !ok {
 			return segmentNotFound(segID)
 		}
-		now := time.Now().UTC()
+		now := store.Now()
 		n, err := tx.Lease.Update().
 			Where(lease.SegmentID(segID), lease.MAC(mac), lease.ExpireTimeGT(now)).
 			SetExpireTime(now).Save(ctx)
@@ -303,7 +345,7 @@ func (s *Service) ListLeases(ctx context.Context, req *connect.Request[networkv1
 	}
 	q := s.store.Client.Lease.Query().Where(lease.SegmentID(segID))
 	if !req.Msg.GetIncludeExpired() {
-		q = q.Where(lease.ExpireTimeGT(time.Now().UTC()))
+		q = q.Where(lease.ExpireTimeGT(store.Now()))
 	}
 	if after != "" {
 		n, err := strconv.ParseInt(after, 10, 64)

@@ -11,8 +11,8 @@ package lifecycle
 import (
 	"context"
 	"fmt"
-	"time"
 
+	"github.com/carbide-dev/carbide/backend/internal/store"
 	"github.com/carbide-dev/carbide/ent"
 	"github.com/carbide-dev/carbide/ent/machine"
 	"github.com/carbide-dev/carbide/ent/transition"
@@ -62,7 +62,7 @@ func Move(ctx context.Context, tx *ent.Tx, m *ent.Machine, to machine.State, rea
 	if !Allowed(m.State, to) {
 		return nil, &TransitionError{From: m.State, To: to}
 	}
-	now := time.Now().UTC()
+	now := store.Now()
 	updated, err := tx.Machine.UpdateOne(m).SetState(to).SetStateTime(now).Save(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("set machine state: %w", err)

@@ -4,8 +4,8 @@ import (
 	"context"
 	"fmt"
 	"strings"
-	"time"
 
+	"github.com/carbide-dev/carbide/backend/internal/store"
 	"github.com/carbide-dev/carbide/ent"
 	"github.com/carbide-dev/carbide/ent/lease"
 	"github.com/carbide-dev/carbide/ent/machine"
@@ -81,7 +81,7 @@ func toProto(ctx context.Context, client *ent.Client, ms []*ent.Machine) ([]*mac
 	addresses := map[key]string{}
 	if len(macs) > 0 {
 		leases, err := client.Lease.Query().
-			Where(lease.MACIn(macs...), lease.ExpireTimeGT(time.Now().UTC())).
+			Where(lease.MACIn(macs...), lease.ExpireTimeGT(store.Now())).
 			All(ctx)
 		if err != nil {
 			return nil, fmt.Errorf("read machine addresses: %w", err)

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"maps"
 	"slices"
-	"time"
 
 	"connectrpc.com/connect"
 	"entgo.io/ent/dialect/sql"
@@ -63,7 +62,7 @@ func (s *Service) CreateMachine(ctx context.Context, req *connect.Request[machin
 		if labels == nil {
 			labels = map[string]string{}
 		}
-		now := time.Now().UTC()
+		now := store.Now()
 		m, err := tx.Machine.Create().
 			SetHostname(req.Msg.GetHostname()).SetLabels(labels).
 			SetCreateTime(now).SetUpdateTime(now).SetStateTime(now).
@@ -174,7 +173,7 @@ func (s *Service) UpdateMachine(ctx context.Context, req *connect.Request[machin
 	in := req.Msg.GetMachine()
 	id := uuid.MustParse(in.GetId())
 	err := s.store.InTx(ctx, func(tx *ent.Tx) error {
-		m, err := tx.Machine.Query().Where(machine.ID(id)).ForUpdate().Only(ctx)
+		m, err := store.ForUpdate(s.store, tx.Machine.Query().Where(machine.ID(id))).Only(ctx)
 		if ent.IsNotFound(err) {
 			return notFound(id)
 		} else if err != nil {
@@ -197,7 +196,7 @@ func (s *Service) UpdateMachine(ctx context.Context, req *connect.Request[machin
 				}
 			}
 		}
-		upd := tx.Machine.UpdateOne(m).SetUpdateTime(time.Now().UTC())
+		upd := tx.Machine.UpdateOne(m).SetUpdateTime(store.Now())
 		for _, path := range paths {
 			switch path {
 			case "labels":
@@ -236,7 +235,7 @@ func (s *Service) UpdateMachine(ctx context.Context, req *connect.Request[machin
 func (s *Service) DeleteMachine(ctx context.Context, req *connect.Request[machinev1.DeleteMachineRequest]) (*connect.Response[machinev1.DeleteMachineResponse], error) {
 	id := uuid.MustParse(req.Msg.GetId())
 	err := s.store.InTx(ctx, func(tx *ent.Tx) error {
-		m, err := tx.Machine.Query().Where(machine.ID(id)).ForUpdate().Only(ctx)
+		m, err := store.ForUpdate(s.store, tx.Machine.Query().Where(machine.ID(id))).Only(ctx)
 		if ent.IsNotFound(err) {
 			return notFound(id)
 		} else if err != nil {
@@ -246,6 +245,9 @@ func (s *Service) DeleteMachine(ctx context.Context, req *connect.Request[machin
 		case machine.StateProvisioning, machine.StateAssigned, machine.StateCleaning:
 			return connect.NewError(connect.CodeFailedPrecondition,
 				fmt.Errorf("machine %s is %s; release its instance and let cleaning finish before deleting it", id, m.State))
+		}
+		if err := s.store.LockChangeLog(ctx, tx); err != nil {
+			return err
 		}
 		last, err := s.snapshot(ctx, tx, id)
 		if err != nil {
@@ -313,6 +315,11 @@ func (s *Service) ListMachineTransitions(ctx context.Context, req *connect.Reque
 // RecordChange records the current state of machine id in the change log,
 // as the last step of tx. Packages that change a machine call it.
 func RecordChange(ctx context.Context, st *store.Store, tx *ent.Tx, id uuid.UUID, typ change.Type) error {
+	// Lock before reading, so the copy recorded includes the changes of
+	// every transaction that recorded this machine before.
+	if err := st.LockChangeLog(ctx, tx); err != nil {
+		return err
+	}
 	pm, err := Load(ctx, tx.Client(), id)
 	if err != nil {
 		return err

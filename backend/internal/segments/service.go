@@ -64,7 +64,7 @@ func (s *Service) CreateSegment(ctx context.Context, req *connect.Request[networ
 		if err := checkNeighbours(ctx, tx, uuid.Nil, sp); err != nil {
 			return err
 		}
-		now := time.Now().UTC()
+		now := store.Now()
 		create := tx.Segment.Create().SetName(sp.name).SetPrefix(sp.prefix.String()).
 			SetCreateTime(now).SetUpdateTime(now)
 		apply(create.Mutation(), sp)
@@ -145,7 +145,7 @@ func (s *Service) UpdateSegment(ctx context.Context, req *connect.Request[networ
 		if err := s.store.Lock(ctx, tx, store.LockSegments); err != nil {
 			return err
 		}
-		seg, err := tx.Segment.Query().Where(segment.ID(id)).ForUpdate().Only(ctx)
+		seg, err := store.ForUpdate(s.store, tx.Segment.Query().Where(segment.ID(id))).Only(ctx)
 		if ent.IsNotFound(err) {
 			return notFound(id)
 		} else if err != nil {
@@ -174,7 +174,7 @@ func (s *Service) UpdateSegment(ctx context.Context, req *connect.Request[networ
 		if err := checkNeighbours(ctx, tx, id, sp); err != nil {
 			return err
 		}
-		update := tx.Segment.UpdateOne(seg).SetName(sp.name).SetUpdateTime(time.Now().UTC())
+		update := tx.Segment.UpdateOne(seg).SetName(sp.name).SetUpdateTime(store.Now())
 		apply(update.Mutation(), sp)
 		if err := update.Exec(ctx); err != nil {
 			return fmt.Errorf("update segment: %w", err)
@@ -204,13 +204,13 @@ func (s *Service) UpdateSegment(ctx context.Context, req *connect.Request[networ
 func (s *Service) DeleteSegment(ctx context.Context, req *connect.Request[networkv1.DeleteSegmentRequest]) (*connect.Response[networkv1.DeleteSegmentResponse], error) {
 	id := uuid.MustParse(req.Msg.GetId())
 	err := s.store.InTx(ctx, func(tx *ent.Tx) error {
-		seg, err := tx.Segment.Query().Where(segment.ID(id)).ForUpdate().Only(ctx)
+		seg, err := store.ForUpdate(s.store, tx.Segment.Query().Where(segment.ID(id))).Only(ctx)
 		if ent.IsNotFound(err) {
 			return notFound(id)
 		} else if err != nil {
 			return fmt.Errorf("read segment: %w", err)
 		}
-		active, err := tx.Lease.Query().Where(lease.SegmentID(id), lease.ExpireTimeGT(time.Now().UTC())).Count(ctx)
+		active, err := tx.Lease.Query().Where(lease.SegmentID(id), lease.ExpireTimeGT(store.Now())).Count(ctx)
 		if err != nil {
 			return fmt.Errorf("count leases: %w", err)
 		}
@@ -259,7 +259,7 @@ func checkNeighbours(ctx context.Context, tx *ent.Tx, self uuid.UUID, sp *spec) 
 	// A reservation must not take an address another MAC holds right now.
 	for _, r := range sp.reservations {
 		holder, err := tx.Lease.Query().Where(lease.SegmentID(self), lease.Address(r.address),
-			lease.MACNEQ(r.mac), lease.ExpireTimeGT(time.Now().UTC())).First(ctx)
+			lease.MACNEQ(r.mac), lease.ExpireTimeGT(store.Now())).First(ctx)
 		if ent.IsNotFound(err) {
 			continue
 		} else if err != nil {

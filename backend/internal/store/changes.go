@@ -70,7 +70,7 @@ func (s *Store) RecordChange(ctx context.Context, tx *ent.Tx, kind change.Kind, 
 	}
 	if err := tx.Change.Create().
 		SetKind(kind).SetType(typ).SetResourceID(id).SetPayload(payload).
-		SetTime(time.Now().UTC()).
+		SetTime(Now()).
 		Exec(ctx); err != nil {
 		return fmt.Errorf("record change: %w", err)
 	}
@@ -89,6 +89,17 @@ func (s *Store) RecordChange(ctx context.Context, tx *ent.Tx, kind change.Kind, 
 		})
 	})
 	return nil
+}
+
+// LockChangeLog takes, early, the lock RecordChange takes. A transaction
+// that reads a resource in order to record it takes the lock first: every
+// other transaction recording a change has then committed, and the read
+// (in PostgreSQL's read-committed mode) shows its change too. Without it,
+// two transactions changing one machine at once — allocations for two of
+// its MACs — could each record a copy that lacks the other's change, and
+// watchers would keep the stale one. The lock is held until commit.
+func (s *Store) LockChangeLog(ctx context.Context, tx *ent.Tx) error {
+	return s.Lock(ctx, tx, lockChangeLog)
 }
 
 // ChangesAfter returns up to limit change-log entries numbered above after,

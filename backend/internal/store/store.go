@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	entsql "entgo.io/ent/dialect/sql"
@@ -106,6 +107,11 @@ func openPostgres(ctx context.Context, cfg Config, logger *slog.Logger) (*Store,
 	return s, nil
 }
 
+// schemaMu serialises creating embedded stores' schemas: ent's migration
+// writes to the package-level table descriptions it works from, so two
+// stores opened at once in one process would race.
+var schemaMu sync.Mutex
+
 func openSQLite(ctx context.Context, cfg Config, logger *slog.Logger) (*Store, error) {
 	if cfg.DataDir == "" {
 		return nil, errors.New("either a database URL or a data directory is required")
@@ -124,7 +130,10 @@ func openSQLite(ctx context.Context, cfg Config, logger *slog.Logger) (*Store, e
 	db.SetMaxOpenConns(1)
 	drv := entsql.OpenDB(dialect.SQLite, db)
 	client := ent.NewClient(ent.Driver(drv))
-	if err := client.Schema.Create(ctx); err != nil {
+	schemaMu.Lock()
+	err = client.Schema.Create(ctx)
+	schemaMu.Unlock()
+	if err != nil {
 		db.Close()
 		return nil, fmt.Errorf("create embedded store schema in %s: %w", path, err)
 	}
@@ -169,6 +178,24 @@ func (s *Store) Lock(ctx context.Context, tx *ent.Tx, key int64) error {
 		return fmt.Errorf("take lock: %w", err)
 	}
 	return nil
+}
+
+// ForUpdate makes q lock the rows it reads until the transaction ends, on
+// PostgreSQL. SQLite has neither row locks nor FOR UPDATE (the clause is a
+// syntax error there); the embedded store's transactions are serialised
+// already.
+func ForUpdate[Q interface{ ForUpdate(...entsql.LockOption) Q }](s *Store, q Q) Q {
+	if s.Dialect != dialect.Postgres {
+		return q
+	}
+	return q.ForUpdate()
+}
+
+// Now is the current time in UTC at the precision PostgreSQL keeps
+// (microseconds), so that the timestamps a write returns equal the ones a
+// later read returns.
+func Now() time.Time {
+	return time.Now().UTC().Truncate(time.Microsecond)
 }
 
 // Redact hides the password of a database URL.

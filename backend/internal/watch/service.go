@@ -115,7 +115,9 @@ func (s *Service) Watch(ctx context.Context, req *connect.Request[watchv1.WatchR
 		}
 		select {
 		case <-ctx.Done():
-			return nil
+			// Say why the stream ends: a watch has no normal end, and a
+			// client whose deadline passed must not take it for one.
+			return ctx.Err()
 		case <-s.done:
 			return connect.NewError(connect.CodeUnavailable, errors.New("server shutting down; resume with since_revision"))
 		case <-wake:
