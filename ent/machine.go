@@ -33,6 +33,8 @@ type Machine struct {
 	Labels map[string]string `json:"labels,omitempty"`
 	// Maintenance holds the value of the "maintenance" field.
 	Maintenance bool `json:"maintenance,omitempty"`
+	// Inventory holds the value of the "inventory" field.
+	Inventory []byte `json:"inventory,omitempty"`
 	// Edges holds the relations/edges for other nodes in the graph.
 	// The values are being populated by the MachineQuery when eager-loading is set.
 	Edges        MachineEdges `json:"edges"`
@@ -73,7 +75,7 @@ func (*Machine) scanValues(columns []string) ([]any, error) {
 	values := make([]any, len(columns))
 	for i := range columns {
 		switch columns[i] {
-		case machine.FieldLabels:
+		case machine.FieldLabels, machine.FieldInventory:
 			values[i] = new([]byte)
 		case machine.FieldMaintenance:
 			values[i] = new(sql.NullBool)
@@ -148,6 +150,12 @@ func (_m *Machine) assignValues(columns []string, values []any) error {
 			} else if value.Valid {
 				_m.Maintenance = value.Bool
 			}
+		case machine.FieldInventory:
+			if value, ok := values[i].(*[]byte); !ok {
+				return fmt.Errorf("unexpected type %T for field inventory", values[i])
+			} else if value != nil {
+				_m.Inventory = *value
+			}
 		default:
 			_m.selectValues.Set(columns[i], values[i])
 		}
@@ -214,6 +222,9 @@ func (_m *Machine) String() string {
 	builder.WriteString(", ")
 	builder.WriteString("maintenance=")
 	builder.WriteString(fmt.Sprintf("%v", _m.Maintenance))
+	builder.WriteString(", ")
+	builder.WriteString("inventory=")
+	builder.WriteString(fmt.Sprintf("%v", _m.Inventory))
 	builder.WriteByte(')')
 	return builder.String()
 }

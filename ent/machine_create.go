@@ -116,6 +116,12 @@ func (_c *MachineCreate) SetNillableMaintenance(v *bool) *MachineCreate {
 	return _c
 }
 
+// SetInventory sets the "inventory" field.
+func (_c *MachineCreate) SetInventory(v []byte) *MachineCreate {
+	_c.mutation.SetInventory(v)
+	return _c
+}
+
 // SetID sets the "id" field.
 func (_c *MachineCreate) SetID(v uuid.UUID) *MachineCreate {
 	_c.mutation.SetID(v)
@@ -326,6 +332,10 @@ func (_c *MachineCreate) createSpec() (*Machine, *sqlgraph.CreateSpec) {
 		_spec.SetField(machine.FieldMaintenance, field.TypeBool, value)
 		_node.Maintenance = value
 	}
+	if value, ok := _c.mutation.Inventory(); ok {
+		_spec.SetField(machine.FieldInventory, field.TypeBytes, value)
+		_node.Inventory = value
+	}
 	if nodes := _c.mutation.NicsIDs(); len(nodes) > 0 {
 		edge := &sqlgraph.EdgeSpec{
 			Rel:     sqlgraph.O2M,
@@ -482,6 +492,24 @@ func (u *MachineUpsert) UpdateMaintenance() *MachineUpsert {
 	return u
 }
 
+// SetInventory sets the "inventory" field.
+func (u *MachineUpsert) SetInventory(v []byte) *MachineUpsert {
+	u.Set(machine.FieldInventory, v)
+	return u
+}
+
+// UpdateInventory sets the "inventory" field to the value that was provided on create.
+func (u *MachineUpsert) UpdateInventory() *MachineUpsert {
+	u.SetExcluded(machine.FieldInventory)
+	return u
+}
+
+// ClearInventory clears the value of the "inventory" field.
+func (u *MachineUpsert) ClearInventory() *MachineUpsert {
+	u.SetNull(machine.FieldInventory)
+	return u
+}
+
 // UpdateNewValues updates the mutable fields using the new values that were set on create except the ID field.
 // Using this option is equivalent to using:
 //
@@ -614,6 +642,27 @@ func (u *MachineUpsertOne) SetMaintenance(v bool) *MachineUpsertOne {
 func (u *MachineUpsertOne) UpdateMaintenance() *MachineUpsertOne {
 	return u.Update(func(s *MachineUpsert) {
 		s.UpdateMaintenance()
+	})
+}
+
+// SetInventory sets the "inventory" field.
+func (u *MachineUpsertOne) SetInventory(v []byte) *MachineUpsertOne {
+	return u.Update(func(s *MachineUpsert) {
+		s.SetInventory(v)
+	})
+}
+
+// UpdateInventory sets the "inventory" field to the value that was provided on create.
+func (u *MachineUpsertOne) UpdateInventory() *MachineUpsertOne {
+	return u.Update(func(s *MachineUpsert) {
+		s.UpdateInventory()
+	})
+}
+
+// ClearInventory clears the value of the "inventory" field.
+func (u *MachineUpsertOne) ClearInventory() *MachineUpsertOne {
+	return u.Update(func(s *MachineUpsert) {
+		s.ClearInventory()
 	})
 }
 
@@ -916,6 +965,27 @@ func (u *MachineUpsertBulk) SetMaintenance(v bool) *MachineUpsertBulk {
 func (u *MachineUpsertBulk) UpdateMaintenance() *MachineUpsertBulk {
 	return u.Update(func(s *MachineUpsert) {
 		s.UpdateMaintenance()
+	})
+}
+
+// SetInventory sets the "inventory" field.
+func (u *MachineUpsertBulk) SetInventory(v []byte) *MachineUpsertBulk {
+	return u.Update(func(s *MachineUpsert) {
+		s.SetInventory(v)
+	})
+}
+
+// UpdateInventory sets the "inventory" field to the value that was provided on create.
+func (u *MachineUpsertBulk) UpdateInventory() *MachineUpsertBulk {
+	return u.Update(func(s *MachineUpsert) {
+		s.UpdateInventory()
+	})
+}
+
+// ClearInventory clears the value of the "inventory" field.
+func (u *MachineUpsertBulk) ClearInventory() *MachineUpsertBulk {
+	return u.Update(func(s *MachineUpsert) {
+		s.ClearInventory()
 	})
 }
 

@@ -99,6 +99,18 @@ func (_u *MachineUpdate) SetNillableMaintenance(v *bool) *MachineUpdate {
 	return _u
 }
 
+// SetInventory sets the "inventory" field.
+func (_u *MachineUpdate) SetInventory(v []byte) *MachineUpdate {
+	_u.mutation.SetInventory(v)
+	return _u
+}
+
+// ClearInventory clears the value of the "inventory" field.
+func (_u *MachineUpdate) ClearInventory() *MachineUpdate {
+	_u.mutation.ClearInventory()
+	return _u
+}
+
 // AddNicIDs adds the "nics" edge to the NIC entity by IDs.
 func (_u *MachineUpdate) AddNicIDs(ids ...uuid.UUID) *MachineUpdate {
 	_u.mutation.AddNicIDs(ids...)
@@ -256,6 +268,12 @@ func (_u *MachineUpdate) sqlSave(ctx context.Context) (_node int, err error) {
 	}
 	if value, ok := _u.mutation.Maintenance(); ok {
 		_spec.SetField(machine.FieldMaintenance, field.TypeBool, value)
+	}
+	if value, ok := _u.mutation.Inventory(); ok {
+		_spec.SetField(machine.FieldInventory, field.TypeBytes, value)
+	}
+	if _u.mutation.InventoryCleared() {
+		_spec.ClearField(machine.FieldInventory, field.TypeBytes)
 	}
 	if _u.mutation.NicsCleared() {
 		edge := &sqlgraph.EdgeSpec{
@@ -432,6 +450,18 @@ func (_u *MachineUpdateOne) SetNillableMaintenance(v *bool) *MachineUpdateOne {
 	if v != nil {
 		_u.SetMaintenance(*v)
 	}
+	return _u
+}
+
+// SetInventory sets the "inventory" field.
+func (_u *MachineUpdateOne) SetInventory(v []byte) *MachineUpdateOne {
+	_u.mutation.SetInventory(v)
+	return _u
+}
+
+// ClearInventory clears the value of the "inventory" field.
+func (_u *MachineUpdateOne) ClearInventory() *MachineUpdateOne {
+	_u.mutation.ClearInventory()
 	return _u
 }
 
@@ -622,6 +652,12 @@ func (_u *MachineUpdateOne) sqlSave(ctx context.Context) (_node *Machine, err er
 	}
 	if value, ok := _u.mutation.Maintenance(); ok {
 		_spec.SetField(machine.FieldMaintenance, field.TypeBool, value)
+	}
+	if value, ok := _u.mutation.Inventory(); ok {
+		_spec.SetField(machine.FieldInventory, field.TypeBytes, value)
+	}
+	if _u.mutation.InventoryCleared() {
+		_spec.ClearField(machine.FieldInventory, field.TypeBytes)
 	}
 	if _u.mutation.NicsCleared() {
 		edge := &sqlgraph.EdgeSpec{

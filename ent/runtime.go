@@ -5,6 +5,7 @@ package ent
 import (
 	"time"
 
+	"github.com/carbide-dev/carbide/ent/auditrecord"
 	"github.com/carbide-dev/carbide/ent/change"
 	"github.com/carbide-dev/carbide/ent/lease"
 	"github.com/carbide-dev/carbide/ent/machine"
@@ -20,6 +21,32 @@ import (
 // (default values, validators, hooks and policies) and stitches it
 // to their package variables.
 func init() {
+	auditrecordFields := schema.AuditRecord{}.Fields()
+	_ = auditrecordFields
+	// auditrecordDescTime is the schema descriptor for time field.
+	auditrecordDescTime := auditrecordFields[1].Descriptor()
+	// auditrecord.DefaultTime holds the default value on creation for the time field.
+	auditrecord.DefaultTime = auditrecordDescTime.Default.(func() time.Time)
+	// auditrecordDescRoles is the schema descriptor for roles field.
+	auditrecordDescRoles := auditrecordFields[3].Descriptor()
+	// auditrecord.DefaultRoles holds the default value on creation for the roles field.
+	auditrecord.DefaultRoles = auditrecordDescRoles.Default.([]string)
+	// auditrecordDescAuthMethod is the schema descriptor for auth_method field.
+	auditrecordDescAuthMethod := auditrecordFields[4].Descriptor()
+	// auditrecord.DefaultAuthMethod holds the default value on creation for the auth_method field.
+	auditrecord.DefaultAuthMethod = auditrecordDescAuthMethod.Default.(string)
+	// auditrecordDescResourceIds is the schema descriptor for resource_ids field.
+	auditrecordDescResourceIds := auditrecordFields[6].Descriptor()
+	// auditrecord.DefaultResourceIds holds the default value on creation for the resource_ids field.
+	auditrecord.DefaultResourceIds = auditrecordDescResourceIds.Default.([]string)
+	// auditrecordDescError is the schema descriptor for error field.
+	auditrecordDescError := auditrecordFields[8].Descriptor()
+	// auditrecord.DefaultError holds the default value on creation for the error field.
+	auditrecord.DefaultError = auditrecordDescError.Default.(string)
+	// auditrecordDescPeer is the schema descriptor for peer field.
+	auditrecordDescPeer := auditrecordFields[9].Descriptor()
+	// auditrecord.DefaultPeer holds the default value on creation for the peer field.
+	auditrecord.DefaultPeer = auditrecordDescPeer.Default.(string)
 	changeFields := schema.Change{}.Fields()
 	_ = changeFields
 	// changeDescTime is the schema descriptor for time field.

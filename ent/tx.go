@@ -14,6 +14,8 @@ import (
 // Tx is a transactional client that is created by calling Client.Tx().
 type Tx struct {
 	config
+	// AuditRecord is the client for interacting with the AuditRecord builders.
+	AuditRecord *AuditRecordClient
 	// Change is the client for interacting with the Change builders.
 	Change *ChangeClient
 	// Lease is the client for interacting with the Lease builders.
@@ -159,6 +161,7 @@ func (tx *Tx) Client() *Client {
 }
 
 func (tx *Tx) init() {
+	tx.AuditRecord = NewAuditRecordClient(tx.config)
 	tx.Change = NewChangeClient(tx.config)
 	tx.Lease = NewLeaseClient(tx.config)
 	tx.Machine = NewMachineClient(tx.config)
@@ -175,7 +178,7 @@ func (tx *Tx) init() {
 // of them in order to commit or rollback the transaction.
 //
 // If a closed transaction is embedded in one of the generated entities, and the entity
-// applies a query, for example: Change.QueryXXX(), the query will be executed
+// applies a query, for example: AuditRecord.QueryXXX(), the query will be executed
 // through the driver which created this transaction.
 //
 // Note that txDriver is not goroutine safe.

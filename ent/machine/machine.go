@@ -30,6 +30,8 @@ const (
 	FieldLabels = "labels"
 	// FieldMaintenance holds the string denoting the maintenance field in the database.
 	FieldMaintenance = "maintenance"
+	// FieldInventory holds the string denoting the inventory field in the database.
+	FieldInventory = "inventory"
 	// EdgeNics holds the string denoting the nics edge name in mutations.
 	EdgeNics = "nics"
 	// EdgeTransitions holds the string denoting the transitions edge name in mutations.
@@ -62,6 +64,7 @@ var Columns = []string{
 	FieldStateTime,
 	FieldLabels,
 	FieldMaintenance,
+	FieldInventory,
 }
 
 // ValidColumn reports if the column name is valid (part of the table columns).

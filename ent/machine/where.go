@@ -81,6 +81,11 @@ func Maintenance(v bool) predicate.Machine {
 	return predicate.Machine(sql.FieldEQ(FieldMaintenance, v))
 }
 
+// Inventory applies equality check predicate on the "inventory" field. It's identical to InventoryEQ.
+func Inventory(v []byte) predicate.Machine {
+	return predicate.Machine(sql.FieldEQ(FieldInventory, v))
+}
+
 // CreateTimeEQ applies the EQ predicate on the "create_time" field.
 func CreateTimeEQ(v time.Time) predicate.Machine {
 	return predicate.Machine(sql.FieldEQ(FieldCreateTime, v))
@@ -294,6 +299,56 @@ func MaintenanceEQ(v bool) predicate.Machine {
 // MaintenanceNEQ applies the NEQ predicate on the "maintenance" field.
 func MaintenanceNEQ(v bool) predicate.Machine {
 	return predicate.Machine(sql.FieldNEQ(FieldMaintenance, v))
+}
+
+// InventoryEQ applies the EQ predicate on the "inventory" field.
+func InventoryEQ(v []byte) predicate.Machine {
+	return predicate.Machine(sql.FieldEQ(FieldInventory, v))
+}
+
+// InventoryNEQ applies the NEQ predicate on the "inventory" field.
+func InventoryNEQ(v []byte) predicate.Machine {
+	return predicate.Machine(sql.FieldNEQ(FieldInventory, v))
+}
+
+// InventoryIn applies the In predicate on the "inventory" field.
+func InventoryIn(vs ...[]byte) predicate.Machine {
+	return predicate.Machine(sql.FieldIn(FieldInventory, vs...))
+}
+
+// InventoryNotIn applies the NotIn predicate on the "inventory" field.
+func InventoryNotIn(vs ...[]byte) predicate.Machine {
+	return predicate.Machine(sql.FieldNotIn(FieldInventory, vs...))
+}
+
+// InventoryGT applies the GT predicate on the "inventory" field.
+func InventoryGT(v []byte) predicate.Machine {
+	return predicate.Machine(sql.FieldGT(FieldInventory, v))
+}
+
+// InventoryGTE applies the GTE predicate on the "inventory" field.
+func InventoryGTE(v []byte) predicate.Machine {
+	return predicate.Machine(sql.FieldGTE(FieldInventory, v))
+}
+
+// InventoryLT applies the LT predicate on the "inventory" field.
+func InventoryLT(v []byte) predicate.Machine {
+	return predicate.Machine(sql.FieldLT(FieldInventory, v))
+}
+
+// InventoryLTE applies the LTE predicate on the "inventory" field.
+func InventoryLTE(v []byte) predicate.Machine {
+	return predicate.Machine(sql.FieldLTE(FieldInventory, v))
+}
+
+// InventoryIsNil applies the IsNil predicate on the "inventory" field.
+func InventoryIsNil() predicate.Machine {
+	return predicate.Machine(sql.FieldIsNull(FieldInventory))
+}
+
+// InventoryNotNil applies the NotNil predicate on the "inventory" field.
+func InventoryNotNil() predicate.Machine {
+	return predicate.Machine(sql.FieldNotNull(FieldInventory))
 }
 
 // HasNics applies the HasEdge predicate on the "nics" edge.

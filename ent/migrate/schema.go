@@ -9,6 +9,42 @@ import (
 )
 
 var (
+	// AuditRecordsColumns holds the columns for the "audit_records" table.
+	AuditRecordsColumns = []*schema.Column{
+		{Name: "id", Type: field.TypeInt64, Increment: true},
+		{Name: "time", Type: field.TypeTime},
+		{Name: "principal", Type: field.TypeString},
+		{Name: "roles", Type: field.TypeJSON},
+		{Name: "auth_method", Type: field.TypeString, Default: ""},
+		{Name: "procedure", Type: field.TypeString},
+		{Name: "resource_ids", Type: field.TypeJSON},
+		{Name: "code", Type: field.TypeString},
+		{Name: "error", Type: field.TypeString, Default: ""},
+		{Name: "peer", Type: field.TypeString, Default: ""},
+	}
+	// AuditRecordsTable holds the schema information for the "audit_records" table.
+	AuditRecordsTable = &schema.Table{
+		Name:       "audit_records",
+		Columns:    AuditRecordsColumns,
+		PrimaryKey: []*schema.Column{AuditRecordsColumns[0]},
+		Indexes: []*schema.Index{
+			{
+				Name:    "auditrecord_principal",
+				Unique:  false,
+				Columns: []*schema.Column{AuditRecordsColumns[2]},
+			},
+			{
+				Name:    "auditrecord_procedure",
+				Unique:  false,
+				Columns: []*schema.Column{AuditRecordsColumns[5]},
+			},
+			{
+				Name:    "auditrecord_time",
+				Unique:  false,
+				Columns: []*schema.Column{AuditRecordsColumns[1]},
+			},
+		},
+	}
 	// ChangesColumns holds the columns for the "changes" table.
 	ChangesColumns = []*schema.Column{
 		{Name: "id", Type: field.TypeInt64, Increment: true},
@@ -83,6 +119,7 @@ var (
 		{Name: "state_time", Type: field.TypeTime},
 		{Name: "labels", Type: field.TypeJSON},
 		{Name: "maintenance", Type: field.TypeBool, Default: false},
+		{Name: "inventory", Type: field.TypeBytes, Nullable: true},
 	}
 	// MachinesTable holds the schema information for the "machines" table.
 	MachinesTable = &schema.Table{
@@ -216,6 +253,7 @@ var (
 	}
 	// Tables holds all the tables in the schema.
 	Tables = []*schema.Table{
+		AuditRecordsTable,
 		ChangesTable,
 		LeasesTable,
 		MachinesTable,

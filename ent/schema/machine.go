@@ -36,6 +36,9 @@ func (Machine) Fields() []ent.Field {
 		field.Time("state_time").Default(time.Now),
 		field.JSON("labels", map[string]string{}).Default(map[string]string{}),
 		field.Bool("maintenance").Default(false),
+		// Inventory is the last hardware report of the discovery agent, a
+		// binary carbide.machine.v1.Inventory message.
+		field.Bytes("inventory").Optional(),
 	}
 }
 

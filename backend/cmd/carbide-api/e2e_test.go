@@ -8,6 +8,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"database/sql"
 	"encoding/json"
 	"fmt"
@@ -23,6 +24,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/carbide-dev/carbide/backend/internal/pki"
 	"github.com/carbide-dev/carbide/backend/pgtest"
 	machinev1 "github.com/carbide-dev/carbide/gen/carbide/machine/v1"
 	"github.com/carbide-dev/carbide/gen/carbide/machine/v1/machinev1connect"
@@ -68,6 +70,8 @@ func tool(t *testing.T, name string) string {
 type apiProc struct {
 	cmd  *exec.Cmd
 	addr string
+	// pki is the directory of its development PKI.
+	pki  string
 	log  *syncBuffer
 	done chan error
 }
@@ -91,11 +95,12 @@ func (s *syncBuffer) String() string {
 
 var listening = regexp.MustCompile(`msg="carbide-api listening" address=(\S+)`)
 
-// startAPI starts carbide-api on a free port with the given flags and
-// waits until it serves. It is stopped at cleanup.
-func startAPI(t *testing.T, args ...string) *apiProc {
+// startAPI starts carbide-api on a free port with its data (and
+// development PKI) in dataDir and the given flags, and waits until it
+// serves. It is stopped at cleanup.
+func startAPI(t *testing.T, dataDir string, args ...string) *apiProc {
 	t.Helper()
-	cmd := exec.Command(apiBinary, append([]string{"--listen", "127.0.0.1:0"}, args...)...)
+	cmd := exec.Command(apiBinary, append([]string{"--listen", "127.0.0.1:0", "--data-dir", dataDir}, args...)...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -103,7 +108,7 @@ func startAPI(t *testing.T, args ...string) *apiProc {
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start carbide-api: %v", err)
 	}
-	p := &apiProc{cmd: cmd, log: &syncBuffer{}, done: make(chan error, 1)}
+	p := &apiProc{cmd: cmd, pki: filepath.Join(dataDir, "pki"), log: &syncBuffer{}, done: make(chan error, 1)}
 	addr := make(chan string, 1)
 	go func() {
 		sc := bufio.NewScanner(stderr)
@@ -146,12 +151,36 @@ func (p *apiProc) stop(t *testing.T) {
 	}
 }
 
-func (p *apiProc) url() string { return "http://" + p.addr }
+func (p *apiProc) url() string { return "https://" + p.addr }
 
-func h2cClient() *http.Client {
+// client returns an HTTP/2 client that trusts the API's development CA and
+// presents the admin certificate.
+func (p *apiProc) client(t *testing.T) *http.Client {
+	t.Helper()
+	roots, err := pki.LoadPool(filepath.Join(p.pki, pki.CACertFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := tls.LoadX509KeyPair(filepath.Join(p.pki, "admin.crt"), filepath.Join(p.pki, "admin.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	protocols := new(http.Protocols)
-	protocols.SetUnencryptedHTTP2(true)
-	return &http.Client{Transport: &http.Transport{Protocols: protocols}}
+	protocols.SetHTTP2(true)
+	return &http.Client{Transport: &http.Transport{
+		Protocols:       protocols,
+		TLSClientConfig: &tls.Config{RootCAs: roots, Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},
+	}}
+}
+
+// tlsFlags are grpcurl's (and, with two dashes, buf curl's) flags to trust
+// the API and present the admin certificate.
+func (p *apiProc) tlsFlags(dashes string) []string {
+	return []string{
+		dashes + "cacert", filepath.Join(p.pki, "ca.crt"),
+		dashes + "cert", filepath.Join(p.pki, "admin.crt"),
+		dashes + "key", filepath.Join(p.pki, "admin.key"),
+	}
 }
 
 func runTool(t *testing.T, name string, args ...string) string {
@@ -172,9 +201,10 @@ func runTool(t *testing.T, name string, args ...string) string {
 func TestCommandLineClients(t *testing.T) {
 	t.Parallel()
 	grpcurl, buf := tool(t, "grpcurl"), tool(t, "buf")
-	api := startAPI(t, "--data-dir", t.TempDir())
+	api := startAPI(t, t.TempDir())
+	grpcurlTLS := api.tlsFlags("-")
 
-	list := runTool(t, grpcurl, "-plaintext", api.addr, "list")
+	list := runTool(t, grpcurl, append(grpcurlTLS, api.addr, "list")...)
 	for _, want := range []string{
 		"carbide.machine.v1.MachineService",
 		"carbide.network.v1.SegmentService",
@@ -189,14 +219,14 @@ func TestCommandLineClients(t *testing.T) {
 		}
 	}
 
-	if health := runTool(t, grpcurl, "-plaintext", api.addr, "grpc.health.v1.Health/Check"); !strings.Contains(health, `"SERVING"`) {
+	if health := runTool(t, grpcurl, append(grpcurlTLS, api.addr, "grpc.health.v1.Health/Check")...); !strings.Contains(health, `"SERVING"`) {
 		t.Errorf("grpc.health.v1.Health/Check = %s, want SERVING", health)
 	}
 
 	body := `{"segment":{"name":"rack1","prefix":"10.0.0.0/24","gateway":"10.0.0.1","dns_servers":["10.0.0.2"],` +
 		`"domain":"rack1.example.net","ranges":[{"start":"10.0.0.10","end":"10.0.0.200"}],` +
 		`"reservations":[{"mac":"52:54:00:00:00:01","address":"10.0.0.5"}]}}`
-	out := runTool(t, grpcurl, "-plaintext", "-d", body, api.addr, "carbide.network.v1.SegmentService/CreateSegment")
+	out := runTool(t, grpcurl, append(grpcurlTLS, "-d", body, api.addr, "carbide.network.v1.SegmentService/CreateSegment")...)
 	var created struct {
 		Segment struct {
 			ID   string `json:"id"`
@@ -209,9 +239,9 @@ func TestCommandLineClients(t *testing.T) {
 
 	for _, protocol := range []string{"grpc", "grpcweb", "connect"} {
 		t.Run("buf curl "+protocol, func(t *testing.T) {
-			args := []string{"curl", "--protocol", protocol, "--http2-prior-knowledge",
-				"-d", fmt.Sprintf(`{"id":%q}`, created.Segment.ID),
-				api.url() + "/carbide.network.v1.SegmentService/GetSegment"}
+			args := append([]string{"curl", "--protocol", protocol}, api.tlsFlags("--")...)
+			args = append(args, "-d", fmt.Sprintf(`{"id":%q}`, created.Segment.ID),
+				api.url()+"/carbide.network.v1.SegmentService/GetSegment")
 			out := runTool(t, buf, args...)
 			var got struct {
 				Segment struct {
@@ -235,8 +265,8 @@ func TestCommandLineClients(t *testing.T) {
 		})
 	}
 
-	cmd := exec.Command(grpcurl, "-plaintext", "-d", `{"segment":{"name":"bad","prefix":"10.1.0.1/24"}}`,
-		api.addr, "carbide.network.v1.SegmentService/CreateSegment")
+	cmd := exec.Command(grpcurl, append(grpcurlTLS, "-d", `{"segment":{"name":"bad","prefix":"10.1.0.1/24"}}`,
+		api.addr, "carbide.network.v1.SegmentService/CreateSegment")...)
 	bad, err := cmd.CombinedOutput()
 	if err == nil {
 		t.Fatalf("creating a segment with prefix 10.1.0.1/24 succeeded:\n%s", bad)
@@ -253,6 +283,12 @@ func TestCommandLineClients(t *testing.T) {
 func TestConcurrentAllocationAcrossProcesses(t *testing.T) {
 	t.Parallel()
 	dbURL := pgtest.Database(t)
+	// Both processes share one PKI, so one client certificate works with
+	// both; it is made first, as a deployment would.
+	dataDir := t.TempDir()
+	if _, err := pki.EnsureDev(filepath.Join(dataDir, "pki"), "", nil); err != nil {
+		t.Fatal(err)
+	}
 	// Both start at once on an empty database: migrations must take turns.
 	var apis [2]*apiProc
 	var wg sync.WaitGroup
@@ -260,14 +296,14 @@ func TestConcurrentAllocationAcrossProcesses(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			apis[i] = startAPI(t, "--database-url", dbURL)
+			apis[i] = startAPI(t, dataDir, "--database-url", dbURL)
 		}()
 	}
 	wg.Wait()
 	if t.Failed() {
 		t.FailNow()
 	}
-	client := h2cClient()
+	client := apis[0].client(t)
 	var addrs [2]networkv1connect.AddressServiceClient
 	for i, api := range apis {
 		addrs[i] = networkv1connect.NewAddressServiceClient(client, api.url(), connect.WithGRPC())
@@ -383,14 +419,14 @@ func TestRestartKeepsData(t *testing.T) {
 	for _, kind := range []string{"embedded", "postgres"} {
 		t.Run(kind, func(t *testing.T) {
 			t.Parallel()
-			args := []string{"--data-dir", t.TempDir()}
+			dataDir, args := t.TempDir(), []string{}
 			if kind == "postgres" {
 				args = []string{"--database-url", pgtest.Database(t)}
 			}
 			ctx := context.Background()
-			client := h2cClient()
 
-			first := startAPI(t, args...)
+			first := startAPI(t, dataDir, args...)
+			client := first.client(t)
 			segments := networkv1connect.NewSegmentServiceClient(client, first.url())
 			seg, err := segments.CreateSegment(ctx, connect.NewRequest(&networkv1.CreateSegmentRequest{Segment: &networkv1.Segment{
 				Name: "persist", Prefix: "192.168.10.0/24",
@@ -414,7 +450,7 @@ func TestRestartKeepsData(t *testing.T) {
 			}
 			first.stop(t)
 
-			second := startAPI(t, args...)
+			second := startAPI(t, dataDir, args...)
 			segments = networkv1connect.NewSegmentServiceClient(client, second.url())
 			if got, err := segments.GetSegment(ctx, connect.NewRequest(&networkv1.GetSegmentRequest{Id: segID})); err != nil {
 				t.Errorf("GetSegment after restart: %v", err)
@@ -444,10 +480,10 @@ func TestRestartKeepsData(t *testing.T) {
 // is told why.
 func TestShutdownEndsWatchStreams(t *testing.T) {
 	t.Parallel()
-	api := startAPI(t, "--data-dir", t.TempDir())
+	api := startAPI(t, t.TempDir())
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	watch := watchv1connect.NewWatchServiceClient(h2cClient(), api.url(), connect.WithGRPC())
+	watch := watchv1connect.NewWatchServiceClient(api.client(t), api.url(), connect.WithGRPC())
 	stream, err := watch.Watch(ctx, connect.NewRequest(&watchv1.WatchRequest{}))
 	if err != nil {
 		t.Fatalf("Watch: %v", err)

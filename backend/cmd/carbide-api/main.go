@@ -15,6 +15,7 @@ import (
 	"syscall"
 
 	"github.com/carbide-dev/carbide/backend/internal/apiserver"
+	"github.com/carbide-dev/carbide/backend/internal/authn"
 )
 
 func main() {
@@ -37,6 +38,19 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.StringVar(&cfg.Listen, "listen", "127.0.0.1:1079", "host:port to serve Connect, gRPC and gRPC-Web on")
 	fs.StringVar(&cfg.DatabaseURL, "database-url", "", "PostgreSQL URL (postgres://user:password@host:5432/db); empty uses the embedded store in --data-dir")
 	fs.StringVar(&cfg.DataDir, "data-dir", "./carbide-data", "directory of the embedded store, used when no database URL is given")
+	fs.BoolVar(&cfg.Plaintext, "plaintext", false, "serve without TLS (local development only; callers can then authenticate with JWTs only)")
+	fs.StringVar(&cfg.TLSCert, "tls-cert", "", "server certificate (PEM); empty: a development CA in <data-dir>/pki issues one, with a certificate per role")
+	fs.StringVar(&cfg.TLSKey, "tls-key", "", "server private key (PEM)")
+	fs.StringVar(&cfg.ClientCA, "client-ca", "", "CA bundle (PEM) that client certificates must chain to; defaults to the development CA")
+	fs.StringVar(&cfg.TrustDomain, "trust-domain", "carbide.local", "SPIFFE trust domain of client certificates")
+	var jwt authn.JWTConfig
+	fs.StringVar(&jwt.Issuer, "jwt-issuer", "", "accept bearer JWTs from this issuer (iss); needs --jwt-audience and --jwks-url or --jwks-file")
+	fs.StringVar(&jwt.Audience, "jwt-audience", "", "audience (aud) a bearer JWT must carry")
+	fs.StringVar(&jwt.JWKSURL, "jwks-url", "", "URL of the issuer's JSON Web Key Set, refreshed periodically")
+	fs.StringVar(&jwt.JWKSFile, "jwks-file", "", "file holding the issuer's JSON Web Key Set, re-read when it changes")
+	fs.StringVar(&jwt.RolesClaim, "jwt-roles-claim", "roles", "claim holding the user's roles; a dotted path for nested claims, e.g. realm_access.roles")
+	fs.StringVar(&jwt.RolePrefix, "jwt-role-prefix", "", "prefix stripped from role names in the roles claim, e.g. carbide-")
+	jwtAlgs := fs.String("jwt-algorithms", "", "comma-separated signature algorithms to accept (default: RS*, PS*, ES*, EdDSA; never none or HS*)")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	fs.Usage = func() {
@@ -51,6 +65,12 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q; see --help", fs.Args())
+	}
+	if jwt.Issuer != "" || jwt.Audience != "" || jwt.JWKSURL != "" || jwt.JWKSFile != "" {
+		if *jwtAlgs != "" {
+			jwt.Algorithms = strings.Split(*jwtAlgs, ",")
+		}
+		cfg.JWT = &jwt
 	}
 	logger, err := newLogger(stderr, *logLevel, *logFormat)
 	if err != nil {

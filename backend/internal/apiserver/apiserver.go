@@ -5,6 +5,7 @@ package apiserver
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -18,12 +19,18 @@ import (
 	"connectrpc.com/connect"
 	"connectrpc.com/grpchealth"
 	"connectrpc.com/grpcreflect"
+	"github.com/carbide-dev/carbide/backend/internal/audit"
+	"github.com/carbide-dev/carbide/backend/internal/authn"
+	"github.com/carbide-dev/carbide/backend/internal/authz"
 	"github.com/carbide-dev/carbide/backend/internal/interceptor"
+	"github.com/carbide-dev/carbide/backend/internal/inventory"
 	"github.com/carbide-dev/carbide/backend/internal/ipam"
 	"github.com/carbide-dev/carbide/backend/internal/machines"
 	"github.com/carbide-dev/carbide/backend/internal/segments"
 	"github.com/carbide-dev/carbide/backend/internal/store"
 	"github.com/carbide-dev/carbide/backend/internal/watch"
+	"github.com/carbide-dev/carbide/gen/carbide/agent/v1/agentv1connect"
+	"github.com/carbide-dev/carbide/gen/carbide/audit/v1/auditv1connect"
 	"github.com/carbide-dev/carbide/gen/carbide/machine/v1/machinev1connect"
 	"github.com/carbide-dev/carbide/gen/carbide/network/v1/networkv1connect"
 	"github.com/carbide-dev/carbide/gen/carbide/watch/v1/watchv1connect"
@@ -39,8 +46,24 @@ type Config struct {
 	Listen string
 	// DatabaseURL is a postgres:// URL; empty selects the embedded store.
 	DatabaseURL string
-	// DataDir holds the embedded store.
+	// DataDir holds the embedded store, and the development PKI when no
+	// server certificate is given.
 	DataDir string
+	// Plaintext serves without TLS, for local development only. Callers
+	// can then authenticate with JWTs only.
+	Plaintext bool
+	// TLSCert and TLSKey are the server's certificate and key (PEM). When
+	// empty, a development CA under DataDir/pki issues them, along with a
+	// certificate for each role.
+	TLSCert, TLSKey string
+	// ClientCA is the CA bundle (PEM) that client certificates must chain
+	// to. Empty with the development PKI means its CA; empty with TLSCert
+	// set means client certificates are not accepted.
+	ClientCA string
+	// TrustDomain is the SPIFFE trust domain of client certificates.
+	TrustDomain string
+	// JWT configures bearer tokens for users; nil accepts none.
+	JWT *authn.JWTConfig
 	// ChangeRetention is how long the change log keeps entries for Watch
 	// clients that resume; 0 means 7 days.
 	ChangeRetention time.Duration
@@ -64,6 +87,20 @@ func (c *Config) Validate() error {
 	} else if c.DataDir == "" {
 		errs = append(errs, errors.New("data-dir: required when no database URL is given"))
 	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		errs = append(errs, errors.New("tls-cert and tls-key: give both or neither"))
+	}
+	if c.Plaintext && (c.TLSCert != "" || c.ClientCA != "") {
+		errs = append(errs, errors.New("plaintext: cannot be combined with tls-cert or client-ca"))
+	}
+	if c.TLSCert == "" && !c.Plaintext && c.DataDir == "" {
+		errs = append(errs, errors.New("data-dir: required for the development PKI when no tls-cert is given"))
+	}
+	if c.JWT != nil {
+		if err := c.JWT.Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("jwt: %w", err))
+		}
+	}
 	if c.ChangeRetention < 0 || c.ShutdownTimeout < 0 {
 		errs = append(errs, errors.New("durations must not be negative"))
 	}
@@ -76,6 +113,8 @@ var ServiceNames = []string{
 	networkv1connect.SegmentServiceName,
 	networkv1connect.AddressServiceName,
 	watchv1connect.WatchServiceName,
+	agentv1connect.AgentServiceName,
+	auditv1connect.AuditServiceName,
 }
 
 // Run serves until ctx is done, then shuts down gracefully.
@@ -95,6 +134,11 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	}
 	defer st.Close()
 
+	g, gctx := errgroup.WithContext(ctx)
+	auth, tlsConfig, err := security(gctx, cfg, logger)
+	if err != nil {
+		return err
+	}
 	stopping := make(chan struct{})
 	handler, health, err := newHandler(st, logger, stopping)
 	if err != nil {
@@ -106,17 +150,25 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	}
 	protocols := new(http.Protocols)
 	protocols.SetHTTP1(true)
-	protocols.SetUnencryptedHTTP2(true)
+	protocols.SetHTTP2(true)
+	scheme := "https"
+	if tlsConfig == nil {
+		protocols.SetUnencryptedHTTP2(true)
+		scheme = "http"
+		logger.Warn("serving without TLS (--plaintext): for local development only; client certificates cannot be used")
+	} else {
+		lis = tls.NewListener(lis, tlsConfig)
+	}
 	srv := &http.Server{
-		Handler:           handler,
+		Handler:           auth.Middleware(handler),
 		Protocols:         protocols,
+		TLSConfig:         tlsConfig,
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
 
-	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
-		logger.Info("carbide-api listening", "address", lis.Addr().String(), "protocols", "connect, grpc, grpc-web")
+		logger.Info("carbide-api listening", "address", lis.Addr().String(), "scheme", scheme, "protocols", "connect, grpc, grpc-web")
 		if cfg.Ready != nil {
 			cfg.Ready(lis.Addr())
 		}
@@ -165,6 +217,8 @@ func newHandler(st *store.Store, logger *slog.Logger, stopping <-chan struct{}) 
 	opts := connect.WithHandlerOptions(
 		connect.WithInterceptors(
 			metrics.Interceptor(logger),
+			audit.Interceptor(st, logger),
+			authz.Interceptor(authn.Failure),
 			interceptor.Errors(logger),
 			interceptor.Validate(validator),
 		),
@@ -180,16 +234,18 @@ func newHandler(st *store.Store, logger *slog.Logger, stopping <-chan struct{}) 
 	mux.Handle(networkv1connect.NewSegmentServiceHandler(segments.NewService(st), opts))
 	mux.Handle(networkv1connect.NewAddressServiceHandler(ipam.NewService(st), opts))
 	mux.Handle(watchv1connect.NewWatchServiceHandler(watch.NewService(st, stopping), opts))
+	mux.Handle(agentv1connect.NewAgentServiceHandler(inventory.NewService(st), opts))
+	mux.Handle(auditv1connect.NewAuditServiceHandler(audit.NewService(st), opts))
 
 	health := grpchealth.NewStaticChecker(ServiceNames...)
-	mux.Handle(grpchealth.NewHandler(health))
+	mux.Handle(grpchealth.NewHandler(health, opts))
 	reflector := grpcreflect.NewStaticReflector(append([]string{
 		grpchealth.HealthV1ServiceName,
 		"grpc.reflection.v1.ServerReflection",
 		"grpc.reflection.v1alpha.ServerReflection",
 	}, ServiceNames...)...)
-	mux.Handle(grpcreflect.NewHandlerV1(reflector))
-	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector))
+	mux.Handle(grpcreflect.NewHandlerV1(reflector, opts))
+	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector, opts))
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	return mux, health, nil
 }

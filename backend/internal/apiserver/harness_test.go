@@ -2,16 +2,22 @@ package apiserver
 
 import (
 	"context"
+	"crypto/tls"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"testing"
 
 	"connectrpc.com/connect"
+	"github.com/carbide-dev/carbide/backend/internal/pki"
+	"github.com/carbide-dev/carbide/backend/internal/principal"
 	"github.com/carbide-dev/carbide/backend/internal/store"
 	"github.com/carbide-dev/carbide/backend/pgtest"
+	"github.com/carbide-dev/carbide/gen/carbide/agent/v1/agentv1connect"
+	"github.com/carbide-dev/carbide/gen/carbide/audit/v1/auditv1connect"
 	"github.com/carbide-dev/carbide/gen/carbide/machine/v1/machinev1connect"
 	"github.com/carbide-dev/carbide/gen/carbide/network/v1/networkv1connect"
 	"github.com/carbide-dev/carbide/gen/carbide/watch/v1/watchv1connect"
@@ -22,16 +28,30 @@ func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
 // stores are the two stores every API test runs against.
 var stores = []string{"postgres", "embedded"}
 
-// env is an API server on a real store, served over HTTP/2 without TLS,
-// with clients for every service.
+// env is an API server on a real store, served over TLS with the
+// development PKI, with clients for every service that authenticate with
+// the admin certificate.
 type env struct {
-	Store    *store.Store
-	URL      string
+	Store *store.Store
+	URL   string
+	// PKI is the directory holding the development CA and the role
+	// certificates (admin.crt, dhcp.crt, ...).
+	PKI string
+	// HTTP is a client that trusts the server and presents no certificate.
+	HTTP     *http.Client
+	protocol string
+
+	clients
+}
+
+// clients holds a client for every service, all with one identity.
+type clients struct {
 	Machines machinev1connect.MachineServiceClient
 	Segments networkv1connect.SegmentServiceClient
 	Address  networkv1connect.AddressServiceClient
 	Watch    watchv1connect.WatchServiceClient
-	HTTP     *http.Client
+	Agent    agentv1connect.AgentServiceClient
+	Audit    auditv1connect.AuditServiceClient
 }
 
 // newEnv starts an API server on a fresh store of the given kind
@@ -39,61 +59,125 @@ type env struct {
 // "grpc" or "grpcweb").
 func newEnv(t testing.TB, kind, protocol string) *env {
 	t.Helper()
-	cfg := store.Config{DataDir: t.TempDir()}
-	if kind == "postgres" {
-		cfg.DatabaseURL = pgtest.Database(t)
+	return newEnvWith(t, kind, protocol, envOptions{})
+}
+
+// envOptions adjust a test server.
+type envOptions struct {
+	// configure changes the server's configuration before it starts.
+	configure func(*Config)
+	// logs receives the server's logs (debug level and up).
+	logs io.Writer
+}
+
+// newEnvWith is newEnv with options.
+func newEnvWith(t testing.TB, kind, protocol string, opts envOptions) *env {
+	t.Helper()
+	cfg := Config{DataDir: t.TempDir()}
+	if opts.configure != nil {
+		opts.configure(&cfg)
 	}
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	st, err := store.Open(context.Background(), cfg, logger)
+	scfg := store.Config{DataDir: cfg.DataDir}
+	if kind == "postgres" {
+		scfg.DatabaseURL = pgtest.Database(t)
+	}
+	logs := opts.logs
+	if logs == nil {
+		logs = io.Discard
+	}
+	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	st, err := store.Open(context.Background(), scfg, logger)
 	if err != nil {
 		t.Fatalf("open %s store: %v", kind, err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	go st.Listen(ctx, logger)
+	auth, tlsConfig, err := security(ctx, cfg, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
 	stopping := make(chan struct{})
 	handler, _, err := newHandler(st, logger, stopping)
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewUnstartedServer(handler)
+	srv := httptest.NewUnstartedServer(auth.Middleware(handler))
 	srv.EnableHTTP2 = true
-	srv.Config.Protocols = new(http.Protocols)
-	srv.Config.Protocols.SetHTTP1(true)
-	srv.Config.Protocols.SetUnencryptedHTTP2(true)
-	srv.Start()
+	srv.TLS = tlsConfig
+	srv.StartTLS()
 	t.Cleanup(func() {
 		close(stopping)
 		srv.Close()
 		cancel()
 		st.Close()
 	})
-
-	client := &http.Client{Transport: &http.Transport{Protocols: h2c()}}
-	var opts []connect.ClientOption
 	switch protocol {
+	case "grpc", "grpcweb", "connect":
+	default:
+		t.Fatalf("unknown protocol %q", protocol)
+	}
+	e := &env{Store: st, URL: srv.URL, PKI: filepath.Join(cfg.DataDir, "pki"), protocol: protocol}
+	e.HTTP = e.httpClient(t, "")
+	e.clients = e.as(t, "admin")
+	return e
+}
+
+// httpClient returns an HTTP/2 client that trusts the development CA and
+// presents the named certificate of the PKI directory ("" for none).
+func (e *env) httpClient(t testing.TB, cert string) *http.Client {
+	t.Helper()
+	roots, err := pki.LoadPool(filepath.Join(e.PKI, pki.CACertFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tlsConfig := &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
+	if cert != "" {
+		pair, err := tls.LoadX509KeyPair(filepath.Join(e.PKI, cert+".crt"), filepath.Join(e.PKI, cert+".key"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		tlsConfig.Certificates = []tls.Certificate{pair}
+	}
+	protocols := new(http.Protocols)
+	protocols.SetHTTP2(true)
+	return &http.Client{Transport: &http.Transport{TLSClientConfig: tlsConfig, Protocols: protocols}}
+}
+
+// httpClientFiles is httpClient with a certificate from any files.
+func (e *env) httpClientFiles(t testing.TB, certFile, keyFile string) *http.Client {
+	t.Helper()
+	hc := e.httpClient(t, "")
+	pair, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hc.Transport.(*http.Transport).TLSClientConfig.Certificates = []tls.Certificate{pair}
+	return hc
+}
+
+// as returns clients that present the named certificate of the PKI
+// directory ("" for none).
+func (e *env) as(t testing.TB, cert string, opts ...connect.ClientOption) clients {
+	t.Helper()
+	return e.clientsOver(e.httpClient(t, cert), opts...)
+}
+
+// clientsOver returns clients that send requests through hc.
+func (e *env) clientsOver(hc *http.Client, opts ...connect.ClientOption) clients {
+	switch e.protocol {
 	case "grpc":
 		opts = append(opts, connect.WithGRPC())
 	case "grpcweb":
 		opts = append(opts, connect.WithGRPCWeb())
-	case "connect":
-	default:
-		t.Fatalf("unknown protocol %q", protocol)
 	}
-	return &env{
-		Store:    st,
-		URL:      srv.URL,
-		HTTP:     client,
-		Machines: machinev1connect.NewMachineServiceClient(client, srv.URL, opts...),
-		Segments: networkv1connect.NewSegmentServiceClient(client, srv.URL, opts...),
-		Address:  networkv1connect.NewAddressServiceClient(client, srv.URL, opts...),
-		Watch:    watchv1connect.NewWatchServiceClient(client, srv.URL, opts...),
+	return clients{
+		Machines: machinev1connect.NewMachineServiceClient(hc, e.URL, opts...),
+		Segments: networkv1connect.NewSegmentServiceClient(hc, e.URL, opts...),
+		Address:  networkv1connect.NewAddressServiceClient(hc, e.URL, opts...),
+		Watch:    watchv1connect.NewWatchServiceClient(hc, e.URL, opts...),
+		Agent:    agentv1connect.NewAgentServiceClient(hc, e.URL, opts...),
+		Audit:    auditv1connect.NewAuditServiceClient(hc, e.URL, opts...),
 	}
-}
-
-func h2c() *http.Protocols {
-	p := new(http.Protocols)
-	p.SetUnencryptedHTTP2(true)
-	return p
 }
 
 // forEachStore runs fn once per store, with gRPC clients on PostgreSQL and
@@ -117,3 +201,6 @@ func codeOf(err error) string {
 	}
 	return connect.CodeOf(err).String()
 }
+
+// adminID is the principal of the admin certificate test clients use.
+var adminID = pki.UserID(pki.DefaultTrustDomain, principal.RoleAdmin, "bootstrap")

@@ -442,8 +442,8 @@ func TestMachineMaintenance(t *testing.T) {
 				}
 				setMaintenance(t, e, m.GetId(), false) // again: nothing changes
 
-				want := append([]hop{{unspecified, discovered, "anonymous"}}, tc.path...)
-				want = append(want, hop{tc.want, maint, "anonymous"}, hop{maint, tc.want, "anonymous"})
+				want := append([]hop{{unspecified, discovered, adminID}}, tc.path...)
+				want = append(want, hop{tc.want, maint, adminID}, hop{maint, tc.want, adminID})
 				for _, size := range []int32{0, 1, 2} {
 					if diff := cmp.Diff(want, hops(transitionsOf(t, e, m.GetId(), size))); diff != "" {
 						t.Errorf("page_size %d: transitions (-want +got):\n%s", size, diff)

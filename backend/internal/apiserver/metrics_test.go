@@ -3,7 +3,6 @@ package apiserver
 import (
 	"context"
 	"io"
-	"net/http"
 	"strings"
 	"testing"
 
@@ -24,7 +23,7 @@ func TestMetrics(t *testing.T) {
 		t.Fatalf("GetSegment with a bad id: %v, want InvalidArgument", err)
 	}
 
-	resp, err := http.Get(e.URL + "/metrics")
+	resp, err := e.HTTP.Get(e.URL + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}

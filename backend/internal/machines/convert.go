@@ -12,6 +12,7 @@ import (
 	"github.com/carbide-dev/carbide/ent/nic"
 	machinev1 "github.com/carbide-dev/carbide/gen/carbide/machine/v1"
 	"github.com/google/uuid"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
@@ -101,6 +102,13 @@ func toProto(ctx context.Context, client *ent.Client, ms []*ent.Machine) ([]*mac
 			CreateTime:  timestamppb.New(m.CreateTime),
 			UpdateTime:  timestamppb.New(m.UpdateTime),
 			StateTime:   timestamppb.New(m.StateTime),
+		}
+		if len(m.Inventory) > 0 {
+			inv := &machinev1.Inventory{}
+			if err := proto.Unmarshal(m.Inventory, inv); err != nil {
+				return nil, fmt.Errorf("decode inventory of machine %s: %w", m.ID, err)
+			}
+			pm.Inventory = inv
 		}
 		for _, n := range m.Edges.Nics {
 			pi := &machinev1.Interface{Mac: n.MAC, CircuitId: n.CircuitID, RemoteId: n.RemoteID}

@@ -127,7 +127,9 @@ type Machine struct {
 	// When the machine last changed. Output only.
 	UpdateTime *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
 	// When the machine entered its current state. Output only.
-	StateTime     *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=state_time,json=stateTime,proto3" json:"state_time,omitempty"`
+	StateTime *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=state_time,json=stateTime,proto3" json:"state_time,omitempty"`
+	// The hardware its discovery agent last reported. Output only.
+	Inventory     *Inventory `protobuf:"bytes,10,opt,name=inventory,proto3" json:"inventory,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -221,6 +223,13 @@ func (x *Machine) GetUpdateTime() *timestamppb.Timestamp {
 func (x *Machine) GetStateTime() *timestamppb.Timestamp {
 	if x != nil {
 		return x.StateTime
+	}
+	return nil
+}
+
+func (x *Machine) GetInventory() *Inventory {
+	if x != nil {
+		return x.Inventory
 	}
 	return nil
 }
@@ -1018,7 +1027,7 @@ var File_carbide_machine_v1_machine_proto protoreflect.FileDescriptor
 
 const file_carbide_machine_v1_machine_proto_rawDesc = "" +
 	"\n" +
-	" carbide/machine/v1/machine.proto\x12\x12carbide.machine.v1\x1a\x1bbuf/validate/validate.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xfe\x04\n" +
+	" carbide/machine/v1/machine.proto\x12\x12carbide.machine.v1\x1a\x1bbuf/validate/validate.proto\x1a\"carbide/machine/v1/inventory.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbb\x05\n" +
 	"\aMachine\x12\x18\n" +
 	"\x02id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\x02id\x12G\n" +
 	"\bhostname\x18\x02 \x01(\tB+\xbaH(r&\x18?2\"^([a-z0-9]([a-z0-9-]*[a-z0-9])?)?$R\bhostname\x126\n" +
@@ -1033,7 +1042,9 @@ const file_carbide_machine_v1_machine_proto_rawDesc = "" +
 	"\vupdate_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"updateTime\x129\n" +
 	"\n" +
-	"state_time\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\tstateTime\x1a9\n" +
+	"state_time\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\tstateTime\x12;\n" +
+	"\tinventory\x18\n" +
+	" \x01(\v2\x1d.carbide.machine.v1.InventoryR\tinventory\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x92\x01\n" +
@@ -1156,7 +1167,8 @@ var file_carbide_machine_v1_machine_proto_goTypes = []any{
 	nil,                                    // 17: carbide.machine.v1.CreateMachineRequest.LabelsEntry
 	nil,                                    // 18: carbide.machine.v1.ListMachinesRequest.LabelsEntry
 	(*timestamppb.Timestamp)(nil),          // 19: google.protobuf.Timestamp
-	(*fieldmaskpb.FieldMask)(nil),          // 20: google.protobuf.FieldMask
+	(*Inventory)(nil),                      // 20: carbide.machine.v1.Inventory
+	(*fieldmaskpb.FieldMask)(nil),          // 21: google.protobuf.FieldMask
 }
 var file_carbide_machine_v1_machine_proto_depIdxs = []int32{
 	0,  // 0: carbide.machine.v1.Machine.state:type_name -> carbide.machine.v1.MachineState
@@ -1165,36 +1177,37 @@ var file_carbide_machine_v1_machine_proto_depIdxs = []int32{
 	19, // 3: carbide.machine.v1.Machine.create_time:type_name -> google.protobuf.Timestamp
 	19, // 4: carbide.machine.v1.Machine.update_time:type_name -> google.protobuf.Timestamp
 	19, // 5: carbide.machine.v1.Machine.state_time:type_name -> google.protobuf.Timestamp
-	0,  // 6: carbide.machine.v1.StateTransition.from_state:type_name -> carbide.machine.v1.MachineState
-	0,  // 7: carbide.machine.v1.StateTransition.to_state:type_name -> carbide.machine.v1.MachineState
-	19, // 8: carbide.machine.v1.StateTransition.time:type_name -> google.protobuf.Timestamp
-	17, // 9: carbide.machine.v1.CreateMachineRequest.labels:type_name -> carbide.machine.v1.CreateMachineRequest.LabelsEntry
-	1,  // 10: carbide.machine.v1.CreateMachineResponse.machine:type_name -> carbide.machine.v1.Machine
-	1,  // 11: carbide.machine.v1.GetMachineResponse.machine:type_name -> carbide.machine.v1.Machine
-	0,  // 12: carbide.machine.v1.ListMachinesRequest.states:type_name -> carbide.machine.v1.MachineState
-	18, // 13: carbide.machine.v1.ListMachinesRequest.labels:type_name -> carbide.machine.v1.ListMachinesRequest.LabelsEntry
-	1,  // 14: carbide.machine.v1.ListMachinesResponse.machines:type_name -> carbide.machine.v1.Machine
-	1,  // 15: carbide.machine.v1.UpdateMachineRequest.machine:type_name -> carbide.machine.v1.Machine
-	20, // 16: carbide.machine.v1.UpdateMachineRequest.update_mask:type_name -> google.protobuf.FieldMask
-	1,  // 17: carbide.machine.v1.UpdateMachineResponse.machine:type_name -> carbide.machine.v1.Machine
-	3,  // 18: carbide.machine.v1.ListMachineTransitionsResponse.transitions:type_name -> carbide.machine.v1.StateTransition
-	4,  // 19: carbide.machine.v1.MachineService.CreateMachine:input_type -> carbide.machine.v1.CreateMachineRequest
-	6,  // 20: carbide.machine.v1.MachineService.GetMachine:input_type -> carbide.machine.v1.GetMachineRequest
-	8,  // 21: carbide.machine.v1.MachineService.ListMachines:input_type -> carbide.machine.v1.ListMachinesRequest
-	10, // 22: carbide.machine.v1.MachineService.UpdateMachine:input_type -> carbide.machine.v1.UpdateMachineRequest
-	12, // 23: carbide.machine.v1.MachineService.DeleteMachine:input_type -> carbide.machine.v1.DeleteMachineRequest
-	14, // 24: carbide.machine.v1.MachineService.ListMachineTransitions:input_type -> carbide.machine.v1.ListMachineTransitionsRequest
-	5,  // 25: carbide.machine.v1.MachineService.CreateMachine:output_type -> carbide.machine.v1.CreateMachineResponse
-	7,  // 26: carbide.machine.v1.MachineService.GetMachine:output_type -> carbide.machine.v1.GetMachineResponse
-	9,  // 27: carbide.machine.v1.MachineService.ListMachines:output_type -> carbide.machine.v1.ListMachinesResponse
-	11, // 28: carbide.machine.v1.MachineService.UpdateMachine:output_type -> carbide.machine.v1.UpdateMachineResponse
-	13, // 29: carbide.machine.v1.MachineService.DeleteMachine:output_type -> carbide.machine.v1.DeleteMachineResponse
-	15, // 30: carbide.machine.v1.MachineService.ListMachineTransitions:output_type -> carbide.machine.v1.ListMachineTransitionsResponse
-	25, // [25:31] is the sub-list for method output_type
-	19, // [19:25] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	20, // 6: carbide.machine.v1.Machine.inventory:type_name -> carbide.machine.v1.Inventory
+	0,  // 7: carbide.machine.v1.StateTransition.from_state:type_name -> carbide.machine.v1.MachineState
+	0,  // 8: carbide.machine.v1.StateTransition.to_state:type_name -> carbide.machine.v1.MachineState
+	19, // 9: carbide.machine.v1.StateTransition.time:type_name -> google.protobuf.Timestamp
+	17, // 10: carbide.machine.v1.CreateMachineRequest.labels:type_name -> carbide.machine.v1.CreateMachineRequest.LabelsEntry
+	1,  // 11: carbide.machine.v1.CreateMachineResponse.machine:type_name -> carbide.machine.v1.Machine
+	1,  // 12: carbide.machine.v1.GetMachineResponse.machine:type_name -> carbide.machine.v1.Machine
+	0,  // 13: carbide.machine.v1.ListMachinesRequest.states:type_name -> carbide.machine.v1.MachineState
+	18, // 14: carbide.machine.v1.ListMachinesRequest.labels:type_name -> carbide.machine.v1.ListMachinesRequest.LabelsEntry
+	1,  // 15: carbide.machine.v1.ListMachinesResponse.machines:type_name -> carbide.machine.v1.Machine
+	1,  // 16: carbide.machine.v1.UpdateMachineRequest.machine:type_name -> carbide.machine.v1.Machine
+	21, // 17: carbide.machine.v1.UpdateMachineRequest.update_mask:type_name -> google.protobuf.FieldMask
+	1,  // 18: carbide.machine.v1.UpdateMachineResponse.machine:type_name -> carbide.machine.v1.Machine
+	3,  // 19: carbide.machine.v1.ListMachineTransitionsResponse.transitions:type_name -> carbide.machine.v1.StateTransition
+	4,  // 20: carbide.machine.v1.MachineService.CreateMachine:input_type -> carbide.machine.v1.CreateMachineRequest
+	6,  // 21: carbide.machine.v1.MachineService.GetMachine:input_type -> carbide.machine.v1.GetMachineRequest
+	8,  // 22: carbide.machine.v1.MachineService.ListMachines:input_type -> carbide.machine.v1.ListMachinesRequest
+	10, // 23: carbide.machine.v1.MachineService.UpdateMachine:input_type -> carbide.machine.v1.UpdateMachineRequest
+	12, // 24: carbide.machine.v1.MachineService.DeleteMachine:input_type -> carbide.machine.v1.DeleteMachineRequest
+	14, // 25: carbide.machine.v1.MachineService.ListMachineTransitions:input_type -> carbide.machine.v1.ListMachineTransitionsRequest
+	5,  // 26: carbide.machine.v1.MachineService.CreateMachine:output_type -> carbide.machine.v1.CreateMachineResponse
+	7,  // 27: carbide.machine.v1.MachineService.GetMachine:output_type -> carbide.machine.v1.GetMachineResponse
+	9,  // 28: carbide.machine.v1.MachineService.ListMachines:output_type -> carbide.machine.v1.ListMachinesResponse
+	11, // 29: carbide.machine.v1.MachineService.UpdateMachine:output_type -> carbide.machine.v1.UpdateMachineResponse
+	13, // 30: carbide.machine.v1.MachineService.DeleteMachine:output_type -> carbide.machine.v1.DeleteMachineResponse
+	15, // 31: carbide.machine.v1.MachineService.ListMachineTransitions:output_type -> carbide.machine.v1.ListMachineTransitionsResponse
+	26, // [26:32] is the sub-list for method output_type
+	20, // [20:26] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_carbide_machine_v1_machine_proto_init() }
@@ -1202,6 +1215,7 @@ func file_carbide_machine_v1_machine_proto_init() {
 	if File_carbide_machine_v1_machine_proto != nil {
 		return
 	}
+	file_carbide_machine_v1_inventory_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{

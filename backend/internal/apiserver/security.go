@@ -1,0 +1,87 @@
+package apiserver
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"log/slog"
+	"net"
+	"path/filepath"
+
+	"github.com/carbide-dev/carbide/backend/internal/authn"
+	"github.com/carbide-dev/carbide/backend/internal/pki"
+	"github.com/carbide-dev/carbide/backend/internal/principal"
+)
+
+// security builds the authenticator and the server's TLS configuration
+// (nil when serving plaintext). Without a configured server certificate it
+// sets up the development PKI under the data directory.
+func security(ctx context.Context, cfg Config, logger *slog.Logger) (*authn.Authenticator, *tls.Config, error) {
+	td := cfg.TrustDomain
+	if td == "" {
+		td = pki.DefaultTrustDomain
+	}
+	auth := &authn.Authenticator{
+		Identify: func(cert *x509.Certificate) (*principal.Principal, error) {
+			return pki.PrincipalFromCert(td, cert)
+		},
+	}
+	if cfg.JWT != nil {
+		v, err := authn.NewJWTVerifier(ctx, *cfg.JWT, logger)
+		if err != nil {
+			return nil, nil, fmt.Errorf("set up JWT verification: %w", err)
+		}
+		auth.JWT = v
+		logger.Info("bearer tokens accepted", "issuer", cfg.JWT.Issuer, "audience", cfg.JWT.Audience)
+	}
+	if cfg.Plaintext {
+		return auth, nil, nil
+	}
+
+	certFile, keyFile, caFile := cfg.TLSCert, cfg.TLSKey, cfg.ClientCA
+	if certFile == "" {
+		dir := filepath.Join(cfg.DataDir, "pki")
+		created, err := pki.EnsureDev(dir, td, devHosts(cfg.Listen))
+		if err != nil {
+			return nil, nil, fmt.Errorf("set up the development PKI in %s: %w", dir, err)
+		}
+		if len(created) > 0 {
+			logger.Info("development PKI written", "dir", dir, "files", created)
+		}
+		logger.Info("using the development PKI: fine for a lab, use your own CA in production", "dir", dir)
+		certFile, keyFile = filepath.Join(dir, pki.ServerCertFile), filepath.Join(dir, pki.ServerKeyFile)
+		if caFile == "" {
+			caFile = filepath.Join(dir, pki.CACertFile)
+		}
+	}
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return nil, nil, fmt.Errorf("load the server certificate %s: %w", certFile, err)
+	}
+	if caFile != "" {
+		if auth.ClientCAs, err = pki.LoadPool(caFile); err != nil {
+			return nil, nil, fmt.Errorf("load the client CA bundle: %w", err)
+		}
+	} else {
+		logger.Warn("no client CA: client certificates are not accepted")
+	}
+	return auth, &tls.Config{
+		MinVersion:   tls.VersionTLS12,
+		Certificates: []tls.Certificate{cert},
+		// The handshake only asks for a certificate; the authenticator
+		// verifies it, so that a bad one gets a clear Unauthenticated.
+		ClientAuth: tls.RequestClientCert,
+		NextProtos: []string{"h2", "http/1.1"},
+	}, nil
+}
+
+// devHosts are the names the development server certificate covers: the
+// loopback names and the listen host.
+func devHosts(listen string) []string {
+	hosts := []string{"localhost", "127.0.0.1", "::1"}
+	if h, _, err := net.SplitHostPort(listen); err == nil && h != "" && h != "localhost" && h != "127.0.0.1" && h != "::1" && h != "0.0.0.0" && h != "::" {
+		hosts = append(hosts, h)
+	}
+	return hosts
+}

@@ -1,0 +1,71 @@
+// Package authz decides, for every RPC, which roles may call it. The table
+// below is the one place that says so; an RPC missing from it is denied to
+// everyone, and a test fails when any RPC the server offers lacks an entry.
+package authz
+
+import (
+	"github.com/carbide-dev/carbide/backend/internal/principal"
+	"github.com/carbide-dev/carbide/gen/carbide/agent/v1/agentv1connect"
+	"github.com/carbide-dev/carbide/gen/carbide/audit/v1/auditv1connect"
+	"github.com/carbide-dev/carbide/gen/carbide/machine/v1/machinev1connect"
+	"github.com/carbide-dev/carbide/gen/carbide/network/v1/networkv1connect"
+	"github.com/carbide-dev/carbide/gen/carbide/watch/v1/watchv1connect"
+)
+
+// Procedures of the standard services the API also serves.
+const (
+	HealthCheck             = "/grpc.health.v1.Health/Check"
+	HealthWatch             = "/grpc.health.v1.Health/Watch"
+	ReflectionV1            = "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"
+	ReflectionV1Alpha       = "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"
+	admin, operator, viewer = principal.RoleAdmin, principal.RoleOperator, principal.RoleViewer
+)
+
+// Rule says who may call one RPC.
+type Rule struct {
+	// Public RPCs need no credentials at all (health checks, for load
+	// balancers).
+	Public bool
+	// Roles that may call it.
+	Roles []principal.Role
+}
+
+var (
+	users   = []principal.Role{admin, operator, viewer}
+	writers = []principal.Role{admin, operator}
+	admins  = []principal.Role{admin}
+)
+
+// Policy maps every procedure to its rule.
+var Policy = map[string]Rule{
+	HealthCheck:       {Public: true},
+	HealthWatch:       {Public: true},
+	ReflectionV1:      {Roles: users},
+	ReflectionV1Alpha: {Roles: users},
+
+	machinev1connect.MachineServiceCreateMachineProcedure:          {Roles: writers},
+	machinev1connect.MachineServiceGetMachineProcedure:             {Roles: users},
+	machinev1connect.MachineServiceListMachinesProcedure:           {Roles: users},
+	machinev1connect.MachineServiceUpdateMachineProcedure:          {Roles: writers},
+	machinev1connect.MachineServiceDeleteMachineProcedure:          {Roles: admins},
+	machinev1connect.MachineServiceListMachineTransitionsProcedure: {Roles: users},
+
+	networkv1connect.SegmentServiceCreateSegmentProcedure: {Roles: admins},
+	networkv1connect.SegmentServiceGetSegmentProcedure:    {Roles: users},
+	networkv1connect.SegmentServiceListSegmentsProcedure:  {Roles: users},
+	networkv1connect.SegmentServiceUpdateSegmentProcedure: {Roles: admins},
+	networkv1connect.SegmentServiceDeleteSegmentProcedure: {Roles: admins},
+
+	// The DHCP daemon may lease addresses and nothing else.
+	networkv1connect.AddressServiceAllocateAddressProcedure: {Roles: []principal.Role{admin, principal.RoleDHCP}},
+	networkv1connect.AddressServiceReleaseAddressProcedure:  {Roles: []principal.Role{admin, principal.RoleDHCP}},
+	networkv1connect.AddressServiceListLeasesProcedure:      {Roles: []principal.Role{admin, operator, viewer, principal.RoleDHCP}},
+
+	// The DNS daemon follows the change stream.
+	watchv1connect.WatchServiceWatchProcedure: {Roles: []principal.Role{admin, operator, viewer, principal.RoleDNS}},
+
+	// An agent reports for its own machine only (see Authorize).
+	agentv1connect.AgentServiceReportInventoryProcedure: {Roles: []principal.Role{principal.RoleAgent}},
+
+	auditv1connect.AuditServiceListAuditRecordsProcedure: {Roles: admins},
+}
