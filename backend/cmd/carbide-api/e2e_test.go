@@ -265,6 +265,26 @@ func TestCommandLineClients(t *testing.T) {
 		})
 	}
 
+	// A user with a bearer token instead of a certificate.
+	viewer := strings.TrimSpace(runTool(t, apiBinary, "dev-token", "--data-dir", filepath.Dir(api.pki), "--role", "viewer"))
+	bearer := []string{"-cacert", filepath.Join(api.pki, "ca.crt"), "-H", "authorization: Bearer " + viewer}
+	if got := runTool(t, grpcurl, append(bearer, "-d", fmt.Sprintf(`{"id":%q}`, created.Segment.ID),
+		api.addr, "carbide.network.v1.SegmentService/GetSegment")...); !strings.Contains(got, created.Segment.ID) {
+		t.Errorf("viewer token: GetSegment printed %s", got)
+	}
+	denied, err := exec.Command(grpcurl, append(bearer, "-d", `{"segment":{"name":"other","prefix":"10.9.0.0/24"}}`,
+		api.addr, "carbide.network.v1.SegmentService/CreateSegment")...).CombinedOutput()
+	if err == nil || !strings.Contains(string(denied), "PermissionDenied") {
+		t.Errorf("viewer token creating a segment: want PermissionDenied, got %v\n%s", err, denied)
+	}
+	if strings.Contains(api.log.String(), viewer) {
+		t.Error("the bearer token appears in the server log")
+	}
+	anonymous, err := exec.Command(grpcurl, "-cacert", filepath.Join(api.pki, "ca.crt"), api.addr, "list").CombinedOutput()
+	if err == nil || !strings.Contains(string(anonymous), "Unauthenticated") {
+		t.Errorf("grpcurl without credentials: want Unauthenticated, got %v\n%s", err, anonymous)
+	}
+
 	cmd := exec.Command(grpcurl, append(grpcurlTLS, "-d", `{"segment":{"name":"bad","prefix":"10.1.0.1/24"}}`,
 		api.addr, "carbide.network.v1.SegmentService/CreateSegment")...)
 	bad, err := cmd.CombinedOutput()

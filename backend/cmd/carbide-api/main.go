@@ -11,11 +11,15 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/carbide-dev/carbide/backend/internal/apiserver"
 	"github.com/carbide-dev/carbide/backend/internal/authn"
+	"github.com/carbide-dev/carbide/backend/internal/pki"
+	"github.com/carbide-dev/carbide/backend/internal/principal"
 )
 
 func main() {
@@ -32,6 +36,9 @@ func main() {
 }
 
 func run(ctx context.Context, args []string, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "dev-token" {
+		return devToken(args[1:], os.Stdout, stderr)
+	}
 	fs := flag.NewFlagSet("carbide-api", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var cfg apiserver.Config
@@ -54,7 +61,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: carbide-api [flags]\n\nEvery flag can also be set as an environment variable: --database-url as CARBIDE_DATABASE_URL, and so on.\n\nFlags:\n")
+		fmt.Fprintf(stderr, "Usage: carbide-api [flags]\n       carbide-api dev-token [--role admin] (prints a development bearer token)\n\nEvery flag can also be set as an environment variable: --database-url as CARBIDE_DATABASE_URL, and so on.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
 	if err := envDefaults(fs); err != nil {
@@ -107,4 +114,33 @@ func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 		return slog.New(slog.NewJSONHandler(w, opts)), nil
 	}
 	return nil, fmt.Errorf("log-format: %q is not text or json", format)
+}
+
+// devToken prints a bearer token of the development issuer, which the API
+// accepts when it runs with the development PKI (no --tls-cert and no
+// --jwt-issuer).
+func devToken(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("carbide-api dev-token", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	dataDir := fs.String("data-dir", "./carbide-data", "data directory of the API whose development issuer signs the token")
+	role := fs.String("role", "admin", "role the token carries: admin, operator or viewer")
+	subject := fs.String("subject", "developer", "subject (sub) of the token")
+	ttl := fs.Duration("ttl", time.Hour, "how long the token is valid")
+	if err := envDefaults(fs); err != nil {
+		return err
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	switch principal.Role(*role) {
+	case principal.RoleAdmin, principal.RoleOperator, principal.RoleViewer:
+	default:
+		return fmt.Errorf("role: %q is not admin, operator or viewer", *role)
+	}
+	tok, err := pki.DevToken(filepath.Join(*dataDir, "pki"), *subject, []string{*role}, *ttl)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintln(stdout, tok)
+	return err
 }

@@ -27,13 +27,31 @@ func security(ctx context.Context, cfg Config, logger *slog.Logger) (*authn.Auth
 			return pki.PrincipalFromCert(td, cert)
 		},
 	}
-	if cfg.JWT != nil {
-		v, err := authn.NewJWTVerifier(ctx, *cfg.JWT, logger)
+	devDir := filepath.Join(cfg.DataDir, "pki")
+	jwtConfig := cfg.JWT
+	if jwtConfig == nil && cfg.TLSCert == "" {
+		// Development mode: accept tokens of the development issuer, which
+		// `carbide-api dev-token` signs.
+		created, err := pki.EnsureDevJWT(devDir)
+		if err != nil {
+			return nil, nil, fmt.Errorf("set up the development token issuer in %s: %w", devDir, err)
+		}
+		if len(created) > 0 {
+			logger.Info("development token issuer written", "dir", devDir, "files", created)
+		}
+		jwtConfig = &authn.JWTConfig{
+			Issuer:   pki.DevJWTIssuer,
+			Audience: pki.DevJWTAudience,
+			JWKSFile: filepath.Join(devDir, pki.DevJWKSFile),
+		}
+	}
+	if jwtConfig != nil {
+		v, err := authn.NewJWTVerifier(ctx, *jwtConfig, logger)
 		if err != nil {
 			return nil, nil, fmt.Errorf("set up JWT verification: %w", err)
 		}
 		auth.JWT = v
-		logger.Info("bearer tokens accepted", "issuer", cfg.JWT.Issuer, "audience", cfg.JWT.Audience)
+		logger.Info("bearer tokens accepted", "issuer", jwtConfig.Issuer, "audience", jwtConfig.Audience)
 	}
 	if cfg.Plaintext {
 		return auth, nil, nil
@@ -41,7 +59,7 @@ func security(ctx context.Context, cfg Config, logger *slog.Logger) (*authn.Auth
 
 	certFile, keyFile, caFile := cfg.TLSCert, cfg.TLSKey, cfg.ClientCA
 	if certFile == "" {
-		dir := filepath.Join(cfg.DataDir, "pki")
+		dir := devDir
 		created, err := pki.EnsureDev(dir, td, devHosts(cfg.Listen))
 		if err != nil {
 			return nil, nil, fmt.Errorf("set up the development PKI in %s: %w", dir, err)
