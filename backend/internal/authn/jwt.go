@@ -413,7 +413,8 @@ func (v *JWTVerifier) principal(payload []byte) (*principal.Principal, error) {
 	if err := v.checkAudience(claims["aud"]); err != nil {
 		return nil, err
 	}
-	if err := v.checkTimes(claims); err != nil {
+	exp, err := v.checkTimes(claims)
+	if err != nil {
 		return nil, err
 	}
 	sub, err := stringClaim(claims, "sub")
@@ -430,7 +431,8 @@ func (v *JWTVerifier) principal(payload []byte) (*principal.Principal, error) {
 	return &principal.Principal{
 		Name:   iss + "#" + sub,
 		Roles:  roles,
-		Method: principal.MethodJWT,
+		Method:  principal.MethodJWT,
+		Expires: exp,
 	}, nil
 }
 
@@ -457,33 +459,33 @@ func (v *JWTVerifier) checkAudience(raw json.RawMessage) error {
 	return fmt.Errorf("%w: aud has %d values, none is %q", ErrWrongAudience, len(many), v.cfg.Audience)
 }
 
-func (v *JWTVerifier) checkTimes(claims map[string]json.RawMessage) error {
+func (v *JWTVerifier) checkTimes(claims map[string]json.RawMessage) (time.Time, error) {
 	now, leeway := v.now(), v.cfg.Leeway
 	exp, ok, err := timeClaim(claims, "exp")
 	if err != nil {
-		return err
+		return time.Time{}, err
 	}
 	if !ok {
-		return fmt.Errorf("%w: exp (tokens without an expiry are not accepted)", ErrMissingClaim)
+		return time.Time{}, fmt.Errorf("%w: exp (tokens without an expiry are not accepted)", ErrMissingClaim)
 	}
 	if !now.Before(exp.Add(leeway)) {
-		return fmt.Errorf("%w at %s, %s ago (leeway %s)", ErrExpired, exp.UTC().Format(time.RFC3339), now.Sub(exp).Round(time.Second), leeway)
+		return time.Time{}, fmt.Errorf("%w at %s, %s ago (leeway %s)", ErrExpired, exp.UTC().Format(time.RFC3339), now.Sub(exp).Round(time.Second), leeway)
 	}
 	nbf, ok, err := timeClaim(claims, "nbf")
 	if err != nil {
-		return err
+		return time.Time{}, err
 	}
 	if ok && now.Add(leeway).Before(nbf) {
-		return fmt.Errorf("%w: nbf is %s, %s from now (leeway %s); check the clocks", ErrNotYetValid, nbf.UTC().Format(time.RFC3339), nbf.Sub(now).Round(time.Second), leeway)
+		return time.Time{}, fmt.Errorf("%w: nbf is %s, %s from now (leeway %s); check the clocks", ErrNotYetValid, nbf.UTC().Format(time.RFC3339), nbf.Sub(now).Round(time.Second), leeway)
 	}
 	iat, ok, err := timeClaim(claims, "iat")
 	if err != nil {
-		return err
+		return time.Time{}, err
 	}
 	if ok && now.Add(leeway).Before(iat) {
-		return fmt.Errorf("%w: iat is %s, %s from now (leeway %s); check the clocks", ErrIssuedInFuture, iat.UTC().Format(time.RFC3339), iat.Sub(now).Round(time.Second), leeway)
+		return time.Time{}, fmt.Errorf("%w: iat is %s, %s from now (leeway %s); check the clocks", ErrIssuedInFuture, iat.UTC().Format(time.RFC3339), iat.Sub(now).Round(time.Second), leeway)
 	}
-	return nil
+	return exp, nil
 }
 
 // roles reads the Carbide user roles from the roles claim, in the order of

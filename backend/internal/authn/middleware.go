@@ -29,8 +29,12 @@ type Authenticator struct {
 	// JWT verifies bearer tokens; nil accepts none.
 	JWT *JWTVerifier
 
-	cache certCache
+	cache verifiedCache
 }
+
+// tokenCacheTTL bounds how long a verified token is trusted without being
+// verified again, so that a key the issuer withdraws stops working soon.
+const tokenCacheTTL = 5 * time.Minute
 
 type failureKey struct{}
 
@@ -71,10 +75,24 @@ func (a *Authenticator) authenticate(r *http.Request) (*principal.Principal, err
 	if a.JWT == nil {
 		return nil, errors.New("bearer tokens are not accepted: the API has no JWT issuer configured")
 	}
-	p, err := a.JWT.Verify(r.Context(), strings.TrimSpace(token))
+	token = strings.TrimSpace(token)
+	// Verified tokens are remembered by their hash (never the token) until
+	// they expire, at most tokenCacheTTL: a signature check costs about a
+	// hundred times more than the lookup.
+	now := time.Now()
+	key := sha256.Sum256([]byte(token))
+	if p, ok := a.cache.get(key, now); ok {
+		return p, nil
+	}
+	p, err := a.JWT.Verify(r.Context(), token)
 	if err != nil {
 		return nil, fmt.Errorf("bearer token not accepted: %w", err)
 	}
+	until := now.Add(tokenCacheTTL)
+	if p.Expires.Before(until) {
+		until = p.Expires
+	}
+	a.cache.put(key, p, until)
 	return p, nil
 }
 
@@ -112,8 +130,9 @@ func (a *Authenticator) certificate(chain []*x509.Certificate) (*principal.Princ
 	return p, nil
 }
 
-// certCache remembers verified certificates; it is emptied when full.
-type certCache struct {
+// verifiedCache remembers verified certificates and tokens by hash; it is
+// emptied when full.
+type verifiedCache struct {
 	mu sync.RWMutex
 	m  map[[32]byte]cachedCert
 }
@@ -123,9 +142,9 @@ type cachedCert struct {
 	expires time.Time
 }
 
-const certCacheSize = 4096
+const cacheSize = 4096
 
-func (c *certCache) get(key [32]byte, now time.Time) (*principal.Principal, bool) {
+func (c *verifiedCache) get(key [32]byte, now time.Time) (*principal.Principal, bool) {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	e, ok := c.m[key]
@@ -135,10 +154,10 @@ func (c *certCache) get(key [32]byte, now time.Time) (*principal.Principal, bool
 	return e.p, true
 }
 
-func (c *certCache) put(key [32]byte, p *principal.Principal, expires time.Time) {
+func (c *verifiedCache) put(key [32]byte, p *principal.Principal, expires time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.m == nil || len(c.m) >= certCacheSize {
+	if c.m == nil || len(c.m) >= cacheSize {
 		c.m = make(map[[32]byte]cachedCert)
 	}
 	c.m[key] = cachedCert{p: p, expires: expires}

@@ -21,38 +21,46 @@ type FailureFunc func(ctx context.Context) error
 // reason the credentials were refused when there were some; a caller
 // without a suitable role is PermissionDenied.
 func Interceptor(failure FailureFunc) connect.Interceptor {
-	return &authorizer{failure: failure}
+	return New(failure)
 }
 
-type authorizer struct {
+// New returns the authorizer behind Interceptor, for direct use.
+func New(failure FailureFunc) *Authorizer {
+	return &Authorizer{failure: failure}
+}
+
+// Authorizer applies Policy to calls; it is a connect.Interceptor.
+type Authorizer struct {
 	failure FailureFunc
 }
 
-func (a *authorizer) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
+func (a *Authorizer) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
 	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
-		if err := a.check(ctx, req.Spec().Procedure, req.Any()); err != nil {
+		if err := a.Check(ctx, req.Spec().Procedure, req.Any()); err != nil {
 			return nil, err
 		}
 		return next(ctx, req)
 	}
 }
 
-func (a *authorizer) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
+func (a *Authorizer) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
 	return next
 }
 
-func (a *authorizer) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
+func (a *Authorizer) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
 	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
 		// Streams are checked before the first message; none of the
 		// streaming RPCs is bound to a machine.
-		if err := a.check(ctx, conn.Spec().Procedure, nil); err != nil {
+		if err := a.Check(ctx, conn.Spec().Procedure, nil); err != nil {
 			return err
 		}
 		return next(ctx, conn)
 	}
 }
 
-func (a *authorizer) check(ctx context.Context, procedure string, req any) error {
+// Check decides one call: nil if the caller in ctx may call procedure with
+// req, else the Unauthenticated or PermissionDenied error to return.
+func (a *Authorizer) Check(ctx context.Context, procedure string, req any) error {
 	rule, known := Policy[procedure]
 	if known && rule.Public {
 		return nil

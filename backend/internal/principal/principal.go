@@ -6,6 +6,7 @@ package principal
 import (
 	"context"
 	"slices"
+	"time"
 )
 
 // Role is what a caller may do. Services and agents have exactly one role;
@@ -52,6 +53,8 @@ type Principal struct {
 	MachineID string
 	// Method is how the caller authenticated.
 	Method Method
+	// Expires is when the credential stops being valid (a token's exp).
+	Expires time.Time
 }
 
 // Has reports whether p holds role r.
