@@ -5,6 +5,7 @@ go 1.26.8
 require (
 	connectrpc.com/connect v1.21.1
 	github.com/carbide-dev/carbide/gen v0.0.0
+	github.com/google/go-cmp v0.7.0
 	google.golang.org/protobuf v1.36.12
 )
 

@@ -2,12 +2,39 @@
 // typed client per service, speaking Connect, gRPC or gRPC-Web, plus
 // iterators that walk paginated lists. It depends only on the generated
 // API code and connect-go.
+//
+// The API serves TLS and wants every caller authenticated, and the daemons
+// and the CLI all do it the same way: with a client certificate from
+// Carbide's CA (mutual TLS; the certificate's SPIFFE ID names the role),
+//
+//	c, err := carbide.New("https://carbide.example:1079",
+//		carbide.WithClientCertificate("/etc/carbide/dhcp.crt", "/etc/carbide/dhcp.key", "/etc/carbide/ca.crt"))
+//	if err != nil {
+//		return err // names the file that could not be loaded
+//	}
+//	resp, err := c.Machines.GetMachine(ctx, connect.NewRequest(&machinev1.GetMachineRequest{Id: id}))
+//
+// or with a JWT from the identity provider, fetched again for each call so
+// that a refreshed token is picked up:
+//
+//	c, err := carbide.New("https://carbide.example:1079",
+//		carbide.WithTokenSource(func(ctx context.Context) (string, error) {
+//			return idp.Token(ctx) // your cache-and-refresh logic
+//		}))
+//
+// WithBearerToken sends one fixed token, and WithTLS sets any other TLS
+// configuration, such as a private CA for the server's certificate. The SDK
+// never logs a token or puts one in an error.
 package carbide
 
 import (
 	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
 	"iter"
 	"net/http"
+	"net/url"
 
 	"connectrpc.com/connect"
 	machinev1 "github.com/carbide-dev/carbide/gen/carbide/machine/v1"
@@ -40,12 +67,26 @@ type options struct {
 	httpClient connect.HTTPClient
 	protocol   Protocol
 	connect    []connect.ClientOption
+
+	// tls and cert configure the default HTTP client's TLS.
+	tls  *tls.Config
+	cert *certFiles
+	// tlsSet records that WithTLS was used, even with a nil config, so
+	// that New can report the nil config.
+	tlsSet bool
+
+	// bearer holds the token options, in the order given; New accepts
+	// at most one.
+	bearer []bearerOption
 }
 
-// Option configures a Client.
+// Option configures a Client. Options that can fail, such as loading a
+// certificate, report their errors from New.
 type Option func(*options)
 
-// WithHTTPClient makes the Client send requests through c.
+// WithHTTPClient makes the Client send requests through c. It cannot be
+// combined with WithTLS or WithClientCertificate, which configure the
+// default HTTP client: configure c's TLS yourself.
 func WithHTTPClient(c connect.HTTPClient) Option {
 	return func(o *options) { o.httpClient = c }
 }
@@ -56,24 +97,38 @@ func WithProtocol(p Protocol) Option {
 }
 
 // WithClientOptions passes extra connect-go options, such as interceptors.
+// Interceptors given here wrap the one that adds the bearer token: they
+// run before it sets the header, and each retry they make fetches the
+// token again.
 func WithClientOptions(opts ...connect.ClientOption) Option {
 	return func(o *options) { o.connect = append(o.connect, opts...) }
 }
 
-// New returns a Client for the API at baseURL, e.g. http://127.0.0.1:1079.
-// Over plain http:// the default HTTP client speaks HTTP/2 without TLS, as
-// gRPC requires.
-func New(baseURL string, opts ...Option) *Client {
+// New returns a Client for the API at baseURL, e.g.
+// https://carbide.example:1079. The default HTTP client speaks HTTP/2: over
+// TLS (ALPN h2) for https://, and without TLS for http://, as gRPC
+// requires.
+//
+// New fails if an option is invalid or cannot be loaded; the error lists
+// every such problem and names the files involved.
+func New(baseURL string, opts ...Option) (*Client, error) {
 	o := options{}
 	for _, opt := range opts {
 		opt(&o)
 	}
-	if o.httpClient == nil {
-		protocols := new(http.Protocols)
-		protocols.SetHTTP1(true)
-		protocols.SetHTTP2(true)
-		protocols.SetUnencryptedHTTP2(true)
-		o.httpClient = &http.Client{Transport: &http.Transport{Protocols: protocols}}
+	var errs []error
+	u, err := url.Parse(baseURL)
+	switch {
+	case err != nil:
+		errs = append(errs, fmt.Errorf("parse the base URL: %w", err))
+	case u.Scheme != "http" && u.Scheme != "https":
+		errs = append(errs, fmt.Errorf("base URL %q: want an http:// or https:// URL", baseURL))
+	case u.Scheme == "http" && (o.tlsSet || o.cert != nil):
+		errs = append(errs, fmt.Errorf("base URL %q: TLS options need an https:// URL", baseURL))
+	}
+	httpClient, err := o.buildHTTPClient()
+	if err != nil {
+		errs = append(errs, err)
 	}
 	copts := append([]connect.ClientOption(nil), o.connect...)
 	switch o.protocol {
@@ -82,12 +137,53 @@ func New(baseURL string, opts ...Option) *Client {
 	case GRPCWeb:
 		copts = append(copts, connect.WithGRPCWeb())
 	}
-	return &Client{
-		Machines:  machinev1connect.NewMachineServiceClient(o.httpClient, baseURL, copts...),
-		Segments:  networkv1connect.NewSegmentServiceClient(o.httpClient, baseURL, copts...),
-		Addresses: networkv1connect.NewAddressServiceClient(o.httpClient, baseURL, copts...),
-		Watch:     watchv1connect.NewWatchServiceClient(o.httpClient, baseURL, copts...),
+	switch len(o.bearer) {
+	case 0:
+	case 1:
+		// Last, so it is the innermost interceptor: the caller's
+		// interceptors never see the token, and each retry they make gets
+		// a fresh one.
+		bi, err := o.bearer[0]()
+		if err != nil {
+			errs = append(errs, err)
+		} else {
+			copts = append(copts, connect.WithInterceptors(bi))
+		}
+	default:
+		errs = append(errs, errors.New("use only one of WithBearerToken and WithTokenSource, once"))
 	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("new carbide client: %w", err)
+	}
+	return &Client{
+		Machines:  machinev1connect.NewMachineServiceClient(httpClient, baseURL, copts...),
+		Segments:  networkv1connect.NewSegmentServiceClient(httpClient, baseURL, copts...),
+		Addresses: networkv1connect.NewAddressServiceClient(httpClient, baseURL, copts...),
+		Watch:     watchv1connect.NewWatchServiceClient(httpClient, baseURL, copts...),
+	}, nil
+}
+
+// buildHTTPClient returns the HTTP client the Client sends through: the
+// one given with WithHTTPClient, or a new one with the TLS options applied.
+func (o *options) buildHTTPClient() (connect.HTTPClient, error) {
+	if o.httpClient != nil {
+		if o.tlsSet || o.cert != nil {
+			return nil, errors.New("WithTLS and WithClientCertificate configure the default HTTP client; with WithHTTPClient, configure that client's TLS instead")
+		}
+		return o.httpClient, nil
+	}
+	tlsConfig, err := o.tlsConfig()
+	if err != nil {
+		return nil, err
+	}
+	protocols := new(http.Protocols)
+	protocols.SetHTTP1(true)
+	protocols.SetHTTP2(true)
+	protocols.SetUnencryptedHTTP2(true)
+	return &http.Client{Transport: &http.Transport{
+		Protocols:       protocols,
+		TLSClientConfig: tlsConfig,
+	}}, nil
 }
 
 // AllMachines yields every machine that matches req's filters, fetching

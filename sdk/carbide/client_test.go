@@ -58,7 +58,10 @@ func TestAllMachines(t *testing.T) {
 	for name, protocol := range map[string]Protocol{"connect": Connect, "grpc": GRPC, "grpcweb": GRPCWeb} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			c := New(srv.URL, WithProtocol(protocol))
+			c, err := New(srv.URL, WithProtocol(protocol))
+			if err != nil {
+				t.Fatalf("New: %v", err)
+			}
 			var ids []string
 			for m, err := range c.AllMachines(context.Background(), &machinev1.ListMachinesRequest{PageSize: 3}) {
 				if err != nil {
