@@ -26,6 +26,8 @@ import (
 	"connectrpc.com/connect"
 	"github.com/carbide-dev/carbide/backend/internal/pki"
 	"github.com/carbide-dev/carbide/backend/pgtest"
+	agentv1 "github.com/carbide-dev/carbide/gen/carbide/agent/v1"
+	"github.com/carbide-dev/carbide/gen/carbide/agent/v1/agentv1connect"
 	machinev1 "github.com/carbide-dev/carbide/gen/carbide/machine/v1"
 	"github.com/carbide-dev/carbide/gen/carbide/machine/v1/machinev1connect"
 	networkv1 "github.com/carbide-dev/carbide/gen/carbide/network/v1"
@@ -520,4 +522,46 @@ func TestShutdownEndsWatchStreams(t *testing.T) {
 		t.Errorf("stream ended with %v, want Unavailable", stream.Err())
 	}
 	t.Logf("shutdown with an open stream took %s", time.Since(start))
+}
+
+// TestDevCertForAgent issues an agent certificate with `dev-cert` and uses
+// it: the agent reports its own machine's inventory and nobody else's.
+func TestDevCertForAgent(t *testing.T) {
+	t.Parallel()
+	dataDir := t.TempDir()
+	api := startAPI(t, dataDir)
+	ctx := context.Background()
+	machines := machinev1connect.NewMachineServiceClient(api.client(t), api.url())
+	var ids []string
+	for _, mac := range []string{"52:54:00:00:aa:01", "52:54:00:00:bb:01"} {
+		m, err := machines.CreateMachine(ctx, connect.NewRequest(&machinev1.CreateMachineRequest{Macs: []string{mac}}))
+		if err != nil {
+			t.Fatalf("CreateMachine: %v", err)
+		}
+		ids = append(ids, m.Msg.GetMachine().GetId())
+	}
+	out := runTool(t, apiBinary, "dev-cert", "--data-dir", dataDir, "--agent", ids[0], "--out", t.TempDir())
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 3 || lines[0] != "spiffe://carbide.local/agent/"+ids[0] {
+		t.Fatalf("dev-cert printed %q", out)
+	}
+	hc := api.client(t)
+	pair, err := tls.LoadX509KeyPair(lines[1], lines[2])
+	if err != nil {
+		t.Fatal(err)
+	}
+	hc.Transport.(*http.Transport).TLSClientConfig.Certificates = []tls.Certificate{pair}
+	agent := agentv1connect.NewAgentServiceClient(hc, api.url())
+	inv := &machinev1.Inventory{System: &machinev1.SystemInfo{Serial: "SN-1"}, MemoryBytes: 4 << 30}
+	_, err = agent.ReportInventory(ctx, connect.NewRequest(&agentv1.ReportInventoryRequest{MachineId: ids[1], Inventory: inv}))
+	if connect.CodeOf(err) != connect.CodePermissionDenied {
+		t.Errorf("agent of %s reporting for %s: %v, want permission_denied", ids[0], ids[1], err)
+	}
+	resp, err := agent.ReportInventory(ctx, connect.NewRequest(&agentv1.ReportInventoryRequest{MachineId: ids[0], Inventory: inv}))
+	if err != nil {
+		t.Fatalf("agent reporting for its own machine: %v", err)
+	}
+	if m := resp.Msg.GetMachine(); m.GetState() != machinev1.MachineState_MACHINE_STATE_INVENTORIED || m.GetInventory().GetSystem().GetSerial() != "SN-1" {
+		t.Errorf("after the report: %v", m)
+	}
 }

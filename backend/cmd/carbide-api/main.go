@@ -4,6 +4,8 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
@@ -36,15 +38,20 @@ func main() {
 }
 
 func run(ctx context.Context, args []string, stderr io.Writer) error {
-	if len(args) > 0 && args[0] == "dev-token" {
-		return devToken(args[1:], os.Stdout, stderr)
+	if len(args) > 0 {
+		switch args[0] {
+		case "dev-token":
+			return devToken(args[1:], os.Stdout, stderr)
+		case "dev-cert":
+			return devCert(args[1:], os.Stdout, stderr)
+		}
 	}
 	fs := flag.NewFlagSet("carbide-api", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var cfg apiserver.Config
 	fs.StringVar(&cfg.Listen, "listen", "127.0.0.1:1079", "host:port to serve Connect, gRPC and gRPC-Web on")
 	fs.StringVar(&cfg.DatabaseURL, "database-url", "", "PostgreSQL URL (postgres://user:password@host:5432/db); empty uses the embedded store in --data-dir")
-	fs.StringVar(&cfg.DataDir, "data-dir", "./carbide-data", "directory of the embedded store, used when no database URL is given")
+	fs.StringVar(&cfg.DataDir, "data-dir", "./carbide-data", "directory of the embedded store (used when no database URL is given) and of the development PKI in <data-dir>/pki")
 	fs.BoolVar(&cfg.Plaintext, "plaintext", false, "serve without TLS (local development only; callers can then authenticate with JWTs only)")
 	fs.StringVar(&cfg.TLSCert, "tls-cert", "", "server certificate (PEM); empty: a development CA in <data-dir>/pki issues one, with a certificate per role")
 	fs.StringVar(&cfg.TLSKey, "tls-key", "", "server private key (PEM)")
@@ -61,7 +68,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: carbide-api [flags]\n       carbide-api dev-token [--role admin] (prints a development bearer token)\n\nEvery flag can also be set as an environment variable: --database-url as CARBIDE_DATABASE_URL, and so on.\n\nFlags:\n")
+		fmt.Fprintf(stderr, "Usage: carbide-api [flags]\n       carbide-api dev-token [--role admin] (prints a development bearer token)\n       carbide-api dev-cert --agent <machine-id> | --service <role> | --user <role> --name <name> (issues a client certificate from the development CA)\n\nEvery flag can also be set as an environment variable: --database-url as CARBIDE_DATABASE_URL, and so on.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
 	if err := envDefaults(fs); err != nil {
@@ -142,5 +149,63 @@ func devToken(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	_, err = fmt.Fprintln(stdout, tok)
+	return err
+}
+
+// devCert issues a client certificate from the development CA, e.g. for the
+// discovery agent of one machine.
+func devCert(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("carbide-api dev-cert", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	dataDir := fs.String("data-dir", "./carbide-data", "data directory of the API whose development CA signs the certificate")
+	agent := fs.String("agent", "", "issue the discovery agent certificate of this machine id")
+	service := fs.String("service", "", "issue a service certificate for this role: dhcp, pxe, dns or bmc")
+	user := fs.String("user", "", "issue a user certificate for this role: admin, operator or viewer (with --name)")
+	name := fs.String("name", "", "user name for --user")
+	ttl := fs.Duration("ttl", 30*24*time.Hour, "how long the certificate is valid")
+	out := fs.String("out", "", "directory to write <name>.crt and <name>.key to (default <data-dir>/pki)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	var id, base string
+	switch {
+	case *agent != "" && *service == "" && *user == "":
+		id, base = pki.AgentID("", strings.ToLower(*agent)), "agent-"+strings.ToLower(*agent)
+	case *service != "" && *agent == "" && *user == "":
+		id, base = pki.ServiceID("", principal.Role(*service)), *service
+	case *user != "" && *agent == "" && *service == "" && *name != "":
+		id, base = pki.UserID("", principal.Role(*user), *name), *user+"-"+*name
+	default:
+		return errors.New("give exactly one of --agent <machine-id>, --service <role> or --user <role> --name <name>")
+	}
+	dir := filepath.Join(*dataDir, "pki")
+	ca, err := pki.LoadCA(filepath.Join(dir, pki.CACertFile), filepath.Join(dir, pki.CAKeyFile))
+	if err != nil {
+		return fmt.Errorf("%w (start carbide-api once with this data directory to create the development CA)", err)
+	}
+	certPEM, keyPEM, err := ca.IssueClient(id, *ttl)
+	if err != nil {
+		return err
+	}
+	// The identity is checked the way the API will check it.
+	block, _ := pem.Decode(certPEM)
+	cert, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		return fmt.Errorf("parse issued certificate: %w", err)
+	}
+	if _, err := pki.PrincipalFromCert("", cert); err != nil {
+		return err
+	}
+	if *out == "" {
+		*out = dir
+	}
+	certFile, keyFile := filepath.Join(*out, base+".crt"), filepath.Join(*out, base+".key")
+	if err := os.WriteFile(keyFile, keyPEM, 0o600); err != nil {
+		return fmt.Errorf("write key: %w", err)
+	}
+	if err := os.WriteFile(certFile, certPEM, 0o644); err != nil {
+		return fmt.Errorf("write certificate: %w", err)
+	}
+	_, err = fmt.Fprintf(stdout, "%s\n%s\n%s\n", id, certFile, keyFile)
 	return err
 }

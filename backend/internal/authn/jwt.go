@@ -429,8 +429,8 @@ func (v *JWTVerifier) principal(payload []byte) (*principal.Principal, error) {
 		return nil, err
 	}
 	return &principal.Principal{
-		Name:   iss + "#" + sub,
-		Roles:  roles,
+		Name:    iss + "#" + sub,
+		Roles:   roles,
 		Method:  principal.MethodJWT,
 		Expires: exp,
 	}, nil
