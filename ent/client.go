@@ -18,6 +18,7 @@ import (
 	"entgo.io/ent/dialect/sql/sqlgraph"
 	"github.com/carbide-dev/carbide/ent/auditrecord"
 	"github.com/carbide-dev/carbide/ent/change"
+	"github.com/carbide-dev/carbide/ent/declinedaddress"
 	"github.com/carbide-dev/carbide/ent/lease"
 	"github.com/carbide-dev/carbide/ent/machine"
 	"github.com/carbide-dev/carbide/ent/nic"
@@ -37,6 +38,8 @@ type Client struct {
 	AuditRecord *AuditRecordClient
 	// Change is the client for interacting with the Change builders.
 	Change *ChangeClient
+	// DeclinedAddress is the client for interacting with the DeclinedAddress builders.
+	DeclinedAddress *DeclinedAddressClient
 	// Lease is the client for interacting with the Lease builders.
 	Lease *LeaseClient
 	// Machine is the client for interacting with the Machine builders.
@@ -62,6 +65,7 @@ func (c *Client) init() {
 	c.Schema = migrate.NewSchema(c.driver)
 	c.AuditRecord = NewAuditRecordClient(c.config)
 	c.Change = NewChangeClient(c.config)
+	c.DeclinedAddress = NewDeclinedAddressClient(c.config)
 	c.Lease = NewLeaseClient(c.config)
 	c.Machine = NewMachineClient(c.config)
 	c.NIC = NewNICClient(c.config)
@@ -158,16 +162,17 @@ func (c *Client) Tx(ctx context.Context) (*Tx, error) {
 	cfg := c.config
 	cfg.driver = tx
 	return &Tx{
-		ctx:         ctx,
-		config:      cfg,
-		AuditRecord: NewAuditRecordClient(cfg),
-		Change:      NewChangeClient(cfg),
-		Lease:       NewLeaseClient(cfg),
-		Machine:     NewMachineClient(cfg),
-		NIC:         NewNICClient(cfg),
-		Reservation: NewReservationClient(cfg),
-		Segment:     NewSegmentClient(cfg),
-		Transition:  NewTransitionClient(cfg),
+		ctx:             ctx,
+		config:          cfg,
+		AuditRecord:     NewAuditRecordClient(cfg),
+		Change:          NewChangeClient(cfg),
+		DeclinedAddress: NewDeclinedAddressClient(cfg),
+		Lease:           NewLeaseClient(cfg),
+		Machine:         NewMachineClient(cfg),
+		NIC:             NewNICClient(cfg),
+		Reservation:     NewReservationClient(cfg),
+		Segment:         NewSegmentClient(cfg),
+		Transition:      NewTransitionClient(cfg),
 	}, nil
 }
 
@@ -185,16 +190,17 @@ func (c *Client) BeginTx(ctx context.Context, opts *sql.TxOptions) (*Tx, error) 
 	cfg := c.config
 	cfg.driver = &txDriver{tx: tx, drv: c.driver}
 	return &Tx{
-		ctx:         ctx,
-		config:      cfg,
-		AuditRecord: NewAuditRecordClient(cfg),
-		Change:      NewChangeClient(cfg),
-		Lease:       NewLeaseClient(cfg),
-		Machine:     NewMachineClient(cfg),
-		NIC:         NewNICClient(cfg),
-		Reservation: NewReservationClient(cfg),
-		Segment:     NewSegmentClient(cfg),
-		Transition:  NewTransitionClient(cfg),
+		ctx:             ctx,
+		config:          cfg,
+		AuditRecord:     NewAuditRecordClient(cfg),
+		Change:          NewChangeClient(cfg),
+		DeclinedAddress: NewDeclinedAddressClient(cfg),
+		Lease:           NewLeaseClient(cfg),
+		Machine:         NewMachineClient(cfg),
+		NIC:             NewNICClient(cfg),
+		Reservation:     NewReservationClient(cfg),
+		Segment:         NewSegmentClient(cfg),
+		Transition:      NewTransitionClient(cfg),
 	}, nil
 }
 
@@ -224,8 +230,8 @@ func (c *Client) Close() error {
 // In order to add hooks to a specific client, call: `client.Node.Use(...)`.
 func (c *Client) Use(hooks ...Hook) {
 	for _, n := range []interface{ Use(...Hook) }{
-		c.AuditRecord, c.Change, c.Lease, c.Machine, c.NIC, c.Reservation, c.Segment,
-		c.Transition,
+		c.AuditRecord, c.Change, c.DeclinedAddress, c.Lease, c.Machine, c.NIC,
+		c.Reservation, c.Segment, c.Transition,
 	} {
 		n.Use(hooks...)
 	}
@@ -235,8 +241,8 @@ func (c *Client) Use(hooks ...Hook) {
 // In order to add interceptors to a specific client, call: `client.Node.Intercept(...)`.
 func (c *Client) Intercept(interceptors ...Interceptor) {
 	for _, n := range []interface{ Intercept(...Interceptor) }{
-		c.AuditRecord, c.Change, c.Lease, c.Machine, c.NIC, c.Reservation, c.Segment,
-		c.Transition,
+		c.AuditRecord, c.Change, c.DeclinedAddress, c.Lease, c.Machine, c.NIC,
+		c.Reservation, c.Segment, c.Transition,
 	} {
 		n.Intercept(interceptors...)
 	}
@@ -249,6 +255,8 @@ func (c *Client) Mutate(ctx context.Context, m Mutation) (Value, error) {
 		return c.AuditRecord.mutate(ctx, m)
 	case *ChangeMutation:
 		return c.Change.mutate(ctx, m)
+	case *DeclinedAddressMutation:
+		return c.DeclinedAddress.mutate(ctx, m)
 	case *LeaseMutation:
 		return c.Lease.mutate(ctx, m)
 	case *MachineMutation:
@@ -529,6 +537,155 @@ func (c *ChangeClient) mutate(ctx context.Context, m *ChangeMutation) (Value, er
 		return (&ChangeDelete{config: c.config, hooks: c.Hooks(), mutation: m}).Exec(ctx)
 	default:
 		return nil, fmt.Errorf("ent: unknown Change mutation op: %q", m.Op())
+	}
+}
+
+// DeclinedAddressClient is a client for the DeclinedAddress schema.
+type DeclinedAddressClient struct {
+	config
+}
+
+// NewDeclinedAddressClient returns a client for the DeclinedAddress from the given config.
+func NewDeclinedAddressClient(c config) *DeclinedAddressClient {
+	return &DeclinedAddressClient{config: c}
+}
+
+// Use adds a list of mutation hooks to the hooks stack.
+// A call to `Use(f, g, h)` equals to `declinedaddress.Hooks(f(g(h())))`.
+func (c *DeclinedAddressClient) Use(hooks ...Hook) {
+	c.hooks.DeclinedAddress = append(c.hooks.DeclinedAddress, hooks...)
+}
+
+// Intercept adds a list of query interceptors to the interceptors stack.
+// A call to `Intercept(f, g, h)` equals to `declinedaddress.Intercept(f(g(h())))`.
+func (c *DeclinedAddressClient) Intercept(interceptors ...Interceptor) {
+	c.inters.DeclinedAddress = append(c.inters.DeclinedAddress, interceptors...)
+}
+
+// Create returns a builder for creating a DeclinedAddress entity.
+func (c *DeclinedAddressClient) Create() *DeclinedAddressCreate {
+	mutation := newDeclinedAddressMutation(c.config, OpCreate)
+	return &DeclinedAddressCreate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// CreateBulk returns a builder for creating a bulk of DeclinedAddress entities.
+func (c *DeclinedAddressClient) CreateBulk(builders ...*DeclinedAddressCreate) *DeclinedAddressCreateBulk {
+	return &DeclinedAddressCreateBulk{config: c.config, builders: builders}
+}
+
+// MapCreateBulk creates a bulk creation builder from the given slice. For each item in the slice, the function creates
+// a builder and applies setFunc on it.
+func (c *DeclinedAddressClient) MapCreateBulk(slice any, setFunc func(*DeclinedAddressCreate, int)) *DeclinedAddressCreateBulk {
+	rv := reflect.ValueOf(slice)
+	if rv.Kind() != reflect.Slice {
+		return &DeclinedAddressCreateBulk{err: fmt.Errorf("calling to DeclinedAddressClient.MapCreateBulk with wrong type %T, need slice", slice)}
+	}
+	builders := make([]*DeclinedAddressCreate, rv.Len())
+	for i := 0; i < rv.Len(); i++ {
+		builders[i] = c.Create()
+		setFunc(builders[i], i)
+	}
+	return &DeclinedAddressCreateBulk{config: c.config, builders: builders}
+}
+
+// Update returns an update builder for DeclinedAddress.
+func (c *DeclinedAddressClient) Update() *DeclinedAddressUpdate {
+	mutation := newDeclinedAddressMutation(c.config, OpUpdate)
+	return &DeclinedAddressUpdate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOne returns an update builder for the given entity.
+func (c *DeclinedAddressClient) UpdateOne(_m *DeclinedAddress) *DeclinedAddressUpdateOne {
+	mutation := newDeclinedAddressMutation(c.config, OpUpdateOne, withDeclinedAddress(_m))
+	return &DeclinedAddressUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOneID returns an update builder for the given id.
+func (c *DeclinedAddressClient) UpdateOneID(id int64) *DeclinedAddressUpdateOne {
+	mutation := newDeclinedAddressMutation(c.config, OpUpdateOne, withDeclinedAddressID(id))
+	return &DeclinedAddressUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// Delete returns a delete builder for DeclinedAddress.
+func (c *DeclinedAddressClient) Delete() *DeclinedAddressDelete {
+	mutation := newDeclinedAddressMutation(c.config, OpDelete)
+	return &DeclinedAddressDelete{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// DeleteOne returns a builder for deleting the given entity.
+func (c *DeclinedAddressClient) DeleteOne(_m *DeclinedAddress) *DeclinedAddressDeleteOne {
+	return c.DeleteOneID(_m.ID)
+}
+
+// DeleteOneID returns a builder for deleting the given entity by its id.
+func (c *DeclinedAddressClient) DeleteOneID(id int64) *DeclinedAddressDeleteOne {
+	builder := c.Delete().Where(declinedaddress.ID(id))
+	builder.mutation.id = &id
+	builder.mutation.op = OpDeleteOne
+	return &DeclinedAddressDeleteOne{builder}
+}
+
+// Query returns a query builder for DeclinedAddress.
+func (c *DeclinedAddressClient) Query() *DeclinedAddressQuery {
+	return &DeclinedAddressQuery{
+		config: c.config,
+		ctx:    &QueryContext{Type: TypeDeclinedAddress},
+		inters: c.Interceptors(),
+	}
+}
+
+// Get returns a DeclinedAddress entity by its id.
+func (c *DeclinedAddressClient) Get(ctx context.Context, id int64) (*DeclinedAddress, error) {
+	return c.Query().Where(declinedaddress.ID(id)).Only(ctx)
+}
+
+// GetX is like Get, but panics if an error occurs.
+func (c *DeclinedAddressClient) GetX(ctx context.Context, id int64) *DeclinedAddress {
+	obj, err := c.Get(ctx, id)
+	if err != nil {
+		panic(err)
+	}
+	return obj
+}
+
+// QuerySegment queries the segment edge of a DeclinedAddress.
+func (c *DeclinedAddressClient) QuerySegment(_m *DeclinedAddress) *SegmentQuery {
+	query := (&SegmentClient{config: c.config}).Query()
+	query.path = func(context.Context) (fromV *sql.Selector, _ error) {
+		id := _m.ID
+		step := sqlgraph.NewStep(
+			sqlgraph.From(declinedaddress.Table, declinedaddress.FieldID, id),
+			sqlgraph.To(segment.Table, segment.FieldID),
+			sqlgraph.Edge(sqlgraph.M2O, true, declinedaddress.SegmentTable, declinedaddress.SegmentColumn),
+		)
+		fromV = sqlgraph.Neighbors(_m.driver.Dialect(), step)
+		return fromV, nil
+	}
+	return query
+}
+
+// Hooks returns the client hooks.
+func (c *DeclinedAddressClient) Hooks() []Hook {
+	return c.hooks.DeclinedAddress
+}
+
+// Interceptors returns the client interceptors.
+func (c *DeclinedAddressClient) Interceptors() []Interceptor {
+	return c.inters.DeclinedAddress
+}
+
+func (c *DeclinedAddressClient) mutate(ctx context.Context, m *DeclinedAddressMutation) (Value, error) {
+	switch m.Op() {
+	case OpCreate:
+		return (&DeclinedAddressCreate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdate:
+		return (&DeclinedAddressUpdate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdateOne:
+		return (&DeclinedAddressUpdateOne{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpDelete, OpDeleteOne:
+		return (&DeclinedAddressDelete{config: c.config, hooks: c.Hooks(), mutation: m}).Exec(ctx)
+	default:
+		return nil, fmt.Errorf("ent: unknown DeclinedAddress mutation op: %q", m.Op())
 	}
 }
 
@@ -1316,6 +1473,22 @@ func (c *SegmentClient) QueryNics(_m *Segment) *NICQuery {
 	return query
 }
 
+// QueryDeclined queries the declined edge of a Segment.
+func (c *SegmentClient) QueryDeclined(_m *Segment) *DeclinedAddressQuery {
+	query := (&DeclinedAddressClient{config: c.config}).Query()
+	query.path = func(context.Context) (fromV *sql.Selector, _ error) {
+		id := _m.ID
+		step := sqlgraph.NewStep(
+			sqlgraph.From(segment.Table, segment.FieldID, id),
+			sqlgraph.To(declinedaddress.Table, declinedaddress.FieldID),
+			sqlgraph.Edge(sqlgraph.O2M, false, segment.DeclinedTable, segment.DeclinedColumn),
+		)
+		fromV = sqlgraph.Neighbors(_m.driver.Dialect(), step)
+		return fromV, nil
+	}
+	return query
+}
+
 // Hooks returns the client hooks.
 func (c *SegmentClient) Hooks() []Hook {
 	return c.hooks.Segment
@@ -1493,11 +1666,11 @@ func (c *TransitionClient) mutate(ctx context.Context, m *TransitionMutation) (V
 // hooks and interceptors per client, for fast access.
 type (
 	hooks struct {
-		AuditRecord, Change, Lease, Machine, NIC, Reservation, Segment,
+		AuditRecord, Change, DeclinedAddress, Lease, Machine, NIC, Reservation, Segment,
 		Transition []ent.Hook
 	}
 	inters struct {
-		AuditRecord, Change, Lease, Machine, NIC, Reservation, Segment,
+		AuditRecord, Change, DeclinedAddress, Lease, Machine, NIC, Reservation, Segment,
 		Transition []ent.Interceptor
 	}
 )

@@ -13,6 +13,7 @@ import (
 	"entgo.io/ent/dialect/sql"
 	"github.com/carbide-dev/carbide/ent/auditrecord"
 	"github.com/carbide-dev/carbide/ent/change"
+	"github.com/carbide-dev/carbide/ent/declinedaddress"
 	"github.com/carbide-dev/carbide/ent/lease"
 	"github.com/carbide-dev/carbide/ent/machine"
 	"github.com/carbide-dev/carbide/ent/nic"
@@ -33,14 +34,15 @@ const (
 	OpUpdateOne = ent.OpUpdateOne
 
 	// Node types.
-	TypeAuditRecord = "AuditRecord"
-	TypeChange      = "Change"
-	TypeLease       = "Lease"
-	TypeMachine     = "Machine"
-	TypeNIC         = "NIC"
-	TypeReservation = "Reservation"
-	TypeSegment     = "Segment"
-	TypeTransition  = "Transition"
+	TypeAuditRecord     = "AuditRecord"
+	TypeChange          = "Change"
+	TypeDeclinedAddress = "DeclinedAddress"
+	TypeLease           = "Lease"
+	TypeMachine         = "Machine"
+	TypeNIC             = "NIC"
+	TypeReservation     = "Reservation"
+	TypeSegment         = "Segment"
+	TypeTransition      = "Transition"
 )
 
 // AuditRecordMutation represents an operation that mutates the AuditRecord nodes in the graph.
@@ -1385,6 +1387,554 @@ func (m *ChangeMutation) ClearEdge(name string) error {
 // It returns an error if the edge is not defined in the schema.
 func (m *ChangeMutation) ResetEdge(name string) error {
 	return fmt.Errorf("unknown Change edge %s", name)
+}
+
+// DeclinedAddressMutation represents an operation that mutates the DeclinedAddress nodes in the graph.
+type DeclinedAddressMutation struct {
+	config
+	op             Op
+	typ            string
+	id             *int64
+	address        *string
+	declined_by    *string
+	until          *time.Time
+	clearedFields  map[string]struct{}
+	segment        *uuid.UUID
+	clearedsegment bool
+	done           bool
+	oldValue       func(context.Context) (*DeclinedAddress, error)
+	predicates     []predicate.DeclinedAddress
+}
+
+var _ ent.Mutation = (*DeclinedAddressMutation)(nil)
+
+// declinedaddressOption allows management of the mutation configuration using functional options.
+type declinedaddressOption func(*DeclinedAddressMutation)
+
+// newDeclinedAddressMutation creates new mutation for the DeclinedAddress entity.
+func newDeclinedAddressMutation(c config, op Op, opts ...declinedaddressOption) *DeclinedAddressMutation {
+	m := &DeclinedAddressMutation{
+		config:        c,
+		op:            op,
+		typ:           TypeDeclinedAddress,
+		clearedFields: make(map[string]struct{}),
+	}
+	for _, opt := range opts {
+		opt(m)
+	}
+	return m
+}
+
+// withDeclinedAddressID sets the ID field of the mutation.
+func withDeclinedAddressID(id int64) declinedaddressOption {
+	return func(m *DeclinedAddressMutation) {
+		var (
+			err   error
+			once  sync.Once
+			value *DeclinedAddress
+		)
+		m.oldValue = func(ctx context.Context) (*DeclinedAddress, error) {
+			once.Do(func() {
+				if m.done {
+					err = errors.New("querying old values post mutation is not allowed")
+				} else {
+					value, err = m.Client().DeclinedAddress.Get(ctx, id)
+				}
+			})
+			return value, err
+		}
+		m.id = &id
+	}
+}
+
+// withDeclinedAddress sets the old DeclinedAddress of the mutation.
+func withDeclinedAddress(node *DeclinedAddress) declinedaddressOption {
+	return func(m *DeclinedAddressMutation) {
+		m.oldValue = func(context.Context) (*DeclinedAddress, error) {
+			return node, nil
+		}
+		m.id = &node.ID
+	}
+}
+
+// Client returns a new `ent.Client` from the mutation. If the mutation was
+// executed in a transaction (ent.Tx), a transactional client is returned.
+func (m DeclinedAddressMutation) Client() *Client {
+	client := &Client{config: m.config}
+	client.init()
+	return client
+}
+
+// Tx returns an `ent.Tx` for mutations that were executed in transactions;
+// it returns an error otherwise.
+func (m DeclinedAddressMutation) Tx() (*Tx, error) {
+	if _, ok := m.driver.(*txDriver); !ok {
+		return nil, errors.New("ent: mutation is not running in a transaction")
+	}
+	tx := &Tx{config: m.config}
+	tx.init()
+	return tx, nil
+}
+
+// SetID sets the value of the id field. Note that this
+// operation is only accepted on creation of DeclinedAddress entities.
+func (m *DeclinedAddressMutation) SetID(id int64) {
+	m.id = &id
+}
+
+// ID returns the ID value in the mutation. Note that the ID is only available
+// if it was provided to the builder or after it was returned from the database.
+func (m *DeclinedAddressMutation) ID() (id int64, exists bool) {
+	if m.id == nil {
+		return
+	}
+	return *m.id, true
+}
+
+// IDs queries the database and returns the entity ids that match the mutation's predicate.
+// That means, if the mutation is applied within a transaction with an isolation level such
+// as sql.LevelSerializable, the returned ids match the ids of the rows that will be updated
+// or updated by the mutation.
+func (m *DeclinedAddressMutation) IDs(ctx context.Context) ([]int64, error) {
+	switch {
+	case m.op.Is(OpUpdateOne | OpDeleteOne):
+		id, exists := m.ID()
+		if exists {
+			return []int64{id}, nil
+		}
+		fallthrough
+	case m.op.Is(OpUpdate | OpDelete):
+		return m.Client().DeclinedAddress.Query().Where(m.predicates...).IDs(ctx)
+	default:
+		return nil, fmt.Errorf("IDs is not allowed on %s operations", m.op)
+	}
+}
+
+// SetSegmentID sets the "segment_id" field.
+func (m *DeclinedAddressMutation) SetSegmentID(u uuid.UUID) {
+	m.segment = &u
+}
+
+// SegmentID returns the value of the "segment_id" field in the mutation.
+func (m *DeclinedAddressMutation) SegmentID() (r uuid.UUID, exists bool) {
+	v := m.segment
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldSegmentID returns the old "segment_id" field's value of the DeclinedAddress entity.
+// If the DeclinedAddress object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *DeclinedAddressMutation) OldSegmentID(ctx context.Context) (v uuid.UUID, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldSegmentID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldSegmentID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldSegmentID: %w", err)
+	}
+	return oldValue.SegmentID, nil
+}
+
+// ResetSegmentID resets all changes to the "segment_id" field.
+func (m *DeclinedAddressMutation) ResetSegmentID() {
+	m.segment = nil
+}
+
+// SetAddress sets the "address" field.
+func (m *DeclinedAddressMutation) SetAddress(s string) {
+	m.address = &s
+}
+
+// Address returns the value of the "address" field in the mutation.
+func (m *DeclinedAddressMutation) Address() (r string, exists bool) {
+	v := m.address
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldAddress returns the old "address" field's value of the DeclinedAddress entity.
+// If the DeclinedAddress object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *DeclinedAddressMutation) OldAddress(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldAddress is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldAddress requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldAddress: %w", err)
+	}
+	return oldValue.Address, nil
+}
+
+// ResetAddress resets all changes to the "address" field.
+func (m *DeclinedAddressMutation) ResetAddress() {
+	m.address = nil
+}
+
+// SetDeclinedBy sets the "declined_by" field.
+func (m *DeclinedAddressMutation) SetDeclinedBy(s string) {
+	m.declined_by = &s
+}
+
+// DeclinedBy returns the value of the "declined_by" field in the mutation.
+func (m *DeclinedAddressMutation) DeclinedBy() (r string, exists bool) {
+	v := m.declined_by
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldDeclinedBy returns the old "declined_by" field's value of the DeclinedAddress entity.
+// If the DeclinedAddress object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *DeclinedAddressMutation) OldDeclinedBy(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldDeclinedBy is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldDeclinedBy requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldDeclinedBy: %w", err)
+	}
+	return oldValue.DeclinedBy, nil
+}
+
+// ResetDeclinedBy resets all changes to the "declined_by" field.
+func (m *DeclinedAddressMutation) ResetDeclinedBy() {
+	m.declined_by = nil
+}
+
+// SetUntil sets the "until" field.
+func (m *DeclinedAddressMutation) SetUntil(t time.Time) {
+	m.until = &t
+}
+
+// Until returns the value of the "until" field in the mutation.
+func (m *DeclinedAddressMutation) Until() (r time.Time, exists bool) {
+	v := m.until
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldUntil returns the old "until" field's value of the DeclinedAddress entity.
+// If the DeclinedAddress object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *DeclinedAddressMutation) OldUntil(ctx context.Context) (v time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldUntil is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldUntil requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldUntil: %w", err)
+	}
+	return oldValue.Until, nil
+}
+
+// ResetUntil resets all changes to the "until" field.
+func (m *DeclinedAddressMutation) ResetUntil() {
+	m.until = nil
+}
+
+// ClearSegment clears the "segment" edge to the Segment entity.
+func (m *DeclinedAddressMutation) ClearSegment() {
+	m.clearedsegment = true
+	m.clearedFields[declinedaddress.FieldSegmentID] = struct{}{}
+}
+
+// SegmentCleared reports if the "segment" edge to the Segment entity was cleared.
+func (m *DeclinedAddressMutation) SegmentCleared() bool {
+	return m.clearedsegment
+}
+
+// SegmentIDs returns the "segment" edge IDs in the mutation.
+// Note that IDs always returns len(IDs) <= 1 for unique edges, and you should use
+// SegmentID instead. It exists only for internal usage by the builders.
+func (m *DeclinedAddressMutation) SegmentIDs() (ids []uuid.UUID) {
+	if id := m.segment; id != nil {
+		ids = append(ids, *id)
+	}
+	return
+}
+
+// ResetSegment resets all changes to the "segment" edge.
+func (m *DeclinedAddressMutation) ResetSegment() {
+	m.segment = nil
+	m.clearedsegment = false
+}
+
+// Where appends a list predicates to the DeclinedAddressMutation builder.
+func (m *DeclinedAddressMutation) Where(ps ...predicate.DeclinedAddress) {
+	m.predicates = append(m.predicates, ps...)
+}
+
+// WhereP appends storage-level predicates to the DeclinedAddressMutation builder. Using this method,
+// users can use type-assertion to append predicates that do not depend on any generated package.
+func (m *DeclinedAddressMutation) WhereP(ps ...func(*sql.Selector)) {
+	p := make([]predicate.DeclinedAddress, len(ps))
+	for i := range ps {
+		p[i] = ps[i]
+	}
+	m.Where(p...)
+}
+
+// Op returns the operation name.
+func (m *DeclinedAddressMutation) Op() Op {
+	return m.op
+}
+
+// SetOp allows setting the mutation operation.
+func (m *DeclinedAddressMutation) SetOp(op Op) {
+	m.op = op
+}
+
+// Type returns the node type of this mutation (DeclinedAddress).
+func (m *DeclinedAddressMutation) Type() string {
+	return m.typ
+}
+
+// Fields returns all fields that were changed during this mutation. Note that in
+// order to get all numeric fields that were incremented/decremented, call
+// AddedFields().
+func (m *DeclinedAddressMutation) Fields() []string {
+	fields := make([]string, 0, 4)
+	if m.segment != nil {
+		fields = append(fields, declinedaddress.FieldSegmentID)
+	}
+	if m.address != nil {
+		fields = append(fields, declinedaddress.FieldAddress)
+	}
+	if m.declined_by != nil {
+		fields = append(fields, declinedaddress.FieldDeclinedBy)
+	}
+	if m.until != nil {
+		fields = append(fields, declinedaddress.FieldUntil)
+	}
+	return fields
+}
+
+// Field returns the value of a field with the given name. The second boolean
+// return value indicates that this field was not set, or was not defined in the
+// schema.
+func (m *DeclinedAddressMutation) Field(name string) (ent.Value, bool) {
+	switch name {
+	case declinedaddress.FieldSegmentID:
+		return m.SegmentID()
+	case declinedaddress.FieldAddress:
+		return m.Address()
+	case declinedaddress.FieldDeclinedBy:
+		return m.DeclinedBy()
+	case declinedaddress.FieldUntil:
+		return m.Until()
+	}
+	return nil, false
+}
+
+// OldField returns the old value of the field from the database. An error is
+// returned if the mutation operation is not UpdateOne, or the query to the
+// database failed.
+func (m *DeclinedAddressMutation) OldField(ctx context.Context, name string) (ent.Value, error) {
+	switch name {
+	case declinedaddress.FieldSegmentID:
+		return m.OldSegmentID(ctx)
+	case declinedaddress.FieldAddress:
+		return m.OldAddress(ctx)
+	case declinedaddress.FieldDeclinedBy:
+		return m.OldDeclinedBy(ctx)
+	case declinedaddress.FieldUntil:
+		return m.OldUntil(ctx)
+	}
+	return nil, fmt.Errorf("unknown DeclinedAddress field %s", name)
+}
+
+// SetField sets the value of a field with the given name. It returns an error if
+// the field is not defined in the schema, or if the type mismatched the field
+// type.
+func (m *DeclinedAddressMutation) SetField(name string, value ent.Value) error {
+	switch name {
+	case declinedaddress.FieldSegmentID:
+		v, ok := value.(uuid.UUID)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetSegmentID(v)
+		return nil
+	case declinedaddress.FieldAddress:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetAddress(v)
+		return nil
+	case declinedaddress.FieldDeclinedBy:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetDeclinedBy(v)
+		return nil
+	case declinedaddress.FieldUntil:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetUntil(v)
+		return nil
+	}
+	return fmt.Errorf("unknown DeclinedAddress field %s", name)
+}
+
+// AddedFields returns all numeric fields that were incremented/decremented during
+// this mutation.
+func (m *DeclinedAddressMutation) AddedFields() []string {
+	return nil
+}
+
+// AddedField returns the numeric value that was incremented/decremented on a field
+// with the given name. The second boolean return value indicates that this field
+// was not set, or was not defined in the schema.
+func (m *DeclinedAddressMutation) AddedField(name string) (ent.Value, bool) {
+	return nil, false
+}
+
+// AddField adds the value to the field with the given name. It returns an error if
+// the field is not defined in the schema, or if the type mismatched the field
+// type.
+func (m *DeclinedAddressMutation) AddField(name string, value ent.Value) error {
+	switch name {
+	}
+	return fmt.Errorf("unknown DeclinedAddress numeric field %s", name)
+}
+
+// ClearedFields returns all nullable fields that were cleared during this
+// mutation.
+func (m *DeclinedAddressMutation) ClearedFields() []string {
+	return nil
+}
+
+// FieldCleared returns a boolean indicating if a field with the given name was
+// cleared in this mutation.
+func (m *DeclinedAddressMutation) FieldCleared(name string) bool {
+	_, ok := m.clearedFields[name]
+	return ok
+}
+
+// ClearField clears the value of the field with the given name. It returns an
+// error if the field is not defined in the schema.
+func (m *DeclinedAddressMutation) ClearField(name string) error {
+	return fmt.Errorf("unknown DeclinedAddress nullable field %s", name)
+}
+
+// ResetField resets all changes in the mutation for the field with the given name.
+// It returns an error if the field is not defined in the schema.
+func (m *DeclinedAddressMutation) ResetField(name string) error {
+	switch name {
+	case declinedaddress.FieldSegmentID:
+		m.ResetSegmentID()
+		return nil
+	case declinedaddress.FieldAddress:
+		m.ResetAddress()
+		return nil
+	case declinedaddress.FieldDeclinedBy:
+		m.ResetDeclinedBy()
+		return nil
+	case declinedaddress.FieldUntil:
+		m.ResetUntil()
+		return nil
+	}
+	return fmt.Errorf("unknown DeclinedAddress field %s", name)
+}
+
+// AddedEdges returns all edge names that were set/added in this mutation.
+func (m *DeclinedAddressMutation) AddedEdges() []string {
+	edges := make([]string, 0, 1)
+	if m.segment != nil {
+		edges = append(edges, declinedaddress.EdgeSegment)
+	}
+	return edges
+}
+
+// AddedIDs returns all IDs (to other nodes) that were added for the given edge
+// name in this mutation.
+func (m *DeclinedAddressMutation) AddedIDs(name string) []ent.Value {
+	switch name {
+	case declinedaddress.EdgeSegment:
+		if id := m.segment; id != nil {
+			return []ent.Value{*id}
+		}
+	}
+	return nil
+}
+
+// RemovedEdges returns all edge names that were removed in this mutation.
+func (m *DeclinedAddressMutation) RemovedEdges() []string {
+	edges := make([]string, 0, 1)
+	return edges
+}
+
+// RemovedIDs returns all IDs (to other nodes) that were removed for the edge with
+// the given name in this mutation.
+func (m *DeclinedAddressMutation) RemovedIDs(name string) []ent.Value {
+	return nil
+}
+
+// ClearedEdges returns all edge names that were cleared in this mutation.
+func (m *DeclinedAddressMutation) ClearedEdges() []string {
+	edges := make([]string, 0, 1)
+	if m.clearedsegment {
+		edges = append(edges, declinedaddress.EdgeSegment)
+	}
+	return edges
+}
+
+// EdgeCleared returns a boolean which indicates if the edge with the given name
+// was cleared in this mutation.
+func (m *DeclinedAddressMutation) EdgeCleared(name string) bool {
+	switch name {
+	case declinedaddress.EdgeSegment:
+		return m.clearedsegment
+	}
+	return false
+}
+
+// ClearEdge clears the value of the edge with the given name. It returns an error
+// if that edge is not defined in the schema.
+func (m *DeclinedAddressMutation) ClearEdge(name string) error {
+	switch name {
+	case declinedaddress.EdgeSegment:
+		m.ClearSegment()
+		return nil
+	}
+	return fmt.Errorf("unknown DeclinedAddress unique edge %s", name)
+}
+
+// ResetEdge resets all changes to the edge with the given name in this mutation.
+// It returns an error if the edge is not defined in the schema.
+func (m *DeclinedAddressMutation) ResetEdge(name string) error {
+	switch name {
+	case declinedaddress.EdgeSegment:
+		m.ResetSegment()
+		return nil
+	}
+	return fmt.Errorf("unknown DeclinedAddress edge %s", name)
 }
 
 // LeaseMutation represents an operation that mutates the Lease nodes in the graph.
@@ -4311,6 +4861,9 @@ type SegmentMutation struct {
 	nics                  map[uuid.UUID]struct{}
 	removednics           map[uuid.UUID]struct{}
 	clearednics           bool
+	declined              map[int64]struct{}
+	removeddeclined       map[int64]struct{}
+	cleareddeclined       bool
 	done                  bool
 	oldValue              func(context.Context) (*Segment, error)
 	predicates            []predicate.Segment
@@ -5114,6 +5667,60 @@ func (m *SegmentMutation) ResetNics() {
 	m.removednics = nil
 }
 
+// AddDeclinedIDs adds the "declined" edge to the DeclinedAddress entity by ids.
+func (m *SegmentMutation) AddDeclinedIDs(ids ...int64) {
+	if m.declined == nil {
+		m.declined = make(map[int64]struct{})
+	}
+	for i := range ids {
+		m.declined[ids[i]] = struct{}{}
+	}
+}
+
+// ClearDeclined clears the "declined" edge to the DeclinedAddress entity.
+func (m *SegmentMutation) ClearDeclined() {
+	m.cleareddeclined = true
+}
+
+// DeclinedCleared reports if the "declined" edge to the DeclinedAddress entity was cleared.
+func (m *SegmentMutation) DeclinedCleared() bool {
+	return m.cleareddeclined
+}
+
+// RemoveDeclinedIDs removes the "declined" edge to the DeclinedAddress entity by IDs.
+func (m *SegmentMutation) RemoveDeclinedIDs(ids ...int64) {
+	if m.removeddeclined == nil {
+		m.removeddeclined = make(map[int64]struct{})
+	}
+	for i := range ids {
+		delete(m.declined, ids[i])
+		m.removeddeclined[ids[i]] = struct{}{}
+	}
+}
+
+// RemovedDeclined returns the removed IDs of the "declined" edge to the DeclinedAddress entity.
+func (m *SegmentMutation) RemovedDeclinedIDs() (ids []int64) {
+	for id := range m.removeddeclined {
+		ids = append(ids, id)
+	}
+	return
+}
+
+// DeclinedIDs returns the "declined" edge IDs in the mutation.
+func (m *SegmentMutation) DeclinedIDs() (ids []int64) {
+	for id := range m.declined {
+		ids = append(ids, id)
+	}
+	return
+}
+
+// ResetDeclined resets all changes to the "declined" edge.
+func (m *SegmentMutation) ResetDeclined() {
+	m.declined = nil
+	m.cleareddeclined = false
+	m.removeddeclined = nil
+}
+
 // Where appends a list predicates to the SegmentMutation builder.
 func (m *SegmentMutation) Where(ps ...predicate.Segment) {
 	m.predicates = append(m.predicates, ps...)
@@ -5461,7 +6068,7 @@ func (m *SegmentMutation) ResetField(name string) error {
 
 // AddedEdges returns all edge names that were set/added in this mutation.
 func (m *SegmentMutation) AddedEdges() []string {
-	edges := make([]string, 0, 3)
+	edges := make([]string, 0, 4)
 	if m.reservations != nil {
 		edges = append(edges, segment.EdgeReservations)
 	}
@@ -5470,6 +6077,9 @@ func (m *SegmentMutation) AddedEdges() []string {
 	}
 	if m.nics != nil {
 		edges = append(edges, segment.EdgeNics)
+	}
+	if m.declined != nil {
+		edges = append(edges, segment.EdgeDeclined)
 	}
 	return edges
 }
@@ -5496,13 +6106,19 @@ func (m *SegmentMutation) AddedIDs(name string) []ent.Value {
 			ids = append(ids, id)
 		}
 		return ids
+	case segment.EdgeDeclined:
+		ids := make([]ent.Value, 0, len(m.declined))
+		for id := range m.declined {
+			ids = append(ids, id)
+		}
+		return ids
 	}
 	return nil
 }
 
 // RemovedEdges returns all edge names that were removed in this mutation.
 func (m *SegmentMutation) RemovedEdges() []string {
-	edges := make([]string, 0, 3)
+	edges := make([]string, 0, 4)
 	if m.removedreservations != nil {
 		edges = append(edges, segment.EdgeReservations)
 	}
@@ -5511,6 +6127,9 @@ func (m *SegmentMutation) RemovedEdges() []string {
 	}
 	if m.removednics != nil {
 		edges = append(edges, segment.EdgeNics)
+	}
+	if m.removeddeclined != nil {
+		edges = append(edges, segment.EdgeDeclined)
 	}
 	return edges
 }
@@ -5537,13 +6156,19 @@ func (m *SegmentMutation) RemovedIDs(name string) []ent.Value {
 			ids = append(ids, id)
 		}
 		return ids
+	case segment.EdgeDeclined:
+		ids := make([]ent.Value, 0, len(m.removeddeclined))
+		for id := range m.removeddeclined {
+			ids = append(ids, id)
+		}
+		return ids
 	}
 	return nil
 }
 
 // ClearedEdges returns all edge names that were cleared in this mutation.
 func (m *SegmentMutation) ClearedEdges() []string {
-	edges := make([]string, 0, 3)
+	edges := make([]string, 0, 4)
 	if m.clearedreservations {
 		edges = append(edges, segment.EdgeReservations)
 	}
@@ -5552,6 +6177,9 @@ func (m *SegmentMutation) ClearedEdges() []string {
 	}
 	if m.clearednics {
 		edges = append(edges, segment.EdgeNics)
+	}
+	if m.cleareddeclined {
+		edges = append(edges, segment.EdgeDeclined)
 	}
 	return edges
 }
@@ -5566,6 +6194,8 @@ func (m *SegmentMutation) EdgeCleared(name string) bool {
 		return m.clearedleases
 	case segment.EdgeNics:
 		return m.clearednics
+	case segment.EdgeDeclined:
+		return m.cleareddeclined
 	}
 	return false
 }
@@ -5590,6 +6220,9 @@ func (m *SegmentMutation) ResetEdge(name string) error {
 		return nil
 	case segment.EdgeNics:
 		m.ResetNics()
+		return nil
+	case segment.EdgeDeclined:
+		m.ResetDeclined()
 		return nil
 	}
 	return fmt.Errorf("unknown Segment edge %s", name)

@@ -7,6 +7,7 @@ import (
 
 	"github.com/carbide-dev/carbide/ent/auditrecord"
 	"github.com/carbide-dev/carbide/ent/change"
+	"github.com/carbide-dev/carbide/ent/declinedaddress"
 	"github.com/carbide-dev/carbide/ent/lease"
 	"github.com/carbide-dev/carbide/ent/machine"
 	"github.com/carbide-dev/carbide/ent/nic"
@@ -53,6 +54,16 @@ func init() {
 	changeDescTime := changeFields[5].Descriptor()
 	// change.DefaultTime holds the default value on creation for the time field.
 	change.DefaultTime = changeDescTime.Default.(func() time.Time)
+	declinedaddressFields := schema.DeclinedAddress{}.Fields()
+	_ = declinedaddressFields
+	// declinedaddressDescAddress is the schema descriptor for address field.
+	declinedaddressDescAddress := declinedaddressFields[2].Descriptor()
+	// declinedaddress.AddressValidator is a validator for the "address" field. It is called by the builders before save.
+	declinedaddress.AddressValidator = declinedaddressDescAddress.Validators[0].(func(string) error)
+	// declinedaddressDescDeclinedBy is the schema descriptor for declined_by field.
+	declinedaddressDescDeclinedBy := declinedaddressFields[3].Descriptor()
+	// declinedaddress.DeclinedByValidator is a validator for the "declined_by" field. It is called by the builders before save.
+	declinedaddress.DeclinedByValidator = declinedaddressDescDeclinedBy.Validators[0].(func(string) error)
 	leaseFields := schema.Lease{}.Fields()
 	_ = leaseFields
 	// leaseDescMAC is the schema descriptor for mac field.

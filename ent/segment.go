@@ -58,9 +58,11 @@ type SegmentEdges struct {
 	Leases []*Lease `json:"leases,omitempty"`
 	// Nics holds the value of the nics edge.
 	Nics []*NIC `json:"nics,omitempty"`
+	// Declined holds the value of the declined edge.
+	Declined []*DeclinedAddress `json:"declined,omitempty"`
 	// loadedTypes holds the information for reporting if a
 	// type was loaded (or requested) in eager-loading or not.
-	loadedTypes [3]bool
+	loadedTypes [4]bool
 }
 
 // ReservationsOrErr returns the Reservations value or an error if the edge
@@ -88,6 +90,15 @@ func (e SegmentEdges) NicsOrErr() ([]*NIC, error) {
 		return e.Nics, nil
 	}
 	return nil, &NotLoadedError{edge: "nics"}
+}
+
+// DeclinedOrErr returns the Declined value or an error if the edge
+// was not loaded in eager-loading.
+func (e SegmentEdges) DeclinedOrErr() ([]*DeclinedAddress, error) {
+	if e.loadedTypes[3] {
+		return e.Declined, nil
+	}
+	return nil, &NotLoadedError{edge: "declined"}
 }
 
 // scanValues returns the types for scanning values from sql.Rows.
@@ -232,6 +243,11 @@ func (_m *Segment) QueryLeases() *LeaseQuery {
 // QueryNics queries the "nics" edge of the Segment entity.
 func (_m *Segment) QueryNics() *NICQuery {
 	return NewSegmentClient(_m.config).QueryNics(_m)
+}
+
+// QueryDeclined queries the "declined" edge of the Segment entity.
+func (_m *Segment) QueryDeclined() *DeclinedAddressQuery {
+	return NewSegmentClient(_m.config).QueryDeclined(_m)
 }
 
 // Update returns a builder for updating this Segment.

@@ -12,6 +12,7 @@ import (
 	"entgo.io/ent/dialect/sql"
 	"entgo.io/ent/dialect/sql/sqlgraph"
 	"entgo.io/ent/schema/field"
+	"github.com/carbide-dev/carbide/ent/declinedaddress"
 	"github.com/carbide-dev/carbide/ent/lease"
 	"github.com/carbide-dev/carbide/ent/nic"
 	"github.com/carbide-dev/carbide/ent/reservation"
@@ -205,6 +206,21 @@ func (_c *SegmentCreate) AddNics(v ...*NIC) *SegmentCreate {
 		ids[i] = v[i].ID
 	}
 	return _c.AddNicIDs(ids...)
+}
+
+// AddDeclinedIDs adds the "declined" edge to the DeclinedAddress entity by IDs.
+func (_c *SegmentCreate) AddDeclinedIDs(ids ...int64) *SegmentCreate {
+	_c.mutation.AddDeclinedIDs(ids...)
+	return _c
+}
+
+// AddDeclined adds the "declined" edges to the DeclinedAddress entity.
+func (_c *SegmentCreate) AddDeclined(v ...*DeclinedAddress) *SegmentCreate {
+	ids := make([]int64, len(v))
+	for i := range v {
+		ids[i] = v[i].ID
+	}
+	return _c.AddDeclinedIDs(ids...)
 }
 
 // Mutation returns the SegmentMutation object of the builder.
@@ -471,6 +487,22 @@ func (_c *SegmentCreate) createSpec() (*Segment, *sqlgraph.CreateSpec) {
 			Bidi:    false,
 			Target: &sqlgraph.EdgeTarget{
 				IDSpec: sqlgraph.NewFieldSpec(nic.FieldID, field.TypeUUID),
+			},
+		}
+		for _, k := range nodes {
+			edge.Target.Nodes = append(edge.Target.Nodes, k)
+		}
+		_spec.Edges = append(_spec.Edges, edge)
+	}
+	if nodes := _c.mutation.DeclinedIDs(); len(nodes) > 0 {
+		edge := &sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.O2M,
+			Inverse: false,
+			Table:   segment.DeclinedTable,
+			Columns: []string{segment.DeclinedColumn},
+			Bidi:    false,
+			Target: &sqlgraph.EdgeTarget{
+				IDSpec: sqlgraph.NewFieldSpec(declinedaddress.FieldID, field.TypeInt64),
 			},
 		}
 		for _, k := range nodes {

@@ -13,6 +13,7 @@ import (
 	"entgo.io/ent/dialect/sql"
 	"entgo.io/ent/dialect/sql/sqlgraph"
 	"entgo.io/ent/schema/field"
+	"github.com/carbide-dev/carbide/ent/declinedaddress"
 	"github.com/carbide-dev/carbide/ent/lease"
 	"github.com/carbide-dev/carbide/ent/nic"
 	"github.com/carbide-dev/carbide/ent/predicate"
@@ -31,6 +32,7 @@ type SegmentQuery struct {
 	withReservations *ReservationQuery
 	withLeases       *LeaseQuery
 	withNics         *NICQuery
+	withDeclined     *DeclinedAddressQuery
 	modifiers        []func(*sql.Selector)
 	// intermediate query (i.e. traversal path).
 	sql  *sql.Selector
@@ -127,6 +129,28 @@ func (_q *SegmentQuery) QueryNics() *NICQuery {
 			sqlgraph.From(segment.Table, segment.FieldID, selector),
 			sqlgraph.To(nic.Table, nic.FieldID),
 			sqlgraph.Edge(sqlgraph.O2M, false, segment.NicsTable, segment.NicsColumn),
+		)
+		fromU = sqlgraph.SetNeighbors(_q.driver.Dialect(), step)
+		return fromU, nil
+	}
+	return query
+}
+
+// QueryDeclined chains the current query on the "declined" edge.
+func (_q *SegmentQuery) QueryDeclined() *DeclinedAddressQuery {
+	query := (&DeclinedAddressClient{config: _q.config}).Query()
+	query.path = func(ctx context.Context) (fromU *sql.Selector, err error) {
+		if err := _q.prepareQuery(ctx); err != nil {
+			return nil, err
+		}
+		selector := _q.sqlQuery(ctx)
+		if err := selector.Err(); err != nil {
+			return nil, err
+		}
+		step := sqlgraph.NewStep(
+			sqlgraph.From(segment.Table, segment.FieldID, selector),
+			sqlgraph.To(declinedaddress.Table, declinedaddress.FieldID),
+			sqlgraph.Edge(sqlgraph.O2M, false, segment.DeclinedTable, segment.DeclinedColumn),
 		)
 		fromU = sqlgraph.SetNeighbors(_q.driver.Dialect(), step)
 		return fromU, nil
@@ -329,6 +353,7 @@ func (_q *SegmentQuery) Clone() *SegmentQuery {
 		withReservations: _q.withReservations.Clone(),
 		withLeases:       _q.withLeases.Clone(),
 		withNics:         _q.withNics.Clone(),
+		withDeclined:     _q.withDeclined.Clone(),
 		// clone intermediate query.
 		sql:  _q.sql.Clone(),
 		path: _q.path,
@@ -365,6 +390,17 @@ func (_q *SegmentQuery) WithNics(opts ...func(*NICQuery)) *SegmentQuery {
 		opt(query)
 	}
 	_q.withNics = query
+	return _q
+}
+
+// WithDeclined tells the query-builder to eager-load the nodes that are connected to
+// the "declined" edge. The optional arguments are used to configure the query builder of the edge.
+func (_q *SegmentQuery) WithDeclined(opts ...func(*DeclinedAddressQuery)) *SegmentQuery {
+	query := (&DeclinedAddressClient{config: _q.config}).Query()
+	for _, opt := range opts {
+		opt(query)
+	}
+	_q.withDeclined = query
 	return _q
 }
 
@@ -446,10 +482,11 @@ func (_q *SegmentQuery) sqlAll(ctx context.Context, hooks ...queryHook) ([]*Segm
 	var (
 		nodes       = []*Segment{}
 		_spec       = _q.querySpec()
-		loadedTypes = [3]bool{
+		loadedTypes = [4]bool{
 			_q.withReservations != nil,
 			_q.withLeases != nil,
 			_q.withNics != nil,
+			_q.withDeclined != nil,
 		}
 	)
 	_spec.ScanValues = func(columns []string) ([]any, error) {
@@ -491,6 +528,13 @@ func (_q *SegmentQuery) sqlAll(ctx context.Context, hooks ...queryHook) ([]*Segm
 		if err := _q.loadNics(ctx, query, nodes,
 			func(n *Segment) { n.Edges.Nics = []*NIC{} },
 			func(n *Segment, e *NIC) { n.Edges.Nics = append(n.Edges.Nics, e) }); err != nil {
+			return nil, err
+		}
+	}
+	if query := _q.withDeclined; query != nil {
+		if err := _q.loadDeclined(ctx, query, nodes,
+			func(n *Segment) { n.Edges.Declined = []*DeclinedAddress{} },
+			func(n *Segment, e *DeclinedAddress) { n.Edges.Declined = append(n.Edges.Declined, e) }); err != nil {
 			return nil, err
 		}
 	}
@@ -585,6 +629,36 @@ func (_q *SegmentQuery) loadNics(ctx context.Context, query *NICQuery, nodes []*
 		node, ok := nodeids[*fk]
 		if !ok {
 			return fmt.Errorf(`unexpected referenced foreign-key "segment_id" returned %v for node %v`, *fk, n.ID)
+		}
+		assign(node, n)
+	}
+	return nil
+}
+func (_q *SegmentQuery) loadDeclined(ctx context.Context, query *DeclinedAddressQuery, nodes []*Segment, init func(*Segment), assign func(*Segment, *DeclinedAddress)) error {
+	fks := make([]driver.Value, 0, len(nodes))
+	nodeids := make(map[uuid.UUID]*Segment)
+	for i := range nodes {
+		fks = append(fks, nodes[i].ID)
+		nodeids[nodes[i].ID] = nodes[i]
+		if init != nil {
+			init(nodes[i])
+		}
+	}
+	if len(query.ctx.Fields) > 0 {
+		query.ctx.AppendFieldOnce(declinedaddress.FieldSegmentID)
+	}
+	query.Where(predicate.DeclinedAddress(func(s *sql.Selector) {
+		s.Where(sql.InValues(s.C(segment.DeclinedColumn), fks...))
+	}))
+	neighbors, err := query.All(ctx)
+	if err != nil {
+		return err
+	}
+	for _, n := range neighbors {
+		fk := n.SegmentID
+		node, ok := nodeids[fk]
+		if !ok {
+			return fmt.Errorf(`unexpected referenced foreign-key "segment_id" returned %v for node %v`, fk, n.ID)
 		}
 		assign(node, n)
 	}

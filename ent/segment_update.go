@@ -12,6 +12,7 @@ import (
 	"entgo.io/ent/dialect/sql/sqlgraph"
 	"entgo.io/ent/dialect/sql/sqljson"
 	"entgo.io/ent/schema/field"
+	"github.com/carbide-dev/carbide/ent/declinedaddress"
 	"github.com/carbide-dev/carbide/ent/lease"
 	"github.com/carbide-dev/carbide/ent/nic"
 	"github.com/carbide-dev/carbide/ent/predicate"
@@ -217,6 +218,21 @@ func (_u *SegmentUpdate) AddNics(v ...*NIC) *SegmentUpdate {
 	return _u.AddNicIDs(ids...)
 }
 
+// AddDeclinedIDs adds the "declined" edge to the DeclinedAddress entity by IDs.
+func (_u *SegmentUpdate) AddDeclinedIDs(ids ...int64) *SegmentUpdate {
+	_u.mutation.AddDeclinedIDs(ids...)
+	return _u
+}
+
+// AddDeclined adds the "declined" edges to the DeclinedAddress entity.
+func (_u *SegmentUpdate) AddDeclined(v ...*DeclinedAddress) *SegmentUpdate {
+	ids := make([]int64, len(v))
+	for i := range v {
+		ids[i] = v[i].ID
+	}
+	return _u.AddDeclinedIDs(ids...)
+}
+
 // Mutation returns the SegmentMutation object of the builder.
 func (_u *SegmentUpdate) Mutation() *SegmentMutation {
 	return _u.mutation
@@ -283,6 +299,27 @@ func (_u *SegmentUpdate) RemoveNics(v ...*NIC) *SegmentUpdate {
 		ids[i] = v[i].ID
 	}
 	return _u.RemoveNicIDs(ids...)
+}
+
+// ClearDeclined clears all "declined" edges to the DeclinedAddress entity.
+func (_u *SegmentUpdate) ClearDeclined() *SegmentUpdate {
+	_u.mutation.ClearDeclined()
+	return _u
+}
+
+// RemoveDeclinedIDs removes the "declined" edge to DeclinedAddress entities by IDs.
+func (_u *SegmentUpdate) RemoveDeclinedIDs(ids ...int64) *SegmentUpdate {
+	_u.mutation.RemoveDeclinedIDs(ids...)
+	return _u
+}
+
+// RemoveDeclined removes "declined" edges to DeclinedAddress entities.
+func (_u *SegmentUpdate) RemoveDeclined(v ...*DeclinedAddress) *SegmentUpdate {
+	ids := make([]int64, len(v))
+	for i := range v {
+		ids[i] = v[i].ID
+	}
+	return _u.RemoveDeclinedIDs(ids...)
 }
 
 // Save executes the query and returns the number of nodes affected by the update operation.
@@ -544,6 +581,51 @@ func (_u *SegmentUpdate) sqlSave(ctx context.Context) (_node int, err error) {
 		}
 		_spec.Edges.Add = append(_spec.Edges.Add, edge)
 	}
+	if _u.mutation.DeclinedCleared() {
+		edge := &sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.O2M,
+			Inverse: false,
+			Table:   segment.DeclinedTable,
+			Columns: []string{segment.DeclinedColumn},
+			Bidi:    false,
+			Target: &sqlgraph.EdgeTarget{
+				IDSpec: sqlgraph.NewFieldSpec(declinedaddress.FieldID, field.TypeInt64),
+			},
+		}
+		_spec.Edges.Clear = append(_spec.Edges.Clear, edge)
+	}
+	if nodes := _u.mutation.RemovedDeclinedIDs(); len(nodes) > 0 && !_u.mutation.DeclinedCleared() {
+		edge := &sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.O2M,
+			Inverse: false,
+			Table:   segment.DeclinedTable,
+			Columns: []string{segment.DeclinedColumn},
+			Bidi:    false,
+			Target: &sqlgraph.EdgeTarget{
+				IDSpec: sqlgraph.NewFieldSpec(declinedaddress.FieldID, field.TypeInt64),
+			},
+		}
+		for _, k := range nodes {
+			edge.Target.Nodes = append(edge.Target.Nodes, k)
+		}
+		_spec.Edges.Clear = append(_spec.Edges.Clear, edge)
+	}
+	if nodes := _u.mutation.DeclinedIDs(); len(nodes) > 0 {
+		edge := &sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.O2M,
+			Inverse: false,
+			Table:   segment.DeclinedTable,
+			Columns: []string{segment.DeclinedColumn},
+			Bidi:    false,
+			Target: &sqlgraph.EdgeTarget{
+				IDSpec: sqlgraph.NewFieldSpec(declinedaddress.FieldID, field.TypeInt64),
+			},
+		}
+		for _, k := range nodes {
+			edge.Target.Nodes = append(edge.Target.Nodes, k)
+		}
+		_spec.Edges.Add = append(_spec.Edges.Add, edge)
+	}
 	if _node, err = sqlgraph.UpdateNodes(ctx, _u.driver, _spec); err != nil {
 		if _, ok := err.(*sqlgraph.NotFoundError); ok {
 			err = &NotFoundError{segment.Label}
@@ -747,6 +829,21 @@ func (_u *SegmentUpdateOne) AddNics(v ...*NIC) *SegmentUpdateOne {
 	return _u.AddNicIDs(ids...)
 }
 
+// AddDeclinedIDs adds the "declined" edge to the DeclinedAddress entity by IDs.
+func (_u *SegmentUpdateOne) AddDeclinedIDs(ids ...int64) *SegmentUpdateOne {
+	_u.mutation.AddDeclinedIDs(ids...)
+	return _u
+}
+
+// AddDeclined adds the "declined" edges to the DeclinedAddress entity.
+func (_u *SegmentUpdateOne) AddDeclined(v ...*DeclinedAddress) *SegmentUpdateOne {
+	ids := make([]int64, len(v))
+	for i := range v {
+		ids[i] = v[i].ID
+	}
+	return _u.AddDeclinedIDs(ids...)
+}
+
 // Mutation returns the SegmentMutation object of the builder.
 func (_u *SegmentUpdateOne) Mutation() *SegmentMutation {
 	return _u.mutation
@@ -813,6 +910,27 @@ func (_u *SegmentUpdateOne) RemoveNics(v ...*NIC) *SegmentUpdateOne {
 		ids[i] = v[i].ID
 	}
 	return _u.RemoveNicIDs(ids...)
+}
+
+// ClearDeclined clears all "declined" edges to the DeclinedAddress entity.
+func (_u *SegmentUpdateOne) ClearDeclined() *SegmentUpdateOne {
+	_u.mutation.ClearDeclined()
+	return _u
+}
+
+// RemoveDeclinedIDs removes the "declined" edge to DeclinedAddress entities by IDs.
+func (_u *SegmentUpdateOne) RemoveDeclinedIDs(ids ...int64) *SegmentUpdateOne {
+	_u.mutation.RemoveDeclinedIDs(ids...)
+	return _u
+}
+
+// RemoveDeclined removes "declined" edges to DeclinedAddress entities.
+func (_u *SegmentUpdateOne) RemoveDeclined(v ...*DeclinedAddress) *SegmentUpdateOne {
+	ids := make([]int64, len(v))
+	for i := range v {
+		ids[i] = v[i].ID
+	}
+	return _u.RemoveDeclinedIDs(ids...)
 }
 
 // Where appends a list predicates to the SegmentUpdate builder.
@@ -1097,6 +1215,51 @@ func (_u *SegmentUpdateOne) sqlSave(ctx context.Context) (_node *Segment, err er
 			Bidi:    false,
 			Target: &sqlgraph.EdgeTarget{
 				IDSpec: sqlgraph.NewFieldSpec(nic.FieldID, field.TypeUUID),
+			},
+		}
+		for _, k := range nodes {
+			edge.Target.Nodes = append(edge.Target.Nodes, k)
+		}
+		_spec.Edges.Add = append(_spec.Edges.Add, edge)
+	}
+	if _u.mutation.DeclinedCleared() {
+		edge := &sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.O2M,
+			Inverse: false,
+			Table:   segment.DeclinedTable,
+			Columns: []string{segment.DeclinedColumn},
+			Bidi:    false,
+			Target: &sqlgraph.EdgeTarget{
+				IDSpec: sqlgraph.NewFieldSpec(declinedaddress.FieldID, field.TypeInt64),
+			},
+		}
+		_spec.Edges.Clear = append(_spec.Edges.Clear, edge)
+	}
+	if nodes := _u.mutation.RemovedDeclinedIDs(); len(nodes) > 0 && !_u.mutation.DeclinedCleared() {
+		edge := &sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.O2M,
+			Inverse: false,
+			Table:   segment.DeclinedTable,
+			Columns: []string{segment.DeclinedColumn},
+			Bidi:    false,
+			Target: &sqlgraph.EdgeTarget{
+				IDSpec: sqlgraph.NewFieldSpec(declinedaddress.FieldID, field.TypeInt64),
+			},
+		}
+		for _, k := range nodes {
+			edge.Target.Nodes = append(edge.Target.Nodes, k)
+		}
+		_spec.Edges.Clear = append(_spec.Edges.Clear, edge)
+	}
+	if nodes := _u.mutation.DeclinedIDs(); len(nodes) > 0 {
+		edge := &sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.O2M,
+			Inverse: false,
+			Table:   segment.DeclinedTable,
+			Columns: []string{segment.DeclinedColumn},
+			Bidi:    false,
+			Target: &sqlgraph.EdgeTarget{
+				IDSpec: sqlgraph.NewFieldSpec(declinedaddress.FieldID, field.TypeInt64),
 			},
 		}
 		for _, k := range nodes {

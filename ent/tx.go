@@ -18,6 +18,8 @@ type Tx struct {
 	AuditRecord *AuditRecordClient
 	// Change is the client for interacting with the Change builders.
 	Change *ChangeClient
+	// DeclinedAddress is the client for interacting with the DeclinedAddress builders.
+	DeclinedAddress *DeclinedAddressClient
 	// Lease is the client for interacting with the Lease builders.
 	Lease *LeaseClient
 	// Machine is the client for interacting with the Machine builders.
@@ -163,6 +165,7 @@ func (tx *Tx) Client() *Client {
 func (tx *Tx) init() {
 	tx.AuditRecord = NewAuditRecordClient(tx.config)
 	tx.Change = NewChangeClient(tx.config)
+	tx.DeclinedAddress = NewDeclinedAddressClient(tx.config)
 	tx.Lease = NewLeaseClient(tx.config)
 	tx.Machine = NewMachineClient(tx.config)
 	tx.NIC = NewNICClient(tx.config)

@@ -33,6 +33,18 @@ func (f ChangeFunc) Mutate(ctx context.Context, m ent.Mutation) (ent.Value, erro
 	return nil, fmt.Errorf("unexpected mutation type %T. expect *ent.ChangeMutation", m)
 }
 
+// The DeclinedAddressFunc type is an adapter to allow the use of ordinary
+// function as DeclinedAddress mutator.
+type DeclinedAddressFunc func(context.Context, *ent.DeclinedAddressMutation) (ent.Value, error)
+
+// Mutate calls f(ctx, m).
+func (f DeclinedAddressFunc) Mutate(ctx context.Context, m ent.Mutation) (ent.Value, error) {
+	if mv, ok := m.(*ent.DeclinedAddressMutation); ok {
+		return f(ctx, mv)
+	}
+	return nil, fmt.Errorf("unexpected mutation type %T. expect *ent.DeclinedAddressMutation", m)
+}
+
 // The LeaseFunc type is an adapter to allow the use of ordinary
 // function as Lease mutator.
 type LeaseFunc func(context.Context, *ent.LeaseMutation) (ent.Value, error)

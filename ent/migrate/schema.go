@@ -67,6 +67,35 @@ var (
 			},
 		},
 	}
+	// DeclinedAddressesColumns holds the columns for the "declined_addresses" table.
+	DeclinedAddressesColumns = []*schema.Column{
+		{Name: "id", Type: field.TypeInt64, Increment: true},
+		{Name: "address", Type: field.TypeString, Size: 15},
+		{Name: "declined_by", Type: field.TypeString, Size: 17},
+		{Name: "until", Type: field.TypeTime},
+		{Name: "segment_id", Type: field.TypeUUID},
+	}
+	// DeclinedAddressesTable holds the schema information for the "declined_addresses" table.
+	DeclinedAddressesTable = &schema.Table{
+		Name:       "declined_addresses",
+		Columns:    DeclinedAddressesColumns,
+		PrimaryKey: []*schema.Column{DeclinedAddressesColumns[0]},
+		ForeignKeys: []*schema.ForeignKey{
+			{
+				Symbol:     "declined_addresses_segments_declined",
+				Columns:    []*schema.Column{DeclinedAddressesColumns[4]},
+				RefColumns: []*schema.Column{SegmentsColumns[0]},
+				OnDelete:   schema.Cascade,
+			},
+		},
+		Indexes: []*schema.Index{
+			{
+				Name:    "declinedaddress_segment_id_address",
+				Unique:  true,
+				Columns: []*schema.Column{DeclinedAddressesColumns[4], DeclinedAddressesColumns[1]},
+			},
+		},
+	}
 	// LeasesColumns holds the columns for the "leases" table.
 	LeasesColumns = []*schema.Column{
 		{Name: "id", Type: field.TypeInt64, Increment: true},
@@ -255,6 +284,7 @@ var (
 	Tables = []*schema.Table{
 		AuditRecordsTable,
 		ChangesTable,
+		DeclinedAddressesTable,
 		LeasesTable,
 		MachinesTable,
 		NicsTable,
@@ -265,6 +295,10 @@ var (
 )
 
 func init() {
+	DeclinedAddressesTable.ForeignKeys[0].RefTable = SegmentsTable
+	DeclinedAddressesTable.Annotation = &entsql.Annotation{
+		Table: "declined_addresses",
+	}
 	LeasesTable.ForeignKeys[0].RefTable = SegmentsTable
 	NicsTable.ForeignKeys[0].RefTable = MachinesTable
 	NicsTable.ForeignKeys[1].RefTable = SegmentsTable

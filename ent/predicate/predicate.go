@@ -12,6 +12,9 @@ type AuditRecord func(*sql.Selector)
 // Change is the predicate function for change builders.
 type Change func(*sql.Selector)
 
+// DeclinedAddress is the predicate function for declinedaddress builders.
+type DeclinedAddress func(*sql.Selector)
+
 // Lease is the predicate function for lease builders.
 type Lease func(*sql.Selector)
 

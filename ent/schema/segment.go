@@ -52,5 +52,7 @@ func (Segment) Edges() []ent.Edge {
 		edge.To("leases", Lease.Type).
 			Annotations(entsql.OnDelete(entsql.Cascade)),
 		edge.To("nics", NIC.Type),
+		edge.To("declined", DeclinedAddress.Type).
+			Annotations(entsql.OnDelete(entsql.Cascade)),
 	}
 }

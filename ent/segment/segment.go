@@ -46,6 +46,8 @@ const (
 	EdgeLeases = "leases"
 	// EdgeNics holds the string denoting the nics edge name in mutations.
 	EdgeNics = "nics"
+	// EdgeDeclined holds the string denoting the declined edge name in mutations.
+	EdgeDeclined = "declined"
 	// Table holds the table name of the segment in the database.
 	Table = "segments"
 	// ReservationsTable is the table that holds the reservations relation/edge.
@@ -69,6 +71,13 @@ const (
 	NicsInverseTable = "nics"
 	// NicsColumn is the table column denoting the nics relation/edge.
 	NicsColumn = "segment_id"
+	// DeclinedTable is the table that holds the declined relation/edge.
+	DeclinedTable = "declined_addresses"
+	// DeclinedInverseTable is the table name for the DeclinedAddress entity.
+	// It exists in this package in order to avoid circular dependency with the "declinedaddress" package.
+	DeclinedInverseTable = "declined_addresses"
+	// DeclinedColumn is the table column denoting the declined relation/edge.
+	DeclinedColumn = "segment_id"
 )
 
 // Columns holds all SQL columns for segment fields.
@@ -222,6 +231,20 @@ func ByNics(term sql.OrderTerm, terms ...sql.OrderTerm) OrderOption {
 		sqlgraph.OrderByNeighborTerms(s, newNicsStep(), append([]sql.OrderTerm{term}, terms...)...)
 	}
 }
+
+// ByDeclinedCount orders the results by declined count.
+func ByDeclinedCount(opts ...sql.OrderTermOption) OrderOption {
+	return func(s *sql.Selector) {
+		sqlgraph.OrderByNeighborsCount(s, newDeclinedStep(), opts...)
+	}
+}
+
+// ByDeclined orders the results by declined terms.
+func ByDeclined(term sql.OrderTerm, terms ...sql.OrderTerm) OrderOption {
+	return func(s *sql.Selector) {
+		sqlgraph.OrderByNeighborTerms(s, newDeclinedStep(), append([]sql.OrderTerm{term}, terms...)...)
+	}
+}
 func newReservationsStep() *sqlgraph.Step {
 	return sqlgraph.NewStep(
 		sqlgraph.From(Table, FieldID),
@@ -241,5 +264,12 @@ func newNicsStep() *sqlgraph.Step {
 		sqlgraph.From(Table, FieldID),
 		sqlgraph.To(NicsInverseTable, FieldID),
 		sqlgraph.Edge(sqlgraph.O2M, false, NicsTable, NicsColumn),
+	)
+}
+func newDeclinedStep() *sqlgraph.Step {
+	return sqlgraph.NewStep(
+		sqlgraph.From(Table, FieldID),
+		sqlgraph.To(DeclinedInverseTable, FieldID),
+		sqlgraph.Edge(sqlgraph.O2M, false, DeclinedTable, DeclinedColumn),
 	)
 }

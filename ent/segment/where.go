@@ -585,6 +585,29 @@ func HasNicsWith(preds ...predicate.NIC) predicate.Segment {
 	})
 }
 
+// HasDeclined applies the HasEdge predicate on the "declined" edge.
+func HasDeclined() predicate.Segment {
+	return predicate.Segment(func(s *sql.Selector) {
+		step := sqlgraph.NewStep(
+			sqlgraph.From(Table, FieldID),
+			sqlgraph.Edge(sqlgraph.O2M, false, DeclinedTable, DeclinedColumn),
+		)
+		sqlgraph.HasNeighbors(s, step)
+	})
+}
+
+// HasDeclinedWith applies the HasEdge predicate on the "declined" edge with a given conditions (other predicates).
+func HasDeclinedWith(preds ...predicate.DeclinedAddress) predicate.Segment {
+	return predicate.Segment(func(s *sql.Selector) {
+		step := newDeclinedStep()
+		sqlgraph.HasNeighborsWith(s, step, func(s *sql.Selector) {
+			for _, p := range preds {
+				p(s)
+			}
+		})
+	})
+}
+
 // And groups predicates with the AND operator between them.
 func And(predicates ...predicate.Segment) predicate.Segment {
 	return predicate.Segment(sql.AndPredicates(predicates...))

@@ -37,6 +37,9 @@ import (
 	"net/url"
 
 	"connectrpc.com/connect"
+	"github.com/carbide-dev/carbide/gen/carbide/agent/v1/agentv1connect"
+	"github.com/carbide-dev/carbide/gen/carbide/audit/v1/auditv1connect"
+	"github.com/carbide-dev/carbide/gen/carbide/dhcp/v1/dhcpv1connect"
 	machinev1 "github.com/carbide-dev/carbide/gen/carbide/machine/v1"
 	"github.com/carbide-dev/carbide/gen/carbide/machine/v1/machinev1connect"
 	networkv1 "github.com/carbide-dev/carbide/gen/carbide/network/v1"
@@ -61,6 +64,9 @@ type Client struct {
 	Segments  networkv1connect.SegmentServiceClient
 	Addresses networkv1connect.AddressServiceClient
 	Watch     watchv1connect.WatchServiceClient
+	DHCP      dhcpv1connect.DHCPServiceClient
+	Agent     agentv1connect.AgentServiceClient
+	Audit     auditv1connect.AuditServiceClient
 }
 
 type options struct {
@@ -160,6 +166,9 @@ func New(baseURL string, opts ...Option) (*Client, error) {
 		Segments:  networkv1connect.NewSegmentServiceClient(httpClient, baseURL, copts...),
 		Addresses: networkv1connect.NewAddressServiceClient(httpClient, baseURL, copts...),
 		Watch:     watchv1connect.NewWatchServiceClient(httpClient, baseURL, copts...),
+		DHCP:      dhcpv1connect.NewDHCPServiceClient(httpClient, baseURL, copts...),
+		Agent:     agentv1connect.NewAgentServiceClient(httpClient, baseURL, copts...),
+		Audit:     auditv1connect.NewAuditServiceClient(httpClient, baseURL, copts...),
 	}, nil
 }
 
