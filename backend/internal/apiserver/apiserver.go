@@ -22,6 +22,7 @@ import (
 	"github.com/carbide-dev/carbide/backend/internal/audit"
 	"github.com/carbide-dev/carbide/backend/internal/authn"
 	"github.com/carbide-dev/carbide/backend/internal/authz"
+	"github.com/carbide-dev/carbide/backend/internal/dhcp"
 	"github.com/carbide-dev/carbide/backend/internal/interceptor"
 	"github.com/carbide-dev/carbide/backend/internal/inventory"
 	"github.com/carbide-dev/carbide/backend/internal/ipam"
@@ -31,6 +32,7 @@ import (
 	"github.com/carbide-dev/carbide/backend/internal/watch"
 	"github.com/carbide-dev/carbide/gen/carbide/agent/v1/agentv1connect"
 	"github.com/carbide-dev/carbide/gen/carbide/audit/v1/auditv1connect"
+	"github.com/carbide-dev/carbide/gen/carbide/dhcp/v1/dhcpv1connect"
 	"github.com/carbide-dev/carbide/gen/carbide/machine/v1/machinev1connect"
 	"github.com/carbide-dev/carbide/gen/carbide/network/v1/networkv1connect"
 	"github.com/carbide-dev/carbide/gen/carbide/watch/v1/watchv1connect"
@@ -113,6 +115,7 @@ var ServiceNames = []string{
 	networkv1connect.SegmentServiceName,
 	networkv1connect.AddressServiceName,
 	watchv1connect.WatchServiceName,
+	dhcpv1connect.DHCPServiceName,
 	agentv1connect.AgentServiceName,
 	auditv1connect.AuditServiceName,
 }
@@ -232,7 +235,9 @@ func newHandler(st *store.Store, logger *slog.Logger, stopping <-chan struct{}) 
 	mux := http.NewServeMux()
 	mux.Handle(machinev1connect.NewMachineServiceHandler(machines.NewService(st), opts))
 	mux.Handle(networkv1connect.NewSegmentServiceHandler(segments.NewService(st), opts))
-	mux.Handle(networkv1connect.NewAddressServiceHandler(ipam.NewService(st), opts))
+	addresses := ipam.NewService(st)
+	mux.Handle(networkv1connect.NewAddressServiceHandler(addresses, opts))
+	mux.Handle(dhcpv1connect.NewDHCPServiceHandler(dhcp.NewService(st, addresses), opts))
 	mux.Handle(watchv1connect.NewWatchServiceHandler(watch.NewService(st, stopping), opts))
 	mux.Handle(agentv1connect.NewAgentServiceHandler(inventory.NewService(st), opts))
 	mux.Handle(auditv1connect.NewAuditServiceHandler(audit.NewService(st), opts))

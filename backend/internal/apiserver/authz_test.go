@@ -121,7 +121,7 @@ func allowed(role principal.Role, r rpc) bool {
 	case principal.RoleViewer:
 		return readOnly && service != "carbide.audit.v1.AuditService"
 	case principal.RoleDHCP:
-		return service == "carbide.network.v1.AddressService"
+		return service == "carbide.network.v1.AddressService" || service == "carbide.dhcp.v1.DHCPService"
 	case principal.RoleDNS:
 		return method == "Watch" && service == "carbide.watch.v1.WatchService"
 	case principal.RoleAgent:

@@ -18,6 +18,7 @@ import (
 	"github.com/carbide-dev/carbide/backend/pgtest"
 	"github.com/carbide-dev/carbide/gen/carbide/agent/v1/agentv1connect"
 	"github.com/carbide-dev/carbide/gen/carbide/audit/v1/auditv1connect"
+	"github.com/carbide-dev/carbide/gen/carbide/dhcp/v1/dhcpv1connect"
 	"github.com/carbide-dev/carbide/gen/carbide/machine/v1/machinev1connect"
 	"github.com/carbide-dev/carbide/gen/carbide/network/v1/networkv1connect"
 	"github.com/carbide-dev/carbide/gen/carbide/watch/v1/watchv1connect"
@@ -52,6 +53,7 @@ type clients struct {
 	Watch    watchv1connect.WatchServiceClient
 	Agent    agentv1connect.AgentServiceClient
 	Audit    auditv1connect.AuditServiceClient
+	DHCP     dhcpv1connect.DHCPServiceClient
 }
 
 // newEnv starts an API server on a fresh store of the given kind
@@ -177,6 +179,7 @@ func (e *env) clientsOver(hc *http.Client, opts ...connect.ClientOption) clients
 		Watch:    watchv1connect.NewWatchServiceClient(hc, e.URL, opts...),
 		Agent:    agentv1connect.NewAgentServiceClient(hc, e.URL, opts...),
 		Audit:    auditv1connect.NewAuditServiceClient(hc, e.URL, opts...),
+		DHCP:     dhcpv1connect.NewDHCPServiceClient(hc, e.URL, opts...),
 	}
 }
 

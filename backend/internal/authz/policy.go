@@ -7,6 +7,7 @@ import (
 	"github.com/carbide-dev/carbide/backend/internal/principal"
 	"github.com/carbide-dev/carbide/gen/carbide/agent/v1/agentv1connect"
 	"github.com/carbide-dev/carbide/gen/carbide/audit/v1/auditv1connect"
+	"github.com/carbide-dev/carbide/gen/carbide/dhcp/v1/dhcpv1connect"
 	"github.com/carbide-dev/carbide/gen/carbide/machine/v1/machinev1connect"
 	"github.com/carbide-dev/carbide/gen/carbide/network/v1/networkv1connect"
 	"github.com/carbide-dev/carbide/gen/carbide/watch/v1/watchv1connect"
@@ -34,6 +35,8 @@ var (
 	users   = []principal.Role{admin, operator, viewer}
 	writers = []principal.Role{admin, operator}
 	admins  = []principal.Role{admin}
+
+	dhcpAndAdmin = []principal.Role{admin, principal.RoleDHCP}
 )
 
 // Policy maps every procedure to its rule.
@@ -57,9 +60,13 @@ var Policy = map[string]Rule{
 	networkv1connect.SegmentServiceDeleteSegmentProcedure: {Roles: admins},
 
 	// The DHCP daemon may lease addresses and nothing else.
-	networkv1connect.AddressServiceAllocateAddressProcedure: {Roles: []principal.Role{admin, principal.RoleDHCP}},
-	networkv1connect.AddressServiceReleaseAddressProcedure:  {Roles: []principal.Role{admin, principal.RoleDHCP}},
+	networkv1connect.AddressServiceAllocateAddressProcedure: {Roles: dhcpAndAdmin},
+	networkv1connect.AddressServiceReleaseAddressProcedure:  {Roles: dhcpAndAdmin},
 	networkv1connect.AddressServiceListLeasesProcedure:      {Roles: []principal.Role{admin, operator, viewer, principal.RoleDHCP}},
+	dhcpv1connect.DHCPServiceLeaseProcedure:                 {Roles: dhcpAndAdmin},
+	dhcpv1connect.DHCPServiceReleaseProcedure:               {Roles: dhcpAndAdmin},
+	dhcpv1connect.DHCPServiceDeclineProcedure:               {Roles: dhcpAndAdmin},
+	dhcpv1connect.DHCPServiceInformProcedure:                {Roles: []principal.Role{admin, operator, viewer, principal.RoleDHCP}},
 
 	// The DNS daemon follows the change stream.
 	watchv1connect.WatchServiceWatchProcedure: {Roles: []principal.Role{admin, operator, viewer, principal.RoleDNS}},

@@ -40,6 +40,9 @@ type Pool struct {
 	Gateway  netip.Addr
 	Ranges   []Range
 	Reserved map[netip.Addr]bool
+	// Declined addresses were reported in use by a DHCP client and are
+	// held back until their hold ends.
+	Declined map[netip.Addr]bool
 }
 
 // PoolOf builds the pool of a stored segment, given its reserved addresses.
@@ -82,9 +85,9 @@ func ParseRanges(rs []schema.AddressRange) ([]Range, error) {
 }
 
 // Excluded reports whether a is never leased from the pool: the network or
-// broadcast address, the gateway, or a reserved address.
+// broadcast address, the gateway, a reserved or a declined address.
 func (p *Pool) Excluded(a netip.Addr) bool {
-	return a == p.Prefix.Addr() || a == Broadcast(p.Prefix) || a == p.Gateway || p.Reserved[a]
+	return a == p.Prefix.Addr() || a == Broadcast(p.Prefix) || a == p.Gateway || p.Reserved[a] || p.Declined[a]
 }
 
 // Leasable reports whether a may be leased dynamically.

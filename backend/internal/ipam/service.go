@@ -13,6 +13,7 @@ import (
 	"github.com/carbide-dev/carbide/backend/internal/pagetoken"
 	"github.com/carbide-dev/carbide/backend/internal/store"
 	"github.com/carbide-dev/carbide/ent"
+	"github.com/carbide-dev/carbide/ent/declinedaddress"
 	"github.com/carbide-dev/carbide/ent/lease"
 	"github.com/carbide-dev/carbide/ent/nic"
 	"github.com/carbide-dev/carbide/ent/reservation"
@@ -188,13 +189,30 @@ func (s *Service) mayKeep(ctx context.Context, tx *ent.Tx, seg *ent.Segment, l *
 	return err == nil && pool.Leasable(a), nil
 }
 
-// pool reads the segment's reservations and builds its pool.
+// pool reads the segment's reservations and declined addresses and builds
+// its pool.
 func (s *Service) pool(ctx context.Context, tx *ent.Tx, seg *ent.Segment) (*Pool, error) {
 	reserved, err := tx.Reservation.Query().Where(reservation.SegmentID(seg.ID)).Select(reservation.FieldAddress).Strings(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("read reservations: %w", err)
 	}
-	return PoolOf(seg, reserved)
+	p, err := PoolOf(seg, reserved)
+	if err != nil {
+		return nil, err
+	}
+	declined, err := tx.DeclinedAddress.Query().
+		Where(declinedaddress.SegmentID(seg.ID), declinedaddress.UntilGT(store.Now())).
+		Select(declinedaddress.FieldAddress).Strings(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("read declined addresses: %w", err)
+	}
+	p.Declined = make(map[netip.Addr]bool, len(declined))
+	for _, d := range declined {
+		if a, err := netip.ParseAddr(d); err == nil {
+			p.Declined[a] = true
+		}
+	}
+	return p, nil
 }
 
 // freeReserved makes the reserved address available to its MAC: an expired
@@ -298,9 +316,16 @@ func (s *Service) attach(ctx context.Context, tx *ent.Tx, segmentID uuid.UUID, m
 
 // ReleaseAddress ends a MAC's lease now.
 func (s *Service) ReleaseAddress(ctx context.Context, req *connect.Request[networkv1.ReleaseAddressRequest]) (*connect.Response[networkv1.ReleaseAddressResponse], error) {
-	segID := uuid.MustParse(req.Msg.GetSegmentId())
-	mac := machines.CanonicalMAC(req.Msg.GetMac())
-	err := s.store.InTx(ctx, func(tx *ent.Tx) error {
+	if err := s.Release(ctx, uuid.MustParse(req.Msg.GetSegmentId()), machines.CanonicalMAC(req.Msg.GetMac())); err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&networkv1.ReleaseAddressResponse{}), nil
+}
+
+// Release ends mac's lease on the segment now; releasing a MAC without a
+// lease succeeds.
+func (s *Service) Release(ctx context.Context, segID uuid.UUID, mac string) error {
+	return s.store.InTx(ctx, func(tx *ent.Tx) error {
 		if ok, err := tx.Segment.Query().Where(segment.ID(segID)).Exist(ctx); err != nil {
 			return fmt.Errorf("read segment: %w", err)
 		} else if !ok {
@@ -324,10 +349,6 @@ func (s *Service) ReleaseAddress(ctx context.Context, req *connect.Request[netwo
 		}
 		return machines.RecordChange(ctx, s.store, tx, owner.MachineID, store.Updated)
 	})
-	if err != nil {
-		return nil, err
-	}
-	return connect.NewResponse(&networkv1.ReleaseAddressResponse{}), nil
 }
 
 // ListLeases lists a segment's leases, oldest first.

@@ -1,0 +1,204 @@
+package apiserver
+
+import (
+	"context"
+	"net/netip"
+	"sync"
+	"testing"
+
+	"connectrpc.com/connect"
+	"github.com/carbide-dev/carbide/ent/machine"
+	"github.com/carbide-dev/carbide/ent/nic"
+	dhcpv1 "github.com/carbide-dev/carbide/gen/carbide/dhcp/v1"
+	machinev1 "github.com/carbide-dev/carbide/gen/carbide/machine/v1"
+	networkv1 "github.com/carbide-dev/carbide/gen/carbide/network/v1"
+)
+
+// dhcpSegments creates a segment for the daemon's own link and one behind
+// a relay, and returns DHCP clients with the dhcp role's certificate.
+func dhcpSegments(t *testing.T, e *env) (local, relayed *networkv1.Segment, c clients) {
+	t.Helper()
+	local = createSegment(t, e, &networkv1.Segment{
+		Name: "local", Prefix: "10.1.0.0/24", Gateway: "10.1.0.1", DnsServers: []string{"10.1.0.2"},
+		Domain: "local.example.net", Mtu: 9000, NtpServers: []string{"10.1.0.3"},
+		Ranges: []*networkv1.AddressRange{{Start: "10.1.0.100", End: "10.1.0.103"}},
+	})
+	relayed = createSegment(t, e, &networkv1.Segment{
+		Name: "rack9", Prefix: "10.9.0.0/24", Gateway: "10.9.0.1", RelayAddresses: []string{"192.0.2.9"},
+		Ranges: []*networkv1.AddressRange{{Start: "10.9.0.10", End: "10.9.0.50"}},
+	})
+	return local, relayed, e.as(t, "dhcp")
+}
+
+func dhcpLease(t *testing.T, c clients, req *dhcpv1.LeaseRequest) *dhcpv1.LeaseResponse {
+	t.Helper()
+	resp, err := c.DHCP.Lease(t.Context(), connect.NewRequest(req))
+	if err != nil {
+		t.Fatalf("Lease(%s): %v", req.GetMac(), err)
+	}
+	return resp.Msg
+}
+
+func TestDHCPLeaseEnrolsAndRenews(t *testing.T) {
+	t.Parallel()
+	forEachStore(t, func(t *testing.T, e *env) {
+		local, _, c := dhcpSegments(t, e)
+		origin := &dhcpv1.Origin{LocalAddress: "10.1.0.1"}
+		first := dhcpLease(t, c, &dhcpv1.LeaseRequest{Mac: "52:54:00:AA:00:01", Origin: origin, ClientHostname: "node-7"})
+		a := netip.MustParseAddr(first.GetAddress())
+		if a.Less(netip.MustParseAddr("10.1.0.100")) || netip.MustParseAddr("10.1.0.103").Less(a) {
+			t.Errorf("address %s is outside the range 10.1.0.100-10.1.0.103", a)
+		}
+		o := first.GetOptions()
+		if o.GetSegmentId() != local.GetId() || o.GetPrefixLength() != 24 || o.GetGateway() != "10.1.0.1" ||
+			o.GetMtu() != 9000 || o.GetDomain() != "local.example.net" || len(o.GetDnsServers()) != 1 || len(o.GetNtpServers()) != 1 {
+			t.Errorf("options = %v", o)
+		}
+		if first.GetLeaseDuration().AsDuration().Hours() != 1 || first.GetHostname() != "node-7" || first.GetMachineId() == "" {
+			t.Errorf("lease = %v", first)
+		}
+		m, err := e.Machines.GetMachine(t.Context(), connect.NewRequest(&machinev1.GetMachineRequest{Id: first.GetMachineId()}))
+		if err != nil {
+			t.Fatalf("the enrolled machine: %v", err)
+		}
+		got := m.Msg.GetMachine()
+		if got.GetState() != machinev1.MachineState_MACHINE_STATE_DISCOVERED || len(got.GetInterfaces()) != 1 ||
+			got.GetInterfaces()[0].GetMac() != "52:54:00:aa:00:01" || got.GetInterfaces()[0].GetAddress() != first.GetAddress() {
+			t.Errorf("enrolled machine = %v", got)
+		}
+		again := dhcpLease(t, c, &dhcpv1.LeaseRequest{Mac: "52:54:00:aa:00:01", Origin: origin})
+		if again.GetAddress() != first.GetAddress() || again.GetMachineId() != first.GetMachineId() {
+			t.Errorf("second lease = %s for %s, want %s for %s", again.GetAddress(), again.GetMachineId(), first.GetAddress(), first.GetMachineId())
+		}
+		if n, _ := e.Store.Client.Machine.Query().Count(context.Background()); n != 1 {
+			t.Errorf("%d machines after two requests from one MAC, want 1", n)
+		}
+	})
+}
+
+func TestDHCPSegmentSelection(t *testing.T) {
+	t.Parallel()
+	forEachStore(t, func(t *testing.T, e *env) {
+		local, relayed, c := dhcpSegments(t, e)
+		tests := map[string]struct {
+			origin *dhcpv1.Origin
+			want   string
+		}{
+			"own link":                    {&dhcpv1.Origin{LocalAddress: "10.1.0.1"}, local.GetId()},
+			"relay listed on the segment": {&dhcpv1.Origin{RelayAddress: "192.0.2.9"}, relayed.GetId()},
+			"relay inside the prefix":     {&dhcpv1.Origin{RelayAddress: "10.9.0.1"}, relayed.GetId()},
+			"link selection wins":         {&dhcpv1.Origin{RelayAddress: "192.0.2.9", LinkSelection: "10.1.0.1"}, local.GetId()},
+		}
+		i := 0
+		for name, tc := range tests {
+			i++
+			got := dhcpLease(t, c, &dhcpv1.LeaseRequest{Mac: testMAC(i), Origin: tc.origin})
+			if got.GetOptions().GetSegmentId() != tc.want {
+				t.Errorf("%s: segment %s, want %s", name, got.GetOptions().GetSegmentId(), tc.want)
+			}
+		}
+		_, err := c.DHCP.Lease(t.Context(), connect.NewRequest(&dhcpv1.LeaseRequest{Mac: testMAC(99), Origin: &dhcpv1.Origin{RelayAddress: "198.51.100.1"}}))
+		wantError(t, err, connect.CodeNotFound, "198.51.100.1")
+		_, err = c.DHCP.Lease(t.Context(), connect.NewRequest(&dhcpv1.LeaseRequest{Mac: testMAC(99), Origin: &dhcpv1.Origin{}}))
+		wantError(t, err, connect.CodeInvalidArgument, "origin")
+	})
+}
+
+func TestDHCPRecordsRelayAgentIDs(t *testing.T) {
+	t.Parallel()
+	forEachStore(t, func(t *testing.T, e *env) {
+		_, _, c := dhcpSegments(t, e)
+		pre := createMachine(t, e, &machinev1.CreateMachineRequest{Hostname: "known", Macs: []string{"52:54:00:bb:00:01"}})
+		got := dhcpLease(t, c, &dhcpv1.LeaseRequest{Mac: "52:54:00:bb:00:01",
+			Origin: &dhcpv1.Origin{RelayAddress: "192.0.2.9", CircuitId: []byte("eth1/0/7"), RemoteId: []byte("tor-9")}})
+		if got.GetMachineId() != pre.GetId() || got.GetHostname() != "known" {
+			t.Errorf("lease for a registered MAC: machine %s %q, want %s known", got.GetMachineId(), got.GetHostname(), pre.GetId())
+		}
+		n, err := e.Store.Client.NIC.Query().Where(nic.MAC("52:54:00:bb:00:01")).Only(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n.CircuitID != "eth1/0/7" || n.RemoteID != "tor-9" {
+			t.Errorf("interface relay ids = %q %q", n.CircuitID, n.RemoteID)
+		}
+	})
+}
+
+func TestDHCPReleaseDeclineInform(t *testing.T) {
+	t.Parallel()
+	forEachStore(t, func(t *testing.T, e *env) {
+		local, _, c := dhcpSegments(t, e)
+		origin := &dhcpv1.Origin{LocalAddress: "10.1.0.1"}
+		first := dhcpLease(t, c, &dhcpv1.LeaseRequest{Mac: testMAC(1), Origin: origin})
+
+		if _, err := c.DHCP.Release(t.Context(), connect.NewRequest(&dhcpv1.ReleaseRequest{Mac: testMAC(1), Address: first.GetAddress()})); err != nil {
+			t.Fatalf("Release: %v", err)
+		}
+		if _, err := c.DHCP.Release(t.Context(), connect.NewRequest(&dhcpv1.ReleaseRequest{Mac: testMAC(2), Address: "10.1.0.100"})); err != nil {
+			t.Errorf("Release of a lease that does not exist: %v", err)
+		}
+		leases, err := e.Address.ListLeases(t.Context(), connect.NewRequest(&networkv1.ListLeasesRequest{SegmentId: local.GetId()}))
+		if err != nil || len(leases.Msg.GetLeases()) != 0 {
+			t.Errorf("active leases after release: %v %v", leases.Msg.GetLeases(), err)
+		}
+
+		// The client finds its address in use: it must get another, and
+		// nobody may get the declined one while it is held back.
+		again := dhcpLease(t, c, &dhcpv1.LeaseRequest{Mac: testMAC(1), Origin: origin})
+		if _, err := c.DHCP.Decline(t.Context(), connect.NewRequest(&dhcpv1.DeclineRequest{Mac: testMAC(1), Address: again.GetAddress()})); err != nil {
+			t.Fatalf("Decline: %v", err)
+		}
+		seen := map[string]bool{}
+		for i := 1; i <= 3; i++ { // the range has 4 addresses, one declined
+			got := dhcpLease(t, c, &dhcpv1.LeaseRequest{Mac: testMAC(i), Origin: origin})
+			if got.GetAddress() == again.GetAddress() {
+				t.Errorf("%s got the declined address %s", testMAC(i), got.GetAddress())
+			}
+			seen[got.GetAddress()] = true
+		}
+		if len(seen) != 3 {
+			t.Errorf("three MACs got %v", seen)
+		}
+		_, err = c.DHCP.Lease(t.Context(), connect.NewRequest(&dhcpv1.LeaseRequest{Mac: testMAC(4), Origin: origin}))
+		wantError(t, err, connect.CodeResourceExhausted, "no free address")
+
+		info, err := c.DHCP.Inform(t.Context(), connect.NewRequest(&dhcpv1.InformRequest{Mac: testMAC(5), Origin: origin}))
+		if err != nil || info.Msg.GetOptions().GetSegmentId() != local.GetId() || info.Msg.GetOptions().GetGateway() != "10.1.0.1" {
+			t.Errorf("Inform = %v, %v", info, err)
+		}
+	})
+}
+
+func TestDHCPConcurrentEnrolment(t *testing.T) {
+	t.Parallel()
+	forEachStore(t, func(t *testing.T, e *env) {
+		_, _, c := dhcpSegments(t, e)
+		var wg sync.WaitGroup
+		addrs := make([]string, 16)
+		errs := make([]error, 16)
+		for i := range addrs {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				resp, err := c.DHCP.Lease(context.Background(), connect.NewRequest(&dhcpv1.LeaseRequest{
+					Mac: "52:54:00:cc:00:01", Origin: &dhcpv1.Origin{RelayAddress: "192.0.2.9"}}))
+				errs[i] = err
+				if err == nil {
+					addrs[i] = resp.Msg.GetAddress()
+				}
+			}()
+		}
+		wg.Wait()
+		for i := range addrs {
+			if errs[i] != nil {
+				t.Errorf("request %d: %v", i, errs[i])
+			} else if addrs[i] != addrs[0] {
+				t.Errorf("request %d got %s, request 0 got %s", i, addrs[i], addrs[0])
+			}
+		}
+		n, err := e.Store.Client.Machine.Query().Where(machine.HasNicsWith(nic.MAC("52:54:00:cc:00:01"))).Count(context.Background())
+		if err != nil || n != 1 {
+			t.Errorf("%d machines own the MAC after concurrent requests (%v), want 1", n, err)
+		}
+	})
+}
