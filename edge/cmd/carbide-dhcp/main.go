@@ -1,0 +1,182 @@
+// Command carbide-dhcp is Carbide's DHCPv4 daemon: it answers DHCP clients
+// and relay agents on the interfaces it is given, and asks the Carbide API
+// for every lease. See package dhcpd for what it does, and --help for how
+// to run it.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/carbide-dev/carbide/edge/internal/dhcpd"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.LookupEnv, os.Stderr)
+	stop()
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		os.Exit(0)
+	case err != nil:
+		fmt.Fprintln(os.Stderr, "carbide-dhcp:", err)
+		os.Exit(1)
+	}
+}
+
+const usage = `Usage: carbide-dhcp --interface eth1 [--interface eth2,eth3] --pki-dir /etc/carbide [flags]
+
+carbide-dhcp is Carbide's DHCPv4 server. It keeps no leases: for every
+request it asks the Carbide API (carbide.dhcp.v1.DHCPService), which picks
+the segment, enrols unknown MACs and allocates the address, so any number of
+carbide-dhcp replicas behind any number of relays agree.
+
+It listens on UDP port 67 on each --interface (bound to that device; it
+needs root, or CAP_NET_BIND_SERVICE and CAP_NET_RAW). A request sent on the
+interface's own link is placed by the interface's IPv4 address; a relayed
+one by the relay's giaddr and the relay agent information option 82 (circuit
+id, remote id and link selection). Replies to relays go to giaddr:67.
+
+It authenticates to the API with a client certificate of the dhcp role. With
+the API's development PKI, point --pki-dir at <api-data-dir>/pki, which holds
+dhcp.crt, dhcp.key and ca.crt.
+
+Network boot: a client sending option 93 gets a boot file by architecture:
+iPXE (user class "iPXE") gets --ipxe-script-url with {mac} replaced by its
+MAC address; x86 BIOS (0) --bios-file; x86-64 UEFI (7, 9) --efi-x64-file;
+arm64 UEFI (11) --efi-arm64-file; x86-64 UEFI HTTP boot (16, vendor class
+HTTPClient) --http-boot-url. The next server (siaddr, option 66) is
+--tftp-server.
+
+Metrics (Prometheus) are served on --metrics-listen at /metrics:
+carbide_dhcp_requests_total{type}, carbide_dhcp_replies_total{type},
+carbide_dhcp_drops_total{reason}, carbide_dhcp_api_errors_total{code} and
+carbide_dhcp_handle_seconds{type}; /healthz answers ok.
+
+Every flag can also be set as an environment variable: --interface as
+CARBIDE_DHCP_INTERFACE (a comma-separated list), --pki-dir as
+CARBIDE_DHCP_PKI_DIR, and so on. Flags on the command line win.
+
+Flags:
+`
+
+// listFlag is a repeatable flag whose values may also be comma-separated.
+type listFlag struct {
+	values *[]string
+	// fromEnv is set after the environment filled the list: the first
+	// value from the command line replaces it.
+	fromEnv bool
+}
+
+func (l *listFlag) String() string {
+	if l == nil || l.values == nil {
+		return ""
+	}
+	return strings.Join(*l.values, ",")
+}
+
+func (l *listFlag) Set(s string) error {
+	if l.fromEnv {
+		*l.values, l.fromEnv = nil, false
+	}
+	for v := range strings.SplitSeq(s, ",") {
+		if v = strings.TrimSpace(v); v != "" {
+			*l.values = append(*l.values, v)
+		}
+	}
+	return nil
+}
+
+func run(ctx context.Context, args []string, lookupEnv func(string) (string, bool), stderr io.Writer) error {
+	cfg, logger, err := parseFlags(args, lookupEnv, stderr)
+	if err != nil {
+		return err
+	}
+	return cfg.Run(ctx, logger)
+}
+
+// parseFlags reads the configuration from the environment and args; it
+// leaves checking it to Config.Validate.
+func parseFlags(args []string, lookupEnv func(string) (string, bool), stderr io.Writer) (*dhcpd.Config, *slog.Logger, error) {
+	fs := flag.NewFlagSet("carbide-dhcp", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfg := dhcpd.DefaultConfig()
+	fs.StringVar(&cfg.APIURL, "api-url", cfg.APIURL, "base URL of the Carbide API")
+	fs.StringVar(&cfg.PKIDir, "pki-dir", "", "directory holding dhcp.crt, dhcp.key and ca.crt (the API's <data-dir>/pki); --cert, --key and --ca override its files")
+	fs.StringVar(&cfg.CertFile, "cert", "", "client certificate (PEM) of the dhcp role")
+	fs.StringVar(&cfg.KeyFile, "key", "", "private key (PEM) of --cert")
+	fs.StringVar(&cfg.CAFile, "ca", "", "CA bundle (PEM) the API's certificate must chain to; empty: the system roots")
+	fs.DurationVar(&cfg.APITimeout, "api-timeout", cfg.APITimeout, "deadline of each API call; a request whose call fails gets no reply, and the client retries")
+	interfaces := &listFlag{values: &cfg.Interfaces}
+	fs.Var(interfaces, "interface", "`name` of a network interface to serve on; repeat the flag or give a comma-separated list (required)")
+	fs.TextVar(&cfg.ServerID, "server-id", cfg.ServerID, "server identifier (option 54, an IPv4 `address`) of every reply; empty: the daemon's IPv4 address on the receiving interface")
+	fs.IntVar(&cfg.Port, "port", cfg.Port, "UDP port to listen on and to send replies to relay agents to (change only for testing)")
+	fs.IntVar(&cfg.ClientPort, "client-port", cfg.ClientPort, "UDP port to send replies to clients to (change only for testing)")
+	fs.IntVar(&cfg.MaxInFlight, "max-in-flight", cfg.MaxInFlight, "packets handled at once per interface; more are dropped (carbide_dhcp_drops_total{reason=\"busy\"})")
+	fs.TextVar(&cfg.TFTPServer, "tftp-server", cfg.TFTPServer, "next server (siaddr, option 66; an IPv4 `address`) of replies with a boot file; empty: the server identifier")
+	fs.StringVar(&cfg.IPXEScriptURL, "ipxe-script-url", "", "boot file of iPXE clients, with "+dhcpd.MACPlaceholder+" replaced by the client's MAC (52:54:00:12:34:56); empty: http://<server-id>:8080/ipxe/"+dhcpd.MACPlaceholder)
+	fs.StringVar(&cfg.BIOSFile, "bios-file", cfg.BIOSFile, "boot file of x86 BIOS PXE clients (arch 0); empty: none")
+	fs.StringVar(&cfg.EFIX64File, "efi-x64-file", cfg.EFIX64File, "boot file of x86-64 UEFI PXE clients (arch 7 and 9), e.g. snponly.efi or ipxe.efi; empty: none")
+	fs.StringVar(&cfg.EFIARM64File, "efi-arm64-file", "", "boot file of arm64 UEFI PXE clients (arch 11); empty: none")
+	fs.StringVar(&cfg.HTTPBootURL, "http-boot-url", "", "boot URL of x86-64 UEFI HTTP boot clients (arch 16, vendor class HTTPClient); empty: none")
+	fs.StringVar(&cfg.MetricsListen, "metrics-listen", cfg.MetricsListen, "host:port of the Prometheus /metrics and /healthz endpoint; empty: off")
+	logLevel := fs.String("log-level", "info", "log level: debug (every packet), info, warn or error")
+	logFormat := fs.String("log-format", "text", "log format: text or json")
+	fs.Usage = func() {
+		fmt.Fprint(stderr, usage)
+		fs.PrintDefaults()
+	}
+	if err := envDefaults(fs, lookupEnv); err != nil {
+		return nil, nil, err
+	}
+	interfaces.fromEnv = len(cfg.Interfaces) > 0
+	if err := fs.Parse(args); err != nil {
+		return nil, nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, nil, fmt.Errorf("unexpected arguments %q; see --help", fs.Args())
+	}
+	logger, err := newLogger(stderr, *logLevel, *logFormat)
+	if err != nil {
+		return nil, nil, err
+	}
+	return &cfg, logger, nil
+}
+
+// envDefaults sets each flag from CARBIDE_DHCP_<NAME> when that is set;
+// the command line still wins.
+func envDefaults(fs *flag.FlagSet, lookupEnv func(string) (string, bool)) error {
+	var errs []error
+	fs.VisitAll(func(f *flag.Flag) {
+		name := "CARBIDE_DHCP_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v, ok := lookupEnv(name); ok {
+			if err := f.Value.Set(v); err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", name, err))
+			}
+		}
+	})
+	return errors.Join(errs...)
+}
+
+func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("log-level: %q is not debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: l}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("log-format: %q is not text or json", format)
+}

@@ -1,0 +1,85 @@
+package dhcpd
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Reasons a packet is dropped: the reason label of
+// carbide_dhcp_drops_total.
+const (
+	reasonMalformed      = "malformed"               // does not parse as DHCPv4
+	reasonNotRequest     = "not_bootrequest"         // op is not BOOTREQUEST
+	reasonNoMessageType  = "no_message_type"         // no option 53 (BOOTP)
+	reasonUnexpectedType = "unexpected_message_type" // OFFER, ACK, NAK or unknown
+	reasonBadHWAddr      = "bad_hardware_address"    // not 6-byte Ethernet
+	reasonOtherServer    = "other_server"            // option 54 names another server
+	reasonNoAddress      = "missing_address"         // REQUEST, RELEASE or DECLINE without the address it needs
+	reasonNoLocalAddress = "no_local_address"        // no address on the interface and no --server-id
+	reasonAPIError       = "api_error"               // the API call failed; see api_errors_total
+	reasonBusy           = "busy"                    // max-in-flight packets were already being handled
+	reasonSendError      = "send_error"              // writing the reply failed
+)
+
+// codeInvalidResponse is the code label of an API answer the daemon cannot
+// use, such as a lease without an IPv4 address.
+const codeInvalidResponse = "invalid_response"
+
+// Metrics are the daemon's Prometheus metrics.
+type Metrics struct {
+	requests      *prometheus.CounterVec
+	replies       *prometheus.CounterVec
+	drops         *prometheus.CounterVec
+	apiErrors     *prometheus.CounterVec
+	handleSeconds *prometheus.HistogramVec
+}
+
+// NewMetrics creates the metrics and registers them with reg.
+func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
+	m := &Metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "carbide_dhcp_requests_total",
+			Help: "Well-formed DHCP requests received, by message type.",
+		}, []string{"type"}),
+		replies: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "carbide_dhcp_replies_total",
+			Help: "DHCP replies sent, by message type.",
+		}, []string{"type"}),
+		drops: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "carbide_dhcp_drops_total",
+			Help: "Packets discarded or left without the reply they asked for, by reason.",
+		}, []string{"reason"}),
+		apiErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "carbide_dhcp_api_errors_total",
+			Help: "Failed Carbide API calls, by Connect code (not_found: no segment for the origin; resource_exhausted: pool full).",
+		}, []string{"code"}),
+		handleSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "carbide_dhcp_handle_seconds",
+			Help:    "Time to handle a DHCP request, including the API call, by message type.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
+		}, []string{"type"}),
+	}
+	var errs []error
+	for _, c := range []prometheus.Collector{m.requests, m.replies, m.drops, m.apiErrors, m.handleSeconds} {
+		if err := reg.Register(c); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("register metrics: %w", err)
+	}
+	// Start the usual series at zero, so that rates work from the first
+	// scrape.
+	for _, t := range []string{"discover", "request", "decline", "release", "inform"} {
+		m.requests.WithLabelValues(t)
+	}
+	for _, t := range []string{"offer", "ack", "nak"} {
+		m.replies.WithLabelValues(t)
+	}
+	for _, r := range []string{reasonMalformed, reasonOtherServer, reasonAPIError, reasonBusy, reasonSendError} {
+		m.drops.WithLabelValues(r)
+	}
+	return m, nil
+}

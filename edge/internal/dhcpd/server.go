@@ -1,0 +1,212 @@
+package dhcpd
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"sync"
+	"time"
+
+	"github.com/carbide-dev/carbide/sdk/carbide"
+	"github.com/insomniacslk/dhcp/dhcpv4/server4"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sync/errgroup"
+)
+
+// Run serves DHCP on every configured interface, and metrics, until ctx
+// is done; it then stops reading, lets the packets in hand finish (their
+// API calls are cancelled) and returns nil. It returns an error when the
+// configuration is invalid, a socket cannot be opened, or a socket fails.
+func (c *Config) Run(ctx context.Context, logger *slog.Logger) error {
+	if err := c.Validate(); err != nil {
+		return err
+	}
+	var opts []carbide.Option
+	if cert, key, ca := c.credentials(); cert != "" {
+		opts = append(opts, carbide.WithClientCertificate(cert, key, ca))
+	}
+	client, err := carbide.New(c.APIURL, opts...)
+	if err != nil {
+		return err
+	}
+	ifaces, err := resolveInterfaces(c.Interfaces)
+	if err != nil {
+		return err
+	}
+
+	reg := prometheus.NewRegistry()
+	if err := errors.Join(
+		reg.Register(collectors.NewGoCollector()),
+		reg.Register(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})),
+	); err != nil {
+		return fmt.Errorf("register metrics: %w", err)
+	}
+	m, err := NewMetrics(reg)
+	if err != nil {
+		return err
+	}
+	h := NewHandler(c, NewSDKAPI(client.DHCP), m, logger)
+
+	var conns []net.PacketConn
+	closeAll := func() {
+		for _, conn := range conns {
+			conn.Close()
+		}
+	}
+	for _, iface := range ifaces {
+		conn, err := server4.NewIPv4UDPConn(iface.Name, &net.UDPAddr{Port: c.Port})
+		if err != nil {
+			closeAll()
+			return fmt.Errorf("listen on %s port %d: %w (the daemon needs root or CAP_NET_BIND_SERVICE and CAP_NET_RAW)", iface.Name, c.Port, err)
+		}
+		conns = append(conns, conn)
+	}
+	var metricsServer *http.Server
+	var metricsListener net.Listener
+	if c.MetricsListen != "" {
+		metricsListener, err = net.Listen("tcp", c.MetricsListen)
+		if err != nil {
+			closeAll()
+			return fmt.Errorf("listen for metrics: %w", err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+		mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+		metricsServer = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	}
+
+	g, gctx := errgroup.WithContext(ctx)
+	for i, iface := range ifaces {
+		conn := conns[i]
+		g.Go(func() error { return h.serve(gctx, conn, iface, c.MaxInFlight) })
+	}
+	if metricsServer != nil {
+		g.Go(func() error {
+			if err := metricsServer.Serve(metricsListener); !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("serve metrics: %w", err)
+			}
+			return nil
+		})
+	}
+	g.Go(func() error {
+		<-gctx.Done()
+		closeAll()
+		if metricsServer != nil {
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			metricsServer.Shutdown(sctx)
+		}
+		return nil
+	})
+	attrs := []any{slog.String("api", redactURL(c.APIURL)), slog.Int("port", c.Port), slog.String("metrics", c.MetricsListen)}
+	for _, iface := range ifaces {
+		attrs = append(attrs, slog.String("interface."+iface.Name, iface.Addr.String()))
+	}
+	logger.Info("serving DHCP", attrs...)
+	err = g.Wait()
+	logger.Info("stopped serving DHCP")
+	return err
+}
+
+// redactURL hides a password in u, for logs.
+func redactURL(u string) string {
+	p, err := url.Parse(u)
+	if err != nil {
+		return "(unparsable)"
+	}
+	return p.Redacted()
+}
+
+// resolveInterfaces finds each named interface and its first IPv4 address.
+func resolveInterfaces(names []string) ([]Interface, error) {
+	var ifaces []Interface
+	var errs []error
+	for _, name := range names {
+		ni, err := net.InterfaceByName(name)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("interface %s: %w", name, err))
+			continue
+		}
+		addrs, err := ni.Addrs()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("interface %s: read its addresses: %w", name, err))
+			continue
+		}
+		iface := Interface{Name: name}
+		for _, a := range addrs {
+			if p, ok := a.(*net.IPNet); ok {
+				if ip, ok := netip.AddrFromSlice(p.IP); ok && ip.Unmap().Is4() {
+					iface.Addr = ip.Unmap()
+					break
+				}
+			}
+		}
+		if !iface.Addr.IsValid() {
+			errs = append(errs, fmt.Errorf("interface %s has no IPv4 address: give it the address the daemon answers from", name))
+			continue
+		}
+		ifaces = append(ifaces, iface)
+	}
+	return ifaces, errors.Join(errs...)
+}
+
+// serve reads packets from conn, which receives on iface, and answers each
+// in its own goroutine, at most maxInFlight at once. It returns nil once
+// ctx is done and conn is closed, after the goroutines have finished.
+func (h *Handler) serve(ctx context.Context, conn net.PacketConn, iface Interface, maxInFlight int) error {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	sem := make(chan struct{}, maxInFlight)
+	buf := make([]byte, 64<<10)
+	for {
+		n, _, err := conn.ReadFrom(buf)
+		switch {
+		case err == nil:
+		case ctx.Err() != nil:
+			return nil // Run closed conn to stop
+		case errors.Is(err, net.ErrClosed):
+			return fmt.Errorf("read on %s: %w", iface.Name, err)
+		default:
+			// Transient (ENOBUFS and the like): keep serving.
+			if ok, suppressed := h.throttle.allow("read", time.Now()); ok {
+				h.logger.Error("read a DHCP packet", "interface", iface.Name, "error", err.Error(), "suppressed", suppressed)
+			}
+			time.Sleep(10 * time.Millisecond)
+			continue
+		}
+		select {
+		case sem <- struct{}{}:
+		default:
+			h.drop(ctx, reasonBusy, iface, nil)
+			continue
+		}
+		pkt := bytes.Clone(buf[:n])
+		wg.Go(func() {
+			defer func() { <-sem }()
+			reply, dest := h.HandlePacket(ctx, iface, pkt)
+			if reply == nil {
+				return
+			}
+			if _, err := conn.WriteTo(reply.ToBytes(), dest); err != nil {
+				if ctx.Err() != nil {
+					return // shutting down
+				}
+				h.drop(ctx, reasonSendError, iface, reply)
+				if ok, suppressed := h.throttle.allow("send", time.Now()); ok {
+					h.logger.Error("send a DHCP reply", "interface", iface.Name, "to", dest.String(),
+						"error", err.Error(), "suppressed", suppressed)
+				}
+				return
+			}
+			h.countSent(reply)
+		})
+	}
+}
