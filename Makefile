@@ -39,8 +39,12 @@ lint: tools
 breaking: tools
 	scripts/breaking
 
+# Every Go test, then the DHCP packet path under the fuzzer, briefly:
+# malformed input must never crash the daemon.
 go-test: tools
 	go test -count=1 -timeout 20m $(PKGS)
+	go test -run '^$$' -fuzz FuzzHandlePacket -fuzztime 5000x ./edge/internal/dhcpd/
 
+# Benchmarks are measured, never asserted; docs/benchmarks.md has figures.
 bench: tools
-	go test -run '^$$' -bench . -benchtime 2000x -timeout 30m ./backend/internal/ipam/
+	go test -run '^$$' -bench . -benchtime 2000x -count 3 -timeout 30m ./backend/internal/apiserver/
