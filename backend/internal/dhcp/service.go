@@ -167,7 +167,9 @@ func (s *Service) enrol(ctx context.Context, mac string, segID uuid.UUID, o *dhc
 	n, err := s.store.Client.NIC.Query().Where(nic.MAC(mac)).WithMachine().Only(ctx)
 	switch {
 	case err == nil:
-		if n.CircuitID != circuit || n.RemoteID != remote {
+		// Only a relayed request says which relay port the NIC is behind;
+		// a unicast renewal straight to the daemon says nothing about it.
+		if o.GetRelayAddress() != "" && (n.CircuitID != circuit || n.RemoteID != remote) {
 			if err := n.Update().SetCircuitID(circuit).SetRemoteID(remote).SetUpdateTime(store.Now()).Exec(ctx); err != nil {
 				return nil, fmt.Errorf("record relay agent ids: %w", err)
 			}

@@ -45,7 +45,9 @@ type Config struct {
 	// reply; otherwise each interface's own address is.
 	ServerID netip.Addr
 	// MaxInFlight is how many packets each interface handles at once;
-	// more are dropped.
+	// more are dropped. Keep it small: past what the API answers within
+	// APITimeout, more packets in flight only queue up in the API until
+	// every call misses its deadline and no client gets an answer.
 	MaxInFlight int
 
 	// TFTPServer, if valid, is the next server (siaddr, option 66) of boot
@@ -80,7 +82,7 @@ func DefaultConfig() Config {
 		APITimeout:    2 * time.Second,
 		Port:          67,
 		ClientPort:    68,
-		MaxInFlight:   256,
+		MaxInFlight:   32,
 		BIOSFile:      "undionly.kpxe",
 		EFIX64File:    "snponly.efi",
 		MetricsListen: "127.0.0.1:9167",

@@ -18,8 +18,13 @@
 // # Origin: which segment a request belongs to
 //
 // A request that was not relayed (giaddr 0) carries origin.local_address,
-// the daemon's address on the receiving interface. A relayed request
-// carries origin.relay_address = giaddr and, from the relay agent
+// the daemon's address on the receiving interface, and, for a DHCPREQUEST
+// or DHCPINFORM from a client that has an address (ciaddr), that address
+// as origin.link_selection: a client behind a relay renews by unicast
+// straight to the daemon (RFC 2131 4.4.5), so its own address, not the
+// daemon's, names its link, as in ISC dhcpd and Kea. (Believing ciaddr is
+// no weaker than believing giaddr, which any sender can set.) A relayed
+// request carries origin.relay_address = giaddr and, from the relay agent
 // information option 82 (RFC 3046), sub-options 1 (circuit id), 2 (remote
 // id) and 5 (link selection, RFC 3527). The API prefers the link-selection
 // address, then the relay address, then the local address. Option 82 of an

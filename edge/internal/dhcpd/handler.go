@@ -95,6 +95,16 @@ type request struct {
 
 func (r *request) relayed() bool { return r.giaddr.IsValid() }
 
+// clientAddr is the address of a client that says it has one: ciaddr of a
+// DHCPREQUEST (RENEWING, REBINDING) or a DHCPINFORM.
+func (r *request) clientAddr() (netip.Addr, bool) {
+	switch r.pkt.MessageType() {
+	case dhcpv4.MessageTypeRequest, dhcpv4.MessageTypeInform:
+		return ip4(r.pkt.ClientIPAddr)
+	}
+	return netip.Addr{}, false
+}
+
 // serverID is the server identifier of replies to r.
 func (r *request) serverID() netip.Addr {
 	if r.sidOverride.IsValid() {
@@ -112,7 +122,15 @@ func (r *request) isOurs(sid netip.Addr) bool {
 // origin tells the API where r came from.
 func (r *request) origin() *dhcpv1.Origin {
 	if !r.relayed() {
-		return &dhcpv1.Origin{LocalAddress: r.iface.Addr.String()}
+		o := &dhcpv1.Origin{LocalAddress: r.iface.Addr.String()}
+		if ci, ok := r.clientAddr(); ok {
+			// The client's link is that of its address, which need not
+			// be ours: a client behind a relay renews by unicast straight
+			// to us (RFC 2131 4.4.5), with no giaddr. Its address selects
+			// the segment, as a relay's link selection would.
+			o.LinkSelection = ci.String()
+		}
+		return o
 	}
 	o := &dhcpv1.Origin{
 		RelayAddress: r.giaddr.String(),

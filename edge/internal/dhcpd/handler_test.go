@@ -15,6 +15,12 @@ import (
 
 var localOrigin = &dhcpv1.Origin{LocalAddress: "10.0.0.1"}
 
+// clientOrigin is the origin of an unrelayed request from a client that
+// has an address (ciaddr): that address selects the segment.
+func clientOrigin(ciaddr string) *dhcpv1.Origin {
+	return &dhcpv1.Origin{LocalAddress: "10.0.0.1", LinkSelection: ciaddr}
+}
+
 // TestHandleMessages covers every message type and DHCPREQUEST state on
 // the local link.
 func TestHandleMessages(t *testing.T) {
@@ -102,7 +108,7 @@ func TestHandleMessages(t *testing.T) {
 			wantDest:   &net.UDPAddr{IP: ip(leaseAddr), Port: 68},
 			wantYIAddr: ip(leaseAddr),
 			wantCIAddr: ip(leaseAddr),
-			wantLeases: []*dhcpv1.LeaseRequest{{Mac: "52:54:00:12:34:56", Origin: localOrigin, RequestedAddress: leaseAddr}},
+			wantLeases: []*dhcpv1.LeaseRequest{{Mac: "52:54:00:12:34:56", Origin: clientOrigin(leaseAddr), RequestedAddress: leaseAddr}},
 		},
 		"request, rebinding": {
 			pkt:        packet(t, dhcpv4.MessageTypeRequest, dhcpv4.WithClientIP(ip(leaseAddr)), dhcpv4.WithBroadcast(true)),
@@ -110,7 +116,7 @@ func TestHandleMessages(t *testing.T) {
 			wantDest:   &net.UDPAddr{IP: ip(leaseAddr), Port: 68},
 			wantYIAddr: ip(leaseAddr),
 			wantCIAddr: ip(leaseAddr),
-			wantLeases: []*dhcpv1.LeaseRequest{{Mac: "52:54:00:12:34:56", Origin: localOrigin, RequestedAddress: leaseAddr}},
+			wantLeases: []*dhcpv1.LeaseRequest{{Mac: "52:54:00:12:34:56", Origin: clientOrigin(leaseAddr), RequestedAddress: leaseAddr}},
 		},
 		"request, renewing, API leases another address": {
 			pkt:        packet(t, dhcpv4.MessageTypeRequest, dhcpv4.WithClientIP(ip(leaseAddr))),
@@ -119,7 +125,7 @@ func TestHandleMessages(t *testing.T) {
 			wantDest:   bcast68,
 			wantYIAddr: ip("0.0.0.0"),
 			wantCIAddr: ip("0.0.0.0"),
-			wantLeases: []*dhcpv1.LeaseRequest{{Mac: "52:54:00:12:34:56", Origin: localOrigin, RequestedAddress: leaseAddr}},
+			wantLeases: []*dhcpv1.LeaseRequest{{Mac: "52:54:00:12:34:56", Origin: clientOrigin(leaseAddr), RequestedAddress: leaseAddr}},
 		},
 		"request without an address": {
 			pkt:      packet(t, dhcpv4.MessageTypeRequest),
@@ -155,7 +161,7 @@ func TestHandleMessages(t *testing.T) {
 			wantDest:    &net.UDPAddr{IP: ip("10.0.0.60"), Port: 68},
 			wantYIAddr:  ip("0.0.0.0"),
 			wantCIAddr:  ip("10.0.0.60"),
-			wantInforms: []*dhcpv1.InformRequest{{Mac: "52:54:00:12:34:56", Origin: localOrigin}},
+			wantInforms: []*dhcpv1.InformRequest{{Mac: "52:54:00:12:34:56", Origin: clientOrigin("10.0.0.60")}},
 		},
 	}
 	for name, tt := range tests {

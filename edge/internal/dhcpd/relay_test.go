@@ -141,6 +141,16 @@ func TestRelay(t *testing.T) {
 			wantDest:   &net.UDPAddr{IP: ip("10.0.1.1"), Port: 67},
 			wantSID:    ip("10.0.0.1"),
 		},
+		"unicast renewal from a client behind a relay": {
+			// RENEWING goes straight to the server, without the relay:
+			// no giaddr, and the client's address is on another link.
+			pkt:        packet(t, dhcpv4.MessageTypeRequest, dhcpv4.WithClientIP(ip("10.0.2.100"))),
+			wantType:   dhcpv4.MessageTypeAck,
+			wantOrigin: &dhcpv1.Origin{LocalAddress: "10.0.0.1", LinkSelection: "10.0.2.100"},
+			wantYIAddr: ip("10.0.2.100"),
+			wantDest:   &net.UDPAddr{IP: ip("10.0.2.100"), Port: 68},
+			wantSID:    ip("10.0.0.1"),
+		},
 		"option 82 from a client on the local link does not pick the segment": {
 			pkt:        packet(t, dhcpv4.MessageTypeDiscover, agent),
 			wantType:   dhcpv4.MessageTypeOffer,
