@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/carbide-dev/carbide/backend/internal/store"
 	"github.com/carbide-dev/carbide/ent"
 	"github.com/carbide-dev/carbide/ent/lease"
 	networkv1 "github.com/carbide-dev/carbide/gen/carbide/network/v1"
@@ -35,10 +36,10 @@ var benchClients = []int{1, 8, 64}
 // BenchmarkAllocate measures AllocateAddress for MACs that have no lease
 // yet: b.N calls for b.N distinct MACs on a fresh segment, spread over the
 // given number of goroutines that share one gRPC client (one HTTP/2
-// connection over TLS, with the DHCP daemon's certificate) to an
-// in-process API server. Because every allocation adds a
-// lease, the segment holds between 0 and b.N leases during the run; keep
-// -benchtime fixed (Nx) when comparing figures.
+// connection over TLS, with the DHCP daemon's certificate) to an in-process
+// API server. Because every allocation adds a lease, the segment holds
+// between 0 and b.N leases during the run, and a new allocation's cost
+// grows with that number: keep -benchtime fixed (Nx) when comparing figures.
 func BenchmarkAllocate(b *testing.B) {
 	for _, kind := range stores {
 		for _, clients := range benchClients {
@@ -241,7 +242,7 @@ func seedLeases(b *testing.B, e *env, seg string, n int) []string {
 	b.Helper()
 	ctx := context.Background()
 	segID := uuid.MustParse(seg)
-	now := time.Now().UTC()
+	now := store.Now()
 	addrs := make([]string, n)
 	a := netip.MustParseAddr(benchRangeStart)
 	for i := range addrs {
@@ -265,7 +266,7 @@ func seedLeases(b *testing.B, e *env, seg string, n int) []string {
 }
 
 // checkRenewed fails b unless every call renewed the lease its MAC held:
-// same address, expiry moved past the seeded one.
+// the same address, with a renew time after the seeded create time.
 func checkRenewed(b *testing.B, held []string, leases []*networkv1.Lease) {
 	b.Helper()
 	for i, l := range leases {
