@@ -5,7 +5,6 @@ package dhcp
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -197,7 +196,7 @@ func (s *Service) enrol(ctx context.Context, mac string, segID uuid.UUID, o *dhc
 		}
 		return machines.RecordChange(ctx, s.store, tx, m.ID, store.Created)
 	})
-	if ent.IsConstraintError(errors.Unwrap(err)) || ent.IsConstraintError(err) {
+	if ent.IsConstraintError(err) {
 		// Another replica enrolled the MAC first.
 		n, err := s.store.Client.NIC.Query().Where(nic.MAC(mac)).WithMachine().Only(ctx)
 		if err != nil {
