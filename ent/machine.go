@@ -35,6 +35,8 @@ type Machine struct {
 	Maintenance bool `json:"maintenance,omitempty"`
 	// Inventory holds the value of the "inventory" field.
 	Inventory []byte `json:"inventory,omitempty"`
+	// HardwareID holds the value of the "hardware_id" field.
+	HardwareID *string `json:"hardware_id,omitempty"`
 	// Edges holds the relations/edges for other nodes in the graph.
 	// The values are being populated by the MachineQuery when eager-loading is set.
 	Edges        MachineEdges `json:"edges"`
@@ -79,7 +81,7 @@ func (*Machine) scanValues(columns []string) ([]any, error) {
 			values[i] = new([]byte)
 		case machine.FieldMaintenance:
 			values[i] = new(sql.NullBool)
-		case machine.FieldHostname, machine.FieldState:
+		case machine.FieldHostname, machine.FieldState, machine.FieldHardwareID:
 			values[i] = new(sql.NullString)
 		case machine.FieldCreateTime, machine.FieldUpdateTime, machine.FieldStateTime:
 			values[i] = new(sql.NullTime)
@@ -156,6 +158,13 @@ func (_m *Machine) assignValues(columns []string, values []any) error {
 			} else if value != nil {
 				_m.Inventory = *value
 			}
+		case machine.FieldHardwareID:
+			if value, ok := values[i].(*sql.NullString); !ok {
+				return fmt.Errorf("unexpected type %T for field hardware_id", values[i])
+			} else if value.Valid {
+				_m.HardwareID = new(string)
+				*_m.HardwareID = value.String
+			}
 		default:
 			_m.selectValues.Set(columns[i], values[i])
 		}
@@ -225,6 +234,11 @@ func (_m *Machine) String() string {
 	builder.WriteString(", ")
 	builder.WriteString("inventory=")
 	builder.WriteString(fmt.Sprintf("%v", _m.Inventory))
+	builder.WriteString(", ")
+	if v := _m.HardwareID; v != nil {
+		builder.WriteString("hardware_id=")
+		builder.WriteString(*v)
+	}
 	builder.WriteByte(')')
 	return builder.String()
 }

@@ -122,6 +122,20 @@ func (_c *MachineCreate) SetInventory(v []byte) *MachineCreate {
 	return _c
 }
 
+// SetHardwareID sets the "hardware_id" field.
+func (_c *MachineCreate) SetHardwareID(v string) *MachineCreate {
+	_c.mutation.SetHardwareID(v)
+	return _c
+}
+
+// SetNillableHardwareID sets the "hardware_id" field if the given value is not nil.
+func (_c *MachineCreate) SetNillableHardwareID(v *string) *MachineCreate {
+	if v != nil {
+		_c.SetHardwareID(*v)
+	}
+	return _c
+}
+
 // SetID sets the "id" field.
 func (_c *MachineCreate) SetID(v uuid.UUID) *MachineCreate {
 	_c.mutation.SetID(v)
@@ -268,6 +282,11 @@ func (_c *MachineCreate) check() error {
 	if _, ok := _c.mutation.Maintenance(); !ok {
 		return &ValidationError{Name: "maintenance", err: errors.New(`ent: missing required field "Machine.maintenance"`)}
 	}
+	if v, ok := _c.mutation.HardwareID(); ok {
+		if err := machine.HardwareIDValidator(v); err != nil {
+			return &ValidationError{Name: "hardware_id", err: fmt.Errorf(`ent: validator failed for field "Machine.hardware_id": %w`, err)}
+		}
+	}
 	return nil
 }
 
@@ -335,6 +354,10 @@ func (_c *MachineCreate) createSpec() (*Machine, *sqlgraph.CreateSpec) {
 	if value, ok := _c.mutation.Inventory(); ok {
 		_spec.SetField(machine.FieldInventory, field.TypeBytes, value)
 		_node.Inventory = value
+	}
+	if value, ok := _c.mutation.HardwareID(); ok {
+		_spec.SetField(machine.FieldHardwareID, field.TypeString, value)
+		_node.HardwareID = &value
 	}
 	if nodes := _c.mutation.NicsIDs(); len(nodes) > 0 {
 		edge := &sqlgraph.EdgeSpec{
@@ -510,6 +533,24 @@ func (u *MachineUpsert) ClearInventory() *MachineUpsert {
 	return u
 }
 
+// SetHardwareID sets the "hardware_id" field.
+func (u *MachineUpsert) SetHardwareID(v string) *MachineUpsert {
+	u.Set(machine.FieldHardwareID, v)
+	return u
+}
+
+// UpdateHardwareID sets the "hardware_id" field to the value that was provided on create.
+func (u *MachineUpsert) UpdateHardwareID() *MachineUpsert {
+	u.SetExcluded(machine.FieldHardwareID)
+	return u
+}
+
+// ClearHardwareID clears the value of the "hardware_id" field.
+func (u *MachineUpsert) ClearHardwareID() *MachineUpsert {
+	u.SetNull(machine.FieldHardwareID)
+	return u
+}
+
 // UpdateNewValues updates the mutable fields using the new values that were set on create except the ID field.
 // Using this option is equivalent to using:
 //
@@ -663,6 +704,27 @@ func (u *MachineUpsertOne) UpdateInventory() *MachineUpsertOne {
 func (u *MachineUpsertOne) ClearInventory() *MachineUpsertOne {
 	return u.Update(func(s *MachineUpsert) {
 		s.ClearInventory()
+	})
+}
+
+// SetHardwareID sets the "hardware_id" field.
+func (u *MachineUpsertOne) SetHardwareID(v string) *MachineUpsertOne {
+	return u.Update(func(s *MachineUpsert) {
+		s.SetHardwareID(v)
+	})
+}
+
+// UpdateHardwareID sets the "hardware_id" field to the value that was provided on create.
+func (u *MachineUpsertOne) UpdateHardwareID() *MachineUpsertOne {
+	return u.Update(func(s *MachineUpsert) {
+		s.UpdateHardwareID()
+	})
+}
+
+// ClearHardwareID clears the value of the "hardware_id" field.
+func (u *MachineUpsertOne) ClearHardwareID() *MachineUpsertOne {
+	return u.Update(func(s *MachineUpsert) {
+		s.ClearHardwareID()
 	})
 }
 
@@ -986,6 +1048,27 @@ func (u *MachineUpsertBulk) UpdateInventory() *MachineUpsertBulk {
 func (u *MachineUpsertBulk) ClearInventory() *MachineUpsertBulk {
 	return u.Update(func(s *MachineUpsert) {
 		s.ClearInventory()
+	})
+}
+
+// SetHardwareID sets the "hardware_id" field.
+func (u *MachineUpsertBulk) SetHardwareID(v string) *MachineUpsertBulk {
+	return u.Update(func(s *MachineUpsert) {
+		s.SetHardwareID(v)
+	})
+}
+
+// UpdateHardwareID sets the "hardware_id" field to the value that was provided on create.
+func (u *MachineUpsertBulk) UpdateHardwareID() *MachineUpsertBulk {
+	return u.Update(func(s *MachineUpsert) {
+		s.UpdateHardwareID()
+	})
+}
+
+// ClearHardwareID clears the value of the "hardware_id" field.
+func (u *MachineUpsertBulk) ClearHardwareID() *MachineUpsertBulk {
+	return u.Update(func(s *MachineUpsert) {
+		s.ClearHardwareID()
 	})
 }
 

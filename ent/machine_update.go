@@ -111,6 +111,26 @@ func (_u *MachineUpdate) ClearInventory() *MachineUpdate {
 	return _u
 }
 
+// SetHardwareID sets the "hardware_id" field.
+func (_u *MachineUpdate) SetHardwareID(v string) *MachineUpdate {
+	_u.mutation.SetHardwareID(v)
+	return _u
+}
+
+// SetNillableHardwareID sets the "hardware_id" field if the given value is not nil.
+func (_u *MachineUpdate) SetNillableHardwareID(v *string) *MachineUpdate {
+	if v != nil {
+		_u.SetHardwareID(*v)
+	}
+	return _u
+}
+
+// ClearHardwareID clears the value of the "hardware_id" field.
+func (_u *MachineUpdate) ClearHardwareID() *MachineUpdate {
+	_u.mutation.ClearHardwareID()
+	return _u
+}
+
 // AddNicIDs adds the "nics" edge to the NIC entity by IDs.
 func (_u *MachineUpdate) AddNicIDs(ids ...uuid.UUID) *MachineUpdate {
 	_u.mutation.AddNicIDs(ids...)
@@ -236,6 +256,11 @@ func (_u *MachineUpdate) check() error {
 			return &ValidationError{Name: "state", err: fmt.Errorf(`ent: validator failed for field "Machine.state": %w`, err)}
 		}
 	}
+	if v, ok := _u.mutation.HardwareID(); ok {
+		if err := machine.HardwareIDValidator(v); err != nil {
+			return &ValidationError{Name: "hardware_id", err: fmt.Errorf(`ent: validator failed for field "Machine.hardware_id": %w`, err)}
+		}
+	}
 	return nil
 }
 
@@ -274,6 +299,12 @@ func (_u *MachineUpdate) sqlSave(ctx context.Context) (_node int, err error) {
 	}
 	if _u.mutation.InventoryCleared() {
 		_spec.ClearField(machine.FieldInventory, field.TypeBytes)
+	}
+	if value, ok := _u.mutation.HardwareID(); ok {
+		_spec.SetField(machine.FieldHardwareID, field.TypeString, value)
+	}
+	if _u.mutation.HardwareIDCleared() {
+		_spec.ClearField(machine.FieldHardwareID, field.TypeString)
 	}
 	if _u.mutation.NicsCleared() {
 		edge := &sqlgraph.EdgeSpec{
@@ -465,6 +496,26 @@ func (_u *MachineUpdateOne) ClearInventory() *MachineUpdateOne {
 	return _u
 }
 
+// SetHardwareID sets the "hardware_id" field.
+func (_u *MachineUpdateOne) SetHardwareID(v string) *MachineUpdateOne {
+	_u.mutation.SetHardwareID(v)
+	return _u
+}
+
+// SetNillableHardwareID sets the "hardware_id" field if the given value is not nil.
+func (_u *MachineUpdateOne) SetNillableHardwareID(v *string) *MachineUpdateOne {
+	if v != nil {
+		_u.SetHardwareID(*v)
+	}
+	return _u
+}
+
+// ClearHardwareID clears the value of the "hardware_id" field.
+func (_u *MachineUpdateOne) ClearHardwareID() *MachineUpdateOne {
+	_u.mutation.ClearHardwareID()
+	return _u
+}
+
 // AddNicIDs adds the "nics" edge to the NIC entity by IDs.
 func (_u *MachineUpdateOne) AddNicIDs(ids ...uuid.UUID) *MachineUpdateOne {
 	_u.mutation.AddNicIDs(ids...)
@@ -603,6 +654,11 @@ func (_u *MachineUpdateOne) check() error {
 			return &ValidationError{Name: "state", err: fmt.Errorf(`ent: validator failed for field "Machine.state": %w`, err)}
 		}
 	}
+	if v, ok := _u.mutation.HardwareID(); ok {
+		if err := machine.HardwareIDValidator(v); err != nil {
+			return &ValidationError{Name: "hardware_id", err: fmt.Errorf(`ent: validator failed for field "Machine.hardware_id": %w`, err)}
+		}
+	}
 	return nil
 }
 
@@ -658,6 +714,12 @@ func (_u *MachineUpdateOne) sqlSave(ctx context.Context) (_node *Machine, err er
 	}
 	if _u.mutation.InventoryCleared() {
 		_spec.ClearField(machine.FieldInventory, field.TypeBytes)
+	}
+	if value, ok := _u.mutation.HardwareID(); ok {
+		_spec.SetField(machine.FieldHardwareID, field.TypeString, value)
+	}
+	if _u.mutation.HardwareIDCleared() {
+		_spec.ClearField(machine.FieldHardwareID, field.TypeString)
 	}
 	if _u.mutation.NicsCleared() {
 		edge := &sqlgraph.EdgeSpec{

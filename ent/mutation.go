@@ -2661,6 +2661,7 @@ type MachineMutation struct {
 	labels             *map[string]string
 	maintenance        *bool
 	inventory          *[]byte
+	hardware_id        *string
 	clearedFields      map[string]struct{}
 	nics               map[uuid.UUID]struct{}
 	removednics        map[uuid.UUID]struct{}
@@ -3078,6 +3079,55 @@ func (m *MachineMutation) ResetInventory() {
 	delete(m.clearedFields, machine.FieldInventory)
 }
 
+// SetHardwareID sets the "hardware_id" field.
+func (m *MachineMutation) SetHardwareID(s string) {
+	m.hardware_id = &s
+}
+
+// HardwareID returns the value of the "hardware_id" field in the mutation.
+func (m *MachineMutation) HardwareID() (r string, exists bool) {
+	v := m.hardware_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldHardwareID returns the old "hardware_id" field's value of the Machine entity.
+// If the Machine object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *MachineMutation) OldHardwareID(ctx context.Context) (v *string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldHardwareID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldHardwareID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldHardwareID: %w", err)
+	}
+	return oldValue.HardwareID, nil
+}
+
+// ClearHardwareID clears the value of the "hardware_id" field.
+func (m *MachineMutation) ClearHardwareID() {
+	m.hardware_id = nil
+	m.clearedFields[machine.FieldHardwareID] = struct{}{}
+}
+
+// HardwareIDCleared returns if the "hardware_id" field was cleared in this mutation.
+func (m *MachineMutation) HardwareIDCleared() bool {
+	_, ok := m.clearedFields[machine.FieldHardwareID]
+	return ok
+}
+
+// ResetHardwareID resets all changes to the "hardware_id" field.
+func (m *MachineMutation) ResetHardwareID() {
+	m.hardware_id = nil
+	delete(m.clearedFields, machine.FieldHardwareID)
+}
+
 // AddNicIDs adds the "nics" edge to the NIC entity by ids.
 func (m *MachineMutation) AddNicIDs(ids ...uuid.UUID) {
 	if m.nics == nil {
@@ -3220,7 +3270,7 @@ func (m *MachineMutation) Type() string {
 // order to get all numeric fields that were incremented/decremented, call
 // AddedFields().
 func (m *MachineMutation) Fields() []string {
-	fields := make([]string, 0, 8)
+	fields := make([]string, 0, 9)
 	if m.create_time != nil {
 		fields = append(fields, machine.FieldCreateTime)
 	}
@@ -3244,6 +3294,9 @@ func (m *MachineMutation) Fields() []string {
 	}
 	if m.inventory != nil {
 		fields = append(fields, machine.FieldInventory)
+	}
+	if m.hardware_id != nil {
+		fields = append(fields, machine.FieldHardwareID)
 	}
 	return fields
 }
@@ -3269,6 +3322,8 @@ func (m *MachineMutation) Field(name string) (ent.Value, bool) {
 		return m.Maintenance()
 	case machine.FieldInventory:
 		return m.Inventory()
+	case machine.FieldHardwareID:
+		return m.HardwareID()
 	}
 	return nil, false
 }
@@ -3294,6 +3349,8 @@ func (m *MachineMutation) OldField(ctx context.Context, name string) (ent.Value,
 		return m.OldMaintenance(ctx)
 	case machine.FieldInventory:
 		return m.OldInventory(ctx)
+	case machine.FieldHardwareID:
+		return m.OldHardwareID(ctx)
 	}
 	return nil, fmt.Errorf("unknown Machine field %s", name)
 }
@@ -3359,6 +3416,13 @@ func (m *MachineMutation) SetField(name string, value ent.Value) error {
 		}
 		m.SetInventory(v)
 		return nil
+	case machine.FieldHardwareID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetHardwareID(v)
+		return nil
 	}
 	return fmt.Errorf("unknown Machine field %s", name)
 }
@@ -3392,6 +3456,9 @@ func (m *MachineMutation) ClearedFields() []string {
 	if m.FieldCleared(machine.FieldInventory) {
 		fields = append(fields, machine.FieldInventory)
 	}
+	if m.FieldCleared(machine.FieldHardwareID) {
+		fields = append(fields, machine.FieldHardwareID)
+	}
 	return fields
 }
 
@@ -3408,6 +3475,9 @@ func (m *MachineMutation) ClearField(name string) error {
 	switch name {
 	case machine.FieldInventory:
 		m.ClearInventory()
+		return nil
+	case machine.FieldHardwareID:
+		m.ClearHardwareID()
 		return nil
 	}
 	return fmt.Errorf("unknown Machine nullable field %s", name)
@@ -3440,6 +3510,9 @@ func (m *MachineMutation) ResetField(name string) error {
 		return nil
 	case machine.FieldInventory:
 		m.ResetInventory()
+		return nil
+	case machine.FieldHardwareID:
+		m.ResetHardwareID()
 		return nil
 	}
 	return fmt.Errorf("unknown Machine field %s", name)

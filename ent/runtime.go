@@ -119,6 +119,10 @@ func init() {
 	machineDescMaintenance := machineFields[5].Descriptor()
 	// machine.DefaultMaintenance holds the default value on creation for the maintenance field.
 	machine.DefaultMaintenance = machineDescMaintenance.Default.(bool)
+	// machineDescHardwareID is the schema descriptor for hardware_id field.
+	machineDescHardwareID := machineFields[7].Descriptor()
+	// machine.HardwareIDValidator is a validator for the "hardware_id" field. It is called by the builders before save.
+	machine.HardwareIDValidator = machineDescHardwareID.Validators[0].(func(string) error)
 	// machineDescID is the schema descriptor for id field.
 	machineDescID := machineFields[0].Descriptor()
 	// machine.DefaultID holds the default value on creation for the id field.

@@ -32,6 +32,8 @@ const (
 	FieldMaintenance = "maintenance"
 	// FieldInventory holds the string denoting the inventory field in the database.
 	FieldInventory = "inventory"
+	// FieldHardwareID holds the string denoting the hardware_id field in the database.
+	FieldHardwareID = "hardware_id"
 	// EdgeNics holds the string denoting the nics edge name in mutations.
 	EdgeNics = "nics"
 	// EdgeTransitions holds the string denoting the transitions edge name in mutations.
@@ -65,6 +67,7 @@ var Columns = []string{
 	FieldLabels,
 	FieldMaintenance,
 	FieldInventory,
+	FieldHardwareID,
 }
 
 // ValidColumn reports if the column name is valid (part of the table columns).
@@ -94,6 +97,8 @@ var (
 	DefaultLabels map[string]string
 	// DefaultMaintenance holds the default value on creation for the "maintenance" field.
 	DefaultMaintenance bool
+	// HardwareIDValidator is a validator for the "hardware_id" field. It is called by the builders before save.
+	HardwareIDValidator func(string) error
 	// DefaultID holds the default value on creation for the "id" field.
 	DefaultID func() uuid.UUID
 )
@@ -166,6 +171,11 @@ func ByStateTime(opts ...sql.OrderTermOption) OrderOption {
 // ByMaintenance orders the results by the maintenance field.
 func ByMaintenance(opts ...sql.OrderTermOption) OrderOption {
 	return sql.OrderByField(FieldMaintenance, opts...).ToFunc()
+}
+
+// ByHardwareID orders the results by the hardware_id field.
+func ByHardwareID(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldHardwareID, opts...).ToFunc()
 }
 
 // ByNicsCount orders the results by nics count.

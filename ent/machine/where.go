@@ -86,6 +86,11 @@ func Inventory(v []byte) predicate.Machine {
 	return predicate.Machine(sql.FieldEQ(FieldInventory, v))
 }
 
+// HardwareID applies equality check predicate on the "hardware_id" field. It's identical to HardwareIDEQ.
+func HardwareID(v string) predicate.Machine {
+	return predicate.Machine(sql.FieldEQ(FieldHardwareID, v))
+}
+
 // CreateTimeEQ applies the EQ predicate on the "create_time" field.
 func CreateTimeEQ(v time.Time) predicate.Machine {
 	return predicate.Machine(sql.FieldEQ(FieldCreateTime, v))
@@ -349,6 +354,81 @@ func InventoryIsNil() predicate.Machine {
 // InventoryNotNil applies the NotNil predicate on the "inventory" field.
 func InventoryNotNil() predicate.Machine {
 	return predicate.Machine(sql.FieldNotNull(FieldInventory))
+}
+
+// HardwareIDEQ applies the EQ predicate on the "hardware_id" field.
+func HardwareIDEQ(v string) predicate.Machine {
+	return predicate.Machine(sql.FieldEQ(FieldHardwareID, v))
+}
+
+// HardwareIDNEQ applies the NEQ predicate on the "hardware_id" field.
+func HardwareIDNEQ(v string) predicate.Machine {
+	return predicate.Machine(sql.FieldNEQ(FieldHardwareID, v))
+}
+
+// HardwareIDIn applies the In predicate on the "hardware_id" field.
+func HardwareIDIn(vs ...string) predicate.Machine {
+	return predicate.Machine(sql.FieldIn(FieldHardwareID, vs...))
+}
+
+// HardwareIDNotIn applies the NotIn predicate on the "hardware_id" field.
+func HardwareIDNotIn(vs ...string) predicate.Machine {
+	return predicate.Machine(sql.FieldNotIn(FieldHardwareID, vs...))
+}
+
+// HardwareIDGT applies the GT predicate on the "hardware_id" field.
+func HardwareIDGT(v string) predicate.Machine {
+	return predicate.Machine(sql.FieldGT(FieldHardwareID, v))
+}
+
+// HardwareIDGTE applies the GTE predicate on the "hardware_id" field.
+func HardwareIDGTE(v string) predicate.Machine {
+	return predicate.Machine(sql.FieldGTE(FieldHardwareID, v))
+}
+
+// HardwareIDLT applies the LT predicate on the "hardware_id" field.
+func HardwareIDLT(v string) predicate.Machine {
+	return predicate.Machine(sql.FieldLT(FieldHardwareID, v))
+}
+
+// HardwareIDLTE applies the LTE predicate on the "hardware_id" field.
+func HardwareIDLTE(v string) predicate.Machine {
+	return predicate.Machine(sql.FieldLTE(FieldHardwareID, v))
+}
+
+// HardwareIDContains applies the Contains predicate on the "hardware_id" field.
+func HardwareIDContains(v string) predicate.Machine {
+	return predicate.Machine(sql.FieldContains(FieldHardwareID, v))
+}
+
+// HardwareIDHasPrefix applies the HasPrefix predicate on the "hardware_id" field.
+func HardwareIDHasPrefix(v string) predicate.Machine {
+	return predicate.Machine(sql.FieldHasPrefix(FieldHardwareID, v))
+}
+
+// HardwareIDHasSuffix applies the HasSuffix predicate on the "hardware_id" field.
+func HardwareIDHasSuffix(v string) predicate.Machine {
+	return predicate.Machine(sql.FieldHasSuffix(FieldHardwareID, v))
+}
+
+// HardwareIDIsNil applies the IsNil predicate on the "hardware_id" field.
+func HardwareIDIsNil() predicate.Machine {
+	return predicate.Machine(sql.FieldIsNull(FieldHardwareID))
+}
+
+// HardwareIDNotNil applies the NotNil predicate on the "hardware_id" field.
+func HardwareIDNotNil() predicate.Machine {
+	return predicate.Machine(sql.FieldNotNull(FieldHardwareID))
+}
+
+// HardwareIDEqualFold applies the EqualFold predicate on the "hardware_id" field.
+func HardwareIDEqualFold(v string) predicate.Machine {
+	return predicate.Machine(sql.FieldEqualFold(FieldHardwareID, v))
+}
+
+// HardwareIDContainsFold applies the ContainsFold predicate on the "hardware_id" field.
+func HardwareIDContainsFold(v string) predicate.Machine {
+	return predicate.Machine(sql.FieldContainsFold(FieldHardwareID, v))
 }
 
 // HasNics applies the HasEdge predicate on the "nics" edge.

@@ -149,6 +149,7 @@ var (
 		{Name: "labels", Type: field.TypeJSON},
 		{Name: "maintenance", Type: field.TypeBool, Default: false},
 		{Name: "inventory", Type: field.TypeBytes, Nullable: true},
+		{Name: "hardware_id", Type: field.TypeString, Unique: true, Nullable: true, Size: 300},
 	}
 	// MachinesTable holds the schema information for the "machines" table.
 	MachinesTable = &schema.Table{

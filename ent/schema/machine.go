@@ -39,6 +39,9 @@ func (Machine) Fields() []ent.Field {
 		// Inventory is the last hardware report of the discovery agent, a
 		// binary carbide.machine.v1.Inventory message.
 		field.Bytes("inventory").Optional(),
+		// HardwareID identifies the box across NICs and rediscovery:
+		// "uuid:<SMBIOS system UUID>" or "serial:<serial number>".
+		field.String("hardware_id").Optional().Nillable().Unique().MaxLen(300),
 	}
 }
 

@@ -39,6 +39,7 @@ import (
 	"connectrpc.com/connect"
 	"github.com/carbide-dev/carbide/gen/carbide/agent/v1/agentv1connect"
 	"github.com/carbide-dev/carbide/gen/carbide/audit/v1/auditv1connect"
+	"github.com/carbide-dev/carbide/gen/carbide/boot/v1/bootv1connect"
 	"github.com/carbide-dev/carbide/gen/carbide/dhcp/v1/dhcpv1connect"
 	machinev1 "github.com/carbide-dev/carbide/gen/carbide/machine/v1"
 	"github.com/carbide-dev/carbide/gen/carbide/machine/v1/machinev1connect"
@@ -67,6 +68,7 @@ type Client struct {
 	DHCP      dhcpv1connect.DHCPServiceClient
 	Agent     agentv1connect.AgentServiceClient
 	Audit     auditv1connect.AuditServiceClient
+	Boot      bootv1connect.BootServiceClient
 }
 
 type options struct {
@@ -169,6 +171,7 @@ func New(baseURL string, opts ...Option) (*Client, error) {
 		DHCP:      dhcpv1connect.NewDHCPServiceClient(httpClient, baseURL, copts...),
 		Agent:     agentv1connect.NewAgentServiceClient(httpClient, baseURL, copts...),
 		Audit:     auditv1connect.NewAuditServiceClient(httpClient, baseURL, copts...),
+		Boot:      bootv1connect.NewBootServiceClient(httpClient, baseURL, copts...),
 	}, nil
 }
 

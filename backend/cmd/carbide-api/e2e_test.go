@@ -561,7 +561,9 @@ func TestDevCertForAgent(t *testing.T) {
 	if err != nil {
 		t.Fatalf("agent reporting for its own machine: %v", err)
 	}
-	if m := resp.Msg.GetMachine(); m.GetState() != machinev1.MachineState_MACHINE_STATE_INVENTORIED || m.GetInventory().GetSystem().GetSerial() != "SN-1" {
+	// Memory alone fails the hardware checks (no processor, disk or NIC).
+	if m := resp.Msg.GetMachine(); m.GetState() != machinev1.MachineState_MACHINE_STATE_FAILED ||
+		m.GetInventory().GetSystem().GetSerial() != "SN-1" || m.GetHardwareId() != "serial:SN-1" {
 		t.Errorf("after the report: %v", m)
 	}
 }

@@ -22,16 +22,19 @@ import (
 	"github.com/carbide-dev/carbide/backend/internal/audit"
 	"github.com/carbide-dev/carbide/backend/internal/authn"
 	"github.com/carbide-dev/carbide/backend/internal/authz"
+	"github.com/carbide-dev/carbide/backend/internal/boot"
 	"github.com/carbide-dev/carbide/backend/internal/dhcp"
 	"github.com/carbide-dev/carbide/backend/internal/interceptor"
 	"github.com/carbide-dev/carbide/backend/internal/inventory"
 	"github.com/carbide-dev/carbide/backend/internal/ipam"
 	"github.com/carbide-dev/carbide/backend/internal/machines"
+	"github.com/carbide-dev/carbide/backend/internal/pki"
 	"github.com/carbide-dev/carbide/backend/internal/segments"
 	"github.com/carbide-dev/carbide/backend/internal/store"
 	"github.com/carbide-dev/carbide/backend/internal/watch"
 	"github.com/carbide-dev/carbide/gen/carbide/agent/v1/agentv1connect"
 	"github.com/carbide-dev/carbide/gen/carbide/audit/v1/auditv1connect"
+	"github.com/carbide-dev/carbide/gen/carbide/boot/v1/bootv1connect"
 	"github.com/carbide-dev/carbide/gen/carbide/dhcp/v1/dhcpv1connect"
 	"github.com/carbide-dev/carbide/gen/carbide/machine/v1/machinev1connect"
 	"github.com/carbide-dev/carbide/gen/carbide/network/v1/networkv1connect"
@@ -66,6 +69,14 @@ type Config struct {
 	TrustDomain string
 	// JWT configures bearer tokens for users; nil accepts none.
 	JWT *authn.JWTConfig
+	// AgentTokenKey is the ECDSA P-256 key (PEM) that signs the agent
+	// tokens of booting machines; every replica needs the same one. Empty
+	// with the development PKI means <DataDir>/pki/agent-token.key, created
+	// if missing; empty otherwise means no agent tokens are issued.
+	AgentTokenKey string
+	// AgentTokenTTL is how long an agent token is valid; 0 means
+	// pki.DefaultAgentTokenTTL.
+	AgentTokenTTL time.Duration
 	// ChangeRetention is how long the change log keeps entries for Watch
 	// clients that resume; 0 means 7 days.
 	ChangeRetention time.Duration
@@ -103,7 +114,7 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("jwt: %w", err))
 		}
 	}
-	if c.ChangeRetention < 0 || c.ShutdownTimeout < 0 {
+	if c.ChangeRetention < 0 || c.ShutdownTimeout < 0 || c.AgentTokenTTL < 0 {
 		errs = append(errs, errors.New("durations must not be negative"))
 	}
 	return errors.Join(errs...)
@@ -118,6 +129,7 @@ var ServiceNames = []string{
 	dhcpv1connect.DHCPServiceName,
 	agentv1connect.AgentServiceName,
 	auditv1connect.AuditServiceName,
+	bootv1connect.BootServiceName,
 }
 
 // Run serves until ctx is done, then shuts down gracefully.
@@ -143,7 +155,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		return err
 	}
 	stopping := make(chan struct{})
-	handler, health, err := newHandler(st, logger, stopping)
+	handler, health, err := newHandler(st, auth.Agents, logger, stopping)
 	if err != nil {
 		return err
 	}
@@ -209,7 +221,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 }
 
 // newHandler builds the HTTP handler that serves every RPC.
-func newHandler(st *store.Store, logger *slog.Logger, stopping <-chan struct{}) (http.Handler, *grpchealth.StaticChecker, error) {
+func newHandler(st *store.Store, tokens *pki.AgentTokens, logger *slog.Logger, stopping <-chan struct{}) (http.Handler, *grpchealth.StaticChecker, error) {
 	validator, err := protovalidate.New()
 	if err != nil {
 		return nil, nil, fmt.Errorf("build request validator: %w", err)
@@ -239,8 +251,9 @@ func newHandler(st *store.Store, logger *slog.Logger, stopping <-chan struct{}) 
 	mux.Handle(networkv1connect.NewAddressServiceHandler(addresses, opts))
 	mux.Handle(dhcpv1connect.NewDHCPServiceHandler(dhcp.NewService(st, addresses), opts))
 	mux.Handle(watchv1connect.NewWatchServiceHandler(watch.NewService(st, stopping), opts))
-	mux.Handle(agentv1connect.NewAgentServiceHandler(inventory.NewService(st), opts))
+	mux.Handle(agentv1connect.NewAgentServiceHandler(inventory.NewService(st, tokens, logger), opts))
 	mux.Handle(auditv1connect.NewAuditServiceHandler(audit.NewService(st), opts))
+	mux.Handle(bootv1connect.NewBootServiceHandler(boot.NewService(st, tokens), opts))
 
 	health := grpchealth.NewStaticChecker(ServiceNames...)
 	mux.Handle(grpchealth.NewHandler(health, opts))

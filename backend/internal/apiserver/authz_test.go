@@ -116,10 +116,12 @@ func allowed(role principal.Role, r rpc) bool {
 	case principal.RoleAdmin:
 		return service != "carbide.agent.v1.AgentService"
 	case principal.RoleOperator:
-		return readOnly && service != "carbide.audit.v1.AuditService" ||
+		return readOnly && service != "carbide.audit.v1.AuditService" && service != "carbide.agent.v1.AgentService" ||
 			method == "CreateMachine" || method == "UpdateMachine"
 	case principal.RoleViewer:
-		return readOnly && service != "carbide.audit.v1.AuditService"
+		return readOnly && service != "carbide.audit.v1.AuditService" && service != "carbide.agent.v1.AgentService"
+	case principal.RolePXE:
+		return service == "carbide.boot.v1.BootService"
 	case principal.RoleDHCP:
 		return service == "carbide.network.v1.AddressService" || service == "carbide.dhcp.v1.DHCPService"
 	case principal.RoleDNS:
@@ -127,7 +129,7 @@ func allowed(role principal.Role, r rpc) bool {
 	case principal.RoleAgent:
 		return service == "carbide.agent.v1.AgentService"
 	}
-	return false // pxe and bmc have no RPCs yet
+	return false // bmc has no RPCs yet
 }
 
 // credential is one way of presenting oneself to the API.
@@ -268,6 +270,28 @@ func (f *matrixFixture) addTokens(t *testing.T) {
 	f.creds["no credentials"] = credential{}
 }
 
+// addAgentTokens adds agent tokens: one the server issued for the
+// fixture's machine, an expired one, and one signed by another key.
+func (f *matrixFixture) addAgentTokens(t *testing.T, tokens *pki.AgentTokens) {
+	t.Helper()
+	id := uuid.MustParse(f.machine)
+	issue := func(a *pki.AgentTokens, at time.Time) string {
+		tok, _, err := a.Issue(id, at)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.tokens = append(f.tokens, tok)
+		return tok
+	}
+	f.creds["agent token"] = credential{token: issue(tokens, time.Now()), role: principal.RoleAgent}
+	f.creds["expired agent token"] = credential{token: issue(tokens, time.Now().Add(-2*pki.DefaultAgentTokenTTL))}
+	other, _, err := pki.NewAgentTokens(filepath.Join(f.dir, "other-agent.key"), "", 0, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.creds["agent token signed by another key"] = credential{token: issue(other, time.Now())}
+}
+
 func (f *matrixFixture) sign(t *testing.T, claims map[string]any) string {
 	t.Helper()
 	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.RS256, Key: f.rsaKey},
@@ -386,6 +410,7 @@ func TestAuthorizationMatrix(t *testing.T) {
 	})
 	f.addCerts(t, e.PKI)
 	f.addTokens(t)
+	f.addAgentTokens(t, e.Tokens)
 	methods := servedProcedures(t)
 
 	for name, cred := range f.creds {
@@ -472,7 +497,7 @@ func TestAgentSpeaksForItsMachineOnly(t *testing.T) {
 		t.Fatal(err)
 	}
 	agent := e.clientsOver(e.httpClientFiles(t, certFile, keyFile))
-	inv := &machinev1.Inventory{MemoryBytes: 8 << 30}
+	inv := fullInventory("")
 
 	_, err = agent.Agent.ReportInventory(t.Context(), connect.NewRequest(&agentv1.ReportInventoryRequest{MachineId: b.GetId(), Inventory: inv}))
 	wantError(t, err, connect.CodePermissionDenied, a.GetId())
@@ -482,7 +507,7 @@ func TestAgentSpeaksForItsMachineOnly(t *testing.T) {
 		t.Fatalf("agent of %s reporting for itself: %v", a.GetId(), err)
 	}
 	got := resp.Msg.GetMachine()
-	if got.GetState().String() != "MACHINE_STATE_INVENTORIED" || got.GetInventory().GetMemoryBytes() != 8<<30 {
+	if got.GetState().String() != "MACHINE_STATE_READY" || got.GetInventory().GetMemoryBytes() != 8<<30 {
 		t.Errorf("after the report: state %s, inventory %v", got.GetState(), got.GetInventory())
 	}
 	other, err := e.Machines.GetMachine(t.Context(), connect.NewRequest(&machinev1.GetMachineRequest{Id: b.GetId()}))

@@ -18,6 +18,7 @@ import (
 	"github.com/carbide-dev/carbide/backend/pgtest"
 	"github.com/carbide-dev/carbide/gen/carbide/agent/v1/agentv1connect"
 	"github.com/carbide-dev/carbide/gen/carbide/audit/v1/auditv1connect"
+	"github.com/carbide-dev/carbide/gen/carbide/boot/v1/bootv1connect"
 	"github.com/carbide-dev/carbide/gen/carbide/dhcp/v1/dhcpv1connect"
 	"github.com/carbide-dev/carbide/gen/carbide/machine/v1/machinev1connect"
 	"github.com/carbide-dev/carbide/gen/carbide/network/v1/networkv1connect"
@@ -35,6 +36,8 @@ var stores = []string{"postgres", "embedded"}
 type env struct {
 	Store *store.Store
 	URL   string
+	// Tokens issues agent tokens the server accepts.
+	Tokens *pki.AgentTokens
 	// PKI is the directory holding the development CA and the role
 	// certificates (admin.crt, dhcp.crt, ...).
 	PKI string
@@ -54,6 +57,7 @@ type clients struct {
 	Agent    agentv1connect.AgentServiceClient
 	Audit    auditv1connect.AuditServiceClient
 	DHCP     dhcpv1connect.DHCPServiceClient
+	Boot     bootv1connect.BootServiceClient
 }
 
 // newEnv starts an API server on a fresh store of the given kind
@@ -99,7 +103,7 @@ func newEnvWith(t testing.TB, kind, protocol string, opts envOptions) *env {
 		t.Fatal(err)
 	}
 	stopping := make(chan struct{})
-	handler, _, err := newHandler(st, logger, stopping)
+	handler, _, err := newHandler(st, auth.Agents, logger, stopping)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,7 +122,7 @@ func newEnvWith(t testing.TB, kind, protocol string, opts envOptions) *env {
 	default:
 		t.Fatalf("unknown protocol %q", protocol)
 	}
-	e := &env{Store: st, URL: srv.URL, PKI: filepath.Join(cfg.DataDir, "pki"), protocol: protocol}
+	e := &env{Store: st, URL: srv.URL, Tokens: auth.Agents, PKI: filepath.Join(cfg.DataDir, "pki"), protocol: protocol}
 	e.HTTP = e.httpClient(t, "")
 	e.clients = e.as(t, "admin")
 	return e
@@ -180,6 +184,7 @@ func (e *env) clientsOver(hc *http.Client, opts ...connect.ClientOption) clients
 		Agent:    agentv1connect.NewAgentServiceClient(hc, e.URL, opts...),
 		Audit:    auditv1connect.NewAuditServiceClient(hc, e.URL, opts...),
 		DHCP:     dhcpv1connect.NewDHCPServiceClient(hc, e.URL, opts...),
+		Boot:     bootv1connect.NewBootServiceClient(hc, e.URL, opts...),
 	}
 }
 

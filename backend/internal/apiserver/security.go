@@ -53,6 +53,25 @@ func security(ctx context.Context, cfg Config, logger *slog.Logger) (*authn.Auth
 		auth.JWT = v
 		logger.Info("bearer tokens accepted", "issuer", jwtConfig.Issuer, "audience", jwtConfig.Audience)
 	}
+	switch {
+	case cfg.AgentTokenKey != "":
+		t, _, err := pki.NewAgentTokens(cfg.AgentTokenKey, td, cfg.AgentTokenTTL, false)
+		if err != nil {
+			return nil, nil, err
+		}
+		auth.Agents = t
+	case cfg.TLSCert == "":
+		t, created, err := pki.NewAgentTokens(filepath.Join(devDir, pki.AgentTokenKeyFile), td, cfg.AgentTokenTTL, true)
+		if err != nil {
+			return nil, nil, fmt.Errorf("set up the development agent token key in %s: %w", devDir, err)
+		}
+		if created {
+			logger.Info("development agent token key written", "dir", devDir, "file", pki.AgentTokenKeyFile)
+		}
+		auth.Agents = t
+	default:
+		logger.Warn("no --agent-token-key: booting machines get no agent token, so discovery agents cannot report")
+	}
 	if cfg.Plaintext {
 		return auth, nil, nil
 	}
@@ -95,10 +114,25 @@ func security(ctx context.Context, cfg Config, logger *slog.Logger) (*authn.Auth
 }
 
 // devHosts are the names the development server certificate covers: the
-// loopback names and the listen host.
+// loopback names and the listen host, or every address of this host when
+// listening on all of them, so that machines booting on a local network can
+// reach the API by address.
 func devHosts(listen string) []string {
 	hosts := []string{"localhost", "127.0.0.1", "::1"}
-	if h, _, err := net.SplitHostPort(listen); err == nil && h != "" && h != "localhost" && h != "127.0.0.1" && h != "::1" && h != "0.0.0.0" && h != "::" {
+	h, _, err := net.SplitHostPort(listen)
+	switch {
+	case err != nil, h == "localhost", h == "127.0.0.1", h == "::1":
+	case h == "", h == "0.0.0.0", h == "::":
+		addrs, err := net.InterfaceAddrs()
+		if err != nil {
+			break
+		}
+		for _, a := range addrs {
+			if ipn, ok := a.(*net.IPNet); ok && !ipn.IP.IsLoopback() && !ipn.IP.IsLinkLocalUnicast() {
+				hosts = append(hosts, ipn.IP.String())
+			}
+		}
+	default:
 		hosts = append(hosts, h)
 	}
 	return hosts

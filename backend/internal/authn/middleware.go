@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/carbide-dev/carbide/backend/internal/pki"
 	"github.com/carbide-dev/carbide/backend/internal/principal"
 )
 
@@ -26,8 +27,11 @@ type Authenticator struct {
 	ClientCAs *x509.CertPool
 	// Identify maps a verified certificate to its principal.
 	Identify CertIdentifier
-	// JWT verifies bearer tokens; nil accepts none.
+	// JWT verifies users' bearer tokens; nil accepts none.
 	JWT *JWTVerifier
+	// Agents verifies the agent tokens the API itself issues; nil accepts
+	// none.
+	Agents *pki.AgentTokens
 
 	cache verifiedCache
 }
@@ -72,9 +76,6 @@ func (a *Authenticator) authenticate(r *http.Request) (*principal.Principal, err
 	if !ok || !strings.EqualFold(scheme, "Bearer") || strings.TrimSpace(token) == "" {
 		return nil, errors.New("the authorization header must be 'Bearer <JWT>'")
 	}
-	if a.JWT == nil {
-		return nil, errors.New("bearer tokens are not accepted: the API has no JWT issuer configured")
-	}
 	token = strings.TrimSpace(token)
 	// Verified tokens are remembered by their hash (never the token) until
 	// they expire, at most tokenCacheTTL: a signature check costs about a
@@ -84,15 +85,37 @@ func (a *Authenticator) authenticate(r *http.Request) (*principal.Principal, err
 	if p, ok := a.cache.get(key, now); ok {
 		return p, nil
 	}
-	p, err := a.JWT.Verify(r.Context(), token)
+	p, err := a.verifyToken(r.Context(), token, now)
 	if err != nil {
-		return nil, fmt.Errorf("bearer token not accepted: %w", err)
+		return nil, err
 	}
 	until := now.Add(tokenCacheTTL)
 	if p.Expires.Before(until) {
 		until = p.Expires
 	}
 	a.cache.put(key, p, until)
+	return p, nil
+}
+
+// verifyToken verifies a bearer token: an agent token the API issued, else
+// a user's JWT.
+func (a *Authenticator) verifyToken(ctx context.Context, token string, now time.Time) (*principal.Principal, error) {
+	if a.Agents != nil {
+		p, err := a.Agents.Verify(token, now)
+		if err == nil {
+			return p, nil
+		}
+		if !errors.Is(err, pki.ErrNotAgentToken) {
+			return nil, err
+		}
+	}
+	if a.JWT == nil {
+		return nil, errors.New("bearer tokens are not accepted: the API has no JWT issuer configured")
+	}
+	p, err := a.JWT.Verify(ctx, token)
+	if err != nil {
+		return nil, fmt.Errorf("bearer token not accepted: %w", err)
+	}
 	return p, nil
 }
 

@@ -7,6 +7,7 @@ import (
 	"github.com/carbide-dev/carbide/backend/internal/principal"
 	"github.com/carbide-dev/carbide/gen/carbide/agent/v1/agentv1connect"
 	"github.com/carbide-dev/carbide/gen/carbide/audit/v1/auditv1connect"
+	"github.com/carbide-dev/carbide/gen/carbide/boot/v1/bootv1connect"
 	"github.com/carbide-dev/carbide/gen/carbide/dhcp/v1/dhcpv1connect"
 	"github.com/carbide-dev/carbide/gen/carbide/machine/v1/machinev1connect"
 	"github.com/carbide-dev/carbide/gen/carbide/network/v1/networkv1connect"
@@ -73,6 +74,10 @@ var Policy = map[string]Rule{
 
 	// An agent reports for its own machine only (see Authorize).
 	agentv1connect.AgentServiceReportInventoryProcedure: {Roles: []principal.Role{principal.RoleAgent}},
+	agentv1connect.AgentServiceGetInstructionProcedure:  {Roles: []principal.Role{principal.RoleAgent}},
+
+	// The PXE daemon learns how machines boot, and hands out agent tokens.
+	bootv1connect.BootServiceGetBootConfigProcedure: {Roles: []principal.Role{admin, principal.RolePXE}},
 
 	auditv1connect.AuditServiceListAuditRecordsProcedure: {Roles: admins},
 }

@@ -1,41 +1,59 @@
 // Package inventory implements carbide.agent.v1.AgentService: discovery
-// agents report the hardware of the machine they run on.
+// agents report the hardware of the machine they run on, which identifies
+// the machine and decides whether it is Ready, and ask what to do next.
 package inventory
 
 import (
 	"context"
 	"fmt"
+	"log/slog"
+	"strings"
+	"time"
 
 	"connectrpc.com/connect"
 	"github.com/carbide-dev/carbide/backend/internal/lifecycle"
 	"github.com/carbide-dev/carbide/backend/internal/machines"
+	"github.com/carbide-dev/carbide/backend/internal/pki"
 	"github.com/carbide-dev/carbide/backend/internal/principal"
 	"github.com/carbide-dev/carbide/backend/internal/store"
 	"github.com/carbide-dev/carbide/ent"
 	"github.com/carbide-dev/carbide/ent/machine"
+	"github.com/carbide-dev/carbide/ent/nic"
+	"github.com/carbide-dev/carbide/ent/transition"
 	agentv1 "github.com/carbide-dev/carbide/gen/carbide/agent/v1"
 	"github.com/carbide-dev/carbide/gen/carbide/agent/v1/agentv1connect"
 	machinev1 "github.com/carbide-dev/carbide/gen/carbide/machine/v1"
 	"github.com/google/uuid"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
+)
+
+// How long an agent waits before asking again.
+const (
+	waitInventoried = 10 * time.Second
+	waitMaintenance = 60 * time.Second
 )
 
 // Service serves AgentService. That an agent speaks only for its own
 // machine is enforced by authorization before a call reaches it.
 type Service struct {
-	store *store.Store
+	store  *store.Store
+	tokens *pki.AgentTokens
+	logger *slog.Logger
 }
 
 var _ agentv1connect.AgentServiceHandler = (*Service)(nil)
 
-// NewService returns an AgentService over st.
-func NewService(st *store.Store) *Service {
-	return &Service{store: st}
+// NewService returns an AgentService over st. tokens, if not nil, renews
+// the agent tokens of agents that authenticated with one.
+func NewService(st *store.Store, tokens *pki.AgentTokens, logger *slog.Logger) *Service {
+	return &Service{store: st, tokens: tokens, logger: logger}
 }
 
-// ReportInventory stores a machine's inventory and moves a discovered
-// machine to inventoried.
+// ReportInventory stores a machine's inventory, merges the machine into
+// the one that already has its hardware identity, and moves it through
+// inventoried to ready or failed.
 func (s *Service) ReportInventory(ctx context.Context, req *connect.Request[agentv1.ReportInventoryRequest]) (*connect.Response[agentv1.ReportInventoryResponse], error) {
 	id := uuid.MustParse(req.Msg.GetMachineId())
 	inv := proto.Clone(req.Msg.GetInventory()).(*machinev1.Inventory)
@@ -44,32 +62,184 @@ func (s *Service) ReportInventory(ctx context.Context, req *connect.Request[agen
 	if err != nil {
 		return nil, fmt.Errorf("encode inventory: %w", err)
 	}
+	hw := HardwareID(inv)
+	actor := principal.From(ctx)
+	target := id
+	var last *ent.Machine
 	err = s.store.InTx(ctx, func(tx *ent.Tx) error {
-		m, err := store.ForUpdate(s.store, tx.Machine.Query().Where(machine.ID(id))).Only(ctx)
-		if ent.IsNotFound(err) {
-			return connect.NewError(connect.CodeNotFound, fmt.Errorf("machine %s not found", id))
-		} else if err != nil {
-			return fmt.Errorf("read machine: %w", err)
+		m, err := lockMachine(ctx, s.store, tx, id)
+		if err != nil {
+			return err
 		}
-		if m.State == machine.StateDiscovered {
-			if m, err = lifecycle.Move(ctx, tx, m, machine.StateInventoried, "discovery agent reported the hardware", principal.From(ctx)); err != nil {
-				return err
+		if hw != "" {
+			known, err := store.ForUpdate(s.store, tx.Machine.Query().
+				Where(machine.HardwareID(hw), machine.IDNEQ(id))).Only(ctx)
+			switch {
+			case ent.IsNotFound(err):
+			case err != nil:
+				return fmt.Errorf("look up hardware %s: %w", hw, err)
+			default:
+				if err := s.merge(ctx, tx, m, known, hw); err != nil {
+					return err
+				}
+				m, target = known, known.ID
 			}
 		}
-		if err := tx.Machine.UpdateOne(m).SetInventory(raw).SetUpdateTime(store.Now()).Exec(ctx); err != nil {
+		upd := tx.Machine.UpdateOne(m).SetInventory(raw).SetUpdateTime(store.Now())
+		if hw != "" {
+			upd.SetHardwareID(hw)
+		}
+		if m, err = upd.Save(ctx); err != nil {
 			return fmt.Errorf("store inventory: %w", err)
 		}
-		return machines.RecordChange(ctx, s.store, tx, id, store.Updated)
+		if m, err = advance(ctx, tx, m, inv, actor); err != nil {
+			return err
+		}
+		last = m
+		return machines.RecordChange(ctx, s.store, tx, target, store.Updated)
 	})
 	if err != nil {
 		return nil, err
 	}
-	pm, err := machines.Load(ctx, s.store.Client, id)
+	pm, err := machines.Load(ctx, s.store.Client, target)
 	if err != nil {
 		return nil, err
 	}
 	if len(pm) == 0 {
-		return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("machine %s not found", id))
+		return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("machine %s not found", target))
 	}
-	return connect.NewResponse(&agentv1.ReportInventoryResponse{Machine: pm[0]}), nil
+	resp := &agentv1.ReportInventoryResponse{Machine: pm[0]}
+	if who := principal.FromContext(ctx); who != nil && who.Method == principal.MethodAgentToken && s.tokens != nil {
+		tok, exp, err := s.tokens.Issue(target, time.Now())
+		if err != nil {
+			return nil, err
+		}
+		resp.AgentToken, resp.AgentTokenExpireTime = tok, timestamppb.New(exp)
+	}
+	if resp.Instruction, err = s.instruction(ctx, last); err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(resp), nil
+}
+
+// GetInstruction tells an agent what to do next.
+func (s *Service) GetInstruction(ctx context.Context, req *connect.Request[agentv1.GetInstructionRequest]) (*connect.Response[agentv1.GetInstructionResponse], error) {
+	id := uuid.MustParse(req.Msg.GetMachineId())
+	m, err := s.store.Client.Machine.Get(ctx, id)
+	if ent.IsNotFound(err) {
+		return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("machine %s not found; report the inventory again", id))
+	} else if err != nil {
+		return nil, fmt.Errorf("read machine: %w", err)
+	}
+	in, err := s.instruction(ctx, m)
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&agentv1.GetInstructionResponse{Instruction: in}), nil
+}
+
+func lockMachine(ctx context.Context, st *store.Store, tx *ent.Tx, id uuid.UUID) (*ent.Machine, error) {
+	m, err := store.ForUpdate(st, tx.Machine.Query().Where(machine.ID(id))).Only(ctx)
+	if ent.IsNotFound(err) {
+		return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("machine %s not found", id))
+	} else if err != nil {
+		return nil, fmt.Errorf("read machine: %w", err)
+	}
+	return m, nil
+}
+
+// merge folds m, a machine enrolled for a NIC that was new, into known,
+// the machine that already has m's hardware identity hw: the box was seen
+// before on another NIC, or its record was re-created. m's interfaces move
+// to known and m is deleted. A machine that already has another identity
+// is not merged: two records claim one box, which an operator resolves.
+func (s *Service) merge(ctx context.Context, tx *ent.Tx, m, known *ent.Machine, hw string) error {
+	if m.HardwareID != nil {
+		return connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf(
+			"machine %s is hardware %s but now reports %s, which is machine %s; delete the record that is wrong",
+			m.ID, *m.HardwareID, hw, known.ID))
+	}
+	switch m.State {
+	case machine.StateDiscovered, machine.StateInventoried, machine.StateFailed:
+	default:
+		return connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf(
+			"machine %s reports hardware %s, which is machine %s, but is %s itself; delete the record that is wrong",
+			m.ID, hw, known.ID, m.State))
+	}
+	if err := s.store.LockChangeLog(ctx, tx); err != nil {
+		return err
+	}
+	gone, err := machines.Load(ctx, tx.Client(), m.ID)
+	if err != nil {
+		return err
+	}
+	moved, err := tx.NIC.Update().Where(nic.MachineID(m.ID)).SetMachineID(known.ID).Save(ctx)
+	if err != nil {
+		return fmt.Errorf("move interfaces to machine %s: %w", known.ID, err)
+	}
+	if err := tx.Machine.DeleteOne(m).Exec(ctx); err != nil {
+		return fmt.Errorf("delete machine %s: %w", m.ID, err)
+	}
+	if len(gone) == 1 {
+		if err := s.store.RecordChange(ctx, tx, store.KindMachine, store.Deleted, m.ID.String(), gone[0]); err != nil {
+			return err
+		}
+	}
+	s.logger.InfoContext(ctx, "rediscovered known hardware: merged machine", "hardware_id", hw,
+		"machine", known.ID.String(), "merged", m.ID.String(), "interfaces_moved", moved)
+	return nil
+}
+
+// advance moves a machine the agent just inventoried: discovered to
+// inventoried, then inventoried to ready when the hardware checks pass and
+// to failed when they do not. A machine in maintenance stays put.
+func advance(ctx context.Context, tx *ent.Tx, m *ent.Machine, inv *machinev1.Inventory, actor string) (*ent.Machine, error) {
+	if m.Maintenance {
+		return m, nil
+	}
+	var err error
+	if m.State == machine.StateDiscovered {
+		if m, err = lifecycle.Move(ctx, tx, m, machine.StateInventoried, "discovery agent reported the hardware: "+summary(inv), actor); err != nil {
+			return nil, err
+		}
+	}
+	if m.State != machine.StateInventoried {
+		return m, nil
+	}
+	if problems := checkHardware(inv); len(problems) > 0 {
+		return lifecycle.Move(ctx, tx, m, machine.StateFailed, "hardware checks failed: "+strings.Join(problems, "; "), actor)
+	}
+	return lifecycle.Move(ctx, tx, m, machine.StateReady, "hardware checks passed", actor)
+}
+
+// instruction is what the agent of m does next.
+func (s *Service) instruction(ctx context.Context, m *ent.Machine) (*agentv1.Instruction, error) {
+	wait := func(d time.Duration, reason string) *agentv1.Instruction {
+		return &agentv1.Instruction{Action: agentv1.Instruction_ACTION_WAIT, Reason: reason, Wait: durationpb.New(d)}
+	}
+	if m.Maintenance || m.State == machine.StateMaintenance {
+		return wait(waitMaintenance, "the machine is in maintenance"), nil
+	}
+	switch m.State {
+	case machine.StateDiscovered:
+		return wait(waitInventoried, "report the inventory"), nil
+	case machine.StateInventoried:
+		return wait(waitInventoried, "waiting for the hardware checks"), nil
+	case machine.StateReady:
+		return &agentv1.Instruction{Action: agentv1.Instruction_ACTION_POWER_OFF,
+			Reason: "the machine is ready; it stays off until it is allocated"}, nil
+	case machine.StateFailed:
+		t, err := s.store.Client.Transition.Query().
+			Where(transition.MachineID(m.ID)).Order(ent.Desc(transition.FieldID)).First(ctx)
+		reason := "the machine failed"
+		if err == nil && t.Reason != "" {
+			reason += ": " + t.Reason
+		} else if err != nil && !ent.IsNotFound(err) {
+			return nil, fmt.Errorf("read state history: %w", err)
+		}
+		return &agentv1.Instruction{Action: agentv1.Instruction_ACTION_POWER_OFF, Reason: reason}, nil
+	default:
+		return &agentv1.Instruction{Action: agentv1.Instruction_ACTION_REBOOT,
+			Reason: fmt.Sprintf("the machine is %s: reboot into what it boots next", m.State)}, nil
+	}
 }

@@ -103,6 +103,9 @@ func toProto(ctx context.Context, client *ent.Client, ms []*ent.Machine) ([]*mac
 			UpdateTime:  timestamppb.New(m.UpdateTime),
 			StateTime:   timestamppb.New(m.StateTime),
 		}
+		if m.HardwareID != nil {
+			pm.HardwareId = *m.HardwareID
+		}
 		if len(m.Inventory) > 0 {
 			inv := &machinev1.Inventory{}
 			if err := proto.Unmarshal(m.Inventory, inv); err != nil {

@@ -138,6 +138,10 @@ func (s *Service) ListMachines(ctx context.Context, req *connect.Request[machine
 		preds = append(preds, machine.HasNicsWith(nic.MAC(mac)))
 		filter = append(filter, "mac="+mac)
 	}
+	if hw := msg.GetHardwareId(); hw != "" {
+		preds = append(preds, machine.HardwareID(hw))
+		filter = append(filter, "hardware_id="+hw)
+	}
 	fp := pagetoken.Filter(filter...)
 	after, err := pagetoken.Decode(msg.GetPageToken(), fp)
 	if err != nil {

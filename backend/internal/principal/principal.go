@@ -40,6 +40,9 @@ type Method string
 const (
 	MethodCertificate Method = "certificate"
 	MethodJWT         Method = "jwt"
+	// MethodAgentToken is the bearer token the API issues to a booting
+	// machine's discovery agent.
+	MethodAgentToken Method = "agent-token"
 )
 
 // Principal is an authenticated caller.

@@ -14,6 +14,8 @@ import (
 	v1 "github.com/carbide-dev/carbide/gen/carbide/machine/v1"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -25,6 +27,62 @@ const (
 	// Verify that runtime/protoimpl is sufficiently up-to-date.
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
+
+// Action is what to do.
+type Instruction_Action int32
+
+const (
+	Instruction_ACTION_UNSPECIFIED Instruction_Action = 0
+	// Wait, then call GetInstruction again.
+	Instruction_ACTION_WAIT Instruction_Action = 1
+	// Reboot the machine.
+	Instruction_ACTION_REBOOT Instruction_Action = 2
+	// Power the machine off.
+	Instruction_ACTION_POWER_OFF Instruction_Action = 3
+)
+
+// Enum value maps for Instruction_Action.
+var (
+	Instruction_Action_name = map[int32]string{
+		0: "ACTION_UNSPECIFIED",
+		1: "ACTION_WAIT",
+		2: "ACTION_REBOOT",
+		3: "ACTION_POWER_OFF",
+	}
+	Instruction_Action_value = map[string]int32{
+		"ACTION_UNSPECIFIED": 0,
+		"ACTION_WAIT":        1,
+		"ACTION_REBOOT":      2,
+		"ACTION_POWER_OFF":   3,
+	}
+)
+
+func (x Instruction_Action) Enum() *Instruction_Action {
+	p := new(Instruction_Action)
+	*p = x
+	return p
+}
+
+func (x Instruction_Action) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Instruction_Action) Descriptor() protoreflect.EnumDescriptor {
+	return file_carbide_agent_v1_agent_proto_enumTypes[0].Descriptor()
+}
+
+func (Instruction_Action) Type() protoreflect.EnumType {
+	return &file_carbide_agent_v1_agent_proto_enumTypes[0]
+}
+
+func (x Instruction_Action) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Instruction_Action.Descriptor instead.
+func (Instruction_Action) EnumDescriptor() ([]byte, []int) {
+	return file_carbide_agent_v1_agent_proto_rawDescGZIP(), []int{4, 0}
+}
 
 type ReportInventoryRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -82,8 +140,17 @@ func (x *ReportInventoryRequest) GetInventory() *v1.Inventory {
 
 type ReportInventoryResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The machine after the report.
-	Machine       *v1.Machine `protobuf:"bytes,1,opt,name=machine,proto3" json:"machine,omitempty"`
+	// The machine after the report: the one the agent speaks for from now
+	// on, which differs from the request's when the hardware was already
+	// known.
+	Machine *v1.Machine `protobuf:"bytes,1,opt,name=machine,proto3" json:"machine,omitempty"`
+	// A fresh agent token for that machine, when the agent authenticated
+	// with a token. A secret: never log it.
+	AgentToken string `protobuf:"bytes,2,opt,name=agent_token,json=agentToken,proto3" json:"agent_token,omitempty"`
+	// When agent_token expires.
+	AgentTokenExpireTime *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=agent_token_expire_time,json=agentTokenExpireTime,proto3" json:"agent_token_expire_time,omitempty"`
+	// What to do next.
+	Instruction   *Instruction `protobuf:"bytes,4,opt,name=instruction,proto3" json:"instruction,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -125,19 +192,213 @@ func (x *ReportInventoryResponse) GetMachine() *v1.Machine {
 	return nil
 }
 
+func (x *ReportInventoryResponse) GetAgentToken() string {
+	if x != nil {
+		return x.AgentToken
+	}
+	return ""
+}
+
+func (x *ReportInventoryResponse) GetAgentTokenExpireTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.AgentTokenExpireTime
+	}
+	return nil
+}
+
+func (x *ReportInventoryResponse) GetInstruction() *Instruction {
+	if x != nil {
+		return x.Instruction
+	}
+	return nil
+}
+
+type GetInstructionRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The machine the agent runs on; must be the one its credential names.
+	MachineId     string `protobuf:"bytes,1,opt,name=machine_id,json=machineId,proto3" json:"machine_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetInstructionRequest) Reset() {
+	*x = GetInstructionRequest{}
+	mi := &file_carbide_agent_v1_agent_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetInstructionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetInstructionRequest) ProtoMessage() {}
+
+func (x *GetInstructionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_carbide_agent_v1_agent_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetInstructionRequest.ProtoReflect.Descriptor instead.
+func (*GetInstructionRequest) Descriptor() ([]byte, []int) {
+	return file_carbide_agent_v1_agent_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *GetInstructionRequest) GetMachineId() string {
+	if x != nil {
+		return x.MachineId
+	}
+	return ""
+}
+
+type GetInstructionResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// What to do next.
+	Instruction   *Instruction `protobuf:"bytes,1,opt,name=instruction,proto3" json:"instruction,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetInstructionResponse) Reset() {
+	*x = GetInstructionResponse{}
+	mi := &file_carbide_agent_v1_agent_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetInstructionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetInstructionResponse) ProtoMessage() {}
+
+func (x *GetInstructionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_carbide_agent_v1_agent_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetInstructionResponse.ProtoReflect.Descriptor instead.
+func (*GetInstructionResponse) Descriptor() ([]byte, []int) {
+	return file_carbide_agent_v1_agent_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *GetInstructionResponse) GetInstruction() *Instruction {
+	if x != nil {
+		return x.Instruction
+	}
+	return nil
+}
+
+// Instruction is what the API asks an agent to do.
+type Instruction struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The action.
+	Action Instruction_Action `protobuf:"varint,1,opt,name=action,proto3,enum=carbide.agent.v1.Instruction_Action" json:"action,omitempty"`
+	// Why, for the agent's console log.
+	Reason string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	// For ACTION_WAIT: how long to wait before asking again.
+	Wait          *durationpb.Duration `protobuf:"bytes,3,opt,name=wait,proto3" json:"wait,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Instruction) Reset() {
+	*x = Instruction{}
+	mi := &file_carbide_agent_v1_agent_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Instruction) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Instruction) ProtoMessage() {}
+
+func (x *Instruction) ProtoReflect() protoreflect.Message {
+	mi := &file_carbide_agent_v1_agent_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Instruction.ProtoReflect.Descriptor instead.
+func (*Instruction) Descriptor() ([]byte, []int) {
+	return file_carbide_agent_v1_agent_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *Instruction) GetAction() Instruction_Action {
+	if x != nil {
+		return x.Action
+	}
+	return Instruction_ACTION_UNSPECIFIED
+}
+
+func (x *Instruction) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *Instruction) GetWait() *durationpb.Duration {
+	if x != nil {
+		return x.Wait
+	}
+	return nil
+}
+
 var File_carbide_agent_v1_agent_proto protoreflect.FileDescriptor
 
 const file_carbide_agent_v1_agent_proto_rawDesc = "" +
 	"\n" +
-	"\x1ccarbide/agent/v1/agent.proto\x12\x10carbide.agent.v1\x1a\x1bbuf/validate/validate.proto\x1a\"carbide/machine/v1/inventory.proto\x1a carbide/machine/v1/machine.proto\"\x86\x01\n" +
+	"\x1ccarbide/agent/v1/agent.proto\x12\x10carbide.agent.v1\x1a\x1bbuf/validate/validate.proto\x1a\"carbide/machine/v1/inventory.proto\x1a carbide/machine/v1/machine.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x86\x01\n" +
 	"\x16ReportInventoryRequest\x12'\n" +
 	"\n" +
 	"machine_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\tmachineId\x12C\n" +
-	"\tinventory\x18\x02 \x01(\v2\x1d.carbide.machine.v1.InventoryB\x06\xbaH\x03\xc8\x01\x01R\tinventory\"P\n" +
+	"\tinventory\x18\x02 \x01(\v2\x1d.carbide.machine.v1.InventoryB\x06\xbaH\x03\xc8\x01\x01R\tinventory\"\x85\x02\n" +
 	"\x17ReportInventoryResponse\x125\n" +
-	"\amachine\x18\x01 \x01(\v2\x1b.carbide.machine.v1.MachineR\amachine2{\n" +
+	"\amachine\x18\x01 \x01(\v2\x1b.carbide.machine.v1.MachineR\amachine\x12\x1f\n" +
+	"\vagent_token\x18\x02 \x01(\tR\n" +
+	"agentToken\x12Q\n" +
+	"\x17agent_token_expire_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x14agentTokenExpireTime\x12?\n" +
+	"\vinstruction\x18\x04 \x01(\v2\x1d.carbide.agent.v1.InstructionR\vinstruction\"@\n" +
+	"\x15GetInstructionRequest\x12'\n" +
+	"\n" +
+	"machine_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\tmachineId\"Y\n" +
+	"\x16GetInstructionResponse\x12?\n" +
+	"\vinstruction\x18\x01 \x01(\v2\x1d.carbide.agent.v1.InstructionR\vinstruction\"\xee\x01\n" +
+	"\vInstruction\x12<\n" +
+	"\x06action\x18\x01 \x01(\x0e2$.carbide.agent.v1.Instruction.ActionR\x06action\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\x12-\n" +
+	"\x04wait\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x04wait\"Z\n" +
+	"\x06Action\x12\x16\n" +
+	"\x12ACTION_UNSPECIFIED\x10\x00\x12\x0f\n" +
+	"\vACTION_WAIT\x10\x01\x12\x11\n" +
+	"\rACTION_REBOOT\x10\x02\x12\x14\n" +
+	"\x10ACTION_POWER_OFF\x10\x032\xe5\x01\n" +
 	"\fAgentService\x12k\n" +
-	"\x0fReportInventory\x12(.carbide.agent.v1.ReportInventoryRequest\x1a).carbide.agent.v1.ReportInventoryResponse\"\x03\x90\x02\x02B\xc1\x01\n" +
+	"\x0fReportInventory\x12(.carbide.agent.v1.ReportInventoryRequest\x1a).carbide.agent.v1.ReportInventoryResponse\"\x03\x90\x02\x02\x12h\n" +
+	"\x0eGetInstruction\x12'.carbide.agent.v1.GetInstructionRequest\x1a(.carbide.agent.v1.GetInstructionResponse\"\x03\x90\x02\x01B\xc1\x01\n" +
 	"\x14com.carbide.agent.v1B\n" +
 	"AgentProtoP\x01Z;github.com/carbide-dev/carbide/gen/carbide/agent/v1;agentv1\xa2\x02\x03CAX\xaa\x02\x10Carbide.Agent.V1\xca\x02\x10Carbide\\Agent\\V1\xe2\x02\x1cCarbide\\Agent\\V1\\GPBMetadata\xea\x02\x12Carbide::Agent::V1b\x06proto3"
 
@@ -153,23 +414,37 @@ func file_carbide_agent_v1_agent_proto_rawDescGZIP() []byte {
 	return file_carbide_agent_v1_agent_proto_rawDescData
 }
 
-var file_carbide_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
+var file_carbide_agent_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_carbide_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
 var file_carbide_agent_v1_agent_proto_goTypes = []any{
-	(*ReportInventoryRequest)(nil),  // 0: carbide.agent.v1.ReportInventoryRequest
-	(*ReportInventoryResponse)(nil), // 1: carbide.agent.v1.ReportInventoryResponse
-	(*v1.Inventory)(nil),            // 2: carbide.machine.v1.Inventory
-	(*v1.Machine)(nil),              // 3: carbide.machine.v1.Machine
+	(Instruction_Action)(0),         // 0: carbide.agent.v1.Instruction.Action
+	(*ReportInventoryRequest)(nil),  // 1: carbide.agent.v1.ReportInventoryRequest
+	(*ReportInventoryResponse)(nil), // 2: carbide.agent.v1.ReportInventoryResponse
+	(*GetInstructionRequest)(nil),   // 3: carbide.agent.v1.GetInstructionRequest
+	(*GetInstructionResponse)(nil),  // 4: carbide.agent.v1.GetInstructionResponse
+	(*Instruction)(nil),             // 5: carbide.agent.v1.Instruction
+	(*v1.Inventory)(nil),            // 6: carbide.machine.v1.Inventory
+	(*v1.Machine)(nil),              // 7: carbide.machine.v1.Machine
+	(*timestamppb.Timestamp)(nil),   // 8: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),     // 9: google.protobuf.Duration
 }
 var file_carbide_agent_v1_agent_proto_depIdxs = []int32{
-	2, // 0: carbide.agent.v1.ReportInventoryRequest.inventory:type_name -> carbide.machine.v1.Inventory
-	3, // 1: carbide.agent.v1.ReportInventoryResponse.machine:type_name -> carbide.machine.v1.Machine
-	0, // 2: carbide.agent.v1.AgentService.ReportInventory:input_type -> carbide.agent.v1.ReportInventoryRequest
-	1, // 3: carbide.agent.v1.AgentService.ReportInventory:output_type -> carbide.agent.v1.ReportInventoryResponse
-	3, // [3:4] is the sub-list for method output_type
-	2, // [2:3] is the sub-list for method input_type
-	2, // [2:2] is the sub-list for extension type_name
-	2, // [2:2] is the sub-list for extension extendee
-	0, // [0:2] is the sub-list for field type_name
+	6, // 0: carbide.agent.v1.ReportInventoryRequest.inventory:type_name -> carbide.machine.v1.Inventory
+	7, // 1: carbide.agent.v1.ReportInventoryResponse.machine:type_name -> carbide.machine.v1.Machine
+	8, // 2: carbide.agent.v1.ReportInventoryResponse.agent_token_expire_time:type_name -> google.protobuf.Timestamp
+	5, // 3: carbide.agent.v1.ReportInventoryResponse.instruction:type_name -> carbide.agent.v1.Instruction
+	5, // 4: carbide.agent.v1.GetInstructionResponse.instruction:type_name -> carbide.agent.v1.Instruction
+	0, // 5: carbide.agent.v1.Instruction.action:type_name -> carbide.agent.v1.Instruction.Action
+	9, // 6: carbide.agent.v1.Instruction.wait:type_name -> google.protobuf.Duration
+	1, // 7: carbide.agent.v1.AgentService.ReportInventory:input_type -> carbide.agent.v1.ReportInventoryRequest
+	3, // 8: carbide.agent.v1.AgentService.GetInstruction:input_type -> carbide.agent.v1.GetInstructionRequest
+	2, // 9: carbide.agent.v1.AgentService.ReportInventory:output_type -> carbide.agent.v1.ReportInventoryResponse
+	4, // 10: carbide.agent.v1.AgentService.GetInstruction:output_type -> carbide.agent.v1.GetInstructionResponse
+	9, // [9:11] is the sub-list for method output_type
+	7, // [7:9] is the sub-list for method input_type
+	7, // [7:7] is the sub-list for extension type_name
+	7, // [7:7] is the sub-list for extension extendee
+	0, // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_carbide_agent_v1_agent_proto_init() }
@@ -182,13 +457,14 @@ func file_carbide_agent_v1_agent_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_carbide_agent_v1_agent_proto_rawDesc), len(file_carbide_agent_v1_agent_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   2,
+			NumEnums:      1,
+			NumMessages:   5,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_carbide_agent_v1_agent_proto_goTypes,
 		DependencyIndexes: file_carbide_agent_v1_agent_proto_depIdxs,
+		EnumInfos:         file_carbide_agent_v1_agent_proto_enumTypes,
 		MessageInfos:      file_carbide_agent_v1_agent_proto_msgTypes,
 	}.Build()
 	File_carbide_agent_v1_agent_proto = out.File

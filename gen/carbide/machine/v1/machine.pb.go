@@ -129,7 +129,12 @@ type Machine struct {
 	// When the machine entered its current state. Output only.
 	StateTime *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=state_time,json=stateTime,proto3" json:"state_time,omitempty"`
 	// The hardware its discovery agent last reported. Output only.
-	Inventory     *Inventory `protobuf:"bytes,10,opt,name=inventory,proto3" json:"inventory,omitempty"`
+	Inventory *Inventory `protobuf:"bytes,10,opt,name=inventory,proto3" json:"inventory,omitempty"`
+	// The hardware identity derived from the inventory: "uuid:" and the
+	// SMBIOS system UUID, else "serial:" and the system, chassis or board
+	// serial number; empty before the first report or when the firmware
+	// gives neither. No two machines share one. Output only.
+	HardwareId    string `protobuf:"bytes,11,opt,name=hardware_id,json=hardwareId,proto3" json:"hardware_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -232,6 +237,13 @@ func (x *Machine) GetInventory() *Inventory {
 		return x.Inventory
 	}
 	return nil
+}
+
+func (x *Machine) GetHardwareId() string {
+	if x != nil {
+		return x.HardwareId
+	}
+	return ""
 }
 
 // Interface is one NIC of a machine.
@@ -605,7 +617,10 @@ type ListMachinesRequest struct {
 	// Only machines that carry all of these labels with these values.
 	Labels map[string]string `protobuf:"bytes,4,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// Only the machine with an interface with this MAC.
-	Mac           string `protobuf:"bytes,5,opt,name=mac,proto3" json:"mac,omitempty"`
+	Mac string `protobuf:"bytes,5,opt,name=mac,proto3" json:"mac,omitempty"`
+	// Only the machine with this hardware identity (see
+	// Machine.hardware_id), e.g. "uuid:5b2c6d1e-..." or "serial:ABC123".
+	HardwareId    string `protobuf:"bytes,6,opt,name=hardware_id,json=hardwareId,proto3" json:"hardware_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -671,6 +686,13 @@ func (x *ListMachinesRequest) GetLabels() map[string]string {
 func (x *ListMachinesRequest) GetMac() string {
 	if x != nil {
 		return x.Mac
+	}
+	return ""
+}
+
+func (x *ListMachinesRequest) GetHardwareId() string {
+	if x != nil {
+		return x.HardwareId
 	}
 	return ""
 }
@@ -1027,7 +1049,7 @@ var File_carbide_machine_v1_machine_proto protoreflect.FileDescriptor
 
 const file_carbide_machine_v1_machine_proto_rawDesc = "" +
 	"\n" +
-	" carbide/machine/v1/machine.proto\x12\x12carbide.machine.v1\x1a\x1bbuf/validate/validate.proto\x1a\"carbide/machine/v1/inventory.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbb\x05\n" +
+	" carbide/machine/v1/machine.proto\x12\x12carbide.machine.v1\x1a\x1bbuf/validate/validate.proto\x1a\"carbide/machine/v1/inventory.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xdc\x05\n" +
 	"\aMachine\x12\x18\n" +
 	"\x02id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\x02id\x12G\n" +
 	"\bhostname\x18\x02 \x01(\tB+\xbaH(r&\x18?2\"^([a-z0-9]([a-z0-9-]*[a-z0-9])?)?$R\bhostname\x126\n" +
@@ -1044,7 +1066,9 @@ const file_carbide_machine_v1_machine_proto_rawDesc = "" +
 	"\n" +
 	"state_time\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\tstateTime\x12;\n" +
 	"\tinventory\x18\n" +
-	" \x01(\v2\x1d.carbide.machine.v1.InventoryR\tinventory\x1a9\n" +
+	" \x01(\v2\x1d.carbide.machine.v1.InventoryR\tinventory\x12\x1f\n" +
+	"\vhardware_id\x18\v \x01(\tR\n" +
+	"hardwareId\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x92\x01\n" +
@@ -1076,7 +1100,7 @@ const file_carbide_machine_v1_machine_proto_rawDesc = "" +
 	"\x11GetMachineRequest\x12\x18\n" +
 	"\x02id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\x02id\"K\n" +
 	"\x12GetMachineResponse\x125\n" +
-	"\amachine\x18\x01 \x01(\v2\x1b.carbide.machine.v1.MachineR\amachine\"\xc7\x04\n" +
+	"\amachine\x18\x01 \x01(\v2\x1b.carbide.machine.v1.MachineR\amachine\"\xf2\x04\n" +
 	"\x13ListMachinesRequest\x12'\n" +
 	"\tpage_size\x18\x01 \x01(\x05B\n" +
 	"\xbaH\a\x1a\x05\x18\xe8\a(\x00R\bpageSize\x12'\n" +
@@ -1085,7 +1109,9 @@ const file_carbide_machine_v1_machine_proto_rawDesc = "" +
 	"\x06states\x18\x03 \x03(\x0e2 .carbide.machine.v1.MachineStateB\x11\xbaH\x0e\x92\x01\v\x10\t\"\a\x82\x01\x04\x10\x01 \x00R\x06states\x12\x92\x01\n" +
 	"\x06labels\x18\x04 \x03(\v23.carbide.machine.v1.ListMachinesRequest.LabelsEntryBE\xbaHB\x9a\x01?\x10@\"4r220^[A-Za-z0-9]([A-Za-z0-9._/-]{0,61}[A-Za-z0-9])?$*\x05r\x03\x18\xff\x01R\x06labels\x12\xc0\x01\n" +
 	"\x03mac\x18\x05 \x01(\tB\xad\x01\xbaH\xa9\x01\xba\x01\xa5\x01\n" +
-	"\x03mac\x12Zmust be empty or a MAC address of six colon-separated hex bytes, such as 52:54:00:12:34:56\x1aBthis == '' || this.matches('^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$')R\x03mac\x1a9\n" +
+	"\x03mac\x12Zmust be empty or a MAC address of six colon-separated hex bytes, such as 52:54:00:12:34:56\x1aBthis == '' || this.matches('^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$')R\x03mac\x12)\n" +
+	"\vhardware_id\x18\x06 \x01(\tB\b\xbaH\x05r\x03\x18\xac\x02R\n" +
+	"hardwareId\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"w\n" +

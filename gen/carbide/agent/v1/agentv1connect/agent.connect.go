@@ -38,13 +38,28 @@ const (
 	// AgentServiceReportInventoryProcedure is the fully-qualified name of the AgentService's
 	// ReportInventory RPC.
 	AgentServiceReportInventoryProcedure = "/carbide.agent.v1.AgentService/ReportInventory"
+	// AgentServiceGetInstructionProcedure is the fully-qualified name of the AgentService's
+	// GetInstruction RPC.
+	AgentServiceGetInstructionProcedure = "/carbide.agent.v1.AgentService/GetInstruction"
 )
 
 // AgentServiceClient is a client for the carbide.agent.v1.AgentService service.
 type AgentServiceClient interface {
-	// ReportInventory stores the machine's hardware inventory. A machine in
-	// MACHINE_STATE_DISCOVERED moves to MACHINE_STATE_INVENTORIED.
+	// ReportInventory stores the machine's hardware inventory.
+	//
+	// The inventory identifies the hardware (the SMBIOS system UUID, else a
+	// serial number). When another machine already has that identity, the
+	// reporting machine is the same box seen on another NIC: its interfaces
+	// move to the existing machine, which is kept, and the reporting one is
+	// deleted. The response names the machine the agent speaks for from
+	// then on, with a token for it.
+	//
+	// A machine in MACHINE_STATE_DISCOVERED moves to
+	// MACHINE_STATE_INVENTORIED, and then to MACHINE_STATE_READY when the
+	// hardware checks pass or MACHINE_STATE_FAILED when they do not.
 	ReportInventory(context.Context, *connect.Request[v1.ReportInventoryRequest]) (*connect.Response[v1.ReportInventoryResponse], error)
+	// GetInstruction says what the agent does next.
+	GetInstruction(context.Context, *connect.Request[v1.GetInstructionRequest]) (*connect.Response[v1.GetInstructionResponse], error)
 }
 
 // NewAgentServiceClient constructs a client for the carbide.agent.v1.AgentService service. By
@@ -65,12 +80,20 @@ func NewAgentServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			connect.WithIdempotency(connect.IdempotencyIdempotent),
 			connect.WithClientOptions(opts...),
 		),
+		getInstruction: connect.NewClient[v1.GetInstructionRequest, v1.GetInstructionResponse](
+			httpClient,
+			baseURL+AgentServiceGetInstructionProcedure,
+			connect.WithSchema(agentServiceMethods.ByName("GetInstruction")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
 // agentServiceClient implements AgentServiceClient.
 type agentServiceClient struct {
 	reportInventory *connect.Client[v1.ReportInventoryRequest, v1.ReportInventoryResponse]
+	getInstruction  *connect.Client[v1.GetInstructionRequest, v1.GetInstructionResponse]
 }
 
 // ReportInventory calls carbide.agent.v1.AgentService.ReportInventory.
@@ -78,11 +101,28 @@ func (c *agentServiceClient) ReportInventory(ctx context.Context, req *connect.R
 	return c.reportInventory.CallUnary(ctx, req)
 }
 
+// GetInstruction calls carbide.agent.v1.AgentService.GetInstruction.
+func (c *agentServiceClient) GetInstruction(ctx context.Context, req *connect.Request[v1.GetInstructionRequest]) (*connect.Response[v1.GetInstructionResponse], error) {
+	return c.getInstruction.CallUnary(ctx, req)
+}
+
 // AgentServiceHandler is an implementation of the carbide.agent.v1.AgentService service.
 type AgentServiceHandler interface {
-	// ReportInventory stores the machine's hardware inventory. A machine in
-	// MACHINE_STATE_DISCOVERED moves to MACHINE_STATE_INVENTORIED.
+	// ReportInventory stores the machine's hardware inventory.
+	//
+	// The inventory identifies the hardware (the SMBIOS system UUID, else a
+	// serial number). When another machine already has that identity, the
+	// reporting machine is the same box seen on another NIC: its interfaces
+	// move to the existing machine, which is kept, and the reporting one is
+	// deleted. The response names the machine the agent speaks for from
+	// then on, with a token for it.
+	//
+	// A machine in MACHINE_STATE_DISCOVERED moves to
+	// MACHINE_STATE_INVENTORIED, and then to MACHINE_STATE_READY when the
+	// hardware checks pass or MACHINE_STATE_FAILED when they do not.
 	ReportInventory(context.Context, *connect.Request[v1.ReportInventoryRequest]) (*connect.Response[v1.ReportInventoryResponse], error)
+	// GetInstruction says what the agent does next.
+	GetInstruction(context.Context, *connect.Request[v1.GetInstructionRequest]) (*connect.Response[v1.GetInstructionResponse], error)
 }
 
 // NewAgentServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -99,10 +139,19 @@ func NewAgentServiceHandler(svc AgentServiceHandler, opts ...connect.HandlerOpti
 		connect.WithIdempotency(connect.IdempotencyIdempotent),
 		connect.WithHandlerOptions(opts...),
 	)
+	agentServiceGetInstructionHandler := connect.NewUnaryHandler(
+		AgentServiceGetInstructionProcedure,
+		svc.GetInstruction,
+		connect.WithSchema(agentServiceMethods.ByName("GetInstruction")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/carbide.agent.v1.AgentService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case AgentServiceReportInventoryProcedure:
 			agentServiceReportInventoryHandler.ServeHTTP(w, r)
+		case AgentServiceGetInstructionProcedure:
+			agentServiceGetInstructionHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -114,4 +163,8 @@ type UnimplementedAgentServiceHandler struct{}
 
 func (UnimplementedAgentServiceHandler) ReportInventory(context.Context, *connect.Request[v1.ReportInventoryRequest]) (*connect.Response[v1.ReportInventoryResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("carbide.agent.v1.AgentService.ReportInventory is not implemented"))
+}
+
+func (UnimplementedAgentServiceHandler) GetInstruction(context.Context, *connect.Request[v1.GetInstructionRequest]) (*connect.Response[v1.GetInstructionResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("carbide.agent.v1.AgentService.GetInstruction is not implemented"))
 }
