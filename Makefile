@@ -10,7 +10,7 @@ export PATH := $(BIN):$(PATH)
 MODULES := gen ent backend edge sdk terraform-provider
 PKGS := $(addprefix ./,$(addsuffix /...,$(MODULES)))
 
-.PHONY: run test tools generate check-generated lint breaking go-test bench
+.PHONY: run test tools generate check-generated lint breaking go-test bench scout
 
 run:
 	go run ./backend/cmd/carbide-api
@@ -48,3 +48,8 @@ go-test: tools
 # Benchmarks are measured, never asserted; docs/benchmarks.md has figures.
 bench: tools
 	go test -run '^$$' -bench . -benchtime 2000x -count 3 -timeout 30m ./backend/internal/apiserver/
+
+# The discovery image (docs/scout.md) in .build/artifacts/scout, from the
+# kernel package scripts/fetch-kernel unpacked. The tests build their own.
+scout:
+	scripts/build-scout

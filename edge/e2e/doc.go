@@ -1,7 +1,11 @@
-// Package e2e holds the end-to-end tests of Carbide's DHCP service: the
-// carbide-api and carbide-dhcp binaries, built from this workspace, serve
-// real DHCP clients (ISC dhclient, busybox udhcpc), a real relay agent (ISC
-// dhcrelay) and a real load generator (Kea's perfdhcp) on virtual links.
+// Package e2e holds the end-to-end tests of Carbide's edge: the
+// carbide-api, carbide-dhcp and carbide-pxe binaries, built from this
+// workspace, serve real DHCP clients (ISC dhclient, busybox udhcpc), a real
+// relay agent (ISC dhcrelay) and a real load generator (Kea's perfdhcp) on
+// virtual links, and real firmware: QEMU VMs with legacy BIOS and iPXE, and
+// with UEFI (OVMF) whose own PXE client fetches iPXE over TFTP, boot the
+// discovery image (scout_test.go builds it from the kernel package that
+// scripts/fetch-kernel unpacked) and become Ready machines.
 //
 // Every test builds its own topology of network namespaces, veth pairs and
 // bridges, and deletes it, with every process it started, when it ends.
@@ -9,7 +13,9 @@
 // touched; their addresses come from 198.18.0.0/15 (RFC 2544) and
 // 100.64.0.0/10 and exist only inside the tests' namespaces. carbide-api
 // listens on the host's 127.0.0.1; a daemon reaches it through a forwarder
-// that the test process runs on 127.0.0.1 of the daemon's namespace.
+// that the test process runs on 127.0.0.1 of the daemon's namespace. In the
+// boot test the API runs in the lab namespace itself, where the VMs' agents
+// reach it.
 // PostgreSQL comes from pgtest-cluster (backend/pgtest/cmd/pgtest-cluster),
 // which honours CARBIDE_TEST_DATABASE_URL.
 //
@@ -23,6 +29,13 @@
 //	kea-admin           perfdhcp
 //	postgresql          initdb, postgres (unless CARBIDE_TEST_DATABASE_URL is set)
 //	postgresql-client   psql
+//	qemu-system-x86     qemu-system-x86_64 (with ipxe-qemu, its NIC ROMs)
+//	ipxe                undionly.kpxe, snponly.efi, served over TFTP
+//	ovmf                UEFI firmware
+//	radvd               router advertisements, without which iPXE waits for IPv6
+//
+// and the kernel package of the discovery image, unpacked by
+// scripts/fetch-kernel (the one step that downloads, at install time).
 //
 // Run them from the workspace root with `go test ./edge/e2e/`.
 package e2e

@@ -19,7 +19,7 @@ const binDirPrefix = "carbide-e2e-"
 
 // bins are the binaries TestMain builds from the workspace.
 var bins struct {
-	api, dhcp, pgCluster string
+	api, dhcp, pxe, pgCluster string
 }
 
 func TestMain(m *testing.M) {
@@ -36,10 +36,12 @@ func testMain(m *testing.M) int {
 	defer os.RemoveAll(dir)
 	bins.api = filepath.Join(dir, "carbide-api")
 	bins.dhcp = filepath.Join(dir, "carbide-dhcp")
+	bins.pxe = filepath.Join(dir, "carbide-pxe")
 	bins.pgCluster = filepath.Join(dir, "pgtest-cluster")
 	if err := buildAll(map[string]string{
 		bins.api:       "github.com/carbide-dev/carbide/backend/cmd/carbide-api",
 		bins.dhcp:      "github.com/carbide-dev/carbide/edge/cmd/carbide-dhcp",
+		bins.pxe:       "github.com/carbide-dev/carbide/edge/cmd/carbide-pxe",
 		bins.pgCluster: "github.com/carbide-dev/carbide/backend/pgtest/cmd/pgtest-cluster",
 	}); err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -90,6 +92,9 @@ var packages = map[string]string{
 	"busybox":  "busybox-static",
 	"perfdhcp": "kea-admin",
 	"psql":     "postgresql-client",
+
+	"qemu-system-x86_64": "qemu-system-x86 ipxe-qemu",
+	"radvd":              "radvd",
 }
 
 // findProgram returns the absolute path of a program: on PATH, or in the

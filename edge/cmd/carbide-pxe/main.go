@@ -1,0 +1,151 @@
+// Command carbide-pxe is Carbide's PXE daemon: it serves the iPXE binaries
+// over TFTP, and per-machine iPXE scripts, the discovery agent's
+// configuration, boot artifacts and cloud-init data over HTTP, asking the
+// Carbide API how each machine boots. See package pxed for what it does,
+// and --help for how to run it.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/carbide-dev/carbide/edge/internal/pxed"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.LookupEnv, os.Stderr)
+	stop()
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		os.Exit(0)
+	case err != nil:
+		fmt.Fprintln(os.Stderr, "carbide-pxe:", err)
+		os.Exit(1)
+	}
+}
+
+const usage = `Usage: carbide-pxe --pki-dir /etc/carbide [flags]
+
+carbide-pxe is Carbide's network boot server. It keeps no state: for every
+machine that boots it asks the Carbide API (carbide.boot.v1.BootService)
+what the machine boots, so any number of replicas agree.
+
+TFTP (--tftp-listen, UDP port 69; needs root or CAP_NET_BIND_SERVICE)
+serves the files under --tftp-root read-only, with the blksize and tsize
+options: the iPXE binaries carbide-dhcp names (undionly.kpxe, snponly.efi).
+
+HTTP (--http-listen) serves:
+  /ipxe/<mac>                   the machine's iPXE script
+  /agent/<mac>.json             the discovery agent's configuration and token
+  /artifacts/<path>             files under --artifacts-dir (kernel, initrd)
+  /cloud-init/<mac>/meta-data   a NoCloud seed (also user-data, vendor-data)
+
+It authenticates to the API with a client certificate of the pxe role. With
+the API's development PKI, point --pki-dir at <api-data-dir>/pki, which holds
+pxe.crt, pxe.key and ca.crt.
+
+Metrics (Prometheus) are served on --metrics-listen at /metrics:
+carbide_pxe_http_requests_total{route,code}, carbide_pxe_scripts_total{action},
+carbide_pxe_api_errors_total{code}, carbide_pxe_tftp_transfers_total{result},
+carbide_pxe_tftp_bytes_total and others; /healthz answers ok.
+
+Every flag can also be set as an environment variable: --pki-dir as
+CARBIDE_PXE_PKI_DIR, --tftp-root as CARBIDE_PXE_TFTP_ROOT, and so on. Flags
+on the command line win.
+
+Flags:
+`
+
+func run(ctx context.Context, args []string, lookupEnv func(string) (string, bool), stderr io.Writer) error {
+	cfg, logger, err := parseFlags(args, lookupEnv, stderr)
+	if err != nil {
+		return err
+	}
+	return cfg.Run(ctx, logger)
+}
+
+// parseFlags reads the configuration from the environment and args; it
+// leaves checking it to Config.Validate.
+func parseFlags(args []string, lookupEnv func(string) (string, bool), stderr io.Writer) (*pxed.Config, *slog.Logger, error) {
+	fs := flag.NewFlagSet("carbide-pxe", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfg := pxed.DefaultConfig()
+	fs.StringVar(&cfg.APIURL, "api-url", cfg.APIURL, "base URL of the Carbide API")
+	fs.StringVar(&cfg.PKIDir, "pki-dir", "", "directory holding pxe.crt, pxe.key and ca.crt (the API's <data-dir>/pki); --cert, --key and --ca override its files")
+	fs.StringVar(&cfg.CertFile, "cert", "", "client certificate (PEM) of the pxe role")
+	fs.StringVar(&cfg.KeyFile, "key", "", "private key (PEM) of --cert")
+	fs.StringVar(&cfg.CAFile, "ca", "", "CA bundle (PEM) the API's certificate must chain to; empty: the system roots")
+	fs.DurationVar(&cfg.APITimeout, "api-timeout", cfg.APITimeout, "deadline of each API call; a request whose call fails gets 503 with Retry-After, and iPXE asks again")
+	fs.StringVar(&cfg.HTTPListen, "http-listen", cfg.HTTPListen, "host:port of the HTTP server (scripts, agent configuration, artifacts, cloud-init)")
+	fs.StringVar(&cfg.PublicURL, "public-url", "", "base `URL` machines reach the HTTP server at, placed into the scripts (e.g. http://10.0.0.1:8080); empty: http://<Host header of the request>")
+	fs.StringVar(&cfg.ArtifactsDir, "artifacts-dir", cfg.ArtifactsDir, "directory served under /artifacts/ (the discovery kernel and initrd); empty: none")
+	fs.StringVar(&cfg.TFTPListen, "tftp-listen", cfg.TFTPListen, "host:port of the TFTP server; empty: off")
+	fs.StringVar(&cfg.TFTPRoot, "tftp-root", cfg.TFTPRoot, "directory served over TFTP (Debian's ipxe package puts undionly.kpxe, ipxe.efi and snponly.efi in /usr/lib/ipxe)")
+	fs.DurationVar(&cfg.TFTPTimeout, "tftp-timeout", cfg.TFTPTimeout, "how long a TFTP transfer waits for each acknowledgement before it sends again (5 tries)")
+	fs.StringVar(&cfg.DiscoveryKernel, "discovery-kernel", cfg.DiscoveryKernel, "kernel of the discovery image: a path under --artifacts-dir or an http(s) URL")
+	fs.StringVar(&cfg.DiscoveryInitrd, "discovery-initrd", cfg.DiscoveryInitrd, "initrd of the discovery image: a path under --artifacts-dir or an http(s) URL")
+	fs.StringVar(&cfg.DiscoveryKernelArgs, "discovery-kernel-args", cfg.DiscoveryKernelArgs, "extra kernel arguments of the discovery image, separated by spaces")
+	fs.DurationVar(&cfg.RetryInterval, "retry-interval", cfg.RetryInterval, "how long the script of a MAC the API does not know waits before it asks again (whole seconds)")
+	fs.StringVar(&cfg.AgentAPIURL, "agent-api-url", "", "API URL handed to the discovery agent, as booted machines reach it; empty: --api-url")
+	fs.StringVar(&cfg.AgentCAFile, "agent-ca-file", "", "CA bundle (PEM) handed to the discovery agent; empty: the CA the daemon trusts for the API (--ca, or ca.crt in --pki-dir)")
+	fs.StringVar(&cfg.MetricsListen, "metrics-listen", cfg.MetricsListen, "host:port of the Prometheus /metrics and /healthz endpoint; empty: off")
+	logLevel := fs.String("log-level", "info", "log level: debug, info (every request and transfer), warn or error")
+	logFormat := fs.String("log-format", "text", "log format: text or json")
+	fs.Usage = func() {
+		fmt.Fprint(stderr, usage)
+		fs.PrintDefaults()
+	}
+	if err := envDefaults(fs, lookupEnv); err != nil {
+		return nil, nil, err
+	}
+	if err := fs.Parse(args); err != nil {
+		return nil, nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, nil, fmt.Errorf("unexpected arguments %q; see --help", fs.Args())
+	}
+	logger, err := newLogger(stderr, *logLevel, *logFormat)
+	if err != nil {
+		return nil, nil, err
+	}
+	return &cfg, logger, nil
+}
+
+// envDefaults sets each flag from CARBIDE_PXE_<NAME> when that is set;
+// the command line still wins.
+func envDefaults(fs *flag.FlagSet, lookupEnv func(string) (string, bool)) error {
+	var errs []error
+	fs.VisitAll(func(f *flag.Flag) {
+		name := "CARBIDE_PXE_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v, ok := lookupEnv(name); ok {
+			if err := f.Value.Set(v); err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", name, err))
+			}
+		}
+	})
+	return errors.Join(errs...)
+}
+
+func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("log-level: %q is not debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: l}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("log-format: %q is not text or json", format)
+}

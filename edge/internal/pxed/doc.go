@@ -1,0 +1,59 @@
+// Package pxed is Carbide's PXE daemon: a stateless edge process that
+// serves network boot on behalf of the Carbide API, which decides what
+// every machine boots (carbide.boot.v1.BootService.GetBootConfig). Any
+// number of replicas give the same answers, because none of them keeps
+// state.
+//
+// # TFTP
+//
+// [TFTPHandler] serves the regular files under --tftp-root (the iPXE
+// binaries: undionly.kpxe, snponly.efi, ipxe.efi), read-only: a write
+// request gets an error packet. It honours the block size (blksize, RFC
+// 2348) and transfer size (tsize, RFC 2349) options. File names are
+// resolved in an [os.Root], so an absolute name, a ".." element or a
+// symbolic link that leads out of the root is refused; so is anything
+// that is not a regular file.
+//
+// # HTTP
+//
+// [HTTPHandler] serves:
+//
+//   - GET /ipxe/{mac}: the machine's iPXE script. It calls GetBootConfig
+//     with the MAC and the request's IPv4 source address, and renders the
+//     discovery image (kernel and initrd, with carbide.config and
+//     carbide.mac on the kernel command line), an exit to the next boot
+//     device for BOOT_ACTION_LOCAL_DISK, or, for a MAC no machine has, a
+//     script that waits --retry-interval and asks again. When the API
+//     fails the answer is 503 with Retry-After, never a partial script.
+//   - GET /agent/{mac}.json: the discovery agent's configuration
+//     ([agentconfig.Config]) with the agent token the API issues, only to
+//     the address that holds the MAC's lease. 403 when the API withheld
+//     the token, 409 when the machine is not being discovered.
+//   - GET /artifacts/{path}: the files under --artifacts-dir (kernels,
+//     initrds), with Range requests, confined like TFTP; no listings.
+//   - GET /cloud-init/{mac}/{meta-data,user-data,vendor-data}: a NoCloud
+//     seed with the machine's ID and host name.
+//
+// MACs in paths may be colon- or hyphen-separated, in either case; the
+// daemon uses the lower-case colon form. Every value placed into a script
+// or a seed (MAC, machine ID, host name, URLs, kernel arguments) is
+// checked against a strict alphabet first: a value outside it fails the
+// request with 500 and a log line rather than being escaped, so no host
+// name or label can add an iPXE command or a YAML key.
+//
+// # Metrics
+//
+// On --metrics-listen (127.0.0.1:9168; /metrics, and /healthz):
+// carbide_pxe_http_requests_total{route,code},
+// carbide_pxe_http_request_seconds{route},
+// carbide_pxe_http_response_bytes_total{route},
+// carbide_pxe_scripts_total{action},
+// carbide_pxe_api_errors_total{code}, carbide_pxe_tftp_transfers_total{result},
+// carbide_pxe_tftp_bytes_total and carbide_pxe_tftp_transfer_seconds.
+//
+// # Testing
+//
+// The API is reached through the small [BootAPI] interface; the tests
+// drive it with a fake BootService served over HTTP, and the TFTP server
+// with pin/tftp's client.
+package pxed

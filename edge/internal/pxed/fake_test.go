@@ -1,0 +1,317 @@
+package pxed
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"io"
+	"log/slog"
+	"math/big"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+	bootv1 "github.com/carbide-dev/carbide/gen/carbide/boot/v1"
+	"github.com/carbide-dev/carbide/gen/carbide/boot/v1/bootv1connect"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+)
+
+// The machine the fake API knows by default.
+const (
+	testMAC       = "52:54:00:12:34:56"
+	testMachineID = "6d3c9b8e-2a8f-4c5e-9a4b-3c2d1e0f9a8b"
+	testHostname  = "node-1.lab.example"
+	testLease     = "10.0.0.50" // the address leased to testMAC
+	testToken     = "agent-token-0123456789-secret"
+)
+
+var testExpiry = time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
+
+// fakeBoot is a BootService that answers like the API: it knows machines
+// by MAC, and issues the agent token of a machine being discovered only to
+// the address leased to it.
+type fakeBoot struct {
+	bootv1connect.UnimplementedBootServiceHandler
+
+	mu sync.Mutex
+	// machines are the API's answers by MAC, without token fields.
+	machines map[string]*bootv1.GetBootConfigResponse
+	// leases are the addresses leased to each MAC.
+	leases map[string]string
+	// err, if set, is what every call returns.
+	err error
+	// block makes every call wait until its context ends.
+	block bool
+	calls []*bootv1.GetBootConfigRequest
+}
+
+var _ bootv1connect.BootServiceHandler = (*fakeBoot)(nil)
+
+func newFakeBoot() *fakeBoot {
+	return &fakeBoot{
+		machines: map[string]*bootv1.GetBootConfigResponse{
+			testMAC: {
+				MachineId: testMachineID,
+				Hostname:  testHostname,
+				Action:    bootv1.BootAction_BOOT_ACTION_DISCOVERY,
+			},
+		},
+		leases: map[string]string{testMAC: testLease},
+	}
+}
+
+func (f *fakeBoot) GetBootConfig(ctx context.Context, req *connect.Request[bootv1.GetBootConfigRequest]) (*connect.Response[bootv1.GetBootConfigResponse], error) {
+	f.mu.Lock()
+	f.calls = append(f.calls, proto.Clone(req.Msg).(*bootv1.GetBootConfigRequest))
+	m, ok := f.machines[req.Msg.GetMac()]
+	lease := f.leases[req.Msg.GetMac()]
+	err, block := f.err, f.block
+	f.mu.Unlock()
+	if block {
+		<-ctx.Done()
+		return nil, connect.NewError(connect.CodeDeadlineExceeded, ctx.Err())
+	}
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return nil, connect.NewError(connect.CodeNotFound, nil)
+	}
+	resp := proto.Clone(m).(*bootv1.GetBootConfigResponse)
+	if resp.Action == bootv1.BootAction_BOOT_ACTION_DISCOVERY {
+		if req.Msg.GetClientAddress() != "" && req.Msg.GetClientAddress() == lease {
+			resp.AgentToken = testToken
+			resp.AgentTokenExpireTime = timestamppb.New(testExpiry)
+		} else {
+			resp.TokenWithheldReason = "client address " + req.Msg.GetClientAddress() + " does not hold the lease of " + req.Msg.GetMac()
+		}
+	}
+	return connect.NewResponse(resp), nil
+}
+
+// set replaces the machine with mac.
+func (f *fakeBoot) set(mac string, m *bootv1.GetBootConfigResponse) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.machines[mac] = m
+}
+
+func (f *fakeBoot) setErr(err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.err = err
+}
+
+func (f *fakeBoot) lastCall(t *testing.T) *bootv1.GetBootConfigRequest {
+	t.Helper()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.calls) == 0 {
+		t.Fatal("the API was not called")
+	}
+	return f.calls[len(f.calls)-1]
+}
+
+func (f *fakeBoot) callCount() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.calls)
+}
+
+// serve serves f over HTTP and returns its URL.
+func (f *fakeBoot) serve(t *testing.T) string {
+	t.Helper()
+	mux := http.NewServeMux()
+	mux.Handle(bootv1connect.NewBootServiceHandler(f))
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
+// client returns a BootAPI that calls f over HTTP, through the generated
+// client, as the daemon does.
+func (f *fakeBoot) client(t *testing.T) BootAPI {
+	t.Helper()
+	return NewSDKAPI(bootv1connect.NewBootServiceClient(http.DefaultClient, f.serve(t)))
+}
+
+// syncBuffer is a log sink that tests read while servers write.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func testLogger(w io.Writer) *slog.Logger {
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+// writeCA writes a self-signed CA certificate (PEM) to dir/name and
+// returns its path and contents.
+func writeCA(t *testing.T, dir, name string) (string, string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "test CA"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(time.Hour),
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageCertSign,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	path := filepath.Join(dir, name)
+	if err := os.WriteFile(path, p, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path, string(p)
+}
+
+// testEnv is an HTTPHandler wired to a fake API, with its metrics and log.
+type testEnv struct {
+	fake      *fakeBoot
+	h         *HTTPHandler
+	metrics   *Metrics
+	log       *syncBuffer
+	artifacts string // the artifacts directory
+	outside   string // a file next to it, outside, that must never be served
+	caPEM     string // the agent's CA bundle
+}
+
+const secretContent = "this file is outside every served directory"
+
+// newTestEnv returns a handler for a valid configuration (edited by edit)
+// with an artifacts directory holding scout/vmlinuz, scout/scout.cpio.gz,
+// a directory, and a symbolic link out of it.
+func newTestEnv(t *testing.T, edit func(*Config)) *testEnv {
+	t.Helper()
+	env := &testEnv{fake: newFakeBoot(), log: &syncBuffer{}}
+	top := t.TempDir()
+	env.artifacts = filepath.Join(top, "artifacts")
+	env.outside = filepath.Join(top, "secret")
+	mustWrite(t, env.outside, []byte(secretContent))
+	mustWrite(t, filepath.Join(env.artifacts, "scout", "vmlinuz"), kernelBytes())
+	mustWrite(t, filepath.Join(env.artifacts, "scout", "scout.cpio.gz"), []byte("initrd"))
+	if err := os.Symlink(env.outside, filepath.Join(env.artifacts, "link-out")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("../../secret", filepath.Join(env.artifacts, "scout", "relative-link-out")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("vmlinuz", filepath.Join(env.artifacts, "scout", "link-in")); err != nil {
+		t.Fatal(err)
+	}
+	var caFile string
+	caFile, env.caPEM = writeCA(t, top, "agent-ca.crt")
+
+	c := DefaultConfig()
+	c.APIURL = "http://127.0.0.1:1"
+	c.ArtifactsDir = env.artifacts
+	c.TFTPListen = ""
+	c.AgentAPIURL = "https://198.18.0.1:1079"
+	c.AgentCAFile = caFile
+	if edit != nil {
+		edit(&c)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	m, err := NewMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env.metrics = m
+	h, err := NewHTTPHandler(&c, env.fake.client(t), m, testLogger(env.log))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Close() })
+	env.h = h
+	return env
+}
+
+// kernelBytes is the test kernel: 10000 bytes, each its offset mod 251.
+func kernelBytes() []byte {
+	b := make([]byte, 10000)
+	for i := range b {
+		b[i] = byte(i % 251)
+	}
+	return b
+}
+
+func mustWrite(t *testing.T, path string, b []byte) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// get sends GET target from remote (host:port) to the handler.
+func (env *testEnv) get(target, remote string, header http.Header) *httptest.ResponseRecorder {
+	req := httptest.NewRequest(http.MethodGet, target, nil)
+	req.RemoteAddr = remote
+	req.Host = "198.18.0.2:8080"
+	for k, v := range header {
+		req.Header[k] = v
+	}
+	w := httptest.NewRecorder()
+	env.h.ServeHTTP(w, req)
+	return w
+}
+
+// staticAPI answers every call with resp.
+type staticAPI struct {
+	resp *bootv1.GetBootConfigResponse
+}
+
+func (s *staticAPI) GetBootConfig(context.Context, *bootv1.GetBootConfigRequest) (*bootv1.GetBootConfigResponse, error) {
+	return proto.Clone(s.resp).(*bootv1.GetBootConfigResponse), nil
+}
+
+// httptestRequest is a GET of target from remote.
+func httptestRequest(target, remote string) *http.Request {
+	req := httptest.NewRequest(http.MethodGet, target, nil)
+	req.RemoteAddr = remote
+	return req
+}
+
+func serve(h http.Handler, req *http.Request) *httptest.ResponseRecorder {
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, req)
+	return w
+}

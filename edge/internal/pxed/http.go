@@ -1,0 +1,452 @@
+package pxed
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/carbide-dev/carbide/edge/internal/agentconfig"
+	bootv1 "github.com/carbide-dev/carbide/gen/carbide/boot/v1"
+)
+
+// retryAfterSeconds is the Retry-After of a 503: iPXE waits that long and
+// sends the request again.
+const retryAfterSeconds = "5"
+
+// HTTPHandler serves the daemon's HTTP routes: iPXE scripts, agent
+// configuration, artifacts and cloud-init data.
+type HTTPHandler struct {
+	api        BootAPI
+	apiTimeout time.Duration
+	publicURL  string
+	// artifacts is the artifacts directory; nil serves none.
+	artifacts   *os.Root
+	scripts     scripts
+	agentAPIURL string
+	agentCAPEM  string
+	metrics     *Metrics
+	logger      *slog.Logger
+	mux         *http.ServeMux
+}
+
+// NewHTTPHandler returns the HTTP handler of c, which must be valid. It
+// opens c.ArtifactsDir, which Close closes, and reads the agent's CA
+// bundle once.
+func NewHTTPHandler(c *Config, api BootAPI, m *Metrics, logger *slog.Logger) (*HTTPHandler, error) {
+	h := &HTTPHandler{
+		api:        api,
+		apiTimeout: c.APITimeout,
+		publicURL:  strings.TrimSuffix(c.PublicURL, "/"),
+		scripts: scripts{
+			kernel:       c.DiscoveryKernel,
+			initrd:       c.DiscoveryInitrd,
+			kernelArgs:   strings.Fields(c.DiscoveryKernelArgs),
+			retrySeconds: int(c.RetryInterval / time.Second),
+		},
+		agentAPIURL: c.agentAPIURL(),
+		metrics:     m,
+		logger:      logger,
+	}
+	if f := c.agentCAFile(); f != "" {
+		pem, err := readCAPEM(f)
+		if err != nil {
+			return nil, fmt.Errorf("read the agent's CA bundle: %w", err)
+		}
+		h.agentCAPEM = pem
+	}
+	if c.ArtifactsDir != "" {
+		root, err := os.OpenRoot(c.ArtifactsDir)
+		if err != nil {
+			return nil, fmt.Errorf("open the artifacts directory: %w", err)
+		}
+		h.artifacts = root
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET "+ipxePath+"{mac}", h.route(routeIPXE, h.serveIPXE))
+	mux.Handle("GET "+agentconfig.Path+"{file}", h.route(routeAgent, h.serveAgentConfig))
+	mux.Handle("GET /cloud-init/{mac}/{file}", h.route(routeCloudInit, h.serveCloudInit))
+	if h.artifacts != nil {
+		mux.Handle("GET "+artifactsPath+"{path...}", h.route(routeArtifacts, h.serveArtifact))
+	}
+	h.mux = mux
+	return h, nil
+}
+
+// Close closes the artifacts directory.
+func (h *HTTPHandler) Close() error {
+	if h.artifacts != nil {
+		return h.artifacts.Close()
+	}
+	return nil
+}
+
+// ServeHTTP serves r, and logs and counts it.
+func (h *HTTPHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	rec := &recorder{ResponseWriter: w, route: routeOther}
+	h.mux.ServeHTTP(rec, r)
+	if rec.status == 0 {
+		rec.status = http.StatusOK
+	}
+	elapsed := time.Since(start)
+	h.metrics.httpRequests.WithLabelValues(rec.route, strconv.Itoa(rec.status)).Inc()
+	h.metrics.httpSeconds.WithLabelValues(rec.route).Observe(elapsed.Seconds())
+	h.metrics.httpBytes.WithLabelValues(rec.route).Add(float64(rec.bytes))
+
+	level := slog.LevelInfo
+	if rec.status >= 500 {
+		level = slog.LevelWarn
+	}
+	// The path only: a query string is never logged.
+	attrs := append([]slog.Attr{
+		slog.String("method", r.Method), slog.String("path", r.URL.Path), slog.Int("status", rec.status),
+		slog.Int64("bytes", rec.bytes), slog.Duration("duration", elapsed), slog.String("client", clientHost(r)),
+	}, rec.attrs...)
+	h.logger.LogAttrs(r.Context(), level, "http request", attrs...)
+}
+
+// route wraps a route's handler so that its requests are counted under
+// name.
+func (h *HTTPHandler) route(name string, f http.HandlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if rec, ok := w.(*recorder); ok {
+			rec.route = name
+		}
+		f(w, r)
+	})
+}
+
+// recorder notes the status and size of a response, and attributes for
+// the request's log line.
+type recorder struct {
+	http.ResponseWriter
+	route  string
+	status int
+	bytes  int64
+	attrs  []slog.Attr
+}
+
+func (r *recorder) WriteHeader(code int) {
+	if r.status == 0 {
+		r.status = code
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *recorder) Write(b []byte) (int, error) {
+	if r.status == 0 {
+		r.status = http.StatusOK
+	}
+	n, err := r.ResponseWriter.Write(b)
+	r.bytes += int64(n)
+	return n, err
+}
+
+// ReadFrom keeps the underlying writer's sendfile path for artifacts.
+func (r *recorder) ReadFrom(src io.Reader) (int64, error) {
+	if r.status == 0 {
+		r.status = http.StatusOK
+	}
+	var n int64
+	var err error
+	if rf, ok := r.ResponseWriter.(io.ReaderFrom); ok {
+		n, err = rf.ReadFrom(src)
+	} else {
+		n, err = io.Copy(r.ResponseWriter, src)
+	}
+	r.bytes += n
+	return n, err
+}
+
+// Unwrap lets http.ResponseController reach the underlying writer.
+func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+// annotate adds attributes to the request's log line.
+func annotate(w http.ResponseWriter, attrs ...slog.Attr) {
+	if rec, ok := w.(*recorder); ok {
+		rec.attrs = append(rec.attrs, attrs...)
+	}
+}
+
+// clientHost is the address the request came from.
+func clientHost(r *http.Request) string {
+	if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
+		return ap.Addr().Unmap().String()
+	}
+	return r.RemoteAddr
+}
+
+// clientIPv4 is the IPv4 address the request came from, "" for another
+// kind: the API issues an agent token only to the address leased to the
+// machine.
+func clientIPv4(r *http.Request) string {
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		return ""
+	}
+	if a := ap.Addr().Unmap(); a.Is4() {
+		return a.String()
+	}
+	return ""
+}
+
+// plain writes a short plain-text response.
+func plain(w http.ResponseWriter, code int, format string, args ...any) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(code)
+	fmt.Fprintf(w, format+"\n", args...)
+}
+
+// noStore marks a response as not to be cached: it is per machine and
+// per moment, and may hold a token.
+func noStore(w http.ResponseWriter) {
+	w.Header().Set("Cache-Control", "no-store")
+}
+
+// macParam returns the normalised MAC of the request's path, or answers
+// 400 and returns false.
+func macParam(w http.ResponseWriter, raw string) (string, bool) {
+	mac, ok := parseMAC(raw)
+	if !ok {
+		plain(w, http.StatusBadRequest, "%q is not a MAC address; give six hex bytes such as 52:54:00:12:34:56", raw)
+	}
+	return mac, ok
+}
+
+// bootConfig asks the API how the machine with mac boots. With wantToken
+// it passes the request's address, so that the API issues an agent token
+// if that address holds the MAC's lease; only the agent configuration
+// needs one. It counts and logs a failure; the caller answers it.
+func (h *HTTPHandler) bootConfig(ctx context.Context, w http.ResponseWriter, r *http.Request, mac string, wantToken bool) (*bootv1.GetBootConfigResponse, error) {
+	ctx, cancel := context.WithTimeout(ctx, h.apiTimeout)
+	defer cancel()
+	client := ""
+	if wantToken {
+		client = clientIPv4(r)
+	}
+	annotate(w, slog.String("mac", mac))
+	resp, err := h.api.GetBootConfig(ctx, &bootv1.GetBootConfigRequest{Mac: mac, ClientAddress: client})
+	if err != nil {
+		code := connect.CodeOf(err).String()
+		h.metrics.apiErrors.WithLabelValues(code).Inc()
+		annotate(w, slog.String("api_code", code))
+		if connect.CodeOf(err) != connect.CodeNotFound {
+			annotate(w, slog.String("api_error", err.Error()))
+		}
+		return nil, err
+	}
+	annotate(w, slog.String("machine_id", resp.GetMachineId()), slog.String("action", resp.GetAction().String()))
+	return resp, nil
+}
+
+// unavailable answers a failed API call: 503 with Retry-After, which iPXE
+// obeys by asking again.
+func unavailable(w http.ResponseWriter) {
+	w.Header().Set("Retry-After", retryAfterSeconds)
+	plain(w, http.StatusServiceUnavailable, "the Carbide API cannot be reached; try again in %s seconds", retryAfterSeconds)
+}
+
+// invalid answers an API response the daemon will not use.
+func (h *HTTPHandler) invalid(w http.ResponseWriter, err error) {
+	h.metrics.apiErrors.WithLabelValues(codeInvalidResponse).Inc()
+	annotate(w, slog.String("error", err.Error()))
+	plain(w, http.StatusInternalServerError, "the Carbide API's answer for this machine cannot be served; see the daemon's log")
+}
+
+// baseURL is the URL machines reach the daemon at, without a trailing
+// slash: --public-url, else http://<Host header>.
+func (h *HTTPHandler) baseURL(r *http.Request) (string, bool) {
+	if h.publicURL != "" {
+		return h.publicURL, true
+	}
+	if !validHostPort(r.Host) {
+		return "", false
+	}
+	return "http://" + r.Host, true
+}
+
+// serveIPXE serves GET /ipxe/{mac}: the machine's iPXE script.
+func (h *HTTPHandler) serveIPXE(w http.ResponseWriter, r *http.Request) {
+	noStore(w)
+	mac, ok := macParam(w, r.PathValue("mac"))
+	if !ok {
+		return
+	}
+	base, ok := h.baseURL(r)
+	if !ok {
+		plain(w, http.StatusBadRequest, "the Host header %q is not a host name or address; set --public-url", r.Host)
+		return
+	}
+	var script []byte
+	var action string
+	resp, err := h.bootConfig(r.Context(), w, r, mac, false)
+	switch {
+	case connect.CodeOf(err) == connect.CodeNotFound:
+		script, err = h.scripts.renderUnknown(base, mac)
+		action = scriptUnknown
+	case err != nil:
+		unavailable(w)
+		return
+	default:
+		script, err = h.scripts.render(base, mac, resp)
+		action = scriptLocalDisk
+		if resp.GetAction() == bootv1.BootAction_BOOT_ACTION_DISCOVERY {
+			action = scriptDiscovery
+		}
+	}
+	if err != nil {
+		h.invalid(w, err)
+		return
+	}
+	h.metrics.scripts.WithLabelValues(action).Inc()
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Content-Length", strconv.Itoa(len(script)))
+	w.Write(script)
+}
+
+// serveAgentConfig serves GET /agent/{mac}.json: the discovery agent's
+// configuration, with the token the API issues to the machine.
+func (h *HTTPHandler) serveAgentConfig(w http.ResponseWriter, r *http.Request) {
+	noStore(w)
+	raw, ok := strings.CutSuffix(r.PathValue("file"), ".json")
+	if !ok {
+		plain(w, http.StatusNotFound, "not found; the agent configuration is at %s<mac>.json", agentconfig.Path)
+		return
+	}
+	mac, ok := macParam(w, raw)
+	if !ok {
+		return
+	}
+	resp, err := h.bootConfig(r.Context(), w, r, mac, true)
+	switch {
+	case connect.CodeOf(err) == connect.CodeNotFound:
+		plain(w, http.StatusNotFound, "no machine has MAC %s", mac)
+		return
+	case err != nil:
+		unavailable(w)
+		return
+	}
+	if resp.GetAction() != bootv1.BootAction_BOOT_ACTION_DISCOVERY {
+		plain(w, http.StatusConflict, "machine %s is not being discovered (it boots %s); it has no agent configuration",
+			resp.GetMachineId(), actionName(resp.GetAction()))
+		return
+	}
+	if resp.GetAgentToken() == "" {
+		reason := resp.GetTokenWithheldReason()
+		if reason == "" {
+			reason = "the Carbide API issued no agent token for this machine"
+		}
+		annotate(w, slog.String("token_withheld_reason", reason))
+		plain(w, http.StatusForbidden, "%s", reason)
+		return
+	}
+	if !validMachineID(resp.GetMachineId()) {
+		h.invalid(w, fmt.Errorf("the API returned an invalid machine id %q", resp.GetMachineId()))
+		return
+	}
+	if !resp.GetAgentTokenExpireTime().IsValid() {
+		h.invalid(w, errors.New("the API returned an agent token without a valid expiry time"))
+		return
+	}
+	body, err := json.Marshal(agentconfig.Config{
+		APIURL:          h.agentAPIURL,
+		CAPEM:           h.agentCAPEM,
+		MachineID:       resp.GetMachineId(),
+		Token:           resp.GetAgentToken(),
+		TokenExpireTime: resp.GetAgentTokenExpireTime().AsTime(),
+	})
+	if err != nil {
+		h.invalid(w, fmt.Errorf("encode the agent configuration: %w", err))
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	w.Write(body)
+}
+
+// actionName is a boot action in the words of a message.
+func actionName(a bootv1.BootAction) string {
+	switch a {
+	case bootv1.BootAction_BOOT_ACTION_DISCOVERY:
+		return "the discovery image"
+	case bootv1.BootAction_BOOT_ACTION_LOCAL_DISK:
+		return "from its local disk"
+	}
+	return a.String()
+}
+
+// serveArtifact serves GET /artifacts/{path...}: a regular file under the
+// artifacts directory, with Range, If-Modified-Since and HEAD support. It
+// never lists a directory.
+func (h *HTTPHandler) serveArtifact(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("path")
+	f, info, err := openFile(h.artifacts, name)
+	if err != nil {
+		refusal := fileRefusal(err)
+		annotate(w, slog.String("refused", refusal), slog.String("error", err.Error()))
+		switch refusal {
+		case "invalid":
+			plain(w, http.StatusBadRequest, "not a path inside the artifacts directory")
+		case "not_found":
+			plain(w, http.StatusNotFound, "no such artifact")
+		default:
+			plain(w, http.StatusForbidden, "this artifact may not be served")
+		}
+		return
+	}
+	defer f.Close()
+	http.ServeContent(w, r, info.Name(), info.ModTime(), f)
+}
+
+// serveCloudInit serves GET /cloud-init/{mac}/{meta-data,user-data,
+// vendor-data}: a NoCloud seed for the machine.
+func (h *HTTPHandler) serveCloudInit(w http.ResponseWriter, r *http.Request) {
+	noStore(w)
+	file := r.PathValue("file")
+	if file != "meta-data" && file != "user-data" && file != "vendor-data" {
+		plain(w, http.StatusNotFound, "not found; the seed has meta-data, user-data and vendor-data")
+		return
+	}
+	mac, ok := macParam(w, r.PathValue("mac"))
+	if !ok {
+		return
+	}
+	if file == "vendor-data" {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.WriteHeader(http.StatusOK)
+		return
+	}
+	resp, err := h.bootConfig(r.Context(), w, r, mac, false)
+	switch {
+	case connect.CodeOf(err) == connect.CodeNotFound:
+		plain(w, http.StatusNotFound, "no machine has MAC %s", mac)
+		return
+	case err != nil:
+		unavailable(w)
+		return
+	}
+	var body []byte
+	if file == "meta-data" {
+		body, err = metaData(resp)
+	} else {
+		body, err = userData(resp)
+	}
+	if err != nil {
+		h.invalid(w, err)
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	w.Write(body)
+}

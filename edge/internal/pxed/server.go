@@ -1,0 +1,231 @@
+package pxed
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"os"
+	"time"
+
+	"github.com/carbide-dev/carbide/sdk/carbide"
+	"github.com/pin/tftp/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sync/errgroup"
+)
+
+// shutdownGrace is how long HTTP requests in progress (an artifact download,
+// say) may take to finish once the daemon stops.
+const shutdownGrace = 10 * time.Second
+
+// Addrs are the addresses the daemon listens on; nil for a listener that
+// is off.
+type Addrs struct {
+	HTTP    net.Addr
+	TFTP    net.Addr
+	Metrics net.Addr
+}
+
+// Run serves HTTP, TFTP and metrics until ctx is done; it then stops
+// accepting, lets requests and transfers in progress finish (HTTP for up
+// to 10 s) and returns nil. It returns an error when the configuration is
+// invalid, a socket cannot be opened, or a server fails.
+func (c *Config) Run(ctx context.Context, logger *slog.Logger) error {
+	return c.run(ctx, logger, nil)
+}
+
+// run is Run; ready, if set, is called with the listening addresses once
+// every socket is open.
+func (c *Config) run(ctx context.Context, logger *slog.Logger, ready func(Addrs)) error {
+	if err := c.Validate(); err != nil {
+		return err
+	}
+	var opts []carbide.Option
+	if cert, key, ca := c.credentials(); cert != "" {
+		opts = append(opts, carbide.WithClientCertificate(cert, key, ca))
+	}
+	client, err := carbide.New(c.APIURL, opts...)
+	if err != nil {
+		return err
+	}
+
+	reg := prometheus.NewRegistry()
+	if err := errors.Join(
+		reg.Register(collectors.NewGoCollector()),
+		reg.Register(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})),
+	); err != nil {
+		return fmt.Errorf("register metrics: %w", err)
+	}
+	m, err := NewMetrics(reg)
+	if err != nil {
+		return err
+	}
+	httpHandler, err := NewHTTPHandler(c, NewSDKAPI(client.Boot), m, logger)
+	if err != nil {
+		return err
+	}
+	defer httpHandler.Close()
+
+	// Open every socket before serving on any, so that a port in use
+	// fails the start.
+	var closers []func()
+	closeAll := func() {
+		for _, f := range closers {
+			f()
+		}
+	}
+	var addrs Addrs
+	httpListener, err := net.Listen("tcp", c.HTTPListen)
+	if err != nil {
+		return fmt.Errorf("listen for HTTP: %w", err)
+	}
+	closers = append(closers, func() { httpListener.Close() })
+	addrs.HTTP = httpListener.Addr()
+
+	var tftpConn net.PacketConn
+	var tftpRoot *os.Root
+	if c.TFTPListen != "" {
+		tftpRoot, err = os.OpenRoot(c.TFTPRoot)
+		if err != nil {
+			closeAll()
+			return fmt.Errorf("open the TFTP root: %w", err)
+		}
+		defer tftpRoot.Close()
+		tftpConn, err = ListenTFTP(c.TFTPListen)
+		if err != nil {
+			closeAll()
+			return fmt.Errorf("listen for TFTP: %w (port 69 needs root or CAP_NET_BIND_SERVICE)", err)
+		}
+		closers = append(closers, func() { tftpConn.Close() })
+		addrs.TFTP = tftpConn.LocalAddr()
+	}
+
+	var metricsListener net.Listener
+	if c.MetricsListen != "" {
+		metricsListener, err = net.Listen("tcp", c.MetricsListen)
+		if err != nil {
+			closeAll()
+			return fmt.Errorf("listen for metrics: %w", err)
+		}
+		closers = append(closers, func() { metricsListener.Close() })
+		addrs.Metrics = metricsListener.Addr()
+	}
+
+	errorLog := slog.NewLogLogger(logger.Handler(), slog.LevelWarn)
+	httpServer := &http.Server{
+		Handler:           httpHandler,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          errorLog,
+	}
+	var metricsServer *http.Server
+	if metricsListener != nil {
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+		mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+		metricsServer = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ErrorLog: errorLog}
+	}
+	var tftpServer *tftp.Server
+	if tftpConn != nil {
+		th := NewTFTPHandler(tftpRoot, m, logger)
+		tftpServer = tftp.NewServer(th.Read, th.Write)
+		tftpServer.SetTimeout(c.TFTPTimeout)
+	}
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		if err := httpServer.Serve(httpListener); !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("serve HTTP: %w", err)
+		}
+		return nil
+	})
+	if metricsServer != nil {
+		g.Go(func() error {
+			if err := metricsServer.Serve(metricsListener); !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("serve metrics: %w", err)
+			}
+			return nil
+		})
+	}
+	if tftpServer != nil {
+		g.Go(func() error {
+			if err := tftpServer.Serve(tftpConn); err != nil && gctx.Err() == nil {
+				return fmt.Errorf("serve TFTP: %w", err)
+			}
+			return nil
+		})
+	}
+	g.Go(func() error {
+		<-gctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+		defer cancel()
+		if err := httpServer.Shutdown(sctx); err != nil {
+			httpServer.Close()
+		}
+		if metricsServer != nil {
+			metricsServer.Shutdown(sctx)
+		}
+		if tftpServer != nil {
+			// Shutdown closes the socket and waits for the transfers in
+			// progress, each of which ends within its retries.
+			tftpServer.Shutdown()
+		}
+		closeAll()
+		return nil
+	})
+
+	public := c.PublicURL
+	if public == "" {
+		public = "http://<Host header>"
+	}
+	attrs := []any{slog.String("address", addrs.HTTP.String()), slog.String("public_url", public),
+		slog.String("api", redactURL(c.APIURL)), slog.String("agent_api", redactURL(c.agentAPIURL()))}
+	if c.ArtifactsDir != "" {
+		attrs = append(attrs, slog.String("artifacts", c.ArtifactsDir))
+	}
+	if addrs.Metrics != nil {
+		attrs = append(attrs, slog.String("metrics", addrs.Metrics.String()))
+	}
+	logger.Info("serving HTTP", attrs...)
+	if addrs.TFTP != nil {
+		logger.Info("serving TFTP", "address", addrs.TFTP.String(), "root", c.TFTPRoot)
+	}
+	if loopbackURL(c.agentAPIURL()) {
+		logger.Warn("the discovery agent gets a loopback API URL, which a booted machine cannot reach; set --agent-api-url",
+			"agent_api_url", redactURL(c.agentAPIURL()))
+	}
+	if ready != nil {
+		ready(addrs)
+	}
+	err = g.Wait()
+	logger.Info("stopped serving")
+	return err
+}
+
+// redactURL hides a password in u, for logs.
+func redactURL(u string) string {
+	p, err := url.Parse(u)
+	if err != nil {
+		return "(unparsable)"
+	}
+	return p.Redacted()
+}
+
+// loopbackURL reports whether u names a loopback host.
+func loopbackURL(u string) bool {
+	p, err := url.Parse(u)
+	if err != nil {
+		return false
+	}
+	if p.Hostname() == "localhost" {
+		return true
+	}
+	a, err := netip.ParseAddr(p.Hostname())
+	return err == nil && a.IsLoopback()
+}
