@@ -125,6 +125,20 @@ func TestNetworkBoot(t *testing.T) {
 		t.Errorf("addresses %q and %q: want two distinct ones", a, b)
 	}
 
+	// The first box again, from the same NIC: it is the same machine, and
+	// being Ready it is told to boot from its disk (which is blank, so the
+	// firmware stops there).
+	same := l.startVM(t, vmSpec{name: "bios-again", mac: specs[0].mac, serial: specs[0].serial, uuid: specs[0].uuid,
+		cpus: specs[0].cpus, memoryMB: specs[0].memoryMB, diskMB: specs[0].diskMB, diskID: specs[0].diskID})
+	localDisk := regexp.MustCompile(`msg="http request".* path=/ipxe/` + specs[0].mac + ` .*machine_id=` + bios.GetId() + ` action=BOOT_ACTION_LOCAL_DISK`)
+	if !waitFor(2*time.Minute, func() bool { return localDisk.MatchString(l.pxe.out.String()) }) {
+		t.Fatalf("carbide-pxe served the rebooted Ready machine no local-disk script")
+	}
+	same.proc.stop(t)
+	if m := l.machine(t, specs[0].mac); m.GetId() != bios.GetId() || m.GetState() != machinev1.MachineState_MACHINE_STATE_READY {
+		t.Errorf("after booting again from its NIC: %v, want machine %s, Ready", m, bios.GetId())
+	}
+
 	// The first box again, from another NIC (as if booted from its second
 	// port): it is enrolled as a new MAC, then found to be the same
 	// hardware and folded into its machine.
@@ -333,6 +347,28 @@ func (l *lab) waitReady(t *testing.T, v *vm, timeout time.Duration) (*machinev1.
 	}
 	t.Errorf("%s VM: not Ready within %s; machine: %v", v.spec.name, timeout, last)
 	return nil, 0
+}
+
+// machine returns the machine with an interface with mac.
+func (l *lab) machine(t *testing.T, mac string) *machinev1.Machine {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := l.client.Machines.ListMachines(ctx, connect.NewRequest(&machinev1.ListMachinesRequest{Mac: mac}))
+	if err != nil || len(resp.Msg.GetMachines()) != 1 {
+		t.Fatalf("the machine of %s: %v, %v", mac, resp, err)
+	}
+	return resp.Msg.GetMachines()[0]
+}
+
+// waitFor polls cond until it holds or timeout passes.
+func waitFor(timeout time.Duration, cond func() bool) bool {
+	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		if cond() {
+			return true
+		}
+	}
+	return cond()
 }
 
 // countMachines returns how many machines the API knows.
