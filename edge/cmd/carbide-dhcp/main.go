@@ -16,6 +16,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/carbide-dev/carbide/edge/internal/daemon"
 	"github.com/carbide-dev/carbide/edge/internal/dhcpd"
 )
 
@@ -76,6 +77,8 @@ type listFlag struct {
 	fromEnv bool
 }
 
+var _ daemon.EnvSetter = (*listFlag)(nil)
+
 func (l *listFlag) String() string {
 	if l == nil || l.values == nil {
 		return ""
@@ -95,6 +98,16 @@ func (l *listFlag) Set(s string) error {
 	return nil
 }
 
+// SetEnv sets the list from the environment, for the command line to
+// replace.
+func (l *listFlag) SetEnv(s string) error {
+	if err := l.Set(s); err != nil {
+		return err
+	}
+	l.fromEnv = len(*l.values) > 0
+	return nil
+}
+
 func run(ctx context.Context, args []string, lookupEnv func(string) (string, bool), stderr io.Writer) error {
 	cfg, logger, err := parseFlags(args, lookupEnv, stderr)
 	if err != nil {
@@ -106,17 +119,10 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 // parseFlags reads the configuration from the environment and args; it
 // leaves checking it to Config.Validate.
 func parseFlags(args []string, lookupEnv func(string) (string, bool), stderr io.Writer) (*dhcpd.Config, *slog.Logger, error) {
-	fs := flag.NewFlagSet("carbide-dhcp", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := daemon.NewFlagSet("carbide-dhcp", usage, stderr)
 	cfg := dhcpd.DefaultConfig()
-	fs.StringVar(&cfg.APIURL, "api-url", cfg.APIURL, "base URL of the Carbide API")
-	fs.StringVar(&cfg.PKIDir, "pki-dir", "", "directory holding dhcp.crt, dhcp.key and ca.crt (the API's <data-dir>/pki); --cert, --key and --ca override its files")
-	fs.StringVar(&cfg.CertFile, "cert", "", "client certificate (PEM) of the dhcp role")
-	fs.StringVar(&cfg.KeyFile, "key", "", "private key (PEM) of --cert")
-	fs.StringVar(&cfg.CAFile, "ca", "", "CA bundle (PEM) the API's certificate must chain to; empty: the system roots")
-	fs.DurationVar(&cfg.APITimeout, "api-timeout", cfg.APITimeout, "deadline of each API call; a request whose call fails gets no reply, and the client retries")
-	interfaces := &listFlag{values: &cfg.Interfaces}
-	fs.Var(interfaces, "interface", "`name` of a network interface to serve on; repeat the flag or give a comma-separated list (required)")
+	cfg.APIConfig.AddFlags(fs, dhcpd.Role, "a request whose call fails gets no reply, and the client retries")
+	fs.Var(&listFlag{values: &cfg.Interfaces}, "interface", "`name` of a network interface to serve on; repeat the flag or give a comma-separated list (required)")
 	fs.TextVar(&cfg.ServerID, "server-id", cfg.ServerID, "server identifier (option 54, an IPv4 `address`) of every reply; empty: the daemon's IPv4 address on the receiving interface")
 	fs.IntVar(&cfg.Port, "port", cfg.Port, "UDP port to listen on and to send replies to relay agents to (change only for testing)")
 	fs.IntVar(&cfg.ClientPort, "client-port", cfg.ClientPort, "UDP port to send replies to clients to (change only for testing)")
@@ -128,55 +134,13 @@ func parseFlags(args []string, lookupEnv func(string) (string, bool), stderr io.
 	fs.StringVar(&cfg.EFIARM64File, "efi-arm64-file", "", "boot file of arm64 UEFI PXE clients (arch 11); empty: none")
 	fs.StringVar(&cfg.HTTPBootURL, "http-boot-url", "", "boot URL of x86-64 UEFI HTTP boot clients (arch 16, vendor class HTTPClient); empty: none")
 	fs.StringVar(&cfg.MetricsListen, "metrics-listen", cfg.MetricsListen, "host:port of the Prometheus /metrics and /healthz endpoint; empty: off")
-	logLevel := fs.String("log-level", "info", "log level: debug (every packet), info, warn or error")
-	logFormat := fs.String("log-format", "text", "log format: text or json")
-	fs.Usage = func() {
-		fmt.Fprint(stderr, usage)
-		fs.PrintDefaults()
-	}
-	if err := envDefaults(fs, lookupEnv); err != nil {
+	logFlags := daemon.AddLogFlags(fs, "log level: debug (every packet), info, warn or error")
+	if err := daemon.Parse(fs, "CARBIDE_DHCP_", args, lookupEnv); err != nil {
 		return nil, nil, err
 	}
-	interfaces.fromEnv = len(cfg.Interfaces) > 0
-	if err := fs.Parse(args); err != nil {
-		return nil, nil, err
-	}
-	if fs.NArg() > 0 {
-		return nil, nil, fmt.Errorf("unexpected arguments %q; see --help", fs.Args())
-	}
-	logger, err := newLogger(stderr, *logLevel, *logFormat)
+	logger, err := logFlags.Logger(stderr)
 	if err != nil {
 		return nil, nil, err
 	}
 	return &cfg, logger, nil
-}
-
-// envDefaults sets each flag from CARBIDE_DHCP_<NAME> when that is set;
-// the command line still wins.
-func envDefaults(fs *flag.FlagSet, lookupEnv func(string) (string, bool)) error {
-	var errs []error
-	fs.VisitAll(func(f *flag.Flag) {
-		name := "CARBIDE_DHCP_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
-		if v, ok := lookupEnv(name); ok {
-			if err := f.Value.Set(v); err != nil {
-				errs = append(errs, fmt.Errorf("%s: %w", name, err))
-			}
-		}
-	})
-	return errors.Join(errs...)
-}
-
-func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
-	var l slog.Level
-	if err := l.UnmarshalText([]byte(level)); err != nil {
-		return nil, fmt.Errorf("log-level: %q is not debug, info, warn or error", level)
-	}
-	opts := &slog.HandlerOptions{Level: l}
-	switch format {
-	case "text":
-		return slog.New(slog.NewTextHandler(w, opts)), nil
-	case "json":
-		return slog.New(slog.NewJSONHandler(w, opts)), nil
-	}
-	return nil, fmt.Errorf("log-format: %q is not text or json", format)
 }

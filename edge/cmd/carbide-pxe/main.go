@@ -14,9 +14,9 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 
+	"github.com/carbide-dev/carbide/edge/internal/daemon"
 	"github.com/carbide-dev/carbide/edge/internal/pxed"
 )
 
@@ -76,15 +76,9 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 // parseFlags reads the configuration from the environment and args; it
 // leaves checking it to Config.Validate.
 func parseFlags(args []string, lookupEnv func(string) (string, bool), stderr io.Writer) (*pxed.Config, *slog.Logger, error) {
-	fs := flag.NewFlagSet("carbide-pxe", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := daemon.NewFlagSet("carbide-pxe", usage, stderr)
 	cfg := pxed.DefaultConfig()
-	fs.StringVar(&cfg.APIURL, "api-url", cfg.APIURL, "base URL of the Carbide API")
-	fs.StringVar(&cfg.PKIDir, "pki-dir", "", "directory holding pxe.crt, pxe.key and ca.crt (the API's <data-dir>/pki); --cert, --key and --ca override its files")
-	fs.StringVar(&cfg.CertFile, "cert", "", "client certificate (PEM) of the pxe role")
-	fs.StringVar(&cfg.KeyFile, "key", "", "private key (PEM) of --cert")
-	fs.StringVar(&cfg.CAFile, "ca", "", "CA bundle (PEM) the API's certificate must chain to; empty: the system roots")
-	fs.DurationVar(&cfg.APITimeout, "api-timeout", cfg.APITimeout, "deadline of each API call; a request whose call fails gets 503 with Retry-After, and iPXE asks again")
+	cfg.APIConfig.AddFlags(fs, pxed.Role, "a request whose call fails gets 503 with Retry-After, and iPXE asks again")
 	fs.StringVar(&cfg.HTTPListen, "http-listen", cfg.HTTPListen, "host:port of the HTTP server (scripts, agent configuration, artifacts, cloud-init)")
 	fs.StringVar(&cfg.PublicURL, "public-url", "", "base `URL` machines reach the HTTP server at, placed into the scripts (e.g. http://10.0.0.1:8080); empty: http://<Host header of the request>")
 	fs.StringVar(&cfg.ArtifactsDir, "artifacts-dir", cfg.ArtifactsDir, "directory served under /artifacts/ (the discovery kernel and initrd); empty: none")
@@ -98,54 +92,13 @@ func parseFlags(args []string, lookupEnv func(string) (string, bool), stderr io.
 	fs.StringVar(&cfg.AgentAPIURL, "agent-api-url", "", "API URL handed to the discovery agent, as booted machines reach it; empty: --api-url")
 	fs.StringVar(&cfg.AgentCAFile, "agent-ca-file", "", "CA bundle (PEM) handed to the discovery agent; empty: the CA the daemon trusts for the API (--ca, or ca.crt in --pki-dir)")
 	fs.StringVar(&cfg.MetricsListen, "metrics-listen", cfg.MetricsListen, "host:port of the Prometheus /metrics and /healthz endpoint; empty: off")
-	logLevel := fs.String("log-level", "info", "log level: debug, info (every request and transfer), warn or error")
-	logFormat := fs.String("log-format", "text", "log format: text or json")
-	fs.Usage = func() {
-		fmt.Fprint(stderr, usage)
-		fs.PrintDefaults()
-	}
-	if err := envDefaults(fs, lookupEnv); err != nil {
+	logFlags := daemon.AddLogFlags(fs, "log level: debug, info (every request and transfer), warn or error")
+	if err := daemon.Parse(fs, "CARBIDE_PXE_", args, lookupEnv); err != nil {
 		return nil, nil, err
 	}
-	if err := fs.Parse(args); err != nil {
-		return nil, nil, err
-	}
-	if fs.NArg() > 0 {
-		return nil, nil, fmt.Errorf("unexpected arguments %q; see --help", fs.Args())
-	}
-	logger, err := newLogger(stderr, *logLevel, *logFormat)
+	logger, err := logFlags.Logger(stderr)
 	if err != nil {
 		return nil, nil, err
 	}
 	return &cfg, logger, nil
-}
-
-// envDefaults sets each flag from CARBIDE_PXE_<NAME> when that is set;
-// the command line still wins.
-func envDefaults(fs *flag.FlagSet, lookupEnv func(string) (string, bool)) error {
-	var errs []error
-	fs.VisitAll(func(f *flag.Flag) {
-		name := "CARBIDE_PXE_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
-		if v, ok := lookupEnv(name); ok {
-			if err := f.Value.Set(v); err != nil {
-				errs = append(errs, fmt.Errorf("%s: %w", name, err))
-			}
-		}
-	})
-	return errors.Join(errs...)
-}
-
-func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
-	var l slog.Level
-	if err := l.UnmarshalText([]byte(level)); err != nil {
-		return nil, fmt.Errorf("log-level: %q is not debug, info, warn or error", level)
-	}
-	opts := &slog.HandlerOptions{Level: l}
-	switch format {
-	case "text":
-		return slog.New(slog.NewTextHandler(w, opts)), nil
-	case "json":
-		return slog.New(slog.NewJSONHandler(w, opts)), nil
-	}
-	return nil, fmt.Errorf("log-format: %q is not text or json", format)
 }

@@ -3,15 +3,16 @@ package dhcpd
 import (
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"net/url"
-	"os"
-	"path/filepath"
-	"strconv"
 	"strings"
-	"time"
+
+	"github.com/carbide-dev/carbide/edge/internal/daemon"
 )
+
+// Role is the daemon's role in the Carbide API: its client certificate is
+// dhcp.crt in the PKI directory.
+const Role = "dhcp"
 
 // MACPlaceholder is replaced by the client's MAC address in the iPXE
 // script URL.
@@ -20,19 +21,9 @@ const MACPlaceholder = "{mac}"
 // Config is the configuration of the DHCP daemon. The zero value is not
 // usable: start from [DefaultConfig].
 type Config struct {
-	// APIURL is the base URL of the Carbide API, e.g.
-	// https://carbide.example:1079.
-	APIURL string
-	// PKIDir is a directory holding dhcp.crt, dhcp.key and ca.crt, as the
-	// API's development PKI writes them (<api-data-dir>/pki). CertFile,
-	// KeyFile and CAFile override the files in it.
-	PKIDir string
-	// CertFile and KeyFile are the daemon's client certificate (of the
-	// dhcp role) and its key; CAFile is the CA bundle that the API's
-	// certificate must chain to ("" for the system roots).
-	CertFile, KeyFile, CAFile string
-	// APITimeout bounds every API call.
-	APITimeout time.Duration
+	// APIConfig is how the daemon reaches the Carbide API, with the
+	// client certificate of the dhcp role (Role).
+	daemon.APIConfig
 
 	// Interfaces are the network interfaces to serve on.
 	Interfaces []string
@@ -78,8 +69,7 @@ type Config struct {
 // credentials are left to set.
 func DefaultConfig() Config {
 	return Config{
-		APIURL:        "https://127.0.0.1:1079",
-		APITimeout:    2 * time.Second,
+		APIConfig:     daemon.DefaultAPIConfig(),
 		Port:          67,
 		ClientPort:    68,
 		MaxInFlight:   32,
@@ -89,61 +79,11 @@ func DefaultConfig() Config {
 	}
 }
 
-// credentials returns the client certificate, key and CA files: the
-// explicit ones, else those in PKIDir.
-func (c *Config) credentials() (cert, key, ca string) {
-	cert, key, ca = c.CertFile, c.KeyFile, c.CAFile
-	if c.PKIDir != "" {
-		if cert == "" {
-			cert = filepath.Join(c.PKIDir, "dhcp.crt")
-		}
-		if key == "" {
-			key = filepath.Join(c.PKIDir, "dhcp.key")
-		}
-		if ca == "" {
-			ca = filepath.Join(c.PKIDir, "ca.crt")
-		}
-	}
-	return cert, key, ca
-}
-
 // Validate reports every problem of the configuration at once, each saying
 // what to change.
 func (c *Config) Validate() error {
-	var errs []error
+	errs := c.APIConfig.Validate(Role)
 	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
-
-	u, err := url.Parse(c.APIURL)
-	switch {
-	case c.APIURL == "":
-		add("api-url: empty; give the Carbide API's URL, e.g. https://carbide.example:1079")
-	case err != nil:
-		// url.Error quotes the whole URL, which may hold a password.
-		add("api-url: not a URL; give one like https://carbide.example:1079")
-		u = nil
-	case u.Scheme != "https" && u.Scheme != "http", u.Host == "":
-		add("api-url: %q is not an http:// or https:// URL with a host", u.Redacted())
-	}
-	cert, key, ca := c.credentials()
-	if u != nil && u.Scheme == "https" {
-		if cert == "" || key == "" {
-			add("no client certificate: give --pki-dir (the API's <data-dir>/pki, holding dhcp.crt and dhcp.key) or --cert and --key")
-		}
-	}
-	if u != nil && u.Scheme == "http" && (cert != "" || key != "" || ca != "") {
-		add("api-url: %q is plain http; client certificates need an https:// URL", u.Redacted())
-	}
-	for _, f := range []struct{ flag, path string }{{"cert", cert}, {"key", key}, {"ca", ca}} {
-		if f.path == "" {
-			continue
-		}
-		if _, err := os.Stat(f.path); err != nil {
-			add("%s: %w", f.flag, err)
-		}
-	}
-	if c.APITimeout <= 0 {
-		add("api-timeout: %s; give a positive duration, e.g. 2s", c.APITimeout)
-	}
 
 	if len(c.Interfaces) == 0 {
 		add("interface: none given; name at least one network interface to serve on (--interface eth1)")
@@ -197,10 +137,8 @@ func (c *Config) Validate() error {
 	}
 
 	if c.MetricsListen != "" {
-		if _, port, err := net.SplitHostPort(c.MetricsListen); err != nil {
+		if err := daemon.CheckListen(c.MetricsListen); err != nil {
 			add("metrics-listen: %w", err)
-		} else if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
-			add("metrics-listen: %q has no valid port", c.MetricsListen)
 		}
 	}
 	if err := errors.Join(errs...); err != nil {

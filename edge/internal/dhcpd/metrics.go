@@ -1,9 +1,7 @@
 package dhcpd
 
 import (
-	"errors"
-	"fmt"
-
+	"github.com/carbide-dev/carbide/edge/internal/daemon"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -61,14 +59,8 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
 		}, []string{"type"}),
 	}
-	var errs []error
-	for _, c := range []prometheus.Collector{m.requests, m.replies, m.drops, m.apiErrors, m.handleSeconds} {
-		if err := reg.Register(c); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	if err := errors.Join(errs...); err != nil {
-		return nil, fmt.Errorf("register metrics: %w", err)
+	if err := daemon.Register(reg, m.requests, m.replies, m.drops, m.apiErrors, m.handleSeconds); err != nil {
+		return nil, err
 	}
 	// Start the usual series at zero, so that rates work from the first
 	// scrape.

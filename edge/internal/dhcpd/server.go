@@ -7,17 +7,12 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"net/netip"
-	"net/url"
 	"sync"
 	"time"
 
-	"github.com/carbide-dev/carbide/sdk/carbide"
+	"github.com/carbide-dev/carbide/edge/internal/daemon"
 	"github.com/insomniacslk/dhcp/dhcpv4/server4"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -29,11 +24,7 @@ func (c *Config) Run(ctx context.Context, logger *slog.Logger) error {
 	if err := c.Validate(); err != nil {
 		return err
 	}
-	var opts []carbide.Option
-	if cert, key, ca := c.credentials(); cert != "" {
-		opts = append(opts, carbide.WithClientCertificate(cert, key, ca))
-	}
-	client, err := carbide.New(c.APIURL, opts...)
+	client, err := c.Client(Role)
 	if err != nil {
 		return err
 	}
@@ -42,12 +33,9 @@ func (c *Config) Run(ctx context.Context, logger *slog.Logger) error {
 		return err
 	}
 
-	reg := prometheus.NewRegistry()
-	if err := errors.Join(
-		reg.Register(collectors.NewGoCollector()),
-		reg.Register(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})),
-	); err != nil {
-		return fmt.Errorf("register metrics: %w", err)
+	reg, err := daemon.NewRegistry()
+	if err != nil {
+		return err
 	}
 	m, err := NewMetrics(reg)
 	if err != nil {
@@ -69,18 +57,10 @@ func (c *Config) Run(ctx context.Context, logger *slog.Logger) error {
 		}
 		conns = append(conns, conn)
 	}
-	var metricsServer *http.Server
-	var metricsListener net.Listener
-	if c.MetricsListen != "" {
-		metricsListener, err = net.Listen("tcp", c.MetricsListen)
-		if err != nil {
-			closeAll()
-			return fmt.Errorf("listen for metrics: %w", err)
-		}
-		mux := http.NewServeMux()
-		mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-		mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
-		metricsServer = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	metrics, err := daemon.ListenMetrics(c.MetricsListen, reg, nil)
+	if err != nil {
+		closeAll()
+		return err
 	}
 
 	g, gctx := errgroup.WithContext(ctx)
@@ -88,25 +68,16 @@ func (c *Config) Run(ctx context.Context, logger *slog.Logger) error {
 		conn := conns[i]
 		g.Go(func() error { return h.serve(gctx, conn, iface, c.MaxInFlight) })
 	}
-	if metricsServer != nil {
-		g.Go(func() error {
-			if err := metricsServer.Serve(metricsListener); !errors.Is(err, http.ErrServerClosed) {
-				return fmt.Errorf("serve metrics: %w", err)
-			}
-			return nil
-		})
-	}
+	g.Go(metrics.Serve)
 	g.Go(func() error {
 		<-gctx.Done()
 		closeAll()
-		if metricsServer != nil {
-			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			metricsServer.Shutdown(sctx)
-		}
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		metrics.Shutdown(sctx)
 		return nil
 	})
-	attrs := []any{slog.String("api", redactURL(c.APIURL)), slog.Int("port", c.Port), slog.String("metrics", c.MetricsListen)}
+	attrs := []any{slog.String("api", daemon.RedactURL(c.APIURL)), slog.Int("port", c.Port), slog.String("metrics", c.MetricsListen)}
 	for _, iface := range ifaces {
 		attrs = append(attrs, slog.String("interface."+iface.Name, iface.Addr.String()))
 	}
@@ -114,15 +85,6 @@ func (c *Config) Run(ctx context.Context, logger *slog.Logger) error {
 	err = g.Wait()
 	logger.Info("stopped serving DHCP")
 	return err
-}
-
-// redactURL hides a password in u, for logs.
-func redactURL(u string) string {
-	p, err := url.Parse(u)
-	if err != nil {
-		return "(unparsable)"
-	}
-	return p.Redacted()
 }
 
 // resolveInterfaces finds each named interface and its first IPv4 address.

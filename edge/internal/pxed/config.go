@@ -6,32 +6,25 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"net"
 	"net/url"
 	"os"
 	"path"
-	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
+
+	"github.com/carbide-dev/carbide/edge/internal/daemon"
 )
+
+// Role is the daemon's role in the Carbide API: its client certificate is
+// pxe.crt in the PKI directory.
+const Role = "pxe"
 
 // Config is the configuration of the PXE daemon. The zero value is not
 // usable: start from [DefaultConfig].
 type Config struct {
-	// APIURL is the base URL of the Carbide API, e.g.
-	// https://carbide.example:1079.
-	APIURL string
-	// PKIDir is a directory holding pxe.crt, pxe.key and ca.crt, as the
-	// API's development PKI writes them (<api-data-dir>/pki). CertFile,
-	// KeyFile and CAFile override the files in it.
-	PKIDir string
-	// CertFile and KeyFile are the daemon's client certificate (of the
-	// pxe role) and its key; CAFile is the CA bundle that the API's
-	// certificate must chain to ("" for the system roots).
-	CertFile, KeyFile, CAFile string
-	// APITimeout bounds every API call.
-	APITimeout time.Duration
+	// APIConfig is how the daemon reaches the Carbide API, with the
+	// client certificate of the pxe role (Role).
+	daemon.APIConfig
 
 	// HTTPListen is the host:port of the HTTP server (iPXE scripts, agent
 	// configuration, artifacts, cloud-init).
@@ -79,8 +72,7 @@ type Config struct {
 // set.
 func DefaultConfig() Config {
 	return Config{
-		APIURL:              "https://127.0.0.1:1079",
-		APITimeout:          2 * time.Second,
+		APIConfig:           daemon.DefaultAPIConfig(),
 		HTTPListen:          ":8080",
 		ArtifactsDir:        "/var/lib/carbide/artifacts",
 		TFTPListen:          ":69",
@@ -92,24 +84,6 @@ func DefaultConfig() Config {
 		RetryInterval:       10 * time.Second,
 		MetricsListen:       "127.0.0.1:9168",
 	}
-}
-
-// credentials returns the client certificate, key and CA files: the
-// explicit ones, else those in PKIDir.
-func (c *Config) credentials() (cert, key, ca string) {
-	cert, key, ca = c.CertFile, c.KeyFile, c.CAFile
-	if c.PKIDir != "" {
-		if cert == "" {
-			cert = filepath.Join(c.PKIDir, "pxe.crt")
-		}
-		if key == "" {
-			key = filepath.Join(c.PKIDir, "pxe.key")
-		}
-		if ca == "" {
-			ca = filepath.Join(c.PKIDir, "ca.crt")
-		}
-	}
-	return cert, key, ca
 }
 
 // agentAPIURL is the API URL the discovery agent gets.
@@ -125,49 +99,19 @@ func (c *Config) agentCAFile() string {
 	if c.AgentCAFile != "" {
 		return c.AgentCAFile
 	}
-	_, _, ca := c.credentials()
+	_, _, ca := c.Credentials(Role)
 	return ca
 }
 
 // Validate reports every problem of the configuration at once, each saying
 // what to change.
 func (c *Config) Validate() error {
-	var errs []error
+	errs := c.APIConfig.Validate(Role)
 	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
-
-	u, err := url.Parse(c.APIURL)
-	switch {
-	case c.APIURL == "":
-		add("api-url: empty; give the Carbide API's URL, e.g. https://carbide.example:1079")
-	case err != nil:
-		// url.Error quotes the whole URL, which may hold a password.
-		add("api-url: not a URL; give one like https://carbide.example:1079")
-		u = nil
-	case u.Scheme != "https" && u.Scheme != "http", u.Host == "":
-		add("api-url: %q is not an http:// or https:// URL with a host", u.Redacted())
-	}
-	cert, key, ca := c.credentials()
-	if u != nil && u.Scheme == "https" && (cert == "" || key == "") {
-		add("no client certificate: give --pki-dir (the API's <data-dir>/pki, holding pxe.crt and pxe.key) or --cert and --key")
-	}
-	if u != nil && u.Scheme == "http" && (cert != "" || key != "" || ca != "") {
-		add("api-url: %q is plain http; client certificates need an https:// URL", u.Redacted())
-	}
-	for _, f := range []struct{ flag, path string }{{"cert", cert}, {"key", key}, {"ca", ca}} {
-		if f.path == "" {
-			continue
-		}
-		if _, err := os.Stat(f.path); err != nil {
-			add("%s: %w", f.flag, err)
-		}
-	}
-	if c.APITimeout <= 0 {
-		add("api-timeout: %s; give a positive duration, e.g. 2s", c.APITimeout)
-	}
 
 	if c.HTTPListen == "" {
 		add("http-listen: empty; give the host:port to serve HTTP on, e.g. :8080")
-	} else if err := checkListen(c.HTTPListen); err != nil {
+	} else if err := daemon.CheckListen(c.HTTPListen); err != nil {
 		add("http-listen: %w", err)
 	}
 	if c.PublicURL != "" {
@@ -182,7 +126,7 @@ func (c *Config) Validate() error {
 	}
 
 	if c.TFTPListen != "" {
-		if err := checkListen(c.TFTPListen); err != nil {
+		if err := daemon.CheckListen(c.TFTPListen); err != nil {
 			add("tftp-listen: %w", err)
 		}
 		if err := checkDir(c.TFTPRoot); err != nil {
@@ -225,6 +169,8 @@ func (c *Config) Validate() error {
 		}
 	}
 	// The agent gets the CA bundle as PEM text; check now that it is one.
+	// (A CA file that does not exist is reported as ca: already.)
+	_, _, ca := c.Credentials(Role)
 	if c.AgentCAFile != "" {
 		if _, err := readCAPEM(c.AgentCAFile); err != nil {
 			add("agent-ca-file: %w", err)
@@ -236,24 +182,12 @@ func (c *Config) Validate() error {
 	}
 
 	if c.MetricsListen != "" {
-		if err := checkListen(c.MetricsListen); err != nil {
+		if err := daemon.CheckListen(c.MetricsListen); err != nil {
 			add("metrics-listen: %w", err)
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("invalid configuration: %w", err)
-	}
-	return nil
-}
-
-// checkListen accepts host:port with a port in 0-65535.
-func checkListen(s string) error {
-	_, port, err := net.SplitHostPort(s)
-	if err != nil {
-		return err
-	}
-	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
-		return fmt.Errorf("%q has no valid port", s)
 	}
 	return nil
 }

@@ -36,9 +36,6 @@ func TestConfigValidate(t *testing.T) {
 		want []string // substrings of the error; none for a valid config
 	}{
 		"defaults with a PKI directory": {},
-		"plain http without certificates": {edit: func(c *Config) {
-			c.APIURL, c.PKIDir = "http://127.0.0.1:1079", ""
-		}},
 		"TFTP off: its root need not exist": {edit: func(c *Config) {
 			c.TFTPListen, c.TFTPRoot = "", "/nonexistent"
 		}},
@@ -80,21 +77,9 @@ func TestConfigValidate(t *testing.T) {
 				"agent-api-url:", "agent-ca-file:", "holds a PRIVATE KEY block", "metrics-listen:",
 			},
 		},
-		"https without a certificate": {
-			edit: func(c *Config) { c.PKIDir = "" },
-			want: []string{"no client certificate", "--pki-dir"},
-		},
-		"certificate files missing": {
-			edit: func(c *Config) { c.PKIDir = filepath.Join(dirs, "no-pki") },
-			want: []string{"cert:", "key:", "ca:", "no such file"},
-		},
 		"a CA file that is not one": {
 			edit: func(c *Config) { c.CAFile = filepath.Join(pki, "pxe.crt") },
 			want: []string{"ca:", "holds no PEM certificate"},
-		},
-		"http with certificates": {
-			edit: func(c *Config) { c.APIURL = "http://127.0.0.1:1079" },
-			want: []string{"plain http"},
 		},
 		"unsafe public URL": {
 			edit: func(c *Config) { c.PublicURL = "http://10.0.0.1:8080/a;b" },

@@ -12,11 +12,8 @@ import (
 	"os"
 	"time"
 
-	"github.com/carbide-dev/carbide/sdk/carbide"
+	"github.com/carbide-dev/carbide/edge/internal/daemon"
 	"github.com/pin/tftp/v3"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -46,21 +43,14 @@ func (c *Config) run(ctx context.Context, logger *slog.Logger, ready func(Addrs)
 	if err := c.Validate(); err != nil {
 		return err
 	}
-	var opts []carbide.Option
-	if cert, key, ca := c.credentials(); cert != "" {
-		opts = append(opts, carbide.WithClientCertificate(cert, key, ca))
-	}
-	client, err := carbide.New(c.APIURL, opts...)
+	client, err := c.Client(Role)
 	if err != nil {
 		return err
 	}
 
-	reg := prometheus.NewRegistry()
-	if err := errors.Join(
-		reg.Register(collectors.NewGoCollector()),
-		reg.Register(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})),
-	); err != nil {
-		return fmt.Errorf("register metrics: %w", err)
+	reg, err := daemon.NewRegistry()
+	if err != nil {
+		return err
 	}
 	m, err := NewMetrics(reg)
 	if err != nil {
@@ -106,30 +96,20 @@ func (c *Config) run(ctx context.Context, logger *slog.Logger, ready func(Addrs)
 		addrs.TFTP = tftpConn.LocalAddr()
 	}
 
-	var metricsListener net.Listener
-	if c.MetricsListen != "" {
-		metricsListener, err = net.Listen("tcp", c.MetricsListen)
-		if err != nil {
-			closeAll()
-			return fmt.Errorf("listen for metrics: %w", err)
-		}
-		closers = append(closers, func() { metricsListener.Close() })
-		addrs.Metrics = metricsListener.Addr()
-	}
-
 	errorLog := slog.NewLogLogger(logger.Handler(), slog.LevelWarn)
+	metrics, err := daemon.ListenMetrics(c.MetricsListen, reg, errorLog)
+	if err != nil {
+		closeAll()
+		return err
+	}
+	closers = append(closers, func() { metrics.Close() })
+	addrs.Metrics = metrics.Addr()
+
 	httpServer := &http.Server{
 		Handler:           httpHandler,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          errorLog,
-	}
-	var metricsServer *http.Server
-	if metricsListener != nil {
-		mux := http.NewServeMux()
-		mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-		mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
-		metricsServer = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ErrorLog: errorLog}
 	}
 	var tftpServer *tftp.Server
 	if tftpConn != nil {
@@ -145,14 +125,7 @@ func (c *Config) run(ctx context.Context, logger *slog.Logger, ready func(Addrs)
 		}
 		return nil
 	})
-	if metricsServer != nil {
-		g.Go(func() error {
-			if err := metricsServer.Serve(metricsListener); !errors.Is(err, http.ErrServerClosed) {
-				return fmt.Errorf("serve metrics: %w", err)
-			}
-			return nil
-		})
-	}
+	g.Go(metrics.Serve)
 	if tftpServer != nil {
 		g.Go(func() error {
 			if err := tftpServer.Serve(tftpConn); err != nil && gctx.Err() == nil {
@@ -168,9 +141,7 @@ func (c *Config) run(ctx context.Context, logger *slog.Logger, ready func(Addrs)
 		if err := httpServer.Shutdown(sctx); err != nil {
 			httpServer.Close()
 		}
-		if metricsServer != nil {
-			metricsServer.Shutdown(sctx)
-		}
+		metrics.Shutdown(sctx)
 		if tftpServer != nil {
 			// Shutdown closes the socket and waits for the transfers in
 			// progress, each of which ends within its retries.
@@ -185,7 +156,7 @@ func (c *Config) run(ctx context.Context, logger *slog.Logger, ready func(Addrs)
 		public = "http://<Host header>"
 	}
 	attrs := []any{slog.String("address", addrs.HTTP.String()), slog.String("public_url", public),
-		slog.String("api", redactURL(c.APIURL)), slog.String("agent_api", redactURL(c.agentAPIURL()))}
+		slog.String("api", daemon.RedactURL(c.APIURL)), slog.String("agent_api", daemon.RedactURL(c.agentAPIURL()))}
 	if c.ArtifactsDir != "" {
 		attrs = append(attrs, slog.String("artifacts", c.ArtifactsDir))
 	}
@@ -198,7 +169,7 @@ func (c *Config) run(ctx context.Context, logger *slog.Logger, ready func(Addrs)
 	}
 	if loopbackURL(c.agentAPIURL()) {
 		logger.Warn("the discovery agent gets a loopback API URL, which a booted machine cannot reach; set --agent-api-url",
-			"agent_api_url", redactURL(c.agentAPIURL()))
+			"agent_api_url", daemon.RedactURL(c.agentAPIURL()))
 	}
 	if ready != nil {
 		ready(addrs)
@@ -206,15 +177,6 @@ func (c *Config) run(ctx context.Context, logger *slog.Logger, ready func(Addrs)
 	err = g.Wait()
 	logger.Info("stopped serving")
 	return err
-}
-
-// redactURL hides a password in u, for logs.
-func redactURL(u string) string {
-	p, err := url.Parse(u)
-	if err != nil {
-		return "(unparsable)"
-	}
-	return p.Redacted()
 }
 
 // loopbackURL reports whether u names a loopback host.

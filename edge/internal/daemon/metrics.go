@@ -1,0 +1,127 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// NewRegistry returns a Prometheus registry holding the Go runtime and
+// process collectors, for a daemon to add its own metrics to.
+func NewRegistry() (*prometheus.Registry, error) {
+	reg := prometheus.NewRegistry()
+	if err := Register(reg,
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	); err != nil {
+		return nil, err
+	}
+	return reg, nil
+}
+
+// Register registers every collector with reg, and reports all that fail
+// in one error.
+func Register(reg prometheus.Registerer, cs ...prometheus.Collector) error {
+	var errs []error
+	for _, c := range cs {
+		if err := reg.Register(c); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("register metrics: %w", err)
+	}
+	return nil
+}
+
+// MetricsHandler serves the metrics of reg at GET /metrics, and answers
+// "ok" at GET /healthz.
+func MetricsHandler(reg *prometheus.Registry) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	return mux
+}
+
+// MetricsServer is a daemon's Prometheus endpoint: [MetricsHandler] on a
+// TCP socket. A nil *MetricsServer is one that is off: its methods do
+// nothing.
+type MetricsServer struct {
+	listener net.Listener
+	server   *http.Server
+}
+
+// ListenMetrics opens the socket addr (host:port) of the metrics of reg;
+// it returns nil, and no error, when addr is empty. errorLog gets the
+// HTTP server's errors; nil means the log package's standard logger.
+func ListenMetrics(addr string, reg *prometheus.Registry, errorLog *log.Logger) (*MetricsServer, error) {
+	if addr == "" {
+		return nil, nil
+	}
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen for metrics: %w", err)
+	}
+	return &MetricsServer{
+		listener: l,
+		server:   &http.Server{Handler: MetricsHandler(reg), ReadHeaderTimeout: 5 * time.Second, ErrorLog: errorLog},
+	}, nil
+}
+
+// Addr is the address s listens on; nil when s is off.
+func (s *MetricsServer) Addr() net.Addr {
+	if s == nil {
+		return nil
+	}
+	return s.listener.Addr()
+}
+
+// Serve serves until Shutdown or Close, and then returns nil.
+func (s *MetricsServer) Serve() error {
+	if s == nil {
+		return nil
+	}
+	if err := s.server.Serve(s.listener); !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serve metrics: %w", err)
+	}
+	return nil
+}
+
+// Shutdown stops s, letting the scrapes in progress finish until ctx is
+// done.
+func (s *MetricsServer) Shutdown(ctx context.Context) error {
+	if s == nil {
+		return nil
+	}
+	return s.server.Shutdown(ctx)
+}
+
+// Close closes the socket of s, for a daemon that fails to start after
+// ListenMetrics; Shutdown is how a serving one stops.
+func (s *MetricsServer) Close() error {
+	if s == nil {
+		return nil
+	}
+	return s.listener.Close()
+}
+
+// CheckListen accepts a listen address: host:port with a port in 0-65535.
+func CheckListen(s string) error {
+	_, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return err
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return fmt.Errorf("%q has no valid port", s)
+	}
+	return nil
+}
