@@ -2,7 +2,7 @@
 #   make run    start Carbide on the embedded store in ./carbide-data
 #   make test   run every check and test (what CI runs)
 # and the ones behind them: tools, generate, check-generated, lint, breaking,
-# go-test, bench.
+# go-test, bench, bench-boot, bench-dhcp.
 
 SHELL := /bin/bash
 BIN := $(CURDIR)/bin
@@ -10,7 +10,7 @@ export PATH := $(BIN):$(PATH)
 MODULES := gen ent backend edge sdk terraform-provider
 PKGS := $(addprefix ./,$(addsuffix /...,$(MODULES)))
 
-.PHONY: run test tools generate check-generated lint breaking go-test bench scout
+.PHONY: run test tools generate check-generated lint breaking go-test bench bench-boot scout bench-dhcp
 
 run:
 	go run ./backend/cmd/carbide-api
@@ -49,7 +49,22 @@ go-test: tools
 bench: tools
 	go test -run '^$$' -bench . -benchtime 2000x -count 3 -timeout 30m ./backend/internal/apiserver/
 
+# Network boot of a BIOS and a UEFI VM through Carbide and through dnsmasq
+# with busybox httpd, BOOTS boots each, one VM at a time (docs/benchmarks.md).
+# With QUIET, each boot first waits until other processes use fewer cores.
+# Needs root, QEMU and the kernel package (scripts/fetch-kernel).
+BOOTS ?= 3
+QUIET ?= 0
+bench-boot:
+	go test -run '^$$' -bench NetworkBoot -benchtime $(BOOTS)x -timeout 120m ./edge/e2e/ -boot.quiet=$(QUIET)
+
 # The discovery image (docs/scout.md) in .build/artifacts/scout, from the
 # kernel package scripts/fetch-kernel unpacked. The tests build their own.
 scout:
 	scripts/build-scout
+
+# carbide-dhcp against Kea (memfile and PostgreSQL) and dnsmasq under
+# perfdhcp, in network namespaces: run as root. BENCH_* environment
+# variables set its parameters (scripts/bench-dhcp --help).
+bench-dhcp: tools
+	scripts/bench-dhcp

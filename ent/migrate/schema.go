@@ -136,6 +136,11 @@ var (
 				Unique:  false,
 				Columns: []*schema.Column{LeasesColumns[7], LeasesColumns[6]},
 			},
+			{
+				Name:    "lease_mac",
+				Unique:  false,
+				Columns: []*schema.Column{LeasesColumns[1]},
+			},
 		},
 	}
 	// MachinesColumns holds the columns for the "machines" table.
@@ -192,6 +197,13 @@ var (
 				Columns:    []*schema.Column{NicsColumns[7]},
 				RefColumns: []*schema.Column{SegmentsColumns[0]},
 				OnDelete:   schema.SetNull,
+			},
+		},
+		Indexes: []*schema.Index{
+			{
+				Name:    "nic_machine_id",
+				Unique:  false,
+				Columns: []*schema.Column{NicsColumns[6]},
 			},
 		},
 	}

@@ -47,5 +47,7 @@ func (Lease) Indexes() []ent.Index {
 		index.Fields("segment_id", "mac").Unique(),
 		index.Fields("segment_id", "address").Unique(),
 		index.Fields("segment_id", "expire_time"),
+		// A machine's addresses are read by MAC, across segments.
+		index.Fields("mac"),
 	}
 }

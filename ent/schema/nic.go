@@ -6,6 +6,7 @@ import (
 	"entgo.io/ent/schema"
 	"entgo.io/ent/schema/edge"
 	"entgo.io/ent/schema/field"
+	"entgo.io/ent/schema/index"
 	"github.com/google/uuid"
 )
 
@@ -44,5 +45,12 @@ func (NIC) Edges() []ent.Edge {
 		edge.From("segment", Segment.Type).Ref("nics").
 			Field("segment_id").Unique().
 			Annotations(entsql.OnDelete(entsql.SetNull)),
+	}
+}
+
+// Indexes of the NIC: a machine's interfaces are read with every machine.
+func (NIC) Indexes() []ent.Index {
+	return []ent.Index{
+		index.Fields("machine_id"),
 	}
 }
