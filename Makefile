@@ -51,7 +51,8 @@ bench: tools
 
 # Network boot of a BIOS and a UEFI VM through Carbide and through dnsmasq
 # with busybox httpd, BOOTS boots each, one VM at a time (docs/benchmarks.md).
-# With QUIET, each boot first waits until other processes use fewer cores.
+# With QUIET (cores), each boot waits until other processes use fewer, and
+# a boot during which they used more is done again.
 # Needs root, QEMU and the kernel package (scripts/fetch-kernel).
 BOOTS ?= 3
 QUIET ?= 0

@@ -169,7 +169,7 @@ func TestNetworkBoot(t *testing.T) {
 
 // newLab creates the lab namespace and starts the API, carbide-dhcp,
 // carbide-pxe and radvd in it.
-func newLab(t *testing.T) *lab {
+func newLab(t testing.TB) *lab {
 	t.Helper()
 	tools := lookPaths(t, "ip", "qemu-system-x86_64", "radvd")
 	image := scoutImage(t)
@@ -233,7 +233,7 @@ func newLab(t *testing.T) *lab {
 }
 
 // labClient returns an admin client of the API in namespace n.
-func labClient(t *testing.T, n *netns, pkiDir string) *carbide.Client {
+func labClient(t testing.TB, n *netns, pkiDir string) *carbide.Client {
 	t.Helper()
 	pair, err := tls.LoadX509KeyPair(filepath.Join(pkiDir, "admin.crt"), filepath.Join(pkiDir, "admin.key"))
 	if err != nil {
@@ -263,7 +263,7 @@ func labClient(t *testing.T, n *netns, pkiDir string) *carbide.Client {
 }
 
 // startVM boots a VM from the network on a new tap port of the lab bridge.
-func (l *lab) startVM(t *testing.T, s vmSpec) *vm {
+func (l *lab) startVM(t testing.TB, s vmSpec) *vm {
 	t.Helper()
 	l.taps++
 	tap := fmt.Sprintf("tap%d", l.taps)
@@ -317,7 +317,7 @@ func (l *lab) startVM(t *testing.T, s vmSpec) *vm {
 // waitReady waits until the machine with v's MAC is Ready and returns it
 // with the time from power-on; it fails the test on timeout, or when the
 // VM exits first.
-func (l *lab) waitReady(t *testing.T, v *vm, timeout time.Duration) (*machinev1.Machine, time.Duration) {
+func (l *lab) waitReady(t testing.TB, v *vm, timeout time.Duration) (*machinev1.Machine, time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	var last *machinev1.Machine
@@ -350,7 +350,7 @@ func (l *lab) waitReady(t *testing.T, v *vm, timeout time.Duration) (*machinev1.
 }
 
 // machine returns the machine with an interface with mac.
-func (l *lab) machine(t *testing.T, mac string) *machinev1.Machine {
+func (l *lab) machine(t testing.TB, mac string) *machinev1.Machine {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -444,7 +444,7 @@ func waitExit(p *proc, timeout time.Duration) error {
 // ovmfFiles are the UEFI firmware's code and variable store templates.
 type ovmfFiles struct{ code, vars string }
 
-func findOVMF(t *testing.T) ovmfFiles {
+func findOVMF(t testing.TB) ovmfFiles {
 	t.Helper()
 	for _, f := range []ovmfFiles{
 		{"/usr/share/OVMF/OVMF_CODE_4M.fd", "/usr/share/OVMF/OVMF_VARS_4M.fd"},
@@ -460,14 +460,14 @@ func findOVMF(t *testing.T) ovmfFiles {
 	return ovmfFiles{}
 }
 
-func writeFile(t *testing.T, path, body string) {
+func writeFile(t testing.TB, path, body string) {
 	t.Helper()
 	if err := os.WriteFile(path, []byte(body), 0o644); err != nil {
 		t.Fatal(err)
 	}
 }
 
-func copyFile(t *testing.T, from, to string) {
+func copyFile(t testing.TB, from, to string) {
 	t.Helper()
 	b, err := os.ReadFile(from)
 	if err != nil {
@@ -476,7 +476,7 @@ func copyFile(t *testing.T, from, to string) {
 	writeFile(t, to, string(b))
 }
 
-func loadPool(t *testing.T, file string) *x509.CertPool {
+func loadPool(t testing.TB, file string) *x509.CertPool {
 	t.Helper()
 	b, err := os.ReadFile(file)
 	if err != nil {

@@ -77,7 +77,7 @@ func buildAll(outputs map[string]string) error {
 }
 
 // requireRoot fails the test unless it may create network namespaces.
-func requireRoot(t *testing.T) {
+func requireRoot(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Fatal("the DHCP end-to-end tests create network namespaces and veth links: run them as root (sudo -E go test ./edge/e2e/)")
@@ -90,6 +90,7 @@ var packages = map[string]string{
 	"dhclient": "isc-dhcp-client",
 	"dhcrelay": "isc-dhcp-relay",
 	"busybox":  "busybox-static",
+	"dnsmasq":  "dnsmasq-base",
 	"perfdhcp": "kea-admin",
 	"psql":     "postgresql-client",
 
@@ -116,7 +117,7 @@ func findProgram(name string) (string, error) {
 
 // lookPaths returns the absolute path of each program, and fails the test
 // with the packages to install when one is missing.
-func lookPaths(t *testing.T, programs ...string) map[string]string {
+func lookPaths(t testing.TB, programs ...string) map[string]string {
 	t.Helper()
 	paths := map[string]string{}
 	var missing []string

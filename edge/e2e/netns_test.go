@@ -39,7 +39,7 @@ type netns struct {
 
 // newNetns creates a namespace with its loopback up, and deletes it at
 // cleanup, after killing any process still in it. short names it in logs.
-func newNetns(t *testing.T, short string) *netns {
+func newNetns(t testing.TB, short string) *netns {
 	t.Helper()
 	name := fmt.Sprintf("%s%d-%s", nsPrefix, nsCounter.Add(1), short)
 	ipCmd(t, "netns", "add", name)
@@ -136,7 +136,7 @@ func runIP(args ...string) (string, error) {
 }
 
 // ipCmd runs ip(8) and fails the test if it fails.
-func ipCmd(t *testing.T, args ...string) string {
+func ipCmd(t testing.TB, args ...string) string {
 	t.Helper()
 	out, err := runIP(args...)
 	if err != nil {
@@ -146,25 +146,25 @@ func ipCmd(t *testing.T, args ...string) string {
 }
 
 // ip runs `ip -n <namespace> args...`.
-func (n *netns) ip(t *testing.T, args ...string) string {
+func (n *netns) ip(t testing.TB, args ...string) string {
 	t.Helper()
 	return ipCmd(t, append([]string{"-n", n.name}, args...)...)
 }
 
 // addr adds an address (CIDR form) to a device.
-func (n *netns) addr(t *testing.T, dev, cidr string) {
+func (n *netns) addr(t testing.TB, dev, cidr string) {
 	t.Helper()
 	n.ip(t, "addr", "add", cidr, "dev", dev)
 }
 
 // mac sets a device's hardware address.
-func (n *netns) mac(t *testing.T, dev, mac string) {
+func (n *netns) mac(t testing.TB, dev, mac string) {
 	t.Helper()
 	n.ip(t, "link", "set", "dev", dev, "address", mac)
 }
 
 // sysctl sets a sysctl of the namespace, e.g. net.ipv4.ip_forward.
-func (n *netns) sysctl(t *testing.T, key, value string) {
+func (n *netns) sysctl(t testing.TB, key, value string) {
 	t.Helper()
 	path := filepath.Join("/proc/sys", strings.ReplaceAll(key, ".", "/"))
 	err := inNetns(n.name, func() error { return os.WriteFile(path, []byte(value), 0o644) })
@@ -176,7 +176,7 @@ func (n *netns) sysctl(t *testing.T, key, value string) {
 // veth links device devA in namespace a to device devB in namespace b and
 // sets both up. Each end is created in its own namespace, never in the
 // host's.
-func veth(t *testing.T, a *netns, devA string, b *netns, devB string) {
+func veth(t testing.TB, a *netns, devA string, b *netns, devB string) {
 	t.Helper()
 	a.ip(t, "link", "add", "name", devA, "type", "veth", "peer", "name", devB, "netns", b.name)
 	a.ip(t, "link", "set", "dev", devA, "up")
@@ -184,7 +184,7 @@ func veth(t *testing.T, a *netns, devA string, b *netns, devB string) {
 }
 
 // bridge creates bridge br in n with the given devices of n as its ports.
-func (n *netns) bridge(t *testing.T, br string, ports ...string) {
+func (n *netns) bridge(t testing.TB, br string, ports ...string) {
 	t.Helper()
 	n.ip(t, "link", "add", "name", br, "type", "bridge")
 	for _, p := range ports {
@@ -234,7 +234,7 @@ func inNetns(name string, fn func() error) error {
 // forwardInto listens on 127.0.0.1 of namespace n and forwards every
 // connection to target, an address of the host namespace's loopback, until
 // the test ends. It returns the address to dial inside n.
-func forwardInto(t *testing.T, n *netns, target string) string {
+func forwardInto(t testing.TB, n *netns, target string) string {
 	t.Helper()
 	var l net.Listener
 	if err := inNetns(n.name, func() (err error) {
@@ -309,7 +309,7 @@ func forwardInto(t *testing.T, n *netns, target string) string {
 }
 
 // httpGet fetches url from inside namespace n.
-func httpGet(t *testing.T, n *netns, url string) string {
+func httpGet(t testing.TB, n *netns, url string) string {
 	t.Helper()
 	client := &http.Client{
 		Timeout: 10 * time.Second,

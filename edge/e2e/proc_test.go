@@ -52,7 +52,7 @@ type proc struct {
 // nil). At cleanup it gets SIGTERM, then SIGKILL if it has not exited
 // within 5 s; it also gets SIGKILL if the test binary dies. Its output is
 // logged when the test has failed.
-func startProc(t *testing.T, n *netns, name string, argv ...string) *proc {
+func startProc(t testing.TB, n *netns, name string, argv ...string) *proc {
 	t.Helper()
 	if n != nil {
 		ip, err := findProgram("ip")
@@ -93,7 +93,7 @@ func (p *proc) exited() bool {
 }
 
 // signal sends sig to p.
-func (p *proc) signal(t *testing.T, sig syscall.Signal) {
+func (p *proc) signal(t testing.TB, sig syscall.Signal) {
 	t.Helper()
 	if err := p.cmd.Process.Signal(sig); err != nil {
 		t.Fatalf("signal %s to %s: %v", sig, p.name, err)
@@ -101,7 +101,7 @@ func (p *proc) signal(t *testing.T, sig syscall.Signal) {
 }
 
 // wait waits for p to exit and returns its exit status.
-func (p *proc) wait(t *testing.T, timeout time.Duration) error {
+func (p *proc) wait(t testing.TB, timeout time.Duration) error {
 	t.Helper()
 	select {
 	case <-p.done:
@@ -113,7 +113,7 @@ func (p *proc) wait(t *testing.T, timeout time.Duration) error {
 }
 
 // stop ends p: SIGTERM, then SIGKILL after 5 s.
-func (p *proc) stop(t *testing.T) {
+func (p *proc) stop(t testing.TB) {
 	if p.exited() {
 		return
 	}
@@ -132,7 +132,7 @@ func (p *proc) stop(t *testing.T) {
 }
 
 // waitOutput waits until p's output matches re and returns the match.
-func (p *proc) waitOutput(t *testing.T, re *regexp.Regexp, timeout time.Duration) []string {
+func (p *proc) waitOutput(t testing.TB, re *regexp.Regexp, timeout time.Duration) []string {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
@@ -296,7 +296,7 @@ func (d *daemon) metric(t *testing.T, sample string) float64 {
 // startPostgres starts pgtest-cluster and returns the URL of its fresh
 // database; the database (and the server, if it started one) is removed
 // at cleanup.
-func startPostgres(t *testing.T) string {
+func startPostgres(t testing.TB) string {
 	t.Helper()
 	cmd := exec.Command(bins.pgCluster)
 	stdin, err := cmd.StdinPipe()

@@ -41,14 +41,14 @@ var scoutBuild scoutImageBuild
 // (--artifacts-dir): the discovery image is in its scout/ directory, as
 // scout/vmlinuz and scout/scout.cpio.gz. It builds the image on first use,
 // and fails the test when the kernel package is missing.
-func scoutImage(t *testing.T) string {
+func scoutImage(t testing.TB) string {
 	t.Helper()
 	return filepath.Dir(buildScoutImage(t).dir)
 }
 
 // buildScoutImage returns the image and how it was built, building it
 // on first use.
-func buildScoutImage(t *testing.T) *scoutImageBuild {
+func buildScoutImage(t testing.TB) *scoutImageBuild {
 	t.Helper()
 	scoutBuild.once.Do(func() {
 		scoutBuild.dir, scoutBuild.res, scoutBuild.err = buildImage()
@@ -110,7 +110,7 @@ func buildImage() (string, *initramfs.Result, error) {
 }
 
 // qemuPath returns qemu-system-x86_64, or fails the test.
-func qemuPath(t *testing.T) string {
+func qemuPath(t testing.TB) string {
 	t.Helper()
 	p, err := findProgram("qemu-system-x86_64")
 	if err != nil {
@@ -120,7 +120,7 @@ func qemuPath(t *testing.T) string {
 }
 
 // sparseDisk creates a sparse raw disk image of size bytes.
-func sparseDisk(t *testing.T, dir, name string, size int64) string {
+func sparseDisk(t testing.TB, dir, name string, size int64) string {
 	t.Helper()
 	p := filepath.Join(dir, name)
 	f, err := os.Create(p)
