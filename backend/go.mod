@@ -5,7 +5,8 @@ go 1.26.8
 require (
 	connectrpc.com/grpchealth v1.5.0
 	connectrpc.com/grpcreflect v1.3.1
-	github.com/carbide-dev/carbide/gen v0.0.0-00010101000000-000000000000
+	github.com/carbide-dev/carbide/gen v0.0.0
+	github.com/carbide-dev/carbide/sdk v0.0.0
 	github.com/go-jose/go-jose/v4 v4.1.9
 	github.com/google/go-cmp v0.7.0
 	github.com/jackc/pgx/v5 v5.12.0
@@ -65,3 +66,5 @@ require (
 replace github.com/carbide-dev/carbide/ent => ../ent
 
 replace github.com/carbide-dev/carbide/gen => ../gen
+
+replace github.com/carbide-dev/carbide/sdk => ../sdk

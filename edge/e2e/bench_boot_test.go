@@ -389,11 +389,7 @@ func newStaticLab(t testing.TB) *lab {
 		}
 	}
 	image := filepath.Join(scoutImage(t), "scout")
-	l := &lab{ns: newNetns(t, "static"), dir: t.TempDir(), qemu: tools["qemu-system-x86_64"], ovmf: findOVMF(t)}
-	l.ns.ip(t, "link", "add", "name", "br0", "type", "bridge")
-	l.ns.addr(t, "br0", labAddr+"/24")
-	l.ns.ip(t, "-6", "addr", "add", labIPv6, "dev", "br0", "nodad")
-	l.ns.ip(t, "link", "set", "dev", "br0", "up")
+	l := newLabNetwork(t, "static", tools["qemu-system-x86_64"])
 
 	// The web root mirrors carbide-pxe's URLs: /artifacts/scout/...
 	www := filepath.Join(l.dir, "www")
@@ -438,17 +434,7 @@ func newStaticLab(t testing.TB) *lab {
 	dnsmasq.waitOutput(t, regexp.MustCompile(`TFTP root is `+regexp.QuoteMeta(ipxeDir)), 30*time.Second)
 
 	// The same router advertisements as newLab's.
-	l.ns.sysctl(t, "net.ipv6.conf.all.forwarding", "1")
-	conf := filepath.Join(l.dir, "radvd.conf")
-	writeFile(t, conf, `interface br0 {
-	AdvSendAdvert on;
-	MinRtrAdvInterval 3;
-	MaxRtrAdvInterval 10;
-	prefix fd00:cb::/64 { AdvOnLink on; AdvAutonomous on; };
-};
-`)
-	startProc(t, l.ns, "radvd", tools["radvd"], "--nodaemon", "--config", conf,
-		"--pidfile", filepath.Join(l.dir, "radvd.pid"), "--logmethod", "stderr")
+	l.startRadvd(t, tools["radvd"])
 	return l
 }
 

@@ -173,11 +173,7 @@ func newLab(t testing.TB) *lab {
 	t.Helper()
 	tools := lookPaths(t, "ip", "qemu-system-x86_64", "radvd")
 	image := scoutImage(t)
-	l := &lab{ns: newNetns(t, "lab"), dir: t.TempDir(), qemu: tools["qemu-system-x86_64"], ovmf: findOVMF(t)}
-	l.ns.ip(t, "link", "add", "name", "br0", "type", "bridge")
-	l.ns.addr(t, "br0", labAddr+"/24")
-	l.ns.ip(t, "-6", "addr", "add", labIPv6, "dev", "br0", "nodad")
-	l.ns.ip(t, "link", "set", "dev", "br0", "up")
+	l := newLabNetwork(t, "lab", tools["qemu-system-x86_64"])
 
 	// PostgreSQL runs in the host namespace; the API reaches it through a
 	// forwarder in the lab.
@@ -216,8 +212,25 @@ func newLab(t testing.TB) *lab {
 		"--artifacts-dir", image, "--metrics-listen", "127.0.0.1:9168")
 	l.pxe.waitOutput(t, regexp.MustCompile(`msg="serving HTTP"`), 30*time.Second)
 
-	// iPXE waits about 13 s for IPv6 on a link without router
-	// advertisements.
+	l.startRadvd(t, tools["radvd"])
+	return l
+}
+
+// newLabNetwork creates a lab namespace with its bridge and addresses.
+func newLabNetwork(t testing.TB, short, qemu string) *lab {
+	t.Helper()
+	l := &lab{ns: newNetns(t, short), dir: t.TempDir(), qemu: qemu, ovmf: findOVMF(t)}
+	l.ns.ip(t, "link", "add", "name", "br0", "type", "bridge")
+	l.ns.addr(t, "br0", labAddr+"/24")
+	l.ns.ip(t, "-6", "addr", "add", labIPv6, "dev", "br0", "nodad")
+	l.ns.ip(t, "link", "set", "dev", "br0", "up")
+	return l
+}
+
+// startRadvd sends router advertisements on the lab's bridge: iPXE waits
+// about 13 s for IPv6 on a link without them.
+func (l *lab) startRadvd(t testing.TB, radvd string) {
+	t.Helper()
 	l.ns.sysctl(t, "net.ipv6.conf.all.forwarding", "1")
 	conf := filepath.Join(l.dir, "radvd.conf")
 	writeFile(t, conf, `interface br0 {
@@ -227,9 +240,8 @@ func newLab(t testing.TB) *lab {
 	prefix fd00:cb::/64 { AdvOnLink on; AdvAutonomous on; };
 };
 `)
-	startProc(t, l.ns, "radvd", tools["radvd"], "--nodaemon", "--config", conf,
+	startProc(t, l.ns, "radvd", radvd, "--nodaemon", "--config", conf,
 		"--pidfile", filepath.Join(l.dir, "radvd.pid"), "--logmethod", "stderr")
-	return l
 }
 
 // labClient returns an admin client of the API in namespace n.

@@ -5,56 +5,22 @@ import (
 	"strings"
 
 	machinev1 "github.com/carbide-dev/carbide/gen/carbide/machine/v1"
-	"github.com/google/uuid"
+	"github.com/carbide-dev/carbide/sdk/hardware"
 )
-
-// placeholderUUIDs are system UUIDs that firmware reports when it has none
-// of its own; many boxes share each, so none identifies a machine.
-var placeholderUUIDs = map[string]bool{
-	"00000000-0000-0000-0000-000000000000": true,
-	"ffffffff-ffff-ffff-ffff-ffffffffffff": true,
-	"03000200-0400-0500-0006-000700080009": true, // common in AMI firmware
-	"12345678-1234-5678-90ab-cddeefaabbcc": true,
-}
-
-// placeholderSerials are serial numbers that firmware leaves unset in
-// practice; compared in lower case.
-var placeholderSerials = map[string]bool{
-	"":                         true,
-	"0":                        true,
-	"none":                     true,
-	"n/a":                      true,
-	"na":                       true,
-	"not specified":            true,
-	"not applicable":           true,
-	"not available":            true,
-	"default string":           true,
-	"to be filled by o.e.m.":   true,
-	"system serial number":     true,
-	"chassis serial number":    true,
-	"base board serial number": true,
-	"0123456789":               true,
-	"1234567890":               true,
-	"123456789":                true,
-	"serial":                   true,
-}
 
 // HardwareID derives a machine's identity from its inventory: the SMBIOS
 // system UUID when the firmware set a real one, else the first real serial
 // number of the system, the chassis and the board. It is "" when the
-// firmware gives none; such a machine is known by its MACs alone.
+// firmware gives none; such a machine is known by its MACs alone. What is
+// a placeholder is hardware's rule, which the agent applies too.
 func HardwareID(inv *machinev1.Inventory) string {
-	if u, err := uuid.Parse(inv.GetSystem().GetUuid()); err == nil {
-		s := u.String()
-		if !placeholderUUIDs[s] {
-			return "uuid:" + s
-		}
+	if u := hardware.SystemUUID(inv.GetSystem().GetUuid()); u != "" {
+		return "uuid:" + u
 	}
 	for _, serial := range []string{
 		inv.GetSystem().GetSerial(), inv.GetChassis().GetSerial(), inv.GetBoard().GetSerial(),
 	} {
-		serial = strings.TrimSpace(serial)
-		if !placeholderSerials[strings.ToLower(serial)] {
+		if serial = strings.TrimSpace(serial); !hardware.IsPlaceholder(serial) {
 			return "serial:" + serial
 		}
 	}

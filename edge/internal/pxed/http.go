@@ -250,6 +250,21 @@ func (h *HTTPHandler) bootConfig(ctx context.Context, w http.ResponseWriter, r *
 	return resp, nil
 }
 
+// knownMachine is bootConfig for the routes that serve a known machine
+// only: an unknown MAC gets 404 and a failed call 503, and it returns false.
+func (h *HTTPHandler) knownMachine(w http.ResponseWriter, r *http.Request, mac string, wantToken bool) (*bootv1.GetBootConfigResponse, bool) {
+	resp, err := h.bootConfig(r.Context(), w, r, mac, wantToken)
+	switch {
+	case connect.CodeOf(err) == connect.CodeNotFound:
+		plain(w, http.StatusNotFound, "no machine has MAC %s", mac)
+		return nil, false
+	case err != nil:
+		unavailable(w)
+		return nil, false
+	}
+	return resp, true
+}
+
 // unavailable answers a failed API call: 503 with Retry-After, which iPXE
 // obeys by asking again.
 func unavailable(w http.ResponseWriter) {
@@ -328,13 +343,8 @@ func (h *HTTPHandler) serveAgentConfig(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	resp, err := h.bootConfig(r.Context(), w, r, mac, true)
-	switch {
-	case connect.CodeOf(err) == connect.CodeNotFound:
-		plain(w, http.StatusNotFound, "no machine has MAC %s", mac)
-		return
-	case err != nil:
-		unavailable(w)
+	resp, ok := h.knownMachine(w, r, mac, true)
+	if !ok {
 		return
 	}
 	if resp.GetAction() != bootv1.BootAction_BOOT_ACTION_DISCOVERY {
@@ -427,16 +437,12 @@ func (h *HTTPHandler) serveCloudInit(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusOK)
 		return
 	}
-	resp, err := h.bootConfig(r.Context(), w, r, mac, false)
-	switch {
-	case connect.CodeOf(err) == connect.CodeNotFound:
-		plain(w, http.StatusNotFound, "no machine has MAC %s", mac)
-		return
-	case err != nil:
-		unavailable(w)
+	resp, ok := h.knownMachine(w, r, mac, false)
+	if !ok {
 		return
 	}
 	var body []byte
+	var err error
 	if file == "meta-data" {
 		body, err = metaData(resp)
 	} else {

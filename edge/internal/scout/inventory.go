@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/carbide-dev/carbide/sdk/hardware"
 	"net"
 	"os"
 	"path/filepath"
@@ -119,52 +120,10 @@ func truncate(s string, n int) string {
 	return s
 }
 
-// placeholders are strings firmware puts in SMBIOS fields nobody filled
-// in; compared without case. They feed a hardware identity, so they must
-// not look like values.
-var placeholders = map[string]bool{}
-
-func init() {
-	for _, s := range []string{
-		"To Be Filled By O.E.M.", "To Be Filled By O.E.M", "Default string", "Not Specified",
-		"Not Applicable", "Not Available", "Not Present", "N/A", "NA", "None", "Unknown", "Invalid",
-		"System Serial Number", "System Product Name", "System manufacturer", "System Manufacturer",
-		"System Version", "Base Board Serial Number", "Base Board Product Name", "Chassis Serial Number",
-		"Chassis Manufacturer", "Manufacturer", "Product Name", "Serial Number", "SerialNumber",
-		"Type1ProductConfigId", "O.E.M.", "OEM", "0123456789", "123456789", "1234567890", "12345678",
-	} {
-		placeholders[strings.ToLower(s)] = true
-	}
-}
-
-// dropPlaceholder returns "" for a placeholder: a string from the list,
-// or a run of one repeated character ("00000000", "FFFFFFFF", "........").
+// dropPlaceholder returns "" for a string that says nothing (see
+// hardware.IsPlaceholder): such values must not look like an identity.
 func dropPlaceholder(s string) string {
-	if placeholders[strings.ToLower(s)] {
-		return ""
-	}
-	if len(s) >= 3 && strings.Count(s, s[:1]) == len(s) {
-		return ""
-	}
-	return s
-}
-
-var uuidRE = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$`)
-
-// placeholderUUIDs are system UUIDs that many boards share: not an
-// identity.
-var placeholderUUIDs = map[string]bool{
-	"00000000-0000-0000-0000-000000000000": true,
-	"ffffffff-ffff-ffff-ffff-ffffffffffff": true,
-	"03000200-0400-0500-0006-000700080009": true, // "To Be Filled By O.E.M." of AMI firmware
-	"00020003-0004-0005-0006-000700080009": true, // the same, byte-swapped
-}
-
-// systemUUID returns the SMBIOS system UUID in lower case, or "" when it
-// is not a UUID or is a well-known placeholder.
-func systemUUID(s string) string {
-	s = strings.ToLower(strings.TrimSpace(s))
-	if !uuidRE.MatchString(s) || placeholderUUIDs[s] {
+	if hardware.IsPlaceholder(s) {
 		return ""
 	}
 	return s
@@ -179,7 +138,7 @@ func (c *Collector) dmi(inv *machinev1.Inventory) {
 		Manufacturer: id("sys_vendor"),
 		Product:      id("product_name"),
 		Serial:       id("product_serial"),
-		Uuid:         systemUUID(c.readString("sys/class/dmi/id/product_uuid")),
+		Uuid:         hardware.SystemUUID(c.readString("sys/class/dmi/id/product_uuid")),
 	}
 	inv.Board = &machinev1.BoardInfo{
 		Manufacturer: id("board_vendor"),

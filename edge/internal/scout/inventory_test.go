@@ -113,32 +113,3 @@ func TestClean(t *testing.T) {
 		}
 	}
 }
-
-func TestPlaceholders(t *testing.T) {
-	t.Parallel()
-	for _, s := range []string{
-		"To Be Filled By O.E.M.", "to be filled by o.e.m.", "Default string", "Not Specified", "System Serial Number",
-		"0123456789", "00000000", "FFFFFFFFFFFF", "........", "N/A", "None",
-	} {
-		if got := dropPlaceholder(s); got != "" {
-			t.Errorf("dropPlaceholder(%q) = %q, want it dropped", s, got)
-		}
-	}
-	for _, s := range []string{"Dell Inc.", "HPE", "1", "00", "CN7475152B0123", "ABBA"} {
-		if got := dropPlaceholder(s); got != s {
-			t.Errorf("dropPlaceholder(%q) = %q, want it kept", s, got)
-		}
-	}
-	for in, want := range map[string]string{
-		"4C4C4544-0037-3010-8052-B4C04F4E4E32\n": "4c4c4544-0037-3010-8052-b4c04f4e4e32",
-		"00000000-0000-0000-0000-000000000000":   "",
-		"FFFFFFFF-FFFF-FFFF-FFFF-FFFFFFFFFFFF":   "",
-		"03000200-0400-0500-0006-000700080009":   "",
-		"not-a-uuid":                             "",
-		"":                                       "",
-	} {
-		if got := systemUUID(in); got != want {
-			t.Errorf("systemUUID(%q) = %q, want %q", in, got, want)
-		}
-	}
-}
