@@ -51,6 +51,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	var cfg apiserver.Config
 	fs.StringVar(&cfg.Listen, "listen", "127.0.0.1:1079", "host:port to serve Connect, gRPC and gRPC-Web on")
 	fs.StringVar(&cfg.DatabaseURL, "database-url", "", "PostgreSQL URL (postgres://user:password@host:5432/db); empty uses the embedded store in --data-dir")
+	fs.IntVar(&cfg.DatabaseMaxConns, "database-max-conns", 0, "most PostgreSQL connections open at once; 0 means 8. More only helps when the database has cores to spare")
 	fs.StringVar(&cfg.DataDir, "data-dir", "./carbide-data", "directory of the embedded store (used when no database URL is given) and of the development PKI in <data-dir>/pki")
 	fs.BoolVar(&cfg.Plaintext, "plaintext", false, "serve without TLS (local development only; callers can then authenticate with JWTs only)")
 	fs.StringVar(&cfg.TLSCert, "tls-cert", "", "server certificate (PEM); empty: a development CA in <data-dir>/pki issues one, with a certificate per role")

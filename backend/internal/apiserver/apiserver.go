@@ -51,6 +51,9 @@ type Config struct {
 	Listen string
 	// DatabaseURL is a postgres:// URL; empty selects the embedded store.
 	DatabaseURL string
+	// DatabaseMaxConns caps open PostgreSQL connections; 0 means the
+	// store's default.
+	DatabaseMaxConns int
 	// DataDir holds the embedded store, and the development PKI when no
 	// server certificate is given.
 	DataDir string
@@ -92,6 +95,9 @@ func (c *Config) Validate() error {
 	var errs []error
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		errs = append(errs, fmt.Errorf("listen: %q is not host:port (e.g. 127.0.0.1:1079): %w", c.Listen, err))
+	}
+	if c.DatabaseMaxConns < 0 {
+		errs = append(errs, errors.New("database-max-conns: must be 0 (the default, 8) or more"))
 	}
 	if c.DatabaseURL != "" {
 		if u, err := url.Parse(c.DatabaseURL); err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
@@ -143,7 +149,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	if cfg.ShutdownTimeout == 0 {
 		cfg.ShutdownTimeout = 15 * time.Second
 	}
-	st, err := store.Open(ctx, store.Config{DatabaseURL: cfg.DatabaseURL, DataDir: cfg.DataDir}, logger)
+	st, err := store.Open(ctx, store.Config{DatabaseURL: cfg.DatabaseURL, DataDir: cfg.DataDir, MaxConns: cfg.DatabaseMaxConns}, logger)
 	if err != nil {
 		return err
 	}
@@ -221,6 +227,10 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 }
 
 // newHandler builds the HTTP handler that serves every RPC.
+// compressMinBytes is the smallest response the server compresses, when
+// the client accepts compression.
+const compressMinBytes = 4096
+
 func newHandler(st *store.Store, tokens *pki.AgentTokens, logger *slog.Logger, stopping <-chan struct{}) (http.Handler, *grpchealth.StaticChecker, error) {
 	validator, err := protovalidate.New()
 	if err != nil {
@@ -237,6 +247,9 @@ func newHandler(st *store.Store, tokens *pki.AgentTokens, logger *slog.Logger, s
 			interceptor.Errors(logger),
 			interceptor.Validate(validator),
 		),
+		// Compressing the small messages most calls carry costs more CPU
+		// than it saves on the wire.
+		connect.WithCompressMinBytes(compressMinBytes),
 		// A bug in one handler fails that call, never the server.
 		connect.WithRecover(func(ctx context.Context, spec connect.Spec, _ http.Header, p any) error {
 			logger.ErrorContext(ctx, "handler panicked", "procedure", spec.Procedure, "panic", p, "stack", string(debug.Stack()))

@@ -5,11 +5,15 @@ import (
 	"net/netip"
 	"sync"
 	"testing"
+	"time"
 
 	"connectrpc.com/connect"
+	"github.com/carbide-dev/carbide/ent/auditrecord"
+	"github.com/carbide-dev/carbide/ent/lease"
 	"github.com/carbide-dev/carbide/ent/machine"
 	"github.com/carbide-dev/carbide/ent/nic"
 	dhcpv1 "github.com/carbide-dev/carbide/gen/carbide/dhcp/v1"
+	"github.com/carbide-dev/carbide/gen/carbide/dhcp/v1/dhcpv1connect"
 	machinev1 "github.com/carbide-dev/carbide/gen/carbide/machine/v1"
 	networkv1 "github.com/carbide-dev/carbide/gen/carbide/network/v1"
 )
@@ -199,6 +203,55 @@ func TestDHCPConcurrentEnrolment(t *testing.T) {
 		n, err := e.Store.Client.Machine.Query().Where(machine.HasNicsWith(nic.MAC("52:54:00:cc:00:01"))).Count(context.Background())
 		if err != nil || n != 1 {
 			t.Errorf("%d machines own the MAC after concurrent requests (%v), want 1", n, err)
+		}
+	})
+}
+
+// A lease asked for again soon after it was written is handed out as it
+// is stored, with the time it has left, and nothing is written or
+// audited; a client renewing (extend) always gets a new expiry.
+func TestDHCPLeaseReuseAndExtend(t *testing.T) {
+	t.Parallel()
+	forEachStore(t, func(t *testing.T, e *env) {
+		_, _, c := dhcpSegments(t, e)
+		origin := &dhcpv1.Origin{LocalAddress: "10.1.0.1"}
+		first := dhcpLease(t, c, &dhcpv1.LeaseRequest{Mac: testMAC(1), Origin: origin})
+		stored := func() time.Time {
+			l, err := e.Store.Client.Lease.Query().Where(lease.MAC(testMAC(1))).Only(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			return l.RenewTime
+		}
+		written := stored()
+		audits := func() int {
+			n, err := e.Store.Client.AuditRecord.Query().Where(auditrecord.Procedure(dhcpv1connect.DHCPServiceLeaseProcedure)).Count(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			return n
+		}
+		before := audits()
+
+		time.Sleep(1100 * time.Millisecond)
+		again := dhcpLease(t, c, &dhcpv1.LeaseRequest{Mac: testMAC(1), Origin: origin, RequestedAddress: first.GetAddress()})
+		if again.GetAddress() != first.GetAddress() || stored() != written {
+			t.Errorf("asked again: %s, renew time %s, want %s and the renew time unchanged (%s)", again.GetAddress(), stored(), first.GetAddress(), written)
+		}
+		if d := again.GetLeaseDuration().AsDuration(); d >= time.Hour || d < time.Hour-time.Minute {
+			t.Errorf("asked again: lease duration %s, want what is left of the hour", d)
+		}
+		if n := audits(); n != before {
+			t.Errorf("%d audit records for Lease after a call that changed nothing, want %d", n, before)
+		}
+
+		extended := dhcpLease(t, c, &dhcpv1.LeaseRequest{Mac: testMAC(1), Origin: origin, RequestedAddress: first.GetAddress(), Extend: true})
+		if extended.GetAddress() != first.GetAddress() || !stored().After(written) || extended.GetLeaseDuration().AsDuration() != time.Hour {
+			t.Errorf("extend: %s for %s, renew time %s; want %s for 1h and a renew time after %s",
+				extended.GetAddress(), extended.GetLeaseDuration().AsDuration(), stored(), first.GetAddress(), written)
+		}
+		if n := audits(); n != before+1 {
+			t.Errorf("%d audit records for Lease after an extension, want %d", n, before+1)
 		}
 	})
 }

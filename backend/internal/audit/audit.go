@@ -8,6 +8,7 @@ import (
 	"errors"
 	"log/slog"
 	"slices"
+	"sync/atomic"
 
 	"connectrpc.com/connect"
 	"github.com/carbide-dev/carbide/backend/internal/principal"
@@ -28,10 +29,26 @@ type recorder struct {
 	logger *slog.Logger
 }
 
+// callKey is the context key of the *call a handler marks unchanged.
+type callKey struct{}
+
+type call struct{ unchanged atomic.Bool }
+
+// Unchanged tells the interceptor that the current call, although of an
+// RPC that can change something, changed nothing this time — a DHCP lease
+// handed out again as it is stored — so that it writes no record. A call
+// that fails is recorded all the same.
+func Unchanged(ctx context.Context) {
+	if c, ok := ctx.Value(callKey{}).(*call); ok {
+		c.unchanged.Store(true)
+	}
+}
+
 func (r *recorder) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
 	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
-		resp, err := next(ctx, req)
-		if req.Spec().IdempotencyLevel != connect.IdempotencyNoSideEffects {
+		c := &call{}
+		resp, err := next(context.WithValue(ctx, callKey{}, c), req)
+		if req.Spec().IdempotencyLevel != connect.IdempotencyNoSideEffects && (err != nil || !c.unchanged.Load()) {
 			var out any
 			if resp != nil {
 				out = resp.Any()

@@ -5,12 +5,14 @@ package dhcp
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"net/netip"
 	"slices"
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/carbide-dev/carbide/backend/internal/audit"
 	"github.com/carbide-dev/carbide/backend/internal/ipam"
 	"github.com/carbide-dev/carbide/backend/internal/lifecycle"
 	"github.com/carbide-dev/carbide/backend/internal/machines"
@@ -20,7 +22,6 @@ import (
 	"github.com/carbide-dev/carbide/ent/declinedaddress"
 	"github.com/carbide-dev/carbide/ent/lease"
 	"github.com/carbide-dev/carbide/ent/nic"
-	"github.com/carbide-dev/carbide/ent/segment"
 	dhcpv1 "github.com/carbide-dev/carbide/gen/carbide/dhcp/v1"
 	"github.com/carbide-dev/carbide/gen/carbide/dhcp/v1/dhcpv1connect"
 	"github.com/google/uuid"
@@ -40,6 +41,19 @@ func NewService(st *store.Store, addresses *ipam.Service) *Service {
 	return &Service{store: st, ipam: addresses}
 }
 
+// reuseFraction sets when a lease is handed out again as it is stored,
+// without a write: while less than 1/reuseFraction of the segment's lease
+// time has passed since it was last renewed (Kea calls this the cache
+// threshold). A client that reboots, or asks twice, then costs the
+// database one read. A client renewing its lease (LeaseRequest.extend)
+// always extends it.
+const reuseFraction = 4
+
+// maxAttempts bounds how often one call starts over after losing a race to
+// a concurrent call (another replica enrolling the same MAC, or taking the
+// same address).
+const maxAttempts = 8
+
 // Lease enrols the MAC if needed and leases it an address on the segment
 // its origin selects.
 func (s *Service) Lease(ctx context.Context, req *connect.Request[dhcpv1.LeaseRequest]) (*connect.Response[dhcpv1.LeaseResponse], error) {
@@ -48,21 +62,181 @@ func (s *Service) Lease(ctx context.Context, req *connect.Request[dhcpv1.LeaseRe
 	if err != nil {
 		return nil, err
 	}
-	m, err := s.enrol(ctx, mac, seg.ID, req.Msg.GetOrigin(), req.Msg.GetClientHostname())
+	for range maxAttempts {
+		resp, err := s.lease(ctx, seg, mac, req.Msg)
+		if ipam.IsRace(err) || ent.IsConstraintError(err) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		return connect.NewResponse(resp), nil
+	}
+	return nil, connect.NewError(connect.CodeAborted, fmt.Errorf("mac %s: gave up after %d attempts that lost races to concurrent requests; retry", mac, maxAttempts))
+}
+
+// current is what the store holds for a MAC on a segment: its interface
+// and machine, if any, and its lease on the segment, if any.
+type current struct {
+	machineID  uuid.NullUUID
+	nicSegment uuid.NullUUID
+	circuitID  sql.NullString
+	remoteID   sql.NullString
+	hostname   sql.NullString
+	leaseID    sql.NullInt64
+	address    sql.NullString
+	reserved   sql.NullBool
+	renewTime  sql.NullTime
+	expireTime sql.NullTime
+}
+
+// lookup reads what the store holds for mac on segment seg, in one query.
+func (s *Service) lookup(ctx context.Context, seg uuid.UUID, mac string) (*current, error) {
+	const q = `SELECT n.machine_id, n.segment_id, n.circuit_id, n.remote_id, m.hostname,
+			l.id, l.address, l.reserved, l.renew_time, l.expire_time
+		FROM (SELECT 1 AS one) AS q
+		LEFT JOIN nics AS n ON n.mac = $1
+		LEFT JOIN machines AS m ON m.id = n.machine_id
+		LEFT JOIN leases AS l ON l.segment_id = $2 AND l.mac = $1`
+	var c current
+	err := s.store.QueryRow(ctx, q, []any{mac, seg},
+		&c.machineID, &c.nicSegment, &c.circuitID, &c.remoteID, &c.hostname,
+		&c.leaseID, &c.address, &c.reserved, &c.renewTime, &c.expireTime)
+	if err != nil {
+		return nil, fmt.Errorf("read interface and lease: %w", err)
+	}
+	return &c, nil
+}
+
+// lease makes one attempt at a Lease call.
+func (s *Service) lease(ctx context.Context, seg *ipam.Segment, mac string, req *dhcpv1.LeaseRequest) (*dhcpv1.LeaseResponse, error) {
+	cur, err := s.lookup(ctx, seg.ID, mac)
 	if err != nil {
 		return nil, err
 	}
-	l, err := s.ipam.Allocate(ctx, ipam.Request{Segment: seg.ID, MAC: mac, Requested: req.Msg.GetRequestedAddress()})
+	o := req.GetOrigin()
+	if !cur.machineID.Valid {
+		if !cur.leaseID.Valid {
+			return s.enrolAndLease(ctx, seg, mac, o, req.GetClientHostname(), req.GetRequestedAddress())
+		}
+		// The MAC holds a lease but belongs to no machine (leased with
+		// AddressService): enrol it, then lease as for any known MAC.
+		if _, err := s.enrol(ctx, mac, seg.ID, o, req.GetClientHostname()); err != nil {
+			return nil, err
+		}
+		return s.allocate(ctx, seg, mac, req.GetRequestedAddress())
+	}
+
+	// Only a relayed request says which relay port the NIC is behind; a
+	// unicast renewal straight to the daemon says nothing about it.
+	circuit, remote := string(o.GetCircuitId()), string(o.GetRemoteId())
+	changed := false
+	if o.GetRelayAddress() != "" && (cur.circuitID.String != circuit || cur.remoteID.String != remote) {
+		if err := s.store.Client.NIC.Update().Where(nic.MAC(mac)).
+			SetCircuitID(circuit).SetRemoteID(remote).SetUpdateTime(store.Now()).Exec(ctx); err != nil {
+			return nil, fmt.Errorf("record relay agent ids: %w", err)
+		}
+		changed = true
+	}
+
+	// The MAC holds an unexpired lease it may keep, on the segment its
+	// interface is on: hand it out again, or extend it in place.
+	now := store.Now()
+	addr, requested := cur.address.String, req.GetRequestedAddress()
+	_, reserved := seg.Reservations[mac]
+	if cur.leaseID.Valid && cur.expireTime.Time.After(now) && cur.nicSegment.UUID == seg.ID &&
+		seg.MayKeep(mac, addr) && cur.reserved.Bool == reserved && (requested == "" || requested == addr) {
+		if !req.GetExtend() && now.Sub(cur.renewTime.Time) < seg.LeaseDuration()/reuseFraction {
+			if !changed {
+				audit.Unchanged(ctx)
+			}
+			return s.response(seg, cur.machineID.UUID, cur.hostname.String, addr, cur.expireTime.Time.Sub(now).Truncate(time.Second)), nil
+		}
+		expire := now.Add(seg.LeaseDuration())
+		n, err := s.store.Client.Lease.Update().
+			Where(lease.ID(cur.leaseID.Int64), lease.MAC(mac), lease.Address(addr)).
+			SetRenewTime(now).SetExpireTime(expire).Save(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("renew lease: %w", err)
+		}
+		if n == 1 {
+			return s.response(seg, cur.machineID.UUID, cur.hostname.String, addr, expire.Sub(now)), nil
+		}
+		// Changed under us: take the general path.
+	}
+	l, err := s.ipam.Allocate(ctx, ipam.Request{Segment: seg.ID, MAC: mac, Requested: requested})
 	if err != nil {
 		return nil, err
 	}
-	return connect.NewResponse(&dhcpv1.LeaseResponse{
-		Address:       l.Address,
-		LeaseDuration: durationpb.New(l.ExpireTime.Sub(l.RenewTime)),
-		Hostname:      m.Hostname,
-		MachineId:     m.ID.String(),
-		Options:       options(seg),
-	}), nil
+	return s.response(seg, cur.machineID.UUID, cur.hostname.String, l.Address, l.ExpireTime.Sub(l.RenewTime)), nil
+}
+
+// allocate leases through ipam for a MAC whose machine exists.
+func (s *Service) allocate(ctx context.Context, seg *ipam.Segment, mac, requested string) (*dhcpv1.LeaseResponse, error) {
+	l, err := s.ipam.Allocate(ctx, ipam.Request{Segment: seg.ID, MAC: mac, Requested: requested})
+	if err != nil {
+		return nil, err
+	}
+	n, err := s.store.Client.NIC.Query().Where(nic.MAC(mac)).WithMachine().Only(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("read interface: %w", err)
+	}
+	return s.response(seg, n.MachineID, n.Edges.Machine.Hostname, l.Address, l.ExpireTime.Sub(l.RenewTime)), nil
+}
+
+func (s *Service) response(seg *ipam.Segment, machineID uuid.UUID, hostname, addr string, d time.Duration) *dhcpv1.LeaseResponse {
+	return &dhcpv1.LeaseResponse{
+		Address:       addr,
+		LeaseDuration: durationpb.New(d),
+		Hostname:      hostname,
+		MachineId:     machineID.String(),
+		Options:       options(seg.Segment),
+	}
+}
+
+// enrolAndLease enrols a MAC the store has never seen and leases it an
+// address, in one transaction: a discovered machine with that interface,
+// its first state, its lease, and its entry in the change log, built from
+// what the transaction wrote (nothing else can see the machine yet).
+func (s *Service) enrolAndLease(ctx context.Context, seg *ipam.Segment, mac string, o *dhcpv1.Origin, clientHostname, requested string) (*dhcpv1.LeaseResponse, error) {
+	var resp *dhcpv1.LeaseResponse
+	err := s.store.InTx(ctx, func(tx *ent.Tx) error {
+		now := store.Now()
+		m, err := tx.Machine.Create().
+			SetHostname(hostnameOf(clientHostname)).SetLabels(map[string]string{}).
+			SetCreateTime(now).SetUpdateTime(now).SetStateTime(now).
+			Save(ctx)
+		if err != nil {
+			return fmt.Errorf("create machine: %w", err)
+		}
+		n, err := tx.NIC.Create().SetMachineID(m.ID).SetMAC(mac).SetSegmentID(seg.ID).
+			SetCircuitID(string(o.GetCircuitId())).SetRemoteID(string(o.GetRemoteId())).
+			Save(ctx)
+		if err != nil {
+			return err // a constraint error when another call enrolled the MAC first
+		}
+		if err := lifecycle.RecordCreation(ctx, tx, m, "enrolled by DHCP", principal.From(ctx)); err != nil {
+			return err
+		}
+		l, err := s.ipam.LeaseNew(ctx, tx, seg, mac, requested)
+		if err != nil {
+			return err
+		}
+		m.Edges.Nics = []*ent.NIC{n}
+		pm, err := machines.ToProto(m, map[machines.AddressKey]string{{Segment: seg.ID, MAC: mac}: l.Address})
+		if err != nil {
+			return err
+		}
+		if err := s.store.RecordChange(ctx, tx, store.KindMachine, store.Created, m.ID.String(), pm); err != nil {
+			return err
+		}
+		resp = s.response(seg, m.ID, m.Hostname, l.Address, l.ExpireTime.Sub(l.RenewTime))
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return resp, nil
 }
 
 // Inform returns the options of the segment the origin selects.
@@ -71,7 +245,7 @@ func (s *Service) Inform(ctx context.Context, req *connect.Request[dhcpv1.Inform
 	if err != nil {
 		return nil, err
 	}
-	return connect.NewResponse(&dhcpv1.InformResponse{Options: options(seg)}), nil
+	return connect.NewResponse(&dhcpv1.InformResponse{Options: options(seg.Segment)}), nil
 }
 
 // Release ends the MAC's lease on the address, wherever it is.
@@ -126,7 +300,7 @@ func (s *Service) Decline(ctx context.Context, req *connect.Request[dhcpv1.Decli
 // link-selection or relay address among its relay addresses, else the one
 // whose prefix holds it; for a request on the daemon's own link, the one
 // whose prefix holds the daemon's address.
-func (s *Service) selectSegment(ctx context.Context, o *dhcpv1.Origin) (*ent.Segment, error) {
+func (s *Service) selectSegment(ctx context.Context, o *dhcpv1.Origin) (*ipam.Segment, error) {
 	key, field := o.GetLocalAddress(), "origin.local_address"
 	switch {
 	case o.GetLinkSelection() != "":
@@ -138,19 +312,19 @@ func (s *Service) selectSegment(ctx context.Context, o *dhcpv1.Origin) (*ent.Seg
 	if err != nil {
 		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("%s: %q is not an IPv4 address", field, key))
 	}
-	segs, err := s.store.Client.Segment.Query().Order(ent.Asc(segment.FieldName)).All(ctx)
+	segs, err := s.ipam.Segments(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("read segments: %w", err)
+		return nil, err
 	}
 	if field != "origin.local_address" {
-		for _, seg := range segs {
+		for _, seg := range segs.ByName {
 			if slices.Contains(seg.RelayAddresses, addr.String()) {
 				return seg, nil
 			}
 		}
 	}
-	for _, seg := range segs {
-		if p, err := netip.ParsePrefix(seg.Prefix); err == nil && p.Contains(addr) {
+	for _, seg := range segs.ByName {
+		if seg.Pool.Prefix.Contains(addr) {
 			return seg, nil
 		}
 	}

@@ -1,11 +1,13 @@
 package ipam
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"net/netip"
 	"strconv"
+	"strings"
 	"time"
 
 	"connectrpc.com/connect"
@@ -16,24 +18,25 @@ import (
 	"github.com/carbide-dev/carbide/ent/declinedaddress"
 	"github.com/carbide-dev/carbide/ent/lease"
 	"github.com/carbide-dev/carbide/ent/nic"
-	"github.com/carbide-dev/carbide/ent/reservation"
 	"github.com/carbide-dev/carbide/ent/segment"
 	networkv1 "github.com/carbide-dev/carbide/gen/carbide/network/v1"
 	"github.com/carbide-dev/carbide/gen/carbide/network/v1/networkv1connect"
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgconn"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
 // Service serves AddressService.
 type Service struct {
-	store *store.Store
+	store    *store.Store
+	segments segmentCache
 }
 
 var _ networkv1connect.AddressServiceHandler = (*Service)(nil)
 
 // NewService returns an AddressService over st.
 func NewService(st *store.Store) *Service {
-	return &Service{store: st}
+	return &Service{store: st, segments: segmentCache{store: st, maxAge: segmentCacheMaxAge}}
 }
 
 // maxAttempts bounds how often one allocation retries after losing a race
@@ -72,10 +75,16 @@ type Request struct {
 // starts over with fresh data.
 func (s *Service) Allocate(ctx context.Context, req Request) (*ent.Lease, error) {
 	for range maxAttempts {
+		// Read before the transaction: the embedded store has a single
+		// connection, which the transaction holds.
+		seg, err := s.Segment(ctx, req.Segment)
+		if err != nil {
+			return nil, err
+		}
 		var l *ent.Lease
-		err := s.store.InTx(ctx, func(tx *ent.Tx) error {
+		err = s.store.InTx(ctx, func(tx *ent.Tx) error {
 			var err error
-			l, err = s.allocate(ctx, tx, req)
+			l, err = s.allocate(ctx, tx, seg, req)
 			return err
 		})
 		switch {
@@ -90,17 +99,11 @@ func (s *Service) Allocate(ctx context.Context, req Request) (*ent.Lease, error)
 	return nil, connect.NewError(connect.CodeAborted, fmt.Errorf("segment %s: gave up after %d attempts that lost races for addresses; retry", req.Segment, maxAttempts))
 }
 
-func (s *Service) allocate(ctx context.Context, tx *ent.Tx, req Request) (*ent.Lease, error) {
-	seg, err := tx.Segment.Get(ctx, req.Segment)
-	if ent.IsNotFound(err) {
-		return nil, segmentNotFound(req.Segment)
-	} else if err != nil {
-		return nil, fmt.Errorf("read segment: %w", err)
-	}
+func (s *Service) allocate(ctx context.Context, tx *ent.Tx, seg *Segment, req Request) (*ent.Lease, error) {
 	now := store.Now()
 	d := req.Duration
 	if d == 0 {
-		d = time.Duration(seg.LeaseSeconds) * time.Second
+		d = seg.LeaseDuration()
 	}
 	expire := now.Add(d)
 
@@ -108,58 +111,51 @@ func (s *Service) allocate(ctx context.Context, tx *ent.Tx, req Request) (*ent.L
 	if err != nil && !ent.IsNotFound(err) {
 		return nil, fmt.Errorf("read lease: %w", err)
 	}
-	resv, err := tx.Reservation.Query().Where(reservation.SegmentID(seg.ID), reservation.MAC(req.MAC)).Only(ctx)
-	if err != nil && !ent.IsNotFound(err) {
-		return nil, fmt.Errorf("read reservation: %w", err)
-	}
+	resv, reserved := seg.Reservations[req.MAC]
 
 	// Renewal: the MAC keeps the address it holds while it may still hold
 	// it. It moves when a reservation now points it elsewhere, or when the
 	// segment changed under it (its address left the ranges, became the
 	// gateway or another MAC's reservation).
-	if existing != nil {
-		keep, err := s.mayKeep(ctx, tx, seg, existing, resv)
-		if err != nil {
+	if existing != nil && seg.MayKeep(req.MAC, existing.Address) {
+		l, err := tx.Lease.UpdateOne(existing).
+			SetRenewTime(now).SetExpireTime(expire).SetReserved(reserved).
+			Save(ctx)
+		if ent.IsNotFound(err) {
+			return nil, errRace // reclaimed by another MAC meanwhile
+		} else if err != nil {
+			return nil, fmt.Errorf("renew lease: %w", err)
+		}
+		// An expired lease coming back shows on the machine again.
+		if err := s.attach(ctx, tx, seg.ID, req.MAC, !existing.ExpireTime.After(now)); err != nil {
 			return nil, err
 		}
-		if keep {
-			l, err := tx.Lease.UpdateOne(existing).
-				SetRenewTime(now).SetExpireTime(expire).SetReserved(resv != nil).
-				Save(ctx)
-			if ent.IsNotFound(err) {
-				return nil, errRace // reclaimed by another MAC meanwhile
-			} else if err != nil {
-				return nil, fmt.Errorf("renew lease: %w", err)
-			}
-			// An expired lease coming back shows on the machine again.
-			if err := s.attach(ctx, tx, seg.ID, req.MAC, !existing.ExpireTime.After(now)); err != nil {
-				return nil, err
-			}
-			return l, nil
-		}
+		return l, nil
 	}
 
 	var chosen string
-	if resv != nil {
-		if err := s.freeReserved(ctx, tx, seg, resv, now); err != nil {
+	if reserved {
+		if err := s.freeReserved(ctx, tx, seg, req.MAC, resv, now); err != nil {
 			return nil, err
 		}
-		chosen = resv.Address
+		chosen = resv.String()
 	} else {
-		if chosen, err = s.pick(ctx, tx, seg, req, now); err != nil {
+		free, err := s.free(ctx, tx, seg, req.MAC, req.Requested, now)
+		if err != nil {
 			return nil, err
 		}
+		chosen = free[0]
 	}
 
 	var l *ent.Lease
 	if existing != nil {
 		// Moving to another address: the row keeps its identity.
 		l, err = tx.Lease.UpdateOne(existing).
-			SetAddress(chosen).SetReserved(resv != nil).SetCreateTime(now).SetRenewTime(now).SetExpireTime(expire).
+			SetAddress(chosen).SetReserved(reserved).SetCreateTime(now).SetRenewTime(now).SetExpireTime(expire).
 			Save(ctx)
 	} else {
 		l, err = tx.Lease.Create().
-			SetSegmentID(seg.ID).SetMAC(req.MAC).SetAddress(chosen).SetReserved(resv != nil).
+			SetSegmentID(seg.ID).SetMAC(req.MAC).SetAddress(chosen).SetReserved(reserved).
 			SetCreateTime(now).SetRenewTime(now).SetExpireTime(expire).
 			Save(ctx)
 	}
@@ -175,61 +171,103 @@ func (s *Service) allocate(ctx context.Context, tx *ent.Tx, req Request) (*ent.L
 	return l, nil
 }
 
-// mayKeep reports whether a MAC may renew the lease it holds: the address
-// is its reservation, or, without one, a leasable address of the pool.
-func (s *Service) mayKeep(ctx context.Context, tx *ent.Tx, seg *ent.Segment, l *ent.Lease, resv *ent.Reservation) (bool, error) {
-	if resv != nil {
-		return resv.Address == l.Address, nil
-	}
-	pool, err := s.pool(ctx, tx, seg)
+// MayKeep reports whether mac may go on holding addr: the address is its
+// reservation, or, without one, a leasable address of the pool.
+func (seg *Segment) MayKeep(mac, addr string) bool {
+	a, err := netip.ParseAddr(addr)
 	if err != nil {
-		return false, err
+		return false
 	}
-	a, err := netip.ParseAddr(l.Address)
-	return err == nil && pool.Leasable(a), nil
+	if resv, ok := seg.Reservations[mac]; ok {
+		return resv == a
+	}
+	return seg.Pool.Leasable(a)
 }
 
-// pool reads the segment's reservations and declined addresses and builds
-// its pool.
-func (s *Service) pool(ctx context.Context, tx *ent.Tx, seg *ent.Segment) (*Pool, error) {
-	reserved, err := tx.Reservation.Query().Where(reservation.SegmentID(seg.ID)).Select(reservation.FieldAddress).Strings(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("read reservations: %w", err)
-	}
-	p, err := PoolOf(seg, reserved)
-	if err != nil {
-		return nil, err
-	}
-	declined, err := tx.DeclinedAddress.Query().
-		Where(declinedaddress.SegmentID(seg.ID), declinedaddress.UntilGT(store.Now())).
-		Select(declinedaddress.FieldAddress).Strings(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("read declined addresses: %w", err)
-	}
-	p.Declined = make(map[netip.Addr]bool, len(declined))
-	for _, d := range declined {
-		if a, err := netip.ParseAddr(d); err == nil {
-			p.Declined[a] = true
+// LeaseNew leases an address to a MAC that holds no lease on the segment,
+// in tx, which the caller commits: the MAC's reservation, else a free
+// address (see free). It leaves the MAC's machine to the caller. It
+// returns errRace (see IsRace) when a concurrent allocation took the
+// address or gave the MAC a lease first.
+func (s *Service) LeaseNew(ctx context.Context, tx *ent.Tx, seg *Segment, mac, requested string) (*ent.Lease, error) {
+	now := store.Now()
+	l := &ent.Lease{SegmentID: seg.ID, MAC: mac, CreateTime: now, RenewTime: now, ExpireTime: now.Add(seg.LeaseDuration())}
+	var candidates []string
+	if resv, ok := seg.Reservations[mac]; ok {
+		if err := s.freeReserved(ctx, tx, seg, mac, resv, now); err != nil {
+			return nil, err
+		}
+		candidates, l.Reserved = []string{resv.String()}, true
+	} else {
+		var err error
+		if candidates, err = s.free(ctx, tx, seg, mac, requested, now); err != nil {
+			return nil, err
 		}
 	}
-	return p, nil
+	// Another allocation may take a free address first: the insert then
+	// does nothing, and the next one is tried. A lease for the same MAC
+	// is a conflict that fails the insert (and the transaction).
+	const insert = `INSERT INTO leases (segment_id, mac, address, reserved, create_time, renew_time, expire_time)
+		VALUES ($1, $2, $3, $4, $5, $5, $6) ON CONFLICT (segment_id, address) DO NOTHING RETURNING id`
+	for _, a := range candidates {
+		rows, err := tx.QueryContext(ctx, s.store.SQL(insert), seg.ID, mac, a, l.Reserved, now, l.ExpireTime)
+		if err != nil {
+			if ent.IsConstraintError(err) || isUniqueViolation(err) {
+				return nil, errRace
+			}
+			return nil, fmt.Errorf("write lease: %w", err)
+		}
+		inserted := rows.Next()
+		if inserted {
+			err = rows.Scan(&l.ID)
+		}
+		if cerr := rows.Close(); err == nil {
+			err = cmp.Or(rows.Err(), cerr)
+		}
+		if err != nil {
+			if isUniqueViolation(err) {
+				return nil, errRace
+			}
+			return nil, fmt.Errorf("write lease: %w", err)
+		}
+		if inserted {
+			l.Address = a
+			return l, nil
+		}
+	}
+	return nil, errRace
+}
+
+// IsRace reports whether err says an allocation lost a race and should
+// start over with fresh data.
+func IsRace(err error) bool { return errors.Is(err, errRace) }
+
+// isUniqueViolation reports whether err is a unique constraint violation
+// reported by the database (the raw queries above do not go through ent,
+// which would wrap it).
+func isUniqueViolation(err error) bool {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		return pgErr.Code == "23505"
+	}
+	return strings.Contains(err.Error(), "UNIQUE constraint failed")
 }
 
 // freeReserved makes the reserved address available to its MAC: an expired
 // lease of another MAC on it is dropped; an unexpired one is an error.
-func (s *Service) freeReserved(ctx context.Context, tx *ent.Tx, seg *ent.Segment, resv *ent.Reservation, now time.Time) error {
-	holder, err := tx.Lease.Query().Where(lease.SegmentID(seg.ID), lease.Address(resv.Address)).Only(ctx)
+func (s *Service) freeReserved(ctx context.Context, tx *ent.Tx, seg *Segment, mac string, resv netip.Addr, now time.Time) error {
+	holder, err := tx.Lease.Query().Where(lease.SegmentID(seg.ID), lease.Address(resv.String())).Only(ctx)
 	switch {
 	case ent.IsNotFound(err):
 		return nil
 	case err != nil:
 		return fmt.Errorf("read lease: %w", err)
-	case holder.MAC == resv.MAC:
+	case holder.MAC == mac:
 		return nil
 	case holder.ExpireTime.After(now):
 		return connect.NewError(connect.CodeFailedPrecondition,
 			fmt.Errorf("address %s is reserved for %s but leased to %s until %s; release that lease first",
-				resv.Address, resv.MAC, holder.MAC, holder.ExpireTime.Format(time.RFC3339)))
+				resv, mac, holder.MAC, holder.ExpireTime.Format(time.RFC3339)))
 	}
 	n, err := tx.Lease.Delete().Where(lease.ID(holder.ID), lease.ExpireTimeLTE(now)).Exec(ctx)
 	if err != nil {
@@ -241,13 +279,99 @@ func (s *Service) freeReserved(ctx context.Context, tx *ent.Tx, seg *ent.Segment
 	return nil
 }
 
-// pick chooses an address for a MAC without a lease: the requested one if
-// it is free, else the first free address of the pool walk, else the
-// leasable address whose lease expired longest ago (its old holder loses it).
-func (s *Service) pick(ctx context.Context, tx *ent.Tx, seg *ent.Segment, req Request, now time.Time) (string, error) {
-	pool, err := s.pool(ctx, tx, seg)
+// candidates is how many addresses of the pool walk free looks at in one
+// query. While the pool has room, one of them is nearly always free.
+const candidates = 64
+
+// free returns addresses a MAC without a lease may take, best first: the
+// requested one if it is free, then the free ones among the next
+// addresses of the pool walk. When none of those is free (the pool is
+// nearly full), it reads every lease and returns the first free address
+// of the whole walk, else the leasable address whose lease expired
+// longest ago, whose lease it deletes (the old holder loses it).
+func (s *Service) free(ctx context.Context, tx *ent.Tx, seg *Segment, mac, requested string, now time.Time) ([]string, error) {
+	want := make([]string, 0, candidates+1)
+	if a, err := netip.ParseAddr(requested); err == nil && seg.Pool.Leasable(a) {
+		want = append(want, a.String())
+	}
+	for a := range seg.Pool.Walk(mac) {
+		if len(want) > candidates {
+			break
+		}
+		want = append(want, a.String())
+	}
+	if len(want) == 0 {
+		return nil, poolFull(seg)
+	}
+	taken, err := s.taken(ctx, tx, seg.ID, want, now)
 	if err != nil {
-		return "", err
+		return nil, err
+	}
+	var free []string
+	for _, a := range want {
+		if !taken[a] {
+			free = append(free, a)
+		}
+	}
+	if len(free) > 0 {
+		return free, nil
+	}
+	a, err := s.pickFromAll(ctx, tx, seg, mac, now)
+	if err != nil {
+		return nil, err
+	}
+	return []string{a}, nil
+}
+
+// taken returns which of addrs are leased (expired or not) or held back
+// after a decline, in one query.
+func (s *Service) taken(ctx context.Context, tx *ent.Tx, segID uuid.UUID, addrs []string, now time.Time) (map[string]bool, error) {
+	var in strings.Builder
+	args := make([]any, 0, len(addrs)+2)
+	args = append(args, segID, now)
+	for i, a := range addrs {
+		if i > 0 {
+			in.WriteString(", ")
+		}
+		fmt.Fprintf(&in, "$%d", i+3)
+		args = append(args, a)
+	}
+	q := fmt.Sprintf(`SELECT address FROM leases WHERE segment_id = $1 AND address IN (%[1]s)
+		UNION ALL SELECT address FROM declined_addresses WHERE segment_id = $1 AND until > $2 AND address IN (%[1]s)`, in.String())
+	rows, err := tx.QueryContext(ctx, s.store.SQL(q), args...)
+	if err != nil {
+		return nil, fmt.Errorf("read leases: %w", err)
+	}
+	defer rows.Close()
+	taken := make(map[string]bool)
+	for rows.Next() {
+		var a string
+		if err := rows.Scan(&a); err != nil {
+			return nil, fmt.Errorf("read leases: %w", err)
+		}
+		taken[a] = true
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read leases: %w", err)
+	}
+	return taken, nil
+}
+
+// pickFromAll chooses an address from every lease of the segment: the
+// first free address of the pool walk, else the leasable address whose
+// lease expired longest ago (its old holder loses it).
+func (s *Service) pickFromAll(ctx context.Context, tx *ent.Tx, seg *Segment, mac string, now time.Time) (string, error) {
+	declined, err := tx.DeclinedAddress.Query().
+		Where(declinedaddress.SegmentID(seg.ID), declinedaddress.UntilGT(now)).
+		Select(declinedaddress.FieldAddress).Strings(ctx)
+	if err != nil {
+		return "", fmt.Errorf("read declined addresses: %w", err)
+	}
+	held := make(map[netip.Addr]bool, len(declined))
+	for _, d := range declined {
+		if a, err := netip.ParseAddr(d); err == nil {
+			held[a] = true
+		}
 	}
 	leases, err := tx.Lease.Query().Where(lease.SegmentID(seg.ID)).
 		Select(lease.FieldID, lease.FieldAddress, lease.FieldExpireTime).All(ctx)
@@ -260,27 +384,20 @@ func (s *Service) pick(ctx context.Context, tx *ent.Tx, seg *ent.Segment, req Re
 			taken[a] = l
 		}
 	}
-	if req.Requested != "" {
-		if a, err := netip.ParseAddr(req.Requested); err == nil && pool.Leasable(a) && taken[a] == nil {
-			return a.String(), nil
-		}
-	}
-	for a := range pool.Walk(req.MAC) {
-		if taken[a] == nil {
+	for a := range seg.Pool.Walk(mac) {
+		if taken[a] == nil && !held[a] {
 			return a.String(), nil
 		}
 	}
 	// No never-used address left: take over the lease that expired longest ago.
 	var oldest *ent.Lease
 	for a, l := range taken {
-		if !l.ExpireTime.After(now) && pool.Leasable(a) && (oldest == nil || l.ExpireTime.Before(oldest.ExpireTime)) {
+		if !l.ExpireTime.After(now) && seg.Pool.Leasable(a) && !held[a] && (oldest == nil || l.ExpireTime.Before(oldest.ExpireTime)) {
 			oldest = l
 		}
 	}
 	if oldest == nil {
-		return "", connect.NewError(connect.CodeResourceExhausted,
-			fmt.Errorf("segment %s (%s) has no free address: all %d addresses of its ranges are leased or excluded; widen its ranges or release leases",
-				seg.Name, seg.Prefix, pool.Size()))
+		return "", poolFull(seg)
 	}
 	n, err := tx.Lease.Delete().Where(lease.ID(oldest.ID), lease.ExpireTimeLTE(now)).Exec(ctx)
 	if err != nil {
@@ -290,6 +407,12 @@ func (s *Service) pick(ctx context.Context, tx *ent.Tx, seg *ent.Segment, req Re
 		return "", errRace // renewed or reclaimed meanwhile
 	}
 	return oldest.Address, nil
+}
+
+func poolFull(seg *Segment) error {
+	return connect.NewError(connect.CodeResourceExhausted,
+		fmt.Errorf("segment %s (%s) has no free address: all %d addresses of its ranges are leased or excluded; widen its ranges or release leases",
+			seg.Name, seg.Prefix, seg.Pool.Size()))
 }
 
 // attach records that the machine owning mac, if any, is on the segment,

@@ -66,6 +66,12 @@ func Load(ctx context.Context, client *ent.Client, ids ...uuid.UUID) ([]*machine
 	return toProto(ctx, client, ordered)
 }
 
+// AddressKey names the current address of a NIC on a segment.
+type AddressKey struct {
+	Segment uuid.UUID
+	MAC     string
+}
+
 // toProto converts machines read with their NICs, adding each NIC's
 // current address from the lease table.
 func toProto(ctx context.Context, client *ent.Client, ms []*ent.Machine) ([]*machinev1.Machine, error) {
@@ -75,11 +81,7 @@ func toProto(ctx context.Context, client *ent.Client, ms []*ent.Machine) ([]*mac
 			macs = append(macs, n.MAC)
 		}
 	}
-	type key struct {
-		segment uuid.UUID
-		mac     string
-	}
-	addresses := map[key]string{}
+	addresses := map[AddressKey]string{}
 	if len(macs) > 0 {
 		leases, err := client.Lease.Query().
 			Where(lease.MACIn(macs...), lease.ExpireTimeGT(store.Now())).
@@ -88,40 +90,50 @@ func toProto(ctx context.Context, client *ent.Client, ms []*ent.Machine) ([]*mac
 			return nil, fmt.Errorf("read machine addresses: %w", err)
 		}
 		for _, l := range leases {
-			addresses[key{l.SegmentID, l.MAC}] = l.Address
+			addresses[AddressKey{l.SegmentID, l.MAC}] = l.Address
 		}
 	}
 	out := make([]*machinev1.Machine, 0, len(ms))
 	for _, m := range ms {
-		pm := &machinev1.Machine{
-			Id:          m.ID.String(),
-			Hostname:    m.Hostname,
-			State:       StateToProto(m.State),
-			Labels:      m.Labels,
-			Maintenance: m.Maintenance,
-			CreateTime:  timestamppb.New(m.CreateTime),
-			UpdateTime:  timestamppb.New(m.UpdateTime),
-			StateTime:   timestamppb.New(m.StateTime),
-		}
-		if m.HardwareID != nil {
-			pm.HardwareId = *m.HardwareID
-		}
-		if len(m.Inventory) > 0 {
-			inv := &machinev1.Inventory{}
-			if err := proto.Unmarshal(m.Inventory, inv); err != nil {
-				return nil, fmt.Errorf("decode inventory of machine %s: %w", m.ID, err)
-			}
-			pm.Inventory = inv
-		}
-		for _, n := range m.Edges.Nics {
-			pi := &machinev1.Interface{Mac: n.MAC, CircuitId: n.CircuitID, RemoteId: n.RemoteID}
-			if n.SegmentID != nil {
-				pi.SegmentId = n.SegmentID.String()
-				pi.Address = addresses[key{*n.SegmentID, n.MAC}]
-			}
-			pm.Interfaces = append(pm.Interfaces, pi)
+		pm, err := ToProto(m, addresses)
+		if err != nil {
+			return nil, err
 		}
 		out = append(out, pm)
 	}
 	return out, nil
+}
+
+// ToProto converts a machine read with its NICs (in MAC order), given the
+// NICs' current addresses.
+func ToProto(m *ent.Machine, addresses map[AddressKey]string) (*machinev1.Machine, error) {
+	pm := &machinev1.Machine{
+		Id:          m.ID.String(),
+		Hostname:    m.Hostname,
+		State:       StateToProto(m.State),
+		Labels:      m.Labels,
+		Maintenance: m.Maintenance,
+		CreateTime:  timestamppb.New(m.CreateTime),
+		UpdateTime:  timestamppb.New(m.UpdateTime),
+		StateTime:   timestamppb.New(m.StateTime),
+	}
+	if m.HardwareID != nil {
+		pm.HardwareId = *m.HardwareID
+	}
+	if len(m.Inventory) > 0 {
+		inv := &machinev1.Inventory{}
+		if err := proto.Unmarshal(m.Inventory, inv); err != nil {
+			return nil, fmt.Errorf("decode inventory of machine %s: %w", m.ID, err)
+		}
+		pm.Inventory = inv
+	}
+	for _, n := range m.Edges.Nics {
+		pi := &machinev1.Interface{Mac: n.MAC, CircuitId: n.CircuitID, RemoteId: n.RemoteID}
+		if n.SegmentID != nil {
+			pi.SegmentId = n.SegmentID.String()
+			pi.Address = addresses[AddressKey{*n.SegmentID, n.MAC}]
+		}
+		pm.Interfaces = append(pm.Interfaces, pi)
+	}
+	return pm, nil
 }

@@ -56,6 +56,11 @@ func (n *Notifier) Notify() {
 // process or, on PostgreSQL while Listen runs, by any other.
 func (s *Store) Changes() *Notifier { return s.notifier }
 
+// SegmentChanges is the notifier that fires when a change of a segment
+// (its settings or reservations) is committed; caches of segments reload
+// when it fires.
+func (s *Store) SegmentChanges() *Notifier { return s.segmentNotifier }
+
 // RecordChange appends a change of one resource to the change log, inside
 // the transaction that makes the change. Call it last in the transaction:
 // on PostgreSQL it takes a lock, held until commit, so that change numbers
@@ -65,8 +70,13 @@ func (s *Store) RecordChange(ctx context.Context, tx *ent.Tx, kind change.Kind, 
 	if err != nil {
 		return fmt.Errorf("encode change: %w", err)
 	}
-	if err := s.Lock(ctx, tx, lockChangeLog); err != nil {
-		return err
+	if s.Dialect == dialect.Postgres {
+		// One round trip: the lock, and the notification other API
+		// processes get at commit (its payload is the kind).
+		if _, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock($1), pg_notify($2, $3)",
+			lockChangeLog, notifyChannel, string(kind)); err != nil {
+			return fmt.Errorf("take change log lock: %w", err)
+		}
 	}
 	if err := tx.Change.Create().
 		SetKind(kind).SetType(typ).SetResourceID(id).SetPayload(payload).
@@ -74,21 +84,25 @@ func (s *Store) RecordChange(ctx context.Context, tx *ent.Tx, kind change.Kind, 
 		Exec(ctx); err != nil {
 		return fmt.Errorf("record change: %w", err)
 	}
-	if s.Dialect == dialect.Postgres {
-		if _, err := tx.ExecContext(ctx, "SELECT pg_notify($1, '')", notifyChannel); err != nil {
-			return fmt.Errorf("notify change: %w", err)
-		}
-	}
 	tx.OnCommit(func(next ent.Committer) ent.Committer {
 		return ent.CommitFunc(func(ctx context.Context, tx *ent.Tx) error {
 			err := next.Commit(ctx, tx)
 			if err == nil {
-				s.notifier.Notify()
+				s.notify(string(kind))
 			}
 			return err
 		})
 	})
 	return nil
+}
+
+// notify wakes the waiters for a committed change of the given kind ("" for
+// a change of unknown kind, which wakes every waiter).
+func (s *Store) notify(kind string) {
+	s.notifier.Notify()
+	if kind == "" || kind == string(KindSegment) {
+		s.segmentNotifier.Notify()
+	}
 }
 
 // LockChangeLog takes, early, the lock RecordChange takes. A transaction
@@ -172,11 +186,12 @@ func (s *Store) listenOnce(ctx context.Context) error {
 		return fmt.Errorf("listen: %w", err)
 	}
 	// Changes may have committed while no one listened.
-	s.notifier.Notify()
+	s.notify("")
 	for {
-		if _, err := conn.WaitForNotification(ctx); err != nil {
+		n, err := conn.WaitForNotification(ctx)
+		if err != nil {
 			return fmt.Errorf("wait for notification: %w", err)
 		}
-		s.notifier.Notify()
+		s.notify(n.Payload)
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime"
 	"strings"
 	"syscall"
 
@@ -21,6 +22,13 @@ import (
 )
 
 func main() {
+	// The daemon mostly waits on the network and the API. Running its
+	// goroutines on one thread spares the wake-ups of idle threads that
+	// each packet would otherwise cost, a large share of its CPU time
+	// (docs/benchmarks.md). GOMAXPROCS in the environment overrides this.
+	if _, set := os.LookupEnv("GOMAXPROCS"); !set {
+		runtime.GOMAXPROCS(1)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.LookupEnv, os.Stderr)
 	stop()
@@ -59,8 +67,15 @@ HTTPClient) --http-boot-url. The next server (siaddr, option 66) is
 
 Metrics (Prometheus) are served on --metrics-listen at /metrics:
 carbide_dhcp_requests_total{type}, carbide_dhcp_replies_total{type},
-carbide_dhcp_drops_total{reason}, carbide_dhcp_api_errors_total{code} and
-carbide_dhcp_handle_seconds{type}; /healthz answers ok.
+carbide_dhcp_drops_total{reason}, carbide_dhcp_api_errors_total{code},
+carbide_dhcp_handle_seconds{type} and carbide_dhcp_offer_acks_total;
+/healthz answers ok.
+
+A DHCPREQUEST accepting an offer the daemon made in the last 10 s is
+acknowledged without a second API call: the API wrote the lease when it
+was offered. Every other request asks the API.
+
+The daemon runs its goroutines on one thread unless GOMAXPROCS is set.
 
 Every flag can also be set as an environment variable: --interface as
 CARBIDE_DHCP_INTERFACE (a comma-separated list), --pki-dir as

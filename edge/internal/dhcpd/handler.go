@@ -28,7 +28,8 @@ type Interface struct {
 }
 
 // Handler answers DHCPv4 requests by asking the Carbide API. It is safe
-// for concurrent use; it keeps no state between packets beyond metrics.
+// for concurrent use. Beyond metrics, the only state it keeps between
+// packets is the leases it offered in the last few seconds (see offers).
 type Handler struct {
 	api        LeaseAPI
 	boot       bootConfig
@@ -39,6 +40,7 @@ type Handler struct {
 	metrics    *Metrics
 	logger     *slog.Logger
 	throttle   *logThrottle
+	offers     *offers
 }
 
 // NewHandler returns a Handler configured by cfg that asks api, counts in
@@ -62,6 +64,7 @@ func NewHandler(cfg *Config, api LeaseAPI, m *Metrics, logger *slog.Logger) *Han
 		metrics:    m,
 		logger:     logger,
 		throttle:   newLogThrottle(10 * time.Second),
+		offers:     newOffers(),
 	}
 }
 
@@ -255,8 +258,8 @@ type lease struct {
 
 // callLease asks the API for r's lease; ok is false, and the failure
 // counted and logged, when there is none to give.
-func (h *Handler) callLease(ctx context.Context, r *request, requested netip.Addr) (lease, bool) {
-	req := &dhcpv1.LeaseRequest{Mac: r.mac, Origin: r.origin(), ClientHostname: clientHostname(r.pkt)}
+func (h *Handler) callLease(ctx context.Context, r *request, requested netip.Addr, extend bool) (lease, bool) {
+	req := &dhcpv1.LeaseRequest{Mac: r.mac, Origin: r.origin(), ClientHostname: clientHostname(r.pkt), Extend: extend}
 	if requested.IsValid() {
 		req.RequestedAddress = requested.String()
 	}
@@ -278,10 +281,11 @@ var errInvalidResponse = errors.New("the API's answer has no IPv4 address or no 
 
 func (h *Handler) discover(ctx context.Context, r *request) (*dhcpv4.DHCPv4, string) {
 	requested, _ := optIP4(r.pkt, dhcpv4.OptionRequestedIPAddress)
-	l, ok := h.callLease(ctx, r, requested)
+	l, ok := h.callLease(ctx, r, requested, false)
 	if !ok {
 		return nil, reasonAPIError
 	}
+	h.offers.put(r.mac, l, time.Now())
 	reply := h.newReply(r, dhcpv4.MessageTypeOffer)
 	h.fillLease(reply, r, l)
 	return reply, ""
@@ -295,7 +299,8 @@ func (h *Handler) request(ctx context.Context, r *request) (*dhcpv4.DHCPv4, stri
 	}
 	ciaddr, hasCIAddr := ip4(r.pkt.ClientIPAddr)
 	var want netip.Addr
-	if hasSID || !hasCIAddr {
+	renewing := !hasSID && hasCIAddr
+	if !renewing {
 		// SELECTING (option 54) or INIT-REBOOT (neither 54 nor ciaddr):
 		// the address is option 50.
 		want, _ = optIP4(r.pkt, dhcpv4.OptionRequestedIPAddress)
@@ -309,9 +314,18 @@ func (h *Handler) request(ctx context.Context, r *request) (*dhcpv4.DHCPv4, stri
 	if !want.IsValid() {
 		return nil, reasonNoAddress
 	}
-	l, ok := h.callLease(ctx, r, want)
+	l, ok := lease{}, false
+	if hasSID {
+		// Accepting the offer this daemon just made: the API wrote that
+		// lease already.
+		if l, ok = h.offers.take(r.mac, want, time.Now()); ok {
+			h.metrics.offerAcks.Inc()
+		}
+	}
 	if !ok {
-		return nil, reasonAPIError
+		if l, ok = h.callLease(ctx, r, want, renewing); !ok {
+			return nil, reasonAPIError
+		}
 	}
 	if l.addr != want {
 		reply := h.newReply(r, dhcpv4.MessageTypeNak)
@@ -328,6 +342,7 @@ func (h *Handler) release(ctx context.Context, r *request) string {
 	if sid, ok := optIP4(r.pkt, dhcpv4.OptionServerIdentifier); ok && !r.isOurs(sid) {
 		return reasonOtherServer
 	}
+	h.offers.forget(r.mac)
 	addr, ok := ip4(r.pkt.ClientIPAddr)
 	if !ok {
 		return reasonNoAddress
@@ -343,6 +358,7 @@ func (h *Handler) decline(ctx context.Context, r *request) string {
 	if sid, ok := optIP4(r.pkt, dhcpv4.OptionServerIdentifier); ok && !r.isOurs(sid) {
 		return reasonOtherServer
 	}
+	h.offers.forget(r.mac)
 	addr, ok := optIP4(r.pkt, dhcpv4.OptionRequestedIPAddress)
 	if !ok {
 		return reasonNoAddress

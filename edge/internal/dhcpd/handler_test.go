@@ -108,7 +108,7 @@ func TestHandleMessages(t *testing.T) {
 			wantDest:   &net.UDPAddr{IP: ip(leaseAddr), Port: 68},
 			wantYIAddr: ip(leaseAddr),
 			wantCIAddr: ip(leaseAddr),
-			wantLeases: []*dhcpv1.LeaseRequest{{Mac: "52:54:00:12:34:56", Origin: clientOrigin(leaseAddr), RequestedAddress: leaseAddr}},
+			wantLeases: []*dhcpv1.LeaseRequest{{Mac: "52:54:00:12:34:56", Origin: clientOrigin(leaseAddr), RequestedAddress: leaseAddr, Extend: true}},
 		},
 		"request, rebinding": {
 			pkt:        packet(t, dhcpv4.MessageTypeRequest, dhcpv4.WithClientIP(ip(leaseAddr)), dhcpv4.WithBroadcast(true)),
@@ -116,7 +116,7 @@ func TestHandleMessages(t *testing.T) {
 			wantDest:   &net.UDPAddr{IP: ip(leaseAddr), Port: 68},
 			wantYIAddr: ip(leaseAddr),
 			wantCIAddr: ip(leaseAddr),
-			wantLeases: []*dhcpv1.LeaseRequest{{Mac: "52:54:00:12:34:56", Origin: clientOrigin(leaseAddr), RequestedAddress: leaseAddr}},
+			wantLeases: []*dhcpv1.LeaseRequest{{Mac: "52:54:00:12:34:56", Origin: clientOrigin(leaseAddr), RequestedAddress: leaseAddr, Extend: true}},
 		},
 		"request, renewing, API leases another address": {
 			pkt:        packet(t, dhcpv4.MessageTypeRequest, dhcpv4.WithClientIP(ip(leaseAddr))),
@@ -125,7 +125,7 @@ func TestHandleMessages(t *testing.T) {
 			wantDest:   bcast68,
 			wantYIAddr: ip("0.0.0.0"),
 			wantCIAddr: ip("0.0.0.0"),
-			wantLeases: []*dhcpv1.LeaseRequest{{Mac: "52:54:00:12:34:56", Origin: clientOrigin(leaseAddr), RequestedAddress: leaseAddr}},
+			wantLeases: []*dhcpv1.LeaseRequest{{Mac: "52:54:00:12:34:56", Origin: clientOrigin(leaseAddr), RequestedAddress: leaseAddr, Extend: true}},
 		},
 		"request without an address": {
 			pkt:      packet(t, dhcpv4.MessageTypeRequest),

@@ -32,6 +32,7 @@ type Metrics struct {
 	drops         *prometheus.CounterVec
 	apiErrors     *prometheus.CounterVec
 	handleSeconds *prometheus.HistogramVec
+	offerAcks     prometheus.Counter
 }
 
 // NewMetrics creates the metrics and registers them with reg.
@@ -58,8 +59,12 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Help:    "Time to handle a DHCP request, including the API call, by message type.",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
 		}, []string{"type"}),
+		offerAcks: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "carbide_dhcp_offer_acks_total",
+			Help: "DHCPREQUESTs accepting an offer this daemon made in the last 10 s, acknowledged without an API call (the API wrote the lease when it was offered).",
+		}),
 	}
-	if err := daemon.Register(reg, m.requests, m.replies, m.drops, m.apiErrors, m.handleSeconds); err != nil {
+	if err := daemon.Register(reg, m.requests, m.replies, m.drops, m.apiErrors, m.handleSeconds, m.offerAcks); err != nil {
 		return nil, err
 	}
 	// Start the usual series at zero, so that rates work from the first

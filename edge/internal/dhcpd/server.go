@@ -120,13 +120,32 @@ func resolveInterfaces(names []string) ([]Interface, error) {
 	return ifaces, errors.Join(errs...)
 }
 
-// serve reads packets from conn, which receives on iface, and answers each
-// in its own goroutine, at most maxInFlight at once. It returns nil once
-// ctx is done and conn is closed, after the goroutines have finished.
+// serve reads packets from conn, which receives on iface, and hands each
+// to one of maxInFlight workers; a packet that finds every worker busy is
+// dropped and counted. It returns nil once ctx is done and conn is closed,
+// after the workers have finished.
+//
+// The workers live as long as serve: a goroutine per packet would grow a
+// fresh stack for every request on its way through the API client.
 func (h *Handler) serve(ctx context.Context, conn net.PacketConn, iface Interface, maxInFlight int) error {
 	var wg sync.WaitGroup
-	defer wg.Wait()
+	// A slot in sem is a packet taken and not yet answered; work holds
+	// the taken packets until a worker is free, which is at once unless
+	// the worker has not got back to it yet.
 	sem := make(chan struct{}, maxInFlight)
+	work := make(chan []byte, maxInFlight)
+	defer func() {
+		close(work)
+		wg.Wait()
+	}()
+	for range maxInFlight {
+		wg.Go(func() {
+			for pkt := range work {
+				h.answer(ctx, conn, iface, pkt)
+				<-sem
+			}
+		})
+	}
 	buf := make([]byte, 64<<10)
 	for {
 		n, _, err := conn.ReadFrom(buf)
@@ -146,29 +165,29 @@ func (h *Handler) serve(ctx context.Context, conn net.PacketConn, iface Interfac
 		}
 		select {
 		case sem <- struct{}{}:
+			work <- bytes.Clone(buf[:n])
 		default:
 			h.drop(ctx, reasonBusy, iface, nil)
-			continue
 		}
-		pkt := bytes.Clone(buf[:n])
-		wg.Go(func() {
-			defer func() { <-sem }()
-			reply, dest := h.HandlePacket(ctx, iface, pkt)
-			if reply == nil {
-				return
-			}
-			if _, err := conn.WriteTo(reply.ToBytes(), dest); err != nil {
-				if ctx.Err() != nil {
-					return // shutting down
-				}
-				h.drop(ctx, reasonSendError, iface, reply)
-				if ok, suppressed := h.throttle.allow("send", time.Now()); ok {
-					h.logger.Error("send a DHCP reply", "interface", iface.Name, "to", dest.String(),
-						"error", err.Error(), "suppressed", suppressed)
-				}
-				return
-			}
-			h.countSent(reply)
-		})
 	}
+}
+
+// answer handles one packet and sends the reply, if any.
+func (h *Handler) answer(ctx context.Context, conn net.PacketConn, iface Interface, pkt []byte) {
+	reply, dest := h.HandlePacket(ctx, iface, pkt)
+	if reply == nil {
+		return
+	}
+	if _, err := conn.WriteTo(reply.ToBytes(), dest); err != nil {
+		if ctx.Err() != nil {
+			return // shutting down
+		}
+		h.drop(ctx, reasonSendError, iface, reply)
+		if ok, suppressed := h.throttle.allow("send", time.Now()); ok {
+			h.logger.Error("send a DHCP reply", "interface", iface.Name, "to", dest.String(),
+				"error", err.Error(), "suppressed", suppressed)
+		}
+		return
+	}
+	h.countSent(reply)
 }

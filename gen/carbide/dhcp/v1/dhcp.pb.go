@@ -123,8 +123,14 @@ type LeaseRequest struct {
 	// The host name the client sent (option 12), recorded if the machine has
 	// none.
 	ClientHostname string `protobuf:"bytes,4,opt,name=client_hostname,json=clientHostname,proto3" json:"client_hostname,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The client asks to extend the lease it holds (a DHCPREQUEST in the
+	// RENEWING or REBINDING state): the lease gets a new expiry. Otherwise
+	// a lease renewed less than a quarter of the segment's lease time ago is
+	// handed out again as it is stored, with the time it has left, and
+	// nothing is written.
+	Extend        bool `protobuf:"varint,5,opt,name=extend,proto3" json:"extend,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *LeaseRequest) Reset() {
@@ -183,6 +189,13 @@ func (x *LeaseRequest) GetClientHostname() string {
 		return x.ClientHostname
 	}
 	return ""
+}
+
+func (x *LeaseRequest) GetExtend() bool {
+	if x != nil {
+		return x.Extend
+	}
+	return false
 }
 
 type LeaseResponse struct {
@@ -656,14 +669,15 @@ const file_carbide_dhcp_v1_dhcp_proto_rawDesc = "" +
 	"\n" +
 	"circuit_id\x18\x04 \x01(\fB\b\xbaH\x05z\x03\x18\xff\x01R\tcircuitId\x12%\n" +
 	"\tremote_id\x18\x05 \x01(\fB\b\xbaH\x05z\x03\x18\xff\x01R\bremoteId:\xb5\x01\xbaH\xb1\x01\x1a\xae\x01\n" +
-	"\x06origin\x12Qorigin needs a relay_address, link_selection or local_address to select a segment\x1aQthis.relay_address != '' || this.link_selection != '' || this.local_address != ''\"\xdf\x02\n" +
+	"\x06origin\x12Qorigin needs a relay_address, link_selection or local_address to select a segment\x1aQthis.relay_address != '' || this.link_selection != '' || this.local_address != ''\"\xf7\x02\n" +
 	"\fLeaseRequest\x12\xa9\x01\n" +
 	"\x03mac\x18\x01 \x01(\tB\x96\x01\xbaH\x92\x01\xba\x01\x8e\x01\n" +
 	"\x03mac\x12Qmust be a MAC address of six colon-separated hex bytes, such as 52:54:00:12:34:56\x1a4this.matches('^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$')R\x03mac\x127\n" +
 	"\x06origin\x18\x02 \x01(\v2\x17.carbide.dhcp.v1.OriginB\x06\xbaH\x03\xc8\x01\x01R\x06origin\x127\n" +
 	"\x11requested_address\x18\x03 \x01(\tB\n" +
 	"\xbaH\a\xd8\x01\x01r\x02x\x01R\x10requestedAddress\x121\n" +
-	"\x0fclient_hostname\x18\x04 \x01(\tB\b\xbaH\x05r\x03\x18\xff\x01R\x0eclientHostname\"\xe1\x01\n" +
+	"\x0fclient_hostname\x18\x04 \x01(\tB\b\xbaH\x05r\x03\x18\xff\x01R\x0eclientHostname\x12\x16\n" +
+	"\x06extend\x18\x05 \x01(\bR\x06extend\"\xe1\x01\n" +
 	"\rLeaseResponse\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\x12@\n" +
 	"\x0elease_duration\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\rleaseDuration\x12\x1a\n" +

@@ -1,0 +1,98 @@
+package apiserver
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+	dhcpv1 "github.com/carbide-dev/carbide/gen/carbide/dhcp/v1"
+)
+
+// BenchmarkLeaseDORA measures what one DORA exchange of a new client costs
+// the API: a Lease call as for a DISCOVER, then one asking for the offered
+// address as for the REQUEST, made by the DHCP daemon's identity.
+func BenchmarkLeaseDORA(b *testing.B) {
+	for _, clients := range []int{1, 32} {
+		b.Run(fmt.Sprintf("clients=%d", clients), func(b *testing.B) {
+			if b.N > benchPoolSize {
+				b.Fatalf("b.N = %d exceeds the pool", b.N)
+			}
+			e := newEnv(b, "postgres", "grpc")
+			createBenchSegment(b, e)
+			c := e.as(b, "dhcp").DHCP
+			warmPool(b, e, clients)
+			origin := &dhcpv1.Origin{RelayAddress: benchGateway}
+			ctx := context.Background()
+			var next, failures atomic.Int64
+			lat := make([]time.Duration, b.N)
+			var wg sync.WaitGroup
+			self0, pg0 := cpuNow(b)
+			b.ResetTimer()
+			for range clients {
+				wg.Go(func() {
+					for {
+						i := int(next.Add(1) - 1)
+						if i >= b.N {
+							return
+						}
+						start := time.Now()
+						mac := benchMAC(i)
+						offer, err := c.Lease(ctx, connect.NewRequest(&dhcpv1.LeaseRequest{Mac: mac, Origin: origin}))
+						if err != nil {
+							failures.Add(1)
+							b.Error(err)
+							continue
+						}
+						if _, err := c.Lease(ctx, connect.NewRequest(&dhcpv1.LeaseRequest{Mac: mac, Origin: origin, RequestedAddress: offer.Msg.GetAddress()})); err != nil {
+							failures.Add(1)
+							b.Error(err)
+						}
+						lat[i] = time.Since(start)
+					}
+				})
+			}
+			wg.Wait()
+			b.StopTimer()
+			self1, pg1 := cpuNow(b)
+			reportRate(b, "dora/s", lat)
+			b.ReportMetric(float64((self1-self0).Microseconds())/float64(b.N)/1000, "api-cpu-ms/dora")
+			b.ReportMetric(float64((pg1-pg0).Microseconds())/float64(b.N)/1000, "pg-cpu-ms/dora")
+		})
+	}
+}
+
+// cpuNow returns the CPU time this process has used, and that of every
+// postgres process on the machine.
+func cpuNow(b *testing.B) (self, pg time.Duration) {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	self = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
+	for _, f := range stats {
+		raw, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		s := string(raw)
+		open, close := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
+		if open < 0 || close < open || s[open+1:close] != "postgres" {
+			continue
+		}
+		fields := strings.Fields(s[close+2:])
+		ut, _ := strconv.ParseInt(fields[11], 10, 64)
+		st, _ := strconv.ParseInt(fields[12], 10, 64)
+		pg += time.Duration(ut+st) * 10 * time.Millisecond
+	}
+	return self, pg
+}
