@@ -22,7 +22,7 @@ import (
 	"github.com/carbide-dev/carbide/ent"
 	"github.com/carbide-dev/carbide/ent/migrations"
 	"github.com/jackc/pgx/v5/stdlib" // also registers the "pgx" database/sql driver
-	_ "modernc.org/sqlite"             // registers the "sqlite" database/sql driver
+	_ "modernc.org/sqlite"           // registers the "sqlite" database/sql driver
 )
 
 // Config says which database to open.
@@ -102,9 +102,9 @@ func openPostgres(ctx context.Context, cfg Config, logger *slog.Logger) (*Store,
 	}
 	drv := entsql.OpenDB(dialect.Postgres, db)
 	s := &Store{
-		Client:   ent.NewClient(ent.Driver(drv)),
-		Dialect:  dialect.Postgres,
-		db:       db,
+		Client:          ent.NewClient(ent.Driver(drv)),
+		Dialect:         dialect.Postgres,
+		db:              db,
 		url:             cfg.DatabaseURL,
 		notifier:        NewNotifier(),
 		segmentNotifier: NewNotifier(),
