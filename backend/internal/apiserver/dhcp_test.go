@@ -255,3 +255,29 @@ func TestDHCPLeaseReuseAndExtend(t *testing.T) {
 		}
 	})
 }
+
+// A MAC that holds a lease but belongs to no machine (leased with
+// AddressService) is enrolled by its first DHCP request and keeps its
+// address.
+func TestDHCPEnrolsMACWithLease(t *testing.T) {
+	t.Parallel()
+	forEachStore(t, func(t *testing.T, e *env) {
+		local, _, c := dhcpSegments(t, e)
+		held, err := e.Address.AllocateAddress(t.Context(), connect.NewRequest(&networkv1.AllocateAddressRequest{SegmentId: local.GetId(), Mac: testMAC(3)}))
+		if err != nil {
+			t.Fatalf("AllocateAddress: %v", err)
+		}
+		got := dhcpLease(t, c, &dhcpv1.LeaseRequest{Mac: testMAC(3), Origin: &dhcpv1.Origin{LocalAddress: "10.1.0.1"}})
+		if got.GetAddress() != held.Msg.GetLease().GetAddress() || got.GetMachineId() == "" {
+			t.Fatalf("Lease = %s for machine %q, want the held %s and a machine", got.GetAddress(), got.GetMachineId(), held.Msg.GetLease().GetAddress())
+		}
+		m, err := e.Machines.GetMachine(t.Context(), connect.NewRequest(&machinev1.GetMachineRequest{Id: got.GetMachineId()}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ifs := m.Msg.GetMachine().GetInterfaces()
+		if len(ifs) != 1 || ifs[0].GetMac() != testMAC(3) || ifs[0].GetAddress() != got.GetAddress() {
+			t.Errorf("enrolled machine's interfaces = %v", ifs)
+		}
+	})
+}

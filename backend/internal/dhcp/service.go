@@ -121,10 +121,10 @@ func (s *Service) lease(ctx context.Context, seg *ipam.Segment, mac string, req 
 		}
 		// The MAC holds a lease but belongs to no machine (leased with
 		// AddressService): enrol it, then lease as for any known MAC.
-		if _, err := s.enrol(ctx, mac, seg.ID, o, req.GetClientHostname()); err != nil {
+		if err := s.enrol(ctx, seg.ID, mac, o, req.GetClientHostname()); err != nil {
 			return nil, err
 		}
-		return s.allocate(ctx, seg, mac, req.GetRequestedAddress())
+		return s.lease(ctx, seg, mac, req)
 	}
 
 	// Only a relayed request says which relay port the NIC is behind; a
@@ -171,19 +171,6 @@ func (s *Service) lease(ctx context.Context, seg *ipam.Segment, mac string, req 
 	return s.response(seg, cur.machineID.UUID, cur.hostname.String, l.Address, l.ExpireTime.Sub(l.RenewTime)), nil
 }
 
-// allocate leases through ipam for a MAC whose machine exists.
-func (s *Service) allocate(ctx context.Context, seg *ipam.Segment, mac, requested string) (*dhcpv1.LeaseResponse, error) {
-	l, err := s.ipam.Allocate(ctx, ipam.Request{Segment: seg.ID, MAC: mac, Requested: requested})
-	if err != nil {
-		return nil, err
-	}
-	n, err := s.store.Client.NIC.Query().Where(nic.MAC(mac)).WithMachine().Only(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("read interface: %w", err)
-	}
-	return s.response(seg, n.MachineID, n.Edges.Machine.Hostname, l.Address, l.ExpireTime.Sub(l.RenewTime)), nil
-}
-
 func (s *Service) response(seg *ipam.Segment, machineID uuid.UUID, hostname, addr string, d time.Duration) *dhcpv1.LeaseResponse {
 	return &dhcpv1.LeaseResponse{
 		Address:       addr,
@@ -201,21 +188,8 @@ func (s *Service) response(seg *ipam.Segment, machineID uuid.UUID, hostname, add
 func (s *Service) enrolAndLease(ctx context.Context, seg *ipam.Segment, mac string, o *dhcpv1.Origin, clientHostname, requested string) (*dhcpv1.LeaseResponse, error) {
 	var resp *dhcpv1.LeaseResponse
 	err := s.store.InTx(ctx, func(tx *ent.Tx) error {
-		now := store.Now()
-		m, err := tx.Machine.Create().
-			SetHostname(hostnameOf(clientHostname)).SetLabels(map[string]string{}).
-			SetCreateTime(now).SetUpdateTime(now).SetStateTime(now).
-			Save(ctx)
+		m, n, err := createMachine(ctx, tx, seg.ID, mac, o, clientHostname)
 		if err != nil {
-			return fmt.Errorf("create machine: %w", err)
-		}
-		n, err := tx.NIC.Create().SetMachineID(m.ID).SetMAC(mac).SetSegmentID(seg.ID).
-			SetCircuitID(string(o.GetCircuitId())).SetRemoteID(string(o.GetRemoteId())).
-			Save(ctx)
-		if err != nil {
-			return err // a constraint error when another call enrolled the MAC first
-		}
-		if err := lifecycle.RecordCreation(ctx, tx, m, "enrolled by DHCP", principal.From(ctx)); err != nil {
 			return err
 		}
 		l, err := s.ipam.LeaseNew(ctx, tx, seg, mac, requested)
@@ -332,56 +306,42 @@ func (s *Service) selectSegment(ctx context.Context, o *dhcpv1.Origin) (*ipam.Se
 		fmt.Errorf("%s: no segment has %s as a relay address or inside its prefix; create one or add the relay address", field, addr))
 }
 
-// enrol returns the machine that owns mac, creating a discovered machine
-// with that interface if there is none, and records the relay agent's ids
-// on the interface.
-func (s *Service) enrol(ctx context.Context, mac string, segID uuid.UUID, o *dhcpv1.Origin, clientHostname string) (*ent.Machine, error) {
-	circuit, remote := string(o.GetCircuitId()), string(o.GetRemoteId())
-	n, err := s.store.Client.NIC.Query().Where(nic.MAC(mac)).WithMachine().Only(ctx)
-	switch {
-	case err == nil:
-		// Only a relayed request says which relay port the NIC is behind;
-		// a unicast renewal straight to the daemon says nothing about it.
-		if o.GetRelayAddress() != "" && (n.CircuitID != circuit || n.RemoteID != remote) {
-			if err := n.Update().SetCircuitID(circuit).SetRemoteID(remote).SetUpdateTime(store.Now()).Exec(ctx); err != nil {
-				return nil, fmt.Errorf("record relay agent ids: %w", err)
-			}
-		}
-		return n.Edges.Machine, nil
-	case !ent.IsNotFound(err):
-		return nil, fmt.Errorf("read interface: %w", err)
-	}
-	var m *ent.Machine
-	err = s.store.InTx(ctx, func(tx *ent.Tx) error {
-		now := store.Now()
-		m, err = tx.Machine.Create().
-			SetHostname(hostnameOf(clientHostname)).SetLabels(map[string]string{}).
-			SetCreateTime(now).SetUpdateTime(now).SetStateTime(now).
-			Save(ctx)
+// enrol makes a discovered machine of a MAC that belongs to none. When
+// another call enrolled the MAC first, it returns that call's constraint
+// error, and Lease starts over.
+func (s *Service) enrol(ctx context.Context, segID uuid.UUID, mac string, o *dhcpv1.Origin, clientHostname string) error {
+	return s.store.InTx(ctx, func(tx *ent.Tx) error {
+		m, _, err := createMachine(ctx, tx, segID, mac, o, clientHostname)
 		if err != nil {
-			return fmt.Errorf("create machine: %w", err)
-		}
-		if err := tx.NIC.Create().SetMachineID(m.ID).SetMAC(mac).SetSegmentID(segID).
-			SetCircuitID(circuit).SetRemoteID(remote).Exec(ctx); err != nil {
-			return err
-		}
-		if err := lifecycle.RecordCreation(ctx, tx, m, "enrolled by DHCP", principal.From(ctx)); err != nil {
 			return err
 		}
 		return machines.RecordChange(ctx, s.store, tx, m.ID, store.Created)
 	})
-	if ent.IsConstraintError(err) {
-		// Another replica enrolled the MAC first.
-		n, err := s.store.Client.NIC.Query().Where(nic.MAC(mac)).WithMachine().Only(ctx)
-		if err != nil {
-			return nil, fmt.Errorf("read interface: %w", err)
-		}
-		return n.Edges.Machine, nil
-	}
+}
+
+// createMachine writes, in tx, a discovered machine with mac as its one
+// interface, on the segment and behind the relay port o names, and its
+// first state. Creating the interface fails with a constraint error when
+// another call enrolled the MAC first.
+func createMachine(ctx context.Context, tx *ent.Tx, segID uuid.UUID, mac string, o *dhcpv1.Origin, clientHostname string) (*ent.Machine, *ent.NIC, error) {
+	now := store.Now()
+	m, err := tx.Machine.Create().
+		SetHostname(hostnameOf(clientHostname)).SetLabels(map[string]string{}).
+		SetCreateTime(now).SetUpdateTime(now).SetStateTime(now).
+		Save(ctx)
 	if err != nil {
-		return nil, err
+		return nil, nil, fmt.Errorf("create machine: %w", err)
 	}
-	return m, nil
+	n, err := tx.NIC.Create().SetMachineID(m.ID).SetMAC(mac).SetSegmentID(segID).
+		SetCircuitID(string(o.GetCircuitId())).SetRemoteID(string(o.GetRemoteId())).
+		Save(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := lifecycle.RecordCreation(ctx, tx, m, "enrolled by DHCP", principal.From(ctx)); err != nil {
+		return nil, nil, err
+	}
+	return m, n, nil
 }
 
 // hostnameOf keeps a client-sent host name only if it is a valid label.

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"entgo.io/ent/dialect/sql/sqlgraph"
 	"github.com/carbide-dev/carbide/backend/internal/machines"
 	"github.com/carbide-dev/carbide/backend/internal/pagetoken"
 	"github.com/carbide-dev/carbide/backend/internal/store"
@@ -22,7 +23,6 @@ import (
 	networkv1 "github.com/carbide-dev/carbide/gen/carbide/network/v1"
 	"github.com/carbide-dev/carbide/gen/carbide/network/v1/networkv1connect"
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5/pgconn"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
@@ -212,7 +212,7 @@ func (s *Service) LeaseNew(ctx context.Context, tx *ent.Tx, seg *Segment, mac, r
 	for _, a := range candidates {
 		rows, err := tx.QueryContext(ctx, s.store.SQL(insert), seg.ID, mac, a, l.Reserved, now, l.ExpireTime)
 		if err != nil {
-			if ent.IsConstraintError(err) || isUniqueViolation(err) {
+			if sqlgraph.IsUniqueConstraintError(err) {
 				return nil, errRace
 			}
 			return nil, fmt.Errorf("write lease: %w", err)
@@ -225,7 +225,7 @@ func (s *Service) LeaseNew(ctx context.Context, tx *ent.Tx, seg *Segment, mac, r
 			err = cmp.Or(rows.Err(), cerr)
 		}
 		if err != nil {
-			if isUniqueViolation(err) {
+			if sqlgraph.IsUniqueConstraintError(err) {
 				return nil, errRace
 			}
 			return nil, fmt.Errorf("write lease: %w", err)
@@ -241,17 +241,6 @@ func (s *Service) LeaseNew(ctx context.Context, tx *ent.Tx, seg *Segment, mac, r
 // IsRace reports whether err says an allocation lost a race and should
 // start over with fresh data.
 func IsRace(err error) bool { return errors.Is(err, errRace) }
-
-// isUniqueViolation reports whether err is a unique constraint violation
-// reported by the database (the raw queries above do not go through ent,
-// which would wrap it).
-func isUniqueViolation(err error) bool {
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) {
-		return pgErr.Code == "23505"
-	}
-	return strings.Contains(err.Error(), "UNIQUE constraint failed")
-}
 
 // freeReserved makes the reserved address available to its MAC: an expired
 // lease of another MAC on it is dropped; an unexpired one is an error.
