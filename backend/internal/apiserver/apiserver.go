@@ -262,7 +262,7 @@ func newHandler(st *store.Store, tokens *pki.AgentTokens, logger *slog.Logger, s
 	mux.Handle(networkv1connect.NewSegmentServiceHandler(segments.NewService(st), opts))
 	addresses := ipam.NewService(st)
 	mux.Handle(networkv1connect.NewAddressServiceHandler(addresses, opts))
-	mux.Handle(dhcpv1connect.NewDHCPServiceHandler(dhcp.NewService(st, addresses), opts))
+	mux.Handle(dhcpv1connect.NewDHCPServiceHandler(dhcp.NewService(st, addresses, logger), opts))
 	mux.Handle(watchv1connect.NewWatchServiceHandler(watch.NewService(st, stopping), opts))
 	mux.Handle(agentv1connect.NewAgentServiceHandler(inventory.NewService(st, tokens, logger), opts))
 	mux.Handle(auditv1connect.NewAuditServiceHandler(audit.NewService(st), opts))

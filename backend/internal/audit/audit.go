@@ -32,7 +32,10 @@ type recorder struct {
 // callKey is the context key of the *call a handler marks unchanged.
 type callKey struct{}
 
-type call struct{ unchanged atomic.Bool }
+type call struct {
+	unchanged atomic.Bool
+	resources atomic.Pointer[[]string]
+}
 
 // Unchanged tells the interceptor that the current call, although of an
 // RPC that can change something, changed nothing this time — a DHCP lease
@@ -41,6 +44,16 @@ type call struct{ unchanged atomic.Bool }
 func Unchanged(ctx context.Context) {
 	if c, ok := ctx.Value(callKey{}).(*call); ok {
 		c.unchanged.Store(true)
+	}
+}
+
+// Resources tells the interceptor which resources the current call
+// changed, in place of the ids it would find in the call's messages: a
+// DHCP LeaseBatch names the machines whose leases it wrote.
+func Resources(ctx context.Context, ids []string) {
+	if c, ok := ctx.Value(callKey{}).(*call); ok {
+		ids = append([]string{}, ids...)
+		c.resources.Store(&ids)
 	}
 }
 
@@ -53,7 +66,13 @@ func (r *recorder) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
 			if resp != nil {
 				out = resp.Any()
 			}
-			r.record(ctx, req.Spec().Procedure, req.Peer().Addr, req.Any(), out, err)
+			var ids []string
+			if named := c.resources.Load(); named != nil {
+				ids = *named
+			} else {
+				ids = resourceIDs(req.Any(), out)
+			}
+			r.record(ctx, req.Spec().Procedure, req.Peer().Addr, ids, err)
 		}
 		return resp, err
 	}
@@ -69,12 +88,12 @@ func (r *recorder) WrapStreamingHandler(next connect.StreamingHandlerFunc) conne
 	return next
 }
 
-func (r *recorder) record(ctx context.Context, procedure, peer string, req, resp any, callErr error) {
+func (r *recorder) record(ctx context.Context, procedure, peer string, ids []string, callErr error) {
 	create := r.store.Client.AuditRecord.Create().
 		SetTime(store.Now()).
 		SetProcedure(procedure).
 		SetPeer(peer).
-		SetResourceIds(resourceIDs(req, resp)).
+		SetResourceIds(ids).
 		SetPrincipal(principal.Anonymous).
 		SetCode("ok")
 	if p := principal.FromContext(ctx); p != nil {

@@ -65,6 +65,7 @@ var Policy = map[string]Rule{
 	networkv1connect.AddressServiceReleaseAddressProcedure:  {Roles: dhcpAndAdmin},
 	networkv1connect.AddressServiceListLeasesProcedure:      {Roles: []principal.Role{admin, operator, viewer, principal.RoleDHCP}},
 	dhcpv1connect.DHCPServiceLeaseProcedure:                 {Roles: dhcpAndAdmin},
+	dhcpv1connect.DHCPServiceLeaseBatchProcedure:            {Roles: dhcpAndAdmin},
 	dhcpv1connect.DHCPServiceReleaseProcedure:               {Roles: dhcpAndAdmin},
 	dhcpv1connect.DHCPServiceDeclineProcedure:               {Roles: dhcpAndAdmin},
 	dhcpv1connect.DHCPServiceInformProcedure:                {Roles: []principal.Role{admin, operator, viewer, principal.RoleDHCP}},

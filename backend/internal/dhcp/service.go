@@ -7,12 +7,15 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"slices"
+	"strings"
 	"time"
 
 	"connectrpc.com/connect"
 	"github.com/carbide-dev/carbide/backend/internal/audit"
+	"github.com/carbide-dev/carbide/backend/internal/interceptor"
 	"github.com/carbide-dev/carbide/backend/internal/ipam"
 	"github.com/carbide-dev/carbide/backend/internal/lifecycle"
 	"github.com/carbide-dev/carbide/backend/internal/machines"
@@ -30,15 +33,17 @@ import (
 
 // Service serves DHCPService.
 type Service struct {
-	store *store.Store
-	ipam  *ipam.Service
+	store  *store.Store
+	ipam   *ipam.Service
+	logger *slog.Logger
 }
 
 var _ dhcpv1connect.DHCPServiceHandler = (*Service)(nil)
 
-// NewService returns a DHCPService over st that leases through addresses.
-func NewService(st *store.Store, addresses *ipam.Service) *Service {
-	return &Service{store: st, ipam: addresses}
+// NewService returns a DHCPService over st that leases through addresses;
+// logger gets the internal errors of single requests of a LeaseBatch.
+func NewService(st *store.Store, addresses *ipam.Service, logger *slog.Logger) *Service {
+	return &Service{store: st, ipam: addresses, logger: logger}
 }
 
 // reuseFraction sets when a lease is handed out again as it is stored,
@@ -62,17 +67,141 @@ func (s *Service) Lease(ctx context.Context, req *connect.Request[dhcpv1.LeaseRe
 	if err != nil {
 		return nil, err
 	}
+	resp, wrote, err := s.leaseRetrying(ctx, seg, mac, req.Msg, nil)
+	if err != nil {
+		return nil, err
+	}
+	if !wrote {
+		audit.Unchanged(ctx)
+	}
+	return connect.NewResponse(resp), nil
+}
+
+// leaseRetrying decides a lease, starting over with what the store holds
+// when an attempt loses a race to a concurrent call. cur, if not nil, is
+// what a batch read for the MAC, for the first attempt. wrote says whether
+// anything was written.
+func (s *Service) leaseRetrying(ctx context.Context, seg *ipam.Segment, mac string, req *dhcpv1.LeaseRequest, cur *current) (*dhcpv1.LeaseResponse, bool, error) {
 	for range maxAttempts {
-		resp, err := s.lease(ctx, seg, mac, req.Msg)
+		if cur == nil {
+			var err error
+			if cur, err = s.lookup(ctx, seg.ID, mac); err != nil {
+				return nil, false, err
+			}
+		}
+		resp, wrote, err := s.lease(ctx, seg, mac, req, cur)
+		cur = nil
 		if ipam.IsRace(err) || ent.IsConstraintError(err) {
 			continue
 		}
-		if err != nil {
-			return nil, err
-		}
-		return connect.NewResponse(resp), nil
+		return resp, wrote, err
 	}
-	return nil, connect.NewError(connect.CodeAborted, fmt.Errorf("mac %s: gave up after %d attempts that lost races to concurrent requests; retry", mac, maxAttempts))
+	return nil, false, connect.NewError(connect.CodeAborted, fmt.Errorf("mac %s: gave up after %d attempts that lost races to concurrent requests; retry", mac, maxAttempts))
+}
+
+// LeaseBatch decides the lease of each request as Lease would. It reads
+// what the store holds for all the MACs of a segment in one query, hands
+// out the leases that need no write at once, and enrols and leases the
+// MACs it has never seen in one transaction. Every other request (and a
+// MAC's second request in the batch) is decided on its own, after them.
+func (s *Service) LeaseBatch(ctx context.Context, req *connect.Request[dhcpv1.LeaseBatchRequest]) (*connect.Response[dhcpv1.LeaseBatchResponse], error) {
+	reqs := req.Msg.GetRequests()
+	results := make([]*dhcpv1.LeaseResult, len(reqs))
+	var written []string // machines whose leases were written
+	failed := false
+	done := func(i int, resp *dhcpv1.LeaseResponse, wrote bool, err error) {
+		if err != nil {
+			failed = true
+			cerr := interceptor.Translate(ctx, s.logger, req.Spec().Procedure, err)
+			results[i] = &dhcpv1.LeaseResult{Result: &dhcpv1.LeaseResult_Error{Error: &dhcpv1.LeaseError{
+				Code: cerr.Code().String(), Message: cerr.Message()}}}
+			return
+		}
+		results[i] = &dhcpv1.LeaseResult{Result: &dhcpv1.LeaseResult_Lease{Lease: resp}}
+		if wrote && !slices.Contains(written, resp.GetMachineId()) {
+			written = append(written, resp.GetMachineId())
+		}
+	}
+	decide := func(i int, seg *ipam.Segment, mac string, cur *current) {
+		resp, wrote, err := s.leaseRetrying(ctx, seg, mac, reqs[i], cur)
+		done(i, resp, wrote, err)
+	}
+
+	// Group the requests by segment; a MAC asking twice waits.
+	type pending struct {
+		i   int
+		mac string
+		seg *ipam.Segment
+	}
+	var segs []*ipam.Segment
+	bySegment := make(map[uuid.UUID][]pending)
+	var again []pending
+	seen := make(map[string]bool, len(reqs))
+	for i, r := range reqs {
+		seg, err := s.selectSegment(ctx, r.GetOrigin())
+		if err != nil {
+			done(i, nil, false, err)
+			continue
+		}
+		p := pending{i: i, mac: machines.CanonicalMAC(r.GetMac()), seg: seg}
+		if seen[p.mac] {
+			again = append(again, p)
+			continue
+		}
+		seen[p.mac] = true
+		if bySegment[seg.ID] == nil {
+			segs = append(segs, seg)
+		}
+		bySegment[seg.ID] = append(bySegment[seg.ID], p)
+	}
+
+	for _, seg := range segs {
+		ps := bySegment[seg.ID]
+		macs := make([]string, len(ps))
+		for k, p := range ps {
+			macs[k] = p.mac
+		}
+		curs, err := s.lookupMany(ctx, seg.ID, macs)
+		if err != nil {
+			for _, p := range ps {
+				done(p.i, nil, false, err)
+			}
+			continue
+		}
+		var fresh []pending
+		var es []enrolment
+		for _, p := range ps {
+			if cur := curs[p.mac]; cur.machineID.Valid || cur.leaseID.Valid {
+				decide(p.i, seg, p.mac, cur)
+				continue
+			}
+			fresh = append(fresh, p)
+			es = append(es, enrolment{mac: p.mac, req: reqs[p.i]})
+		}
+		if len(es) == 0 {
+			continue
+		}
+		resps, err := s.enrolAndLease(ctx, seg, es)
+		if err != nil {
+			// Another call enrolled or leased one of them first, or
+			// one cannot be leased: each on its own, from fresh data.
+			again = append(again, fresh...)
+			continue
+		}
+		for k, p := range fresh {
+			done(p.i, resps[k], true, nil)
+		}
+	}
+	for _, p := range again {
+		decide(p.i, p.seg, p.mac, nil)
+	}
+
+	if len(written) == 0 && !failed {
+		audit.Unchanged(ctx)
+	} else {
+		audit.Resources(ctx, written)
+	}
+	return connect.NewResponse(&dhcpv1.LeaseBatchResponse{Results: results}), nil
 }
 
 // current is what the store holds for a MAC on a segment: its interface
@@ -90,41 +219,85 @@ type current struct {
 	expireTime sql.NullTime
 }
 
+// lookupQuery reads, for each MAC of the list q, its interface, machine
+// and lease on segment $1. lookup and lookupMany give it the list.
+const lookupQuery = `WITH q(mac) AS (VALUES %s)
+	SELECT q.mac, n.machine_id, n.segment_id, n.circuit_id, n.remote_id, m.hostname,
+		l.id, l.address, l.reserved, l.renew_time, l.expire_time
+	FROM q
+	LEFT JOIN nics AS n ON n.mac = q.mac
+	LEFT JOIN machines AS m ON m.id = n.machine_id
+	LEFT JOIN leases AS l ON l.segment_id = $1 AND l.mac = q.mac`
+
 // lookup reads what the store holds for mac on segment seg, in one query.
 func (s *Service) lookup(ctx context.Context, seg uuid.UUID, mac string) (*current, error) {
-	const q = `SELECT n.machine_id, n.segment_id, n.circuit_id, n.remote_id, m.hostname,
-			l.id, l.address, l.reserved, l.renew_time, l.expire_time
-		FROM (SELECT 1 AS one) AS q
-		LEFT JOIN nics AS n ON n.mac = $1
-		LEFT JOIN machines AS m ON m.id = n.machine_id
-		LEFT JOIN leases AS l ON l.segment_id = $2 AND l.mac = $1`
-	var c current
-	err := s.store.QueryRow(ctx, q, []any{mac, seg},
-		&c.machineID, &c.nicSegment, &c.circuitID, &c.remoteID, &c.hostname,
-		&c.leaseID, &c.address, &c.reserved, &c.renewTime, &c.expireTime)
-	if err != nil {
-		return nil, fmt.Errorf("read interface and lease: %w", err)
-	}
-	return &c, nil
-}
-
-// lease makes one attempt at a Lease call.
-func (s *Service) lease(ctx context.Context, seg *ipam.Segment, mac string, req *dhcpv1.LeaseRequest) (*dhcpv1.LeaseResponse, error) {
-	cur, err := s.lookup(ctx, seg.ID, mac)
+	found, err := s.lookupMany(ctx, seg, []string{mac})
 	if err != nil {
 		return nil, err
 	}
+	return found[mac], nil
+}
+
+// lookupMany reads what the store holds for each of macs (distinct) on
+// segment seg, in one query.
+func (s *Service) lookupMany(ctx context.Context, seg uuid.UUID, macs []string) (map[string]*current, error) {
+	var list strings.Builder
+	args := []any{seg}
+	for i, mac := range macs {
+		if i > 0 {
+			list.WriteString(", ")
+		}
+		fmt.Fprintf(&list, "($%d)", i+2)
+		args = append(args, mac)
+	}
+	found := make(map[string]*current, len(macs))
+	var c current
+	var mac string
+	err := s.store.Query(ctx, fmt.Sprintf(lookupQuery, list.String()), args, c.dest(&mac), func() error {
+		row := c
+		found[mac] = &row
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read interfaces and leases: %w", err)
+	}
+	for _, mac := range macs {
+		if found[mac] == nil {
+			return nil, fmt.Errorf("read interfaces and leases: no row for %s", mac)
+		}
+	}
+	return found, nil
+}
+
+// dest lists where a row of lookupQuery goes; mac gets its first column.
+func (c *current) dest(mac *string) []any {
+	return []any{mac, &c.machineID, &c.nicSegment, &c.circuitID, &c.remoteID, &c.hostname,
+		&c.leaseID, &c.address, &c.reserved, &c.renewTime, &c.expireTime}
+}
+
+// lease makes one attempt at a Lease call, given what the store holds for
+// the MAC; wrote says whether it wrote anything.
+func (s *Service) lease(ctx context.Context, seg *ipam.Segment, mac string, req *dhcpv1.LeaseRequest, cur *current) (*dhcpv1.LeaseResponse, bool, error) {
 	o := req.GetOrigin()
 	if !cur.machineID.Valid {
 		if !cur.leaseID.Valid {
-			return s.enrolAndLease(ctx, seg, mac, o, req.GetClientHostname(), req.GetRequestedAddress())
+			resps, err := s.enrolAndLease(ctx, seg, []enrolment{{mac: mac, req: req}})
+			if err != nil {
+				return nil, false, err
+			}
+			return resps[0], true, nil
 		}
 		// The MAC holds a lease but belongs to no machine (leased with
 		// AddressService): enrol it, then lease as for any known MAC.
 		if err := s.enrol(ctx, seg.ID, mac, o, req.GetClientHostname()); err != nil {
-			return nil, err
+			return nil, false, err
 		}
-		return s.lease(ctx, seg, mac, req)
+		cur, err := s.lookup(ctx, seg.ID, mac)
+		if err != nil {
+			return nil, false, err
+		}
+		resp, _, err := s.lease(ctx, seg, mac, req, cur)
+		return resp, true, err
 	}
 
 	// Only a relayed request says which relay port the NIC is behind; a
@@ -134,7 +307,7 @@ func (s *Service) lease(ctx context.Context, seg *ipam.Segment, mac string, req 
 	if o.GetRelayAddress() != "" && (cur.circuitID.String != circuit || cur.remoteID.String != remote) {
 		if err := s.store.Client.NIC.Update().Where(nic.MAC(mac)).
 			SetCircuitID(circuit).SetRemoteID(remote).SetUpdateTime(store.Now()).Exec(ctx); err != nil {
-			return nil, fmt.Errorf("record relay agent ids: %w", err)
+			return nil, false, fmt.Errorf("record relay agent ids: %w", err)
 		}
 		changed = true
 	}
@@ -147,28 +320,25 @@ func (s *Service) lease(ctx context.Context, seg *ipam.Segment, mac string, req 
 	if cur.leaseID.Valid && cur.expireTime.Time.After(now) && cur.nicSegment.UUID == seg.ID &&
 		seg.MayKeep(mac, addr) && cur.reserved.Bool == reserved && (requested == "" || requested == addr) {
 		if !req.GetExtend() && now.Sub(cur.renewTime.Time) < seg.LeaseDuration()/reuseFraction {
-			if !changed {
-				audit.Unchanged(ctx)
-			}
-			return s.response(seg, cur.machineID.UUID, cur.hostname.String, addr, cur.expireTime.Time.Sub(now).Truncate(time.Second)), nil
+			return s.response(seg, cur.machineID.UUID, cur.hostname.String, addr, cur.expireTime.Time.Sub(now).Truncate(time.Second)), changed, nil
 		}
 		expire := now.Add(seg.LeaseDuration())
 		n, err := s.store.Client.Lease.Update().
 			Where(lease.ID(cur.leaseID.Int64), lease.MAC(mac), lease.Address(addr)).
 			SetRenewTime(now).SetExpireTime(expire).Save(ctx)
 		if err != nil {
-			return nil, fmt.Errorf("renew lease: %w", err)
+			return nil, false, fmt.Errorf("renew lease: %w", err)
 		}
 		if n == 1 {
-			return s.response(seg, cur.machineID.UUID, cur.hostname.String, addr, expire.Sub(now)), nil
+			return s.response(seg, cur.machineID.UUID, cur.hostname.String, addr, expire.Sub(now)), true, nil
 		}
 		// Changed under us: take the general path.
 	}
 	l, err := s.ipam.Allocate(ctx, ipam.Request{Segment: seg.ID, MAC: mac, Requested: requested})
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
-	return s.response(seg, cur.machineID.UUID, cur.hostname.String, l.Address, l.ExpireTime.Sub(l.RenewTime)), nil
+	return s.response(seg, cur.machineID.UUID, cur.hostname.String, l.Address, l.ExpireTime.Sub(l.RenewTime)), true, nil
 }
 
 func (s *Service) response(seg *ipam.Segment, machineID uuid.UUID, hostname, addr string, d time.Duration) *dhcpv1.LeaseResponse {
@@ -181,36 +351,51 @@ func (s *Service) response(seg *ipam.Segment, machineID uuid.UUID, hostname, add
 	}
 }
 
-// enrolAndLease enrols a MAC the store has never seen and leases it an
+// enrolment is a MAC the store has never seen, and its request.
+type enrolment struct {
+	mac string
+	req *dhcpv1.LeaseRequest
+}
+
+// enrolAndLease enrols MACs the store has never seen and leases each an
 // address, in one transaction: a discovered machine with that interface,
 // its first state, its lease, and its entry in the change log, built from
-// what the transaction wrote (nothing else can see the machine yet).
-func (s *Service) enrolAndLease(ctx context.Context, seg *ipam.Segment, mac string, o *dhcpv1.Origin, clientHostname, requested string) (*dhcpv1.LeaseResponse, error) {
-	var resp *dhcpv1.LeaseResponse
+// what the transaction wrote (nothing else can see the machine yet). Each
+// of those is one statement for all the MACs.
+func (s *Service) enrolAndLease(ctx context.Context, seg *ipam.Segment, es []enrolment) ([]*dhcpv1.LeaseResponse, error) {
+	resps := make([]*dhcpv1.LeaseResponse, len(es))
 	err := s.store.InTx(ctx, func(tx *ent.Tx) error {
-		m, n, err := createMachine(ctx, tx, seg.ID, mac, o, clientHostname)
+		news := make([]newMachine, len(es))
+		reqs := make([]ipam.NewLease, len(es))
+		for i, e := range es {
+			news[i] = newMachine{mac: e.mac, origin: e.req.GetOrigin(), clientHostname: e.req.GetClientHostname()}
+			reqs[i] = ipam.NewLease{MAC: e.mac, Requested: e.req.GetRequestedAddress()}
+		}
+		ms, ns, err := createMachines(ctx, tx, seg.ID, news)
 		if err != nil {
 			return err
 		}
-		l, err := s.ipam.LeaseNew(ctx, tx, seg, mac, requested)
+		leases, err := s.ipam.LeaseNewMany(ctx, tx, seg, reqs)
 		if err != nil {
 			return err
 		}
-		m.Edges.Nics = []*ent.NIC{n}
-		pm, err := machines.ToProto(m, map[machines.AddressKey]string{{Segment: seg.ID, MAC: mac}: l.Address})
-		if err != nil {
-			return err
+		changed := make([]store.Changed, len(es))
+		for i, m := range ms {
+			m.Edges.Nics = []*ent.NIC{ns[i]}
+			l := leases[i]
+			pm, err := machines.ToProto(m, map[machines.AddressKey]string{{Segment: seg.ID, MAC: l.MAC}: l.Address})
+			if err != nil {
+				return err
+			}
+			changed[i] = store.Changed{ID: m.ID.String(), Resource: pm}
+			resps[i] = s.response(seg, m.ID, m.Hostname, l.Address, l.ExpireTime.Sub(l.RenewTime))
 		}
-		if err := s.store.RecordChange(ctx, tx, store.KindMachine, store.Created, m.ID.String(), pm); err != nil {
-			return err
-		}
-		resp = s.response(seg, m.ID, m.Hostname, l.Address, l.ExpireTime.Sub(l.RenewTime))
-		return nil
+		return s.store.RecordChanges(ctx, tx, store.KindMachine, store.Created, changed)
 	})
 	if err != nil {
 		return nil, err
 	}
-	return resp, nil
+	return resps, nil
 }
 
 // Inform returns the options of the segment the origin selects.
@@ -311,37 +496,52 @@ func (s *Service) selectSegment(ctx context.Context, o *dhcpv1.Origin) (*ipam.Se
 // error, and Lease starts over.
 func (s *Service) enrol(ctx context.Context, segID uuid.UUID, mac string, o *dhcpv1.Origin, clientHostname string) error {
 	return s.store.InTx(ctx, func(tx *ent.Tx) error {
-		m, _, err := createMachine(ctx, tx, segID, mac, o, clientHostname)
+		ms, _, err := createMachines(ctx, tx, segID, []newMachine{{mac: mac, origin: o, clientHostname: clientHostname}})
 		if err != nil {
 			return err
 		}
-		return machines.RecordChange(ctx, s.store, tx, m.ID, store.Created)
+		return machines.RecordChange(ctx, s.store, tx, ms[0].ID, store.Created)
 	})
 }
 
-// createMachine writes, in tx, a discovered machine with mac as its one
-// interface, on the segment and behind the relay port o names, and its
-// first state. Creating the interface fails with a constraint error when
-// another call enrolled the MAC first.
-func createMachine(ctx context.Context, tx *ent.Tx, segID uuid.UUID, mac string, o *dhcpv1.Origin, clientHostname string) (*ent.Machine, *ent.NIC, error) {
+// newMachine is a MAC to enrol: where its request came from, and the host
+// name its client sent.
+type newMachine struct {
+	mac            string
+	origin         *dhcpv1.Origin
+	clientHostname string
+}
+
+// createMachines writes, in tx, a discovered machine for each of news with
+// that MAC as its one interface, on the segment and behind the relay port
+// its origin names, and its first state: one insert for each table.
+// Creating the interfaces fails with a constraint error when another call
+// enrolled one of the MACs first.
+func createMachines(ctx context.Context, tx *ent.Tx, segID uuid.UUID, news []newMachine) ([]*ent.Machine, []*ent.NIC, error) {
 	now := store.Now()
-	m, err := tx.Machine.Create().
-		SetHostname(hostnameOf(clientHostname)).SetLabels(map[string]string{}).
-		SetCreateTime(now).SetUpdateTime(now).SetStateTime(now).
-		Save(ctx)
-	if err != nil {
-		return nil, nil, fmt.Errorf("create machine: %w", err)
+	mcs := make([]*ent.MachineCreate, len(news))
+	for i, n := range news {
+		mcs[i] = tx.Machine.Create().
+			SetHostname(hostnameOf(n.clientHostname)).SetLabels(map[string]string{}).
+			SetCreateTime(now).SetUpdateTime(now).SetStateTime(now)
 	}
-	n, err := tx.NIC.Create().SetMachineID(m.ID).SetMAC(mac).SetSegmentID(segID).
-		SetCircuitID(string(o.GetCircuitId())).SetRemoteID(string(o.GetRemoteId())).
-		Save(ctx)
+	ms, err := tx.Machine.CreateBulk(mcs...).Save(ctx)
+	if err != nil {
+		return nil, nil, fmt.Errorf("create machines: %w", err)
+	}
+	ncs := make([]*ent.NICCreate, len(news))
+	for i, n := range news {
+		ncs[i] = tx.NIC.Create().SetMachineID(ms[i].ID).SetMAC(n.mac).SetSegmentID(segID).
+			SetCircuitID(string(n.origin.GetCircuitId())).SetRemoteID(string(n.origin.GetRemoteId()))
+	}
+	ns, err := tx.NIC.CreateBulk(ncs...).Save(ctx)
 	if err != nil {
 		return nil, nil, err
 	}
-	if err := lifecycle.RecordCreation(ctx, tx, m, "enrolled by DHCP", principal.From(ctx)); err != nil {
+	if err := lifecycle.RecordCreation(ctx, tx, "enrolled by DHCP", principal.From(ctx), ms...); err != nil {
 		return nil, nil, err
 	}
-	return m, n, nil
+	return ms, ns, nil
 }
 
 // hostnameOf keeps a client-sent host name only if it is a valid label.

@@ -150,10 +150,18 @@ func (i *translating) WrapStreamingHandler(next connect.StreamingHandlerFunc) co
 }
 
 func (i *translating) translate(ctx context.Context, procedure string, err error) error {
+	return Translate(ctx, i.logger, procedure, err)
+}
+
+// Translate is what Errors does to one error: it returns err if it is a
+// Connect error already, else the Connect error a client gets for it,
+// logging an internal one in full. A handler that reports errors inside
+// its response (DHCPService.LeaseBatch) passes them through it too.
+func Translate(ctx context.Context, logger *slog.Logger, procedure string, err error) *connect.Error {
 	var cerr *connect.Error
 	switch {
 	case errors.As(err, &cerr):
-		return err
+		return cerr
 	case ent.IsNotFound(err):
 		return connect.NewError(connect.CodeNotFound, errors.New("not found"))
 	case ent.IsConstraintError(err):
@@ -163,7 +171,7 @@ func (i *translating) translate(ctx context.Context, procedure string, err error
 	case errors.Is(err, context.DeadlineExceeded):
 		return connect.NewError(connect.CodeDeadlineExceeded, err)
 	}
-	i.logger.ErrorContext(ctx, "internal error", "procedure", procedure, "error", err)
+	logger.ErrorContext(ctx, "internal error", "procedure", procedure, "error", err)
 	return connect.NewError(connect.CodeInternal, errors.New("internal error; the API server log has the details"))
 }
 

@@ -1,7 +1,6 @@
 package ipam
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -11,7 +10,6 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
-	"entgo.io/ent/dialect/sql/sqlgraph"
 	"github.com/carbide-dev/carbide/backend/internal/machines"
 	"github.com/carbide-dev/carbide/backend/internal/pagetoken"
 	"github.com/carbide-dev/carbide/backend/internal/store"
@@ -208,27 +206,12 @@ func (s *Service) LeaseNew(ctx context.Context, tx *ent.Tx, seg *Segment, mac, r
 	// does nothing, and the next one is tried. A lease for the same MAC
 	// is a conflict that fails the insert (and the transaction).
 	const insert = `INSERT INTO leases (segment_id, mac, address, reserved, create_time, renew_time, expire_time)
-		VALUES ($1, $2, $3, $4, $5, $5, $6) ON CONFLICT (segment_id, address) DO NOTHING RETURNING id`
+		VALUES ($1, $2, $3, $4, $5, $5, $6) ON CONFLICT (segment_id, address) DO NOTHING RETURNING id, address`
 	for _, a := range candidates {
-		rows, err := tx.QueryContext(ctx, s.store.SQL(insert), seg.ID, mac, a, l.Reserved, now, l.ExpireTime)
-		if err != nil {
-			if sqlgraph.IsUniqueConstraintError(err) {
-				return nil, errRace
-			}
-			return nil, fmt.Errorf("write lease: %w", err)
-		}
-		inserted := rows.Next()
-		if inserted {
-			err = rows.Scan(&l.ID)
-		}
-		if cerr := rows.Close(); err == nil {
-			err = cmp.Or(rows.Err(), cerr)
-		}
-		if err != nil {
-			if sqlgraph.IsUniqueConstraintError(err) {
-				return nil, errRace
-			}
-			return nil, fmt.Errorf("write lease: %w", err)
+		inserted := false
+		if err := s.insertLeases(ctx, tx, insert, []any{seg.ID, mac, a, l.Reserved, now, l.ExpireTime},
+			func(id int64, _ string) { l.ID, inserted = id, true }); err != nil {
+			return nil, err
 		}
 		if inserted {
 			l.Address = a

@@ -77,12 +77,15 @@ func Move(ctx context.Context, tx *ent.Tx, m *ent.Machine, to machine.State, rea
 	return updated, nil
 }
 
-// RecordCreation records the first entry of a new machine's history.
-func RecordCreation(ctx context.Context, tx *ent.Tx, m *ent.Machine, reason, actor string) error {
-	if err := tx.Transition.Create().
-		SetMachineID(m.ID).SetToState(transition.ToState(m.State)).
-		SetReason(reason).SetActor(actor).SetTime(m.StateTime).
-		Exec(ctx); err != nil {
+// RecordCreation records the first entry of the history of new machines.
+func RecordCreation(ctx context.Context, tx *ent.Tx, reason, actor string, ms ...*ent.Machine) error {
+	creates := make([]*ent.TransitionCreate, len(ms))
+	for i, m := range ms {
+		creates[i] = tx.Transition.Create().
+			SetMachineID(m.ID).SetToState(transition.ToState(m.State)).
+			SetReason(reason).SetActor(actor).SetTime(m.StateTime)
+	}
+	if err := tx.Transition.CreateBulk(creates...).Exec(ctx); err != nil {
 		return fmt.Errorf("record creation: %w", err)
 	}
 	return nil

@@ -81,7 +81,7 @@ func (s *Service) CreateMachine(ctx context.Context, req *connect.Request[machin
 			}
 			return fmt.Errorf("create interfaces: %w", err)
 		}
-		if err := lifecycle.RecordCreation(ctx, tx, m, "registered through the API", principal.From(ctx)); err != nil {
+		if err := lifecycle.RecordCreation(ctx, tx, "registered through the API", principal.From(ctx), m); err != nil {
 			return err
 		}
 		return s.recordChange(ctx, tx, m.ID, store.Created)

@@ -66,9 +66,26 @@ func (s *Store) SegmentChanges() *Notifier { return s.segmentNotifier }
 // on PostgreSQL it takes a lock, held until commit, so that change numbers
 // follow commit order and a watcher never skips a change that commits late.
 func (s *Store) RecordChange(ctx context.Context, tx *ent.Tx, kind change.Kind, typ change.Type, id string, resource proto.Message) error {
-	payload, err := proto.Marshal(resource)
-	if err != nil {
-		return fmt.Errorf("encode change: %w", err)
+	return s.RecordChanges(ctx, tx, kind, typ, []Changed{{ID: id, Resource: resource}})
+}
+
+// Changed is a resource as one change left it.
+type Changed struct {
+	ID       string
+	Resource proto.Message
+}
+
+// RecordChanges appends changes of one kind and type to the change log in
+// one insert, as RecordChange does for one.
+func (s *Store) RecordChanges(ctx context.Context, tx *ent.Tx, kind change.Kind, typ change.Type, changed []Changed) error {
+	now := Now()
+	creates := make([]*ent.ChangeCreate, len(changed))
+	for i, c := range changed {
+		payload, err := proto.Marshal(c.Resource)
+		if err != nil {
+			return fmt.Errorf("encode change: %w", err)
+		}
+		creates[i] = tx.Change.Create().SetKind(kind).SetType(typ).SetResourceID(c.ID).SetPayload(payload).SetTime(now)
 	}
 	if s.Dialect == dialect.Postgres {
 		// One round trip: the lock, and the notification other API
@@ -78,10 +95,7 @@ func (s *Store) RecordChange(ctx context.Context, tx *ent.Tx, kind change.Kind, 
 			return fmt.Errorf("take change log lock: %w", err)
 		}
 	}
-	if err := tx.Change.Create().
-		SetKind(kind).SetType(typ).SetResourceID(id).SetPayload(payload).
-		SetTime(Now()).
-		Exec(ctx); err != nil {
+	if err := tx.Change.CreateBulk(creates...).Exec(ctx); err != nil {
 		return fmt.Errorf("record change: %w", err)
 	}
 	tx.OnCommit(func(next ent.Committer) ent.Committer {

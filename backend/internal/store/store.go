@@ -186,14 +186,27 @@ func (s *Store) Lock(ctx context.Context, tx *ent.Tx, key int64) error {
 	return nil
 }
 
-// QueryRow runs a query, written for PostgreSQL (see SQL), that returns
-// one row, and scans it into dest. On PostgreSQL it goes straight to pgx,
-// which watches the context without a goroutine per query as
-// database/sql does: it is for the queries on the DHCP path, which runs
+// Query runs a query, written for PostgreSQL (see SQL), and for each row
+// it returns scans the row into dest and calls each. On PostgreSQL it goes
+// straight to pgx, which watches the context without a goroutine per query
+// as database/sql does: it is for the queries on the DHCP path, which runs
 // for every packet.
-func (s *Store) QueryRow(ctx context.Context, query string, args []any, dest ...any) error {
+func (s *Store) Query(ctx context.Context, query string, args []any, dest []any, each func() error) error {
 	if s.Dialect != dialect.Postgres {
-		return s.db.QueryRowContext(ctx, s.SQL(query), args...).Scan(dest...)
+		rows, err := s.db.QueryContext(ctx, s.SQL(query), args...)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			if err := rows.Scan(dest...); err != nil {
+				return err
+			}
+			if err := each(); err != nil {
+				return err
+			}
+		}
+		return rows.Err()
 	}
 	conn, err := s.db.Conn(ctx)
 	if err != nil {
@@ -205,7 +218,20 @@ func (s *Store) QueryRow(ctx context.Context, query string, args []any, dest ...
 		if !ok {
 			return fmt.Errorf("unexpected PostgreSQL driver connection %T", dc)
 		}
-		return c.Conn().QueryRow(ctx, query, args...).Scan(dest...)
+		rows, err := c.Conn().Query(ctx, query, args...)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			if err := rows.Scan(dest...); err != nil {
+				return err
+			}
+			if err := each(); err != nil {
+				return err
+			}
+		}
+		return rows.Err()
 	})
 }
 

@@ -279,6 +279,236 @@ func (x *LeaseResponse) GetOptions() *NetworkOptions {
 	return nil
 }
 
+type LeaseBatchRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The requests, each as for Lease.
+	Requests      []*LeaseRequest `protobuf:"bytes,1,rep,name=requests,proto3" json:"requests,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaseBatchRequest) Reset() {
+	*x = LeaseBatchRequest{}
+	mi := &file_carbide_dhcp_v1_dhcp_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaseBatchRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaseBatchRequest) ProtoMessage() {}
+
+func (x *LeaseBatchRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_carbide_dhcp_v1_dhcp_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaseBatchRequest.ProtoReflect.Descriptor instead.
+func (*LeaseBatchRequest) Descriptor() ([]byte, []int) {
+	return file_carbide_dhcp_v1_dhcp_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *LeaseBatchRequest) GetRequests() []*LeaseRequest {
+	if x != nil {
+		return x.Requests
+	}
+	return nil
+}
+
+type LeaseBatchResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// One result for each request, in the order of the requests.
+	Results       []*LeaseResult `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaseBatchResponse) Reset() {
+	*x = LeaseBatchResponse{}
+	mi := &file_carbide_dhcp_v1_dhcp_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaseBatchResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaseBatchResponse) ProtoMessage() {}
+
+func (x *LeaseBatchResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_carbide_dhcp_v1_dhcp_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaseBatchResponse.ProtoReflect.Descriptor instead.
+func (*LeaseBatchResponse) Descriptor() ([]byte, []int) {
+	return file_carbide_dhcp_v1_dhcp_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *LeaseBatchResponse) GetResults() []*LeaseResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
+// LeaseResult is the outcome of one request of a batch.
+type LeaseResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Result:
+	//
+	//	*LeaseResult_Lease
+	//	*LeaseResult_Error
+	Result        isLeaseResult_Result `protobuf_oneof:"result"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaseResult) Reset() {
+	*x = LeaseResult{}
+	mi := &file_carbide_dhcp_v1_dhcp_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaseResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaseResult) ProtoMessage() {}
+
+func (x *LeaseResult) ProtoReflect() protoreflect.Message {
+	mi := &file_carbide_dhcp_v1_dhcp_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaseResult.ProtoReflect.Descriptor instead.
+func (*LeaseResult) Descriptor() ([]byte, []int) {
+	return file_carbide_dhcp_v1_dhcp_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *LeaseResult) GetResult() isLeaseResult_Result {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
+func (x *LeaseResult) GetLease() *LeaseResponse {
+	if x != nil {
+		if x, ok := x.Result.(*LeaseResult_Lease); ok {
+			return x.Lease
+		}
+	}
+	return nil
+}
+
+func (x *LeaseResult) GetError() *LeaseError {
+	if x != nil {
+		if x, ok := x.Result.(*LeaseResult_Error); ok {
+			return x.Error
+		}
+	}
+	return nil
+}
+
+type isLeaseResult_Result interface {
+	isLeaseResult_Result()
+}
+
+type LeaseResult_Lease struct {
+	// The lease, as Lease returns it.
+	Lease *LeaseResponse `protobuf:"bytes,1,opt,name=lease,proto3,oneof"`
+}
+
+type LeaseResult_Error struct {
+	// Why there is none: the error Lease would have returned.
+	Error *LeaseError `protobuf:"bytes,2,opt,name=error,proto3,oneof"`
+}
+
+func (*LeaseResult_Lease) isLeaseResult_Result() {}
+
+func (*LeaseResult_Error) isLeaseResult_Result() {}
+
+// LeaseError is an error Lease would have returned for one request.
+type LeaseError struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The Connect error code, such as "not_found" or "resource_exhausted".
+	Code string `protobuf:"bytes,1,opt,name=code,proto3" json:"code,omitempty"`
+	// What went wrong and what to do about it.
+	Message       string `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaseError) Reset() {
+	*x = LeaseError{}
+	mi := &file_carbide_dhcp_v1_dhcp_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaseError) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaseError) ProtoMessage() {}
+
+func (x *LeaseError) ProtoReflect() protoreflect.Message {
+	mi := &file_carbide_dhcp_v1_dhcp_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaseError.ProtoReflect.Descriptor instead.
+func (*LeaseError) Descriptor() ([]byte, []int) {
+	return file_carbide_dhcp_v1_dhcp_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *LeaseError) GetCode() string {
+	if x != nil {
+		return x.Code
+	}
+	return ""
+}
+
+func (x *LeaseError) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
 // NetworkOptions are the settings of a segment that DHCP hands out.
 type NetworkOptions struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -302,7 +532,7 @@ type NetworkOptions struct {
 
 func (x *NetworkOptions) Reset() {
 	*x = NetworkOptions{}
-	mi := &file_carbide_dhcp_v1_dhcp_proto_msgTypes[3]
+	mi := &file_carbide_dhcp_v1_dhcp_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -314,7 +544,7 @@ func (x *NetworkOptions) String() string {
 func (*NetworkOptions) ProtoMessage() {}
 
 func (x *NetworkOptions) ProtoReflect() protoreflect.Message {
-	mi := &file_carbide_dhcp_v1_dhcp_proto_msgTypes[3]
+	mi := &file_carbide_dhcp_v1_dhcp_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -327,7 +557,7 @@ func (x *NetworkOptions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NetworkOptions.ProtoReflect.Descriptor instead.
 func (*NetworkOptions) Descriptor() ([]byte, []int) {
-	return file_carbide_dhcp_v1_dhcp_proto_rawDescGZIP(), []int{3}
+	return file_carbide_dhcp_v1_dhcp_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *NetworkOptions) GetSegmentId() string {
@@ -390,7 +620,7 @@ type InformRequest struct {
 
 func (x *InformRequest) Reset() {
 	*x = InformRequest{}
-	mi := &file_carbide_dhcp_v1_dhcp_proto_msgTypes[4]
+	mi := &file_carbide_dhcp_v1_dhcp_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -402,7 +632,7 @@ func (x *InformRequest) String() string {
 func (*InformRequest) ProtoMessage() {}
 
 func (x *InformRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_carbide_dhcp_v1_dhcp_proto_msgTypes[4]
+	mi := &file_carbide_dhcp_v1_dhcp_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -415,7 +645,7 @@ func (x *InformRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InformRequest.ProtoReflect.Descriptor instead.
 func (*InformRequest) Descriptor() ([]byte, []int) {
-	return file_carbide_dhcp_v1_dhcp_proto_rawDescGZIP(), []int{4}
+	return file_carbide_dhcp_v1_dhcp_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *InformRequest) GetMac() string {
@@ -441,7 +671,7 @@ type InformResponse struct {
 
 func (x *InformResponse) Reset() {
 	*x = InformResponse{}
-	mi := &file_carbide_dhcp_v1_dhcp_proto_msgTypes[5]
+	mi := &file_carbide_dhcp_v1_dhcp_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -453,7 +683,7 @@ func (x *InformResponse) String() string {
 func (*InformResponse) ProtoMessage() {}
 
 func (x *InformResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_carbide_dhcp_v1_dhcp_proto_msgTypes[5]
+	mi := &file_carbide_dhcp_v1_dhcp_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -466,7 +696,7 @@ func (x *InformResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InformResponse.ProtoReflect.Descriptor instead.
 func (*InformResponse) Descriptor() ([]byte, []int) {
-	return file_carbide_dhcp_v1_dhcp_proto_rawDescGZIP(), []int{5}
+	return file_carbide_dhcp_v1_dhcp_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *InformResponse) GetOptions() *NetworkOptions {
@@ -487,7 +717,7 @@ type ReleaseRequest struct {
 
 func (x *ReleaseRequest) Reset() {
 	*x = ReleaseRequest{}
-	mi := &file_carbide_dhcp_v1_dhcp_proto_msgTypes[6]
+	mi := &file_carbide_dhcp_v1_dhcp_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -499,7 +729,7 @@ func (x *ReleaseRequest) String() string {
 func (*ReleaseRequest) ProtoMessage() {}
 
 func (x *ReleaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_carbide_dhcp_v1_dhcp_proto_msgTypes[6]
+	mi := &file_carbide_dhcp_v1_dhcp_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -512,7 +742,7 @@ func (x *ReleaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseRequest.ProtoReflect.Descriptor instead.
 func (*ReleaseRequest) Descriptor() ([]byte, []int) {
-	return file_carbide_dhcp_v1_dhcp_proto_rawDescGZIP(), []int{6}
+	return file_carbide_dhcp_v1_dhcp_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ReleaseRequest) GetMac() string {
@@ -537,7 +767,7 @@ type ReleaseResponse struct {
 
 func (x *ReleaseResponse) Reset() {
 	*x = ReleaseResponse{}
-	mi := &file_carbide_dhcp_v1_dhcp_proto_msgTypes[7]
+	mi := &file_carbide_dhcp_v1_dhcp_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -549,7 +779,7 @@ func (x *ReleaseResponse) String() string {
 func (*ReleaseResponse) ProtoMessage() {}
 
 func (x *ReleaseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_carbide_dhcp_v1_dhcp_proto_msgTypes[7]
+	mi := &file_carbide_dhcp_v1_dhcp_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -562,7 +792,7 @@ func (x *ReleaseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseResponse.ProtoReflect.Descriptor instead.
 func (*ReleaseResponse) Descriptor() ([]byte, []int) {
-	return file_carbide_dhcp_v1_dhcp_proto_rawDescGZIP(), []int{7}
+	return file_carbide_dhcp_v1_dhcp_proto_rawDescGZIP(), []int{11}
 }
 
 type DeclineRequest struct {
@@ -576,7 +806,7 @@ type DeclineRequest struct {
 
 func (x *DeclineRequest) Reset() {
 	*x = DeclineRequest{}
-	mi := &file_carbide_dhcp_v1_dhcp_proto_msgTypes[8]
+	mi := &file_carbide_dhcp_v1_dhcp_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -588,7 +818,7 @@ func (x *DeclineRequest) String() string {
 func (*DeclineRequest) ProtoMessage() {}
 
 func (x *DeclineRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_carbide_dhcp_v1_dhcp_proto_msgTypes[8]
+	mi := &file_carbide_dhcp_v1_dhcp_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -601,7 +831,7 @@ func (x *DeclineRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeclineRequest.ProtoReflect.Descriptor instead.
 func (*DeclineRequest) Descriptor() ([]byte, []int) {
-	return file_carbide_dhcp_v1_dhcp_proto_rawDescGZIP(), []int{8}
+	return file_carbide_dhcp_v1_dhcp_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *DeclineRequest) GetMac() string {
@@ -626,7 +856,7 @@ type DeclineResponse struct {
 
 func (x *DeclineResponse) Reset() {
 	*x = DeclineResponse{}
-	mi := &file_carbide_dhcp_v1_dhcp_proto_msgTypes[9]
+	mi := &file_carbide_dhcp_v1_dhcp_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -638,7 +868,7 @@ func (x *DeclineResponse) String() string {
 func (*DeclineResponse) ProtoMessage() {}
 
 func (x *DeclineResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_carbide_dhcp_v1_dhcp_proto_msgTypes[9]
+	mi := &file_carbide_dhcp_v1_dhcp_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -651,7 +881,7 @@ func (x *DeclineResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeclineResponse.ProtoReflect.Descriptor instead.
 func (*DeclineResponse) Descriptor() ([]byte, []int) {
-	return file_carbide_dhcp_v1_dhcp_proto_rawDescGZIP(), []int{9}
+	return file_carbide_dhcp_v1_dhcp_proto_rawDescGZIP(), []int{13}
 }
 
 var File_carbide_dhcp_v1_dhcp_proto protoreflect.FileDescriptor
@@ -684,7 +914,19 @@ const file_carbide_dhcp_v1_dhcp_proto_rawDesc = "" +
 	"\bhostname\x18\x03 \x01(\tR\bhostname\x12\x1d\n" +
 	"\n" +
 	"machine_id\x18\x04 \x01(\tR\tmachineId\x129\n" +
-	"\aoptions\x18\x05 \x01(\v2\x1f.carbide.dhcp.v1.NetworkOptionsR\aoptions\"\xda\x01\n" +
+	"\aoptions\x18\x05 \x01(\v2\x1f.carbide.dhcp.v1.NetworkOptionsR\aoptions\"[\n" +
+	"\x11LeaseBatchRequest\x12F\n" +
+	"\brequests\x18\x01 \x03(\v2\x1d.carbide.dhcp.v1.LeaseRequestB\v\xbaH\b\x92\x01\x05\b\x01\x10\x80\x02R\brequests\"L\n" +
+	"\x12LeaseBatchResponse\x126\n" +
+	"\aresults\x18\x01 \x03(\v2\x1c.carbide.dhcp.v1.LeaseResultR\aresults\"\x84\x01\n" +
+	"\vLeaseResult\x126\n" +
+	"\x05lease\x18\x01 \x01(\v2\x1e.carbide.dhcp.v1.LeaseResponseH\x00R\x05lease\x123\n" +
+	"\x05error\x18\x02 \x01(\v2\x1b.carbide.dhcp.v1.LeaseErrorH\x00R\x05errorB\b\n" +
+	"\x06result\":\n" +
+	"\n" +
+	"LeaseError\x12\x12\n" +
+	"\x04code\x18\x01 \x01(\tR\x04code\x12\x18\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\"\xda\x01\n" +
 	"\x0eNetworkOptions\x12\x1d\n" +
 	"\n" +
 	"segment_id\x18\x01 \x01(\tR\tsegmentId\x12#\n" +
@@ -711,9 +953,11 @@ const file_carbide_dhcp_v1_dhcp_proto_rawDesc = "" +
 	"\x03mac\x18\x01 \x01(\tB\x96\x01\xbaH\x92\x01\xba\x01\x8e\x01\n" +
 	"\x03mac\x12Qmust be a MAC address of six colon-separated hex bytes, such as 52:54:00:12:34:56\x1a4this.matches('^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$')R\x03mac\x12!\n" +
 	"\aaddress\x18\x02 \x01(\tB\a\xbaH\x04r\x02x\x01R\aaddress\"\x11\n" +
-	"\x0fDeclineResponse2\xd0\x02\n" +
+	"\x0fDeclineResponse2\xac\x03\n" +
 	"\vDHCPService\x12K\n" +
-	"\x05Lease\x12\x1d.carbide.dhcp.v1.LeaseRequest\x1a\x1e.carbide.dhcp.v1.LeaseResponse\"\x03\x90\x02\x02\x12Q\n" +
+	"\x05Lease\x12\x1d.carbide.dhcp.v1.LeaseRequest\x1a\x1e.carbide.dhcp.v1.LeaseResponse\"\x03\x90\x02\x02\x12Z\n" +
+	"\n" +
+	"LeaseBatch\x12\".carbide.dhcp.v1.LeaseBatchRequest\x1a#.carbide.dhcp.v1.LeaseBatchResponse\"\x03\x90\x02\x02\x12Q\n" +
 	"\aRelease\x12\x1f.carbide.dhcp.v1.ReleaseRequest\x1a .carbide.dhcp.v1.ReleaseResponse\"\x03\x90\x02\x02\x12N\n" +
 	"\x06Inform\x12\x1e.carbide.dhcp.v1.InformRequest\x1a\x1f.carbide.dhcp.v1.InformResponse\"\x03\x90\x02\x01\x12Q\n" +
 	"\aDecline\x12\x1f.carbide.dhcp.v1.DeclineRequest\x1a .carbide.dhcp.v1.DeclineResponse\"\x03\x90\x02\x02B\xb9\x01\n" +
@@ -731,39 +975,49 @@ func file_carbide_dhcp_v1_dhcp_proto_rawDescGZIP() []byte {
 	return file_carbide_dhcp_v1_dhcp_proto_rawDescData
 }
 
-var file_carbide_dhcp_v1_dhcp_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_carbide_dhcp_v1_dhcp_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_carbide_dhcp_v1_dhcp_proto_goTypes = []any{
 	(*Origin)(nil),              // 0: carbide.dhcp.v1.Origin
 	(*LeaseRequest)(nil),        // 1: carbide.dhcp.v1.LeaseRequest
 	(*LeaseResponse)(nil),       // 2: carbide.dhcp.v1.LeaseResponse
-	(*NetworkOptions)(nil),      // 3: carbide.dhcp.v1.NetworkOptions
-	(*InformRequest)(nil),       // 4: carbide.dhcp.v1.InformRequest
-	(*InformResponse)(nil),      // 5: carbide.dhcp.v1.InformResponse
-	(*ReleaseRequest)(nil),      // 6: carbide.dhcp.v1.ReleaseRequest
-	(*ReleaseResponse)(nil),     // 7: carbide.dhcp.v1.ReleaseResponse
-	(*DeclineRequest)(nil),      // 8: carbide.dhcp.v1.DeclineRequest
-	(*DeclineResponse)(nil),     // 9: carbide.dhcp.v1.DeclineResponse
-	(*durationpb.Duration)(nil), // 10: google.protobuf.Duration
+	(*LeaseBatchRequest)(nil),   // 3: carbide.dhcp.v1.LeaseBatchRequest
+	(*LeaseBatchResponse)(nil),  // 4: carbide.dhcp.v1.LeaseBatchResponse
+	(*LeaseResult)(nil),         // 5: carbide.dhcp.v1.LeaseResult
+	(*LeaseError)(nil),          // 6: carbide.dhcp.v1.LeaseError
+	(*NetworkOptions)(nil),      // 7: carbide.dhcp.v1.NetworkOptions
+	(*InformRequest)(nil),       // 8: carbide.dhcp.v1.InformRequest
+	(*InformResponse)(nil),      // 9: carbide.dhcp.v1.InformResponse
+	(*ReleaseRequest)(nil),      // 10: carbide.dhcp.v1.ReleaseRequest
+	(*ReleaseResponse)(nil),     // 11: carbide.dhcp.v1.ReleaseResponse
+	(*DeclineRequest)(nil),      // 12: carbide.dhcp.v1.DeclineRequest
+	(*DeclineResponse)(nil),     // 13: carbide.dhcp.v1.DeclineResponse
+	(*durationpb.Duration)(nil), // 14: google.protobuf.Duration
 }
 var file_carbide_dhcp_v1_dhcp_proto_depIdxs = []int32{
 	0,  // 0: carbide.dhcp.v1.LeaseRequest.origin:type_name -> carbide.dhcp.v1.Origin
-	10, // 1: carbide.dhcp.v1.LeaseResponse.lease_duration:type_name -> google.protobuf.Duration
-	3,  // 2: carbide.dhcp.v1.LeaseResponse.options:type_name -> carbide.dhcp.v1.NetworkOptions
-	0,  // 3: carbide.dhcp.v1.InformRequest.origin:type_name -> carbide.dhcp.v1.Origin
-	3,  // 4: carbide.dhcp.v1.InformResponse.options:type_name -> carbide.dhcp.v1.NetworkOptions
-	1,  // 5: carbide.dhcp.v1.DHCPService.Lease:input_type -> carbide.dhcp.v1.LeaseRequest
-	6,  // 6: carbide.dhcp.v1.DHCPService.Release:input_type -> carbide.dhcp.v1.ReleaseRequest
-	4,  // 7: carbide.dhcp.v1.DHCPService.Inform:input_type -> carbide.dhcp.v1.InformRequest
-	8,  // 8: carbide.dhcp.v1.DHCPService.Decline:input_type -> carbide.dhcp.v1.DeclineRequest
-	2,  // 9: carbide.dhcp.v1.DHCPService.Lease:output_type -> carbide.dhcp.v1.LeaseResponse
-	7,  // 10: carbide.dhcp.v1.DHCPService.Release:output_type -> carbide.dhcp.v1.ReleaseResponse
-	5,  // 11: carbide.dhcp.v1.DHCPService.Inform:output_type -> carbide.dhcp.v1.InformResponse
-	9,  // 12: carbide.dhcp.v1.DHCPService.Decline:output_type -> carbide.dhcp.v1.DeclineResponse
-	9,  // [9:13] is the sub-list for method output_type
-	5,  // [5:9] is the sub-list for method input_type
-	5,  // [5:5] is the sub-list for extension type_name
-	5,  // [5:5] is the sub-list for extension extendee
-	0,  // [0:5] is the sub-list for field type_name
+	14, // 1: carbide.dhcp.v1.LeaseResponse.lease_duration:type_name -> google.protobuf.Duration
+	7,  // 2: carbide.dhcp.v1.LeaseResponse.options:type_name -> carbide.dhcp.v1.NetworkOptions
+	1,  // 3: carbide.dhcp.v1.LeaseBatchRequest.requests:type_name -> carbide.dhcp.v1.LeaseRequest
+	5,  // 4: carbide.dhcp.v1.LeaseBatchResponse.results:type_name -> carbide.dhcp.v1.LeaseResult
+	2,  // 5: carbide.dhcp.v1.LeaseResult.lease:type_name -> carbide.dhcp.v1.LeaseResponse
+	6,  // 6: carbide.dhcp.v1.LeaseResult.error:type_name -> carbide.dhcp.v1.LeaseError
+	0,  // 7: carbide.dhcp.v1.InformRequest.origin:type_name -> carbide.dhcp.v1.Origin
+	7,  // 8: carbide.dhcp.v1.InformResponse.options:type_name -> carbide.dhcp.v1.NetworkOptions
+	1,  // 9: carbide.dhcp.v1.DHCPService.Lease:input_type -> carbide.dhcp.v1.LeaseRequest
+	3,  // 10: carbide.dhcp.v1.DHCPService.LeaseBatch:input_type -> carbide.dhcp.v1.LeaseBatchRequest
+	10, // 11: carbide.dhcp.v1.DHCPService.Release:input_type -> carbide.dhcp.v1.ReleaseRequest
+	8,  // 12: carbide.dhcp.v1.DHCPService.Inform:input_type -> carbide.dhcp.v1.InformRequest
+	12, // 13: carbide.dhcp.v1.DHCPService.Decline:input_type -> carbide.dhcp.v1.DeclineRequest
+	2,  // 14: carbide.dhcp.v1.DHCPService.Lease:output_type -> carbide.dhcp.v1.LeaseResponse
+	4,  // 15: carbide.dhcp.v1.DHCPService.LeaseBatch:output_type -> carbide.dhcp.v1.LeaseBatchResponse
+	11, // 16: carbide.dhcp.v1.DHCPService.Release:output_type -> carbide.dhcp.v1.ReleaseResponse
+	9,  // 17: carbide.dhcp.v1.DHCPService.Inform:output_type -> carbide.dhcp.v1.InformResponse
+	13, // 18: carbide.dhcp.v1.DHCPService.Decline:output_type -> carbide.dhcp.v1.DeclineResponse
+	14, // [14:19] is the sub-list for method output_type
+	9,  // [9:14] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_carbide_dhcp_v1_dhcp_proto_init() }
@@ -771,13 +1025,17 @@ func file_carbide_dhcp_v1_dhcp_proto_init() {
 	if File_carbide_dhcp_v1_dhcp_proto != nil {
 		return
 	}
+	file_carbide_dhcp_v1_dhcp_proto_msgTypes[5].OneofWrappers = []any{
+		(*LeaseResult_Lease)(nil),
+		(*LeaseResult_Error)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_carbide_dhcp_v1_dhcp_proto_rawDesc), len(file_carbide_dhcp_v1_dhcp_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   10,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

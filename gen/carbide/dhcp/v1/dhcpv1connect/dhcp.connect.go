@@ -38,6 +38,8 @@ const (
 const (
 	// DHCPServiceLeaseProcedure is the fully-qualified name of the DHCPService's Lease RPC.
 	DHCPServiceLeaseProcedure = "/carbide.dhcp.v1.DHCPService/Lease"
+	// DHCPServiceLeaseBatchProcedure is the fully-qualified name of the DHCPService's LeaseBatch RPC.
+	DHCPServiceLeaseBatchProcedure = "/carbide.dhcp.v1.DHCPService/LeaseBatch"
 	// DHCPServiceReleaseProcedure is the fully-qualified name of the DHCPService's Release RPC.
 	DHCPServiceReleaseProcedure = "/carbide.dhcp.v1.DHCPService/Release"
 	// DHCPServiceInformProcedure is the fully-qualified name of the DHCPService's Inform RPC.
@@ -55,6 +57,12 @@ type DHCPServiceClient interface {
 	// NOT_FOUND when no segment matches the relay, link-selection or local
 	// address; RESOURCE_EXHAUSTED when the segment is full.
 	Lease(context.Context, *connect.Request[v1.LeaseRequest]) (*connect.Response[v1.LeaseResponse], error)
+	// LeaseBatch makes several Lease decisions in one call, as a daemon does
+	// when DISCOVERs arrive faster than single calls return. Each request
+	// gets the result Lease would give it, in order; one request failing
+	// does not fail the others. New MACs of one batch are enrolled and
+	// leased in one transaction.
+	LeaseBatch(context.Context, *connect.Request[v1.LeaseBatchRequest]) (*connect.Response[v1.LeaseBatchResponse], error)
 	// Release ends a client's lease (DHCPRELEASE).
 	Release(context.Context, *connect.Request[v1.ReleaseRequest]) (*connect.Response[v1.ReleaseResponse], error)
 	// Inform returns the network options for a client that configured its
@@ -84,6 +92,13 @@ func NewDHCPServiceClient(httpClient connect.HTTPClient, baseURL string, opts ..
 			connect.WithIdempotency(connect.IdempotencyIdempotent),
 			connect.WithClientOptions(opts...),
 		),
+		leaseBatch: connect.NewClient[v1.LeaseBatchRequest, v1.LeaseBatchResponse](
+			httpClient,
+			baseURL+DHCPServiceLeaseBatchProcedure,
+			connect.WithSchema(dHCPServiceMethods.ByName("LeaseBatch")),
+			connect.WithIdempotency(connect.IdempotencyIdempotent),
+			connect.WithClientOptions(opts...),
+		),
 		release: connect.NewClient[v1.ReleaseRequest, v1.ReleaseResponse](
 			httpClient,
 			baseURL+DHCPServiceReleaseProcedure,
@@ -110,15 +125,21 @@ func NewDHCPServiceClient(httpClient connect.HTTPClient, baseURL string, opts ..
 
 // dHCPServiceClient implements DHCPServiceClient.
 type dHCPServiceClient struct {
-	lease   *connect.Client[v1.LeaseRequest, v1.LeaseResponse]
-	release *connect.Client[v1.ReleaseRequest, v1.ReleaseResponse]
-	inform  *connect.Client[v1.InformRequest, v1.InformResponse]
-	decline *connect.Client[v1.DeclineRequest, v1.DeclineResponse]
+	lease      *connect.Client[v1.LeaseRequest, v1.LeaseResponse]
+	leaseBatch *connect.Client[v1.LeaseBatchRequest, v1.LeaseBatchResponse]
+	release    *connect.Client[v1.ReleaseRequest, v1.ReleaseResponse]
+	inform     *connect.Client[v1.InformRequest, v1.InformResponse]
+	decline    *connect.Client[v1.DeclineRequest, v1.DeclineResponse]
 }
 
 // Lease calls carbide.dhcp.v1.DHCPService.Lease.
 func (c *dHCPServiceClient) Lease(ctx context.Context, req *connect.Request[v1.LeaseRequest]) (*connect.Response[v1.LeaseResponse], error) {
 	return c.lease.CallUnary(ctx, req)
+}
+
+// LeaseBatch calls carbide.dhcp.v1.DHCPService.LeaseBatch.
+func (c *dHCPServiceClient) LeaseBatch(ctx context.Context, req *connect.Request[v1.LeaseBatchRequest]) (*connect.Response[v1.LeaseBatchResponse], error) {
+	return c.leaseBatch.CallUnary(ctx, req)
 }
 
 // Release calls carbide.dhcp.v1.DHCPService.Release.
@@ -145,6 +166,12 @@ type DHCPServiceHandler interface {
 	// NOT_FOUND when no segment matches the relay, link-selection or local
 	// address; RESOURCE_EXHAUSTED when the segment is full.
 	Lease(context.Context, *connect.Request[v1.LeaseRequest]) (*connect.Response[v1.LeaseResponse], error)
+	// LeaseBatch makes several Lease decisions in one call, as a daemon does
+	// when DISCOVERs arrive faster than single calls return. Each request
+	// gets the result Lease would give it, in order; one request failing
+	// does not fail the others. New MACs of one batch are enrolled and
+	// leased in one transaction.
+	LeaseBatch(context.Context, *connect.Request[v1.LeaseBatchRequest]) (*connect.Response[v1.LeaseBatchResponse], error)
 	// Release ends a client's lease (DHCPRELEASE).
 	Release(context.Context, *connect.Request[v1.ReleaseRequest]) (*connect.Response[v1.ReleaseResponse], error)
 	// Inform returns the network options for a client that configured its
@@ -167,6 +194,13 @@ func NewDHCPServiceHandler(svc DHCPServiceHandler, opts ...connect.HandlerOption
 		DHCPServiceLeaseProcedure,
 		svc.Lease,
 		connect.WithSchema(dHCPServiceMethods.ByName("Lease")),
+		connect.WithIdempotency(connect.IdempotencyIdempotent),
+		connect.WithHandlerOptions(opts...),
+	)
+	dHCPServiceLeaseBatchHandler := connect.NewUnaryHandler(
+		DHCPServiceLeaseBatchProcedure,
+		svc.LeaseBatch,
+		connect.WithSchema(dHCPServiceMethods.ByName("LeaseBatch")),
 		connect.WithIdempotency(connect.IdempotencyIdempotent),
 		connect.WithHandlerOptions(opts...),
 	)
@@ -195,6 +229,8 @@ func NewDHCPServiceHandler(svc DHCPServiceHandler, opts ...connect.HandlerOption
 		switch r.URL.Path {
 		case DHCPServiceLeaseProcedure:
 			dHCPServiceLeaseHandler.ServeHTTP(w, r)
+		case DHCPServiceLeaseBatchProcedure:
+			dHCPServiceLeaseBatchHandler.ServeHTTP(w, r)
 		case DHCPServiceReleaseProcedure:
 			dHCPServiceReleaseHandler.ServeHTTP(w, r)
 		case DHCPServiceInformProcedure:
@@ -212,6 +248,10 @@ type UnimplementedDHCPServiceHandler struct{}
 
 func (UnimplementedDHCPServiceHandler) Lease(context.Context, *connect.Request[v1.LeaseRequest]) (*connect.Response[v1.LeaseResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("carbide.dhcp.v1.DHCPService.Lease is not implemented"))
+}
+
+func (UnimplementedDHCPServiceHandler) LeaseBatch(context.Context, *connect.Request[v1.LeaseBatchRequest]) (*connect.Response[v1.LeaseBatchResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("carbide.dhcp.v1.DHCPService.LeaseBatch is not implemented"))
 }
 
 func (UnimplementedDHCPServiceHandler) Release(context.Context, *connect.Request[v1.ReleaseRequest]) (*connect.Response[v1.ReleaseResponse], error) {

@@ -1,0 +1,136 @@
+package ipam
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"strings"
+
+	"entgo.io/ent/dialect/sql/sqlgraph"
+	"github.com/carbide-dev/carbide/backend/internal/store"
+	"github.com/carbide-dev/carbide/ent"
+)
+
+// NewLease asks for a lease for a MAC that holds none on the segment.
+type NewLease struct {
+	MAC string
+	// Requested is the address the client asked for, or "".
+	Requested string
+}
+
+// batchCandidates is how many addresses of each MAC's pool walk
+// LeaseNewMany looks at. A batch checks the candidates of all its MACs in
+// one query, so it looks at fewer per MAC than free does; a MAC left
+// without a free one is leased on its own, as by LeaseNew.
+const batchCandidates = 8
+
+// LeaseNewMany leases addresses to MACs that hold no lease on the segment,
+// in tx, which the caller commits; leases[i] is reqs[i]'s. It writes the
+// leases of all MACs without a reservation with one query for free
+// addresses and one insert, and leases the others as LeaseNew does. It
+// returns errRace (see IsRace) when a concurrent allocation gave one of
+// the MACs a lease first.
+func (s *Service) LeaseNewMany(ctx context.Context, tx *ent.Tx, seg *Segment, reqs []NewLease) ([]*ent.Lease, error) {
+	now := store.Now()
+	expire := now.Add(seg.LeaseDuration())
+	leases := make([]*ent.Lease, len(reqs))
+
+	// Each MAC's candidates: the address it asks for, then its walk.
+	want := make([][]string, len(reqs))
+	var all []string
+	for i, r := range reqs {
+		if _, ok := seg.Reservations[r.MAC]; ok {
+			continue
+		}
+		if a, err := netip.ParseAddr(r.Requested); err == nil && seg.Pool.Leasable(a) {
+			want[i] = append(want[i], a.String())
+		}
+		for a := range seg.Pool.Walk(r.MAC) {
+			if len(want[i]) > batchCandidates {
+				break
+			}
+			want[i] = append(want[i], a.String())
+		}
+		all = append(all, want[i]...)
+	}
+	var taken map[string]bool
+	if len(all) > 0 {
+		var err error
+		if taken, err = s.taken(ctx, tx, seg.ID, all, now); err != nil {
+			return nil, err
+		}
+	}
+
+	// Give each MAC its first free candidate that no earlier MAC of the
+	// batch got, and insert those leases at once. An address a concurrent
+	// allocation took meanwhile is skipped by the insert.
+	var rows strings.Builder
+	args := []any{seg.ID, now, expire}
+	chosen := make(map[string]int) // address -> index into reqs
+	for i, cands := range want {
+		for _, a := range cands {
+			if _, dup := chosen[a]; dup || taken[a] {
+				continue
+			}
+			chosen[a] = i
+			if len(args) > 3 {
+				rows.WriteString(", ")
+			}
+			fmt.Fprintf(&rows, "($1, $%d, $%d, false, $2, $2, $3)", len(args)+1, len(args)+2)
+			args = append(args, reqs[i].MAC, a)
+			break
+		}
+	}
+	if len(chosen) > 0 {
+		q := `INSERT INTO leases (segment_id, mac, address, reserved, create_time, renew_time, expire_time)
+			VALUES ` + rows.String() + ` ON CONFLICT (segment_id, address) DO NOTHING RETURNING id, address`
+		if err := s.insertLeases(ctx, tx, q, args, func(id int64, addr string) {
+			i := chosen[addr]
+			leases[i] = &ent.Lease{ID: id, SegmentID: seg.ID, MAC: reqs[i].MAC, Address: addr,
+				CreateTime: now, RenewTime: now, ExpireTime: expire}
+		}); err != nil {
+			return nil, err
+		}
+	}
+
+	// The rest: reservations, and MACs whose candidates were all taken.
+	for i, r := range reqs {
+		if leases[i] != nil {
+			continue
+		}
+		l, err := s.LeaseNew(ctx, tx, seg, r.MAC, r.Requested)
+		if err != nil {
+			return nil, err
+		}
+		leases[i] = l
+	}
+	return leases, nil
+}
+
+// insertLeases runs an INSERT … RETURNING id, address and calls got for
+// each row written. A unique violation (a MAC leased meanwhile) is errRace.
+func (s *Service) insertLeases(ctx context.Context, tx *ent.Tx, q string, args []any, got func(id int64, addr string)) error {
+	rows, err := tx.QueryContext(ctx, s.store.SQL(q), args...)
+	if err == nil {
+		defer rows.Close()
+		for rows.Next() {
+			var id int64
+			var addr string
+			if err = rows.Scan(&id, &addr); err != nil {
+				break
+			}
+			got(id, addr)
+		}
+		if err == nil {
+			err = rows.Err()
+		}
+	}
+	switch {
+	case err == nil:
+		return nil
+	case sqlgraph.IsUniqueConstraintError(err):
+		return errRace
+	default:
+		return fmt.Errorf("write leases: %w", err)
+	}
+}
