@@ -3,11 +3,14 @@ package apiserver
 import (
 	"context"
 	"net/netip"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/carbide-dev/carbide/ent"
 	"github.com/carbide-dev/carbide/ent/auditrecord"
 	"github.com/carbide-dev/carbide/ent/lease"
 	"github.com/carbide-dev/carbide/ent/machine"
@@ -278,6 +281,205 @@ func TestDHCPEnrolsMACWithLease(t *testing.T) {
 		ifs := m.Msg.GetMachine().GetInterfaces()
 		if len(ifs) != 1 || ifs[0].GetMac() != testMAC(3) || ifs[0].GetAddress() != got.GetAddress() {
 			t.Errorf("enrolled machine's interfaces = %v", ifs)
+		}
+	})
+}
+
+func dhcpLeaseBatch(t *testing.T, c clients, reqs ...*dhcpv1.LeaseRequest) []*dhcpv1.LeaseResult {
+	t.Helper()
+	resp, err := c.DHCP.LeaseBatch(t.Context(), connect.NewRequest(&dhcpv1.LeaseBatchRequest{Requests: reqs}))
+	if err != nil {
+		t.Fatalf("LeaseBatch: %v", err)
+	}
+	if got := len(resp.Msg.GetResults()); got != len(reqs) {
+		t.Fatalf("LeaseBatch: %d results for %d requests", got, len(reqs))
+	}
+	return resp.Msg.GetResults()
+}
+
+// A batch gets, for each request, what Lease would give it: new MACs are
+// enrolled with distinct addresses, a reservation is honoured, a known
+// MAC keeps its address, a MAC asking twice gets one answer, and a
+// request no segment matches fails alone. Only writes are audited.
+func TestDHCPLeaseBatch(t *testing.T) {
+	t.Parallel()
+	forEachStore(t, func(t *testing.T, e *env) {
+		createSegment(t, e, &networkv1.Segment{
+			Name: "batch", Prefix: "10.5.0.0/24", Gateway: "10.5.0.1", RelayAddresses: []string{"192.0.2.5"},
+			Ranges:       []*networkv1.AddressRange{{Start: "10.5.0.10", End: "10.5.0.200"}},
+			Reservations: []*networkv1.Reservation{{Mac: testMAC(9), Address: "10.5.0.250"}},
+		})
+		c := e.as(t, "dhcp")
+		origin := &dhcpv1.Origin{RelayAddress: "192.0.2.5", CircuitId: []byte("port-1")}
+		known := dhcpLease(t, c, &dhcpv1.LeaseRequest{Mac: testMAC(1), Origin: origin})
+		audits := func() []*ent.AuditRecord {
+			rs, err := e.Store.Client.AuditRecord.Query().Where(auditrecord.Procedure(dhcpv1connect.DHCPServiceLeaseBatchProcedure)).All(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			return rs
+		}
+
+		reqs := []*dhcpv1.LeaseRequest{
+			{Mac: testMAC(1), Origin: origin},
+			{Mac: testMAC(2), Origin: origin, ClientHostname: "node-2"},
+			{Mac: testMAC(3), Origin: origin, RequestedAddress: "10.5.0.77"},
+			{Mac: testMAC(9), Origin: origin},
+			{Mac: testMAC(2), Origin: origin},
+			{Mac: testMAC(4), Origin: &dhcpv1.Origin{RelayAddress: "198.51.100.1"}},
+			{Mac: testMAC(5), Origin: origin},
+		}
+		results := dhcpLeaseBatch(t, c, reqs...)
+		addr := func(i int) string { return results[i].GetLease().GetAddress() }
+		for i, r := range results {
+			if i != 5 && r.GetLease() == nil {
+				t.Fatalf("request %d (%s): %v, want a lease", i, reqs[i].GetMac(), r.GetError())
+			}
+		}
+		if addr(0) != known.GetAddress() || results[0].GetLease().GetMachineId() != known.GetMachineId() {
+			t.Errorf("known MAC: %s for %s, want %s for %s", addr(0), results[0].GetLease().GetMachineId(), known.GetAddress(), known.GetMachineId())
+		}
+		if addr(2) != "10.5.0.77" {
+			t.Errorf("MAC asking for the free 10.5.0.77 got %s", addr(2))
+		}
+		if addr(3) != "10.5.0.250" {
+			t.Errorf("reserved MAC got %s, want 10.5.0.250", addr(3))
+		}
+		if addr(4) != addr(1) || results[4].GetLease().GetMachineId() != results[1].GetLease().GetMachineId() {
+			t.Errorf("MAC asking twice got %s and %s", addr(1), addr(4))
+		}
+		if err := results[5].GetError(); err.GetCode() != "not_found" || !strings.Contains(err.GetMessage(), "198.51.100.1") {
+			t.Errorf("request without a segment: %v, want not_found naming 198.51.100.1", results[5])
+		}
+		seenAddr := map[string]int{}
+		for _, i := range []int{0, 1, 2, 3, 6} {
+			if j, dup := seenAddr[addr(i)]; dup {
+				t.Errorf("requests %d and %d both got %s", j, i, addr(i))
+			}
+			seenAddr[addr(i)] = i
+		}
+
+		// The new machines, as Lease would have enrolled them.
+		var enrolled []string
+		for _, i := range []int{1, 2, 3, 6} {
+			l := results[i].GetLease()
+			enrolled = append(enrolled, l.GetMachineId())
+			m, err := e.Machines.GetMachine(t.Context(), connect.NewRequest(&machinev1.GetMachineRequest{Id: l.GetMachineId()}))
+			if err != nil {
+				t.Fatalf("machine of request %d: %v", i, err)
+			}
+			got := m.Msg.GetMachine()
+			ifs := got.GetInterfaces()
+			if got.GetState() != machinev1.MachineState_MACHINE_STATE_DISCOVERED || len(ifs) != 1 ||
+				ifs[0].GetMac() != reqs[i].GetMac() || ifs[0].GetAddress() != l.GetAddress() || string(ifs[0].GetCircuitId()) != "port-1" {
+				t.Errorf("machine of request %d = %v", i, got)
+			}
+			if i == 1 && got.GetHostname() != "node-2" {
+				t.Errorf("machine of request 1 has host name %q, want node-2", got.GetHostname())
+			}
+			h, err := e.Machines.ListMachineTransitions(t.Context(), connect.NewRequest(&machinev1.ListMachineTransitionsRequest{MachineId: l.GetMachineId()}))
+			if err != nil || len(h.Msg.GetTransitions()) != 1 {
+				t.Errorf("history of machine %d: %v, %v; want its creation", i, h, err)
+			}
+		}
+		if n, _ := e.Store.Client.Machine.Query().Count(context.Background()); n != 5 {
+			t.Errorf("%d machines, want 5", n)
+		}
+		recs := audits()
+		if len(recs) != 1 {
+			t.Fatalf("%d audit records for LeaseBatch, want 1", len(recs))
+		}
+		for _, id := range enrolled {
+			if !slices.Contains(recs[0].ResourceIds, id) {
+				t.Errorf("audit record names %v, not the enrolled machine %s", recs[0].ResourceIds, id)
+			}
+		}
+		if slices.Contains(recs[0].ResourceIds, known.GetMachineId()) {
+			t.Errorf("audit record names %v, with the known machine %s whose lease was not written", recs[0].ResourceIds, known.GetMachineId())
+		}
+
+		// Asked again at once: the same leases, and nothing written.
+		again := dhcpLeaseBatch(t, c, reqs[0], reqs[1], reqs[2], reqs[3], reqs[6])
+		for k, i := range []int{0, 1, 2, 3, 6} {
+			if got := again[k].GetLease().GetAddress(); got != addr(i) {
+				t.Errorf("asked again, request %d got %s, want %s", i, got, addr(i))
+			}
+		}
+		if n := len(audits()); n != 1 {
+			t.Errorf("%d audit records after a batch that changed nothing, want 1", n)
+		}
+	})
+}
+
+// Two replicas sending overlapping batches of the same new MACs at once
+// enrol each MAC once and give it one address; when the pool runs out,
+// the MACs left over get resource_exhausted.
+func TestDHCPLeaseBatchConcurrent(t *testing.T) {
+	t.Parallel()
+	forEachStore(t, func(t *testing.T, e *env) {
+		createSegment(t, e, &networkv1.Segment{
+			Name: "small", Prefix: "10.6.0.0/24", Gateway: "10.6.0.1",
+			Ranges: []*networkv1.AddressRange{{Start: "10.6.0.10", End: "10.6.0.21"}},
+		})
+		c := e.as(t, "dhcp")
+		origin := &dhcpv1.Origin{LocalAddress: "10.6.0.1"}
+		const macs = 16 // for 12 addresses
+		batches := make([][]*dhcpv1.LeaseResult, 4)
+		var wg sync.WaitGroup
+		for b := range batches {
+			wg.Go(func() {
+				var reqs []*dhcpv1.LeaseRequest
+				for i := range macs {
+					reqs = append(reqs, &dhcpv1.LeaseRequest{Mac: testMAC((i + 5*b) % macs), Origin: origin})
+				}
+				resp, err := c.DHCP.LeaseBatch(context.Background(), connect.NewRequest(&dhcpv1.LeaseBatchRequest{Requests: reqs}))
+				if err != nil {
+					t.Errorf("batch %d: %v", b, err)
+					return
+				}
+				batches[b] = resp.Msg.GetResults()
+			})
+		}
+		wg.Wait()
+		if t.Failed() {
+			return
+		}
+		byMAC := map[string]string{}
+		exhausted := 0
+		for b, results := range batches {
+			for k, r := range results {
+				mac := testMAC((k + 5*b) % macs)
+				if err := r.GetError(); err != nil {
+					if err.GetCode() != "resource_exhausted" {
+						t.Errorf("batch %d, %s: %v", b, mac, err)
+					}
+					exhausted++
+					continue
+				}
+				if prev, ok := byMAC[mac]; ok && prev != r.GetLease().GetAddress() {
+					t.Errorf("%s got %s and %s", mac, prev, r.GetLease().GetAddress())
+				}
+				byMAC[mac] = r.GetLease().GetAddress()
+			}
+		}
+		holders := map[string]string{}
+		for mac, a := range byMAC {
+			if other, ok := holders[a]; ok {
+				t.Errorf("%s went to %s and %s", a, other, mac)
+			}
+			holders[a] = mac
+		}
+		if len(byMAC) != 12 || exhausted == 0 {
+			t.Errorf("%d MACs leased and %d requests refused, want the 12 addresses leased and the rest refused", len(byMAC), exhausted)
+		}
+		for mac := range byMAC {
+			n, err := e.Store.Client.Machine.Query().Where(machine.HasNicsWith(nic.MAC(mac))).Count(context.Background())
+			if err != nil || n != 1 {
+				t.Errorf("%d machines own %s (%v), want 1", n, mac, err)
+			}
+		}
+		if n, _ := e.Store.Client.Lease.Query().Count(context.Background()); n != 12 {
+			t.Errorf("%d leases, want 12", n)
 		}
 	})
 }

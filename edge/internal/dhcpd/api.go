@@ -2,6 +2,10 @@ package dhcpd
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
 
 	"connectrpc.com/connect"
 	dhcpv1 "github.com/carbide-dev/carbide/gen/carbide/dhcp/v1"
@@ -21,8 +25,34 @@ type LeaseAPI interface {
 
 // SDKAPI is the LeaseAPI of a generated DHCPService client, such as the
 // DHCP field of the SDK's carbide.Client.
+//
+// Its Lease combines the requests that arrive while its calls are in
+// flight: at most maxLeaseCalls calls run at once, and each takes every
+// request queued when it starts (up to maxLeaseBatch), as one
+// DHCPService.LeaseBatch. A request arriving while fewer calls run goes
+// out at once, alone, as DHCPService.Lease. So a quiet daemon adds no
+// delay, and a busy one makes one call, one read and one transaction
+// for many clients.
 type SDKAPI struct {
 	client dhcpv1connect.DHCPServiceClient
+
+	mu      sync.Mutex
+	queue   []*pendingLease
+	running int // Lease or LeaseBatch calls in flight
+}
+
+const (
+	maxLeaseCalls = 4
+	maxLeaseBatch = 128
+)
+
+// pendingLease is a Lease request waiting for its answer.
+type pendingLease struct {
+	ctx  context.Context
+	req  *dhcpv1.LeaseRequest
+	done chan struct{} // closed when resp or err is set
+	resp *dhcpv1.LeaseResponse
+	err  error
 }
 
 var _ LeaseAPI = (*SDKAPI)(nil)
@@ -32,13 +62,141 @@ func NewSDKAPI(c dhcpv1connect.DHCPServiceClient) *SDKAPI {
 	return &SDKAPI{client: c}
 }
 
-// Lease calls DHCPService.Lease.
+// Lease asks DHCPService for a lease, alone or in a batch with the
+// requests that arrived meanwhile.
 func (a *SDKAPI) Lease(ctx context.Context, req *dhcpv1.LeaseRequest) (*dhcpv1.LeaseResponse, error) {
-	resp, err := a.client.Lease(ctx, connect.NewRequest(req))
-	if err != nil {
-		return nil, err
+	p := &pendingLease{ctx: ctx, req: req, done: make(chan struct{})}
+	a.mu.Lock()
+	a.queue = append(a.queue, p)
+	var batch []*pendingLease
+	if a.running < maxLeaseCalls {
+		a.running++
+		batch = a.take()
 	}
-	return resp.Msg, nil
+	a.mu.Unlock()
+	if batch != nil {
+		go a.send(batch)
+	}
+	select {
+	case <-p.done:
+		return p.resp, p.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// take removes up to maxLeaseBatch requests from the queue, skipping
+// those whose caller gave up. a.mu is held.
+func (a *SDKAPI) take() []*pendingLease {
+	var batch []*pendingLease
+	n := 0
+	for _, p := range a.queue {
+		n++
+		if p.ctx.Err() == nil {
+			batch = append(batch, p)
+		}
+		if len(batch) == maxLeaseBatch {
+			break
+		}
+	}
+	a.queue = a.queue[n:]
+	return batch
+}
+
+// send makes the calls for batch, then for what queued meanwhile, until
+// the queue is empty.
+func (a *SDKAPI) send(batch []*pendingLease) {
+	for {
+		a.call(batch)
+		a.mu.Lock()
+		batch = a.take()
+		if len(batch) == 0 {
+			a.running--
+			a.mu.Unlock()
+			return
+		}
+		a.mu.Unlock()
+	}
+}
+
+// call asks for the leases of batch in one call, and hands each request
+// its answer.
+func (a *SDKAPI) call(batch []*pendingLease) {
+	if len(batch) == 0 {
+		return
+	}
+	if len(batch) == 1 {
+		a.callOne(batch[0])
+		return
+	}
+	// The call lasts as long as the most patient caller waits.
+	ctx, cancel := context.Background(), context.CancelFunc(func() {})
+	if latest, ok := latestDeadline(batch); ok {
+		ctx, cancel = context.WithDeadline(ctx, latest)
+	}
+	defer cancel()
+
+	reqs := make([]*dhcpv1.LeaseRequest, len(batch))
+	for i, p := range batch {
+		reqs[i] = p.req
+	}
+	resp, err := a.client.LeaseBatch(ctx, connect.NewRequest(&dhcpv1.LeaseBatchRequest{Requests: reqs}))
+	switch {
+	case connect.CodeOf(err) == connect.CodeInvalidArgument:
+		// One request the API rejects must not cost the others theirs.
+		for _, p := range batch {
+			a.callOne(p)
+		}
+		return
+	case err == nil && len(resp.Msg.GetResults()) != len(batch):
+		err = fmt.Errorf("LeaseBatch answered %d requests with %d results", len(batch), len(resp.Msg.GetResults()))
+	}
+	for i, p := range batch {
+		if err != nil {
+			p.err = err
+		} else {
+			p.resp, p.err = leaseResult(resp.Msg.GetResults()[i])
+		}
+		close(p.done)
+	}
+}
+
+// latestDeadline is the latest deadline of the callers of batch; ok is
+// false when one of them has none.
+func latestDeadline(batch []*pendingLease) (latest time.Time, ok bool) {
+	for _, p := range batch {
+		d, has := p.ctx.Deadline()
+		if !has {
+			return time.Time{}, false
+		}
+		if d.After(latest) {
+			latest = d
+		}
+	}
+	return latest, true
+}
+
+// callOne asks for one lease with DHCPService.Lease.
+func (a *SDKAPI) callOne(p *pendingLease) {
+	resp, err := a.client.Lease(p.ctx, connect.NewRequest(p.req))
+	if err == nil {
+		p.resp = resp.Msg
+	}
+	p.err = err
+	close(p.done)
+}
+
+// leaseResult turns one result of LeaseBatch into what Lease would have
+// returned.
+func leaseResult(r *dhcpv1.LeaseResult) (*dhcpv1.LeaseResponse, error) {
+	if l := r.GetLease(); l != nil {
+		return l, nil
+	}
+	var code connect.Code
+	if err := code.UnmarshalText([]byte(r.GetError().GetCode())); err != nil {
+		code = connect.CodeUnknown
+	}
+	return nil, connect.NewError(code, errors.New(r.GetError().GetMessage()))
 }
 
 // Release calls DHCPService.Release.

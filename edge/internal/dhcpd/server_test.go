@@ -3,6 +3,7 @@ package dhcpd
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -11,6 +12,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -18,6 +20,7 @@ import (
 	dhcpv1 "github.com/carbide-dev/carbide/gen/carbide/dhcp/v1"
 	"github.com/carbide-dev/carbide/gen/carbide/dhcp/v1/dhcpv1connect"
 	"github.com/insomniacslk/dhcp/dhcpv4"
+	"google.golang.org/protobuf/types/known/durationpb"
 )
 
 // waitFor polls cond until it holds or 5 s have passed.
@@ -139,6 +142,21 @@ func (c connectFake) Lease(ctx context.Context, req *connect.Request[dhcpv1.Leas
 	return connect.NewResponse(resp), nil
 }
 
+// LeaseBatch answers each request as Lease does.
+func (c connectFake) LeaseBatch(ctx context.Context, req *connect.Request[dhcpv1.LeaseBatchRequest]) (*connect.Response[dhcpv1.LeaseBatchResponse], error) {
+	out := &dhcpv1.LeaseBatchResponse{}
+	for _, r := range req.Msg.GetRequests() {
+		resp, err := c.api.Lease(ctx, r)
+		if err != nil {
+			out.Results = append(out.Results, &dhcpv1.LeaseResult{Result: &dhcpv1.LeaseResult_Error{Error: &dhcpv1.LeaseError{
+				Code: connect.CodeOf(err).String(), Message: err.Error()}}})
+			continue
+		}
+		out.Results = append(out.Results, &dhcpv1.LeaseResult{Result: &dhcpv1.LeaseResult_Lease{Lease: resp}})
+	}
+	return connect.NewResponse(out), nil
+}
+
 func (c connectFake) Inform(ctx context.Context, req *connect.Request[dhcpv1.InformRequest]) (*connect.Response[dhcpv1.InformResponse], error) {
 	resp, err := c.api.Inform(ctx, req.Msg)
 	if err != nil {
@@ -164,8 +182,14 @@ func (c connectFake) Decline(ctx context.Context, req *connect.Request[dhcpv1.De
 // connectServer serves api over Connect (HTTP/1.1 and h2c) on loopback.
 func connectServer(t *testing.T, api *fakeAPI) *httptest.Server {
 	t.Helper()
+	return serveDHCP(t, connectFake{api: api})
+}
+
+// serveDHCP serves h over Connect (HTTP/1.1 and h2c) on loopback.
+func serveDHCP(t *testing.T, h dhcpv1connect.DHCPServiceHandler) *httptest.Server {
+	t.Helper()
 	mux := http.NewServeMux()
-	mux.Handle(dhcpv1connect.NewDHCPServiceHandler(connectFake{api: api}))
+	mux.Handle(dhcpv1connect.NewDHCPServiceHandler(h))
 	srv := httptest.NewUnstartedServer(mux)
 	srv.Config.Protocols = new(http.Protocols)
 	srv.Config.Protocols.SetHTTP1(true)
@@ -345,5 +369,117 @@ func TestResolveInterfaces(t *testing.T) {
 	}
 	if _, err := resolveInterfaces([]string{"carbide-nope0", "lo"}); err == nil || !strings.Contains(err.Error(), "carbide-nope0") {
 		t.Errorf("resolveInterfaces(carbide-nope0) = %v, want an error naming it", err)
+	}
+}
+
+// gatedFake is a DHCPService whose Lease calls wait for a gate to open,
+// and whose LeaseBatch records each batch; batches fail with
+// InvalidArgument while reject is set.
+type gatedFake struct {
+	connectFake
+	gate    chan struct{}
+	started chan struct{} // gets a value as each Lease call starts
+	reject  bool
+	mu      sync.Mutex
+	batches [][]string // the MACs of each LeaseBatch call
+	singles []string   // the MACs of each Lease call
+}
+
+func (g *gatedFake) Lease(ctx context.Context, req *connect.Request[dhcpv1.LeaseRequest]) (*connect.Response[dhcpv1.LeaseResponse], error) {
+	g.mu.Lock()
+	g.singles = append(g.singles, req.Msg.GetMac())
+	g.mu.Unlock()
+	g.started <- struct{}{}
+	<-g.gate
+	return g.connectFake.Lease(ctx, req)
+}
+
+func (g *gatedFake) LeaseBatch(ctx context.Context, req *connect.Request[dhcpv1.LeaseBatchRequest]) (*connect.Response[dhcpv1.LeaseBatchResponse], error) {
+	var macs []string
+	for _, r := range req.Msg.GetRequests() {
+		macs = append(macs, r.GetMac())
+	}
+	g.mu.Lock()
+	g.batches = append(g.batches, macs)
+	g.mu.Unlock()
+	if g.reject {
+		return nil, connect.NewError(connect.CodeInvalidArgument, errors.New("requests[1].mac: invalid"))
+	}
+	return g.connectFake.LeaseBatch(ctx, req)
+}
+
+// While maxLeaseCalls Lease calls are in flight, further requests queue,
+// and go out together as one LeaseBatch when a call returns; each caller
+// gets its own answer, errors included. A batch the API rejects as
+// invalid is sent again one request at a time.
+func TestSDKAPIBatches(t *testing.T) {
+	t.Parallel()
+	for _, reject := range []bool{false, true} {
+		t.Run(fmt.Sprintf("reject=%v", reject), func(t *testing.T) {
+			t.Parallel()
+			api := &fakeAPI{leaseFunc: func(_ context.Context, req *dhcpv1.LeaseRequest) (*dhcpv1.LeaseResponse, error) {
+				if req.GetMac() == "52:54:00:00:00:07" {
+					return nil, connect.NewError(connect.CodeResourceExhausted, errors.New("pool full"))
+				}
+				return &dhcpv1.LeaseResponse{Address: "10.0.0." + req.GetMac()[len(req.GetMac())-1:], LeaseDuration: durationpb.New(time.Hour)}, nil
+			}}
+			g := &gatedFake{connectFake: connectFake{api: api}, gate: make(chan struct{}), started: make(chan struct{}, 100), reject: reject}
+			a := NewSDKAPI(dhcpv1connect.NewDHCPServiceClient(http.DefaultClient, serveDHCP(t, g).URL))
+			const n = maxLeaseCalls + 5
+			type answer struct {
+				resp *dhcpv1.LeaseResponse
+				err  error
+			}
+			answers := make([]answer, n)
+			var wg sync.WaitGroup
+			for i := range n {
+				if i == maxLeaseCalls {
+					// The first calls have reached the server and wait.
+					for range maxLeaseCalls {
+						<-g.started
+					}
+				}
+				wg.Go(func() {
+					resp, err := a.Lease(t.Context(), &dhcpv1.LeaseRequest{Mac: fmt.Sprintf("52:54:00:00:00:%02d", i), Origin: localOrigin})
+					answers[i] = answer{resp, err}
+				})
+			}
+			// Wait until the last requests have queued behind the calls.
+			for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+				a.mu.Lock()
+				queued := len(a.queue)
+				a.mu.Unlock()
+				if queued == n-maxLeaseCalls {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("%d requests queued, want %d", queued, n-maxLeaseCalls)
+				}
+			}
+			close(g.gate)
+			wg.Wait()
+
+			for i, ans := range answers {
+				want := fmt.Sprintf("10.0.0.%d", i)
+				switch {
+				case i == 7 && connect.CodeOf(ans.err) != connect.CodeResourceExhausted:
+					t.Errorf("request %d: %v, %v; want resource_exhausted", i, ans.resp, ans.err)
+				case i != 7 && (ans.err != nil || ans.resp.GetAddress() != want):
+					t.Errorf("request %d: %v, %v; want %s", i, ans.resp, ans.err, want)
+				}
+			}
+			g.mu.Lock()
+			defer g.mu.Unlock()
+			if len(g.batches) != 1 || len(g.batches[0]) != n-maxLeaseCalls {
+				t.Errorf("batches sent: %v, want one of the %d queued requests", g.batches, n-maxLeaseCalls)
+			}
+			wantSingles := maxLeaseCalls
+			if reject {
+				wantSingles = n // the rejected batch's requests went one by one
+			}
+			if len(g.singles) != wantSingles {
+				t.Errorf("%d Lease calls, want %d", len(g.singles), wantSingles)
+			}
+		})
 	}
 }
