@@ -42,7 +42,7 @@ type SDKAPI struct {
 }
 
 const (
-	maxLeaseCalls = 4
+	maxLeaseCalls = 2
 	maxLeaseBatch = 128
 )
 

@@ -72,7 +72,7 @@ func DefaultConfig() Config {
 		APIConfig:     daemon.DefaultAPIConfig(),
 		Port:          67,
 		ClientPort:    68,
-		MaxInFlight:   32,
+		MaxInFlight:   256,
 		BIOSFile:      "undionly.kpxe",
 		EFIX64File:    "snponly.efi",
 		MetricsListen: "127.0.0.1:9167",
