@@ -198,15 +198,7 @@ func (s *Store) Query(ctx context.Context, query string, args []any, dest []any,
 			return err
 		}
 		defer rows.Close()
-		for rows.Next() {
-			if err := rows.Scan(dest...); err != nil {
-				return err
-			}
-			if err := each(); err != nil {
-				return err
-			}
-		}
-		return rows.Err()
+		return eachRow(rows, dest, each)
 	}
 	conn, err := s.db.Conn(ctx)
 	if err != nil {
@@ -223,16 +215,26 @@ func (s *Store) Query(ctx context.Context, query string, args []any, dest []any,
 			return err
 		}
 		defer rows.Close()
-		for rows.Next() {
-			if err := rows.Scan(dest...); err != nil {
-				return err
-			}
-			if err := each(); err != nil {
-				return err
-			}
-		}
-		return rows.Err()
+		return eachRow(rows, dest, each)
 	})
+}
+
+// eachRow scans every row of rows (database/sql's or pgx's) into dest and
+// calls each.
+func eachRow(rows interface {
+	Next() bool
+	Scan(...any) error
+	Err() error
+}, dest []any, each func() error) error {
+	for rows.Next() {
+		if err := rows.Scan(dest...); err != nil {
+			return err
+		}
+		if err := each(); err != nil {
+			return err
+		}
+	}
+	return rows.Err()
 }
 
 // SQL adapts a query written with PostgreSQL's numbered parameters ($1,
