@@ -10,6 +10,7 @@ import (
 	"connectrpc.com/connect"
 	dhcpv1 "github.com/carbide-dev/carbide/gen/carbide/dhcp/v1"
 	"github.com/carbide-dev/carbide/gen/carbide/dhcp/v1/dhcpv1connect"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // LeaseAPI is what the handler needs of the Carbide API: the four calls of
@@ -34,7 +35,8 @@ type LeaseAPI interface {
 // delay, and a busy one makes one call, one read and one transaction
 // for many clients.
 type SDKAPI struct {
-	client dhcpv1connect.DHCPServiceClient
+	client    dhcpv1connect.DHCPServiceClient
+	batchSize prometheus.Observer // observes the requests of each call; may be nil
 
 	mu      sync.Mutex
 	queue   []*pendingLease
@@ -57,9 +59,14 @@ type pendingLease struct {
 
 var _ LeaseAPI = (*SDKAPI)(nil)
 
-// NewSDKAPI returns the LeaseAPI of c.
-func NewSDKAPI(c dhcpv1connect.DHCPServiceClient) *SDKAPI {
-	return &SDKAPI{client: c}
+// NewSDKAPI returns the LeaseAPI of c; m, if not nil, gets the size of
+// each lease call (carbide_dhcp_lease_batch_size).
+func NewSDKAPI(c dhcpv1connect.DHCPServiceClient, m *Metrics) *SDKAPI {
+	a := &SDKAPI{client: c}
+	if m != nil {
+		a.batchSize = m.leaseBatch
+	}
+	return a
 }
 
 // Lease asks DHCPService for a lease, alone or in a batch with the
@@ -140,6 +147,7 @@ func (a *SDKAPI) call(batch []*pendingLease) {
 	for i, p := range batch {
 		reqs[i] = p.req
 	}
+	a.observe(len(batch))
 	resp, err := a.client.LeaseBatch(ctx, connect.NewRequest(&dhcpv1.LeaseBatchRequest{Requests: reqs}))
 	switch {
 	case connect.CodeOf(err) == connect.CodeInvalidArgument:
@@ -178,12 +186,20 @@ func latestDeadline(batch []*pendingLease) (latest time.Time, ok bool) {
 
 // callOne asks for one lease with DHCPService.Lease.
 func (a *SDKAPI) callOne(p *pendingLease) {
+	a.observe(1)
 	resp, err := a.client.Lease(p.ctx, connect.NewRequest(p.req))
 	if err == nil {
 		p.resp = resp.Msg
 	}
 	p.err = err
 	close(p.done)
+}
+
+// observe records that a call carries n lease requests.
+func (a *SDKAPI) observe(n int) {
+	if a.batchSize != nil {
+		a.batchSize.Observe(float64(n))
+	}
 }
 
 // leaseResult turns one result of LeaseBatch into what Lease would have

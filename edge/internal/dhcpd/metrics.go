@@ -33,6 +33,7 @@ type Metrics struct {
 	apiErrors     *prometheus.CounterVec
 	handleSeconds *prometheus.HistogramVec
 	offerAcks     prometheus.Counter
+	leaseBatch    prometheus.Histogram
 }
 
 // NewMetrics creates the metrics and registers them with reg.
@@ -63,8 +64,13 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Name: "carbide_dhcp_offer_acks_total",
 			Help: "DHCPREQUESTs accepting an offer this daemon made in the last 10 s, acknowledged without an API call (the API wrote the lease when it was offered).",
 		}),
+		leaseBatch: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "carbide_dhcp_lease_batch_size",
+			Help:    "Lease decisions per API call: 1 for a Lease call, more for a LeaseBatch of the requests that waited while calls were in flight.",
+			Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128},
+		}),
 	}
-	if err := daemon.Register(reg, m.requests, m.replies, m.drops, m.apiErrors, m.handleSeconds, m.offerAcks); err != nil {
+	if err := daemon.Register(reg, m.requests, m.replies, m.drops, m.apiErrors, m.handleSeconds, m.offerAcks, m.leaseBatch); err != nil {
 		return nil, err
 	}
 	// Start the usual series at zero, so that rates work from the first

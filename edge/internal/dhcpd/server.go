@@ -41,7 +41,7 @@ func (c *Config) Run(ctx context.Context, logger *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	h := NewHandler(c, NewSDKAPI(client.DHCP), m, logger)
+	h := NewHandler(c, NewSDKAPI(client.DHCP, m), m, logger)
 
 	var conns []net.PacketConn
 	closeAll := func() {

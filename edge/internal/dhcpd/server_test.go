@@ -20,6 +20,8 @@ import (
 	dhcpv1 "github.com/carbide-dev/carbide/gen/carbide/dhcp/v1"
 	"github.com/carbide-dev/carbide/gen/carbide/dhcp/v1/dhcpv1connect"
 	"github.com/insomniacslk/dhcp/dhcpv4"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	"google.golang.org/protobuf/types/known/durationpb"
 )
 
@@ -204,7 +206,7 @@ func serveDHCP(t *testing.T, h dhcpv1connect.DHCPServiceHandler) *httptest.Serve
 func TestSDKAPI(t *testing.T) {
 	t.Parallel()
 	ok := &fakeAPI{}
-	a := NewSDKAPI(dhcpv1connect.NewDHCPServiceClient(http.DefaultClient, connectServer(t, ok).URL))
+	a := NewSDKAPI(dhcpv1connect.NewDHCPServiceClient(http.DefaultClient, connectServer(t, ok).URL), nil)
 	ctx := t.Context()
 	if resp, err := a.Lease(ctx, &dhcpv1.LeaseRequest{Mac: "52:54:00:12:34:56", Origin: localOrigin}); err != nil || resp.GetAddress() != leaseAddr {
 		t.Errorf("Lease = %v, %v", resp, err)
@@ -223,7 +225,7 @@ func TestSDKAPI(t *testing.T) {
 	}
 
 	failing := &fakeAPI{err: connect.NewError(connect.CodeNotFound, errors.New("no segment"))}
-	a = NewSDKAPI(dhcpv1connect.NewDHCPServiceClient(http.DefaultClient, connectServer(t, failing).URL))
+	a = NewSDKAPI(dhcpv1connect.NewDHCPServiceClient(http.DefaultClient, connectServer(t, failing).URL), nil)
 	_, lerr := a.Lease(ctx, &dhcpv1.LeaseRequest{})
 	_, ierr := a.Inform(ctx, &dhcpv1.InformRequest{})
 	for name, err := range map[string]error{
@@ -424,7 +426,11 @@ func TestSDKAPIBatches(t *testing.T) {
 				return &dhcpv1.LeaseResponse{Address: "10.0.0." + req.GetMac()[len(req.GetMac())-1:], LeaseDuration: durationpb.New(time.Hour)}, nil
 			}}
 			g := &gatedFake{connectFake: connectFake{api: api}, gate: make(chan struct{}), started: make(chan struct{}, 100), reject: reject}
-			a := NewSDKAPI(dhcpv1connect.NewDHCPServiceClient(http.DefaultClient, serveDHCP(t, g).URL))
+			m, err := NewMetrics(prometheus.NewRegistry())
+			if err != nil {
+				t.Fatal(err)
+			}
+			a := NewSDKAPI(dhcpv1connect.NewDHCPServiceClient(http.DefaultClient, serveDHCP(t, g).URL), m)
 			const n = maxLeaseCalls + 5
 			type answer struct {
 				resp *dhcpv1.LeaseResponse
@@ -479,6 +485,15 @@ func TestSDKAPIBatches(t *testing.T) {
 			}
 			if len(g.singles) != wantSingles {
 				t.Errorf("%d Lease calls, want %d", len(g.singles), wantSingles)
+			}
+			// carbide_dhcp_lease_batch_size: a sample per call, of its requests.
+			var pm dto.Metric
+			if err := m.leaseBatch.Write(&pm); err != nil {
+				t.Fatal(err)
+			}
+			calls, requests := uint64(wantSingles+1), float64(wantSingles+n-maxLeaseCalls)
+			if h := pm.GetHistogram(); h.GetSampleCount() != calls || h.GetSampleSum() != requests {
+				t.Errorf("lease_batch_size: %d calls carrying %v requests, want %d carrying %v", h.GetSampleCount(), h.GetSampleSum(), calls, requests)
 			}
 		})
 	}
