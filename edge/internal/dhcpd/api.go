@@ -77,11 +77,13 @@ func (a *SDKAPI) Lease(ctx context.Context, req *dhcpv1.LeaseRequest) (*dhcpv1.L
 	a.queue = append(a.queue, p)
 	var batch []*pendingLease
 	if a.running < maxLeaseCalls {
-		a.running++
-		batch = a.take()
+		// Empty when every caller waiting gave up, p's too.
+		if batch = a.take(); len(batch) > 0 {
+			a.running++
+		}
 	}
 	a.mu.Unlock()
-	if batch != nil {
+	if len(batch) > 0 {
 		go a.send(batch)
 	}
 	select {
@@ -110,7 +112,7 @@ func (a *SDKAPI) take() []*pendingLease {
 	return batch
 }
 
-// send makes the calls for batch, then for what queued meanwhile, until
+// send makes the call for batch, then for what queued meanwhile, until
 // the queue is empty.
 func (a *SDKAPI) send(batch []*pendingLease) {
 	for {
@@ -126,12 +128,9 @@ func (a *SDKAPI) send(batch []*pendingLease) {
 	}
 }
 
-// call asks for the leases of batch in one call, and hands each request
-// its answer.
+// call asks for the leases of batch (not empty) in one call, and hands
+// each request its answer.
 func (a *SDKAPI) call(batch []*pendingLease) {
-	if len(batch) == 0 {
-		return
-	}
 	if len(batch) == 1 {
 		a.callOne(batch[0])
 		return

@@ -498,3 +498,22 @@ func TestSDKAPIBatches(t *testing.T) {
 		})
 	}
 }
+
+// A request whose caller has already given up takes no call slot for
+// good: requests after many such still get their answers.
+func TestSDKAPIGivenUpRequests(t *testing.T) {
+	t.Parallel()
+	a := NewSDKAPI(dhcpv1connect.NewDHCPServiceClient(http.DefaultClient, connectServer(t, &fakeAPI{}).URL), nil)
+	done, cancel := context.WithCancel(t.Context())
+	cancel()
+	for range 2 * maxLeaseCalls {
+		if _, err := a.Lease(done, &dhcpv1.LeaseRequest{Mac: "52:54:00:12:34:56", Origin: localOrigin}); err == nil {
+			t.Fatal("Lease with a cancelled context succeeded")
+		}
+	}
+	ctx, stop := context.WithTimeout(t.Context(), 5*time.Second)
+	defer stop()
+	if resp, err := a.Lease(ctx, &dhcpv1.LeaseRequest{Mac: "52:54:00:12:34:57", Origin: localOrigin}); err != nil || resp.GetAddress() != leaseAddr {
+		t.Errorf("Lease after cancelled requests = %v, %v", resp, err)
+	}
+}
