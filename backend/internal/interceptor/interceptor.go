@@ -129,7 +129,7 @@ func (i *translating) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
 	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
 		resp, err := next(ctx, req)
 		if err != nil {
-			err = i.translate(ctx, req.Spec().Procedure, err)
+			err = Translate(ctx, i.logger, req.Spec().Procedure, err)
 		}
 		return resp, err
 	}
@@ -143,14 +143,10 @@ func (i *translating) WrapStreamingHandler(next connect.StreamingHandlerFunc) co
 	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
 		err := next(ctx, conn)
 		if err != nil {
-			err = i.translate(ctx, conn.Spec().Procedure, err)
+			err = Translate(ctx, i.logger, conn.Spec().Procedure, err)
 		}
 		return err
 	}
-}
-
-func (i *translating) translate(ctx context.Context, procedure string, err error) error {
-	return Translate(ctx, i.logger, procedure, err)
 }
 
 // Translate is what Errors does to one error: it returns err if it is a

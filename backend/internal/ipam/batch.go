@@ -3,7 +3,6 @@ package ipam
 import (
 	"context"
 	"fmt"
-	"net/netip"
 	"strings"
 
 	"entgo.io/ent/dialect/sql/sqlgraph"
@@ -18,39 +17,36 @@ type NewLease struct {
 	Requested string
 }
 
-// batchCandidates is how many addresses of each MAC's pool walk
+// batchCandidates is the fewest addresses of each MAC's pool walk that
 // LeaseNewMany looks at. A batch checks the candidates of all its MACs in
-// one query, so it looks at fewer per MAC than free does; a MAC left
-// without a free one is leased on its own, as by LeaseNew.
+// one query, so with many MACs it looks at fewer per MAC than free does
+// (candidates for one MAC); a MAC left without a free one is leased on its
+// own, as by leaseNew.
 const batchCandidates = 8
 
 // LeaseNewMany leases addresses to MACs that hold no lease on the segment,
 // in tx, which the caller commits; leases[i] is reqs[i]'s. It writes the
 // leases of all MACs without a reservation with one query for free
-// addresses and one insert, and leases the others as LeaseNew does. It
+// addresses and one insert, and leases the others as leaseNew does. It
 // returns errRace (see IsRace) when a concurrent allocation gave one of
 // the MACs a lease first.
 func (s *Service) LeaseNewMany(ctx context.Context, tx *ent.Tx, seg *Segment, reqs []NewLease) ([]*ent.Lease, error) {
+	if len(reqs) == 0 {
+		return nil, nil
+	}
 	now := store.Now()
 	expire := now.Add(seg.LeaseDuration())
 	leases := make([]*ent.Lease, len(reqs))
 
 	// Each MAC's candidates: the address it asks for, then its walk.
+	perMAC := max(batchCandidates, candidates/len(reqs))
 	want := make([][]string, len(reqs))
 	var all []string
 	for i, r := range reqs {
 		if _, ok := seg.Reservations[r.MAC]; ok {
 			continue
 		}
-		if a, err := netip.ParseAddr(r.Requested); err == nil && seg.Pool.Leasable(a) {
-			want[i] = append(want[i], a.String())
-		}
-		for a := range seg.Pool.Walk(r.MAC) {
-			if len(want[i]) > batchCandidates {
-				break
-			}
-			want[i] = append(want[i], a.String())
-		}
+		want[i] = seg.wanted(r.MAC, r.Requested, perMAC)
 		all = append(all, want[i]...)
 	}
 	var taken map[string]bool
@@ -98,7 +94,7 @@ func (s *Service) LeaseNewMany(ctx context.Context, tx *ent.Tx, seg *Segment, re
 		if leases[i] != nil {
 			continue
 		}
-		l, err := s.LeaseNew(ctx, tx, seg, r.MAC, r.Requested)
+		l, err := s.leaseNew(ctx, tx, seg, r.MAC, r.Requested)
 		if err != nil {
 			return nil, err
 		}

@@ -182,12 +182,12 @@ func (seg *Segment) MayKeep(mac, addr string) bool {
 	return seg.Pool.Leasable(a)
 }
 
-// LeaseNew leases an address to a MAC that holds no lease on the segment,
+// leaseNew leases an address to a MAC that holds no lease on the segment,
 // in tx, which the caller commits: the MAC's reservation, else a free
 // address (see free). It leaves the MAC's machine to the caller. It
 // returns errRace (see IsRace) when a concurrent allocation took the
 // address or gave the MAC a lease first.
-func (s *Service) LeaseNew(ctx context.Context, tx *ent.Tx, seg *Segment, mac, requested string) (*ent.Lease, error) {
+func (s *Service) leaseNew(ctx context.Context, tx *ent.Tx, seg *Segment, mac, requested string) (*ent.Lease, error) {
 	now := store.Now()
 	l := &ent.Lease{SegmentID: seg.ID, MAC: mac, CreateTime: now, RenewTime: now, ExpireTime: now.Add(seg.LeaseDuration())}
 	var candidates []string
@@ -262,16 +262,7 @@ const candidates = 64
 // of the whole walk, else the leasable address whose lease expired
 // longest ago, whose lease it deletes (the old holder loses it).
 func (s *Service) free(ctx context.Context, tx *ent.Tx, seg *Segment, mac, requested string, now time.Time) ([]string, error) {
-	want := make([]string, 0, candidates+1)
-	if a, err := netip.ParseAddr(requested); err == nil && seg.Pool.Leasable(a) {
-		want = append(want, a.String())
-	}
-	for a := range seg.Pool.Walk(mac) {
-		if len(want) > candidates {
-			break
-		}
-		want = append(want, a.String())
-	}
+	want := seg.wanted(mac, requested, candidates)
 	if len(want) == 0 {
 		return nil, poolFull(seg)
 	}
@@ -293,6 +284,23 @@ func (s *Service) free(ctx context.Context, tx *ent.Tx, seg *Segment, mac, reque
 		return nil, err
 	}
 	return []string{a}, nil
+}
+
+// wanted lists the addresses a MAC without a lease would like, best
+// first: the requested one if it is leasable, then the next n+1 of the
+// MAC's pool walk (fewer if the pool is smaller).
+func (seg *Segment) wanted(mac, requested string, n int) []string {
+	want := make([]string, 0, n+2)
+	if a, err := netip.ParseAddr(requested); err == nil && seg.Pool.Leasable(a) {
+		want = append(want, a.String())
+	}
+	for a := range seg.Pool.Walk(mac) {
+		if len(want) > n {
+			break
+		}
+		want = append(want, a.String())
+	}
+	return want
 }
 
 // taken returns which of addrs are leased (expired or not) or held back
