@@ -1,7 +1,6 @@
 package dhcpd
 
 import (
-	"bytes"
 	"context"
 	"io"
 	"log/slog"
@@ -148,24 +147,6 @@ func testHandler(t testing.TB, cfg Config, api LeaseAPI, log io.Writer) (*Handle
 		logger = slog.New(slog.NewTextHandler(log, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	return NewHandler(&cfg, api, m, logger), m
-}
-
-// syncBuffer is a bytes.Buffer safe for the concurrent writes of a logger.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // packet builds a request of type mt from testMAC.

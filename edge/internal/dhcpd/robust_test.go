@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/carbide-dev/carbide/edge/internal/syncbuf"
 	dhcpv1 "github.com/carbide-dev/carbide/gen/carbide/dhcp/v1"
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/iana"
@@ -195,7 +196,7 @@ func TestAPIErrors(t *testing.T) {
 			t.Parallel()
 			cfg := testConfig()
 			cfg.APITimeout = 20 * time.Millisecond
-			var log syncBuffer
+			var log syncbuf.Buffer
 			h, m := testHandler(t, cfg, tt.api, &log)
 			const n = 3
 			for range n {

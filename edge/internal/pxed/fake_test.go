@@ -1,7 +1,6 @@
 package pxed
 
 import (
-	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -21,6 +20,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/carbide-dev/carbide/edge/internal/syncbuf"
 	bootv1 "github.com/carbide-dev/carbide/gen/carbide/boot/v1"
 	"github.com/carbide-dev/carbide/gen/carbide/boot/v1/bootv1connect"
 	"github.com/prometheus/client_golang/prometheus"
@@ -147,24 +147,6 @@ func (f *fakeBoot) client(t *testing.T) BootAPI {
 	return NewSDKAPI(bootv1connect.NewBootServiceClient(http.DefaultClient, f.serve(t)))
 }
 
-// syncBuffer is a log sink that tests read while servers write.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func testLogger(w io.Writer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
@@ -203,7 +185,7 @@ type testEnv struct {
 	fake      *fakeBoot
 	h         *HTTPHandler
 	metrics   *Metrics
-	log       *syncBuffer
+	log       *syncbuf.Buffer
 	artifacts string // the artifacts directory
 	outside   string // a file next to it, outside, that must never be served
 	caPEM     string // the agent's CA bundle
@@ -216,7 +198,7 @@ const secretContent = "this file is outside every served directory"
 // a directory, and a symbolic link out of it.
 func newTestEnv(t *testing.T, edit func(*Config)) *testEnv {
 	t.Helper()
-	env := &testEnv{fake: newFakeBoot(), log: &syncBuffer{}}
+	env := &testEnv{fake: newFakeBoot(), log: &syncbuf.Buffer{}}
 	top := t.TempDir()
 	env.artifacts = filepath.Join(top, "artifacts")
 	env.outside = filepath.Join(top, "secret")

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/carbide-dev/carbide/edge/internal/agentconfig"
+	"github.com/carbide-dev/carbide/edge/internal/syncbuf"
 	"github.com/pin/tftp/v3"
 )
 
@@ -41,7 +42,7 @@ func TestRun(t *testing.T) {
 	c.AgentAPIURL = "https://198.18.0.1:1079"
 	c.AgentCAFile = caFile
 
-	log := &syncBuffer{}
+	log := &syncbuf.Buffer{}
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
 	addrs := make(chan Addrs, 1)

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/carbide-dev/carbide/edge/internal/syncbuf"
 	"github.com/pin/tftp/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -25,7 +26,7 @@ type tftpEnv struct {
 	outside string // a file next to the root that must never be served
 	files   map[string][]byte
 	metrics *Metrics
-	log     *syncBuffer
+	log     *syncbuf.Buffer
 }
 
 func newTFTPEnv(t *testing.T) *tftpEnv {
@@ -34,7 +35,7 @@ func newTFTPEnv(t *testing.T) *tftpEnv {
 	env := &tftpEnv{
 		root:    filepath.Join(top, "root"),
 		outside: filepath.Join(top, "secret"),
-		log:     &syncBuffer{},
+		log:     &syncbuf.Buffer{},
 		files: map[string][]byte{
 			"undionly.kpxe":   randomBytes(100_003),
 			"efi/snponly.efi": randomBytes(4 * 1024), // a whole number of 1024-byte blocks

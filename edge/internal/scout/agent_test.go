@@ -1,7 +1,6 @@
 package scout
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"encoding/pem"
@@ -20,6 +19,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/carbide-dev/carbide/edge/internal/agentconfig"
+	"github.com/carbide-dev/carbide/edge/internal/syncbuf"
 	agentv1 "github.com/carbide-dev/carbide/gen/carbide/agent/v1"
 	"github.com/carbide-dev/carbide/gen/carbide/agent/v1/agentv1connect"
 	machinev1 "github.com/carbide-dev/carbide/gen/carbide/machine/v1"
@@ -92,30 +92,12 @@ func (f *fakeAPI) calls() ([]call, []call) {
 	return append([]call(nil), f.reports...), append([]call(nil), f.instructions...)
 }
 
-// syncBuffer is a bytes.Buffer safe for concurrent use.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // harness runs an Agent against a configuration server and a fake API
 // over TLS, with every machine-touching step replaced.
 type harness struct {
 	agent    *Agent
-	log      *syncBuffer
-	console  *syncBuffer
+	log      *syncbuf.Buffer
+	console  *syncbuf.Buffer
 	api      *fakeAPI
 	apiURL   string
 	caPEM    string
@@ -145,7 +127,7 @@ func (h *harness) step(s string) {
 // request for the configuration with a status and a body.
 func newHarness(t *testing.T, api *fakeAPI, configs func(h *harness, n int) (int, string)) *harness {
 	t.Helper()
-	h := &harness{log: &syncBuffer{}, console: &syncBuffer{}, api: api}
+	h := &harness{log: &syncbuf.Buffer{}, console: &syncbuf.Buffer{}, api: api}
 
 	mux := http.NewServeMux()
 	mux.Handle(agentv1connect.NewAgentServiceHandler(api))
