@@ -37,6 +37,16 @@ func dhcpSegments(t *testing.T, e *env) (local, relayed *networkv1.Segment, c cl
 	return local, relayed, e.as(t, "dhcp")
 }
 
+// auditRecords returns the audit records of a procedure.
+func auditRecords(t *testing.T, e *env, procedure string) []*ent.AuditRecord {
+	t.Helper()
+	rs, err := e.Store.Client.AuditRecord.Query().Where(auditrecord.Procedure(procedure)).All(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rs
+}
+
 func dhcpLease(t *testing.T, c clients, req *dhcpv1.LeaseRequest) *dhcpv1.LeaseResponse {
 	t.Helper()
 	resp, err := c.DHCP.Lease(t.Context(), connect.NewRequest(req))
@@ -227,13 +237,7 @@ func TestDHCPLeaseReuseAndExtend(t *testing.T) {
 			return l.RenewTime
 		}
 		written := stored()
-		audits := func() int {
-			n, err := e.Store.Client.AuditRecord.Query().Where(auditrecord.Procedure(dhcpv1connect.DHCPServiceLeaseProcedure)).Count(context.Background())
-			if err != nil {
-				t.Fatal(err)
-			}
-			return n
-		}
+		audits := func() int { return len(auditRecords(t, e, dhcpv1connect.DHCPServiceLeaseProcedure)) }
 		before := audits()
 
 		time.Sleep(1100 * time.Millisecond)
@@ -312,13 +316,7 @@ func TestDHCPLeaseBatch(t *testing.T) {
 		c := e.as(t, "dhcp")
 		origin := &dhcpv1.Origin{RelayAddress: "192.0.2.5", CircuitId: []byte("port-1")}
 		known := dhcpLease(t, c, &dhcpv1.LeaseRequest{Mac: testMAC(1), Origin: origin})
-		audits := func() []*ent.AuditRecord {
-			rs, err := e.Store.Client.AuditRecord.Query().Where(auditrecord.Procedure(dhcpv1connect.DHCPServiceLeaseBatchProcedure)).All(context.Background())
-			if err != nil {
-				t.Fatal(err)
-			}
-			return rs
-		}
+		audits := func() []*ent.AuditRecord { return auditRecords(t, e, dhcpv1connect.DHCPServiceLeaseBatchProcedure) }
 
 		reqs := []*dhcpv1.LeaseRequest{
 			{Mac: testMAC(1), Origin: origin},
