@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/carbide-dev/carbide/backend/internal/ids"
 	"github.com/carbide-dev/carbide/backend/internal/machines"
 	"github.com/carbide-dev/carbide/backend/internal/pagetoken"
 	"github.com/carbide-dev/carbide/backend/internal/store"
@@ -46,8 +47,12 @@ var errRace = errors.New("lost a race for an address")
 
 // AllocateAddress leases an address or renews the caller's lease.
 func (s *Service) AllocateAddress(ctx context.Context, req *connect.Request[networkv1.AllocateAddressRequest]) (*connect.Response[networkv1.AllocateAddressResponse], error) {
+	segID, err := ids.Parse("segment_id", req.Msg.GetSegmentId())
+	if err != nil {
+		return nil, err
+	}
 	l, err := s.Allocate(ctx, Request{
-		Segment:   uuid.MustParse(req.Msg.GetSegmentId()),
+		Segment:   segID,
 		MAC:       machines.CanonicalMAC(req.Msg.GetMac()),
 		Requested: req.Msg.GetRequestedAddress(),
 		Duration:  req.Msg.GetLeaseDuration().AsDuration(),
@@ -419,7 +424,11 @@ func (s *Service) attach(ctx context.Context, tx *ent.Tx, segmentID uuid.UUID, m
 
 // ReleaseAddress ends a MAC's lease now.
 func (s *Service) ReleaseAddress(ctx context.Context, req *connect.Request[networkv1.ReleaseAddressRequest]) (*connect.Response[networkv1.ReleaseAddressResponse], error) {
-	if err := s.Release(ctx, uuid.MustParse(req.Msg.GetSegmentId()), machines.CanonicalMAC(req.Msg.GetMac())); err != nil {
+	segID, err := ids.Parse("segment_id", req.Msg.GetSegmentId())
+	if err != nil {
+		return nil, err
+	}
+	if err := s.Release(ctx, segID, machines.CanonicalMAC(req.Msg.GetMac())); err != nil {
 		return nil, err
 	}
 	return connect.NewResponse(&networkv1.ReleaseAddressResponse{}), nil
@@ -456,7 +465,10 @@ func (s *Service) Release(ctx context.Context, segID uuid.UUID, mac string) erro
 
 // ListLeases lists a segment's leases, oldest first.
 func (s *Service) ListLeases(ctx context.Context, req *connect.Request[networkv1.ListLeasesRequest]) (*connect.Response[networkv1.ListLeasesResponse], error) {
-	segID := uuid.MustParse(req.Msg.GetSegmentId())
+	segID, err := ids.Parse("segment_id", req.Msg.GetSegmentId())
+	if err != nil {
+		return nil, err
+	}
 	if ok, err := s.store.Client.Segment.Query().Where(segment.ID(segID)).Exist(ctx); err != nil {
 		return nil, fmt.Errorf("read segment: %w", err)
 	} else if !ok {

@@ -12,6 +12,7 @@ import (
 	"connectrpc.com/connect"
 	"entgo.io/ent/dialect/sql"
 	"entgo.io/ent/dialect/sql/sqljson"
+	"github.com/carbide-dev/carbide/backend/internal/ids"
 	"github.com/carbide-dev/carbide/backend/internal/lifecycle"
 	"github.com/carbide-dev/carbide/backend/internal/pagetoken"
 	"github.com/carbide-dev/carbide/backend/internal/principal"
@@ -98,7 +99,11 @@ func (s *Service) CreateMachine(ctx context.Context, req *connect.Request[machin
 
 // GetMachine returns one machine.
 func (s *Service) GetMachine(ctx context.Context, req *connect.Request[machinev1.GetMachineRequest]) (*connect.Response[machinev1.GetMachineResponse], error) {
-	pm, err := s.get(ctx, s.store.Client, uuid.MustParse(req.Msg.GetId()))
+	id, err := ids.Parse("id", req.Msg.GetId())
+	if err != nil {
+		return nil, err
+	}
+	pm, err := s.get(ctx, s.store.Client, id)
 	if err != nil {
 		return nil, err
 	}
@@ -113,7 +118,10 @@ func (s *Service) ListMachines(ctx context.Context, req *connect.Request[machine
 	if len(msg.GetStates()) > 0 {
 		states := make([]machine.State, 0, len(msg.GetStates()))
 		for _, ps := range msg.GetStates() {
-			st, _ := StateFromProto(ps) // protovalidate admits defined states only
+			st, ok := StateFromProto(ps)
+			if !ok {
+				return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("states: %v is not a machine state; use one of MACHINE_STATE_DISCOVERED ... MACHINE_STATE_MAINTENANCE", ps))
+			}
 			states = append(states, st)
 			filter = append(filter, "state="+string(st))
 		}
@@ -175,8 +183,11 @@ func (s *Service) ListMachines(ctx context.Context, req *connect.Request[machine
 // UpdateMachine changes labels, hostname and the maintenance hold.
 func (s *Service) UpdateMachine(ctx context.Context, req *connect.Request[machinev1.UpdateMachineRequest]) (*connect.Response[machinev1.UpdateMachineResponse], error) {
 	in := req.Msg.GetMachine()
-	id := uuid.MustParse(in.GetId())
-	err := s.store.InTx(ctx, func(tx *ent.Tx) error {
+	id, err := ids.Parse("machine.id", in.GetId())
+	if err != nil {
+		return nil, err
+	}
+	err = s.store.InTx(ctx, func(tx *ent.Tx) error {
 		m, err := store.ForUpdate(s.store, tx.Machine.Query().Where(machine.ID(id))).Only(ctx)
 		if ent.IsNotFound(err) {
 			return notFound(id)
@@ -237,8 +248,11 @@ func (s *Service) UpdateMachine(ctx context.Context, req *connect.Request[machin
 
 // DeleteMachine forgets a machine that is not in use.
 func (s *Service) DeleteMachine(ctx context.Context, req *connect.Request[machinev1.DeleteMachineRequest]) (*connect.Response[machinev1.DeleteMachineResponse], error) {
-	id := uuid.MustParse(req.Msg.GetId())
-	err := s.store.InTx(ctx, func(tx *ent.Tx) error {
+	id, err := ids.Parse("id", req.Msg.GetId())
+	if err != nil {
+		return nil, err
+	}
+	err = s.store.InTx(ctx, func(tx *ent.Tx) error {
 		m, err := store.ForUpdate(s.store, tx.Machine.Query().Where(machine.ID(id))).Only(ctx)
 		if ent.IsNotFound(err) {
 			return notFound(id)
@@ -270,7 +284,10 @@ func (s *Service) DeleteMachine(ctx context.Context, req *connect.Request[machin
 
 // ListMachineTransitions returns a machine's state history, oldest first.
 func (s *Service) ListMachineTransitions(ctx context.Context, req *connect.Request[machinev1.ListMachineTransitionsRequest]) (*connect.Response[machinev1.ListMachineTransitionsResponse], error) {
-	id := uuid.MustParse(req.Msg.GetMachineId())
+	id, err := ids.Parse("machine_id", req.Msg.GetMachineId())
+	if err != nil {
+		return nil, err
+	}
 	exists, err := s.store.Client.Machine.Query().Where(machine.ID(id)).Exist(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("read machine: %w", err)

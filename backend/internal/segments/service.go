@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/carbide-dev/carbide/backend/internal/ids"
 	"github.com/carbide-dev/carbide/backend/internal/pagetoken"
 	"github.com/carbide-dev/carbide/backend/internal/store"
 	"github.com/carbide-dev/carbide/ent"
@@ -88,7 +89,10 @@ func (s *Service) CreateSegment(ctx context.Context, req *connect.Request[networ
 
 // GetSegment returns one segment.
 func (s *Service) GetSegment(ctx context.Context, req *connect.Request[networkv1.GetSegmentRequest]) (*connect.Response[networkv1.GetSegmentResponse], error) {
-	id := uuid.MustParse(req.Msg.GetId())
+	id, err := ids.Parse("id", req.Msg.GetId())
+	if err != nil {
+		return nil, err
+	}
 	seg, err := s.store.Client.Segment.Get(ctx, id)
 	if ent.IsNotFound(err) {
 		return nil, notFound(id)
@@ -139,9 +143,12 @@ func (s *Service) ListSegments(ctx context.Context, req *connect.Request[network
 // UpdateSegment changes the fields named in the update mask.
 func (s *Service) UpdateSegment(ctx context.Context, req *connect.Request[networkv1.UpdateSegmentRequest]) (*connect.Response[networkv1.UpdateSegmentResponse], error) {
 	in := req.Msg.GetSegment()
-	id := uuid.MustParse(in.GetId())
+	id, err := ids.Parse("segment.id", in.GetId())
+	if err != nil {
+		return nil, err
+	}
 	var out *networkv1.Segment
-	err := s.store.InTx(ctx, func(tx *ent.Tx) error {
+	err = s.store.InTx(ctx, func(tx *ent.Tx) error {
 		if err := s.store.Lock(ctx, tx, store.LockSegments); err != nil {
 			return err
 		}
@@ -202,8 +209,11 @@ func (s *Service) UpdateSegment(ctx context.Context, req *connect.Request[networ
 
 // DeleteSegment deletes a segment without unexpired leases.
 func (s *Service) DeleteSegment(ctx context.Context, req *connect.Request[networkv1.DeleteSegmentRequest]) (*connect.Response[networkv1.DeleteSegmentResponse], error) {
-	id := uuid.MustParse(req.Msg.GetId())
-	err := s.store.InTx(ctx, func(tx *ent.Tx) error {
+	id, err := ids.Parse("id", req.Msg.GetId())
+	if err != nil {
+		return nil, err
+	}
+	err = s.store.InTx(ctx, func(tx *ent.Tx) error {
 		seg, err := store.ForUpdate(s.store, tx.Segment.Query().Where(segment.ID(id))).Only(ctx)
 		if ent.IsNotFound(err) {
 			return notFound(id)
