@@ -117,7 +117,7 @@ func allowed(role principal.Role, r rpc) bool {
 		return service != "carbide.agent.v1.AgentService"
 	case principal.RoleOperator:
 		return readOnly && service != "carbide.audit.v1.AuditService" && service != "carbide.agent.v1.AgentService" ||
-			method == "CreateMachine" || method == "UpdateMachine"
+			method == "CreateMachine" || method == "UpdateMachine" || method == "RetryMachine"
 	case principal.RoleViewer:
 		return readOnly && service != "carbide.audit.v1.AuditService" && service != "carbide.agent.v1.AgentService"
 	case principal.RolePXE:

@@ -53,6 +53,7 @@ var Policy = map[string]Rule{
 	machinev1connect.MachineServiceUpdateMachineProcedure:          {Roles: writers},
 	machinev1connect.MachineServiceDeleteMachineProcedure:          {Roles: admins},
 	machinev1connect.MachineServiceListMachineTransitionsProcedure: {Roles: users},
+	machinev1connect.MachineServiceRetryMachineProcedure:           {Roles: writers},
 
 	networkv1connect.SegmentServiceCreateSegmentProcedure: {Roles: admins},
 	networkv1connect.SegmentServiceGetSegmentProcedure:    {Roles: users},

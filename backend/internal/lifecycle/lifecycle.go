@@ -5,7 +5,8 @@
 //
 // Any state may go to failed or maintenance; a failed machine is retried from
 // discovered, inventoried, ready or cleaning; a machine leaving maintenance
-// may return to any state.
+// may return to any state. An operator retries a failed machine from
+// RetryState (MachineService.RetryMachine).
 package lifecycle
 
 import (
@@ -28,6 +29,13 @@ var next = map[machine.State][]machine.State{
 	machine.StateCleaning:     {machine.StateReady},
 	machine.StateFailed:       {machine.StateDiscovered, machine.StateInventoried, machine.StateReady, machine.StateCleaning},
 }
+
+// RetryState is where an operator's retry sends a failed machine:
+// discovered, so that it boots the discovery agent again, reports its
+// hardware anew and passes the hardware checks before it is ready. A cause
+// fixed by hand (a DIMM replaced, a disk added) is thus checked again, and a
+// machine whose cause persists fails again with the current reason.
+const RetryState = machine.StateDiscovered
 
 // Allowed reports whether a machine in state from may move to state to.
 func Allowed(from, to machine.State) bool {

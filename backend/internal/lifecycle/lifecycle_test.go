@@ -22,6 +22,7 @@ func TestAllowed(t *testing.T) {
 		"any to maintenance":         {machine.StateProvisioning, machine.StateMaintenance, true},
 		"maintenance back to ready":  {machine.StateMaintenance, machine.StateReady, true},
 		"failed retried":             {machine.StateFailed, machine.StateDiscovered, true},
+		"operator retry":             {machine.StateFailed, RetryState, true},
 		"discovered skips to ready":  {machine.StateDiscovered, machine.StateReady, false},
 		"assigned back to ready":     {machine.StateAssigned, machine.StateReady, false},
 		"ready to assigned":          {machine.StateReady, machine.StateAssigned, false},

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 
 	"connectrpc.com/connect"
 	"entgo.io/ent/dialect/sql"
@@ -331,6 +332,47 @@ func (s *Service) ListMachineTransitions(ctx context.Context, req *connect.Reque
 		resp.Transitions = append(resp.Transitions, pt)
 	}
 	return connect.NewResponse(resp), nil
+}
+
+// RetryMachine sends a failed machine back to lifecycle.RetryState,
+// recording the operator's reason and name in its history.
+func (s *Service) RetryMachine(ctx context.Context, req *connect.Request[machinev1.RetryMachineRequest]) (*connect.Response[machinev1.RetryMachineResponse], error) {
+	id, err := ids.Parse("id", req.Msg.GetId())
+	if err != nil {
+		return nil, err
+	}
+	reason := strings.TrimSpace(req.Msg.GetReason())
+	if reason == "" {
+		return nil, connect.NewError(connect.CodeInvalidArgument,
+			errors.New("reason is empty; say what was fixed, such as \"replaced the failed DIMM\""))
+	}
+	err = s.store.InTx(ctx, func(tx *ent.Tx) error {
+		m, err := store.ForUpdate(s.store, tx.Machine.Query().Where(machine.ID(id))).Only(ctx)
+		if ent.IsNotFound(err) {
+			return notFound(id)
+		} else if err != nil {
+			return fmt.Errorf("read machine: %w", err)
+		}
+		if m.State != machine.StateFailed {
+			return connect.NewError(connect.CodeFailedPrecondition,
+				fmt.Errorf("machine %s is %s, not failed; only a failed machine can be retried", id, m.State))
+		}
+		if _, err := lifecycle.Move(ctx, tx, m, lifecycle.RetryState, "retried by an operator: "+reason, principal.From(ctx)); err != nil {
+			return err
+		}
+		if err := tx.Machine.UpdateOneID(id).SetUpdateTime(store.Now()).Exec(ctx); err != nil {
+			return fmt.Errorf("update machine: %w", err)
+		}
+		return s.recordChange(ctx, tx, id, store.Updated)
+	})
+	if err != nil {
+		return nil, err
+	}
+	pm, err := s.get(ctx, s.store.Client, id)
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&machinev1.RetryMachineResponse{Machine: pm}), nil
 }
 
 // RecordChange records the current state of machine id in the change log,

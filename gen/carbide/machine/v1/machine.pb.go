@@ -1045,6 +1045,106 @@ func (x *ListMachineTransitionsResponse) GetNextPageToken() string {
 	return ""
 }
 
+type RetryMachineRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The machine's id.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// What was fixed, such as "replaced the failed DIMM"; recorded as the
+	// reason of the transition.
+	Reason        string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RetryMachineRequest) Reset() {
+	*x = RetryMachineRequest{}
+	mi := &file_carbide_machine_v1_machine_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RetryMachineRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RetryMachineRequest) ProtoMessage() {}
+
+func (x *RetryMachineRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_carbide_machine_v1_machine_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RetryMachineRequest.ProtoReflect.Descriptor instead.
+func (*RetryMachineRequest) Descriptor() ([]byte, []int) {
+	return file_carbide_machine_v1_machine_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *RetryMachineRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *RetryMachineRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type RetryMachineResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The machine, now in MACHINE_STATE_DISCOVERED.
+	Machine       *Machine `protobuf:"bytes,1,opt,name=machine,proto3" json:"machine,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RetryMachineResponse) Reset() {
+	*x = RetryMachineResponse{}
+	mi := &file_carbide_machine_v1_machine_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RetryMachineResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RetryMachineResponse) ProtoMessage() {}
+
+func (x *RetryMachineResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_carbide_machine_v1_machine_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RetryMachineResponse.ProtoReflect.Descriptor instead.
+func (*RetryMachineResponse) Descriptor() ([]byte, []int) {
+	return file_carbide_machine_v1_machine_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *RetryMachineResponse) GetMachine() *Machine {
+	if x != nil {
+		return x.Machine
+	}
+	return nil
+}
+
 var File_carbide_machine_v1_machine_proto protoreflect.FileDescriptor
 
 const file_carbide_machine_v1_machine_proto_rawDesc = "" +
@@ -1137,7 +1237,13 @@ const file_carbide_machine_v1_machine_proto_rawDesc = "" +
 	"page_token\x18\x03 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x04R\tpageToken\"\x8f\x01\n" +
 	"\x1eListMachineTransitionsResponse\x12E\n" +
 	"\vtransitions\x18\x01 \x03(\v2#.carbide.machine.v1.StateTransitionR\vtransitions\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken*\x94\x02\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"S\n" +
+	"\x13RetryMachineRequest\x12\x18\n" +
+	"\x02id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\x02id\x12\"\n" +
+	"\x06reason\x18\x02 \x01(\tB\n" +
+	"\xbaH\ar\x05\x10\x01\x18\x80\bR\x06reason\"M\n" +
+	"\x14RetryMachineResponse\x125\n" +
+	"\amachine\x18\x01 \x01(\v2\x1b.carbide.machine.v1.MachineR\amachine*\x94\x02\n" +
 	"\fMachineState\x12\x1d\n" +
 	"\x19MACHINE_STATE_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18MACHINE_STATE_DISCOVERED\x10\x01\x12\x1d\n" +
@@ -1147,7 +1253,7 @@ const file_carbide_machine_v1_machine_proto_rawDesc = "" +
 	"\x16MACHINE_STATE_ASSIGNED\x10\x05\x12\x1a\n" +
 	"\x16MACHINE_STATE_CLEANING\x10\x06\x12\x18\n" +
 	"\x14MACHINE_STATE_FAILED\x10\a\x12\x1d\n" +
-	"\x19MACHINE_STATE_MAINTENANCE\x10\b2\x9d\x05\n" +
+	"\x19MACHINE_STATE_MAINTENANCE\x10\b2\x80\x06\n" +
 	"\x0eMachineService\x12d\n" +
 	"\rCreateMachine\x12(.carbide.machine.v1.CreateMachineRequest\x1a).carbide.machine.v1.CreateMachineResponse\x12`\n" +
 	"\n" +
@@ -1155,7 +1261,8 @@ const file_carbide_machine_v1_machine_proto_rawDesc = "" +
 	"\fListMachines\x12'.carbide.machine.v1.ListMachinesRequest\x1a(.carbide.machine.v1.ListMachinesResponse\"\x03\x90\x02\x01\x12i\n" +
 	"\rUpdateMachine\x12(.carbide.machine.v1.UpdateMachineRequest\x1a).carbide.machine.v1.UpdateMachineResponse\"\x03\x90\x02\x02\x12i\n" +
 	"\rDeleteMachine\x12(.carbide.machine.v1.DeleteMachineRequest\x1a).carbide.machine.v1.DeleteMachineResponse\"\x03\x90\x02\x02\x12\x84\x01\n" +
-	"\x16ListMachineTransitions\x121.carbide.machine.v1.ListMachineTransitionsRequest\x1a2.carbide.machine.v1.ListMachineTransitionsResponse\"\x03\x90\x02\x01B\xd1\x01\n" +
+	"\x16ListMachineTransitions\x121.carbide.machine.v1.ListMachineTransitionsRequest\x1a2.carbide.machine.v1.ListMachineTransitionsResponse\"\x03\x90\x02\x01\x12a\n" +
+	"\fRetryMachine\x12'.carbide.machine.v1.RetryMachineRequest\x1a(.carbide.machine.v1.RetryMachineResponseB\xd1\x01\n" +
 	"\x16com.carbide.machine.v1B\fMachineProtoP\x01Z?github.com/carbide-dev/carbide/gen/carbide/machine/v1;machinev1\xa2\x02\x03CMX\xaa\x02\x12Carbide.Machine.V1\xca\x02\x12Carbide\\Machine\\V1\xe2\x02\x1eCarbide\\Machine\\V1\\GPBMetadata\xea\x02\x14Carbide::Machine::V1b\x06proto3"
 
 var (
@@ -1171,7 +1278,7 @@ func file_carbide_machine_v1_machine_proto_rawDescGZIP() []byte {
 }
 
 var file_carbide_machine_v1_machine_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_carbide_machine_v1_machine_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_carbide_machine_v1_machine_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_carbide_machine_v1_machine_proto_goTypes = []any{
 	(MachineState)(0),                      // 0: carbide.machine.v1.MachineState
 	(*Machine)(nil),                        // 1: carbide.machine.v1.Machine
@@ -1189,51 +1296,56 @@ var file_carbide_machine_v1_machine_proto_goTypes = []any{
 	(*DeleteMachineResponse)(nil),          // 13: carbide.machine.v1.DeleteMachineResponse
 	(*ListMachineTransitionsRequest)(nil),  // 14: carbide.machine.v1.ListMachineTransitionsRequest
 	(*ListMachineTransitionsResponse)(nil), // 15: carbide.machine.v1.ListMachineTransitionsResponse
-	nil,                                    // 16: carbide.machine.v1.Machine.LabelsEntry
-	nil,                                    // 17: carbide.machine.v1.CreateMachineRequest.LabelsEntry
-	nil,                                    // 18: carbide.machine.v1.ListMachinesRequest.LabelsEntry
-	(*timestamppb.Timestamp)(nil),          // 19: google.protobuf.Timestamp
-	(*Inventory)(nil),                      // 20: carbide.machine.v1.Inventory
-	(*fieldmaskpb.FieldMask)(nil),          // 21: google.protobuf.FieldMask
+	(*RetryMachineRequest)(nil),            // 16: carbide.machine.v1.RetryMachineRequest
+	(*RetryMachineResponse)(nil),           // 17: carbide.machine.v1.RetryMachineResponse
+	nil,                                    // 18: carbide.machine.v1.Machine.LabelsEntry
+	nil,                                    // 19: carbide.machine.v1.CreateMachineRequest.LabelsEntry
+	nil,                                    // 20: carbide.machine.v1.ListMachinesRequest.LabelsEntry
+	(*timestamppb.Timestamp)(nil),          // 21: google.protobuf.Timestamp
+	(*Inventory)(nil),                      // 22: carbide.machine.v1.Inventory
+	(*fieldmaskpb.FieldMask)(nil),          // 23: google.protobuf.FieldMask
 }
 var file_carbide_machine_v1_machine_proto_depIdxs = []int32{
 	0,  // 0: carbide.machine.v1.Machine.state:type_name -> carbide.machine.v1.MachineState
-	16, // 1: carbide.machine.v1.Machine.labels:type_name -> carbide.machine.v1.Machine.LabelsEntry
+	18, // 1: carbide.machine.v1.Machine.labels:type_name -> carbide.machine.v1.Machine.LabelsEntry
 	2,  // 2: carbide.machine.v1.Machine.interfaces:type_name -> carbide.machine.v1.Interface
-	19, // 3: carbide.machine.v1.Machine.create_time:type_name -> google.protobuf.Timestamp
-	19, // 4: carbide.machine.v1.Machine.update_time:type_name -> google.protobuf.Timestamp
-	19, // 5: carbide.machine.v1.Machine.state_time:type_name -> google.protobuf.Timestamp
-	20, // 6: carbide.machine.v1.Machine.inventory:type_name -> carbide.machine.v1.Inventory
+	21, // 3: carbide.machine.v1.Machine.create_time:type_name -> google.protobuf.Timestamp
+	21, // 4: carbide.machine.v1.Machine.update_time:type_name -> google.protobuf.Timestamp
+	21, // 5: carbide.machine.v1.Machine.state_time:type_name -> google.protobuf.Timestamp
+	22, // 6: carbide.machine.v1.Machine.inventory:type_name -> carbide.machine.v1.Inventory
 	0,  // 7: carbide.machine.v1.StateTransition.from_state:type_name -> carbide.machine.v1.MachineState
 	0,  // 8: carbide.machine.v1.StateTransition.to_state:type_name -> carbide.machine.v1.MachineState
-	19, // 9: carbide.machine.v1.StateTransition.time:type_name -> google.protobuf.Timestamp
-	17, // 10: carbide.machine.v1.CreateMachineRequest.labels:type_name -> carbide.machine.v1.CreateMachineRequest.LabelsEntry
+	21, // 9: carbide.machine.v1.StateTransition.time:type_name -> google.protobuf.Timestamp
+	19, // 10: carbide.machine.v1.CreateMachineRequest.labels:type_name -> carbide.machine.v1.CreateMachineRequest.LabelsEntry
 	1,  // 11: carbide.machine.v1.CreateMachineResponse.machine:type_name -> carbide.machine.v1.Machine
 	1,  // 12: carbide.machine.v1.GetMachineResponse.machine:type_name -> carbide.machine.v1.Machine
 	0,  // 13: carbide.machine.v1.ListMachinesRequest.states:type_name -> carbide.machine.v1.MachineState
-	18, // 14: carbide.machine.v1.ListMachinesRequest.labels:type_name -> carbide.machine.v1.ListMachinesRequest.LabelsEntry
+	20, // 14: carbide.machine.v1.ListMachinesRequest.labels:type_name -> carbide.machine.v1.ListMachinesRequest.LabelsEntry
 	1,  // 15: carbide.machine.v1.ListMachinesResponse.machines:type_name -> carbide.machine.v1.Machine
 	1,  // 16: carbide.machine.v1.UpdateMachineRequest.machine:type_name -> carbide.machine.v1.Machine
-	21, // 17: carbide.machine.v1.UpdateMachineRequest.update_mask:type_name -> google.protobuf.FieldMask
+	23, // 17: carbide.machine.v1.UpdateMachineRequest.update_mask:type_name -> google.protobuf.FieldMask
 	1,  // 18: carbide.machine.v1.UpdateMachineResponse.machine:type_name -> carbide.machine.v1.Machine
 	3,  // 19: carbide.machine.v1.ListMachineTransitionsResponse.transitions:type_name -> carbide.machine.v1.StateTransition
-	4,  // 20: carbide.machine.v1.MachineService.CreateMachine:input_type -> carbide.machine.v1.CreateMachineRequest
-	6,  // 21: carbide.machine.v1.MachineService.GetMachine:input_type -> carbide.machine.v1.GetMachineRequest
-	8,  // 22: carbide.machine.v1.MachineService.ListMachines:input_type -> carbide.machine.v1.ListMachinesRequest
-	10, // 23: carbide.machine.v1.MachineService.UpdateMachine:input_type -> carbide.machine.v1.UpdateMachineRequest
-	12, // 24: carbide.machine.v1.MachineService.DeleteMachine:input_type -> carbide.machine.v1.DeleteMachineRequest
-	14, // 25: carbide.machine.v1.MachineService.ListMachineTransitions:input_type -> carbide.machine.v1.ListMachineTransitionsRequest
-	5,  // 26: carbide.machine.v1.MachineService.CreateMachine:output_type -> carbide.machine.v1.CreateMachineResponse
-	7,  // 27: carbide.machine.v1.MachineService.GetMachine:output_type -> carbide.machine.v1.GetMachineResponse
-	9,  // 28: carbide.machine.v1.MachineService.ListMachines:output_type -> carbide.machine.v1.ListMachinesResponse
-	11, // 29: carbide.machine.v1.MachineService.UpdateMachine:output_type -> carbide.machine.v1.UpdateMachineResponse
-	13, // 30: carbide.machine.v1.MachineService.DeleteMachine:output_type -> carbide.machine.v1.DeleteMachineResponse
-	15, // 31: carbide.machine.v1.MachineService.ListMachineTransitions:output_type -> carbide.machine.v1.ListMachineTransitionsResponse
-	26, // [26:32] is the sub-list for method output_type
-	20, // [20:26] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	1,  // 20: carbide.machine.v1.RetryMachineResponse.machine:type_name -> carbide.machine.v1.Machine
+	4,  // 21: carbide.machine.v1.MachineService.CreateMachine:input_type -> carbide.machine.v1.CreateMachineRequest
+	6,  // 22: carbide.machine.v1.MachineService.GetMachine:input_type -> carbide.machine.v1.GetMachineRequest
+	8,  // 23: carbide.machine.v1.MachineService.ListMachines:input_type -> carbide.machine.v1.ListMachinesRequest
+	10, // 24: carbide.machine.v1.MachineService.UpdateMachine:input_type -> carbide.machine.v1.UpdateMachineRequest
+	12, // 25: carbide.machine.v1.MachineService.DeleteMachine:input_type -> carbide.machine.v1.DeleteMachineRequest
+	14, // 26: carbide.machine.v1.MachineService.ListMachineTransitions:input_type -> carbide.machine.v1.ListMachineTransitionsRequest
+	16, // 27: carbide.machine.v1.MachineService.RetryMachine:input_type -> carbide.machine.v1.RetryMachineRequest
+	5,  // 28: carbide.machine.v1.MachineService.CreateMachine:output_type -> carbide.machine.v1.CreateMachineResponse
+	7,  // 29: carbide.machine.v1.MachineService.GetMachine:output_type -> carbide.machine.v1.GetMachineResponse
+	9,  // 30: carbide.machine.v1.MachineService.ListMachines:output_type -> carbide.machine.v1.ListMachinesResponse
+	11, // 31: carbide.machine.v1.MachineService.UpdateMachine:output_type -> carbide.machine.v1.UpdateMachineResponse
+	13, // 32: carbide.machine.v1.MachineService.DeleteMachine:output_type -> carbide.machine.v1.DeleteMachineResponse
+	15, // 33: carbide.machine.v1.MachineService.ListMachineTransitions:output_type -> carbide.machine.v1.ListMachineTransitionsResponse
+	17, // 34: carbide.machine.v1.MachineService.RetryMachine:output_type -> carbide.machine.v1.RetryMachineResponse
+	28, // [28:35] is the sub-list for method output_type
+	21, // [21:28] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_carbide_machine_v1_machine_proto_init() }
@@ -1248,7 +1360,7 @@ func file_carbide_machine_v1_machine_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_carbide_machine_v1_machine_proto_rawDesc), len(file_carbide_machine_v1_machine_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   18,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

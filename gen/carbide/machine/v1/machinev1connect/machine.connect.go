@@ -53,6 +53,9 @@ const (
 	// MachineServiceListMachineTransitionsProcedure is the fully-qualified name of the MachineService's
 	// ListMachineTransitions RPC.
 	MachineServiceListMachineTransitionsProcedure = "/carbide.machine.v1.MachineService/ListMachineTransitions"
+	// MachineServiceRetryMachineProcedure is the fully-qualified name of the MachineService's
+	// RetryMachine RPC.
+	MachineServiceRetryMachineProcedure = "/carbide.machine.v1.MachineService/RetryMachine"
 )
 
 // MachineServiceClient is a client for the carbide.machine.v1.MachineService service.
@@ -75,6 +78,13 @@ type MachineServiceClient interface {
 	DeleteMachine(context.Context, *connect.Request[v1.DeleteMachineRequest]) (*connect.Response[v1.DeleteMachineResponse], error)
 	// ListMachineTransitions returns a machine's state history, oldest first.
 	ListMachineTransitions(context.Context, *connect.Request[v1.ListMachineTransitionsRequest]) (*connect.Response[v1.ListMachineTransitionsResponse], error)
+	// RetryMachine sends a failed machine back to MACHINE_STATE_DISCOVERED once
+	// an operator has fixed the cause of the failure: at its next boot it runs
+	// the discovery agent again, which reports its hardware and so runs the
+	// hardware checks. The reason is recorded in the machine's state history
+	// with the caller. A machine that is not MACHINE_STATE_FAILED is rejected
+	// with FAILED_PRECONDITION.
+	RetryMachine(context.Context, *connect.Request[v1.RetryMachineRequest]) (*connect.Response[v1.RetryMachineResponse], error)
 }
 
 // NewMachineServiceClient constructs a client for the carbide.machine.v1.MachineService service. By
@@ -129,6 +139,12 @@ func NewMachineServiceClient(httpClient connect.HTTPClient, baseURL string, opts
 			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 			connect.WithClientOptions(opts...),
 		),
+		retryMachine: connect.NewClient[v1.RetryMachineRequest, v1.RetryMachineResponse](
+			httpClient,
+			baseURL+MachineServiceRetryMachineProcedure,
+			connect.WithSchema(machineServiceMethods.ByName("RetryMachine")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -140,6 +156,7 @@ type machineServiceClient struct {
 	updateMachine          *connect.Client[v1.UpdateMachineRequest, v1.UpdateMachineResponse]
 	deleteMachine          *connect.Client[v1.DeleteMachineRequest, v1.DeleteMachineResponse]
 	listMachineTransitions *connect.Client[v1.ListMachineTransitionsRequest, v1.ListMachineTransitionsResponse]
+	retryMachine           *connect.Client[v1.RetryMachineRequest, v1.RetryMachineResponse]
 }
 
 // CreateMachine calls carbide.machine.v1.MachineService.CreateMachine.
@@ -172,6 +189,11 @@ func (c *machineServiceClient) ListMachineTransitions(ctx context.Context, req *
 	return c.listMachineTransitions.CallUnary(ctx, req)
 }
 
+// RetryMachine calls carbide.machine.v1.MachineService.RetryMachine.
+func (c *machineServiceClient) RetryMachine(ctx context.Context, req *connect.Request[v1.RetryMachineRequest]) (*connect.Response[v1.RetryMachineResponse], error) {
+	return c.retryMachine.CallUnary(ctx, req)
+}
+
 // MachineServiceHandler is an implementation of the carbide.machine.v1.MachineService service.
 type MachineServiceHandler interface {
 	// CreateMachine registers a machine by the MAC addresses of its NICs. It
@@ -192,6 +214,13 @@ type MachineServiceHandler interface {
 	DeleteMachine(context.Context, *connect.Request[v1.DeleteMachineRequest]) (*connect.Response[v1.DeleteMachineResponse], error)
 	// ListMachineTransitions returns a machine's state history, oldest first.
 	ListMachineTransitions(context.Context, *connect.Request[v1.ListMachineTransitionsRequest]) (*connect.Response[v1.ListMachineTransitionsResponse], error)
+	// RetryMachine sends a failed machine back to MACHINE_STATE_DISCOVERED once
+	// an operator has fixed the cause of the failure: at its next boot it runs
+	// the discovery agent again, which reports its hardware and so runs the
+	// hardware checks. The reason is recorded in the machine's state history
+	// with the caller. A machine that is not MACHINE_STATE_FAILED is rejected
+	// with FAILED_PRECONDITION.
+	RetryMachine(context.Context, *connect.Request[v1.RetryMachineRequest]) (*connect.Response[v1.RetryMachineResponse], error)
 }
 
 // NewMachineServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -242,6 +271,12 @@ func NewMachineServiceHandler(svc MachineServiceHandler, opts ...connect.Handler
 		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 		connect.WithHandlerOptions(opts...),
 	)
+	machineServiceRetryMachineHandler := connect.NewUnaryHandler(
+		MachineServiceRetryMachineProcedure,
+		svc.RetryMachine,
+		connect.WithSchema(machineServiceMethods.ByName("RetryMachine")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/carbide.machine.v1.MachineService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case MachineServiceCreateMachineProcedure:
@@ -256,6 +291,8 @@ func NewMachineServiceHandler(svc MachineServiceHandler, opts ...connect.Handler
 			machineServiceDeleteMachineHandler.ServeHTTP(w, r)
 		case MachineServiceListMachineTransitionsProcedure:
 			machineServiceListMachineTransitionsHandler.ServeHTTP(w, r)
+		case MachineServiceRetryMachineProcedure:
+			machineServiceRetryMachineHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -287,4 +324,8 @@ func (UnimplementedMachineServiceHandler) DeleteMachine(context.Context, *connec
 
 func (UnimplementedMachineServiceHandler) ListMachineTransitions(context.Context, *connect.Request[v1.ListMachineTransitionsRequest]) (*connect.Response[v1.ListMachineTransitionsResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("carbide.machine.v1.MachineService.ListMachineTransitions is not implemented"))
+}
+
+func (UnimplementedMachineServiceHandler) RetryMachine(context.Context, *connect.Request[v1.RetryMachineRequest]) (*connect.Response[v1.RetryMachineResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("carbide.machine.v1.MachineService.RetryMachine is not implemented"))
 }
