@@ -46,7 +46,8 @@ const (
 	MachineState_MACHINE_STATE_ASSIGNED MachineState = 5
 	// Its instance was released and its disks are being wiped.
 	MachineState_MACHINE_STATE_CLEANING MachineState = 6
-	// Something went wrong; see the last transition's reason.
+	// Something went wrong; see the last transition's reason. RetryMachine
+	// sends it back to MACHINE_STATE_DISCOVERED once the cause is fixed.
 	MachineState_MACHINE_STATE_FAILED MachineState = 7
 	// An operator put it on hold.
 	MachineState_MACHINE_STATE_MAINTENANCE MachineState = 8
