@@ -98,6 +98,9 @@ func TestRetryMachine(t *testing.T) {
 		moveMachine(t, e, other.GetId(), machine.StateInventoried, machine.StateReady)
 		_, err = retry(operator, other.GetId(), reason)
 		wantError(t, err, connect.CodeFailedPrecondition, "only a failed machine can be retried")
+		setMaintenance(t, e, other.GetId(), true)
+		_, err = retry(operator, other.GetId(), reason)
+		wantError(t, err, connect.CodeFailedPrecondition, "clear the maintenance hold first")
 
 		// Discovery runs again, and with the disk back the machine is ready.
 		again := bootMachine(t, e, "52:54:00:b1:00:01").config

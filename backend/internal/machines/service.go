@@ -353,7 +353,12 @@ func (s *Service) RetryMachine(ctx context.Context, req *connect.Request[machine
 		} else if err != nil {
 			return fmt.Errorf("read machine: %w", err)
 		}
-		if m.State != machine.StateFailed {
+		switch m.State {
+		case machine.StateFailed:
+		case machine.StateMaintenance:
+			return connect.NewError(connect.CodeFailedPrecondition,
+				fmt.Errorf("machine %s is in maintenance, not failed; only a failed machine can be retried: clear the maintenance hold first (UpdateMachine), which returns it to the state it had", id))
+		default:
 			return connect.NewError(connect.CodeFailedPrecondition,
 				fmt.Errorf("machine %s is %s, not failed; only a failed machine can be retried", id, m.State))
 		}
