@@ -25,7 +25,7 @@ import (
 	"github.com/carbide-dev/carbide/backend/internal/boot"
 	"github.com/carbide-dev/carbide/backend/internal/dhcp"
 	"github.com/carbide-dev/carbide/backend/internal/interceptor"
-	"github.com/carbide-dev/carbide/backend/internal/inventory"
+	"github.com/carbide-dev/carbide/backend/internal/agent"
 	"github.com/carbide-dev/carbide/backend/internal/ipam"
 	"github.com/carbide-dev/carbide/backend/internal/machines"
 	"github.com/carbide-dev/carbide/backend/internal/pki"
@@ -264,7 +264,7 @@ func newHandler(st *store.Store, tokens *pki.AgentTokens, logger *slog.Logger, s
 	mux.Handle(networkv1connect.NewAddressServiceHandler(addresses, opts))
 	mux.Handle(dhcpv1connect.NewDHCPServiceHandler(dhcp.NewService(st, addresses, logger), opts))
 	mux.Handle(watchv1connect.NewWatchServiceHandler(watch.NewService(st, stopping), opts))
-	mux.Handle(agentv1connect.NewAgentServiceHandler(inventory.NewService(st, tokens, logger), opts))
+	mux.Handle(agentv1connect.NewAgentServiceHandler(agent.NewService(st, tokens, logger), opts))
 	mux.Handle(auditv1connect.NewAuditServiceHandler(audit.NewService(st), opts))
 	mux.Handle(bootv1connect.NewBootServiceHandler(boot.NewService(st, tokens), opts))
 

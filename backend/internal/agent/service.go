@@ -1,7 +1,7 @@
-// Package inventory implements carbide.agent.v1.AgentService: discovery
+// Package agent implements carbide.agent.v1.AgentService: discovery
 // agents report the hardware of the machine they run on, which identifies
 // the machine and decides whether it is Ready, and ask what to do next.
-package inventory
+package agent
 
 import (
 	"context"
