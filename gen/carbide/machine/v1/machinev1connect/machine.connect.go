@@ -53,6 +53,12 @@ const (
 	// MachineServiceListMachineTransitionsProcedure is the fully-qualified name of the MachineService's
 	// ListMachineTransitions RPC.
 	MachineServiceListMachineTransitionsProcedure = "/carbide.machine.v1.MachineService/ListMachineTransitions"
+	// MachineServiceListIdentityConflictsProcedure is the fully-qualified name of the MachineService's
+	// ListIdentityConflicts RPC.
+	MachineServiceListIdentityConflictsProcedure = "/carbide.machine.v1.MachineService/ListIdentityConflicts"
+	// MachineServiceResolveIdentityConflictProcedure is the fully-qualified name of the
+	// MachineService's ResolveIdentityConflict RPC.
+	MachineServiceResolveIdentityConflictProcedure = "/carbide.machine.v1.MachineService/ResolveIdentityConflict"
 )
 
 // MachineServiceClient is a client for the carbide.machine.v1.MachineService service.
@@ -75,6 +81,17 @@ type MachineServiceClient interface {
 	DeleteMachine(context.Context, *connect.Request[v1.DeleteMachineRequest]) (*connect.Response[v1.DeleteMachineResponse], error)
 	// ListMachineTransitions returns a machine's state history, oldest first.
 	ListMachineTransitions(context.Context, *connect.Request[v1.ListMachineTransitionsRequest]) (*connect.Response[v1.ListMachineTransitionsResponse], error)
+	// ListIdentityConflicts lists the inventory reports held because their
+	// hardware id is another machine's (see
+	// carbide.agent.v1.AgentService.ReportInventory), oldest first.
+	ListIdentityConflicts(context.Context, *connect.Request[v1.ListIdentityConflictsRequest]) (*connect.Response[v1.ListIdentityConflictsResponse], error)
+	// ResolveIdentityConflict decides a held report. RESOLUTION_MERGE: the
+	// reporting machine is the same box as the known one; its interfaces
+	// move to the known machine, which takes the held inventory, and the
+	// reporting machine is deleted. RESOLUTION_REJECT: the report was wrong
+	// (or hostile); it is dropped and the reporting machine moves to
+	// MACHINE_STATE_FAILED. NOT_FOUND when the machine has no held report.
+	ResolveIdentityConflict(context.Context, *connect.Request[v1.ResolveIdentityConflictRequest]) (*connect.Response[v1.ResolveIdentityConflictResponse], error)
 }
 
 // NewMachineServiceClient constructs a client for the carbide.machine.v1.MachineService service. By
@@ -129,17 +146,32 @@ func NewMachineServiceClient(httpClient connect.HTTPClient, baseURL string, opts
 			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 			connect.WithClientOptions(opts...),
 		),
+		listIdentityConflicts: connect.NewClient[v1.ListIdentityConflictsRequest, v1.ListIdentityConflictsResponse](
+			httpClient,
+			baseURL+MachineServiceListIdentityConflictsProcedure,
+			connect.WithSchema(machineServiceMethods.ByName("ListIdentityConflicts")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
+		resolveIdentityConflict: connect.NewClient[v1.ResolveIdentityConflictRequest, v1.ResolveIdentityConflictResponse](
+			httpClient,
+			baseURL+MachineServiceResolveIdentityConflictProcedure,
+			connect.WithSchema(machineServiceMethods.ByName("ResolveIdentityConflict")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
 // machineServiceClient implements MachineServiceClient.
 type machineServiceClient struct {
-	createMachine          *connect.Client[v1.CreateMachineRequest, v1.CreateMachineResponse]
-	getMachine             *connect.Client[v1.GetMachineRequest, v1.GetMachineResponse]
-	listMachines           *connect.Client[v1.ListMachinesRequest, v1.ListMachinesResponse]
-	updateMachine          *connect.Client[v1.UpdateMachineRequest, v1.UpdateMachineResponse]
-	deleteMachine          *connect.Client[v1.DeleteMachineRequest, v1.DeleteMachineResponse]
-	listMachineTransitions *connect.Client[v1.ListMachineTransitionsRequest, v1.ListMachineTransitionsResponse]
+	createMachine           *connect.Client[v1.CreateMachineRequest, v1.CreateMachineResponse]
+	getMachine              *connect.Client[v1.GetMachineRequest, v1.GetMachineResponse]
+	listMachines            *connect.Client[v1.ListMachinesRequest, v1.ListMachinesResponse]
+	updateMachine           *connect.Client[v1.UpdateMachineRequest, v1.UpdateMachineResponse]
+	deleteMachine           *connect.Client[v1.DeleteMachineRequest, v1.DeleteMachineResponse]
+	listMachineTransitions  *connect.Client[v1.ListMachineTransitionsRequest, v1.ListMachineTransitionsResponse]
+	listIdentityConflicts   *connect.Client[v1.ListIdentityConflictsRequest, v1.ListIdentityConflictsResponse]
+	resolveIdentityConflict *connect.Client[v1.ResolveIdentityConflictRequest, v1.ResolveIdentityConflictResponse]
 }
 
 // CreateMachine calls carbide.machine.v1.MachineService.CreateMachine.
@@ -172,6 +204,16 @@ func (c *machineServiceClient) ListMachineTransitions(ctx context.Context, req *
 	return c.listMachineTransitions.CallUnary(ctx, req)
 }
 
+// ListIdentityConflicts calls carbide.machine.v1.MachineService.ListIdentityConflicts.
+func (c *machineServiceClient) ListIdentityConflicts(ctx context.Context, req *connect.Request[v1.ListIdentityConflictsRequest]) (*connect.Response[v1.ListIdentityConflictsResponse], error) {
+	return c.listIdentityConflicts.CallUnary(ctx, req)
+}
+
+// ResolveIdentityConflict calls carbide.machine.v1.MachineService.ResolveIdentityConflict.
+func (c *machineServiceClient) ResolveIdentityConflict(ctx context.Context, req *connect.Request[v1.ResolveIdentityConflictRequest]) (*connect.Response[v1.ResolveIdentityConflictResponse], error) {
+	return c.resolveIdentityConflict.CallUnary(ctx, req)
+}
+
 // MachineServiceHandler is an implementation of the carbide.machine.v1.MachineService service.
 type MachineServiceHandler interface {
 	// CreateMachine registers a machine by the MAC addresses of its NICs. It
@@ -192,6 +234,17 @@ type MachineServiceHandler interface {
 	DeleteMachine(context.Context, *connect.Request[v1.DeleteMachineRequest]) (*connect.Response[v1.DeleteMachineResponse], error)
 	// ListMachineTransitions returns a machine's state history, oldest first.
 	ListMachineTransitions(context.Context, *connect.Request[v1.ListMachineTransitionsRequest]) (*connect.Response[v1.ListMachineTransitionsResponse], error)
+	// ListIdentityConflicts lists the inventory reports held because their
+	// hardware id is another machine's (see
+	// carbide.agent.v1.AgentService.ReportInventory), oldest first.
+	ListIdentityConflicts(context.Context, *connect.Request[v1.ListIdentityConflictsRequest]) (*connect.Response[v1.ListIdentityConflictsResponse], error)
+	// ResolveIdentityConflict decides a held report. RESOLUTION_MERGE: the
+	// reporting machine is the same box as the known one; its interfaces
+	// move to the known machine, which takes the held inventory, and the
+	// reporting machine is deleted. RESOLUTION_REJECT: the report was wrong
+	// (or hostile); it is dropped and the reporting machine moves to
+	// MACHINE_STATE_FAILED. NOT_FOUND when the machine has no held report.
+	ResolveIdentityConflict(context.Context, *connect.Request[v1.ResolveIdentityConflictRequest]) (*connect.Response[v1.ResolveIdentityConflictResponse], error)
 }
 
 // NewMachineServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -242,6 +295,19 @@ func NewMachineServiceHandler(svc MachineServiceHandler, opts ...connect.Handler
 		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 		connect.WithHandlerOptions(opts...),
 	)
+	machineServiceListIdentityConflictsHandler := connect.NewUnaryHandler(
+		MachineServiceListIdentityConflictsProcedure,
+		svc.ListIdentityConflicts,
+		connect.WithSchema(machineServiceMethods.ByName("ListIdentityConflicts")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
+	machineServiceResolveIdentityConflictHandler := connect.NewUnaryHandler(
+		MachineServiceResolveIdentityConflictProcedure,
+		svc.ResolveIdentityConflict,
+		connect.WithSchema(machineServiceMethods.ByName("ResolveIdentityConflict")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/carbide.machine.v1.MachineService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case MachineServiceCreateMachineProcedure:
@@ -256,6 +322,10 @@ func NewMachineServiceHandler(svc MachineServiceHandler, opts ...connect.Handler
 			machineServiceDeleteMachineHandler.ServeHTTP(w, r)
 		case MachineServiceListMachineTransitionsProcedure:
 			machineServiceListMachineTransitionsHandler.ServeHTTP(w, r)
+		case MachineServiceListIdentityConflictsProcedure:
+			machineServiceListIdentityConflictsHandler.ServeHTTP(w, r)
+		case MachineServiceResolveIdentityConflictProcedure:
+			machineServiceResolveIdentityConflictHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -287,4 +357,12 @@ func (UnimplementedMachineServiceHandler) DeleteMachine(context.Context, *connec
 
 func (UnimplementedMachineServiceHandler) ListMachineTransitions(context.Context, *connect.Request[v1.ListMachineTransitionsRequest]) (*connect.Response[v1.ListMachineTransitionsResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("carbide.machine.v1.MachineService.ListMachineTransitions is not implemented"))
+}
+
+func (UnimplementedMachineServiceHandler) ListIdentityConflicts(context.Context, *connect.Request[v1.ListIdentityConflictsRequest]) (*connect.Response[v1.ListIdentityConflictsResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("carbide.machine.v1.MachineService.ListIdentityConflicts is not implemented"))
+}
+
+func (UnimplementedMachineServiceHandler) ResolveIdentityConflict(context.Context, *connect.Request[v1.ResolveIdentityConflictRequest]) (*connect.Response[v1.ResolveIdentityConflictResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("carbide.machine.v1.MachineService.ResolveIdentityConflict is not implemented"))
 }
