@@ -9,10 +9,10 @@ import (
 
 	"connectrpc.com/connect"
 	agentv1 "github.com/carbide-dev/carbide/gen/carbide/agent/v1"
-	bootv1 "github.com/carbide-dev/carbide/gen/carbide/boot/v1"
-	dhcpv1 "github.com/carbide-dev/carbide/gen/carbide/dhcp/v1"
 	auditv1 "github.com/carbide-dev/carbide/gen/carbide/audit/v1"
+	bootv1 "github.com/carbide-dev/carbide/gen/carbide/boot/v1"
 	"github.com/carbide-dev/carbide/gen/carbide/boot/v1/bootv1connect"
+	dhcpv1 "github.com/carbide-dev/carbide/gen/carbide/dhcp/v1"
 	machinev1 "github.com/carbide-dev/carbide/gen/carbide/machine/v1"
 	"github.com/google/go-cmp/cmp"
 	googleuuid "github.com/google/uuid"
