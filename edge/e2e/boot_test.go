@@ -174,6 +174,16 @@ func newLab(t testing.TB) *lab {
 	tools := lookPaths(t, "ip", "qemu-system-x86_64", "radvd")
 	image := scoutImage(t)
 	l := newLabNetwork(t, "lab", tools["qemu-system-x86_64"])
+	l.startDaemons(t, image)
+	l.startRadvd(t, tools["radvd"])
+	return l
+}
+
+// startDaemons starts the API (on PostgreSQL), carbide-dhcp and
+// carbide-pxe, serving artifacts from image, in the lab namespace, and
+// creates the lab segment.
+func (l *lab) startDaemons(t testing.TB, image string) {
+	t.Helper()
 
 	// PostgreSQL runs in the host namespace; the API reaches it through a
 	// forwarder in the lab.
@@ -211,9 +221,6 @@ func newLab(t testing.TB) *lab {
 		"--tftp-listen", labAddr+":69", "--http-listen", labHTTP, "--public-url", "http://"+labHTTP,
 		"--artifacts-dir", image, "--metrics-listen", "127.0.0.1:9168")
 	l.pxe.waitOutput(t, regexp.MustCompile(`msg="serving HTTP"`), 30*time.Second)
-
-	l.startRadvd(t, tools["radvd"])
-	return l
 }
 
 // newLabNetwork creates a lab namespace with its bridge and addresses.

@@ -33,7 +33,7 @@ import (
 const (
 	waitInventoried = 10 * time.Second
 	waitMaintenance = 60 * time.Second
-	waitConflict    = 60 * time.Second
+	waitConflict    = 10 * time.Second
 )
 
 // Service serves AgentService. That an agent speaks only for its own
