@@ -77,7 +77,8 @@ type Config struct {
 	// with the development PKI means <DataDir>/pki/agent-token.key, created
 	// if missing; empty otherwise means no agent tokens are issued.
 	AgentTokenKey string
-	// AgentTokenTTL is how long an agent token is valid; 0 means
+	// AgentTokenTTL is how long after a machine's boot starts its agent
+	// tokens stay valid, however often renewed; 0 means
 	// pki.DefaultAgentTokenTTL.
 	AgentTokenTTL time.Duration
 	// ChangeRetention is how long the change log keeps entries for Watch
