@@ -24,6 +24,7 @@ import (
 	"github.com/carbide-dev/carbide/gen/carbide/agent/v1/agentv1connect"
 	machinev1 "github.com/carbide-dev/carbide/gen/carbide/machine/v1"
 	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -42,14 +43,29 @@ type Service struct {
 	store  *store.Store
 	tokens *pki.AgentTokens
 	logger *slog.Logger
+
+	conflicts prometheus.Counter
+	staleBoot prometheus.Counter
 }
 
 var _ agentv1connect.AgentServiceHandler = (*Service)(nil)
 
 // NewService returns an AgentService over st. tokens, if not nil, renews
-// the agent tokens of agents that authenticated with one.
-func NewService(st *store.Store, tokens *pki.AgentTokens, logger *slog.Logger) *Service {
-	return &Service{store: st, tokens: tokens, logger: logger}
+// the agent tokens of agents that authenticated with one. Its metrics are
+// registered with reg.
+func NewService(st *store.Store, tokens *pki.AgentTokens, logger *slog.Logger, reg prometheus.Registerer) *Service {
+	s := &Service{store: st, tokens: tokens, logger: logger,
+		conflicts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "carbide_identity_conflicts_held_total",
+			Help: "Inventory reports held for an admin because their hardware id is another machine's that is past discovery or has a leased interface.",
+		}),
+		staleBoot: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "carbide_agent_tokens_superseded_total",
+			Help: "Agent calls refused because the token is of an earlier boot of the machine.",
+		}),
+	}
+	reg.MustRegister(s.conflicts, s.staleBoot)
+	return s
 }
 
 // ReportInventory stores a machine's inventory, merges the machine into
@@ -76,7 +92,7 @@ func (s *Service) ReportInventory(ctx context.Context, req *connect.Request[agen
 		if err != nil {
 			return err
 		}
-		if err := currentBoot(ctx, m); err != nil {
+		if err := s.currentBoot(ctx, m); err != nil {
 			return err
 		}
 		if hw != "" {
@@ -154,7 +170,7 @@ func (s *Service) GetInstruction(ctx context.Context, req *connect.Request[agent
 	} else if err != nil {
 		return nil, fmt.Errorf("read machine: %w", err)
 	}
-	if err := currentBoot(ctx, m); err != nil {
+	if err := s.currentBoot(ctx, m); err != nil {
 		return nil, err
 	}
 	in, err := s.instruction(ctx, m)
@@ -177,12 +193,13 @@ func parseMachineID(s string) (uuid.UUID, error) {
 
 // currentBoot refuses an agent token issued for an earlier boot of m: a
 // new boot supersedes the old one, whose tokens stop working.
-func currentBoot(ctx context.Context, m *ent.Machine) error {
+func (s *Service) currentBoot(ctx context.Context, m *ent.Machine) error {
 	who := principal.FromContext(ctx)
 	if who == nil || who.Method != principal.MethodAgentToken {
 		return nil
 	}
 	if m.BootID == nil || m.BootID.String() != who.BootID {
+		s.staleBoot.Inc()
 		return connect.NewError(connect.CodeUnauthenticated, fmt.Errorf(
 			"the agent token is for an earlier boot of machine %s, which has booted again since; fetch the configuration of the current boot", m.ID))
 	}
@@ -233,6 +250,7 @@ func (s *Service) merge(ctx context.Context, tx *ent.Tx, m, known *ent.Machine, 
 			SetHardwareID(hw).SetInventory(raw).SetReportedBy(actor).Exec(ctx); err != nil {
 			return false, fmt.Errorf("hold the report of machine %s: %w", m.ID, err)
 		}
+		s.conflicts.Inc()
 		s.logger.WarnContext(ctx, "identity conflict: a report names the hardware of another machine; held for an operator",
 			"hardware_id", hw, "machine", m.ID.String(), "known_machine", known.ID.String(), "known_state", string(known.State))
 		return false, nil

@@ -7,6 +7,7 @@ import (
 	"connectrpc.com/connect"
 	agentv1 "github.com/carbide-dev/carbide/gen/carbide/agent/v1"
 	machinev1 "github.com/carbide-dev/carbide/gen/carbide/machine/v1"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // TestMalformedMachineID (issue 11, finding 10) calls the handlers as if
@@ -14,7 +15,7 @@ import (
 // InvalidArgument naming the field, never a panic.
 func TestMalformedMachineID(t *testing.T) {
 	t.Parallel()
-	s := NewService(nil, nil, nil)
+	s := NewService(nil, nil, nil, prometheus.NewRegistry())
 	calls := map[string]func() error{
 		"ReportInventory": func() error {
 			_, err := s.ReportInventory(t.Context(), connect.NewRequest(&agentv1.ReportInventoryRequest{

@@ -265,9 +265,9 @@ func newHandler(st *store.Store, tokens *pki.AgentTokens, logger *slog.Logger, s
 	mux.Handle(networkv1connect.NewAddressServiceHandler(addresses, opts))
 	mux.Handle(dhcpv1connect.NewDHCPServiceHandler(dhcp.NewService(st, addresses, logger), opts))
 	mux.Handle(watchv1connect.NewWatchServiceHandler(watch.NewService(st, stopping), opts))
-	mux.Handle(agentv1connect.NewAgentServiceHandler(agent.NewService(st, tokens, logger), opts))
+	mux.Handle(agentv1connect.NewAgentServiceHandler(agent.NewService(st, tokens, logger, reg), opts))
 	mux.Handle(auditv1connect.NewAuditServiceHandler(audit.NewService(st), opts))
-	mux.Handle(bootv1connect.NewBootServiceHandler(boot.NewService(st, tokens), opts))
+	mux.Handle(bootv1connect.NewBootServiceHandler(boot.NewService(st, tokens, reg), opts))
 
 	health := grpchealth.NewStaticChecker(ServiceNames...)
 	mux.Handle(grpchealth.NewHandler(health, opts))

@@ -2,6 +2,7 @@ package apiserver
 
 import (
 	"context"
+	"io"
 	"slices"
 	"strings"
 	"testing"
@@ -18,6 +19,25 @@ import (
 	googleuuid "github.com/google/uuid"
 	"google.golang.org/protobuf/testing/protocmp"
 )
+
+// wantMetrics checks that the server's /metrics has each of the samples.
+func wantMetrics(t *testing.T, e *env, samples ...string) {
+	t.Helper()
+	resp, err := e.HTTP.Get(e.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range samples {
+		if !strings.Contains(string(body), want+"\n") {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+}
 
 // googleUUID parses an id the API returned.
 func googleUUID(t *testing.T, s string) googleuuid.UUID {
@@ -229,6 +249,10 @@ func TestAgentTokenGoesToTheLeaseHolderOnly(t *testing.T) {
 		t.Errorf("after the lease expired: %v", resp.Msg)
 	}
 
+	// Four requests from the wrong address, then one after the lease
+	// expired; a used nonce and a superseded one.
+	wantMetrics(t, e, `carbide_boot_withheld_total{reason="no_lease"} 5`, `carbide_boot_withheld_total{reason="nonce"} 2`)
+
 	_, err = pxe.Boot.GetBootConfig(t.Context(), connect.NewRequest(&bootv1.GetBootConfigRequest{Mac: "52:54:00:ff:ff:ff", ClientAddress: b.address}))
 	wantError(t, err, connect.CodeNotFound, "52:54:00:ff:ff:ff")
 	_, err = pxe.Boot.GetBootConfig(t.Context(), connect.NewRequest(&bootv1.GetBootConfigRequest{Mac: "nonsense"}))
@@ -368,6 +392,7 @@ func TestIdentityTakeoverIsHeld(t *testing.T) {
 			t.Errorf("the intruder's record took the hardware id or moved on: %v", m)
 		}
 
+		wantMetrics(t, e, "carbide_identity_conflicts_held_total 1")
 		cs := listConflicts(t, e)
 		if len(cs) != 1 || cs[0].GetMachineId() != intruder.config.GetMachineId() || cs[0].GetKnownMachineId() != victim.config.GetMachineId() ||
 			cs[0].GetHardwareId() != "uuid:"+uuid || cs[0].GetInventory().GetMemoryBytes() != 1<<30 ||
@@ -510,6 +535,7 @@ func TestAgentTokensEndWithTheirBoot(t *testing.T) {
 		connect.NewRequest(&agentv1.GetInstructionRequest{MachineId: b.config.GetMachineId()})); err != nil {
 		t.Errorf("the current boot's token: %v", err)
 	}
+	wantMetrics(t, e, "carbide_agent_tokens_superseded_total 4")
 }
 
 // TestBootConfigReadsAreNotAudited checks that a GetBootConfig that starts

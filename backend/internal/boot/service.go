@@ -25,21 +25,37 @@ import (
 	bootv1 "github.com/carbide-dev/carbide/gen/carbide/boot/v1"
 	"github.com/carbide-dev/carbide/gen/carbide/boot/v1/bootv1connect"
 	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
 // Service serves BootService.
 type Service struct {
-	store  *store.Store
-	tokens *pki.AgentTokens
+	store    *store.Store
+	tokens   *pki.AgentTokens
+	withheld *prometheus.CounterVec
 }
 
 var _ bootv1connect.BootServiceHandler = (*Service)(nil)
 
+// Why a boot or a token was withheld, the reason label of
+// carbide_boot_withheld_total.
+const (
+	withheldNoKey   = "no_token_key"
+	withheldNoLease = "no_lease"
+	withheldNonce   = "nonce"
+)
+
 // NewService returns a BootService over st. tokens signs agent tokens; nil
-// means the API issues none, and discovery agents cannot report.
-func NewService(st *store.Store, tokens *pki.AgentTokens) *Service {
-	return &Service{store: st, tokens: tokens}
+// means the API issues none, and discovery agents cannot report. Its
+// metrics are registered with reg.
+func NewService(st *store.Store, tokens *pki.AgentTokens, reg prometheus.Registerer) *Service {
+	s := &Service{store: st, tokens: tokens, withheld: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "carbide_boot_withheld_total",
+		Help: "Boots not started and agent tokens not issued to the PXE daemon, by reason: no_lease (the request did not come from the MAC's leased address), nonce (not the current boot's, used or expired), no_token_key.",
+	}, []string{"reason"})}
+	reg.MustRegister(s.withheld)
+	return s
 }
 
 // GetBootConfig says what the machine with a MAC boots: Ready and
@@ -110,9 +126,11 @@ func action(m *ent.Machine) bootv1.BootAction {
 // as it or gets a token for it.
 func (s *Service) withhold(ctx context.Context, mac, addr string) (string, error) {
 	if s.tokens == nil {
+		s.withheld.WithLabelValues(withheldNoKey).Inc()
 		return "the API issues no agent tokens: start carbide-api with --agent-token-key", nil
 	}
 	if addr == "" {
+		s.withheld.WithLabelValues(withheldNoLease).Inc()
 		return "the request named no client address", nil
 	}
 	n, err := s.store.Client.Lease.Query().
@@ -122,6 +140,7 @@ func (s *Service) withhold(ctx context.Context, mac, addr string) (string, error
 		return "", fmt.Errorf("read the leases of %s: %w", mac, err)
 	}
 	if n == 0 {
+		s.withheld.WithLabelValues(withheldNoLease).Inc()
 		return fmt.Sprintf("%s does not hold a lease of %s; boot it through carbide-dhcp", addr, mac), nil
 	}
 	return "", nil
@@ -162,6 +181,7 @@ func (s *Service) mintToken(ctx context.Context, id uuid.UUID, nonce string, res
 			return fmt.Errorf("use the boot nonce of machine %s: %w", id, err)
 		}
 		if n == 0 {
+			s.withheld.WithLabelValues(withheldNonce).Inc()
 			reason = fmt.Sprintf("the boot nonce is not machine %s's current one, was used already or has expired; boot the machine again", id)
 			return nil
 		}
