@@ -5,6 +5,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -147,8 +148,10 @@ func (s *Service) ReportInventory(ctx context.Context, req *connect.Request[agen
 		last.BootID != nil && last.BootExpireTime != nil {
 		// The same boot, never past its end.
 		tok, exp, err := s.tokens.Issue(target, *last.BootID, time.Now(), *last.BootExpireTime)
-		if err != nil {
+		if errors.Is(err, pki.ErrBootEnded) {
 			return nil, connect.NewError(connect.CodeUnauthenticated, fmt.Errorf("renew the agent token: %w; boot the machine again", err))
+		} else if err != nil {
+			return nil, err
 		}
 		resp.AgentToken, resp.AgentTokenExpireTime = tok, timestamppb.New(exp)
 	}

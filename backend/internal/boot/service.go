@@ -190,7 +190,11 @@ func (s *Service) mintToken(ctx context.Context, id uuid.UUID, nonce string, res
 			return fmt.Errorf("read machine %s: %w", id, err)
 		}
 		tok, exp, err := s.tokens.Issue(id, *m.BootID, time.Now(), *m.BootExpireTime)
-		if err != nil {
+		if errors.Is(err, pki.ErrBootEnded) {
+			s.withheld.WithLabelValues(withheldNonce).Inc()
+			reason = fmt.Sprintf("the boot of machine %s has ended; boot the machine again", id)
+			return nil
+		} else if err != nil {
 			return err
 		}
 		resp.AgentToken, resp.AgentTokenExpireTime = tok, timestamppb.New(exp)

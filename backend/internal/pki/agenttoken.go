@@ -50,6 +50,10 @@ const (
 // another verifier should look at it.
 var ErrNotAgentToken = errors.New("not an agent token")
 
+// ErrBootEnded means a token was asked for a boot whose tokens have
+// expired: the machine must boot again.
+var ErrBootEnded = errors.New("the boot's agent tokens have expired")
+
 // AgentTokens issues and verifies agent tokens.
 type AgentTokens struct {
 	key         crypto.Signer
@@ -132,7 +136,7 @@ func (a *AgentTokens) Issue(id, boot uuid.UUID, now, limit time.Time) (string, t
 	}
 	exp = exp.Truncate(time.Second)
 	if !exp.After(now) {
-		return "", time.Time{}, errors.New("the boot's agent tokens have expired")
+		return "", time.Time{}, ErrBootEnded
 	}
 	claims := agentClaims{Claims: jwt.Claims{
 		Issuer:    AgentTokenIssuer,
