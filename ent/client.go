@@ -19,6 +19,7 @@ import (
 	"github.com/carbide-dev/carbide/ent/auditrecord"
 	"github.com/carbide-dev/carbide/ent/change"
 	"github.com/carbide-dev/carbide/ent/declinedaddress"
+	"github.com/carbide-dev/carbide/ent/identityconflict"
 	"github.com/carbide-dev/carbide/ent/lease"
 	"github.com/carbide-dev/carbide/ent/machine"
 	"github.com/carbide-dev/carbide/ent/nic"
@@ -40,6 +41,8 @@ type Client struct {
 	Change *ChangeClient
 	// DeclinedAddress is the client for interacting with the DeclinedAddress builders.
 	DeclinedAddress *DeclinedAddressClient
+	// IdentityConflict is the client for interacting with the IdentityConflict builders.
+	IdentityConflict *IdentityConflictClient
 	// Lease is the client for interacting with the Lease builders.
 	Lease *LeaseClient
 	// Machine is the client for interacting with the Machine builders.
@@ -66,6 +69,7 @@ func (c *Client) init() {
 	c.AuditRecord = NewAuditRecordClient(c.config)
 	c.Change = NewChangeClient(c.config)
 	c.DeclinedAddress = NewDeclinedAddressClient(c.config)
+	c.IdentityConflict = NewIdentityConflictClient(c.config)
 	c.Lease = NewLeaseClient(c.config)
 	c.Machine = NewMachineClient(c.config)
 	c.NIC = NewNICClient(c.config)
@@ -162,17 +166,18 @@ func (c *Client) Tx(ctx context.Context) (*Tx, error) {
 	cfg := c.config
 	cfg.driver = tx
 	return &Tx{
-		ctx:             ctx,
-		config:          cfg,
-		AuditRecord:     NewAuditRecordClient(cfg),
-		Change:          NewChangeClient(cfg),
-		DeclinedAddress: NewDeclinedAddressClient(cfg),
-		Lease:           NewLeaseClient(cfg),
-		Machine:         NewMachineClient(cfg),
-		NIC:             NewNICClient(cfg),
-		Reservation:     NewReservationClient(cfg),
-		Segment:         NewSegmentClient(cfg),
-		Transition:      NewTransitionClient(cfg),
+		ctx:              ctx,
+		config:           cfg,
+		AuditRecord:      NewAuditRecordClient(cfg),
+		Change:           NewChangeClient(cfg),
+		DeclinedAddress:  NewDeclinedAddressClient(cfg),
+		IdentityConflict: NewIdentityConflictClient(cfg),
+		Lease:            NewLeaseClient(cfg),
+		Machine:          NewMachineClient(cfg),
+		NIC:              NewNICClient(cfg),
+		Reservation:      NewReservationClient(cfg),
+		Segment:          NewSegmentClient(cfg),
+		Transition:       NewTransitionClient(cfg),
 	}, nil
 }
 
@@ -190,17 +195,18 @@ func (c *Client) BeginTx(ctx context.Context, opts *sql.TxOptions) (*Tx, error) 
 	cfg := c.config
 	cfg.driver = &txDriver{tx: tx, drv: c.driver}
 	return &Tx{
-		ctx:             ctx,
-		config:          cfg,
-		AuditRecord:     NewAuditRecordClient(cfg),
-		Change:          NewChangeClient(cfg),
-		DeclinedAddress: NewDeclinedAddressClient(cfg),
-		Lease:           NewLeaseClient(cfg),
-		Machine:         NewMachineClient(cfg),
-		NIC:             NewNICClient(cfg),
-		Reservation:     NewReservationClient(cfg),
-		Segment:         NewSegmentClient(cfg),
-		Transition:      NewTransitionClient(cfg),
+		ctx:              ctx,
+		config:           cfg,
+		AuditRecord:      NewAuditRecordClient(cfg),
+		Change:           NewChangeClient(cfg),
+		DeclinedAddress:  NewDeclinedAddressClient(cfg),
+		IdentityConflict: NewIdentityConflictClient(cfg),
+		Lease:            NewLeaseClient(cfg),
+		Machine:          NewMachineClient(cfg),
+		NIC:              NewNICClient(cfg),
+		Reservation:      NewReservationClient(cfg),
+		Segment:          NewSegmentClient(cfg),
+		Transition:       NewTransitionClient(cfg),
 	}, nil
 }
 
@@ -230,8 +236,8 @@ func (c *Client) Close() error {
 // In order to add hooks to a specific client, call: `client.Node.Use(...)`.
 func (c *Client) Use(hooks ...Hook) {
 	for _, n := range []interface{ Use(...Hook) }{
-		c.AuditRecord, c.Change, c.DeclinedAddress, c.Lease, c.Machine, c.NIC,
-		c.Reservation, c.Segment, c.Transition,
+		c.AuditRecord, c.Change, c.DeclinedAddress, c.IdentityConflict, c.Lease,
+		c.Machine, c.NIC, c.Reservation, c.Segment, c.Transition,
 	} {
 		n.Use(hooks...)
 	}
@@ -241,8 +247,8 @@ func (c *Client) Use(hooks ...Hook) {
 // In order to add interceptors to a specific client, call: `client.Node.Intercept(...)`.
 func (c *Client) Intercept(interceptors ...Interceptor) {
 	for _, n := range []interface{ Intercept(...Interceptor) }{
-		c.AuditRecord, c.Change, c.DeclinedAddress, c.Lease, c.Machine, c.NIC,
-		c.Reservation, c.Segment, c.Transition,
+		c.AuditRecord, c.Change, c.DeclinedAddress, c.IdentityConflict, c.Lease,
+		c.Machine, c.NIC, c.Reservation, c.Segment, c.Transition,
 	} {
 		n.Intercept(interceptors...)
 	}
@@ -257,6 +263,8 @@ func (c *Client) Mutate(ctx context.Context, m Mutation) (Value, error) {
 		return c.Change.mutate(ctx, m)
 	case *DeclinedAddressMutation:
 		return c.DeclinedAddress.mutate(ctx, m)
+	case *IdentityConflictMutation:
+		return c.IdentityConflict.mutate(ctx, m)
 	case *LeaseMutation:
 		return c.Lease.mutate(ctx, m)
 	case *MachineMutation:
@@ -689,6 +697,171 @@ func (c *DeclinedAddressClient) mutate(ctx context.Context, m *DeclinedAddressMu
 	}
 }
 
+// IdentityConflictClient is a client for the IdentityConflict schema.
+type IdentityConflictClient struct {
+	config
+}
+
+// NewIdentityConflictClient returns a client for the IdentityConflict from the given config.
+func NewIdentityConflictClient(c config) *IdentityConflictClient {
+	return &IdentityConflictClient{config: c}
+}
+
+// Use adds a list of mutation hooks to the hooks stack.
+// A call to `Use(f, g, h)` equals to `identityconflict.Hooks(f(g(h())))`.
+func (c *IdentityConflictClient) Use(hooks ...Hook) {
+	c.hooks.IdentityConflict = append(c.hooks.IdentityConflict, hooks...)
+}
+
+// Intercept adds a list of query interceptors to the interceptors stack.
+// A call to `Intercept(f, g, h)` equals to `identityconflict.Intercept(f(g(h())))`.
+func (c *IdentityConflictClient) Intercept(interceptors ...Interceptor) {
+	c.inters.IdentityConflict = append(c.inters.IdentityConflict, interceptors...)
+}
+
+// Create returns a builder for creating a IdentityConflict entity.
+func (c *IdentityConflictClient) Create() *IdentityConflictCreate {
+	mutation := newIdentityConflictMutation(c.config, OpCreate)
+	return &IdentityConflictCreate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// CreateBulk returns a builder for creating a bulk of IdentityConflict entities.
+func (c *IdentityConflictClient) CreateBulk(builders ...*IdentityConflictCreate) *IdentityConflictCreateBulk {
+	return &IdentityConflictCreateBulk{config: c.config, builders: builders}
+}
+
+// MapCreateBulk creates a bulk creation builder from the given slice. For each item in the slice, the function creates
+// a builder and applies setFunc on it.
+func (c *IdentityConflictClient) MapCreateBulk(slice any, setFunc func(*IdentityConflictCreate, int)) *IdentityConflictCreateBulk {
+	rv := reflect.ValueOf(slice)
+	if rv.Kind() != reflect.Slice {
+		return &IdentityConflictCreateBulk{err: fmt.Errorf("calling to IdentityConflictClient.MapCreateBulk with wrong type %T, need slice", slice)}
+	}
+	builders := make([]*IdentityConflictCreate, rv.Len())
+	for i := 0; i < rv.Len(); i++ {
+		builders[i] = c.Create()
+		setFunc(builders[i], i)
+	}
+	return &IdentityConflictCreateBulk{config: c.config, builders: builders}
+}
+
+// Update returns an update builder for IdentityConflict.
+func (c *IdentityConflictClient) Update() *IdentityConflictUpdate {
+	mutation := newIdentityConflictMutation(c.config, OpUpdate)
+	return &IdentityConflictUpdate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOne returns an update builder for the given entity.
+func (c *IdentityConflictClient) UpdateOne(_m *IdentityConflict) *IdentityConflictUpdateOne {
+	mutation := newIdentityConflictMutation(c.config, OpUpdateOne, withIdentityConflict(_m))
+	return &IdentityConflictUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOneID returns an update builder for the given id.
+func (c *IdentityConflictClient) UpdateOneID(id int) *IdentityConflictUpdateOne {
+	mutation := newIdentityConflictMutation(c.config, OpUpdateOne, withIdentityConflictID(id))
+	return &IdentityConflictUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// Delete returns a delete builder for IdentityConflict.
+func (c *IdentityConflictClient) Delete() *IdentityConflictDelete {
+	mutation := newIdentityConflictMutation(c.config, OpDelete)
+	return &IdentityConflictDelete{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// DeleteOne returns a builder for deleting the given entity.
+func (c *IdentityConflictClient) DeleteOne(_m *IdentityConflict) *IdentityConflictDeleteOne {
+	return c.DeleteOneID(_m.ID)
+}
+
+// DeleteOneID returns a builder for deleting the given entity by its id.
+func (c *IdentityConflictClient) DeleteOneID(id int) *IdentityConflictDeleteOne {
+	builder := c.Delete().Where(identityconflict.ID(id))
+	builder.mutation.id = &id
+	builder.mutation.op = OpDeleteOne
+	return &IdentityConflictDeleteOne{builder}
+}
+
+// Query returns a query builder for IdentityConflict.
+func (c *IdentityConflictClient) Query() *IdentityConflictQuery {
+	return &IdentityConflictQuery{
+		config: c.config,
+		ctx:    &QueryContext{Type: TypeIdentityConflict},
+		inters: c.Interceptors(),
+	}
+}
+
+// Get returns a IdentityConflict entity by its id.
+func (c *IdentityConflictClient) Get(ctx context.Context, id int) (*IdentityConflict, error) {
+	return c.Query().Where(identityconflict.ID(id)).Only(ctx)
+}
+
+// GetX is like Get, but panics if an error occurs.
+func (c *IdentityConflictClient) GetX(ctx context.Context, id int) *IdentityConflict {
+	obj, err := c.Get(ctx, id)
+	if err != nil {
+		panic(err)
+	}
+	return obj
+}
+
+// QueryMachine queries the machine edge of a IdentityConflict.
+func (c *IdentityConflictClient) QueryMachine(_m *IdentityConflict) *MachineQuery {
+	query := (&MachineClient{config: c.config}).Query()
+	query.path = func(context.Context) (fromV *sql.Selector, _ error) {
+		id := _m.ID
+		step := sqlgraph.NewStep(
+			sqlgraph.From(identityconflict.Table, identityconflict.FieldID, id),
+			sqlgraph.To(machine.Table, machine.FieldID),
+			sqlgraph.Edge(sqlgraph.O2O, true, identityconflict.MachineTable, identityconflict.MachineColumn),
+		)
+		fromV = sqlgraph.Neighbors(_m.driver.Dialect(), step)
+		return fromV, nil
+	}
+	return query
+}
+
+// QueryKnownMachine queries the known_machine edge of a IdentityConflict.
+func (c *IdentityConflictClient) QueryKnownMachine(_m *IdentityConflict) *MachineQuery {
+	query := (&MachineClient{config: c.config}).Query()
+	query.path = func(context.Context) (fromV *sql.Selector, _ error) {
+		id := _m.ID
+		step := sqlgraph.NewStep(
+			sqlgraph.From(identityconflict.Table, identityconflict.FieldID, id),
+			sqlgraph.To(machine.Table, machine.FieldID),
+			sqlgraph.Edge(sqlgraph.M2O, true, identityconflict.KnownMachineTable, identityconflict.KnownMachineColumn),
+		)
+		fromV = sqlgraph.Neighbors(_m.driver.Dialect(), step)
+		return fromV, nil
+	}
+	return query
+}
+
+// Hooks returns the client hooks.
+func (c *IdentityConflictClient) Hooks() []Hook {
+	return c.hooks.IdentityConflict
+}
+
+// Interceptors returns the client interceptors.
+func (c *IdentityConflictClient) Interceptors() []Interceptor {
+	return c.inters.IdentityConflict
+}
+
+func (c *IdentityConflictClient) mutate(ctx context.Context, m *IdentityConflictMutation) (Value, error) {
+	switch m.Op() {
+	case OpCreate:
+		return (&IdentityConflictCreate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdate:
+		return (&IdentityConflictUpdate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdateOne:
+		return (&IdentityConflictUpdateOne{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpDelete, OpDeleteOne:
+		return (&IdentityConflictDelete{config: c.config, hooks: c.Hooks(), mutation: m}).Exec(ctx)
+	default:
+		return nil, fmt.Errorf("ent: unknown IdentityConflict mutation op: %q", m.Op())
+	}
+}
+
 // LeaseClient is a client for the Lease schema.
 type LeaseClient struct {
 	config
@@ -971,6 +1144,38 @@ func (c *MachineClient) QueryTransitions(_m *Machine) *TransitionQuery {
 			sqlgraph.From(machine.Table, machine.FieldID, id),
 			sqlgraph.To(transition.Table, transition.FieldID),
 			sqlgraph.Edge(sqlgraph.O2M, false, machine.TransitionsTable, machine.TransitionsColumn),
+		)
+		fromV = sqlgraph.Neighbors(_m.driver.Dialect(), step)
+		return fromV, nil
+	}
+	return query
+}
+
+// QueryIdentityConflict queries the identity_conflict edge of a Machine.
+func (c *MachineClient) QueryIdentityConflict(_m *Machine) *IdentityConflictQuery {
+	query := (&IdentityConflictClient{config: c.config}).Query()
+	query.path = func(context.Context) (fromV *sql.Selector, _ error) {
+		id := _m.ID
+		step := sqlgraph.NewStep(
+			sqlgraph.From(machine.Table, machine.FieldID, id),
+			sqlgraph.To(identityconflict.Table, identityconflict.FieldID),
+			sqlgraph.Edge(sqlgraph.O2O, false, machine.IdentityConflictTable, machine.IdentityConflictColumn),
+		)
+		fromV = sqlgraph.Neighbors(_m.driver.Dialect(), step)
+		return fromV, nil
+	}
+	return query
+}
+
+// QueryClaimedBy queries the claimed_by edge of a Machine.
+func (c *MachineClient) QueryClaimedBy(_m *Machine) *IdentityConflictQuery {
+	query := (&IdentityConflictClient{config: c.config}).Query()
+	query.path = func(context.Context) (fromV *sql.Selector, _ error) {
+		id := _m.ID
+		step := sqlgraph.NewStep(
+			sqlgraph.From(machine.Table, machine.FieldID, id),
+			sqlgraph.To(identityconflict.Table, identityconflict.FieldID),
+			sqlgraph.Edge(sqlgraph.O2M, false, machine.ClaimedByTable, machine.ClaimedByColumn),
 		)
 		fromV = sqlgraph.Neighbors(_m.driver.Dialect(), step)
 		return fromV, nil
@@ -1666,12 +1871,12 @@ func (c *TransitionClient) mutate(ctx context.Context, m *TransitionMutation) (V
 // hooks and interceptors per client, for fast access.
 type (
 	hooks struct {
-		AuditRecord, Change, DeclinedAddress, Lease, Machine, NIC, Reservation, Segment,
-		Transition []ent.Hook
+		AuditRecord, Change, DeclinedAddress, IdentityConflict, Lease, Machine, NIC,
+		Reservation, Segment, Transition []ent.Hook
 	}
 	inters struct {
-		AuditRecord, Change, DeclinedAddress, Lease, Machine, NIC, Reservation, Segment,
-		Transition []ent.Interceptor
+		AuditRecord, Change, DeclinedAddress, IdentityConflict, Lease, Machine, NIC,
+		Reservation, Segment, Transition []ent.Interceptor
 	}
 )
 

@@ -15,6 +15,7 @@ import (
 	"github.com/carbide-dev/carbide/ent/auditrecord"
 	"github.com/carbide-dev/carbide/ent/change"
 	"github.com/carbide-dev/carbide/ent/declinedaddress"
+	"github.com/carbide-dev/carbide/ent/identityconflict"
 	"github.com/carbide-dev/carbide/ent/lease"
 	"github.com/carbide-dev/carbide/ent/machine"
 	"github.com/carbide-dev/carbide/ent/nic"
@@ -81,15 +82,16 @@ var (
 func checkColumn(t, c string) error {
 	initCheck.Do(func() {
 		columnCheck = sql.NewColumnCheck(map[string]func(string) bool{
-			auditrecord.Table:     auditrecord.ValidColumn,
-			change.Table:          change.ValidColumn,
-			declinedaddress.Table: declinedaddress.ValidColumn,
-			lease.Table:           lease.ValidColumn,
-			machine.Table:         machine.ValidColumn,
-			nic.Table:             nic.ValidColumn,
-			reservation.Table:     reservation.ValidColumn,
-			segment.Table:         segment.ValidColumn,
-			transition.Table:      transition.ValidColumn,
+			auditrecord.Table:      auditrecord.ValidColumn,
+			change.Table:           change.ValidColumn,
+			declinedaddress.Table:  declinedaddress.ValidColumn,
+			identityconflict.Table: identityconflict.ValidColumn,
+			lease.Table:            lease.ValidColumn,
+			machine.Table:          machine.ValidColumn,
+			nic.Table:              nic.ValidColumn,
+			reservation.Table:      reservation.ValidColumn,
+			segment.Table:          segment.ValidColumn,
+			transition.Table:       transition.ValidColumn,
 		})
 	})
 	return columnCheck(t, c)

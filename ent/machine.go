@@ -10,6 +10,7 @@ import (
 
 	"entgo.io/ent"
 	"entgo.io/ent/dialect/sql"
+	"github.com/carbide-dev/carbide/ent/identityconflict"
 	"github.com/carbide-dev/carbide/ent/machine"
 	"github.com/google/uuid"
 )
@@ -37,6 +38,12 @@ type Machine struct {
 	Inventory []byte `json:"inventory,omitempty"`
 	// HardwareID holds the value of the "hardware_id" field.
 	HardwareID *string `json:"hardware_id,omitempty"`
+	// BootID holds the value of the "boot_id" field.
+	BootID *uuid.UUID `json:"boot_id,omitempty"`
+	// BootNonceHash holds the value of the "boot_nonce_hash" field.
+	BootNonceHash *[]byte `json:"-"`
+	// BootExpireTime holds the value of the "boot_expire_time" field.
+	BootExpireTime *time.Time `json:"boot_expire_time,omitempty"`
 	// Edges holds the relations/edges for other nodes in the graph.
 	// The values are being populated by the MachineQuery when eager-loading is set.
 	Edges        MachineEdges `json:"edges"`
@@ -49,9 +56,13 @@ type MachineEdges struct {
 	Nics []*NIC `json:"nics,omitempty"`
 	// Transitions holds the value of the transitions edge.
 	Transitions []*Transition `json:"transitions,omitempty"`
+	// IdentityConflict holds the value of the identity_conflict edge.
+	IdentityConflict *IdentityConflict `json:"identity_conflict,omitempty"`
+	// ClaimedBy holds the value of the claimed_by edge.
+	ClaimedBy []*IdentityConflict `json:"claimed_by,omitempty"`
 	// loadedTypes holds the information for reporting if a
 	// type was loaded (or requested) in eager-loading or not.
-	loadedTypes [2]bool
+	loadedTypes [4]bool
 }
 
 // NicsOrErr returns the Nics value or an error if the edge
@@ -72,18 +83,40 @@ func (e MachineEdges) TransitionsOrErr() ([]*Transition, error) {
 	return nil, &NotLoadedError{edge: "transitions"}
 }
 
+// IdentityConflictOrErr returns the IdentityConflict value or an error if the edge
+// was not loaded in eager-loading, or loaded but was not found.
+func (e MachineEdges) IdentityConflictOrErr() (*IdentityConflict, error) {
+	if e.IdentityConflict != nil {
+		return e.IdentityConflict, nil
+	} else if e.loadedTypes[2] {
+		return nil, &NotFoundError{label: identityconflict.Label}
+	}
+	return nil, &NotLoadedError{edge: "identity_conflict"}
+}
+
+// ClaimedByOrErr returns the ClaimedBy value or an error if the edge
+// was not loaded in eager-loading.
+func (e MachineEdges) ClaimedByOrErr() ([]*IdentityConflict, error) {
+	if e.loadedTypes[3] {
+		return e.ClaimedBy, nil
+	}
+	return nil, &NotLoadedError{edge: "claimed_by"}
+}
+
 // scanValues returns the types for scanning values from sql.Rows.
 func (*Machine) scanValues(columns []string) ([]any, error) {
 	values := make([]any, len(columns))
 	for i := range columns {
 		switch columns[i] {
-		case machine.FieldLabels, machine.FieldInventory:
+		case machine.FieldBootID:
+			values[i] = &sql.NullScanner{S: new(uuid.UUID)}
+		case machine.FieldLabels, machine.FieldInventory, machine.FieldBootNonceHash:
 			values[i] = new([]byte)
 		case machine.FieldMaintenance:
 			values[i] = new(sql.NullBool)
 		case machine.FieldHostname, machine.FieldState, machine.FieldHardwareID:
 			values[i] = new(sql.NullString)
-		case machine.FieldCreateTime, machine.FieldUpdateTime, machine.FieldStateTime:
+		case machine.FieldCreateTime, machine.FieldUpdateTime, machine.FieldStateTime, machine.FieldBootExpireTime:
 			values[i] = new(sql.NullTime)
 		case machine.FieldID:
 			values[i] = new(uuid.UUID)
@@ -165,6 +198,26 @@ func (_m *Machine) assignValues(columns []string, values []any) error {
 				_m.HardwareID = new(string)
 				*_m.HardwareID = value.String
 			}
+		case machine.FieldBootID:
+			if value, ok := values[i].(*sql.NullScanner); !ok {
+				return fmt.Errorf("unexpected type %T for field boot_id", values[i])
+			} else if value.Valid {
+				_m.BootID = new(uuid.UUID)
+				*_m.BootID = *value.S.(*uuid.UUID)
+			}
+		case machine.FieldBootNonceHash:
+			if value, ok := values[i].(*[]byte); !ok {
+				return fmt.Errorf("unexpected type %T for field boot_nonce_hash", values[i])
+			} else if value != nil {
+				_m.BootNonceHash = value
+			}
+		case machine.FieldBootExpireTime:
+			if value, ok := values[i].(*sql.NullTime); !ok {
+				return fmt.Errorf("unexpected type %T for field boot_expire_time", values[i])
+			} else if value.Valid {
+				_m.BootExpireTime = new(time.Time)
+				*_m.BootExpireTime = value.Time
+			}
 		default:
 			_m.selectValues.Set(columns[i], values[i])
 		}
@@ -186,6 +239,16 @@ func (_m *Machine) QueryNics() *NICQuery {
 // QueryTransitions queries the "transitions" edge of the Machine entity.
 func (_m *Machine) QueryTransitions() *TransitionQuery {
 	return NewMachineClient(_m.config).QueryTransitions(_m)
+}
+
+// QueryIdentityConflict queries the "identity_conflict" edge of the Machine entity.
+func (_m *Machine) QueryIdentityConflict() *IdentityConflictQuery {
+	return NewMachineClient(_m.config).QueryIdentityConflict(_m)
+}
+
+// QueryClaimedBy queries the "claimed_by" edge of the Machine entity.
+func (_m *Machine) QueryClaimedBy() *IdentityConflictQuery {
+	return NewMachineClient(_m.config).QueryClaimedBy(_m)
 }
 
 // Update returns a builder for updating this Machine.
@@ -238,6 +301,18 @@ func (_m *Machine) String() string {
 	if v := _m.HardwareID; v != nil {
 		builder.WriteString("hardware_id=")
 		builder.WriteString(*v)
+	}
+	builder.WriteString(", ")
+	if v := _m.BootID; v != nil {
+		builder.WriteString("boot_id=")
+		builder.WriteString(fmt.Sprintf("%v", *v))
+	}
+	builder.WriteString(", ")
+	builder.WriteString("boot_nonce_hash=<sensitive>")
+	builder.WriteString(", ")
+	if v := _m.BootExpireTime; v != nil {
+		builder.WriteString("boot_expire_time=")
+		builder.WriteString(v.Format(time.ANSIC))
 	}
 	builder.WriteByte(')')
 	return builder.String()

@@ -12,6 +12,7 @@ import (
 	"entgo.io/ent/dialect/sql"
 	"entgo.io/ent/dialect/sql/sqlgraph"
 	"entgo.io/ent/schema/field"
+	"github.com/carbide-dev/carbide/ent/identityconflict"
 	"github.com/carbide-dev/carbide/ent/machine"
 	"github.com/carbide-dev/carbide/ent/nic"
 	"github.com/carbide-dev/carbide/ent/transition"
@@ -136,6 +137,40 @@ func (_c *MachineCreate) SetNillableHardwareID(v *string) *MachineCreate {
 	return _c
 }
 
+// SetBootID sets the "boot_id" field.
+func (_c *MachineCreate) SetBootID(v uuid.UUID) *MachineCreate {
+	_c.mutation.SetBootID(v)
+	return _c
+}
+
+// SetNillableBootID sets the "boot_id" field if the given value is not nil.
+func (_c *MachineCreate) SetNillableBootID(v *uuid.UUID) *MachineCreate {
+	if v != nil {
+		_c.SetBootID(*v)
+	}
+	return _c
+}
+
+// SetBootNonceHash sets the "boot_nonce_hash" field.
+func (_c *MachineCreate) SetBootNonceHash(v []byte) *MachineCreate {
+	_c.mutation.SetBootNonceHash(v)
+	return _c
+}
+
+// SetBootExpireTime sets the "boot_expire_time" field.
+func (_c *MachineCreate) SetBootExpireTime(v time.Time) *MachineCreate {
+	_c.mutation.SetBootExpireTime(v)
+	return _c
+}
+
+// SetNillableBootExpireTime sets the "boot_expire_time" field if the given value is not nil.
+func (_c *MachineCreate) SetNillableBootExpireTime(v *time.Time) *MachineCreate {
+	if v != nil {
+		_c.SetBootExpireTime(*v)
+	}
+	return _c
+}
+
 // SetID sets the "id" field.
 func (_c *MachineCreate) SetID(v uuid.UUID) *MachineCreate {
 	_c.mutation.SetID(v)
@@ -178,6 +213,40 @@ func (_c *MachineCreate) AddTransitions(v ...*Transition) *MachineCreate {
 		ids[i] = v[i].ID
 	}
 	return _c.AddTransitionIDs(ids...)
+}
+
+// SetIdentityConflictID sets the "identity_conflict" edge to the IdentityConflict entity by ID.
+func (_c *MachineCreate) SetIdentityConflictID(id int) *MachineCreate {
+	_c.mutation.SetIdentityConflictID(id)
+	return _c
+}
+
+// SetNillableIdentityConflictID sets the "identity_conflict" edge to the IdentityConflict entity by ID if the given value is not nil.
+func (_c *MachineCreate) SetNillableIdentityConflictID(id *int) *MachineCreate {
+	if id != nil {
+		_c = _c.SetIdentityConflictID(*id)
+	}
+	return _c
+}
+
+// SetIdentityConflict sets the "identity_conflict" edge to the IdentityConflict entity.
+func (_c *MachineCreate) SetIdentityConflict(v *IdentityConflict) *MachineCreate {
+	return _c.SetIdentityConflictID(v.ID)
+}
+
+// AddClaimedByIDs adds the "claimed_by" edge to the IdentityConflict entity by IDs.
+func (_c *MachineCreate) AddClaimedByIDs(ids ...int) *MachineCreate {
+	_c.mutation.AddClaimedByIDs(ids...)
+	return _c
+}
+
+// AddClaimedBy adds the "claimed_by" edges to the IdentityConflict entity.
+func (_c *MachineCreate) AddClaimedBy(v ...*IdentityConflict) *MachineCreate {
+	ids := make([]int, len(v))
+	for i := range v {
+		ids[i] = v[i].ID
+	}
+	return _c.AddClaimedByIDs(ids...)
 }
 
 // Mutation returns the MachineMutation object of the builder.
@@ -359,6 +428,18 @@ func (_c *MachineCreate) createSpec() (*Machine, *sqlgraph.CreateSpec) {
 		_spec.SetField(machine.FieldHardwareID, field.TypeString, value)
 		_node.HardwareID = &value
 	}
+	if value, ok := _c.mutation.BootID(); ok {
+		_spec.SetField(machine.FieldBootID, field.TypeUUID, value)
+		_node.BootID = &value
+	}
+	if value, ok := _c.mutation.BootNonceHash(); ok {
+		_spec.SetField(machine.FieldBootNonceHash, field.TypeBytes, value)
+		_node.BootNonceHash = &value
+	}
+	if value, ok := _c.mutation.BootExpireTime(); ok {
+		_spec.SetField(machine.FieldBootExpireTime, field.TypeTime, value)
+		_node.BootExpireTime = &value
+	}
 	if nodes := _c.mutation.NicsIDs(); len(nodes) > 0 {
 		edge := &sqlgraph.EdgeSpec{
 			Rel:     sqlgraph.O2M,
@@ -384,6 +465,38 @@ func (_c *MachineCreate) createSpec() (*Machine, *sqlgraph.CreateSpec) {
 			Bidi:    false,
 			Target: &sqlgraph.EdgeTarget{
 				IDSpec: sqlgraph.NewFieldSpec(transition.FieldID, field.TypeInt64),
+			},
+		}
+		for _, k := range nodes {
+			edge.Target.Nodes = append(edge.Target.Nodes, k)
+		}
+		_spec.Edges = append(_spec.Edges, edge)
+	}
+	if nodes := _c.mutation.IdentityConflictIDs(); len(nodes) > 0 {
+		edge := &sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.O2O,
+			Inverse: false,
+			Table:   machine.IdentityConflictTable,
+			Columns: []string{machine.IdentityConflictColumn},
+			Bidi:    false,
+			Target: &sqlgraph.EdgeTarget{
+				IDSpec: sqlgraph.NewFieldSpec(identityconflict.FieldID, field.TypeInt),
+			},
+		}
+		for _, k := range nodes {
+			edge.Target.Nodes = append(edge.Target.Nodes, k)
+		}
+		_spec.Edges = append(_spec.Edges, edge)
+	}
+	if nodes := _c.mutation.ClaimedByIDs(); len(nodes) > 0 {
+		edge := &sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.O2M,
+			Inverse: false,
+			Table:   machine.ClaimedByTable,
+			Columns: []string{machine.ClaimedByColumn},
+			Bidi:    false,
+			Target: &sqlgraph.EdgeTarget{
+				IDSpec: sqlgraph.NewFieldSpec(identityconflict.FieldID, field.TypeInt),
 			},
 		}
 		for _, k := range nodes {
@@ -548,6 +661,60 @@ func (u *MachineUpsert) UpdateHardwareID() *MachineUpsert {
 // ClearHardwareID clears the value of the "hardware_id" field.
 func (u *MachineUpsert) ClearHardwareID() *MachineUpsert {
 	u.SetNull(machine.FieldHardwareID)
+	return u
+}
+
+// SetBootID sets the "boot_id" field.
+func (u *MachineUpsert) SetBootID(v uuid.UUID) *MachineUpsert {
+	u.Set(machine.FieldBootID, v)
+	return u
+}
+
+// UpdateBootID sets the "boot_id" field to the value that was provided on create.
+func (u *MachineUpsert) UpdateBootID() *MachineUpsert {
+	u.SetExcluded(machine.FieldBootID)
+	return u
+}
+
+// ClearBootID clears the value of the "boot_id" field.
+func (u *MachineUpsert) ClearBootID() *MachineUpsert {
+	u.SetNull(machine.FieldBootID)
+	return u
+}
+
+// SetBootNonceHash sets the "boot_nonce_hash" field.
+func (u *MachineUpsert) SetBootNonceHash(v []byte) *MachineUpsert {
+	u.Set(machine.FieldBootNonceHash, v)
+	return u
+}
+
+// UpdateBootNonceHash sets the "boot_nonce_hash" field to the value that was provided on create.
+func (u *MachineUpsert) UpdateBootNonceHash() *MachineUpsert {
+	u.SetExcluded(machine.FieldBootNonceHash)
+	return u
+}
+
+// ClearBootNonceHash clears the value of the "boot_nonce_hash" field.
+func (u *MachineUpsert) ClearBootNonceHash() *MachineUpsert {
+	u.SetNull(machine.FieldBootNonceHash)
+	return u
+}
+
+// SetBootExpireTime sets the "boot_expire_time" field.
+func (u *MachineUpsert) SetBootExpireTime(v time.Time) *MachineUpsert {
+	u.Set(machine.FieldBootExpireTime, v)
+	return u
+}
+
+// UpdateBootExpireTime sets the "boot_expire_time" field to the value that was provided on create.
+func (u *MachineUpsert) UpdateBootExpireTime() *MachineUpsert {
+	u.SetExcluded(machine.FieldBootExpireTime)
+	return u
+}
+
+// ClearBootExpireTime clears the value of the "boot_expire_time" field.
+func (u *MachineUpsert) ClearBootExpireTime() *MachineUpsert {
+	u.SetNull(machine.FieldBootExpireTime)
 	return u
 }
 
@@ -725,6 +892,69 @@ func (u *MachineUpsertOne) UpdateHardwareID() *MachineUpsertOne {
 func (u *MachineUpsertOne) ClearHardwareID() *MachineUpsertOne {
 	return u.Update(func(s *MachineUpsert) {
 		s.ClearHardwareID()
+	})
+}
+
+// SetBootID sets the "boot_id" field.
+func (u *MachineUpsertOne) SetBootID(v uuid.UUID) *MachineUpsertOne {
+	return u.Update(func(s *MachineUpsert) {
+		s.SetBootID(v)
+	})
+}
+
+// UpdateBootID sets the "boot_id" field to the value that was provided on create.
+func (u *MachineUpsertOne) UpdateBootID() *MachineUpsertOne {
+	return u.Update(func(s *MachineUpsert) {
+		s.UpdateBootID()
+	})
+}
+
+// ClearBootID clears the value of the "boot_id" field.
+func (u *MachineUpsertOne) ClearBootID() *MachineUpsertOne {
+	return u.Update(func(s *MachineUpsert) {
+		s.ClearBootID()
+	})
+}
+
+// SetBootNonceHash sets the "boot_nonce_hash" field.
+func (u *MachineUpsertOne) SetBootNonceHash(v []byte) *MachineUpsertOne {
+	return u.Update(func(s *MachineUpsert) {
+		s.SetBootNonceHash(v)
+	})
+}
+
+// UpdateBootNonceHash sets the "boot_nonce_hash" field to the value that was provided on create.
+func (u *MachineUpsertOne) UpdateBootNonceHash() *MachineUpsertOne {
+	return u.Update(func(s *MachineUpsert) {
+		s.UpdateBootNonceHash()
+	})
+}
+
+// ClearBootNonceHash clears the value of the "boot_nonce_hash" field.
+func (u *MachineUpsertOne) ClearBootNonceHash() *MachineUpsertOne {
+	return u.Update(func(s *MachineUpsert) {
+		s.ClearBootNonceHash()
+	})
+}
+
+// SetBootExpireTime sets the "boot_expire_time" field.
+func (u *MachineUpsertOne) SetBootExpireTime(v time.Time) *MachineUpsertOne {
+	return u.Update(func(s *MachineUpsert) {
+		s.SetBootExpireTime(v)
+	})
+}
+
+// UpdateBootExpireTime sets the "boot_expire_time" field to the value that was provided on create.
+func (u *MachineUpsertOne) UpdateBootExpireTime() *MachineUpsertOne {
+	return u.Update(func(s *MachineUpsert) {
+		s.UpdateBootExpireTime()
+	})
+}
+
+// ClearBootExpireTime clears the value of the "boot_expire_time" field.
+func (u *MachineUpsertOne) ClearBootExpireTime() *MachineUpsertOne {
+	return u.Update(func(s *MachineUpsert) {
+		s.ClearBootExpireTime()
 	})
 }
 
@@ -1069,6 +1299,69 @@ func (u *MachineUpsertBulk) UpdateHardwareID() *MachineUpsertBulk {
 func (u *MachineUpsertBulk) ClearHardwareID() *MachineUpsertBulk {
 	return u.Update(func(s *MachineUpsert) {
 		s.ClearHardwareID()
+	})
+}
+
+// SetBootID sets the "boot_id" field.
+func (u *MachineUpsertBulk) SetBootID(v uuid.UUID) *MachineUpsertBulk {
+	return u.Update(func(s *MachineUpsert) {
+		s.SetBootID(v)
+	})
+}
+
+// UpdateBootID sets the "boot_id" field to the value that was provided on create.
+func (u *MachineUpsertBulk) UpdateBootID() *MachineUpsertBulk {
+	return u.Update(func(s *MachineUpsert) {
+		s.UpdateBootID()
+	})
+}
+
+// ClearBootID clears the value of the "boot_id" field.
+func (u *MachineUpsertBulk) ClearBootID() *MachineUpsertBulk {
+	return u.Update(func(s *MachineUpsert) {
+		s.ClearBootID()
+	})
+}
+
+// SetBootNonceHash sets the "boot_nonce_hash" field.
+func (u *MachineUpsertBulk) SetBootNonceHash(v []byte) *MachineUpsertBulk {
+	return u.Update(func(s *MachineUpsert) {
+		s.SetBootNonceHash(v)
+	})
+}
+
+// UpdateBootNonceHash sets the "boot_nonce_hash" field to the value that was provided on create.
+func (u *MachineUpsertBulk) UpdateBootNonceHash() *MachineUpsertBulk {
+	return u.Update(func(s *MachineUpsert) {
+		s.UpdateBootNonceHash()
+	})
+}
+
+// ClearBootNonceHash clears the value of the "boot_nonce_hash" field.
+func (u *MachineUpsertBulk) ClearBootNonceHash() *MachineUpsertBulk {
+	return u.Update(func(s *MachineUpsert) {
+		s.ClearBootNonceHash()
+	})
+}
+
+// SetBootExpireTime sets the "boot_expire_time" field.
+func (u *MachineUpsertBulk) SetBootExpireTime(v time.Time) *MachineUpsertBulk {
+	return u.Update(func(s *MachineUpsert) {
+		s.SetBootExpireTime(v)
+	})
+}
+
+// UpdateBootExpireTime sets the "boot_expire_time" field to the value that was provided on create.
+func (u *MachineUpsertBulk) UpdateBootExpireTime() *MachineUpsertBulk {
+	return u.Update(func(s *MachineUpsert) {
+		s.UpdateBootExpireTime()
+	})
+}
+
+// ClearBootExpireTime clears the value of the "boot_expire_time" field.
+func (u *MachineUpsertBulk) ClearBootExpireTime() *MachineUpsertBulk {
+	return u.Update(func(s *MachineUpsert) {
+		s.ClearBootExpireTime()
 	})
 }
 

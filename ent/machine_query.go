@@ -13,6 +13,7 @@ import (
 	"entgo.io/ent/dialect/sql"
 	"entgo.io/ent/dialect/sql/sqlgraph"
 	"entgo.io/ent/schema/field"
+	"github.com/carbide-dev/carbide/ent/identityconflict"
 	"github.com/carbide-dev/carbide/ent/machine"
 	"github.com/carbide-dev/carbide/ent/nic"
 	"github.com/carbide-dev/carbide/ent/predicate"
@@ -23,13 +24,15 @@ import (
 // MachineQuery is the builder for querying Machine entities.
 type MachineQuery struct {
 	config
-	ctx             *QueryContext
-	order           []machine.OrderOption
-	inters          []Interceptor
-	predicates      []predicate.Machine
-	withNics        *NICQuery
-	withTransitions *TransitionQuery
-	modifiers       []func(*sql.Selector)
+	ctx                  *QueryContext
+	order                []machine.OrderOption
+	inters               []Interceptor
+	predicates           []predicate.Machine
+	withNics             *NICQuery
+	withTransitions      *TransitionQuery
+	withIdentityConflict *IdentityConflictQuery
+	withClaimedBy        *IdentityConflictQuery
+	modifiers            []func(*sql.Selector)
 	// intermediate query (i.e. traversal path).
 	sql  *sql.Selector
 	path func(context.Context) (*sql.Selector, error)
@@ -103,6 +106,50 @@ func (_q *MachineQuery) QueryTransitions() *TransitionQuery {
 			sqlgraph.From(machine.Table, machine.FieldID, selector),
 			sqlgraph.To(transition.Table, transition.FieldID),
 			sqlgraph.Edge(sqlgraph.O2M, false, machine.TransitionsTable, machine.TransitionsColumn),
+		)
+		fromU = sqlgraph.SetNeighbors(_q.driver.Dialect(), step)
+		return fromU, nil
+	}
+	return query
+}
+
+// QueryIdentityConflict chains the current query on the "identity_conflict" edge.
+func (_q *MachineQuery) QueryIdentityConflict() *IdentityConflictQuery {
+	query := (&IdentityConflictClient{config: _q.config}).Query()
+	query.path = func(ctx context.Context) (fromU *sql.Selector, err error) {
+		if err := _q.prepareQuery(ctx); err != nil {
+			return nil, err
+		}
+		selector := _q.sqlQuery(ctx)
+		if err := selector.Err(); err != nil {
+			return nil, err
+		}
+		step := sqlgraph.NewStep(
+			sqlgraph.From(machine.Table, machine.FieldID, selector),
+			sqlgraph.To(identityconflict.Table, identityconflict.FieldID),
+			sqlgraph.Edge(sqlgraph.O2O, false, machine.IdentityConflictTable, machine.IdentityConflictColumn),
+		)
+		fromU = sqlgraph.SetNeighbors(_q.driver.Dialect(), step)
+		return fromU, nil
+	}
+	return query
+}
+
+// QueryClaimedBy chains the current query on the "claimed_by" edge.
+func (_q *MachineQuery) QueryClaimedBy() *IdentityConflictQuery {
+	query := (&IdentityConflictClient{config: _q.config}).Query()
+	query.path = func(ctx context.Context) (fromU *sql.Selector, err error) {
+		if err := _q.prepareQuery(ctx); err != nil {
+			return nil, err
+		}
+		selector := _q.sqlQuery(ctx)
+		if err := selector.Err(); err != nil {
+			return nil, err
+		}
+		step := sqlgraph.NewStep(
+			sqlgraph.From(machine.Table, machine.FieldID, selector),
+			sqlgraph.To(identityconflict.Table, identityconflict.FieldID),
+			sqlgraph.Edge(sqlgraph.O2M, false, machine.ClaimedByTable, machine.ClaimedByColumn),
 		)
 		fromU = sqlgraph.SetNeighbors(_q.driver.Dialect(), step)
 		return fromU, nil
@@ -297,13 +344,15 @@ func (_q *MachineQuery) Clone() *MachineQuery {
 		return nil
 	}
 	return &MachineQuery{
-		config:          _q.config,
-		ctx:             _q.ctx.Clone(),
-		order:           append([]machine.OrderOption{}, _q.order...),
-		inters:          append([]Interceptor{}, _q.inters...),
-		predicates:      append([]predicate.Machine{}, _q.predicates...),
-		withNics:        _q.withNics.Clone(),
-		withTransitions: _q.withTransitions.Clone(),
+		config:               _q.config,
+		ctx:                  _q.ctx.Clone(),
+		order:                append([]machine.OrderOption{}, _q.order...),
+		inters:               append([]Interceptor{}, _q.inters...),
+		predicates:           append([]predicate.Machine{}, _q.predicates...),
+		withNics:             _q.withNics.Clone(),
+		withTransitions:      _q.withTransitions.Clone(),
+		withIdentityConflict: _q.withIdentityConflict.Clone(),
+		withClaimedBy:        _q.withClaimedBy.Clone(),
 		// clone intermediate query.
 		sql:  _q.sql.Clone(),
 		path: _q.path,
@@ -329,6 +378,28 @@ func (_q *MachineQuery) WithTransitions(opts ...func(*TransitionQuery)) *Machine
 		opt(query)
 	}
 	_q.withTransitions = query
+	return _q
+}
+
+// WithIdentityConflict tells the query-builder to eager-load the nodes that are connected to
+// the "identity_conflict" edge. The optional arguments are used to configure the query builder of the edge.
+func (_q *MachineQuery) WithIdentityConflict(opts ...func(*IdentityConflictQuery)) *MachineQuery {
+	query := (&IdentityConflictClient{config: _q.config}).Query()
+	for _, opt := range opts {
+		opt(query)
+	}
+	_q.withIdentityConflict = query
+	return _q
+}
+
+// WithClaimedBy tells the query-builder to eager-load the nodes that are connected to
+// the "claimed_by" edge. The optional arguments are used to configure the query builder of the edge.
+func (_q *MachineQuery) WithClaimedBy(opts ...func(*IdentityConflictQuery)) *MachineQuery {
+	query := (&IdentityConflictClient{config: _q.config}).Query()
+	for _, opt := range opts {
+		opt(query)
+	}
+	_q.withClaimedBy = query
 	return _q
 }
 
@@ -410,9 +481,11 @@ func (_q *MachineQuery) sqlAll(ctx context.Context, hooks ...queryHook) ([]*Mach
 	var (
 		nodes       = []*Machine{}
 		_spec       = _q.querySpec()
-		loadedTypes = [2]bool{
+		loadedTypes = [4]bool{
 			_q.withNics != nil,
 			_q.withTransitions != nil,
+			_q.withIdentityConflict != nil,
+			_q.withClaimedBy != nil,
 		}
 	)
 	_spec.ScanValues = func(columns []string) ([]any, error) {
@@ -447,6 +520,19 @@ func (_q *MachineQuery) sqlAll(ctx context.Context, hooks ...queryHook) ([]*Mach
 		if err := _q.loadTransitions(ctx, query, nodes,
 			func(n *Machine) { n.Edges.Transitions = []*Transition{} },
 			func(n *Machine, e *Transition) { n.Edges.Transitions = append(n.Edges.Transitions, e) }); err != nil {
+			return nil, err
+		}
+	}
+	if query := _q.withIdentityConflict; query != nil {
+		if err := _q.loadIdentityConflict(ctx, query, nodes, nil,
+			func(n *Machine, e *IdentityConflict) { n.Edges.IdentityConflict = e }); err != nil {
+			return nil, err
+		}
+	}
+	if query := _q.withClaimedBy; query != nil {
+		if err := _q.loadClaimedBy(ctx, query, nodes,
+			func(n *Machine) { n.Edges.ClaimedBy = []*IdentityConflict{} },
+			func(n *Machine, e *IdentityConflict) { n.Edges.ClaimedBy = append(n.Edges.ClaimedBy, e) }); err != nil {
 			return nil, err
 		}
 	}
@@ -508,6 +594,63 @@ func (_q *MachineQuery) loadTransitions(ctx context.Context, query *TransitionQu
 		node, ok := nodeids[fk]
 		if !ok {
 			return fmt.Errorf(`unexpected referenced foreign-key "machine_id" returned %v for node %v`, fk, n.ID)
+		}
+		assign(node, n)
+	}
+	return nil
+}
+func (_q *MachineQuery) loadIdentityConflict(ctx context.Context, query *IdentityConflictQuery, nodes []*Machine, init func(*Machine), assign func(*Machine, *IdentityConflict)) error {
+	fks := make([]driver.Value, 0, len(nodes))
+	nodeids := make(map[uuid.UUID]*Machine)
+	for i := range nodes {
+		fks = append(fks, nodes[i].ID)
+		nodeids[nodes[i].ID] = nodes[i]
+	}
+	if len(query.ctx.Fields) > 0 {
+		query.ctx.AppendFieldOnce(identityconflict.FieldMachineID)
+	}
+	query.Where(predicate.IdentityConflict(func(s *sql.Selector) {
+		s.Where(sql.InValues(s.C(machine.IdentityConflictColumn), fks...))
+	}))
+	neighbors, err := query.All(ctx)
+	if err != nil {
+		return err
+	}
+	for _, n := range neighbors {
+		fk := n.MachineID
+		node, ok := nodeids[fk]
+		if !ok {
+			return fmt.Errorf(`unexpected referenced foreign-key "machine_id" returned %v for node %v`, fk, n.ID)
+		}
+		assign(node, n)
+	}
+	return nil
+}
+func (_q *MachineQuery) loadClaimedBy(ctx context.Context, query *IdentityConflictQuery, nodes []*Machine, init func(*Machine), assign func(*Machine, *IdentityConflict)) error {
+	fks := make([]driver.Value, 0, len(nodes))
+	nodeids := make(map[uuid.UUID]*Machine)
+	for i := range nodes {
+		fks = append(fks, nodes[i].ID)
+		nodeids[nodes[i].ID] = nodes[i]
+		if init != nil {
+			init(nodes[i])
+		}
+	}
+	if len(query.ctx.Fields) > 0 {
+		query.ctx.AppendFieldOnce(identityconflict.FieldKnownMachineID)
+	}
+	query.Where(predicate.IdentityConflict(func(s *sql.Selector) {
+		s.Where(sql.InValues(s.C(machine.ClaimedByColumn), fks...))
+	}))
+	neighbors, err := query.All(ctx)
+	if err != nil {
+		return err
+	}
+	for _, n := range neighbors {
+		fk := n.KnownMachineID
+		node, ok := nodeids[fk]
+		if !ok {
+			return fmt.Errorf(`unexpected referenced foreign-key "known_machine_id" returned %v for node %v`, fk, n.ID)
 		}
 		assign(node, n)
 	}

@@ -11,6 +11,7 @@ import (
 	"entgo.io/ent/dialect/sql"
 	"entgo.io/ent/dialect/sql/sqlgraph"
 	"entgo.io/ent/schema/field"
+	"github.com/carbide-dev/carbide/ent/identityconflict"
 	"github.com/carbide-dev/carbide/ent/machine"
 	"github.com/carbide-dev/carbide/ent/nic"
 	"github.com/carbide-dev/carbide/ent/predicate"
@@ -131,6 +132,58 @@ func (_u *MachineUpdate) ClearHardwareID() *MachineUpdate {
 	return _u
 }
 
+// SetBootID sets the "boot_id" field.
+func (_u *MachineUpdate) SetBootID(v uuid.UUID) *MachineUpdate {
+	_u.mutation.SetBootID(v)
+	return _u
+}
+
+// SetNillableBootID sets the "boot_id" field if the given value is not nil.
+func (_u *MachineUpdate) SetNillableBootID(v *uuid.UUID) *MachineUpdate {
+	if v != nil {
+		_u.SetBootID(*v)
+	}
+	return _u
+}
+
+// ClearBootID clears the value of the "boot_id" field.
+func (_u *MachineUpdate) ClearBootID() *MachineUpdate {
+	_u.mutation.ClearBootID()
+	return _u
+}
+
+// SetBootNonceHash sets the "boot_nonce_hash" field.
+func (_u *MachineUpdate) SetBootNonceHash(v []byte) *MachineUpdate {
+	_u.mutation.SetBootNonceHash(v)
+	return _u
+}
+
+// ClearBootNonceHash clears the value of the "boot_nonce_hash" field.
+func (_u *MachineUpdate) ClearBootNonceHash() *MachineUpdate {
+	_u.mutation.ClearBootNonceHash()
+	return _u
+}
+
+// SetBootExpireTime sets the "boot_expire_time" field.
+func (_u *MachineUpdate) SetBootExpireTime(v time.Time) *MachineUpdate {
+	_u.mutation.SetBootExpireTime(v)
+	return _u
+}
+
+// SetNillableBootExpireTime sets the "boot_expire_time" field if the given value is not nil.
+func (_u *MachineUpdate) SetNillableBootExpireTime(v *time.Time) *MachineUpdate {
+	if v != nil {
+		_u.SetBootExpireTime(*v)
+	}
+	return _u
+}
+
+// ClearBootExpireTime clears the value of the "boot_expire_time" field.
+func (_u *MachineUpdate) ClearBootExpireTime() *MachineUpdate {
+	_u.mutation.ClearBootExpireTime()
+	return _u
+}
+
 // AddNicIDs adds the "nics" edge to the NIC entity by IDs.
 func (_u *MachineUpdate) AddNicIDs(ids ...uuid.UUID) *MachineUpdate {
 	_u.mutation.AddNicIDs(ids...)
@@ -159,6 +212,40 @@ func (_u *MachineUpdate) AddTransitions(v ...*Transition) *MachineUpdate {
 		ids[i] = v[i].ID
 	}
 	return _u.AddTransitionIDs(ids...)
+}
+
+// SetIdentityConflictID sets the "identity_conflict" edge to the IdentityConflict entity by ID.
+func (_u *MachineUpdate) SetIdentityConflictID(id int) *MachineUpdate {
+	_u.mutation.SetIdentityConflictID(id)
+	return _u
+}
+
+// SetNillableIdentityConflictID sets the "identity_conflict" edge to the IdentityConflict entity by ID if the given value is not nil.
+func (_u *MachineUpdate) SetNillableIdentityConflictID(id *int) *MachineUpdate {
+	if id != nil {
+		_u = _u.SetIdentityConflictID(*id)
+	}
+	return _u
+}
+
+// SetIdentityConflict sets the "identity_conflict" edge to the IdentityConflict entity.
+func (_u *MachineUpdate) SetIdentityConflict(v *IdentityConflict) *MachineUpdate {
+	return _u.SetIdentityConflictID(v.ID)
+}
+
+// AddClaimedByIDs adds the "claimed_by" edge to the IdentityConflict entity by IDs.
+func (_u *MachineUpdate) AddClaimedByIDs(ids ...int) *MachineUpdate {
+	_u.mutation.AddClaimedByIDs(ids...)
+	return _u
+}
+
+// AddClaimedBy adds the "claimed_by" edges to the IdentityConflict entity.
+func (_u *MachineUpdate) AddClaimedBy(v ...*IdentityConflict) *MachineUpdate {
+	ids := make([]int, len(v))
+	for i := range v {
+		ids[i] = v[i].ID
+	}
+	return _u.AddClaimedByIDs(ids...)
 }
 
 // Mutation returns the MachineMutation object of the builder.
@@ -206,6 +293,33 @@ func (_u *MachineUpdate) RemoveTransitions(v ...*Transition) *MachineUpdate {
 		ids[i] = v[i].ID
 	}
 	return _u.RemoveTransitionIDs(ids...)
+}
+
+// ClearIdentityConflict clears the "identity_conflict" edge to the IdentityConflict entity.
+func (_u *MachineUpdate) ClearIdentityConflict() *MachineUpdate {
+	_u.mutation.ClearIdentityConflict()
+	return _u
+}
+
+// ClearClaimedBy clears all "claimed_by" edges to the IdentityConflict entity.
+func (_u *MachineUpdate) ClearClaimedBy() *MachineUpdate {
+	_u.mutation.ClearClaimedBy()
+	return _u
+}
+
+// RemoveClaimedByIDs removes the "claimed_by" edge to IdentityConflict entities by IDs.
+func (_u *MachineUpdate) RemoveClaimedByIDs(ids ...int) *MachineUpdate {
+	_u.mutation.RemoveClaimedByIDs(ids...)
+	return _u
+}
+
+// RemoveClaimedBy removes "claimed_by" edges to IdentityConflict entities.
+func (_u *MachineUpdate) RemoveClaimedBy(v ...*IdentityConflict) *MachineUpdate {
+	ids := make([]int, len(v))
+	for i := range v {
+		ids[i] = v[i].ID
+	}
+	return _u.RemoveClaimedByIDs(ids...)
 }
 
 // Save executes the query and returns the number of nodes affected by the update operation.
@@ -306,6 +420,24 @@ func (_u *MachineUpdate) sqlSave(ctx context.Context) (_node int, err error) {
 	if _u.mutation.HardwareIDCleared() {
 		_spec.ClearField(machine.FieldHardwareID, field.TypeString)
 	}
+	if value, ok := _u.mutation.BootID(); ok {
+		_spec.SetField(machine.FieldBootID, field.TypeUUID, value)
+	}
+	if _u.mutation.BootIDCleared() {
+		_spec.ClearField(machine.FieldBootID, field.TypeUUID)
+	}
+	if value, ok := _u.mutation.BootNonceHash(); ok {
+		_spec.SetField(machine.FieldBootNonceHash, field.TypeBytes, value)
+	}
+	if _u.mutation.BootNonceHashCleared() {
+		_spec.ClearField(machine.FieldBootNonceHash, field.TypeBytes)
+	}
+	if value, ok := _u.mutation.BootExpireTime(); ok {
+		_spec.SetField(machine.FieldBootExpireTime, field.TypeTime, value)
+	}
+	if _u.mutation.BootExpireTimeCleared() {
+		_spec.ClearField(machine.FieldBootExpireTime, field.TypeTime)
+	}
 	if _u.mutation.NicsCleared() {
 		edge := &sqlgraph.EdgeSpec{
 			Rel:     sqlgraph.O2M,
@@ -389,6 +521,80 @@ func (_u *MachineUpdate) sqlSave(ctx context.Context) (_node int, err error) {
 			Bidi:    false,
 			Target: &sqlgraph.EdgeTarget{
 				IDSpec: sqlgraph.NewFieldSpec(transition.FieldID, field.TypeInt64),
+			},
+		}
+		for _, k := range nodes {
+			edge.Target.Nodes = append(edge.Target.Nodes, k)
+		}
+		_spec.Edges.Add = append(_spec.Edges.Add, edge)
+	}
+	if _u.mutation.IdentityConflictCleared() {
+		edge := &sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.O2O,
+			Inverse: false,
+			Table:   machine.IdentityConflictTable,
+			Columns: []string{machine.IdentityConflictColumn},
+			Bidi:    false,
+			Target: &sqlgraph.EdgeTarget{
+				IDSpec: sqlgraph.NewFieldSpec(identityconflict.FieldID, field.TypeInt),
+			},
+		}
+		_spec.Edges.Clear = append(_spec.Edges.Clear, edge)
+	}
+	if nodes := _u.mutation.IdentityConflictIDs(); len(nodes) > 0 {
+		edge := &sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.O2O,
+			Inverse: false,
+			Table:   machine.IdentityConflictTable,
+			Columns: []string{machine.IdentityConflictColumn},
+			Bidi:    false,
+			Target: &sqlgraph.EdgeTarget{
+				IDSpec: sqlgraph.NewFieldSpec(identityconflict.FieldID, field.TypeInt),
+			},
+		}
+		for _, k := range nodes {
+			edge.Target.Nodes = append(edge.Target.Nodes, k)
+		}
+		_spec.Edges.Add = append(_spec.Edges.Add, edge)
+	}
+	if _u.mutation.ClaimedByCleared() {
+		edge := &sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.O2M,
+			Inverse: false,
+			Table:   machine.ClaimedByTable,
+			Columns: []string{machine.ClaimedByColumn},
+			Bidi:    false,
+			Target: &sqlgraph.EdgeTarget{
+				IDSpec: sqlgraph.NewFieldSpec(identityconflict.FieldID, field.TypeInt),
+			},
+		}
+		_spec.Edges.Clear = append(_spec.Edges.Clear, edge)
+	}
+	if nodes := _u.mutation.RemovedClaimedByIDs(); len(nodes) > 0 && !_u.mutation.ClaimedByCleared() {
+		edge := &sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.O2M,
+			Inverse: false,
+			Table:   machine.ClaimedByTable,
+			Columns: []string{machine.ClaimedByColumn},
+			Bidi:    false,
+			Target: &sqlgraph.EdgeTarget{
+				IDSpec: sqlgraph.NewFieldSpec(identityconflict.FieldID, field.TypeInt),
+			},
+		}
+		for _, k := range nodes {
+			edge.Target.Nodes = append(edge.Target.Nodes, k)
+		}
+		_spec.Edges.Clear = append(_spec.Edges.Clear, edge)
+	}
+	if nodes := _u.mutation.ClaimedByIDs(); len(nodes) > 0 {
+		edge := &sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.O2M,
+			Inverse: false,
+			Table:   machine.ClaimedByTable,
+			Columns: []string{machine.ClaimedByColumn},
+			Bidi:    false,
+			Target: &sqlgraph.EdgeTarget{
+				IDSpec: sqlgraph.NewFieldSpec(identityconflict.FieldID, field.TypeInt),
 			},
 		}
 		for _, k := range nodes {
@@ -516,6 +722,58 @@ func (_u *MachineUpdateOne) ClearHardwareID() *MachineUpdateOne {
 	return _u
 }
 
+// SetBootID sets the "boot_id" field.
+func (_u *MachineUpdateOne) SetBootID(v uuid.UUID) *MachineUpdateOne {
+	_u.mutation.SetBootID(v)
+	return _u
+}
+
+// SetNillableBootID sets the "boot_id" field if the given value is not nil.
+func (_u *MachineUpdateOne) SetNillableBootID(v *uuid.UUID) *MachineUpdateOne {
+	if v != nil {
+		_u.SetBootID(*v)
+	}
+	return _u
+}
+
+// ClearBootID clears the value of the "boot_id" field.
+func (_u *MachineUpdateOne) ClearBootID() *MachineUpdateOne {
+	_u.mutation.ClearBootID()
+	return _u
+}
+
+// SetBootNonceHash sets the "boot_nonce_hash" field.
+func (_u *MachineUpdateOne) SetBootNonceHash(v []byte) *MachineUpdateOne {
+	_u.mutation.SetBootNonceHash(v)
+	return _u
+}
+
+// ClearBootNonceHash clears the value of the "boot_nonce_hash" field.
+func (_u *MachineUpdateOne) ClearBootNonceHash() *MachineUpdateOne {
+	_u.mutation.ClearBootNonceHash()
+	return _u
+}
+
+// SetBootExpireTime sets the "boot_expire_time" field.
+func (_u *MachineUpdateOne) SetBootExpireTime(v time.Time) *MachineUpdateOne {
+	_u.mutation.SetBootExpireTime(v)
+	return _u
+}
+
+// SetNillableBootExpireTime sets the "boot_expire_time" field if the given value is not nil.
+func (_u *MachineUpdateOne) SetNillableBootExpireTime(v *time.Time) *MachineUpdateOne {
+	if v != nil {
+		_u.SetBootExpireTime(*v)
+	}
+	return _u
+}
+
+// ClearBootExpireTime clears the value of the "boot_expire_time" field.
+func (_u *MachineUpdateOne) ClearBootExpireTime() *MachineUpdateOne {
+	_u.mutation.ClearBootExpireTime()
+	return _u
+}
+
 // AddNicIDs adds the "nics" edge to the NIC entity by IDs.
 func (_u *MachineUpdateOne) AddNicIDs(ids ...uuid.UUID) *MachineUpdateOne {
 	_u.mutation.AddNicIDs(ids...)
@@ -544,6 +802,40 @@ func (_u *MachineUpdateOne) AddTransitions(v ...*Transition) *MachineUpdateOne {
 		ids[i] = v[i].ID
 	}
 	return _u.AddTransitionIDs(ids...)
+}
+
+// SetIdentityConflictID sets the "identity_conflict" edge to the IdentityConflict entity by ID.
+func (_u *MachineUpdateOne) SetIdentityConflictID(id int) *MachineUpdateOne {
+	_u.mutation.SetIdentityConflictID(id)
+	return _u
+}
+
+// SetNillableIdentityConflictID sets the "identity_conflict" edge to the IdentityConflict entity by ID if the given value is not nil.
+func (_u *MachineUpdateOne) SetNillableIdentityConflictID(id *int) *MachineUpdateOne {
+	if id != nil {
+		_u = _u.SetIdentityConflictID(*id)
+	}
+	return _u
+}
+
+// SetIdentityConflict sets the "identity_conflict" edge to the IdentityConflict entity.
+func (_u *MachineUpdateOne) SetIdentityConflict(v *IdentityConflict) *MachineUpdateOne {
+	return _u.SetIdentityConflictID(v.ID)
+}
+
+// AddClaimedByIDs adds the "claimed_by" edge to the IdentityConflict entity by IDs.
+func (_u *MachineUpdateOne) AddClaimedByIDs(ids ...int) *MachineUpdateOne {
+	_u.mutation.AddClaimedByIDs(ids...)
+	return _u
+}
+
+// AddClaimedBy adds the "claimed_by" edges to the IdentityConflict entity.
+func (_u *MachineUpdateOne) AddClaimedBy(v ...*IdentityConflict) *MachineUpdateOne {
+	ids := make([]int, len(v))
+	for i := range v {
+		ids[i] = v[i].ID
+	}
+	return _u.AddClaimedByIDs(ids...)
 }
 
 // Mutation returns the MachineMutation object of the builder.
@@ -591,6 +883,33 @@ func (_u *MachineUpdateOne) RemoveTransitions(v ...*Transition) *MachineUpdateOn
 		ids[i] = v[i].ID
 	}
 	return _u.RemoveTransitionIDs(ids...)
+}
+
+// ClearIdentityConflict clears the "identity_conflict" edge to the IdentityConflict entity.
+func (_u *MachineUpdateOne) ClearIdentityConflict() *MachineUpdateOne {
+	_u.mutation.ClearIdentityConflict()
+	return _u
+}
+
+// ClearClaimedBy clears all "claimed_by" edges to the IdentityConflict entity.
+func (_u *MachineUpdateOne) ClearClaimedBy() *MachineUpdateOne {
+	_u.mutation.ClearClaimedBy()
+	return _u
+}
+
+// RemoveClaimedByIDs removes the "claimed_by" edge to IdentityConflict entities by IDs.
+func (_u *MachineUpdateOne) RemoveClaimedByIDs(ids ...int) *MachineUpdateOne {
+	_u.mutation.RemoveClaimedByIDs(ids...)
+	return _u
+}
+
+// RemoveClaimedBy removes "claimed_by" edges to IdentityConflict entities.
+func (_u *MachineUpdateOne) RemoveClaimedBy(v ...*IdentityConflict) *MachineUpdateOne {
+	ids := make([]int, len(v))
+	for i := range v {
+		ids[i] = v[i].ID
+	}
+	return _u.RemoveClaimedByIDs(ids...)
 }
 
 // Where appends a list predicates to the MachineUpdate builder.
@@ -721,6 +1040,24 @@ func (_u *MachineUpdateOne) sqlSave(ctx context.Context) (_node *Machine, err er
 	if _u.mutation.HardwareIDCleared() {
 		_spec.ClearField(machine.FieldHardwareID, field.TypeString)
 	}
+	if value, ok := _u.mutation.BootID(); ok {
+		_spec.SetField(machine.FieldBootID, field.TypeUUID, value)
+	}
+	if _u.mutation.BootIDCleared() {
+		_spec.ClearField(machine.FieldBootID, field.TypeUUID)
+	}
+	if value, ok := _u.mutation.BootNonceHash(); ok {
+		_spec.SetField(machine.FieldBootNonceHash, field.TypeBytes, value)
+	}
+	if _u.mutation.BootNonceHashCleared() {
+		_spec.ClearField(machine.FieldBootNonceHash, field.TypeBytes)
+	}
+	if value, ok := _u.mutation.BootExpireTime(); ok {
+		_spec.SetField(machine.FieldBootExpireTime, field.TypeTime, value)
+	}
+	if _u.mutation.BootExpireTimeCleared() {
+		_spec.ClearField(machine.FieldBootExpireTime, field.TypeTime)
+	}
 	if _u.mutation.NicsCleared() {
 		edge := &sqlgraph.EdgeSpec{
 			Rel:     sqlgraph.O2M,
@@ -804,6 +1141,80 @@ func (_u *MachineUpdateOne) sqlSave(ctx context.Context) (_node *Machine, err er
 			Bidi:    false,
 			Target: &sqlgraph.EdgeTarget{
 				IDSpec: sqlgraph.NewFieldSpec(transition.FieldID, field.TypeInt64),
+			},
+		}
+		for _, k := range nodes {
+			edge.Target.Nodes = append(edge.Target.Nodes, k)
+		}
+		_spec.Edges.Add = append(_spec.Edges.Add, edge)
+	}
+	if _u.mutation.IdentityConflictCleared() {
+		edge := &sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.O2O,
+			Inverse: false,
+			Table:   machine.IdentityConflictTable,
+			Columns: []string{machine.IdentityConflictColumn},
+			Bidi:    false,
+			Target: &sqlgraph.EdgeTarget{
+				IDSpec: sqlgraph.NewFieldSpec(identityconflict.FieldID, field.TypeInt),
+			},
+		}
+		_spec.Edges.Clear = append(_spec.Edges.Clear, edge)
+	}
+	if nodes := _u.mutation.IdentityConflictIDs(); len(nodes) > 0 {
+		edge := &sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.O2O,
+			Inverse: false,
+			Table:   machine.IdentityConflictTable,
+			Columns: []string{machine.IdentityConflictColumn},
+			Bidi:    false,
+			Target: &sqlgraph.EdgeTarget{
+				IDSpec: sqlgraph.NewFieldSpec(identityconflict.FieldID, field.TypeInt),
+			},
+		}
+		for _, k := range nodes {
+			edge.Target.Nodes = append(edge.Target.Nodes, k)
+		}
+		_spec.Edges.Add = append(_spec.Edges.Add, edge)
+	}
+	if _u.mutation.ClaimedByCleared() {
+		edge := &sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.O2M,
+			Inverse: false,
+			Table:   machine.ClaimedByTable,
+			Columns: []string{machine.ClaimedByColumn},
+			Bidi:    false,
+			Target: &sqlgraph.EdgeTarget{
+				IDSpec: sqlgraph.NewFieldSpec(identityconflict.FieldID, field.TypeInt),
+			},
+		}
+		_spec.Edges.Clear = append(_spec.Edges.Clear, edge)
+	}
+	if nodes := _u.mutation.RemovedClaimedByIDs(); len(nodes) > 0 && !_u.mutation.ClaimedByCleared() {
+		edge := &sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.O2M,
+			Inverse: false,
+			Table:   machine.ClaimedByTable,
+			Columns: []string{machine.ClaimedByColumn},
+			Bidi:    false,
+			Target: &sqlgraph.EdgeTarget{
+				IDSpec: sqlgraph.NewFieldSpec(identityconflict.FieldID, field.TypeInt),
+			},
+		}
+		for _, k := range nodes {
+			edge.Target.Nodes = append(edge.Target.Nodes, k)
+		}
+		_spec.Edges.Clear = append(_spec.Edges.Clear, edge)
+	}
+	if nodes := _u.mutation.ClaimedByIDs(); len(nodes) > 0 {
+		edge := &sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.O2M,
+			Inverse: false,
+			Table:   machine.ClaimedByTable,
+			Columns: []string{machine.ClaimedByColumn},
+			Bidi:    false,
+			Target: &sqlgraph.EdgeTarget{
+				IDSpec: sqlgraph.NewFieldSpec(identityconflict.FieldID, field.TypeInt),
 			},
 		}
 		for _, k := range nodes {

@@ -14,6 +14,7 @@ import (
 	"github.com/carbide-dev/carbide/ent/auditrecord"
 	"github.com/carbide-dev/carbide/ent/change"
 	"github.com/carbide-dev/carbide/ent/declinedaddress"
+	"github.com/carbide-dev/carbide/ent/identityconflict"
 	"github.com/carbide-dev/carbide/ent/lease"
 	"github.com/carbide-dev/carbide/ent/machine"
 	"github.com/carbide-dev/carbide/ent/nic"
@@ -34,15 +35,16 @@ const (
 	OpUpdateOne = ent.OpUpdateOne
 
 	// Node types.
-	TypeAuditRecord     = "AuditRecord"
-	TypeChange          = "Change"
-	TypeDeclinedAddress = "DeclinedAddress"
-	TypeLease           = "Lease"
-	TypeMachine         = "Machine"
-	TypeNIC             = "NIC"
-	TypeReservation     = "Reservation"
-	TypeSegment         = "Segment"
-	TypeTransition      = "Transition"
+	TypeAuditRecord      = "AuditRecord"
+	TypeChange           = "Change"
+	TypeDeclinedAddress  = "DeclinedAddress"
+	TypeIdentityConflict = "IdentityConflict"
+	TypeLease            = "Lease"
+	TypeMachine          = "Machine"
+	TypeNIC              = "NIC"
+	TypeReservation      = "Reservation"
+	TypeSegment          = "Segment"
+	TypeTransition       = "Transition"
 )
 
 // AuditRecordMutation represents an operation that mutates the AuditRecord nodes in the graph.
@@ -1937,6 +1939,756 @@ func (m *DeclinedAddressMutation) ResetEdge(name string) error {
 	return fmt.Errorf("unknown DeclinedAddress edge %s", name)
 }
 
+// IdentityConflictMutation represents an operation that mutates the IdentityConflict nodes in the graph.
+type IdentityConflictMutation struct {
+	config
+	op                   Op
+	typ                  string
+	id                   *int
+	create_time          *time.Time
+	update_time          *time.Time
+	hardware_id          *string
+	inventory            *[]byte
+	reported_by          *string
+	clearedFields        map[string]struct{}
+	machine              *uuid.UUID
+	clearedmachine       bool
+	known_machine        *uuid.UUID
+	clearedknown_machine bool
+	done                 bool
+	oldValue             func(context.Context) (*IdentityConflict, error)
+	predicates           []predicate.IdentityConflict
+}
+
+var _ ent.Mutation = (*IdentityConflictMutation)(nil)
+
+// identityconflictOption allows management of the mutation configuration using functional options.
+type identityconflictOption func(*IdentityConflictMutation)
+
+// newIdentityConflictMutation creates new mutation for the IdentityConflict entity.
+func newIdentityConflictMutation(c config, op Op, opts ...identityconflictOption) *IdentityConflictMutation {
+	m := &IdentityConflictMutation{
+		config:        c,
+		op:            op,
+		typ:           TypeIdentityConflict,
+		clearedFields: make(map[string]struct{}),
+	}
+	for _, opt := range opts {
+		opt(m)
+	}
+	return m
+}
+
+// withIdentityConflictID sets the ID field of the mutation.
+func withIdentityConflictID(id int) identityconflictOption {
+	return func(m *IdentityConflictMutation) {
+		var (
+			err   error
+			once  sync.Once
+			value *IdentityConflict
+		)
+		m.oldValue = func(ctx context.Context) (*IdentityConflict, error) {
+			once.Do(func() {
+				if m.done {
+					err = errors.New("querying old values post mutation is not allowed")
+				} else {
+					value, err = m.Client().IdentityConflict.Get(ctx, id)
+				}
+			})
+			return value, err
+		}
+		m.id = &id
+	}
+}
+
+// withIdentityConflict sets the old IdentityConflict of the mutation.
+func withIdentityConflict(node *IdentityConflict) identityconflictOption {
+	return func(m *IdentityConflictMutation) {
+		m.oldValue = func(context.Context) (*IdentityConflict, error) {
+			return node, nil
+		}
+		m.id = &node.ID
+	}
+}
+
+// Client returns a new `ent.Client` from the mutation. If the mutation was
+// executed in a transaction (ent.Tx), a transactional client is returned.
+func (m IdentityConflictMutation) Client() *Client {
+	client := &Client{config: m.config}
+	client.init()
+	return client
+}
+
+// Tx returns an `ent.Tx` for mutations that were executed in transactions;
+// it returns an error otherwise.
+func (m IdentityConflictMutation) Tx() (*Tx, error) {
+	if _, ok := m.driver.(*txDriver); !ok {
+		return nil, errors.New("ent: mutation is not running in a transaction")
+	}
+	tx := &Tx{config: m.config}
+	tx.init()
+	return tx, nil
+}
+
+// ID returns the ID value in the mutation. Note that the ID is only available
+// if it was provided to the builder or after it was returned from the database.
+func (m *IdentityConflictMutation) ID() (id int, exists bool) {
+	if m.id == nil {
+		return
+	}
+	return *m.id, true
+}
+
+// IDs queries the database and returns the entity ids that match the mutation's predicate.
+// That means, if the mutation is applied within a transaction with an isolation level such
+// as sql.LevelSerializable, the returned ids match the ids of the rows that will be updated
+// or updated by the mutation.
+func (m *IdentityConflictMutation) IDs(ctx context.Context) ([]int, error) {
+	switch {
+	case m.op.Is(OpUpdateOne | OpDeleteOne):
+		id, exists := m.ID()
+		if exists {
+			return []int{id}, nil
+		}
+		fallthrough
+	case m.op.Is(OpUpdate | OpDelete):
+		return m.Client().IdentityConflict.Query().Where(m.predicates...).IDs(ctx)
+	default:
+		return nil, fmt.Errorf("IDs is not allowed on %s operations", m.op)
+	}
+}
+
+// SetCreateTime sets the "create_time" field.
+func (m *IdentityConflictMutation) SetCreateTime(t time.Time) {
+	m.create_time = &t
+}
+
+// CreateTime returns the value of the "create_time" field in the mutation.
+func (m *IdentityConflictMutation) CreateTime() (r time.Time, exists bool) {
+	v := m.create_time
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldCreateTime returns the old "create_time" field's value of the IdentityConflict entity.
+// If the IdentityConflict object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *IdentityConflictMutation) OldCreateTime(ctx context.Context) (v time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldCreateTime is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldCreateTime requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldCreateTime: %w", err)
+	}
+	return oldValue.CreateTime, nil
+}
+
+// ResetCreateTime resets all changes to the "create_time" field.
+func (m *IdentityConflictMutation) ResetCreateTime() {
+	m.create_time = nil
+}
+
+// SetUpdateTime sets the "update_time" field.
+func (m *IdentityConflictMutation) SetUpdateTime(t time.Time) {
+	m.update_time = &t
+}
+
+// UpdateTime returns the value of the "update_time" field in the mutation.
+func (m *IdentityConflictMutation) UpdateTime() (r time.Time, exists bool) {
+	v := m.update_time
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldUpdateTime returns the old "update_time" field's value of the IdentityConflict entity.
+// If the IdentityConflict object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *IdentityConflictMutation) OldUpdateTime(ctx context.Context) (v time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldUpdateTime is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldUpdateTime requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldUpdateTime: %w", err)
+	}
+	return oldValue.UpdateTime, nil
+}
+
+// ResetUpdateTime resets all changes to the "update_time" field.
+func (m *IdentityConflictMutation) ResetUpdateTime() {
+	m.update_time = nil
+}
+
+// SetMachineID sets the "machine_id" field.
+func (m *IdentityConflictMutation) SetMachineID(u uuid.UUID) {
+	m.machine = &u
+}
+
+// MachineID returns the value of the "machine_id" field in the mutation.
+func (m *IdentityConflictMutation) MachineID() (r uuid.UUID, exists bool) {
+	v := m.machine
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldMachineID returns the old "machine_id" field's value of the IdentityConflict entity.
+// If the IdentityConflict object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *IdentityConflictMutation) OldMachineID(ctx context.Context) (v uuid.UUID, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldMachineID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldMachineID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldMachineID: %w", err)
+	}
+	return oldValue.MachineID, nil
+}
+
+// ResetMachineID resets all changes to the "machine_id" field.
+func (m *IdentityConflictMutation) ResetMachineID() {
+	m.machine = nil
+}
+
+// SetKnownMachineID sets the "known_machine_id" field.
+func (m *IdentityConflictMutation) SetKnownMachineID(u uuid.UUID) {
+	m.known_machine = &u
+}
+
+// KnownMachineID returns the value of the "known_machine_id" field in the mutation.
+func (m *IdentityConflictMutation) KnownMachineID() (r uuid.UUID, exists bool) {
+	v := m.known_machine
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldKnownMachineID returns the old "known_machine_id" field's value of the IdentityConflict entity.
+// If the IdentityConflict object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *IdentityConflictMutation) OldKnownMachineID(ctx context.Context) (v uuid.UUID, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldKnownMachineID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldKnownMachineID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldKnownMachineID: %w", err)
+	}
+	return oldValue.KnownMachineID, nil
+}
+
+// ResetKnownMachineID resets all changes to the "known_machine_id" field.
+func (m *IdentityConflictMutation) ResetKnownMachineID() {
+	m.known_machine = nil
+}
+
+// SetHardwareID sets the "hardware_id" field.
+func (m *IdentityConflictMutation) SetHardwareID(s string) {
+	m.hardware_id = &s
+}
+
+// HardwareID returns the value of the "hardware_id" field in the mutation.
+func (m *IdentityConflictMutation) HardwareID() (r string, exists bool) {
+	v := m.hardware_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldHardwareID returns the old "hardware_id" field's value of the IdentityConflict entity.
+// If the IdentityConflict object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *IdentityConflictMutation) OldHardwareID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldHardwareID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldHardwareID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldHardwareID: %w", err)
+	}
+	return oldValue.HardwareID, nil
+}
+
+// ResetHardwareID resets all changes to the "hardware_id" field.
+func (m *IdentityConflictMutation) ResetHardwareID() {
+	m.hardware_id = nil
+}
+
+// SetInventory sets the "inventory" field.
+func (m *IdentityConflictMutation) SetInventory(b []byte) {
+	m.inventory = &b
+}
+
+// Inventory returns the value of the "inventory" field in the mutation.
+func (m *IdentityConflictMutation) Inventory() (r []byte, exists bool) {
+	v := m.inventory
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldInventory returns the old "inventory" field's value of the IdentityConflict entity.
+// If the IdentityConflict object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *IdentityConflictMutation) OldInventory(ctx context.Context) (v []byte, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldInventory is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldInventory requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldInventory: %w", err)
+	}
+	return oldValue.Inventory, nil
+}
+
+// ResetInventory resets all changes to the "inventory" field.
+func (m *IdentityConflictMutation) ResetInventory() {
+	m.inventory = nil
+}
+
+// SetReportedBy sets the "reported_by" field.
+func (m *IdentityConflictMutation) SetReportedBy(s string) {
+	m.reported_by = &s
+}
+
+// ReportedBy returns the value of the "reported_by" field in the mutation.
+func (m *IdentityConflictMutation) ReportedBy() (r string, exists bool) {
+	v := m.reported_by
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldReportedBy returns the old "reported_by" field's value of the IdentityConflict entity.
+// If the IdentityConflict object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *IdentityConflictMutation) OldReportedBy(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldReportedBy is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldReportedBy requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldReportedBy: %w", err)
+	}
+	return oldValue.ReportedBy, nil
+}
+
+// ResetReportedBy resets all changes to the "reported_by" field.
+func (m *IdentityConflictMutation) ResetReportedBy() {
+	m.reported_by = nil
+}
+
+// ClearMachine clears the "machine" edge to the Machine entity.
+func (m *IdentityConflictMutation) ClearMachine() {
+	m.clearedmachine = true
+	m.clearedFields[identityconflict.FieldMachineID] = struct{}{}
+}
+
+// MachineCleared reports if the "machine" edge to the Machine entity was cleared.
+func (m *IdentityConflictMutation) MachineCleared() bool {
+	return m.clearedmachine
+}
+
+// MachineIDs returns the "machine" edge IDs in the mutation.
+// Note that IDs always returns len(IDs) <= 1 for unique edges, and you should use
+// MachineID instead. It exists only for internal usage by the builders.
+func (m *IdentityConflictMutation) MachineIDs() (ids []uuid.UUID) {
+	if id := m.machine; id != nil {
+		ids = append(ids, *id)
+	}
+	return
+}
+
+// ResetMachine resets all changes to the "machine" edge.
+func (m *IdentityConflictMutation) ResetMachine() {
+	m.machine = nil
+	m.clearedmachine = false
+}
+
+// ClearKnownMachine clears the "known_machine" edge to the Machine entity.
+func (m *IdentityConflictMutation) ClearKnownMachine() {
+	m.clearedknown_machine = true
+	m.clearedFields[identityconflict.FieldKnownMachineID] = struct{}{}
+}
+
+// KnownMachineCleared reports if the "known_machine" edge to the Machine entity was cleared.
+func (m *IdentityConflictMutation) KnownMachineCleared() bool {
+	return m.clearedknown_machine
+}
+
+// KnownMachineIDs returns the "known_machine" edge IDs in the mutation.
+// Note that IDs always returns len(IDs) <= 1 for unique edges, and you should use
+// KnownMachineID instead. It exists only for internal usage by the builders.
+func (m *IdentityConflictMutation) KnownMachineIDs() (ids []uuid.UUID) {
+	if id := m.known_machine; id != nil {
+		ids = append(ids, *id)
+	}
+	return
+}
+
+// ResetKnownMachine resets all changes to the "known_machine" edge.
+func (m *IdentityConflictMutation) ResetKnownMachine() {
+	m.known_machine = nil
+	m.clearedknown_machine = false
+}
+
+// Where appends a list predicates to the IdentityConflictMutation builder.
+func (m *IdentityConflictMutation) Where(ps ...predicate.IdentityConflict) {
+	m.predicates = append(m.predicates, ps...)
+}
+
+// WhereP appends storage-level predicates to the IdentityConflictMutation builder. Using this method,
+// users can use type-assertion to append predicates that do not depend on any generated package.
+func (m *IdentityConflictMutation) WhereP(ps ...func(*sql.Selector)) {
+	p := make([]predicate.IdentityConflict, len(ps))
+	for i := range ps {
+		p[i] = ps[i]
+	}
+	m.Where(p...)
+}
+
+// Op returns the operation name.
+func (m *IdentityConflictMutation) Op() Op {
+	return m.op
+}
+
+// SetOp allows setting the mutation operation.
+func (m *IdentityConflictMutation) SetOp(op Op) {
+	m.op = op
+}
+
+// Type returns the node type of this mutation (IdentityConflict).
+func (m *IdentityConflictMutation) Type() string {
+	return m.typ
+}
+
+// Fields returns all fields that were changed during this mutation. Note that in
+// order to get all numeric fields that were incremented/decremented, call
+// AddedFields().
+func (m *IdentityConflictMutation) Fields() []string {
+	fields := make([]string, 0, 7)
+	if m.create_time != nil {
+		fields = append(fields, identityconflict.FieldCreateTime)
+	}
+	if m.update_time != nil {
+		fields = append(fields, identityconflict.FieldUpdateTime)
+	}
+	if m.machine != nil {
+		fields = append(fields, identityconflict.FieldMachineID)
+	}
+	if m.known_machine != nil {
+		fields = append(fields, identityconflict.FieldKnownMachineID)
+	}
+	if m.hardware_id != nil {
+		fields = append(fields, identityconflict.FieldHardwareID)
+	}
+	if m.inventory != nil {
+		fields = append(fields, identityconflict.FieldInventory)
+	}
+	if m.reported_by != nil {
+		fields = append(fields, identityconflict.FieldReportedBy)
+	}
+	return fields
+}
+
+// Field returns the value of a field with the given name. The second boolean
+// return value indicates that this field was not set, or was not defined in the
+// schema.
+func (m *IdentityConflictMutation) Field(name string) (ent.Value, bool) {
+	switch name {
+	case identityconflict.FieldCreateTime:
+		return m.CreateTime()
+	case identityconflict.FieldUpdateTime:
+		return m.UpdateTime()
+	case identityconflict.FieldMachineID:
+		return m.MachineID()
+	case identityconflict.FieldKnownMachineID:
+		return m.KnownMachineID()
+	case identityconflict.FieldHardwareID:
+		return m.HardwareID()
+	case identityconflict.FieldInventory:
+		return m.Inventory()
+	case identityconflict.FieldReportedBy:
+		return m.ReportedBy()
+	}
+	return nil, false
+}
+
+// OldField returns the old value of the field from the database. An error is
+// returned if the mutation operation is not UpdateOne, or the query to the
+// database failed.
+func (m *IdentityConflictMutation) OldField(ctx context.Context, name string) (ent.Value, error) {
+	switch name {
+	case identityconflict.FieldCreateTime:
+		return m.OldCreateTime(ctx)
+	case identityconflict.FieldUpdateTime:
+		return m.OldUpdateTime(ctx)
+	case identityconflict.FieldMachineID:
+		return m.OldMachineID(ctx)
+	case identityconflict.FieldKnownMachineID:
+		return m.OldKnownMachineID(ctx)
+	case identityconflict.FieldHardwareID:
+		return m.OldHardwareID(ctx)
+	case identityconflict.FieldInventory:
+		return m.OldInventory(ctx)
+	case identityconflict.FieldReportedBy:
+		return m.OldReportedBy(ctx)
+	}
+	return nil, fmt.Errorf("unknown IdentityConflict field %s", name)
+}
+
+// SetField sets the value of a field with the given name. It returns an error if
+// the field is not defined in the schema, or if the type mismatched the field
+// type.
+func (m *IdentityConflictMutation) SetField(name string, value ent.Value) error {
+	switch name {
+	case identityconflict.FieldCreateTime:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetCreateTime(v)
+		return nil
+	case identityconflict.FieldUpdateTime:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetUpdateTime(v)
+		return nil
+	case identityconflict.FieldMachineID:
+		v, ok := value.(uuid.UUID)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetMachineID(v)
+		return nil
+	case identityconflict.FieldKnownMachineID:
+		v, ok := value.(uuid.UUID)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetKnownMachineID(v)
+		return nil
+	case identityconflict.FieldHardwareID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetHardwareID(v)
+		return nil
+	case identityconflict.FieldInventory:
+		v, ok := value.([]byte)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetInventory(v)
+		return nil
+	case identityconflict.FieldReportedBy:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetReportedBy(v)
+		return nil
+	}
+	return fmt.Errorf("unknown IdentityConflict field %s", name)
+}
+
+// AddedFields returns all numeric fields that were incremented/decremented during
+// this mutation.
+func (m *IdentityConflictMutation) AddedFields() []string {
+	return nil
+}
+
+// AddedField returns the numeric value that was incremented/decremented on a field
+// with the given name. The second boolean return value indicates that this field
+// was not set, or was not defined in the schema.
+func (m *IdentityConflictMutation) AddedField(name string) (ent.Value, bool) {
+	return nil, false
+}
+
+// AddField adds the value to the field with the given name. It returns an error if
+// the field is not defined in the schema, or if the type mismatched the field
+// type.
+func (m *IdentityConflictMutation) AddField(name string, value ent.Value) error {
+	switch name {
+	}
+	return fmt.Errorf("unknown IdentityConflict numeric field %s", name)
+}
+
+// ClearedFields returns all nullable fields that were cleared during this
+// mutation.
+func (m *IdentityConflictMutation) ClearedFields() []string {
+	return nil
+}
+
+// FieldCleared returns a boolean indicating if a field with the given name was
+// cleared in this mutation.
+func (m *IdentityConflictMutation) FieldCleared(name string) bool {
+	_, ok := m.clearedFields[name]
+	return ok
+}
+
+// ClearField clears the value of the field with the given name. It returns an
+// error if the field is not defined in the schema.
+func (m *IdentityConflictMutation) ClearField(name string) error {
+	return fmt.Errorf("unknown IdentityConflict nullable field %s", name)
+}
+
+// ResetField resets all changes in the mutation for the field with the given name.
+// It returns an error if the field is not defined in the schema.
+func (m *IdentityConflictMutation) ResetField(name string) error {
+	switch name {
+	case identityconflict.FieldCreateTime:
+		m.ResetCreateTime()
+		return nil
+	case identityconflict.FieldUpdateTime:
+		m.ResetUpdateTime()
+		return nil
+	case identityconflict.FieldMachineID:
+		m.ResetMachineID()
+		return nil
+	case identityconflict.FieldKnownMachineID:
+		m.ResetKnownMachineID()
+		return nil
+	case identityconflict.FieldHardwareID:
+		m.ResetHardwareID()
+		return nil
+	case identityconflict.FieldInventory:
+		m.ResetInventory()
+		return nil
+	case identityconflict.FieldReportedBy:
+		m.ResetReportedBy()
+		return nil
+	}
+	return fmt.Errorf("unknown IdentityConflict field %s", name)
+}
+
+// AddedEdges returns all edge names that were set/added in this mutation.
+func (m *IdentityConflictMutation) AddedEdges() []string {
+	edges := make([]string, 0, 2)
+	if m.machine != nil {
+		edges = append(edges, identityconflict.EdgeMachine)
+	}
+	if m.known_machine != nil {
+		edges = append(edges, identityconflict.EdgeKnownMachine)
+	}
+	return edges
+}
+
+// AddedIDs returns all IDs (to other nodes) that were added for the given edge
+// name in this mutation.
+func (m *IdentityConflictMutation) AddedIDs(name string) []ent.Value {
+	switch name {
+	case identityconflict.EdgeMachine:
+		if id := m.machine; id != nil {
+			return []ent.Value{*id}
+		}
+	case identityconflict.EdgeKnownMachine:
+		if id := m.known_machine; id != nil {
+			return []ent.Value{*id}
+		}
+	}
+	return nil
+}
+
+// RemovedEdges returns all edge names that were removed in this mutation.
+func (m *IdentityConflictMutation) RemovedEdges() []string {
+	edges := make([]string, 0, 2)
+	return edges
+}
+
+// RemovedIDs returns all IDs (to other nodes) that were removed for the edge with
+// the given name in this mutation.
+func (m *IdentityConflictMutation) RemovedIDs(name string) []ent.Value {
+	return nil
+}
+
+// ClearedEdges returns all edge names that were cleared in this mutation.
+func (m *IdentityConflictMutation) ClearedEdges() []string {
+	edges := make([]string, 0, 2)
+	if m.clearedmachine {
+		edges = append(edges, identityconflict.EdgeMachine)
+	}
+	if m.clearedknown_machine {
+		edges = append(edges, identityconflict.EdgeKnownMachine)
+	}
+	return edges
+}
+
+// EdgeCleared returns a boolean which indicates if the edge with the given name
+// was cleared in this mutation.
+func (m *IdentityConflictMutation) EdgeCleared(name string) bool {
+	switch name {
+	case identityconflict.EdgeMachine:
+		return m.clearedmachine
+	case identityconflict.EdgeKnownMachine:
+		return m.clearedknown_machine
+	}
+	return false
+}
+
+// ClearEdge clears the value of the edge with the given name. It returns an error
+// if that edge is not defined in the schema.
+func (m *IdentityConflictMutation) ClearEdge(name string) error {
+	switch name {
+	case identityconflict.EdgeMachine:
+		m.ClearMachine()
+		return nil
+	case identityconflict.EdgeKnownMachine:
+		m.ClearKnownMachine()
+		return nil
+	}
+	return fmt.Errorf("unknown IdentityConflict unique edge %s", name)
+}
+
+// ResetEdge resets all changes to the edge with the given name in this mutation.
+// It returns an error if the edge is not defined in the schema.
+func (m *IdentityConflictMutation) ResetEdge(name string) error {
+	switch name {
+	case identityconflict.EdgeMachine:
+		m.ResetMachine()
+		return nil
+	case identityconflict.EdgeKnownMachine:
+		m.ResetKnownMachine()
+		return nil
+	}
+	return fmt.Errorf("unknown IdentityConflict edge %s", name)
+}
+
 // LeaseMutation represents an operation that mutates the Lease nodes in the graph.
 type LeaseMutation struct {
 	config
@@ -2650,28 +3402,36 @@ func (m *LeaseMutation) ResetEdge(name string) error {
 // MachineMutation represents an operation that mutates the Machine nodes in the graph.
 type MachineMutation struct {
 	config
-	op                 Op
-	typ                string
-	id                 *uuid.UUID
-	create_time        *time.Time
-	update_time        *time.Time
-	hostname           *string
-	state              *machine.State
-	state_time         *time.Time
-	labels             *map[string]string
-	maintenance        *bool
-	inventory          *[]byte
-	hardware_id        *string
-	clearedFields      map[string]struct{}
-	nics               map[uuid.UUID]struct{}
-	removednics        map[uuid.UUID]struct{}
-	clearednics        bool
-	transitions        map[int64]struct{}
-	removedtransitions map[int64]struct{}
-	clearedtransitions bool
-	done               bool
-	oldValue           func(context.Context) (*Machine, error)
-	predicates         []predicate.Machine
+	op                       Op
+	typ                      string
+	id                       *uuid.UUID
+	create_time              *time.Time
+	update_time              *time.Time
+	hostname                 *string
+	state                    *machine.State
+	state_time               *time.Time
+	labels                   *map[string]string
+	maintenance              *bool
+	inventory                *[]byte
+	hardware_id              *string
+	boot_id                  *uuid.UUID
+	boot_nonce_hash          *[]byte
+	boot_expire_time         *time.Time
+	clearedFields            map[string]struct{}
+	nics                     map[uuid.UUID]struct{}
+	removednics              map[uuid.UUID]struct{}
+	clearednics              bool
+	transitions              map[int64]struct{}
+	removedtransitions       map[int64]struct{}
+	clearedtransitions       bool
+	identity_conflict        *int
+	clearedidentity_conflict bool
+	claimed_by               map[int]struct{}
+	removedclaimed_by        map[int]struct{}
+	clearedclaimed_by        bool
+	done                     bool
+	oldValue                 func(context.Context) (*Machine, error)
+	predicates               []predicate.Machine
 }
 
 var _ ent.Mutation = (*MachineMutation)(nil)
@@ -3128,6 +3888,153 @@ func (m *MachineMutation) ResetHardwareID() {
 	delete(m.clearedFields, machine.FieldHardwareID)
 }
 
+// SetBootID sets the "boot_id" field.
+func (m *MachineMutation) SetBootID(u uuid.UUID) {
+	m.boot_id = &u
+}
+
+// BootID returns the value of the "boot_id" field in the mutation.
+func (m *MachineMutation) BootID() (r uuid.UUID, exists bool) {
+	v := m.boot_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldBootID returns the old "boot_id" field's value of the Machine entity.
+// If the Machine object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *MachineMutation) OldBootID(ctx context.Context) (v *uuid.UUID, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldBootID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldBootID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldBootID: %w", err)
+	}
+	return oldValue.BootID, nil
+}
+
+// ClearBootID clears the value of the "boot_id" field.
+func (m *MachineMutation) ClearBootID() {
+	m.boot_id = nil
+	m.clearedFields[machine.FieldBootID] = struct{}{}
+}
+
+// BootIDCleared returns if the "boot_id" field was cleared in this mutation.
+func (m *MachineMutation) BootIDCleared() bool {
+	_, ok := m.clearedFields[machine.FieldBootID]
+	return ok
+}
+
+// ResetBootID resets all changes to the "boot_id" field.
+func (m *MachineMutation) ResetBootID() {
+	m.boot_id = nil
+	delete(m.clearedFields, machine.FieldBootID)
+}
+
+// SetBootNonceHash sets the "boot_nonce_hash" field.
+func (m *MachineMutation) SetBootNonceHash(b []byte) {
+	m.boot_nonce_hash = &b
+}
+
+// BootNonceHash returns the value of the "boot_nonce_hash" field in the mutation.
+func (m *MachineMutation) BootNonceHash() (r []byte, exists bool) {
+	v := m.boot_nonce_hash
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldBootNonceHash returns the old "boot_nonce_hash" field's value of the Machine entity.
+// If the Machine object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *MachineMutation) OldBootNonceHash(ctx context.Context) (v *[]byte, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldBootNonceHash is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldBootNonceHash requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldBootNonceHash: %w", err)
+	}
+	return oldValue.BootNonceHash, nil
+}
+
+// ClearBootNonceHash clears the value of the "boot_nonce_hash" field.
+func (m *MachineMutation) ClearBootNonceHash() {
+	m.boot_nonce_hash = nil
+	m.clearedFields[machine.FieldBootNonceHash] = struct{}{}
+}
+
+// BootNonceHashCleared returns if the "boot_nonce_hash" field was cleared in this mutation.
+func (m *MachineMutation) BootNonceHashCleared() bool {
+	_, ok := m.clearedFields[machine.FieldBootNonceHash]
+	return ok
+}
+
+// ResetBootNonceHash resets all changes to the "boot_nonce_hash" field.
+func (m *MachineMutation) ResetBootNonceHash() {
+	m.boot_nonce_hash = nil
+	delete(m.clearedFields, machine.FieldBootNonceHash)
+}
+
+// SetBootExpireTime sets the "boot_expire_time" field.
+func (m *MachineMutation) SetBootExpireTime(t time.Time) {
+	m.boot_expire_time = &t
+}
+
+// BootExpireTime returns the value of the "boot_expire_time" field in the mutation.
+func (m *MachineMutation) BootExpireTime() (r time.Time, exists bool) {
+	v := m.boot_expire_time
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldBootExpireTime returns the old "boot_expire_time" field's value of the Machine entity.
+// If the Machine object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *MachineMutation) OldBootExpireTime(ctx context.Context) (v *time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldBootExpireTime is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldBootExpireTime requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldBootExpireTime: %w", err)
+	}
+	return oldValue.BootExpireTime, nil
+}
+
+// ClearBootExpireTime clears the value of the "boot_expire_time" field.
+func (m *MachineMutation) ClearBootExpireTime() {
+	m.boot_expire_time = nil
+	m.clearedFields[machine.FieldBootExpireTime] = struct{}{}
+}
+
+// BootExpireTimeCleared returns if the "boot_expire_time" field was cleared in this mutation.
+func (m *MachineMutation) BootExpireTimeCleared() bool {
+	_, ok := m.clearedFields[machine.FieldBootExpireTime]
+	return ok
+}
+
+// ResetBootExpireTime resets all changes to the "boot_expire_time" field.
+func (m *MachineMutation) ResetBootExpireTime() {
+	m.boot_expire_time = nil
+	delete(m.clearedFields, machine.FieldBootExpireTime)
+}
+
 // AddNicIDs adds the "nics" edge to the NIC entity by ids.
 func (m *MachineMutation) AddNicIDs(ids ...uuid.UUID) {
 	if m.nics == nil {
@@ -3236,6 +4143,99 @@ func (m *MachineMutation) ResetTransitions() {
 	m.removedtransitions = nil
 }
 
+// SetIdentityConflictID sets the "identity_conflict" edge to the IdentityConflict entity by id.
+func (m *MachineMutation) SetIdentityConflictID(id int) {
+	m.identity_conflict = &id
+}
+
+// ClearIdentityConflict clears the "identity_conflict" edge to the IdentityConflict entity.
+func (m *MachineMutation) ClearIdentityConflict() {
+	m.clearedidentity_conflict = true
+}
+
+// IdentityConflictCleared reports if the "identity_conflict" edge to the IdentityConflict entity was cleared.
+func (m *MachineMutation) IdentityConflictCleared() bool {
+	return m.clearedidentity_conflict
+}
+
+// IdentityConflictID returns the "identity_conflict" edge ID in the mutation.
+func (m *MachineMutation) IdentityConflictID() (id int, exists bool) {
+	if m.identity_conflict != nil {
+		return *m.identity_conflict, true
+	}
+	return
+}
+
+// IdentityConflictIDs returns the "identity_conflict" edge IDs in the mutation.
+// Note that IDs always returns len(IDs) <= 1 for unique edges, and you should use
+// IdentityConflictID instead. It exists only for internal usage by the builders.
+func (m *MachineMutation) IdentityConflictIDs() (ids []int) {
+	if id := m.identity_conflict; id != nil {
+		ids = append(ids, *id)
+	}
+	return
+}
+
+// ResetIdentityConflict resets all changes to the "identity_conflict" edge.
+func (m *MachineMutation) ResetIdentityConflict() {
+	m.identity_conflict = nil
+	m.clearedidentity_conflict = false
+}
+
+// AddClaimedByIDs adds the "claimed_by" edge to the IdentityConflict entity by ids.
+func (m *MachineMutation) AddClaimedByIDs(ids ...int) {
+	if m.claimed_by == nil {
+		m.claimed_by = make(map[int]struct{})
+	}
+	for i := range ids {
+		m.claimed_by[ids[i]] = struct{}{}
+	}
+}
+
+// ClearClaimedBy clears the "claimed_by" edge to the IdentityConflict entity.
+func (m *MachineMutation) ClearClaimedBy() {
+	m.clearedclaimed_by = true
+}
+
+// ClaimedByCleared reports if the "claimed_by" edge to the IdentityConflict entity was cleared.
+func (m *MachineMutation) ClaimedByCleared() bool {
+	return m.clearedclaimed_by
+}
+
+// RemoveClaimedByIDs removes the "claimed_by" edge to the IdentityConflict entity by IDs.
+func (m *MachineMutation) RemoveClaimedByIDs(ids ...int) {
+	if m.removedclaimed_by == nil {
+		m.removedclaimed_by = make(map[int]struct{})
+	}
+	for i := range ids {
+		delete(m.claimed_by, ids[i])
+		m.removedclaimed_by[ids[i]] = struct{}{}
+	}
+}
+
+// RemovedClaimedBy returns the removed IDs of the "claimed_by" edge to the IdentityConflict entity.
+func (m *MachineMutation) RemovedClaimedByIDs() (ids []int) {
+	for id := range m.removedclaimed_by {
+		ids = append(ids, id)
+	}
+	return
+}
+
+// ClaimedByIDs returns the "claimed_by" edge IDs in the mutation.
+func (m *MachineMutation) ClaimedByIDs() (ids []int) {
+	for id := range m.claimed_by {
+		ids = append(ids, id)
+	}
+	return
+}
+
+// ResetClaimedBy resets all changes to the "claimed_by" edge.
+func (m *MachineMutation) ResetClaimedBy() {
+	m.claimed_by = nil
+	m.clearedclaimed_by = false
+	m.removedclaimed_by = nil
+}
+
 // Where appends a list predicates to the MachineMutation builder.
 func (m *MachineMutation) Where(ps ...predicate.Machine) {
 	m.predicates = append(m.predicates, ps...)
@@ -3270,7 +4270,7 @@ func (m *MachineMutation) Type() string {
 // order to get all numeric fields that were incremented/decremented, call
 // AddedFields().
 func (m *MachineMutation) Fields() []string {
-	fields := make([]string, 0, 9)
+	fields := make([]string, 0, 12)
 	if m.create_time != nil {
 		fields = append(fields, machine.FieldCreateTime)
 	}
@@ -3298,6 +4298,15 @@ func (m *MachineMutation) Fields() []string {
 	if m.hardware_id != nil {
 		fields = append(fields, machine.FieldHardwareID)
 	}
+	if m.boot_id != nil {
+		fields = append(fields, machine.FieldBootID)
+	}
+	if m.boot_nonce_hash != nil {
+		fields = append(fields, machine.FieldBootNonceHash)
+	}
+	if m.boot_expire_time != nil {
+		fields = append(fields, machine.FieldBootExpireTime)
+	}
 	return fields
 }
 
@@ -3324,6 +4333,12 @@ func (m *MachineMutation) Field(name string) (ent.Value, bool) {
 		return m.Inventory()
 	case machine.FieldHardwareID:
 		return m.HardwareID()
+	case machine.FieldBootID:
+		return m.BootID()
+	case machine.FieldBootNonceHash:
+		return m.BootNonceHash()
+	case machine.FieldBootExpireTime:
+		return m.BootExpireTime()
 	}
 	return nil, false
 }
@@ -3351,6 +4366,12 @@ func (m *MachineMutation) OldField(ctx context.Context, name string) (ent.Value,
 		return m.OldInventory(ctx)
 	case machine.FieldHardwareID:
 		return m.OldHardwareID(ctx)
+	case machine.FieldBootID:
+		return m.OldBootID(ctx)
+	case machine.FieldBootNonceHash:
+		return m.OldBootNonceHash(ctx)
+	case machine.FieldBootExpireTime:
+		return m.OldBootExpireTime(ctx)
 	}
 	return nil, fmt.Errorf("unknown Machine field %s", name)
 }
@@ -3423,6 +4444,27 @@ func (m *MachineMutation) SetField(name string, value ent.Value) error {
 		}
 		m.SetHardwareID(v)
 		return nil
+	case machine.FieldBootID:
+		v, ok := value.(uuid.UUID)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetBootID(v)
+		return nil
+	case machine.FieldBootNonceHash:
+		v, ok := value.([]byte)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetBootNonceHash(v)
+		return nil
+	case machine.FieldBootExpireTime:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetBootExpireTime(v)
+		return nil
 	}
 	return fmt.Errorf("unknown Machine field %s", name)
 }
@@ -3459,6 +4501,15 @@ func (m *MachineMutation) ClearedFields() []string {
 	if m.FieldCleared(machine.FieldHardwareID) {
 		fields = append(fields, machine.FieldHardwareID)
 	}
+	if m.FieldCleared(machine.FieldBootID) {
+		fields = append(fields, machine.FieldBootID)
+	}
+	if m.FieldCleared(machine.FieldBootNonceHash) {
+		fields = append(fields, machine.FieldBootNonceHash)
+	}
+	if m.FieldCleared(machine.FieldBootExpireTime) {
+		fields = append(fields, machine.FieldBootExpireTime)
+	}
 	return fields
 }
 
@@ -3478,6 +4529,15 @@ func (m *MachineMutation) ClearField(name string) error {
 		return nil
 	case machine.FieldHardwareID:
 		m.ClearHardwareID()
+		return nil
+	case machine.FieldBootID:
+		m.ClearBootID()
+		return nil
+	case machine.FieldBootNonceHash:
+		m.ClearBootNonceHash()
+		return nil
+	case machine.FieldBootExpireTime:
+		m.ClearBootExpireTime()
 		return nil
 	}
 	return fmt.Errorf("unknown Machine nullable field %s", name)
@@ -3514,18 +4574,33 @@ func (m *MachineMutation) ResetField(name string) error {
 	case machine.FieldHardwareID:
 		m.ResetHardwareID()
 		return nil
+	case machine.FieldBootID:
+		m.ResetBootID()
+		return nil
+	case machine.FieldBootNonceHash:
+		m.ResetBootNonceHash()
+		return nil
+	case machine.FieldBootExpireTime:
+		m.ResetBootExpireTime()
+		return nil
 	}
 	return fmt.Errorf("unknown Machine field %s", name)
 }
 
 // AddedEdges returns all edge names that were set/added in this mutation.
 func (m *MachineMutation) AddedEdges() []string {
-	edges := make([]string, 0, 2)
+	edges := make([]string, 0, 4)
 	if m.nics != nil {
 		edges = append(edges, machine.EdgeNics)
 	}
 	if m.transitions != nil {
 		edges = append(edges, machine.EdgeTransitions)
+	}
+	if m.identity_conflict != nil {
+		edges = append(edges, machine.EdgeIdentityConflict)
+	}
+	if m.claimed_by != nil {
+		edges = append(edges, machine.EdgeClaimedBy)
 	}
 	return edges
 }
@@ -3546,18 +4621,31 @@ func (m *MachineMutation) AddedIDs(name string) []ent.Value {
 			ids = append(ids, id)
 		}
 		return ids
+	case machine.EdgeIdentityConflict:
+		if id := m.identity_conflict; id != nil {
+			return []ent.Value{*id}
+		}
+	case machine.EdgeClaimedBy:
+		ids := make([]ent.Value, 0, len(m.claimed_by))
+		for id := range m.claimed_by {
+			ids = append(ids, id)
+		}
+		return ids
 	}
 	return nil
 }
 
 // RemovedEdges returns all edge names that were removed in this mutation.
 func (m *MachineMutation) RemovedEdges() []string {
-	edges := make([]string, 0, 2)
+	edges := make([]string, 0, 4)
 	if m.removednics != nil {
 		edges = append(edges, machine.EdgeNics)
 	}
 	if m.removedtransitions != nil {
 		edges = append(edges, machine.EdgeTransitions)
+	}
+	if m.removedclaimed_by != nil {
+		edges = append(edges, machine.EdgeClaimedBy)
 	}
 	return edges
 }
@@ -3578,18 +4666,30 @@ func (m *MachineMutation) RemovedIDs(name string) []ent.Value {
 			ids = append(ids, id)
 		}
 		return ids
+	case machine.EdgeClaimedBy:
+		ids := make([]ent.Value, 0, len(m.removedclaimed_by))
+		for id := range m.removedclaimed_by {
+			ids = append(ids, id)
+		}
+		return ids
 	}
 	return nil
 }
 
 // ClearedEdges returns all edge names that were cleared in this mutation.
 func (m *MachineMutation) ClearedEdges() []string {
-	edges := make([]string, 0, 2)
+	edges := make([]string, 0, 4)
 	if m.clearednics {
 		edges = append(edges, machine.EdgeNics)
 	}
 	if m.clearedtransitions {
 		edges = append(edges, machine.EdgeTransitions)
+	}
+	if m.clearedidentity_conflict {
+		edges = append(edges, machine.EdgeIdentityConflict)
+	}
+	if m.clearedclaimed_by {
+		edges = append(edges, machine.EdgeClaimedBy)
 	}
 	return edges
 }
@@ -3602,6 +4702,10 @@ func (m *MachineMutation) EdgeCleared(name string) bool {
 		return m.clearednics
 	case machine.EdgeTransitions:
 		return m.clearedtransitions
+	case machine.EdgeIdentityConflict:
+		return m.clearedidentity_conflict
+	case machine.EdgeClaimedBy:
+		return m.clearedclaimed_by
 	}
 	return false
 }
@@ -3610,6 +4714,9 @@ func (m *MachineMutation) EdgeCleared(name string) bool {
 // if that edge is not defined in the schema.
 func (m *MachineMutation) ClearEdge(name string) error {
 	switch name {
+	case machine.EdgeIdentityConflict:
+		m.ClearIdentityConflict()
+		return nil
 	}
 	return fmt.Errorf("unknown Machine unique edge %s", name)
 }
@@ -3623,6 +4730,12 @@ func (m *MachineMutation) ResetEdge(name string) error {
 		return nil
 	case machine.EdgeTransitions:
 		m.ResetTransitions()
+		return nil
+	case machine.EdgeIdentityConflict:
+		m.ResetIdentityConflict()
+		return nil
+	case machine.EdgeClaimedBy:
+		m.ResetClaimedBy()
 		return nil
 	}
 	return fmt.Errorf("unknown Machine edge %s", name)

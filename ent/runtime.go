@@ -8,6 +8,7 @@ import (
 	"github.com/carbide-dev/carbide/ent/auditrecord"
 	"github.com/carbide-dev/carbide/ent/change"
 	"github.com/carbide-dev/carbide/ent/declinedaddress"
+	"github.com/carbide-dev/carbide/ent/identityconflict"
 	"github.com/carbide-dev/carbide/ent/lease"
 	"github.com/carbide-dev/carbide/ent/machine"
 	"github.com/carbide-dev/carbide/ent/nic"
@@ -64,6 +65,29 @@ func init() {
 	declinedaddressDescDeclinedBy := declinedaddressFields[3].Descriptor()
 	// declinedaddress.DeclinedByValidator is a validator for the "declined_by" field. It is called by the builders before save.
 	declinedaddress.DeclinedByValidator = declinedaddressDescDeclinedBy.Validators[0].(func(string) error)
+	identityconflictMixin := schema.IdentityConflict{}.Mixin()
+	identityconflictMixinFields0 := identityconflictMixin[0].Fields()
+	_ = identityconflictMixinFields0
+	identityconflictFields := schema.IdentityConflict{}.Fields()
+	_ = identityconflictFields
+	// identityconflictDescCreateTime is the schema descriptor for create_time field.
+	identityconflictDescCreateTime := identityconflictMixinFields0[0].Descriptor()
+	// identityconflict.DefaultCreateTime holds the default value on creation for the create_time field.
+	identityconflict.DefaultCreateTime = identityconflictDescCreateTime.Default.(func() time.Time)
+	// identityconflictDescUpdateTime is the schema descriptor for update_time field.
+	identityconflictDescUpdateTime := identityconflictMixinFields0[1].Descriptor()
+	// identityconflict.DefaultUpdateTime holds the default value on creation for the update_time field.
+	identityconflict.DefaultUpdateTime = identityconflictDescUpdateTime.Default.(func() time.Time)
+	// identityconflict.UpdateDefaultUpdateTime holds the default value on update for the update_time field.
+	identityconflict.UpdateDefaultUpdateTime = identityconflictDescUpdateTime.UpdateDefault.(func() time.Time)
+	// identityconflictDescHardwareID is the schema descriptor for hardware_id field.
+	identityconflictDescHardwareID := identityconflictFields[2].Descriptor()
+	// identityconflict.HardwareIDValidator is a validator for the "hardware_id" field. It is called by the builders before save.
+	identityconflict.HardwareIDValidator = identityconflictDescHardwareID.Validators[0].(func(string) error)
+	// identityconflictDescReportedBy is the schema descriptor for reported_by field.
+	identityconflictDescReportedBy := identityconflictFields[4].Descriptor()
+	// identityconflict.ReportedByValidator is a validator for the "reported_by" field. It is called by the builders before save.
+	identityconflict.ReportedByValidator = identityconflictDescReportedBy.Validators[0].(func(string) error)
 	leaseFields := schema.Lease{}.Fields()
 	_ = leaseFields
 	// leaseDescMAC is the schema descriptor for mac field.

@@ -20,6 +20,8 @@ type Tx struct {
 	Change *ChangeClient
 	// DeclinedAddress is the client for interacting with the DeclinedAddress builders.
 	DeclinedAddress *DeclinedAddressClient
+	// IdentityConflict is the client for interacting with the IdentityConflict builders.
+	IdentityConflict *IdentityConflictClient
 	// Lease is the client for interacting with the Lease builders.
 	Lease *LeaseClient
 	// Machine is the client for interacting with the Machine builders.
@@ -166,6 +168,7 @@ func (tx *Tx) init() {
 	tx.AuditRecord = NewAuditRecordClient(tx.config)
 	tx.Change = NewChangeClient(tx.config)
 	tx.DeclinedAddress = NewDeclinedAddressClient(tx.config)
+	tx.IdentityConflict = NewIdentityConflictClient(tx.config)
 	tx.Lease = NewLeaseClient(tx.config)
 	tx.Machine = NewMachineClient(tx.config)
 	tx.NIC = NewNICClient(tx.config)

@@ -5,7 +5,9 @@
 // virtual links, and real firmware: QEMU VMs with legacy BIOS and iPXE, and
 // with UEFI (OVMF) whose own PXE client fetches iPXE over TFTP, boot the
 // discovery image (scout_test.go builds it from the kernel package that
-// scripts/fetch-kernel unpacked) and become Ready machines.
+// scripts/fetch-kernel unpacked) and become Ready machines. In the identity
+// test, carbide-scout runs as a process in hosts' own namespaces, each with
+// a real lease, one of them claiming the other's hardware.
 //
 // Every test builds its own topology of network namespaces, veth pairs and
 // bridges, and deletes it, with every process it started, when it ends.

@@ -19,7 +19,7 @@ const binDirPrefix = "carbide-e2e-"
 
 // bins are the binaries TestMain builds from the workspace.
 var bins struct {
-	api, dhcp, pxe, pgCluster string
+	api, dhcp, pxe, scout, pgCluster string
 }
 
 func TestMain(m *testing.M) {
@@ -37,11 +37,13 @@ func testMain(m *testing.M) int {
 	bins.api = filepath.Join(dir, "carbide-api")
 	bins.dhcp = filepath.Join(dir, "carbide-dhcp")
 	bins.pxe = filepath.Join(dir, "carbide-pxe")
+	bins.scout = filepath.Join(dir, "carbide-scout-process")
 	bins.pgCluster = filepath.Join(dir, "pgtest-cluster")
 	if err := buildAll(map[string]string{
 		bins.api:       "github.com/carbide-dev/carbide/backend/cmd/carbide-api",
 		bins.dhcp:      "github.com/carbide-dev/carbide/edge/cmd/carbide-dhcp",
 		bins.pxe:       "github.com/carbide-dev/carbide/edge/cmd/carbide-pxe",
+		bins.scout:     "github.com/carbide-dev/carbide/edge/cmd/carbide-scout",
 		bins.pgCluster: "github.com/carbide-dev/carbide/backend/pgtest/cmd/pgtest-cluster",
 	}); err != nil {
 		fmt.Fprintln(os.Stderr, err)

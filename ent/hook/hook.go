@@ -45,6 +45,18 @@ func (f DeclinedAddressFunc) Mutate(ctx context.Context, m ent.Mutation) (ent.Va
 	return nil, fmt.Errorf("unexpected mutation type %T. expect *ent.DeclinedAddressMutation", m)
 }
 
+// The IdentityConflictFunc type is an adapter to allow the use of ordinary
+// function as IdentityConflict mutator.
+type IdentityConflictFunc func(context.Context, *ent.IdentityConflictMutation) (ent.Value, error)
+
+// Mutate calls f(ctx, m).
+func (f IdentityConflictFunc) Mutate(ctx context.Context, m ent.Mutation) (ent.Value, error) {
+	if mv, ok := m.(*ent.IdentityConflictMutation); ok {
+		return f(ctx, mv)
+	}
+	return nil, fmt.Errorf("unexpected mutation type %T. expect *ent.IdentityConflictMutation", m)
+}
+
 // The LeaseFunc type is an adapter to allow the use of ordinary
 // function as Lease mutator.
 type LeaseFunc func(context.Context, *ent.LeaseMutation) (ent.Value, error)

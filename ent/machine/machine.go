@@ -34,10 +34,20 @@ const (
 	FieldInventory = "inventory"
 	// FieldHardwareID holds the string denoting the hardware_id field in the database.
 	FieldHardwareID = "hardware_id"
+	// FieldBootID holds the string denoting the boot_id field in the database.
+	FieldBootID = "boot_id"
+	// FieldBootNonceHash holds the string denoting the boot_nonce_hash field in the database.
+	FieldBootNonceHash = "boot_nonce_hash"
+	// FieldBootExpireTime holds the string denoting the boot_expire_time field in the database.
+	FieldBootExpireTime = "boot_expire_time"
 	// EdgeNics holds the string denoting the nics edge name in mutations.
 	EdgeNics = "nics"
 	// EdgeTransitions holds the string denoting the transitions edge name in mutations.
 	EdgeTransitions = "transitions"
+	// EdgeIdentityConflict holds the string denoting the identity_conflict edge name in mutations.
+	EdgeIdentityConflict = "identity_conflict"
+	// EdgeClaimedBy holds the string denoting the claimed_by edge name in mutations.
+	EdgeClaimedBy = "claimed_by"
 	// Table holds the table name of the machine in the database.
 	Table = "machines"
 	// NicsTable is the table that holds the nics relation/edge.
@@ -54,6 +64,20 @@ const (
 	TransitionsInverseTable = "transitions"
 	// TransitionsColumn is the table column denoting the transitions relation/edge.
 	TransitionsColumn = "machine_id"
+	// IdentityConflictTable is the table that holds the identity_conflict relation/edge.
+	IdentityConflictTable = "identity_conflicts"
+	// IdentityConflictInverseTable is the table name for the IdentityConflict entity.
+	// It exists in this package in order to avoid circular dependency with the "identityconflict" package.
+	IdentityConflictInverseTable = "identity_conflicts"
+	// IdentityConflictColumn is the table column denoting the identity_conflict relation/edge.
+	IdentityConflictColumn = "machine_id"
+	// ClaimedByTable is the table that holds the claimed_by relation/edge.
+	ClaimedByTable = "identity_conflicts"
+	// ClaimedByInverseTable is the table name for the IdentityConflict entity.
+	// It exists in this package in order to avoid circular dependency with the "identityconflict" package.
+	ClaimedByInverseTable = "identity_conflicts"
+	// ClaimedByColumn is the table column denoting the claimed_by relation/edge.
+	ClaimedByColumn = "known_machine_id"
 )
 
 // Columns holds all SQL columns for machine fields.
@@ -68,6 +92,9 @@ var Columns = []string{
 	FieldMaintenance,
 	FieldInventory,
 	FieldHardwareID,
+	FieldBootID,
+	FieldBootNonceHash,
+	FieldBootExpireTime,
 }
 
 // ValidColumn reports if the column name is valid (part of the table columns).
@@ -178,6 +205,16 @@ func ByHardwareID(opts ...sql.OrderTermOption) OrderOption {
 	return sql.OrderByField(FieldHardwareID, opts...).ToFunc()
 }
 
+// ByBootID orders the results by the boot_id field.
+func ByBootID(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldBootID, opts...).ToFunc()
+}
+
+// ByBootExpireTime orders the results by the boot_expire_time field.
+func ByBootExpireTime(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldBootExpireTime, opts...).ToFunc()
+}
+
 // ByNicsCount orders the results by nics count.
 func ByNicsCount(opts ...sql.OrderTermOption) OrderOption {
 	return func(s *sql.Selector) {
@@ -205,6 +242,27 @@ func ByTransitions(term sql.OrderTerm, terms ...sql.OrderTerm) OrderOption {
 		sqlgraph.OrderByNeighborTerms(s, newTransitionsStep(), append([]sql.OrderTerm{term}, terms...)...)
 	}
 }
+
+// ByIdentityConflictField orders the results by identity_conflict field.
+func ByIdentityConflictField(field string, opts ...sql.OrderTermOption) OrderOption {
+	return func(s *sql.Selector) {
+		sqlgraph.OrderByNeighborTerms(s, newIdentityConflictStep(), sql.OrderByField(field, opts...))
+	}
+}
+
+// ByClaimedByCount orders the results by claimed_by count.
+func ByClaimedByCount(opts ...sql.OrderTermOption) OrderOption {
+	return func(s *sql.Selector) {
+		sqlgraph.OrderByNeighborsCount(s, newClaimedByStep(), opts...)
+	}
+}
+
+// ByClaimedBy orders the results by claimed_by terms.
+func ByClaimedBy(term sql.OrderTerm, terms ...sql.OrderTerm) OrderOption {
+	return func(s *sql.Selector) {
+		sqlgraph.OrderByNeighborTerms(s, newClaimedByStep(), append([]sql.OrderTerm{term}, terms...)...)
+	}
+}
 func newNicsStep() *sqlgraph.Step {
 	return sqlgraph.NewStep(
 		sqlgraph.From(Table, FieldID),
@@ -217,5 +275,19 @@ func newTransitionsStep() *sqlgraph.Step {
 		sqlgraph.From(Table, FieldID),
 		sqlgraph.To(TransitionsInverseTable, FieldID),
 		sqlgraph.Edge(sqlgraph.O2M, false, TransitionsTable, TransitionsColumn),
+	)
+}
+func newIdentityConflictStep() *sqlgraph.Step {
+	return sqlgraph.NewStep(
+		sqlgraph.From(Table, FieldID),
+		sqlgraph.To(IdentityConflictInverseTable, FieldID),
+		sqlgraph.Edge(sqlgraph.O2O, false, IdentityConflictTable, IdentityConflictColumn),
+	)
+}
+func newClaimedByStep() *sqlgraph.Step {
+	return sqlgraph.NewStep(
+		sqlgraph.From(Table, FieldID),
+		sqlgraph.To(ClaimedByInverseTable, FieldID),
+		sqlgraph.Edge(sqlgraph.O2M, false, ClaimedByTable, ClaimedByColumn),
 	)
 }

@@ -91,6 +91,21 @@ func HardwareID(v string) predicate.Machine {
 	return predicate.Machine(sql.FieldEQ(FieldHardwareID, v))
 }
 
+// BootID applies equality check predicate on the "boot_id" field. It's identical to BootIDEQ.
+func BootID(v uuid.UUID) predicate.Machine {
+	return predicate.Machine(sql.FieldEQ(FieldBootID, v))
+}
+
+// BootNonceHash applies equality check predicate on the "boot_nonce_hash" field. It's identical to BootNonceHashEQ.
+func BootNonceHash(v []byte) predicate.Machine {
+	return predicate.Machine(sql.FieldEQ(FieldBootNonceHash, v))
+}
+
+// BootExpireTime applies equality check predicate on the "boot_expire_time" field. It's identical to BootExpireTimeEQ.
+func BootExpireTime(v time.Time) predicate.Machine {
+	return predicate.Machine(sql.FieldEQ(FieldBootExpireTime, v))
+}
+
 // CreateTimeEQ applies the EQ predicate on the "create_time" field.
 func CreateTimeEQ(v time.Time) predicate.Machine {
 	return predicate.Machine(sql.FieldEQ(FieldCreateTime, v))
@@ -431,6 +446,156 @@ func HardwareIDContainsFold(v string) predicate.Machine {
 	return predicate.Machine(sql.FieldContainsFold(FieldHardwareID, v))
 }
 
+// BootIDEQ applies the EQ predicate on the "boot_id" field.
+func BootIDEQ(v uuid.UUID) predicate.Machine {
+	return predicate.Machine(sql.FieldEQ(FieldBootID, v))
+}
+
+// BootIDNEQ applies the NEQ predicate on the "boot_id" field.
+func BootIDNEQ(v uuid.UUID) predicate.Machine {
+	return predicate.Machine(sql.FieldNEQ(FieldBootID, v))
+}
+
+// BootIDIn applies the In predicate on the "boot_id" field.
+func BootIDIn(vs ...uuid.UUID) predicate.Machine {
+	return predicate.Machine(sql.FieldIn(FieldBootID, vs...))
+}
+
+// BootIDNotIn applies the NotIn predicate on the "boot_id" field.
+func BootIDNotIn(vs ...uuid.UUID) predicate.Machine {
+	return predicate.Machine(sql.FieldNotIn(FieldBootID, vs...))
+}
+
+// BootIDGT applies the GT predicate on the "boot_id" field.
+func BootIDGT(v uuid.UUID) predicate.Machine {
+	return predicate.Machine(sql.FieldGT(FieldBootID, v))
+}
+
+// BootIDGTE applies the GTE predicate on the "boot_id" field.
+func BootIDGTE(v uuid.UUID) predicate.Machine {
+	return predicate.Machine(sql.FieldGTE(FieldBootID, v))
+}
+
+// BootIDLT applies the LT predicate on the "boot_id" field.
+func BootIDLT(v uuid.UUID) predicate.Machine {
+	return predicate.Machine(sql.FieldLT(FieldBootID, v))
+}
+
+// BootIDLTE applies the LTE predicate on the "boot_id" field.
+func BootIDLTE(v uuid.UUID) predicate.Machine {
+	return predicate.Machine(sql.FieldLTE(FieldBootID, v))
+}
+
+// BootIDIsNil applies the IsNil predicate on the "boot_id" field.
+func BootIDIsNil() predicate.Machine {
+	return predicate.Machine(sql.FieldIsNull(FieldBootID))
+}
+
+// BootIDNotNil applies the NotNil predicate on the "boot_id" field.
+func BootIDNotNil() predicate.Machine {
+	return predicate.Machine(sql.FieldNotNull(FieldBootID))
+}
+
+// BootNonceHashEQ applies the EQ predicate on the "boot_nonce_hash" field.
+func BootNonceHashEQ(v []byte) predicate.Machine {
+	return predicate.Machine(sql.FieldEQ(FieldBootNonceHash, v))
+}
+
+// BootNonceHashNEQ applies the NEQ predicate on the "boot_nonce_hash" field.
+func BootNonceHashNEQ(v []byte) predicate.Machine {
+	return predicate.Machine(sql.FieldNEQ(FieldBootNonceHash, v))
+}
+
+// BootNonceHashIn applies the In predicate on the "boot_nonce_hash" field.
+func BootNonceHashIn(vs ...[]byte) predicate.Machine {
+	return predicate.Machine(sql.FieldIn(FieldBootNonceHash, vs...))
+}
+
+// BootNonceHashNotIn applies the NotIn predicate on the "boot_nonce_hash" field.
+func BootNonceHashNotIn(vs ...[]byte) predicate.Machine {
+	return predicate.Machine(sql.FieldNotIn(FieldBootNonceHash, vs...))
+}
+
+// BootNonceHashGT applies the GT predicate on the "boot_nonce_hash" field.
+func BootNonceHashGT(v []byte) predicate.Machine {
+	return predicate.Machine(sql.FieldGT(FieldBootNonceHash, v))
+}
+
+// BootNonceHashGTE applies the GTE predicate on the "boot_nonce_hash" field.
+func BootNonceHashGTE(v []byte) predicate.Machine {
+	return predicate.Machine(sql.FieldGTE(FieldBootNonceHash, v))
+}
+
+// BootNonceHashLT applies the LT predicate on the "boot_nonce_hash" field.
+func BootNonceHashLT(v []byte) predicate.Machine {
+	return predicate.Machine(sql.FieldLT(FieldBootNonceHash, v))
+}
+
+// BootNonceHashLTE applies the LTE predicate on the "boot_nonce_hash" field.
+func BootNonceHashLTE(v []byte) predicate.Machine {
+	return predicate.Machine(sql.FieldLTE(FieldBootNonceHash, v))
+}
+
+// BootNonceHashIsNil applies the IsNil predicate on the "boot_nonce_hash" field.
+func BootNonceHashIsNil() predicate.Machine {
+	return predicate.Machine(sql.FieldIsNull(FieldBootNonceHash))
+}
+
+// BootNonceHashNotNil applies the NotNil predicate on the "boot_nonce_hash" field.
+func BootNonceHashNotNil() predicate.Machine {
+	return predicate.Machine(sql.FieldNotNull(FieldBootNonceHash))
+}
+
+// BootExpireTimeEQ applies the EQ predicate on the "boot_expire_time" field.
+func BootExpireTimeEQ(v time.Time) predicate.Machine {
+	return predicate.Machine(sql.FieldEQ(FieldBootExpireTime, v))
+}
+
+// BootExpireTimeNEQ applies the NEQ predicate on the "boot_expire_time" field.
+func BootExpireTimeNEQ(v time.Time) predicate.Machine {
+	return predicate.Machine(sql.FieldNEQ(FieldBootExpireTime, v))
+}
+
+// BootExpireTimeIn applies the In predicate on the "boot_expire_time" field.
+func BootExpireTimeIn(vs ...time.Time) predicate.Machine {
+	return predicate.Machine(sql.FieldIn(FieldBootExpireTime, vs...))
+}
+
+// BootExpireTimeNotIn applies the NotIn predicate on the "boot_expire_time" field.
+func BootExpireTimeNotIn(vs ...time.Time) predicate.Machine {
+	return predicate.Machine(sql.FieldNotIn(FieldBootExpireTime, vs...))
+}
+
+// BootExpireTimeGT applies the GT predicate on the "boot_expire_time" field.
+func BootExpireTimeGT(v time.Time) predicate.Machine {
+	return predicate.Machine(sql.FieldGT(FieldBootExpireTime, v))
+}
+
+// BootExpireTimeGTE applies the GTE predicate on the "boot_expire_time" field.
+func BootExpireTimeGTE(v time.Time) predicate.Machine {
+	return predicate.Machine(sql.FieldGTE(FieldBootExpireTime, v))
+}
+
+// BootExpireTimeLT applies the LT predicate on the "boot_expire_time" field.
+func BootExpireTimeLT(v time.Time) predicate.Machine {
+	return predicate.Machine(sql.FieldLT(FieldBootExpireTime, v))
+}
+
+// BootExpireTimeLTE applies the LTE predicate on the "boot_expire_time" field.
+func BootExpireTimeLTE(v time.Time) predicate.Machine {
+	return predicate.Machine(sql.FieldLTE(FieldBootExpireTime, v))
+}
+
+// BootExpireTimeIsNil applies the IsNil predicate on the "boot_expire_time" field.
+func BootExpireTimeIsNil() predicate.Machine {
+	return predicate.Machine(sql.FieldIsNull(FieldBootExpireTime))
+}
+
+// BootExpireTimeNotNil applies the NotNil predicate on the "boot_expire_time" field.
+func BootExpireTimeNotNil() predicate.Machine {
+	return predicate.Machine(sql.FieldNotNull(FieldBootExpireTime))
+}
+
 // HasNics applies the HasEdge predicate on the "nics" edge.
 func HasNics() predicate.Machine {
 	return predicate.Machine(func(s *sql.Selector) {
@@ -469,6 +634,52 @@ func HasTransitions() predicate.Machine {
 func HasTransitionsWith(preds ...predicate.Transition) predicate.Machine {
 	return predicate.Machine(func(s *sql.Selector) {
 		step := newTransitionsStep()
+		sqlgraph.HasNeighborsWith(s, step, func(s *sql.Selector) {
+			for _, p := range preds {
+				p(s)
+			}
+		})
+	})
+}
+
+// HasIdentityConflict applies the HasEdge predicate on the "identity_conflict" edge.
+func HasIdentityConflict() predicate.Machine {
+	return predicate.Machine(func(s *sql.Selector) {
+		step := sqlgraph.NewStep(
+			sqlgraph.From(Table, FieldID),
+			sqlgraph.Edge(sqlgraph.O2O, false, IdentityConflictTable, IdentityConflictColumn),
+		)
+		sqlgraph.HasNeighbors(s, step)
+	})
+}
+
+// HasIdentityConflictWith applies the HasEdge predicate on the "identity_conflict" edge with a given conditions (other predicates).
+func HasIdentityConflictWith(preds ...predicate.IdentityConflict) predicate.Machine {
+	return predicate.Machine(func(s *sql.Selector) {
+		step := newIdentityConflictStep()
+		sqlgraph.HasNeighborsWith(s, step, func(s *sql.Selector) {
+			for _, p := range preds {
+				p(s)
+			}
+		})
+	})
+}
+
+// HasClaimedBy applies the HasEdge predicate on the "claimed_by" edge.
+func HasClaimedBy() predicate.Machine {
+	return predicate.Machine(func(s *sql.Selector) {
+		step := sqlgraph.NewStep(
+			sqlgraph.From(Table, FieldID),
+			sqlgraph.Edge(sqlgraph.O2M, false, ClaimedByTable, ClaimedByColumn),
+		)
+		sqlgraph.HasNeighbors(s, step)
+	})
+}
+
+// HasClaimedByWith applies the HasEdge predicate on the "claimed_by" edge with a given conditions (other predicates).
+func HasClaimedByWith(preds ...predicate.IdentityConflict) predicate.Machine {
+	return predicate.Machine(func(s *sql.Selector) {
+		step := newClaimedByStep()
 		sqlgraph.HasNeighborsWith(s, step, func(s *sql.Selector) {
 			for _, p := range preds {
 				p(s)

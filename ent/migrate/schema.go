@@ -96,6 +96,44 @@ var (
 			},
 		},
 	}
+	// IdentityConflictsColumns holds the columns for the "identity_conflicts" table.
+	IdentityConflictsColumns = []*schema.Column{
+		{Name: "id", Type: field.TypeInt, Increment: true},
+		{Name: "create_time", Type: field.TypeTime},
+		{Name: "update_time", Type: field.TypeTime},
+		{Name: "hardware_id", Type: field.TypeString, Size: 300},
+		{Name: "inventory", Type: field.TypeBytes},
+		{Name: "reported_by", Type: field.TypeString, Size: 512},
+		{Name: "machine_id", Type: field.TypeUUID, Unique: true},
+		{Name: "known_machine_id", Type: field.TypeUUID},
+	}
+	// IdentityConflictsTable holds the schema information for the "identity_conflicts" table.
+	IdentityConflictsTable = &schema.Table{
+		Name:       "identity_conflicts",
+		Columns:    IdentityConflictsColumns,
+		PrimaryKey: []*schema.Column{IdentityConflictsColumns[0]},
+		ForeignKeys: []*schema.ForeignKey{
+			{
+				Symbol:     "identity_conflicts_machines_identity_conflict",
+				Columns:    []*schema.Column{IdentityConflictsColumns[6]},
+				RefColumns: []*schema.Column{MachinesColumns[0]},
+				OnDelete:   schema.Cascade,
+			},
+			{
+				Symbol:     "identity_conflicts_machines_claimed_by",
+				Columns:    []*schema.Column{IdentityConflictsColumns[7]},
+				RefColumns: []*schema.Column{MachinesColumns[0]},
+				OnDelete:   schema.Cascade,
+			},
+		},
+		Indexes: []*schema.Index{
+			{
+				Name:    "identityconflict_known_machine_id",
+				Unique:  false,
+				Columns: []*schema.Column{IdentityConflictsColumns[7]},
+			},
+		},
+	}
 	// LeasesColumns holds the columns for the "leases" table.
 	LeasesColumns = []*schema.Column{
 		{Name: "id", Type: field.TypeInt64, Increment: true},
@@ -155,6 +193,9 @@ var (
 		{Name: "maintenance", Type: field.TypeBool, Default: false},
 		{Name: "inventory", Type: field.TypeBytes, Nullable: true},
 		{Name: "hardware_id", Type: field.TypeString, Unique: true, Nullable: true, Size: 300},
+		{Name: "boot_id", Type: field.TypeUUID, Nullable: true},
+		{Name: "boot_nonce_hash", Type: field.TypeBytes, Nullable: true},
+		{Name: "boot_expire_time", Type: field.TypeTime, Nullable: true},
 	}
 	// MachinesTable holds the schema information for the "machines" table.
 	MachinesTable = &schema.Table{
@@ -298,6 +339,7 @@ var (
 		AuditRecordsTable,
 		ChangesTable,
 		DeclinedAddressesTable,
+		IdentityConflictsTable,
 		LeasesTable,
 		MachinesTable,
 		NicsTable,
@@ -312,6 +354,8 @@ func init() {
 	DeclinedAddressesTable.Annotation = &entsql.Annotation{
 		Table: "declined_addresses",
 	}
+	IdentityConflictsTable.ForeignKeys[0].RefTable = MachinesTable
+	IdentityConflictsTable.ForeignKeys[1].RefTable = MachinesTable
 	LeasesTable.ForeignKeys[0].RefTable = SegmentsTable
 	NicsTable.ForeignKeys[0].RefTable = MachinesTable
 	NicsTable.ForeignKeys[1].RefTable = SegmentsTable

@@ -15,6 +15,9 @@ type Change func(*sql.Selector)
 // DeclinedAddress is the predicate function for declinedaddress builders.
 type DeclinedAddress func(*sql.Selector)
 
+// IdentityConflict is the predicate function for identityconflict builders.
+type IdentityConflict func(*sql.Selector)
+
 // Lease is the predicate function for lease builders.
 type Lease func(*sql.Selector)
 

@@ -42,6 +42,16 @@ func (Machine) Fields() []ent.Field {
 		// HardwareID identifies the box across NICs and rediscovery:
 		// "uuid:<SMBIOS system UUID>" or "serial:<serial number>".
 		field.String("hardware_id").Optional().Nillable().Unique().MaxLen(300),
+		// BootID is the machine's current network boot, started when
+		// carbide-pxe served its discovery iPXE script; agent tokens name
+		// it and stop working when another boot starts.
+		field.UUID("boot_id", uuid.UUID{}).Optional().Nillable(),
+		// BootNonceHash is the SHA-256 of the nonce that buys the boot's
+		// one agent token; nil once it was used.
+		field.Bytes("boot_nonce_hash").Optional().Nillable().Sensitive(),
+		// BootExpireTime is when the boot's agent tokens stop working,
+		// however often they were renewed.
+		field.Time("boot_expire_time").Optional().Nillable(),
 	}
 }
 
@@ -51,6 +61,10 @@ func (Machine) Edges() []ent.Edge {
 		edge.To("nics", NIC.Type).
 			Annotations(entsql.OnDelete(entsql.Cascade)),
 		edge.To("transitions", Transition.Type).
+			Annotations(entsql.OnDelete(entsql.Cascade)),
+		edge.To("identity_conflict", IdentityConflict.Type).Unique().
+			Annotations(entsql.OnDelete(entsql.Cascade)),
+		edge.To("claimed_by", IdentityConflict.Type).
 			Annotations(entsql.OnDelete(entsql.Cascade)),
 	}
 }

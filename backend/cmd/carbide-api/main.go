@@ -67,7 +67,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.StringVar(&jwt.RolePrefix, "jwt-role-prefix", "", "prefix stripped from role names in the roles claim, e.g. carbide-")
 	jwtAlgs := fs.String("jwt-algorithms", "", "comma-separated signature algorithms to accept (default: RS*, PS*, ES*, EdDSA; never none or HS*)")
 	fs.StringVar(&cfg.AgentTokenKey, "agent-token-key", "", "ECDSA P-256 key (PEM) that signs the agent tokens of booting machines, the same on every replica; defaults to one in <data-dir>/pki with the development PKI")
-	fs.DurationVar(&cfg.AgentTokenTTL, "agent-token-ttl", pki.DefaultAgentTokenTTL, "how long an agent token is valid")
+	fs.DurationVar(&cfg.AgentTokenTTL, "agent-token-ttl", pki.DefaultAgentTokenTTL, "how long after a machine's boot starts its agent tokens stay valid (renewals never extend past it)")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	fs.Usage = func() {

@@ -19,13 +19,13 @@ import (
 	"connectrpc.com/connect"
 	"connectrpc.com/grpchealth"
 	"connectrpc.com/grpcreflect"
+	"github.com/carbide-dev/carbide/backend/internal/agent"
 	"github.com/carbide-dev/carbide/backend/internal/audit"
 	"github.com/carbide-dev/carbide/backend/internal/authn"
 	"github.com/carbide-dev/carbide/backend/internal/authz"
 	"github.com/carbide-dev/carbide/backend/internal/boot"
 	"github.com/carbide-dev/carbide/backend/internal/dhcp"
 	"github.com/carbide-dev/carbide/backend/internal/interceptor"
-	"github.com/carbide-dev/carbide/backend/internal/inventory"
 	"github.com/carbide-dev/carbide/backend/internal/ipam"
 	"github.com/carbide-dev/carbide/backend/internal/machines"
 	"github.com/carbide-dev/carbide/backend/internal/pki"
@@ -77,7 +77,8 @@ type Config struct {
 	// with the development PKI means <DataDir>/pki/agent-token.key, created
 	// if missing; empty otherwise means no agent tokens are issued.
 	AgentTokenKey string
-	// AgentTokenTTL is how long an agent token is valid; 0 means
+	// AgentTokenTTL is how long after a machine's boot starts its agent
+	// tokens stay valid, however often renewed; 0 means
 	// pki.DefaultAgentTokenTTL.
 	AgentTokenTTL time.Duration
 	// ChangeRetention is how long the change log keeps entries for Watch
@@ -264,9 +265,9 @@ func newHandler(st *store.Store, tokens *pki.AgentTokens, logger *slog.Logger, s
 	mux.Handle(networkv1connect.NewAddressServiceHandler(addresses, opts))
 	mux.Handle(dhcpv1connect.NewDHCPServiceHandler(dhcp.NewService(st, addresses, logger), opts))
 	mux.Handle(watchv1connect.NewWatchServiceHandler(watch.NewService(st, stopping), opts))
-	mux.Handle(agentv1connect.NewAgentServiceHandler(inventory.NewService(st, tokens, logger), opts))
+	mux.Handle(agentv1connect.NewAgentServiceHandler(agent.NewService(st, tokens, logger, reg), opts))
 	mux.Handle(auditv1connect.NewAuditServiceHandler(audit.NewService(st), opts))
-	mux.Handle(bootv1connect.NewBootServiceHandler(boot.NewService(st, tokens), opts))
+	mux.Handle(bootv1connect.NewBootServiceHandler(boot.NewService(st, tokens, reg), opts))
 
 	health := grpchealth.NewStaticChecker(ServiceNames...)
 	mux.Handle(grpchealth.NewHandler(health, opts))

@@ -54,6 +54,10 @@ var Policy = map[string]Rule{
 	machinev1connect.MachineServiceDeleteMachineProcedure:          {Roles: admins},
 	machinev1connect.MachineServiceListMachineTransitionsProcedure: {Roles: users},
 	machinev1connect.MachineServiceRetryMachineProcedure:           {Roles: writers},
+	// Held reports name hardware ids and inventories; deciding one hands
+	// a box's identity to a machine.
+	machinev1connect.MachineServiceListIdentityConflictsProcedure:   {Roles: admins},
+	machinev1connect.MachineServiceResolveIdentityConflictProcedure: {Roles: admins},
 
 	networkv1connect.SegmentServiceCreateSegmentProcedure: {Roles: admins},
 	networkv1connect.SegmentServiceGetSegmentProcedure:    {Roles: users},
@@ -78,7 +82,9 @@ var Policy = map[string]Rule{
 	agentv1connect.AgentServiceReportInventoryProcedure: {Roles: []principal.Role{principal.RoleAgent}},
 	agentv1connect.AgentServiceGetInstructionProcedure:  {Roles: []principal.Role{principal.RoleAgent}},
 
-	// The PXE daemon learns how machines boot, and hands out agent tokens.
+	// The PXE daemon learns how machines boot, and hands out agent tokens;
+	// an admin may read how a machine boots, but the handler starts boots
+	// and issues tokens for the pxe role only.
 	bootv1connect.BootServiceGetBootConfigProcedure: {Roles: []principal.Role{admin, principal.RolePXE}},
 
 	auditv1connect.AuditServiceListAuditRecordsProcedure: {Roles: admins},

@@ -1,16 +1,22 @@
 // Package boot implements carbide.boot.v1.BootService: what each machine
-// network-boots, asked by the stateless PXE daemons, and the agent tokens
-// with which a machine's discovery agent then speaks for it.
+// network-boots, asked by the stateless PXE daemons, and the boots and
+// agent tokens with which a machine's discovery agent then speaks for it.
 package boot
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"errors"
 	"fmt"
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/carbide-dev/carbide/backend/internal/audit"
 	"github.com/carbide-dev/carbide/backend/internal/machines"
 	"github.com/carbide-dev/carbide/backend/internal/pki"
+	"github.com/carbide-dev/carbide/backend/internal/principal"
 	"github.com/carbide-dev/carbide/backend/internal/store"
 	"github.com/carbide-dev/carbide/ent"
 	"github.com/carbide-dev/carbide/ent/lease"
@@ -18,28 +24,54 @@ import (
 	"github.com/carbide-dev/carbide/ent/nic"
 	bootv1 "github.com/carbide-dev/carbide/gen/carbide/boot/v1"
 	"github.com/carbide-dev/carbide/gen/carbide/boot/v1/bootv1connect"
+	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
 // Service serves BootService.
 type Service struct {
-	store  *store.Store
-	tokens *pki.AgentTokens
+	store    *store.Store
+	tokens   *pki.AgentTokens
+	withheld *prometheus.CounterVec
 }
 
 var _ bootv1connect.BootServiceHandler = (*Service)(nil)
 
+// Why a boot or a token was withheld, the reason label of
+// carbide_boot_withheld_total.
+const (
+	withheldNoKey   = "no_token_key"
+	withheldNoLease = "no_lease"
+	withheldNonce   = "nonce"
+)
+
 // NewService returns a BootService over st. tokens signs agent tokens; nil
-// means the API issues none, and discovery agents cannot report.
-func NewService(st *store.Store, tokens *pki.AgentTokens) *Service {
-	return &Service{store: st, tokens: tokens}
+// means the API issues none, and discovery agents cannot report. Its
+// metrics are registered with reg.
+func NewService(st *store.Store, tokens *pki.AgentTokens, reg prometheus.Registerer) *Service {
+	s := &Service{store: st, tokens: tokens, withheld: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "carbide_boot_withheld_total",
+		Help: "Boots not started and agent tokens not issued to the PXE daemon, by reason: no_lease (the request did not come from the MAC's leased address), nonce (not the current boot's, used or expired), no_token_key.",
+	}, []string{"reason"})}
+	reg.MustRegister(s.withheld)
+	return s
 }
 
 // GetBootConfig says what the machine with a MAC boots: Ready and
 // Assigned machines (and machines an operator holds in maintenance) boot
-// from their disk, every other one the discovery image, with an agent
-// token if the request came from the MAC's leased address.
+// from their disk, every other one the discovery image. For the PXE
+// daemon, and only for the address that holds the MAC's lease, it starts
+// a boot (start_boot) or exchanges the current boot's nonce for an agent
+// token (boot_nonce).
 func (s *Service) GetBootConfig(ctx context.Context, req *connect.Request[bootv1.GetBootConfigRequest]) (*connect.Response[bootv1.GetBootConfigResponse], error) {
+	start, nonce := req.Msg.GetStartBoot(), req.Msg.GetBootNonce()
+	if start || nonce != "" {
+		if who := principal.FromContext(ctx); who == nil || !who.Has(principal.RolePXE) {
+			return nil, connect.NewError(connect.CodePermissionDenied, errors.New(
+				"only the PXE daemon (role pxe) starts boots and receives agent tokens; read the boot configuration without start_boot and boot_nonce"))
+		}
+	}
 	mac := machines.CanonicalMAC(req.Msg.GetMac())
 	m, err := s.store.Client.Machine.Query().Where(machine.HasNicsWith(nic.MAC(mac))).Only(ctx)
 	if ent.IsNotFound(err) {
@@ -53,22 +85,26 @@ func (s *Service) GetBootConfig(ctx context.Context, req *connect.Request[bootv1
 		State:     machines.StateToProto(m.State),
 		Action:    action(m),
 	}
-	if resp.Action != bootv1.BootAction_BOOT_ACTION_DISCOVERY {
+	if resp.Action != bootv1.BootAction_BOOT_ACTION_DISCOVERY || (!start && nonce == "") {
+		audit.Unchanged(ctx)
 		return connect.NewResponse(resp), nil
 	}
-	reason, err := s.withholdToken(ctx, mac, req.Msg.GetClientAddress())
+	reason, err := s.withhold(ctx, mac, req.Msg.GetClientAddress())
+	if err != nil {
+		return nil, err
+	}
+	if reason == "" && start {
+		resp.BootNonce, err = s.startBoot(ctx, m.ID)
+	} else if reason == "" {
+		reason, err = s.mintToken(ctx, m.ID, nonce, resp)
+	}
 	if err != nil {
 		return nil, err
 	}
 	if reason != "" {
 		resp.TokenWithheldReason = reason
-		return connect.NewResponse(resp), nil
+		audit.Unchanged(ctx)
 	}
-	tok, exp, err := s.tokens.Issue(m.ID, time.Now())
-	if err != nil {
-		return nil, err
-	}
-	resp.AgentToken, resp.AgentTokenExpireTime = tok, timestamppb.New(exp)
 	return connect.NewResponse(resp), nil
 }
 
@@ -84,14 +120,17 @@ func action(m *ent.Machine) bootv1.BootAction {
 	return bootv1.BootAction_BOOT_ACTION_DISCOVERY
 }
 
-// withholdToken says why no agent token may go to addr for mac, or "" if
-// one may: addr must hold mac's unexpired lease, so that only the machine
-// itself, and not any host that can name its MAC, gets a token for it.
-func (s *Service) withholdToken(ctx context.Context, mac, addr string) (string, error) {
+// withhold says why no boot may be started nor token issued for mac at
+// addr, or "" if they may: addr must hold mac's unexpired lease, so that
+// only the machine itself, and not any host that can name its MAC, boots
+// as it or gets a token for it.
+func (s *Service) withhold(ctx context.Context, mac, addr string) (string, error) {
 	if s.tokens == nil {
+		s.withheld.WithLabelValues(withheldNoKey).Inc()
 		return "the API issues no agent tokens: start carbide-api with --agent-token-key", nil
 	}
 	if addr == "" {
+		s.withheld.WithLabelValues(withheldNoLease).Inc()
 		return "the request named no client address", nil
 	}
 	n, err := s.store.Client.Lease.Query().
@@ -101,7 +140,65 @@ func (s *Service) withholdToken(ctx context.Context, mac, addr string) (string, 
 		return "", fmt.Errorf("read the leases of %s: %w", mac, err)
 	}
 	if n == 0 {
+		s.withheld.WithLabelValues(withheldNoLease).Inc()
 		return fmt.Sprintf("%s does not hold a lease of %s; boot it through carbide-dhcp", addr, mac), nil
 	}
 	return "", nil
+}
+
+// startBoot records a new boot of machine id, superseding the one before
+// (whose agent tokens stop working), and returns the nonce that buys its
+// agent token.
+func (s *Service) startBoot(ctx context.Context, id uuid.UUID) (string, error) {
+	var raw [32]byte
+	rand.Read(raw[:])
+	nonce := base64.RawURLEncoding.EncodeToString(raw[:])
+	sum := sha256.Sum256([]byte(nonce))
+	err := s.store.Client.Machine.UpdateOneID(id).
+		SetBootID(uuid.New()).SetBootNonceHash(sum[:]).
+		SetBootExpireTime(store.Now().Add(s.tokens.TTL())).
+		Exec(ctx)
+	if err != nil {
+		return "", fmt.Errorf("start a boot of machine %s: %w", id, err)
+	}
+	return nonce, nil
+}
+
+// mintToken exchanges nonce, once, for an agent token of machine id's
+// current boot, set in resp. It returns why it issued none.
+func (s *Service) mintToken(ctx context.Context, id uuid.UUID, nonce string, resp *bootv1.GetBootConfigResponse) (string, error) {
+	sum := sha256.Sum256([]byte(nonce))
+	now := store.Now()
+	var reason string
+	err := s.store.InTx(ctx, func(tx *ent.Tx) error {
+		// Using the nonce up and reading the boot in one transaction: a
+		// boot started meanwhile cannot get this nonce's token.
+		n, err := tx.Machine.Update().
+			Where(machine.ID(id), machine.BootNonceHash(sum[:]), machine.BootExpireTimeGT(now)).
+			ClearBootNonceHash().
+			Save(ctx)
+		if err != nil {
+			return fmt.Errorf("use the boot nonce of machine %s: %w", id, err)
+		}
+		if n == 0 {
+			s.withheld.WithLabelValues(withheldNonce).Inc()
+			reason = fmt.Sprintf("the boot nonce is not machine %s's current one, was used already or has expired; boot the machine again", id)
+			return nil
+		}
+		m, err := tx.Machine.Get(ctx, id)
+		if err != nil {
+			return fmt.Errorf("read machine %s: %w", id, err)
+		}
+		tok, exp, err := s.tokens.Issue(id, *m.BootID, time.Now(), *m.BootExpireTime)
+		if errors.Is(err, pki.ErrBootEnded) {
+			s.withheld.WithLabelValues(withheldNonce).Inc()
+			reason = fmt.Sprintf("the boot of machine %s has ended; boot the machine again", id)
+			return nil
+		} else if err != nil {
+			return err
+		}
+		resp.AgentToken, resp.AgentTokenExpireTime = tok, timestamppb.New(exp)
+		return nil
+	})
+	return reason, err
 }

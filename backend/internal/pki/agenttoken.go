@@ -22,9 +22,12 @@ import (
 
 // Agent tokens are the credentials of discovery agents booted over the
 // network. BootService.GetBootConfig issues one for the machine that boots
-// (only to the address that holds the machine's lease); the agent presents
-// it as a bearer token, and it names that one machine, exactly like an agent
-// certificate (spiffe://<td>/agent/<machine-id>) does. They are JWTs that
+// (only to the PXE daemon, for the address that holds the machine's lease,
+// in exchange for the nonce of the machine's current boot); the agent
+// presents it as a bearer token, and it names that one machine, exactly
+// like an agent certificate (spiffe://<td>/agent/<machine-id>) does, and
+// the boot it was issued for, which the agent service checks is still the
+// machine's current one. They are JWTs that
 // the API signs with its own key and alone verifies, with an issuer and
 // audience no identity provider uses.
 const (
@@ -35,9 +38,9 @@ const (
 	AgentTokenIssuer = "carbide-api/agent"
 	// AgentTokenAudience is the aud of every agent token.
 	AgentTokenAudience = "carbide-agent"
-	// DefaultAgentTokenTTL is how long an agent token is valid: long enough
-	// for a slow boot and inventory, short enough that a leaked one soon
-	// expires.
+	// DefaultAgentTokenTTL is how long after a boot starts its agent
+	// tokens are valid, however often they are renewed: long enough for a
+	// slow boot and inventory, short enough that a leaked one soon expires.
 	DefaultAgentTokenTTL = time.Hour
 
 	agentTokenLeeway = 30 * time.Second
@@ -46,6 +49,10 @@ const (
 // ErrNotAgentToken means a bearer token is not an agent token at all, so
 // another verifier should look at it.
 var ErrNotAgentToken = errors.New("not an agent token")
+
+// ErrBootEnded means a token was asked for a boot whose tokens have
+// expired: the machine must boot again.
+var ErrBootEnded = errors.New("the boot's agent tokens have expired")
 
 // AgentTokens issues and verifies agent tokens.
 type AgentTokens struct {
@@ -110,10 +117,28 @@ func NewAgentTokens(keyFile, trustDomain string, ttl time.Duration, create bool)
 	return &AgentTokens{key: ec, signer: signer, keyID: kid, trustDomain: trustDomain, ttl: ttl}, created, nil
 }
 
-// Issue returns a token for the agent of machine id, and when it expires.
-func (a *AgentTokens) Issue(id uuid.UUID, now time.Time) (string, time.Time, error) {
-	exp := now.Add(a.ttl).Truncate(time.Second)
-	claims := jwt.Claims{
+// agentClaims are an agent token's claims: the machine (sub) and the
+// boot it was issued for.
+type agentClaims struct {
+	jwt.Claims
+	Boot string `json:"boot"`
+}
+
+// TTL is how long after a boot starts its agent tokens stop working.
+func (a *AgentTokens) TTL() time.Duration { return a.ttl }
+
+// Issue returns a token for the agent of machine id in boot, and when it
+// expires: the TTL from now, but never after limit (the boot's end).
+func (a *AgentTokens) Issue(id, boot uuid.UUID, now, limit time.Time) (string, time.Time, error) {
+	exp := now.Add(a.ttl)
+	if limit.Before(exp) {
+		exp = limit
+	}
+	exp = exp.Truncate(time.Second)
+	if !exp.After(now) {
+		return "", time.Time{}, ErrBootEnded
+	}
+	claims := agentClaims{Claims: jwt.Claims{
 		Issuer:    AgentTokenIssuer,
 		Subject:   id.String(),
 		Audience:  jwt.Audience{AgentTokenAudience},
@@ -121,7 +146,7 @@ func (a *AgentTokens) Issue(id uuid.UUID, now time.Time) (string, time.Time, err
 		NotBefore: jwt.NewNumericDate(now),
 		Expiry:    jwt.NewNumericDate(exp),
 		ID:        uuid.NewString(),
-	}
+	}, Boot: boot.String()}
 	tok, err := jwt.Signed(a.signer).Claims(claims).Serialize()
 	if err != nil {
 		return "", time.Time{}, fmt.Errorf("sign agent token: %w", err)
@@ -137,7 +162,7 @@ func (a *AgentTokens) Verify(token string, now time.Time) (*principal.Principal,
 	if err != nil || len(parsed.Headers) != 1 || parsed.Headers[0].KeyID != a.keyID {
 		return nil, ErrNotAgentToken
 	}
-	var claims jwt.Claims
+	var claims agentClaims
 	if err := parsed.Claims(a.key.Public(), &claims); err != nil {
 		return nil, fmt.Errorf("agent token signature is invalid: %w", err)
 	}
@@ -149,13 +174,15 @@ func (a *AgentTokens) Verify(token string, now time.Time) (*principal.Principal,
 		return nil, fmt.Errorf("agent token not accepted: %w", err)
 	}
 	id, err := uuid.Parse(claims.Subject)
-	if err != nil || claims.Expiry == nil {
-		return nil, errors.New("agent token not accepted: it names no machine or has no expiry")
+	boot, berr := uuid.Parse(claims.Boot)
+	if err != nil || berr != nil || claims.Expiry == nil {
+		return nil, errors.New("agent token not accepted: it names no machine or boot, or has no expiry")
 	}
 	return &principal.Principal{
 		Name:      AgentID(a.trustDomain, id.String()),
 		Roles:     []principal.Role{principal.RoleAgent},
 		MachineID: id.String(),
+		BootID:    boot.String(),
 		Method:    principal.MethodAgentToken,
 		Expires:   claims.Expiry.Time(),
 	}, nil

@@ -54,6 +54,9 @@ type Principal struct {
 	Roles []Role
 	// MachineID is set for the agent role: the one machine it speaks for.
 	MachineID string
+	// BootID is set for an agent token: the boot of MachineID it was
+	// issued for, which must still be the machine's current boot.
+	BootID string
 	// Method is how the caller authenticated.
 	Method Method
 	// Expires is when the credential stops being valid (a token's exp).

@@ -21,6 +21,7 @@ import (
 
 	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/carbide-dev/carbide/edge/internal/agentconfig"
 	"github.com/carbide-dev/carbide/edge/internal/scout"
 )
 
@@ -40,7 +41,7 @@ func main() {
 	}
 }
 
-const usage = `Usage: carbide-scout [--root DIR] [--bmc]
+const usage = `Usage: carbide-scout [--root DIR] [--bmc] [--config-url URL]
 
 carbide-scout is the /init of Carbide's discovery image. Run as PID 1 it
 takes its parameters from the kernel command line (carbide.config=<URL>,
@@ -49,6 +50,12 @@ carbide.mac=<MAC>, or carbide.inventory=print) and never exits.
 Run as any other process it prints the inventory of the system it runs on
 (or of the /sys and /proc tree below --root), as JSON, and exits; with --bmc
 it also asks the BMC for its address through /dev/ipmi0 (root only).
+
+With --config-url it instead reports that inventory as the discovery agent
+does, with the configuration at URL (the carbide.config URL of the
+machine's iPXE script, fetched from the machine's leased address), and
+follows the API's instructions until interrupted, without ever powering
+the system off or rebooting it.
 
 Flags:
 `
@@ -62,11 +69,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	root := fs.String("root", "/", "directory holding the sys and proc trees to read")
 	bmc := fs.Bool("bmc", false, "ask the BMC for its address through "+"<root>/dev/ipmi0")
+	configURL := fs.String("config-url", "", "report the inventory with the agent configuration at this URL, and follow the API's instructions")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q (see --help)", fs.Args())
+	}
+	if *configURL != "" {
+		if _, err := scout.ParseCmdline(agentconfig.ParamConfig + "=" + *configURL); err != nil {
+			return fmt.Errorf("--config-url: %w", err)
+		}
+		scout.NewProcessAgent(scout.NewLogger(stderr), *root, *configURL).Run(ctx)
+		return nil
 	}
 	c := &scout.Collector{Root: *root}
 	if *bmc {

@@ -11,6 +11,12 @@ import "time"
 // followed by the lower-case MAC address and ".json".
 const Path = "/agent/"
 
+// ParamBoot is the query parameter of the configuration URL that carries
+// the nonce of the machine's boot: carbide-pxe places it in the URL of the
+// iPXE script it serves, and exchanges it, once, for the agent token. A
+// secret: never log the URL's query.
+const ParamBoot = "boot"
+
 // Kernel command-line parameters that the PXE daemon sets and the agent
 // reads.
 const (

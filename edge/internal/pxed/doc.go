@@ -19,16 +19,20 @@
 // [HTTPHandler] serves:
 //
 //   - GET /ipxe/{mac}: the machine's iPXE script. It calls GetBootConfig
-//     with the MAC and the request's IPv4 source address, and renders the
-//     discovery image (kernel and initrd, with carbide.config and
-//     carbide.mac on the kernel command line), an exit to the next boot
+//     with the MAC, the request's IPv4 source address and start_boot, and
+//     renders the discovery image (kernel and initrd, with carbide.config
+//     and carbide.mac on the kernel command line; carbide.config carries
+//     the new boot's nonce as ?boot=, when the API started one because
+//     the request came from the MAC's leased address), an exit to the next boot
 //     device for BOOT_ACTION_LOCAL_DISK, or, for a MAC no machine has, a
 //     script that waits --retry-interval and asks again. When the API
 //     fails the answer is 503 with Retry-After, never a partial script.
-//   - GET /agent/{mac}.json: the discovery agent's configuration
-//     ([agentconfig.Config]) with the agent token the API issues, only to
-//     the address that holds the MAC's lease. 403 when the API withheld
-//     the token, 409 when the machine is not being discovered.
+//   - GET /agent/{mac}.json?boot={nonce}: the discovery agent's
+//     configuration ([agentconfig.Config]) with the agent token the API
+//     issues in exchange for the nonce of the machine's current boot, once,
+//     only to the address that holds the MAC's lease. 403 without a nonce
+//     or when the API withheld the token, 409 when the machine is not
+//     being discovered. The query string (the nonce) is never logged.
 //   - GET /artifacts/{path}: the files under --artifacts-dir (kernels,
 //     initrds), with Range requests, confined like TFTP; no listings.
 //   - GET /cloud-init/{mac}/{meta-data,user-data,vendor-data}: a NoCloud

@@ -35,13 +35,14 @@ const (
 	testHostname  = "node-1.lab.example"
 	testLease     = "10.0.0.50" // the address leased to testMAC
 	testToken     = "agent-token-0123456789-secret"
+	testNonce     = "Ym9vdC1ub25jZS0wMTIzNDU2Nzg5LXNlY3JldA"
 )
 
 var testExpiry = time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
 
 // fakeBoot is a BootService that answers like the API: it knows machines
-// by MAC, and issues the agent token of a machine being discovered only to
-// the address leased to it.
+// by MAC, and starts the boot of a machine being discovered, and issues
+// its agent token for the boot's nonce, only for the address leased to it.
 type fakeBoot struct {
 	bootv1connect.UnimplementedBootServiceHandler
 
@@ -90,12 +91,18 @@ func (f *fakeBoot) GetBootConfig(ctx context.Context, req *connect.Request[bootv
 		return nil, connect.NewError(connect.CodeNotFound, nil)
 	}
 	resp := proto.Clone(m).(*bootv1.GetBootConfigResponse)
-	if resp.Action == bootv1.BootAction_BOOT_ACTION_DISCOVERY {
-		if req.Msg.GetClientAddress() != "" && req.Msg.GetClientAddress() == lease {
+	start, nonce := req.Msg.GetStartBoot(), req.Msg.GetBootNonce()
+	if resp.Action == bootv1.BootAction_BOOT_ACTION_DISCOVERY && (start || nonce != "") {
+		switch {
+		case req.Msg.GetClientAddress() == "" || req.Msg.GetClientAddress() != lease:
+			resp.TokenWithheldReason = "client address " + req.Msg.GetClientAddress() + " does not hold the lease of " + req.Msg.GetMac()
+		case start:
+			resp.BootNonce = testNonce
+		case nonce == testNonce:
 			resp.AgentToken = testToken
 			resp.AgentTokenExpireTime = timestamppb.New(testExpiry)
-		} else {
-			resp.TokenWithheldReason = "client address " + req.Msg.GetClientAddress() + " does not hold the lease of " + req.Msg.GetMac()
+		default:
+			resp.TokenWithheldReason = "the boot nonce is not the machine's current one"
 		}
 	}
 	return connect.NewResponse(resp), nil

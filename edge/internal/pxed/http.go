@@ -224,19 +224,13 @@ func macParam(w http.ResponseWriter, raw string) (string, bool) {
 	return mac, ok
 }
 
-// bootConfig asks the API how the machine with mac boots. With wantToken
-// it passes the request's address, so that the API issues an agent token
-// if that address holds the MAC's lease; only the agent configuration
-// needs one. It counts and logs a failure; the caller answers it.
-func (h *HTTPHandler) bootConfig(ctx context.Context, w http.ResponseWriter, r *http.Request, mac string, wantToken bool) (*bootv1.GetBootConfigResponse, error) {
+// bootConfig asks the API how the machine req names boots. It counts
+// and logs a failure; the caller answers it.
+func (h *HTTPHandler) bootConfig(ctx context.Context, w http.ResponseWriter, req *bootv1.GetBootConfigRequest) (*bootv1.GetBootConfigResponse, error) {
 	ctx, cancel := context.WithTimeout(ctx, h.apiTimeout)
 	defer cancel()
-	client := ""
-	if wantToken {
-		client = clientIPv4(r)
-	}
-	annotate(w, slog.String("mac", mac))
-	resp, err := h.api.GetBootConfig(ctx, &bootv1.GetBootConfigRequest{Mac: mac, ClientAddress: client})
+	annotate(w, slog.String("mac", req.GetMac()))
+	resp, err := h.api.GetBootConfig(ctx, req)
 	if err != nil {
 		code := connect.CodeOf(err).String()
 		h.metrics.apiErrors.WithLabelValues(code).Inc()
@@ -247,16 +241,19 @@ func (h *HTTPHandler) bootConfig(ctx context.Context, w http.ResponseWriter, r *
 		return nil, err
 	}
 	annotate(w, slog.String("machine_id", resp.GetMachineId()), slog.String("action", resp.GetAction().String()))
+	if reason := resp.GetTokenWithheldReason(); reason != "" {
+		annotate(w, slog.String("token_withheld_reason", reason))
+	}
 	return resp, nil
 }
 
 // knownMachine is bootConfig for the routes that serve a known machine
 // only: an unknown MAC gets 404 and a failed call 503, and it returns false.
-func (h *HTTPHandler) knownMachine(w http.ResponseWriter, r *http.Request, mac string, wantToken bool) (*bootv1.GetBootConfigResponse, bool) {
-	resp, err := h.bootConfig(r.Context(), w, r, mac, wantToken)
+func (h *HTTPHandler) knownMachine(w http.ResponseWriter, r *http.Request, req *bootv1.GetBootConfigRequest) (*bootv1.GetBootConfigResponse, bool) {
+	resp, err := h.bootConfig(r.Context(), w, req)
 	switch {
 	case connect.CodeOf(err) == connect.CodeNotFound:
-		plain(w, http.StatusNotFound, "no machine has MAC %s", mac)
+		plain(w, http.StatusNotFound, "no machine has MAC %s", req.GetMac())
 		return nil, false
 	case err != nil:
 		unavailable(w)
@@ -305,7 +302,10 @@ func (h *HTTPHandler) serveIPXE(w http.ResponseWriter, r *http.Request) {
 	}
 	var script []byte
 	var action string
-	resp, err := h.bootConfig(r.Context(), w, r, mac, false)
+	// Serving a discovery script starts a new boot of the machine, when
+	// the request comes from its leased address; the script carries the
+	// boot's nonce to the agent.
+	resp, err := h.bootConfig(r.Context(), w, &bootv1.GetBootConfigRequest{Mac: mac, ClientAddress: clientIPv4(r), StartBoot: true})
 	switch {
 	case connect.CodeOf(err) == connect.CodeNotFound:
 		script, err = h.scripts.renderUnknown(base, mac)
@@ -343,7 +343,16 @@ func (h *HTTPHandler) serveAgentConfig(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	resp, ok := h.knownMachine(w, r, mac, true)
+	nonce := r.URL.Query().Get(agentconfig.ParamBoot)
+	if nonce == "" {
+		plain(w, http.StatusForbidden, "the URL carries no boot nonce (?%s=...); boot the machine through its iPXE script, which gives the agent this URL with one", agentconfig.ParamBoot)
+		return
+	}
+	if !validNonce(nonce) {
+		plain(w, http.StatusBadRequest, "the boot nonce is malformed; use the URL the machine's iPXE script gave the agent")
+		return
+	}
+	resp, ok := h.knownMachine(w, r, &bootv1.GetBootConfigRequest{Mac: mac, ClientAddress: clientIPv4(r), BootNonce: nonce})
 	if !ok {
 		return
 	}
@@ -357,7 +366,6 @@ func (h *HTTPHandler) serveAgentConfig(w http.ResponseWriter, r *http.Request) {
 		if reason == "" {
 			reason = "the Carbide API issued no agent token for this machine"
 		}
-		annotate(w, slog.String("token_withheld_reason", reason))
 		plain(w, http.StatusForbidden, "%s", reason)
 		return
 	}
@@ -437,7 +445,7 @@ func (h *HTTPHandler) serveCloudInit(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusOK)
 		return
 	}
-	resp, ok := h.knownMachine(w, r, mac, false)
+	resp, ok := h.knownMachine(w, r, &bootv1.GetBootConfigRequest{Mac: mac})
 	if !ok {
 		return
 	}

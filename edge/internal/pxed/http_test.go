@@ -32,7 +32,7 @@ func TestIPXEScript(t *testing.T) {
 			want: `#!ipxe
 echo Carbide: machine 6d3c9b8e-2a8f-4c5e-9a4b-3c2d1e0f9a8b, host name node-1.lab.example
 echo Carbide: booting the discovery image
-kernel ` + base + `/artifacts/scout/vmlinuz initrd=scout.cpio.gz console=ttyS0,115200 console=tty0 carbide.config=` + base + `/agent/52:54:00:12:34:56.json carbide.mac=52:54:00:12:34:56
+kernel ` + base + `/artifacts/scout/vmlinuz initrd=scout.cpio.gz console=ttyS0,115200 console=tty0 carbide.config=` + base + `/agent/52:54:00:12:34:56.json?boot=` + testNonce + ` carbide.mac=52:54:00:12:34:56
 initrd --name scout.cpio.gz ` + base + `/artifacts/scout/scout.cpio.gz
 boot
 `,
@@ -50,7 +50,7 @@ boot
 			want: `#!ipxe
 echo Carbide: machine 6d3c9b8e-2a8f-4c5e-9a4b-3c2d1e0f9a8b
 echo Carbide: booting the discovery image
-kernel https://images.example/scout/v2/bzImage initrd=scout-v2.img console=ttyS1,9600 quiet carbide.config=https://boot.example:8443/pxe/agent/52:54:00:12:34:56.json carbide.mac=52:54:00:12:34:56
+kernel https://images.example/scout/v2/bzImage initrd=scout-v2.img console=ttyS1,9600 quiet carbide.config=https://boot.example:8443/pxe/agent/52:54:00:12:34:56.json?boot=` + testNonce + ` carbide.mac=52:54:00:12:34:56
 initrd --name scout-v2.img https://boot.example:8443/pxe/artifacts/v2/scout-v2.img
 boot
 `,
@@ -94,9 +94,9 @@ chain --replace --autofree ` + base + `/ipxe/52:54:00:ab:cd:ef
 			if got := w.Header().Get("Cache-Control"); got != "no-store" {
 				t.Errorf("Cache-Control = %q, want no-store", got)
 			}
-			// The script needs no token, so none is asked for.
-			if call := env.fake.lastCall(t); call.GetClientAddress() != "" {
-				t.Errorf("client_address = %q, want none", call.GetClientAddress())
+			// Serving the script starts a boot, from the machine's address.
+			if call := env.fake.lastCall(t); call.GetClientAddress() != testLease || !call.GetStartBoot() || call.GetBootNonce() != "" {
+				t.Errorf("API call %v, want start_boot from %s", call, testLease)
 			}
 			if got := testutil.ToFloat64(env.metrics.scripts.WithLabelValues(tt.action)); got != 1 {
 				t.Errorf("carbide_pxe_scripts_total{action=%q} = %v, want 1", tt.action, got)
@@ -303,7 +303,7 @@ func TestAPIUnavailable(t *testing.T) {
 			t.Parallel()
 			env := newTestEnv(t, func(c *Config) { c.APITimeout = 100 * time.Millisecond })
 			tt.fail(env.fake)
-			paths := []string{"/ipxe/" + testMAC, "/agent/" + testMAC + ".json", "/cloud-init/" + testMAC + "/meta-data", "/cloud-init/" + testMAC + "/user-data"}
+			paths := []string{"/ipxe/" + testMAC, "/agent/" + testMAC + ".json?boot=" + testNonce, "/cloud-init/" + testMAC + "/meta-data", "/cloud-init/" + testMAC + "/user-data"}
 			for _, p := range paths {
 				w := env.get(p, machineRemote, nil)
 				if w.Code != http.StatusServiceUnavailable {
@@ -344,8 +344,8 @@ func TestAgentConfig(t *testing.T) {
 	t.Parallel()
 	env := newTestEnv(t, nil)
 
-	// The machine itself, from its leased address.
-	w := env.get("/agent/"+strings.ToUpper(testMAC)+".json", machineRemote, nil)
+	// The machine itself, from its leased address, with its boot's nonce.
+	w := env.get("/agent/"+strings.ToUpper(testMAC)+".json?boot="+testNonce, machineRemote, nil)
 	if w.Code != http.StatusOK {
 		t.Fatalf("status %d, body %q", w.Code, w.Body)
 	}
@@ -369,12 +369,31 @@ func TestAgentConfig(t *testing.T) {
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("agent configuration (-want +got):\n%s", diff)
 	}
-	if call := env.fake.lastCall(t); call.GetMac() != testMAC || call.GetClientAddress() != testLease {
-		t.Errorf("API call %v, want the MAC and the leased address", call)
+	if call := env.fake.lastCall(t); call.GetMac() != testMAC || call.GetClientAddress() != testLease || call.GetBootNonce() != testNonce {
+		t.Errorf("API call %v, want the MAC, the leased address and the nonce", call)
+	}
+	if strings.Contains(env.log.String(), testNonce) {
+		t.Errorf("the log holds the boot nonce:\n%s", env.log)
+	}
+
+	// No nonce, or a malformed one: the API is not asked.
+	calls := env.fake.callCount()
+	if w := env.get("/agent/"+testMAC+".json", machineRemote, nil); w.Code != http.StatusForbidden || !strings.Contains(w.Body.String(), "no boot nonce") {
+		t.Errorf("without a nonce: status %d, body %q; want 403 saying why", w.Code, w.Body)
+	}
+	if w := env.get("/agent/"+testMAC+".json?boot=short", machineRemote, nil); w.Code != http.StatusBadRequest {
+		t.Errorf("a malformed nonce: status %d, want 400", w.Code)
+	}
+	if env.fake.callCount() != calls {
+		t.Errorf("the API was asked without a usable nonce")
+	}
+	// Another nonce: the API withholds the token.
+	if w := env.get("/agent/"+testMAC+".json?boot=x"+testNonce[1:], machineRemote, nil); w.Code != http.StatusForbidden {
+		t.Errorf("another nonce: status %d, want 403", w.Code)
 	}
 
 	// Another address: the API withholds the token.
-	w = env.get("/agent/"+testMAC+".json", "10.0.0.99:40000", nil)
+	w = env.get("/agent/"+testMAC+".json?boot="+testNonce, "10.0.0.99:40000", nil)
 	if w.Code != http.StatusForbidden {
 		t.Errorf("from another address: status %d, want 403", w.Code)
 	}
@@ -385,20 +404,20 @@ func TestAgentConfig(t *testing.T) {
 		t.Errorf("403: Cache-Control = %q, want no-store", got)
 	}
 	// An IPv6 client has no IPv4 lease: no client_address is sent.
-	w = env.get("/agent/"+testMAC+".json", "[2001:db8::5]:40000", nil)
+	w = env.get("/agent/"+testMAC+".json?boot="+testNonce, "[2001:db8::5]:40000", nil)
 	if w.Code != http.StatusForbidden || env.fake.lastCall(t).GetClientAddress() != "" {
 		t.Errorf("from IPv6: status %d, client_address %q; want 403 and none", w.Code, env.fake.lastCall(t).GetClientAddress())
 	}
 
 	// A machine that boots from its disk has no agent configuration.
 	env.fake.set(testMAC, &bootv1.GetBootConfigResponse{MachineId: testMachineID, Action: bootv1.BootAction_BOOT_ACTION_LOCAL_DISK})
-	w = env.get("/agent/"+testMAC+".json", machineRemote, nil)
+	w = env.get("/agent/"+testMAC+".json?boot="+testNonce, machineRemote, nil)
 	if w.Code != http.StatusConflict || !strings.Contains(w.Body.String(), "not being discovered") {
 		t.Errorf("local disk: status %d, body %q; want 409", w.Code, w.Body)
 	}
 
 	// A MAC no machine has.
-	w = env.get("/agent/52:54:00:00:00:01.json", machineRemote, nil)
+	w = env.get("/agent/52:54:00:00:00:01.json?boot="+testNonce, machineRemote, nil)
 	if w.Code != http.StatusNotFound {
 		t.Errorf("unknown MAC: status %d, want 404", w.Code)
 	}
@@ -422,7 +441,7 @@ func TestAgentConfigWithoutExpiry(t *testing.T) {
 	env := newTestEnv(t, nil)
 	api := &staticAPI{resp: &bootv1.GetBootConfigResponse{MachineId: testMachineID, Action: bootv1.BootAction_BOOT_ACTION_DISCOVERY, AgentToken: testToken}}
 	env.h.api = api
-	w := env.get("/agent/"+testMAC+".json", machineRemote, nil)
+	w := env.get("/agent/"+testMAC+".json?boot="+testNonce, machineRemote, nil)
 	if w.Code != http.StatusInternalServerError || strings.Contains(w.Body.String(), testToken) {
 		t.Errorf("status %d, body %q; want 500 without the token", w.Code, w.Body)
 	}

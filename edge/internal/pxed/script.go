@@ -88,6 +88,21 @@ func validMachineID(s string) bool {
 	return true
 }
 
+// validNonce accepts a boot nonce as the API hands them out: 22 to 64
+// base64url characters.
+func validNonce(s string) bool {
+	if len(s) < 22 || len(s) > 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
 // validHostname accepts a DNS host name (RFC 1123): dot-separated labels of
 // 1 to 63 letters, digits and hyphens, not starting or ending with a
 // hyphen, 253 characters at most.
@@ -209,7 +224,14 @@ func (s *scripts) render(base, mac string, resp *bootv1.GetBootConfigResponse) (
 		format := "kernel %s initrd=%s" + strings.Repeat(" %s", len(s.kernelArgs)) +
 			" " + agentconfig.ParamConfig + "=%s " + agentconfig.ParamMAC + "=%s"
 		values := append([]string{artifactURL(base, s.kernel), name}, s.kernelArgs...)
-		values = append(values, base+agentconfig.Path+mac+".json", mac)
+		cfgURL := base + agentconfig.Path + mac + ".json"
+		if nonce := resp.GetBootNonce(); nonce != "" {
+			if !validNonce(nonce) {
+				return nil, fmt.Errorf("the API returned a malformed boot nonce for machine %s", id)
+			}
+			cfgURL += "?" + agentconfig.ParamBoot + "=" + nonce
+		}
+		values = append(values, cfgURL, mac)
 		w.line("echo Carbide: booting the discovery image")
 		w.line(format, values...)
 		w.line("initrd --name %s %s", name, artifactURL(base, s.initrd))

@@ -59,12 +59,12 @@ func TestRun(t *testing.T) {
 	// The iPXE script, over HTTP.
 	body, resp := httpGet(t, base+"/ipxe/"+strings.ToUpper(testMAC), nil)
 	if resp.StatusCode != http.StatusOK || !strings.Contains(body, "kernel "+base+"/artifacts/scout/vmlinuz initrd=scout.cpio.gz ") ||
-		!strings.Contains(body, "carbide.config="+base+"/agent/"+testMAC+".json") {
+		!strings.Contains(body, "carbide.config="+base+"/agent/"+testMAC+".json?boot="+testNonce+" ") {
 		t.Errorf("GET /ipxe: %d\n%s", resp.StatusCode, body)
 	}
-	// The agent configuration: the request comes from 127.0.0.1, which
-	// holds the lease here.
-	body, resp = httpGet(t, base+"/agent/"+testMAC+".json", nil)
+	// The agent configuration, at the URL of the script: the request
+	// comes from 127.0.0.1, which holds the lease here.
+	body, resp = httpGet(t, base+"/agent/"+testMAC+".json?boot="+testNonce, nil)
 	var cfg agentconfig.Config
 	if resp.StatusCode != http.StatusOK || json.Unmarshal([]byte(body), &cfg) != nil ||
 		cfg.Token != testToken || cfg.CAPEM != caPEM || cfg.APIURL != c.AgentAPIURL {

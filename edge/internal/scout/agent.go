@@ -176,9 +176,16 @@ func (a *Agent) fetchConfig(ctx context.Context) *agentconfig.Config {
 		return err
 	})
 	if cfg != nil {
-		a.Log.Info(fmt.Sprintf("scout: configuration from %s: API %s, machine %s", a.Params.ConfigURL, cfg.APIURL, cfg.MachineID))
+		a.Log.Info(fmt.Sprintf("scout: configuration from %s: API %s, machine %s", a.configURLForLog(), cfg.APIURL, cfg.MachineID))
 	}
 	return cfg
+}
+
+// configURLForLog is the configuration URL without its query, which
+// carries the boot's nonce: a secret, never logged.
+func (a *Agent) configURLForLog() string {
+	u, _, _ := strings.Cut(a.Params.ConfigURL, "?")
+	return u
 }
 
 // maxErrorBody bounds how much of a non-200 answer is logged.
@@ -193,6 +200,11 @@ func (a *Agent) getConfig(ctx context.Context) (*agentconfig.Config, error) {
 	}
 	resp, err := a.HTTP.Do(req)
 	if err != nil {
+		// The error quotes the URL: without its query (the boot nonce).
+		var uerr *url.Error
+		if errors.As(err, &uerr) {
+			return nil, fmt.Errorf("GET %s: %w", a.configURLForLog(), uerr.Err)
+		}
 		return nil, err
 	}
 	defer resp.Body.Close()
@@ -205,12 +217,12 @@ func (a *Agent) getConfig(ctx context.Context) (*agentconfig.Config, error) {
 		if len(msg) > maxErrorBody {
 			msg = truncate(msg, maxErrorBody) + "..."
 		}
-		return nil, fmt.Errorf("%s answered %s: %s", a.Params.ConfigURL, resp.Status, msg)
+		return nil, fmt.Errorf("%s answered %s: %s", a.configURLForLog(), resp.Status, msg)
 	}
 	var cfg agentconfig.Config
 	if err := json.Unmarshal(body, &cfg); err != nil {
 		// The body holds the token: never print it.
-		return nil, fmt.Errorf("%s answered with a configuration that is not valid JSON: %w", a.Params.ConfigURL, jsonError(err))
+		return nil, fmt.Errorf("%s answered with a configuration that is not valid JSON: %w", a.configURLForLog(), jsonError(err))
 	}
 	var errs []error
 	if u, err := url.Parse(cfg.APIURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
@@ -226,7 +238,7 @@ func (a *Agent) getConfig(ctx context.Context) (*agentconfig.Config, error) {
 		errs = append(errs, errors.New("ca_pem holds no PEM certificate"))
 	}
 	if err := joinErrors(errs); err != nil {
-		return nil, fmt.Errorf("configuration from %s: %w", a.Params.ConfigURL, err)
+		return nil, fmt.Errorf("configuration from %s: %w", a.configURLForLog(), err)
 	}
 	return &cfg, nil
 }

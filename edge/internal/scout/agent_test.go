@@ -30,6 +30,7 @@ const (
 	machineA  = "0b7e2f9c-4a51-4c1e-9a39-7d1a5e0c0001"
 	machineB  = "0b7e2f9c-4a51-4c1e-9a39-7d1a5e0c0002"
 	firstTok  = "agent-token-one"
+	bootNonce = "Ym9vdC1ub25jZS1zZWNyZXQtc2VjcmV0"
 	secondTok = "agent-token-two"
 	thirdTok  = "agent-token-three"
 )
@@ -156,7 +157,7 @@ func newHarness(t *testing.T, api *fakeAPI, configs func(h *harness, n int) (int
 	h.agent = &Agent{
 		Log:       NewLogger(h.log),
 		Console:   h.console,
-		Params:    Params{ConfigURL: cfgSrv.URL + agentconfig.Path + bootMAC + ".json", MAC: bootMAC},
+		Params:    Params{ConfigURL: cfgSrv.URL + agentconfig.Path + bootMAC + ".json?boot=" + bootNonce, MAC: bootMAC},
 		Collector: &Collector{Root: "testdata/vm"},
 		LoadModules: func(context.Context) {
 			h.step("modules")
@@ -229,9 +230,9 @@ func (h *harness) checkLog(t *testing.T, want ...string) {
 			t.Errorf("the log has no %q:\n%s", w, log)
 		}
 	}
-	for _, tok := range []string{firstTok, secondTok, thirdTok} {
+	for _, tok := range []string{firstTok, secondTok, thirdTok, bootNonce} {
 		if strings.Contains(log, tok) || strings.Contains(h.console.String(), tok) {
-			t.Errorf("the log or console contains the token %q:\n%s", tok, log)
+			t.Errorf("the log or console contains the secret %q:\n%s", tok, log)
 		}
 	}
 }
@@ -287,7 +288,7 @@ func TestAgentReports(t *testing.T) {
 	}
 	h.checkLog(t,
 		`503 Service Unavailable: machine 52:54:00:aa:bb:cc is not enrolled yet`,
-		`scout: configuration from `+h.agent.Params.ConfigURL+`: API `+h.apiURL+`, machine `+machineA,
+		`scout: configuration from `+strings.TrimSuffix(h.agent.Params.ConfigURL, "?boot="+bootNonce)+`: API `+h.apiURL+`, machine `+machineA,
 		`scout: this hardware is machine `+machineB+` (was `+machineA+`)`,
 		`scout: reported inventory; machine `+machineB+` is INVENTORIED`,
 		`scout: waiting (ACTION_WAIT): hardware checks are running`,

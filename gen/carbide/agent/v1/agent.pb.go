@@ -144,8 +144,9 @@ type ReportInventoryResponse struct {
 	// on, which differs from the request's when the hardware was already
 	// known.
 	Machine *v1.Machine `protobuf:"bytes,1,opt,name=machine,proto3" json:"machine,omitempty"`
-	// A fresh agent token for that machine, when the agent authenticated
-	// with a token. A secret: never log it.
+	// A fresh agent token for that machine and the same boot, when the
+	// agent authenticated with a token; it expires no later than the boot's
+	// tokens do. A secret: never log it.
 	AgentToken string `protobuf:"bytes,2,opt,name=agent_token,json=agentToken,proto3" json:"agent_token,omitempty"`
 	// When agent_token expires.
 	AgentTokenExpireTime *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=agent_token_expire_time,json=agentTokenExpireTime,proto3" json:"agent_token_expire_time,omitempty"`

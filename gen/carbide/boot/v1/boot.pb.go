@@ -85,8 +85,17 @@ type GetBootConfigRequest struct {
 	// The MAC address the machine boots from.
 	Mac string `protobuf:"bytes,1,opt,name=mac,proto3" json:"mac,omitempty"`
 	// The IPv4 address the boot request came from, as the PXE daemon saw
-	// it. An agent token is issued only when it is the MAC's leased address.
+	// it. A boot is started and an agent token issued only when it is the
+	// MAC's leased address.
 	ClientAddress string `protobuf:"bytes,2,opt,name=client_address,json=clientAddress,proto3" json:"client_address,omitempty"`
+	// Start a new boot of a machine that boots discovery: the response
+	// carries its boot_nonce. Set by the PXE daemon when it serves the iPXE
+	// script; the pxe role only.
+	StartBoot bool `protobuf:"varint,3,opt,name=start_boot,json=startBoot,proto3" json:"start_boot,omitempty"`
+	// The nonce of the machine's current boot, from the agent configuration
+	// URL of its iPXE script: the response carries an agent token for that
+	// boot. A nonce buys one token. The pxe role only. A secret.
+	BootNonce     string `protobuf:"bytes,4,opt,name=boot_nonce,json=bootNonce,proto3" json:"boot_nonce,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -135,6 +144,20 @@ func (x *GetBootConfigRequest) GetClientAddress() string {
 	return ""
 }
 
+func (x *GetBootConfigRequest) GetStartBoot() bool {
+	if x != nil {
+		return x.StartBoot
+	}
+	return false
+}
+
+func (x *GetBootConfigRequest) GetBootNonce() string {
+	if x != nil {
+		return x.BootNonce
+	}
+	return ""
+}
+
 type GetBootConfigResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The machine that has the MAC.
@@ -145,17 +168,23 @@ type GetBootConfigResponse struct {
 	State v1.MachineState `protobuf:"varint,3,opt,name=state,proto3,enum=carbide.machine.v1.MachineState" json:"state,omitempty"`
 	// What it boots.
 	Action BootAction `protobuf:"varint,4,opt,name=action,proto3,enum=carbide.boot.v1.BootAction" json:"action,omitempty"`
-	// For BOOT_ACTION_DISCOVERY: a bearer token with which the machine's
-	// agent calls AgentService for this machine only. Empty when the
-	// request's client_address does not hold the MAC's lease; see
-	// token_withheld_reason. A secret: never log it.
+	// For a request with a valid boot_nonce: a bearer token with which the
+	// machine's agent calls AgentService for this machine and this boot
+	// only. Empty otherwise; see token_withheld_reason. A secret: never log
+	// it.
 	AgentToken string `protobuf:"bytes,5,opt,name=agent_token,json=agentToken,proto3" json:"agent_token,omitempty"`
-	// When agent_token expires.
+	// When agent_token expires: at most --agent-token-ttl after the boot
+	// started, however often it is renewed.
 	AgentTokenExpireTime *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=agent_token_expire_time,json=agentTokenExpireTime,proto3" json:"agent_token_expire_time,omitempty"`
-	// Why agent_token is empty, for the daemon's logs and the boot console.
+	// Why no boot was started (for start_boot) or no token issued (for
+	// boot_nonce), for the daemon's logs and the boot console.
 	TokenWithheldReason string `protobuf:"bytes,7,opt,name=token_withheld_reason,json=tokenWithheldReason,proto3" json:"token_withheld_reason,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// For start_boot: the new boot's nonce, which the PXE daemon places in
+	// the agent configuration URL of the iPXE script. A secret: never log
+	// it.
+	BootNonce     string `protobuf:"bytes,8,opt,name=boot_nonce,json=bootNonce,proto3" json:"boot_nonce,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GetBootConfigResponse) Reset() {
@@ -237,16 +266,28 @@ func (x *GetBootConfigResponse) GetTokenWithheldReason() string {
 	return ""
 }
 
+func (x *GetBootConfigResponse) GetBootNonce() string {
+	if x != nil {
+		return x.BootNonce
+	}
+	return ""
+}
+
 var File_carbide_boot_v1_boot_proto protoreflect.FileDescriptor
 
 const file_carbide_boot_v1_boot_proto_rawDesc = "" +
 	"\n" +
-	"\x1acarbide/boot/v1/boot.proto\x12\x0fcarbide.boot.v1\x1a\x1bbuf/validate/validate.proto\x1a carbide/machine/v1/machine.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf5\x01\n" +
+	"\x1acarbide/boot/v1/boot.proto\x12\x0fcarbide.boot.v1\x1a\x1bbuf/validate/validate.proto\x1a carbide/machine/v1/machine.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xae\x04\n" +
 	"\x14GetBootConfigRequest\x12\xa9\x01\n" +
 	"\x03mac\x18\x01 \x01(\tB\x96\x01\xbaH\x92\x01\xba\x01\x8e\x01\n" +
 	"\x03mac\x12Qmust be a MAC address of six colon-separated hex bytes, such as 52:54:00:12:34:56\x1a4this.matches('^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$')R\x03mac\x121\n" +
 	"\x0eclient_address\x18\x02 \x01(\tB\n" +
-	"\xbaH\a\xd8\x01\x01r\x02x\x01R\rclientAddress\"\xe7\x02\n" +
+	"\xbaH\a\xd8\x01\x01r\x02x\x01R\rclientAddress\x12\x1d\n" +
+	"\n" +
+	"start_boot\x18\x03 \x01(\bR\tstartBoot\x12?\n" +
+	"\n" +
+	"boot_nonce\x18\x04 \x01(\tB \xbaH\x1d\xd8\x01\x01r\x182\x16^[A-Za-z0-9_-]{22,64}$R\tbootNonce:\xd6\x01\xbaH\xd2\x01\x1a\xcf\x01\n" +
+	"\x13start_boot_or_nonce\x12\x8a\x01give start_boot or boot_nonce, not both: start a boot when serving the iPXE script, present its nonce when serving the agent configuration\x1a+!(this.start_boot && this.boot_nonce != '')\"\x86\x03\n" +
 	"\x15GetBootConfigResponse\x12\x1d\n" +
 	"\n" +
 	"machine_id\x18\x01 \x01(\tR\tmachineId\x12\x1a\n" +
@@ -256,7 +297,9 @@ const file_carbide_boot_v1_boot_proto_rawDesc = "" +
 	"\vagent_token\x18\x05 \x01(\tR\n" +
 	"agentToken\x12Q\n" +
 	"\x17agent_token_expire_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x14agentTokenExpireTime\x122\n" +
-	"\x15token_withheld_reason\x18\a \x01(\tR\x13tokenWithheldReason*`\n" +
+	"\x15token_withheld_reason\x18\a \x01(\tR\x13tokenWithheldReason\x12\x1d\n" +
+	"\n" +
+	"boot_nonce\x18\b \x01(\tR\tbootNonce*`\n" +
 	"\n" +
 	"BootAction\x12\x1b\n" +
 	"\x17BOOT_ACTION_UNSPECIFIED\x10\x00\x12\x19\n" +

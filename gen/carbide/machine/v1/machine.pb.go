@@ -106,6 +106,357 @@ func (MachineState) EnumDescriptor() ([]byte, []int) {
 	return file_carbide_machine_v1_machine_proto_rawDescGZIP(), []int{0}
 }
 
+// Resolution is an operator's decision on a held report.
+type ResolveIdentityConflictRequest_Resolution int32
+
+const (
+	ResolveIdentityConflictRequest_RESOLUTION_UNSPECIFIED ResolveIdentityConflictRequest_Resolution = 0
+	// The two records are one box: merge them into the known machine.
+	ResolveIdentityConflictRequest_RESOLUTION_MERGE ResolveIdentityConflictRequest_Resolution = 1
+	// The report is wrong: drop it and fail the reporting machine.
+	ResolveIdentityConflictRequest_RESOLUTION_REJECT ResolveIdentityConflictRequest_Resolution = 2
+)
+
+// Enum value maps for ResolveIdentityConflictRequest_Resolution.
+var (
+	ResolveIdentityConflictRequest_Resolution_name = map[int32]string{
+		0: "RESOLUTION_UNSPECIFIED",
+		1: "RESOLUTION_MERGE",
+		2: "RESOLUTION_REJECT",
+	}
+	ResolveIdentityConflictRequest_Resolution_value = map[string]int32{
+		"RESOLUTION_UNSPECIFIED": 0,
+		"RESOLUTION_MERGE":       1,
+		"RESOLUTION_REJECT":      2,
+	}
+)
+
+func (x ResolveIdentityConflictRequest_Resolution) Enum() *ResolveIdentityConflictRequest_Resolution {
+	p := new(ResolveIdentityConflictRequest_Resolution)
+	*p = x
+	return p
+}
+
+func (x ResolveIdentityConflictRequest_Resolution) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ResolveIdentityConflictRequest_Resolution) Descriptor() protoreflect.EnumDescriptor {
+	return file_carbide_machine_v1_machine_proto_enumTypes[1].Descriptor()
+}
+
+func (ResolveIdentityConflictRequest_Resolution) Type() protoreflect.EnumType {
+	return &file_carbide_machine_v1_machine_proto_enumTypes[1]
+}
+
+func (x ResolveIdentityConflictRequest_Resolution) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ResolveIdentityConflictRequest_Resolution.Descriptor instead.
+func (ResolveIdentityConflictRequest_Resolution) EnumDescriptor() ([]byte, []int) {
+	return file_carbide_machine_v1_machine_proto_rawDescGZIP(), []int{3, 0}
+}
+
+// IdentityConflict is an inventory report held for an operator: its
+// hardware id is already another machine's.
+type IdentityConflict struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The machine whose agent reported.
+	MachineId string `protobuf:"bytes,1,opt,name=machine_id,json=machineId,proto3" json:"machine_id,omitempty"`
+	// The machine that already has the hardware id.
+	KnownMachineId string `protobuf:"bytes,2,opt,name=known_machine_id,json=knownMachineId,proto3" json:"known_machine_id,omitempty"`
+	// The hardware id both claim.
+	HardwareId string `protobuf:"bytes,3,opt,name=hardware_id,json=hardwareId,proto3" json:"hardware_id,omitempty"`
+	// The held report.
+	Inventory *Inventory `protobuf:"bytes,4,opt,name=inventory,proto3" json:"inventory,omitempty"`
+	// Who reported it (the agent's identity).
+	ReportedBy string `protobuf:"bytes,5,opt,name=reported_by,json=reportedBy,proto3" json:"reported_by,omitempty"`
+	// When it was reported.
+	CreateTime    *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IdentityConflict) Reset() {
+	*x = IdentityConflict{}
+	mi := &file_carbide_machine_v1_machine_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IdentityConflict) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IdentityConflict) ProtoMessage() {}
+
+func (x *IdentityConflict) ProtoReflect() protoreflect.Message {
+	mi := &file_carbide_machine_v1_machine_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IdentityConflict.ProtoReflect.Descriptor instead.
+func (*IdentityConflict) Descriptor() ([]byte, []int) {
+	return file_carbide_machine_v1_machine_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *IdentityConflict) GetMachineId() string {
+	if x != nil {
+		return x.MachineId
+	}
+	return ""
+}
+
+func (x *IdentityConflict) GetKnownMachineId() string {
+	if x != nil {
+		return x.KnownMachineId
+	}
+	return ""
+}
+
+func (x *IdentityConflict) GetHardwareId() string {
+	if x != nil {
+		return x.HardwareId
+	}
+	return ""
+}
+
+func (x *IdentityConflict) GetInventory() *Inventory {
+	if x != nil {
+		return x.Inventory
+	}
+	return nil
+}
+
+func (x *IdentityConflict) GetReportedBy() string {
+	if x != nil {
+		return x.ReportedBy
+	}
+	return ""
+}
+
+func (x *IdentityConflict) GetCreateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreateTime
+	}
+	return nil
+}
+
+type ListIdentityConflictsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// At most this many conflicts; 0 means 100, the maximum is 1000.
+	PageSize int32 `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// next_page_token from the previous response.
+	PageToken     string `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListIdentityConflictsRequest) Reset() {
+	*x = ListIdentityConflictsRequest{}
+	mi := &file_carbide_machine_v1_machine_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListIdentityConflictsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListIdentityConflictsRequest) ProtoMessage() {}
+
+func (x *ListIdentityConflictsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_carbide_machine_v1_machine_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListIdentityConflictsRequest.ProtoReflect.Descriptor instead.
+func (*ListIdentityConflictsRequest) Descriptor() ([]byte, []int) {
+	return file_carbide_machine_v1_machine_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *ListIdentityConflictsRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListIdentityConflictsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+type ListIdentityConflictsResponse struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Conflicts []*IdentityConflict    `protobuf:"bytes,1,rep,name=conflicts,proto3" json:"conflicts,omitempty"`
+	// Pass as page_token to get the next page; empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListIdentityConflictsResponse) Reset() {
+	*x = ListIdentityConflictsResponse{}
+	mi := &file_carbide_machine_v1_machine_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListIdentityConflictsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListIdentityConflictsResponse) ProtoMessage() {}
+
+func (x *ListIdentityConflictsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_carbide_machine_v1_machine_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListIdentityConflictsResponse.ProtoReflect.Descriptor instead.
+func (*ListIdentityConflictsResponse) Descriptor() ([]byte, []int) {
+	return file_carbide_machine_v1_machine_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *ListIdentityConflictsResponse) GetConflicts() []*IdentityConflict {
+	if x != nil {
+		return x.Conflicts
+	}
+	return nil
+}
+
+func (x *ListIdentityConflictsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+type ResolveIdentityConflictRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The machine whose report is held.
+	MachineId string `protobuf:"bytes,1,opt,name=machine_id,json=machineId,proto3" json:"machine_id,omitempty"`
+	// What to do with it.
+	Resolution    ResolveIdentityConflictRequest_Resolution `protobuf:"varint,2,opt,name=resolution,proto3,enum=carbide.machine.v1.ResolveIdentityConflictRequest_Resolution" json:"resolution,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResolveIdentityConflictRequest) Reset() {
+	*x = ResolveIdentityConflictRequest{}
+	mi := &file_carbide_machine_v1_machine_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResolveIdentityConflictRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResolveIdentityConflictRequest) ProtoMessage() {}
+
+func (x *ResolveIdentityConflictRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_carbide_machine_v1_machine_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResolveIdentityConflictRequest.ProtoReflect.Descriptor instead.
+func (*ResolveIdentityConflictRequest) Descriptor() ([]byte, []int) {
+	return file_carbide_machine_v1_machine_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *ResolveIdentityConflictRequest) GetMachineId() string {
+	if x != nil {
+		return x.MachineId
+	}
+	return ""
+}
+
+func (x *ResolveIdentityConflictRequest) GetResolution() ResolveIdentityConflictRequest_Resolution {
+	if x != nil {
+		return x.Resolution
+	}
+	return ResolveIdentityConflictRequest_RESOLUTION_UNSPECIFIED
+}
+
+type ResolveIdentityConflictResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The machine that remains: the known one after a merge, the reporting
+	// one after a rejection.
+	Machine       *Machine `protobuf:"bytes,1,opt,name=machine,proto3" json:"machine,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResolveIdentityConflictResponse) Reset() {
+	*x = ResolveIdentityConflictResponse{}
+	mi := &file_carbide_machine_v1_machine_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResolveIdentityConflictResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResolveIdentityConflictResponse) ProtoMessage() {}
+
+func (x *ResolveIdentityConflictResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_carbide_machine_v1_machine_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResolveIdentityConflictResponse.ProtoReflect.Descriptor instead.
+func (*ResolveIdentityConflictResponse) Descriptor() ([]byte, []int) {
+	return file_carbide_machine_v1_machine_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *ResolveIdentityConflictResponse) GetMachine() *Machine {
+	if x != nil {
+		return x.Machine
+	}
+	return nil
+}
+
 // Machine is one physical server.
 type Machine struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -142,7 +493,7 @@ type Machine struct {
 
 func (x *Machine) Reset() {
 	*x = Machine{}
-	mi := &file_carbide_machine_v1_machine_proto_msgTypes[0]
+	mi := &file_carbide_machine_v1_machine_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -154,7 +505,7 @@ func (x *Machine) String() string {
 func (*Machine) ProtoMessage() {}
 
 func (x *Machine) ProtoReflect() protoreflect.Message {
-	mi := &file_carbide_machine_v1_machine_proto_msgTypes[0]
+	mi := &file_carbide_machine_v1_machine_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -167,7 +518,7 @@ func (x *Machine) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Machine.ProtoReflect.Descriptor instead.
 func (*Machine) Descriptor() ([]byte, []int) {
-	return file_carbide_machine_v1_machine_proto_rawDescGZIP(), []int{0}
+	return file_carbide_machine_v1_machine_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Machine) GetId() string {
@@ -266,7 +617,7 @@ type Interface struct {
 
 func (x *Interface) Reset() {
 	*x = Interface{}
-	mi := &file_carbide_machine_v1_machine_proto_msgTypes[1]
+	mi := &file_carbide_machine_v1_machine_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -278,7 +629,7 @@ func (x *Interface) String() string {
 func (*Interface) ProtoMessage() {}
 
 func (x *Interface) ProtoReflect() protoreflect.Message {
-	mi := &file_carbide_machine_v1_machine_proto_msgTypes[1]
+	mi := &file_carbide_machine_v1_machine_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -291,7 +642,7 @@ func (x *Interface) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Interface.ProtoReflect.Descriptor instead.
 func (*Interface) Descriptor() ([]byte, []int) {
-	return file_carbide_machine_v1_machine_proto_rawDescGZIP(), []int{1}
+	return file_carbide_machine_v1_machine_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Interface) GetMac() string {
@@ -348,7 +699,7 @@ type StateTransition struct {
 
 func (x *StateTransition) Reset() {
 	*x = StateTransition{}
-	mi := &file_carbide_machine_v1_machine_proto_msgTypes[2]
+	mi := &file_carbide_machine_v1_machine_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -360,7 +711,7 @@ func (x *StateTransition) String() string {
 func (*StateTransition) ProtoMessage() {}
 
 func (x *StateTransition) ProtoReflect() protoreflect.Message {
-	mi := &file_carbide_machine_v1_machine_proto_msgTypes[2]
+	mi := &file_carbide_machine_v1_machine_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -373,7 +724,7 @@ func (x *StateTransition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StateTransition.ProtoReflect.Descriptor instead.
 func (*StateTransition) Descriptor() ([]byte, []int) {
-	return file_carbide_machine_v1_machine_proto_rawDescGZIP(), []int{2}
+	return file_carbide_machine_v1_machine_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *StateTransition) GetFromState() MachineState {
@@ -425,7 +776,7 @@ type CreateMachineRequest struct {
 
 func (x *CreateMachineRequest) Reset() {
 	*x = CreateMachineRequest{}
-	mi := &file_carbide_machine_v1_machine_proto_msgTypes[3]
+	mi := &file_carbide_machine_v1_machine_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -437,7 +788,7 @@ func (x *CreateMachineRequest) String() string {
 func (*CreateMachineRequest) ProtoMessage() {}
 
 func (x *CreateMachineRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_carbide_machine_v1_machine_proto_msgTypes[3]
+	mi := &file_carbide_machine_v1_machine_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -450,7 +801,7 @@ func (x *CreateMachineRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateMachineRequest.ProtoReflect.Descriptor instead.
 func (*CreateMachineRequest) Descriptor() ([]byte, []int) {
-	return file_carbide_machine_v1_machine_proto_rawDescGZIP(), []int{3}
+	return file_carbide_machine_v1_machine_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *CreateMachineRequest) GetHostname() string {
@@ -483,7 +834,7 @@ type CreateMachineResponse struct {
 
 func (x *CreateMachineResponse) Reset() {
 	*x = CreateMachineResponse{}
-	mi := &file_carbide_machine_v1_machine_proto_msgTypes[4]
+	mi := &file_carbide_machine_v1_machine_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -495,7 +846,7 @@ func (x *CreateMachineResponse) String() string {
 func (*CreateMachineResponse) ProtoMessage() {}
 
 func (x *CreateMachineResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_carbide_machine_v1_machine_proto_msgTypes[4]
+	mi := &file_carbide_machine_v1_machine_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -508,7 +859,7 @@ func (x *CreateMachineResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateMachineResponse.ProtoReflect.Descriptor instead.
 func (*CreateMachineResponse) Descriptor() ([]byte, []int) {
-	return file_carbide_machine_v1_machine_proto_rawDescGZIP(), []int{4}
+	return file_carbide_machine_v1_machine_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *CreateMachineResponse) GetMachine() *Machine {
@@ -528,7 +879,7 @@ type GetMachineRequest struct {
 
 func (x *GetMachineRequest) Reset() {
 	*x = GetMachineRequest{}
-	mi := &file_carbide_machine_v1_machine_proto_msgTypes[5]
+	mi := &file_carbide_machine_v1_machine_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -540,7 +891,7 @@ func (x *GetMachineRequest) String() string {
 func (*GetMachineRequest) ProtoMessage() {}
 
 func (x *GetMachineRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_carbide_machine_v1_machine_proto_msgTypes[5]
+	mi := &file_carbide_machine_v1_machine_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -553,7 +904,7 @@ func (x *GetMachineRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetMachineRequest.ProtoReflect.Descriptor instead.
 func (*GetMachineRequest) Descriptor() ([]byte, []int) {
-	return file_carbide_machine_v1_machine_proto_rawDescGZIP(), []int{5}
+	return file_carbide_machine_v1_machine_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *GetMachineRequest) GetId() string {
@@ -572,7 +923,7 @@ type GetMachineResponse struct {
 
 func (x *GetMachineResponse) Reset() {
 	*x = GetMachineResponse{}
-	mi := &file_carbide_machine_v1_machine_proto_msgTypes[6]
+	mi := &file_carbide_machine_v1_machine_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -584,7 +935,7 @@ func (x *GetMachineResponse) String() string {
 func (*GetMachineResponse) ProtoMessage() {}
 
 func (x *GetMachineResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_carbide_machine_v1_machine_proto_msgTypes[6]
+	mi := &file_carbide_machine_v1_machine_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -597,7 +948,7 @@ func (x *GetMachineResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetMachineResponse.ProtoReflect.Descriptor instead.
 func (*GetMachineResponse) Descriptor() ([]byte, []int) {
-	return file_carbide_machine_v1_machine_proto_rawDescGZIP(), []int{6}
+	return file_carbide_machine_v1_machine_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *GetMachineResponse) GetMachine() *Machine {
@@ -628,7 +979,7 @@ type ListMachinesRequest struct {
 
 func (x *ListMachinesRequest) Reset() {
 	*x = ListMachinesRequest{}
-	mi := &file_carbide_machine_v1_machine_proto_msgTypes[7]
+	mi := &file_carbide_machine_v1_machine_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -640,7 +991,7 @@ func (x *ListMachinesRequest) String() string {
 func (*ListMachinesRequest) ProtoMessage() {}
 
 func (x *ListMachinesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_carbide_machine_v1_machine_proto_msgTypes[7]
+	mi := &file_carbide_machine_v1_machine_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -653,7 +1004,7 @@ func (x *ListMachinesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMachinesRequest.ProtoReflect.Descriptor instead.
 func (*ListMachinesRequest) Descriptor() ([]byte, []int) {
-	return file_carbide_machine_v1_machine_proto_rawDescGZIP(), []int{7}
+	return file_carbide_machine_v1_machine_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ListMachinesRequest) GetPageSize() int32 {
@@ -709,7 +1060,7 @@ type ListMachinesResponse struct {
 
 func (x *ListMachinesResponse) Reset() {
 	*x = ListMachinesResponse{}
-	mi := &file_carbide_machine_v1_machine_proto_msgTypes[8]
+	mi := &file_carbide_machine_v1_machine_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -721,7 +1072,7 @@ func (x *ListMachinesResponse) String() string {
 func (*ListMachinesResponse) ProtoMessage() {}
 
 func (x *ListMachinesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_carbide_machine_v1_machine_proto_msgTypes[8]
+	mi := &file_carbide_machine_v1_machine_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -734,7 +1085,7 @@ func (x *ListMachinesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMachinesResponse.ProtoReflect.Descriptor instead.
 func (*ListMachinesResponse) Descriptor() ([]byte, []int) {
-	return file_carbide_machine_v1_machine_proto_rawDescGZIP(), []int{8}
+	return file_carbide_machine_v1_machine_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ListMachinesResponse) GetMachines() []*Machine {
@@ -763,7 +1114,7 @@ type UpdateMachineRequest struct {
 
 func (x *UpdateMachineRequest) Reset() {
 	*x = UpdateMachineRequest{}
-	mi := &file_carbide_machine_v1_machine_proto_msgTypes[9]
+	mi := &file_carbide_machine_v1_machine_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -775,7 +1126,7 @@ func (x *UpdateMachineRequest) String() string {
 func (*UpdateMachineRequest) ProtoMessage() {}
 
 func (x *UpdateMachineRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_carbide_machine_v1_machine_proto_msgTypes[9]
+	mi := &file_carbide_machine_v1_machine_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -788,7 +1139,7 @@ func (x *UpdateMachineRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateMachineRequest.ProtoReflect.Descriptor instead.
 func (*UpdateMachineRequest) Descriptor() ([]byte, []int) {
-	return file_carbide_machine_v1_machine_proto_rawDescGZIP(), []int{9}
+	return file_carbide_machine_v1_machine_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *UpdateMachineRequest) GetMachine() *Machine {
@@ -814,7 +1165,7 @@ type UpdateMachineResponse struct {
 
 func (x *UpdateMachineResponse) Reset() {
 	*x = UpdateMachineResponse{}
-	mi := &file_carbide_machine_v1_machine_proto_msgTypes[10]
+	mi := &file_carbide_machine_v1_machine_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -826,7 +1177,7 @@ func (x *UpdateMachineResponse) String() string {
 func (*UpdateMachineResponse) ProtoMessage() {}
 
 func (x *UpdateMachineResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_carbide_machine_v1_machine_proto_msgTypes[10]
+	mi := &file_carbide_machine_v1_machine_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -839,7 +1190,7 @@ func (x *UpdateMachineResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateMachineResponse.ProtoReflect.Descriptor instead.
 func (*UpdateMachineResponse) Descriptor() ([]byte, []int) {
-	return file_carbide_machine_v1_machine_proto_rawDescGZIP(), []int{10}
+	return file_carbide_machine_v1_machine_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *UpdateMachineResponse) GetMachine() *Machine {
@@ -859,7 +1210,7 @@ type DeleteMachineRequest struct {
 
 func (x *DeleteMachineRequest) Reset() {
 	*x = DeleteMachineRequest{}
-	mi := &file_carbide_machine_v1_machine_proto_msgTypes[11]
+	mi := &file_carbide_machine_v1_machine_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -871,7 +1222,7 @@ func (x *DeleteMachineRequest) String() string {
 func (*DeleteMachineRequest) ProtoMessage() {}
 
 func (x *DeleteMachineRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_carbide_machine_v1_machine_proto_msgTypes[11]
+	mi := &file_carbide_machine_v1_machine_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -884,7 +1235,7 @@ func (x *DeleteMachineRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteMachineRequest.ProtoReflect.Descriptor instead.
 func (*DeleteMachineRequest) Descriptor() ([]byte, []int) {
-	return file_carbide_machine_v1_machine_proto_rawDescGZIP(), []int{11}
+	return file_carbide_machine_v1_machine_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *DeleteMachineRequest) GetId() string {
@@ -902,7 +1253,7 @@ type DeleteMachineResponse struct {
 
 func (x *DeleteMachineResponse) Reset() {
 	*x = DeleteMachineResponse{}
-	mi := &file_carbide_machine_v1_machine_proto_msgTypes[12]
+	mi := &file_carbide_machine_v1_machine_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -914,7 +1265,7 @@ func (x *DeleteMachineResponse) String() string {
 func (*DeleteMachineResponse) ProtoMessage() {}
 
 func (x *DeleteMachineResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_carbide_machine_v1_machine_proto_msgTypes[12]
+	mi := &file_carbide_machine_v1_machine_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -927,7 +1278,7 @@ func (x *DeleteMachineResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteMachineResponse.ProtoReflect.Descriptor instead.
 func (*DeleteMachineResponse) Descriptor() ([]byte, []int) {
-	return file_carbide_machine_v1_machine_proto_rawDescGZIP(), []int{12}
+	return file_carbide_machine_v1_machine_proto_rawDescGZIP(), []int{17}
 }
 
 type ListMachineTransitionsRequest struct {
@@ -944,7 +1295,7 @@ type ListMachineTransitionsRequest struct {
 
 func (x *ListMachineTransitionsRequest) Reset() {
 	*x = ListMachineTransitionsRequest{}
-	mi := &file_carbide_machine_v1_machine_proto_msgTypes[13]
+	mi := &file_carbide_machine_v1_machine_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -956,7 +1307,7 @@ func (x *ListMachineTransitionsRequest) String() string {
 func (*ListMachineTransitionsRequest) ProtoMessage() {}
 
 func (x *ListMachineTransitionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_carbide_machine_v1_machine_proto_msgTypes[13]
+	mi := &file_carbide_machine_v1_machine_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -969,7 +1320,7 @@ func (x *ListMachineTransitionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMachineTransitionsRequest.ProtoReflect.Descriptor instead.
 func (*ListMachineTransitionsRequest) Descriptor() ([]byte, []int) {
-	return file_carbide_machine_v1_machine_proto_rawDescGZIP(), []int{13}
+	return file_carbide_machine_v1_machine_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ListMachineTransitionsRequest) GetMachineId() string {
@@ -1004,7 +1355,7 @@ type ListMachineTransitionsResponse struct {
 
 func (x *ListMachineTransitionsResponse) Reset() {
 	*x = ListMachineTransitionsResponse{}
-	mi := &file_carbide_machine_v1_machine_proto_msgTypes[14]
+	mi := &file_carbide_machine_v1_machine_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1016,7 +1367,7 @@ func (x *ListMachineTransitionsResponse) String() string {
 func (*ListMachineTransitionsResponse) ProtoMessage() {}
 
 func (x *ListMachineTransitionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_carbide_machine_v1_machine_proto_msgTypes[14]
+	mi := &file_carbide_machine_v1_machine_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1029,7 +1380,7 @@ func (x *ListMachineTransitionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMachineTransitionsResponse.ProtoReflect.Descriptor instead.
 func (*ListMachineTransitionsResponse) Descriptor() ([]byte, []int) {
-	return file_carbide_machine_v1_machine_proto_rawDescGZIP(), []int{14}
+	return file_carbide_machine_v1_machine_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ListMachineTransitionsResponse) GetTransitions() []*StateTransition {
@@ -1059,7 +1410,7 @@ type RetryMachineRequest struct {
 
 func (x *RetryMachineRequest) Reset() {
 	*x = RetryMachineRequest{}
-	mi := &file_carbide_machine_v1_machine_proto_msgTypes[15]
+	mi := &file_carbide_machine_v1_machine_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1071,7 +1422,7 @@ func (x *RetryMachineRequest) String() string {
 func (*RetryMachineRequest) ProtoMessage() {}
 
 func (x *RetryMachineRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_carbide_machine_v1_machine_proto_msgTypes[15]
+	mi := &file_carbide_machine_v1_machine_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1084,7 +1435,7 @@ func (x *RetryMachineRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetryMachineRequest.ProtoReflect.Descriptor instead.
 func (*RetryMachineRequest) Descriptor() ([]byte, []int) {
-	return file_carbide_machine_v1_machine_proto_rawDescGZIP(), []int{15}
+	return file_carbide_machine_v1_machine_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *RetryMachineRequest) GetId() string {
@@ -1111,7 +1462,7 @@ type RetryMachineResponse struct {
 
 func (x *RetryMachineResponse) Reset() {
 	*x = RetryMachineResponse{}
-	mi := &file_carbide_machine_v1_machine_proto_msgTypes[16]
+	mi := &file_carbide_machine_v1_machine_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1123,7 +1474,7 @@ func (x *RetryMachineResponse) String() string {
 func (*RetryMachineResponse) ProtoMessage() {}
 
 func (x *RetryMachineResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_carbide_machine_v1_machine_proto_msgTypes[16]
+	mi := &file_carbide_machine_v1_machine_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1136,7 +1487,7 @@ func (x *RetryMachineResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetryMachineResponse.ProtoReflect.Descriptor instead.
 func (*RetryMachineResponse) Descriptor() ([]byte, []int) {
-	return file_carbide_machine_v1_machine_proto_rawDescGZIP(), []int{16}
+	return file_carbide_machine_v1_machine_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *RetryMachineResponse) GetMachine() *Machine {
@@ -1150,7 +1501,40 @@ var File_carbide_machine_v1_machine_proto protoreflect.FileDescriptor
 
 const file_carbide_machine_v1_machine_proto_rawDesc = "" +
 	"\n" +
-	" carbide/machine/v1/machine.proto\x12\x12carbide.machine.v1\x1a\x1bbuf/validate/validate.proto\x1a\"carbide/machine/v1/inventory.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xdc\x05\n" +
+	" carbide/machine/v1/machine.proto\x12\x12carbide.machine.v1\x1a\x1bbuf/validate/validate.proto\x1a\"carbide/machine/v1/inventory.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x97\x02\n" +
+	"\x10IdentityConflict\x12\x1d\n" +
+	"\n" +
+	"machine_id\x18\x01 \x01(\tR\tmachineId\x12(\n" +
+	"\x10known_machine_id\x18\x02 \x01(\tR\x0eknownMachineId\x12\x1f\n" +
+	"\vhardware_id\x18\x03 \x01(\tR\n" +
+	"hardwareId\x12;\n" +
+	"\tinventory\x18\x04 \x01(\v2\x1d.carbide.machine.v1.InventoryR\tinventory\x12\x1f\n" +
+	"\vreported_by\x18\x05 \x01(\tR\n" +
+	"reportedBy\x12;\n" +
+	"\vcreate_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"createTime\"p\n" +
+	"\x1cListIdentityConflictsRequest\x12'\n" +
+	"\tpage_size\x18\x01 \x01(\x05B\n" +
+	"\xbaH\a\x1a\x05\x18\xe8\a(\x00R\bpageSize\x12'\n" +
+	"\n" +
+	"page_token\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x04R\tpageToken\"\x8b\x01\n" +
+	"\x1dListIdentityConflictsResponse\x12B\n" +
+	"\tconflicts\x18\x01 \x03(\v2$.carbide.machine.v1.IdentityConflictR\tconflicts\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x8b\x02\n" +
+	"\x1eResolveIdentityConflictRequest\x12'\n" +
+	"\n" +
+	"machine_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\tmachineId\x12i\n" +
+	"\n" +
+	"resolution\x18\x02 \x01(\x0e2=.carbide.machine.v1.ResolveIdentityConflictRequest.ResolutionB\n" +
+	"\xbaH\a\x82\x01\x04\x10\x01 \x00R\n" +
+	"resolution\"U\n" +
+	"\n" +
+	"Resolution\x12\x1a\n" +
+	"\x16RESOLUTION_UNSPECIFIED\x10\x00\x12\x14\n" +
+	"\x10RESOLUTION_MERGE\x10\x01\x12\x15\n" +
+	"\x11RESOLUTION_REJECT\x10\x02\"X\n" +
+	"\x1fResolveIdentityConflictResponse\x125\n" +
+	"\amachine\x18\x01 \x01(\v2\x1b.carbide.machine.v1.MachineR\amachine\"\xdc\x05\n" +
 	"\aMachine\x12\x18\n" +
 	"\x02id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\x02id\x12G\n" +
 	"\bhostname\x18\x02 \x01(\tB+\xbaH(r&\x18?2\"^([a-z0-9]([a-z0-9-]*[a-z0-9])?)?$R\bhostname\x126\n" +
@@ -1254,7 +1638,7 @@ const file_carbide_machine_v1_machine_proto_rawDesc = "" +
 	"\x16MACHINE_STATE_ASSIGNED\x10\x05\x12\x1a\n" +
 	"\x16MACHINE_STATE_CLEANING\x10\x06\x12\x18\n" +
 	"\x14MACHINE_STATE_FAILED\x10\a\x12\x1d\n" +
-	"\x19MACHINE_STATE_MAINTENANCE\x10\b2\x80\x06\n" +
+	"\x19MACHINE_STATE_MAINTENANCE\x10\b2\x89\b\n" +
 	"\x0eMachineService\x12d\n" +
 	"\rCreateMachine\x12(.carbide.machine.v1.CreateMachineRequest\x1a).carbide.machine.v1.CreateMachineResponse\x12`\n" +
 	"\n" +
@@ -1263,7 +1647,9 @@ const file_carbide_machine_v1_machine_proto_rawDesc = "" +
 	"\rUpdateMachine\x12(.carbide.machine.v1.UpdateMachineRequest\x1a).carbide.machine.v1.UpdateMachineResponse\"\x03\x90\x02\x02\x12i\n" +
 	"\rDeleteMachine\x12(.carbide.machine.v1.DeleteMachineRequest\x1a).carbide.machine.v1.DeleteMachineResponse\"\x03\x90\x02\x02\x12\x84\x01\n" +
 	"\x16ListMachineTransitions\x121.carbide.machine.v1.ListMachineTransitionsRequest\x1a2.carbide.machine.v1.ListMachineTransitionsResponse\"\x03\x90\x02\x01\x12a\n" +
-	"\fRetryMachine\x12'.carbide.machine.v1.RetryMachineRequest\x1a(.carbide.machine.v1.RetryMachineResponseB\xd1\x01\n" +
+	"\fRetryMachine\x12'.carbide.machine.v1.RetryMachineRequest\x1a(.carbide.machine.v1.RetryMachineResponse\x12\x81\x01\n" +
+	"\x15ListIdentityConflicts\x120.carbide.machine.v1.ListIdentityConflictsRequest\x1a1.carbide.machine.v1.ListIdentityConflictsResponse\"\x03\x90\x02\x01\x12\x82\x01\n" +
+	"\x17ResolveIdentityConflict\x122.carbide.machine.v1.ResolveIdentityConflictRequest\x1a3.carbide.machine.v1.ResolveIdentityConflictResponseB\xd1\x01\n" +
 	"\x16com.carbide.machine.v1B\fMachineProtoP\x01Z?github.com/carbide-dev/carbide/gen/carbide/machine/v1;machinev1\xa2\x02\x03CMX\xaa\x02\x12Carbide.Machine.V1\xca\x02\x12Carbide\\Machine\\V1\xe2\x02\x1eCarbide\\Machine\\V1\\GPBMetadata\xea\x02\x14Carbide::Machine::V1b\x06proto3"
 
 var (
@@ -1278,75 +1664,90 @@ func file_carbide_machine_v1_machine_proto_rawDescGZIP() []byte {
 	return file_carbide_machine_v1_machine_proto_rawDescData
 }
 
-var file_carbide_machine_v1_machine_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_carbide_machine_v1_machine_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_carbide_machine_v1_machine_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_carbide_machine_v1_machine_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_carbide_machine_v1_machine_proto_goTypes = []any{
-	(MachineState)(0),                      // 0: carbide.machine.v1.MachineState
-	(*Machine)(nil),                        // 1: carbide.machine.v1.Machine
-	(*Interface)(nil),                      // 2: carbide.machine.v1.Interface
-	(*StateTransition)(nil),                // 3: carbide.machine.v1.StateTransition
-	(*CreateMachineRequest)(nil),           // 4: carbide.machine.v1.CreateMachineRequest
-	(*CreateMachineResponse)(nil),          // 5: carbide.machine.v1.CreateMachineResponse
-	(*GetMachineRequest)(nil),              // 6: carbide.machine.v1.GetMachineRequest
-	(*GetMachineResponse)(nil),             // 7: carbide.machine.v1.GetMachineResponse
-	(*ListMachinesRequest)(nil),            // 8: carbide.machine.v1.ListMachinesRequest
-	(*ListMachinesResponse)(nil),           // 9: carbide.machine.v1.ListMachinesResponse
-	(*UpdateMachineRequest)(nil),           // 10: carbide.machine.v1.UpdateMachineRequest
-	(*UpdateMachineResponse)(nil),          // 11: carbide.machine.v1.UpdateMachineResponse
-	(*DeleteMachineRequest)(nil),           // 12: carbide.machine.v1.DeleteMachineRequest
-	(*DeleteMachineResponse)(nil),          // 13: carbide.machine.v1.DeleteMachineResponse
-	(*ListMachineTransitionsRequest)(nil),  // 14: carbide.machine.v1.ListMachineTransitionsRequest
-	(*ListMachineTransitionsResponse)(nil), // 15: carbide.machine.v1.ListMachineTransitionsResponse
-	(*RetryMachineRequest)(nil),            // 16: carbide.machine.v1.RetryMachineRequest
-	(*RetryMachineResponse)(nil),           // 17: carbide.machine.v1.RetryMachineResponse
-	nil,                                    // 18: carbide.machine.v1.Machine.LabelsEntry
-	nil,                                    // 19: carbide.machine.v1.CreateMachineRequest.LabelsEntry
-	nil,                                    // 20: carbide.machine.v1.ListMachinesRequest.LabelsEntry
-	(*timestamppb.Timestamp)(nil),          // 21: google.protobuf.Timestamp
-	(*Inventory)(nil),                      // 22: carbide.machine.v1.Inventory
-	(*fieldmaskpb.FieldMask)(nil),          // 23: google.protobuf.FieldMask
+	(MachineState)(0), // 0: carbide.machine.v1.MachineState
+	(ResolveIdentityConflictRequest_Resolution)(0), // 1: carbide.machine.v1.ResolveIdentityConflictRequest.Resolution
+	(*IdentityConflict)(nil),                       // 2: carbide.machine.v1.IdentityConflict
+	(*ListIdentityConflictsRequest)(nil),           // 3: carbide.machine.v1.ListIdentityConflictsRequest
+	(*ListIdentityConflictsResponse)(nil),          // 4: carbide.machine.v1.ListIdentityConflictsResponse
+	(*ResolveIdentityConflictRequest)(nil),         // 5: carbide.machine.v1.ResolveIdentityConflictRequest
+	(*ResolveIdentityConflictResponse)(nil),        // 6: carbide.machine.v1.ResolveIdentityConflictResponse
+	(*Machine)(nil),                                // 7: carbide.machine.v1.Machine
+	(*Interface)(nil),                              // 8: carbide.machine.v1.Interface
+	(*StateTransition)(nil),                        // 9: carbide.machine.v1.StateTransition
+	(*CreateMachineRequest)(nil),                   // 10: carbide.machine.v1.CreateMachineRequest
+	(*CreateMachineResponse)(nil),                  // 11: carbide.machine.v1.CreateMachineResponse
+	(*GetMachineRequest)(nil),                      // 12: carbide.machine.v1.GetMachineRequest
+	(*GetMachineResponse)(nil),                     // 13: carbide.machine.v1.GetMachineResponse
+	(*ListMachinesRequest)(nil),                    // 14: carbide.machine.v1.ListMachinesRequest
+	(*ListMachinesResponse)(nil),                   // 15: carbide.machine.v1.ListMachinesResponse
+	(*UpdateMachineRequest)(nil),                   // 16: carbide.machine.v1.UpdateMachineRequest
+	(*UpdateMachineResponse)(nil),                  // 17: carbide.machine.v1.UpdateMachineResponse
+	(*DeleteMachineRequest)(nil),                   // 18: carbide.machine.v1.DeleteMachineRequest
+	(*DeleteMachineResponse)(nil),                  // 19: carbide.machine.v1.DeleteMachineResponse
+	(*ListMachineTransitionsRequest)(nil),          // 20: carbide.machine.v1.ListMachineTransitionsRequest
+	(*ListMachineTransitionsResponse)(nil),         // 21: carbide.machine.v1.ListMachineTransitionsResponse
+	(*RetryMachineRequest)(nil),                    // 22: carbide.machine.v1.RetryMachineRequest
+	(*RetryMachineResponse)(nil),                   // 23: carbide.machine.v1.RetryMachineResponse
+	nil,                                            // 24: carbide.machine.v1.Machine.LabelsEntry
+	nil,                                            // 25: carbide.machine.v1.CreateMachineRequest.LabelsEntry
+	nil,                                            // 26: carbide.machine.v1.ListMachinesRequest.LabelsEntry
+	(*Inventory)(nil),                              // 27: carbide.machine.v1.Inventory
+	(*timestamppb.Timestamp)(nil),                  // 28: google.protobuf.Timestamp
+	(*fieldmaskpb.FieldMask)(nil),                  // 29: google.protobuf.FieldMask
 }
 var file_carbide_machine_v1_machine_proto_depIdxs = []int32{
-	0,  // 0: carbide.machine.v1.Machine.state:type_name -> carbide.machine.v1.MachineState
-	18, // 1: carbide.machine.v1.Machine.labels:type_name -> carbide.machine.v1.Machine.LabelsEntry
-	2,  // 2: carbide.machine.v1.Machine.interfaces:type_name -> carbide.machine.v1.Interface
-	21, // 3: carbide.machine.v1.Machine.create_time:type_name -> google.protobuf.Timestamp
-	21, // 4: carbide.machine.v1.Machine.update_time:type_name -> google.protobuf.Timestamp
-	21, // 5: carbide.machine.v1.Machine.state_time:type_name -> google.protobuf.Timestamp
-	22, // 6: carbide.machine.v1.Machine.inventory:type_name -> carbide.machine.v1.Inventory
-	0,  // 7: carbide.machine.v1.StateTransition.from_state:type_name -> carbide.machine.v1.MachineState
-	0,  // 8: carbide.machine.v1.StateTransition.to_state:type_name -> carbide.machine.v1.MachineState
-	21, // 9: carbide.machine.v1.StateTransition.time:type_name -> google.protobuf.Timestamp
-	19, // 10: carbide.machine.v1.CreateMachineRequest.labels:type_name -> carbide.machine.v1.CreateMachineRequest.LabelsEntry
-	1,  // 11: carbide.machine.v1.CreateMachineResponse.machine:type_name -> carbide.machine.v1.Machine
-	1,  // 12: carbide.machine.v1.GetMachineResponse.machine:type_name -> carbide.machine.v1.Machine
-	0,  // 13: carbide.machine.v1.ListMachinesRequest.states:type_name -> carbide.machine.v1.MachineState
-	20, // 14: carbide.machine.v1.ListMachinesRequest.labels:type_name -> carbide.machine.v1.ListMachinesRequest.LabelsEntry
-	1,  // 15: carbide.machine.v1.ListMachinesResponse.machines:type_name -> carbide.machine.v1.Machine
-	1,  // 16: carbide.machine.v1.UpdateMachineRequest.machine:type_name -> carbide.machine.v1.Machine
-	23, // 17: carbide.machine.v1.UpdateMachineRequest.update_mask:type_name -> google.protobuf.FieldMask
-	1,  // 18: carbide.machine.v1.UpdateMachineResponse.machine:type_name -> carbide.machine.v1.Machine
-	3,  // 19: carbide.machine.v1.ListMachineTransitionsResponse.transitions:type_name -> carbide.machine.v1.StateTransition
-	1,  // 20: carbide.machine.v1.RetryMachineResponse.machine:type_name -> carbide.machine.v1.Machine
-	4,  // 21: carbide.machine.v1.MachineService.CreateMachine:input_type -> carbide.machine.v1.CreateMachineRequest
-	6,  // 22: carbide.machine.v1.MachineService.GetMachine:input_type -> carbide.machine.v1.GetMachineRequest
-	8,  // 23: carbide.machine.v1.MachineService.ListMachines:input_type -> carbide.machine.v1.ListMachinesRequest
-	10, // 24: carbide.machine.v1.MachineService.UpdateMachine:input_type -> carbide.machine.v1.UpdateMachineRequest
-	12, // 25: carbide.machine.v1.MachineService.DeleteMachine:input_type -> carbide.machine.v1.DeleteMachineRequest
-	14, // 26: carbide.machine.v1.MachineService.ListMachineTransitions:input_type -> carbide.machine.v1.ListMachineTransitionsRequest
-	16, // 27: carbide.machine.v1.MachineService.RetryMachine:input_type -> carbide.machine.v1.RetryMachineRequest
-	5,  // 28: carbide.machine.v1.MachineService.CreateMachine:output_type -> carbide.machine.v1.CreateMachineResponse
-	7,  // 29: carbide.machine.v1.MachineService.GetMachine:output_type -> carbide.machine.v1.GetMachineResponse
-	9,  // 30: carbide.machine.v1.MachineService.ListMachines:output_type -> carbide.machine.v1.ListMachinesResponse
-	11, // 31: carbide.machine.v1.MachineService.UpdateMachine:output_type -> carbide.machine.v1.UpdateMachineResponse
-	13, // 32: carbide.machine.v1.MachineService.DeleteMachine:output_type -> carbide.machine.v1.DeleteMachineResponse
-	15, // 33: carbide.machine.v1.MachineService.ListMachineTransitions:output_type -> carbide.machine.v1.ListMachineTransitionsResponse
-	17, // 34: carbide.machine.v1.MachineService.RetryMachine:output_type -> carbide.machine.v1.RetryMachineResponse
-	28, // [28:35] is the sub-list for method output_type
-	21, // [21:28] is the sub-list for method input_type
-	21, // [21:21] is the sub-list for extension type_name
-	21, // [21:21] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	27, // 0: carbide.machine.v1.IdentityConflict.inventory:type_name -> carbide.machine.v1.Inventory
+	28, // 1: carbide.machine.v1.IdentityConflict.create_time:type_name -> google.protobuf.Timestamp
+	2,  // 2: carbide.machine.v1.ListIdentityConflictsResponse.conflicts:type_name -> carbide.machine.v1.IdentityConflict
+	1,  // 3: carbide.machine.v1.ResolveIdentityConflictRequest.resolution:type_name -> carbide.machine.v1.ResolveIdentityConflictRequest.Resolution
+	7,  // 4: carbide.machine.v1.ResolveIdentityConflictResponse.machine:type_name -> carbide.machine.v1.Machine
+	0,  // 5: carbide.machine.v1.Machine.state:type_name -> carbide.machine.v1.MachineState
+	24, // 6: carbide.machine.v1.Machine.labels:type_name -> carbide.machine.v1.Machine.LabelsEntry
+	8,  // 7: carbide.machine.v1.Machine.interfaces:type_name -> carbide.machine.v1.Interface
+	28, // 8: carbide.machine.v1.Machine.create_time:type_name -> google.protobuf.Timestamp
+	28, // 9: carbide.machine.v1.Machine.update_time:type_name -> google.protobuf.Timestamp
+	28, // 10: carbide.machine.v1.Machine.state_time:type_name -> google.protobuf.Timestamp
+	27, // 11: carbide.machine.v1.Machine.inventory:type_name -> carbide.machine.v1.Inventory
+	0,  // 12: carbide.machine.v1.StateTransition.from_state:type_name -> carbide.machine.v1.MachineState
+	0,  // 13: carbide.machine.v1.StateTransition.to_state:type_name -> carbide.machine.v1.MachineState
+	28, // 14: carbide.machine.v1.StateTransition.time:type_name -> google.protobuf.Timestamp
+	25, // 15: carbide.machine.v1.CreateMachineRequest.labels:type_name -> carbide.machine.v1.CreateMachineRequest.LabelsEntry
+	7,  // 16: carbide.machine.v1.CreateMachineResponse.machine:type_name -> carbide.machine.v1.Machine
+	7,  // 17: carbide.machine.v1.GetMachineResponse.machine:type_name -> carbide.machine.v1.Machine
+	0,  // 18: carbide.machine.v1.ListMachinesRequest.states:type_name -> carbide.machine.v1.MachineState
+	26, // 19: carbide.machine.v1.ListMachinesRequest.labels:type_name -> carbide.machine.v1.ListMachinesRequest.LabelsEntry
+	7,  // 20: carbide.machine.v1.ListMachinesResponse.machines:type_name -> carbide.machine.v1.Machine
+	7,  // 21: carbide.machine.v1.UpdateMachineRequest.machine:type_name -> carbide.machine.v1.Machine
+	29, // 22: carbide.machine.v1.UpdateMachineRequest.update_mask:type_name -> google.protobuf.FieldMask
+	7,  // 23: carbide.machine.v1.UpdateMachineResponse.machine:type_name -> carbide.machine.v1.Machine
+	9,  // 24: carbide.machine.v1.ListMachineTransitionsResponse.transitions:type_name -> carbide.machine.v1.StateTransition
+	7,  // 25: carbide.machine.v1.RetryMachineResponse.machine:type_name -> carbide.machine.v1.Machine
+	10, // 26: carbide.machine.v1.MachineService.CreateMachine:input_type -> carbide.machine.v1.CreateMachineRequest
+	12, // 27: carbide.machine.v1.MachineService.GetMachine:input_type -> carbide.machine.v1.GetMachineRequest
+	14, // 28: carbide.machine.v1.MachineService.ListMachines:input_type -> carbide.machine.v1.ListMachinesRequest
+	16, // 29: carbide.machine.v1.MachineService.UpdateMachine:input_type -> carbide.machine.v1.UpdateMachineRequest
+	18, // 30: carbide.machine.v1.MachineService.DeleteMachine:input_type -> carbide.machine.v1.DeleteMachineRequest
+	20, // 31: carbide.machine.v1.MachineService.ListMachineTransitions:input_type -> carbide.machine.v1.ListMachineTransitionsRequest
+	22, // 32: carbide.machine.v1.MachineService.RetryMachine:input_type -> carbide.machine.v1.RetryMachineRequest
+	3,  // 33: carbide.machine.v1.MachineService.ListIdentityConflicts:input_type -> carbide.machine.v1.ListIdentityConflictsRequest
+	5,  // 34: carbide.machine.v1.MachineService.ResolveIdentityConflict:input_type -> carbide.machine.v1.ResolveIdentityConflictRequest
+	11, // 35: carbide.machine.v1.MachineService.CreateMachine:output_type -> carbide.machine.v1.CreateMachineResponse
+	13, // 36: carbide.machine.v1.MachineService.GetMachine:output_type -> carbide.machine.v1.GetMachineResponse
+	15, // 37: carbide.machine.v1.MachineService.ListMachines:output_type -> carbide.machine.v1.ListMachinesResponse
+	17, // 38: carbide.machine.v1.MachineService.UpdateMachine:output_type -> carbide.machine.v1.UpdateMachineResponse
+	19, // 39: carbide.machine.v1.MachineService.DeleteMachine:output_type -> carbide.machine.v1.DeleteMachineResponse
+	21, // 40: carbide.machine.v1.MachineService.ListMachineTransitions:output_type -> carbide.machine.v1.ListMachineTransitionsResponse
+	23, // 41: carbide.machine.v1.MachineService.RetryMachine:output_type -> carbide.machine.v1.RetryMachineResponse
+	4,  // 42: carbide.machine.v1.MachineService.ListIdentityConflicts:output_type -> carbide.machine.v1.ListIdentityConflictsResponse
+	6,  // 43: carbide.machine.v1.MachineService.ResolveIdentityConflict:output_type -> carbide.machine.v1.ResolveIdentityConflictResponse
+	35, // [35:44] is the sub-list for method output_type
+	26, // [26:35] is the sub-list for method input_type
+	26, // [26:26] is the sub-list for extension type_name
+	26, // [26:26] is the sub-list for extension extendee
+	0,  // [0:26] is the sub-list for field type_name
 }
 
 func init() { file_carbide_machine_v1_machine_proto_init() }
@@ -1360,8 +1761,8 @@ func file_carbide_machine_v1_machine_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_carbide_machine_v1_machine_proto_rawDesc), len(file_carbide_machine_v1_machine_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   20,
+			NumEnums:      2,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

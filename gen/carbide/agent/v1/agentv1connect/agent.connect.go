@@ -48,11 +48,16 @@ type AgentServiceClient interface {
 	// ReportInventory stores the machine's hardware inventory.
 	//
 	// The inventory identifies the hardware (the SMBIOS system UUID, else a
-	// serial number). When another machine already has that identity, the
-	// reporting machine is the same box seen on another NIC: its interfaces
-	// move to the existing machine, which is kept, and the reporting one is
-	// deleted. The response names the machine the agent speaks for from
-	// then on, with a token for it.
+	// serial number). When another machine already has that identity and is
+	// still MACHINE_STATE_DISCOVERED with no leased interface, the reporting
+	// machine is the same box seen on another NIC: its interfaces move to
+	// the existing machine, which is kept, and the reporting one is deleted;
+	// the response names the machine the agent speaks for from then on, with
+	// a token for it. When the existing machine is further along, or one of
+	// its interfaces is leased, nothing is merged: the report is held as an
+	// identity conflict for an operator (MachineService.
+	// ResolveIdentityConflict), the existing machine is left as it was, and
+	// the agent keeps speaking for the reporting machine and is told to wait.
 	//
 	// A machine in MACHINE_STATE_DISCOVERED moves to
 	// MACHINE_STATE_INVENTORIED, and then to MACHINE_STATE_READY when the
@@ -111,11 +116,16 @@ type AgentServiceHandler interface {
 	// ReportInventory stores the machine's hardware inventory.
 	//
 	// The inventory identifies the hardware (the SMBIOS system UUID, else a
-	// serial number). When another machine already has that identity, the
-	// reporting machine is the same box seen on another NIC: its interfaces
-	// move to the existing machine, which is kept, and the reporting one is
-	// deleted. The response names the machine the agent speaks for from
-	// then on, with a token for it.
+	// serial number). When another machine already has that identity and is
+	// still MACHINE_STATE_DISCOVERED with no leased interface, the reporting
+	// machine is the same box seen on another NIC: its interfaces move to
+	// the existing machine, which is kept, and the reporting one is deleted;
+	// the response names the machine the agent speaks for from then on, with
+	// a token for it. When the existing machine is further along, or one of
+	// its interfaces is leased, nothing is merged: the report is held as an
+	// identity conflict for an operator (MachineService.
+	// ResolveIdentityConflict), the existing machine is left as it was, and
+	// the agent keeps speaking for the reporting machine and is told to wait.
 	//
 	// A machine in MACHINE_STATE_DISCOVERED moves to
 	// MACHINE_STATE_INVENTORIED, and then to MACHINE_STATE_READY when the

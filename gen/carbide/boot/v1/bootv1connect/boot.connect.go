@@ -42,11 +42,16 @@ const (
 
 // BootServiceClient is a client for the carbide.boot.v1.BootService service.
 type BootServiceClient interface {
-	// GetBootConfig returns what the machine with this MAC boots now. For a
-	// machine that needs discovery it also issues an agent token bound to
-	// the machine, but only when client_address holds the machine's
-	// current lease, so that only the machine itself can enrol its agent.
-	// NOT_FOUND when no machine has the MAC.
+	// GetBootConfig returns what the machine with this MAC boots now.
+	//
+	// For a machine that boots discovery, the PXE daemon (the pxe role only)
+	// can also start a boot (start_boot, when it serves the iPXE script) and
+	// then exchange that boot's nonce for one agent token (boot_nonce, when
+	// it serves the agent configuration); both only when client_address
+	// holds the MAC's current lease, so that only the machine itself can
+	// enrol its agent. A new boot supersedes the previous one, whose tokens
+	// stop working. Other callers read the configuration and never get a
+	// nonce or a token. NOT_FOUND when no machine has the MAC.
 	GetBootConfig(context.Context, *connect.Request[v1.GetBootConfigRequest]) (*connect.Response[v1.GetBootConfigResponse], error)
 }
 
@@ -83,11 +88,16 @@ func (c *bootServiceClient) GetBootConfig(ctx context.Context, req *connect.Requ
 
 // BootServiceHandler is an implementation of the carbide.boot.v1.BootService service.
 type BootServiceHandler interface {
-	// GetBootConfig returns what the machine with this MAC boots now. For a
-	// machine that needs discovery it also issues an agent token bound to
-	// the machine, but only when client_address holds the machine's
-	// current lease, so that only the machine itself can enrol its agent.
-	// NOT_FOUND when no machine has the MAC.
+	// GetBootConfig returns what the machine with this MAC boots now.
+	//
+	// For a machine that boots discovery, the PXE daemon (the pxe role only)
+	// can also start a boot (start_boot, when it serves the iPXE script) and
+	// then exchange that boot's nonce for one agent token (boot_nonce, when
+	// it serves the agent configuration); both only when client_address
+	// holds the MAC's current lease, so that only the machine itself can
+	// enrol its agent. A new boot supersedes the previous one, whose tokens
+	// stop working. Other callers read the configuration and never get a
+	// nonce or a token. NOT_FOUND when no machine has the MAC.
 	GetBootConfig(context.Context, *connect.Request[v1.GetBootConfigRequest]) (*connect.Response[v1.GetBootConfigResponse], error)
 }
 

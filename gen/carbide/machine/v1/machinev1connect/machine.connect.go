@@ -56,6 +56,12 @@ const (
 	// MachineServiceRetryMachineProcedure is the fully-qualified name of the MachineService's
 	// RetryMachine RPC.
 	MachineServiceRetryMachineProcedure = "/carbide.machine.v1.MachineService/RetryMachine"
+	// MachineServiceListIdentityConflictsProcedure is the fully-qualified name of the MachineService's
+	// ListIdentityConflicts RPC.
+	MachineServiceListIdentityConflictsProcedure = "/carbide.machine.v1.MachineService/ListIdentityConflicts"
+	// MachineServiceResolveIdentityConflictProcedure is the fully-qualified name of the
+	// MachineService's ResolveIdentityConflict RPC.
+	MachineServiceResolveIdentityConflictProcedure = "/carbide.machine.v1.MachineService/ResolveIdentityConflict"
 )
 
 // MachineServiceClient is a client for the carbide.machine.v1.MachineService service.
@@ -85,6 +91,17 @@ type MachineServiceClient interface {
 	// with the caller. A machine that is not MACHINE_STATE_FAILED is rejected
 	// with FAILED_PRECONDITION.
 	RetryMachine(context.Context, *connect.Request[v1.RetryMachineRequest]) (*connect.Response[v1.RetryMachineResponse], error)
+	// ListIdentityConflicts lists the inventory reports held because their
+	// hardware id is another machine's (see
+	// carbide.agent.v1.AgentService.ReportInventory), oldest first.
+	ListIdentityConflicts(context.Context, *connect.Request[v1.ListIdentityConflictsRequest]) (*connect.Response[v1.ListIdentityConflictsResponse], error)
+	// ResolveIdentityConflict decides a held report. RESOLUTION_MERGE: the
+	// reporting machine is the same box as the known one; its interfaces
+	// move to the known machine, which takes the held inventory, and the
+	// reporting machine is deleted. RESOLUTION_REJECT: the report was wrong
+	// (or hostile); it is dropped and the reporting machine moves to
+	// MACHINE_STATE_FAILED. NOT_FOUND when the machine has no held report.
+	ResolveIdentityConflict(context.Context, *connect.Request[v1.ResolveIdentityConflictRequest]) (*connect.Response[v1.ResolveIdentityConflictResponse], error)
 }
 
 // NewMachineServiceClient constructs a client for the carbide.machine.v1.MachineService service. By
@@ -145,18 +162,33 @@ func NewMachineServiceClient(httpClient connect.HTTPClient, baseURL string, opts
 			connect.WithSchema(machineServiceMethods.ByName("RetryMachine")),
 			connect.WithClientOptions(opts...),
 		),
+		listIdentityConflicts: connect.NewClient[v1.ListIdentityConflictsRequest, v1.ListIdentityConflictsResponse](
+			httpClient,
+			baseURL+MachineServiceListIdentityConflictsProcedure,
+			connect.WithSchema(machineServiceMethods.ByName("ListIdentityConflicts")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
+		resolveIdentityConflict: connect.NewClient[v1.ResolveIdentityConflictRequest, v1.ResolveIdentityConflictResponse](
+			httpClient,
+			baseURL+MachineServiceResolveIdentityConflictProcedure,
+			connect.WithSchema(machineServiceMethods.ByName("ResolveIdentityConflict")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
 // machineServiceClient implements MachineServiceClient.
 type machineServiceClient struct {
-	createMachine          *connect.Client[v1.CreateMachineRequest, v1.CreateMachineResponse]
-	getMachine             *connect.Client[v1.GetMachineRequest, v1.GetMachineResponse]
-	listMachines           *connect.Client[v1.ListMachinesRequest, v1.ListMachinesResponse]
-	updateMachine          *connect.Client[v1.UpdateMachineRequest, v1.UpdateMachineResponse]
-	deleteMachine          *connect.Client[v1.DeleteMachineRequest, v1.DeleteMachineResponse]
-	listMachineTransitions *connect.Client[v1.ListMachineTransitionsRequest, v1.ListMachineTransitionsResponse]
-	retryMachine           *connect.Client[v1.RetryMachineRequest, v1.RetryMachineResponse]
+	createMachine           *connect.Client[v1.CreateMachineRequest, v1.CreateMachineResponse]
+	getMachine              *connect.Client[v1.GetMachineRequest, v1.GetMachineResponse]
+	listMachines            *connect.Client[v1.ListMachinesRequest, v1.ListMachinesResponse]
+	updateMachine           *connect.Client[v1.UpdateMachineRequest, v1.UpdateMachineResponse]
+	deleteMachine           *connect.Client[v1.DeleteMachineRequest, v1.DeleteMachineResponse]
+	listMachineTransitions  *connect.Client[v1.ListMachineTransitionsRequest, v1.ListMachineTransitionsResponse]
+	retryMachine            *connect.Client[v1.RetryMachineRequest, v1.RetryMachineResponse]
+	listIdentityConflicts   *connect.Client[v1.ListIdentityConflictsRequest, v1.ListIdentityConflictsResponse]
+	resolveIdentityConflict *connect.Client[v1.ResolveIdentityConflictRequest, v1.ResolveIdentityConflictResponse]
 }
 
 // CreateMachine calls carbide.machine.v1.MachineService.CreateMachine.
@@ -194,6 +226,16 @@ func (c *machineServiceClient) RetryMachine(ctx context.Context, req *connect.Re
 	return c.retryMachine.CallUnary(ctx, req)
 }
 
+// ListIdentityConflicts calls carbide.machine.v1.MachineService.ListIdentityConflicts.
+func (c *machineServiceClient) ListIdentityConflicts(ctx context.Context, req *connect.Request[v1.ListIdentityConflictsRequest]) (*connect.Response[v1.ListIdentityConflictsResponse], error) {
+	return c.listIdentityConflicts.CallUnary(ctx, req)
+}
+
+// ResolveIdentityConflict calls carbide.machine.v1.MachineService.ResolveIdentityConflict.
+func (c *machineServiceClient) ResolveIdentityConflict(ctx context.Context, req *connect.Request[v1.ResolveIdentityConflictRequest]) (*connect.Response[v1.ResolveIdentityConflictResponse], error) {
+	return c.resolveIdentityConflict.CallUnary(ctx, req)
+}
+
 // MachineServiceHandler is an implementation of the carbide.machine.v1.MachineService service.
 type MachineServiceHandler interface {
 	// CreateMachine registers a machine by the MAC addresses of its NICs. It
@@ -221,6 +263,17 @@ type MachineServiceHandler interface {
 	// with the caller. A machine that is not MACHINE_STATE_FAILED is rejected
 	// with FAILED_PRECONDITION.
 	RetryMachine(context.Context, *connect.Request[v1.RetryMachineRequest]) (*connect.Response[v1.RetryMachineResponse], error)
+	// ListIdentityConflicts lists the inventory reports held because their
+	// hardware id is another machine's (see
+	// carbide.agent.v1.AgentService.ReportInventory), oldest first.
+	ListIdentityConflicts(context.Context, *connect.Request[v1.ListIdentityConflictsRequest]) (*connect.Response[v1.ListIdentityConflictsResponse], error)
+	// ResolveIdentityConflict decides a held report. RESOLUTION_MERGE: the
+	// reporting machine is the same box as the known one; its interfaces
+	// move to the known machine, which takes the held inventory, and the
+	// reporting machine is deleted. RESOLUTION_REJECT: the report was wrong
+	// (or hostile); it is dropped and the reporting machine moves to
+	// MACHINE_STATE_FAILED. NOT_FOUND when the machine has no held report.
+	ResolveIdentityConflict(context.Context, *connect.Request[v1.ResolveIdentityConflictRequest]) (*connect.Response[v1.ResolveIdentityConflictResponse], error)
 }
 
 // NewMachineServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -277,6 +330,19 @@ func NewMachineServiceHandler(svc MachineServiceHandler, opts ...connect.Handler
 		connect.WithSchema(machineServiceMethods.ByName("RetryMachine")),
 		connect.WithHandlerOptions(opts...),
 	)
+	machineServiceListIdentityConflictsHandler := connect.NewUnaryHandler(
+		MachineServiceListIdentityConflictsProcedure,
+		svc.ListIdentityConflicts,
+		connect.WithSchema(machineServiceMethods.ByName("ListIdentityConflicts")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
+	machineServiceResolveIdentityConflictHandler := connect.NewUnaryHandler(
+		MachineServiceResolveIdentityConflictProcedure,
+		svc.ResolveIdentityConflict,
+		connect.WithSchema(machineServiceMethods.ByName("ResolveIdentityConflict")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/carbide.machine.v1.MachineService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case MachineServiceCreateMachineProcedure:
@@ -293,6 +359,10 @@ func NewMachineServiceHandler(svc MachineServiceHandler, opts ...connect.Handler
 			machineServiceListMachineTransitionsHandler.ServeHTTP(w, r)
 		case MachineServiceRetryMachineProcedure:
 			machineServiceRetryMachineHandler.ServeHTTP(w, r)
+		case MachineServiceListIdentityConflictsProcedure:
+			machineServiceListIdentityConflictsHandler.ServeHTTP(w, r)
+		case MachineServiceResolveIdentityConflictProcedure:
+			machineServiceResolveIdentityConflictHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -328,4 +398,12 @@ func (UnimplementedMachineServiceHandler) ListMachineTransitions(context.Context
 
 func (UnimplementedMachineServiceHandler) RetryMachine(context.Context, *connect.Request[v1.RetryMachineRequest]) (*connect.Response[v1.RetryMachineResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("carbide.machine.v1.MachineService.RetryMachine is not implemented"))
+}
+
+func (UnimplementedMachineServiceHandler) ListIdentityConflicts(context.Context, *connect.Request[v1.ListIdentityConflictsRequest]) (*connect.Response[v1.ListIdentityConflictsResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("carbide.machine.v1.MachineService.ListIdentityConflicts is not implemented"))
+}
+
+func (UnimplementedMachineServiceHandler) ResolveIdentityConflict(context.Context, *connect.Request[v1.ResolveIdentityConflictRequest]) (*connect.Response[v1.ResolveIdentityConflictResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("carbide.machine.v1.MachineService.ResolveIdentityConflict is not implemented"))
 }

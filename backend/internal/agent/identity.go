@@ -1,4 +1,4 @@
-package inventory
+package agent
 
 import (
 	"fmt"

@@ -1,10 +1,11 @@
-// Package inventory implements carbide.agent.v1.AgentService: discovery
+// Package agent implements carbide.agent.v1.AgentService: discovery
 // agents report the hardware of the machine they run on, which identifies
 // the machine and decides whether it is Ready, and ask what to do next.
-package inventory
+package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -17,13 +18,14 @@ import (
 	"github.com/carbide-dev/carbide/backend/internal/principal"
 	"github.com/carbide-dev/carbide/backend/internal/store"
 	"github.com/carbide-dev/carbide/ent"
+	"github.com/carbide-dev/carbide/ent/identityconflict"
 	"github.com/carbide-dev/carbide/ent/machine"
-	"github.com/carbide-dev/carbide/ent/nic"
 	"github.com/carbide-dev/carbide/ent/transition"
 	agentv1 "github.com/carbide-dev/carbide/gen/carbide/agent/v1"
 	"github.com/carbide-dev/carbide/gen/carbide/agent/v1/agentv1connect"
 	machinev1 "github.com/carbide-dev/carbide/gen/carbide/machine/v1"
 	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -33,6 +35,7 @@ import (
 const (
 	waitInventoried = 10 * time.Second
 	waitMaintenance = 60 * time.Second
+	waitConflict    = 10 * time.Second
 )
 
 // Service serves AgentService. That an agent speaks only for its own
@@ -41,21 +44,40 @@ type Service struct {
 	store  *store.Store
 	tokens *pki.AgentTokens
 	logger *slog.Logger
+
+	conflicts prometheus.Counter
+	staleBoot prometheus.Counter
 }
 
 var _ agentv1connect.AgentServiceHandler = (*Service)(nil)
 
 // NewService returns an AgentService over st. tokens, if not nil, renews
-// the agent tokens of agents that authenticated with one.
-func NewService(st *store.Store, tokens *pki.AgentTokens, logger *slog.Logger) *Service {
-	return &Service{store: st, tokens: tokens, logger: logger}
+// the agent tokens of agents that authenticated with one. Its metrics are
+// registered with reg.
+func NewService(st *store.Store, tokens *pki.AgentTokens, logger *slog.Logger, reg prometheus.Registerer) *Service {
+	s := &Service{store: st, tokens: tokens, logger: logger,
+		conflicts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "carbide_identity_conflicts_held_total",
+			Help: "Inventory reports held for an admin because their hardware id is another machine's that is past discovery or has a leased interface.",
+		}),
+		staleBoot: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "carbide_agent_tokens_superseded_total",
+			Help: "Agent calls refused because the token is of an earlier boot of the machine.",
+		}),
+	}
+	reg.MustRegister(s.conflicts, s.staleBoot)
+	return s
 }
 
 // ReportInventory stores a machine's inventory, merges the machine into
-// the one that already has its hardware identity, and moves it through
-// inventoried to ready or failed.
+// the one that already has its hardware identity when that one is still
+// only discovered (or holds the report for an operator when it is not),
+// and moves it through inventoried to ready or failed.
 func (s *Service) ReportInventory(ctx context.Context, req *connect.Request[agentv1.ReportInventoryRequest]) (*connect.Response[agentv1.ReportInventoryResponse], error) {
-	id := uuid.MustParse(req.Msg.GetMachineId())
+	id, err := parseMachineID(req.Msg.GetMachineId())
+	if err != nil {
+		return nil, err
+	}
 	inv := proto.Clone(req.Msg.GetInventory()).(*machinev1.Inventory)
 	inv.ReportTime = timestamppb.New(store.Now())
 	raw, err := proto.Marshal(inv)
@@ -71,6 +93,9 @@ func (s *Service) ReportInventory(ctx context.Context, req *connect.Request[agen
 		if err != nil {
 			return err
 		}
+		if err := s.currentBoot(ctx, m); err != nil {
+			return err
+		}
 		if hw != "" {
 			known, err := store.ForUpdate(s.store, tx.Machine.Query().
 				Where(machine.HardwareID(hw), machine.IDNEQ(id))).Only(ctx)
@@ -79,11 +104,21 @@ func (s *Service) ReportInventory(ctx context.Context, req *connect.Request[agen
 			case err != nil:
 				return fmt.Errorf("look up hardware %s: %w", hw, err)
 			default:
-				if err := s.merge(ctx, tx, m, known, hw); err != nil {
+				merged, err := s.merge(ctx, tx, m, known, hw, raw, actor)
+				if err != nil {
 					return err
+				}
+				if !merged {
+					// Held for an operator: nothing else changes.
+					last = m
+					return nil
 				}
 				m, target = known, known.ID
 			}
+		}
+		// A report that names no other machine ends an earlier conflict.
+		if _, err := tx.IdentityConflict.Delete().Where(identityconflict.MachineID(m.ID)).Exec(ctx); err != nil {
+			return fmt.Errorf("drop the held report of machine %s: %w", m.ID, err)
 		}
 		upd := tx.Machine.UpdateOne(m).SetInventory(raw).SetUpdateTime(store.Now())
 		if hw != "" {
@@ -109,9 +144,13 @@ func (s *Service) ReportInventory(ctx context.Context, req *connect.Request[agen
 		return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("machine %s not found", target))
 	}
 	resp := &agentv1.ReportInventoryResponse{Machine: pm[0]}
-	if who := principal.FromContext(ctx); who != nil && who.Method == principal.MethodAgentToken && s.tokens != nil {
-		tok, exp, err := s.tokens.Issue(target, time.Now())
-		if err != nil {
+	if who := principal.FromContext(ctx); who != nil && who.Method == principal.MethodAgentToken && s.tokens != nil &&
+		last.BootID != nil && last.BootExpireTime != nil {
+		// The same boot, never past its end.
+		tok, exp, err := s.tokens.Issue(target, *last.BootID, time.Now(), *last.BootExpireTime)
+		if errors.Is(err, pki.ErrBootEnded) {
+			return nil, connect.NewError(connect.CodeUnauthenticated, fmt.Errorf("renew the agent token: %w; boot the machine again", err))
+		} else if err != nil {
 			return nil, err
 		}
 		resp.AgentToken, resp.AgentTokenExpireTime = tok, timestamppb.New(exp)
@@ -124,18 +163,50 @@ func (s *Service) ReportInventory(ctx context.Context, req *connect.Request[agen
 
 // GetInstruction tells an agent what to do next.
 func (s *Service) GetInstruction(ctx context.Context, req *connect.Request[agentv1.GetInstructionRequest]) (*connect.Response[agentv1.GetInstructionResponse], error) {
-	id := uuid.MustParse(req.Msg.GetMachineId())
+	id, err := parseMachineID(req.Msg.GetMachineId())
+	if err != nil {
+		return nil, err
+	}
 	m, err := s.store.Client.Machine.Get(ctx, id)
 	if ent.IsNotFound(err) {
 		return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("machine %s not found; report the inventory again", id))
 	} else if err != nil {
 		return nil, fmt.Errorf("read machine: %w", err)
 	}
+	if err := s.currentBoot(ctx, m); err != nil {
+		return nil, err
+	}
 	in, err := s.instruction(ctx, m)
 	if err != nil {
 		return nil, err
 	}
 	return connect.NewResponse(&agentv1.GetInstructionResponse{Instruction: in}), nil
+}
+
+// parseMachineID parses a request's machine_id. Validation has checked it
+// already; a handler does not rely on that.
+func parseMachineID(s string) (uuid.UUID, error) {
+	id, err := uuid.Parse(s)
+	if err != nil {
+		return uuid.Nil, connect.NewError(connect.CodeInvalidArgument,
+			fmt.Errorf("machine_id %q is not a UUID; give the machine id of the agent's configuration", s))
+	}
+	return id, nil
+}
+
+// currentBoot refuses an agent token issued for an earlier boot of m: a
+// new boot supersedes the old one, whose tokens stop working.
+func (s *Service) currentBoot(ctx context.Context, m *ent.Machine) error {
+	who := principal.FromContext(ctx)
+	if who == nil || who.Method != principal.MethodAgentToken {
+		return nil
+	}
+	if m.BootID == nil || m.BootID.String() != who.BootID {
+		s.staleBoot.Inc()
+		return connect.NewError(connect.CodeUnauthenticated, fmt.Errorf(
+			"the agent token is for an earlier boot of machine %s, which has booted again since; fetch the configuration of the current boot", m.ID))
+	}
+	return nil
 }
 
 func lockMachine(ctx context.Context, st *store.Store, tx *ent.Tx, id uuid.UUID) (*ent.Machine, error) {
@@ -151,43 +222,59 @@ func lockMachine(ctx context.Context, st *store.Store, tx *ent.Tx, id uuid.UUID)
 // merge folds m, a machine enrolled for a NIC that was new, into known,
 // the machine that already has m's hardware identity hw: the box was seen
 // before on another NIC, or its record was re-created. m's interfaces move
-// to known and m is deleted. A machine that already has another identity
-// is not merged: two records claim one box, which an operator resolves.
-func (s *Service) merge(ctx context.Context, tx *ent.Tx, m, known *ent.Machine, hw string) error {
+// to known, which takes over m's boot, and m is deleted. It merges only
+// while known is still discovered and none of its interfaces is leased;
+// otherwise it holds the report (raw) as an identity conflict for an
+// operator, changes nothing else and returns false. A machine that
+// already has another identity is not merged: two records claim one box,
+// which an operator resolves.
+func (s *Service) merge(ctx context.Context, tx *ent.Tx, m, known *ent.Machine, hw string, raw []byte, actor string) (bool, error) {
 	if m.HardwareID != nil {
-		return connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf(
+		return false, connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf(
 			"machine %s is hardware %s but now reports %s, which is machine %s; delete the record that is wrong",
 			m.ID, *m.HardwareID, hw, known.ID))
 	}
 	switch m.State {
 	case machine.StateDiscovered, machine.StateInventoried, machine.StateFailed:
 	default:
-		return connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf(
+		return false, connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf(
 			"machine %s reports hardware %s, which is machine %s, but is %s itself; delete the record that is wrong",
 			m.ID, hw, known.ID, m.State))
 	}
-	if err := s.store.LockChangeLog(ctx, tx); err != nil {
-		return err
-	}
-	gone, err := machines.Load(ctx, tx.Client(), m.ID)
+	ok, err := machines.MayMerge(ctx, tx, known)
 	if err != nil {
-		return err
+		return false, err
 	}
-	moved, err := tx.NIC.Update().Where(nic.MachineID(m.ID)).SetMachineID(known.ID).Save(ctx)
-	if err != nil {
-		return fmt.Errorf("move interfaces to machine %s: %w", known.ID, err)
-	}
-	if err := tx.Machine.DeleteOne(m).Exec(ctx); err != nil {
-		return fmt.Errorf("delete machine %s: %w", m.ID, err)
-	}
-	if len(gone) == 1 {
-		if err := s.store.RecordChange(ctx, tx, store.KindMachine, store.Deleted, m.ID.String(), gone[0]); err != nil {
-			return err
+	if !ok {
+		if _, err := tx.IdentityConflict.Delete().Where(identityconflict.MachineID(m.ID)).Exec(ctx); err != nil {
+			return false, fmt.Errorf("drop the held report of machine %s: %w", m.ID, err)
 		}
+		if err := tx.IdentityConflict.Create().SetMachineID(m.ID).SetKnownMachineID(known.ID).
+			SetHardwareID(hw).SetInventory(raw).SetReportedBy(actor).Exec(ctx); err != nil {
+			return false, fmt.Errorf("hold the report of machine %s: %w", m.ID, err)
+		}
+		s.conflicts.Inc()
+		s.logger.WarnContext(ctx, "identity conflict: a report names the hardware of another machine; held for an operator",
+			"hardware_id", hw, "machine", m.ID.String(), "known_machine", known.ID.String(), "known_state", string(known.State))
+		return false, nil
+	}
+	moved, err := machines.Merge(ctx, s.store, tx, m, known)
+	if err != nil {
+		return false, err
+	}
+	// The box's current boot is the one it reported from.
+	upd := tx.Machine.UpdateOne(known).ClearBootNonceHash()
+	if m.BootID != nil && m.BootExpireTime != nil {
+		upd.SetBootID(*m.BootID).SetBootExpireTime(*m.BootExpireTime)
+	} else {
+		upd.ClearBootID().ClearBootExpireTime()
+	}
+	if err := upd.Exec(ctx); err != nil {
+		return false, fmt.Errorf("move the boot of machine %s to machine %s: %w", m.ID, known.ID, err)
 	}
 	s.logger.InfoContext(ctx, "rediscovered known hardware: merged machine", "hardware_id", hw,
 		"machine", known.ID.String(), "merged", m.ID.String(), "interfaces_moved", moved)
-	return nil
+	return true, nil
 }
 
 // advance moves a machine the agent just inventoried: discovered to
@@ -219,6 +306,13 @@ func (s *Service) instruction(ctx context.Context, m *ent.Machine) (*agentv1.Ins
 	}
 	if m.Maintenance || m.State == machine.StateMaintenance {
 		return wait(waitMaintenance, "the machine is in maintenance"), nil
+	}
+	c, err := s.store.Client.IdentityConflict.Query().Where(identityconflict.MachineID(m.ID)).Only(ctx)
+	if err == nil {
+		return wait(waitConflict, fmt.Sprintf("its hardware %s is machine %s's; the report is held until an operator resolves it (MachineService.ResolveIdentityConflict)",
+			c.HardwareID, c.KnownMachineID)), nil
+	} else if !ent.IsNotFound(err) {
+		return nil, fmt.Errorf("read the held report of machine %s: %w", m.ID, err)
 	}
 	switch m.State {
 	case machine.StateDiscovered:
