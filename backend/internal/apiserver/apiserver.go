@@ -83,6 +83,12 @@ type Config struct {
 	// ChangeRetention is how long the change log keeps entries for Watch
 	// clients that resume; 0 means 7 days.
 	ChangeRetention time.Duration
+	// AuditRetention is how long the audit log keeps records; 0 means
+	// 90 days.
+	AuditRetention time.Duration
+	// PruneBatch is the most rows one statement of pruning deletes; 0
+	// means 10000.
+	PruneBatch int
 	// ShutdownTimeout bounds graceful shutdown; 0 means 15 seconds.
 	ShutdownTimeout time.Duration
 	// Ready, if set, receives the bound address once the server accepts
@@ -120,7 +126,10 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("jwt: %w", err))
 		}
 	}
-	if c.ChangeRetention < 0 || c.ShutdownTimeout < 0 || c.AgentTokenTTL < 0 {
+	if c.PruneBatch < 0 {
+		errs = append(errs, errors.New("prune-batch: must be 0 (the default, 10000) or more"))
+	}
+	if c.ChangeRetention < 0 || c.AuditRetention < 0 || c.ShutdownTimeout < 0 || c.AgentTokenTTL < 0 {
 		errs = append(errs, errors.New("durations must not be negative"))
 	}
 	return errors.Join(errs...)
@@ -146,6 +155,12 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	if cfg.ChangeRetention == 0 {
 		cfg.ChangeRetention = 7 * 24 * time.Hour
 	}
+	if cfg.AuditRetention == 0 {
+		cfg.AuditRetention = 90 * 24 * time.Hour
+	}
+	if cfg.PruneBatch == 0 {
+		cfg.PruneBatch = 10000
+	}
 	if cfg.ShutdownTimeout == 0 {
 		cfg.ShutdownTimeout = 15 * time.Second
 	}
@@ -161,7 +176,8 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		return err
 	}
 	stopping := make(chan struct{})
-	handler, health, err := newHandler(st, auth.Agents, logger, stopping)
+	reg := prometheus.NewRegistry()
+	handler, health, err := newHandler(st, auth.Agents, logger, stopping, reg)
 	if err != nil {
 		return err
 	}
@@ -203,7 +219,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		return nil
 	})
 	g.Go(func() error {
-		pruneChanges(gctx, st, cfg.ChangeRetention, logger)
+		newPruner(st, cfg, reg, logger).run(gctx)
 		return nil
 	})
 	g.Go(func() error {
@@ -231,18 +247,17 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 // the client accepts compression.
 const compressMinBytes = 4096
 
-func newHandler(st *store.Store, tokens *pki.AgentTokens, logger *slog.Logger, stopping <-chan struct{}) (http.Handler, *grpchealth.StaticChecker, error) {
+func newHandler(st *store.Store, tokens *pki.AgentTokens, logger *slog.Logger, stopping <-chan struct{}, reg *prometheus.Registry) (http.Handler, *grpchealth.StaticChecker, error) {
 	validator, err := protovalidate.New()
 	if err != nil {
 		return nil, nil, fmt.Errorf("build request validator: %w", err)
 	}
-	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := interceptor.NewMetrics(reg)
 	opts := connect.WithHandlerOptions(
 		connect.WithInterceptors(
 			metrics.Interceptor(logger),
-			audit.Interceptor(st, logger),
+			audit.Interceptor(st, logger, audit.NewMetrics(reg)),
 			authz.Interceptor(authn.Failure),
 			interceptor.Errors(logger),
 			interceptor.Validate(validator),
@@ -281,22 +296,58 @@ func newHandler(st *store.Store, tokens *pki.AgentTokens, logger *slog.Logger, s
 	return mux, health, nil
 }
 
-// pruneChanges deletes change-log entries older than retention, hourly.
-func pruneChanges(ctx context.Context, st *store.Store, retention time.Duration, logger *slog.Logger) {
+// pruner deletes change-log entries and audit records older than their
+// retention, hourly, in batches.
+type pruner struct {
+	st                  *store.Store
+	changeAge, auditAge time.Duration
+	batch               int
+	pruned              *prometheus.CounterVec
+	logger              *slog.Logger
+}
+
+func newPruner(st *store.Store, cfg Config, reg prometheus.Registerer, logger *slog.Logger) *pruner {
+	p := &pruner{
+		st: st, changeAge: cfg.ChangeRetention, auditAge: cfg.AuditRetention, batch: cfg.PruneBatch, logger: logger,
+		pruned: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "carbide_pruned_rows_total",
+			Help: "Rows deleted because they outlived their retention, by log (changes, audit).",
+		}, []string{"log"}),
+	}
+	reg.MustRegister(p.pruned)
+	return p
+}
+
+func (p *pruner) run(ctx context.Context) {
 	t := time.NewTicker(time.Hour)
 	defer t.Stop()
 	for {
-		n, err := st.PruneChanges(ctx, time.Now().Add(-retention))
-		switch {
-		case err != nil && ctx.Err() == nil:
-			logger.Warn("pruning the change log failed", "error", err)
-		case n > 0:
-			logger.Info("pruned the change log", "entries", n)
-		}
+		p.once(ctx, time.Now())
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		}
+	}
+}
+
+// once prunes what is older than its retention at now.
+func (p *pruner) once(ctx context.Context, now time.Time) {
+	for _, log := range []struct {
+		name  string
+		prune func(context.Context, time.Time, int) (int, error)
+		age   time.Duration
+	}{
+		{"changes", p.st.PruneChanges, p.changeAge},
+		{"audit", p.st.PruneAuditRecords, p.auditAge},
+	} {
+		n, err := log.prune(ctx, now.Add(-log.age), p.batch)
+		p.pruned.WithLabelValues(log.name).Add(float64(n))
+		switch {
+		case err != nil && ctx.Err() == nil:
+			p.logger.Warn("pruning failed", "log", log.name, "error", err)
+		case n > 0:
+			p.logger.Info("pruned", "log", log.name, "rows", n)
 		}
 	}
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/carbide-dev/carbide/gen/carbide/machine/v1/machinev1connect"
 	"github.com/carbide-dev/carbide/gen/carbide/network/v1/networkv1connect"
 	"github.com/carbide-dev/carbide/gen/carbide/watch/v1/watchv1connect"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
@@ -103,7 +104,7 @@ func newEnvWith(t testing.TB, kind, protocol string, opts envOptions) *env {
 		t.Fatal(err)
 	}
 	stopping := make(chan struct{})
-	handler, _, err := newHandler(st, auth.Agents, logger, stopping)
+	handler, _, err := newHandler(st, auth.Agents, logger, stopping, prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
 	}

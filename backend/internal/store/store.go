@@ -155,13 +155,22 @@ func (s *Store) Close() error {
 // DB is the underlying connection pool, for checks that ent cannot express.
 func (s *Store) DB() *sql.DB { return s.db }
 
-// InTx runs fn in a transaction, committing if it returns nil.
+// InTx runs fn in a transaction, committing if it returns nil. When ctx
+// carries a TxHook (WithTxHook), the hook runs first in the transaction,
+// and hears of the commit.
 func (s *Store) InTx(ctx context.Context, fn func(tx *ent.Tx) error) error {
 	tx, err := s.Client.Tx(ctx)
 	if err != nil {
 		return fmt.Errorf("begin transaction: %w", err)
 	}
-	if err := fn(tx); err != nil {
+	var committed func()
+	if h, ok := ctx.Value(txHookKey{}).(TxHook); ok {
+		committed, err = h.Begin(ctx, tx)
+	}
+	if err == nil {
+		err = fn(tx)
+	}
+	if err != nil {
 		if rerr := tx.Rollback(); rerr != nil {
 			return errors.Join(err, fmt.Errorf("roll back: %w", rerr))
 		}
@@ -170,7 +179,28 @@ func (s *Store) InTx(ctx context.Context, fn func(tx *ent.Tx) error) error {
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("commit: %w", err)
 	}
+	if committed != nil {
+		committed()
+	}
 	return nil
+}
+
+// TxHook adds writes of its own to the transactions InTx runs for a
+// context: the audit log writes the record of a call in the transaction
+// that makes the call's change, so that neither commits without the other.
+type TxHook interface {
+	// Begin runs first in each transaction. An error rolls the
+	// transaction back and InTx returns it. InTx calls committed, if not
+	// nil, once the transaction has committed.
+	Begin(ctx context.Context, tx *ent.Tx) (committed func(), err error)
+}
+
+type txHookKey struct{}
+
+// WithTxHook returns ctx with h, which every InTx on the returned context
+// (or one derived from it) runs.
+func WithTxHook(ctx context.Context, h TxHook) context.Context {
+	return context.WithValue(ctx, txHookKey{}, h)
 }
 
 // Lock takes a transaction-scoped lock that serialises every transaction
