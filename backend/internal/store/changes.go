@@ -253,7 +253,7 @@ func (s *Store) Listen(ctx context.Context, logger *slog.Logger) {
 func (s *Store) listenOnce(ctx context.Context) error {
 	conn, err := pgx.Connect(ctx, s.url)
 	if err != nil {
-		return fmt.Errorf("connect: %w", err)
+		return fmt.Errorf("connect: %w", scrub(err, s.url))
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
 	if _, err := conn.Exec(ctx, "LISTEN "+notifyChannel); err != nil {

@@ -77,7 +77,7 @@ func openPostgres(ctx context.Context, cfg Config, logger *slog.Logger) (*Store,
 	}
 	db, err := sql.Open("pgx", cfg.DatabaseURL)
 	if err != nil {
-		return nil, fmt.Errorf("open PostgreSQL: %w", err)
+		return nil, fmt.Errorf("open PostgreSQL: %w", scrub(err, cfg.DatabaseURL))
 	}
 	maxConns := cfg.MaxConns
 	if maxConns <= 0 {
@@ -90,12 +90,12 @@ func openPostgres(ctx context.Context, cfg Config, logger *slog.Logger) (*Store,
 	defer cancel()
 	if err := db.PingContext(pingCtx); err != nil {
 		db.Close()
-		return nil, fmt.Errorf("connect to PostgreSQL at %s: %w (check --database-url and that the server is up)", Redact(cfg.DatabaseURL), err)
+		return nil, fmt.Errorf("connect to PostgreSQL at %s: %w (check --database-url and that the server is up)", Redact(cfg.DatabaseURL), scrub(err, cfg.DatabaseURL))
 	}
 	applied, err := migrate(ctx, db, migrations.FS)
 	if err != nil {
 		db.Close()
-		return nil, fmt.Errorf("migrate PostgreSQL schema: %w", err)
+		return nil, fmt.Errorf("migrate PostgreSQL schema: %w", scrub(err, cfg.DatabaseURL))
 	}
 	if len(applied) > 0 {
 		logger.Info("applied schema migrations", "migrations", applied)
@@ -292,16 +292,4 @@ func ForUpdate[Q interface{ ForUpdate(...entsql.LockOption) Q }](s *Store, q Q) 
 // later read returns.
 func Now() time.Time {
 	return time.Now().UTC().Truncate(time.Microsecond)
-}
-
-// Redact hides the password of a database URL.
-func Redact(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return "(unparsable URL)"
-	}
-	if _, ok := u.User.Password(); ok {
-		u.User = url.UserPassword(u.User.Username(), "xxxxx")
-	}
-	return strings.Replace(u.String(), "xxxxx", "****", 1)
 }
