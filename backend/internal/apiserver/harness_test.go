@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 
 	"connectrpc.com/connect"
@@ -16,6 +17,7 @@ import (
 	"github.com/carbide-dev/carbide/backend/internal/principal"
 	"github.com/carbide-dev/carbide/backend/internal/store"
 	"github.com/carbide-dev/carbide/backend/pgtest"
+	"github.com/carbide-dev/carbide/backend/testsecret"
 	"github.com/carbide-dev/carbide/gen/carbide/agent/v1/agentv1connect"
 	"github.com/carbide-dev/carbide/gen/carbide/audit/v1/auditv1connect"
 	"github.com/carbide-dev/carbide/gen/carbide/boot/v1/bootv1connect"
@@ -90,7 +92,7 @@ func newEnvWith(t testing.TB, kind, protocol string, opts envOptions) *env {
 	}
 	logs := opts.logs
 	if logs == nil {
-		logs = io.Discard
+		logs = testOutput(t)
 	}
 	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	st, err := store.Open(context.Background(), scfg, logger)
@@ -103,6 +105,7 @@ func newEnvWith(t testing.TB, kind, protocol string, opts envOptions) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
+	registerKeys(t, filepath.Join(cfg.DataDir, "pki"))
 	stopping := make(chan struct{})
 	handler, _, err := newHandler(st, auth.Agents, logger, stopping, prometheus.NewRegistry())
 	if err != nil {
@@ -213,3 +216,48 @@ func codeOf(err error) string {
 
 // adminID is the principal of the admin certificate test clients use.
 var adminID = pki.UserID(pki.DefaultTrustDomain, principal.RoleAdmin, "bootstrap")
+
+// testOutput is the test's output, for the logs of the servers it starts,
+// which `make go-test` checks for secrets (backend/testsecret). Writes
+// after the test has ended, from a goroutine still winding down, are
+// dropped.
+func testOutput(t testing.TB) io.Writer {
+	w := &lockedOutput{out: t.Output()}
+	t.Cleanup(func() { // runs after the server's cleanup
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		w.out = nil
+	})
+	return w
+}
+
+type lockedOutput struct {
+	mu  sync.Mutex
+	out io.Writer
+}
+
+func (w *lockedOutput) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.out == nil {
+		return len(p), nil
+	}
+	return w.out.Write(p)
+}
+
+// registerKeys registers every private key of a PKI directory with
+// testsecret.
+func registerKeys(t testing.TB, dir string) {
+	t.Helper()
+	keys, err := filepath.Glob(filepath.Join(dir, "*.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range keys {
+		b, err := os.ReadFile(k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		testsecret.Register(t, string(b))
+	}
+}
