@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/carbide-dev/carbide/backend/testsecret"
+	"github.com/carbide-dev/carbide/sdk/testsecret"
 )
 
 // EnvDatabaseURL names the environment variable that points [Database] at an

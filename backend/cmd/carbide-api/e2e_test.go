@@ -26,7 +26,6 @@ import (
 	"connectrpc.com/connect"
 	"github.com/carbide-dev/carbide/backend/internal/pki"
 	"github.com/carbide-dev/carbide/backend/pgtest"
-	"github.com/carbide-dev/carbide/backend/testsecret"
 	agentv1 "github.com/carbide-dev/carbide/gen/carbide/agent/v1"
 	"github.com/carbide-dev/carbide/gen/carbide/agent/v1/agentv1connect"
 	machinev1 "github.com/carbide-dev/carbide/gen/carbide/machine/v1"
@@ -35,6 +34,7 @@ import (
 	"github.com/carbide-dev/carbide/gen/carbide/network/v1/networkv1connect"
 	watchv1 "github.com/carbide-dev/carbide/gen/carbide/watch/v1"
 	"github.com/carbide-dev/carbide/gen/carbide/watch/v1/watchv1connect"
+	"github.com/carbide-dev/carbide/sdk/testsecret"
 	_ "github.com/jackc/pgx/v5/stdlib"
 )
 

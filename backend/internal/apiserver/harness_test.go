@@ -17,7 +17,6 @@ import (
 	"github.com/carbide-dev/carbide/backend/internal/principal"
 	"github.com/carbide-dev/carbide/backend/internal/store"
 	"github.com/carbide-dev/carbide/backend/pgtest"
-	"github.com/carbide-dev/carbide/backend/testsecret"
 	"github.com/carbide-dev/carbide/gen/carbide/agent/v1/agentv1connect"
 	"github.com/carbide-dev/carbide/gen/carbide/audit/v1/auditv1connect"
 	"github.com/carbide-dev/carbide/gen/carbide/boot/v1/bootv1connect"
@@ -25,6 +24,7 @@ import (
 	"github.com/carbide-dev/carbide/gen/carbide/machine/v1/machinev1connect"
 	"github.com/carbide-dev/carbide/gen/carbide/network/v1/networkv1connect"
 	"github.com/carbide-dev/carbide/gen/carbide/watch/v1/watchv1connect"
+	"github.com/carbide-dev/carbide/sdk/testsecret"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -218,7 +218,7 @@ func codeOf(err error) string {
 var adminID = pki.UserID(pki.DefaultTrustDomain, principal.RoleAdmin, "bootstrap")
 
 // testOutput is the test's output, for the logs of the servers it starts,
-// which `make go-test` checks for secrets (backend/testsecret). Writes
+// which `make go-test` checks for secrets (sdk/testsecret). Writes
 // after the test has ended, from a goroutine still winding down, are
 // dropped.
 func testOutput(t testing.TB) io.Writer {

@@ -32,7 +32,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 
-	"github.com/carbide-dev/carbide/backend/testsecret"
+	"github.com/carbide-dev/carbide/sdk/testsecret"
 )
 
 const (

@@ -18,7 +18,7 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/carbide-dev/carbide/backend/testsecret"
+	"github.com/carbide-dev/carbide/sdk/testsecret"
 )
 
 func main() {
