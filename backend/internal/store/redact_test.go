@@ -7,11 +7,14 @@ import (
 	"log/slog"
 	"strings"
 	"testing"
+
+	"github.com/carbide-dev/carbide/sdk/testsecret"
 )
 
 func TestRedact(t *testing.T) {
 	t.Parallel()
 	const pw = "s3cr3t-Pw"
+	testsecret.Register(t, pw)
 	tests := map[string]struct {
 		in   string
 		keep []string // what must still show
@@ -52,6 +55,7 @@ func TestRedact(t *testing.T) {
 func TestOpenHidesPassword(t *testing.T) {
 	t.Parallel()
 	const pw = "0pen-s3cr3t"
+	testsecret.Register(t, pw)
 	for name, dbURL := range map[string]string{
 		// Port 1 of the loopback address: nothing listens there.
 		"user info":   "postgres://carbide:" + pw + "@127.0.0.1:1/carbide?connect_timeout=5",
