@@ -231,3 +231,16 @@ func countDeleteStatements(t *testing.T, e *env) func() map[string][]int {
 		return out
 	}
 }
+
+// TestConfigRejectsBadRetention checks that the retention settings are
+// checked with the rest of the configuration.
+func TestConfigRejectsBadRetention(t *testing.T) {
+	t.Parallel()
+	cfg := Config{Listen: "127.0.0.1:0", DataDir: t.TempDir(), AuditRetention: -time.Hour, PruneBatch: -1}
+	err := cfg.Validate()
+	for _, want := range []string{"prune-batch: must be 0", "durations must not be negative"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Validate() = %v, want it to say %q", err, want)
+		}
+	}
+}
