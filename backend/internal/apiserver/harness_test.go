@@ -91,7 +91,9 @@ func newEnvWith(t testing.TB, kind, protocol string, opts envOptions) *env {
 		scfg.DatabaseURL = pgtest.Database(t)
 	}
 	logs := opts.logs
-	if logs == nil {
+	if _, bench := t.(*testing.B); logs == nil && bench {
+		logs = io.Discard // what is measured is the server, not its log
+	} else if logs == nil {
 		logs = testOutput(t)
 	}
 	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
