@@ -25,8 +25,10 @@ import (
 // Interceptor writes an audit record of every call of an RPC that can
 // change something, including calls that failed or were denied. The record
 // of a call that changes the store through store.InTx is written inside
-// that transaction: the change and its record commit together, and a
-// record that cannot be written fails the call and rolls the change back.
+// that transaction (a store.TxHook): the change and its record commit
+// together, and a record that cannot be written fails the call and rolls
+// the change back. The ids the response adds, or the error of a call that
+// fails after its transaction committed, complete the record afterwards.
 // Every other call of such an RPC (denied, invalid, failed before any
 // transaction committed, or changing nothing in a transaction) is recorded
 // after it returns; a record that cannot be written then is logged and the
@@ -80,7 +82,8 @@ type call struct {
 	resources atomic.Pointer[[]string]
 
 	mu       sync.Mutex
-	recordID int64 // the record a committed transaction holds; 0 for none
+	recordID int64    // the record a committed transaction holds; 0 for none
+	written  []string // the ids it names
 }
 
 // Unchanged tells the interceptor that the current call, although of an
@@ -148,15 +151,22 @@ func (r *recorder) WrapStreamingHandler(next connect.StreamingHandlerFunc) conne
 	}
 }
 
-// Begin writes the call's record, as a success with the ids of its
-// request, first in each transaction of the call until one commits.
-func (c *call) Begin(ctx context.Context, tx *ent.Tx) (func(), error) {
+// Write writes the call's record, as a success naming the ids of its
+// request and the resources the transaction changed, in each transaction
+// of the call until one commits.
+func (c *call) Write(ctx context.Context, tx *ent.Tx, changed []string) (func(), error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.recordID != 0 {
 		return nil, nil // an earlier transaction of the call holds it
 	}
-	rec, err := c.r.create(ctx, tx.AuditRecord.Create(), c.procedure, c.peer, c.ids, nil).Save(ctx)
+	ids := append([]string{}, c.ids...)
+	for _, id := range changed {
+		if !slices.Contains(ids, id) {
+			ids = append(ids, id)
+		}
+	}
+	rec, err := c.r.create(ctx, tx.AuditRecord.Create(), c.procedure, c.peer, ids, nil).Save(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("write audit record: %w", err)
 	}
@@ -164,7 +174,7 @@ func (c *call) Begin(ctx context.Context, tx *ent.Tx) (func(), error) {
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		if c.recordID == 0 {
-			c.recordID = rec.ID
+			c.recordID, c.written = rec.ID, ids
 		}
 	}, nil
 }
@@ -175,7 +185,7 @@ func (c *call) Begin(ctx context.Context, tx *ent.Tx) (func(), error) {
 // the call's error. A record that cannot be written is logged.
 func (c *call) finish(ctx context.Context, ids []string, callErr error) {
 	c.mu.Lock()
-	id := c.recordID
+	id, written := c.recordID, c.written
 	c.mu.Unlock()
 	// The call's own context may be cancelled already; the record must
 	// still be written.
@@ -190,11 +200,22 @@ func (c *call) finish(ctx context.Context, ids []string, callErr error) {
 	case callErr == nil && c.unchanged.Load():
 		// A transaction that read, or wrote what was there already.
 		err = client.AuditRecord.DeleteOneID(id).Exec(wctx)
-	case callErr != nil:
-		code, msg := result(callErr)
-		err = client.AuditRecord.UpdateOneID(id).SetResourceIds(ids).SetCode(code).SetError(msg).Exec(wctx)
-	case !slices.Equal(ids, c.ids):
-		err = client.AuditRecord.UpdateOneID(id).SetResourceIds(ids).Exec(wctx)
+	default:
+		// The record names what the transaction changed, and what the
+		// response adds (a DHCP lease's segment).
+		all := written
+		for _, rid := range ids {
+			if !slices.Contains(all, rid) {
+				all = append(slices.Clip(all), rid)
+			}
+		}
+		switch {
+		case callErr != nil: // after the change committed
+			code, msg := result(callErr)
+			err = client.AuditRecord.UpdateOneID(id).SetResourceIds(all).SetCode(code).SetError(msg).Exec(wctx)
+		case len(all) != len(written):
+			err = client.AuditRecord.UpdateOneID(id).SetResourceIds(all).Exec(wctx)
+		}
 	}
 	if err != nil {
 		c.r.logger.ErrorContext(ctx, "audit record not written", "procedure", c.procedure, "error", err)

@@ -88,6 +88,16 @@ func (s *Store) RecordChanges(ctx context.Context, tx *ent.Tx, kind change.Kind,
 		}
 		creates[i] = tx.Change.Create().SetKind(kind).SetType(typ).SetResourceID(c.ID).SetPayload(payload).SetTime(now)
 	}
+	if h, ok := s.txHooks.Load(tx); ok {
+		// Before the lock, which is held until commit.
+		ids := make([]string, len(changed))
+		for i, c := range changed {
+			ids[i] = c.ID
+		}
+		if err := h.(*txHookState).write(ctx, tx, ids); err != nil {
+			return err
+		}
+	}
 	if s.Dialect == dialect.Postgres {
 		// One round trip: the lock, and the notification other API
 		// processes get at commit (its payload is the kind).

@@ -50,6 +50,9 @@ type Store struct {
 	url             string
 	notifier        *Notifier
 	segmentNotifier *Notifier
+	// txHooks holds the *txHookState of each open transaction of InTx
+	// whose context has a hook, by *ent.Tx.
+	txHooks sync.Map
 }
 
 // Advisory lock keys (PostgreSQL). Arbitrary constants, one per purpose.
@@ -156,19 +159,21 @@ func (s *Store) Close() error {
 func (s *Store) DB() *sql.DB { return s.db }
 
 // InTx runs fn in a transaction, committing if it returns nil. When ctx
-// carries a TxHook (WithTxHook), the hook runs first in the transaction,
-// and hears of the commit.
+// carries a TxHook (WithTxHook), the hook writes in the transaction too.
 func (s *Store) InTx(ctx context.Context, fn func(tx *ent.Tx) error) error {
 	tx, err := s.Client.Tx(ctx)
 	if err != nil {
 		return fmt.Errorf("begin transaction: %w", err)
 	}
-	var committed func()
+	var hook *txHookState
 	if h, ok := ctx.Value(txHookKey{}).(TxHook); ok {
-		committed, err = h.Begin(ctx, tx)
+		hook = &txHookState{hook: h}
+		s.txHooks.Store(tx, hook)
+		defer s.txHooks.Delete(tx)
 	}
-	if err == nil {
-		err = fn(tx)
+	err = fn(tx)
+	if err == nil && hook != nil {
+		err = hook.write(ctx, tx, nil)
 	}
 	if err != nil {
 		if rerr := tx.Rollback(); rerr != nil {
@@ -179,20 +184,22 @@ func (s *Store) InTx(ctx context.Context, fn func(tx *ent.Tx) error) error {
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("commit: %w", err)
 	}
-	if committed != nil {
-		committed()
+	if hook != nil && hook.committed != nil {
+		hook.committed()
 	}
 	return nil
 }
 
-// TxHook adds writes of its own to the transactions InTx runs for a
+// TxHook adds a write of its own to the transactions InTx runs for a
 // context: the audit log writes the record of a call in the transaction
 // that makes the call's change, so that neither commits without the other.
 type TxHook interface {
-	// Begin runs first in each transaction. An error rolls the
-	// transaction back and InTx returns it. InTx calls committed, if not
-	// nil, once the transaction has committed.
-	Begin(ctx context.Context, tx *ent.Tx) (committed func(), err error)
+	// Write runs once in each transaction: just before the transaction
+	// first records changes (RecordChanges), which name the resources
+	// changed, or else just before it commits, with changed empty. An
+	// error rolls the transaction back and InTx returns it. InTx calls
+	// committed, if not nil, once the transaction has committed.
+	Write(ctx context.Context, tx *ent.Tx, changed []string) (committed func(), err error)
 }
 
 type txHookKey struct{}
@@ -201,6 +208,27 @@ type txHookKey struct{}
 // (or one derived from it) runs.
 func WithTxHook(ctx context.Context, h TxHook) context.Context {
 	return context.WithValue(ctx, txHookKey{}, h)
+}
+
+// txHookState is a TxHook in one transaction.
+type txHookState struct {
+	hook      TxHook
+	written   bool
+	committed func()
+}
+
+// write runs the hook unless it has run in the transaction already.
+func (h *txHookState) write(ctx context.Context, tx *ent.Tx, changed []string) error {
+	if h.written {
+		return nil
+	}
+	h.written = true
+	committed, err := h.hook.Write(ctx, tx, changed)
+	if err != nil {
+		return err
+	}
+	h.committed = committed
+	return nil
 }
 
 // Lock takes a transaction-scoped lock that serialises every transaction
