@@ -84,6 +84,7 @@ type call struct {
 	mu       sync.Mutex
 	recordID int64    // the record a committed transaction holds; 0 for none
 	written  []string // the ids it names
+	changed  bool     // whether they include resources the transaction changed
 }
 
 // Unchanged tells the interceptor that the current call, although of an
@@ -121,17 +122,7 @@ func (r *recorder) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
 		}
 		c := &call{r: r, procedure: spec.Procedure, peer: req.Peer().Addr, ids: resourceIDs(req.Any())}
 		resp, err := next(store.WithTxHook(context.WithValue(ctx, callKey{}, c), c), req)
-		var out any
-		if resp != nil {
-			out = resp.Any()
-		}
-		ids := c.ids
-		if named := c.resources.Load(); named != nil {
-			ids = *named
-		} else if out != nil {
-			ids = resourceIDs(req.Any(), out)
-		}
-		c.finish(ctx, ids, err)
+		c.finish(ctx, req, resp, err)
 		return resp, err
 	}
 }
@@ -174,19 +165,35 @@ func (c *call) Write(ctx context.Context, tx *ent.Tx, changed []string) (func(),
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		if c.recordID == 0 {
-			c.recordID, c.written = rec.ID, ids
+			c.recordID, c.written, c.changed = rec.ID, ids, len(changed) > 0
 		}
 	}, nil
 }
 
 // finish brings the call's record up to date once the call has returned:
 // it writes the record of a call whose transactions wrote none, and
-// completes the one a transaction wrote with the ids of the response and
-// the call's error. A record that cannot be written is logged.
-func (c *call) finish(ctx context.Context, ids []string, callErr error) {
+// completes the one a transaction wrote when the call failed afterwards,
+// or when the resources the call names differ from those the record
+// holds. A record that cannot be written is logged.
+//
+// A record names the ids of the request and the resources the call
+// changed: those a handler named (Resources), else those its transaction
+// recorded in the change log, else the ids of its response.
+func (c *call) finish(ctx context.Context, req connect.AnyRequest, resp connect.AnyResponse, callErr error) {
 	c.mu.Lock()
-	id, written := c.recordID, c.written
+	id, written, changed := c.recordID, c.written, c.changed
 	c.mu.Unlock()
+	var ids []string
+	switch named := c.resources.Load(); {
+	case named != nil:
+		ids = *named
+	case id != 0 && changed:
+		ids = written
+	case resp != nil:
+		ids = resourceIDs(req.Any(), resp.Any())
+	default:
+		ids = c.ids
+	}
 	// The call's own context may be cancelled already; the record must
 	// still be written.
 	wctx := context.WithoutCancel(ctx)
@@ -200,26 +207,34 @@ func (c *call) finish(ctx context.Context, ids []string, callErr error) {
 	case callErr == nil && c.unchanged.Load():
 		// A transaction that read, or wrote what was there already.
 		err = client.AuditRecord.DeleteOneID(id).Exec(wctx)
-	default:
-		// The record names what the transaction changed, and what the
-		// response adds (a DHCP lease's segment).
-		all := written
+	case callErr != nil:
+		// It failed after a change committed, which stands.
 		for _, rid := range ids {
-			if !slices.Contains(all, rid) {
-				all = append(slices.Clip(all), rid)
+			if !slices.Contains(written, rid) {
+				written = append(slices.Clip(written), rid)
 			}
 		}
-		switch {
-		case callErr != nil: // after the change committed
-			code, msg := result(callErr)
-			err = client.AuditRecord.UpdateOneID(id).SetResourceIds(all).SetCode(code).SetError(msg).Exec(wctx)
-		case len(all) != len(written):
-			err = client.AuditRecord.UpdateOneID(id).SetResourceIds(all).Exec(wctx)
-		}
+		code, msg := result(callErr)
+		err = client.AuditRecord.UpdateOneID(id).SetResourceIds(written).SetCode(code).SetError(msg).Exec(wctx)
+	case !sameIDs(ids, written):
+		err = client.AuditRecord.UpdateOneID(id).SetResourceIds(ids).Exec(wctx)
 	}
 	if err != nil {
 		c.r.logger.ErrorContext(ctx, "audit record not written", "procedure", c.procedure, "error", err)
 	}
+}
+
+// sameIDs says whether a and b hold the same ids, in any order.
+func sameIDs(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for _, id := range a {
+		if !slices.Contains(b, id) {
+			return false
+		}
+	}
+	return true
 }
 
 // create fills in a record of a call.
