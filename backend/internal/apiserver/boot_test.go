@@ -12,6 +12,7 @@ import (
 	bootv1 "github.com/carbide-dev/carbide/gen/carbide/boot/v1"
 	dhcpv1 "github.com/carbide-dev/carbide/gen/carbide/dhcp/v1"
 	machinev1 "github.com/carbide-dev/carbide/gen/carbide/machine/v1"
+	"github.com/carbide-dev/carbide/sdk/testsecret"
 )
 
 // fullInventory is the inventory of a machine that passes the hardware
@@ -50,6 +51,7 @@ func bootMachine(t *testing.T, e *env, mac string) booted {
 // agentClients returns clients that authenticate with an agent token.
 func agentClients(t *testing.T, e *env, token string) clients {
 	t.Helper()
+	testsecret.Register(t, token)
 	return e.clientsOver(e.httpClient(t, ""), connect.WithInterceptors(bearer(token)))
 }
 
