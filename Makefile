@@ -47,9 +47,17 @@ script-test: tools
 	GOWORK=off go -C tools test -count=1 ./scripttest/
 
 # Every Go test, then the DHCP packet path under the fuzzer, briefly:
-# malformed input must never crash the daemon.
+# malformed input must never crash the daemon. The tests' whole output
+# (with the logs of the servers they start) is kept in .build/go-test.json
+# and checked for the secrets they registered (sdk/testsecret): one
+# that shows fails the build. The terminal gets what go test prints
+# without -v.
 go-test: tools
-	go test -count=1 -timeout 20m $(PKGS)
+	@mkdir -p .build && rm -f .build/test-secrets
+	go build -o $(BIN)/testlog ./sdk/testsecret/cmd/testlog
+	set -o pipefail; CARBIDE_TEST_SECRETS=$(CURDIR)/.build/test-secrets \
+	  go test -json -count=1 -timeout 20m $(PKGS) 2>&1 | \
+	  testlog -log .build/go-test.json -secrets .build/test-secrets
 	go test -run '^$$' -fuzz FuzzHandlePacket -fuzztime 5000x ./edge/internal/dhcpd/
 
 # Benchmarks are measured, never asserted; docs/benchmarks.md has figures.

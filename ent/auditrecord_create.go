@@ -325,6 +325,42 @@ type (
 	}
 )
 
+// SetResourceIds sets the "resource_ids" field.
+func (u *AuditRecordUpsert) SetResourceIds(v []string) *AuditRecordUpsert {
+	u.Set(auditrecord.FieldResourceIds, v)
+	return u
+}
+
+// UpdateResourceIds sets the "resource_ids" field to the value that was provided on create.
+func (u *AuditRecordUpsert) UpdateResourceIds() *AuditRecordUpsert {
+	u.SetExcluded(auditrecord.FieldResourceIds)
+	return u
+}
+
+// SetCode sets the "code" field.
+func (u *AuditRecordUpsert) SetCode(v string) *AuditRecordUpsert {
+	u.Set(auditrecord.FieldCode, v)
+	return u
+}
+
+// UpdateCode sets the "code" field to the value that was provided on create.
+func (u *AuditRecordUpsert) UpdateCode() *AuditRecordUpsert {
+	u.SetExcluded(auditrecord.FieldCode)
+	return u
+}
+
+// SetError sets the "error" field.
+func (u *AuditRecordUpsert) SetError(v string) *AuditRecordUpsert {
+	u.Set(auditrecord.FieldError, v)
+	return u
+}
+
+// UpdateError sets the "error" field to the value that was provided on create.
+func (u *AuditRecordUpsert) UpdateError() *AuditRecordUpsert {
+	u.SetExcluded(auditrecord.FieldError)
+	return u
+}
+
 // UpdateNewValues updates the mutable fields using the new values that were set on create except the ID field.
 // Using this option is equivalent to using:
 //
@@ -356,15 +392,6 @@ func (u *AuditRecordUpsertOne) UpdateNewValues() *AuditRecordUpsertOne {
 		}
 		if _, exists := u.create.mutation.Procedure(); exists {
 			s.SetIgnore(auditrecord.FieldProcedure)
-		}
-		if _, exists := u.create.mutation.ResourceIds(); exists {
-			s.SetIgnore(auditrecord.FieldResourceIds)
-		}
-		if _, exists := u.create.mutation.Code(); exists {
-			s.SetIgnore(auditrecord.FieldCode)
-		}
-		if _, exists := u.create.mutation.Error(); exists {
-			s.SetIgnore(auditrecord.FieldError)
 		}
 		if _, exists := u.create.mutation.Peer(); exists {
 			s.SetIgnore(auditrecord.FieldPeer)
@@ -398,6 +425,48 @@ func (u *AuditRecordUpsertOne) Update(set func(*AuditRecordUpsert)) *AuditRecord
 		set(&AuditRecordUpsert{UpdateSet: update})
 	}))
 	return u
+}
+
+// SetResourceIds sets the "resource_ids" field.
+func (u *AuditRecordUpsertOne) SetResourceIds(v []string) *AuditRecordUpsertOne {
+	return u.Update(func(s *AuditRecordUpsert) {
+		s.SetResourceIds(v)
+	})
+}
+
+// UpdateResourceIds sets the "resource_ids" field to the value that was provided on create.
+func (u *AuditRecordUpsertOne) UpdateResourceIds() *AuditRecordUpsertOne {
+	return u.Update(func(s *AuditRecordUpsert) {
+		s.UpdateResourceIds()
+	})
+}
+
+// SetCode sets the "code" field.
+func (u *AuditRecordUpsertOne) SetCode(v string) *AuditRecordUpsertOne {
+	return u.Update(func(s *AuditRecordUpsert) {
+		s.SetCode(v)
+	})
+}
+
+// UpdateCode sets the "code" field to the value that was provided on create.
+func (u *AuditRecordUpsertOne) UpdateCode() *AuditRecordUpsertOne {
+	return u.Update(func(s *AuditRecordUpsert) {
+		s.UpdateCode()
+	})
+}
+
+// SetError sets the "error" field.
+func (u *AuditRecordUpsertOne) SetError(v string) *AuditRecordUpsertOne {
+	return u.Update(func(s *AuditRecordUpsert) {
+		s.SetError(v)
+	})
+}
+
+// UpdateError sets the "error" field to the value that was provided on create.
+func (u *AuditRecordUpsertOne) UpdateError() *AuditRecordUpsertOne {
+	return u.Update(func(s *AuditRecordUpsert) {
+		s.UpdateError()
+	})
 }
 
 // Exec executes the query.
@@ -597,15 +666,6 @@ func (u *AuditRecordUpsertBulk) UpdateNewValues() *AuditRecordUpsertBulk {
 			if _, exists := b.mutation.Procedure(); exists {
 				s.SetIgnore(auditrecord.FieldProcedure)
 			}
-			if _, exists := b.mutation.ResourceIds(); exists {
-				s.SetIgnore(auditrecord.FieldResourceIds)
-			}
-			if _, exists := b.mutation.Code(); exists {
-				s.SetIgnore(auditrecord.FieldCode)
-			}
-			if _, exists := b.mutation.Error(); exists {
-				s.SetIgnore(auditrecord.FieldError)
-			}
 			if _, exists := b.mutation.Peer(); exists {
 				s.SetIgnore(auditrecord.FieldPeer)
 			}
@@ -639,6 +699,48 @@ func (u *AuditRecordUpsertBulk) Update(set func(*AuditRecordUpsert)) *AuditRecor
 		set(&AuditRecordUpsert{UpdateSet: update})
 	}))
 	return u
+}
+
+// SetResourceIds sets the "resource_ids" field.
+func (u *AuditRecordUpsertBulk) SetResourceIds(v []string) *AuditRecordUpsertBulk {
+	return u.Update(func(s *AuditRecordUpsert) {
+		s.SetResourceIds(v)
+	})
+}
+
+// UpdateResourceIds sets the "resource_ids" field to the value that was provided on create.
+func (u *AuditRecordUpsertBulk) UpdateResourceIds() *AuditRecordUpsertBulk {
+	return u.Update(func(s *AuditRecordUpsert) {
+		s.UpdateResourceIds()
+	})
+}
+
+// SetCode sets the "code" field.
+func (u *AuditRecordUpsertBulk) SetCode(v string) *AuditRecordUpsertBulk {
+	return u.Update(func(s *AuditRecordUpsert) {
+		s.SetCode(v)
+	})
+}
+
+// UpdateCode sets the "code" field to the value that was provided on create.
+func (u *AuditRecordUpsertBulk) UpdateCode() *AuditRecordUpsertBulk {
+	return u.Update(func(s *AuditRecordUpsert) {
+		s.UpdateCode()
+	})
+}
+
+// SetError sets the "error" field.
+func (u *AuditRecordUpsertBulk) SetError(v string) *AuditRecordUpsertBulk {
+	return u.Update(func(s *AuditRecordUpsert) {
+		s.SetError(v)
+	})
+}
+
+// UpdateError sets the "error" field to the value that was provided on create.
+func (u *AuditRecordUpsertBulk) UpdateError() *AuditRecordUpsertBulk {
+	return u.Update(func(s *AuditRecordUpsert) {
+		s.UpdateError()
+	})
 }
 
 // Exec executes the query.

@@ -9,6 +9,7 @@ import (
 
 	"entgo.io/ent/dialect/sql"
 	"entgo.io/ent/dialect/sql/sqlgraph"
+	"entgo.io/ent/dialect/sql/sqljson"
 	"entgo.io/ent/schema/field"
 	"github.com/carbide-dev/carbide/ent/auditrecord"
 	"github.com/carbide-dev/carbide/ent/predicate"
@@ -24,6 +25,46 @@ type AuditRecordUpdate struct {
 // Where appends a list predicates to the AuditRecordUpdate builder.
 func (_u *AuditRecordUpdate) Where(ps ...predicate.AuditRecord) *AuditRecordUpdate {
 	_u.mutation.Where(ps...)
+	return _u
+}
+
+// SetResourceIds sets the "resource_ids" field.
+func (_u *AuditRecordUpdate) SetResourceIds(v []string) *AuditRecordUpdate {
+	_u.mutation.SetResourceIds(v)
+	return _u
+}
+
+// AppendResourceIds appends value to the "resource_ids" field.
+func (_u *AuditRecordUpdate) AppendResourceIds(v []string) *AuditRecordUpdate {
+	_u.mutation.AppendResourceIds(v)
+	return _u
+}
+
+// SetCode sets the "code" field.
+func (_u *AuditRecordUpdate) SetCode(v string) *AuditRecordUpdate {
+	_u.mutation.SetCode(v)
+	return _u
+}
+
+// SetNillableCode sets the "code" field if the given value is not nil.
+func (_u *AuditRecordUpdate) SetNillableCode(v *string) *AuditRecordUpdate {
+	if v != nil {
+		_u.SetCode(*v)
+	}
+	return _u
+}
+
+// SetError sets the "error" field.
+func (_u *AuditRecordUpdate) SetError(v string) *AuditRecordUpdate {
+	_u.mutation.SetError(v)
+	return _u
+}
+
+// SetNillableError sets the "error" field if the given value is not nil.
+func (_u *AuditRecordUpdate) SetNillableError(v *string) *AuditRecordUpdate {
+	if v != nil {
+		_u.SetError(*v)
+	}
 	return _u
 }
 
@@ -68,6 +109,20 @@ func (_u *AuditRecordUpdate) sqlSave(ctx context.Context) (_node int, err error)
 			}
 		}
 	}
+	if value, ok := _u.mutation.ResourceIds(); ok {
+		_spec.SetField(auditrecord.FieldResourceIds, field.TypeJSON, value)
+	}
+	if value, ok := _u.mutation.AppendedResourceIds(); ok {
+		_spec.AddModifier(func(u *sql.UpdateBuilder) {
+			sqljson.Append(u, auditrecord.FieldResourceIds, value)
+		})
+	}
+	if value, ok := _u.mutation.Code(); ok {
+		_spec.SetField(auditrecord.FieldCode, field.TypeString, value)
+	}
+	if value, ok := _u.mutation.Error(); ok {
+		_spec.SetField(auditrecord.FieldError, field.TypeString, value)
+	}
 	if _node, err = sqlgraph.UpdateNodes(ctx, _u.driver, _spec); err != nil {
 		if _, ok := err.(*sqlgraph.NotFoundError); ok {
 			err = &NotFoundError{auditrecord.Label}
@@ -86,6 +141,46 @@ type AuditRecordUpdateOne struct {
 	fields   []string
 	hooks    []Hook
 	mutation *AuditRecordMutation
+}
+
+// SetResourceIds sets the "resource_ids" field.
+func (_u *AuditRecordUpdateOne) SetResourceIds(v []string) *AuditRecordUpdateOne {
+	_u.mutation.SetResourceIds(v)
+	return _u
+}
+
+// AppendResourceIds appends value to the "resource_ids" field.
+func (_u *AuditRecordUpdateOne) AppendResourceIds(v []string) *AuditRecordUpdateOne {
+	_u.mutation.AppendResourceIds(v)
+	return _u
+}
+
+// SetCode sets the "code" field.
+func (_u *AuditRecordUpdateOne) SetCode(v string) *AuditRecordUpdateOne {
+	_u.mutation.SetCode(v)
+	return _u
+}
+
+// SetNillableCode sets the "code" field if the given value is not nil.
+func (_u *AuditRecordUpdateOne) SetNillableCode(v *string) *AuditRecordUpdateOne {
+	if v != nil {
+		_u.SetCode(*v)
+	}
+	return _u
+}
+
+// SetError sets the "error" field.
+func (_u *AuditRecordUpdateOne) SetError(v string) *AuditRecordUpdateOne {
+	_u.mutation.SetError(v)
+	return _u
+}
+
+// SetNillableError sets the "error" field if the given value is not nil.
+func (_u *AuditRecordUpdateOne) SetNillableError(v *string) *AuditRecordUpdateOne {
+	if v != nil {
+		_u.SetError(*v)
+	}
+	return _u
 }
 
 // Mutation returns the AuditRecordMutation object of the builder.
@@ -158,6 +253,20 @@ func (_u *AuditRecordUpdateOne) sqlSave(ctx context.Context) (_node *AuditRecord
 				ps[i](selector)
 			}
 		}
+	}
+	if value, ok := _u.mutation.ResourceIds(); ok {
+		_spec.SetField(auditrecord.FieldResourceIds, field.TypeJSON, value)
+	}
+	if value, ok := _u.mutation.AppendedResourceIds(); ok {
+		_spec.AddModifier(func(u *sql.UpdateBuilder) {
+			sqljson.Append(u, auditrecord.FieldResourceIds, value)
+		})
+	}
+	if value, ok := _u.mutation.Code(); ok {
+		_spec.SetField(auditrecord.FieldCode, field.TypeString, value)
+	}
+	if value, ok := _u.mutation.Error(); ok {
+		_spec.SetField(auditrecord.FieldError, field.TypeString, value)
 	}
 	_node = &AuditRecord{config: _u.config}
 	_spec.Assign = _node.assignValues

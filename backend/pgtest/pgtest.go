@@ -2,6 +2,8 @@ package pgtest
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/url"
@@ -9,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/carbide-dev/carbide/sdk/testsecret"
 )
 
 // EnvDatabaseURL names the environment variable that points [Database] at an
@@ -43,6 +47,11 @@ var shared struct {
 func Database(t testing.TB) string {
 	t.Helper()
 	if adminURL := os.Getenv(EnvDatabaseURL); adminURL != "" {
+		if u, err := url.Parse(adminURL); err == nil {
+			if pw, ok := u.User.Password(); ok {
+				testsecret.Register(t, pw)
+			}
+		}
 		dbURL, err := databaseOn(t, adminURL)
 		if err != nil {
 			t.Fatalf("pgtest: cannot create a database on the server in %s: %v\n"+
@@ -64,7 +73,26 @@ func Database(t testing.TB) string {
 	if err != nil {
 		t.Fatalf("pgtest: cannot create a database on the throwaway PostgreSQL server: %v", err)
 	}
-	return dbURL
+	return withPassword(t, dbURL)
+}
+
+// withPassword puts a fresh password in a URL of the throwaway server,
+// and registers it with testsecret: the server trusts every local
+// connection and ignores it, but it goes wherever the URL goes, into the
+// logs of the servers under test, which must never show it.
+func withPassword(t testing.TB, dbURL string) string {
+	u, err := url.Parse(dbURL)
+	if err != nil {
+		t.Fatalf("pgtest: parse %s: %v", dbURL, err)
+	}
+	b := make([]byte, 12)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatalf("pgtest: make a password: %v", err)
+	}
+	pw := "pgtest-" + hex.EncodeToString(b)
+	testsecret.Register(t, pw)
+	u.User = url.UserPassword(u.User.Username(), pw)
+	return u.String()
 }
 
 // Main runs the tests of a package and stops the shared cluster started by

@@ -23,9 +23,12 @@ func (AuditRecord) Fields() []ent.Field {
 		field.Strings("roles").Default([]string{}).Immutable(),
 		field.String("auth_method").Default("").Immutable(),
 		field.String("procedure").Immutable(),
-		field.Strings("resource_ids").Default([]string{}).Immutable(),
-		field.String("code").Immutable(),
-		field.String("error").Default("").Immutable(),
+		// The ids, code and error can be completed after the call: its
+		// record is written in its transaction, before its response
+		// names what it created, and a call can fail after a commit.
+		field.Strings("resource_ids").Default([]string{}),
+		field.String("code"),
+		field.String("error").Default(""),
 		field.String("peer").Default("").Immutable(),
 	}
 }

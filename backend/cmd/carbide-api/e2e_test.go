@@ -34,6 +34,7 @@ import (
 	"github.com/carbide-dev/carbide/gen/carbide/network/v1/networkv1connect"
 	watchv1 "github.com/carbide-dev/carbide/gen/carbide/watch/v1"
 	"github.com/carbide-dev/carbide/gen/carbide/watch/v1/watchv1connect"
+	"github.com/carbide-dev/carbide/sdk/testsecret"
 	_ "github.com/jackc/pgx/v5/stdlib"
 )
 
@@ -126,6 +127,7 @@ func startAPI(t *testing.T, dataDir string, args ...string) *apiProc {
 	t.Cleanup(func() { p.stop(t) })
 	select {
 	case p.addr = <-addr:
+		registerKeys(t, p.pki)
 	case err := <-p.done:
 		p.done <- err
 		t.Fatalf("carbide-api exited before serving: %v\n%s", err, p.log)
@@ -135,12 +137,31 @@ func startAPI(t *testing.T, dataDir string, args ...string) *apiProc {
 	return p
 }
 
-// stop sends SIGTERM and waits for a clean exit.
+// registerKeys registers every private key of a PKI directory with
+// testsecret.
+func registerKeys(t *testing.T, dir string) {
+	t.Helper()
+	keys, err := filepath.Glob(filepath.Join(dir, "*.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range keys {
+		b, err := os.ReadFile(k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		testsecret.Register(t, string(b))
+	}
+}
+
+// stop sends SIGTERM and waits for a clean exit, then copies the server's
+// log to the test output, which `make go-test` checks for secrets.
 func (p *apiProc) stop(t *testing.T) {
 	t.Helper()
 	if p.cmd.ProcessState != nil {
 		return
 	}
+	defer func() { fmt.Fprintf(t.Output(), "carbide-api log:\n%s", p.log) }()
 	_ = p.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case err := <-p.done:
@@ -269,6 +290,7 @@ func TestCommandLineClients(t *testing.T) {
 
 	// A user with a bearer token instead of a certificate.
 	viewer := strings.TrimSpace(runTool(t, apiBinary, "dev-token", "--data-dir", filepath.Dir(api.pki), "--role", "viewer"))
+	testsecret.Register(t, viewer)
 	bearer := []string{"-cacert", filepath.Join(api.pki, "ca.crt"), "-H", "authorization: Bearer " + viewer}
 	if got := runTool(t, grpcurl, append(bearer, "-d", fmt.Sprintf(`{"id":%q}`, created.Segment.ID),
 		api.addr, "carbide.network.v1.SegmentService/GetSegment")...); !strings.Contains(got, created.Segment.ID) {

@@ -68,6 +68,9 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	jwtAlgs := fs.String("jwt-algorithms", "", "comma-separated signature algorithms to accept (default: RS*, PS*, ES*, EdDSA; never none or HS*)")
 	fs.StringVar(&cfg.AgentTokenKey, "agent-token-key", "", "ECDSA P-256 key (PEM) that signs the agent tokens of booting machines, the same on every replica; defaults to one in <data-dir>/pki with the development PKI")
 	fs.DurationVar(&cfg.AgentTokenTTL, "agent-token-ttl", pki.DefaultAgentTokenTTL, "how long after a machine's boot starts its agent tokens stay valid (renewals never extend past it)")
+	fs.DurationVar(&cfg.ChangeRetention, "change-retention", 7*24*time.Hour, "how long the change log keeps entries for Watch clients that resume; older ones are pruned hourly")
+	fs.DurationVar(&cfg.AuditRetention, "audit-retention", 90*24*time.Hour, "how long the audit log keeps records; older ones are pruned hourly")
+	fs.IntVar(&cfg.PruneBatch, "prune-batch", 10000, "most change-log entries or audit records one pruning statement deletes")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	fs.Usage = func() {

@@ -84,6 +84,12 @@ type Config struct {
 	// ChangeRetention is how long the change log keeps entries for Watch
 	// clients that resume; 0 means 7 days.
 	ChangeRetention time.Duration
+	// AuditRetention is how long the audit log keeps records; 0 means
+	// 90 days.
+	AuditRetention time.Duration
+	// PruneBatch is the most rows one statement of pruning deletes; 0
+	// means 10000.
+	PruneBatch int
 	// ShutdownTimeout bounds graceful shutdown; 0 means 15 seconds.
 	ShutdownTimeout time.Duration
 	// Ready, if set, receives the bound address once the server accepts
@@ -121,7 +127,10 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("jwt: %w", err))
 		}
 	}
-	if c.ChangeRetention < 0 || c.ShutdownTimeout < 0 || c.AgentTokenTTL < 0 {
+	if c.PruneBatch < 0 {
+		errs = append(errs, errors.New("prune-batch: must be 0 (the default, 10000) or more"))
+	}
+	if c.ChangeRetention < 0 || c.AuditRetention < 0 || c.ShutdownTimeout < 0 || c.AgentTokenTTL < 0 {
 		errs = append(errs, errors.New("durations must not be negative"))
 	}
 	return errors.Join(errs...)
@@ -147,6 +156,12 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	if cfg.ChangeRetention == 0 {
 		cfg.ChangeRetention = 7 * 24 * time.Hour
 	}
+	if cfg.AuditRetention == 0 {
+		cfg.AuditRetention = 90 * 24 * time.Hour
+	}
+	if cfg.PruneBatch == 0 {
+		cfg.PruneBatch = 10000
+	}
 	if cfg.ShutdownTimeout == 0 {
 		cfg.ShutdownTimeout = 15 * time.Second
 	}
@@ -162,7 +177,8 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		return err
 	}
 	stopping := make(chan struct{})
-	handler, health, err := newHandler(st, auth.Agents, logger, stopping)
+	reg := prometheus.NewRegistry()
+	handler, health, err := newHandler(st, auth.Agents, logger, stopping, reg)
 	if err != nil {
 		return err
 	}
@@ -204,7 +220,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		return nil
 	})
 	g.Go(func() error {
-		pruneChanges(gctx, st, cfg.ChangeRetention, logger)
+		newPruner(st, cfg, reg, logger).run(gctx)
 		return nil
 	})
 	g.Go(func() error {
@@ -232,18 +248,17 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 // the client accepts compression.
 const compressMinBytes = 4096
 
-func newHandler(st *store.Store, tokens *pki.AgentTokens, logger *slog.Logger, stopping <-chan struct{}) (http.Handler, *grpchealth.StaticChecker, error) {
+func newHandler(st *store.Store, tokens *pki.AgentTokens, logger *slog.Logger, stopping <-chan struct{}, reg *prometheus.Registry) (http.Handler, *grpchealth.StaticChecker, error) {
 	validator, err := protovalidate.New()
 	if err != nil {
 		return nil, nil, fmt.Errorf("build request validator: %w", err)
 	}
-	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := interceptor.NewMetrics(reg)
 	opts := connect.WithHandlerOptions(
 		connect.WithInterceptors(
 			metrics.Interceptor(logger),
-			audit.Interceptor(st, logger),
+			audit.Interceptor(st, logger, audit.NewMetrics(reg)),
 			authz.Interceptor(authn.Failure),
 			interceptor.Errors(logger),
 			interceptor.Validate(validator),
@@ -280,24 +295,4 @@ func newHandler(st *store.Store, tokens *pki.AgentTokens, logger *slog.Logger, s
 	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector, opts))
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	return mux, health, nil
-}
-
-// pruneChanges deletes change-log entries older than retention, hourly.
-func pruneChanges(ctx context.Context, st *store.Store, retention time.Duration, logger *slog.Logger) {
-	t := time.NewTicker(time.Hour)
-	defer t.Stop()
-	for {
-		n, err := st.PruneChanges(ctx, time.Now().Add(-retention))
-		switch {
-		case err != nil && ctx.Err() == nil:
-			logger.Warn("pruning the change log failed", "error", err)
-		case n > 0:
-			logger.Info("pruned the change log", "entries", n)
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
 }

@@ -31,6 +31,7 @@ import (
 	"github.com/carbide-dev/carbide/backend/internal/principal"
 	agentv1 "github.com/carbide-dev/carbide/gen/carbide/agent/v1"
 	machinev1 "github.com/carbide-dev/carbide/gen/carbide/machine/v1"
+	"github.com/carbide-dev/carbide/sdk/testsecret"
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
 	"github.com/google/uuid"
@@ -285,6 +286,7 @@ func (f *matrixFixture) addAgentTokens(t *testing.T, tokens *pki.AgentTokens) {
 			t.Fatal(err)
 		}
 		f.tokens = append(f.tokens, tok)
+		testsecret.Register(t, tok)
 		return tok
 	}
 	f.creds["agent token"] = credential{token: issue(tokens, time.Now()), role: principal.RoleAgent}
@@ -308,6 +310,7 @@ func (f *matrixFixture) sign(t *testing.T, claims map[string]any) string {
 		t.Fatal(err)
 	}
 	f.tokens = append(f.tokens, tok)
+	testsecret.Register(t, tok)
 	return tok
 }
 
@@ -328,6 +331,7 @@ func (f *matrixFixture) unsigned(t *testing.T, claims map[string]any) string {
 	t.Helper()
 	tok := f.compact(t, map[string]any{"alg": "none", "typ": "JWT", "kid": "k1"}, claims) + "."
 	f.tokens = append(f.tokens, tok)
+	testsecret.Register(t, tok)
 	return tok
 }
 
@@ -345,6 +349,7 @@ func (f *matrixFixture) hmacWithPublicKey(t *testing.T, claims map[string]any) s
 	mac.Write([]byte(signing))
 	tok := signing + "." + base64.RawURLEncoding.EncodeToString(mac.Sum(nil))
 	f.tokens = append(f.tokens, tok)
+	testsecret.Register(t, tok)
 	return tok
 }
 

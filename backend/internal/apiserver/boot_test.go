@@ -15,6 +15,7 @@ import (
 	"github.com/carbide-dev/carbide/gen/carbide/boot/v1/bootv1connect"
 	dhcpv1 "github.com/carbide-dev/carbide/gen/carbide/dhcp/v1"
 	machinev1 "github.com/carbide-dev/carbide/gen/carbide/machine/v1"
+	"github.com/carbide-dev/carbide/sdk/testsecret"
 	"github.com/google/go-cmp/cmp"
 	googleuuid "github.com/google/uuid"
 	"google.golang.org/protobuf/testing/protocmp"
@@ -114,6 +115,7 @@ func redeem(t *testing.T, e *env, mac, addr, nonce string) *bootv1.GetBootConfig
 // agentClients returns clients that authenticate with an agent token.
 func agentClients(t *testing.T, e *env, token string) clients {
 	t.Helper()
+	testsecret.Register(t, token)
 	return e.clientsOver(e.httpClient(t, ""), connect.WithInterceptors(bearer(token)))
 }
 

@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 
 	"connectrpc.com/connect"
@@ -23,6 +24,8 @@ import (
 	"github.com/carbide-dev/carbide/gen/carbide/machine/v1/machinev1connect"
 	"github.com/carbide-dev/carbide/gen/carbide/network/v1/networkv1connect"
 	"github.com/carbide-dev/carbide/gen/carbide/watch/v1/watchv1connect"
+	"github.com/carbide-dev/carbide/sdk/testsecret"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
@@ -88,8 +91,10 @@ func newEnvWith(t testing.TB, kind, protocol string, opts envOptions) *env {
 		scfg.DatabaseURL = pgtest.Database(t)
 	}
 	logs := opts.logs
-	if logs == nil {
-		logs = io.Discard
+	if _, bench := t.(*testing.B); logs == nil && bench {
+		logs = io.Discard // what is measured is the server, not its log
+	} else if logs == nil {
+		logs = testOutput(t)
 	}
 	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	st, err := store.Open(context.Background(), scfg, logger)
@@ -102,8 +107,9 @@ func newEnvWith(t testing.TB, kind, protocol string, opts envOptions) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
+	registerKeys(t, filepath.Join(cfg.DataDir, "pki"))
 	stopping := make(chan struct{})
-	handler, _, err := newHandler(st, auth.Agents, logger, stopping)
+	handler, _, err := newHandler(st, auth.Agents, logger, stopping, prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -212,3 +218,48 @@ func codeOf(err error) string {
 
 // adminID is the principal of the admin certificate test clients use.
 var adminID = pki.UserID(pki.DefaultTrustDomain, principal.RoleAdmin, "bootstrap")
+
+// testOutput is the test's output, for the logs of the servers it starts,
+// which `make go-test` checks for secrets (sdk/testsecret). Writes
+// after the test has ended, from a goroutine still winding down, are
+// dropped.
+func testOutput(t testing.TB) io.Writer {
+	w := &lockedOutput{out: t.Output()}
+	t.Cleanup(func() { // runs after the server's cleanup
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		w.out = nil
+	})
+	return w
+}
+
+type lockedOutput struct {
+	mu  sync.Mutex
+	out io.Writer
+}
+
+func (w *lockedOutput) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.out == nil {
+		return len(p), nil
+	}
+	return w.out.Write(p)
+}
+
+// registerKeys registers every private key of a PKI directory with
+// testsecret.
+func registerKeys(t testing.TB, dir string) {
+	t.Helper()
+	keys, err := filepath.Glob(filepath.Join(dir, "*.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range keys {
+		b, err := os.ReadFile(k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		testsecret.Register(t, string(b))
+	}
+}

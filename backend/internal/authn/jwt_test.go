@@ -31,6 +31,8 @@ import (
 	"github.com/go-jose/go-jose/v4"
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
+
+	"github.com/carbide-dev/carbide/sdk/testsecret"
 )
 
 const (
@@ -167,6 +169,7 @@ func sign(t testing.TB, k testKey, alg jose.SignatureAlgorithm, kid string, payl
 	if err != nil {
 		t.Fatal(err)
 	}
+	testsecret.Register(t, tok)
 	return tok
 }
 

@@ -9,6 +9,7 @@ import (
 
 	"entgo.io/ent/dialect"
 	"github.com/carbide-dev/carbide/ent"
+	"github.com/carbide-dev/carbide/ent/auditrecord"
 	"github.com/carbide-dev/carbide/ent/change"
 	"github.com/jackc/pgx/v5"
 	"google.golang.org/protobuf/proto"
@@ -87,6 +88,16 @@ func (s *Store) RecordChanges(ctx context.Context, tx *ent.Tx, kind change.Kind,
 		}
 		creates[i] = tx.Change.Create().SetKind(kind).SetType(typ).SetResourceID(c.ID).SetPayload(payload).SetTime(now)
 	}
+	if h, ok := s.txHooks.Load(tx); ok {
+		// Before the lock, which is held until commit.
+		ids := make([]string, len(changed))
+		for i, c := range changed {
+			ids[i] = c.ID
+		}
+		if err := h.(*txHookState).write(ctx, tx, ids); err != nil {
+			return err
+		}
+	}
 	if s.Dialect == dialect.Postgres {
 		// One round trip: the lock, and the notification other API
 		// processes get at commit (its payload is the kind).
@@ -157,13 +168,72 @@ func (s *Store) Revision(ctx context.Context) (newest, oldest int64, err error) 
 	return newest, oldest, nil
 }
 
-// PruneChanges deletes change-log entries older than before.
-func (s *Store) PruneChanges(ctx context.Context, before time.Time) (int, error) {
-	n, err := s.Client.Change.Delete().Where(change.TimeLT(before.UTC())).Exec(ctx)
+// PruneChanges deletes change-log entries older than before, in
+// transactions of at most batch entries each, and returns how many it
+// deleted.
+func (s *Store) PruneChanges(ctx context.Context, before time.Time, batch int) (int, error) {
+	before = before.UTC()
+	n, err := prune(ctx, batch, func(ctx context.Context) ([]int64, error) {
+		return s.Client.Change.Query().Where(change.TimeLT(before)).
+			Order(ent.Asc(change.FieldID)).Offset(batch - 1).Limit(1).IDs(ctx)
+	}, func(ctx context.Context, upTo int64) (int, error) {
+		q := s.Client.Change.Delete().Where(change.TimeLT(before))
+		if upTo != 0 {
+			q = q.Where(change.IDLTE(upTo))
+		}
+		return q.Exec(ctx)
+	})
 	if err != nil {
-		return 0, fmt.Errorf("prune change log: %w", err)
+		return n, fmt.Errorf("prune change log: %w", err)
 	}
 	return n, nil
+}
+
+// PruneAuditRecords deletes audit records older than before, in
+// transactions of at most batch records each, and returns how many it
+// deleted.
+func (s *Store) PruneAuditRecords(ctx context.Context, before time.Time, batch int) (int, error) {
+	before = before.UTC()
+	n, err := prune(ctx, batch, func(ctx context.Context) ([]int64, error) {
+		return s.Client.AuditRecord.Query().Where(auditrecord.TimeLT(before)).
+			Order(ent.Asc(auditrecord.FieldID)).Offset(batch - 1).Limit(1).IDs(ctx)
+	}, func(ctx context.Context, upTo int64) (int, error) {
+		q := s.Client.AuditRecord.Delete().Where(auditrecord.TimeLT(before))
+		if upTo != 0 {
+			q = q.Where(auditrecord.IDLTE(upTo))
+		}
+		return q.Exec(ctx)
+	})
+	if err != nil {
+		return n, fmt.Errorf("prune audit log: %w", err)
+	}
+	return n, nil
+}
+
+// prune deletes old rows of a table in batches, oldest ids first, so that
+// no statement holds a huge table's rows at once. nth returns the id of
+// the batch-th old row, none when there are fewer; del deletes the old
+// rows up to an id, or all of them for 0.
+func prune(ctx context.Context, batch int, nth func(context.Context) ([]int64, error), del func(ctx context.Context, upTo int64) (int, error)) (int, error) {
+	if batch <= 0 {
+		return 0, fmt.Errorf("batch size %d: must be positive", batch)
+	}
+	total := 0
+	for {
+		ids, err := nth(ctx)
+		if err != nil {
+			return total, err
+		}
+		var upTo int64
+		if len(ids) == 1 {
+			upTo = ids[0]
+		}
+		n, err := del(ctx, upTo)
+		total += n
+		if err != nil || upTo == 0 {
+			return total, err
+		}
+	}
 }
 
 // Listen relays PostgreSQL notifications of changes committed by other API
@@ -193,7 +263,7 @@ func (s *Store) Listen(ctx context.Context, logger *slog.Logger) {
 func (s *Store) listenOnce(ctx context.Context) error {
 	conn, err := pgx.Connect(ctx, s.url)
 	if err != nil {
-		return fmt.Errorf("connect: %w", err)
+		return fmt.Errorf("connect: %w", scrub(err, s.url))
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
 	if _, err := conn.Exec(ctx, "LISTEN "+notifyChannel); err != nil {

@@ -50,6 +50,9 @@ type Store struct {
 	url             string
 	notifier        *Notifier
 	segmentNotifier *Notifier
+	// txHooks holds the *txHookState of each open transaction of InTx
+	// whose context has a hook, by *ent.Tx.
+	txHooks sync.Map
 }
 
 // Advisory lock keys (PostgreSQL). Arbitrary constants, one per purpose.
@@ -77,7 +80,7 @@ func openPostgres(ctx context.Context, cfg Config, logger *slog.Logger) (*Store,
 	}
 	db, err := sql.Open("pgx", cfg.DatabaseURL)
 	if err != nil {
-		return nil, fmt.Errorf("open PostgreSQL: %w", err)
+		return nil, fmt.Errorf("open PostgreSQL: %w", scrub(err, cfg.DatabaseURL))
 	}
 	maxConns := cfg.MaxConns
 	if maxConns <= 0 {
@@ -90,12 +93,12 @@ func openPostgres(ctx context.Context, cfg Config, logger *slog.Logger) (*Store,
 	defer cancel()
 	if err := db.PingContext(pingCtx); err != nil {
 		db.Close()
-		return nil, fmt.Errorf("connect to PostgreSQL at %s: %w (check --database-url and that the server is up)", Redact(cfg.DatabaseURL), err)
+		return nil, fmt.Errorf("connect to PostgreSQL at %s: %w (check --database-url and that the server is up)", Redact(cfg.DatabaseURL), scrub(err, cfg.DatabaseURL))
 	}
 	applied, err := migrate(ctx, db, migrations.FS)
 	if err != nil {
 		db.Close()
-		return nil, fmt.Errorf("migrate PostgreSQL schema: %w", err)
+		return nil, fmt.Errorf("migrate PostgreSQL schema: %w", scrub(err, cfg.DatabaseURL))
 	}
 	if len(applied) > 0 {
 		logger.Info("applied schema migrations", "migrations", applied)
@@ -155,13 +158,24 @@ func (s *Store) Close() error {
 // DB is the underlying connection pool, for checks that ent cannot express.
 func (s *Store) DB() *sql.DB { return s.db }
 
-// InTx runs fn in a transaction, committing if it returns nil.
+// InTx runs fn in a transaction, committing if it returns nil. When ctx
+// carries a TxHook (WithTxHook), the hook writes in the transaction too.
 func (s *Store) InTx(ctx context.Context, fn func(tx *ent.Tx) error) error {
 	tx, err := s.Client.Tx(ctx)
 	if err != nil {
 		return fmt.Errorf("begin transaction: %w", err)
 	}
-	if err := fn(tx); err != nil {
+	var hook *txHookState
+	if h, ok := ctx.Value(txHookKey{}).(TxHook); ok {
+		hook = &txHookState{hook: h}
+		s.txHooks.Store(tx, hook)
+		defer s.txHooks.Delete(tx)
+	}
+	err = fn(tx)
+	if err == nil && hook != nil {
+		err = hook.write(ctx, tx, nil)
+	}
+	if err != nil {
 		if rerr := tx.Rollback(); rerr != nil {
 			return errors.Join(err, fmt.Errorf("roll back: %w", rerr))
 		}
@@ -170,6 +184,50 @@ func (s *Store) InTx(ctx context.Context, fn func(tx *ent.Tx) error) error {
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("commit: %w", err)
 	}
+	if hook != nil && hook.committed != nil {
+		hook.committed()
+	}
+	return nil
+}
+
+// TxHook adds a write of its own to the transactions InTx runs for a
+// context: the audit log writes the record of a call in the transaction
+// that makes the call's change, so that neither commits without the other.
+type TxHook interface {
+	// Write runs once in each transaction: just before the transaction
+	// first records changes (RecordChanges), which name the resources
+	// changed, or else just before it commits, with changed empty. An
+	// error rolls the transaction back and InTx returns it. InTx calls
+	// committed, if not nil, once the transaction has committed.
+	Write(ctx context.Context, tx *ent.Tx, changed []string) (committed func(), err error)
+}
+
+type txHookKey struct{}
+
+// WithTxHook returns ctx with h, which every InTx on the returned context
+// (or one derived from it) runs.
+func WithTxHook(ctx context.Context, h TxHook) context.Context {
+	return context.WithValue(ctx, txHookKey{}, h)
+}
+
+// txHookState is a TxHook in one transaction.
+type txHookState struct {
+	hook      TxHook
+	written   bool
+	committed func()
+}
+
+// write runs the hook unless it has run in the transaction already.
+func (h *txHookState) write(ctx context.Context, tx *ent.Tx, changed []string) error {
+	if h.written {
+		return nil
+	}
+	h.written = true
+	committed, err := h.hook.Write(ctx, tx, changed)
+	if err != nil {
+		return err
+	}
+	h.committed = committed
 	return nil
 }
 
@@ -262,16 +320,4 @@ func ForUpdate[Q interface{ ForUpdate(...entsql.LockOption) Q }](s *Store, q Q) 
 // later read returns.
 func Now() time.Time {
 	return time.Now().UTC().Truncate(time.Microsecond)
-}
-
-// Redact hides the password of a database URL.
-func Redact(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return "(unparsable URL)"
-	}
-	if _, ok := u.User.Password(); ok {
-		u.User = url.UserPassword(u.User.Username(), "xxxxx")
-	}
-	return strings.Replace(u.String(), "xxxxx", "****", 1)
 }

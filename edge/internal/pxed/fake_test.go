@@ -23,6 +23,7 @@ import (
 	"github.com/carbide-dev/carbide/edge/internal/syncbuf"
 	bootv1 "github.com/carbide-dev/carbide/gen/carbide/boot/v1"
 	"github.com/carbide-dev/carbide/gen/carbide/boot/v1/bootv1connect"
+	"github.com/carbide-dev/carbide/sdk/testsecret"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -140,6 +141,7 @@ func (f *fakeBoot) callCount() int {
 // serve serves f over HTTP and returns its URL.
 func (f *fakeBoot) serve(t *testing.T) string {
 	t.Helper()
+	testsecret.Register(t, testToken)
 	mux := http.NewServeMux()
 	mux.Handle(bootv1connect.NewBootServiceHandler(f))
 	srv := httptest.NewServer(mux)

@@ -23,6 +23,7 @@ import (
 	agentv1 "github.com/carbide-dev/carbide/gen/carbide/agent/v1"
 	"github.com/carbide-dev/carbide/gen/carbide/agent/v1/agentv1connect"
 	machinev1 "github.com/carbide-dev/carbide/gen/carbide/machine/v1"
+	"github.com/carbide-dev/carbide/sdk/testsecret"
 )
 
 const (
@@ -128,6 +129,7 @@ func (h *harness) step(s string) {
 // request for the configuration with a status and a body.
 func newHarness(t *testing.T, api *fakeAPI, configs func(h *harness, n int) (int, string)) *harness {
 	t.Helper()
+	testsecret.Register(t, firstTok, secondTok, thirdTok)
 	h := &harness{log: &syncbuf.Buffer{}, console: &syncbuf.Buffer{}, api: api}
 
 	mux := http.NewServeMux()
