@@ -74,6 +74,9 @@ type envOptions struct {
 	configure func(*Config)
 	// logs receives the server's logs (debug level and up).
 	logs io.Writer
+	// databaseURL is the PostgreSQL database to use instead of a fresh
+	// one on the shared test cluster.
+	databaseURL string
 }
 
 // newEnvWith is newEnv with options.
@@ -85,7 +88,10 @@ func newEnvWith(t testing.TB, kind, protocol string, opts envOptions) *env {
 	}
 	scfg := store.Config{DataDir: cfg.DataDir}
 	if kind == "postgres" {
-		scfg.DatabaseURL = pgtest.Database(t)
+		scfg.DatabaseURL = opts.databaseURL
+		if scfg.DatabaseURL == "" {
+			scfg.DatabaseURL = pgtest.Database(t)
+		}
 	}
 	logs := opts.logs
 	if logs == nil {

@@ -2,6 +2,7 @@ package ipam
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -205,11 +206,11 @@ func (s *Service) leaseNew(ctx context.Context, tx *ent.Tx, seg *Segment, mac, r
 	// Another allocation may take a free address first: the insert then
 	// does nothing, and the next one is tried. A lease for the same MAC
 	// is a conflict that fails the insert (and the transaction).
-	const insert = `INSERT INTO leases (segment_id, mac, address, reserved, create_time, renew_time, expire_time)
-		VALUES ($1, $2, $3, $4, $5, $5, $6) ON CONFLICT (segment_id, address) DO NOTHING RETURNING id, address`
+	const insert = `INSERT INTO leases (segment_id, mac, address, address_num, reserved, create_time, renew_time, expire_time)
+		VALUES ($1, $2, $3, $4, $5, $6, $6, $7) ON CONFLICT (segment_id, address) DO NOTHING RETURNING id, address`
 	for _, a := range candidates {
 		inserted := false
-		if err := s.insertLeases(ctx, tx, insert, []any{seg.ID, mac, a, l.Reserved, now, l.ExpireTime},
+		if err := s.insertLeases(ctx, tx, insert, []any{seg.ID, mac, a, addressNum(a), l.Reserved, now, l.ExpireTime},
 			func(id int64, _ string) { l.ID, inserted = id, true }); err != nil {
 			return nil, err
 		}
@@ -219,6 +220,12 @@ func (s *Service) leaseNew(ctx context.Context, tx *ent.Tx, seg *Segment, mac, r
 		}
 	}
 	return nil, errRace
+}
+
+// addressNum is the number of a canonical IPv4 address that the pool
+// produced (see store.AddressNum).
+func addressNum(a string) int64 {
+	return store.AddressNum(netip.MustParseAddr(a))
 }
 
 // IsRace reports whether err says an allocation lost a race and should
@@ -258,9 +265,7 @@ const candidates = 64
 // free returns addresses a MAC without a lease may take, best first: the
 // requested one if it is free, then the free ones among the next
 // addresses of the pool walk. When none of those is free (the pool is
-// nearly full), it reads every lease and returns the first free address
-// of the whole walk, else the leasable address whose lease expired
-// longest ago, whose lease it deletes (the old holder loses it).
+// nearly full), it returns what pickFree finds further on.
 func (s *Service) free(ctx context.Context, tx *ent.Tx, seg *Segment, mac, requested string, now time.Time) ([]string, error) {
 	want := seg.wanted(mac, requested, candidates)
 	if len(want) == 0 {
@@ -279,7 +284,7 @@ func (s *Service) free(ctx context.Context, tx *ent.Tx, seg *Segment, mac, reque
 	if len(free) > 0 {
 		return free, nil
 	}
-	a, err := s.pickFromAll(ctx, tx, seg, mac, now)
+	a, err := s.pickFree(ctx, tx, seg, mac, now)
 	if err != nil {
 		return nil, err
 	}
@@ -337,56 +342,131 @@ func (s *Service) taken(ctx context.Context, tx *ent.Tx, segID uuid.UUID, addrs 
 	return taken, nil
 }
 
-// pickFromAll chooses an address from every lease of the segment: the
-// first free address of the pool walk, else the leasable address whose
-// lease expired longest ago (its old holder loses it).
-func (s *Service) pickFromAll(ctx context.Context, tx *ent.Tx, seg *Segment, mac string, now time.Time) (string, error) {
-	declined, err := tx.DeclinedAddress.Query().
-		Where(declinedaddress.SegmentID(seg.ID), declinedaddress.UntilGT(now)).
-		Select(declinedaddress.FieldAddress).Strings(ctx)
+// pickFree chooses an address for mac when the first candidates of its
+// walk are all taken (the pool is nearly full): the first address of the
+// walk that no lease holds and no decline holds back, else the leasable
+// address whose lease expired longest ago, whose lease it deletes (the old
+// holder loses it). It never reads the segment's leases as a whole: each
+// query it makes scans an index from a starting point and stops at the
+// first row that answers it (see firstUnleased and reclaimOldest), so its
+// cost follows how long the run of leased addresses after mac's starting
+// point is, not how many leases the segment holds.
+func (s *Service) pickFree(ctx context.Context, tx *ent.Tx, seg *Segment, mac string, now time.Time) (string, error) {
+	for _, r := range seg.Pool.WalkRanges(mac) {
+		lo, hi := store.AddressNum(r.Start), store.AddressNum(r.End)
+		for lo <= hi {
+			n, ok, err := s.firstUnleased(ctx, tx, seg.ID, lo, hi)
+			if err != nil {
+				return "", err
+			}
+			if !ok {
+				break // every address from lo to hi is leased
+			}
+			a := fromUint(uint32(n))
+			held, err := s.declined(ctx, tx, seg.ID, a, now)
+			if err != nil {
+				return "", err
+			}
+			if !held && !seg.Pool.Excluded(a) {
+				return a.String(), nil
+			}
+			lo = n + 1 // the gateway, a reservation or a declined address
+		}
+	}
+	return s.reclaimOldest(ctx, tx, seg, now)
+}
+
+// firstUnleasedQuery finds the lowest address number from $2 to $3 that no
+// lease of segment $1 holds: $2 itself, else the one after the first
+// leased address whose successor is not leased. Both stores answer it
+// with a range scan of the index on (segment_id, address_num) that stops
+// at the first gap. NULL means every address from $2 to $3 is leased.
+const firstUnleasedQuery = `SELECT CASE
+	WHEN NOT EXISTS (SELECT 1 FROM leases WHERE segment_id = $1 AND address_num = $2) THEN CAST($2 AS BIGINT)
+	ELSE (SELECT l.address_num + 1 FROM leases AS l
+		WHERE l.segment_id = $1 AND l.address_num >= $2 AND l.address_num < $3
+			AND NOT EXISTS (SELECT 1 FROM leases AS n WHERE n.segment_id = $1 AND n.address_num = l.address_num + 1)
+		ORDER BY l.address_num LIMIT 1)
+	END`
+
+// firstUnleased returns the lowest address number from lo to hi that no
+// lease of the segment holds; ok is false when all of them are leased.
+func (s *Service) firstUnleased(ctx context.Context, tx *ent.Tx, segID uuid.UUID, lo, hi int64) (n int64, ok bool, err error) {
+	rows, err := tx.QueryContext(ctx, s.store.SQL(firstUnleasedQuery), segID, lo, hi)
 	if err != nil {
-		return "", fmt.Errorf("read declined addresses: %w", err)
+		return 0, false, fmt.Errorf("find an unleased address: %w", err)
 	}
-	held := make(map[netip.Addr]bool, len(declined))
-	for _, d := range declined {
-		if a, err := netip.ParseAddr(d); err == nil {
-			held[a] = true
+	defer rows.Close()
+	var found sql.NullInt64
+	if rows.Next() {
+		if err := rows.Scan(&found); err != nil {
+			return 0, false, fmt.Errorf("find an unleased address: %w", err)
 		}
 	}
-	leases, err := tx.Lease.Query().Where(lease.SegmentID(seg.ID)).
-		Select(lease.FieldID, lease.FieldAddress, lease.FieldExpireTime).All(ctx)
+	if err := rows.Err(); err != nil {
+		return 0, false, fmt.Errorf("find an unleased address: %w", err)
+	}
+	return found.Int64, found.Valid, nil
+}
+
+// declined reports whether a decline holds a back now.
+func (s *Service) declined(ctx context.Context, tx *ent.Tx, segID uuid.UUID, a netip.Addr, now time.Time) (bool, error) {
+	held, err := tx.DeclinedAddress.Query().
+		Where(declinedaddress.SegmentID(segID), declinedaddress.Address(a.String()), declinedaddress.UntilGT(now)).
+		Exist(ctx)
 	if err != nil {
-		return "", fmt.Errorf("read leases: %w", err)
+		return false, fmt.Errorf("read declined addresses: %w", err)
 	}
-	taken := make(map[netip.Addr]*ent.Lease, len(leases))
-	for _, l := range leases {
-		if a, err := netip.ParseAddr(l.Address); err == nil {
-			taken[a] = l
+	return held, nil
+}
+
+// reclaimPage is how many expired leases reclaimOldest reads at a time.
+const reclaimPage = 16
+
+// reclaimOldest deletes the lease that expired longest ago on a leasable
+// address no decline holds, and returns that address; the pool is full
+// when there is none. It reads expired leases oldest first, a page at a
+// time, from the index on (segment_id, expire_time): only leases it must
+// pass over (no longer leasable, or held back) cost more than one page.
+func (s *Service) reclaimOldest(ctx context.Context, tx *ent.Tx, seg *Segment, now time.Time) (string, error) {
+	var last *ent.Lease
+	for {
+		q := tx.Lease.Query().Where(lease.SegmentID(seg.ID), lease.ExpireTimeLTE(now))
+		if last != nil {
+			q = q.Where(lease.Or(lease.ExpireTimeGT(last.ExpireTime),
+				lease.And(lease.ExpireTime(last.ExpireTime), lease.IDGT(last.ID))))
 		}
-	}
-	for a := range seg.Pool.Walk(mac) {
-		if taken[a] == nil && !held[a] {
-			return a.String(), nil
+		page, err := q.Order(ent.Asc(lease.FieldExpireTime), ent.Asc(lease.FieldID)).Limit(reclaimPage).
+			Select(lease.FieldID, lease.FieldAddress, lease.FieldExpireTime).All(ctx)
+		if err != nil {
+			return "", fmt.Errorf("read expired leases: %w", err)
 		}
-	}
-	// No never-used address left: take over the lease that expired longest ago.
-	var oldest *ent.Lease
-	for a, l := range taken {
-		if !l.ExpireTime.After(now) && seg.Pool.Leasable(a) && !held[a] && (oldest == nil || l.ExpireTime.Before(oldest.ExpireTime)) {
-			oldest = l
+		if len(page) == 0 {
+			return "", poolFull(seg)
 		}
+		for _, l := range page {
+			a, err := netip.ParseAddr(l.Address)
+			if err != nil || !seg.Pool.Leasable(a) {
+				continue
+			}
+			held, err := s.declined(ctx, tx, seg.ID, a, now)
+			if err != nil {
+				return "", err
+			}
+			if held {
+				continue
+			}
+			n, err := tx.Lease.Delete().Where(lease.ID(l.ID), lease.ExpireTimeLTE(now)).Exec(ctx)
+			if err != nil {
+				return "", fmt.Errorf("reclaim expired lease: %w", err)
+			}
+			if n == 0 {
+				return "", errRace // renewed or reclaimed meanwhile
+			}
+			return l.Address, nil
+		}
+		last = page[len(page)-1]
 	}
-	if oldest == nil {
-		return "", poolFull(seg)
-	}
-	n, err := tx.Lease.Delete().Where(lease.ID(oldest.ID), lease.ExpireTimeLTE(now)).Exec(ctx)
-	if err != nil {
-		return "", fmt.Errorf("reclaim expired lease: %w", err)
-	}
-	if n == 0 {
-		return "", errRace // renewed or reclaimed meanwhile
-	}
-	return oldest.Address, nil
 }
 
 func poolFull(seg *Segment) error {
