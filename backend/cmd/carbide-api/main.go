@@ -68,6 +68,9 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	jwtAlgs := fs.String("jwt-algorithms", "", "comma-separated signature algorithms to accept (default: RS*, PS*, ES*, EdDSA; never none or HS*)")
 	fs.StringVar(&cfg.AgentTokenKey, "agent-token-key", "", "ECDSA P-256 key (PEM) that signs the agent tokens of booting machines, the same on every replica; defaults to one in <data-dir>/pki with the development PKI")
 	fs.DurationVar(&cfg.AgentTokenTTL, "agent-token-ttl", pki.DefaultAgentTokenTTL, "how long an agent token is valid")
+	fs.Float64Var(&cfg.Enrol.Rate, "enrol-rate", 5, "new machines per second DHCP may enrol from one relay of a segment (or the daemon's own link) once --enrol-burst is spent; more are refused (ResourceExhausted) and counted in carbide_enrolments_refused_total. 0: no limit")
+	fs.IntVar(&cfg.Enrol.Burst, "enrol-burst", 200, "new machines DHCP may enrol at once from one relay of a segment, e.g. racks powered on together")
+	fs.DurationVar(&cfg.DiscoveredRetention, "discovered-retention", 72*time.Hour, "remove a machine DHCP enrolled that stayed discovered, with no inventory, this long after its last lease expired; 0 keeps them")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	fs.Usage = func() {
