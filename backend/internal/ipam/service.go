@@ -2,7 +2,6 @@ package ipam
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -346,11 +345,11 @@ func (s *Service) taken(ctx context.Context, tx *ent.Tx, segID uuid.UUID, addrs 
 // walk are all taken (the pool is nearly full): the first address of the
 // walk that no lease holds and no decline holds back, else the leasable
 // address whose lease expired longest ago, whose lease it deletes (the old
-// holder loses it). It never reads the segment's leases as a whole: each
-// query it makes scans an index from a starting point and stops at the
-// first row that answers it (see firstUnleased and reclaimOldest), so its
-// cost follows how long the run of leased addresses after mac's starting
-// point is, not how many leases the segment holds.
+// holder loses it). It never reads the segment's leases as a whole: its
+// queries walk an index from a starting point and return a row or a page
+// (see firstUnleased and reclaimOldest), so its cost follows how long the
+// run of leased addresses after mac's starting point is, not how many
+// leases the segment holds.
 func (s *Service) pickFree(ctx context.Context, tx *ent.Tx, seg *Segment, mac string, now time.Time) (string, error) {
 	for _, r := range seg.Pool.WalkRanges(mac) {
 		lo, hi := store.AddressNum(r.Start), store.AddressNum(r.End)
@@ -376,37 +375,59 @@ func (s *Service) pickFree(ctx context.Context, tx *ent.Tx, seg *Segment, mac st
 	return s.reclaimOldest(ctx, tx, seg, now)
 }
 
-// firstUnleasedQuery finds the lowest address number from $2 to $3 that no
-// lease of segment $1 holds: $2 itself, else the one after the first
-// leased address whose successor is not leased. Both stores answer it
-// with a range scan of the index on (segment_id, address_num) that stops
-// at the first gap. NULL means every address from $2 to $3 is leased.
-const firstUnleasedQuery = `SELECT CASE
-	WHEN NOT EXISTS (SELECT 1 FROM leases WHERE segment_id = $1 AND address_num = $2) THEN CAST($2 AS BIGINT)
-	ELSE (SELECT l.address_num + 1 FROM leases AS l
-		WHERE l.segment_id = $1 AND l.address_num >= $2 AND l.address_num < $3
-			AND NOT EXISTS (SELECT 1 FROM leases AS n WHERE n.segment_id = $1 AND n.address_num = l.address_num + 1)
-		ORDER BY l.address_num LIMIT 1)
-	END`
-
 // firstUnleased returns the lowest address number from lo to hi that no
-// lease of the segment holds; ok is false when all of them are leased.
+// lease of the segment holds; ok is false when all of them are leased. It
+// gallops: it checks whether the first 64 addresses from lo are all
+// leased, then the next 128, and so on, until a stretch has a gap; then
+// it halves that stretch until it finds the gap. Each check is one query
+// (see nthLeased) that walks the index on (segment_id, address_num) over
+// the stretch, so finding a gap after a run of r leased addresses takes
+// about 2·log2(r) queries and 3·r index entries, whatever else the
+// segment holds.
 func (s *Service) firstUnleased(ctx context.Context, tx *ent.Tx, segID uuid.UUID, lo, hi int64) (n int64, ok bool, err error) {
-	rows, err := tx.QueryContext(ctx, s.store.SQL(firstUnleasedQuery), segID, lo, hi)
+	base, step, bounded := lo, int64(candidates), false
+	for base <= hi {
+		k := min(step, hi-base+1) // check base ... base+k-1
+		last, found, err := s.nthLeased(ctx, tx, segID, base, k-1)
+		if err != nil {
+			return 0, false, err
+		}
+		if found && last == base+k-1 { // all leased
+			base += k
+			if !bounded {
+				step *= 2
+			}
+			continue
+		}
+		if k == 1 {
+			return base, true, nil
+		}
+		bounded, step = true, k/2
+	}
+	return 0, false, nil
+}
+
+// nthLeased returns the number of the address after the first n that
+// leases of the segment hold from address number from on. With unique
+// addresses, it is from+n exactly when from ... from+n are all leased.
+func (s *Service) nthLeased(ctx context.Context, tx *ent.Tx, segID uuid.UUID, from, n int64) (int64, bool, error) {
+	rows, err := tx.QueryContext(ctx, s.store.SQL(`SELECT address_num FROM leases
+		WHERE segment_id = $1 AND address_num >= $2 ORDER BY address_num LIMIT 1 OFFSET $3`), segID, from, n)
 	if err != nil {
 		return 0, false, fmt.Errorf("find an unleased address: %w", err)
 	}
 	defer rows.Close()
-	var found sql.NullInt64
-	if rows.Next() {
-		if err := rows.Scan(&found); err != nil {
+	var num int64
+	found := rows.Next()
+	if found {
+		if err := rows.Scan(&num); err != nil {
 			return 0, false, fmt.Errorf("find an unleased address: %w", err)
 		}
 	}
 	if err := rows.Err(); err != nil {
 		return 0, false, fmt.Errorf("find an unleased address: %w", err)
 	}
-	return found.Int64, found.Valid, nil
+	return num, found, nil
 }
 
 // declined reports whether a decline holds a back now.
