@@ -60,6 +60,7 @@ func BenchmarkAllocateFullSegment(b *testing.B) {
 				warmPool(b, e, 1)
 				ctx := context.Background()
 				lat := make([]time.Duration, b.N)
+				stats := leaseStatements(b, e)
 				self0, _ := cpuNow(b)
 				b.ResetTimer()
 				for i := range b.N {
@@ -74,6 +75,7 @@ func BenchmarkAllocateFullSegment(b *testing.B) {
 				self1, _ := cpuNow(b)
 				reportRate(b, "allocations/s", lat)
 				b.ReportMetric(float64((self1-self0).Microseconds())/float64(b.N)/1000, "api-cpu-ms/op")
+				stats.report(b)
 			})
 		}
 	}
@@ -115,4 +117,52 @@ func fillByWalk(b *testing.B, e *env, seg uuid.UUID, pool *ipam.Pool, n int) {
 	if _, err := e.Store.DB().ExecContext(context.Background(), maintain); err != nil {
 		b.Fatalf("%s: %v", maintain, err)
 	}
+}
+
+// leaseStats reads what PostgreSQL's pg_stat_statements counts for the
+// statements that name the leases table, when the server loads it
+// (shared_preload_libraries=pg_stat_statements): figures that, unlike
+// time, do not depend on what else the machine is doing.
+type leaseStats struct {
+	e *env
+}
+
+// leaseStatements resets the statement statistics of e's database and
+// returns a reader for them, or nil on the embedded store or when the
+// server does not load pg_stat_statements (which it logs).
+func leaseStatements(b *testing.B, e *env) *leaseStats {
+	b.Helper()
+	if e.Store.Dialect != dialect.Postgres {
+		return nil
+	}
+	ctx := context.Background()
+	if _, err := e.Store.DB().ExecContext(ctx, "CREATE EXTENSION IF NOT EXISTS pg_stat_statements"); err != nil {
+		b.Logf("no statement statistics: %v", err)
+		return nil
+	}
+	if _, err := e.Store.DB().ExecContext(ctx, "SELECT pg_stat_statements_reset()"); err != nil {
+		b.Logf("no statement statistics (start the server with shared_preload_libraries=pg_stat_statements): %v", err)
+		return nil
+	}
+	return &leaseStats{e: e}
+}
+
+// report adds per-call figures of the statements on leases since the
+// reset: statements run, rows they returned or wrote, and the shared
+// buffer pages they touched (hit or read).
+func (s *leaseStats) report(b *testing.B) {
+	if s == nil {
+		return
+	}
+	var calls, rows, blocks float64
+	err := s.e.Store.DB().QueryRowContext(context.Background(), `SELECT coalesce(sum(calls), 0), coalesce(sum(rows), 0),
+		coalesce(sum(shared_blks_hit + shared_blks_read), 0) FROM pg_stat_statements
+		WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) AND query ILIKE '%leases%'`).Scan(&calls, &rows, &blocks)
+	if err != nil {
+		b.Fatalf("read pg_stat_statements: %v", err)
+	}
+	n := float64(b.N)
+	b.ReportMetric(calls/n, "lease-stmts/op")
+	b.ReportMetric(rows/n, "lease-rows/op")
+	b.ReportMetric(blocks/n, "lease-pages/op")
 }
