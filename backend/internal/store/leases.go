@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 
+	"entgo.io/ent/dialect"
 	"github.com/carbide-dev/carbide/ent"
 	"github.com/carbide-dev/carbide/ent/hook"
 	"github.com/carbide-dev/carbide/ent/lease"
@@ -35,9 +36,17 @@ func setAddressNum(next ent.Mutator) ent.Mutator {
 }
 
 // fillAddressNums sets address_num on the leases written before the column
-// existed (their migration left it 0; 0.0.0.0 is never leased), in batches.
-// Once done it costs one query that finds nothing.
-func fillAddressNums(ctx context.Context, client *ent.Client) error {
+// existed (their migration left it 0; 0.0.0.0 is never leased): on
+// PostgreSQL with one UPDATE, on the embedded store in batches. Once done
+// it costs one query that finds nothing.
+func fillAddressNums(ctx context.Context, client *ent.Client, dialectName string) error {
+	if dialectName == dialect.Postgres {
+		if _, err := client.ExecContext(ctx,
+			`UPDATE leases SET address_num = address::inet - '0.0.0.0'::inet WHERE address_num = 0`); err != nil {
+			return fmt.Errorf("set address_num of older leases: %w", err)
+		}
+		return nil
+	}
 	for {
 		ls, err := client.Lease.Query().Where(lease.AddressNum(0)).
 			Select(lease.FieldID, lease.FieldAddress).Limit(1000).All(ctx)

@@ -161,7 +161,7 @@ func openSQLite(ctx context.Context, cfg Config, logger *slog.Logger) (*Store, e
 func newClient(ctx context.Context, drv *entsql.Driver) (*ent.Client, error) {
 	client := ent.NewClient(ent.Driver(drv))
 	client.Lease.Use(setAddressNum)
-	if err := fillAddressNums(ctx, client); err != nil {
+	if err := fillAddressNums(ctx, client, drv.Dialect()); err != nil {
 		return nil, err
 	}
 	return client, nil
