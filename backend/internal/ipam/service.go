@@ -361,15 +361,19 @@ func (s *Service) pickFree(ctx context.Context, tx *ent.Tx, seg *Segment, mac st
 			if !ok {
 				break // every address from lo to hi is leased
 			}
+			// Checked by its text too: a lease that a replica of an older
+			// version wrote has no address_num until the next start-up.
 			a := fromUint(uint32(n))
-			held, err := s.declined(ctx, tx, seg.ID, a, now)
-			if err != nil {
-				return "", err
+			if !seg.Pool.Excluded(a) {
+				taken, err := s.taken(ctx, tx, seg.ID, []string{a.String()}, now)
+				if err != nil {
+					return "", err
+				}
+				if !taken[a.String()] {
+					return a.String(), nil
+				}
 			}
-			if !held && !seg.Pool.Excluded(a) {
-				return a.String(), nil
-			}
-			lo = n + 1 // the gateway, a reservation or a declined address
+			lo = n + 1 // the gateway, a reservation, or declined
 		}
 	}
 	return s.reclaimOldest(ctx, tx, seg, now)
