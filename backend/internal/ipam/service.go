@@ -411,18 +411,18 @@ func (s *Service) firstUnleased(ctx context.Context, tx *ent.Tx, segID uuid.UUID
 	return 0, false, nil
 }
 
-// nthLeased returns the number of the address after the first n that
-// leases of the segment hold from address number from on. With unique
-// addresses, it is from+n exactly when from ... from+n are all leased.
-func (s *Service) nthLeased(ctx context.Context, tx *ent.Tx, segID uuid.UUID, from, n int64) (int64, bool, error) {
+// nthLeased returns the address number of the segment's n-th lease (from
+// 0) at or above address number from, in address order; found is false
+// when there are not that many. Addresses being unique on a segment, it is
+// from+n exactly when from ... from+n are all leased.
+func (s *Service) nthLeased(ctx context.Context, tx *ent.Tx, segID uuid.UUID, from, n int64) (num int64, found bool, err error) {
 	rows, err := tx.QueryContext(ctx, s.store.SQL(`SELECT address_num FROM leases
 		WHERE segment_id = $1 AND address_num >= $2 ORDER BY address_num LIMIT 1 OFFSET $3`), segID, from, n)
 	if err != nil {
 		return 0, false, fmt.Errorf("find an unleased address: %w", err)
 	}
 	defer rows.Close()
-	var num int64
-	found := rows.Next()
+	found = rows.Next()
 	if found {
 		if err := rows.Scan(&num); err != nil {
 			return 0, false, fmt.Errorf("find an unleased address: %w", err)
