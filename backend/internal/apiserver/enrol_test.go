@@ -95,6 +95,11 @@ func TestEnrolmentFloodIsBounded(t *testing.T) {
 			if got, want := metricValue(t, e, `carbide_enrolments_refused_total{segment="flood"}`), float64(macs-burst); got != want {
 				t.Errorf("carbide_enrolments_refused_total = %v, want %v", got, want)
 			}
+			// Only the calls that enrolled someone are audited: refusals
+			// are counted, not written.
+			if n, want := len(auditRecords(t, e, "/carbide.dhcp.v1.DHCPService/LeaseBatch")), (burst+255)/256; n != want {
+				t.Errorf("%d audit records of LeaseBatch, want %d (the calls that enrolled machines)", n, want)
+			}
 			other := dhcpLease(t, c, &dhcpv1.LeaseRequest{Mac: "02:00:00:00:99:01", Origin: &dhcpv1.Origin{RelayAddress: "192.0.2.78"}})
 
 			// What must stay: a machine that sent an inventory, one whose

@@ -1,6 +1,7 @@
 package dhcp
 
 import (
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -100,6 +101,9 @@ func (l *enrolLimiter) forgetFull(now time.Time) {
 	}
 }
 
+// errEnrolRefused marks the error of a request whose MAC was not enrolled.
+var errEnrolRefused = errors.New("not enrolled")
+
 // refusedError is the error of a request whose MAC was not enrolled.
 func (l *enrolLimiter) refusedError(seg *ipam.Segment, o *dhcpv1.Origin, mac string) error {
 	from := "the daemon's own link"
@@ -107,7 +111,7 @@ func (l *enrolLimiter) refusedError(seg *ipam.Segment, o *dhcpv1.Origin, mac str
 		from = "relay " + r
 	}
 	return connect.NewError(connect.CodeResourceExhausted, fmt.Errorf(
-		"mac %s not enrolled: segment %s has enrolled %d new machines from %s at once and %g per second since, its limit; "+
+		"mac %s %w: segment %s has enrolled %d new machines from %s at once and %g per second since, its limit; "+
 			"the client's next request may be enrolled, or raise --enrol-burst and --enrol-rate of carbide-api if this many new machines are expected",
-		mac, seg.Name, l.limit.Burst, from, l.limit.Rate))
+		mac, errEnrolRefused, seg.Name, l.limit.Burst, from, l.limit.Rate))
 }

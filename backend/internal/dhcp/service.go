@@ -6,6 +6,7 @@ package dhcp
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -119,7 +120,10 @@ func (s *Service) LeaseBatch(ctx context.Context, req *connect.Request[dhcpv1.Le
 	failed := false
 	done := func(i int, resp *dhcpv1.LeaseResponse, wrote bool, err error) {
 		if err != nil {
-			failed = true
+			// A refused enrolment changed nothing and is counted in a
+			// metric: on its own it leaves no audit record, so that a
+			// flood of new MACs costs no write.
+			failed = failed || !errors.Is(err, errEnrolRefused)
 			cerr := interceptor.Translate(ctx, s.logger, req.Spec().Procedure, err)
 			results[i] = &dhcpv1.LeaseResult{Result: &dhcpv1.LeaseResult_Error{Error: &dhcpv1.LeaseError{
 				Code: cerr.Code().String(), Message: cerr.Message()}}}
