@@ -67,10 +67,14 @@ func newEnrolLimiter(limit EnrolLimit, reg prometheus.Registerer) (*enrolLimiter
 // take admits up to n enrolments from origin o on seg and returns how many
 // it admitted; it counts the others as refused.
 func (l *enrolLimiter) take(seg *ipam.Segment, o *dhcpv1.Origin, n int) int {
+	return l.takeAt(time.Now(), seg, o, n)
+}
+
+// takeAt is take at the given time.
+func (l *enrolLimiter) takeAt(now time.Time, seg *ipam.Segment, o *dhcpv1.Origin, n int) int {
 	if l.limit.Rate <= 0 || n == 0 {
 		return n
 	}
-	now := time.Now()
 	key := enrolKey{segment: seg.ID, relay: o.GetRelayAddress()}
 	l.mu.Lock()
 	b := l.buckets[key]
