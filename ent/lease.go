@@ -25,6 +25,8 @@ type Lease struct {
 	MAC string `json:"mac,omitempty"`
 	// Address holds the value of the "address" field.
 	Address string `json:"address,omitempty"`
+	// AddressNum holds the value of the "address_num" field.
+	AddressNum int64 `json:"address_num,omitempty"`
 	// Reserved holds the value of the "reserved" field.
 	Reserved bool `json:"reserved,omitempty"`
 	// CreateTime holds the value of the "create_time" field.
@@ -66,7 +68,7 @@ func (*Lease) scanValues(columns []string) ([]any, error) {
 		switch columns[i] {
 		case lease.FieldReserved:
 			values[i] = new(sql.NullBool)
-		case lease.FieldID:
+		case lease.FieldID, lease.FieldAddressNum:
 			values[i] = new(sql.NullInt64)
 		case lease.FieldMAC, lease.FieldAddress:
 			values[i] = new(sql.NullString)
@@ -112,6 +114,12 @@ func (_m *Lease) assignValues(columns []string, values []any) error {
 				return fmt.Errorf("unexpected type %T for field address", values[i])
 			} else if value.Valid {
 				_m.Address = value.String
+			}
+		case lease.FieldAddressNum:
+			if value, ok := values[i].(*sql.NullInt64); !ok {
+				return fmt.Errorf("unexpected type %T for field address_num", values[i])
+			} else if value.Valid {
+				_m.AddressNum = value.Int64
 			}
 		case lease.FieldReserved:
 			if value, ok := values[i].(*sql.NullBool); !ok {
@@ -186,6 +194,9 @@ func (_m *Lease) String() string {
 	builder.WriteString(", ")
 	builder.WriteString("address=")
 	builder.WriteString(_m.Address)
+	builder.WriteString(", ")
+	builder.WriteString("address_num=")
+	builder.WriteString(fmt.Sprintf("%v", _m.AddressNum))
 	builder.WriteString(", ")
 	builder.WriteString("reserved=")
 	builder.WriteString(fmt.Sprintf("%v", _m.Reserved))

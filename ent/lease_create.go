@@ -42,6 +42,20 @@ func (_c *LeaseCreate) SetAddress(v string) *LeaseCreate {
 	return _c
 }
 
+// SetAddressNum sets the "address_num" field.
+func (_c *LeaseCreate) SetAddressNum(v int64) *LeaseCreate {
+	_c.mutation.SetAddressNum(v)
+	return _c
+}
+
+// SetNillableAddressNum sets the "address_num" field if the given value is not nil.
+func (_c *LeaseCreate) SetNillableAddressNum(v *int64) *LeaseCreate {
+	if v != nil {
+		_c.SetAddressNum(*v)
+	}
+	return _c
+}
+
 // SetReserved sets the "reserved" field.
 func (_c *LeaseCreate) SetReserved(v bool) *LeaseCreate {
 	_c.mutation.SetReserved(v)
@@ -136,6 +150,10 @@ func (_c *LeaseCreate) ExecX(ctx context.Context) {
 
 // defaults sets the default values of the builder before save.
 func (_c *LeaseCreate) defaults() {
+	if _, ok := _c.mutation.AddressNum(); !ok {
+		v := lease.DefaultAddressNum
+		_c.mutation.SetAddressNum(v)
+	}
 	if _, ok := _c.mutation.Reserved(); !ok {
 		v := lease.DefaultReserved
 		_c.mutation.SetReserved(v)
@@ -170,6 +188,9 @@ func (_c *LeaseCreate) check() error {
 		if err := lease.AddressValidator(v); err != nil {
 			return &ValidationError{Name: "address", err: fmt.Errorf(`ent: validator failed for field "Lease.address": %w`, err)}
 		}
+	}
+	if _, ok := _c.mutation.AddressNum(); !ok {
+		return &ValidationError{Name: "address_num", err: errors.New(`ent: missing required field "Lease.address_num"`)}
 	}
 	if _, ok := _c.mutation.Reserved(); !ok {
 		return &ValidationError{Name: "reserved", err: errors.New(`ent: missing required field "Lease.reserved"`)}
@@ -226,6 +247,10 @@ func (_c *LeaseCreate) createSpec() (*Lease, *sqlgraph.CreateSpec) {
 	if value, ok := _c.mutation.Address(); ok {
 		_spec.SetField(lease.FieldAddress, field.TypeString, value)
 		_node.Address = value
+	}
+	if value, ok := _c.mutation.AddressNum(); ok {
+		_spec.SetField(lease.FieldAddressNum, field.TypeInt64, value)
+		_node.AddressNum = value
 	}
 	if value, ok := _c.mutation.Reserved(); ok {
 		_spec.SetField(lease.FieldReserved, field.TypeBool, value)
@@ -345,6 +370,24 @@ func (u *LeaseUpsert) SetAddress(v string) *LeaseUpsert {
 // UpdateAddress sets the "address" field to the value that was provided on create.
 func (u *LeaseUpsert) UpdateAddress() *LeaseUpsert {
 	u.SetExcluded(lease.FieldAddress)
+	return u
+}
+
+// SetAddressNum sets the "address_num" field.
+func (u *LeaseUpsert) SetAddressNum(v int64) *LeaseUpsert {
+	u.Set(lease.FieldAddressNum, v)
+	return u
+}
+
+// UpdateAddressNum sets the "address_num" field to the value that was provided on create.
+func (u *LeaseUpsert) UpdateAddressNum() *LeaseUpsert {
+	u.SetExcluded(lease.FieldAddressNum)
+	return u
+}
+
+// AddAddressNum adds v to the "address_num" field.
+func (u *LeaseUpsert) AddAddressNum(v int64) *LeaseUpsert {
+	u.Add(lease.FieldAddressNum, v)
 	return u
 }
 
@@ -483,6 +526,27 @@ func (u *LeaseUpsertOne) SetAddress(v string) *LeaseUpsertOne {
 func (u *LeaseUpsertOne) UpdateAddress() *LeaseUpsertOne {
 	return u.Update(func(s *LeaseUpsert) {
 		s.UpdateAddress()
+	})
+}
+
+// SetAddressNum sets the "address_num" field.
+func (u *LeaseUpsertOne) SetAddressNum(v int64) *LeaseUpsertOne {
+	return u.Update(func(s *LeaseUpsert) {
+		s.SetAddressNum(v)
+	})
+}
+
+// AddAddressNum adds v to the "address_num" field.
+func (u *LeaseUpsertOne) AddAddressNum(v int64) *LeaseUpsertOne {
+	return u.Update(func(s *LeaseUpsert) {
+		s.AddAddressNum(v)
+	})
+}
+
+// UpdateAddressNum sets the "address_num" field to the value that was provided on create.
+func (u *LeaseUpsertOne) UpdateAddressNum() *LeaseUpsertOne {
+	return u.Update(func(s *LeaseUpsert) {
+		s.UpdateAddressNum()
 	})
 }
 
@@ -795,6 +859,27 @@ func (u *LeaseUpsertBulk) SetAddress(v string) *LeaseUpsertBulk {
 func (u *LeaseUpsertBulk) UpdateAddress() *LeaseUpsertBulk {
 	return u.Update(func(s *LeaseUpsert) {
 		s.UpdateAddress()
+	})
+}
+
+// SetAddressNum sets the "address_num" field.
+func (u *LeaseUpsertBulk) SetAddressNum(v int64) *LeaseUpsertBulk {
+	return u.Update(func(s *LeaseUpsert) {
+		s.SetAddressNum(v)
+	})
+}
+
+// AddAddressNum adds v to the "address_num" field.
+func (u *LeaseUpsertBulk) AddAddressNum(v int64) *LeaseUpsertBulk {
+	return u.Update(func(s *LeaseUpsert) {
+		s.AddAddressNum(v)
+	})
+}
+
+// UpdateAddressNum sets the "address_num" field to the value that was provided on create.
+func (u *LeaseUpsertBulk) UpdateAddressNum() *LeaseUpsertBulk {
+	return u.Update(func(s *LeaseUpsert) {
+		s.UpdateAddressNum()
 	})
 }
 

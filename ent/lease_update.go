@@ -72,6 +72,27 @@ func (_u *LeaseUpdate) SetNillableAddress(v *string) *LeaseUpdate {
 	return _u
 }
 
+// SetAddressNum sets the "address_num" field.
+func (_u *LeaseUpdate) SetAddressNum(v int64) *LeaseUpdate {
+	_u.mutation.ResetAddressNum()
+	_u.mutation.SetAddressNum(v)
+	return _u
+}
+
+// SetNillableAddressNum sets the "address_num" field if the given value is not nil.
+func (_u *LeaseUpdate) SetNillableAddressNum(v *int64) *LeaseUpdate {
+	if v != nil {
+		_u.SetAddressNum(*v)
+	}
+	return _u
+}
+
+// AddAddressNum adds value to the "address_num" field.
+func (_u *LeaseUpdate) AddAddressNum(v int64) *LeaseUpdate {
+	_u.mutation.AddAddressNum(v)
+	return _u
+}
+
 // SetReserved sets the "reserved" field.
 func (_u *LeaseUpdate) SetReserved(v bool) *LeaseUpdate {
 	_u.mutation.SetReserved(v)
@@ -207,6 +228,12 @@ func (_u *LeaseUpdate) sqlSave(ctx context.Context) (_node int, err error) {
 	if value, ok := _u.mutation.Address(); ok {
 		_spec.SetField(lease.FieldAddress, field.TypeString, value)
 	}
+	if value, ok := _u.mutation.AddressNum(); ok {
+		_spec.SetField(lease.FieldAddressNum, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.AddedAddressNum(); ok {
+		_spec.AddField(lease.FieldAddressNum, field.TypeInt64, value)
+	}
 	if value, ok := _u.mutation.Reserved(); ok {
 		_spec.SetField(lease.FieldReserved, field.TypeBool, value)
 	}
@@ -307,6 +334,27 @@ func (_u *LeaseUpdateOne) SetNillableAddress(v *string) *LeaseUpdateOne {
 	if v != nil {
 		_u.SetAddress(*v)
 	}
+	return _u
+}
+
+// SetAddressNum sets the "address_num" field.
+func (_u *LeaseUpdateOne) SetAddressNum(v int64) *LeaseUpdateOne {
+	_u.mutation.ResetAddressNum()
+	_u.mutation.SetAddressNum(v)
+	return _u
+}
+
+// SetNillableAddressNum sets the "address_num" field if the given value is not nil.
+func (_u *LeaseUpdateOne) SetNillableAddressNum(v *int64) *LeaseUpdateOne {
+	if v != nil {
+		_u.SetAddressNum(*v)
+	}
+	return _u
+}
+
+// AddAddressNum adds value to the "address_num" field.
+func (_u *LeaseUpdateOne) AddAddressNum(v int64) *LeaseUpdateOne {
+	_u.mutation.AddAddressNum(v)
 	return _u
 }
 
@@ -474,6 +522,12 @@ func (_u *LeaseUpdateOne) sqlSave(ctx context.Context) (_node *Lease, err error)
 	}
 	if value, ok := _u.mutation.Address(); ok {
 		_spec.SetField(lease.FieldAddress, field.TypeString, value)
+	}
+	if value, ok := _u.mutation.AddressNum(); ok {
+		_spec.SetField(lease.FieldAddressNum, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.AddedAddressNum(); ok {
+		_spec.AddField(lease.FieldAddressNum, field.TypeInt64, value)
 	}
 	if value, ok := _u.mutation.Reserved(); ok {
 		_spec.SetField(lease.FieldReserved, field.TypeBool, value)

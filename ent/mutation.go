@@ -2697,6 +2697,8 @@ type LeaseMutation struct {
 	id             *int64
 	mac            *string
 	address        *string
+	address_num    *int64
+	addaddress_num *int64
 	reserved       *bool
 	create_time    *time.Time
 	renew_time     *time.Time
@@ -2921,6 +2923,62 @@ func (m *LeaseMutation) ResetAddress() {
 	m.address = nil
 }
 
+// SetAddressNum sets the "address_num" field.
+func (m *LeaseMutation) SetAddressNum(i int64) {
+	m.address_num = &i
+	m.addaddress_num = nil
+}
+
+// AddressNum returns the value of the "address_num" field in the mutation.
+func (m *LeaseMutation) AddressNum() (r int64, exists bool) {
+	v := m.address_num
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldAddressNum returns the old "address_num" field's value of the Lease entity.
+// If the Lease object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *LeaseMutation) OldAddressNum(ctx context.Context) (v int64, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldAddressNum is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldAddressNum requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldAddressNum: %w", err)
+	}
+	return oldValue.AddressNum, nil
+}
+
+// AddAddressNum adds i to the "address_num" field.
+func (m *LeaseMutation) AddAddressNum(i int64) {
+	if m.addaddress_num != nil {
+		*m.addaddress_num += i
+	} else {
+		m.addaddress_num = &i
+	}
+}
+
+// AddedAddressNum returns the value that was added to the "address_num" field in this mutation.
+func (m *LeaseMutation) AddedAddressNum() (r int64, exists bool) {
+	v := m.addaddress_num
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetAddressNum resets all changes to the "address_num" field.
+func (m *LeaseMutation) ResetAddressNum() {
+	m.address_num = nil
+	m.addaddress_num = nil
+}
+
 // SetReserved sets the "reserved" field.
 func (m *LeaseMutation) SetReserved(b bool) {
 	m.reserved = &b
@@ -3126,7 +3184,7 @@ func (m *LeaseMutation) Type() string {
 // order to get all numeric fields that were incremented/decremented, call
 // AddedFields().
 func (m *LeaseMutation) Fields() []string {
-	fields := make([]string, 0, 7)
+	fields := make([]string, 0, 8)
 	if m.segment != nil {
 		fields = append(fields, lease.FieldSegmentID)
 	}
@@ -3135,6 +3193,9 @@ func (m *LeaseMutation) Fields() []string {
 	}
 	if m.address != nil {
 		fields = append(fields, lease.FieldAddress)
+	}
+	if m.address_num != nil {
+		fields = append(fields, lease.FieldAddressNum)
 	}
 	if m.reserved != nil {
 		fields = append(fields, lease.FieldReserved)
@@ -3162,6 +3223,8 @@ func (m *LeaseMutation) Field(name string) (ent.Value, bool) {
 		return m.MAC()
 	case lease.FieldAddress:
 		return m.Address()
+	case lease.FieldAddressNum:
+		return m.AddressNum()
 	case lease.FieldReserved:
 		return m.Reserved()
 	case lease.FieldCreateTime:
@@ -3185,6 +3248,8 @@ func (m *LeaseMutation) OldField(ctx context.Context, name string) (ent.Value, e
 		return m.OldMAC(ctx)
 	case lease.FieldAddress:
 		return m.OldAddress(ctx)
+	case lease.FieldAddressNum:
+		return m.OldAddressNum(ctx)
 	case lease.FieldReserved:
 		return m.OldReserved(ctx)
 	case lease.FieldCreateTime:
@@ -3223,6 +3288,13 @@ func (m *LeaseMutation) SetField(name string, value ent.Value) error {
 		}
 		m.SetAddress(v)
 		return nil
+	case lease.FieldAddressNum:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetAddressNum(v)
+		return nil
 	case lease.FieldReserved:
 		v, ok := value.(bool)
 		if !ok {
@@ -3258,13 +3330,21 @@ func (m *LeaseMutation) SetField(name string, value ent.Value) error {
 // AddedFields returns all numeric fields that were incremented/decremented during
 // this mutation.
 func (m *LeaseMutation) AddedFields() []string {
-	return nil
+	var fields []string
+	if m.addaddress_num != nil {
+		fields = append(fields, lease.FieldAddressNum)
+	}
+	return fields
 }
 
 // AddedField returns the numeric value that was incremented/decremented on a field
 // with the given name. The second boolean return value indicates that this field
 // was not set, or was not defined in the schema.
 func (m *LeaseMutation) AddedField(name string) (ent.Value, bool) {
+	switch name {
+	case lease.FieldAddressNum:
+		return m.AddedAddressNum()
+	}
 	return nil, false
 }
 
@@ -3273,6 +3353,13 @@ func (m *LeaseMutation) AddedField(name string) (ent.Value, bool) {
 // type.
 func (m *LeaseMutation) AddField(name string, value ent.Value) error {
 	switch name {
+	case lease.FieldAddressNum:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddAddressNum(v)
+		return nil
 	}
 	return fmt.Errorf("unknown Lease numeric field %s", name)
 }
@@ -3308,6 +3395,9 @@ func (m *LeaseMutation) ResetField(name string) error {
 		return nil
 	case lease.FieldAddress:
 		m.ResetAddress()
+		return nil
+	case lease.FieldAddressNum:
+		m.ResetAddressNum()
 		return nil
 	case lease.FieldReserved:
 		m.ResetReserved()

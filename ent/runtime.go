@@ -98,16 +98,20 @@ func init() {
 	leaseDescAddress := leaseFields[3].Descriptor()
 	// lease.AddressValidator is a validator for the "address" field. It is called by the builders before save.
 	lease.AddressValidator = leaseDescAddress.Validators[0].(func(string) error)
+	// leaseDescAddressNum is the schema descriptor for address_num field.
+	leaseDescAddressNum := leaseFields[4].Descriptor()
+	// lease.DefaultAddressNum holds the default value on creation for the address_num field.
+	lease.DefaultAddressNum = leaseDescAddressNum.Default.(int64)
 	// leaseDescReserved is the schema descriptor for reserved field.
-	leaseDescReserved := leaseFields[4].Descriptor()
+	leaseDescReserved := leaseFields[5].Descriptor()
 	// lease.DefaultReserved holds the default value on creation for the reserved field.
 	lease.DefaultReserved = leaseDescReserved.Default.(bool)
 	// leaseDescCreateTime is the schema descriptor for create_time field.
-	leaseDescCreateTime := leaseFields[5].Descriptor()
+	leaseDescCreateTime := leaseFields[6].Descriptor()
 	// lease.DefaultCreateTime holds the default value on creation for the create_time field.
 	lease.DefaultCreateTime = leaseDescCreateTime.Default.(func() time.Time)
 	// leaseDescRenewTime is the schema descriptor for renew_time field.
-	leaseDescRenewTime := leaseFields[6].Descriptor()
+	leaseDescRenewTime := leaseFields[7].Descriptor()
 	// lease.DefaultRenewTime holds the default value on creation for the renew_time field.
 	lease.DefaultRenewTime = leaseDescRenewTime.Default.(func() time.Time)
 	machineMixin := schema.Machine{}.Mixin()

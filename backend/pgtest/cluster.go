@@ -90,7 +90,11 @@ type runAs struct {
 //
 // initdb and postgres refuse to run as root, so when the calling process is
 // root they run as the "postgres" system user, which must exist.
-func StartCluster(ctx context.Context) (*Cluster, error) {
+//
+// Each of settings is a server setting, name=value (as postgres -c takes
+// it), applied after the speed settings, e.g.
+// "shared_preload_libraries=pg_stat_statements".
+func StartCluster(ctx context.Context, settings ...string) (*Cluster, error) {
 	binDir, err := findBinDir()
 	if err != nil {
 		return nil, err
@@ -113,7 +117,7 @@ func StartCluster(ctx context.Context) (*Cluster, error) {
 		return nil, err
 	}
 	for attempt := 1; ; attempt++ {
-		err = c.start(ctx, binDir, as)
+		err = c.start(ctx, binDir, as, settings)
 		if err == nil {
 			return c, nil
 		}
@@ -201,7 +205,7 @@ func (c *Cluster) initdb(ctx context.Context, binDir string, as *runAs) error {
 // start starts the server on a free port and waits until it accepts
 // connections. It returns an error wrapping errPortInUse if the port turned
 // out to be taken. Each attempt overwrites the server log.
-func (c *Cluster) start(ctx context.Context, binDir string, as *runAs) error {
+func (c *Cluster) start(ctx context.Context, binDir string, as *runAs, settings []string) error {
 	port, err := freePort()
 	if err != nil {
 		return err
@@ -216,16 +220,20 @@ func (c *Cluster) start(ctx context.Context, binDir string, as *runAs) error {
 	}
 	defer logFile.Close() // the child has its own copy
 
-	cmd := exec.Command(filepath.Join(binDir, "postgres"),
+	args := []string{
 		"-D", c.dataDir,
 		"-p", strconv.Itoa(port),
 		"-c", "listen_addresses=127.0.0.1",
-		"-c", "unix_socket_directories="+sockets,
+		"-c", "unix_socket_directories=" + sockets,
 		"-c", "fsync=off",
 		"-c", "synchronous_commit=off",
 		"-c", "full_page_writes=off",
 		"-c", "max_connections=300",
-	)
+	}
+	for _, s := range settings {
+		args = append(args, "-c", s)
+	}
+	cmd := exec.Command(filepath.Join(binDir, "postgres"), args...)
 	cmd.Dir = c.dir
 	cmd.Stdout = logFile
 	cmd.Stderr = logFile

@@ -20,6 +20,8 @@ const (
 	FieldMAC = "mac"
 	// FieldAddress holds the string denoting the address field in the database.
 	FieldAddress = "address"
+	// FieldAddressNum holds the string denoting the address_num field in the database.
+	FieldAddressNum = "address_num"
 	// FieldReserved holds the string denoting the reserved field in the database.
 	FieldReserved = "reserved"
 	// FieldCreateTime holds the string denoting the create_time field in the database.
@@ -47,6 +49,7 @@ var Columns = []string{
 	FieldSegmentID,
 	FieldMAC,
 	FieldAddress,
+	FieldAddressNum,
 	FieldReserved,
 	FieldCreateTime,
 	FieldRenewTime,
@@ -68,6 +71,8 @@ var (
 	MACValidator func(string) error
 	// AddressValidator is a validator for the "address" field. It is called by the builders before save.
 	AddressValidator func(string) error
+	// DefaultAddressNum holds the default value on creation for the "address_num" field.
+	DefaultAddressNum int64
 	// DefaultReserved holds the default value on creation for the "reserved" field.
 	DefaultReserved bool
 	// DefaultCreateTime holds the default value on creation for the "create_time" field.
@@ -97,6 +102,11 @@ func ByMAC(opts ...sql.OrderTermOption) OrderOption {
 // ByAddress orders the results by the address field.
 func ByAddress(opts ...sql.OrderTermOption) OrderOption {
 	return sql.OrderByField(FieldAddress, opts...).ToFunc()
+}
+
+// ByAddressNum orders the results by the address_num field.
+func ByAddressNum(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldAddressNum, opts...).ToFunc()
 }
 
 // ByReserved orders the results by the reserved field.

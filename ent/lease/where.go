@@ -71,6 +71,11 @@ func Address(v string) predicate.Lease {
 	return predicate.Lease(sql.FieldEQ(FieldAddress, v))
 }
 
+// AddressNum applies equality check predicate on the "address_num" field. It's identical to AddressNumEQ.
+func AddressNum(v int64) predicate.Lease {
+	return predicate.Lease(sql.FieldEQ(FieldAddressNum, v))
+}
+
 // Reserved applies equality check predicate on the "reserved" field. It's identical to ReservedEQ.
 func Reserved(v bool) predicate.Lease {
 	return predicate.Lease(sql.FieldEQ(FieldReserved, v))
@@ -239,6 +244,46 @@ func AddressEqualFold(v string) predicate.Lease {
 // AddressContainsFold applies the ContainsFold predicate on the "address" field.
 func AddressContainsFold(v string) predicate.Lease {
 	return predicate.Lease(sql.FieldContainsFold(FieldAddress, v))
+}
+
+// AddressNumEQ applies the EQ predicate on the "address_num" field.
+func AddressNumEQ(v int64) predicate.Lease {
+	return predicate.Lease(sql.FieldEQ(FieldAddressNum, v))
+}
+
+// AddressNumNEQ applies the NEQ predicate on the "address_num" field.
+func AddressNumNEQ(v int64) predicate.Lease {
+	return predicate.Lease(sql.FieldNEQ(FieldAddressNum, v))
+}
+
+// AddressNumIn applies the In predicate on the "address_num" field.
+func AddressNumIn(vs ...int64) predicate.Lease {
+	return predicate.Lease(sql.FieldIn(FieldAddressNum, vs...))
+}
+
+// AddressNumNotIn applies the NotIn predicate on the "address_num" field.
+func AddressNumNotIn(vs ...int64) predicate.Lease {
+	return predicate.Lease(sql.FieldNotIn(FieldAddressNum, vs...))
+}
+
+// AddressNumGT applies the GT predicate on the "address_num" field.
+func AddressNumGT(v int64) predicate.Lease {
+	return predicate.Lease(sql.FieldGT(FieldAddressNum, v))
+}
+
+// AddressNumGTE applies the GTE predicate on the "address_num" field.
+func AddressNumGTE(v int64) predicate.Lease {
+	return predicate.Lease(sql.FieldGTE(FieldAddressNum, v))
+}
+
+// AddressNumLT applies the LT predicate on the "address_num" field.
+func AddressNumLT(v int64) predicate.Lease {
+	return predicate.Lease(sql.FieldLT(FieldAddressNum, v))
+}
+
+// AddressNumLTE applies the LTE predicate on the "address_num" field.
+func AddressNumLTE(v int64) predicate.Lease {
+	return predicate.Lease(sql.FieldLTE(FieldAddressNum, v))
 }
 
 // ReservedEQ applies the EQ predicate on the "reserved" field.

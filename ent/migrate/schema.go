@@ -139,6 +139,7 @@ var (
 		{Name: "id", Type: field.TypeInt64, Increment: true},
 		{Name: "mac", Type: field.TypeString, Size: 17},
 		{Name: "address", Type: field.TypeString, Size: 15},
+		{Name: "address_num", Type: field.TypeInt64, Default: 0},
 		{Name: "reserved", Type: field.TypeBool, Default: false},
 		{Name: "create_time", Type: field.TypeTime},
 		{Name: "renew_time", Type: field.TypeTime},
@@ -153,7 +154,7 @@ var (
 		ForeignKeys: []*schema.ForeignKey{
 			{
 				Symbol:     "leases_segments_leases",
-				Columns:    []*schema.Column{LeasesColumns[7]},
+				Columns:    []*schema.Column{LeasesColumns[8]},
 				RefColumns: []*schema.Column{SegmentsColumns[0]},
 				OnDelete:   schema.Cascade,
 			},
@@ -162,17 +163,22 @@ var (
 			{
 				Name:    "lease_segment_id_mac",
 				Unique:  true,
-				Columns: []*schema.Column{LeasesColumns[7], LeasesColumns[1]},
+				Columns: []*schema.Column{LeasesColumns[8], LeasesColumns[1]},
 			},
 			{
 				Name:    "lease_segment_id_address",
 				Unique:  true,
-				Columns: []*schema.Column{LeasesColumns[7], LeasesColumns[2]},
+				Columns: []*schema.Column{LeasesColumns[8], LeasesColumns[2]},
+			},
+			{
+				Name:    "lease_segment_id_address_num",
+				Unique:  false,
+				Columns: []*schema.Column{LeasesColumns[8], LeasesColumns[3]},
 			},
 			{
 				Name:    "lease_segment_id_expire_time",
 				Unique:  false,
-				Columns: []*schema.Column{LeasesColumns[7], LeasesColumns[6]},
+				Columns: []*schema.Column{LeasesColumns[8], LeasesColumns[7]},
 			},
 			{
 				Name:    "lease_mac",

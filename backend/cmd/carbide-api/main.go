@@ -71,6 +71,9 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.DurationVar(&cfg.ChangeRetention, "change-retention", 7*24*time.Hour, "how long the change log keeps entries for Watch clients that resume; older ones are pruned hourly")
 	fs.DurationVar(&cfg.AuditRetention, "audit-retention", 90*24*time.Hour, "how long the audit log keeps records; older ones are pruned hourly")
 	fs.IntVar(&cfg.PruneBatch, "prune-batch", 10000, "most change-log entries or audit records one pruning statement deletes")
+	fs.Float64Var(&cfg.Enrol.Rate, "enrol-rate", 5, "new machines per second DHCP may enrol from one relay of a segment (or the daemon's own link) once --enrol-burst is spent; more are refused (ResourceExhausted) and counted in carbide_enrolments_refused_total. 0: no limit")
+	fs.IntVar(&cfg.Enrol.Burst, "enrol-burst", 200, "new machines DHCP may enrol at once from one relay of a segment, e.g. racks powered on together")
+	fs.DurationVar(&cfg.DiscoveredRetention, "discovered-retention", 72*time.Hour, "remove a machine DHCP enrolled that stayed discovered, with no inventory, this long after its last lease expired; 0 keeps them")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	fs.Usage = func() {

@@ -90,6 +90,12 @@ type Config struct {
 	// PruneBatch is the most rows one statement of pruning deletes; 0
 	// means 10000.
 	PruneBatch int
+	// Enrol bounds how fast DHCP enrols new MACs per segment and relay.
+	Enrol dhcp.EnrolLimit
+	// DiscoveredRetention is how long a machine DHCP enrolled may stay
+	// discovered, with no inventory, after its last lease expired, before
+	// it is removed; 0 keeps such machines.
+	DiscoveredRetention time.Duration
 	// ShutdownTimeout bounds graceful shutdown; 0 means 15 seconds.
 	ShutdownTimeout time.Duration
 	// Ready, if set, receives the bound address once the server accepts
@@ -130,7 +136,10 @@ func (c *Config) Validate() error {
 	if c.PruneBatch < 0 {
 		errs = append(errs, errors.New("prune-batch: must be 0 (the default, 10000) or more"))
 	}
-	if c.ChangeRetention < 0 || c.AuditRetention < 0 || c.ShutdownTimeout < 0 || c.AgentTokenTTL < 0 {
+	if c.Enrol.Rate < 0 || c.Enrol.Burst < 0 || c.Enrol.Rate > 0 && c.Enrol.Burst < 1 {
+		errs = append(errs, errors.New("enrol-rate and enrol-burst: rate 0 means no limit; a positive rate needs a burst of 1 or more"))
+	}
+	if c.ChangeRetention < 0 || c.AuditRetention < 0 || c.ShutdownTimeout < 0 || c.AgentTokenTTL < 0 || c.DiscoveredRetention < 0 {
 		errs = append(errs, errors.New("durations must not be negative"))
 	}
 	return errors.Join(errs...)
@@ -178,7 +187,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	}
 	stopping := make(chan struct{})
 	reg := prometheus.NewRegistry()
-	handler, health, err := newHandler(st, auth.Agents, logger, stopping, reg)
+	handler, health, err := newHandler(st, auth.Agents, cfg.Enrol, logger, stopping, reg)
 	if err != nil {
 		return err
 	}
@@ -223,6 +232,12 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		newPruner(st, cfg, reg, logger).run(gctx)
 		return nil
 	})
+	if cfg.DiscoveredRetention > 0 {
+		g.Go(func() error {
+			pruneDiscovered(gctx, st, cfg.DiscoveredRetention, logger)
+			return nil
+		})
+	}
 	g.Go(func() error {
 		<-gctx.Done()
 		logger.Info("shutting down", "timeout", cfg.ShutdownTimeout)
@@ -248,7 +263,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 // the client accepts compression.
 const compressMinBytes = 4096
 
-func newHandler(st *store.Store, tokens *pki.AgentTokens, logger *slog.Logger, stopping <-chan struct{}, reg *prometheus.Registry) (http.Handler, *grpchealth.StaticChecker, error) {
+func newHandler(st *store.Store, tokens *pki.AgentTokens, enrol dhcp.EnrolLimit, logger *slog.Logger, stopping <-chan struct{}, reg *prometheus.Registry) (http.Handler, *grpchealth.StaticChecker, error) {
 	validator, err := protovalidate.New()
 	if err != nil {
 		return nil, nil, fmt.Errorf("build request validator: %w", err)
@@ -278,7 +293,11 @@ func newHandler(st *store.Store, tokens *pki.AgentTokens, logger *slog.Logger, s
 	mux.Handle(networkv1connect.NewSegmentServiceHandler(segments.NewService(st), opts))
 	addresses := ipam.NewService(st)
 	mux.Handle(networkv1connect.NewAddressServiceHandler(addresses, opts))
-	mux.Handle(dhcpv1connect.NewDHCPServiceHandler(dhcp.NewService(st, addresses, logger), opts))
+	dhcpService, err := dhcp.NewService(st, addresses, logger, enrol, reg)
+	if err != nil {
+		return nil, nil, err
+	}
+	mux.Handle(dhcpv1connect.NewDHCPServiceHandler(dhcpService, opts))
 	mux.Handle(watchv1connect.NewWatchServiceHandler(watch.NewService(st, stopping), opts))
 	mux.Handle(agentv1connect.NewAgentServiceHandler(agent.NewService(st, tokens, logger, reg), opts))
 	mux.Handle(auditv1connect.NewAuditServiceHandler(audit.NewService(st), opts))
@@ -295,4 +314,30 @@ func newHandler(st *store.Store, tokens *pki.AgentTokens, logger *slog.Logger, s
 	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector, opts))
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	return mux, health, nil
+}
+
+// pruneBatch is how many machines one transaction of pruneDiscovered
+// removes at most.
+const pruneBatch = 500
+
+// pruneDiscovered removes the machines DHCP enrolled that stayed
+// discovered, with no inventory, for retention after their last lease
+// expired (see dhcp.PruneDiscovered), every retention/4 (at most hourly).
+func pruneDiscovered(ctx context.Context, st *store.Store, retention time.Duration, logger *slog.Logger) {
+	t := time.NewTicker(min(retention/4, time.Hour))
+	defer t.Stop()
+	for {
+		n, err := dhcp.PruneDiscovered(ctx, st, time.Now().Add(-retention), pruneBatch)
+		switch {
+		case err != nil && ctx.Err() == nil:
+			logger.Warn("removing stale discovered machines failed", "error", err)
+		case n > 0:
+			logger.Info("removed discovered machines that never sent an inventory and hold no lease", "machines", n, "retention", retention)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }

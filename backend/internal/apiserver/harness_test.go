@@ -77,6 +77,9 @@ type envOptions struct {
 	configure func(*Config)
 	// logs receives the server's logs (debug level and up).
 	logs io.Writer
+	// databaseURL is the PostgreSQL database to use instead of a fresh
+	// one on the shared test cluster.
+	databaseURL string
 }
 
 // newEnvWith is newEnv with options.
@@ -88,7 +91,10 @@ func newEnvWith(t testing.TB, kind, protocol string, opts envOptions) *env {
 	}
 	scfg := store.Config{DataDir: cfg.DataDir}
 	if kind == "postgres" {
-		scfg.DatabaseURL = pgtest.Database(t)
+		scfg.DatabaseURL = opts.databaseURL
+		if scfg.DatabaseURL == "" {
+			scfg.DatabaseURL = pgtest.Database(t)
+		}
 	}
 	logs := opts.logs
 	if _, bench := t.(*testing.B); logs == nil && bench {
@@ -109,7 +115,7 @@ func newEnvWith(t testing.TB, kind, protocol string, opts envOptions) *env {
 	}
 	registerKeys(t, filepath.Join(cfg.DataDir, "pki"))
 	stopping := make(chan struct{})
-	handler, _, err := newHandler(st, auth.Agents, logger, stopping, prometheus.NewRegistry())
+	handler, _, err := newHandler(st, auth.Agents, cfg.Enrol, logger, stopping, prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
 	}

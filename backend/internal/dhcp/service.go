@@ -6,6 +6,7 @@ package dhcp
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -28,22 +29,30 @@ import (
 	dhcpv1 "github.com/carbide-dev/carbide/gen/carbide/dhcp/v1"
 	"github.com/carbide-dev/carbide/gen/carbide/dhcp/v1/dhcpv1connect"
 	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/types/known/durationpb"
 )
 
 // Service serves DHCPService.
 type Service struct {
-	store  *store.Store
-	ipam   *ipam.Service
-	logger *slog.Logger
+	store      *store.Store
+	ipam       *ipam.Service
+	logger     *slog.Logger
+	enrolments *enrolLimiter
 }
 
 var _ dhcpv1connect.DHCPServiceHandler = (*Service)(nil)
 
-// NewService returns a DHCPService over st that leases through addresses;
-// logger gets the internal errors of single requests of a LeaseBatch.
-func NewService(st *store.Store, addresses *ipam.Service, logger *slog.Logger) *Service {
-	return &Service{store: st, ipam: addresses, logger: logger}
+// NewService returns a DHCPService over st that leases through addresses
+// and enrols new MACs no faster than limit allows; logger gets the
+// internal errors of single requests of a LeaseBatch, reg the metric of
+// refused enrolments.
+func NewService(st *store.Store, addresses *ipam.Service, logger *slog.Logger, limit EnrolLimit, reg prometheus.Registerer) (*Service, error) {
+	enrolments, err := newEnrolLimiter(limit, reg)
+	if err != nil {
+		return nil, err
+	}
+	return &Service{store: st, ipam: addresses, logger: logger, enrolments: enrolments}, nil
 }
 
 // reuseFraction sets when a lease is handed out again as it is stored,
@@ -111,7 +120,10 @@ func (s *Service) LeaseBatch(ctx context.Context, req *connect.Request[dhcpv1.Le
 	failed := false
 	done := func(i int, resp *dhcpv1.LeaseResponse, wrote bool, err error) {
 		if err != nil {
-			failed = true
+			// A refused enrolment changed nothing and is counted in a
+			// metric: on its own it leaves no audit record, so that a
+			// flood of new MACs costs no write.
+			failed = failed || !errors.Is(err, errEnrolRefused)
 			cerr := interceptor.Translate(ctx, s.logger, req.Spec().Procedure, err)
 			results[i] = &dhcpv1.LeaseResult{Result: &dhcpv1.LeaseResult_Error{Error: &dhcpv1.LeaseError{
 				Code: cerr.Code().String(), Message: cerr.Message()}}}
@@ -173,6 +185,10 @@ func (s *Service) LeaseBatch(ctx context.Context, req *connect.Request[dhcpv1.Le
 		for _, p := range ps {
 			if cur := curs[p.mac]; cur.machineID.Valid || cur.leaseID.Valid {
 				decide(p.i, seg, p.mac, cur)
+				continue
+			}
+			if o := reqs[p.i].GetOrigin(); s.enrolments.take(seg, o, 1) == 0 {
+				done(p.i, nil, false, s.enrolments.refusedError(seg, o, p.mac))
 				continue
 			}
 			fresh = append(fresh, p)
@@ -280,6 +296,9 @@ func (c *current) dest(mac *string) []any {
 func (s *Service) lease(ctx context.Context, seg *ipam.Segment, mac string, req *dhcpv1.LeaseRequest, cur *current) (*dhcpv1.LeaseResponse, bool, error) {
 	o := req.GetOrigin()
 	if !cur.machineID.Valid {
+		if s.enrolments.take(seg, o, 1) == 0 {
+			return nil, false, s.enrolments.refusedError(seg, o, mac)
+		}
 		if !cur.leaseID.Valid {
 			resps, err := s.enrolAndLease(ctx, seg, []enrolment{{mac: mac, req: req}})
 			if err != nil {
@@ -538,7 +557,7 @@ func createMachines(ctx context.Context, tx *ent.Tx, segID uuid.UUID, news []new
 	if err != nil {
 		return nil, nil, err
 	}
-	if err := lifecycle.RecordCreation(ctx, tx, "enrolled by DHCP", principal.From(ctx), ms...); err != nil {
+	if err := lifecycle.RecordCreation(ctx, tx, EnrolReason, principal.From(ctx), ms...); err != nil {
 		return nil, nil, err
 	}
 	return ms, ns, nil

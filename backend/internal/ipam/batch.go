@@ -72,13 +72,13 @@ func (s *Service) LeaseNewMany(ctx context.Context, tx *ent.Tx, seg *Segment, re
 			if len(args) > 3 {
 				rows.WriteString(", ")
 			}
-			fmt.Fprintf(&rows, "($1, $%d, $%d, false, $2, $2, $3)", len(args)+1, len(args)+2)
-			args = append(args, reqs[i].MAC, a)
+			fmt.Fprintf(&rows, "($1, $%d, $%d, $%d, false, $2, $2, $3)", len(args)+1, len(args)+2, len(args)+3)
+			args = append(args, reqs[i].MAC, a, addressNum(a))
 			break
 		}
 	}
 	if len(chosen) > 0 {
-		q := `INSERT INTO leases (segment_id, mac, address, reserved, create_time, renew_time, expire_time)
+		q := `INSERT INTO leases (segment_id, mac, address, address_num, reserved, create_time, renew_time, expire_time)
 			VALUES ` + rows.String() + ` ON CONFLICT (segment_id, address) DO NOTHING RETURNING id, address`
 		if err := s.insertLeases(ctx, tx, q, args, func(id int64, addr string) {
 			i := chosen[addr]

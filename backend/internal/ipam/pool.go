@@ -122,9 +122,7 @@ func (p *Pool) Walk(mac string) iter.Seq[netip.Addr] {
 		if size == 0 {
 			return
 		}
-		h := fnv.New64a()
-		h.Write([]byte(mac))
-		start := h.Sum64() % size
+		start := p.start(mac)
 		for i := uint64(0); i < size; i++ {
 			a := p.at((start + i) % size)
 			if !a.IsValid() || p.Excluded(a) {
@@ -135,6 +133,39 @@ func (p *Pool) Walk(mac string) iter.Seq[netip.Addr] {
 			}
 		}
 	}
+}
+
+// start is the offset of the concatenated ranges where mac's walk begins.
+// The pool must not be empty.
+func (p *Pool) start(mac string) uint64 {
+	h := fnv.New64a()
+	h.Write([]byte(mac))
+	return h.Sum64() % p.Size()
+}
+
+// WalkRanges is the walk of mac (see Walk) as ranges, in order: from its
+// start to the end of that range, the ranges after it, the ranges before
+// it, then the start of its range up to where the walk began. Unlike Walk,
+// the ranges still hold the excluded addresses.
+func (p *Pool) WalkRanges(mac string) []Range {
+	if p.Size() == 0 {
+		return nil
+	}
+	off := p.start(mac)
+	k := 0
+	for off >= uint64(p.Ranges[k].Size()) {
+		off -= uint64(p.Ranges[k].Size())
+		k++
+	}
+	first := p.Ranges[k]
+	from := fromUint(toUint(first.Start) + uint32(off))
+	spans := []Range{{Start: from, End: first.End}}
+	spans = append(spans, p.Ranges[k+1:]...)
+	spans = append(spans, p.Ranges[:k]...)
+	if off > 0 {
+		spans = append(spans, Range{Start: first.Start, End: from.Prev()})
+	}
+	return spans
 }
 
 // at returns the address at offset n of the concatenated ranges.

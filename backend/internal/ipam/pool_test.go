@@ -1,7 +1,9 @@
 package ipam
 
 import (
+	"fmt"
 	"net/netip"
+	"slices"
 	"testing"
 )
 
@@ -82,6 +84,39 @@ func TestBroadcast(t *testing.T) {
 	for prefix, want := range tests {
 		if got := Broadcast(netip.MustParsePrefix(prefix)).String(); got != want {
 			t.Errorf("Broadcast(%s) = %s, want %s", prefix, got, want)
+		}
+	}
+}
+
+// TestPoolWalkRanges checks that the ranges of a walk, less the excluded
+// addresses, list the addresses of the walk in its order.
+func TestPoolWalkRanges(t *testing.T) {
+	t.Parallel()
+	pool := &Pool{
+		Prefix:  netip.MustParsePrefix("10.0.0.0/24"),
+		Gateway: netip.MustParseAddr("10.0.0.1"),
+		Ranges: []Range{
+			{Start: netip.MustParseAddr("10.0.0.1"), End: netip.MustParseAddr("10.0.0.9")},
+			{Start: netip.MustParseAddr("10.0.0.50"), End: netip.MustParseAddr("10.0.0.50")},
+			{Start: netip.MustParseAddr("10.0.0.20"), End: netip.MustParseAddr("10.0.0.30")},
+		},
+		Reserved: map[netip.Addr]bool{netip.MustParseAddr("10.0.0.25"): true},
+	}
+	for i := range 200 {
+		mac := fmt.Sprintf("52:54:00:00:%02x:%02x", i>>8, i&0xff)
+		var want, got []netip.Addr
+		for a := range pool.Walk(mac) {
+			want = append(want, a)
+		}
+		for _, r := range pool.WalkRanges(mac) {
+			for a := r.Start; a.Compare(r.End) <= 0; a = a.Next() {
+				if !pool.Excluded(a) {
+					got = append(got, a)
+				}
+			}
+		}
+		if !slices.Equal(got, want) {
+			t.Fatalf("WalkRanges(%s) = %v\nlists %v,\nwant the walk %v", mac, pool.WalkRanges(mac), got, want)
 		}
 	}
 }

@@ -210,11 +210,11 @@ func (s *Service) leaseNew(ctx context.Context, tx *ent.Tx, seg *Segment, mac, r
 	// Another allocation may take a free address first: the insert then
 	// does nothing, and the next one is tried. A lease for the same MAC
 	// is a conflict that fails the insert (and the transaction).
-	const insert = `INSERT INTO leases (segment_id, mac, address, reserved, create_time, renew_time, expire_time)
-		VALUES ($1, $2, $3, $4, $5, $5, $6) ON CONFLICT (segment_id, address) DO NOTHING RETURNING id, address`
+	const insert = `INSERT INTO leases (segment_id, mac, address, address_num, reserved, create_time, renew_time, expire_time)
+		VALUES ($1, $2, $3, $4, $5, $6, $6, $7) ON CONFLICT (segment_id, address) DO NOTHING RETURNING id, address`
 	for _, a := range candidates {
 		inserted := false
-		if err := s.insertLeases(ctx, tx, insert, []any{seg.ID, mac, a, l.Reserved, now, l.ExpireTime},
+		if err := s.insertLeases(ctx, tx, insert, []any{seg.ID, mac, a, addressNum(a), l.Reserved, now, l.ExpireTime},
 			func(id int64, _ string) { l.ID, inserted = id, true }); err != nil {
 			return nil, err
 		}
@@ -224,6 +224,12 @@ func (s *Service) leaseNew(ctx context.Context, tx *ent.Tx, seg *Segment, mac, r
 		}
 	}
 	return nil, errRace
+}
+
+// addressNum is the number of a canonical IPv4 address that the pool
+// produced (see store.AddressNum).
+func addressNum(a string) int64 {
+	return store.AddressNum(netip.MustParseAddr(a))
 }
 
 // IsRace reports whether err says an allocation lost a race and should
@@ -263,9 +269,7 @@ const candidates = 64
 // free returns addresses a MAC without a lease may take, best first: the
 // requested one if it is free, then the free ones among the next
 // addresses of the pool walk. When none of those is free (the pool is
-// nearly full), it reads every lease and returns the first free address
-// of the whole walk, else the leasable address whose lease expired
-// longest ago, whose lease it deletes (the old holder loses it).
+// nearly full), it returns what pickFree finds further on.
 func (s *Service) free(ctx context.Context, tx *ent.Tx, seg *Segment, mac, requested string, now time.Time) ([]string, error) {
 	want := seg.wanted(mac, requested, candidates)
 	if len(want) == 0 {
@@ -284,7 +288,7 @@ func (s *Service) free(ctx context.Context, tx *ent.Tx, seg *Segment, mac, reque
 	if len(free) > 0 {
 		return free, nil
 	}
-	a, err := s.pickFromAll(ctx, tx, seg, mac, now)
+	a, err := s.pickFree(ctx, tx, seg, mac, now)
 	if err != nil {
 		return nil, err
 	}
@@ -342,56 +346,157 @@ func (s *Service) taken(ctx context.Context, tx *ent.Tx, segID uuid.UUID, addrs 
 	return taken, nil
 }
 
-// pickFromAll chooses an address from every lease of the segment: the
-// first free address of the pool walk, else the leasable address whose
-// lease expired longest ago (its old holder loses it).
-func (s *Service) pickFromAll(ctx context.Context, tx *ent.Tx, seg *Segment, mac string, now time.Time) (string, error) {
-	declined, err := tx.DeclinedAddress.Query().
-		Where(declinedaddress.SegmentID(seg.ID), declinedaddress.UntilGT(now)).
-		Select(declinedaddress.FieldAddress).Strings(ctx)
+// pickFree chooses an address for mac when the first candidates of its
+// walk are all taken (the pool is nearly full): the first address of the
+// walk that no lease holds and no decline holds back, else the leasable
+// address whose lease expired longest ago, whose lease it deletes (the old
+// holder loses it). It never reads the segment's leases as a whole: its
+// queries walk an index from a starting point and return a row or a page
+// (see firstUnleased and reclaimOldest), so its cost follows how long the
+// run of leased addresses after mac's starting point is, not how many
+// leases the segment holds.
+func (s *Service) pickFree(ctx context.Context, tx *ent.Tx, seg *Segment, mac string, now time.Time) (string, error) {
+	for _, r := range seg.Pool.WalkRanges(mac) {
+		lo, hi := store.AddressNum(r.Start), store.AddressNum(r.End)
+		for lo <= hi {
+			n, ok, err := s.firstUnleased(ctx, tx, seg.ID, lo, hi)
+			if err != nil {
+				return "", err
+			}
+			if !ok {
+				break // every address from lo to hi is leased
+			}
+			// Checked by its text too: a lease that a replica of an older
+			// version wrote has no address_num until the next start-up.
+			a := fromUint(uint32(n))
+			if !seg.Pool.Excluded(a) {
+				taken, err := s.taken(ctx, tx, seg.ID, []string{a.String()}, now)
+				if err != nil {
+					return "", err
+				}
+				if !taken[a.String()] {
+					return a.String(), nil
+				}
+			}
+			lo = n + 1 // the gateway, a reservation, or declined
+		}
+	}
+	return s.reclaimOldest(ctx, tx, seg, now)
+}
+
+// firstUnleased returns the lowest address number from lo to hi that no
+// lease of the segment holds; ok is false when all of them are leased. It
+// gallops: it checks whether the first 64 addresses from lo are all
+// leased, then the next 128, and so on, until a stretch has a gap; then
+// it halves that stretch until it finds the gap. Each check is one query
+// (see nthLeased) that walks the index on (segment_id, address_num) over
+// the stretch, so finding a gap after a run of r leased addresses takes
+// about 2·log2(r) queries and 3·r index entries, whatever else the
+// segment holds.
+func (s *Service) firstUnleased(ctx context.Context, tx *ent.Tx, segID uuid.UUID, lo, hi int64) (n int64, ok bool, err error) {
+	base, step, bounded := lo, int64(candidates), false
+	for base <= hi {
+		k := min(step, hi-base+1) // check base ... base+k-1
+		last, found, err := s.nthLeased(ctx, tx, segID, base, k-1)
+		if err != nil {
+			return 0, false, err
+		}
+		if found && last == base+k-1 { // all leased
+			base += k
+			if !bounded {
+				step *= 2
+			}
+			continue
+		}
+		if k == 1 {
+			return base, true, nil
+		}
+		bounded, step = true, k/2
+	}
+	return 0, false, nil
+}
+
+// nthLeased returns the address number of the segment's n-th lease (from
+// 0) at or above address number from, in address order; found is false
+// when there are not that many. Addresses being unique on a segment, it is
+// from+n exactly when from ... from+n are all leased.
+func (s *Service) nthLeased(ctx context.Context, tx *ent.Tx, segID uuid.UUID, from, n int64) (num int64, found bool, err error) {
+	rows, err := tx.QueryContext(ctx, s.store.SQL(`SELECT address_num FROM leases
+		WHERE segment_id = $1 AND address_num >= $2 ORDER BY address_num LIMIT 1 OFFSET $3`), segID, from, n)
 	if err != nil {
-		return "", fmt.Errorf("read declined addresses: %w", err)
+		return 0, false, fmt.Errorf("find an unleased address: %w", err)
 	}
-	held := make(map[netip.Addr]bool, len(declined))
-	for _, d := range declined {
-		if a, err := netip.ParseAddr(d); err == nil {
-			held[a] = true
+	defer rows.Close()
+	found = rows.Next()
+	if found {
+		if err := rows.Scan(&num); err != nil {
+			return 0, false, fmt.Errorf("find an unleased address: %w", err)
 		}
 	}
-	leases, err := tx.Lease.Query().Where(lease.SegmentID(seg.ID)).
-		Select(lease.FieldID, lease.FieldAddress, lease.FieldExpireTime).All(ctx)
+	if err := rows.Err(); err != nil {
+		return 0, false, fmt.Errorf("find an unleased address: %w", err)
+	}
+	return num, found, nil
+}
+
+// declined reports whether a decline holds a back now.
+func (s *Service) declined(ctx context.Context, tx *ent.Tx, segID uuid.UUID, a netip.Addr, now time.Time) (bool, error) {
+	held, err := tx.DeclinedAddress.Query().
+		Where(declinedaddress.SegmentID(segID), declinedaddress.Address(a.String()), declinedaddress.UntilGT(now)).
+		Exist(ctx)
 	if err != nil {
-		return "", fmt.Errorf("read leases: %w", err)
+		return false, fmt.Errorf("read declined addresses: %w", err)
 	}
-	taken := make(map[netip.Addr]*ent.Lease, len(leases))
-	for _, l := range leases {
-		if a, err := netip.ParseAddr(l.Address); err == nil {
-			taken[a] = l
+	return held, nil
+}
+
+// reclaimPage is how many expired leases reclaimOldest reads at a time.
+const reclaimPage = 16
+
+// reclaimOldest deletes the lease that expired longest ago on a leasable
+// address no decline holds, and returns that address; the pool is full
+// when there is none. It reads expired leases oldest first, a page at a
+// time, from the index on (segment_id, expire_time): only leases it must
+// pass over (no longer leasable, or held back) cost more than one page.
+func (s *Service) reclaimOldest(ctx context.Context, tx *ent.Tx, seg *Segment, now time.Time) (string, error) {
+	var last *ent.Lease
+	for {
+		q := tx.Lease.Query().Where(lease.SegmentID(seg.ID), lease.ExpireTimeLTE(now))
+		if last != nil {
+			q = q.Where(lease.Or(lease.ExpireTimeGT(last.ExpireTime),
+				lease.And(lease.ExpireTime(last.ExpireTime), lease.IDGT(last.ID))))
 		}
-	}
-	for a := range seg.Pool.Walk(mac) {
-		if taken[a] == nil && !held[a] {
-			return a.String(), nil
+		page, err := q.Order(ent.Asc(lease.FieldExpireTime), ent.Asc(lease.FieldID)).Limit(reclaimPage).
+			Select(lease.FieldID, lease.FieldAddress, lease.FieldExpireTime).All(ctx)
+		if err != nil {
+			return "", fmt.Errorf("read expired leases: %w", err)
 		}
-	}
-	// No never-used address left: take over the lease that expired longest ago.
-	var oldest *ent.Lease
-	for a, l := range taken {
-		if !l.ExpireTime.After(now) && seg.Pool.Leasable(a) && !held[a] && (oldest == nil || l.ExpireTime.Before(oldest.ExpireTime)) {
-			oldest = l
+		if len(page) == 0 {
+			return "", poolFull(seg)
 		}
+		for _, l := range page {
+			a, err := netip.ParseAddr(l.Address)
+			if err != nil || !seg.Pool.Leasable(a) {
+				continue
+			}
+			held, err := s.declined(ctx, tx, seg.ID, a, now)
+			if err != nil {
+				return "", err
+			}
+			if held {
+				continue
+			}
+			n, err := tx.Lease.Delete().Where(lease.ID(l.ID), lease.ExpireTimeLTE(now)).Exec(ctx)
+			if err != nil {
+				return "", fmt.Errorf("reclaim expired lease: %w", err)
+			}
+			if n == 0 {
+				return "", errRace // renewed or reclaimed meanwhile
+			}
+			return l.Address, nil
+		}
+		last = page[len(page)-1]
 	}
-	if oldest == nil {
-		return "", poolFull(seg)
-	}
-	n, err := tx.Lease.Delete().Where(lease.ID(oldest.ID), lease.ExpireTimeLTE(now)).Exec(ctx)
-	if err != nil {
-		return "", fmt.Errorf("reclaim expired lease: %w", err)
-	}
-	if n == 0 {
-		return "", errRace // renewed or reclaimed meanwhile
-	}
-	return oldest.Address, nil
 }
 
 func poolFull(seg *Segment) error {

@@ -104,8 +104,13 @@ func openPostgres(ctx context.Context, cfg Config, logger *slog.Logger) (*Store,
 		logger.Info("applied schema migrations", "migrations", applied)
 	}
 	drv := entsql.OpenDB(dialect.Postgres, db)
+	client, err := newClient(ctx, drv)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
 	s := &Store{
-		Client:          ent.NewClient(ent.Driver(drv)),
+		Client:          client,
 		Dialect:         dialect.Postgres,
 		db:              db,
 		url:             cfg.DatabaseURL,
@@ -138,16 +143,31 @@ func openSQLite(ctx context.Context, cfg Config, logger *slog.Logger) (*Store, e
 	// transaction strictly serialised.
 	db.SetMaxOpenConns(1)
 	drv := entsql.OpenDB(dialect.SQLite, db)
-	client := ent.NewClient(ent.Driver(drv))
 	schemaMu.Lock()
-	err = client.Schema.Create(ctx)
+	err = ent.NewClient(ent.Driver(drv)).Schema.Create(ctx)
 	schemaMu.Unlock()
 	if err != nil {
 		db.Close()
 		return nil, fmt.Errorf("create embedded store schema in %s: %w", path, err)
 	}
+	client, err := newClient(ctx, drv)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
 	logger.Info("store open", "store", "embedded", "path", path)
 	return &Store{Client: client, Dialect: dialect.SQLite, db: db, notifier: NewNotifier(), segmentNotifier: NewNotifier()}, nil
+}
+
+// newClient returns the ent client over an up-to-date schema, with the
+// store's hooks, after filling in what a migration could not compute.
+func newClient(ctx context.Context, drv *entsql.Driver) (*ent.Client, error) {
+	client := ent.NewClient(ent.Driver(drv))
+	client.Lease.Use(setAddressNum)
+	if err := fillAddressNums(ctx, client, drv.Dialect()); err != nil {
+		return nil, err
+	}
+	return client, nil
 }
 
 // Close closes the database.

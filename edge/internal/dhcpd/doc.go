@@ -47,9 +47,11 @@
 //
 // RELEASE and DECLINE that name another server in option 54 are ignored
 // too. When the API has no segment for the origin (NotFound), a full pool
-// (ResourceExhausted) or any other failure, the daemon sends nothing: the
-// client retries, and an INIT-REBOOT client on a network the API does not
-// know stays silent as RFC 2131 4.3.2 asks.
+// or a new MAC it will not enrol yet because its relay enrolled too many
+// at once (ResourceExhausted), or any other failure, the daemon sends
+// nothing, counts the drop, and logs at most once per code every 10 s:
+// the client retries, and an INIT-REBOOT client on a network the API does
+// not know stays silent as RFC 2131 4.3.2 asks.
 //
 // # Replies
 //

@@ -129,7 +129,13 @@ func TestAPIErrors(t *testing.T) {
 			api:      &fakeAPI{err: connect.NewError(connect.CodeResourceExhausted, errors.New("segment lab is full"))},
 			pkt:      discover,
 			wantCode: "resource_exhausted",
-			wantLog:  "level=WARN msg=\"the segment's address pool is full\"",
+			wantLog:  "level=WARN msg=\"the segment's address pool is full, or",
+		},
+		"enrolment refused": {
+			api:      &fakeAPI{err: connect.NewError(connect.CodeResourceExhausted, errors.New("mac 52:54:00:00:00:01 not enrolled: segment lab has enrolled 200 new machines"))},
+			pkt:      discover,
+			wantCode: "resource_exhausted",
+			wantLog:  "the API enrols no more new machines from this relay",
 		},
 		"unreachable": {
 			api:      &fakeAPI{err: connect.NewError(connect.CodeUnavailable, errors.New("dial tcp 127.0.0.1:1079: connection refused"))},

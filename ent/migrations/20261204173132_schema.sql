@@ -1,3 +1,7 @@
+-- Modify "leases" table
+ALTER TABLE "leases" ADD COLUMN "address_num" bigint NOT NULL DEFAULT 0;
+-- Create index "lease_segment_id_address_num" to table: "leases"
+CREATE INDEX "lease_segment_id_address_num" ON "leases" ("segment_id", "address_num");
 -- Modify "machines" table
 ALTER TABLE "machines" ADD COLUMN "boot_id" uuid NULL, ADD COLUMN "boot_nonce_hash" bytea NULL, ADD COLUMN "boot_expire_time" timestamptz NULL;
 -- Create "identity_conflicts" table
