@@ -97,10 +97,16 @@ func (s *syncBuffer) String() string {
 
 var listening = regexp.MustCompile(`msg="carbide-api listening" address=(\S+)`)
 
-// startAPI starts carbide-api on a free port with its data (and
+// startAPI starts carbide-api --dev on a free port with its data (and
 // development PKI) in dataDir and the given flags, and waits until it
 // serves. It is stopped at cleanup.
 func startAPI(t *testing.T, dataDir string, args ...string) *apiProc {
+	t.Helper()
+	return startAPIArgs(t, dataDir, append([]string{"--dev"}, args...)...)
+}
+
+// startAPIArgs is startAPI without --dev: args choose how it serves.
+func startAPIArgs(t *testing.T, dataDir string, args ...string) *apiProc {
 	t.Helper()
 	cmd := exec.Command(apiBinary, append([]string{"--listen", "127.0.0.1:0", "--data-dir", dataDir}, args...)...)
 	stderr, err := cmd.StderrPipe()
@@ -566,4 +572,83 @@ func TestDevCertForAgent(t *testing.T) {
 		m.GetInventory().GetSystem().GetSerial() != "SN-1" || m.GetHardwareId() != "serial:SN-1" {
 		t.Errorf("after the report: %v", m)
 	}
+}
+
+// TestServingModeIsExplicit checks that the development PKI and token
+// issuer come only with --dev: without a certificate, --dev or
+// --insecure-plaintext the server refuses to start and says what to pass;
+// the old --plaintext is refused with a message naming the new flags;
+// contradictory flags are refused; and --insecure-plaintext issues nothing,
+// so a token of a development issuer left in the data directory is refused.
+func TestServingModeIsExplicit(t *testing.T) {
+	t.Parallel()
+	refused := map[string]struct {
+		args []string
+		want []string
+	}{
+		"no certificate": {nil, []string{"no TLS certificate", "--tls-cert", "--dev", "--insecure-plaintext"}},
+		"old --plaintext": {[]string{"--plaintext"}, []string{"--plaintext was renamed --insecure-plaintext", "--dev"}},
+		"dev and a certificate": {[]string{"--dev", "--tls-cert", "server.crt", "--tls-key", "server.key"},
+			[]string{"dev: cannot be combined with tls-cert"}},
+		"dev and plaintext": {[]string{"--dev", "--insecure-plaintext"}, []string{"dev and insecure-plaintext: choose one"}},
+		"plaintext and a client CA": {[]string{"--insecure-plaintext", "--client-ca", "ca.crt"},
+			[]string{"insecure-plaintext: cannot be combined"}},
+	}
+	for name, tc := range refused {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			dataDir := t.TempDir()
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, apiBinary, append([]string{"--listen", "127.0.0.1:0", "--data-dir", dataDir}, tc.args...)...)
+			out, err := cmd.CombinedOutput()
+			if err == nil || ctx.Err() != nil {
+				t.Fatalf("carbide-api %s started (%v); want a refusal\n%s", strings.Join(tc.args, " "), err, out)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(string(out), w) {
+					t.Errorf("carbide-api %s: output lacks %q:\n%s", strings.Join(tc.args, " "), w, out)
+				}
+			}
+			if _, err := os.Stat(filepath.Join(dataDir, "pki")); !os.IsNotExist(err) {
+				t.Errorf("a refused start left %s/pki behind (%v)", dataDir, err)
+			}
+		})
+	}
+
+	t.Run("insecure plaintext issues nothing", func(t *testing.T) {
+		t.Parallel()
+		// A development issuer from an earlier --dev run stays in the data
+		// directory; a plaintext server must not trust it.
+		dataDir := t.TempDir()
+		startAPI(t, dataDir).stop(t)
+		token := strings.TrimSpace(runTool(t, apiBinary, "dev-token", "--data-dir", dataDir, "--role", "admin"))
+		keyFile := filepath.Join(dataDir, "pki", pki.AgentTokenKeyFile)
+		if err := os.Remove(keyFile); err != nil {
+			t.Fatal(err)
+		}
+
+		api := startAPIArgs(t, dataDir, "--insecure-plaintext")
+		protocols := new(http.Protocols)
+		protocols.SetUnencryptedHTTP2(true)
+		hc := &http.Client{Transport: &http.Transport{Protocols: protocols}}
+		segments := networkv1connect.NewSegmentServiceClient(hc, "http://"+api.addr, connect.WithGRPC())
+		req := connect.NewRequest(&networkv1.ListSegmentsRequest{})
+		req.Header().Set("Authorization", "Bearer "+token)
+		_, err := segments.ListSegments(context.Background(), req)
+		if connect.CodeOf(err) != connect.CodeUnauthenticated {
+			t.Errorf("a development token against --insecure-plaintext: %v; want unauthenticated", err)
+		}
+		if _, err := os.Stat(keyFile); !os.IsNotExist(err) {
+			t.Errorf("--insecure-plaintext created the agent-token key %s (%v)", keyFile, err)
+		}
+		for _, want := range []string{"serving without TLS (--insecure-plaintext)", "no --agent-token-key"} {
+			if !strings.Contains(api.log.String(), want) {
+				t.Errorf("the log lacks %q:\n%s", want, api.log)
+			}
+		}
+		if strings.Contains(api.log.String(), "bearer tokens accepted") {
+			t.Errorf("--insecure-plaintext set up a token issuer:\n%s", api.log)
+		}
+	})
 }

@@ -54,19 +54,22 @@ type Config struct {
 	// DatabaseMaxConns caps open PostgreSQL connections; 0 means the
 	// store's default.
 	DatabaseMaxConns int
-	// DataDir holds the embedded store, and the development PKI when no
-	// server certificate is given.
+	// DataDir holds the embedded store, and the development PKI with Dev.
 	DataDir string
-	// Plaintext serves without TLS, for local development only. Callers
-	// can then authenticate with JWTs only.
-	Plaintext bool
-	// TLSCert and TLSKey are the server's certificate and key (PEM). When
-	// empty, a development CA under DataDir/pki issues them, along with a
-	// certificate for each role.
+	// Dev serves TLS with the development PKI under DataDir/pki (a CA,
+	// the server's certificate and one per role) and accepts the tokens
+	// of its development issuer, for a lab. It excludes TLSCert.
+	Dev bool
+	// InsecurePlaintext serves without TLS, for local development only.
+	// Callers can then authenticate with JWTs of JWT's issuer only; the
+	// server sets up no development issuer and no agent-token key.
+	InsecurePlaintext bool
+	// TLSCert and TLSKey are the server's certificate and key (PEM); one
+	// of them, Dev or InsecurePlaintext is required.
 	TLSCert, TLSKey string
 	// ClientCA is the CA bundle (PEM) that client certificates must chain
-	// to. Empty with the development PKI means its CA; empty with TLSCert
-	// set means client certificates are not accepted.
+	// to. Empty with Dev means the development CA; empty with TLSCert set
+	// means client certificates are not accepted.
 	ClientCA string
 	// TrustDomain is the SPIFFE trust domain of client certificates.
 	TrustDomain string
@@ -74,8 +77,8 @@ type Config struct {
 	JWT *authn.JWTConfig
 	// AgentTokenKey is the ECDSA P-256 key (PEM) that signs the agent
 	// tokens of booting machines; every replica needs the same one. Empty
-	// with the development PKI means <DataDir>/pki/agent-token.key, created
-	// if missing; empty otherwise means no agent tokens are issued.
+	// with Dev means <DataDir>/pki/agent-token.key, created if missing;
+	// empty otherwise means no agent tokens are issued.
 	AgentTokenKey string
 	// AgentTokenTTL is how long an agent token is valid; 0 means
 	// pki.DefaultAgentTokenTTL.
@@ -109,12 +112,7 @@ func (c *Config) Validate() error {
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		errs = append(errs, errors.New("tls-cert and tls-key: give both or neither"))
 	}
-	if c.Plaintext && (c.TLSCert != "" || c.ClientCA != "") {
-		errs = append(errs, errors.New("plaintext: cannot be combined with tls-cert or client-ca"))
-	}
-	if c.TLSCert == "" && !c.Plaintext && c.DataDir == "" {
-		errs = append(errs, errors.New("data-dir: required for the development PKI when no tls-cert is given"))
-	}
+	errs = append(errs, c.validateMode()...)
 	if c.JWT != nil {
 		if err := c.JWT.Validate(); err != nil {
 			errs = append(errs, fmt.Errorf("jwt: %w", err))
@@ -124,6 +122,28 @@ func (c *Config) Validate() error {
 		errs = append(errs, errors.New("durations must not be negative"))
 	}
 	return errors.Join(errs...)
+}
+
+// validateMode checks that exactly one way of serving is chosen: a TLS
+// certificate, the development PKI (Dev) or no TLS (InsecurePlaintext).
+func (c *Config) validateMode() []error {
+	var errs []error
+	switch {
+	case c.Dev && c.InsecurePlaintext:
+		errs = append(errs, errors.New("dev and insecure-plaintext: choose one; --dev serves TLS with the development PKI"))
+	case c.Dev && (c.TLSCert != "" || c.TLSKey != ""):
+		errs = append(errs, errors.New("dev: cannot be combined with tls-cert or tls-key; --dev uses the development PKI's server certificate"))
+	case c.InsecurePlaintext && (c.TLSCert != "" || c.TLSKey != "" || c.ClientCA != ""):
+		errs = append(errs, errors.New("insecure-plaintext: cannot be combined with tls-cert, tls-key or client-ca"))
+	case !c.Dev && !c.InsecurePlaintext && c.TLSCert == "" && c.TLSKey == "":
+		errs = append(errs, errors.New("no TLS certificate: give --tls-cert and --tls-key, "+
+			"or --dev for the development PKI and token issuer in <data-dir>/pki (a lab), "+
+			"or --insecure-plaintext to serve without TLS (local development only)"))
+	}
+	if c.Dev && c.DataDir == "" {
+		errs = append(errs, errors.New("data-dir: required for the development PKI of --dev"))
+	}
+	return errs
 }
 
 // ServiceNames are the fully-qualified names of the Carbide services.
@@ -176,7 +196,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	if tlsConfig == nil {
 		protocols.SetUnencryptedHTTP2(true)
 		scheme = "http"
-		logger.Warn("serving without TLS (--plaintext): for local development only; client certificates cannot be used")
+		logger.Warn("serving without TLS (--insecure-plaintext): for local development only; client certificates cannot be used")
 	} else {
 		lis = tls.NewListener(lis, tlsConfig)
 	}

@@ -79,7 +79,7 @@ type envOptions struct {
 // newEnvWith is newEnv with options.
 func newEnvWith(t testing.TB, kind, protocol string, opts envOptions) *env {
 	t.Helper()
-	cfg := Config{DataDir: t.TempDir()}
+	cfg := Config{DataDir: t.TempDir(), Dev: true}
 	if opts.configure != nil {
 		opts.configure(&cfg)
 	}
