@@ -586,7 +586,7 @@ func TestServingModeIsExplicit(t *testing.T) {
 		args []string
 		want []string
 	}{
-		"no certificate": {nil, []string{"no TLS certificate", "--tls-cert", "--dev", "--insecure-plaintext"}},
+		"no certificate":  {nil, []string{"no TLS certificate", "--tls-cert", "--dev", "--insecure-plaintext"}},
 		"old --plaintext": {[]string{"--plaintext"}, []string{"--plaintext was renamed --insecure-plaintext", "--dev"}},
 		"dev and a certificate": {[]string{"--dev", "--tls-cert", "server.crt", "--tls-key", "server.key"},
 			[]string{"dev: cannot be combined with tls-cert"}},
