@@ -7,16 +7,21 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"compress/gzip"
 	"context"
 	"crypto/tls"
 	"database/sql"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
+	neturl "net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -35,6 +40,7 @@ import (
 	watchv1 "github.com/carbide-dev/carbide/gen/carbide/watch/v1"
 	"github.com/carbide-dev/carbide/gen/carbide/watch/v1/watchv1connect"
 	_ "github.com/jackc/pgx/v5/stdlib"
+	"google.golang.org/protobuf/proto"
 )
 
 var apiBinary string
@@ -651,4 +657,213 @@ func TestServingModeIsExplicit(t *testing.T) {
 			t.Errorf("--insecure-plaintext set up a token issuer:\n%s", api.log)
 		}
 	})
+}
+
+// TestRequestSizeLimit sends requests over --max-request-bytes (4 MiB by
+// default) to the carbide-api process: a 64 MiB body and a 1 MiB gzip body
+// that inflates to 1 GiB, over Connect and gRPC, with and without
+// credentials. Each is refused with ResourceExhausted naming the limit and
+// its flag, counted in carbide_api_limit_hits_total, and the process's peak
+// resident memory grows by less than the limit.
+func TestRequestSizeLimit(t *testing.T) {
+	t.Parallel()
+	const limit = 4 << 20
+	api := startAPI(t, t.TempDir())
+	admin := api.client(t)
+	anonymous := api.client(t)
+	anonymous.Transport.(*http.Transport).TLSClientConfig.Certificates = nil
+
+	plain := make([]byte, 64<<20)
+	var bomb bytes.Buffer
+	zw := gzip.NewWriter(&bomb)
+	zeros := make([]byte, 1<<20)
+	for range 1 << 10 {
+		zw.Write(zeros)
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("the gzip body holding 1 GiB is %d bytes", bomb.Len())
+
+	// Normal work first, so that the peak below is the server's working
+	// size: valid requests just under the limit to the same procedure,
+	// over both protocols, plain and gzip-encoded.
+	near, err := proto.Marshal(&networkv1.ListSegmentsRequest{PageToken: strings.Repeat("a", limit-1024)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var nearGzip bytes.Buffer
+	zw = gzip.NewWriter(&nearGzip)
+	zw.Write(near)
+	zw.Close()
+	const procedure = "/carbide.network.v1.SegmentService/ListSegments"
+	// The working size is the peak once it stops growing: rounds of such
+	// requests until three in a row leave it where it was.
+	peak, steady := int64(0), 0
+	for round := 0; steady < 3; round++ {
+		if round == 40 {
+			t.Fatalf("the peak resident memory still grows after %d rounds of requests under the limit: %d KiB", round, peak)
+		}
+		for _, protocol := range []string{"connect", "grpc"} {
+			for _, gzipped := range []bool{false, true} {
+				data := near
+				if gzipped {
+					data = nearGzip.Bytes()
+				}
+				if code, msg := rawCall(t, admin, api.url()+procedure, protocol, data, gzipped); code == "resource_exhausted" {
+					t.Fatalf("a request just under the limit (%s, gzip %v): %s %s", protocol, gzipped, code, msg)
+				}
+			}
+		}
+		if hwm := procStatus(t, api.cmd.Process.Pid)["VmHWM"]; hwm > peak {
+			peak, steady = hwm, 0
+		} else {
+			steady++
+		}
+	}
+	before := procStatus(t, api.cmd.Process.Pid)
+
+	// Twice, to see that nothing accumulates.
+	for range 2 {
+		for _, caller := range []struct {
+			name string
+			hc   *http.Client
+		}{{"admin", admin}, {"anonymous", anonymous}} {
+			for _, protocol := range []string{"connect", "grpc"} {
+				for _, body := range []struct {
+					name    string
+					data    []byte
+					gzipped bool
+				}{{"64 MiB", plain, false}, {"gzip of 1 GiB", bomb.Bytes(), true}} {
+					code, msg := rawCall(t, caller.hc, api.url()+procedure, protocol, body.data, body.gzipped)
+					if code != "resource_exhausted" || !strings.Contains(msg, "4194304 bytes (4 MiB)") || !strings.Contains(msg, "--max-request-bytes") {
+						t.Errorf("%s, %s, %s: %s %q; want resource_exhausted naming the limit and --max-request-bytes",
+							caller.name, protocol, body.name, code, msg)
+					}
+				}
+			}
+		}
+	}
+	after := procStatus(t, api.cmd.Process.Pid)
+	t.Logf("carbide-api peak resident memory: %d KiB after normal work, %d KiB after the oversized requests", before["VmHWM"], after["VmHWM"])
+	if grown := (after["VmHWM"] - before["VmHWM"]) << 10; grown >= limit {
+		t.Errorf("the oversized requests raised the peak resident memory by %d bytes; want less than the limit, %d", grown, limit)
+	}
+	if got := scrape(t, admin, api.url(), `carbide_api_limit_hits_total{limit="request_bytes"}`); got != 16 {
+		t.Errorf(`carbide_api_limit_hits_total{limit="request_bytes"} = %v, want 16`, got)
+	}
+}
+
+// rawCall sends body as the request message of procedure over protocol
+// ("connect" or "grpc"), gzip-encoded if gzipped says so, and returns the
+// error code and message of the answer ("ok" if none).
+func rawCall(t *testing.T, hc *http.Client, url, protocol string, body []byte, gzipped bool) (code, msg string) {
+	t.Helper()
+	if protocol == "grpc" {
+		prefix := []byte{0, 0, 0, 0, 0}
+		if gzipped {
+			prefix[0] = 1
+		}
+		binary.BigEndian.PutUint32(prefix[1:], uint32(len(body)))
+		body = append(prefix, body...)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	switch protocol {
+	case "connect":
+		req.Header.Set("Content-Type", "application/proto")
+		req.Header.Set("Connect-Protocol-Version", "1")
+		if gzipped {
+			req.Header.Set("Content-Encoding", "gzip")
+		}
+	case "grpc":
+		req.Header.Set("Content-Type", "application/grpc")
+		req.Header.Set("Te", "trailers")
+		if gzipped {
+			req.Header.Set("Grpc-Encoding", "gzip")
+		}
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		t.Fatalf("%s call: %v", protocol, err)
+	}
+	defer resp.Body.Close()
+	answer, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("%s call: read the answer: %v", protocol, err)
+	}
+	if protocol == "connect" {
+		if resp.StatusCode == http.StatusOK {
+			return "ok", ""
+		}
+		var e struct{ Code, Message string }
+		if err := json.Unmarshal(answer, &e); err != nil {
+			t.Fatalf("connect error body %q: %v", answer, err)
+		}
+		return e.Code, e.Message
+	}
+	status := resp.Trailer.Get("Grpc-Status")
+	if status == "" {
+		status = resp.Header.Get("Grpc-Status")
+	}
+	message := resp.Trailer.Get("Grpc-Message")
+	if message == "" {
+		message = resp.Header.Get("Grpc-Message")
+	}
+	n, err := strconv.Atoi(status)
+	if err != nil {
+		t.Fatalf("gRPC answer without a status (HTTP %d)", resp.StatusCode)
+	}
+	message, _ = neturl.PathUnescape(message)
+	if n == 0 {
+		return "ok", ""
+	}
+	return connect.Code(n).String(), message
+}
+
+// procStatus reads the kB fields of /proc/<pid>/status (VmRSS, VmHWM...).
+func procStatus(t *testing.T, pid int) map[string]int64 {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]int64{}
+	for _, line := range strings.Split(string(b), "\n") {
+		name, value, ok := strings.Cut(line, ":")
+		if f := strings.Fields(value); ok && len(f) == 2 && f[1] == "kB" {
+			n, _ := strconv.ParseInt(f[0], 10, 64)
+			out[name] = n
+		}
+	}
+	return out
+}
+
+// scrape returns the value of one sample of the API's /metrics.
+func scrape(t *testing.T, hc *http.Client, base, sample string) float64 {
+	t.Helper()
+	resp, err := hc.Get(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, sample+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("%s: %v", line, err)
+			}
+			return f
+		}
+	}
+	t.Fatalf("/metrics has no %s", sample)
+	return 0
 }

@@ -73,6 +73,10 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	jwtAlgs := fs.String("jwt-algorithms", "", "comma-separated signature algorithms to accept (default: RS*, PS*, ES*, EdDSA; never none or HS*)")
 	fs.StringVar(&cfg.AgentTokenKey, "agent-token-key", "", "ECDSA P-256 key (PEM) that signs the agent tokens of booting machines, the same on every replica; defaults to one in <data-dir>/pki with --dev; otherwise empty issues no agent tokens")
 	fs.DurationVar(&cfg.AgentTokenTTL, "agent-token-ttl", pki.DefaultAgentTokenTTL, "how long an agent token is valid")
+	fs.Int64Var(&cfg.MaxRequestBytes, "max-request-bytes", apiserver.DefaultMaxRequestBytes, "largest request message, after decompression, and request body; a larger one gets resource_exhausted")
+	fs.DurationVar(&cfg.ReadTimeout, "read-timeout", apiserver.DefaultReadTimeout, "how long a request may take to arrive (streams excepted)")
+	fs.DurationVar(&cfg.WriteTimeout, "write-timeout", apiserver.DefaultWriteTimeout, "how long a call may take to answer (streams such as Watch excepted)")
+	fs.DurationVar(&cfg.IdleTimeout, "idle-timeout", apiserver.DefaultIdleTimeout, "how long a connection may stay open without a call")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	fs.Usage = func() {

@@ -88,6 +88,13 @@ type Config struct {
 	ChangeRetention time.Duration
 	// ShutdownTimeout bounds graceful shutdown; 0 means 15 seconds.
 	ShutdownTimeout time.Duration
+	// MaxRequestBytes bounds each request message after decompression,
+	// and each request body as sent; 0 means DefaultMaxRequestBytes.
+	MaxRequestBytes int64
+	// ReadTimeout and WriteTimeout bound reading a request and writing
+	// its response (streams excepted); IdleTimeout closes a connection
+	// without requests. 0 means the Default* value.
+	ReadTimeout, WriteTimeout, IdleTimeout time.Duration
 	// Ready, if set, receives the bound address once the server accepts
 	// connections (useful with port 0).
 	Ready func(addr net.Addr)
@@ -118,8 +125,12 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("jwt: %w", err))
 		}
 	}
-	if c.ChangeRetention < 0 || c.ShutdownTimeout < 0 || c.AgentTokenTTL < 0 {
+	if c.ChangeRetention < 0 || c.ShutdownTimeout < 0 || c.AgentTokenTTL < 0 ||
+		c.ReadTimeout < 0 || c.WriteTimeout < 0 || c.IdleTimeout < 0 {
 		errs = append(errs, errors.New("durations must not be negative"))
+	}
+	if c.MaxRequestBytes < 0 || c.MaxRequestBytes > 1<<30 {
+		errs = append(errs, errors.New("max-request-bytes: give 0 (the default, 4 MiB) up to 1073741824 (1 GiB)"))
 	}
 	return errors.Join(errs...)
 }
@@ -181,7 +192,8 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		return err
 	}
 	stopping := make(chan struct{})
-	handler, health, err := newHandler(st, auth.Agents, logger, stopping)
+	lim := newLimits(cfg)
+	handler, health, err := newHandler(st, auth.Agents, logger, stopping, lim)
 	if err != nil {
 		return err
 	}
@@ -205,7 +217,11 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		Protocols:         protocols,
 		TLSConfig:         tlsConfig,
 		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+		// Read and write deadlines are set per request (see limits):
+		// streams must outlive them.
+		IdleTimeout: lim.idleTimeout,
+		ConnState:   lim.ConnState,
+		ErrorLog:    slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
 
 	g.Go(func() error {
@@ -251,7 +267,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 // the client accepts compression.
 const compressMinBytes = 4096
 
-func newHandler(st *store.Store, tokens *pki.AgentTokens, logger *slog.Logger, stopping <-chan struct{}) (http.Handler, *grpchealth.StaticChecker, error) {
+func newHandler(st *store.Store, tokens *pki.AgentTokens, logger *slog.Logger, stopping <-chan struct{}, lim *limits) (http.Handler, *grpchealth.StaticChecker, error) {
 	validator, err := protovalidate.New()
 	if err != nil {
 		return nil, nil, fmt.Errorf("build request validator: %w", err)
@@ -259,7 +275,8 @@ func newHandler(st *store.Store, tokens *pki.AgentTokens, logger *slog.Logger, s
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := interceptor.NewMetrics(reg)
-	opts := connect.WithHandlerOptions(
+	reg.MustRegister(lim.hits)
+	opts := connect.WithHandlerOptions(append(lim.handlerOptions(),
 		connect.WithInterceptors(
 			metrics.Interceptor(logger),
 			audit.Interceptor(st, logger),
@@ -275,7 +292,7 @@ func newHandler(st *store.Store, tokens *pki.AgentTokens, logger *slog.Logger, s
 			logger.ErrorContext(ctx, "handler panicked", "procedure", spec.Procedure, "panic", p, "stack", string(debug.Stack()))
 			return connect.NewError(connect.CodeInternal, errors.New("internal error; the API server log has the details"))
 		}),
-	)
+	)...)
 
 	mux := http.NewServeMux()
 	mux.Handle(machinev1connect.NewMachineServiceHandler(machines.NewService(st), opts))
@@ -298,7 +315,7 @@ func newHandler(st *store.Store, tokens *pki.AgentTokens, logger *slog.Logger, s
 	mux.Handle(grpcreflect.NewHandlerV1(reflector, opts))
 	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector, opts))
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	return mux, health, nil
+	return lim.Middleware(mux), health, nil
 }
 
 // pruneChanges deletes change-log entries older than retention, hourly.

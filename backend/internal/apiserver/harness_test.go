@@ -103,7 +103,7 @@ func newEnvWith(t testing.TB, kind, protocol string, opts envOptions) *env {
 		t.Fatal(err)
 	}
 	stopping := make(chan struct{})
-	handler, _, err := newHandler(st, auth.Agents, logger, stopping)
+	handler, _, err := newHandler(st, auth.Agents, logger, stopping, newLimits(cfg))
 	if err != nil {
 		t.Fatal(err)
 	}
