@@ -85,6 +85,7 @@ func parseFlags(args []string, lookupEnv func(string) (string, bool), stderr io.
 	fs.StringVar(&cfg.TFTPListen, "tftp-listen", cfg.TFTPListen, "host:port of the TFTP server; empty: off")
 	fs.StringVar(&cfg.TFTPRoot, "tftp-root", cfg.TFTPRoot, "directory served over TFTP (Debian's ipxe package puts undionly.kpxe, ipxe.efi and snponly.efi in /usr/lib/ipxe)")
 	fs.DurationVar(&cfg.TFTPTimeout, "tftp-timeout", cfg.TFTPTimeout, "how long a TFTP transfer waits for each acknowledgement before it sends again (5 tries)")
+	fs.IntVar(&cfg.TFTPMaxTransfers, "tftp-max-transfers", cfg.TFTPMaxTransfers, "most TFTP transfers in progress at once; more are refused with an error packet, and the client tries again")
 	fs.StringVar(&cfg.DiscoveryKernel, "discovery-kernel", cfg.DiscoveryKernel, "kernel of the discovery image: a path under --artifacts-dir or an http(s) URL")
 	fs.StringVar(&cfg.DiscoveryInitrd, "discovery-initrd", cfg.DiscoveryInitrd, "initrd of the discovery image: a path under --artifacts-dir or an http(s) URL")
 	fs.StringVar(&cfg.DiscoveryKernelArgs, "discovery-kernel-args", cfg.DiscoveryKernelArgs, "extra kernel arguments of the discovery image, separated by spaces")

@@ -44,6 +44,9 @@ type Config struct {
 	// TFTPTimeout is how long a TFTP transfer waits for each
 	// acknowledgement before it sends again.
 	TFTPTimeout time.Duration
+	// TFTPMaxTransfers is the most TFTP transfers in progress at once;
+	// more are refused with an error packet.
+	TFTPMaxTransfers int
 
 	// DiscoveryKernel and DiscoveryInitrd are the discovery image: paths
 	// under ArtifactsDir (served at <public-url>/artifacts/<path>) or
@@ -78,6 +81,7 @@ func DefaultConfig() Config {
 		TFTPListen:          ":69",
 		TFTPRoot:            "/usr/lib/ipxe",
 		TFTPTimeout:         5 * time.Second,
+		TFTPMaxTransfers:    64,
 		DiscoveryKernel:     "scout/vmlinuz",
 		DiscoveryInitrd:     "scout/scout.cpio.gz",
 		DiscoveryKernelArgs: "console=ttyS0,115200 console=tty0",
@@ -135,6 +139,9 @@ func (c *Config) Validate() error {
 	}
 	if c.TFTPTimeout < time.Second {
 		add("tftp-timeout: %s; give at least 1s", c.TFTPTimeout)
+	}
+	if c.TFTPMaxTransfers < 1 {
+		add("tftp-max-transfers: %d; give at least 1", c.TFTPMaxTransfers)
 	}
 
 	for _, f := range []struct{ flag, value string }{

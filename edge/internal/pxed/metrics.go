@@ -26,6 +26,7 @@ const (
 	tftpFailed       = "failed"        // the transfer broke off (timeout, client error)
 	tftpSizeProbe    = "size_probe"    // the client asked for the size only and ended the transfer
 	tftpWriteRefused = "write_refused" // a write request
+	tftpBusy         = "busy"          // refused: --tftp-max-transfers in progress
 )
 
 // Boot scripts served: the action label of carbide_pxe_scripts_total.
@@ -77,7 +78,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		}, []string{"code"}),
 		tftpTransfers: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "carbide_pxe_tftp_transfers_total",
-			Help: "TFTP requests, by result (ok, not_found, invalid, denied, failed, write_refused).",
+			Help: "TFTP requests, by result (ok, not_found, invalid, denied, failed, size_probe, write_refused, busy: refused while --tftp-max-transfers were in progress).",
 		}, []string{"result"}),
 		tftpBytes: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "carbide_pxe_tftp_bytes_total",
@@ -104,7 +105,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	for _, a := range []string{scriptDiscovery, scriptLocalDisk, scriptUnknown} {
 		m.scripts.WithLabelValues(a)
 	}
-	for _, r := range []string{tftpOK, tftpNotFound, tftpFailed, tftpSizeProbe, tftpWriteRefused} {
+	for _, r := range []string{tftpOK, tftpNotFound, tftpFailed, tftpSizeProbe, tftpWriteRefused, tftpBusy} {
 		m.tftpTransfers.WithLabelValues(r)
 	}
 	return m, nil

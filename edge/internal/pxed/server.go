@@ -113,7 +113,7 @@ func (c *Config) run(ctx context.Context, logger *slog.Logger, ready func(Addrs)
 	}
 	var tftpServer *tftp.Server
 	if tftpConn != nil {
-		th := NewTFTPHandler(tftpRoot, m, logger)
+		th := NewTFTPHandler(tftpRoot, c.TFTPMaxTransfers, m, logger)
 		tftpServer = tftp.NewServer(th.Read, th.Write)
 		tftpServer.SetTimeout(c.TFTPTimeout)
 	}
