@@ -93,6 +93,7 @@ func parseFlags(args []string, lookupEnv func(string) (string, bool), stderr io.
 	fs.StringVar(&cfg.AgentAPIURL, "agent-api-url", "", "API URL handed to the discovery agent, as booted machines reach it; empty: --api-url")
 	fs.StringVar(&cfg.AgentCAFile, "agent-ca-file", "", "CA bundle (PEM) handed to the discovery agent; empty: the CA the daemon trusts for the API (--ca, or ca.crt in --pki-dir)")
 	fs.StringVar(&cfg.MetricsListen, "metrics-listen", cfg.MetricsListen, "host:port of the Prometheus /metrics and /healthz endpoint; empty: off")
+	cfg.MetricsTimeouts.AddFlags(fs, "metrics-", "how long a scrape of the Prometheus endpoint may take to write")
 	logFlags := daemon.AddLogFlags(fs, "log level: debug, info (every request and transfer), warn or error")
 	if err := daemon.Parse(fs, "CARBIDE_PXE_", args, lookupEnv); err != nil {
 		return nil, nil, err

@@ -36,6 +36,9 @@ type Config struct {
 	// ArtifactsDir is the directory served under /artifacts/ (kernels,
 	// initrds); "" serves none.
 	ArtifactsDir string
+	// HTTPTimeouts bound the HTTP server's connections; its write timeout
+	// is how long a response may go without sending (see httpChunk).
+	HTTPTimeouts daemon.HTTPTimeouts
 
 	// TFTPListen is the host:port of the TFTP server; "" turns it off.
 	TFTPListen string
@@ -69,6 +72,8 @@ type Config struct {
 	// MetricsListen is the host:port of the Prometheus endpoint; "" turns
 	// it off.
 	MetricsListen string
+	// MetricsTimeouts bound the connections of the Prometheus endpoint.
+	MetricsTimeouts daemon.HTTPTimeouts
 }
 
 // DefaultConfig returns the defaults; only the credentials are left to
@@ -78,6 +83,7 @@ func DefaultConfig() Config {
 		APIConfig:           daemon.DefaultAPIConfig(),
 		HTTPListen:          ":8080",
 		ArtifactsDir:        "/var/lib/carbide/artifacts",
+		HTTPTimeouts:        daemon.HTTPTimeouts{Write: 30 * time.Second, Idle: 2 * time.Minute},
 		TFTPListen:          ":69",
 		TFTPRoot:            "/usr/lib/ipxe",
 		TFTPTimeout:         5 * time.Second,
@@ -87,6 +93,7 @@ func DefaultConfig() Config {
 		DiscoveryKernelArgs: "console=ttyS0,115200 console=tty0",
 		RetryInterval:       10 * time.Second,
 		MetricsListen:       "127.0.0.1:9168",
+		MetricsTimeouts:     daemon.DefaultMetricsTimeouts(),
 	}
 }
 
@@ -118,6 +125,7 @@ func (c *Config) Validate() error {
 	} else if err := daemon.CheckListen(c.HTTPListen); err != nil {
 		add("http-listen: %w", err)
 	}
+	errs = append(errs, c.HTTPTimeouts.Check("http-")...)
 	if c.PublicURL != "" {
 		if err := checkPublicURL(c.PublicURL); err != nil {
 			add("public-url: %w", err)
@@ -192,6 +200,7 @@ func (c *Config) Validate() error {
 		if err := daemon.CheckListen(c.MetricsListen); err != nil {
 			add("metrics-listen: %w", err)
 		}
+		errs = append(errs, c.MetricsTimeouts.Check("metrics-")...)
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("invalid configuration: %w", err)

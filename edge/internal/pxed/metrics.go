@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/carbide-dev/carbide/edge/internal/daemon"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -50,6 +51,7 @@ type Metrics struct {
 	tftpTransfers *prometheus.CounterVec
 	tftpBytes     prometheus.Counter
 	tftpSeconds   prometheus.Histogram
+	httpTimeouts  *prometheus.CounterVec
 }
 
 // NewMetrics creates the metrics and registers them with reg.
@@ -84,6 +86,8 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Name: "carbide_pxe_tftp_bytes_total",
 			Help: "Bytes of file data sent over TFTP.",
 		}),
+		httpTimeouts: daemon.NewTimeoutCounter("carbide_pxe_http_timeouts_total",
+			"HTTP connections closed for idling longer than --http-idle-timeout (idle), and responses cut off after --http-write-timeout without progress (write)."),
 		tftpSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "carbide_pxe_tftp_transfer_seconds",
 			Help:    "Duration of successful TFTP transfers.",
@@ -92,7 +96,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	}
 	var errs []error
 	for _, c := range []prometheus.Collector{m.httpRequests, m.httpSeconds, m.httpBytes, m.scripts,
-		m.apiErrors, m.tftpTransfers, m.tftpBytes, m.tftpSeconds} {
+		m.apiErrors, m.tftpTransfers, m.tftpBytes, m.tftpSeconds, m.httpTimeouts} {
 		if err := reg.Register(c); err != nil {
 			errs = append(errs, err)
 		}
