@@ -80,6 +80,7 @@ func parseFlags(args []string, lookupEnv func(string) (string, bool), stderr io.
 	cfg := pxed.DefaultConfig()
 	cfg.APIConfig.AddFlags(fs, pxed.Role, "a request whose call fails gets 503 with Retry-After, and iPXE asks again")
 	fs.StringVar(&cfg.HTTPListen, "http-listen", cfg.HTTPListen, "host:port of the HTTP server (scripts, agent configuration, artifacts, cloud-init)")
+	cfg.HTTPTimeouts.AddFlags(fs, "http-", "how long an HTTP response may go without progress (each MiB of an artifact must go out within it)")
 	fs.StringVar(&cfg.PublicURL, "public-url", "", "base `URL` machines reach the HTTP server at, placed into the scripts (e.g. http://10.0.0.1:8080); empty: http://<Host header of the request>")
 	fs.StringVar(&cfg.ArtifactsDir, "artifacts-dir", cfg.ArtifactsDir, "directory served under /artifacts/ (the discovery kernel and initrd); empty: none")
 	fs.StringVar(&cfg.TFTPListen, "tftp-listen", cfg.TFTPListen, "host:port of the TFTP server; empty: off")
