@@ -117,16 +117,13 @@ func (l *limits) Middleware(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		rs := &requestState{rc: http.NewResponseController(w)}
-		// Errors mean the connection cannot take deadlines (only in
-		// tests with a recording writer); the server's timeouts remain.
+		// An error means the writer takes no deadlines: a test's
+		// recorder, never the server's connections.
 		_ = rs.rc.SetReadDeadline(start.Add(l.readTimeout))
 		_ = rs.rc.SetWriteDeadline(start.Add(l.writeTimeout))
-		body := &limitedBody{body: r.Body, left: bodyLimit(r, l.maxBytes), limits: l}
-		if r.ContentLength > body.left {
-			// Refused before a byte of it is read.
-			body.err = l.tooLarge()
-		}
-		r.Body = body
+		limit := bodyLimit(r, l.maxBytes)
+		// A body announced larger is refused before a byte of it is read.
+		r.Body = &limitedBody{body: r.Body, left: limit, announcedTooLarge: r.ContentLength > limit, limits: l}
 		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), requestStateKey{}, rs)))
 		if !rs.stream && time.Since(start) > l.writeTimeout {
 			l.hits.WithLabelValues(limitWriteTimeout).Inc()
@@ -194,14 +191,18 @@ func (streamDeadlines) WrapStreamingHandler(next connect.StreamingHandlerFunc) c
 // limitedBody is a request body that fails with ResourceExhausted beyond
 // its limit, and counts a read that times out.
 type limitedBody struct {
-	body     io.ReadCloser
-	left     int64
-	err      error
-	timedOut bool
-	limits   *limits
+	body              io.ReadCloser
+	left              int64
+	announcedTooLarge bool
+	err               error
+	timedOut          bool
+	limits            *limits
 }
 
 func (b *limitedBody) Read(p []byte) (int, error) {
+	if b.announcedTooLarge && b.err == nil {
+		b.err = b.limits.tooLarge()
+	}
 	if b.err != nil {
 		return 0, b.err
 	}
