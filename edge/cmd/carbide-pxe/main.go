@@ -40,8 +40,8 @@ machine that boots it asks the Carbide API (carbide.boot.v1.BootService)
 what the machine boots, so any number of replicas agree.
 
 TFTP (--tftp-listen, UDP port 69; needs root or CAP_NET_BIND_SERVICE)
-serves the files under --tftp-root read-only, with the blksize and tsize
-options: the iPXE binaries carbide-dhcp names (undionly.kpxe, snponly.efi).
+serves the files under --tftp-root read-only, at most --tftp-max-transfers
+at a time, with the blksize and tsize options: the iPXE binaries carbide-dhcp names (undionly.kpxe, snponly.efi).
 
 HTTP (--http-listen) serves:
   /ipxe/<mac>                   the machine's iPXE script
