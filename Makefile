@@ -13,7 +13,7 @@ PKGS := $(addprefix ./,$(addsuffix /...,$(MODULES)))
 .PHONY: run test tools generate check-generated lint breaking script-test go-test bench bench-boot scout bench-dhcp
 
 run:
-	go run ./backend/cmd/carbide-api
+	go run ./backend/cmd/carbide-api --dev
 
 test: check-generated lint breaking script-test go-test
 

@@ -198,7 +198,7 @@ func (l *lab) startDaemons(t testing.TB, image string) {
 	u.Host = forwardInto(t, l.ns, u.Host)
 
 	dataDir := t.TempDir()
-	startProc(t, l.ns, "carbide-api", bins.api, "--listen", labAPI, "--data-dir", dataDir, "--database-url", u.String()).
+	startProc(t, l.ns, "carbide-api", bins.api, "--dev", "--listen", labAPI, "--data-dir", dataDir, "--database-url", u.String()).
 		waitOutput(t, listening, time.Minute)
 	pkiDir := filepath.Join(dataDir, "pki")
 	l.client = labClient(t, l.ns, pkiDir)

@@ -173,12 +173,13 @@ type api struct {
 
 var listening = regexp.MustCompile(`msg="carbide-api listening" address=(\S+)`)
 
-// startAPI starts carbide-api on the host's 127.0.0.1 with its embedded
-// store, or on PostgreSQL when dbURL is set, and returns an admin client.
+// startAPI starts carbide-api --dev on the host's 127.0.0.1 with its
+// embedded store, or on PostgreSQL when dbURL is set, and returns an admin
+// client.
 func startAPI(t *testing.T, dbURL string) *api {
 	t.Helper()
 	dataDir := t.TempDir()
-	args := []string{bins.api, "--listen", "127.0.0.1:0", "--data-dir", dataDir}
+	args := []string{bins.api, "--dev", "--listen", "127.0.0.1:0", "--data-dir", dataDir}
 	if dbURL != "" {
 		args = append(args, "--database-url", dbURL)
 	}

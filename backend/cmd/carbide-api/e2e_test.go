@@ -7,16 +7,21 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"compress/gzip"
 	"context"
 	"crypto/tls"
 	"database/sql"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
+	neturl "net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -36,6 +41,7 @@ import (
 	"github.com/carbide-dev/carbide/gen/carbide/watch/v1/watchv1connect"
 	"github.com/carbide-dev/carbide/sdk/testsecret"
 	_ "github.com/jackc/pgx/v5/stdlib"
+	"google.golang.org/protobuf/proto"
 )
 
 var apiBinary string
@@ -98,10 +104,16 @@ func (s *syncBuffer) String() string {
 
 var listening = regexp.MustCompile(`msg="carbide-api listening" address=(\S+)`)
 
-// startAPI starts carbide-api on a free port with its data (and
+// startAPI starts carbide-api --dev on a free port with its data (and
 // development PKI) in dataDir and the given flags, and waits until it
 // serves. It is stopped at cleanup.
 func startAPI(t *testing.T, dataDir string, args ...string) *apiProc {
+	t.Helper()
+	return startAPIArgs(t, dataDir, append([]string{"--dev"}, args...)...)
+}
+
+// startAPIArgs is startAPI without --dev: args choose how it serves.
+func startAPIArgs(t *testing.T, dataDir string, args ...string) *apiProc {
 	t.Helper()
 	cmd := exec.Command(apiBinary, append([]string{"--listen", "127.0.0.1:0", "--data-dir", dataDir}, args...)...)
 	stderr, err := cmd.StderrPipe()
@@ -588,4 +600,293 @@ func TestDevCertForAgent(t *testing.T) {
 		m.GetInventory().GetSystem().GetSerial() != "SN-1" || m.GetHardwareId() != "serial:SN-1" {
 		t.Errorf("after the report: %v", m)
 	}
+}
+
+// TestServingModeIsExplicit checks that the development PKI and token
+// issuer come only with --dev: without a certificate, --dev or
+// --insecure-plaintext the server refuses to start and says what to pass;
+// the old --plaintext is refused with a message naming the new flags;
+// contradictory flags are refused; and --insecure-plaintext issues nothing,
+// so a token of a development issuer left in the data directory is refused.
+func TestServingModeIsExplicit(t *testing.T) {
+	t.Parallel()
+	refused := map[string]struct {
+		args []string
+		want []string
+	}{
+		"no certificate":  {nil, []string{"no TLS certificate", "--tls-cert", "--dev", "--insecure-plaintext"}},
+		"old --plaintext": {[]string{"--plaintext"}, []string{"--plaintext was renamed --insecure-plaintext", "--dev"}},
+		"dev and a certificate": {[]string{"--dev", "--tls-cert", "server.crt", "--tls-key", "server.key"},
+			[]string{"dev: cannot be combined with tls-cert"}},
+		"dev and plaintext": {[]string{"--dev", "--insecure-plaintext"}, []string{"dev and insecure-plaintext: choose one"}},
+		"plaintext and a client CA": {[]string{"--insecure-plaintext", "--client-ca", "ca.crt"},
+			[]string{"insecure-plaintext: cannot be combined"}},
+	}
+	for name, tc := range refused {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			dataDir := t.TempDir()
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, apiBinary, append([]string{"--listen", "127.0.0.1:0", "--data-dir", dataDir}, tc.args...)...)
+			out, err := cmd.CombinedOutput()
+			if err == nil || ctx.Err() != nil {
+				t.Fatalf("carbide-api %s started (%v); want a refusal\n%s", strings.Join(tc.args, " "), err, out)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(string(out), w) {
+					t.Errorf("carbide-api %s: output lacks %q:\n%s", strings.Join(tc.args, " "), w, out)
+				}
+			}
+			if _, err := os.Stat(filepath.Join(dataDir, "pki")); !os.IsNotExist(err) {
+				t.Errorf("a refused start left %s/pki behind (%v)", dataDir, err)
+			}
+		})
+	}
+
+	t.Run("insecure plaintext issues nothing", func(t *testing.T) {
+		t.Parallel()
+		// A development issuer from an earlier --dev run stays in the data
+		// directory; a plaintext server must not trust it.
+		dataDir := t.TempDir()
+		startAPI(t, dataDir).stop(t)
+		token := strings.TrimSpace(runTool(t, apiBinary, "dev-token", "--data-dir", dataDir, "--role", "admin"))
+		keyFile := filepath.Join(dataDir, "pki", pki.AgentTokenKeyFile)
+		if err := os.Remove(keyFile); err != nil {
+			t.Fatal(err)
+		}
+
+		api := startAPIArgs(t, dataDir, "--insecure-plaintext")
+		protocols := new(http.Protocols)
+		protocols.SetUnencryptedHTTP2(true)
+		hc := &http.Client{Transport: &http.Transport{Protocols: protocols}}
+		segments := networkv1connect.NewSegmentServiceClient(hc, "http://"+api.addr, connect.WithGRPC())
+		req := connect.NewRequest(&networkv1.ListSegmentsRequest{})
+		req.Header().Set("Authorization", "Bearer "+token)
+		_, err := segments.ListSegments(context.Background(), req)
+		if connect.CodeOf(err) != connect.CodeUnauthenticated {
+			t.Errorf("a development token against --insecure-plaintext: %v; want unauthenticated", err)
+		}
+		if _, err := os.Stat(keyFile); !os.IsNotExist(err) {
+			t.Errorf("--insecure-plaintext created the agent-token key %s (%v)", keyFile, err)
+		}
+		for _, want := range []string{"serving without TLS (--insecure-plaintext)", "no --agent-token-key"} {
+			if !strings.Contains(api.log.String(), want) {
+				t.Errorf("the log lacks %q:\n%s", want, api.log)
+			}
+		}
+		if strings.Contains(api.log.String(), "bearer tokens accepted") {
+			t.Errorf("--insecure-plaintext set up a token issuer:\n%s", api.log)
+		}
+	})
+}
+
+// TestRequestSizeLimit sends requests over --max-request-bytes (4 MiB by
+// default) to the carbide-api process: a 64 MiB body and a 1 MiB gzip body
+// that inflates to 1 GiB, over Connect and gRPC, with and without
+// credentials. Each is refused with ResourceExhausted naming the limit and
+// its flag, counted in carbide_api_limit_hits_total, and the process's peak
+// resident memory grows by less than the limit.
+func TestRequestSizeLimit(t *testing.T) {
+	t.Parallel()
+	const limit = 4 << 20
+	api := startAPI(t, t.TempDir())
+	admin := api.client(t)
+	anonymous := api.client(t)
+	anonymous.Transport.(*http.Transport).TLSClientConfig.Certificates = nil
+
+	plain := make([]byte, 64<<20)
+	var bomb bytes.Buffer
+	zw := gzip.NewWriter(&bomb)
+	zeros := make([]byte, 1<<20)
+	for range 1 << 10 {
+		zw.Write(zeros)
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("the gzip body holding 1 GiB is %d bytes", bomb.Len())
+
+	// Normal work first, so that the peak below is the server's working
+	// size: requests of exactly the limit to the same procedure, over
+	// both protocols, plain and gzip-encoded. (The field's tag and length
+	// take 5 bytes.)
+	near, err := proto.Marshal(&networkv1.ListSegmentsRequest{PageToken: strings.Repeat("a", limit-5)})
+	if err != nil || len(near) != limit {
+		t.Fatalf("a message of the limit: %d bytes, %v", len(near), err)
+	}
+	var nearGzip bytes.Buffer
+	zw = gzip.NewWriter(&nearGzip)
+	zw.Write(near)
+	zw.Close()
+	const procedure = "/carbide.network.v1.SegmentService/ListSegments"
+	// The working size is the peak once it stops growing: rounds of such
+	// requests until ten in a row leave it where it was.
+	peak, steady := int64(0), 0
+	for round := 0; steady < 10; round++ {
+		if round == 100 {
+			t.Fatalf("the peak resident memory still grows after %d rounds of requests under the limit: %d KiB", round, peak)
+		}
+		for _, protocol := range []string{"connect", "grpc"} {
+			for _, gzipped := range []bool{false, true} {
+				data := near
+				if gzipped {
+					data = nearGzip.Bytes()
+				}
+				if code, msg := rawCall(t, admin, api.url()+procedure, protocol, data, gzipped); code == "resource_exhausted" {
+					t.Fatalf("a request of the limit (%s, gzip %v): %s %s", protocol, gzipped, code, msg)
+				}
+			}
+		}
+		if hwm := procStatus(t, api.cmd.Process.Pid)["VmHWM"]; hwm > peak {
+			peak, steady = hwm, 0
+		} else {
+			steady++
+		}
+	}
+	before := procStatus(t, api.cmd.Process.Pid)
+
+	// Twice, to see that nothing accumulates.
+	for range 2 {
+		for _, caller := range []struct {
+			name string
+			hc   *http.Client
+		}{{"admin", admin}, {"anonymous", anonymous}} {
+			for _, protocol := range []string{"connect", "grpc"} {
+				for _, body := range []struct {
+					name    string
+					data    []byte
+					gzipped bool
+				}{{"64 MiB", plain, false}, {"gzip of 1 GiB", bomb.Bytes(), true}} {
+					code, msg := rawCall(t, caller.hc, api.url()+procedure, protocol, body.data, body.gzipped)
+					if code != "resource_exhausted" || !strings.Contains(msg, "4194304 bytes (4 MiB)") || !strings.Contains(msg, "--max-request-bytes") {
+						t.Errorf("%s, %s, %s: %s %q; want resource_exhausted naming the limit and --max-request-bytes",
+							caller.name, protocol, body.name, code, msg)
+					}
+				}
+			}
+		}
+	}
+	after := procStatus(t, api.cmd.Process.Pid)
+	t.Logf("carbide-api peak resident memory: %d KiB after normal work, %d KiB after the oversized requests", before["VmHWM"], after["VmHWM"])
+	if grown := (after["VmHWM"] - before["VmHWM"]) << 10; grown >= limit {
+		t.Errorf("the oversized requests raised the peak resident memory by %d bytes; want less than the limit, %d", grown, limit)
+	}
+	if got := scrape(t, admin, api.url(), `carbide_api_limit_hits_total{limit="request_bytes"}`); got != 16 {
+		t.Errorf(`carbide_api_limit_hits_total{limit="request_bytes"} = %v, want 16`, got)
+	}
+}
+
+// rawCall sends body as the request message of procedure over protocol
+// ("connect" or "grpc"), gzip-encoded if gzipped says so, and returns the
+// error code and message of the answer ("ok" if none).
+func rawCall(t *testing.T, hc *http.Client, url, protocol string, body []byte, gzipped bool) (code, msg string) {
+	t.Helper()
+	if protocol == "grpc" {
+		prefix := []byte{0, 0, 0, 0, 0}
+		if gzipped {
+			prefix[0] = 1
+		}
+		binary.BigEndian.PutUint32(prefix[1:], uint32(len(body)))
+		body = append(prefix, body...)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	switch protocol {
+	case "connect":
+		req.Header.Set("Content-Type", "application/proto")
+		req.Header.Set("Connect-Protocol-Version", "1")
+		if gzipped {
+			req.Header.Set("Content-Encoding", "gzip")
+		}
+	case "grpc":
+		req.Header.Set("Content-Type", "application/grpc")
+		req.Header.Set("Te", "trailers")
+		if gzipped {
+			req.Header.Set("Grpc-Encoding", "gzip")
+		}
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		t.Fatalf("%s call: %v", protocol, err)
+	}
+	defer resp.Body.Close()
+	answer, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("%s call: read the answer: %v", protocol, err)
+	}
+	if protocol == "connect" {
+		if resp.StatusCode == http.StatusOK {
+			return "ok", ""
+		}
+		var e struct{ Code, Message string }
+		if err := json.Unmarshal(answer, &e); err != nil {
+			t.Fatalf("connect error body %q: %v", answer, err)
+		}
+		return e.Code, e.Message
+	}
+	status := resp.Trailer.Get("Grpc-Status")
+	if status == "" {
+		status = resp.Header.Get("Grpc-Status")
+	}
+	message := resp.Trailer.Get("Grpc-Message")
+	if message == "" {
+		message = resp.Header.Get("Grpc-Message")
+	}
+	n, err := strconv.Atoi(status)
+	if err != nil {
+		t.Fatalf("gRPC answer without a status (HTTP %d)", resp.StatusCode)
+	}
+	message, _ = neturl.PathUnescape(message)
+	if n == 0 {
+		return "ok", ""
+	}
+	return connect.Code(n).String(), message
+}
+
+// procStatus reads the kB fields of /proc/<pid>/status (VmRSS, VmHWM...).
+func procStatus(t *testing.T, pid int) map[string]int64 {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]int64{}
+	for _, line := range strings.Split(string(b), "\n") {
+		name, value, ok := strings.Cut(line, ":")
+		if f := strings.Fields(value); ok && len(f) == 2 && f[1] == "kB" {
+			n, _ := strconv.ParseInt(f[0], 10, 64)
+			out[name] = n
+		}
+	}
+	return out
+}
+
+// scrape returns the value of one sample of the API's /metrics.
+func scrape(t *testing.T, hc *http.Client, base, sample string) float64 {
+	t.Helper()
+	resp, err := hc.Get(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, sample+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("%s: %v", line, err)
+			}
+			return f
+		}
+	}
+	t.Fatalf("/metrics has no %s", sample)
+	return 0
 }

@@ -53,10 +53,15 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.StringVar(&cfg.DatabaseURL, "database-url", "", "PostgreSQL URL (postgres://user:password@host:5432/db); empty uses the embedded store in --data-dir")
 	fs.IntVar(&cfg.DatabaseMaxConns, "database-max-conns", 0, "most PostgreSQL connections open at once; 0 means 8. More only helps when the database has cores to spare")
 	fs.StringVar(&cfg.DataDir, "data-dir", "./carbide-data", "directory of the embedded store (used when no database URL is given) and of the development PKI in <data-dir>/pki")
-	fs.BoolVar(&cfg.Plaintext, "plaintext", false, "serve without TLS (local development only; callers can then authenticate with JWTs only)")
-	fs.StringVar(&cfg.TLSCert, "tls-cert", "", "server certificate (PEM); empty: a development CA in <data-dir>/pki issues one, with a certificate per role")
+	fs.BoolVar(&cfg.Dev, "dev", false, "development mode, for a lab: TLS from a development CA in <data-dir>/pki (with a certificate per role), its token issuer (dev-token) and agent-token key")
+	fs.BoolVar(&cfg.InsecurePlaintext, "insecure-plaintext", false, "serve without TLS (local development only): no client certificates, bearer tokens of --jwt-issuer only, no agent tokens without --agent-token-key")
+	fs.BoolFunc("plaintext", "removed: use --insecure-plaintext (which no longer sets up a token issuer) or --dev", func(string) error {
+		return errors.New("--plaintext was renamed --insecure-plaintext, which no longer turns on the development token issuer and agent-token key; " +
+			"pass --dev for the development PKI and token issuer (with TLS), or --insecure-plaintext with --jwt-issuer and --agent-token-key")
+	})
+	fs.StringVar(&cfg.TLSCert, "tls-cert", "", "server certificate (PEM); required unless --dev or --insecure-plaintext")
 	fs.StringVar(&cfg.TLSKey, "tls-key", "", "server private key (PEM)")
-	fs.StringVar(&cfg.ClientCA, "client-ca", "", "CA bundle (PEM) that client certificates must chain to; defaults to the development CA")
+	fs.StringVar(&cfg.ClientCA, "client-ca", "", "CA bundle (PEM) that client certificates must chain to; with --dev, defaults to the development CA")
 	fs.StringVar(&cfg.TrustDomain, "trust-domain", "carbide.local", "SPIFFE trust domain of client certificates")
 	var jwt authn.JWTConfig
 	fs.StringVar(&jwt.Issuer, "jwt-issuer", "", "accept bearer JWTs from this issuer (iss); needs --jwt-audience and --jwks-url or --jwks-file")
@@ -66,7 +71,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.StringVar(&jwt.RolesClaim, "jwt-roles-claim", "roles", "claim holding the user's roles; a dotted path for nested claims, e.g. realm_access.roles")
 	fs.StringVar(&jwt.RolePrefix, "jwt-role-prefix", "", "prefix stripped from role names in the roles claim, e.g. carbide-")
 	jwtAlgs := fs.String("jwt-algorithms", "", "comma-separated signature algorithms to accept (default: RS*, PS*, ES*, EdDSA; never none or HS*)")
-	fs.StringVar(&cfg.AgentTokenKey, "agent-token-key", "", "ECDSA P-256 key (PEM) that signs the agent tokens of booting machines, the same on every replica; defaults to one in <data-dir>/pki with the development PKI")
+	fs.StringVar(&cfg.AgentTokenKey, "agent-token-key", "", "ECDSA P-256 key (PEM) that signs the agent tokens of booting machines, the same on every replica; defaults to one in <data-dir>/pki with --dev; otherwise empty issues no agent tokens")
 	fs.DurationVar(&cfg.AgentTokenTTL, "agent-token-ttl", pki.DefaultAgentTokenTTL, "how long after a machine's boot starts its agent tokens stay valid (renewals never extend past it)")
 	fs.DurationVar(&cfg.ChangeRetention, "change-retention", 7*24*time.Hour, "how long the change log keeps entries for Watch clients that resume; older ones are pruned hourly")
 	fs.DurationVar(&cfg.AuditRetention, "audit-retention", 90*24*time.Hour, "how long the audit log keeps records; older ones are pruned hourly")
@@ -74,6 +79,10 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.Float64Var(&cfg.Enrol.Rate, "enrol-rate", 5, "new machines per second DHCP may enrol from one relay of a segment (or the daemon's own link) once --enrol-burst is spent; more are refused (ResourceExhausted) and counted in carbide_enrolments_refused_total. 0: no limit")
 	fs.IntVar(&cfg.Enrol.Burst, "enrol-burst", 200, "new machines DHCP may enrol at once from one relay of a segment, e.g. racks powered on together")
 	fs.DurationVar(&cfg.DiscoveredRetention, "discovered-retention", 72*time.Hour, "remove a machine DHCP enrolled that stayed discovered, with no inventory, this long after its last lease expired; 0 keeps them")
+	fs.Int64Var(&cfg.MaxRequestBytes, "max-request-bytes", apiserver.DefaultMaxRequestBytes, "largest request message, after decompression, and request body; a larger one gets resource_exhausted")
+	fs.DurationVar(&cfg.ReadTimeout, "read-timeout", apiserver.DefaultReadTimeout, "how long a request may take to arrive (streams excepted)")
+	fs.DurationVar(&cfg.WriteTimeout, "write-timeout", apiserver.DefaultWriteTimeout, "how long a call may take to answer (streams such as Watch excepted)")
+	fs.DurationVar(&cfg.IdleTimeout, "idle-timeout", apiserver.DefaultIdleTimeout, "how long a connection may stay open without a call")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	fs.Usage = func() {
@@ -133,8 +142,7 @@ func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 }
 
 // devToken prints a bearer token of the development issuer, which the API
-// accepts when it runs with the development PKI (no --tls-cert and no
-// --jwt-issuer).
+// accepts when it runs with --dev and no --jwt-issuer.
 func devToken(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("carbide-api dev-token", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -190,7 +198,7 @@ func devCert(args []string, stdout, stderr io.Writer) error {
 	dir := filepath.Join(*dataDir, "pki")
 	ca, err := pki.LoadCA(filepath.Join(dir, pki.CACertFile), filepath.Join(dir, pki.CAKeyFile))
 	if err != nil {
-		return fmt.Errorf("%w (start carbide-api once with this data directory to create the development CA)", err)
+		return fmt.Errorf("%w (start carbide-api --dev once with this data directory to create the development CA)", err)
 	}
 	certPEM, keyPEM, err := ca.IssueClient(id, *ttl)
 	if err != nil {

@@ -54,19 +54,22 @@ type Config struct {
 	// DatabaseMaxConns caps open PostgreSQL connections; 0 means the
 	// store's default.
 	DatabaseMaxConns int
-	// DataDir holds the embedded store, and the development PKI when no
-	// server certificate is given.
+	// DataDir holds the embedded store, and the development PKI with Dev.
 	DataDir string
-	// Plaintext serves without TLS, for local development only. Callers
-	// can then authenticate with JWTs only.
-	Plaintext bool
-	// TLSCert and TLSKey are the server's certificate and key (PEM). When
-	// empty, a development CA under DataDir/pki issues them, along with a
-	// certificate for each role.
+	// Dev serves TLS with the development PKI under DataDir/pki (a CA,
+	// the server's certificate and one per role) and accepts the tokens
+	// of its development issuer, for a lab. It excludes TLSCert.
+	Dev bool
+	// InsecurePlaintext serves without TLS, for local development only.
+	// Callers can then authenticate with JWTs of JWT's issuer only; the
+	// server sets up no development issuer and no agent-token key.
+	InsecurePlaintext bool
+	// TLSCert and TLSKey are the server's certificate and key (PEM); one
+	// of them, Dev or InsecurePlaintext is required.
 	TLSCert, TLSKey string
 	// ClientCA is the CA bundle (PEM) that client certificates must chain
-	// to. Empty with the development PKI means its CA; empty with TLSCert
-	// set means client certificates are not accepted.
+	// to. Empty with Dev means the development CA; empty with TLSCert set
+	// means client certificates are not accepted.
 	ClientCA string
 	// TrustDomain is the SPIFFE trust domain of client certificates.
 	TrustDomain string
@@ -74,8 +77,8 @@ type Config struct {
 	JWT *authn.JWTConfig
 	// AgentTokenKey is the ECDSA P-256 key (PEM) that signs the agent
 	// tokens of booting machines; every replica needs the same one. Empty
-	// with the development PKI means <DataDir>/pki/agent-token.key, created
-	// if missing; empty otherwise means no agent tokens are issued.
+	// with Dev means <DataDir>/pki/agent-token.key, created if missing;
+	// empty otherwise means no agent tokens are issued.
 	AgentTokenKey string
 	// AgentTokenTTL is how long after a machine's boot starts its agent
 	// tokens stay valid, however often renewed; 0 means
@@ -98,6 +101,13 @@ type Config struct {
 	DiscoveredRetention time.Duration
 	// ShutdownTimeout bounds graceful shutdown; 0 means 15 seconds.
 	ShutdownTimeout time.Duration
+	// MaxRequestBytes bounds each request message after decompression,
+	// and each request body as sent; 0 means DefaultMaxRequestBytes.
+	MaxRequestBytes int64
+	// ReadTimeout and WriteTimeout bound reading a request and writing
+	// its response (streams excepted); IdleTimeout closes a connection
+	// without requests. 0 means the Default* value.
+	ReadTimeout, WriteTimeout, IdleTimeout time.Duration
 	// Ready, if set, receives the bound address once the server accepts
 	// connections (useful with port 0).
 	Ready func(addr net.Addr)
@@ -122,12 +132,7 @@ func (c *Config) Validate() error {
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		errs = append(errs, errors.New("tls-cert and tls-key: give both or neither"))
 	}
-	if c.Plaintext && (c.TLSCert != "" || c.ClientCA != "") {
-		errs = append(errs, errors.New("plaintext: cannot be combined with tls-cert or client-ca"))
-	}
-	if c.TLSCert == "" && !c.Plaintext && c.DataDir == "" {
-		errs = append(errs, errors.New("data-dir: required for the development PKI when no tls-cert is given"))
-	}
+	errs = append(errs, c.validateMode()...)
 	if c.JWT != nil {
 		if err := c.JWT.Validate(); err != nil {
 			errs = append(errs, fmt.Errorf("jwt: %w", err))
@@ -139,10 +144,36 @@ func (c *Config) Validate() error {
 	if c.Enrol.Rate < 0 || c.Enrol.Burst < 0 || c.Enrol.Rate > 0 && c.Enrol.Burst < 1 {
 		errs = append(errs, errors.New("enrol-rate and enrol-burst: rate 0 means no limit; a positive rate needs a burst of 1 or more"))
 	}
-	if c.ChangeRetention < 0 || c.AuditRetention < 0 || c.ShutdownTimeout < 0 || c.AgentTokenTTL < 0 || c.DiscoveredRetention < 0 {
+	if c.ChangeRetention < 0 || c.AuditRetention < 0 || c.ShutdownTimeout < 0 || c.AgentTokenTTL < 0 || c.DiscoveredRetention < 0 ||
+		c.ReadTimeout < 0 || c.WriteTimeout < 0 || c.IdleTimeout < 0 {
 		errs = append(errs, errors.New("durations must not be negative"))
 	}
+	if c.MaxRequestBytes < 0 || c.MaxRequestBytes > 1<<30 {
+		errs = append(errs, errors.New("max-request-bytes: give 0 (the default, 4 MiB) up to 1073741824 (1 GiB)"))
+	}
 	return errors.Join(errs...)
+}
+
+// validateMode checks that exactly one way of serving is chosen: a TLS
+// certificate, the development PKI (Dev) or no TLS (InsecurePlaintext).
+func (c *Config) validateMode() []error {
+	var errs []error
+	switch {
+	case c.Dev && c.InsecurePlaintext:
+		errs = append(errs, errors.New("dev and insecure-plaintext: choose one; --dev serves TLS with the development PKI"))
+	case c.Dev && (c.TLSCert != "" || c.TLSKey != ""):
+		errs = append(errs, errors.New("dev: cannot be combined with tls-cert or tls-key; --dev uses the development PKI's server certificate"))
+	case c.InsecurePlaintext && (c.TLSCert != "" || c.TLSKey != "" || c.ClientCA != ""):
+		errs = append(errs, errors.New("insecure-plaintext: cannot be combined with tls-cert, tls-key or client-ca"))
+	case !c.Dev && !c.InsecurePlaintext && c.TLSCert == "" && c.TLSKey == "":
+		errs = append(errs, errors.New("no TLS certificate: give --tls-cert and --tls-key, "+
+			"or --dev for the development PKI and token issuer in <data-dir>/pki (a lab), "+
+			"or --insecure-plaintext to serve without TLS (local development only)"))
+	}
+	if c.Dev && c.DataDir == "" {
+		errs = append(errs, errors.New("data-dir: required for the development PKI of --dev"))
+	}
+	return errs
 }
 
 // ServiceNames are the fully-qualified names of the Carbide services.
@@ -187,7 +218,8 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	}
 	stopping := make(chan struct{})
 	reg := prometheus.NewRegistry()
-	handler, health, err := newHandler(st, auth.Agents, cfg.Enrol, logger, stopping, reg)
+	lim := newLimits(cfg)
+	handler, health, err := newHandler(st, auth.Agents, cfg.Enrol, logger, stopping, reg, lim)
 	if err != nil {
 		return err
 	}
@@ -202,7 +234,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	if tlsConfig == nil {
 		protocols.SetUnencryptedHTTP2(true)
 		scheme = "http"
-		logger.Warn("serving without TLS (--plaintext): for local development only; client certificates cannot be used")
+		logger.Warn("serving without TLS (--insecure-plaintext): for local development only; client certificates cannot be used")
 	} else {
 		lis = tls.NewListener(lis, tlsConfig)
 	}
@@ -211,7 +243,11 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		Protocols:         protocols,
 		TLSConfig:         tlsConfig,
 		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+		// Read and write deadlines are set per request (see limits):
+		// streams must outlive them.
+		IdleTimeout: lim.idleTimeout,
+		ConnState:   lim.ConnState,
+		ErrorLog:    slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
 
 	g.Go(func() error {
@@ -263,14 +299,15 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 // the client accepts compression.
 const compressMinBytes = 4096
 
-func newHandler(st *store.Store, tokens *pki.AgentTokens, enrol dhcp.EnrolLimit, logger *slog.Logger, stopping <-chan struct{}, reg *prometheus.Registry) (http.Handler, *grpchealth.StaticChecker, error) {
+func newHandler(st *store.Store, tokens *pki.AgentTokens, enrol dhcp.EnrolLimit, logger *slog.Logger, stopping <-chan struct{}, reg *prometheus.Registry, lim *limits) (http.Handler, *grpchealth.StaticChecker, error) {
 	validator, err := protovalidate.New()
 	if err != nil {
 		return nil, nil, fmt.Errorf("build request validator: %w", err)
 	}
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := interceptor.NewMetrics(reg)
-	opts := connect.WithHandlerOptions(
+	reg.MustRegister(lim.hits)
+	opts := connect.WithHandlerOptions(append(lim.handlerOptions(),
 		connect.WithInterceptors(
 			metrics.Interceptor(logger),
 			audit.Interceptor(st, logger, audit.NewMetrics(reg)),
@@ -286,7 +323,7 @@ func newHandler(st *store.Store, tokens *pki.AgentTokens, enrol dhcp.EnrolLimit,
 			logger.ErrorContext(ctx, "handler panicked", "procedure", spec.Procedure, "panic", p, "stack", string(debug.Stack()))
 			return connect.NewError(connect.CodeInternal, errors.New("internal error; the API server log has the details"))
 		}),
-	)
+	)...)
 
 	mux := http.NewServeMux()
 	mux.Handle(machinev1connect.NewMachineServiceHandler(machines.NewService(st), opts))
@@ -313,7 +350,7 @@ func newHandler(st *store.Store, tokens *pki.AgentTokens, enrol dhcp.EnrolLimit,
 	mux.Handle(grpcreflect.NewHandlerV1(reflector, opts))
 	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector, opts))
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	return mux, health, nil
+	return lim.Middleware(mux), health, nil
 }
 
 // pruneBatch is how many machines one transaction of pruneDiscovered

@@ -29,7 +29,7 @@ import (
 func BenchmarkAuthCost(b *testing.B) {
 	dir := b.TempDir()
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	auth, _, err := security(context.Background(), Config{DataDir: dir}, logger)
+	auth, _, err := security(context.Background(), Config{DataDir: dir, Dev: true}, logger)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -85,7 +85,7 @@ type envOptions struct {
 // newEnvWith is newEnv with options.
 func newEnvWith(t testing.TB, kind, protocol string, opts envOptions) *env {
 	t.Helper()
-	cfg := Config{DataDir: t.TempDir()}
+	cfg := Config{DataDir: t.TempDir(), Dev: true}
 	if opts.configure != nil {
 		opts.configure(&cfg)
 	}
@@ -115,7 +115,7 @@ func newEnvWith(t testing.TB, kind, protocol string, opts envOptions) *env {
 	}
 	registerKeys(t, filepath.Join(cfg.DataDir, "pki"))
 	stopping := make(chan struct{})
-	handler, _, err := newHandler(st, auth.Agents, cfg.Enrol, logger, stopping, prometheus.NewRegistry())
+	handler, _, err := newHandler(st, auth.Agents, cfg.Enrol, logger, stopping, prometheus.NewRegistry(), newLimits(cfg))
 	if err != nil {
 		t.Fatal(err)
 	}

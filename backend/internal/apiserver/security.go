@@ -15,8 +15,9 @@ import (
 )
 
 // security builds the authenticator and the server's TLS configuration
-// (nil when serving plaintext). Without a configured server certificate it
-// sets up the development PKI under the data directory.
+// (nil with InsecurePlaintext). With Dev it sets up the development PKI,
+// token issuer and agent-token key under the data directory; nothing else
+// does.
 func security(ctx context.Context, cfg Config, logger *slog.Logger) (*authn.Authenticator, *tls.Config, error) {
 	td := cfg.TrustDomain
 	if td == "" {
@@ -29,7 +30,7 @@ func security(ctx context.Context, cfg Config, logger *slog.Logger) (*authn.Auth
 	}
 	devDir := filepath.Join(cfg.DataDir, "pki")
 	jwtConfig := cfg.JWT
-	if jwtConfig == nil && cfg.TLSCert == "" {
+	if jwtConfig == nil && cfg.Dev {
 		// Development mode: accept tokens of the development issuer, which
 		// `carbide-api dev-token` signs.
 		created, err := pki.EnsureDevJWT(devDir)
@@ -60,7 +61,7 @@ func security(ctx context.Context, cfg Config, logger *slog.Logger) (*authn.Auth
 			return nil, nil, err
 		}
 		auth.Agents = t
-	case cfg.TLSCert == "":
+	case cfg.Dev:
 		t, created, err := pki.NewAgentTokens(filepath.Join(devDir, pki.AgentTokenKeyFile), td, cfg.AgentTokenTTL, true)
 		if err != nil {
 			return nil, nil, fmt.Errorf("set up the development agent token key in %s: %w", devDir, err)
@@ -72,12 +73,12 @@ func security(ctx context.Context, cfg Config, logger *slog.Logger) (*authn.Auth
 	default:
 		logger.Warn("no --agent-token-key: booting machines get no agent token, so discovery agents cannot report")
 	}
-	if cfg.Plaintext {
+	if cfg.InsecurePlaintext {
 		return auth, nil, nil
 	}
 
 	certFile, keyFile, caFile := cfg.TLSCert, cfg.TLSKey, cfg.ClientCA
-	if certFile == "" {
+	if cfg.Dev {
 		dir := devDir
 		created, err := pki.EnsureDev(dir, td, devHosts(cfg.Listen))
 		if err != nil {

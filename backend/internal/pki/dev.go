@@ -65,7 +65,7 @@ func devClients(td string) []devClient {
 
 // EnsureDev makes sure dir holds a development PKI for trust domain
 // trustDomain ("" means DefaultTrustDomain), as the API server does under
-// <dataDir>/pki on its first start:
+// <dataDir>/pki on its first start with --dev:
 //
 //   - ca.crt, ca.key: a self-signed CA, created if both are missing and
 //     reused if both are present (one without the other is an error, so a

@@ -84,7 +84,7 @@ func DevToken(dir, subject string, roles []string, ttl time.Duration) (string, e
 	}
 	key, err := readKeyFile(filepath.Join(dir, DevJWTKeyFile))
 	if err != nil {
-		return "", fmt.Errorf("%w (start carbide-api once with this data directory to create it)", err)
+		return "", fmt.Errorf("%w (start carbide-api --dev once with this data directory to create it)", err)
 	}
 	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: key},
 		(&jose.SignerOptions{}).WithType("JWT").WithHeader("kid", devJWTKeyID))

@@ -10,7 +10,7 @@
 //
 // Anything else is rejected. The package also provides a small certificate
 // authority (ECDSA P-256 keys, SHA-256 signatures) and EnsureDev, which
-// bootstraps a development PKI on the API server's first start.
+// bootstraps a development PKI on the API server's first start with --dev.
 package pki
 
 import (

@@ -149,6 +149,7 @@ func parseFlags(args []string, lookupEnv func(string) (string, bool), stderr io.
 	fs.StringVar(&cfg.EFIARM64File, "efi-arm64-file", "", "boot file of arm64 UEFI PXE clients (arch 11); empty: none")
 	fs.StringVar(&cfg.HTTPBootURL, "http-boot-url", "", "boot URL of x86-64 UEFI HTTP boot clients (arch 16, vendor class HTTPClient); empty: none")
 	fs.StringVar(&cfg.MetricsListen, "metrics-listen", cfg.MetricsListen, "host:port of the Prometheus /metrics and /healthz endpoint; empty: off")
+	cfg.MetricsTimeouts.AddFlags(fs, "metrics-", "how long a scrape of the Prometheus endpoint may take to write")
 	logFlags := daemon.AddLogFlags(fs, "log level: debug (every packet), info, warn or error")
 	if err := daemon.Parse(fs, "CARBIDE_DHCP_", args, lookupEnv); err != nil {
 		return nil, nil, err

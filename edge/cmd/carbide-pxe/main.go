@@ -40,8 +40,8 @@ machine that boots it asks the Carbide API (carbide.boot.v1.BootService)
 what the machine boots, so any number of replicas agree.
 
 TFTP (--tftp-listen, UDP port 69; needs root or CAP_NET_BIND_SERVICE)
-serves the files under --tftp-root read-only, with the blksize and tsize
-options: the iPXE binaries carbide-dhcp names (undionly.kpxe, snponly.efi).
+serves the files under --tftp-root read-only, at most --tftp-max-transfers
+at a time, with the blksize and tsize options: the iPXE binaries carbide-dhcp names (undionly.kpxe, snponly.efi).
 
 HTTP (--http-listen) serves:
   /ipxe/<mac>                   the machine's iPXE script
@@ -80,11 +80,13 @@ func parseFlags(args []string, lookupEnv func(string) (string, bool), stderr io.
 	cfg := pxed.DefaultConfig()
 	cfg.APIConfig.AddFlags(fs, pxed.Role, "a request whose call fails gets 503 with Retry-After, and iPXE asks again")
 	fs.StringVar(&cfg.HTTPListen, "http-listen", cfg.HTTPListen, "host:port of the HTTP server (scripts, agent configuration, artifacts, cloud-init)")
+	cfg.HTTPTimeouts.AddFlags(fs, "http-", "how long an HTTP response may go without progress (each MiB of an artifact must go out within it)")
 	fs.StringVar(&cfg.PublicURL, "public-url", "", "base `URL` machines reach the HTTP server at, placed into the scripts (e.g. http://10.0.0.1:8080); empty: http://<Host header of the request>")
 	fs.StringVar(&cfg.ArtifactsDir, "artifacts-dir", cfg.ArtifactsDir, "directory served under /artifacts/ (the discovery kernel and initrd); empty: none")
 	fs.StringVar(&cfg.TFTPListen, "tftp-listen", cfg.TFTPListen, "host:port of the TFTP server; empty: off")
 	fs.StringVar(&cfg.TFTPRoot, "tftp-root", cfg.TFTPRoot, "directory served over TFTP (Debian's ipxe package puts undionly.kpxe, ipxe.efi and snponly.efi in /usr/lib/ipxe)")
 	fs.DurationVar(&cfg.TFTPTimeout, "tftp-timeout", cfg.TFTPTimeout, "how long a TFTP transfer waits for each acknowledgement before it sends again (5 tries)")
+	fs.IntVar(&cfg.TFTPMaxTransfers, "tftp-max-transfers", cfg.TFTPMaxTransfers, "most TFTP transfers in progress at once; more are refused with an error packet, and the client tries again")
 	fs.StringVar(&cfg.DiscoveryKernel, "discovery-kernel", cfg.DiscoveryKernel, "kernel of the discovery image: a path under --artifacts-dir or an http(s) URL")
 	fs.StringVar(&cfg.DiscoveryInitrd, "discovery-initrd", cfg.DiscoveryInitrd, "initrd of the discovery image: a path under --artifacts-dir or an http(s) URL")
 	fs.StringVar(&cfg.DiscoveryKernelArgs, "discovery-kernel-args", cfg.DiscoveryKernelArgs, "extra kernel arguments of the discovery image, separated by spaces")
@@ -92,6 +94,7 @@ func parseFlags(args []string, lookupEnv func(string) (string, bool), stderr io.
 	fs.StringVar(&cfg.AgentAPIURL, "agent-api-url", "", "API URL handed to the discovery agent, as booted machines reach it; empty: --api-url")
 	fs.StringVar(&cfg.AgentCAFile, "agent-ca-file", "", "CA bundle (PEM) handed to the discovery agent; empty: the CA the daemon trusts for the API (--ca, or ca.crt in --pki-dir)")
 	fs.StringVar(&cfg.MetricsListen, "metrics-listen", cfg.MetricsListen, "host:port of the Prometheus /metrics and /healthz endpoint; empty: off")
+	cfg.MetricsTimeouts.AddFlags(fs, "metrics-", "how long a scrape of the Prometheus endpoint may take to write")
 	logFlags := daemon.AddLogFlags(fs, "log level: debug, info (every request and transfer), warn or error")
 	if err := daemon.Parse(fs, "CARBIDE_PXE_", args, lookupEnv); err != nil {
 		return nil, nil, err

@@ -60,21 +60,49 @@ type MetricsServer struct {
 	server   *http.Server
 }
 
-// ListenMetrics opens the socket addr (host:port) of the metrics of reg;
-// it returns nil, and no error, when addr is empty. errorLog gets the
-// HTTP server's errors; nil means the log package's standard logger.
-func ListenMetrics(addr string, reg *prometheus.Registry, errorLog *log.Logger) (*MetricsServer, error) {
+// ListenMetrics opens the socket addr (host:port) of the metrics of reg,
+// served with timeouts t; it returns nil, and no error, when addr is
+// empty. errorLog gets the HTTP server's errors; nil means the log
+// package's standard logger.
+func ListenMetrics(addr string, t HTTPTimeouts, reg *prometheus.Registry, errorLog *log.Logger) (*MetricsServer, error) {
 	if addr == "" {
 		return nil, nil
 	}
+	counter := NewTimeoutCounter("carbide_metrics_http_timeouts_total",
+		"Connections of the /metrics endpoint closed for idling (idle), and scrapes that outran --metrics-write-timeout (write).")
+	if err := Register(reg, counter); err != nil {
+		return nil, err
+	}
+	hits := NewTimeoutHits(counter, t.Idle)
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen for metrics: %w", err)
 	}
+	handler := MetricsHandler(reg)
 	return &MetricsServer{
 		listener: l,
-		server:   &http.Server{Handler: MetricsHandler(reg), ReadHeaderTimeout: 5 * time.Second, ErrorLog: errorLog},
+		server: &http.Server{
+			Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				start := time.Now()
+				handler.ServeHTTP(w, r)
+				if time.Since(start) > t.Write {
+					hits.Write()
+				}
+			}),
+			ReadHeaderTimeout: 5 * time.Second,
+			ReadTimeout:       10 * time.Second,
+			WriteTimeout:      t.Write,
+			IdleTimeout:       t.Idle,
+			ConnState:         hits.ConnState,
+			ErrorLog:          errorLog,
+		},
 	}, nil
+}
+
+// DefaultMetricsTimeouts are the default timeouts of a daemon's metrics
+// server (--metrics-write-timeout, --metrics-idle-timeout).
+func DefaultMetricsTimeouts() HTTPTimeouts {
+	return HTTPTimeouts{Write: 30 * time.Second, Idle: 2 * time.Minute}
 }
 
 // Addr is the address s listens on; nil when s is off.

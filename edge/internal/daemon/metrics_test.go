@@ -80,7 +80,7 @@ func TestMetricsServer(t *testing.T) {
 	if err := Register(reg, c); err != nil {
 		t.Fatal(err)
 	}
-	s, err := ListenMetrics("127.0.0.1:0", reg, log.New(io.Discard, "", 0))
+	s, err := ListenMetrics("127.0.0.1:0", DefaultMetricsTimeouts(), reg, log.New(io.Discard, "", 0))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,7 +128,7 @@ func TestMetricsServer(t *testing.T) {
 // TestMetricsOff: no address, no server, and the nil server does nothing.
 func TestMetricsOff(t *testing.T) {
 	t.Parallel()
-	s, err := ListenMetrics("", prometheus.NewRegistry(), nil)
+	s, err := ListenMetrics("", DefaultMetricsTimeouts(), prometheus.NewRegistry(), nil)
 	if s != nil || err != nil {
 		t.Fatalf("ListenMetrics(\"\") = %v, %v; want nil, nil", s, err)
 	}
@@ -144,14 +144,14 @@ func TestListenMetricsErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { busy.Close() })
-	s, err := ListenMetrics(busy.Addr().String(), prometheus.NewRegistry(), nil)
+	s, err := ListenMetrics(busy.Addr().String(), DefaultMetricsTimeouts(), prometheus.NewRegistry(), nil)
 	if err == nil || !strings.HasPrefix(err.Error(), "listen for metrics: ") {
 		s.Close()
 		t.Errorf("ListenMetrics on a port in use = %v, want listen for metrics: ...", err)
 	}
 
 	// Close releases a socket never served.
-	s, err = ListenMetrics("127.0.0.1:0", prometheus.NewRegistry(), nil)
+	s, err = ListenMetrics("127.0.0.1:0", DefaultMetricsTimeouts(), prometheus.NewRegistry(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

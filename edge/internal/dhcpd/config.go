@@ -63,19 +63,22 @@ type Config struct {
 	// MetricsListen is the host:port of the Prometheus endpoint; "" turns
 	// it off.
 	MetricsListen string
+	// MetricsTimeouts bound the connections of the Prometheus endpoint.
+	MetricsTimeouts daemon.HTTPTimeouts
 }
 
 // DefaultConfig returns the defaults; only the interfaces and the
 // credentials are left to set.
 func DefaultConfig() Config {
 	return Config{
-		APIConfig:     daemon.DefaultAPIConfig(),
-		Port:          67,
-		ClientPort:    68,
-		MaxInFlight:   256,
-		BIOSFile:      "undionly.kpxe",
-		EFIX64File:    "snponly.efi",
-		MetricsListen: "127.0.0.1:9167",
+		APIConfig:       daemon.DefaultAPIConfig(),
+		Port:            67,
+		ClientPort:      68,
+		MaxInFlight:     256,
+		BIOSFile:        "undionly.kpxe",
+		EFIX64File:      "snponly.efi",
+		MetricsListen:   "127.0.0.1:9167",
+		MetricsTimeouts: daemon.DefaultMetricsTimeouts(),
 	}
 }
 
@@ -140,6 +143,7 @@ func (c *Config) Validate() error {
 		if err := daemon.CheckListen(c.MetricsListen); err != nil {
 			add("metrics-listen: %w", err)
 		}
+		errs = append(errs, c.MetricsTimeouts.Check("metrics-")...)
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("invalid configuration: %w", err)

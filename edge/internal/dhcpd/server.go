@@ -57,7 +57,7 @@ func (c *Config) Run(ctx context.Context, logger *slog.Logger) error {
 		}
 		conns = append(conns, conn)
 	}
-	metrics, err := daemon.ListenMetrics(c.MetricsListen, reg, nil)
+	metrics, err := daemon.ListenMetrics(c.MetricsListen, c.MetricsTimeouts, reg, nil)
 	if err != nil {
 		closeAll()
 		return err

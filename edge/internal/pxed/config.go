@@ -36,6 +36,9 @@ type Config struct {
 	// ArtifactsDir is the directory served under /artifacts/ (kernels,
 	// initrds); "" serves none.
 	ArtifactsDir string
+	// HTTPTimeouts bound the HTTP server's connections; its write timeout
+	// is how long a response may go without sending (see httpChunk).
+	HTTPTimeouts daemon.HTTPTimeouts
 
 	// TFTPListen is the host:port of the TFTP server; "" turns it off.
 	TFTPListen string
@@ -44,6 +47,9 @@ type Config struct {
 	// TFTPTimeout is how long a TFTP transfer waits for each
 	// acknowledgement before it sends again.
 	TFTPTimeout time.Duration
+	// TFTPMaxTransfers is the most TFTP transfers in progress at once;
+	// more are refused with an error packet.
+	TFTPMaxTransfers int
 
 	// DiscoveryKernel and DiscoveryInitrd are the discovery image: paths
 	// under ArtifactsDir (served at <public-url>/artifacts/<path>) or
@@ -66,6 +72,8 @@ type Config struct {
 	// MetricsListen is the host:port of the Prometheus endpoint; "" turns
 	// it off.
 	MetricsListen string
+	// MetricsTimeouts bound the connections of the Prometheus endpoint.
+	MetricsTimeouts daemon.HTTPTimeouts
 }
 
 // DefaultConfig returns the defaults; only the credentials are left to
@@ -75,14 +83,17 @@ func DefaultConfig() Config {
 		APIConfig:           daemon.DefaultAPIConfig(),
 		HTTPListen:          ":8080",
 		ArtifactsDir:        "/var/lib/carbide/artifacts",
+		HTTPTimeouts:        daemon.HTTPTimeouts{Write: 30 * time.Second, Idle: 2 * time.Minute},
 		TFTPListen:          ":69",
 		TFTPRoot:            "/usr/lib/ipxe",
 		TFTPTimeout:         5 * time.Second,
+		TFTPMaxTransfers:    64,
 		DiscoveryKernel:     "scout/vmlinuz",
 		DiscoveryInitrd:     "scout/scout.cpio.gz",
 		DiscoveryKernelArgs: "console=ttyS0,115200 console=tty0",
 		RetryInterval:       10 * time.Second,
 		MetricsListen:       "127.0.0.1:9168",
+		MetricsTimeouts:     daemon.DefaultMetricsTimeouts(),
 	}
 }
 
@@ -114,6 +125,7 @@ func (c *Config) Validate() error {
 	} else if err := daemon.CheckListen(c.HTTPListen); err != nil {
 		add("http-listen: %w", err)
 	}
+	errs = append(errs, c.HTTPTimeouts.Check("http-")...)
 	if c.PublicURL != "" {
 		if err := checkPublicURL(c.PublicURL); err != nil {
 			add("public-url: %w", err)
@@ -135,6 +147,9 @@ func (c *Config) Validate() error {
 	}
 	if c.TFTPTimeout < time.Second {
 		add("tftp-timeout: %s; give at least 1s", c.TFTPTimeout)
+	}
+	if c.TFTPMaxTransfers < 1 {
+		add("tftp-max-transfers: %d; give at least 1", c.TFTPMaxTransfers)
 	}
 
 	for _, f := range []struct{ flag, value string }{
@@ -185,6 +200,7 @@ func (c *Config) Validate() error {
 		if err := daemon.CheckListen(c.MetricsListen); err != nil {
 			add("metrics-listen: %w", err)
 		}
+		errs = append(errs, c.MetricsTimeouts.Check("metrics-")...)
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("invalid configuration: %w", err)

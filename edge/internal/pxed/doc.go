@@ -53,7 +53,18 @@
 // carbide_pxe_http_response_bytes_total{route},
 // carbide_pxe_scripts_total{action},
 // carbide_pxe_api_errors_total{code}, carbide_pxe_tftp_transfers_total{result},
-// carbide_pxe_tftp_bytes_total and carbide_pxe_tftp_transfer_seconds.
+// carbide_pxe_tftp_bytes_total, carbide_pxe_tftp_transfer_seconds,
+// carbide_pxe_http_timeouts_total{timeout} and
+// carbide_metrics_http_timeouts_total{timeout}.
+//
+// # Limits
+//
+// At most --tftp-max-transfers TFTP transfers run at once; a request
+// beyond them gets an error packet (result busy). An HTTP response may go
+// --http-write-timeout without progress: the write deadline moves on
+// before each write and each MiB of an artifact, so a large initrd on a
+// slow link completes while a client that stops reading is cut off. Idle
+// connections close after --http-idle-timeout.
 //
 // # Testing
 //

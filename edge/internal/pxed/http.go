@@ -16,7 +16,9 @@ import (
 
 	"connectrpc.com/connect"
 	"github.com/carbide-dev/carbide/edge/internal/agentconfig"
+	"github.com/carbide-dev/carbide/edge/internal/daemon"
 	bootv1 "github.com/carbide-dev/carbide/gen/carbide/boot/v1"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // retryAfterSeconds is the Retry-After of a 503: iPXE waits that long and
@@ -37,6 +39,8 @@ type HTTPHandler struct {
 	metrics     *Metrics
 	logger      *slog.Logger
 	mux         *http.ServeMux
+	// writeTimeout is how long a response may go without progress.
+	writeTimeout time.Duration
 }
 
 // NewHTTPHandler returns the HTTP handler of c, which must be valid. It
@@ -53,9 +57,10 @@ func NewHTTPHandler(c *Config, api BootAPI, m *Metrics, logger *slog.Logger) (*H
 			kernelArgs:   strings.Fields(c.DiscoveryKernelArgs),
 			retrySeconds: int(c.RetryInterval / time.Second),
 		},
-		agentAPIURL: c.agentAPIURL(),
-		metrics:     m,
-		logger:      logger,
+		agentAPIURL:  c.agentAPIURL(),
+		metrics:      m,
+		logger:       logger,
+		writeTimeout: c.HTTPTimeouts.Write,
 	}
 	if f := c.agentCAFile(); f != "" {
 		pem, err := readCAPEM(f)
@@ -93,7 +98,8 @@ func (h *HTTPHandler) Close() error {
 // ServeHTTP serves r, and logs and counts it.
 func (h *HTTPHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	rec := &recorder{ResponseWriter: w, route: routeOther}
+	rec := &recorder{ResponseWriter: w, route: routeOther, rc: http.NewResponseController(w),
+		writeTimeout: h.writeTimeout, timeouts: h.metrics.httpTimeouts}
 	h.mux.ServeHTTP(rec, r)
 	if rec.status == 0 {
 		rec.status = http.StatusOK
@@ -126,14 +132,41 @@ func (h *HTTPHandler) route(name string, f http.HandlerFunc) http.Handler {
 	})
 }
 
+// httpChunk is how much of a response may be sent per write timeout: the
+// write deadline moves on before each chunk.
+const httpChunk = 1 << 20
+
 // recorder notes the status and size of a response, and attributes for
-// the request's log line.
+// the request's log line. It moves the write deadline on before each write
+// (each httpChunk of an artifact), and counts a write that times out.
 type recorder struct {
 	http.ResponseWriter
 	route  string
 	status int
 	bytes  int64
 	attrs  []slog.Attr
+
+	rc           *http.ResponseController
+	writeTimeout time.Duration // 0: the deadline is left alone
+	timeouts     *prometheus.CounterVec
+	timedOut     bool
+}
+
+// progress moves the write deadline on, before a write.
+func (r *recorder) progress() {
+	if r.writeTimeout > 0 {
+		// An error means the writer cannot take deadlines (a test's
+		// recorder); the server's WriteTimeout then stands.
+		_ = r.rc.SetWriteDeadline(time.Now().Add(r.writeTimeout))
+	}
+}
+
+// failed counts err once if it is the write timeout's.
+func (r *recorder) failed(err error) {
+	if err != nil && !r.timedOut && errors.Is(err, os.ErrDeadlineExceeded) && r.timeouts != nil {
+		r.timedOut = true
+		r.timeouts.WithLabelValues(daemon.TimeoutWrite).Inc()
+	}
 }
 
 func (r *recorder) WriteHeader(code int) {
@@ -147,25 +180,46 @@ func (r *recorder) Write(b []byte) (int, error) {
 	if r.status == 0 {
 		r.status = http.StatusOK
 	}
+	r.progress()
 	n, err := r.ResponseWriter.Write(b)
 	r.bytes += int64(n)
+	r.failed(err)
 	return n, err
 }
 
-// ReadFrom keeps the underlying writer's sendfile path for artifacts.
+// ReadFrom keeps the underlying writer's sendfile path for artifacts: it
+// sends src in chunks of httpChunk, each a LimitedReader of the file that
+// sendfile takes, moving the write deadline on before each.
 func (r *recorder) ReadFrom(src io.Reader) (int64, error) {
 	if r.status == 0 {
 		r.status = http.StatusOK
 	}
-	var n int64
-	var err error
-	if rf, ok := r.ResponseWriter.(io.ReaderFrom); ok {
-		n, err = rf.ReadFrom(src)
-	} else {
-		n, err = io.Copy(r.ResponseWriter, src)
+	var total int64
+	for {
+		chunk := &io.LimitedReader{R: src, N: httpChunk}
+		lr, limited := src.(*io.LimitedReader)
+		if limited {
+			chunk = &io.LimitedReader{R: lr.R, N: min(lr.N, httpChunk)}
+		}
+		want := chunk.N
+		r.progress()
+		var n int64
+		var err error
+		if rf, ok := r.ResponseWriter.(io.ReaderFrom); ok {
+			n, err = rf.ReadFrom(chunk)
+		} else {
+			n, err = io.Copy(r.ResponseWriter, chunk)
+		}
+		if limited {
+			lr.N -= n
+		}
+		total += n
+		r.bytes += n
+		r.failed(err)
+		if err != nil || n < want || want == 0 {
+			return total, err
+		}
 	}
-	r.bytes += n
-	return n, err
 }
 
 // Unwrap lets http.ResponseController reach the underlying writer.

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/carbide-dev/carbide/edge/internal/daemon"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -26,6 +27,7 @@ const (
 	tftpFailed       = "failed"        // the transfer broke off (timeout, client error)
 	tftpSizeProbe    = "size_probe"    // the client asked for the size only and ended the transfer
 	tftpWriteRefused = "write_refused" // a write request
+	tftpBusy         = "busy"          // refused: --tftp-max-transfers in progress
 )
 
 // Boot scripts served: the action label of carbide_pxe_scripts_total.
@@ -49,6 +51,7 @@ type Metrics struct {
 	tftpTransfers *prometheus.CounterVec
 	tftpBytes     prometheus.Counter
 	tftpSeconds   prometheus.Histogram
+	httpTimeouts  *prometheus.CounterVec
 }
 
 // NewMetrics creates the metrics and registers them with reg.
@@ -77,12 +80,14 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		}, []string{"code"}),
 		tftpTransfers: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "carbide_pxe_tftp_transfers_total",
-			Help: "TFTP requests, by result (ok, not_found, invalid, denied, failed, write_refused).",
+			Help: "TFTP requests, by result (ok, not_found, invalid, denied, failed, size_probe, write_refused, busy: refused while --tftp-max-transfers were in progress).",
 		}, []string{"result"}),
 		tftpBytes: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "carbide_pxe_tftp_bytes_total",
 			Help: "Bytes of file data sent over TFTP.",
 		}),
+		httpTimeouts: daemon.NewTimeoutCounter("carbide_pxe_http_timeouts_total",
+			"HTTP connections closed for idling longer than --http-idle-timeout (idle), and responses cut off after --http-write-timeout without progress (write)."),
 		tftpSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "carbide_pxe_tftp_transfer_seconds",
 			Help:    "Duration of successful TFTP transfers.",
@@ -91,7 +96,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	}
 	var errs []error
 	for _, c := range []prometheus.Collector{m.httpRequests, m.httpSeconds, m.httpBytes, m.scripts,
-		m.apiErrors, m.tftpTransfers, m.tftpBytes, m.tftpSeconds} {
+		m.apiErrors, m.tftpTransfers, m.tftpBytes, m.tftpSeconds, m.httpTimeouts} {
 		if err := reg.Register(c); err != nil {
 			errs = append(errs, err)
 		}
@@ -104,7 +109,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	for _, a := range []string{scriptDiscovery, scriptLocalDisk, scriptUnknown} {
 		m.scripts.WithLabelValues(a)
 	}
-	for _, r := range []string{tftpOK, tftpNotFound, tftpFailed, tftpSizeProbe, tftpWriteRefused} {
+	for _, r := range []string{tftpOK, tftpNotFound, tftpFailed, tftpSizeProbe, tftpWriteRefused, tftpBusy} {
 		m.tftpTransfers.WithLabelValues(r)
 	}
 	return m, nil

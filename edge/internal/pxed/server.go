@@ -97,7 +97,7 @@ func (c *Config) run(ctx context.Context, logger *slog.Logger, ready func(Addrs)
 	}
 
 	errorLog := slog.NewLogLogger(logger.Handler(), slog.LevelWarn)
-	metrics, err := daemon.ListenMetrics(c.MetricsListen, reg, errorLog)
+	metrics, err := daemon.ListenMetrics(c.MetricsListen, c.MetricsTimeouts, reg, errorLog)
 	if err != nil {
 		closeAll()
 		return err
@@ -108,12 +108,16 @@ func (c *Config) run(ctx context.Context, logger *slog.Logger, ready func(Addrs)
 	httpServer := &http.Server{
 		Handler:           httpHandler,
 		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          errorLog,
+		// The handler moves the write deadline on as a response makes
+		// progress, so that a large artifact on a slow link completes.
+		WriteTimeout: c.HTTPTimeouts.Write,
+		IdleTimeout:  c.HTTPTimeouts.Idle,
+		ConnState:    daemon.NewTimeoutHits(m.httpTimeouts, c.HTTPTimeouts.Idle).ConnState,
+		ErrorLog:     errorLog,
 	}
 	var tftpServer *tftp.Server
 	if tftpConn != nil {
-		th := NewTFTPHandler(tftpRoot, m, logger)
+		th := NewTFTPHandler(tftpRoot, c.TFTPMaxTransfers, m, logger)
 		tftpServer = tftp.NewServer(th.Read, th.Write)
 		tftpServer.SetTimeout(c.TFTPTimeout)
 	}

@@ -21,19 +21,23 @@ var (
 	errTFTPNotFound = errors.New("file not found")
 	errTFTPDenied   = errors.New("access violation")
 	errTFTPReadOnly = errors.New("this server is read-only")
+	errTFTPBusy     = errors.New("server busy: too many transfers in progress, try again")
 )
 
 // TFTPHandler serves the regular files under a root directory over TFTP,
-// read-only.
+// read-only, at most a fixed number at a time.
 type TFTPHandler struct {
 	root    *os.Root
 	metrics *Metrics
 	logger  *slog.Logger
+	// slots holds a token per transfer in progress.
+	slots chan struct{}
 }
 
-// NewTFTPHandler returns a handler that serves the files under root.
-func NewTFTPHandler(root *os.Root, m *Metrics, logger *slog.Logger) *TFTPHandler {
-	return &TFTPHandler{root: root, metrics: m, logger: logger}
+// NewTFTPHandler returns a handler that serves the files under root, at
+// most maxTransfers at once; it refuses more with an error packet.
+func NewTFTPHandler(root *os.Root, maxTransfers int, m *Metrics, logger *slog.Logger) *TFTPHandler {
+	return &TFTPHandler{root: root, metrics: m, logger: logger, slots: make(chan struct{}, maxTransfers)}
 }
 
 // Read serves a read request (RRQ) for filename. It announces the file's
@@ -46,6 +50,15 @@ func (t *TFTPHandler) Read(filename string, rf io.ReaderFrom) error {
 	if hasAddr {
 		a := ot.RemoteAddr()
 		client = a.IP.String()
+	}
+	select {
+	case t.slots <- struct{}{}:
+		defer func() { <-t.slots }()
+	default:
+		t.metrics.tftpTransfers.WithLabelValues(tftpBusy).Inc()
+		t.logger.Warn("tftp read refused: too many transfers in progress (--tftp-max-transfers)",
+			"client", client, "file", filename, "max", cap(t.slots))
+		return errTFTPBusy
 	}
 	f, info, err := openFile(t.root, filename)
 	if err != nil {

@@ -31,6 +31,12 @@ type tftpEnv struct {
 
 func newTFTPEnv(t *testing.T) *tftpEnv {
 	t.Helper()
+	return newTFTPEnvWith(t, DefaultConfig().TFTPMaxTransfers)
+}
+
+// newTFTPEnvWith is newTFTPEnv with at most maxTransfers at once.
+func newTFTPEnvWith(t *testing.T, maxTransfers int) *tftpEnv {
+	t.Helper()
 	top := t.TempDir()
 	env := &tftpEnv{
 		root:    filepath.Join(top, "root"),
@@ -59,7 +65,7 @@ func newTFTPEnv(t *testing.T) *tftpEnv {
 		t.Fatal(err)
 	}
 	env.metrics = m
-	th := NewTFTPHandler(root, m, testLogger(env.log))
+	th := NewTFTPHandler(root, maxTransfers, m, testLogger(env.log))
 	srv := tftp.NewServer(th.Read, th.Write)
 	srv.SetTimeout(time.Second)
 	conn, err := ListenTFTP("127.0.0.1:0")
@@ -381,4 +387,58 @@ func TestTFTPRealClients(t *testing.T) {
 	}
 	env.counted(t, tftpOK, 3)
 	env.counted(t, tftpWriteRefused, 2)
+}
+
+// TestTFTPTransferCap holds the only transfer slot with a client that
+// does not acknowledge, and checks that the next request gets an error
+// packet saying the server is busy, is counted, and that the slot serves
+// again once the stalled transfer has ended.
+func TestTFTPTransferCap(t *testing.T) {
+	t.Parallel()
+	env := newTFTPEnvWith(t, 1)
+	stalled, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stalled.Close()
+	server, err := net.ResolveUDPAddr("udp", env.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stalled.WriteTo(append([]byte{0, 1}, "undionly.kpxe\x00octet\x00"...), server); err != nil {
+		t.Fatal(err)
+	}
+	stalled.SetReadDeadline(time.Now().Add(10 * time.Second))
+	buf := make([]byte, 1024)
+	n, transfer, err := stalled.ReadFrom(buf)
+	if err != nil || n < 4 || binary.BigEndian.Uint16(buf) != 3 {
+		t.Fatalf("first block of the stalled transfer: %d bytes, %v", n, err)
+	}
+
+	c, err := tftp.NewClient(env.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetTimeout(2 * time.Second)
+	c.SetRetries(1)
+	_, err = c.Receive("small.txt", "octet")
+	if err == nil || !strings.Contains(err.Error(), "server busy") {
+		t.Fatalf("a transfer beyond the cap: %v; want the server's busy error packet", err)
+	}
+	env.counted(t, tftpBusy, 1)
+
+	// The stalled client ends its transfer with an error packet; then the
+	// slot is free again.
+	if _, err := stalled.WriteTo([]byte{0, 5, 0, 0, 'b', 'y', 'e', 0}, transfer); err != nil {
+		t.Fatal(err)
+	}
+	env.counted(t, tftpFailed, 1)
+	wt, err := c.Receive("small.txt", "octet")
+	if err != nil {
+		t.Fatalf("after the stalled transfer ended: %v", err)
+	}
+	var got bytes.Buffer
+	if _, err := wt.WriteTo(&got); err != nil || got.String() != "hello\n" {
+		t.Errorf("after the stalled transfer ended: read %q, %v", got.String(), err)
+	}
 }
