@@ -51,21 +51,6 @@ func TestAuditSkipsHealthChecks(t *testing.T) {
 	})
 }
 
-// scrape returns what the server's /metrics serves.
-func scrape(t testing.TB, e *env) string {
-	t.Helper()
-	resp, err := e.HTTP.Get(e.URL + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(body)
-}
-
 // refuseAuditRecords makes the database refuse to write audit records
 // until the returned function is called.
 func refuseAuditRecords(t *testing.T, e *env) (allow func()) {

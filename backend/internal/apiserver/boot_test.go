@@ -2,7 +2,6 @@ package apiserver
 
 import (
 	"context"
-	"io"
 	"slices"
 	"strings"
 	"testing"
@@ -20,25 +19,6 @@ import (
 	googleuuid "github.com/google/uuid"
 	"google.golang.org/protobuf/testing/protocmp"
 )
-
-// wantMetrics checks that the server's /metrics has each of the samples.
-func wantMetrics(t *testing.T, e *env, samples ...string) {
-	t.Helper()
-	resp, err := e.HTTP.Get(e.URL + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, want := range samples {
-		if !strings.Contains(string(body), want+"\n") {
-			t.Errorf("/metrics lacks %s", want)
-		}
-	}
-}
 
 // googleUUID parses an id the API returned.
 func googleUUID(t *testing.T, s string) googleuuid.UUID {

@@ -1,7 +1,6 @@
 package apiserver
 
 import (
-	"bufio"
 	"fmt"
 	"math/rand/v2"
 	"slices"
@@ -177,26 +176,4 @@ func machineMAC(t *testing.T, e *env, id uuid.UUID) string {
 		t.Fatalf("interfaces of %s: %v, %v", id, ns, err)
 	}
 	return ns[0].MAC
-}
-
-// metricValue reads one sample from the server's /metrics.
-func metricValue(t *testing.T, e *env, sample string) float64 {
-	t.Helper()
-	resp, err := e.HTTP.Get(e.URL + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), sample+" "); ok {
-			var f float64
-			if _, err := fmt.Sscan(v, &f); err != nil {
-				t.Fatalf("metric %s: %q", sample, v)
-			}
-			return f
-		}
-	}
-	t.Fatalf("/metrics has no %s", sample)
-	return 0
 }

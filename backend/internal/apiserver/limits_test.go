@@ -12,7 +12,6 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -77,27 +76,7 @@ func (e *env) dialHTTP1(t *testing.T) (*tls.Conn, *bufio.Reader) {
 // limitHits returns carbide_api_limit_hits_total for one limit.
 func (e *env) limitHits(t *testing.T, limit string) float64 {
 	t.Helper()
-	resp, err := e.HTTP.Get(e.URL + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sample := fmt.Sprintf("carbide_api_limit_hits_total{limit=%q} ", limit)
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, sample); ok {
-			f, err := strconv.ParseFloat(v, 64)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return f
-		}
-	}
-	t.Fatalf("/metrics has no %s", sample)
-	return 0
+	return metricValue(t, e, fmt.Sprintf("carbide_api_limit_hits_total{limit=%q}", limit))
 }
 
 // TestWatchOutlivesWriteTimeout opens Watch streams over HTTP/2 (gRPC) and

@@ -3,6 +3,7 @@ package apiserver
 import (
 	"context"
 	"io"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -23,6 +24,16 @@ func TestMetrics(t *testing.T) {
 		t.Fatalf("GetSegment with a bad id: %v, want InvalidArgument", err)
 	}
 
+	wantMetrics(t, e,
+		`carbide_rpc_requests_total{code="ok",procedure="/carbide.network.v1.SegmentService/ListSegments"} 1`,
+		`carbide_rpc_requests_total{code="invalid_argument",procedure="/carbide.network.v1.SegmentService/GetSegment"} 1`,
+		`carbide_rpc_duration_seconds_count{procedure="/carbide.network.v1.SegmentService/ListSegments"} 1`,
+	)
+}
+
+// scrape returns what the server's /metrics serves.
+func scrape(t testing.TB, e *env) string {
+	t.Helper()
 	resp, err := e.HTTP.Get(e.URL + "/metrics")
 	if err != nil {
 		t.Fatal(err)
@@ -32,13 +43,33 @@ func TestMetrics(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{
-		`carbide_rpc_requests_total{code="ok",procedure="/carbide.network.v1.SegmentService/ListSegments"} 1`,
-		`carbide_rpc_requests_total{code="invalid_argument",procedure="/carbide.network.v1.SegmentService/GetSegment"} 1`,
-		`carbide_rpc_duration_seconds_count{procedure="/carbide.network.v1.SegmentService/ListSegments"} 1`,
-	} {
-		if !strings.Contains(string(body), want+"\n") {
+	return string(body)
+}
+
+// wantMetrics checks that the server's /metrics has each of the samples.
+func wantMetrics(t *testing.T, e *env, samples ...string) {
+	t.Helper()
+	body := scrape(t, e)
+	for _, want := range samples {
+		if !strings.Contains(body, want+"\n") {
 			t.Errorf("/metrics lacks %s", want)
 		}
 	}
+}
+
+// metricValue reads one sample, such as name{label="value"}, from the
+// server's /metrics.
+func metricValue(t testing.TB, e *env, sample string) float64 {
+	t.Helper()
+	for line := range strings.SplitSeq(scrape(t, e), "\n") {
+		if v, ok := strings.CutPrefix(line, sample+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("metric %s: %q", sample, v)
+			}
+			return f
+		}
+	}
+	t.Fatalf("/metrics has no %s", sample)
+	return 0
 }
