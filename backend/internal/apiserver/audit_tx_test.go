@@ -13,9 +13,15 @@ import (
 	"entgo.io/ent/dialect"
 	"github.com/carbide-dev/carbide/backend/internal/store"
 	"github.com/carbide-dev/carbide/ent/change"
+	"github.com/carbide-dev/carbide/ent/lease"
 	auditv1 "github.com/carbide-dev/carbide/gen/carbide/audit/v1"
+	bootv1 "github.com/carbide-dev/carbide/gen/carbide/boot/v1"
+	"github.com/carbide-dev/carbide/gen/carbide/boot/v1/bootv1connect"
+	dhcpv1 "github.com/carbide-dev/carbide/gen/carbide/dhcp/v1"
+	"github.com/carbide-dev/carbide/gen/carbide/dhcp/v1/dhcpv1connect"
 	networkv1 "github.com/carbide-dev/carbide/gen/carbide/network/v1"
 	"github.com/carbide-dev/carbide/gen/carbide/network/v1/networkv1connect"
+	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
@@ -228,4 +234,80 @@ func TestConfigRejectsBadRetention(t *testing.T) {
 			t.Errorf("Validate() = %v, want it to say %q", err, want)
 		}
 	}
+}
+
+// TestAuditRecordCommitsWithLeaseAndBoot checks the writes that are one
+// statement each — a DHCP renewal and the start of a boot — commit with
+// their audit record too: refused records refuse them, and a written one
+// names the machine, once.
+func TestAuditRecordCommitsWithLeaseAndBoot(t *testing.T) {
+	t.Parallel()
+	forEachStore(t, func(t *testing.T, e *env) {
+		_, _, c := dhcpSegments(t, e)
+		mac := "52:54:00:ad:00:01"
+		req := &dhcpv1.LeaseRequest{Mac: mac, Origin: &dhcpv1.Origin{LocalAddress: "10.1.0.1"}, Extend: true}
+		first := dhcpLease(t, c, req)
+		expiry := func() time.Time {
+			t.Helper()
+			l, err := e.Store.Client.Lease.Query().Where(lease.MAC(mac)).Only(t.Context())
+			if err != nil {
+				t.Fatal(err)
+			}
+			return l.ExpireTime
+		}
+		bootID := func() string {
+			t.Helper()
+			m, err := e.Store.Client.Machine.Get(t.Context(), googleUUID(t, first.GetMachineId()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if m.BootID == nil {
+				return ""
+			}
+			return m.BootID.String()
+		}
+		leased, booted := expiry(), bootID()
+		time.Sleep(10 * time.Millisecond) // a renewal now moves the expiry
+
+		allow := refuseAuditRecords(t, e)
+		if _, err := c.DHCP.Lease(t.Context(), connect.NewRequest(req)); connect.CodeOf(err) != connect.CodeInternal {
+			t.Errorf("renewal while audit records are refused: %v, want an internal error", err)
+		}
+		if got := expiry(); !got.Equal(leased) {
+			t.Errorf("renewal whose audit record was refused moved the expiry from %s to %s", leased, got)
+		}
+		_, err := e.as(t, "pxe").Boot.GetBootConfig(t.Context(), connect.NewRequest(&bootv1.GetBootConfigRequest{
+			Mac: mac, ClientAddress: first.GetAddress(), StartBoot: true}))
+		if connect.CodeOf(err) != connect.CodeInternal {
+			t.Errorf("boot start while audit records are refused: %v, want an internal error", err)
+		}
+		if got := bootID(); got != booted {
+			t.Errorf("boot start whose audit record was refused recorded boot %q", got)
+		}
+		allow()
+
+		dhcpLease(t, c, req)
+		if got := expiry(); !got.After(leased) {
+			t.Errorf("renewal left the expiry at %s", got)
+		}
+		startBoot(t, e, mac, first.GetAddress())
+		if bootID() == booted {
+			t.Error("the boot start recorded no boot")
+		}
+		for _, procedure := range []string{dhcpv1connect.DHCPServiceLeaseProcedure, bootv1connect.BootServiceGetBootConfigProcedure} {
+			var ok [][]string
+			for _, r := range auditRecords(t, e, procedure) {
+				if r.Code == "ok" {
+					ok = append(ok, r.ResourceIds)
+				}
+			}
+			want := [][]string{{first.GetMachineId()}}
+			if procedure == dhcpv1connect.DHCPServiceLeaseProcedure {
+				want = append(want, want[0]) // the enrolment, then the renewal
+			}
+			if !cmp.Equal(ok, want) {
+				t.Errorf("ok records of %s name %v, want %v", procedure, ok, want)
+			}
+		}
+	})
 }

@@ -142,9 +142,10 @@ func (r *recorder) WrapStreamingHandler(next connect.StreamingHandlerFunc) conne
 	}
 }
 
-// Write writes the call's record, as a success naming the ids of its
-// request and the resources the transaction changed, in each transaction
-// of the call until one commits.
+// Write writes the call's record, as a success naming the resources its
+// handler named (Resources), else the ids of its request and the
+// resources the transaction changed, in each transaction of the call
+// until one commits.
 func (c *call) Write(ctx context.Context, tx *ent.Tx, changed []string) (func(), error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -152,6 +153,10 @@ func (c *call) Write(ctx context.Context, tx *ent.Tx, changed []string) (func(),
 		return nil, nil // an earlier transaction of the call holds it
 	}
 	ids := append([]string{}, c.ids...)
+	if named := c.resources.Load(); named != nil {
+		// The handler named what it changes: finish keeps exactly those.
+		ids, changed = append([]string{}, *named...), *named
+	}
 	for _, id := range changed {
 		if !slices.Contains(ids, id) {
 			ids = append(ids, id)

@@ -154,10 +154,13 @@ func (s *Service) startBoot(ctx context.Context, id uuid.UUID) (string, error) {
 	rand.Read(raw[:])
 	nonce := base64.RawURLEncoding.EncodeToString(raw[:])
 	sum := sha256.Sum256([]byte(nonce))
-	err := s.store.Client.Machine.UpdateOneID(id).
-		SetBootID(uuid.New()).SetBootNonceHash(sum[:]).
-		SetBootExpireTime(store.Now().Add(s.tokens.TTL())).
-		Exec(ctx)
+	audit.Resources(ctx, []string{id.String()})
+	err := s.store.InTx(ctx, func(tx *ent.Tx) error {
+		return tx.Machine.UpdateOneID(id).
+			SetBootID(uuid.New()).SetBootNonceHash(sum[:]).
+			SetBootExpireTime(store.Now().Add(s.tokens.TTL())).
+			Exec(ctx)
+	})
 	if err != nil {
 		return "", fmt.Errorf("start a boot of machine %s: %w", id, err)
 	}

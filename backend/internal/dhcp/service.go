@@ -324,8 +324,12 @@ func (s *Service) lease(ctx context.Context, seg *ipam.Segment, mac string, req 
 	circuit, remote := string(o.GetCircuitId()), string(o.GetRemoteId())
 	changed := false
 	if o.GetRelayAddress() != "" && (cur.circuitID.String != circuit || cur.remoteID.String != remote) {
-		if err := s.store.Client.NIC.Update().Where(nic.MAC(mac)).
-			SetCircuitID(circuit).SetRemoteID(remote).SetUpdateTime(store.Now()).Exec(ctx); err != nil {
+		audit.Resources(ctx, []string{cur.machineID.UUID.String()})
+		err := s.store.InTx(ctx, func(tx *ent.Tx) error {
+			return tx.NIC.Update().Where(nic.MAC(mac)).
+				SetCircuitID(circuit).SetRemoteID(remote).SetUpdateTime(store.Now()).Exec(ctx)
+		})
+		if err != nil {
 			return nil, false, fmt.Errorf("record relay agent ids: %w", err)
 		}
 		changed = true
@@ -342,9 +346,16 @@ func (s *Service) lease(ctx context.Context, seg *ipam.Segment, mac string, req 
 			return s.response(seg, cur.machineID.UUID, cur.hostname.String, addr, cur.expireTime.Time.Sub(now).Truncate(time.Second)), changed, nil
 		}
 		expire := now.Add(seg.LeaseDuration())
-		n, err := s.store.Client.Lease.Update().
-			Where(lease.ID(cur.leaseID.Int64), lease.MAC(mac), lease.Address(addr)).
-			SetRenewTime(now).SetExpireTime(expire).Save(ctx)
+		// The renewal and its audit record commit together.
+		audit.Resources(ctx, []string{cur.machineID.UUID.String()})
+		var n int
+		err := s.store.InTx(ctx, func(tx *ent.Tx) error {
+			var err error
+			n, err = tx.Lease.Update().
+				Where(lease.ID(cur.leaseID.Int64), lease.MAC(mac), lease.Address(addr)).
+				SetRenewTime(now).SetExpireTime(expire).Save(ctx)
+			return err
+		})
 		if err != nil {
 			return nil, false, fmt.Errorf("renew lease: %w", err)
 		}
