@@ -2,8 +2,6 @@ package pgtest
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/url"
@@ -76,22 +74,14 @@ func Database(t testing.TB) string {
 	return withPassword(t, dbURL)
 }
 
-// withPassword puts a fresh password in a URL of the throwaway server,
-// and registers it with testsecret: the server trusts every local
-// connection and ignores it, but it goes wherever the URL goes, into the
-// logs of the servers under test, which must never show it.
+// withPassword puts a fresh password in a URL of the throwaway server
+// (see testsecret.Password).
 func withPassword(t testing.TB, dbURL string) string {
 	u, err := url.Parse(dbURL)
 	if err != nil {
 		t.Fatalf("pgtest: parse %s: %v", dbURL, err)
 	}
-	b := make([]byte, 12)
-	if _, err := rand.Read(b); err != nil {
-		t.Fatalf("pgtest: make a password: %v", err)
-	}
-	pw := "pgtest-" + hex.EncodeToString(b)
-	testsecret.Register(t, pw)
-	u.User = url.UserPassword(u.User.Username(), pw)
+	u.User = url.UserPassword(u.User.Username(), testsecret.Password(t))
 	return u.String()
 }
 

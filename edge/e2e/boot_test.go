@@ -19,6 +19,7 @@ import (
 	machinev1 "github.com/carbide-dev/carbide/gen/carbide/machine/v1"
 	networkv1 "github.com/carbide-dev/carbide/gen/carbide/network/v1"
 	"github.com/carbide-dev/carbide/sdk/carbide"
+	"github.com/carbide-dev/carbide/sdk/testsecret"
 )
 
 // The provisioning network of the boot test: a bridge in the lab
@@ -201,6 +202,7 @@ func (l *lab) startDaemons(t testing.TB, image string) {
 	startProc(t, l.ns, "carbide-api", bins.api, "--dev", "--listen", labAPI, "--data-dir", dataDir, "--database-url", u.String()).
 		waitOutput(t, listening, time.Minute)
 	pkiDir := filepath.Join(dataDir, "pki")
+	testsecret.RegisterFiles(t, filepath.Join(pkiDir, "*.key"))
 	l.client = labClient(t, l.ns, pkiDir)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

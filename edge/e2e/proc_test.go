@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -18,6 +20,7 @@ import (
 	"github.com/carbide-dev/carbide/edge/internal/syncbuf"
 	networkv1 "github.com/carbide-dev/carbide/gen/carbide/network/v1"
 	"github.com/carbide-dev/carbide/sdk/carbide"
+	"github.com/carbide-dev/carbide/sdk/testsecret"
 )
 
 // proc is a long-running process started by a test.
@@ -56,7 +59,11 @@ func startProc(t testing.TB, n *netns, name string, argv ...string) *proc {
 	}()
 	t.Cleanup(func() {
 		p.stop(t)
-		if t.Failed() {
+		switch {
+		case os.Getenv(testsecret.EnvFile) != "":
+			// make go-test checks the whole output for secrets.
+			fmt.Fprintf(t.Output(), "output of %s (%s):\n%s\n", name, strings.Join(argv, " "), p.out.String())
+		case t.Failed():
 			t.Logf("output of %s (%s):\n%s", name, strings.Join(argv, " "), tail(p.out.String(), 60))
 		}
 	})
@@ -188,6 +195,7 @@ func startAPI(t *testing.T, dbURL string) *api {
 		addr: p.waitOutput(t, listening, 60*time.Second)[1],
 		pki:  filepath.Join(dataDir, "pki"),
 	}
+	testsecret.RegisterFiles(t, filepath.Join(a.pki, "*.key"))
 	c, err := carbide.New("https://"+a.addr, carbide.WithClientCertificate(
 		filepath.Join(a.pki, "admin.crt"), filepath.Join(a.pki, "admin.key"), filepath.Join(a.pki, "ca.crt")))
 	if err != nil {
@@ -321,8 +329,14 @@ func startPostgres(t testing.TB) string {
 		}
 	})
 	select {
-	case url := <-line:
-		return url
+	case dbURL := <-line:
+		// The server ignores the password; the logs must not show it.
+		u, err := url.Parse(dbURL)
+		if err != nil {
+			t.Fatalf("pgtest-cluster printed %q: %v", dbURL, err)
+		}
+		u.User = url.UserPassword(u.User.Username(), testsecret.Password(t))
+		return u.String()
 	case <-exited:
 		t.Fatalf("pgtest-cluster failed: %v\n%s", waitErr, stderr)
 	case <-time.After(2 * time.Minute):

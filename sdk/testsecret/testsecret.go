@@ -8,9 +8,11 @@ package testsecret
 
 import (
 	"bufio"
+	"crypto/rand"
 	"encoding/hex"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -102,4 +104,32 @@ func Load(path string) ([]string, error) {
 		}
 	}
 	return out, sc.Err()
+}
+
+// Password returns a fresh random password, registered: for URLs of
+// throwaway database servers that trust every local connection and ignore
+// it, so that where the URL goes — into the logs of the servers under
+// test — can be checked for it.
+func Password(t testing.TB) string {
+	t.Helper()
+	pw := "test-pw-" + rand.Text()
+	Register(t, pw)
+	return pw
+}
+
+// RegisterFiles registers the content of each file that pattern
+// (filepath.Glob) matches, such as the private keys of a development PKI.
+func RegisterFiles(t testing.TB, pattern string) {
+	t.Helper()
+	files, err := filepath.Glob(pattern)
+	if err != nil {
+		t.Fatalf("testsecret: %v", err)
+	}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatalf("testsecret: %v", err)
+		}
+		Register(t, string(b))
+	}
 }

@@ -139,7 +139,7 @@ func startAPIArgs(t *testing.T, dataDir string, args ...string) *apiProc {
 	t.Cleanup(func() { p.stop(t) })
 	select {
 	case p.addr = <-addr:
-		registerKeys(t, p.pki)
+		testsecret.RegisterFiles(t, filepath.Join(p.pki, "*.key"))
 	case err := <-p.done:
 		p.done <- err
 		t.Fatalf("carbide-api exited before serving: %v\n%s", err, p.log)
@@ -147,23 +147,6 @@ func startAPIArgs(t *testing.T, dataDir string, args ...string) *apiProc {
 		t.Fatalf("carbide-api did not start serving within 60s\n%s", p.log)
 	}
 	return p
-}
-
-// registerKeys registers every private key of a PKI directory with
-// testsecret.
-func registerKeys(t *testing.T, dir string) {
-	t.Helper()
-	keys, err := filepath.Glob(filepath.Join(dir, "*.key"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, k := range keys {
-		b, err := os.ReadFile(k)
-		if err != nil {
-			t.Fatal(err)
-		}
-		testsecret.Register(t, string(b))
-	}
 }
 
 // stop sends SIGTERM and waits for a clean exit, then copies the server's

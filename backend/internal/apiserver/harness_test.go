@@ -113,7 +113,7 @@ func newEnvWith(t testing.TB, kind, protocol string, opts envOptions) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	registerKeys(t, filepath.Join(cfg.DataDir, "pki"))
+	testsecret.RegisterFiles(t, filepath.Join(cfg.DataDir, "pki", "*.key"))
 	stopping := make(chan struct{})
 	handler, _, err := newHandler(st, auth.Agents, cfg.Enrol, logger, stopping, prometheus.NewRegistry(), newLimits(cfg))
 	if err != nil {
@@ -251,21 +251,4 @@ func (w *lockedOutput) Write(p []byte) (int, error) {
 		return len(p), nil
 	}
 	return w.out.Write(p)
-}
-
-// registerKeys registers every private key of a PKI directory with
-// testsecret.
-func registerKeys(t testing.TB, dir string) {
-	t.Helper()
-	keys, err := filepath.Glob(filepath.Join(dir, "*.key"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, k := range keys {
-		b, err := os.ReadFile(k)
-		if err != nil {
-			t.Fatal(err)
-		}
-		testsecret.Register(t, string(b))
-	}
 }
