@@ -268,12 +268,6 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		newPruner(st, cfg, reg, logger).run(gctx)
 		return nil
 	})
-	if cfg.DiscoveredRetention > 0 {
-		g.Go(func() error {
-			pruneDiscovered(gctx, st, cfg.DiscoveredRetention, logger)
-			return nil
-		})
-	}
 	g.Go(func() error {
 		<-gctx.Done()
 		logger.Info("shutting down", "timeout", cfg.ShutdownTimeout)
@@ -351,30 +345,4 @@ func newHandler(st *store.Store, tokens *pki.AgentTokens, enrol dhcp.EnrolLimit,
 	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector, opts))
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	return lim.Middleware(mux), health, nil
-}
-
-// pruneBatch is how many machines one transaction of pruneDiscovered
-// removes at most.
-const pruneBatch = 500
-
-// pruneDiscovered removes the machines DHCP enrolled that stayed
-// discovered, with no inventory, for retention after their last lease
-// expired (see dhcp.PruneDiscovered), every retention/4 (at most hourly).
-func pruneDiscovered(ctx context.Context, st *store.Store, retention time.Duration, logger *slog.Logger) {
-	t := time.NewTicker(min(retention/4, time.Hour))
-	defer t.Stop()
-	for {
-		n, err := dhcp.PruneDiscovered(ctx, st, time.Now().Add(-retention), pruneBatch)
-		switch {
-		case err != nil && ctx.Err() == nil:
-			logger.Warn("removing stale discovered machines failed", "error", err)
-		case n > 0:
-			logger.Info("removed discovered machines that never sent an inventory and hold no lease", "machines", n, "retention", retention)
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
 }

@@ -2,6 +2,7 @@ package apiserver
 
 import (
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -18,6 +19,8 @@ import (
 	machinev1 "github.com/carbide-dev/carbide/gen/carbide/machine/v1"
 	networkv1 "github.com/carbide-dev/carbide/gen/carbide/network/v1"
 	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // TestEnrolmentFloodIsBounded sends LeaseBatch requests for 50,000 random
@@ -113,14 +116,14 @@ func TestEnrolmentFloodIsBounded(t *testing.T) {
 			if n, err := dhcp.PruneDiscovered(ctx, e.Store, time.Now(), 100); err != nil || n != 0 {
 				t.Fatalf("PruneDiscovered before the leases expired: removed %d, %v; want 0", n, err)
 			}
-			// Leases last an hour: two hours on, the retention has passed.
-			n, err := dhcp.PruneDiscovered(ctx, e.Store, time.Now().Add(2*time.Hour), 100)
-			if err != nil {
-				t.Fatalf("PruneDiscovered: %v", err)
-			}
+			// Leases last an hour: three hours on, an hour's retention has
+			// passed. The API's pruner removes them, and counts them.
+			p := newPruner(e.Store, Config{DiscoveredRetention: time.Hour}, prometheus.NewRegistry(), slog.New(slog.NewTextHandler(testOutput(t), nil)))
+			p.once(ctx, time.Now().Add(3*time.Hour))
+			n := int(testutil.ToFloat64(p.pruned.WithLabelValues("discovered_machines")))
 			removed := slices.DeleteFunc(append(enrolled, other.GetMachineId()), func(id string) bool { return slices.Contains(keep, id) })
 			if n != len(removed) {
-				t.Errorf("PruneDiscovered removed %d machines, want %d", n, len(removed))
+				t.Errorf("the pruner removed %d machines, want %d", n, len(removed))
 			}
 			var left []string
 			for _, m := range e.Store.Client.Machine.Query().AllX(ctx) {
