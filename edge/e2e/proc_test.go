@@ -62,12 +62,24 @@ func startProc(t testing.TB, n *netns, name string, argv ...string) *proc {
 		switch {
 		case os.Getenv(testsecret.EnvFile) != "":
 			// make go-test checks the whole output for secrets.
-			fmt.Fprintf(t.Output(), "output of %s (%s):\n%s\n", name, strings.Join(argv, " "), p.out.String())
+			fmt.Fprintf(t.Output(), "output of %s (%s):\n%s\n", name, commandLine(argv), p.out.String())
 		case t.Failed():
-			t.Logf("output of %s (%s):\n%s", name, strings.Join(argv, " "), tail(p.out.String(), 60))
+			t.Logf("output of %s (%s):\n%s", name, commandLine(argv), tail(p.out.String(), 60))
 		}
 	})
 	return p
+}
+
+// commandLine is argv as a log shows it: URLs without their passwords.
+func commandLine(argv []string) string {
+	shown := make([]string, len(argv))
+	for i, arg := range argv {
+		shown[i] = arg
+		if u, err := url.Parse(arg); err == nil && u.User != nil {
+			shown[i] = u.Redacted()
+		}
+	}
+	return strings.Join(shown, " ")
 }
 
 // exited reports whether p has exited.
@@ -157,7 +169,7 @@ func run(n *netns, timeout time.Duration, argv ...string) (string, error) {
 		err = fmt.Errorf("timed out after %s: %w", timeout, err)
 	}
 	if err != nil {
-		return string(out), fmt.Errorf("%s: %w\n%s", strings.Join(argv, " "), err, tail(string(out), 30))
+		return string(out), fmt.Errorf("%s: %w\n%s", commandLine(argv), err, tail(string(out), 30))
 	}
 	return string(out), nil
 }
