@@ -2,6 +2,8 @@ package apiserver
 
 import (
 	"context"
+	"database/sql"
+	"fmt"
 	"net/netip"
 	"slices"
 	"strings"
@@ -138,7 +140,104 @@ func TestDHCPRecordsRelayAgentIDs(t *testing.T) {
 		if n.CircuitID != "eth1/0/7" || n.RemoteID != "tor-9" {
 			t.Errorf("interface relay ids = %q %q", n.CircuitID, n.RemoteID)
 		}
+
+		// Recording relay ids changes the machine: it is audited, naming
+		// it. Asking again from the same port changes nothing.
+		dhcpLease(t, c, &dhcpv1.LeaseRequest{Mac: "52:54:00:bb:00:01",
+			Origin: &dhcpv1.Origin{RelayAddress: "192.0.2.9", CircuitId: []byte("eth1/0/7"), RemoteId: []byte("tor-9")}})
+		recs := auditRecords(t, e, dhcpv1connect.DHCPServiceLeaseProcedure)
+		if len(recs) != 1 || !slices.Equal(recs[0].ResourceIds, []string{pre.GetId()}) || recs[0].Code != "ok" {
+			var got [][]string
+			for _, r := range recs {
+				got = append(got, r.ResourceIds)
+			}
+			t.Errorf("audit records of Lease name %v, want one naming %s (the relay-id change)", got, pre.GetId())
+		}
 	})
+}
+
+// A batch renews all its leases due for renewal with one UPDATE (counted
+// by pg_stat_statements on PostgreSQL), and a batch that only renewed
+// leaves no audit record: the renewals are counted in
+// carbide_dhcp_lease_writes_total.
+func TestDHCPLeaseBatchRenewsInOneStatement(t *testing.T) {
+	t.Parallel()
+	for _, kind := range stores {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			var stats *sql.DB
+			var opts envOptions
+			if kind == "postgres" {
+				opts.databaseURL, stats = statementStats(t)
+			}
+			e := newEnvWith(t, kind, "connect", opts)
+			_, _, c := dhcpSegments(t, e)
+			const n = 20
+			origin := &dhcpv1.Origin{RelayAddress: "192.0.2.9"}
+			var reqs []*dhcpv1.LeaseRequest
+			for i := range n {
+				reqs = append(reqs, &dhcpv1.LeaseRequest{Mac: testMAC(100 + i), Origin: origin})
+			}
+			first := dhcpLeaseBatch(t, c, reqs...)
+			expiries := func() map[string]time.Time {
+				t.Helper()
+				ls, err := e.Store.Client.Lease.Query().All(t.Context())
+				if err != nil {
+					t.Fatal(err)
+				}
+				m := make(map[string]time.Time)
+				for _, l := range ls {
+					m[l.MAC] = l.ExpireTime
+				}
+				return m
+			}
+			before := expiries()
+			recsBefore := len(auditRecords(t, e, dhcpv1connect.DHCPServiceLeaseBatchProcedure))
+			updates := func() int64 {
+				t.Helper()
+				if stats == nil {
+					return 0
+				}
+				var calls int64
+				err := stats.QueryRowContext(t.Context(), `SELECT coalesce(sum(calls), 0) FROM pg_stat_statements
+					WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+					AND query ILIKE 'UPDATE leases%'`).Scan(&calls)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return calls
+			}
+			updatesBefore := updates()
+			time.Sleep(10 * time.Millisecond) // a renewal now moves the expiry
+
+			for _, r := range reqs {
+				r.Extend = true
+			}
+			renewed := dhcpLeaseBatch(t, c, reqs...)
+			after := expiries()
+			for i, r := range renewed {
+				mac := reqs[i].GetMac()
+				if r.GetLease().GetAddress() != first[i].GetLease().GetAddress() || r.GetLease().GetLeaseDuration().AsDuration() != time.Hour {
+					t.Errorf("renewal of %s: %v, want %s for 1h", mac, r, first[i].GetLease().GetAddress())
+				}
+				if !after[mac].After(before[mac]) {
+					t.Errorf("renewal of %s left its expiry at %s", mac, after[mac])
+				}
+			}
+			if stats != nil {
+				if got := updates() - updatesBefore; got != 1 {
+					t.Errorf("%d UPDATE statements on leases for a batch of %d renewals, want 1", got, n)
+				}
+			}
+			if got := len(auditRecords(t, e, dhcpv1connect.DHCPServiceLeaseBatchProcedure)); got != recsBefore {
+				t.Errorf("%d audit records of LeaseBatch after a batch of renewals, want %d", got, recsBefore)
+			}
+			want := fmt.Sprintf(`carbide_dhcp_lease_writes_total{kind="renew",principal="spiffe://carbide.local/service/dhcp",segment="rack9"} %d`, n)
+			if metrics := scrape(t, e); !strings.Contains(metrics, want+"\n") {
+				t.Errorf("/metrics lacks %s", want)
+			}
+		})
+	}
 }
 
 func TestDHCPReleaseDeclineInform(t *testing.T) {
