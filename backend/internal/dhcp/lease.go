@@ -127,8 +127,8 @@ type request struct {
 	cur      *current // what step 2 read
 	attempts int
 	admitted bool // the enrolment limit let its MAC be enrolled
-	alone    bool // writes its machine in a transaction of its own
-	newID    uuid.UUID
+	alone    bool      // writes its machine in a transaction of its own
+	newID    uuid.UUID // of the machine it enrols, chosen before the transaction
 }
 
 // decide runs the lease path for each of msgs.
@@ -327,10 +327,10 @@ func (s *Service) read(ctx context.Context, seg uuid.UUID, macs []string) (map[s
 // discovered machine with that interface, its first state, its lease and
 // its entry in the change log, each one statement for all the MACs of a
 // segment. Requests whose MAC held a lease already, and those whose relay
-// ids it recorded, go round again to be leased; so do all of them when the
-// transaction lost a race. When it failed otherwise, each request is tried
-// again in a transaction of its own, so that one that cannot be leased
-// (the pool is full) fails alone.
+// ids it recorded, go round again to be leased. When a transaction of
+// several requests fails (it lost a race to another replica, or the pool
+// ran out), each goes round again to be written in a transaction of its
+// own, so that one that cannot be leased fails alone.
 func (s *Service) writeMachines(ctx context.Context, b *batch, rs []*request) (again []*request) {
 	var groups [][]*request
 	var together []*request
