@@ -126,7 +126,7 @@ type request struct {
 	seg      *ipam.Segment
 	cur      *current // what step 2 read
 	attempts int
-	admitted bool // the enrolment limit let its MAC be enrolled
+	admitted bool      // the enrolment limit let its MAC be enrolled
 	alone    bool      // writes its machine in a transaction of its own
 	newID    uuid.UUID // of the machine it enrols, chosen before the transaction
 }
