@@ -414,7 +414,7 @@ func dhcpLeaseBatch(t *testing.T, c clients, reqs ...*dhcpv1.LeaseRequest) []*dh
 // A batch gets, for each request, what Lease would give it: new MACs are
 // enrolled with distinct addresses, a reservation is honoured, a known
 // MAC keeps its address, a MAC asking twice gets one answer, and a
-// request no segment matches fails alone. Only writes are audited.
+// request no segment matches fails alone. Only enrolments are audited.
 func TestDHCPLeaseBatch(t *testing.T) {
 	t.Parallel()
 	forEachStore(t, func(t *testing.T, e *env) {
