@@ -201,7 +201,7 @@ func TestDHCPLeaseBatchRenewsInOneStatement(t *testing.T) {
 				var calls int64
 				err := stats.QueryRowContext(t.Context(), `SELECT coalesce(sum(calls), 0) FROM pg_stat_statements
 					WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
-					AND query ILIKE 'UPDATE leases%'`).Scan(&calls)
+					AND query ~* '^\s*UPDATE\s+"?leases"?\s'`).Scan(&calls)
 				if err != nil {
 					t.Fatal(err)
 				}
