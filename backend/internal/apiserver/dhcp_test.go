@@ -14,6 +14,7 @@ import (
 	"connectrpc.com/connect"
 	"github.com/carbide-dev/carbide/ent"
 	"github.com/carbide-dev/carbide/ent/auditrecord"
+	"github.com/carbide-dev/carbide/ent/change"
 	"github.com/carbide-dev/carbide/ent/lease"
 	"github.com/carbide-dev/carbide/ent/machine"
 	"github.com/carbide-dev/carbide/ent/nic"
@@ -21,6 +22,7 @@ import (
 	"github.com/carbide-dev/carbide/gen/carbide/dhcp/v1/dhcpv1connect"
 	machinev1 "github.com/carbide-dev/carbide/gen/carbide/machine/v1"
 	networkv1 "github.com/carbide-dev/carbide/gen/carbide/network/v1"
+	"google.golang.org/protobuf/proto"
 )
 
 // dhcpSegments creates a segment for the daemon's own link and one behind
@@ -154,6 +156,84 @@ func TestDHCPRecordsRelayAgentIDs(t *testing.T) {
 			t.Errorf("audit records of Lease name %v, want one naming %s (the relay-id change)", got, pre.GetId())
 		}
 	})
+}
+
+// Machines created with CreateMachine that boot for the first time get
+// their first leases in one transaction per batch: one INSERT into leases
+// (counted by pg_stat_statements on PostgreSQL), their interfaces on the
+// segment, a change-log entry each with the new address, and no audit
+// record.
+func TestDHCPLeaseBatchFirstLeasesOfKnownMachines(t *testing.T) {
+	t.Parallel()
+	for _, kind := range stores {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			var stats *sql.DB
+			var opts envOptions
+			if kind == "postgres" {
+				opts.databaseURL, stats = statementStats(t)
+			}
+			e := newEnvWith(t, kind, "connect", opts)
+			_, relayed, c := dhcpSegments(t, e)
+			const n = 6
+			origin := &dhcpv1.Origin{RelayAddress: "192.0.2.9"}
+			var reqs []*dhcpv1.LeaseRequest
+			var ids []string
+			for i := range n {
+				m := createMachine(t, e, &machinev1.CreateMachineRequest{Hostname: fmt.Sprintf("node-%d", i), Macs: []string{testMAC(200 + i)}})
+				ids = append(ids, m.GetId())
+				reqs = append(reqs, &dhcpv1.LeaseRequest{Mac: testMAC(200 + i), Origin: origin})
+			}
+			inserts := func() int64 {
+				t.Helper()
+				if stats == nil {
+					return 0
+				}
+				var calls int64
+				err := stats.QueryRowContext(t.Context(), `SELECT coalesce(sum(calls), 0) FROM pg_stat_statements
+					WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+					AND query ~* '^\s*INSERT\s+INTO\s+"?leases"?\s'`).Scan(&calls)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return calls
+			}
+			insertsBefore := inserts()
+			results := dhcpLeaseBatch(t, c, reqs...)
+			if stats != nil {
+				if got := inserts() - insertsBefore; got != 1 {
+					t.Errorf("%d INSERT statements into leases for the first leases of %d machines, want 1", got, n)
+				}
+			}
+			seen := map[string]bool{}
+			for i, r := range results {
+				l := r.GetLease()
+				if l == nil || l.GetMachineId() != ids[i] || l.GetHostname() != fmt.Sprintf("node-%d", i) || seen[l.GetAddress()] {
+					t.Fatalf("request %d: %v, want a lease of its own for machine %s", i, r, ids[i])
+				}
+				seen[l.GetAddress()] = true
+				m, err := e.Machines.GetMachine(t.Context(), connect.NewRequest(&machinev1.GetMachineRequest{Id: ids[i]}))
+				if err != nil {
+					t.Fatal(err)
+				}
+				ifs := m.Msg.GetMachine().GetInterfaces()
+				if len(ifs) != 1 || ifs[0].GetAddress() != l.GetAddress() || ifs[0].GetSegmentId() != relayed.GetId() {
+					t.Errorf("machine %d's interfaces = %v, want %s on %s", i, ifs, l.GetAddress(), relayed.GetId())
+				}
+				chs, err := e.Store.Client.Change.Query().Where(change.ResourceID(ids[i]), change.TypeEQ(change.TypeUpdated)).All(t.Context())
+				if err != nil {
+					t.Fatal(err)
+				}
+				var got machinev1.Machine
+				if len(chs) != 1 || proto.Unmarshal(chs[0].Payload, &got) != nil || len(got.GetInterfaces()) != 1 || got.GetInterfaces()[0].GetAddress() != l.GetAddress() {
+					t.Errorf("machine %d: %d updated changes (%v), want one showing %s", i, len(chs), &got, l.GetAddress())
+				}
+			}
+			if recs := auditRecords(t, e, dhcpv1connect.DHCPServiceLeaseBatchProcedure); len(recs) != 0 {
+				t.Errorf("%d audit records of LeaseBatch for first leases of known machines, want none", len(recs))
+			}
+		})
+	}
 }
 
 // A batch renews all its leases due for renewal with one UPDATE (counted

@@ -38,7 +38,8 @@ import (
 //  4. write, all the requests of a step together: the enrolments (with
 //     their first leases) and relay-id changes in one transaction with the
 //     call's audit record (writeMachines), the renewals in one statement
-//     (renew), the other leases through ipam (allocate).
+//     (renew), the first leases of known machines in one transaction
+//     (leaseFirst), the other leases one by one through ipam (allocate).
 //
 // A request whose write lost a race to a concurrent call (another replica
 // enrolling the same MAC, or taking the same address) goes round again
@@ -127,7 +128,7 @@ type request struct {
 	cur      *current // what step 2 read
 	attempts int
 	admitted bool      // the enrolment limit let its MAC be enrolled
-	alone    bool      // writes its machine in a transaction of its own
+	alone    bool      // is written in a transaction of its own: its batch's failed
 	newID    uuid.UUID // of the machine it enrols, chosen before the transaction
 }
 
@@ -194,6 +195,7 @@ func (s *Service) round(ctx context.Context, b *batch, rs []*request) []*request
 	var again []*request
 	again = append(again, s.writeMachines(ctx, b, w.machines)...)
 	again = append(again, s.renew(ctx, b, w.renewals, now)...)
+	again = append(again, s.leaseFirst(ctx, b, w.firsts)...)
 	again = append(again, s.allocate(ctx, b, w.allocations)...)
 	return again
 }
@@ -202,6 +204,7 @@ func (s *Service) round(ctx context.Context, b *batch, rs []*request) []*request
 type writes struct {
 	machines    []*request // enrol, or record relay ids
 	renewals    []*request
+	firsts      []*request // known machines without a lease on the segment
 	allocations []*request
 }
 
@@ -244,6 +247,10 @@ func (s *Service) choose(b *batch, w *writes, r *request, now time.Time) {
 		return
 	}
 
+	if !cur.leaseID.Valid && !r.alone {
+		w.firsts = append(w.firsts, r)
+		return
+	}
 	w.allocations = append(w.allocations, r)
 }
 
@@ -513,6 +520,69 @@ func (s *Service) renew(ctx context.Context, b *batch, rs []*request, now time.T
 	}
 	s.count(ctx, counts)
 	return again
+}
+
+// leaseFirst gives the MACs of known machines that hold no lease on their
+// segment (machines created with CreateMachine, booting for the first
+// time) their first lease, together, in one transaction: one query for
+// free addresses and one insert for all of them (ipam.LeaseNewMany), one
+// update that moves their interfaces to the segment, and the machines'
+// entries in the change log. It writes no audit record. When it fails
+// (another replica took an address, or the pool ran out), each request
+// goes round again to be leased on its own (allocate).
+func (s *Service) leaseFirst(ctx context.Context, b *batch, rs []*request) (again []*request) {
+	if len(rs) <= 1 {
+		return s.allocate(ctx, b, rs)
+	}
+	resps := make([]*dhcpv1.LeaseResponse, len(rs))
+	var counts []count
+	err := s.store.InTx(unaudited(ctx), func(tx *ent.Tx) error {
+		counts = counts[:0]
+		var ids []uuid.UUID
+		k := 0
+		for _, group := range bySegment(rs) {
+			seg := group[0].seg
+			reqs := make([]ipam.NewLease, len(group))
+			macs := make([]string, len(group))
+			for j, r := range group {
+				reqs[j] = ipam.NewLease{MAC: r.mac, Requested: r.msg.GetRequestedAddress()}
+				macs[j] = r.mac
+			}
+			leased, err := s.ipam.LeaseNewMany(ctx, tx, seg, reqs)
+			if err != nil {
+				return err
+			}
+			if err := tx.NIC.Update().Where(nic.MACIn(macs...), nic.Or(nic.SegmentIDIsNil(), nic.SegmentIDNEQ(seg.ID))).
+				SetSegmentID(seg.ID).SetUpdateTime(store.Now()).Exec(ctx); err != nil {
+				return fmt.Errorf("update interfaces: %w", err)
+			}
+			for j, r := range group {
+				l := leased[j]
+				resps[k] = r.response(r.cur.machineID.UUID, r.cur.hostname.String, l.Address, l.ExpireTime.Sub(l.RenewTime))
+				k++
+				if !slices.Contains(ids, r.cur.machineID.UUID) {
+					ids = append(ids, r.cur.machineID.UUID)
+				}
+			}
+			counts = append(counts, count{seg, "lease", len(leased)})
+		}
+		return machines.RecordChanges(ctx, s.store, tx, ids, store.Updated)
+	})
+	if err != nil {
+		for _, r := range rs {
+			r.alone = true
+		}
+		return rs
+	}
+	k := 0
+	for _, group := range bySegment(rs) {
+		for _, r := range group {
+			b.out[r.i].resp = resps[k]
+			k++
+		}
+	}
+	s.count(ctx, counts)
+	return nil
 }
 
 // allocate leases each of rs a free address through ipam (or its
