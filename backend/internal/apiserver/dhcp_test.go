@@ -604,70 +604,85 @@ func TestDHCPLeaseBatch(t *testing.T) {
 // the MACs left over get resource_exhausted.
 func TestDHCPLeaseBatchConcurrent(t *testing.T) {
 	t.Parallel()
-	forEachStore(t, func(t *testing.T, e *env) {
-		createSegment(t, e, &networkv1.Segment{
-			Name: "small", Prefix: "10.6.0.0/24", Gateway: "10.6.0.1",
-			Ranges: []*networkv1.AddressRange{{Start: "10.6.0.10", End: "10.6.0.21"}},
-		})
-		c := e.as(t, "dhcp")
-		origin := &dhcpv1.Origin{LocalAddress: "10.6.0.1"}
-		const macs = 16 // for 12 addresses
-		batches := make([][]*dhcpv1.LeaseResult, 4)
-		var wg sync.WaitGroup
-		for b := range batches {
-			wg.Go(func() {
-				var reqs []*dhcpv1.LeaseRequest
-				for i := range macs {
-					reqs = append(reqs, &dhcpv1.LeaseRequest{Mac: testMAC((i + 5*b) % macs), Origin: origin})
-				}
-				resp, err := c.DHCP.LeaseBatch(context.Background(), connect.NewRequest(&dhcpv1.LeaseBatchRequest{Requests: reqs}))
-				if err != nil {
-					t.Errorf("batch %d: %v", b, err)
-					return
-				}
-				batches[b] = resp.Msg.GetResults()
-			})
-		}
-		wg.Wait()
-		if t.Failed() {
-			return
-		}
-		byMAC := map[string]string{}
-		exhausted := 0
-		for b, results := range batches {
-			for k, r := range results {
-				mac := testMAC((k + 5*b) % macs)
-				if err := r.GetError(); err != nil {
-					if err.GetCode() != "resource_exhausted" {
-						t.Errorf("batch %d, %s: %v", b, mac, err)
-					}
-					exhausted++
-					continue
-				}
-				if prev, ok := byMAC[mac]; ok && prev != r.GetLease().GetAddress() {
-					t.Errorf("%s got %s and %s", mac, prev, r.GetLease().GetAddress())
-				}
-				byMAC[mac] = r.GetLease().GetAddress()
-			}
-		}
-		holders := map[string]string{}
-		for mac, a := range byMAC {
-			if other, ok := holders[a]; ok {
-				t.Errorf("%s went to %s and %s", a, other, mac)
-			}
-			holders[a] = mac
-		}
-		if len(byMAC) != 12 || exhausted == 0 {
-			t.Errorf("%d MACs leased and %d requests refused, want the 12 addresses leased and the rest refused", len(byMAC), exhausted)
-		}
-		for mac := range byMAC {
-			n, err := e.Store.Client.Machine.Query().Where(machine.HasNicsWith(nic.MAC(mac))).Count(context.Background())
-			if err != nil || n != 1 {
-				t.Errorf("%d machines own %s (%v), want 1", n, mac, err)
-			}
-		}
-		if n, _ := e.Store.Client.Lease.Query().Count(context.Background()); n != 12 {
-			t.Errorf("%d leases, want 12", n)
-		}
+	forEachStore(t, func(t *testing.T, e *env) { leaseBatchesConcurrently(t, e, false) })
+}
+
+// The same with machines created with CreateMachine, booting for the first
+// time: their first leases are written together, and the batches race for
+// the addresses.
+func TestDHCPLeaseBatchConcurrentKnownMachines(t *testing.T) {
+	t.Parallel()
+	forEachStore(t, func(t *testing.T, e *env) { leaseBatchesConcurrently(t, e, true) })
+}
+
+func leaseBatchesConcurrently(t *testing.T, e *env, known bool) {
+	createSegment(t, e, &networkv1.Segment{
+		Name: "small", Prefix: "10.6.0.0/24", Gateway: "10.6.0.1",
+		Ranges: []*networkv1.AddressRange{{Start: "10.6.0.10", End: "10.6.0.21"}},
 	})
+	c := e.as(t, "dhcp")
+	origin := &dhcpv1.Origin{LocalAddress: "10.6.0.1"}
+	const macs = 16 // for 12 addresses
+	if known {
+		for i := range macs {
+			createMachine(t, e, &machinev1.CreateMachineRequest{Macs: []string{testMAC(i)}})
+		}
+	}
+	batches := make([][]*dhcpv1.LeaseResult, 4)
+	var wg sync.WaitGroup
+	for b := range batches {
+		wg.Go(func() {
+			var reqs []*dhcpv1.LeaseRequest
+			for i := range macs {
+				reqs = append(reqs, &dhcpv1.LeaseRequest{Mac: testMAC((i + 5*b) % macs), Origin: origin})
+			}
+			resp, err := c.DHCP.LeaseBatch(context.Background(), connect.NewRequest(&dhcpv1.LeaseBatchRequest{Requests: reqs}))
+			if err != nil {
+				t.Errorf("batch %d: %v", b, err)
+				return
+			}
+			batches[b] = resp.Msg.GetResults()
+		})
+	}
+	wg.Wait()
+	if t.Failed() {
+		return
+	}
+	byMAC := map[string]string{}
+	exhausted := 0
+	for b, results := range batches {
+		for k, r := range results {
+			mac := testMAC((k + 5*b) % macs)
+			if err := r.GetError(); err != nil {
+				if err.GetCode() != "resource_exhausted" {
+					t.Errorf("batch %d, %s: %v", b, mac, err)
+				}
+				exhausted++
+				continue
+			}
+			if prev, ok := byMAC[mac]; ok && prev != r.GetLease().GetAddress() {
+				t.Errorf("%s got %s and %s", mac, prev, r.GetLease().GetAddress())
+			}
+			byMAC[mac] = r.GetLease().GetAddress()
+		}
+	}
+	holders := map[string]string{}
+	for mac, a := range byMAC {
+		if other, ok := holders[a]; ok {
+			t.Errorf("%s went to %s and %s", a, other, mac)
+		}
+		holders[a] = mac
+	}
+	if len(byMAC) != 12 || exhausted == 0 {
+		t.Errorf("%d MACs leased and %d requests refused, want the 12 addresses leased and the rest refused", len(byMAC), exhausted)
+	}
+	for mac := range byMAC {
+		n, err := e.Store.Client.Machine.Query().Where(machine.HasNicsWith(nic.MAC(mac))).Count(context.Background())
+		if err != nil || n != 1 {
+			t.Errorf("%d machines own %s (%v), want 1", n, mac, err)
+		}
+	}
+	if n, _ := e.Store.Client.Lease.Query().Count(context.Background()); n != 12 {
+		t.Errorf("%d leases, want 12", n)
+	}
 }
