@@ -44,7 +44,7 @@ func TestAllocateInNearlyFullSegment(t *testing.T) {
 // statementStats starts a PostgreSQL cluster that loads pg_stat_statements
 // and returns the URL of a database on it, and a connection to that
 // database for reading the statistics.
-func statementStats(t *testing.T) (string, *sql.DB) {
+func statementStats(t testing.TB) (string, *sql.DB) {
 	t.Helper()
 	cluster, err := pgtest.StartCluster(t.Context(), "shared_preload_libraries=pg_stat_statements")
 	if err != nil {

@@ -236,16 +236,19 @@ func TestConfigRejectsBadRetention(t *testing.T) {
 	}
 }
 
-// TestAuditRecordCommitsWithLeaseAndBoot checks the writes that are one
-// statement each — a DHCP renewal and the start of a boot — commit with
-// their audit record too: refused records refuse them, and a written one
-// names the machine, once.
+// TestAuditRecordCommitsWithLeaseAndBoot checks the DHCP and boot writes
+// that the audit log records commit with their record: refused records
+// refuse an enrolment and the start of a boot, and a written one names
+// the machine, once. A renewal is lease traffic, which
+// carbide_dhcp_lease_writes_total counts instead: it goes ahead while
+// records are refused, and leaves none.
 func TestAuditRecordCommitsWithLeaseAndBoot(t *testing.T) {
 	t.Parallel()
 	forEachStore(t, func(t *testing.T, e *env) {
 		_, _, c := dhcpSegments(t, e)
-		mac := "52:54:00:ad:00:01"
-		req := &dhcpv1.LeaseRequest{Mac: mac, Origin: &dhcpv1.Origin{LocalAddress: "10.1.0.1"}, Extend: true}
+		mac, newMAC := "52:54:00:ad:00:01", "52:54:00:ad:00:02"
+		origin := &dhcpv1.Origin{LocalAddress: "10.1.0.1"}
+		req := &dhcpv1.LeaseRequest{Mac: mac, Origin: origin, Extend: true}
 		first := dhcpLease(t, c, req)
 		expiry := func() time.Time {
 			t.Helper()
@@ -266,15 +269,29 @@ func TestAuditRecordCommitsWithLeaseAndBoot(t *testing.T) {
 			}
 			return m.BootID.String()
 		}
-		leased, booted := expiry(), bootID()
+		machineCount := func() int {
+			t.Helper()
+			n, err := e.Store.Client.Machine.Query().Count(t.Context())
+			if err != nil {
+				t.Fatal(err)
+			}
+			return n
+		}
+		leased, booted, machinesBefore := expiry(), bootID(), machineCount()
 		time.Sleep(10 * time.Millisecond) // a renewal now moves the expiry
 
 		allow := refuseAuditRecords(t, e)
-		if _, err := c.DHCP.Lease(t.Context(), connect.NewRequest(req)); connect.CodeOf(err) != connect.CodeInternal {
-			t.Errorf("renewal while audit records are refused: %v, want an internal error", err)
+		if _, err := c.DHCP.Lease(t.Context(), connect.NewRequest(&dhcpv1.LeaseRequest{Mac: newMAC, Origin: origin})); connect.CodeOf(err) != connect.CodeInternal {
+			t.Errorf("enrolment while audit records are refused: %v, want an internal error", err)
 		}
-		if got := expiry(); !got.Equal(leased) {
-			t.Errorf("renewal whose audit record was refused moved the expiry from %s to %s", leased, got)
+		if n := machineCount(); n != machinesBefore {
+			t.Errorf("enrolment whose audit record was refused left %d machines, want %d", n, machinesBefore)
+		}
+		if _, err := c.DHCP.Lease(t.Context(), connect.NewRequest(req)); err != nil {
+			t.Errorf("renewal while audit records are refused: %v, want it to go ahead unaudited", err)
+		}
+		if got := expiry(); !got.After(leased) {
+			t.Errorf("renewal left the expiry at %s", got)
 		}
 		_, err := e.as(t, "pxe").Boot.GetBootConfig(t.Context(), connect.NewRequest(&bootv1.GetBootConfigRequest{
 			Mac: mac, ClientAddress: first.GetAddress(), StartBoot: true}))
@@ -286,24 +303,22 @@ func TestAuditRecordCommitsWithLeaseAndBoot(t *testing.T) {
 		}
 		allow()
 
+		enrolled := dhcpLease(t, c, &dhcpv1.LeaseRequest{Mac: newMAC, Origin: origin})
 		dhcpLease(t, c, req)
-		if got := expiry(); !got.After(leased) {
-			t.Errorf("renewal left the expiry at %s", got)
-		}
 		startBoot(t, e, mac, first.GetAddress())
 		if bootID() == booted {
 			t.Error("the boot start recorded no boot")
 		}
-		for _, procedure := range []string{dhcpv1connect.DHCPServiceLeaseProcedure, bootv1connect.BootServiceGetBootConfigProcedure} {
+		for procedure, want := range map[string][][]string{
+			// The two enrolments; no renewal.
+			dhcpv1connect.DHCPServiceLeaseProcedure:         {{first.GetMachineId()}, {enrolled.GetMachineId()}},
+			bootv1connect.BootServiceGetBootConfigProcedure: {{first.GetMachineId()}},
+		} {
 			var ok [][]string
 			for _, r := range auditRecords(t, e, procedure) {
 				if r.Code == "ok" {
 					ok = append(ok, r.ResourceIds)
 				}
-			}
-			want := [][]string{{first.GetMachineId()}}
-			if procedure == dhcpv1connect.DHCPServiceLeaseProcedure {
-				want = append(want, want[0]) // the enrolment, then the renewal
 			}
 			if !cmp.Equal(ok, want) {
 				t.Errorf("ok records of %s name %v, want %v", procedure, ok, want)

@@ -2,6 +2,8 @@ package apiserver
 
 import (
 	"context"
+	"database/sql"
+	"fmt"
 	"net/netip"
 	"slices"
 	"strings"
@@ -12,6 +14,7 @@ import (
 	"connectrpc.com/connect"
 	"github.com/carbide-dev/carbide/ent"
 	"github.com/carbide-dev/carbide/ent/auditrecord"
+	"github.com/carbide-dev/carbide/ent/change"
 	"github.com/carbide-dev/carbide/ent/lease"
 	"github.com/carbide-dev/carbide/ent/machine"
 	"github.com/carbide-dev/carbide/ent/nic"
@@ -19,6 +22,7 @@ import (
 	"github.com/carbide-dev/carbide/gen/carbide/dhcp/v1/dhcpv1connect"
 	machinev1 "github.com/carbide-dev/carbide/gen/carbide/machine/v1"
 	networkv1 "github.com/carbide-dev/carbide/gen/carbide/network/v1"
+	"google.golang.org/protobuf/proto"
 )
 
 // dhcpSegments creates a segment for the daemon's own link and one behind
@@ -138,7 +142,182 @@ func TestDHCPRecordsRelayAgentIDs(t *testing.T) {
 		if n.CircuitID != "eth1/0/7" || n.RemoteID != "tor-9" {
 			t.Errorf("interface relay ids = %q %q", n.CircuitID, n.RemoteID)
 		}
+
+		// Recording relay ids changes the machine: it is audited, naming
+		// it. Asking again from the same port changes nothing.
+		dhcpLease(t, c, &dhcpv1.LeaseRequest{Mac: "52:54:00:bb:00:01",
+			Origin: &dhcpv1.Origin{RelayAddress: "192.0.2.9", CircuitId: []byte("eth1/0/7"), RemoteId: []byte("tor-9")}})
+		recs := auditRecords(t, e, dhcpv1connect.DHCPServiceLeaseProcedure)
+		if len(recs) != 1 || !slices.Equal(recs[0].ResourceIds, []string{pre.GetId()}) || recs[0].Code != "ok" {
+			var got [][]string
+			for _, r := range recs {
+				got = append(got, r.ResourceIds)
+			}
+			t.Errorf("audit records of Lease name %v, want one naming %s (the relay-id change)", got, pre.GetId())
+		}
 	})
+}
+
+// Machines created with CreateMachine that boot for the first time get
+// their first leases in one transaction per batch: one INSERT into leases
+// (counted by pg_stat_statements on PostgreSQL), their interfaces on the
+// segment, a change-log entry each with the new address, and no audit
+// record.
+func TestDHCPLeaseBatchFirstLeasesOfKnownMachines(t *testing.T) {
+	t.Parallel()
+	for _, kind := range stores {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			var stats *sql.DB
+			var opts envOptions
+			if kind == "postgres" {
+				opts.databaseURL, stats = statementStats(t)
+			}
+			e := newEnvWith(t, kind, "connect", opts)
+			_, relayed, c := dhcpSegments(t, e)
+			const n = 6
+			origin := &dhcpv1.Origin{RelayAddress: "192.0.2.9"}
+			var reqs []*dhcpv1.LeaseRequest
+			var ids []string
+			for i := range n {
+				m := createMachine(t, e, &machinev1.CreateMachineRequest{Hostname: fmt.Sprintf("node-%d", i), Macs: []string{testMAC(200 + i)}})
+				ids = append(ids, m.GetId())
+				reqs = append(reqs, &dhcpv1.LeaseRequest{Mac: testMAC(200 + i), Origin: origin})
+			}
+			inserts := func() int64 {
+				t.Helper()
+				if stats == nil {
+					return 0
+				}
+				var calls int64
+				err := stats.QueryRowContext(t.Context(), `SELECT coalesce(sum(calls), 0) FROM pg_stat_statements
+					WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+					AND query ~* '^\s*INSERT\s+INTO\s+"?leases"?\s'`).Scan(&calls)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return calls
+			}
+			insertsBefore := inserts()
+			results := dhcpLeaseBatch(t, c, reqs...)
+			if stats != nil {
+				if got := inserts() - insertsBefore; got != 1 {
+					t.Errorf("%d INSERT statements into leases for the first leases of %d machines, want 1", got, n)
+				}
+			}
+			seen := map[string]bool{}
+			for i, r := range results {
+				l := r.GetLease()
+				if l == nil || l.GetMachineId() != ids[i] || l.GetHostname() != fmt.Sprintf("node-%d", i) || seen[l.GetAddress()] {
+					t.Fatalf("request %d: %v, want a lease of its own for machine %s", i, r, ids[i])
+				}
+				seen[l.GetAddress()] = true
+				m, err := e.Machines.GetMachine(t.Context(), connect.NewRequest(&machinev1.GetMachineRequest{Id: ids[i]}))
+				if err != nil {
+					t.Fatal(err)
+				}
+				ifs := m.Msg.GetMachine().GetInterfaces()
+				if len(ifs) != 1 || ifs[0].GetAddress() != l.GetAddress() || ifs[0].GetSegmentId() != relayed.GetId() {
+					t.Errorf("machine %d's interfaces = %v, want %s on %s", i, ifs, l.GetAddress(), relayed.GetId())
+				}
+				chs, err := e.Store.Client.Change.Query().Where(change.ResourceID(ids[i]), change.TypeEQ(change.TypeUpdated)).All(t.Context())
+				if err != nil {
+					t.Fatal(err)
+				}
+				var got machinev1.Machine
+				if len(chs) != 1 || proto.Unmarshal(chs[0].Payload, &got) != nil || len(got.GetInterfaces()) != 1 || got.GetInterfaces()[0].GetAddress() != l.GetAddress() {
+					t.Errorf("machine %d: %d updated changes (%v), want one showing %s", i, len(chs), &got, l.GetAddress())
+				}
+			}
+			if recs := auditRecords(t, e, dhcpv1connect.DHCPServiceLeaseBatchProcedure); len(recs) != 0 {
+				t.Errorf("%d audit records of LeaseBatch for first leases of known machines, want none", len(recs))
+			}
+		})
+	}
+}
+
+// A batch renews all its leases due for renewal with one UPDATE (counted
+// by pg_stat_statements on PostgreSQL), and a batch that only renewed
+// leaves no audit record: the renewals are counted in
+// carbide_dhcp_lease_writes_total.
+func TestDHCPLeaseBatchRenewsInOneStatement(t *testing.T) {
+	t.Parallel()
+	for _, kind := range stores {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			var stats *sql.DB
+			var opts envOptions
+			if kind == "postgres" {
+				opts.databaseURL, stats = statementStats(t)
+			}
+			e := newEnvWith(t, kind, "connect", opts)
+			_, _, c := dhcpSegments(t, e)
+			const n = 20
+			origin := &dhcpv1.Origin{RelayAddress: "192.0.2.9"}
+			var reqs []*dhcpv1.LeaseRequest
+			for i := range n {
+				reqs = append(reqs, &dhcpv1.LeaseRequest{Mac: testMAC(100 + i), Origin: origin})
+			}
+			first := dhcpLeaseBatch(t, c, reqs...)
+			expiries := func() map[string]time.Time {
+				t.Helper()
+				ls, err := e.Store.Client.Lease.Query().All(t.Context())
+				if err != nil {
+					t.Fatal(err)
+				}
+				m := make(map[string]time.Time)
+				for _, l := range ls {
+					m[l.MAC] = l.ExpireTime
+				}
+				return m
+			}
+			before := expiries()
+			recsBefore := len(auditRecords(t, e, dhcpv1connect.DHCPServiceLeaseBatchProcedure))
+			updates := func() int64 {
+				t.Helper()
+				if stats == nil {
+					return 0
+				}
+				var calls int64
+				err := stats.QueryRowContext(t.Context(), `SELECT coalesce(sum(calls), 0) FROM pg_stat_statements
+					WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+					AND query ~* '^\s*UPDATE\s+"?leases"?\s'`).Scan(&calls)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return calls
+			}
+			updatesBefore := updates()
+			time.Sleep(10 * time.Millisecond) // a renewal now moves the expiry
+
+			for _, r := range reqs {
+				r.Extend = true
+			}
+			renewed := dhcpLeaseBatch(t, c, reqs...)
+			after := expiries()
+			for i, r := range renewed {
+				mac := reqs[i].GetMac()
+				if r.GetLease().GetAddress() != first[i].GetLease().GetAddress() || r.GetLease().GetLeaseDuration().AsDuration() != time.Hour {
+					t.Errorf("renewal of %s: %v, want %s for 1h", mac, r, first[i].GetLease().GetAddress())
+				}
+				if !after[mac].After(before[mac]) {
+					t.Errorf("renewal of %s left its expiry at %s", mac, after[mac])
+				}
+			}
+			if stats != nil {
+				if got := updates() - updatesBefore; got != 1 {
+					t.Errorf("%d UPDATE statements on leases for a batch of %d renewals, want 1", got, n)
+				}
+			}
+			if got := len(auditRecords(t, e, dhcpv1connect.DHCPServiceLeaseBatchProcedure)); got != recsBefore {
+				t.Errorf("%d audit records of LeaseBatch after a batch of renewals, want %d", got, recsBefore)
+			}
+			want := fmt.Sprintf(`carbide_dhcp_lease_writes_total{kind="renew",principal="spiffe://carbide.local/service/dhcp",segment="rack9"} %d`, n)
+			if metrics := scrape(t, e); !strings.Contains(metrics, want+"\n") {
+				t.Errorf("/metrics lacks %s", want)
+			}
+		})
+	}
 }
 
 func TestDHCPReleaseDeclineInform(t *testing.T) {
@@ -222,7 +401,8 @@ func TestDHCPConcurrentEnrolment(t *testing.T) {
 
 // A lease asked for again soon after it was written is handed out as it
 // is stored, with the time it has left, and nothing is written or
-// audited; a client renewing (extend) always gets a new expiry.
+// audited; a client renewing (extend) always gets a new expiry, which is
+// counted in carbide_dhcp_lease_writes_total rather than audited.
 func TestDHCPLeaseReuseAndExtend(t *testing.T) {
 	t.Parallel()
 	forEachStore(t, func(t *testing.T, e *env) {
@@ -257,8 +437,18 @@ func TestDHCPLeaseReuseAndExtend(t *testing.T) {
 			t.Errorf("extend: %s for %s, renew time %s; want %s for 1h and a renew time after %s",
 				extended.GetAddress(), extended.GetLeaseDuration().AsDuration(), stored(), first.GetAddress(), written)
 		}
-		if n := audits(); n != before+1 {
-			t.Errorf("%d audit records for Lease after an extension, want %d", n, before+1)
+		if n := audits(); n != before {
+			t.Errorf("%d audit records for Lease after an extension, want %d (renewals are counted, not audited)", n, before)
+		}
+		metrics := scrape(t, e)
+		for _, want := range []string{
+			`carbide_dhcp_lease_writes_total{kind="enrol",principal="spiffe://carbide.local/service/dhcp",segment="local"} 1`,
+			`carbide_dhcp_lease_writes_total{kind="lease",principal="spiffe://carbide.local/service/dhcp",segment="local"} 1`,
+			`carbide_dhcp_lease_writes_total{kind="renew",principal="spiffe://carbide.local/service/dhcp",segment="local"} 1`,
+		} {
+			if !strings.Contains(metrics, want+"\n") {
+				t.Errorf("/metrics lacks %s", want)
+			}
 		}
 	})
 }
@@ -304,7 +494,7 @@ func dhcpLeaseBatch(t *testing.T, c clients, reqs ...*dhcpv1.LeaseRequest) []*dh
 // A batch gets, for each request, what Lease would give it: new MACs are
 // enrolled with distinct addresses, a reservation is honoured, a known
 // MAC keeps its address, a MAC asking twice gets one answer, and a
-// request no segment matches fails alone. Only writes are audited.
+// request no segment matches fails alone. Only enrolments are audited.
 func TestDHCPLeaseBatch(t *testing.T) {
 	t.Parallel()
 	forEachStore(t, func(t *testing.T, e *env) {
@@ -414,70 +604,85 @@ func TestDHCPLeaseBatch(t *testing.T) {
 // the MACs left over get resource_exhausted.
 func TestDHCPLeaseBatchConcurrent(t *testing.T) {
 	t.Parallel()
-	forEachStore(t, func(t *testing.T, e *env) {
-		createSegment(t, e, &networkv1.Segment{
-			Name: "small", Prefix: "10.6.0.0/24", Gateway: "10.6.0.1",
-			Ranges: []*networkv1.AddressRange{{Start: "10.6.0.10", End: "10.6.0.21"}},
-		})
-		c := e.as(t, "dhcp")
-		origin := &dhcpv1.Origin{LocalAddress: "10.6.0.1"}
-		const macs = 16 // for 12 addresses
-		batches := make([][]*dhcpv1.LeaseResult, 4)
-		var wg sync.WaitGroup
-		for b := range batches {
-			wg.Go(func() {
-				var reqs []*dhcpv1.LeaseRequest
-				for i := range macs {
-					reqs = append(reqs, &dhcpv1.LeaseRequest{Mac: testMAC((i + 5*b) % macs), Origin: origin})
-				}
-				resp, err := c.DHCP.LeaseBatch(context.Background(), connect.NewRequest(&dhcpv1.LeaseBatchRequest{Requests: reqs}))
-				if err != nil {
-					t.Errorf("batch %d: %v", b, err)
-					return
-				}
-				batches[b] = resp.Msg.GetResults()
-			})
-		}
-		wg.Wait()
-		if t.Failed() {
-			return
-		}
-		byMAC := map[string]string{}
-		exhausted := 0
-		for b, results := range batches {
-			for k, r := range results {
-				mac := testMAC((k + 5*b) % macs)
-				if err := r.GetError(); err != nil {
-					if err.GetCode() != "resource_exhausted" {
-						t.Errorf("batch %d, %s: %v", b, mac, err)
-					}
-					exhausted++
-					continue
-				}
-				if prev, ok := byMAC[mac]; ok && prev != r.GetLease().GetAddress() {
-					t.Errorf("%s got %s and %s", mac, prev, r.GetLease().GetAddress())
-				}
-				byMAC[mac] = r.GetLease().GetAddress()
-			}
-		}
-		holders := map[string]string{}
-		for mac, a := range byMAC {
-			if other, ok := holders[a]; ok {
-				t.Errorf("%s went to %s and %s", a, other, mac)
-			}
-			holders[a] = mac
-		}
-		if len(byMAC) != 12 || exhausted == 0 {
-			t.Errorf("%d MACs leased and %d requests refused, want the 12 addresses leased and the rest refused", len(byMAC), exhausted)
-		}
-		for mac := range byMAC {
-			n, err := e.Store.Client.Machine.Query().Where(machine.HasNicsWith(nic.MAC(mac))).Count(context.Background())
-			if err != nil || n != 1 {
-				t.Errorf("%d machines own %s (%v), want 1", n, mac, err)
-			}
-		}
-		if n, _ := e.Store.Client.Lease.Query().Count(context.Background()); n != 12 {
-			t.Errorf("%d leases, want 12", n)
-		}
+	forEachStore(t, func(t *testing.T, e *env) { leaseBatchesConcurrently(t, e, false) })
+}
+
+// The same with machines created with CreateMachine, booting for the first
+// time: their first leases are written together, and the batches race for
+// the addresses.
+func TestDHCPLeaseBatchConcurrentKnownMachines(t *testing.T) {
+	t.Parallel()
+	forEachStore(t, func(t *testing.T, e *env) { leaseBatchesConcurrently(t, e, true) })
+}
+
+func leaseBatchesConcurrently(t *testing.T, e *env, known bool) {
+	createSegment(t, e, &networkv1.Segment{
+		Name: "small", Prefix: "10.6.0.0/24", Gateway: "10.6.0.1",
+		Ranges: []*networkv1.AddressRange{{Start: "10.6.0.10", End: "10.6.0.21"}},
 	})
+	c := e.as(t, "dhcp")
+	origin := &dhcpv1.Origin{LocalAddress: "10.6.0.1"}
+	const macs = 16 // for 12 addresses
+	if known {
+		for i := range macs {
+			createMachine(t, e, &machinev1.CreateMachineRequest{Macs: []string{testMAC(i)}})
+		}
+	}
+	batches := make([][]*dhcpv1.LeaseResult, 4)
+	var wg sync.WaitGroup
+	for b := range batches {
+		wg.Go(func() {
+			var reqs []*dhcpv1.LeaseRequest
+			for i := range macs {
+				reqs = append(reqs, &dhcpv1.LeaseRequest{Mac: testMAC((i + 5*b) % macs), Origin: origin})
+			}
+			resp, err := c.DHCP.LeaseBatch(context.Background(), connect.NewRequest(&dhcpv1.LeaseBatchRequest{Requests: reqs}))
+			if err != nil {
+				t.Errorf("batch %d: %v", b, err)
+				return
+			}
+			batches[b] = resp.Msg.GetResults()
+		})
+	}
+	wg.Wait()
+	if t.Failed() {
+		return
+	}
+	byMAC := map[string]string{}
+	exhausted := 0
+	for b, results := range batches {
+		for k, r := range results {
+			mac := testMAC((k + 5*b) % macs)
+			if err := r.GetError(); err != nil {
+				if err.GetCode() != "resource_exhausted" {
+					t.Errorf("batch %d, %s: %v", b, mac, err)
+				}
+				exhausted++
+				continue
+			}
+			if prev, ok := byMAC[mac]; ok && prev != r.GetLease().GetAddress() {
+				t.Errorf("%s got %s and %s", mac, prev, r.GetLease().GetAddress())
+			}
+			byMAC[mac] = r.GetLease().GetAddress()
+		}
+	}
+	holders := map[string]string{}
+	for mac, a := range byMAC {
+		if other, ok := holders[a]; ok {
+			t.Errorf("%s went to %s and %s", a, other, mac)
+		}
+		holders[a] = mac
+	}
+	if len(byMAC) != 12 || exhausted == 0 {
+		t.Errorf("%d MACs leased and %d requests refused, want the 12 addresses leased and the rest refused", len(byMAC), exhausted)
+	}
+	for mac := range byMAC {
+		n, err := e.Store.Client.Machine.Query().Where(machine.HasNicsWith(nic.MAC(mac))).Count(context.Background())
+		if err != nil || n != 1 {
+			t.Errorf("%d machines own %s (%v), want 1", n, mac, err)
+		}
+	}
+	if n, _ := e.Store.Client.Lease.Query().Count(context.Background()); n != 12 {
+		t.Errorf("%d leases, want 12", n)
+	}
 }

@@ -88,8 +88,9 @@ type call struct {
 }
 
 // Unchanged tells the interceptor that the current call, although of an
-// RPC that can change something, changed nothing this time — a DHCP lease
-// handed out again as it is stored — so that it writes no record. A call
+// RPC that can change something, changed nothing this time, or nothing the
+// audit log records (a DHCP lease handed out again, or renewed, which a
+// metric counts instead) — so that it writes no record. A call
 // that fails is recorded all the same.
 func Unchanged(ctx context.Context) {
 	if c, ok := ctx.Value(callKey{}).(*call); ok {
@@ -99,7 +100,7 @@ func Unchanged(ctx context.Context) {
 
 // Resources tells the interceptor which resources the current call
 // changed, in place of the ids it would find in the call's messages: a
-// DHCP LeaseBatch names the machines whose leases it wrote.
+// DHCP LeaseBatch names the machines it enrolled.
 func Resources(ctx context.Context, ids []string) {
 	if c, ok := ctx.Value(callKey{}).(*call); ok {
 		ids = append([]string{}, ids...)

@@ -398,6 +398,26 @@ func RecordChange(ctx context.Context, st *store.Store, tx *ent.Tx, id uuid.UUID
 	return st.RecordChange(ctx, tx, store.KindMachine, typ, id.String(), pm[0])
 }
 
+// RecordChanges records the current state of machines ids in the change
+// log, as RecordChange does for one: one read and one insert for all.
+func RecordChanges(ctx context.Context, st *store.Store, tx *ent.Tx, ids []uuid.UUID, typ change.Type) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	if err := st.LockChangeLog(ctx, tx); err != nil {
+		return err
+	}
+	pms, err := Load(ctx, tx.Client(), ids...)
+	if err != nil {
+		return err
+	}
+	changed := make([]store.Changed, len(pms))
+	for i, pm := range pms {
+		changed[i] = store.Changed{ID: pm.GetId(), Resource: pm}
+	}
+	return st.RecordChanges(ctx, tx, store.KindMachine, typ, changed)
+}
+
 func (s *Service) recordChange(ctx context.Context, tx *ent.Tx, id uuid.UUID, typ change.Type) error {
 	return RecordChange(ctx, s.store, tx, id, typ)
 }
