@@ -202,7 +202,8 @@ func (s *Store) Horizon(ctx context.Context) (int64, error) {
 
 // lastNumberQuery reads the last number the change log's sequence gave
 // out to any transaction, committed or not (sequences are not
-// transactional).
+// transactional). The sequence must keep CACHE 1: with a larger cache a
+// session could hand out, later, a number it took before this read.
 const lastNumberQuery = `SELECT COALESCE(pg_sequence_last_value(pg_get_serial_sequence('changes', 'id')), 0)`
 
 // writersQuery lists the transactions holding the shared lock
