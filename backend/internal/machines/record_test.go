@@ -62,8 +62,8 @@ func TestRecordChangeConcurrent(t *testing.T) {
 	}()
 	// The second waits for the first's lock on the machine.
 	for waiting := 0; waiting == 0; {
-		if err := st.DB().QueryRowContext(ctx, `SELECT count(*) FROM pg_locks
-			WHERE NOT granted AND locktype = 'transactionid'`).Scan(&waiting); err != nil {
+		if err := st.DB().QueryRowContext(ctx, `SELECT count(*) FROM pg_locks WHERE NOT granted AND locktype = 'transactionid'
+			AND pid IN (SELECT pid FROM pg_stat_activity WHERE datname = current_database())`).Scan(&waiting); err != nil {
 			t.Fatalf("the second transaction never waited for the first: %v", err)
 		}
 		select {

@@ -207,10 +207,12 @@ func (s *Store) Horizon(ctx context.Context) (int64, error) {
 const lastNumberQuery = `SELECT COALESCE(pg_sequence_last_value(pg_get_serial_sequence('changes', 'id')), 0)`
 
 // writersQuery lists the transactions holding the shared lock
-// RecordChanges takes (a bigint advisory key is split into classid, the
-// high half, and objid), among those in $3 unless $3 is NULL.
+// RecordChanges takes in this database (a bigint advisory key is split
+// into classid, the high half, and objid), among those in $3 unless $3 is
+// NULL.
 const writersQuery = `SELECT virtualtransaction FROM pg_locks
 	WHERE locktype = 'advisory' AND classid = $1 AND objid = $2 AND objsubid = 1 AND granted
+		AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
 		AND ($3::text[] IS NULL OR virtualtransaction = ANY($3::text[]))`
 
 // changeWriters returns the transactions that may commit change-log

@@ -77,7 +77,8 @@ func TestChangeLogWritersNotSerialised(t *testing.T) {
 		t.Fatalf("later entry numbered %d, not above the open entry's %d", laterN, heldN)
 	}
 	var waiting int
-	if err := st.DB().QueryRowContext(ctx, "SELECT count(*) FROM pg_locks WHERE NOT granted").Scan(&waiting); err != nil {
+	if err := st.DB().QueryRowContext(ctx, `SELECT count(*) FROM pg_locks WHERE NOT granted
+		AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`).Scan(&waiting); err != nil {
 		t.Fatal(err)
 	}
 	if waiting != 0 {

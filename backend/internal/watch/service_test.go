@@ -66,7 +66,7 @@ func TestShutdownWhileWriterOpen(t *testing.T) {
 	// The watch is waiting for the writer once it has looked for writers.
 	for waiting := 0; waiting == 0; {
 		if err := st.DB().QueryRowContext(ctx, `SELECT count(*) FROM pg_stat_activity
-			WHERE pid <> pg_backend_pid() AND query LIKE '%FROM pg_locks%virtualtransaction%'`).Scan(&waiting); err != nil {
+			WHERE pid <> pg_backend_pid() AND datname = current_database() AND query LIKE '%FROM pg_locks%virtualtransaction%'`).Scan(&waiting); err != nil {
 			t.Fatalf("the watch never looked for running writers: %v", err)
 		}
 		time.Sleep(5 * time.Millisecond)
