@@ -269,3 +269,39 @@ func TestChangeLogConcurrentWriters(t *testing.T) {
 		t.Errorf("delivered %d entries, committed %d", len(seen), len(committed))
 	}
 }
+
+// BenchmarkRecordChangeDurable commits transactions that each record one
+// change, from 8 goroutines at once, on a PostgreSQL server with durable
+// settings (fsync, synchronous_commit on): writers that do not wait for
+// each other share the commit flushes.
+func BenchmarkRecordChangeDurable(b *testing.B) {
+	ctx := context.Background()
+	c, err := pgtest.StartCluster(ctx, "fsync=on", "synchronous_commit=on")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Stop()
+	url, err := c.CreateDatabase(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	st, err := store.Open(ctx, store.Config{DataDir: b.TempDir(), DatabaseURL: url}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	var n atomic.Int64
+	b.SetParallelism(8)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			id := fmt.Sprint(n.Add(1))
+			if err := st.InTx(ctx, func(tx *ent.Tx) error {
+				return st.RecordChange(ctx, tx, store.KindSegment, store.Updated, id, &networkv1.Segment{Id: id})
+			}); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}
