@@ -9,7 +9,10 @@ import (
 )
 
 // Change is one entry of the change log that Watch streams: written in the
-// same transaction as the change it describes, numbered in commit order.
+// same transaction as the change it describes, numbered from a sequence when
+// it is inserted. Numbers need not follow commit order; readers deliver
+// entries in number order only up to a number below which every entry has
+// committed or rolled back (store.Horizon).
 type Change struct {
 	ent.Schema
 }

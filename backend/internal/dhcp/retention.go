@@ -56,11 +56,6 @@ func PruneDiscovered(ctx context.Context, st *store.Store, before time.Time, bat
 func pruneBatch(ctx context.Context, st *store.Store, before time.Time, batch int) (int, error) {
 	var ids []uuid.UUID
 	err := st.InTx(ctx, func(tx *ent.Tx) error {
-		// The change-log lock first: the snapshots recorded below then
-		// show every change committed before.
-		if err := st.LockChangeLog(ctx, tx); err != nil {
-			return err
-		}
 		rows, err := tx.QueryContext(ctx, st.SQL(staleDiscoveredQuery), before, batch)
 		if err != nil {
 			return fmt.Errorf("find stale discovered machines: %w", err)
@@ -79,6 +74,11 @@ func pruneBatch(ctx context.Context, st *store.Store, before time.Time, batch in
 		}
 		if len(ids) == 0 {
 			return nil
+		}
+		// Locked, the machines' snapshots recorded below show every
+		// change recorded before.
+		if err := machines.Lock(ctx, st, tx, ids...); err != nil {
+			return err
 		}
 		last, err := machines.Load(ctx, tx.Client(), ids...)
 		if err != nil {

@@ -45,7 +45,7 @@ func MayMerge(ctx context.Context, tx *ent.Tx, known *ent.Machine) (bool, error)
 // interfaces move to known and m is deleted, with its change recorded.
 // The caller records known's change.
 func Merge(ctx context.Context, st *store.Store, tx *ent.Tx, m, known *ent.Machine) (int, error) {
-	if err := st.LockChangeLog(ctx, tx); err != nil {
+	if err := Lock(ctx, st, tx, m.ID); err != nil {
 		return 0, err
 	}
 	gone, err := Load(ctx, tx.Client(), m.ID)

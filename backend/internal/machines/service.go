@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"connectrpc.com/connect"
+	"entgo.io/ent/dialect"
 	"entgo.io/ent/dialect/sql"
 	"entgo.io/ent/dialect/sql/sqljson"
 	"github.com/carbide-dev/carbide/backend/internal/ids"
@@ -265,9 +266,8 @@ func (s *Service) DeleteMachine(ctx context.Context, req *connect.Request[machin
 			return connect.NewError(connect.CodeFailedPrecondition,
 				fmt.Errorf("machine %s is %s; release its instance and let cleaning finish before deleting it", id, m.State))
 		}
-		if err := s.store.LockChangeLog(ctx, tx); err != nil {
-			return err
-		}
+		// The machine is locked (ForUpdate above): the copy recorded
+		// includes every change recorded before.
 		last, err := s.snapshot(ctx, tx, id)
 		if err != nil {
 			return err
@@ -385,7 +385,7 @@ func (s *Service) RetryMachine(ctx context.Context, req *connect.Request[machine
 func RecordChange(ctx context.Context, st *store.Store, tx *ent.Tx, id uuid.UUID, typ change.Type) error {
 	// Lock before reading, so the copy recorded includes the changes of
 	// every transaction that recorded this machine before.
-	if err := st.LockChangeLog(ctx, tx); err != nil {
+	if err := Lock(ctx, st, tx, id); err != nil {
 		return err
 	}
 	pm, err := Load(ctx, tx.Client(), id)
@@ -404,7 +404,7 @@ func RecordChanges(ctx context.Context, st *store.Store, tx *ent.Tx, ids []uuid.
 	if len(ids) == 0 {
 		return nil
 	}
-	if err := st.LockChangeLog(ctx, tx); err != nil {
+	if err := Lock(ctx, st, tx, ids...); err != nil {
 		return err
 	}
 	pms, err := Load(ctx, tx.Client(), ids...)
@@ -416,6 +416,32 @@ func RecordChanges(ctx context.Context, st *store.Store, tx *ent.Tx, ids []uuid.
 		changed[i] = store.Changed{ID: pm.GetId(), Resource: pm}
 	}
 	return st.RecordChanges(ctx, tx, store.KindMachine, typ, changed)
+}
+
+// Lock locks machines until tx ends, as a transaction does before it reads
+// machines in order to record them in the change log: a transaction that
+// recorded one of them before has then committed, and the read (in
+// PostgreSQL's read-committed mode) shows its change too, and the copy
+// this transaction records is numbered after that transaction's (see
+// store.RecordChange). Without it, two transactions changing one machine
+// at once (allocations for two of its MACs) could each record a copy that
+// lacks the other's change, and watchers would keep the stale one. Only
+// writers of the same machines wait for each other. The lock (FOR NO KEY
+// UPDATE) does not block inserts that refer to the machine; machines are
+// locked in id order, so that two transactions locking the same machines
+// cannot deadlock. On the embedded store, transactions are serial already.
+func Lock(ctx context.Context, st *store.Store, tx *ent.Tx, ids ...uuid.UUID) error {
+	if st.Dialect != dialect.Postgres || len(ids) == 0 {
+		return nil
+	}
+	strs := make([]string, len(ids))
+	for i, id := range ids {
+		strs[i] = id.String()
+	}
+	if _, err := tx.ExecContext(ctx, "SELECT 1 FROM machines WHERE id = ANY($1::uuid[]) ORDER BY id FOR NO KEY UPDATE", strs); err != nil {
+		return fmt.Errorf("lock machines: %w", err)
+	}
+	return nil
 }
 
 func (s *Service) recordChange(ctx context.Context, tx *ent.Tx, id uuid.UUID, typ change.Type) error {

@@ -63,9 +63,12 @@ func (s *Store) Changes() *Notifier { return s.notifier }
 func (s *Store) SegmentChanges() *Notifier { return s.segmentNotifier }
 
 // RecordChange appends a change of one resource to the change log, inside
-// the transaction that makes the change. Call it last in the transaction:
-// on PostgreSQL it takes a lock, held until commit, so that change numbers
-// follow commit order and a watcher never skips a change that commits late.
+// the transaction that makes the change. The entry's number (its revision)
+// comes from a sequence, so numbers need not follow commit order: readers
+// deliver an entry only once no transaction that may still commit a lower
+// number is running (see Horizon). A transaction that records a resource
+// it read locks that resource first (machines.RecordChange), so that two
+// changes of one resource are numbered in the order they commit.
 func (s *Store) RecordChange(ctx context.Context, tx *ent.Tx, kind change.Kind, typ change.Type, id string, resource proto.Message) error {
 	return s.RecordChanges(ctx, tx, kind, typ, []Changed{{ID: id, Resource: resource}})
 }
@@ -99,11 +102,14 @@ func (s *Store) RecordChanges(ctx context.Context, tx *ent.Tx, kind change.Kind,
 		}
 	}
 	if s.Dialect == dialect.Postgres {
-		// One round trip: the lock, and the notification other API
-		// processes get at commit (its payload is the kind).
-		if _, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock($1), pg_notify($2, $3)",
-			lockChangeLog, notifyChannel, string(kind)); err != nil {
-			return fmt.Errorf("take change log lock: %w", err)
+		// One round trip: the writer's mark, and the notification other
+		// API processes get at commit (its payload is the kind). The
+		// mark is a shared lock, which no writer waits for: it shows
+		// readers (Horizon) that this transaction may commit entries, and
+		// it is taken before the insert draws the entries' numbers.
+		if _, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock_shared($1), pg_notify($2, $3)",
+			lockChangeWriters, notifyChannel, string(kind)); err != nil {
+			return fmt.Errorf("mark change log writer: %w", err)
 		}
 	}
 	if err := tx.Change.CreateBulk(creates...).Exec(ctx); err != nil {
@@ -130,40 +136,125 @@ func (s *Store) notify(kind string) {
 	}
 }
 
-// LockChangeLog takes, early, the lock RecordChange takes. A transaction
-// that reads a resource in order to record it takes the lock first: every
-// other transaction recording a change has then committed, and the read
-// (in PostgreSQL's read-committed mode) shows its change too. Without it,
-// two transactions changing one machine at once — allocations for two of
-// its MACs — could each record a copy that lacks the other's change, and
-// watchers would keep the stale one. The lock is held until commit.
-func (s *Store) LockChangeLog(ctx context.Context, tx *ent.Tx) error {
-	return s.Lock(ctx, tx, lockChangeLog)
-}
-
-// ChangesAfter returns up to limit change-log entries numbered above after,
-// of the given kinds (all kinds when empty), oldest first.
+// ChangesAfter returns up to limit change-log entries numbered above after
+// and at most Horizon, of the given kinds (all kinds when empty), oldest
+// first: entries that no later read can precede with a lower number.
 func (s *Store) ChangesAfter(ctx context.Context, after int64, kinds []change.Kind, limit int) ([]*ent.Change, error) {
-	q := s.Client.Change.Query().Where(change.IDGT(after))
+	horizon, err := s.Horizon(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if horizon <= after {
+		return nil, nil
+	}
+	q := s.Client.Change.Query().Where(change.IDGT(after), change.IDLTE(horizon))
 	if len(kinds) > 0 {
 		q = q.Where(change.KindIn(kinds...))
 	}
 	return q.Order(ent.Asc(change.FieldID)).Limit(limit).All(ctx)
 }
 
-// Revision is the number of the newest change-log entry, 0 when it is empty.
-// Oldest is the number of the oldest entry still kept.
+// Horizon is the highest change-log number below which the log is final:
+// every entry numbered at or below it has committed (and is visible to any
+// read that starts now) or never will. On PostgreSQL entries take their
+// numbers from a sequence when they are inserted, before their
+// transaction commits, so a higher number can commit before a lower one.
+// Horizon reads the last number drawn, then the writers that were running
+// (they hold the shared lock RecordChanges takes, before drawing a
+// number), and waits until those writers have ended. Writers that start
+// later draw higher numbers. The wait lasts as long as the longest of
+// those writer transactions; transactions that record no change are not
+// waited for. On the embedded store, transactions are serial and the
+// horizon is the newest entry.
+func (s *Store) Horizon(ctx context.Context) (int64, error) {
+	if s.Dialect != dialect.Postgres {
+		var v []struct {
+			Max *int64 `json:"max"`
+		}
+		if err := s.Client.Change.Query().Aggregate(ent.Max(change.FieldID)).Scan(ctx, &v); err != nil {
+			return 0, fmt.Errorf("read change log horizon: %w", err)
+		}
+		if len(v) == 1 && v[0].Max != nil {
+			return *v[0].Max, nil
+		}
+		return 0, nil
+	}
+	var last int64
+	if err := s.db.QueryRowContext(ctx, lastNumberQuery).Scan(&last); err != nil {
+		return 0, fmt.Errorf("read change log horizon: %w", err)
+	}
+	writers, err := s.changeWriters(ctx, nil)
+	if err != nil {
+		return 0, err
+	}
+	for wait := time.Millisecond; len(writers) > 0; wait = min(2*wait, 100*time.Millisecond) {
+		select {
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-time.After(wait):
+		}
+		if writers, err = s.changeWriters(ctx, writers); err != nil {
+			return 0, err
+		}
+	}
+	return last, nil
+}
+
+// lastNumberQuery reads the last number the change log's sequence gave
+// out to any transaction, committed or not (sequences are not
+// transactional). The sequence must keep CACHE 1: with a larger cache a
+// session could hand out, later, a number it took before this read.
+const lastNumberQuery = `SELECT COALESCE(pg_sequence_last_value(pg_get_serial_sequence('changes', 'id')), 0)`
+
+// writersQuery lists the transactions holding the shared lock
+// RecordChanges takes in this database (a bigint advisory key is split
+// into classid, the high half, and objid), among those in $3 unless $3 is
+// NULL.
+const writersQuery = `SELECT virtualtransaction FROM pg_locks
+	WHERE locktype = 'advisory' AND classid = $1 AND objid = $2 AND objsubid = 1 AND granted
+		AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+		AND ($3::text[] IS NULL OR virtualtransaction = ANY($3::text[]))`
+
+// changeWriters returns the transactions that may commit change-log
+// entries, among the given ones (all when nil).
+func (s *Store) changeWriters(ctx context.Context, among []string) ([]string, error) {
+	rows, err := s.db.QueryContext(ctx, writersQuery,
+		int64(uint64(lockChangeWriters)>>32), int64(uint64(lockChangeWriters)&0xffffffff), among)
+	if err != nil {
+		return nil, fmt.Errorf("read change log writers: %w", err)
+	}
+	defer rows.Close()
+	var writers []string
+	for rows.Next() {
+		var w string
+		if err := rows.Scan(&w); err != nil {
+			return nil, fmt.Errorf("read change log writers: %w", err)
+		}
+		writers = append(writers, w)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read change log writers: %w", err)
+	}
+	return writers, nil
+}
+
+// Revision is the change log's Horizon: the newest number a reader can be
+// given, 0 when no entry was ever made. Oldest is the number of the oldest
+// entry still kept, or newest+1 when none is.
 func (s *Store) Revision(ctx context.Context) (newest, oldest int64, err error) {
+	newest, err = s.Horizon(ctx)
+	if err != nil {
+		return 0, 0, err
+	}
 	var v []struct {
-		Max *int64 `json:"max"`
 		Min *int64 `json:"min"`
 	}
-	err = s.Client.Change.Query().Aggregate(ent.Max(change.FieldID), ent.Min(change.FieldID)).Scan(ctx, &v)
-	if err != nil {
+	if err := s.Client.Change.Query().Aggregate(ent.Min(change.FieldID)).Scan(ctx, &v); err != nil {
 		return 0, 0, fmt.Errorf("read change log revision: %w", err)
 	}
-	if len(v) == 1 && v[0].Max != nil {
-		newest, oldest = *v[0].Max, *v[0].Min
+	oldest = newest + 1
+	if len(v) == 1 && v[0].Min != nil {
+		oldest = min(*v[0].Min, oldest)
 	}
 	return newest, oldest, nil
 }

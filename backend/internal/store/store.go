@@ -58,7 +58,9 @@ type Store struct {
 // Advisory lock keys (PostgreSQL). Arbitrary constants, one per purpose.
 const (
 	lockMigrations int64 = 0x6361726269646501 // serialises schema migrations
-	lockChangeLog  int64 = 0x6361726269646502 // numbers change-log rows in commit order
+	// lockChangeWriters, taken shared, marks the transactions that record
+	// changes (RecordChanges), for readers of the change log (Horizon).
+	lockChangeWriters int64 = 0x6361726269646502
 	// LockSegments serialises checks that span segments (prefix overlap,
 	// relay addresses).
 	LockSegments int64 = 0x6361726269646503

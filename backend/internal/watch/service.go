@@ -75,19 +75,32 @@ func (s *Service) Watch(ctx context.Context, req *connect.Request[watchv1.WatchR
 		return false
 	}
 
+	// Reads of the change log wait for writers still running
+	// (store.Horizon); a shutdown does not wait for them.
+	client := ctx
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-s.done:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+
 	// Wait on the notifier before reading, so no commit slips between the
 	// read and the wait.
 	wake := s.store.Changes().Wait()
 	newest, oldest, err := s.store.Revision(ctx)
 	if err != nil {
-		return err
+		return s.ended(client, err)
 	}
 	cursor := req.Msg.GetSinceRevision()
 	switch {
 	case cursor == 0:
 		cursor = newest
 		if err := s.snapshot(ctx, stream, newest, want); err != nil {
-			return err
+			return s.ended(client, err)
 		}
 	case cursor > newest:
 		return connect.NewError(connect.CodeOutOfRange, fmt.Errorf("since_revision: %d is ahead of the newest revision %d; start over with since_revision 0", cursor, newest))
@@ -98,7 +111,7 @@ func (s *Service) Watch(ctx context.Context, req *connect.Request[watchv1.WatchR
 	for {
 		rows, err := s.store.ChangesAfter(ctx, cursor, kinds, batch)
 		if err != nil {
-			return err
+			return s.ended(client, err)
 		}
 		for _, row := range rows {
 			ev, err := event(row)
@@ -115,16 +128,27 @@ func (s *Service) Watch(ctx context.Context, req *connect.Request[watchv1.WatchR
 		}
 		select {
 		case <-ctx.Done():
-			// Say why the stream ends: a watch has no normal end, and a
-			// client whose deadline passed must not take it for one.
-			return ctx.Err()
-		case <-s.done:
-			return connect.NewError(connect.CodeUnavailable, errors.New("server shutting down; resume with since_revision"))
+			return s.ended(client, ctx.Err())
 		case <-wake:
 		case <-time.After(poll):
 		}
 		wake = s.store.Changes().Wait()
 	}
+}
+
+// ended says why a stream ends after err: a watch has no normal end, and a
+// client whose deadline passed must not take it for one; during a shutdown,
+// the client is told to resume elsewhere.
+func (s *Service) ended(client context.Context, err error) error {
+	select {
+	case <-s.done:
+		return connect.NewError(connect.CodeUnavailable, errors.New("server shutting down; resume with since_revision"))
+	default:
+	}
+	if client.Err() != nil {
+		return client.Err()
+	}
+	return err
 }
 
 func (s *Service) snapshot(ctx context.Context, stream *connect.ServerStream[watchv1.WatchResponse], rev int64, want func(change.Kind) bool) error {
