@@ -102,6 +102,7 @@ func TestBenchDHCPChecksParameters(t *testing.T) {
 		{"renewal step without release", []string{"BENCH_RENEW=100:50"}, "BENCH_RENEW: 100:50: want RATE:RENEW:RELEASE"},
 		{"rate not a number", []string{"BENCH_RATES=250 fast"}, "BENCH_RATES, BENCH_OVERLOAD: fast is not a rate"},
 		{"overload not a number", []string{"BENCH_OVERLOAD=lots"}, "BENCH_RATES, BENCH_OVERLOAD: lots is not a rate"},
+		{"overload on the ladder", []string{"BENCH_RATES=250 1000", "BENCH_OVERLOAD=1000"}, "BENCH_OVERLOAD=1000 is also a step of BENCH_RATES"},
 		{"more clients than the pool", []string{"BENCH_CLIENTS=61185"}, "BENCH_CLIENTS=61185: want 1 to 61184"},
 		{"unknown server", []string{"BENCH_SERVERS=carbide-dhcp kea"}, "BENCH_SERVERS: unknown server kea"},
 		{"no server", []string{"BENCH_SERVERS="}, "BENCH_SERVERS is empty"},
