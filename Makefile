@@ -83,7 +83,7 @@ scout:
 # and dnsmasq under perfdhcp, in network namespaces: a ladder of offered
 # rates, an overload step and renewals, with the server stack on CPU 0 and
 # perfdhcp on CPU 1, PostgreSQL durable. Run as root; with the defaults it
-# takes about 25 minutes. BENCH_* environment variables set its parameters
+# takes about 15 minutes. BENCH_* environment variables set its parameters
 # (scripts/bench-dhcp --help); tables and raw output go to .build/bench-dhcp/.
 bench-dhcp: tools
 	scripts/bench-dhcp
