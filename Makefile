@@ -79,8 +79,11 @@ bench-boot:
 scout:
 	scripts/build-scout
 
-# carbide-dhcp against Kea (memfile and PostgreSQL) and dnsmasq under
-# perfdhcp, in network namespaces: run as root. BENCH_* environment
-# variables set its parameters (scripts/bench-dhcp --help).
+# carbide-dhcp (one replica and two) against Kea (memfile and PostgreSQL)
+# and dnsmasq under perfdhcp, in network namespaces: a ladder of offered
+# rates, an overload step and renewals, with the server stack on CPU 0 and
+# perfdhcp on CPU 1, PostgreSQL durable. Run as root; with the defaults it
+# takes about 15 minutes. BENCH_* environment variables set its parameters
+# (scripts/bench-dhcp --help); tables and raw output go to .build/bench-dhcp/.
 bench-dhcp: tools
 	scripts/bench-dhcp
