@@ -27,6 +27,14 @@ import (
 // counts them.
 func TestAllocateInNearlyFullSegment(t *testing.T) {
 	t.Parallel()
+	forEachStoreWithStatements(t, checkFullSegmentAllocation)
+}
+
+// forEachStoreWithStatements runs fn once per store, with Connect clients;
+// on PostgreSQL the server has pg_stat_statements, which stats reads (nil
+// on the embedded store).
+func forEachStoreWithStatements(t *testing.T, fn func(t *testing.T, e *env, stats *sql.DB)) {
+	t.Helper()
 	for _, kind := range stores {
 		t.Run(kind, func(t *testing.T) {
 			t.Parallel()
@@ -35,8 +43,7 @@ func TestAllocateInNearlyFullSegment(t *testing.T) {
 			if kind == "postgres" {
 				opts.databaseURL, stats = statementStats(t)
 			}
-			e := newEnvWith(t, kind, "connect", opts)
-			checkFullSegmentAllocation(t, e, stats)
+			fn(t, newEnvWith(t, kind, "connect", opts), stats)
 		})
 	}
 }

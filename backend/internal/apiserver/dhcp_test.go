@@ -165,75 +165,66 @@ func TestDHCPRecordsRelayAgentIDs(t *testing.T) {
 // record.
 func TestDHCPLeaseBatchFirstLeasesOfKnownMachines(t *testing.T) {
 	t.Parallel()
-	for _, kind := range stores {
-		t.Run(kind, func(t *testing.T) {
-			t.Parallel()
-			var stats *sql.DB
-			var opts envOptions
-			if kind == "postgres" {
-				opts.databaseURL, stats = statementStats(t)
+	forEachStoreWithStatements(t, func(t *testing.T, e *env, stats *sql.DB) {
+		_, relayed, c := dhcpSegments(t, e)
+		const n = 6
+		origin := &dhcpv1.Origin{RelayAddress: "192.0.2.9"}
+		var reqs []*dhcpv1.LeaseRequest
+		var ids []string
+		for i := range n {
+			m := createMachine(t, e, &machinev1.CreateMachineRequest{Hostname: fmt.Sprintf("node-%d", i), Macs: []string{testMAC(200 + i)}})
+			ids = append(ids, m.GetId())
+			reqs = append(reqs, &dhcpv1.LeaseRequest{Mac: testMAC(200 + i), Origin: origin})
+		}
+		inserts := func() int64 {
+			t.Helper()
+			if stats == nil {
+				return 0
 			}
-			e := newEnvWith(t, kind, "connect", opts)
-			_, relayed, c := dhcpSegments(t, e)
-			const n = 6
-			origin := &dhcpv1.Origin{RelayAddress: "192.0.2.9"}
-			var reqs []*dhcpv1.LeaseRequest
-			var ids []string
-			for i := range n {
-				m := createMachine(t, e, &machinev1.CreateMachineRequest{Hostname: fmt.Sprintf("node-%d", i), Macs: []string{testMAC(200 + i)}})
-				ids = append(ids, m.GetId())
-				reqs = append(reqs, &dhcpv1.LeaseRequest{Mac: testMAC(200 + i), Origin: origin})
+			var calls int64
+			err := stats.QueryRowContext(t.Context(), `SELECT coalesce(sum(calls), 0) FROM pg_stat_statements
+				WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+				AND query ~* '^\s*INSERT\s+INTO\s+"?leases"?\s'`).Scan(&calls)
+			if err != nil {
+				t.Fatal(err)
 			}
-			inserts := func() int64 {
-				t.Helper()
-				if stats == nil {
-					return 0
-				}
-				var calls int64
-				err := stats.QueryRowContext(t.Context(), `SELECT coalesce(sum(calls), 0) FROM pg_stat_statements
-					WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
-					AND query ~* '^\s*INSERT\s+INTO\s+"?leases"?\s'`).Scan(&calls)
-				if err != nil {
-					t.Fatal(err)
-				}
-				return calls
+			return calls
+		}
+		insertsBefore := inserts()
+		results := dhcpLeaseBatch(t, c, reqs...)
+		if stats != nil {
+			if got := inserts() - insertsBefore; got != 1 {
+				t.Errorf("%d INSERT statements into leases for the first leases of %d machines, want 1", got, n)
 			}
-			insertsBefore := inserts()
-			results := dhcpLeaseBatch(t, c, reqs...)
-			if stats != nil {
-				if got := inserts() - insertsBefore; got != 1 {
-					t.Errorf("%d INSERT statements into leases for the first leases of %d machines, want 1", got, n)
-				}
+		}
+		seen := map[string]bool{}
+		for i, r := range results {
+			l := r.GetLease()
+			if l == nil || l.GetMachineId() != ids[i] || l.GetHostname() != fmt.Sprintf("node-%d", i) || seen[l.GetAddress()] {
+				t.Fatalf("request %d: %v, want a lease of its own for machine %s", i, r, ids[i])
 			}
-			seen := map[string]bool{}
-			for i, r := range results {
-				l := r.GetLease()
-				if l == nil || l.GetMachineId() != ids[i] || l.GetHostname() != fmt.Sprintf("node-%d", i) || seen[l.GetAddress()] {
-					t.Fatalf("request %d: %v, want a lease of its own for machine %s", i, r, ids[i])
-				}
-				seen[l.GetAddress()] = true
-				m, err := e.Machines.GetMachine(t.Context(), connect.NewRequest(&machinev1.GetMachineRequest{Id: ids[i]}))
-				if err != nil {
-					t.Fatal(err)
-				}
-				ifs := m.Msg.GetMachine().GetInterfaces()
-				if len(ifs) != 1 || ifs[0].GetAddress() != l.GetAddress() || ifs[0].GetSegmentId() != relayed.GetId() {
-					t.Errorf("machine %d's interfaces = %v, want %s on %s", i, ifs, l.GetAddress(), relayed.GetId())
-				}
-				chs, err := e.Store.Client.Change.Query().Where(change.ResourceID(ids[i]), change.TypeEQ(change.TypeUpdated)).All(t.Context())
-				if err != nil {
-					t.Fatal(err)
-				}
-				var got machinev1.Machine
-				if len(chs) != 1 || proto.Unmarshal(chs[0].Payload, &got) != nil || len(got.GetInterfaces()) != 1 || got.GetInterfaces()[0].GetAddress() != l.GetAddress() {
-					t.Errorf("machine %d: %d updated changes (%v), want one showing %s", i, len(chs), &got, l.GetAddress())
-				}
+			seen[l.GetAddress()] = true
+			m, err := e.Machines.GetMachine(t.Context(), connect.NewRequest(&machinev1.GetMachineRequest{Id: ids[i]}))
+			if err != nil {
+				t.Fatal(err)
 			}
-			if recs := auditRecords(t, e, dhcpv1connect.DHCPServiceLeaseBatchProcedure); len(recs) != 0 {
-				t.Errorf("%d audit records of LeaseBatch for first leases of known machines, want none", len(recs))
+			ifs := m.Msg.GetMachine().GetInterfaces()
+			if len(ifs) != 1 || ifs[0].GetAddress() != l.GetAddress() || ifs[0].GetSegmentId() != relayed.GetId() {
+				t.Errorf("machine %d's interfaces = %v, want %s on %s", i, ifs, l.GetAddress(), relayed.GetId())
 			}
-		})
-	}
+			chs, err := e.Store.Client.Change.Query().Where(change.ResourceID(ids[i]), change.TypeEQ(change.TypeUpdated)).All(t.Context())
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got machinev1.Machine
+			if len(chs) != 1 || proto.Unmarshal(chs[0].Payload, &got) != nil || len(got.GetInterfaces()) != 1 || got.GetInterfaces()[0].GetAddress() != l.GetAddress() {
+				t.Errorf("machine %d: %d updated changes (%v), want one showing %s", i, len(chs), &got, l.GetAddress())
+			}
+		}
+		if recs := auditRecords(t, e, dhcpv1connect.DHCPServiceLeaseBatchProcedure); len(recs) != 0 {
+			t.Errorf("%d audit records of LeaseBatch for first leases of known machines, want none", len(recs))
+		}
+	})
 }
 
 // A batch renews all its leases due for renewal with one UPDATE (counted
@@ -242,82 +233,73 @@ func TestDHCPLeaseBatchFirstLeasesOfKnownMachines(t *testing.T) {
 // carbide_dhcp_lease_writes_total.
 func TestDHCPLeaseBatchRenewsInOneStatement(t *testing.T) {
 	t.Parallel()
-	for _, kind := range stores {
-		t.Run(kind, func(t *testing.T) {
-			t.Parallel()
-			var stats *sql.DB
-			var opts envOptions
-			if kind == "postgres" {
-				opts.databaseURL, stats = statementStats(t)
+	forEachStoreWithStatements(t, func(t *testing.T, e *env, stats *sql.DB) {
+		_, _, c := dhcpSegments(t, e)
+		const n = 20
+		origin := &dhcpv1.Origin{RelayAddress: "192.0.2.9"}
+		var reqs []*dhcpv1.LeaseRequest
+		for i := range n {
+			reqs = append(reqs, &dhcpv1.LeaseRequest{Mac: testMAC(100 + i), Origin: origin})
+		}
+		first := dhcpLeaseBatch(t, c, reqs...)
+		expiries := func() map[string]time.Time {
+			t.Helper()
+			ls, err := e.Store.Client.Lease.Query().All(t.Context())
+			if err != nil {
+				t.Fatal(err)
 			}
-			e := newEnvWith(t, kind, "connect", opts)
-			_, _, c := dhcpSegments(t, e)
-			const n = 20
-			origin := &dhcpv1.Origin{RelayAddress: "192.0.2.9"}
-			var reqs []*dhcpv1.LeaseRequest
-			for i := range n {
-				reqs = append(reqs, &dhcpv1.LeaseRequest{Mac: testMAC(100 + i), Origin: origin})
+			m := make(map[string]time.Time)
+			for _, l := range ls {
+				m[l.MAC] = l.ExpireTime
 			}
-			first := dhcpLeaseBatch(t, c, reqs...)
-			expiries := func() map[string]time.Time {
-				t.Helper()
-				ls, err := e.Store.Client.Lease.Query().All(t.Context())
-				if err != nil {
-					t.Fatal(err)
-				}
-				m := make(map[string]time.Time)
-				for _, l := range ls {
-					m[l.MAC] = l.ExpireTime
-				}
-				return m
+			return m
+		}
+		before := expiries()
+		recsBefore := len(auditRecords(t, e, dhcpv1connect.DHCPServiceLeaseBatchProcedure))
+		updates := func() int64 {
+			t.Helper()
+			if stats == nil {
+				return 0
 			}
-			before := expiries()
-			recsBefore := len(auditRecords(t, e, dhcpv1connect.DHCPServiceLeaseBatchProcedure))
-			updates := func() int64 {
-				t.Helper()
-				if stats == nil {
-					return 0
-				}
-				var calls int64
-				err := stats.QueryRowContext(t.Context(), `SELECT coalesce(sum(calls), 0) FROM pg_stat_statements
-					WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
-					AND query ~* '^\s*UPDATE\s+"?leases"?\s'`).Scan(&calls)
-				if err != nil {
-					t.Fatal(err)
-				}
-				return calls
+			var calls int64
+			err := stats.QueryRowContext(t.Context(), `SELECT coalesce(sum(calls), 0) FROM pg_stat_statements
+				WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+				AND query ~* '^\s*UPDATE\s+"?leases"?\s'`).Scan(&calls)
+			if err != nil {
+				t.Fatal(err)
 			}
-			updatesBefore := updates()
-			time.Sleep(10 * time.Millisecond) // a renewal now moves the expiry
+			return calls
+		}
+		updatesBefore := updates()
+		time.Sleep(10 * time.Millisecond) // a renewal now moves the expiry
 
-			for _, r := range reqs {
-				r.Extend = true
+		for _, r := range reqs {
+			r.Extend = true
+		}
+		renewed := dhcpLeaseBatch(t, c, reqs...)
+		after := expiries()
+		for i, r := range renewed {
+			mac := reqs[i].GetMac()
+			if r.GetLease().GetAddress() != first[i].GetLease().GetAddress() || r.GetLease().GetLeaseDuration().AsDuration() != time.Hour {
+				t.Errorf("renewal of %s: %v, want %s for 1h", mac, r, first[i].GetLease().GetAddress())
 			}
-			renewed := dhcpLeaseBatch(t, c, reqs...)
-			after := expiries()
-			for i, r := range renewed {
-				mac := reqs[i].GetMac()
-				if r.GetLease().GetAddress() != first[i].GetLease().GetAddress() || r.GetLease().GetLeaseDuration().AsDuration() != time.Hour {
-					t.Errorf("renewal of %s: %v, want %s for 1h", mac, r, first[i].GetLease().GetAddress())
-				}
-				if !after[mac].After(before[mac]) {
-					t.Errorf("renewal of %s left its expiry at %s", mac, after[mac])
-				}
+			if !after[mac].After(before[mac]) {
+				t.Errorf("renewal of %s left its expiry at %s", mac, after[mac])
 			}
-			if stats != nil {
-				if got := updates() - updatesBefore; got != 1 {
-					t.Errorf("%d UPDATE statements on leases for a batch of %d renewals, want 1", got, n)
-				}
+		}
+		if stats != nil {
+			if got := updates() - updatesBefore; got != 1 {
+				t.Errorf("%d UPDATE statements on leases for a batch of %d renewals, want 1", got, n)
 			}
-			if got := len(auditRecords(t, e, dhcpv1connect.DHCPServiceLeaseBatchProcedure)); got != recsBefore {
-				t.Errorf("%d audit records of LeaseBatch after a batch of renewals, want %d", got, recsBefore)
-			}
-			want := fmt.Sprintf(`carbide_dhcp_lease_writes_total{kind="renew",principal="spiffe://carbide.local/service/dhcp",segment="rack9"} %d`, n)
-			if metrics := scrape(t, e); !strings.Contains(metrics, want+"\n") {
-				t.Errorf("/metrics lacks %s", want)
-			}
-		})
-	}
+		}
+		if got := len(auditRecords(t, e, dhcpv1connect.DHCPServiceLeaseBatchProcedure)); got != recsBefore {
+			t.Errorf("%d audit records of LeaseBatch after a batch of renewals, want %d", got, recsBefore)
+		}
+		want := fmt.Sprintf(`carbide_dhcp_lease_writes_total{kind="renew",principal="spiffe://carbide.local/service/dhcp",segment="rack9"} %d`, n)
+		if metrics := scrape(t, e); !strings.Contains(metrics, want+"\n") {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	})
 }
 
 func TestDHCPReleaseDeclineInform(t *testing.T) {
