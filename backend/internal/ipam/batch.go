@@ -68,12 +68,16 @@ func (s *Service) LeaseNewMany(ctx context.Context, tx *ent.Tx, seg *Segment, re
 			if _, dup := chosen[a]; dup || taken[a] {
 				continue
 			}
+			num, err := addressNum(a)
+			if err != nil {
+				return nil, err
+			}
 			chosen[a] = i
 			if len(args) > 3 {
 				rows.WriteString(", ")
 			}
 			fmt.Fprintf(&rows, "($1, $%d, $%d, $%d, false, $2, $2, $3)", len(args)+1, len(args)+2, len(args)+3)
-			args = append(args, reqs[i].MAC, a, addressNum(a))
+			args = append(args, reqs[i].MAC, a, num)
 			break
 		}
 	}

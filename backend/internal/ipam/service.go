@@ -213,8 +213,12 @@ func (s *Service) leaseNew(ctx context.Context, tx *ent.Tx, seg *Segment, mac, r
 	const insert = `INSERT INTO leases (segment_id, mac, address, address_num, reserved, create_time, renew_time, expire_time)
 		VALUES ($1, $2, $3, $4, $5, $6, $6, $7) ON CONFLICT (segment_id, address) DO NOTHING RETURNING id, address`
 	for _, a := range candidates {
+		num, err := addressNum(a)
+		if err != nil {
+			return nil, err
+		}
 		inserted := false
-		if err := s.insertLeases(ctx, tx, insert, []any{seg.ID, mac, a, addressNum(a), l.Reserved, now, l.ExpireTime},
+		if err := s.insertLeases(ctx, tx, insert, []any{seg.ID, mac, a, num, l.Reserved, now, l.ExpireTime},
 			func(id int64, _ string) { l.ID, inserted = id, true }); err != nil {
 			return nil, err
 		}
@@ -228,8 +232,12 @@ func (s *Service) leaseNew(ctx context.Context, tx *ent.Tx, seg *Segment, mac, r
 
 // addressNum is the number of a canonical IPv4 address that the pool
 // produced (see store.AddressNum).
-func addressNum(a string) int64 {
-	return store.AddressNum(netip.MustParseAddr(a))
+func addressNum(a string) (int64, error) {
+	addr, err := netip.ParseAddr(a)
+	if err != nil || !addr.Is4() {
+		return 0, fmt.Errorf("candidate address %q is not an IPv4 address", a)
+	}
+	return store.AddressNum(addr), nil
 }
 
 // IsRace reports whether err says an allocation lost a race and should
