@@ -285,9 +285,24 @@ type current struct {
 	expireTime sql.NullTime
 }
 
-// readQuery reads, for each MAC of the list q, its interface, machine and
-// lease on segment $1.
-const readQuery = `WITH q(mac) AS (VALUES %s)
+// readQuery reads, for each MAC of the list $2, its interface, machine
+// and lease on segment $1: on PostgreSQL, as one lookup per MAC on the
+// unique indexes of nics (mac) and leases (segment_id, mac). The LIMIT 1
+// keeps each lateral lookup a lookup: PostgreSQL then cannot flatten it
+// into a join it might plan as a scan of the whole table, which is what
+// it chose for a plain join while the tables were empty (a new database),
+// and kept in the cached plan of the prepared statement as they grew.
+const readQuery = `SELECT q.mac, n.machine_id, n.segment_id, n.circuit_id, n.remote_id, n.hostname,
+		l.id, l.address, l.reserved, l.renew_time, l.expire_time
+	FROM unnest(CAST($2 AS TEXT[])) AS q(mac)
+	LEFT JOIN LATERAL (SELECT n.machine_id, n.segment_id, n.circuit_id, n.remote_id, m.hostname
+		FROM nics AS n JOIN machines AS m ON m.id = n.machine_id WHERE n.mac = q.mac LIMIT 1) AS n ON true
+	LEFT JOIN LATERAL (SELECT l.id, l.address, l.reserved, l.renew_time, l.expire_time
+		FROM leases AS l WHERE l.segment_id = $1 AND l.mac = q.mac LIMIT 1) AS l ON true`
+
+// readQuerySQLite is readQuery for SQLite, which has neither arrays nor
+// lateral joins, and plans each join as lookups on the unique indexes.
+const readQuerySQLite = `WITH q(mac) AS (VALUES %s)
 	SELECT q.mac, n.machine_id, n.segment_id, n.circuit_id, n.remote_id, m.hostname,
 		l.id, l.address, l.reserved, l.renew_time, l.expire_time
 	FROM q
@@ -298,21 +313,25 @@ const readQuery = `WITH q(mac) AS (VALUES %s)
 // read reads what the store holds for each of macs (distinct) on segment
 // seg, in one query.
 func (s *Service) read(ctx context.Context, seg uuid.UUID, macs []string) (map[string]*current, error) {
-	var list strings.Builder
-	args := []any{seg}
-	for i, mac := range macs {
-		if i > 0 {
-			list.WriteString(", ")
+	query, args := readQuery, []any{seg, macs}
+	if s.store.Dialect != dialect.Postgres {
+		var list strings.Builder
+		args = []any{seg}
+		for i, mac := range macs {
+			if i > 0 {
+				list.WriteString(", ")
+			}
+			fmt.Fprintf(&list, "($%d)", i+2)
+			args = append(args, mac)
 		}
-		fmt.Fprintf(&list, "($%d)", i+2)
-		args = append(args, mac)
+		query = fmt.Sprintf(readQuerySQLite, list.String())
 	}
 	found := make(map[string]*current, len(macs))
 	var c current
 	var mac string
 	dest := []any{&mac, &c.machineID, &c.nicSegment, &c.circuitID, &c.remoteID, &c.hostname,
 		&c.leaseID, &c.address, &c.reserved, &c.renewTime, &c.expireTime}
-	err := s.store.Query(ctx, fmt.Sprintf(readQuery, list.String()), args, dest, func() error {
+	err := s.store.Query(ctx, query, args, dest, func() error {
 		row := c
 		found[mac] = &row
 		return nil

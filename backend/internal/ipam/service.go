@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"entgo.io/ent/dialect"
 	"github.com/carbide-dev/carbide/backend/internal/ids"
 	"github.com/carbide-dev/carbide/backend/internal/machines"
 	"github.com/carbide-dev/carbide/backend/internal/pagetoken"
@@ -320,21 +321,35 @@ func (seg *Segment) wanted(mac, requested string, n int) []string {
 	return want
 }
 
+// takenQuery returns which addresses of the list $3 a lease of segment $1
+// holds (expired or not) or a decline holds back at $2: on PostgreSQL, one
+// lookup per address on the unique indexes on (segment_id, address). The
+// LIMIT 1 keeps each lateral lookup a lookup (see the read query of the
+// dhcp package): a plain join or an IN list may be planned, while the
+// table is empty, as a scan of all the segment's leases, and the
+// prepared statement keeps that plan as the table grows.
+const takenQuery = `SELECT q.a FROM unnest(CAST($3 AS TEXT[])) AS q(a),
+		LATERAL (SELECT 1 FROM leases WHERE segment_id = $1 AND address = q.a LIMIT 1) AS l
+	UNION ALL SELECT q.a FROM unnest(CAST($3 AS TEXT[])) AS q(a),
+		LATERAL (SELECT 1 FROM declined_addresses WHERE segment_id = $1 AND address = q.a AND until > $2 LIMIT 1) AS d`
+
 // taken returns which of addrs are leased (expired or not) or held back
 // after a decline, in one query.
 func (s *Service) taken(ctx context.Context, tx *ent.Tx, segID uuid.UUID, addrs []string, now time.Time) (map[string]bool, error) {
-	var in strings.Builder
-	args := make([]any, 0, len(addrs)+2)
-	args = append(args, segID, now)
-	for i, a := range addrs {
-		if i > 0 {
-			in.WriteString(", ")
+	q, args := takenQuery, []any{segID, now, addrs}
+	if s.store.Dialect != dialect.Postgres {
+		var in strings.Builder
+		args = append(args[:2:2], make([]any, 0, len(addrs))...)
+		for i, a := range addrs {
+			if i > 0 {
+				in.WriteString(", ")
+			}
+			fmt.Fprintf(&in, "$%d", i+3)
+			args = append(args, a)
 		}
-		fmt.Fprintf(&in, "$%d", i+3)
-		args = append(args, a)
-	}
-	q := fmt.Sprintf(`SELECT address FROM leases WHERE segment_id = $1 AND address IN (%[1]s)
+		q = fmt.Sprintf(`SELECT address FROM leases WHERE segment_id = $1 AND address IN (%[1]s)
 		UNION ALL SELECT address FROM declined_addresses WHERE segment_id = $1 AND until > $2 AND address IN (%[1]s)`, in.String())
+	}
 	rows, err := tx.QueryContext(ctx, s.store.SQL(q), args...)
 	if err != nil {
 		return nil, fmt.Errorf("read leases: %w", err)
