@@ -17,11 +17,13 @@ type NewLease struct {
 	Requested string
 }
 
-// batchCandidates is the fewest addresses of each MAC's pool walk that
-// LeaseNewMany looks at. A batch checks the candidates of all its MACs in
-// one query, so with many MACs it looks at fewer per MAC than free does
-// (candidates for one MAC); a MAC left without a free one is leased on its
-// own, as by leaseNew.
+// batchCandidates is how many addresses of each MAC's pool walk
+// LeaseNewMany looks at. Each MAC's walk starts at its own point (a hash
+// of the MAC) and goes on address by address, so a MAC goes past as many
+// leased addresses as linear probing does in a hash table: about 2.5 with
+// the pool half full, 13 with it 80% full. Each candidate is one index
+// lookup; a MAC left without a free one is leased on its own, as by
+// leaseNew, which looks further.
 const batchCandidates = 8
 
 // LeaseNewMany leases addresses to MACs that hold no lease on the segment,
@@ -39,14 +41,13 @@ func (s *Service) LeaseNewMany(ctx context.Context, tx *ent.Tx, seg *Segment, re
 	leases := make([]*ent.Lease, len(reqs))
 
 	// Each MAC's candidates: the address it asks for, then its walk.
-	perMAC := max(batchCandidates, candidates/len(reqs))
 	want := make([][]string, len(reqs))
 	var all []string
 	for i, r := range reqs {
 		if _, ok := seg.Reservations[r.MAC]; ok {
 			continue
 		}
-		want[i] = seg.wanted(r.MAC, r.Requested, perMAC)
+		want[i] = seg.wanted(r.MAC, r.Requested, batchCandidates)
 		all = append(all, want[i]...)
 	}
 	var taken map[string]bool
