@@ -109,7 +109,9 @@ func TestBenchDHCPChecksParameters(t *testing.T) {
 		{"no step", []string{"BENCH_RATES=", "BENCH_OVERLOAD=", "BENCH_RENEW="}, "no step to run"},
 		{"durability not a boolean", []string{"BENCH_PG_DURABLE=yes"}, "BENCH_PG_DURABLE=yes: want true or false"},
 		{"CPU list", []string{"BENCH_SERVER_CPUS=0x1"}, "0x1 is not a CPU list"},
+		{"profiling not a boolean", []string{"BENCH_PROFILE=yes"}, "BENCH_PROFILE=yes: want true or false"},
 		{"the smoke run of --help", smoke, "run as root"},
+		{"the smoke run, profiled", append(smoke, "BENCH_PROFILE=true"), "run as root"},
 		{"not pinned, fsync off", append(smoke, "BENCH_SERVER_CPUS=", "BENCH_CLIENT_CPUS=", "BENCH_PG_DURABLE=false"), "run as root"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

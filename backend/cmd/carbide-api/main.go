@@ -83,6 +83,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.DurationVar(&cfg.ReadTimeout, "read-timeout", apiserver.DefaultReadTimeout, "how long a request may take to arrive (streams excepted)")
 	fs.DurationVar(&cfg.WriteTimeout, "write-timeout", apiserver.DefaultWriteTimeout, "how long a call may take to answer (streams such as Watch excepted)")
 	fs.DurationVar(&cfg.IdleTimeout, "idle-timeout", apiserver.DefaultIdleTimeout, "how long a connection may stay open without a call")
+	fs.BoolVar(&cfg.DebugPprof, "debug-pprof", false, "also serve Go's runtime profiles (net/http/pprof) at /debug/pprof/ on --listen, like /metrics without credentials: for a lab or a benchmark, never in production")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	fs.Usage = func() {

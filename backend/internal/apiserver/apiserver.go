@@ -1,6 +1,7 @@
 // Package apiserver runs the Carbide API: every service on one port for
 // Connect, gRPC and gRPC-Web, with gRPC reflection and health, Prometheus
-// metrics on /metrics, and graceful shutdown.
+// metrics on /metrics (and, when asked, Go's runtime profiles on
+// /debug/pprof/), and graceful shutdown.
 package apiserver
 
 import (
@@ -108,6 +109,11 @@ type Config struct {
 	// its response (streams excepted); IdleTimeout closes a connection
 	// without requests. 0 means the Default* value.
 	ReadTimeout, WriteTimeout, IdleTimeout time.Duration
+	// DebugPprof also serves Go's runtime profiles under /debug/pprof/ on
+	// Listen, next to /metrics and like it without credentials: for
+	// finding where the time goes in a lab or a benchmark, never in
+	// production.
+	DebugPprof bool
 	// Ready, if set, receives the bound address once the server accepts
 	// connections (useful with port 0).
 	Ready func(addr net.Addr)
@@ -222,6 +228,10 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	handler, health, err := newHandler(st, auth.Agents, cfg.Enrol, logger, stopping, reg, lim)
 	if err != nil {
 		return err
+	}
+	if cfg.DebugPprof {
+		handler = withProfiles(handler, lim)
+		logger.Warn("profiling enabled (--debug-pprof): /debug/pprof/ on the API port serves the server's runtime profiles to anyone who can reach it, without credentials; keep it off in production")
 	}
 	lis, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {

@@ -69,7 +69,8 @@ Metrics (Prometheus) are served on --metrics-listen at /metrics:
 carbide_dhcp_requests_total{type}, carbide_dhcp_replies_total{type},
 carbide_dhcp_drops_total{reason}, carbide_dhcp_api_errors_total{code},
 carbide_dhcp_handle_seconds{type} and carbide_dhcp_offer_acks_total;
-/healthz answers ok.
+/healthz answers ok. With --debug-pprof, /debug/pprof/ serves the
+runtime profiles (go tool pprof http://127.0.0.1:9167/debug/pprof/profile).
 
 A DHCPREQUEST accepting an offer the daemon made in the last 10 s is
 acknowledged without a second API call: the API wrote the lease when it
@@ -150,6 +151,7 @@ func parseFlags(args []string, lookupEnv func(string) (string, bool), stderr io.
 	fs.StringVar(&cfg.HTTPBootURL, "http-boot-url", "", "boot URL of x86-64 UEFI HTTP boot clients (arch 16, vendor class HTTPClient); empty: none")
 	fs.StringVar(&cfg.MetricsListen, "metrics-listen", cfg.MetricsListen, "host:port of the Prometheus /metrics and /healthz endpoint; empty: off")
 	cfg.MetricsTimeouts.AddFlags(fs, "metrics-", "how long a scrape of the Prometheus endpoint may take to write")
+	fs.BoolVar(&cfg.DebugPprof, "debug-pprof", false, "also serve the runtime profiles (net/http/pprof) at /debug/pprof/ on --metrics-listen, without authentication: for a lab or a benchmark, never in production")
 	logFlags := daemon.AddLogFlags(fs, "log level: debug (every packet), info, warn or error")
 	if err := daemon.Parse(fs, "CARBIDE_DHCP_", args, lookupEnv); err != nil {
 		return nil, nil, err

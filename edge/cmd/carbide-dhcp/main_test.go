@@ -56,6 +56,10 @@ func TestParseFlags(t *testing.T) {
 				c.MaxInFlight = 16
 			},
 		},
+		"profiles": {
+			args: []string{"--debug-pprof"},
+			want: func(c *dhcpd.Config) { c.DebugPprof = true },
+		},
 		"the command line wins over the environment": {
 			args: []string{"--interface", "eth9", "--api-url", "https://other:1079"},
 			env:  map[string]string{"CARBIDE_DHCP_INTERFACE": "eth1,eth2", "CARBIDE_DHCP_API_URL": "https://api:1079"},
@@ -88,7 +92,7 @@ func TestRunErrors(t *testing.T) {
 		env  map[string]string
 		want []string
 	}{
-		"help":           {args: []string{"--help"}, want: []string{"CARBIDE_DHCP_INTERFACE", "-efi-arm64-file", "-ipxe-script-url"}},
+		"help":           {args: []string{"--help"}, want: []string{"CARBIDE_DHCP_INTERFACE", "-efi-arm64-file", "-ipxe-script-url", "-debug-pprof"}},
 		"bad flag value": {args: []string{"--server-id", "not-an-ip"}, want: []string{"invalid value"}},
 		"bad environment value": {env: map[string]string{"CARBIDE_DHCP_API_TIMEOUT": "soon"},
 			want: []string{"CARBIDE_DHCP_API_TIMEOUT"}},

@@ -7,6 +7,7 @@ import (
 	"log"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"strconv"
 	"time"
 
@@ -44,12 +45,30 @@ func Register(reg prometheus.Registerer, cs ...prometheus.Collector) error {
 }
 
 // MetricsHandler serves the metrics of reg at GET /metrics, and answers
-// "ok" at GET /healthz.
-func MetricsHandler(reg *prometheus.Registry) http.Handler {
+// "ok" at GET /healthz. With profiles it also serves the runtime profiles
+// of net/http/pprof under /debug/pprof/ (see [HandleProfiles]).
+func MetricsHandler(reg *prometheus.Registry, profiles bool) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	if profiles {
+		HandleProfiles(mux)
+	}
 	return mux
+}
+
+// HandleProfiles serves on mux the runtime profiles of net/http/pprof
+// under /debug/pprof/: the index, the named profiles (heap, goroutine,
+// mutex, block, ...), a CPU profile (profile?seconds=N), an execution
+// trace (trace?seconds=N) and the symbol lookup of go tool pprof. Not the
+// command line (cmdline): flags can carry secrets.
+func HandleProfiles(mux *http.ServeMux) {
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("POST /debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("GET /debug/pprof/cmdline", http.NotFound)
 }
 
 // MetricsServer is a daemon's Prometheus endpoint: [MetricsHandler] on a
@@ -61,10 +80,11 @@ type MetricsServer struct {
 }
 
 // ListenMetrics opens the socket addr (host:port) of the metrics of reg,
-// served with timeouts t; it returns nil, and no error, when addr is
-// empty. errorLog gets the HTTP server's errors; nil means the log
-// package's standard logger.
-func ListenMetrics(addr string, t HTTPTimeouts, reg *prometheus.Registry, errorLog *log.Logger) (*MetricsServer, error) {
+// served with timeouts t, and with profiles the runtime profiles too (see
+// [MetricsHandler]); it returns nil, and no error, when addr is empty.
+// errorLog gets the HTTP server's errors; nil means the log package's
+// standard logger.
+func ListenMetrics(addr string, t HTTPTimeouts, reg *prometheus.Registry, profiles bool, errorLog *log.Logger) (*MetricsServer, error) {
 	if addr == "" {
 		return nil, nil
 	}
@@ -78,7 +98,7 @@ func ListenMetrics(addr string, t HTTPTimeouts, reg *prometheus.Registry, errorL
 	if err != nil {
 		return nil, fmt.Errorf("listen for metrics: %w", err)
 	}
-	handler := MetricsHandler(reg)
+	handler := MetricsHandler(reg, profiles)
 	return &MetricsServer{
 		listener: l,
 		server: &http.Server{

@@ -80,7 +80,7 @@ func TestMetricsServer(t *testing.T) {
 	if err := Register(reg, c); err != nil {
 		t.Fatal(err)
 	}
-	s, err := ListenMetrics("127.0.0.1:0", DefaultMetricsTimeouts(), reg, log.New(io.Discard, "", 0))
+	s, err := ListenMetrics("127.0.0.1:0", DefaultMetricsTimeouts(), reg, false, log.New(io.Discard, "", 0))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,6 +97,7 @@ func TestMetricsServer(t *testing.T) {
 		"health":          {method: http.MethodGet, path: "/healthz", code: http.StatusOK, body: []string{"ok\n"}},
 		"only GET":        {method: http.MethodPost, path: "/metrics", code: http.StatusMethodNotAllowed},
 		"nothing else":    {method: http.MethodGet, path: "/", code: http.StatusNotFound},
+		"no profiles":     {method: http.MethodGet, path: "/debug/pprof/", code: http.StatusNotFound},
 		"health, exactly": {method: http.MethodGet, path: "/healthz/x", code: http.StatusNotFound},
 	}
 	for name, tt := range tests {
@@ -125,10 +126,51 @@ func TestMetricsServer(t *testing.T) {
 	}
 }
 
+// TestMetricsProfiles: with profiles on, the metrics server also serves
+// net/http/pprof's index, named profiles and a CPU profile, but not the
+// command line, which can hold secrets.
+func TestMetricsProfiles(t *testing.T) {
+	t.Parallel()
+	reg, err := NewRegistry()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := ListenMetrics("127.0.0.1:0", DefaultMetricsTimeouts(), reg, true, log.New(io.Discard, "", 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Serve()
+	t.Cleanup(func() { s.Close() })
+	base := "http://" + s.Addr().String()
+
+	tests := map[string]struct {
+		method, path string
+		code         int
+		body         string
+	}{
+		"index":           {method: http.MethodGet, path: "/debug/pprof/", code: http.StatusOK, body: "goroutine"},
+		"a named profile": {method: http.MethodGet, path: "/debug/pprof/goroutine?debug=1", code: http.StatusOK, body: "goroutine profile: total"},
+		"a CPU profile":   {method: http.MethodGet, path: "/debug/pprof/profile?seconds=1", code: http.StatusOK, body: "\x1f\x8b"}, // gzip
+		"symbols":         {method: http.MethodPost, path: "/debug/pprof/symbol", code: http.StatusOK, body: "num_symbols"},
+		"no command line": {method: http.MethodGet, path: "/debug/pprof/cmdline", code: http.StatusNotFound},
+		"no other method": {method: http.MethodPost, path: "/debug/pprof/profile", code: http.StatusMethodNotAllowed},
+		"still metrics":   {method: http.MethodGet, path: "/metrics", code: http.StatusOK, body: "go_goroutines"},
+	}
+	for name, tt := range tests {
+		code, body := get(t, tt.method, base+tt.path)
+		if code != tt.code {
+			t.Errorf("%s: %s %s = %d, want %d", name, tt.method, tt.path, code, tt.code)
+		}
+		if !strings.Contains(body, tt.body) {
+			t.Errorf("%s: %s %s lacks %q:\n%.500s", name, tt.method, tt.path, tt.body, body)
+		}
+	}
+}
+
 // TestMetricsOff: no address, no server, and the nil server does nothing.
 func TestMetricsOff(t *testing.T) {
 	t.Parallel()
-	s, err := ListenMetrics("", DefaultMetricsTimeouts(), prometheus.NewRegistry(), nil)
+	s, err := ListenMetrics("", DefaultMetricsTimeouts(), prometheus.NewRegistry(), false, nil)
 	if s != nil || err != nil {
 		t.Fatalf("ListenMetrics(\"\") = %v, %v; want nil, nil", s, err)
 	}
@@ -144,14 +186,14 @@ func TestListenMetricsErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { busy.Close() })
-	s, err := ListenMetrics(busy.Addr().String(), DefaultMetricsTimeouts(), prometheus.NewRegistry(), nil)
+	s, err := ListenMetrics(busy.Addr().String(), DefaultMetricsTimeouts(), prometheus.NewRegistry(), false, nil)
 	if err == nil || !strings.HasPrefix(err.Error(), "listen for metrics: ") {
 		s.Close()
 		t.Errorf("ListenMetrics on a port in use = %v, want listen for metrics: ...", err)
 	}
 
 	// Close releases a socket never served.
-	s, err = ListenMetrics("127.0.0.1:0", DefaultMetricsTimeouts(), prometheus.NewRegistry(), nil)
+	s, err = ListenMetrics("127.0.0.1:0", DefaultMetricsTimeouts(), prometheus.NewRegistry(), false, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -65,6 +65,10 @@ type Config struct {
 	MetricsListen string
 	// MetricsTimeouts bound the connections of the Prometheus endpoint.
 	MetricsTimeouts daemon.HTTPTimeouts
+	// DebugPprof also serves the runtime profiles of net/http/pprof under
+	// /debug/pprof/ on MetricsListen, to anyone who can reach it: for
+	// finding where the time goes in a lab or a benchmark.
+	DebugPprof bool
 }
 
 // DefaultConfig returns the defaults; only the interfaces and the
@@ -144,6 +148,8 @@ func (c *Config) Validate() error {
 			add("metrics-listen: %w", err)
 		}
 		errs = append(errs, c.MetricsTimeouts.Check("metrics-")...)
+	} else if c.DebugPprof {
+		add("debug-pprof: the profiles are served on --metrics-listen, which is empty; give it an address")
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("invalid configuration: %w", err)

@@ -53,6 +53,11 @@ func TestConfigValidate(t *testing.T) {
 				"ipxe-script-url:", "http-boot-url:", "metrics-listen:",
 			},
 		},
+		"profiles on the metrics listener": {edit: func(c *Config) { c.DebugPprof = true }},
+		"profiles without a metrics listener": {
+			edit: func(c *Config) { c.DebugPprof, c.MetricsListen = true, "" },
+			want: []string{"debug-pprof: the profiles are served on --metrics-listen, which is empty"},
+		},
 		"bad interface names": {
 			edit: func(c *Config) { c.Interfaces = []string{"eth1", "", "a-very-long-interface-name", "eth1", "a/b"} },
 			want: []string{`interface: empty name`, `"a-very-long-interface-name" is not`, `"eth1" given twice`, `"a/b" is not`},

@@ -57,7 +57,7 @@ func (c *Config) Run(ctx context.Context, logger *slog.Logger) error {
 		}
 		conns = append(conns, conn)
 	}
-	metrics, err := daemon.ListenMetrics(c.MetricsListen, c.MetricsTimeouts, reg, nil)
+	metrics, err := daemon.ListenMetrics(c.MetricsListen, c.MetricsTimeouts, reg, c.DebugPprof, nil)
 	if err != nil {
 		closeAll()
 		return err
@@ -80,6 +80,10 @@ func (c *Config) Run(ctx context.Context, logger *slog.Logger) error {
 	attrs := []any{slog.String("api", daemon.RedactURL(c.APIURL)), slog.Int("port", c.Port), slog.String("metrics", c.MetricsListen)}
 	for _, iface := range ifaces {
 		attrs = append(attrs, slog.String("interface."+iface.Name, iface.Addr.String()))
+	}
+	if c.DebugPprof {
+		logger.Warn("profiling enabled (--debug-pprof): /debug/pprof/ on the metrics listener serves the daemon's runtime profiles to anyone who can reach it; keep it off in production",
+			"address", metrics.Addr().String())
 	}
 	logger.Info("serving DHCP", attrs...)
 	err = g.Wait()

@@ -1,6 +1,7 @@
 package dhcpd
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -345,6 +346,75 @@ func get(t *testing.T, url string) string {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return string(b)
+}
+
+// TestRunProfiles: with DebugPprof (--debug-pprof) the daemon serves the
+// runtime profiles on its metrics listener and logs once that it does;
+// without it, it serves none.
+func TestRunProfiles(t *testing.T) {
+	t.Parallel()
+	for name, tt := range map[string]struct {
+		on   bool
+		code int
+	}{
+		"on":  {on: true, code: http.StatusOK},
+		"off": {on: false, code: http.StatusNotFound},
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			srv := connectServer(t, &fakeAPI{})
+			cfg := DefaultConfig()
+			cfg.APIURL = srv.URL
+			cfg.Interfaces = []string{"lo"}
+			cfg.Port = freePort(t, "udp")
+			cfg.MetricsListen = "127.0.0.1:" + strconv.Itoa(freePort(t, "tcp"))
+			cfg.DebugPprof = tt.on
+			var logs syncBuffer
+			ctx, cancel := context.WithCancel(t.Context())
+			done := make(chan error, 1)
+			go func() { done <- cfg.Run(ctx, slog.New(slog.NewTextHandler(&logs, nil))) }()
+			t.Cleanup(func() {
+				cancel()
+				if err := <-done; err != nil {
+					t.Errorf("Run: %v", err)
+				}
+			})
+			base := "http://" + cfg.MetricsListen
+			waitFor(t, "the metrics listener", func() bool { return get(t, base+"/healthz") == "ok\n" })
+			resp, err := http.Get(base + "/debug/pprof/")
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != tt.code {
+				t.Errorf("GET /debug/pprof/ = %d, want %d", resp.StatusCode, tt.code)
+			}
+			// The daemon says so before it says it serves.
+			waitFor(t, "the start-up log", func() bool { return strings.Contains(logs.String(), "serving DHCP") })
+			if got, want := strings.Count(logs.String(), "profiling enabled (--debug-pprof)"), map[bool]int{true: 1, false: 0}[tt.on]; got != want {
+				t.Errorf("the log says profiling is enabled %d times, want %d:\n%s", got, want, logs.String())
+			}
+		})
+	}
+}
+
+// syncBuffer is a bytes.Buffer that a logger can write to while a test
+// reads it.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 // TestRunInvalid: Run reports configuration problems before opening

@@ -97,7 +97,7 @@ func (c *Config) run(ctx context.Context, logger *slog.Logger, ready func(Addrs)
 	}
 
 	errorLog := slog.NewLogLogger(logger.Handler(), slog.LevelWarn)
-	metrics, err := daemon.ListenMetrics(c.MetricsListen, c.MetricsTimeouts, reg, errorLog)
+	metrics, err := daemon.ListenMetrics(c.MetricsListen, c.MetricsTimeouts, reg, false, errorLog)
 	if err != nil {
 		closeAll()
 		return err
