@@ -29,7 +29,7 @@ type LeaseAPI interface {
 // DHCP field of the SDK's carbide.Client.
 //
 // Its Lease combines the requests that arrive while its calls are in
-// flight: at most maxLeaseCalls calls run at once, and each takes every
+// flight: at most calls (Config.APICalls) run at once, and each takes every
 // request queued when it starts (up to maxLeaseBatch), as one
 // DHCPService.LeaseBatch. A request arriving while fewer calls run goes
 // out at once, alone, as DHCPService.Lease. So a quiet daemon adds no
@@ -39,15 +39,15 @@ type SDKAPI struct {
 	client    dhcpv1connect.DHCPServiceClient
 	batchSize prometheus.Observer // observes the requests of each call; may be nil
 
+	calls     int // at most this many calls in flight
+
 	mu      sync.Mutex
 	queue   []*pendingLease
 	running int // Lease or LeaseBatch calls in flight
 }
 
-const (
-	maxLeaseCalls = 2
-	maxLeaseBatch = 128
-)
+// maxLeaseBatch is the most requests one LeaseBatch call carries.
+const maxLeaseBatch = 128
 
 // pendingLease is a Lease request waiting for its answer.
 type pendingLease struct {
@@ -60,10 +60,11 @@ type pendingLease struct {
 
 var _ LeaseAPI = (*SDKAPI)(nil)
 
-// NewSDKAPI returns the LeaseAPI of c; m, if not nil, gets the size of
-// each lease call (carbide_dhcp_lease_batch_size).
-func NewSDKAPI(c dhcpv1connect.DHCPServiceClient, m *Metrics) *SDKAPI {
-	a := &SDKAPI{client: c}
+// NewSDKAPI returns the LeaseAPI of c, which makes at most calls lease
+// calls at once (at least 1); m, if not nil, gets the size of each lease
+// call (carbide_dhcp_lease_batch_size).
+func NewSDKAPI(c dhcpv1connect.DHCPServiceClient, m *Metrics, calls int) *SDKAPI {
+	a := &SDKAPI{client: c, calls: max(calls, 1)}
 	if m != nil {
 		a.batchSize = m.leaseBatch
 	}
@@ -77,7 +78,7 @@ func (a *SDKAPI) Lease(ctx context.Context, req *dhcpv1.LeaseRequest) (*dhcpv1.L
 	a.mu.Lock()
 	a.queue = append(a.queue, p)
 	var batch []*pendingLease
-	if a.running < maxLeaseCalls {
+	if a.running < a.calls {
 		// Empty when every caller waiting gave up, p's too.
 		if batch = a.take(); len(batch) > 0 {
 			a.running++

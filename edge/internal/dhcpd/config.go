@@ -40,6 +40,12 @@ type Config struct {
 	// APITimeout, more packets in flight only queue up in the API until
 	// every call misses its deadline and no client gets an answer.
 	MaxInFlight int
+	// APICalls is how many lease calls to the API the daemon makes at
+	// once; the requests that arrive meanwhile go together in the next
+	// call (LeaseBatch). More calls keep the API and PostgreSQL busy while
+	// one waits for its commit to reach the disk; fewer make bigger
+	// batches, which cost less per request.
+	APICalls int
 
 	// TFTPServer, if valid, is the next server (siaddr, option 66) of boot
 	// replies; otherwise the server identifier is.
@@ -79,6 +85,7 @@ func DefaultConfig() Config {
 		Port:            67,
 		ClientPort:      68,
 		MaxInFlight:     256,
+		APICalls:        2,
 		BIOSFile:        "undionly.kpxe",
 		EFIX64File:      "snponly.efi",
 		MetricsListen:   "127.0.0.1:9167",
@@ -120,6 +127,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxInFlight < 1 {
 		add("max-in-flight: %d; give at least 1", c.MaxInFlight)
+	}
+	if c.APICalls < 1 || c.APICalls > 64 {
+		add("api-calls: %d; give 1 to 64", c.APICalls)
 	}
 
 	if err := checkHostAddr(c.TFTPServer); err != nil {

@@ -144,3 +144,24 @@ func BenchmarkHandlePacket(b *testing.B) {
 		})
 	}
 }
+
+// FuzzMessageType: the message type the reader sorts packets by (before
+// the handler parses them) is never another than the one the parser
+// finds; it may find none where the parser finds one (options carried in
+// the file and sname fields), which sends the packet to the lane of new
+// exchanges.
+func FuzzMessageType(f *testing.F) {
+	for _, s := range fuzzSeeds(f) {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		got := messageType(b)
+		pkt, err := dhcpv4.FromBytes(b)
+		if err != nil || pkt.MessageType() == dhcpv4.MessageTypeNone {
+			return
+		}
+		if got != dhcpv4.MessageTypeNone && got != pkt.MessageType() {
+			t.Fatalf("messageType = %v, the parser says %v", got, pkt.MessageType())
+		}
+	})
+}

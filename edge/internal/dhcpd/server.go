@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/insomniacslk/dhcp/dhcpv4"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -41,7 +42,7 @@ func (c *Config) Run(ctx context.Context, logger *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	h := NewHandler(c, NewSDKAPI(client.DHCP, m), m, logger)
+	h := NewHandler(c, NewSDKAPI(client.DHCP, m, c.APICalls), m, logger)
 
 	var conns []net.PacketConn
 	closeAll := func() {
@@ -125,30 +126,34 @@ func resolveInterfaces(names []string) ([]Interface, error) {
 }
 
 // serve reads packets from conn, which receives on iface, and hands each
-// to one of maxInFlight workers; a packet that finds every worker busy is
-// dropped and counted. It returns nil once ctx is done and conn is closed,
-// after the workers have finished.
+// to a worker. It keeps two lanes of maxInFlight workers each: one for
+// DHCPDISCOVERs, which start exchanges, and one for every other packet,
+// which finishes one (a DHCPREQUEST for an offer the daemon made is
+// answered without the API). A packet that finds every worker of its lane
+// busy is dropped and counted. So under overload the daemon sheds new
+// exchanges, not the requests of offers it has already made and paid
+// for. serve returns nil once ctx is done and conn is closed, after the
+// workers have finished.
 //
 // The workers live as long as serve: a goroutine per packet would grow a
 // fresh stack for every request on its way through the API client.
 func (h *Handler) serve(ctx context.Context, conn net.PacketConn, iface Interface, maxInFlight int) error {
 	var wg sync.WaitGroup
-	// A slot in sem is a packet taken and not yet answered; work holds
-	// the taken packets until a worker is free, which is at once unless
-	// the worker has not got back to it yet.
-	sem := make(chan struct{}, maxInFlight)
-	work := make(chan []byte, maxInFlight)
+	starting, finishing := newLane(maxInFlight), newLane(maxInFlight)
 	defer func() {
-		close(work)
+		starting.close()
+		finishing.close()
 		wg.Wait()
 	}()
-	for range maxInFlight {
-		wg.Go(func() {
-			for pkt := range work {
-				h.answer(ctx, conn, iface, pkt)
-				<-sem
-			}
-		})
+	for _, l := range []*lane{starting, finishing} {
+		for range maxInFlight {
+			wg.Go(func() {
+				for pkt := range l.work {
+					h.answer(ctx, conn, iface, pkt)
+					<-l.sem
+				}
+			})
+		}
 	}
 	buf := make([]byte, 64<<10)
 	for {
@@ -167,13 +172,68 @@ func (h *Handler) serve(ctx context.Context, conn net.PacketConn, iface Interfac
 			time.Sleep(10 * time.Millisecond)
 			continue
 		}
-		select {
-		case sem <- struct{}{}:
-			work <- bytes.Clone(buf[:n])
-		default:
+		l := finishing
+		if t := messageType(buf[:n]); t == dhcpv4.MessageTypeDiscover || t == dhcpv4.MessageTypeNone {
+			l = starting
+		}
+		if !l.take(bytes.Clone(buf[:n])) {
 			h.drop(ctx, reasonBusy, iface, nil)
 		}
 	}
+}
+
+// lane is a pool of workers: a slot in sem is a packet taken and not yet
+// answered; work holds the taken packets until a worker is free, which is
+// at once unless the worker has not got back to it yet.
+type lane struct {
+	sem  chan struct{}
+	work chan []byte
+}
+
+func newLane(n int) *lane {
+	return &lane{sem: make(chan struct{}, n), work: make(chan []byte, n)}
+}
+
+// take hands pkt to a worker, or returns false when all are busy.
+func (l *lane) take(pkt []byte) bool {
+	select {
+	case l.sem <- struct{}{}:
+		l.work <- pkt
+		return true
+	default:
+		return false
+	}
+}
+
+func (l *lane) close() { close(l.work) }
+
+// messageType finds the DHCP message type (option 53) of a packet without
+// parsing the rest; MessageTypeNone when it has none or is cut short. The
+// handler checks the packet in full.
+func messageType(b []byte) dhcpv4.MessageType {
+	const optionsAt = 240 // the fixed header and the magic cookie
+	for i := optionsAt; i < len(b); {
+		code := b[i]
+		switch code {
+		case 0: // pad
+			i++
+			continue
+		case 255: // end
+			return dhcpv4.MessageTypeNone
+		}
+		if i+1 >= len(b) {
+			return dhcpv4.MessageTypeNone
+		}
+		size := int(b[i+1])
+		if code == byte(dhcpv4.OptionDHCPMessageType.Code()) {
+			if size != 1 || i+2 >= len(b) {
+				return dhcpv4.MessageTypeNone
+			}
+			return dhcpv4.MessageType(b[i+2])
+		}
+		i += 2 + size
+	}
+	return dhcpv4.MessageTypeNone
 }
 
 // answer handles one packet and sends the reply, if any.

@@ -131,6 +131,40 @@ func TestServeBusy(t *testing.T) {
 	}
 }
 
+// TestServeBusyFinishesExchanges: with every worker for new exchanges
+// busy, DISCOVERs are dropped but a REQUEST still gets a worker of its
+// own lane, so an overloaded daemon finishes the exchanges it started.
+func TestServeBusyFinishesExchanges(t *testing.T) {
+	t.Parallel()
+	conn := listenUDP(t)
+	client := listenUDP(t)
+	cfg := testConfig()
+	cfg.APITimeout = time.Minute
+	api := &fakeAPI{block: true}
+	h, m := testHandler(t, cfg, api, nil)
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- h.serve(ctx, conn, testIface, 1) }()
+
+	discover := packet(t, dhcpv4.MessageTypeDiscover).ToBytes()
+	client.WriteTo(discover, conn.LocalAddr())
+	waitFor(t, "the DISCOVER to reach the API", func() bool { return api.calls() == 1 })
+	client.WriteTo(discover, conn.LocalAddr())
+	waitFor(t, "the second DISCOVER to be dropped", func() bool { return counter(t, m.drops, reasonBusy) == 1 })
+	request := packet(t, dhcpv4.MessageTypeRequest, dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(net.IPv4(10, 0, 0, 7)))).ToBytes()
+	client.WriteTo(request, conn.LocalAddr())
+	waitFor(t, "the REQUEST to reach the API", func() bool { return api.calls() == 2 })
+	if n := counter(t, m.drops, reasonBusy); n != 1 {
+		t.Errorf("%v packets dropped as busy, want 1 (the second DISCOVER)", n)
+	}
+
+	cancel() // ends the blocked calls, and the loop
+	conn.Close()
+	if err := <-done; err != nil {
+		t.Fatalf("serve: %v", err)
+	}
+}
+
 // connectFake serves a fakeAPI as the Connect DHCPService.
 type connectFake struct {
 	dhcpv1connect.UnimplementedDHCPServiceHandler
@@ -207,7 +241,7 @@ func serveDHCP(t *testing.T, h dhcpv1connect.DHCPServiceHandler) *httptest.Serve
 func TestSDKAPI(t *testing.T) {
 	t.Parallel()
 	ok := &fakeAPI{}
-	a := NewSDKAPI(dhcpv1connect.NewDHCPServiceClient(http.DefaultClient, connectServer(t, ok).URL), nil)
+	a := NewSDKAPI(dhcpv1connect.NewDHCPServiceClient(http.DefaultClient, connectServer(t, ok).URL), nil, 2)
 	ctx := t.Context()
 	if resp, err := a.Lease(ctx, &dhcpv1.LeaseRequest{Mac: "52:54:00:12:34:56", Origin: localOrigin}); err != nil || resp.GetAddress() != leaseAddr {
 		t.Errorf("Lease = %v, %v", resp, err)
@@ -226,7 +260,7 @@ func TestSDKAPI(t *testing.T) {
 	}
 
 	failing := &fakeAPI{err: connect.NewError(connect.CodeNotFound, errors.New("no segment"))}
-	a = NewSDKAPI(dhcpv1connect.NewDHCPServiceClient(http.DefaultClient, connectServer(t, failing).URL), nil)
+	a = NewSDKAPI(dhcpv1connect.NewDHCPServiceClient(http.DefaultClient, connectServer(t, failing).URL), nil, 2)
 	_, lerr := a.Lease(ctx, &dhcpv1.LeaseRequest{})
 	_, ierr := a.Inform(ctx, &dhcpv1.InformRequest{})
 	for name, err := range map[string]error{
@@ -480,7 +514,7 @@ func (g *gatedFake) LeaseBatch(ctx context.Context, req *connect.Request[dhcpv1.
 	return g.connectFake.LeaseBatch(ctx, req)
 }
 
-// While maxLeaseCalls Lease calls are in flight, further requests queue,
+// While --api-calls Lease calls are in flight, further requests queue,
 // and go out together as one LeaseBatch when a call returns; each caller
 // gets its own answer, errors included. A batch the API rejects as
 // invalid is sent again one request at a time.
@@ -500,8 +534,9 @@ func TestSDKAPIBatches(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			a := NewSDKAPI(dhcpv1connect.NewDHCPServiceClient(http.DefaultClient, serveDHCP(t, g).URL), m)
-			const n = maxLeaseCalls + 5
+			const calls = 3
+			a := NewSDKAPI(dhcpv1connect.NewDHCPServiceClient(http.DefaultClient, serveDHCP(t, g).URL), m, calls)
+			const n = calls + 5
 			type answer struct {
 				resp *dhcpv1.LeaseResponse
 				err  error
@@ -509,9 +544,9 @@ func TestSDKAPIBatches(t *testing.T) {
 			answers := make([]answer, n)
 			var wg sync.WaitGroup
 			for i := range n {
-				if i == maxLeaseCalls {
+				if i == calls {
 					// The first calls have reached the server and wait.
-					for range maxLeaseCalls {
+					for range calls {
 						<-g.started
 					}
 				}
@@ -525,11 +560,11 @@ func TestSDKAPIBatches(t *testing.T) {
 				a.mu.Lock()
 				queued := len(a.queue)
 				a.mu.Unlock()
-				if queued == n-maxLeaseCalls {
+				if queued == n-calls {
 					break
 				}
 				if time.Now().After(deadline) {
-					t.Fatalf("%d requests queued, want %d", queued, n-maxLeaseCalls)
+					t.Fatalf("%d requests queued, want %d", queued, n-calls)
 				}
 			}
 			close(g.gate)
@@ -546,10 +581,10 @@ func TestSDKAPIBatches(t *testing.T) {
 			}
 			g.mu.Lock()
 			defer g.mu.Unlock()
-			if len(g.batches) != 1 || len(g.batches[0]) != n-maxLeaseCalls {
-				t.Errorf("batches sent: %v, want one of the %d queued requests", g.batches, n-maxLeaseCalls)
+			if len(g.batches) != 1 || len(g.batches[0]) != n-calls {
+				t.Errorf("batches sent: %v, want one of the %d queued requests", g.batches, n-calls)
 			}
-			wantSingles := maxLeaseCalls
+			wantSingles := calls
 			if reject {
 				wantSingles = n // the rejected batch's requests went one by one
 			}
@@ -561,9 +596,9 @@ func TestSDKAPIBatches(t *testing.T) {
 			if err := m.leaseBatch.Write(&pm); err != nil {
 				t.Fatal(err)
 			}
-			calls, requests := uint64(wantSingles+1), float64(wantSingles+n-maxLeaseCalls)
-			if h := pm.GetHistogram(); h.GetSampleCount() != calls || h.GetSampleSum() != requests {
-				t.Errorf("lease_batch_size: %d calls carrying %v requests, want %d carrying %v", h.GetSampleCount(), h.GetSampleSum(), calls, requests)
+			samples, requests := uint64(wantSingles+1), float64(wantSingles+n-calls)
+			if h := pm.GetHistogram(); h.GetSampleCount() != samples || h.GetSampleSum() != requests {
+				t.Errorf("lease_batch_size: %d calls carrying %v requests, want %d carrying %v", h.GetSampleCount(), h.GetSampleSum(), samples, requests)
 			}
 		})
 	}
@@ -573,10 +608,10 @@ func TestSDKAPIBatches(t *testing.T) {
 // good: requests after many such still get their answers.
 func TestSDKAPIGivenUpRequests(t *testing.T) {
 	t.Parallel()
-	a := NewSDKAPI(dhcpv1connect.NewDHCPServiceClient(http.DefaultClient, connectServer(t, &fakeAPI{}).URL), nil)
+	a := NewSDKAPI(dhcpv1connect.NewDHCPServiceClient(http.DefaultClient, connectServer(t, &fakeAPI{}).URL), nil, 2)
 	done, cancel := context.WithCancel(t.Context())
 	cancel()
-	for range 2 * maxLeaseCalls {
+	for range 4 {
 		if _, err := a.Lease(done, &dhcpv1.LeaseRequest{Mac: "52:54:00:12:34:56", Origin: localOrigin}); err == nil {
 			t.Fatal("Lease with a cancelled context succeeded")
 		}
