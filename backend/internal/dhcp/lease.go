@@ -450,11 +450,10 @@ func (s *Service) writeMachinesTx(ctx context.Context, tx *ent.Tx, rs []*request
 		if len(enrolled) == 0 {
 			continue
 		}
-		ms, ns, err := createMachines(ctx, tx, seg.ID, news)
-		if err != nil {
-			return nil, nil, err
-		}
-		leased, err := s.ipam.LeaseNewMany(ctx, tx, seg, leases)
+		// The machines, their interfaces and first states are written
+		// with the leases, in one statement on PostgreSQL.
+		ms, ns, enrol := s.enrolStatements(ctx, seg.ID, news)
+		leased, err := s.ipam.LeaseNewMany(ctx, tx, seg, leases, enrol...)
 		if err != nil {
 			return nil, nil, err
 		}

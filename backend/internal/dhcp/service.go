@@ -9,17 +9,18 @@ import (
 	"log/slog"
 	"net/netip"
 	"slices"
+	"strings"
 	"time"
 
 	"connectrpc.com/connect"
 	"github.com/carbide-dev/carbide/backend/internal/ipam"
-	"github.com/carbide-dev/carbide/backend/internal/lifecycle"
 	"github.com/carbide-dev/carbide/backend/internal/machines"
 	"github.com/carbide-dev/carbide/backend/internal/principal"
 	"github.com/carbide-dev/carbide/backend/internal/store"
 	"github.com/carbide-dev/carbide/ent"
 	"github.com/carbide-dev/carbide/ent/declinedaddress"
 	"github.com/carbide-dev/carbide/ent/lease"
+	"github.com/carbide-dev/carbide/ent/machine"
 	dhcpv1 "github.com/carbide-dev/carbide/gen/carbide/dhcp/v1"
 	"github.com/carbide-dev/carbide/gen/carbide/dhcp/v1/dhcpv1connect"
 	"github.com/google/uuid"
@@ -160,36 +161,51 @@ type newMachine struct {
 	clientHostname string
 }
 
-// createMachines writes, in tx, a discovered machine for each of news with
-// that MAC as its one interface, on the segment and behind the relay port
-// its origin names, and its first state: one insert for each table.
-// Creating the interfaces fails with a constraint error when another call
-// enrolled one of the MACs first.
-func createMachines(ctx context.Context, tx *ent.Tx, segID uuid.UUID, news []newMachine) ([]*ent.Machine, []*ent.NIC, error) {
+// enrolStatements returns the statements that write a discovered machine
+// for each of news, with that MAC as its one interface, on segment segID
+// and behind the relay port its origin names, and its first state: one
+// insert for each table, for store.Chain. It returns the machines and
+// interfaces as the statements write them. Inserting the interfaces fails
+// with a unique violation when another call enrolled one of the MACs
+// first.
+func (s *Service) enrolStatements(ctx context.Context, segID uuid.UUID, news []newMachine) ([]*ent.Machine, []*ent.NIC, []store.Stmt) {
 	now := store.Now()
-	mcs := make([]*ent.MachineCreate, len(news))
+	ms := make([]*ent.Machine, len(news))
+	ns := make([]*ent.NIC, len(news))
+	var machineRows, nicRows, stateRows strings.Builder
+	machineArgs := []any{now, string(machine.StateDiscovered)}
+	nicArgs := []any{now, s.store.UUID(segID)}
+	stateArgs := []any{string(machine.StateDiscovered), EnrolReason, principal.From(ctx), now}
 	for i, n := range news {
-		mcs[i] = tx.Machine.Create().SetID(n.id).
-			SetHostname(hostnameOf(n.clientHostname)).SetLabels(map[string]string{}).
-			SetCreateTime(now).SetUpdateTime(now).SetStateTime(now)
+		m := &ent.Machine{ID: n.id, Hostname: hostnameOf(n.clientHostname), State: machine.StateDiscovered,
+			Labels: map[string]string{}, CreateTime: now, UpdateTime: now, StateTime: now}
+		o := n.origin
+		nic := &ent.NIC{ID: uuid.New(), MAC: n.mac, MachineID: m.ID, SegmentID: &segID,
+			CircuitID: string(o.GetCircuitId()), RemoteID: string(o.GetRemoteId()), CreateTime: now, UpdateTime: now}
+		ms[i], ns[i] = m, nic
+		if i > 0 {
+			machineRows.WriteString(", ")
+			nicRows.WriteString(", ")
+			stateRows.WriteString(", ")
+		}
+		k := len(machineArgs)
+		fmt.Fprintf(&machineRows, "($%d, $%d, $1, $1, $1, $2, '{}', false)", k+1, k+2)
+		machineArgs = append(machineArgs, s.store.UUID(m.ID), m.Hostname)
+		k = len(nicArgs)
+		fmt.Fprintf(&nicRows, "($%d, $%d, $%d, $2, $%d, $%d, $1, $1)", k+1, k+2, k+3, k+4, k+5)
+		nicArgs = append(nicArgs, s.store.UUID(nic.ID), s.store.UUID(m.ID), nic.MAC, nic.CircuitID, nic.RemoteID)
+		k = len(stateArgs)
+		fmt.Fprintf(&stateRows, "($%d, $1, $2, $3, $4)", k+1)
+		stateArgs = append(stateArgs, s.store.UUID(m.ID))
 	}
-	ms, err := tx.Machine.CreateBulk(mcs...).Save(ctx)
-	if err != nil {
-		return nil, nil, fmt.Errorf("create machines: %w", err)
+	return ms, ns, []store.Stmt{
+		{SQL: `INSERT INTO machines (id, hostname, create_time, update_time, state_time, state, labels, maintenance)
+			VALUES ` + machineRows.String(), Args: machineArgs},
+		{SQL: `INSERT INTO nics (id, machine_id, mac, segment_id, circuit_id, remote_id, create_time, update_time)
+			VALUES ` + nicRows.String(), Args: nicArgs},
+		{SQL: `INSERT INTO transitions (machine_id, to_state, reason, actor, time)
+			VALUES ` + stateRows.String(), Args: stateArgs},
 	}
-	ncs := make([]*ent.NICCreate, len(news))
-	for i, n := range news {
-		ncs[i] = tx.NIC.Create().SetMachineID(ms[i].ID).SetMAC(n.mac).SetSegmentID(segID).
-			SetCircuitID(string(n.origin.GetCircuitId())).SetRemoteID(string(n.origin.GetRemoteId()))
-	}
-	ns, err := tx.NIC.CreateBulk(ncs...).Save(ctx)
-	if err != nil {
-		return nil, nil, err
-	}
-	if err := lifecycle.RecordCreation(ctx, tx, EnrolReason, principal.From(ctx), ms...); err != nil {
-		return nil, nil, err
-	}
-	return ms, ns, nil
 }
 
 // hostnameOf keeps a client-sent host name only if it is a valid label.

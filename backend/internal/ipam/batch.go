@@ -3,6 +3,7 @@ package ipam
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 
 	"entgo.io/ent/dialect/sql/sqlgraph"
@@ -29,12 +30,15 @@ const batchCandidates = 8
 // LeaseNewMany leases addresses to MACs that hold no lease on the segment,
 // in tx, which the caller commits; leases[i] is reqs[i]'s. It writes the
 // leases of all MACs without a reservation with one query for free
-// addresses and one insert, and leases the others as leaseNew does. It
-// returns errRace (see IsRace) when a concurrent allocation gave one of
-// the MACs a lease first.
-func (s *Service) LeaseNewMany(ctx context.Context, tx *ent.Tx, seg *Segment, reqs []NewLease) ([]*ent.Lease, error) {
+// addresses and one insert, and leases the others as leaseNew does. The
+// statements before, if any, run first, with the insert (see
+// store.Chain): the rows the leases depend on, such as the interfaces of
+// new machines. It returns errRace (see IsRace) when a concurrent
+// allocation gave one of the MACs a lease first, or when one of before
+// failed on a unique index (another call wrote the same row first).
+func (s *Service) LeaseNewMany(ctx context.Context, tx *ent.Tx, seg *Segment, reqs []NewLease, before ...store.Stmt) ([]*ent.Lease, error) {
 	if len(reqs) == 0 {
-		return nil, nil
+		return nil, s.chain(ctx, tx, before, nil, nil)
 	}
 	now := store.Now()
 	expire := now.Add(seg.LeaseDuration())
@@ -82,16 +86,17 @@ func (s *Service) LeaseNewMany(ctx context.Context, tx *ent.Tx, seg *Segment, re
 			break
 		}
 	}
+	var insert *store.Stmt
 	if len(chosen) > 0 {
-		q := `INSERT INTO leases (segment_id, mac, address, address_num, reserved, create_time, renew_time, expire_time)
-			VALUES ` + rows.String() + ` ON CONFLICT (segment_id, address) DO NOTHING RETURNING id, address`
-		if err := s.insertLeases(ctx, tx, q, args, func(id int64, addr string) {
-			i := chosen[addr]
-			leases[i] = &ent.Lease{ID: id, SegmentID: seg.ID, MAC: reqs[i].MAC, Address: addr,
-				CreateTime: now, RenewTime: now, ExpireTime: expire}
-		}); err != nil {
-			return nil, err
-		}
+		insert = &store.Stmt{SQL: `INSERT INTO leases (segment_id, mac, address, address_num, reserved, create_time, renew_time, expire_time)
+			VALUES ` + rows.String() + ` ON CONFLICT (segment_id, address) DO NOTHING RETURNING id, address`, Args: args}
+	}
+	if err := s.chain(ctx, tx, before, insert, func(id int64, addr string) {
+		i := chosen[addr]
+		leases[i] = &ent.Lease{ID: id, SegmentID: seg.ID, MAC: reqs[i].MAC, Address: addr,
+			CreateTime: now, RenewTime: now, ExpireTime: expire}
+	}); err != nil {
+		return nil, err
 	}
 
 	// The rest: reservations, and MACs whose candidates were all taken.
@@ -108,24 +113,25 @@ func (s *Service) LeaseNewMany(ctx context.Context, tx *ent.Tx, seg *Segment, re
 	return leases, nil
 }
 
-// insertLeases runs an INSERT … RETURNING id, address and calls got for
-// each row written. A unique violation (a MAC leased meanwhile) is errRace.
-func (s *Service) insertLeases(ctx context.Context, tx *ent.Tx, q string, args []any, got func(id int64, addr string)) error {
-	rows, err := tx.QueryContext(ctx, s.store.SQL(q), args...)
-	if err == nil {
-		defer rows.Close()
-		for rows.Next() {
-			var id int64
-			var addr string
-			if err = rows.Scan(&id, &addr); err != nil {
-				break
-			}
-			got(id, addr)
-		}
-		if err == nil {
-			err = rows.Err()
-		}
+// chain runs the statements before and then insert, an INSERT … RETURNING
+// id, address of leases (either may be missing), as one (store.Chain), and
+// calls got for each lease written. A unique violation (a MAC leased
+// meanwhile) is errRace.
+func (s *Service) chain(ctx context.Context, tx *ent.Tx, before []store.Stmt, insert *store.Stmt, got func(id int64, addr string)) error {
+	stmts := before
+	if insert != nil {
+		stmts = append(slices.Clip(before), *insert)
 	}
+	var id int64
+	var addr string
+	var dest []any
+	if insert != nil {
+		dest = []any{&id, &addr}
+	}
+	err := s.store.Chain(ctx, tx, stmts, dest, func() error {
+		got(id, addr)
+		return nil
+	})
 	switch {
 	case err == nil:
 		return nil
@@ -134,4 +140,10 @@ func (s *Service) insertLeases(ctx context.Context, tx *ent.Tx, q string, args [
 	default:
 		return fmt.Errorf("write leases: %w", err)
 	}
+}
+
+// insertLeases runs an INSERT … RETURNING id, address and calls got for
+// each row written. A unique violation (a MAC leased meanwhile) is errRace.
+func (s *Service) insertLeases(ctx context.Context, tx *ent.Tx, q string, args []any, got func(id int64, addr string)) error {
+	return s.chain(ctx, tx, nil, &store.Stmt{SQL: q, Args: args}, got)
 }

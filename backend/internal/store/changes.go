@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -101,18 +102,7 @@ func (s *Store) RecordChanges(ctx context.Context, tx *ent.Tx, kind change.Kind,
 			return err
 		}
 	}
-	if s.Dialect == dialect.Postgres {
-		// One round trip: the writer's mark, and the notification other
-		// API processes get at commit (its payload is the kind). The
-		// mark is a shared lock, which no writer waits for: it shows
-		// readers (Horizon) that this transaction may commit entries, and
-		// it is taken before the insert draws the entries' numbers.
-		if _, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock_shared($1), pg_notify($2, $3)",
-			lockChangeWriters, notifyChannel, string(kind)); err != nil {
-			return fmt.Errorf("mark change log writer: %w", err)
-		}
-	}
-	if err := tx.Change.CreateBulk(creates...).Exec(ctx); err != nil {
+	if err := s.insertChanges(ctx, tx, kind, typ, now, changed, creates); err != nil {
 		return fmt.Errorf("record change: %w", err)
 	}
 	tx.OnCommit(func(next ent.Committer) ent.Committer {
@@ -125,6 +115,33 @@ func (s *Store) RecordChanges(ctx context.Context, tx *ent.Tx, kind change.Kind,
 		})
 	})
 	return nil
+}
+
+// insertChanges writes the entries; creates are the same for ent. On
+// PostgreSQL one statement takes the writer's mark and inserts them: the
+// mark is a shared lock, which no writer waits for, and shows readers
+// (Horizon) that this transaction may commit entries; the insert reads a
+// row of the query that takes it, so it is taken before the insert draws
+// the entries' numbers. The same statement queues the notification other
+// API processes get at commit (its payload is the kind).
+func (s *Store) insertChanges(ctx context.Context, tx *ent.Tx, kind change.Kind, typ change.Type, now time.Time, changed []Changed, creates []*ent.ChangeCreate) error {
+	if s.Dialect != dialect.Postgres {
+		return tx.Change.CreateBulk(creates...).Exec(ctx)
+	}
+	var rows strings.Builder
+	args := []any{lockChangeWriters, notifyChannel, string(kind), string(typ), now}
+	for i, c := range changed {
+		payload, _ := creates[i].Mutation().Payload()
+		if i > 0 {
+			rows.WriteString(", ")
+		}
+		fmt.Fprintf(&rows, "(CAST($%d AS TEXT), CAST($%d AS BYTEA))", len(args)+1, len(args)+2)
+		args = append(args, c.ID, payload)
+	}
+	_, err := tx.ExecContext(ctx, `WITH writer AS (SELECT pg_advisory_xact_lock_shared($1), pg_notify($2, $3))
+		INSERT INTO changes (kind, type, resource_id, payload, time)
+		SELECT $3, $4, v.id, v.payload, CAST($5 AS TIMESTAMPTZ) FROM writer, (VALUES `+rows.String()+`) AS v(id, payload)`, args...)
+	return err
 }
 
 // notify wakes the waiters for a committed change of the given kind ("" for
