@@ -59,6 +59,7 @@ go-test: tools
 	  go test -json -count=1 -timeout 20m $(PKGS) 2>&1 | \
 	  testlog -log .build/go-test.json -secrets .build/test-secrets
 	go test -run '^$$' -fuzz FuzzHandlePacket -fuzztime 5000x ./edge/internal/dhcpd/
+	go test -run '^$$' -fuzz FuzzMessageType -fuzztime 5000x ./edge/internal/dhcpd/
 
 # Benchmarks are measured, never asserted; docs/benchmarks.md has figures.
 bench: tools
