@@ -14,9 +14,10 @@ import (
 
 // DefaultMaxLeaseCalls is how many Lease and LeaseBatch calls one API
 // process lets decide at once unless told otherwise: the default of
-// --database-max-conns. A call uses one database connection at a time, so
-// more calls at once would only wait inside the connection pool, where a
-// call whose caller has given up still takes its turn.
+// --database-max-conns. A call runs its statements one after another, so
+// more calls at once than connections would only wait inside the
+// connection pool, where a call whose caller has given up still takes its
+// turn.
 const DefaultMaxLeaseCalls = 8
 
 // Reasons of carbide_dhcp_lease_calls_refused_total.
@@ -130,7 +131,7 @@ func (a *admission) admit(ctx context.Context) (done func(), err error) {
 			return nil, a.refuse(ctx, refusedDeadline, fmt.Errorf(
 				"the API is overloaded: %d lease calls are deciding and %d waiting, so this one would finish in about %s, "+
 					"after its deadline (in %s); the DHCP client will ask again. "+
-					"If the database has capacity to spare, raise --max-lease-calls of carbide-api (with --database-max-conns), or run more API replicas",
+					"If the database has capacity to spare, raise --max-lease-calls of carbide-api with --database-max-conns",
 				running, waiting, need.Round(time.Millisecond), deadline.Sub(arrived).Round(time.Millisecond)))
 		}
 	}
@@ -207,7 +208,7 @@ func (a *admission) gauges() {
 // gaveUp is the error of a call whose caller gave up while it waited.
 func (a *admission) gaveUp(ctx context.Context, arrived time.Time) error {
 	return fmt.Errorf("the API is overloaded: the call waited %s for one of the %d lease call slots and its caller gave up (%w); "+
-		"if the database has capacity to spare, raise --max-lease-calls of carbide-api (with --database-max-conns), or run more API replicas",
+		"if the database has capacity to spare, raise --max-lease-calls of carbide-api with --database-max-conns",
 		a.now().Sub(arrived).Round(time.Millisecond), a.slots, context.Cause(ctx))
 }
 
