@@ -96,6 +96,11 @@ type Config struct {
 	PruneBatch int
 	// Enrol bounds how fast DHCP enrols new MACs per segment and relay.
 	Enrol dhcp.EnrolLimit
+	// MaxLeaseCalls is how many DHCP Lease and LeaseBatch calls decide at
+	// once; the others wait their turn, or are refused at once when they
+	// could not finish before their deadline. 0 means
+	// dhcp.DefaultMaxLeaseCalls.
+	MaxLeaseCalls int
 	// DiscoveredRetention is how long a machine DHCP enrolled may stay
 	// discovered, with no inventory, after its last lease expired, before
 	// it is removed; 0 keeps such machines.
@@ -149,6 +154,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Enrol.Rate < 0 || c.Enrol.Burst < 0 || c.Enrol.Rate > 0 && c.Enrol.Burst < 1 {
 		errs = append(errs, errors.New("enrol-rate and enrol-burst: rate 0 means no limit; a positive rate needs a burst of 1 or more"))
+	}
+	if c.MaxLeaseCalls < 0 {
+		errs = append(errs, fmt.Errorf("max-lease-calls: must be 0 (the default, %d) or more", dhcp.DefaultMaxLeaseCalls))
 	}
 	if c.ChangeRetention < 0 || c.AuditRetention < 0 || c.ShutdownTimeout < 0 || c.AgentTokenTTL < 0 || c.DiscoveredRetention < 0 ||
 		c.ReadTimeout < 0 || c.WriteTimeout < 0 || c.IdleTimeout < 0 {
@@ -225,7 +233,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	stopping := make(chan struct{})
 	reg := prometheus.NewRegistry()
 	lim := newLimits(cfg)
-	handler, health, err := newHandler(st, auth.Agents, cfg.Enrol, logger, stopping, reg, lim)
+	handler, health, err := newHandler(st, auth.Agents, cfg.Enrol, cfg.MaxLeaseCalls, logger, stopping, reg, lim)
 	if err != nil {
 		return err
 	}
@@ -303,7 +311,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 // the client accepts compression.
 const compressMinBytes = 4096
 
-func newHandler(st *store.Store, tokens *pki.AgentTokens, enrol dhcp.EnrolLimit, logger *slog.Logger, stopping <-chan struct{}, reg *prometheus.Registry, lim *limits) (http.Handler, *grpchealth.StaticChecker, error) {
+func newHandler(st *store.Store, tokens *pki.AgentTokens, enrol dhcp.EnrolLimit, maxLeaseCalls int, logger *slog.Logger, stopping <-chan struct{}, reg *prometheus.Registry, lim *limits) (http.Handler, *grpchealth.StaticChecker, error) {
 	validator, err := protovalidate.New()
 	if err != nil {
 		return nil, nil, fmt.Errorf("build request validator: %w", err)
@@ -334,7 +342,7 @@ func newHandler(st *store.Store, tokens *pki.AgentTokens, enrol dhcp.EnrolLimit,
 	mux.Handle(networkv1connect.NewSegmentServiceHandler(segments.NewService(st), opts))
 	addresses := ipam.NewService(st)
 	mux.Handle(networkv1connect.NewAddressServiceHandler(addresses, opts))
-	dhcpService, err := dhcp.NewService(st, addresses, logger, enrol, reg)
+	dhcpService, err := dhcp.NewService(st, addresses, logger, enrol, maxLeaseCalls, reg)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -115,7 +115,7 @@ func newEnvWith(t testing.TB, kind, protocol string, opts envOptions) *env {
 	}
 	testsecret.RegisterFiles(t, filepath.Join(cfg.DataDir, "pki", "*.key"))
 	stopping := make(chan struct{})
-	handler, _, err := newHandler(st, auth.Agents, cfg.Enrol, logger, stopping, prometheus.NewRegistry(), newLimits(cfg))
+	handler, _, err := newHandler(st, auth.Agents, cfg.Enrol, cfg.MaxLeaseCalls, logger, stopping, prometheus.NewRegistry(), newLimits(cfg))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -35,7 +35,8 @@ import (
 // call's result stands.
 //
 // Calls of RPCs free of side effects, health checks and streams (Watch,
-// gRPC reflection) are not recorded: m counts them by procedure and code.
+// gRPC reflection), and calls refused for overload (Shed), are not
+// recorded: m counts them by procedure and code.
 func Interceptor(st *store.Store, logger *slog.Logger, m *Metrics) connect.Interceptor {
 	return &recorder{store: st, logger: logger, metrics: m}
 }
@@ -50,7 +51,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		notAudited: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "carbide_audit_calls_not_recorded_total",
-			Help: "Calls the audit log holds no record of because they change nothing (read-only RPCs, health checks, streams), by procedure and Connect code.",
+			Help: "Calls the audit log holds no record of because they change nothing (read-only RPCs, health checks, streams, calls refused for overload), by procedure and Connect code.",
 		}, []string{"procedure", "code"}),
 	}
 	reg.MustRegister(m.notAudited)
@@ -79,6 +80,7 @@ type call struct {
 	ids       []string // from the request, for a record written in a transaction
 
 	unchanged atomic.Bool
+	shed      atomic.Bool
 	resources atomic.Pointer[[]string]
 
 	mu       sync.Mutex
@@ -95,6 +97,17 @@ type call struct {
 func Unchanged(ctx context.Context) {
 	if c, ok := ctx.Value(callKey{}).(*call); ok {
 		c.unchanged.Store(true)
+	}
+}
+
+// Shed tells the interceptor that the current call was refused before it
+// read or changed anything, because the server is overloaded (the DHCP
+// lease calls' admission control): unless a transaction of the call wrote
+// a record, it writes none, so that shedding load costs the database no
+// write, and counts the call in carbide_audit_calls_not_recorded_total.
+func Shed(ctx context.Context) {
+	if c, ok := ctx.Value(callKey{}).(*call); ok {
+		c.shed.Store(true)
 	}
 }
 
@@ -207,6 +220,9 @@ func (c *call) finish(ctx context.Context, req connect.AnyRequest, resp connect.
 	var err error
 	switch {
 	case id == 0 && callErr == nil && c.unchanged.Load():
+		return
+	case id == 0 && c.shed.Load():
+		c.r.metrics.notAudited.WithLabelValues(c.procedure, codeOf(callErr)).Inc()
 		return
 	case id == 0:
 		err = c.r.create(ctx, client.AuditRecord.Create(), c.procedure, c.peer, ids, callErr).Exec(wctx)

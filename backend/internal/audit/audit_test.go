@@ -116,6 +116,22 @@ func TestRecordPaths(t *testing.T) {
 			respID: "r1",
 			want:   []rec{{code: "ok", ids: []string{"req", "r1"}}},
 		},
+		"shed for overload": {
+			handle: func(ctx context.Context, _ *store.Store) error {
+				Shed(ctx)
+				return connect.NewError(connect.CodeResourceExhausted, errors.New("overloaded"))
+			},
+		},
+		"a change, then shed": {
+			handle: func(ctx context.Context, st *store.Store) error {
+				if err := record(st, "m1")(ctx); err != nil {
+					return err
+				}
+				Shed(ctx)
+				return connect.NewError(connect.CodeResourceExhausted, errors.New("overloaded"))
+			},
+			want: []rec{{code: "resource_exhausted", ids: []string{"req", "m1"}}},
+		},
 		"a failure inside a transaction": {
 			handle: func(ctx context.Context, st *store.Store) error {
 				return st.InTx(ctx, func(*ent.Tx) error { return errFailed })

@@ -61,6 +61,11 @@ const maxAttempts = 8
 // Lease enrols the MAC if needed and leases it an address on the segment
 // its origin selects.
 func (s *Service) Lease(ctx context.Context, req *connect.Request[dhcpv1.LeaseRequest]) (*connect.Response[dhcpv1.LeaseResponse], error) {
+	done, err := s.admission.admit(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
 	b := s.decide(ctx, []*dhcpv1.LeaseRequest{req.Msg})
 	if err := b.out[0].err; err != nil {
 		audit.Resources(ctx, b.audited)
@@ -74,6 +79,11 @@ func (s *Service) Lease(ctx context.Context, req *connect.Request[dhcpv1.LeaseRe
 // each step of the path reads and writes for all of them at once. A
 // request that fails fails alone.
 func (s *Service) LeaseBatch(ctx context.Context, req *connect.Request[dhcpv1.LeaseBatchRequest]) (*connect.Response[dhcpv1.LeaseBatchResponse], error) {
+	done, err := s.admission.admit(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
 	b := s.decide(ctx, req.Msg.GetRequests())
 	results := make([]*dhcpv1.LeaseResult, len(b.out))
 	failed := false

@@ -33,17 +33,24 @@ type Service struct {
 	ipam       *ipam.Service
 	logger     *slog.Logger
 	enrolments *enrolLimiter
+	admission  *admission
 	writes     *prometheus.CounterVec
 }
 
 var _ dhcpv1connect.DHCPServiceHandler = (*Service)(nil)
 
-// NewService returns a DHCPService over st that leases through addresses
-// and enrols new MACs no faster than limit allows; logger gets the
-// internal errors of single requests of a LeaseBatch, reg the metrics of
-// refused enrolments and of the lease path's writes.
-func NewService(st *store.Store, addresses *ipam.Service, logger *slog.Logger, limit EnrolLimit, reg prometheus.Registerer) (*Service, error) {
+// NewService returns a DHCPService over st that leases through addresses,
+// enrols new MACs no faster than limit allows and lets at most
+// maxLeaseCalls Lease and LeaseBatch calls decide at once (0 means
+// DefaultMaxLeaseCalls); logger gets the internal errors of single
+// requests of a LeaseBatch, reg the metrics of refused enrolments, of the
+// lease calls' admission and of the lease path's writes.
+func NewService(st *store.Store, addresses *ipam.Service, logger *slog.Logger, limit EnrolLimit, maxLeaseCalls int, reg prometheus.Registerer) (*Service, error) {
 	enrolments, err := newEnrolLimiter(limit, reg)
+	if err != nil {
+		return nil, err
+	}
+	admission, err := newAdmission(maxLeaseCalls, reg)
 	if err != nil {
 		return nil, err
 	}
@@ -56,7 +63,7 @@ func NewService(st *store.Store, addresses *ipam.Service, logger *slog.Logger, l
 	if err := reg.Register(writes); err != nil {
 		return nil, fmt.Errorf("register lease metrics: %w", err)
 	}
-	return &Service{store: st, ipam: addresses, logger: logger, enrolments: enrolments, writes: writes}, nil
+	return &Service{store: st, ipam: addresses, logger: logger, enrolments: enrolments, admission: admission, writes: writes}, nil
 }
 
 // Inform returns the options of the segment the origin selects.

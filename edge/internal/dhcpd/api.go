@@ -16,8 +16,9 @@ import (
 // LeaseAPI is what the handler needs of the Carbide API: the four calls of
 // carbide.dhcp.v1.DHCPService. Errors are Connect errors (see
 // connect.CodeOf); NotFound means no segment matches the origin and
-// ResourceExhausted that the segment's pool is full or that the API
-// refused to enrol a new MAC (too many at once from its relay).
+// ResourceExhausted that the segment's pool is full, that the API
+// refused to enrol a new MAC (too many at once from its relay), or that
+// the API was too busy to answer before the call's deadline.
 type LeaseAPI interface {
 	Lease(context.Context, *dhcpv1.LeaseRequest) (*dhcpv1.LeaseResponse, error)
 	Release(context.Context, *dhcpv1.ReleaseRequest) error

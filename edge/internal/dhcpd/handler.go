@@ -484,7 +484,7 @@ func (h *Handler) apiError(ctx context.Context, r *request, call string, err err
 		case connect.CodeNotFound:
 			level, msg = slog.LevelWarn, "no segment for this origin: create one whose prefix holds the address, or add the relay address to one"
 		case connect.CodeResourceExhausted:
-			level, msg = slog.LevelWarn, "the segment's address pool is full, or the API enrols no more new machines from this relay for now (see the error)"
+			level, msg = slog.LevelWarn, "the segment's address pool is full, or the API enrols no more new machines from this relay for now, or the API is overloaded (see the error)"
 		case connect.CodeUnavailable, connect.CodeDeadlineExceeded:
 			msg = "the Carbide API is unreachable or slow; clients get no answer until it is back"
 		default:

@@ -53,7 +53,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		}, []string{"reason"}),
 		apiErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "carbide_dhcp_api_errors_total",
-			Help: "Failed Carbide API calls, by Connect code (not_found: no segment for the origin; resource_exhausted: pool full, or a new machine the API did not enrol because its relay enrolled too many at once).",
+			Help: "Failed Carbide API calls, by Connect code (not_found: no segment for the origin; resource_exhausted: pool full, a new machine the API did not enrol because its relay enrolled too many at once, or an overloaded API that refused the call).",
 		}, []string{"code"}),
 		handleSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "carbide_dhcp_handle_seconds",

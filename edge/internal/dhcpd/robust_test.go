@@ -137,6 +137,13 @@ func TestAPIErrors(t *testing.T) {
 			wantCode: "resource_exhausted",
 			wantLog:  "the API enrols no more new machines from this relay",
 		},
+		"API overloaded: no NAK": {
+			api: &fakeAPI{err: connect.NewError(connect.CodeResourceExhausted, errors.New(
+				"the API is overloaded: 8 lease calls are deciding and 30 waiting, so this one would finish in about 2.4s, after its deadline (in 1.9s)"))},
+			pkt:      packet(t, dhcpv4.MessageTypeRequest, dhcpv4.WithClientIP(ip(leaseAddr))),
+			wantCode: "resource_exhausted",
+			wantLog:  "or the API is overloaded (see the error)",
+		},
 		"unreachable": {
 			api:      &fakeAPI{err: connect.NewError(connect.CodeUnavailable, errors.New("dial tcp 127.0.0.1:1079: connection refused"))},
 			pkt:      discover,
