@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"connectrpc.com/connect"
 	dhcpv1 "github.com/carbide-dev/carbide/gen/carbide/dhcp/v1"
 	networkv1 "github.com/carbide-dev/carbide/gen/carbide/network/v1"
 	"github.com/google/uuid"
@@ -40,13 +41,25 @@ func TestLeaseReadsLookUpEachMAC(t *testing.T) {
 			return reqs
 		}
 		leased := make(map[string]bool)
+		leases := make(map[string]string) // MAC -> address
 		for round := range calls {
-			for _, r := range dhcpLeaseBatch(t, c, batch(round)...) {
+			reqs := batch(round)
+			for k, r := range dhcpLeaseBatch(t, c, reqs...) {
 				if r.GetLease() == nil {
 					t.Fatalf("LeaseBatch: %v", r.GetError())
 				}
 				leased[r.GetLease().GetAddress()] = true
+				leases[reqs[k].GetMac()] = r.GetLease().GetAddress()
 			}
+		}
+		release := func(mac string) {
+			t.Helper()
+			if _, err := c.DHCP.Release(t.Context(), connect.NewRequest(&dhcpv1.ReleaseRequest{Mac: mac, Address: leases[mac]})); err != nil {
+				t.Fatalf("Release(%s): %v", mac, err)
+			}
+		}
+		for _, r := range batch(calls - 1) {
+			release(r.GetMac())
 		}
 
 		var addrs []netip.Addr
@@ -58,7 +71,8 @@ func TestLeaseReadsLookUpEachMAC(t *testing.T) {
 		fillSegment(t, e, uuid.MustParse(seg.GetId()), addrs, 0, time.Now().Add(time.Hour))
 		resetStatements(t, stats)
 
-		// The same MACs again: each call reads and writes nothing.
+		// The same MACs again: each call reads and writes nothing (but
+		// for the released ones, leased again).
 		for round := range calls {
 			for _, r := range dhcpLeaseBatch(t, c, batch(round)...) {
 				if r.GetLease() == nil {
@@ -84,6 +98,25 @@ func TestLeaseReadsLookUpEachMAC(t *testing.T) {
 		}
 		if most := int64(perCall * 16); blocks/n > most {
 			t.Errorf("the read of the lease path touched %d blocks per call of %d MACs; want at most %d", blocks/n, perCall, most)
+		}
+
+		// Releases end each lease by its key, not by a walk of the
+		// segment's unexpired leases.
+		resetStatements(t, stats)
+		for _, r := range batch(0) {
+			release(r.GetMac())
+		}
+		err = stats.QueryRowContext(t.Context(), `SELECT coalesce(sum(calls), 0), coalesce(sum(shared_blks_hit + shared_blks_read), 0)
+			FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+			AND query ILIKE 'UPDATE%leases%'`).Scan(&n, &blocks)
+		if err != nil {
+			t.Fatalf("read pg_stat_statements: %v", err)
+		}
+		if n < perCall {
+			t.Fatalf("%d updates of leases for %d releases", n, perCall)
+		}
+		if blocks/n > 32 {
+			t.Errorf("updates of leases touched %d blocks each; want at most 32 (a lookup by key)", blocks/n)
 		}
 	})
 }

@@ -571,15 +571,22 @@ func (s *Service) Release(ctx context.Context, segID uuid.UUID, mac string) erro
 		} else if !ok {
 			return segmentNotFound(segID)
 		}
+		// The lease is found by its unique key, then ended by its id: an
+		// UPDATE that also filtered on the expiry was planned, while the
+		// table was empty, as a walk of the segment's unexpired leases,
+		// and its prepared statement kept that plan as the table grew.
 		now := store.Now()
-		n, err := tx.Lease.Update().
-			Where(lease.SegmentID(segID), lease.MAC(mac), lease.ExpireTimeGT(now)).
-			SetExpireTime(now).Save(ctx)
-		if err != nil {
-			return fmt.Errorf("release lease: %w", err)
-		}
-		if n == 0 {
+		l, err := tx.Lease.Query().Where(lease.SegmentID(segID), lease.MAC(mac)).Only(ctx)
+		switch {
+		case ent.IsNotFound(err):
 			return nil
+		case err != nil:
+			return fmt.Errorf("read lease: %w", err)
+		case !l.ExpireTime.After(now):
+			return nil // expired already
+		}
+		if err := tx.Lease.UpdateOneID(l.ID).SetExpireTime(now).Exec(ctx); err != nil {
+			return fmt.Errorf("release lease: %w", err)
 		}
 		owner, err := tx.NIC.Query().Where(nic.MAC(mac)).Only(ctx)
 		if ent.IsNotFound(err) {
