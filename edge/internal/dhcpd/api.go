@@ -40,7 +40,7 @@ type SDKAPI struct {
 	client    dhcpv1connect.DHCPServiceClient
 	batchSize prometheus.Observer // observes the requests of each call; may be nil
 
-	calls     int // at most this many calls in flight
+	calls int // at most this many calls in flight
 
 	mu      sync.Mutex
 	queue   []*pendingLease
