@@ -73,6 +73,20 @@ func statementStats(t testing.TB) (string, *sql.DB) {
 	return url, db
 }
 
+// statementTotals returns how many times the statements whose text
+// matches the SQL condition on query (such as query ILIKE '%leases%') ran
+// in this database, and the shared blocks they touched, since the last
+// reset.
+func statementTotals(t *testing.T, stats *sql.DB, where string) (calls, blocks int64) {
+	t.Helper()
+	err := stats.QueryRowContext(t.Context(), `SELECT coalesce(sum(calls), 0), coalesce(sum(shared_blks_hit + shared_blks_read), 0)
+		FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) AND `+where).Scan(&calls, &blocks)
+	if err != nil {
+		t.Fatalf("read pg_stat_statements: %v", err)
+	}
+	return calls, blocks
+}
+
 // leaseRowsRead returns how many rows the statements that name the leases
 // table returned or changed since the last call, in this database; stats
 // nil (the embedded store) returns 0.

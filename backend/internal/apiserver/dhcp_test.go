@@ -181,13 +181,7 @@ func TestDHCPLeaseBatchFirstLeasesOfKnownMachines(t *testing.T) {
 			if stats == nil {
 				return 0
 			}
-			var calls int64
-			err := stats.QueryRowContext(t.Context(), `SELECT coalesce(sum(calls), 0) FROM pg_stat_statements
-				WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
-				AND query ~* '^\s*INSERT\s+INTO\s+"?leases"?\s'`).Scan(&calls)
-			if err != nil {
-				t.Fatal(err)
-			}
+			calls, _ := statementTotals(t, stats, `query ~* '^\s*INSERT\s+INTO\s+"?leases"?\s'`)
 			return calls
 		}
 		insertsBefore := inserts()
@@ -261,13 +255,7 @@ func TestDHCPLeaseBatchRenewsInOneStatement(t *testing.T) {
 			if stats == nil {
 				return 0
 			}
-			var calls int64
-			err := stats.QueryRowContext(t.Context(), `SELECT coalesce(sum(calls), 0) FROM pg_stat_statements
-				WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
-				AND query ~* '^\s*UPDATE\s+"?leases"?\s'`).Scan(&calls)
-			if err != nil {
-				t.Fatal(err)
-			}
+			calls, _ := statementTotals(t, stats, `query ~* '^\s*UPDATE\s+"?leases"?\s'`)
 			return calls
 		}
 		updatesBefore := updates()

@@ -83,13 +83,7 @@ func TestLeaseReadsLookUpEachMAC(t *testing.T) {
 		if stats == nil {
 			return
 		}
-		var n, blocks int64
-		err := stats.QueryRowContext(t.Context(), `SELECT coalesce(sum(calls), 0), coalesce(sum(shared_blks_hit + shared_blks_read), 0)
-			FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
-			AND query ILIKE '%nics AS n%' AND query ILIKE '%leases AS l%'`).Scan(&n, &blocks)
-		if err != nil {
-			t.Fatalf("read pg_stat_statements: %v", err)
-		}
+		n, blocks := statementTotals(t, stats, `query ILIKE '%nics AS n%' AND query ILIKE '%leases AS l%'`)
 		// A lookup of a MAC in the indexes of nics, machines and leases
 		// and in those rows touches about a dozen blocks; 20,000 leases
 		// fill more than 200.
@@ -106,12 +100,7 @@ func TestLeaseReadsLookUpEachMAC(t *testing.T) {
 		for _, r := range batch(0) {
 			release(r.GetMac())
 		}
-		err = stats.QueryRowContext(t.Context(), `SELECT coalesce(sum(calls), 0), coalesce(sum(shared_blks_hit + shared_blks_read), 0)
-			FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
-			AND query ILIKE 'UPDATE%leases%'`).Scan(&n, &blocks)
-		if err != nil {
-			t.Fatalf("read pg_stat_statements: %v", err)
-		}
+		n, blocks = statementTotals(t, stats, `query ILIKE 'UPDATE%leases%'`)
 		if n < perCall {
 			t.Fatalf("%d updates of leases for %d releases", n, perCall)
 		}

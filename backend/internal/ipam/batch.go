@@ -141,9 +141,3 @@ func (s *Service) chain(ctx context.Context, tx *ent.Tx, before []store.Stmt, in
 		return fmt.Errorf("write leases: %w", err)
 	}
 }
-
-// insertLeases runs an INSERT … RETURNING id, address and calls got for
-// each row written. A unique violation (a MAC leased meanwhile) is errRace.
-func (s *Service) insertLeases(ctx context.Context, tx *ent.Tx, q string, args []any, got func(id int64, addr string)) error {
-	return s.chain(ctx, tx, nil, &store.Stmt{SQL: q, Args: args}, got)
-}

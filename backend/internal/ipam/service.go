@@ -219,7 +219,7 @@ func (s *Service) leaseNew(ctx context.Context, tx *ent.Tx, seg *Segment, mac, r
 			return nil, err
 		}
 		inserted := false
-		if err := s.insertLeases(ctx, tx, insert, []any{seg.ID, mac, a, num, l.Reserved, now, l.ExpireTime},
+		if err := s.chain(ctx, tx, nil, &store.Stmt{SQL: insert, Args: []any{seg.ID, mac, a, num, l.Reserved, now, l.ExpireTime}},
 			func(id int64, _ string) { l.ID, inserted = id, true }); err != nil {
 			return nil, err
 		}

@@ -98,23 +98,3 @@ func (s *Store) UUID(id uuid.UUID) any {
 	}
 	return id.String()
 }
-
-// Values writes the rows placeholders of a multi-row VALUES list, each
-// of width parameters, numbered from $1: "($1, $2), ($3, $4)".
-func Values(rows, width int) string {
-	var b strings.Builder
-	for r := range rows {
-		if r > 0 {
-			b.WriteString(", ")
-		}
-		b.WriteByte('(')
-		for c := range width {
-			if c > 0 {
-				b.WriteString(", ")
-			}
-			fmt.Fprintf(&b, "$%d", r*width+c+1)
-		}
-		b.WriteByte(')')
-	}
-	return b.String()
-}

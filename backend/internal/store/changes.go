@@ -84,13 +84,12 @@ type Changed struct {
 // one insert, as RecordChange does for one.
 func (s *Store) RecordChanges(ctx context.Context, tx *ent.Tx, kind change.Kind, typ change.Type, changed []Changed) error {
 	now := Now()
-	creates := make([]*ent.ChangeCreate, len(changed))
+	payloads := make([][]byte, len(changed))
 	for i, c := range changed {
-		payload, err := proto.Marshal(c.Resource)
-		if err != nil {
+		var err error
+		if payloads[i], err = proto.Marshal(c.Resource); err != nil {
 			return fmt.Errorf("encode change: %w", err)
 		}
-		creates[i] = tx.Change.Create().SetKind(kind).SetType(typ).SetResourceID(c.ID).SetPayload(payload).SetTime(now)
 	}
 	if h, ok := s.txHooks.Load(tx); ok {
 		// Before the lock, which is held until commit.
@@ -102,7 +101,7 @@ func (s *Store) RecordChanges(ctx context.Context, tx *ent.Tx, kind change.Kind,
 			return err
 		}
 	}
-	if err := s.insertChanges(ctx, tx, kind, typ, now, changed, creates); err != nil {
+	if err := s.insertChanges(ctx, tx, kind, typ, now, changed, payloads); err != nil {
 		return fmt.Errorf("record change: %w", err)
 	}
 	tx.OnCommit(func(next ent.Committer) ent.Committer {
@@ -117,26 +116,29 @@ func (s *Store) RecordChanges(ctx context.Context, tx *ent.Tx, kind change.Kind,
 	return nil
 }
 
-// insertChanges writes the entries; creates are the same for ent. On
+// insertChanges writes the entries, payloads[i] that of changed[i]. On
 // PostgreSQL one statement takes the writer's mark and inserts them: the
 // mark is a shared lock, which no writer waits for, and shows readers
 // (Horizon) that this transaction may commit entries; the insert reads a
 // row of the query that takes it, so it is taken before the insert draws
 // the entries' numbers. The same statement queues the notification other
 // API processes get at commit (its payload is the kind).
-func (s *Store) insertChanges(ctx context.Context, tx *ent.Tx, kind change.Kind, typ change.Type, now time.Time, changed []Changed, creates []*ent.ChangeCreate) error {
+func (s *Store) insertChanges(ctx context.Context, tx *ent.Tx, kind change.Kind, typ change.Type, now time.Time, changed []Changed, payloads [][]byte) error {
 	if s.Dialect != dialect.Postgres {
+		creates := make([]*ent.ChangeCreate, len(changed))
+		for i, c := range changed {
+			creates[i] = tx.Change.Create().SetKind(kind).SetType(typ).SetResourceID(c.ID).SetPayload(payloads[i]).SetTime(now)
+		}
 		return tx.Change.CreateBulk(creates...).Exec(ctx)
 	}
 	var rows strings.Builder
 	args := []any{lockChangeWriters, notifyChannel, string(kind), string(typ), now}
 	for i, c := range changed {
-		payload, _ := creates[i].Mutation().Payload()
 		if i > 0 {
 			rows.WriteString(", ")
 		}
 		fmt.Fprintf(&rows, "(CAST($%d AS TEXT), CAST($%d AS BYTEA))", len(args)+1, len(args)+2)
-		args = append(args, c.ID, payload)
+		args = append(args, c.ID, payloads[i])
 	}
 	_, err := tx.ExecContext(ctx, `WITH writer AS (SELECT pg_advisory_xact_lock_shared($1), pg_notify($2, $3))
 		INSERT INTO changes (kind, type, resource_id, payload, time)
