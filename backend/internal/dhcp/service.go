@@ -181,7 +181,7 @@ func (s *Service) enrolStatements(ctx context.Context, segID uuid.UUID, news []n
 	ns := make([]*ent.NIC, len(news))
 	var machineRows, nicRows, stateRows strings.Builder
 	machineArgs := []any{now, string(machine.StateDiscovered)}
-	nicArgs := []any{now, s.store.UUID(segID)}
+	nicArgs := []any{now, segID}
 	stateArgs := []any{string(machine.StateDiscovered), EnrolReason, principal.From(ctx), now}
 	for i, n := range news {
 		m := &ent.Machine{ID: n.id, Hostname: hostnameOf(n.clientHostname), State: machine.StateDiscovered,
@@ -197,13 +197,13 @@ func (s *Service) enrolStatements(ctx context.Context, segID uuid.UUID, news []n
 		}
 		k := len(machineArgs)
 		fmt.Fprintf(&machineRows, "($%d, $%d, $1, $1, $1, $2, '{}', false)", k+1, k+2)
-		machineArgs = append(machineArgs, s.store.UUID(m.ID), m.Hostname)
+		machineArgs = append(machineArgs, m.ID, m.Hostname)
 		k = len(nicArgs)
 		fmt.Fprintf(&nicRows, "($%d, $%d, $%d, $2, $%d, $%d, $1, $1)", k+1, k+2, k+3, k+4, k+5)
-		nicArgs = append(nicArgs, s.store.UUID(nic.ID), s.store.UUID(m.ID), nic.MAC, nic.CircuitID, nic.RemoteID)
+		nicArgs = append(nicArgs, nic.ID, m.ID, nic.MAC, nic.CircuitID, nic.RemoteID)
 		k = len(stateArgs)
 		fmt.Fprintf(&stateRows, "($%d, $1, $2, $3, $4)", k+1)
-		stateArgs = append(stateArgs, s.store.UUID(m.ID))
+		stateArgs = append(stateArgs, m.ID)
 	}
 	return ms, ns, []store.Stmt{
 		{SQL: `INSERT INTO machines (id, hostname, create_time, update_time, state_time, state, labels, maintenance)

@@ -9,7 +9,6 @@ import (
 
 	"entgo.io/ent/dialect"
 	"github.com/carbide-dev/carbide/ent"
-	"github.com/google/uuid"
 )
 
 // Stmt is one SQL statement, written for PostgreSQL with its parameters
@@ -87,14 +86,4 @@ func renumber(sql string, by int) string {
 		n, _ := strconv.Atoi(p[1:])
 		return "$" + strconv.Itoa(n+by)
 	})
-}
-
-// UUID is id as an argument of a statement of the store's dialect: its 16
-// bytes for PostgreSQL, which pgx sends as they are, and its text for
-// SQLite, as ent stores it.
-func (s *Store) UUID(id uuid.UUID) any {
-	if s.Dialect == dialect.Postgres {
-		return [16]byte(id)
-	}
-	return id.String()
 }

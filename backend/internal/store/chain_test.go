@@ -38,11 +38,11 @@ func TestChain(t *testing.T) {
 				return store.Stmt{SQL: `INSERT INTO segments (id, name, prefix, gateway, dns_servers, domain, mtu, ranges,
 					relay_addresses, ntp_servers, lease_seconds, create_time, update_time)
 					VALUES ($1, $2, $3, '', '[]', '', 1500, '[]', '[]', '[]', 3600, $4, $4)`,
-					Args: []any{st.UUID(id), name, prefix, now}}
+					Args: []any{id, name, prefix, now}}
 			}
 			lease := func(seg uuid.UUID, mac, addr string) store.Stmt {
 				return store.Stmt{SQL: `INSERT INTO leases (segment_id, mac, address, address_num, reserved, create_time, renew_time, expire_time)
-					VALUES ($1, $2, $3, 0, false, $4, $4, $4) RETURNING address`, Args: []any{st.UUID(seg), mac, addr, now}}
+					VALUES ($1, $2, $3, 0, false, $4, $4, $4) RETURNING address`, Args: []any{seg, mac, addr, now}}
 			}
 			a, b := uuid.New(), uuid.New()
 			var got []string

@@ -21,6 +21,7 @@ import (
 	"entgo.io/ent/dialect"
 	"github.com/carbide-dev/carbide/ent"
 	"github.com/carbide-dev/carbide/ent/migrations"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib" // also registers the "pgx" database/sql driver
 	_ "modernc.org/sqlite"           // registers the "sqlite" database/sql driver
 )
@@ -80,10 +81,11 @@ func openPostgres(ctx context.Context, cfg Config, logger *slog.Logger) (*Store,
 	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
 		return nil, fmt.Errorf("database URL must look like postgres://user:password@host:5432/dbname")
 	}
-	db, err := sql.Open("pgx", cfg.DatabaseURL)
+	connConfig, err := pgx.ParseConfig(cfg.DatabaseURL)
 	if err != nil {
 		return nil, fmt.Errorf("open PostgreSQL: %w", scrub(err, cfg.DatabaseURL))
 	}
+	db := stdlib.OpenDB(*connConfig, stdlib.OptionAfterConnect(registerTypes))
 	maxConns := cfg.MaxConns
 	if maxConns <= 0 {
 		maxConns = 8
