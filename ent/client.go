@@ -17,6 +17,9 @@ import (
 	"entgo.io/ent/dialect/sql"
 	"entgo.io/ent/dialect/sql/sqlgraph"
 	"github.com/carbide-dev/carbide/ent/auditrecord"
+	"github.com/carbide-dev/carbide/ent/bmc"
+	"github.com/carbide-dev/carbide/ent/bmclease"
+	"github.com/carbide-dev/carbide/ent/bmcoperation"
 	"github.com/carbide-dev/carbide/ent/change"
 	"github.com/carbide-dev/carbide/ent/declinedaddress"
 	"github.com/carbide-dev/carbide/ent/identityconflict"
@@ -37,6 +40,12 @@ type Client struct {
 	Schema *migrate.Schema
 	// AuditRecord is the client for interacting with the AuditRecord builders.
 	AuditRecord *AuditRecordClient
+	// BMC is the client for interacting with the BMC builders.
+	BMC *BMCClient
+	// BMCLease is the client for interacting with the BMCLease builders.
+	BMCLease *BMCLeaseClient
+	// BMCOperation is the client for interacting with the BMCOperation builders.
+	BMCOperation *BMCOperationClient
 	// Change is the client for interacting with the Change builders.
 	Change *ChangeClient
 	// DeclinedAddress is the client for interacting with the DeclinedAddress builders.
@@ -67,6 +76,9 @@ func NewClient(opts ...Option) *Client {
 func (c *Client) init() {
 	c.Schema = migrate.NewSchema(c.driver)
 	c.AuditRecord = NewAuditRecordClient(c.config)
+	c.BMC = NewBMCClient(c.config)
+	c.BMCLease = NewBMCLeaseClient(c.config)
+	c.BMCOperation = NewBMCOperationClient(c.config)
 	c.Change = NewChangeClient(c.config)
 	c.DeclinedAddress = NewDeclinedAddressClient(c.config)
 	c.IdentityConflict = NewIdentityConflictClient(c.config)
@@ -169,6 +181,9 @@ func (c *Client) Tx(ctx context.Context) (*Tx, error) {
 		ctx:              ctx,
 		config:           cfg,
 		AuditRecord:      NewAuditRecordClient(cfg),
+		BMC:              NewBMCClient(cfg),
+		BMCLease:         NewBMCLeaseClient(cfg),
+		BMCOperation:     NewBMCOperationClient(cfg),
 		Change:           NewChangeClient(cfg),
 		DeclinedAddress:  NewDeclinedAddressClient(cfg),
 		IdentityConflict: NewIdentityConflictClient(cfg),
@@ -198,6 +213,9 @@ func (c *Client) BeginTx(ctx context.Context, opts *sql.TxOptions) (*Tx, error) 
 		ctx:              ctx,
 		config:           cfg,
 		AuditRecord:      NewAuditRecordClient(cfg),
+		BMC:              NewBMCClient(cfg),
+		BMCLease:         NewBMCLeaseClient(cfg),
+		BMCOperation:     NewBMCOperationClient(cfg),
 		Change:           NewChangeClient(cfg),
 		DeclinedAddress:  NewDeclinedAddressClient(cfg),
 		IdentityConflict: NewIdentityConflictClient(cfg),
@@ -236,8 +254,9 @@ func (c *Client) Close() error {
 // In order to add hooks to a specific client, call: `client.Node.Use(...)`.
 func (c *Client) Use(hooks ...Hook) {
 	for _, n := range []interface{ Use(...Hook) }{
-		c.AuditRecord, c.Change, c.DeclinedAddress, c.IdentityConflict, c.Lease,
-		c.Machine, c.NIC, c.Reservation, c.Segment, c.Transition,
+		c.AuditRecord, c.BMC, c.BMCLease, c.BMCOperation, c.Change, c.DeclinedAddress,
+		c.IdentityConflict, c.Lease, c.Machine, c.NIC, c.Reservation, c.Segment,
+		c.Transition,
 	} {
 		n.Use(hooks...)
 	}
@@ -247,8 +266,9 @@ func (c *Client) Use(hooks ...Hook) {
 // In order to add interceptors to a specific client, call: `client.Node.Intercept(...)`.
 func (c *Client) Intercept(interceptors ...Interceptor) {
 	for _, n := range []interface{ Intercept(...Interceptor) }{
-		c.AuditRecord, c.Change, c.DeclinedAddress, c.IdentityConflict, c.Lease,
-		c.Machine, c.NIC, c.Reservation, c.Segment, c.Transition,
+		c.AuditRecord, c.BMC, c.BMCLease, c.BMCOperation, c.Change, c.DeclinedAddress,
+		c.IdentityConflict, c.Lease, c.Machine, c.NIC, c.Reservation, c.Segment,
+		c.Transition,
 	} {
 		n.Intercept(interceptors...)
 	}
@@ -259,6 +279,12 @@ func (c *Client) Mutate(ctx context.Context, m Mutation) (Value, error) {
 	switch m := m.(type) {
 	case *AuditRecordMutation:
 		return c.AuditRecord.mutate(ctx, m)
+	case *BMCMutation:
+		return c.BMC.mutate(ctx, m)
+	case *BMCLeaseMutation:
+		return c.BMCLease.mutate(ctx, m)
+	case *BMCOperationMutation:
+		return c.BMCOperation.mutate(ctx, m)
 	case *ChangeMutation:
 		return c.Change.mutate(ctx, m)
 	case *DeclinedAddressMutation:
@@ -412,6 +438,453 @@ func (c *AuditRecordClient) mutate(ctx context.Context, m *AuditRecordMutation) 
 		return (&AuditRecordDelete{config: c.config, hooks: c.Hooks(), mutation: m}).Exec(ctx)
 	default:
 		return nil, fmt.Errorf("ent: unknown AuditRecord mutation op: %q", m.Op())
+	}
+}
+
+// BMCClient is a client for the BMC schema.
+type BMCClient struct {
+	config
+}
+
+// NewBMCClient returns a client for the BMC from the given config.
+func NewBMCClient(c config) *BMCClient {
+	return &BMCClient{config: c}
+}
+
+// Use adds a list of mutation hooks to the hooks stack.
+// A call to `Use(f, g, h)` equals to `bmc.Hooks(f(g(h())))`.
+func (c *BMCClient) Use(hooks ...Hook) {
+	c.hooks.BMC = append(c.hooks.BMC, hooks...)
+}
+
+// Intercept adds a list of query interceptors to the interceptors stack.
+// A call to `Intercept(f, g, h)` equals to `bmc.Intercept(f(g(h())))`.
+func (c *BMCClient) Intercept(interceptors ...Interceptor) {
+	c.inters.BMC = append(c.inters.BMC, interceptors...)
+}
+
+// Create returns a builder for creating a BMC entity.
+func (c *BMCClient) Create() *BMCCreate {
+	mutation := newBMCMutation(c.config, OpCreate)
+	return &BMCCreate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// CreateBulk returns a builder for creating a bulk of BMC entities.
+func (c *BMCClient) CreateBulk(builders ...*BMCCreate) *BMCCreateBulk {
+	return &BMCCreateBulk{config: c.config, builders: builders}
+}
+
+// MapCreateBulk creates a bulk creation builder from the given slice. For each item in the slice, the function creates
+// a builder and applies setFunc on it.
+func (c *BMCClient) MapCreateBulk(slice any, setFunc func(*BMCCreate, int)) *BMCCreateBulk {
+	rv := reflect.ValueOf(slice)
+	if rv.Kind() != reflect.Slice {
+		return &BMCCreateBulk{err: fmt.Errorf("calling to BMCClient.MapCreateBulk with wrong type %T, need slice", slice)}
+	}
+	builders := make([]*BMCCreate, rv.Len())
+	for i := 0; i < rv.Len(); i++ {
+		builders[i] = c.Create()
+		setFunc(builders[i], i)
+	}
+	return &BMCCreateBulk{config: c.config, builders: builders}
+}
+
+// Update returns an update builder for BMC.
+func (c *BMCClient) Update() *BMCUpdate {
+	mutation := newBMCMutation(c.config, OpUpdate)
+	return &BMCUpdate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOne returns an update builder for the given entity.
+func (c *BMCClient) UpdateOne(_m *BMC) *BMCUpdateOne {
+	mutation := newBMCMutation(c.config, OpUpdateOne, withBMC(_m))
+	return &BMCUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOneID returns an update builder for the given id.
+func (c *BMCClient) UpdateOneID(id int) *BMCUpdateOne {
+	mutation := newBMCMutation(c.config, OpUpdateOne, withBMCID(id))
+	return &BMCUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// Delete returns a delete builder for BMC.
+func (c *BMCClient) Delete() *BMCDelete {
+	mutation := newBMCMutation(c.config, OpDelete)
+	return &BMCDelete{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// DeleteOne returns a builder for deleting the given entity.
+func (c *BMCClient) DeleteOne(_m *BMC) *BMCDeleteOne {
+	return c.DeleteOneID(_m.ID)
+}
+
+// DeleteOneID returns a builder for deleting the given entity by its id.
+func (c *BMCClient) DeleteOneID(id int) *BMCDeleteOne {
+	builder := c.Delete().Where(bmc.ID(id))
+	builder.mutation.id = &id
+	builder.mutation.op = OpDeleteOne
+	return &BMCDeleteOne{builder}
+}
+
+// Query returns a query builder for BMC.
+func (c *BMCClient) Query() *BMCQuery {
+	return &BMCQuery{
+		config: c.config,
+		ctx:    &QueryContext{Type: TypeBMC},
+		inters: c.Interceptors(),
+	}
+}
+
+// Get returns a BMC entity by its id.
+func (c *BMCClient) Get(ctx context.Context, id int) (*BMC, error) {
+	return c.Query().Where(bmc.ID(id)).Only(ctx)
+}
+
+// GetX is like Get, but panics if an error occurs.
+func (c *BMCClient) GetX(ctx context.Context, id int) *BMC {
+	obj, err := c.Get(ctx, id)
+	if err != nil {
+		panic(err)
+	}
+	return obj
+}
+
+// QueryMachine queries the machine edge of a BMC.
+func (c *BMCClient) QueryMachine(_m *BMC) *MachineQuery {
+	query := (&MachineClient{config: c.config}).Query()
+	query.path = func(context.Context) (fromV *sql.Selector, _ error) {
+		id := _m.ID
+		step := sqlgraph.NewStep(
+			sqlgraph.From(bmc.Table, bmc.FieldID, id),
+			sqlgraph.To(machine.Table, machine.FieldID),
+			sqlgraph.Edge(sqlgraph.O2O, true, bmc.MachineTable, bmc.MachineColumn),
+		)
+		fromV = sqlgraph.Neighbors(_m.driver.Dialect(), step)
+		return fromV, nil
+	}
+	return query
+}
+
+// Hooks returns the client hooks.
+func (c *BMCClient) Hooks() []Hook {
+	return c.hooks.BMC
+}
+
+// Interceptors returns the client interceptors.
+func (c *BMCClient) Interceptors() []Interceptor {
+	return c.inters.BMC
+}
+
+func (c *BMCClient) mutate(ctx context.Context, m *BMCMutation) (Value, error) {
+	switch m.Op() {
+	case OpCreate:
+		return (&BMCCreate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdate:
+		return (&BMCUpdate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdateOne:
+		return (&BMCUpdateOne{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpDelete, OpDeleteOne:
+		return (&BMCDelete{config: c.config, hooks: c.Hooks(), mutation: m}).Exec(ctx)
+	default:
+		return nil, fmt.Errorf("ent: unknown BMC mutation op: %q", m.Op())
+	}
+}
+
+// BMCLeaseClient is a client for the BMCLease schema.
+type BMCLeaseClient struct {
+	config
+}
+
+// NewBMCLeaseClient returns a client for the BMCLease from the given config.
+func NewBMCLeaseClient(c config) *BMCLeaseClient {
+	return &BMCLeaseClient{config: c}
+}
+
+// Use adds a list of mutation hooks to the hooks stack.
+// A call to `Use(f, g, h)` equals to `bmclease.Hooks(f(g(h())))`.
+func (c *BMCLeaseClient) Use(hooks ...Hook) {
+	c.hooks.BMCLease = append(c.hooks.BMCLease, hooks...)
+}
+
+// Intercept adds a list of query interceptors to the interceptors stack.
+// A call to `Intercept(f, g, h)` equals to `bmclease.Intercept(f(g(h())))`.
+func (c *BMCLeaseClient) Intercept(interceptors ...Interceptor) {
+	c.inters.BMCLease = append(c.inters.BMCLease, interceptors...)
+}
+
+// Create returns a builder for creating a BMCLease entity.
+func (c *BMCLeaseClient) Create() *BMCLeaseCreate {
+	mutation := newBMCLeaseMutation(c.config, OpCreate)
+	return &BMCLeaseCreate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// CreateBulk returns a builder for creating a bulk of BMCLease entities.
+func (c *BMCLeaseClient) CreateBulk(builders ...*BMCLeaseCreate) *BMCLeaseCreateBulk {
+	return &BMCLeaseCreateBulk{config: c.config, builders: builders}
+}
+
+// MapCreateBulk creates a bulk creation builder from the given slice. For each item in the slice, the function creates
+// a builder and applies setFunc on it.
+func (c *BMCLeaseClient) MapCreateBulk(slice any, setFunc func(*BMCLeaseCreate, int)) *BMCLeaseCreateBulk {
+	rv := reflect.ValueOf(slice)
+	if rv.Kind() != reflect.Slice {
+		return &BMCLeaseCreateBulk{err: fmt.Errorf("calling to BMCLeaseClient.MapCreateBulk with wrong type %T, need slice", slice)}
+	}
+	builders := make([]*BMCLeaseCreate, rv.Len())
+	for i := 0; i < rv.Len(); i++ {
+		builders[i] = c.Create()
+		setFunc(builders[i], i)
+	}
+	return &BMCLeaseCreateBulk{config: c.config, builders: builders}
+}
+
+// Update returns an update builder for BMCLease.
+func (c *BMCLeaseClient) Update() *BMCLeaseUpdate {
+	mutation := newBMCLeaseMutation(c.config, OpUpdate)
+	return &BMCLeaseUpdate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOne returns an update builder for the given entity.
+func (c *BMCLeaseClient) UpdateOne(_m *BMCLease) *BMCLeaseUpdateOne {
+	mutation := newBMCLeaseMutation(c.config, OpUpdateOne, withBMCLease(_m))
+	return &BMCLeaseUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOneID returns an update builder for the given id.
+func (c *BMCLeaseClient) UpdateOneID(id int) *BMCLeaseUpdateOne {
+	mutation := newBMCLeaseMutation(c.config, OpUpdateOne, withBMCLeaseID(id))
+	return &BMCLeaseUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// Delete returns a delete builder for BMCLease.
+func (c *BMCLeaseClient) Delete() *BMCLeaseDelete {
+	mutation := newBMCLeaseMutation(c.config, OpDelete)
+	return &BMCLeaseDelete{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// DeleteOne returns a builder for deleting the given entity.
+func (c *BMCLeaseClient) DeleteOne(_m *BMCLease) *BMCLeaseDeleteOne {
+	return c.DeleteOneID(_m.ID)
+}
+
+// DeleteOneID returns a builder for deleting the given entity by its id.
+func (c *BMCLeaseClient) DeleteOneID(id int) *BMCLeaseDeleteOne {
+	builder := c.Delete().Where(bmclease.ID(id))
+	builder.mutation.id = &id
+	builder.mutation.op = OpDeleteOne
+	return &BMCLeaseDeleteOne{builder}
+}
+
+// Query returns a query builder for BMCLease.
+func (c *BMCLeaseClient) Query() *BMCLeaseQuery {
+	return &BMCLeaseQuery{
+		config: c.config,
+		ctx:    &QueryContext{Type: TypeBMCLease},
+		inters: c.Interceptors(),
+	}
+}
+
+// Get returns a BMCLease entity by its id.
+func (c *BMCLeaseClient) Get(ctx context.Context, id int) (*BMCLease, error) {
+	return c.Query().Where(bmclease.ID(id)).Only(ctx)
+}
+
+// GetX is like Get, but panics if an error occurs.
+func (c *BMCLeaseClient) GetX(ctx context.Context, id int) *BMCLease {
+	obj, err := c.Get(ctx, id)
+	if err != nil {
+		panic(err)
+	}
+	return obj
+}
+
+// QueryMachine queries the machine edge of a BMCLease.
+func (c *BMCLeaseClient) QueryMachine(_m *BMCLease) *MachineQuery {
+	query := (&MachineClient{config: c.config}).Query()
+	query.path = func(context.Context) (fromV *sql.Selector, _ error) {
+		id := _m.ID
+		step := sqlgraph.NewStep(
+			sqlgraph.From(bmclease.Table, bmclease.FieldID, id),
+			sqlgraph.To(machine.Table, machine.FieldID),
+			sqlgraph.Edge(sqlgraph.O2O, true, bmclease.MachineTable, bmclease.MachineColumn),
+		)
+		fromV = sqlgraph.Neighbors(_m.driver.Dialect(), step)
+		return fromV, nil
+	}
+	return query
+}
+
+// Hooks returns the client hooks.
+func (c *BMCLeaseClient) Hooks() []Hook {
+	return c.hooks.BMCLease
+}
+
+// Interceptors returns the client interceptors.
+func (c *BMCLeaseClient) Interceptors() []Interceptor {
+	return c.inters.BMCLease
+}
+
+func (c *BMCLeaseClient) mutate(ctx context.Context, m *BMCLeaseMutation) (Value, error) {
+	switch m.Op() {
+	case OpCreate:
+		return (&BMCLeaseCreate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdate:
+		return (&BMCLeaseUpdate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdateOne:
+		return (&BMCLeaseUpdateOne{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpDelete, OpDeleteOne:
+		return (&BMCLeaseDelete{config: c.config, hooks: c.Hooks(), mutation: m}).Exec(ctx)
+	default:
+		return nil, fmt.Errorf("ent: unknown BMCLease mutation op: %q", m.Op())
+	}
+}
+
+// BMCOperationClient is a client for the BMCOperation schema.
+type BMCOperationClient struct {
+	config
+}
+
+// NewBMCOperationClient returns a client for the BMCOperation from the given config.
+func NewBMCOperationClient(c config) *BMCOperationClient {
+	return &BMCOperationClient{config: c}
+}
+
+// Use adds a list of mutation hooks to the hooks stack.
+// A call to `Use(f, g, h)` equals to `bmcoperation.Hooks(f(g(h())))`.
+func (c *BMCOperationClient) Use(hooks ...Hook) {
+	c.hooks.BMCOperation = append(c.hooks.BMCOperation, hooks...)
+}
+
+// Intercept adds a list of query interceptors to the interceptors stack.
+// A call to `Intercept(f, g, h)` equals to `bmcoperation.Intercept(f(g(h())))`.
+func (c *BMCOperationClient) Intercept(interceptors ...Interceptor) {
+	c.inters.BMCOperation = append(c.inters.BMCOperation, interceptors...)
+}
+
+// Create returns a builder for creating a BMCOperation entity.
+func (c *BMCOperationClient) Create() *BMCOperationCreate {
+	mutation := newBMCOperationMutation(c.config, OpCreate)
+	return &BMCOperationCreate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// CreateBulk returns a builder for creating a bulk of BMCOperation entities.
+func (c *BMCOperationClient) CreateBulk(builders ...*BMCOperationCreate) *BMCOperationCreateBulk {
+	return &BMCOperationCreateBulk{config: c.config, builders: builders}
+}
+
+// MapCreateBulk creates a bulk creation builder from the given slice. For each item in the slice, the function creates
+// a builder and applies setFunc on it.
+func (c *BMCOperationClient) MapCreateBulk(slice any, setFunc func(*BMCOperationCreate, int)) *BMCOperationCreateBulk {
+	rv := reflect.ValueOf(slice)
+	if rv.Kind() != reflect.Slice {
+		return &BMCOperationCreateBulk{err: fmt.Errorf("calling to BMCOperationClient.MapCreateBulk with wrong type %T, need slice", slice)}
+	}
+	builders := make([]*BMCOperationCreate, rv.Len())
+	for i := 0; i < rv.Len(); i++ {
+		builders[i] = c.Create()
+		setFunc(builders[i], i)
+	}
+	return &BMCOperationCreateBulk{config: c.config, builders: builders}
+}
+
+// Update returns an update builder for BMCOperation.
+func (c *BMCOperationClient) Update() *BMCOperationUpdate {
+	mutation := newBMCOperationMutation(c.config, OpUpdate)
+	return &BMCOperationUpdate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOne returns an update builder for the given entity.
+func (c *BMCOperationClient) UpdateOne(_m *BMCOperation) *BMCOperationUpdateOne {
+	mutation := newBMCOperationMutation(c.config, OpUpdateOne, withBMCOperation(_m))
+	return &BMCOperationUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOneID returns an update builder for the given id.
+func (c *BMCOperationClient) UpdateOneID(id uuid.UUID) *BMCOperationUpdateOne {
+	mutation := newBMCOperationMutation(c.config, OpUpdateOne, withBMCOperationID(id))
+	return &BMCOperationUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// Delete returns a delete builder for BMCOperation.
+func (c *BMCOperationClient) Delete() *BMCOperationDelete {
+	mutation := newBMCOperationMutation(c.config, OpDelete)
+	return &BMCOperationDelete{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// DeleteOne returns a builder for deleting the given entity.
+func (c *BMCOperationClient) DeleteOne(_m *BMCOperation) *BMCOperationDeleteOne {
+	return c.DeleteOneID(_m.ID)
+}
+
+// DeleteOneID returns a builder for deleting the given entity by its id.
+func (c *BMCOperationClient) DeleteOneID(id uuid.UUID) *BMCOperationDeleteOne {
+	builder := c.Delete().Where(bmcoperation.ID(id))
+	builder.mutation.id = &id
+	builder.mutation.op = OpDeleteOne
+	return &BMCOperationDeleteOne{builder}
+}
+
+// Query returns a query builder for BMCOperation.
+func (c *BMCOperationClient) Query() *BMCOperationQuery {
+	return &BMCOperationQuery{
+		config: c.config,
+		ctx:    &QueryContext{Type: TypeBMCOperation},
+		inters: c.Interceptors(),
+	}
+}
+
+// Get returns a BMCOperation entity by its id.
+func (c *BMCOperationClient) Get(ctx context.Context, id uuid.UUID) (*BMCOperation, error) {
+	return c.Query().Where(bmcoperation.ID(id)).Only(ctx)
+}
+
+// GetX is like Get, but panics if an error occurs.
+func (c *BMCOperationClient) GetX(ctx context.Context, id uuid.UUID) *BMCOperation {
+	obj, err := c.Get(ctx, id)
+	if err != nil {
+		panic(err)
+	}
+	return obj
+}
+
+// QueryMachine queries the machine edge of a BMCOperation.
+func (c *BMCOperationClient) QueryMachine(_m *BMCOperation) *MachineQuery {
+	query := (&MachineClient{config: c.config}).Query()
+	query.path = func(context.Context) (fromV *sql.Selector, _ error) {
+		id := _m.ID
+		step := sqlgraph.NewStep(
+			sqlgraph.From(bmcoperation.Table, bmcoperation.FieldID, id),
+			sqlgraph.To(machine.Table, machine.FieldID),
+			sqlgraph.Edge(sqlgraph.M2O, true, bmcoperation.MachineTable, bmcoperation.MachineColumn),
+		)
+		fromV = sqlgraph.Neighbors(_m.driver.Dialect(), step)
+		return fromV, nil
+	}
+	return query
+}
+
+// Hooks returns the client hooks.
+func (c *BMCOperationClient) Hooks() []Hook {
+	return c.hooks.BMCOperation
+}
+
+// Interceptors returns the client interceptors.
+func (c *BMCOperationClient) Interceptors() []Interceptor {
+	return c.inters.BMCOperation
+}
+
+func (c *BMCOperationClient) mutate(ctx context.Context, m *BMCOperationMutation) (Value, error) {
+	switch m.Op() {
+	case OpCreate:
+		return (&BMCOperationCreate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdate:
+		return (&BMCOperationUpdate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdateOne:
+		return (&BMCOperationUpdateOne{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpDelete, OpDeleteOne:
+		return (&BMCOperationDelete{config: c.config, hooks: c.Hooks(), mutation: m}).Exec(ctx)
+	default:
+		return nil, fmt.Errorf("ent: unknown BMCOperation mutation op: %q", m.Op())
 	}
 }
 
@@ -1183,6 +1656,54 @@ func (c *MachineClient) QueryClaimedBy(_m *Machine) *IdentityConflictQuery {
 	return query
 }
 
+// QueryBmc queries the bmc edge of a Machine.
+func (c *MachineClient) QueryBmc(_m *Machine) *BMCQuery {
+	query := (&BMCClient{config: c.config}).Query()
+	query.path = func(context.Context) (fromV *sql.Selector, _ error) {
+		id := _m.ID
+		step := sqlgraph.NewStep(
+			sqlgraph.From(machine.Table, machine.FieldID, id),
+			sqlgraph.To(bmc.Table, bmc.FieldID),
+			sqlgraph.Edge(sqlgraph.O2O, false, machine.BmcTable, machine.BmcColumn),
+		)
+		fromV = sqlgraph.Neighbors(_m.driver.Dialect(), step)
+		return fromV, nil
+	}
+	return query
+}
+
+// QueryBmcOperations queries the bmc_operations edge of a Machine.
+func (c *MachineClient) QueryBmcOperations(_m *Machine) *BMCOperationQuery {
+	query := (&BMCOperationClient{config: c.config}).Query()
+	query.path = func(context.Context) (fromV *sql.Selector, _ error) {
+		id := _m.ID
+		step := sqlgraph.NewStep(
+			sqlgraph.From(machine.Table, machine.FieldID, id),
+			sqlgraph.To(bmcoperation.Table, bmcoperation.FieldID),
+			sqlgraph.Edge(sqlgraph.O2M, false, machine.BmcOperationsTable, machine.BmcOperationsColumn),
+		)
+		fromV = sqlgraph.Neighbors(_m.driver.Dialect(), step)
+		return fromV, nil
+	}
+	return query
+}
+
+// QueryBmcLease queries the bmc_lease edge of a Machine.
+func (c *MachineClient) QueryBmcLease(_m *Machine) *BMCLeaseQuery {
+	query := (&BMCLeaseClient{config: c.config}).Query()
+	query.path = func(context.Context) (fromV *sql.Selector, _ error) {
+		id := _m.ID
+		step := sqlgraph.NewStep(
+			sqlgraph.From(machine.Table, machine.FieldID, id),
+			sqlgraph.To(bmclease.Table, bmclease.FieldID),
+			sqlgraph.Edge(sqlgraph.O2O, false, machine.BmcLeaseTable, machine.BmcLeaseColumn),
+		)
+		fromV = sqlgraph.Neighbors(_m.driver.Dialect(), step)
+		return fromV, nil
+	}
+	return query
+}
+
 // Hooks returns the client hooks.
 func (c *MachineClient) Hooks() []Hook {
 	return c.hooks.Machine
@@ -1871,12 +2392,14 @@ func (c *TransitionClient) mutate(ctx context.Context, m *TransitionMutation) (V
 // hooks and interceptors per client, for fast access.
 type (
 	hooks struct {
-		AuditRecord, Change, DeclinedAddress, IdentityConflict, Lease, Machine, NIC,
-		Reservation, Segment, Transition []ent.Hook
+		AuditRecord, BMC, BMCLease, BMCOperation, Change, DeclinedAddress,
+		IdentityConflict, Lease, Machine, NIC, Reservation, Segment,
+		Transition []ent.Hook
 	}
 	inters struct {
-		AuditRecord, Change, DeclinedAddress, IdentityConflict, Lease, Machine, NIC,
-		Reservation, Segment, Transition []ent.Interceptor
+		AuditRecord, BMC, BMCLease, BMCOperation, Change, DeclinedAddress,
+		IdentityConflict, Lease, Machine, NIC, Reservation, Segment,
+		Transition []ent.Interceptor
 	}
 )
 

@@ -13,6 +13,9 @@ import (
 	"entgo.io/ent/dialect/sql"
 	"entgo.io/ent/dialect/sql/sqlgraph"
 	"github.com/carbide-dev/carbide/ent/auditrecord"
+	"github.com/carbide-dev/carbide/ent/bmc"
+	"github.com/carbide-dev/carbide/ent/bmclease"
+	"github.com/carbide-dev/carbide/ent/bmcoperation"
 	"github.com/carbide-dev/carbide/ent/change"
 	"github.com/carbide-dev/carbide/ent/declinedaddress"
 	"github.com/carbide-dev/carbide/ent/identityconflict"
@@ -83,6 +86,9 @@ func checkColumn(t, c string) error {
 	initCheck.Do(func() {
 		columnCheck = sql.NewColumnCheck(map[string]func(string) bool{
 			auditrecord.Table:      auditrecord.ValidColumn,
+			bmc.Table:              bmc.ValidColumn,
+			bmclease.Table:         bmclease.ValidColumn,
+			bmcoperation.Table:     bmcoperation.ValidColumn,
 			change.Table:           change.ValidColumn,
 			declinedaddress.Table:  declinedaddress.ValidColumn,
 			identityconflict.Table: identityconflict.ValidColumn,

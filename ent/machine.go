@@ -10,6 +10,8 @@ import (
 
 	"entgo.io/ent"
 	"entgo.io/ent/dialect/sql"
+	"github.com/carbide-dev/carbide/ent/bmc"
+	"github.com/carbide-dev/carbide/ent/bmclease"
 	"github.com/carbide-dev/carbide/ent/identityconflict"
 	"github.com/carbide-dev/carbide/ent/machine"
 	"github.com/google/uuid"
@@ -60,9 +62,15 @@ type MachineEdges struct {
 	IdentityConflict *IdentityConflict `json:"identity_conflict,omitempty"`
 	// ClaimedBy holds the value of the claimed_by edge.
 	ClaimedBy []*IdentityConflict `json:"claimed_by,omitempty"`
+	// Bmc holds the value of the bmc edge.
+	Bmc *BMC `json:"bmc,omitempty"`
+	// BmcOperations holds the value of the bmc_operations edge.
+	BmcOperations []*BMCOperation `json:"bmc_operations,omitempty"`
+	// BmcLease holds the value of the bmc_lease edge.
+	BmcLease *BMCLease `json:"bmc_lease,omitempty"`
 	// loadedTypes holds the information for reporting if a
 	// type was loaded (or requested) in eager-loading or not.
-	loadedTypes [4]bool
+	loadedTypes [7]bool
 }
 
 // NicsOrErr returns the Nics value or an error if the edge
@@ -101,6 +109,37 @@ func (e MachineEdges) ClaimedByOrErr() ([]*IdentityConflict, error) {
 		return e.ClaimedBy, nil
 	}
 	return nil, &NotLoadedError{edge: "claimed_by"}
+}
+
+// BmcOrErr returns the Bmc value or an error if the edge
+// was not loaded in eager-loading, or loaded but was not found.
+func (e MachineEdges) BmcOrErr() (*BMC, error) {
+	if e.Bmc != nil {
+		return e.Bmc, nil
+	} else if e.loadedTypes[4] {
+		return nil, &NotFoundError{label: bmc.Label}
+	}
+	return nil, &NotLoadedError{edge: "bmc"}
+}
+
+// BmcOperationsOrErr returns the BmcOperations value or an error if the edge
+// was not loaded in eager-loading.
+func (e MachineEdges) BmcOperationsOrErr() ([]*BMCOperation, error) {
+	if e.loadedTypes[5] {
+		return e.BmcOperations, nil
+	}
+	return nil, &NotLoadedError{edge: "bmc_operations"}
+}
+
+// BmcLeaseOrErr returns the BmcLease value or an error if the edge
+// was not loaded in eager-loading, or loaded but was not found.
+func (e MachineEdges) BmcLeaseOrErr() (*BMCLease, error) {
+	if e.BmcLease != nil {
+		return e.BmcLease, nil
+	} else if e.loadedTypes[6] {
+		return nil, &NotFoundError{label: bmclease.Label}
+	}
+	return nil, &NotLoadedError{edge: "bmc_lease"}
 }
 
 // scanValues returns the types for scanning values from sql.Rows.
@@ -249,6 +288,21 @@ func (_m *Machine) QueryIdentityConflict() *IdentityConflictQuery {
 // QueryClaimedBy queries the "claimed_by" edge of the Machine entity.
 func (_m *Machine) QueryClaimedBy() *IdentityConflictQuery {
 	return NewMachineClient(_m.config).QueryClaimedBy(_m)
+}
+
+// QueryBmc queries the "bmc" edge of the Machine entity.
+func (_m *Machine) QueryBmc() *BMCQuery {
+	return NewMachineClient(_m.config).QueryBmc(_m)
+}
+
+// QueryBmcOperations queries the "bmc_operations" edge of the Machine entity.
+func (_m *Machine) QueryBmcOperations() *BMCOperationQuery {
+	return NewMachineClient(_m.config).QueryBmcOperations(_m)
+}
+
+// QueryBmcLease queries the "bmc_lease" edge of the Machine entity.
+func (_m *Machine) QueryBmcLease() *BMCLeaseQuery {
+	return NewMachineClient(_m.config).QueryBmcLease(_m)
 }
 
 // Update returns a builder for updating this Machine.

@@ -12,6 +12,9 @@ import (
 	"entgo.io/ent/dialect/sql"
 	"entgo.io/ent/dialect/sql/sqlgraph"
 	"entgo.io/ent/schema/field"
+	"github.com/carbide-dev/carbide/ent/bmc"
+	"github.com/carbide-dev/carbide/ent/bmclease"
+	"github.com/carbide-dev/carbide/ent/bmcoperation"
 	"github.com/carbide-dev/carbide/ent/identityconflict"
 	"github.com/carbide-dev/carbide/ent/machine"
 	"github.com/carbide-dev/carbide/ent/nic"
@@ -247,6 +250,59 @@ func (_c *MachineCreate) AddClaimedBy(v ...*IdentityConflict) *MachineCreate {
 		ids[i] = v[i].ID
 	}
 	return _c.AddClaimedByIDs(ids...)
+}
+
+// SetBmcID sets the "bmc" edge to the BMC entity by ID.
+func (_c *MachineCreate) SetBmcID(id int) *MachineCreate {
+	_c.mutation.SetBmcID(id)
+	return _c
+}
+
+// SetNillableBmcID sets the "bmc" edge to the BMC entity by ID if the given value is not nil.
+func (_c *MachineCreate) SetNillableBmcID(id *int) *MachineCreate {
+	if id != nil {
+		_c = _c.SetBmcID(*id)
+	}
+	return _c
+}
+
+// SetBmc sets the "bmc" edge to the BMC entity.
+func (_c *MachineCreate) SetBmc(v *BMC) *MachineCreate {
+	return _c.SetBmcID(v.ID)
+}
+
+// AddBmcOperationIDs adds the "bmc_operations" edge to the BMCOperation entity by IDs.
+func (_c *MachineCreate) AddBmcOperationIDs(ids ...uuid.UUID) *MachineCreate {
+	_c.mutation.AddBmcOperationIDs(ids...)
+	return _c
+}
+
+// AddBmcOperations adds the "bmc_operations" edges to the BMCOperation entity.
+func (_c *MachineCreate) AddBmcOperations(v ...*BMCOperation) *MachineCreate {
+	ids := make([]uuid.UUID, len(v))
+	for i := range v {
+		ids[i] = v[i].ID
+	}
+	return _c.AddBmcOperationIDs(ids...)
+}
+
+// SetBmcLeaseID sets the "bmc_lease" edge to the BMCLease entity by ID.
+func (_c *MachineCreate) SetBmcLeaseID(id int) *MachineCreate {
+	_c.mutation.SetBmcLeaseID(id)
+	return _c
+}
+
+// SetNillableBmcLeaseID sets the "bmc_lease" edge to the BMCLease entity by ID if the given value is not nil.
+func (_c *MachineCreate) SetNillableBmcLeaseID(id *int) *MachineCreate {
+	if id != nil {
+		_c = _c.SetBmcLeaseID(*id)
+	}
+	return _c
+}
+
+// SetBmcLease sets the "bmc_lease" edge to the BMCLease entity.
+func (_c *MachineCreate) SetBmcLease(v *BMCLease) *MachineCreate {
+	return _c.SetBmcLeaseID(v.ID)
 }
 
 // Mutation returns the MachineMutation object of the builder.
@@ -497,6 +553,54 @@ func (_c *MachineCreate) createSpec() (*Machine, *sqlgraph.CreateSpec) {
 			Bidi:    false,
 			Target: &sqlgraph.EdgeTarget{
 				IDSpec: sqlgraph.NewFieldSpec(identityconflict.FieldID, field.TypeInt),
+			},
+		}
+		for _, k := range nodes {
+			edge.Target.Nodes = append(edge.Target.Nodes, k)
+		}
+		_spec.Edges = append(_spec.Edges, edge)
+	}
+	if nodes := _c.mutation.BmcIDs(); len(nodes) > 0 {
+		edge := &sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.O2O,
+			Inverse: false,
+			Table:   machine.BmcTable,
+			Columns: []string{machine.BmcColumn},
+			Bidi:    false,
+			Target: &sqlgraph.EdgeTarget{
+				IDSpec: sqlgraph.NewFieldSpec(bmc.FieldID, field.TypeInt),
+			},
+		}
+		for _, k := range nodes {
+			edge.Target.Nodes = append(edge.Target.Nodes, k)
+		}
+		_spec.Edges = append(_spec.Edges, edge)
+	}
+	if nodes := _c.mutation.BmcOperationsIDs(); len(nodes) > 0 {
+		edge := &sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.O2M,
+			Inverse: false,
+			Table:   machine.BmcOperationsTable,
+			Columns: []string{machine.BmcOperationsColumn},
+			Bidi:    false,
+			Target: &sqlgraph.EdgeTarget{
+				IDSpec: sqlgraph.NewFieldSpec(bmcoperation.FieldID, field.TypeUUID),
+			},
+		}
+		for _, k := range nodes {
+			edge.Target.Nodes = append(edge.Target.Nodes, k)
+		}
+		_spec.Edges = append(_spec.Edges, edge)
+	}
+	if nodes := _c.mutation.BmcLeaseIDs(); len(nodes) > 0 {
+		edge := &sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.O2O,
+			Inverse: false,
+			Table:   machine.BmcLeaseTable,
+			Columns: []string{machine.BmcLeaseColumn},
+			Bidi:    false,
+			Target: &sqlgraph.EdgeTarget{
+				IDSpec: sqlgraph.NewFieldSpec(bmclease.FieldID, field.TypeInt),
 			},
 		}
 		for _, k := range nodes {

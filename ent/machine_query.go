@@ -13,6 +13,9 @@ import (
 	"entgo.io/ent/dialect/sql"
 	"entgo.io/ent/dialect/sql/sqlgraph"
 	"entgo.io/ent/schema/field"
+	"github.com/carbide-dev/carbide/ent/bmc"
+	"github.com/carbide-dev/carbide/ent/bmclease"
+	"github.com/carbide-dev/carbide/ent/bmcoperation"
 	"github.com/carbide-dev/carbide/ent/identityconflict"
 	"github.com/carbide-dev/carbide/ent/machine"
 	"github.com/carbide-dev/carbide/ent/nic"
@@ -32,6 +35,9 @@ type MachineQuery struct {
 	withTransitions      *TransitionQuery
 	withIdentityConflict *IdentityConflictQuery
 	withClaimedBy        *IdentityConflictQuery
+	withBmc              *BMCQuery
+	withBmcOperations    *BMCOperationQuery
+	withBmcLease         *BMCLeaseQuery
 	modifiers            []func(*sql.Selector)
 	// intermediate query (i.e. traversal path).
 	sql  *sql.Selector
@@ -150,6 +156,72 @@ func (_q *MachineQuery) QueryClaimedBy() *IdentityConflictQuery {
 			sqlgraph.From(machine.Table, machine.FieldID, selector),
 			sqlgraph.To(identityconflict.Table, identityconflict.FieldID),
 			sqlgraph.Edge(sqlgraph.O2M, false, machine.ClaimedByTable, machine.ClaimedByColumn),
+		)
+		fromU = sqlgraph.SetNeighbors(_q.driver.Dialect(), step)
+		return fromU, nil
+	}
+	return query
+}
+
+// QueryBmc chains the current query on the "bmc" edge.
+func (_q *MachineQuery) QueryBmc() *BMCQuery {
+	query := (&BMCClient{config: _q.config}).Query()
+	query.path = func(ctx context.Context) (fromU *sql.Selector, err error) {
+		if err := _q.prepareQuery(ctx); err != nil {
+			return nil, err
+		}
+		selector := _q.sqlQuery(ctx)
+		if err := selector.Err(); err != nil {
+			return nil, err
+		}
+		step := sqlgraph.NewStep(
+			sqlgraph.From(machine.Table, machine.FieldID, selector),
+			sqlgraph.To(bmc.Table, bmc.FieldID),
+			sqlgraph.Edge(sqlgraph.O2O, false, machine.BmcTable, machine.BmcColumn),
+		)
+		fromU = sqlgraph.SetNeighbors(_q.driver.Dialect(), step)
+		return fromU, nil
+	}
+	return query
+}
+
+// QueryBmcOperations chains the current query on the "bmc_operations" edge.
+func (_q *MachineQuery) QueryBmcOperations() *BMCOperationQuery {
+	query := (&BMCOperationClient{config: _q.config}).Query()
+	query.path = func(ctx context.Context) (fromU *sql.Selector, err error) {
+		if err := _q.prepareQuery(ctx); err != nil {
+			return nil, err
+		}
+		selector := _q.sqlQuery(ctx)
+		if err := selector.Err(); err != nil {
+			return nil, err
+		}
+		step := sqlgraph.NewStep(
+			sqlgraph.From(machine.Table, machine.FieldID, selector),
+			sqlgraph.To(bmcoperation.Table, bmcoperation.FieldID),
+			sqlgraph.Edge(sqlgraph.O2M, false, machine.BmcOperationsTable, machine.BmcOperationsColumn),
+		)
+		fromU = sqlgraph.SetNeighbors(_q.driver.Dialect(), step)
+		return fromU, nil
+	}
+	return query
+}
+
+// QueryBmcLease chains the current query on the "bmc_lease" edge.
+func (_q *MachineQuery) QueryBmcLease() *BMCLeaseQuery {
+	query := (&BMCLeaseClient{config: _q.config}).Query()
+	query.path = func(ctx context.Context) (fromU *sql.Selector, err error) {
+		if err := _q.prepareQuery(ctx); err != nil {
+			return nil, err
+		}
+		selector := _q.sqlQuery(ctx)
+		if err := selector.Err(); err != nil {
+			return nil, err
+		}
+		step := sqlgraph.NewStep(
+			sqlgraph.From(machine.Table, machine.FieldID, selector),
+			sqlgraph.To(bmclease.Table, bmclease.FieldID),
+			sqlgraph.Edge(sqlgraph.O2O, false, machine.BmcLeaseTable, machine.BmcLeaseColumn),
 		)
 		fromU = sqlgraph.SetNeighbors(_q.driver.Dialect(), step)
 		return fromU, nil
@@ -353,6 +425,9 @@ func (_q *MachineQuery) Clone() *MachineQuery {
 		withTransitions:      _q.withTransitions.Clone(),
 		withIdentityConflict: _q.withIdentityConflict.Clone(),
 		withClaimedBy:        _q.withClaimedBy.Clone(),
+		withBmc:              _q.withBmc.Clone(),
+		withBmcOperations:    _q.withBmcOperations.Clone(),
+		withBmcLease:         _q.withBmcLease.Clone(),
 		// clone intermediate query.
 		sql:  _q.sql.Clone(),
 		path: _q.path,
@@ -400,6 +475,39 @@ func (_q *MachineQuery) WithClaimedBy(opts ...func(*IdentityConflictQuery)) *Mac
 		opt(query)
 	}
 	_q.withClaimedBy = query
+	return _q
+}
+
+// WithBmc tells the query-builder to eager-load the nodes that are connected to
+// the "bmc" edge. The optional arguments are used to configure the query builder of the edge.
+func (_q *MachineQuery) WithBmc(opts ...func(*BMCQuery)) *MachineQuery {
+	query := (&BMCClient{config: _q.config}).Query()
+	for _, opt := range opts {
+		opt(query)
+	}
+	_q.withBmc = query
+	return _q
+}
+
+// WithBmcOperations tells the query-builder to eager-load the nodes that are connected to
+// the "bmc_operations" edge. The optional arguments are used to configure the query builder of the edge.
+func (_q *MachineQuery) WithBmcOperations(opts ...func(*BMCOperationQuery)) *MachineQuery {
+	query := (&BMCOperationClient{config: _q.config}).Query()
+	for _, opt := range opts {
+		opt(query)
+	}
+	_q.withBmcOperations = query
+	return _q
+}
+
+// WithBmcLease tells the query-builder to eager-load the nodes that are connected to
+// the "bmc_lease" edge. The optional arguments are used to configure the query builder of the edge.
+func (_q *MachineQuery) WithBmcLease(opts ...func(*BMCLeaseQuery)) *MachineQuery {
+	query := (&BMCLeaseClient{config: _q.config}).Query()
+	for _, opt := range opts {
+		opt(query)
+	}
+	_q.withBmcLease = query
 	return _q
 }
 
@@ -481,11 +589,14 @@ func (_q *MachineQuery) sqlAll(ctx context.Context, hooks ...queryHook) ([]*Mach
 	var (
 		nodes       = []*Machine{}
 		_spec       = _q.querySpec()
-		loadedTypes = [4]bool{
+		loadedTypes = [7]bool{
 			_q.withNics != nil,
 			_q.withTransitions != nil,
 			_q.withIdentityConflict != nil,
 			_q.withClaimedBy != nil,
+			_q.withBmc != nil,
+			_q.withBmcOperations != nil,
+			_q.withBmcLease != nil,
 		}
 	)
 	_spec.ScanValues = func(columns []string) ([]any, error) {
@@ -533,6 +644,25 @@ func (_q *MachineQuery) sqlAll(ctx context.Context, hooks ...queryHook) ([]*Mach
 		if err := _q.loadClaimedBy(ctx, query, nodes,
 			func(n *Machine) { n.Edges.ClaimedBy = []*IdentityConflict{} },
 			func(n *Machine, e *IdentityConflict) { n.Edges.ClaimedBy = append(n.Edges.ClaimedBy, e) }); err != nil {
+			return nil, err
+		}
+	}
+	if query := _q.withBmc; query != nil {
+		if err := _q.loadBmc(ctx, query, nodes, nil,
+			func(n *Machine, e *BMC) { n.Edges.Bmc = e }); err != nil {
+			return nil, err
+		}
+	}
+	if query := _q.withBmcOperations; query != nil {
+		if err := _q.loadBmcOperations(ctx, query, nodes,
+			func(n *Machine) { n.Edges.BmcOperations = []*BMCOperation{} },
+			func(n *Machine, e *BMCOperation) { n.Edges.BmcOperations = append(n.Edges.BmcOperations, e) }); err != nil {
+			return nil, err
+		}
+	}
+	if query := _q.withBmcLease; query != nil {
+		if err := _q.loadBmcLease(ctx, query, nodes, nil,
+			func(n *Machine, e *BMCLease) { n.Edges.BmcLease = e }); err != nil {
 			return nil, err
 		}
 	}
@@ -651,6 +781,90 @@ func (_q *MachineQuery) loadClaimedBy(ctx context.Context, query *IdentityConfli
 		node, ok := nodeids[fk]
 		if !ok {
 			return fmt.Errorf(`unexpected referenced foreign-key "known_machine_id" returned %v for node %v`, fk, n.ID)
+		}
+		assign(node, n)
+	}
+	return nil
+}
+func (_q *MachineQuery) loadBmc(ctx context.Context, query *BMCQuery, nodes []*Machine, init func(*Machine), assign func(*Machine, *BMC)) error {
+	fks := make([]driver.Value, 0, len(nodes))
+	nodeids := make(map[uuid.UUID]*Machine)
+	for i := range nodes {
+		fks = append(fks, nodes[i].ID)
+		nodeids[nodes[i].ID] = nodes[i]
+	}
+	if len(query.ctx.Fields) > 0 {
+		query.ctx.AppendFieldOnce(bmc.FieldMachineID)
+	}
+	query.Where(predicate.BMC(func(s *sql.Selector) {
+		s.Where(sql.InValues(s.C(machine.BmcColumn), fks...))
+	}))
+	neighbors, err := query.All(ctx)
+	if err != nil {
+		return err
+	}
+	for _, n := range neighbors {
+		fk := n.MachineID
+		node, ok := nodeids[fk]
+		if !ok {
+			return fmt.Errorf(`unexpected referenced foreign-key "machine_id" returned %v for node %v`, fk, n.ID)
+		}
+		assign(node, n)
+	}
+	return nil
+}
+func (_q *MachineQuery) loadBmcOperations(ctx context.Context, query *BMCOperationQuery, nodes []*Machine, init func(*Machine), assign func(*Machine, *BMCOperation)) error {
+	fks := make([]driver.Value, 0, len(nodes))
+	nodeids := make(map[uuid.UUID]*Machine)
+	for i := range nodes {
+		fks = append(fks, nodes[i].ID)
+		nodeids[nodes[i].ID] = nodes[i]
+		if init != nil {
+			init(nodes[i])
+		}
+	}
+	if len(query.ctx.Fields) > 0 {
+		query.ctx.AppendFieldOnce(bmcoperation.FieldMachineID)
+	}
+	query.Where(predicate.BMCOperation(func(s *sql.Selector) {
+		s.Where(sql.InValues(s.C(machine.BmcOperationsColumn), fks...))
+	}))
+	neighbors, err := query.All(ctx)
+	if err != nil {
+		return err
+	}
+	for _, n := range neighbors {
+		fk := n.MachineID
+		node, ok := nodeids[fk]
+		if !ok {
+			return fmt.Errorf(`unexpected referenced foreign-key "machine_id" returned %v for node %v`, fk, n.ID)
+		}
+		assign(node, n)
+	}
+	return nil
+}
+func (_q *MachineQuery) loadBmcLease(ctx context.Context, query *BMCLeaseQuery, nodes []*Machine, init func(*Machine), assign func(*Machine, *BMCLease)) error {
+	fks := make([]driver.Value, 0, len(nodes))
+	nodeids := make(map[uuid.UUID]*Machine)
+	for i := range nodes {
+		fks = append(fks, nodes[i].ID)
+		nodeids[nodes[i].ID] = nodes[i]
+	}
+	if len(query.ctx.Fields) > 0 {
+		query.ctx.AppendFieldOnce(bmclease.FieldMachineID)
+	}
+	query.Where(predicate.BMCLease(func(s *sql.Selector) {
+		s.Where(sql.InValues(s.C(machine.BmcLeaseColumn), fks...))
+	}))
+	neighbors, err := query.All(ctx)
+	if err != nil {
+		return err
+	}
+	for _, n := range neighbors {
+		fk := n.MachineID
+		node, ok := nodeids[fk]
+		if !ok {
+			return fmt.Errorf(`unexpected referenced foreign-key "machine_id" returned %v for node %v`, fk, n.ID)
 		}
 		assign(node, n)
 	}

@@ -11,6 +11,9 @@ import (
 	"entgo.io/ent/dialect/sql"
 	"entgo.io/ent/dialect/sql/sqlgraph"
 	"entgo.io/ent/schema/field"
+	"github.com/carbide-dev/carbide/ent/bmc"
+	"github.com/carbide-dev/carbide/ent/bmclease"
+	"github.com/carbide-dev/carbide/ent/bmcoperation"
 	"github.com/carbide-dev/carbide/ent/identityconflict"
 	"github.com/carbide-dev/carbide/ent/machine"
 	"github.com/carbide-dev/carbide/ent/nic"
@@ -248,6 +251,59 @@ func (_u *MachineUpdate) AddClaimedBy(v ...*IdentityConflict) *MachineUpdate {
 	return _u.AddClaimedByIDs(ids...)
 }
 
+// SetBmcID sets the "bmc" edge to the BMC entity by ID.
+func (_u *MachineUpdate) SetBmcID(id int) *MachineUpdate {
+	_u.mutation.SetBmcID(id)
+	return _u
+}
+
+// SetNillableBmcID sets the "bmc" edge to the BMC entity by ID if the given value is not nil.
+func (_u *MachineUpdate) SetNillableBmcID(id *int) *MachineUpdate {
+	if id != nil {
+		_u = _u.SetBmcID(*id)
+	}
+	return _u
+}
+
+// SetBmc sets the "bmc" edge to the BMC entity.
+func (_u *MachineUpdate) SetBmc(v *BMC) *MachineUpdate {
+	return _u.SetBmcID(v.ID)
+}
+
+// AddBmcOperationIDs adds the "bmc_operations" edge to the BMCOperation entity by IDs.
+func (_u *MachineUpdate) AddBmcOperationIDs(ids ...uuid.UUID) *MachineUpdate {
+	_u.mutation.AddBmcOperationIDs(ids...)
+	return _u
+}
+
+// AddBmcOperations adds the "bmc_operations" edges to the BMCOperation entity.
+func (_u *MachineUpdate) AddBmcOperations(v ...*BMCOperation) *MachineUpdate {
+	ids := make([]uuid.UUID, len(v))
+	for i := range v {
+		ids[i] = v[i].ID
+	}
+	return _u.AddBmcOperationIDs(ids...)
+}
+
+// SetBmcLeaseID sets the "bmc_lease" edge to the BMCLease entity by ID.
+func (_u *MachineUpdate) SetBmcLeaseID(id int) *MachineUpdate {
+	_u.mutation.SetBmcLeaseID(id)
+	return _u
+}
+
+// SetNillableBmcLeaseID sets the "bmc_lease" edge to the BMCLease entity by ID if the given value is not nil.
+func (_u *MachineUpdate) SetNillableBmcLeaseID(id *int) *MachineUpdate {
+	if id != nil {
+		_u = _u.SetBmcLeaseID(*id)
+	}
+	return _u
+}
+
+// SetBmcLease sets the "bmc_lease" edge to the BMCLease entity.
+func (_u *MachineUpdate) SetBmcLease(v *BMCLease) *MachineUpdate {
+	return _u.SetBmcLeaseID(v.ID)
+}
+
 // Mutation returns the MachineMutation object of the builder.
 func (_u *MachineUpdate) Mutation() *MachineMutation {
 	return _u.mutation
@@ -320,6 +376,39 @@ func (_u *MachineUpdate) RemoveClaimedBy(v ...*IdentityConflict) *MachineUpdate 
 		ids[i] = v[i].ID
 	}
 	return _u.RemoveClaimedByIDs(ids...)
+}
+
+// ClearBmc clears the "bmc" edge to the BMC entity.
+func (_u *MachineUpdate) ClearBmc() *MachineUpdate {
+	_u.mutation.ClearBmc()
+	return _u
+}
+
+// ClearBmcOperations clears all "bmc_operations" edges to the BMCOperation entity.
+func (_u *MachineUpdate) ClearBmcOperations() *MachineUpdate {
+	_u.mutation.ClearBmcOperations()
+	return _u
+}
+
+// RemoveBmcOperationIDs removes the "bmc_operations" edge to BMCOperation entities by IDs.
+func (_u *MachineUpdate) RemoveBmcOperationIDs(ids ...uuid.UUID) *MachineUpdate {
+	_u.mutation.RemoveBmcOperationIDs(ids...)
+	return _u
+}
+
+// RemoveBmcOperations removes "bmc_operations" edges to BMCOperation entities.
+func (_u *MachineUpdate) RemoveBmcOperations(v ...*BMCOperation) *MachineUpdate {
+	ids := make([]uuid.UUID, len(v))
+	for i := range v {
+		ids[i] = v[i].ID
+	}
+	return _u.RemoveBmcOperationIDs(ids...)
+}
+
+// ClearBmcLease clears the "bmc_lease" edge to the BMCLease entity.
+func (_u *MachineUpdate) ClearBmcLease() *MachineUpdate {
+	_u.mutation.ClearBmcLease()
+	return _u
 }
 
 // Save executes the query and returns the number of nodes affected by the update operation.
@@ -602,6 +691,109 @@ func (_u *MachineUpdate) sqlSave(ctx context.Context) (_node int, err error) {
 		}
 		_spec.Edges.Add = append(_spec.Edges.Add, edge)
 	}
+	if _u.mutation.BmcCleared() {
+		edge := &sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.O2O,
+			Inverse: false,
+			Table:   machine.BmcTable,
+			Columns: []string{machine.BmcColumn},
+			Bidi:    false,
+			Target: &sqlgraph.EdgeTarget{
+				IDSpec: sqlgraph.NewFieldSpec(bmc.FieldID, field.TypeInt),
+			},
+		}
+		_spec.Edges.Clear = append(_spec.Edges.Clear, edge)
+	}
+	if nodes := _u.mutation.BmcIDs(); len(nodes) > 0 {
+		edge := &sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.O2O,
+			Inverse: false,
+			Table:   machine.BmcTable,
+			Columns: []string{machine.BmcColumn},
+			Bidi:    false,
+			Target: &sqlgraph.EdgeTarget{
+				IDSpec: sqlgraph.NewFieldSpec(bmc.FieldID, field.TypeInt),
+			},
+		}
+		for _, k := range nodes {
+			edge.Target.Nodes = append(edge.Target.Nodes, k)
+		}
+		_spec.Edges.Add = append(_spec.Edges.Add, edge)
+	}
+	if _u.mutation.BmcOperationsCleared() {
+		edge := &sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.O2M,
+			Inverse: false,
+			Table:   machine.BmcOperationsTable,
+			Columns: []string{machine.BmcOperationsColumn},
+			Bidi:    false,
+			Target: &sqlgraph.EdgeTarget{
+				IDSpec: sqlgraph.NewFieldSpec(bmcoperation.FieldID, field.TypeUUID),
+			},
+		}
+		_spec.Edges.Clear = append(_spec.Edges.Clear, edge)
+	}
+	if nodes := _u.mutation.RemovedBmcOperationsIDs(); len(nodes) > 0 && !_u.mutation.BmcOperationsCleared() {
+		edge := &sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.O2M,
+			Inverse: false,
+			Table:   machine.BmcOperationsTable,
+			Columns: []string{machine.BmcOperationsColumn},
+			Bidi:    false,
+			Target: &sqlgraph.EdgeTarget{
+				IDSpec: sqlgraph.NewFieldSpec(bmcoperation.FieldID, field.TypeUUID),
+			},
+		}
+		for _, k := range nodes {
+			edge.Target.Nodes = append(edge.Target.Nodes, k)
+		}
+		_spec.Edges.Clear = append(_spec.Edges.Clear, edge)
+	}
+	if nodes := _u.mutation.BmcOperationsIDs(); len(nodes) > 0 {
+		edge := &sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.O2M,
+			Inverse: false,
+			Table:   machine.BmcOperationsTable,
+			Columns: []string{machine.BmcOperationsColumn},
+			Bidi:    false,
+			Target: &sqlgraph.EdgeTarget{
+				IDSpec: sqlgraph.NewFieldSpec(bmcoperation.FieldID, field.TypeUUID),
+			},
+		}
+		for _, k := range nodes {
+			edge.Target.Nodes = append(edge.Target.Nodes, k)
+		}
+		_spec.Edges.Add = append(_spec.Edges.Add, edge)
+	}
+	if _u.mutation.BmcLeaseCleared() {
+		edge := &sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.O2O,
+			Inverse: false,
+			Table:   machine.BmcLeaseTable,
+			Columns: []string{machine.BmcLeaseColumn},
+			Bidi:    false,
+			Target: &sqlgraph.EdgeTarget{
+				IDSpec: sqlgraph.NewFieldSpec(bmclease.FieldID, field.TypeInt),
+			},
+		}
+		_spec.Edges.Clear = append(_spec.Edges.Clear, edge)
+	}
+	if nodes := _u.mutation.BmcLeaseIDs(); len(nodes) > 0 {
+		edge := &sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.O2O,
+			Inverse: false,
+			Table:   machine.BmcLeaseTable,
+			Columns: []string{machine.BmcLeaseColumn},
+			Bidi:    false,
+			Target: &sqlgraph.EdgeTarget{
+				IDSpec: sqlgraph.NewFieldSpec(bmclease.FieldID, field.TypeInt),
+			},
+		}
+		for _, k := range nodes {
+			edge.Target.Nodes = append(edge.Target.Nodes, k)
+		}
+		_spec.Edges.Add = append(_spec.Edges.Add, edge)
+	}
 	if _node, err = sqlgraph.UpdateNodes(ctx, _u.driver, _spec); err != nil {
 		if _, ok := err.(*sqlgraph.NotFoundError); ok {
 			err = &NotFoundError{machine.Label}
@@ -838,6 +1030,59 @@ func (_u *MachineUpdateOne) AddClaimedBy(v ...*IdentityConflict) *MachineUpdateO
 	return _u.AddClaimedByIDs(ids...)
 }
 
+// SetBmcID sets the "bmc" edge to the BMC entity by ID.
+func (_u *MachineUpdateOne) SetBmcID(id int) *MachineUpdateOne {
+	_u.mutation.SetBmcID(id)
+	return _u
+}
+
+// SetNillableBmcID sets the "bmc" edge to the BMC entity by ID if the given value is not nil.
+func (_u *MachineUpdateOne) SetNillableBmcID(id *int) *MachineUpdateOne {
+	if id != nil {
+		_u = _u.SetBmcID(*id)
+	}
+	return _u
+}
+
+// SetBmc sets the "bmc" edge to the BMC entity.
+func (_u *MachineUpdateOne) SetBmc(v *BMC) *MachineUpdateOne {
+	return _u.SetBmcID(v.ID)
+}
+
+// AddBmcOperationIDs adds the "bmc_operations" edge to the BMCOperation entity by IDs.
+func (_u *MachineUpdateOne) AddBmcOperationIDs(ids ...uuid.UUID) *MachineUpdateOne {
+	_u.mutation.AddBmcOperationIDs(ids...)
+	return _u
+}
+
+// AddBmcOperations adds the "bmc_operations" edges to the BMCOperation entity.
+func (_u *MachineUpdateOne) AddBmcOperations(v ...*BMCOperation) *MachineUpdateOne {
+	ids := make([]uuid.UUID, len(v))
+	for i := range v {
+		ids[i] = v[i].ID
+	}
+	return _u.AddBmcOperationIDs(ids...)
+}
+
+// SetBmcLeaseID sets the "bmc_lease" edge to the BMCLease entity by ID.
+func (_u *MachineUpdateOne) SetBmcLeaseID(id int) *MachineUpdateOne {
+	_u.mutation.SetBmcLeaseID(id)
+	return _u
+}
+
+// SetNillableBmcLeaseID sets the "bmc_lease" edge to the BMCLease entity by ID if the given value is not nil.
+func (_u *MachineUpdateOne) SetNillableBmcLeaseID(id *int) *MachineUpdateOne {
+	if id != nil {
+		_u = _u.SetBmcLeaseID(*id)
+	}
+	return _u
+}
+
+// SetBmcLease sets the "bmc_lease" edge to the BMCLease entity.
+func (_u *MachineUpdateOne) SetBmcLease(v *BMCLease) *MachineUpdateOne {
+	return _u.SetBmcLeaseID(v.ID)
+}
+
 // Mutation returns the MachineMutation object of the builder.
 func (_u *MachineUpdateOne) Mutation() *MachineMutation {
 	return _u.mutation
@@ -910,6 +1155,39 @@ func (_u *MachineUpdateOne) RemoveClaimedBy(v ...*IdentityConflict) *MachineUpda
 		ids[i] = v[i].ID
 	}
 	return _u.RemoveClaimedByIDs(ids...)
+}
+
+// ClearBmc clears the "bmc" edge to the BMC entity.
+func (_u *MachineUpdateOne) ClearBmc() *MachineUpdateOne {
+	_u.mutation.ClearBmc()
+	return _u
+}
+
+// ClearBmcOperations clears all "bmc_operations" edges to the BMCOperation entity.
+func (_u *MachineUpdateOne) ClearBmcOperations() *MachineUpdateOne {
+	_u.mutation.ClearBmcOperations()
+	return _u
+}
+
+// RemoveBmcOperationIDs removes the "bmc_operations" edge to BMCOperation entities by IDs.
+func (_u *MachineUpdateOne) RemoveBmcOperationIDs(ids ...uuid.UUID) *MachineUpdateOne {
+	_u.mutation.RemoveBmcOperationIDs(ids...)
+	return _u
+}
+
+// RemoveBmcOperations removes "bmc_operations" edges to BMCOperation entities.
+func (_u *MachineUpdateOne) RemoveBmcOperations(v ...*BMCOperation) *MachineUpdateOne {
+	ids := make([]uuid.UUID, len(v))
+	for i := range v {
+		ids[i] = v[i].ID
+	}
+	return _u.RemoveBmcOperationIDs(ids...)
+}
+
+// ClearBmcLease clears the "bmc_lease" edge to the BMCLease entity.
+func (_u *MachineUpdateOne) ClearBmcLease() *MachineUpdateOne {
+	_u.mutation.ClearBmcLease()
+	return _u
 }
 
 // Where appends a list predicates to the MachineUpdate builder.
@@ -1215,6 +1493,109 @@ func (_u *MachineUpdateOne) sqlSave(ctx context.Context) (_node *Machine, err er
 			Bidi:    false,
 			Target: &sqlgraph.EdgeTarget{
 				IDSpec: sqlgraph.NewFieldSpec(identityconflict.FieldID, field.TypeInt),
+			},
+		}
+		for _, k := range nodes {
+			edge.Target.Nodes = append(edge.Target.Nodes, k)
+		}
+		_spec.Edges.Add = append(_spec.Edges.Add, edge)
+	}
+	if _u.mutation.BmcCleared() {
+		edge := &sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.O2O,
+			Inverse: false,
+			Table:   machine.BmcTable,
+			Columns: []string{machine.BmcColumn},
+			Bidi:    false,
+			Target: &sqlgraph.EdgeTarget{
+				IDSpec: sqlgraph.NewFieldSpec(bmc.FieldID, field.TypeInt),
+			},
+		}
+		_spec.Edges.Clear = append(_spec.Edges.Clear, edge)
+	}
+	if nodes := _u.mutation.BmcIDs(); len(nodes) > 0 {
+		edge := &sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.O2O,
+			Inverse: false,
+			Table:   machine.BmcTable,
+			Columns: []string{machine.BmcColumn},
+			Bidi:    false,
+			Target: &sqlgraph.EdgeTarget{
+				IDSpec: sqlgraph.NewFieldSpec(bmc.FieldID, field.TypeInt),
+			},
+		}
+		for _, k := range nodes {
+			edge.Target.Nodes = append(edge.Target.Nodes, k)
+		}
+		_spec.Edges.Add = append(_spec.Edges.Add, edge)
+	}
+	if _u.mutation.BmcOperationsCleared() {
+		edge := &sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.O2M,
+			Inverse: false,
+			Table:   machine.BmcOperationsTable,
+			Columns: []string{machine.BmcOperationsColumn},
+			Bidi:    false,
+			Target: &sqlgraph.EdgeTarget{
+				IDSpec: sqlgraph.NewFieldSpec(bmcoperation.FieldID, field.TypeUUID),
+			},
+		}
+		_spec.Edges.Clear = append(_spec.Edges.Clear, edge)
+	}
+	if nodes := _u.mutation.RemovedBmcOperationsIDs(); len(nodes) > 0 && !_u.mutation.BmcOperationsCleared() {
+		edge := &sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.O2M,
+			Inverse: false,
+			Table:   machine.BmcOperationsTable,
+			Columns: []string{machine.BmcOperationsColumn},
+			Bidi:    false,
+			Target: &sqlgraph.EdgeTarget{
+				IDSpec: sqlgraph.NewFieldSpec(bmcoperation.FieldID, field.TypeUUID),
+			},
+		}
+		for _, k := range nodes {
+			edge.Target.Nodes = append(edge.Target.Nodes, k)
+		}
+		_spec.Edges.Clear = append(_spec.Edges.Clear, edge)
+	}
+	if nodes := _u.mutation.BmcOperationsIDs(); len(nodes) > 0 {
+		edge := &sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.O2M,
+			Inverse: false,
+			Table:   machine.BmcOperationsTable,
+			Columns: []string{machine.BmcOperationsColumn},
+			Bidi:    false,
+			Target: &sqlgraph.EdgeTarget{
+				IDSpec: sqlgraph.NewFieldSpec(bmcoperation.FieldID, field.TypeUUID),
+			},
+		}
+		for _, k := range nodes {
+			edge.Target.Nodes = append(edge.Target.Nodes, k)
+		}
+		_spec.Edges.Add = append(_spec.Edges.Add, edge)
+	}
+	if _u.mutation.BmcLeaseCleared() {
+		edge := &sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.O2O,
+			Inverse: false,
+			Table:   machine.BmcLeaseTable,
+			Columns: []string{machine.BmcLeaseColumn},
+			Bidi:    false,
+			Target: &sqlgraph.EdgeTarget{
+				IDSpec: sqlgraph.NewFieldSpec(bmclease.FieldID, field.TypeInt),
+			},
+		}
+		_spec.Edges.Clear = append(_spec.Edges.Clear, edge)
+	}
+	if nodes := _u.mutation.BmcLeaseIDs(); len(nodes) > 0 {
+		edge := &sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.O2O,
+			Inverse: false,
+			Table:   machine.BmcLeaseTable,
+			Columns: []string{machine.BmcLeaseColumn},
+			Bidi:    false,
+			Target: &sqlgraph.EdgeTarget{
+				IDSpec: sqlgraph.NewFieldSpec(bmclease.FieldID, field.TypeInt),
 			},
 		}
 		for _, k := range nodes {

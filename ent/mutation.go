@@ -12,6 +12,9 @@ import (
 	"entgo.io/ent"
 	"entgo.io/ent/dialect/sql"
 	"github.com/carbide-dev/carbide/ent/auditrecord"
+	"github.com/carbide-dev/carbide/ent/bmc"
+	"github.com/carbide-dev/carbide/ent/bmclease"
+	"github.com/carbide-dev/carbide/ent/bmcoperation"
 	"github.com/carbide-dev/carbide/ent/change"
 	"github.com/carbide-dev/carbide/ent/declinedaddress"
 	"github.com/carbide-dev/carbide/ent/identityconflict"
@@ -36,6 +39,9 @@ const (
 
 	// Node types.
 	TypeAuditRecord      = "AuditRecord"
+	TypeBMC              = "BMC"
+	TypeBMCLease         = "BMCLease"
+	TypeBMCOperation     = "BMCOperation"
 	TypeChange           = "Change"
 	TypeDeclinedAddress  = "DeclinedAddress"
 	TypeIdentityConflict = "IdentityConflict"
@@ -841,6 +847,3035 @@ func (m *AuditRecordMutation) ClearEdge(name string) error {
 // It returns an error if the edge is not defined in the schema.
 func (m *AuditRecordMutation) ResetEdge(name string) error {
 	return fmt.Errorf("unknown AuditRecord edge %s", name)
+}
+
+// BMCMutation represents an operation that mutates the BMC nodes in the graph.
+type BMCMutation struct {
+	config
+	op              Op
+	typ             string
+	id              *int
+	create_time     *time.Time
+	update_time     *time.Time
+	address         *string
+	port            *int
+	addport         *int
+	protocol        *bmc.Protocol
+	username        *string
+	password_sealed *[]byte
+	password_key_id *string
+	mac             *string
+	power_state     *bmc.PowerState
+	power_time      *time.Time
+	power_error     *string
+	power_drift     *bool
+	clearedFields   map[string]struct{}
+	machine         *uuid.UUID
+	clearedmachine  bool
+	done            bool
+	oldValue        func(context.Context) (*BMC, error)
+	predicates      []predicate.BMC
+}
+
+var _ ent.Mutation = (*BMCMutation)(nil)
+
+// bmcOption allows management of the mutation configuration using functional options.
+type bmcOption func(*BMCMutation)
+
+// newBMCMutation creates new mutation for the BMC entity.
+func newBMCMutation(c config, op Op, opts ...bmcOption) *BMCMutation {
+	m := &BMCMutation{
+		config:        c,
+		op:            op,
+		typ:           TypeBMC,
+		clearedFields: make(map[string]struct{}),
+	}
+	for _, opt := range opts {
+		opt(m)
+	}
+	return m
+}
+
+// withBMCID sets the ID field of the mutation.
+func withBMCID(id int) bmcOption {
+	return func(m *BMCMutation) {
+		var (
+			err   error
+			once  sync.Once
+			value *BMC
+		)
+		m.oldValue = func(ctx context.Context) (*BMC, error) {
+			once.Do(func() {
+				if m.done {
+					err = errors.New("querying old values post mutation is not allowed")
+				} else {
+					value, err = m.Client().BMC.Get(ctx, id)
+				}
+			})
+			return value, err
+		}
+		m.id = &id
+	}
+}
+
+// withBMC sets the old BMC of the mutation.
+func withBMC(node *BMC) bmcOption {
+	return func(m *BMCMutation) {
+		m.oldValue = func(context.Context) (*BMC, error) {
+			return node, nil
+		}
+		m.id = &node.ID
+	}
+}
+
+// Client returns a new `ent.Client` from the mutation. If the mutation was
+// executed in a transaction (ent.Tx), a transactional client is returned.
+func (m BMCMutation) Client() *Client {
+	client := &Client{config: m.config}
+	client.init()
+	return client
+}
+
+// Tx returns an `ent.Tx` for mutations that were executed in transactions;
+// it returns an error otherwise.
+func (m BMCMutation) Tx() (*Tx, error) {
+	if _, ok := m.driver.(*txDriver); !ok {
+		return nil, errors.New("ent: mutation is not running in a transaction")
+	}
+	tx := &Tx{config: m.config}
+	tx.init()
+	return tx, nil
+}
+
+// ID returns the ID value in the mutation. Note that the ID is only available
+// if it was provided to the builder or after it was returned from the database.
+func (m *BMCMutation) ID() (id int, exists bool) {
+	if m.id == nil {
+		return
+	}
+	return *m.id, true
+}
+
+// IDs queries the database and returns the entity ids that match the mutation's predicate.
+// That means, if the mutation is applied within a transaction with an isolation level such
+// as sql.LevelSerializable, the returned ids match the ids of the rows that will be updated
+// or updated by the mutation.
+func (m *BMCMutation) IDs(ctx context.Context) ([]int, error) {
+	switch {
+	case m.op.Is(OpUpdateOne | OpDeleteOne):
+		id, exists := m.ID()
+		if exists {
+			return []int{id}, nil
+		}
+		fallthrough
+	case m.op.Is(OpUpdate | OpDelete):
+		return m.Client().BMC.Query().Where(m.predicates...).IDs(ctx)
+	default:
+		return nil, fmt.Errorf("IDs is not allowed on %s operations", m.op)
+	}
+}
+
+// SetCreateTime sets the "create_time" field.
+func (m *BMCMutation) SetCreateTime(t time.Time) {
+	m.create_time = &t
+}
+
+// CreateTime returns the value of the "create_time" field in the mutation.
+func (m *BMCMutation) CreateTime() (r time.Time, exists bool) {
+	v := m.create_time
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldCreateTime returns the old "create_time" field's value of the BMC entity.
+// If the BMC object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *BMCMutation) OldCreateTime(ctx context.Context) (v time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldCreateTime is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldCreateTime requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldCreateTime: %w", err)
+	}
+	return oldValue.CreateTime, nil
+}
+
+// ResetCreateTime resets all changes to the "create_time" field.
+func (m *BMCMutation) ResetCreateTime() {
+	m.create_time = nil
+}
+
+// SetUpdateTime sets the "update_time" field.
+func (m *BMCMutation) SetUpdateTime(t time.Time) {
+	m.update_time = &t
+}
+
+// UpdateTime returns the value of the "update_time" field in the mutation.
+func (m *BMCMutation) UpdateTime() (r time.Time, exists bool) {
+	v := m.update_time
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldUpdateTime returns the old "update_time" field's value of the BMC entity.
+// If the BMC object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *BMCMutation) OldUpdateTime(ctx context.Context) (v time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldUpdateTime is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldUpdateTime requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldUpdateTime: %w", err)
+	}
+	return oldValue.UpdateTime, nil
+}
+
+// ResetUpdateTime resets all changes to the "update_time" field.
+func (m *BMCMutation) ResetUpdateTime() {
+	m.update_time = nil
+}
+
+// SetMachineID sets the "machine_id" field.
+func (m *BMCMutation) SetMachineID(u uuid.UUID) {
+	m.machine = &u
+}
+
+// MachineID returns the value of the "machine_id" field in the mutation.
+func (m *BMCMutation) MachineID() (r uuid.UUID, exists bool) {
+	v := m.machine
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldMachineID returns the old "machine_id" field's value of the BMC entity.
+// If the BMC object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *BMCMutation) OldMachineID(ctx context.Context) (v uuid.UUID, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldMachineID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldMachineID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldMachineID: %w", err)
+	}
+	return oldValue.MachineID, nil
+}
+
+// ResetMachineID resets all changes to the "machine_id" field.
+func (m *BMCMutation) ResetMachineID() {
+	m.machine = nil
+}
+
+// SetAddress sets the "address" field.
+func (m *BMCMutation) SetAddress(s string) {
+	m.address = &s
+}
+
+// Address returns the value of the "address" field in the mutation.
+func (m *BMCMutation) Address() (r string, exists bool) {
+	v := m.address
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldAddress returns the old "address" field's value of the BMC entity.
+// If the BMC object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *BMCMutation) OldAddress(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldAddress is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldAddress requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldAddress: %w", err)
+	}
+	return oldValue.Address, nil
+}
+
+// ResetAddress resets all changes to the "address" field.
+func (m *BMCMutation) ResetAddress() {
+	m.address = nil
+}
+
+// SetPort sets the "port" field.
+func (m *BMCMutation) SetPort(i int) {
+	m.port = &i
+	m.addport = nil
+}
+
+// Port returns the value of the "port" field in the mutation.
+func (m *BMCMutation) Port() (r int, exists bool) {
+	v := m.port
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldPort returns the old "port" field's value of the BMC entity.
+// If the BMC object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *BMCMutation) OldPort(ctx context.Context) (v int, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldPort is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldPort requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldPort: %w", err)
+	}
+	return oldValue.Port, nil
+}
+
+// AddPort adds i to the "port" field.
+func (m *BMCMutation) AddPort(i int) {
+	if m.addport != nil {
+		*m.addport += i
+	} else {
+		m.addport = &i
+	}
+}
+
+// AddedPort returns the value that was added to the "port" field in this mutation.
+func (m *BMCMutation) AddedPort() (r int, exists bool) {
+	v := m.addport
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetPort resets all changes to the "port" field.
+func (m *BMCMutation) ResetPort() {
+	m.port = nil
+	m.addport = nil
+}
+
+// SetProtocol sets the "protocol" field.
+func (m *BMCMutation) SetProtocol(b bmc.Protocol) {
+	m.protocol = &b
+}
+
+// Protocol returns the value of the "protocol" field in the mutation.
+func (m *BMCMutation) Protocol() (r bmc.Protocol, exists bool) {
+	v := m.protocol
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldProtocol returns the old "protocol" field's value of the BMC entity.
+// If the BMC object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *BMCMutation) OldProtocol(ctx context.Context) (v bmc.Protocol, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldProtocol is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldProtocol requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldProtocol: %w", err)
+	}
+	return oldValue.Protocol, nil
+}
+
+// ResetProtocol resets all changes to the "protocol" field.
+func (m *BMCMutation) ResetProtocol() {
+	m.protocol = nil
+}
+
+// SetUsername sets the "username" field.
+func (m *BMCMutation) SetUsername(s string) {
+	m.username = &s
+}
+
+// Username returns the value of the "username" field in the mutation.
+func (m *BMCMutation) Username() (r string, exists bool) {
+	v := m.username
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldUsername returns the old "username" field's value of the BMC entity.
+// If the BMC object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *BMCMutation) OldUsername(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldUsername is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldUsername requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldUsername: %w", err)
+	}
+	return oldValue.Username, nil
+}
+
+// ResetUsername resets all changes to the "username" field.
+func (m *BMCMutation) ResetUsername() {
+	m.username = nil
+}
+
+// SetPasswordSealed sets the "password_sealed" field.
+func (m *BMCMutation) SetPasswordSealed(b []byte) {
+	m.password_sealed = &b
+}
+
+// PasswordSealed returns the value of the "password_sealed" field in the mutation.
+func (m *BMCMutation) PasswordSealed() (r []byte, exists bool) {
+	v := m.password_sealed
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldPasswordSealed returns the old "password_sealed" field's value of the BMC entity.
+// If the BMC object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *BMCMutation) OldPasswordSealed(ctx context.Context) (v *[]byte, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldPasswordSealed is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldPasswordSealed requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldPasswordSealed: %w", err)
+	}
+	return oldValue.PasswordSealed, nil
+}
+
+// ClearPasswordSealed clears the value of the "password_sealed" field.
+func (m *BMCMutation) ClearPasswordSealed() {
+	m.password_sealed = nil
+	m.clearedFields[bmc.FieldPasswordSealed] = struct{}{}
+}
+
+// PasswordSealedCleared returns if the "password_sealed" field was cleared in this mutation.
+func (m *BMCMutation) PasswordSealedCleared() bool {
+	_, ok := m.clearedFields[bmc.FieldPasswordSealed]
+	return ok
+}
+
+// ResetPasswordSealed resets all changes to the "password_sealed" field.
+func (m *BMCMutation) ResetPasswordSealed() {
+	m.password_sealed = nil
+	delete(m.clearedFields, bmc.FieldPasswordSealed)
+}
+
+// SetPasswordKeyID sets the "password_key_id" field.
+func (m *BMCMutation) SetPasswordKeyID(s string) {
+	m.password_key_id = &s
+}
+
+// PasswordKeyID returns the value of the "password_key_id" field in the mutation.
+func (m *BMCMutation) PasswordKeyID() (r string, exists bool) {
+	v := m.password_key_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldPasswordKeyID returns the old "password_key_id" field's value of the BMC entity.
+// If the BMC object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *BMCMutation) OldPasswordKeyID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldPasswordKeyID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldPasswordKeyID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldPasswordKeyID: %w", err)
+	}
+	return oldValue.PasswordKeyID, nil
+}
+
+// ResetPasswordKeyID resets all changes to the "password_key_id" field.
+func (m *BMCMutation) ResetPasswordKeyID() {
+	m.password_key_id = nil
+}
+
+// SetMAC sets the "mac" field.
+func (m *BMCMutation) SetMAC(s string) {
+	m.mac = &s
+}
+
+// MAC returns the value of the "mac" field in the mutation.
+func (m *BMCMutation) MAC() (r string, exists bool) {
+	v := m.mac
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldMAC returns the old "mac" field's value of the BMC entity.
+// If the BMC object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *BMCMutation) OldMAC(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldMAC is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldMAC requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldMAC: %w", err)
+	}
+	return oldValue.MAC, nil
+}
+
+// ResetMAC resets all changes to the "mac" field.
+func (m *BMCMutation) ResetMAC() {
+	m.mac = nil
+}
+
+// SetPowerState sets the "power_state" field.
+func (m *BMCMutation) SetPowerState(bs bmc.PowerState) {
+	m.power_state = &bs
+}
+
+// PowerState returns the value of the "power_state" field in the mutation.
+func (m *BMCMutation) PowerState() (r bmc.PowerState, exists bool) {
+	v := m.power_state
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldPowerState returns the old "power_state" field's value of the BMC entity.
+// If the BMC object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *BMCMutation) OldPowerState(ctx context.Context) (v bmc.PowerState, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldPowerState is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldPowerState requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldPowerState: %w", err)
+	}
+	return oldValue.PowerState, nil
+}
+
+// ResetPowerState resets all changes to the "power_state" field.
+func (m *BMCMutation) ResetPowerState() {
+	m.power_state = nil
+}
+
+// SetPowerTime sets the "power_time" field.
+func (m *BMCMutation) SetPowerTime(t time.Time) {
+	m.power_time = &t
+}
+
+// PowerTime returns the value of the "power_time" field in the mutation.
+func (m *BMCMutation) PowerTime() (r time.Time, exists bool) {
+	v := m.power_time
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldPowerTime returns the old "power_time" field's value of the BMC entity.
+// If the BMC object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *BMCMutation) OldPowerTime(ctx context.Context) (v *time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldPowerTime is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldPowerTime requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldPowerTime: %w", err)
+	}
+	return oldValue.PowerTime, nil
+}
+
+// ClearPowerTime clears the value of the "power_time" field.
+func (m *BMCMutation) ClearPowerTime() {
+	m.power_time = nil
+	m.clearedFields[bmc.FieldPowerTime] = struct{}{}
+}
+
+// PowerTimeCleared returns if the "power_time" field was cleared in this mutation.
+func (m *BMCMutation) PowerTimeCleared() bool {
+	_, ok := m.clearedFields[bmc.FieldPowerTime]
+	return ok
+}
+
+// ResetPowerTime resets all changes to the "power_time" field.
+func (m *BMCMutation) ResetPowerTime() {
+	m.power_time = nil
+	delete(m.clearedFields, bmc.FieldPowerTime)
+}
+
+// SetPowerError sets the "power_error" field.
+func (m *BMCMutation) SetPowerError(s string) {
+	m.power_error = &s
+}
+
+// PowerError returns the value of the "power_error" field in the mutation.
+func (m *BMCMutation) PowerError() (r string, exists bool) {
+	v := m.power_error
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldPowerError returns the old "power_error" field's value of the BMC entity.
+// If the BMC object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *BMCMutation) OldPowerError(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldPowerError is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldPowerError requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldPowerError: %w", err)
+	}
+	return oldValue.PowerError, nil
+}
+
+// ResetPowerError resets all changes to the "power_error" field.
+func (m *BMCMutation) ResetPowerError() {
+	m.power_error = nil
+}
+
+// SetPowerDrift sets the "power_drift" field.
+func (m *BMCMutation) SetPowerDrift(b bool) {
+	m.power_drift = &b
+}
+
+// PowerDrift returns the value of the "power_drift" field in the mutation.
+func (m *BMCMutation) PowerDrift() (r bool, exists bool) {
+	v := m.power_drift
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldPowerDrift returns the old "power_drift" field's value of the BMC entity.
+// If the BMC object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *BMCMutation) OldPowerDrift(ctx context.Context) (v bool, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldPowerDrift is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldPowerDrift requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldPowerDrift: %w", err)
+	}
+	return oldValue.PowerDrift, nil
+}
+
+// ResetPowerDrift resets all changes to the "power_drift" field.
+func (m *BMCMutation) ResetPowerDrift() {
+	m.power_drift = nil
+}
+
+// ClearMachine clears the "machine" edge to the Machine entity.
+func (m *BMCMutation) ClearMachine() {
+	m.clearedmachine = true
+	m.clearedFields[bmc.FieldMachineID] = struct{}{}
+}
+
+// MachineCleared reports if the "machine" edge to the Machine entity was cleared.
+func (m *BMCMutation) MachineCleared() bool {
+	return m.clearedmachine
+}
+
+// MachineIDs returns the "machine" edge IDs in the mutation.
+// Note that IDs always returns len(IDs) <= 1 for unique edges, and you should use
+// MachineID instead. It exists only for internal usage by the builders.
+func (m *BMCMutation) MachineIDs() (ids []uuid.UUID) {
+	if id := m.machine; id != nil {
+		ids = append(ids, *id)
+	}
+	return
+}
+
+// ResetMachine resets all changes to the "machine" edge.
+func (m *BMCMutation) ResetMachine() {
+	m.machine = nil
+	m.clearedmachine = false
+}
+
+// Where appends a list predicates to the BMCMutation builder.
+func (m *BMCMutation) Where(ps ...predicate.BMC) {
+	m.predicates = append(m.predicates, ps...)
+}
+
+// WhereP appends storage-level predicates to the BMCMutation builder. Using this method,
+// users can use type-assertion to append predicates that do not depend on any generated package.
+func (m *BMCMutation) WhereP(ps ...func(*sql.Selector)) {
+	p := make([]predicate.BMC, len(ps))
+	for i := range ps {
+		p[i] = ps[i]
+	}
+	m.Where(p...)
+}
+
+// Op returns the operation name.
+func (m *BMCMutation) Op() Op {
+	return m.op
+}
+
+// SetOp allows setting the mutation operation.
+func (m *BMCMutation) SetOp(op Op) {
+	m.op = op
+}
+
+// Type returns the node type of this mutation (BMC).
+func (m *BMCMutation) Type() string {
+	return m.typ
+}
+
+// Fields returns all fields that were changed during this mutation. Note that in
+// order to get all numeric fields that were incremented/decremented, call
+// AddedFields().
+func (m *BMCMutation) Fields() []string {
+	fields := make([]string, 0, 14)
+	if m.create_time != nil {
+		fields = append(fields, bmc.FieldCreateTime)
+	}
+	if m.update_time != nil {
+		fields = append(fields, bmc.FieldUpdateTime)
+	}
+	if m.machine != nil {
+		fields = append(fields, bmc.FieldMachineID)
+	}
+	if m.address != nil {
+		fields = append(fields, bmc.FieldAddress)
+	}
+	if m.port != nil {
+		fields = append(fields, bmc.FieldPort)
+	}
+	if m.protocol != nil {
+		fields = append(fields, bmc.FieldProtocol)
+	}
+	if m.username != nil {
+		fields = append(fields, bmc.FieldUsername)
+	}
+	if m.password_sealed != nil {
+		fields = append(fields, bmc.FieldPasswordSealed)
+	}
+	if m.password_key_id != nil {
+		fields = append(fields, bmc.FieldPasswordKeyID)
+	}
+	if m.mac != nil {
+		fields = append(fields, bmc.FieldMAC)
+	}
+	if m.power_state != nil {
+		fields = append(fields, bmc.FieldPowerState)
+	}
+	if m.power_time != nil {
+		fields = append(fields, bmc.FieldPowerTime)
+	}
+	if m.power_error != nil {
+		fields = append(fields, bmc.FieldPowerError)
+	}
+	if m.power_drift != nil {
+		fields = append(fields, bmc.FieldPowerDrift)
+	}
+	return fields
+}
+
+// Field returns the value of a field with the given name. The second boolean
+// return value indicates that this field was not set, or was not defined in the
+// schema.
+func (m *BMCMutation) Field(name string) (ent.Value, bool) {
+	switch name {
+	case bmc.FieldCreateTime:
+		return m.CreateTime()
+	case bmc.FieldUpdateTime:
+		return m.UpdateTime()
+	case bmc.FieldMachineID:
+		return m.MachineID()
+	case bmc.FieldAddress:
+		return m.Address()
+	case bmc.FieldPort:
+		return m.Port()
+	case bmc.FieldProtocol:
+		return m.Protocol()
+	case bmc.FieldUsername:
+		return m.Username()
+	case bmc.FieldPasswordSealed:
+		return m.PasswordSealed()
+	case bmc.FieldPasswordKeyID:
+		return m.PasswordKeyID()
+	case bmc.FieldMAC:
+		return m.MAC()
+	case bmc.FieldPowerState:
+		return m.PowerState()
+	case bmc.FieldPowerTime:
+		return m.PowerTime()
+	case bmc.FieldPowerError:
+		return m.PowerError()
+	case bmc.FieldPowerDrift:
+		return m.PowerDrift()
+	}
+	return nil, false
+}
+
+// OldField returns the old value of the field from the database. An error is
+// returned if the mutation operation is not UpdateOne, or the query to the
+// database failed.
+func (m *BMCMutation) OldField(ctx context.Context, name string) (ent.Value, error) {
+	switch name {
+	case bmc.FieldCreateTime:
+		return m.OldCreateTime(ctx)
+	case bmc.FieldUpdateTime:
+		return m.OldUpdateTime(ctx)
+	case bmc.FieldMachineID:
+		return m.OldMachineID(ctx)
+	case bmc.FieldAddress:
+		return m.OldAddress(ctx)
+	case bmc.FieldPort:
+		return m.OldPort(ctx)
+	case bmc.FieldProtocol:
+		return m.OldProtocol(ctx)
+	case bmc.FieldUsername:
+		return m.OldUsername(ctx)
+	case bmc.FieldPasswordSealed:
+		return m.OldPasswordSealed(ctx)
+	case bmc.FieldPasswordKeyID:
+		return m.OldPasswordKeyID(ctx)
+	case bmc.FieldMAC:
+		return m.OldMAC(ctx)
+	case bmc.FieldPowerState:
+		return m.OldPowerState(ctx)
+	case bmc.FieldPowerTime:
+		return m.OldPowerTime(ctx)
+	case bmc.FieldPowerError:
+		return m.OldPowerError(ctx)
+	case bmc.FieldPowerDrift:
+		return m.OldPowerDrift(ctx)
+	}
+	return nil, fmt.Errorf("unknown BMC field %s", name)
+}
+
+// SetField sets the value of a field with the given name. It returns an error if
+// the field is not defined in the schema, or if the type mismatched the field
+// type.
+func (m *BMCMutation) SetField(name string, value ent.Value) error {
+	switch name {
+	case bmc.FieldCreateTime:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetCreateTime(v)
+		return nil
+	case bmc.FieldUpdateTime:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetUpdateTime(v)
+		return nil
+	case bmc.FieldMachineID:
+		v, ok := value.(uuid.UUID)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetMachineID(v)
+		return nil
+	case bmc.FieldAddress:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetAddress(v)
+		return nil
+	case bmc.FieldPort:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetPort(v)
+		return nil
+	case bmc.FieldProtocol:
+		v, ok := value.(bmc.Protocol)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetProtocol(v)
+		return nil
+	case bmc.FieldUsername:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetUsername(v)
+		return nil
+	case bmc.FieldPasswordSealed:
+		v, ok := value.([]byte)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetPasswordSealed(v)
+		return nil
+	case bmc.FieldPasswordKeyID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetPasswordKeyID(v)
+		return nil
+	case bmc.FieldMAC:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetMAC(v)
+		return nil
+	case bmc.FieldPowerState:
+		v, ok := value.(bmc.PowerState)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetPowerState(v)
+		return nil
+	case bmc.FieldPowerTime:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetPowerTime(v)
+		return nil
+	case bmc.FieldPowerError:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetPowerError(v)
+		return nil
+	case bmc.FieldPowerDrift:
+		v, ok := value.(bool)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetPowerDrift(v)
+		return nil
+	}
+	return fmt.Errorf("unknown BMC field %s", name)
+}
+
+// AddedFields returns all numeric fields that were incremented/decremented during
+// this mutation.
+func (m *BMCMutation) AddedFields() []string {
+	var fields []string
+	if m.addport != nil {
+		fields = append(fields, bmc.FieldPort)
+	}
+	return fields
+}
+
+// AddedField returns the numeric value that was incremented/decremented on a field
+// with the given name. The second boolean return value indicates that this field
+// was not set, or was not defined in the schema.
+func (m *BMCMutation) AddedField(name string) (ent.Value, bool) {
+	switch name {
+	case bmc.FieldPort:
+		return m.AddedPort()
+	}
+	return nil, false
+}
+
+// AddField adds the value to the field with the given name. It returns an error if
+// the field is not defined in the schema, or if the type mismatched the field
+// type.
+func (m *BMCMutation) AddField(name string, value ent.Value) error {
+	switch name {
+	case bmc.FieldPort:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddPort(v)
+		return nil
+	}
+	return fmt.Errorf("unknown BMC numeric field %s", name)
+}
+
+// ClearedFields returns all nullable fields that were cleared during this
+// mutation.
+func (m *BMCMutation) ClearedFields() []string {
+	var fields []string
+	if m.FieldCleared(bmc.FieldPasswordSealed) {
+		fields = append(fields, bmc.FieldPasswordSealed)
+	}
+	if m.FieldCleared(bmc.FieldPowerTime) {
+		fields = append(fields, bmc.FieldPowerTime)
+	}
+	return fields
+}
+
+// FieldCleared returns a boolean indicating if a field with the given name was
+// cleared in this mutation.
+func (m *BMCMutation) FieldCleared(name string) bool {
+	_, ok := m.clearedFields[name]
+	return ok
+}
+
+// ClearField clears the value of the field with the given name. It returns an
+// error if the field is not defined in the schema.
+func (m *BMCMutation) ClearField(name string) error {
+	switch name {
+	case bmc.FieldPasswordSealed:
+		m.ClearPasswordSealed()
+		return nil
+	case bmc.FieldPowerTime:
+		m.ClearPowerTime()
+		return nil
+	}
+	return fmt.Errorf("unknown BMC nullable field %s", name)
+}
+
+// ResetField resets all changes in the mutation for the field with the given name.
+// It returns an error if the field is not defined in the schema.
+func (m *BMCMutation) ResetField(name string) error {
+	switch name {
+	case bmc.FieldCreateTime:
+		m.ResetCreateTime()
+		return nil
+	case bmc.FieldUpdateTime:
+		m.ResetUpdateTime()
+		return nil
+	case bmc.FieldMachineID:
+		m.ResetMachineID()
+		return nil
+	case bmc.FieldAddress:
+		m.ResetAddress()
+		return nil
+	case bmc.FieldPort:
+		m.ResetPort()
+		return nil
+	case bmc.FieldProtocol:
+		m.ResetProtocol()
+		return nil
+	case bmc.FieldUsername:
+		m.ResetUsername()
+		return nil
+	case bmc.FieldPasswordSealed:
+		m.ResetPasswordSealed()
+		return nil
+	case bmc.FieldPasswordKeyID:
+		m.ResetPasswordKeyID()
+		return nil
+	case bmc.FieldMAC:
+		m.ResetMAC()
+		return nil
+	case bmc.FieldPowerState:
+		m.ResetPowerState()
+		return nil
+	case bmc.FieldPowerTime:
+		m.ResetPowerTime()
+		return nil
+	case bmc.FieldPowerError:
+		m.ResetPowerError()
+		return nil
+	case bmc.FieldPowerDrift:
+		m.ResetPowerDrift()
+		return nil
+	}
+	return fmt.Errorf("unknown BMC field %s", name)
+}
+
+// AddedEdges returns all edge names that were set/added in this mutation.
+func (m *BMCMutation) AddedEdges() []string {
+	edges := make([]string, 0, 1)
+	if m.machine != nil {
+		edges = append(edges, bmc.EdgeMachine)
+	}
+	return edges
+}
+
+// AddedIDs returns all IDs (to other nodes) that were added for the given edge
+// name in this mutation.
+func (m *BMCMutation) AddedIDs(name string) []ent.Value {
+	switch name {
+	case bmc.EdgeMachine:
+		if id := m.machine; id != nil {
+			return []ent.Value{*id}
+		}
+	}
+	return nil
+}
+
+// RemovedEdges returns all edge names that were removed in this mutation.
+func (m *BMCMutation) RemovedEdges() []string {
+	edges := make([]string, 0, 1)
+	return edges
+}
+
+// RemovedIDs returns all IDs (to other nodes) that were removed for the edge with
+// the given name in this mutation.
+func (m *BMCMutation) RemovedIDs(name string) []ent.Value {
+	return nil
+}
+
+// ClearedEdges returns all edge names that were cleared in this mutation.
+func (m *BMCMutation) ClearedEdges() []string {
+	edges := make([]string, 0, 1)
+	if m.clearedmachine {
+		edges = append(edges, bmc.EdgeMachine)
+	}
+	return edges
+}
+
+// EdgeCleared returns a boolean which indicates if the edge with the given name
+// was cleared in this mutation.
+func (m *BMCMutation) EdgeCleared(name string) bool {
+	switch name {
+	case bmc.EdgeMachine:
+		return m.clearedmachine
+	}
+	return false
+}
+
+// ClearEdge clears the value of the edge with the given name. It returns an error
+// if that edge is not defined in the schema.
+func (m *BMCMutation) ClearEdge(name string) error {
+	switch name {
+	case bmc.EdgeMachine:
+		m.ClearMachine()
+		return nil
+	}
+	return fmt.Errorf("unknown BMC unique edge %s", name)
+}
+
+// ResetEdge resets all changes to the edge with the given name in this mutation.
+// It returns an error if the edge is not defined in the schema.
+func (m *BMCMutation) ResetEdge(name string) error {
+	switch name {
+	case bmc.EdgeMachine:
+		m.ResetMachine()
+		return nil
+	}
+	return fmt.Errorf("unknown BMC edge %s", name)
+}
+
+// BMCLeaseMutation represents an operation that mutates the BMCLease nodes in the graph.
+type BMCLeaseMutation struct {
+	config
+	op             Op
+	typ            string
+	id             *int
+	token          *int64
+	addtoken       *int64
+	holder         *string
+	expire_time    *time.Time
+	grant_time     *time.Time
+	clearedFields  map[string]struct{}
+	machine        *uuid.UUID
+	clearedmachine bool
+	done           bool
+	oldValue       func(context.Context) (*BMCLease, error)
+	predicates     []predicate.BMCLease
+}
+
+var _ ent.Mutation = (*BMCLeaseMutation)(nil)
+
+// bmcleaseOption allows management of the mutation configuration using functional options.
+type bmcleaseOption func(*BMCLeaseMutation)
+
+// newBMCLeaseMutation creates new mutation for the BMCLease entity.
+func newBMCLeaseMutation(c config, op Op, opts ...bmcleaseOption) *BMCLeaseMutation {
+	m := &BMCLeaseMutation{
+		config:        c,
+		op:            op,
+		typ:           TypeBMCLease,
+		clearedFields: make(map[string]struct{}),
+	}
+	for _, opt := range opts {
+		opt(m)
+	}
+	return m
+}
+
+// withBMCLeaseID sets the ID field of the mutation.
+func withBMCLeaseID(id int) bmcleaseOption {
+	return func(m *BMCLeaseMutation) {
+		var (
+			err   error
+			once  sync.Once
+			value *BMCLease
+		)
+		m.oldValue = func(ctx context.Context) (*BMCLease, error) {
+			once.Do(func() {
+				if m.done {
+					err = errors.New("querying old values post mutation is not allowed")
+				} else {
+					value, err = m.Client().BMCLease.Get(ctx, id)
+				}
+			})
+			return value, err
+		}
+		m.id = &id
+	}
+}
+
+// withBMCLease sets the old BMCLease of the mutation.
+func withBMCLease(node *BMCLease) bmcleaseOption {
+	return func(m *BMCLeaseMutation) {
+		m.oldValue = func(context.Context) (*BMCLease, error) {
+			return node, nil
+		}
+		m.id = &node.ID
+	}
+}
+
+// Client returns a new `ent.Client` from the mutation. If the mutation was
+// executed in a transaction (ent.Tx), a transactional client is returned.
+func (m BMCLeaseMutation) Client() *Client {
+	client := &Client{config: m.config}
+	client.init()
+	return client
+}
+
+// Tx returns an `ent.Tx` for mutations that were executed in transactions;
+// it returns an error otherwise.
+func (m BMCLeaseMutation) Tx() (*Tx, error) {
+	if _, ok := m.driver.(*txDriver); !ok {
+		return nil, errors.New("ent: mutation is not running in a transaction")
+	}
+	tx := &Tx{config: m.config}
+	tx.init()
+	return tx, nil
+}
+
+// ID returns the ID value in the mutation. Note that the ID is only available
+// if it was provided to the builder or after it was returned from the database.
+func (m *BMCLeaseMutation) ID() (id int, exists bool) {
+	if m.id == nil {
+		return
+	}
+	return *m.id, true
+}
+
+// IDs queries the database and returns the entity ids that match the mutation's predicate.
+// That means, if the mutation is applied within a transaction with an isolation level such
+// as sql.LevelSerializable, the returned ids match the ids of the rows that will be updated
+// or updated by the mutation.
+func (m *BMCLeaseMutation) IDs(ctx context.Context) ([]int, error) {
+	switch {
+	case m.op.Is(OpUpdateOne | OpDeleteOne):
+		id, exists := m.ID()
+		if exists {
+			return []int{id}, nil
+		}
+		fallthrough
+	case m.op.Is(OpUpdate | OpDelete):
+		return m.Client().BMCLease.Query().Where(m.predicates...).IDs(ctx)
+	default:
+		return nil, fmt.Errorf("IDs is not allowed on %s operations", m.op)
+	}
+}
+
+// SetMachineID sets the "machine_id" field.
+func (m *BMCLeaseMutation) SetMachineID(u uuid.UUID) {
+	m.machine = &u
+}
+
+// MachineID returns the value of the "machine_id" field in the mutation.
+func (m *BMCLeaseMutation) MachineID() (r uuid.UUID, exists bool) {
+	v := m.machine
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldMachineID returns the old "machine_id" field's value of the BMCLease entity.
+// If the BMCLease object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *BMCLeaseMutation) OldMachineID(ctx context.Context) (v uuid.UUID, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldMachineID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldMachineID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldMachineID: %w", err)
+	}
+	return oldValue.MachineID, nil
+}
+
+// ResetMachineID resets all changes to the "machine_id" field.
+func (m *BMCLeaseMutation) ResetMachineID() {
+	m.machine = nil
+}
+
+// SetToken sets the "token" field.
+func (m *BMCLeaseMutation) SetToken(i int64) {
+	m.token = &i
+	m.addtoken = nil
+}
+
+// Token returns the value of the "token" field in the mutation.
+func (m *BMCLeaseMutation) Token() (r int64, exists bool) {
+	v := m.token
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldToken returns the old "token" field's value of the BMCLease entity.
+// If the BMCLease object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *BMCLeaseMutation) OldToken(ctx context.Context) (v int64, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldToken is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldToken requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldToken: %w", err)
+	}
+	return oldValue.Token, nil
+}
+
+// AddToken adds i to the "token" field.
+func (m *BMCLeaseMutation) AddToken(i int64) {
+	if m.addtoken != nil {
+		*m.addtoken += i
+	} else {
+		m.addtoken = &i
+	}
+}
+
+// AddedToken returns the value that was added to the "token" field in this mutation.
+func (m *BMCLeaseMutation) AddedToken() (r int64, exists bool) {
+	v := m.addtoken
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetToken resets all changes to the "token" field.
+func (m *BMCLeaseMutation) ResetToken() {
+	m.token = nil
+	m.addtoken = nil
+}
+
+// SetHolder sets the "holder" field.
+func (m *BMCLeaseMutation) SetHolder(s string) {
+	m.holder = &s
+}
+
+// Holder returns the value of the "holder" field in the mutation.
+func (m *BMCLeaseMutation) Holder() (r string, exists bool) {
+	v := m.holder
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldHolder returns the old "holder" field's value of the BMCLease entity.
+// If the BMCLease object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *BMCLeaseMutation) OldHolder(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldHolder is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldHolder requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldHolder: %w", err)
+	}
+	return oldValue.Holder, nil
+}
+
+// ResetHolder resets all changes to the "holder" field.
+func (m *BMCLeaseMutation) ResetHolder() {
+	m.holder = nil
+}
+
+// SetExpireTime sets the "expire_time" field.
+func (m *BMCLeaseMutation) SetExpireTime(t time.Time) {
+	m.expire_time = &t
+}
+
+// ExpireTime returns the value of the "expire_time" field in the mutation.
+func (m *BMCLeaseMutation) ExpireTime() (r time.Time, exists bool) {
+	v := m.expire_time
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldExpireTime returns the old "expire_time" field's value of the BMCLease entity.
+// If the BMCLease object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *BMCLeaseMutation) OldExpireTime(ctx context.Context) (v time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldExpireTime is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldExpireTime requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldExpireTime: %w", err)
+	}
+	return oldValue.ExpireTime, nil
+}
+
+// ResetExpireTime resets all changes to the "expire_time" field.
+func (m *BMCLeaseMutation) ResetExpireTime() {
+	m.expire_time = nil
+}
+
+// SetGrantTime sets the "grant_time" field.
+func (m *BMCLeaseMutation) SetGrantTime(t time.Time) {
+	m.grant_time = &t
+}
+
+// GrantTime returns the value of the "grant_time" field in the mutation.
+func (m *BMCLeaseMutation) GrantTime() (r time.Time, exists bool) {
+	v := m.grant_time
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldGrantTime returns the old "grant_time" field's value of the BMCLease entity.
+// If the BMCLease object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *BMCLeaseMutation) OldGrantTime(ctx context.Context) (v time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldGrantTime is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldGrantTime requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldGrantTime: %w", err)
+	}
+	return oldValue.GrantTime, nil
+}
+
+// ResetGrantTime resets all changes to the "grant_time" field.
+func (m *BMCLeaseMutation) ResetGrantTime() {
+	m.grant_time = nil
+}
+
+// ClearMachine clears the "machine" edge to the Machine entity.
+func (m *BMCLeaseMutation) ClearMachine() {
+	m.clearedmachine = true
+	m.clearedFields[bmclease.FieldMachineID] = struct{}{}
+}
+
+// MachineCleared reports if the "machine" edge to the Machine entity was cleared.
+func (m *BMCLeaseMutation) MachineCleared() bool {
+	return m.clearedmachine
+}
+
+// MachineIDs returns the "machine" edge IDs in the mutation.
+// Note that IDs always returns len(IDs) <= 1 for unique edges, and you should use
+// MachineID instead. It exists only for internal usage by the builders.
+func (m *BMCLeaseMutation) MachineIDs() (ids []uuid.UUID) {
+	if id := m.machine; id != nil {
+		ids = append(ids, *id)
+	}
+	return
+}
+
+// ResetMachine resets all changes to the "machine" edge.
+func (m *BMCLeaseMutation) ResetMachine() {
+	m.machine = nil
+	m.clearedmachine = false
+}
+
+// Where appends a list predicates to the BMCLeaseMutation builder.
+func (m *BMCLeaseMutation) Where(ps ...predicate.BMCLease) {
+	m.predicates = append(m.predicates, ps...)
+}
+
+// WhereP appends storage-level predicates to the BMCLeaseMutation builder. Using this method,
+// users can use type-assertion to append predicates that do not depend on any generated package.
+func (m *BMCLeaseMutation) WhereP(ps ...func(*sql.Selector)) {
+	p := make([]predicate.BMCLease, len(ps))
+	for i := range ps {
+		p[i] = ps[i]
+	}
+	m.Where(p...)
+}
+
+// Op returns the operation name.
+func (m *BMCLeaseMutation) Op() Op {
+	return m.op
+}
+
+// SetOp allows setting the mutation operation.
+func (m *BMCLeaseMutation) SetOp(op Op) {
+	m.op = op
+}
+
+// Type returns the node type of this mutation (BMCLease).
+func (m *BMCLeaseMutation) Type() string {
+	return m.typ
+}
+
+// Fields returns all fields that were changed during this mutation. Note that in
+// order to get all numeric fields that were incremented/decremented, call
+// AddedFields().
+func (m *BMCLeaseMutation) Fields() []string {
+	fields := make([]string, 0, 5)
+	if m.machine != nil {
+		fields = append(fields, bmclease.FieldMachineID)
+	}
+	if m.token != nil {
+		fields = append(fields, bmclease.FieldToken)
+	}
+	if m.holder != nil {
+		fields = append(fields, bmclease.FieldHolder)
+	}
+	if m.expire_time != nil {
+		fields = append(fields, bmclease.FieldExpireTime)
+	}
+	if m.grant_time != nil {
+		fields = append(fields, bmclease.FieldGrantTime)
+	}
+	return fields
+}
+
+// Field returns the value of a field with the given name. The second boolean
+// return value indicates that this field was not set, or was not defined in the
+// schema.
+func (m *BMCLeaseMutation) Field(name string) (ent.Value, bool) {
+	switch name {
+	case bmclease.FieldMachineID:
+		return m.MachineID()
+	case bmclease.FieldToken:
+		return m.Token()
+	case bmclease.FieldHolder:
+		return m.Holder()
+	case bmclease.FieldExpireTime:
+		return m.ExpireTime()
+	case bmclease.FieldGrantTime:
+		return m.GrantTime()
+	}
+	return nil, false
+}
+
+// OldField returns the old value of the field from the database. An error is
+// returned if the mutation operation is not UpdateOne, or the query to the
+// database failed.
+func (m *BMCLeaseMutation) OldField(ctx context.Context, name string) (ent.Value, error) {
+	switch name {
+	case bmclease.FieldMachineID:
+		return m.OldMachineID(ctx)
+	case bmclease.FieldToken:
+		return m.OldToken(ctx)
+	case bmclease.FieldHolder:
+		return m.OldHolder(ctx)
+	case bmclease.FieldExpireTime:
+		return m.OldExpireTime(ctx)
+	case bmclease.FieldGrantTime:
+		return m.OldGrantTime(ctx)
+	}
+	return nil, fmt.Errorf("unknown BMCLease field %s", name)
+}
+
+// SetField sets the value of a field with the given name. It returns an error if
+// the field is not defined in the schema, or if the type mismatched the field
+// type.
+func (m *BMCLeaseMutation) SetField(name string, value ent.Value) error {
+	switch name {
+	case bmclease.FieldMachineID:
+		v, ok := value.(uuid.UUID)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetMachineID(v)
+		return nil
+	case bmclease.FieldToken:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetToken(v)
+		return nil
+	case bmclease.FieldHolder:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetHolder(v)
+		return nil
+	case bmclease.FieldExpireTime:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetExpireTime(v)
+		return nil
+	case bmclease.FieldGrantTime:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetGrantTime(v)
+		return nil
+	}
+	return fmt.Errorf("unknown BMCLease field %s", name)
+}
+
+// AddedFields returns all numeric fields that were incremented/decremented during
+// this mutation.
+func (m *BMCLeaseMutation) AddedFields() []string {
+	var fields []string
+	if m.addtoken != nil {
+		fields = append(fields, bmclease.FieldToken)
+	}
+	return fields
+}
+
+// AddedField returns the numeric value that was incremented/decremented on a field
+// with the given name. The second boolean return value indicates that this field
+// was not set, or was not defined in the schema.
+func (m *BMCLeaseMutation) AddedField(name string) (ent.Value, bool) {
+	switch name {
+	case bmclease.FieldToken:
+		return m.AddedToken()
+	}
+	return nil, false
+}
+
+// AddField adds the value to the field with the given name. It returns an error if
+// the field is not defined in the schema, or if the type mismatched the field
+// type.
+func (m *BMCLeaseMutation) AddField(name string, value ent.Value) error {
+	switch name {
+	case bmclease.FieldToken:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddToken(v)
+		return nil
+	}
+	return fmt.Errorf("unknown BMCLease numeric field %s", name)
+}
+
+// ClearedFields returns all nullable fields that were cleared during this
+// mutation.
+func (m *BMCLeaseMutation) ClearedFields() []string {
+	return nil
+}
+
+// FieldCleared returns a boolean indicating if a field with the given name was
+// cleared in this mutation.
+func (m *BMCLeaseMutation) FieldCleared(name string) bool {
+	_, ok := m.clearedFields[name]
+	return ok
+}
+
+// ClearField clears the value of the field with the given name. It returns an
+// error if the field is not defined in the schema.
+func (m *BMCLeaseMutation) ClearField(name string) error {
+	return fmt.Errorf("unknown BMCLease nullable field %s", name)
+}
+
+// ResetField resets all changes in the mutation for the field with the given name.
+// It returns an error if the field is not defined in the schema.
+func (m *BMCLeaseMutation) ResetField(name string) error {
+	switch name {
+	case bmclease.FieldMachineID:
+		m.ResetMachineID()
+		return nil
+	case bmclease.FieldToken:
+		m.ResetToken()
+		return nil
+	case bmclease.FieldHolder:
+		m.ResetHolder()
+		return nil
+	case bmclease.FieldExpireTime:
+		m.ResetExpireTime()
+		return nil
+	case bmclease.FieldGrantTime:
+		m.ResetGrantTime()
+		return nil
+	}
+	return fmt.Errorf("unknown BMCLease field %s", name)
+}
+
+// AddedEdges returns all edge names that were set/added in this mutation.
+func (m *BMCLeaseMutation) AddedEdges() []string {
+	edges := make([]string, 0, 1)
+	if m.machine != nil {
+		edges = append(edges, bmclease.EdgeMachine)
+	}
+	return edges
+}
+
+// AddedIDs returns all IDs (to other nodes) that were added for the given edge
+// name in this mutation.
+func (m *BMCLeaseMutation) AddedIDs(name string) []ent.Value {
+	switch name {
+	case bmclease.EdgeMachine:
+		if id := m.machine; id != nil {
+			return []ent.Value{*id}
+		}
+	}
+	return nil
+}
+
+// RemovedEdges returns all edge names that were removed in this mutation.
+func (m *BMCLeaseMutation) RemovedEdges() []string {
+	edges := make([]string, 0, 1)
+	return edges
+}
+
+// RemovedIDs returns all IDs (to other nodes) that were removed for the edge with
+// the given name in this mutation.
+func (m *BMCLeaseMutation) RemovedIDs(name string) []ent.Value {
+	return nil
+}
+
+// ClearedEdges returns all edge names that were cleared in this mutation.
+func (m *BMCLeaseMutation) ClearedEdges() []string {
+	edges := make([]string, 0, 1)
+	if m.clearedmachine {
+		edges = append(edges, bmclease.EdgeMachine)
+	}
+	return edges
+}
+
+// EdgeCleared returns a boolean which indicates if the edge with the given name
+// was cleared in this mutation.
+func (m *BMCLeaseMutation) EdgeCleared(name string) bool {
+	switch name {
+	case bmclease.EdgeMachine:
+		return m.clearedmachine
+	}
+	return false
+}
+
+// ClearEdge clears the value of the edge with the given name. It returns an error
+// if that edge is not defined in the schema.
+func (m *BMCLeaseMutation) ClearEdge(name string) error {
+	switch name {
+	case bmclease.EdgeMachine:
+		m.ClearMachine()
+		return nil
+	}
+	return fmt.Errorf("unknown BMCLease unique edge %s", name)
+}
+
+// ResetEdge resets all changes to the edge with the given name in this mutation.
+// It returns an error if the edge is not defined in the schema.
+func (m *BMCLeaseMutation) ResetEdge(name string) error {
+	switch name {
+	case bmclease.EdgeMachine:
+		m.ResetMachine()
+		return nil
+	}
+	return fmt.Errorf("unknown BMCLease edge %s", name)
+}
+
+// BMCOperationMutation represents an operation that mutates the BMCOperation nodes in the graph.
+type BMCOperationMutation struct {
+	config
+	op              Op
+	typ             string
+	id              *uuid.UUID
+	_type           *bmcoperation.Type
+	boot_device     *bmcoperation.BootDevice
+	boot_persistent *bool
+	boot_efi        *bool
+	state           *bmcoperation.State
+	attempts        *int
+	addattempts     *int
+	error           *string
+	requester       *string
+	worker          *string
+	request_id      *string
+	power_state     *bmcoperation.PowerState
+	create_time     *time.Time
+	start_time      *time.Time
+	end_time        *time.Time
+	clearedFields   map[string]struct{}
+	machine         *uuid.UUID
+	clearedmachine  bool
+	done            bool
+	oldValue        func(context.Context) (*BMCOperation, error)
+	predicates      []predicate.BMCOperation
+}
+
+var _ ent.Mutation = (*BMCOperationMutation)(nil)
+
+// bmcoperationOption allows management of the mutation configuration using functional options.
+type bmcoperationOption func(*BMCOperationMutation)
+
+// newBMCOperationMutation creates new mutation for the BMCOperation entity.
+func newBMCOperationMutation(c config, op Op, opts ...bmcoperationOption) *BMCOperationMutation {
+	m := &BMCOperationMutation{
+		config:        c,
+		op:            op,
+		typ:           TypeBMCOperation,
+		clearedFields: make(map[string]struct{}),
+	}
+	for _, opt := range opts {
+		opt(m)
+	}
+	return m
+}
+
+// withBMCOperationID sets the ID field of the mutation.
+func withBMCOperationID(id uuid.UUID) bmcoperationOption {
+	return func(m *BMCOperationMutation) {
+		var (
+			err   error
+			once  sync.Once
+			value *BMCOperation
+		)
+		m.oldValue = func(ctx context.Context) (*BMCOperation, error) {
+			once.Do(func() {
+				if m.done {
+					err = errors.New("querying old values post mutation is not allowed")
+				} else {
+					value, err = m.Client().BMCOperation.Get(ctx, id)
+				}
+			})
+			return value, err
+		}
+		m.id = &id
+	}
+}
+
+// withBMCOperation sets the old BMCOperation of the mutation.
+func withBMCOperation(node *BMCOperation) bmcoperationOption {
+	return func(m *BMCOperationMutation) {
+		m.oldValue = func(context.Context) (*BMCOperation, error) {
+			return node, nil
+		}
+		m.id = &node.ID
+	}
+}
+
+// Client returns a new `ent.Client` from the mutation. If the mutation was
+// executed in a transaction (ent.Tx), a transactional client is returned.
+func (m BMCOperationMutation) Client() *Client {
+	client := &Client{config: m.config}
+	client.init()
+	return client
+}
+
+// Tx returns an `ent.Tx` for mutations that were executed in transactions;
+// it returns an error otherwise.
+func (m BMCOperationMutation) Tx() (*Tx, error) {
+	if _, ok := m.driver.(*txDriver); !ok {
+		return nil, errors.New("ent: mutation is not running in a transaction")
+	}
+	tx := &Tx{config: m.config}
+	tx.init()
+	return tx, nil
+}
+
+// SetID sets the value of the id field. Note that this
+// operation is only accepted on creation of BMCOperation entities.
+func (m *BMCOperationMutation) SetID(id uuid.UUID) {
+	m.id = &id
+}
+
+// ID returns the ID value in the mutation. Note that the ID is only available
+// if it was provided to the builder or after it was returned from the database.
+func (m *BMCOperationMutation) ID() (id uuid.UUID, exists bool) {
+	if m.id == nil {
+		return
+	}
+	return *m.id, true
+}
+
+// IDs queries the database and returns the entity ids that match the mutation's predicate.
+// That means, if the mutation is applied within a transaction with an isolation level such
+// as sql.LevelSerializable, the returned ids match the ids of the rows that will be updated
+// or updated by the mutation.
+func (m *BMCOperationMutation) IDs(ctx context.Context) ([]uuid.UUID, error) {
+	switch {
+	case m.op.Is(OpUpdateOne | OpDeleteOne):
+		id, exists := m.ID()
+		if exists {
+			return []uuid.UUID{id}, nil
+		}
+		fallthrough
+	case m.op.Is(OpUpdate | OpDelete):
+		return m.Client().BMCOperation.Query().Where(m.predicates...).IDs(ctx)
+	default:
+		return nil, fmt.Errorf("IDs is not allowed on %s operations", m.op)
+	}
+}
+
+// SetMachineID sets the "machine_id" field.
+func (m *BMCOperationMutation) SetMachineID(u uuid.UUID) {
+	m.machine = &u
+}
+
+// MachineID returns the value of the "machine_id" field in the mutation.
+func (m *BMCOperationMutation) MachineID() (r uuid.UUID, exists bool) {
+	v := m.machine
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldMachineID returns the old "machine_id" field's value of the BMCOperation entity.
+// If the BMCOperation object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *BMCOperationMutation) OldMachineID(ctx context.Context) (v uuid.UUID, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldMachineID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldMachineID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldMachineID: %w", err)
+	}
+	return oldValue.MachineID, nil
+}
+
+// ResetMachineID resets all changes to the "machine_id" field.
+func (m *BMCOperationMutation) ResetMachineID() {
+	m.machine = nil
+}
+
+// SetType sets the "type" field.
+func (m *BMCOperationMutation) SetType(b bmcoperation.Type) {
+	m._type = &b
+}
+
+// GetType returns the value of the "type" field in the mutation.
+func (m *BMCOperationMutation) GetType() (r bmcoperation.Type, exists bool) {
+	v := m._type
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldType returns the old "type" field's value of the BMCOperation entity.
+// If the BMCOperation object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *BMCOperationMutation) OldType(ctx context.Context) (v bmcoperation.Type, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldType is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldType requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldType: %w", err)
+	}
+	return oldValue.Type, nil
+}
+
+// ResetType resets all changes to the "type" field.
+func (m *BMCOperationMutation) ResetType() {
+	m._type = nil
+}
+
+// SetBootDevice sets the "boot_device" field.
+func (m *BMCOperationMutation) SetBootDevice(bd bmcoperation.BootDevice) {
+	m.boot_device = &bd
+}
+
+// BootDevice returns the value of the "boot_device" field in the mutation.
+func (m *BMCOperationMutation) BootDevice() (r bmcoperation.BootDevice, exists bool) {
+	v := m.boot_device
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldBootDevice returns the old "boot_device" field's value of the BMCOperation entity.
+// If the BMCOperation object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *BMCOperationMutation) OldBootDevice(ctx context.Context) (v bmcoperation.BootDevice, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldBootDevice is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldBootDevice requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldBootDevice: %w", err)
+	}
+	return oldValue.BootDevice, nil
+}
+
+// ResetBootDevice resets all changes to the "boot_device" field.
+func (m *BMCOperationMutation) ResetBootDevice() {
+	m.boot_device = nil
+}
+
+// SetBootPersistent sets the "boot_persistent" field.
+func (m *BMCOperationMutation) SetBootPersistent(b bool) {
+	m.boot_persistent = &b
+}
+
+// BootPersistent returns the value of the "boot_persistent" field in the mutation.
+func (m *BMCOperationMutation) BootPersistent() (r bool, exists bool) {
+	v := m.boot_persistent
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldBootPersistent returns the old "boot_persistent" field's value of the BMCOperation entity.
+// If the BMCOperation object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *BMCOperationMutation) OldBootPersistent(ctx context.Context) (v bool, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldBootPersistent is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldBootPersistent requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldBootPersistent: %w", err)
+	}
+	return oldValue.BootPersistent, nil
+}
+
+// ResetBootPersistent resets all changes to the "boot_persistent" field.
+func (m *BMCOperationMutation) ResetBootPersistent() {
+	m.boot_persistent = nil
+}
+
+// SetBootEfi sets the "boot_efi" field.
+func (m *BMCOperationMutation) SetBootEfi(b bool) {
+	m.boot_efi = &b
+}
+
+// BootEfi returns the value of the "boot_efi" field in the mutation.
+func (m *BMCOperationMutation) BootEfi() (r bool, exists bool) {
+	v := m.boot_efi
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldBootEfi returns the old "boot_efi" field's value of the BMCOperation entity.
+// If the BMCOperation object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *BMCOperationMutation) OldBootEfi(ctx context.Context) (v bool, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldBootEfi is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldBootEfi requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldBootEfi: %w", err)
+	}
+	return oldValue.BootEfi, nil
+}
+
+// ResetBootEfi resets all changes to the "boot_efi" field.
+func (m *BMCOperationMutation) ResetBootEfi() {
+	m.boot_efi = nil
+}
+
+// SetState sets the "state" field.
+func (m *BMCOperationMutation) SetState(b bmcoperation.State) {
+	m.state = &b
+}
+
+// State returns the value of the "state" field in the mutation.
+func (m *BMCOperationMutation) State() (r bmcoperation.State, exists bool) {
+	v := m.state
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldState returns the old "state" field's value of the BMCOperation entity.
+// If the BMCOperation object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *BMCOperationMutation) OldState(ctx context.Context) (v bmcoperation.State, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldState is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldState requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldState: %w", err)
+	}
+	return oldValue.State, nil
+}
+
+// ResetState resets all changes to the "state" field.
+func (m *BMCOperationMutation) ResetState() {
+	m.state = nil
+}
+
+// SetAttempts sets the "attempts" field.
+func (m *BMCOperationMutation) SetAttempts(i int) {
+	m.attempts = &i
+	m.addattempts = nil
+}
+
+// Attempts returns the value of the "attempts" field in the mutation.
+func (m *BMCOperationMutation) Attempts() (r int, exists bool) {
+	v := m.attempts
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldAttempts returns the old "attempts" field's value of the BMCOperation entity.
+// If the BMCOperation object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *BMCOperationMutation) OldAttempts(ctx context.Context) (v int, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldAttempts is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldAttempts requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldAttempts: %w", err)
+	}
+	return oldValue.Attempts, nil
+}
+
+// AddAttempts adds i to the "attempts" field.
+func (m *BMCOperationMutation) AddAttempts(i int) {
+	if m.addattempts != nil {
+		*m.addattempts += i
+	} else {
+		m.addattempts = &i
+	}
+}
+
+// AddedAttempts returns the value that was added to the "attempts" field in this mutation.
+func (m *BMCOperationMutation) AddedAttempts() (r int, exists bool) {
+	v := m.addattempts
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetAttempts resets all changes to the "attempts" field.
+func (m *BMCOperationMutation) ResetAttempts() {
+	m.attempts = nil
+	m.addattempts = nil
+}
+
+// SetError sets the "error" field.
+func (m *BMCOperationMutation) SetError(s string) {
+	m.error = &s
+}
+
+// Error returns the value of the "error" field in the mutation.
+func (m *BMCOperationMutation) Error() (r string, exists bool) {
+	v := m.error
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldError returns the old "error" field's value of the BMCOperation entity.
+// If the BMCOperation object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *BMCOperationMutation) OldError(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldError is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldError requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldError: %w", err)
+	}
+	return oldValue.Error, nil
+}
+
+// ResetError resets all changes to the "error" field.
+func (m *BMCOperationMutation) ResetError() {
+	m.error = nil
+}
+
+// SetRequester sets the "requester" field.
+func (m *BMCOperationMutation) SetRequester(s string) {
+	m.requester = &s
+}
+
+// Requester returns the value of the "requester" field in the mutation.
+func (m *BMCOperationMutation) Requester() (r string, exists bool) {
+	v := m.requester
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldRequester returns the old "requester" field's value of the BMCOperation entity.
+// If the BMCOperation object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *BMCOperationMutation) OldRequester(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldRequester is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldRequester requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldRequester: %w", err)
+	}
+	return oldValue.Requester, nil
+}
+
+// ResetRequester resets all changes to the "requester" field.
+func (m *BMCOperationMutation) ResetRequester() {
+	m.requester = nil
+}
+
+// SetWorker sets the "worker" field.
+func (m *BMCOperationMutation) SetWorker(s string) {
+	m.worker = &s
+}
+
+// Worker returns the value of the "worker" field in the mutation.
+func (m *BMCOperationMutation) Worker() (r string, exists bool) {
+	v := m.worker
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldWorker returns the old "worker" field's value of the BMCOperation entity.
+// If the BMCOperation object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *BMCOperationMutation) OldWorker(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldWorker is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldWorker requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldWorker: %w", err)
+	}
+	return oldValue.Worker, nil
+}
+
+// ResetWorker resets all changes to the "worker" field.
+func (m *BMCOperationMutation) ResetWorker() {
+	m.worker = nil
+}
+
+// SetRequestID sets the "request_id" field.
+func (m *BMCOperationMutation) SetRequestID(s string) {
+	m.request_id = &s
+}
+
+// RequestID returns the value of the "request_id" field in the mutation.
+func (m *BMCOperationMutation) RequestID() (r string, exists bool) {
+	v := m.request_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldRequestID returns the old "request_id" field's value of the BMCOperation entity.
+// If the BMCOperation object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *BMCOperationMutation) OldRequestID(ctx context.Context) (v *string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldRequestID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldRequestID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldRequestID: %w", err)
+	}
+	return oldValue.RequestID, nil
+}
+
+// ClearRequestID clears the value of the "request_id" field.
+func (m *BMCOperationMutation) ClearRequestID() {
+	m.request_id = nil
+	m.clearedFields[bmcoperation.FieldRequestID] = struct{}{}
+}
+
+// RequestIDCleared returns if the "request_id" field was cleared in this mutation.
+func (m *BMCOperationMutation) RequestIDCleared() bool {
+	_, ok := m.clearedFields[bmcoperation.FieldRequestID]
+	return ok
+}
+
+// ResetRequestID resets all changes to the "request_id" field.
+func (m *BMCOperationMutation) ResetRequestID() {
+	m.request_id = nil
+	delete(m.clearedFields, bmcoperation.FieldRequestID)
+}
+
+// SetPowerState sets the "power_state" field.
+func (m *BMCOperationMutation) SetPowerState(bs bmcoperation.PowerState) {
+	m.power_state = &bs
+}
+
+// PowerState returns the value of the "power_state" field in the mutation.
+func (m *BMCOperationMutation) PowerState() (r bmcoperation.PowerState, exists bool) {
+	v := m.power_state
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldPowerState returns the old "power_state" field's value of the BMCOperation entity.
+// If the BMCOperation object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *BMCOperationMutation) OldPowerState(ctx context.Context) (v bmcoperation.PowerState, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldPowerState is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldPowerState requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldPowerState: %w", err)
+	}
+	return oldValue.PowerState, nil
+}
+
+// ResetPowerState resets all changes to the "power_state" field.
+func (m *BMCOperationMutation) ResetPowerState() {
+	m.power_state = nil
+}
+
+// SetCreateTime sets the "create_time" field.
+func (m *BMCOperationMutation) SetCreateTime(t time.Time) {
+	m.create_time = &t
+}
+
+// CreateTime returns the value of the "create_time" field in the mutation.
+func (m *BMCOperationMutation) CreateTime() (r time.Time, exists bool) {
+	v := m.create_time
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldCreateTime returns the old "create_time" field's value of the BMCOperation entity.
+// If the BMCOperation object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *BMCOperationMutation) OldCreateTime(ctx context.Context) (v time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldCreateTime is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldCreateTime requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldCreateTime: %w", err)
+	}
+	return oldValue.CreateTime, nil
+}
+
+// ResetCreateTime resets all changes to the "create_time" field.
+func (m *BMCOperationMutation) ResetCreateTime() {
+	m.create_time = nil
+}
+
+// SetStartTime sets the "start_time" field.
+func (m *BMCOperationMutation) SetStartTime(t time.Time) {
+	m.start_time = &t
+}
+
+// StartTime returns the value of the "start_time" field in the mutation.
+func (m *BMCOperationMutation) StartTime() (r time.Time, exists bool) {
+	v := m.start_time
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldStartTime returns the old "start_time" field's value of the BMCOperation entity.
+// If the BMCOperation object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *BMCOperationMutation) OldStartTime(ctx context.Context) (v *time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldStartTime is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldStartTime requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldStartTime: %w", err)
+	}
+	return oldValue.StartTime, nil
+}
+
+// ClearStartTime clears the value of the "start_time" field.
+func (m *BMCOperationMutation) ClearStartTime() {
+	m.start_time = nil
+	m.clearedFields[bmcoperation.FieldStartTime] = struct{}{}
+}
+
+// StartTimeCleared returns if the "start_time" field was cleared in this mutation.
+func (m *BMCOperationMutation) StartTimeCleared() bool {
+	_, ok := m.clearedFields[bmcoperation.FieldStartTime]
+	return ok
+}
+
+// ResetStartTime resets all changes to the "start_time" field.
+func (m *BMCOperationMutation) ResetStartTime() {
+	m.start_time = nil
+	delete(m.clearedFields, bmcoperation.FieldStartTime)
+}
+
+// SetEndTime sets the "end_time" field.
+func (m *BMCOperationMutation) SetEndTime(t time.Time) {
+	m.end_time = &t
+}
+
+// EndTime returns the value of the "end_time" field in the mutation.
+func (m *BMCOperationMutation) EndTime() (r time.Time, exists bool) {
+	v := m.end_time
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldEndTime returns the old "end_time" field's value of the BMCOperation entity.
+// If the BMCOperation object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *BMCOperationMutation) OldEndTime(ctx context.Context) (v *time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldEndTime is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldEndTime requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldEndTime: %w", err)
+	}
+	return oldValue.EndTime, nil
+}
+
+// ClearEndTime clears the value of the "end_time" field.
+func (m *BMCOperationMutation) ClearEndTime() {
+	m.end_time = nil
+	m.clearedFields[bmcoperation.FieldEndTime] = struct{}{}
+}
+
+// EndTimeCleared returns if the "end_time" field was cleared in this mutation.
+func (m *BMCOperationMutation) EndTimeCleared() bool {
+	_, ok := m.clearedFields[bmcoperation.FieldEndTime]
+	return ok
+}
+
+// ResetEndTime resets all changes to the "end_time" field.
+func (m *BMCOperationMutation) ResetEndTime() {
+	m.end_time = nil
+	delete(m.clearedFields, bmcoperation.FieldEndTime)
+}
+
+// ClearMachine clears the "machine" edge to the Machine entity.
+func (m *BMCOperationMutation) ClearMachine() {
+	m.clearedmachine = true
+	m.clearedFields[bmcoperation.FieldMachineID] = struct{}{}
+}
+
+// MachineCleared reports if the "machine" edge to the Machine entity was cleared.
+func (m *BMCOperationMutation) MachineCleared() bool {
+	return m.clearedmachine
+}
+
+// MachineIDs returns the "machine" edge IDs in the mutation.
+// Note that IDs always returns len(IDs) <= 1 for unique edges, and you should use
+// MachineID instead. It exists only for internal usage by the builders.
+func (m *BMCOperationMutation) MachineIDs() (ids []uuid.UUID) {
+	if id := m.machine; id != nil {
+		ids = append(ids, *id)
+	}
+	return
+}
+
+// ResetMachine resets all changes to the "machine" edge.
+func (m *BMCOperationMutation) ResetMachine() {
+	m.machine = nil
+	m.clearedmachine = false
+}
+
+// Where appends a list predicates to the BMCOperationMutation builder.
+func (m *BMCOperationMutation) Where(ps ...predicate.BMCOperation) {
+	m.predicates = append(m.predicates, ps...)
+}
+
+// WhereP appends storage-level predicates to the BMCOperationMutation builder. Using this method,
+// users can use type-assertion to append predicates that do not depend on any generated package.
+func (m *BMCOperationMutation) WhereP(ps ...func(*sql.Selector)) {
+	p := make([]predicate.BMCOperation, len(ps))
+	for i := range ps {
+		p[i] = ps[i]
+	}
+	m.Where(p...)
+}
+
+// Op returns the operation name.
+func (m *BMCOperationMutation) Op() Op {
+	return m.op
+}
+
+// SetOp allows setting the mutation operation.
+func (m *BMCOperationMutation) SetOp(op Op) {
+	m.op = op
+}
+
+// Type returns the node type of this mutation (BMCOperation).
+func (m *BMCOperationMutation) Type() string {
+	return m.typ
+}
+
+// Fields returns all fields that were changed during this mutation. Note that in
+// order to get all numeric fields that were incremented/decremented, call
+// AddedFields().
+func (m *BMCOperationMutation) Fields() []string {
+	fields := make([]string, 0, 15)
+	if m.machine != nil {
+		fields = append(fields, bmcoperation.FieldMachineID)
+	}
+	if m._type != nil {
+		fields = append(fields, bmcoperation.FieldType)
+	}
+	if m.boot_device != nil {
+		fields = append(fields, bmcoperation.FieldBootDevice)
+	}
+	if m.boot_persistent != nil {
+		fields = append(fields, bmcoperation.FieldBootPersistent)
+	}
+	if m.boot_efi != nil {
+		fields = append(fields, bmcoperation.FieldBootEfi)
+	}
+	if m.state != nil {
+		fields = append(fields, bmcoperation.FieldState)
+	}
+	if m.attempts != nil {
+		fields = append(fields, bmcoperation.FieldAttempts)
+	}
+	if m.error != nil {
+		fields = append(fields, bmcoperation.FieldError)
+	}
+	if m.requester != nil {
+		fields = append(fields, bmcoperation.FieldRequester)
+	}
+	if m.worker != nil {
+		fields = append(fields, bmcoperation.FieldWorker)
+	}
+	if m.request_id != nil {
+		fields = append(fields, bmcoperation.FieldRequestID)
+	}
+	if m.power_state != nil {
+		fields = append(fields, bmcoperation.FieldPowerState)
+	}
+	if m.create_time != nil {
+		fields = append(fields, bmcoperation.FieldCreateTime)
+	}
+	if m.start_time != nil {
+		fields = append(fields, bmcoperation.FieldStartTime)
+	}
+	if m.end_time != nil {
+		fields = append(fields, bmcoperation.FieldEndTime)
+	}
+	return fields
+}
+
+// Field returns the value of a field with the given name. The second boolean
+// return value indicates that this field was not set, or was not defined in the
+// schema.
+func (m *BMCOperationMutation) Field(name string) (ent.Value, bool) {
+	switch name {
+	case bmcoperation.FieldMachineID:
+		return m.MachineID()
+	case bmcoperation.FieldType:
+		return m.GetType()
+	case bmcoperation.FieldBootDevice:
+		return m.BootDevice()
+	case bmcoperation.FieldBootPersistent:
+		return m.BootPersistent()
+	case bmcoperation.FieldBootEfi:
+		return m.BootEfi()
+	case bmcoperation.FieldState:
+		return m.State()
+	case bmcoperation.FieldAttempts:
+		return m.Attempts()
+	case bmcoperation.FieldError:
+		return m.Error()
+	case bmcoperation.FieldRequester:
+		return m.Requester()
+	case bmcoperation.FieldWorker:
+		return m.Worker()
+	case bmcoperation.FieldRequestID:
+		return m.RequestID()
+	case bmcoperation.FieldPowerState:
+		return m.PowerState()
+	case bmcoperation.FieldCreateTime:
+		return m.CreateTime()
+	case bmcoperation.FieldStartTime:
+		return m.StartTime()
+	case bmcoperation.FieldEndTime:
+		return m.EndTime()
+	}
+	return nil, false
+}
+
+// OldField returns the old value of the field from the database. An error is
+// returned if the mutation operation is not UpdateOne, or the query to the
+// database failed.
+func (m *BMCOperationMutation) OldField(ctx context.Context, name string) (ent.Value, error) {
+	switch name {
+	case bmcoperation.FieldMachineID:
+		return m.OldMachineID(ctx)
+	case bmcoperation.FieldType:
+		return m.OldType(ctx)
+	case bmcoperation.FieldBootDevice:
+		return m.OldBootDevice(ctx)
+	case bmcoperation.FieldBootPersistent:
+		return m.OldBootPersistent(ctx)
+	case bmcoperation.FieldBootEfi:
+		return m.OldBootEfi(ctx)
+	case bmcoperation.FieldState:
+		return m.OldState(ctx)
+	case bmcoperation.FieldAttempts:
+		return m.OldAttempts(ctx)
+	case bmcoperation.FieldError:
+		return m.OldError(ctx)
+	case bmcoperation.FieldRequester:
+		return m.OldRequester(ctx)
+	case bmcoperation.FieldWorker:
+		return m.OldWorker(ctx)
+	case bmcoperation.FieldRequestID:
+		return m.OldRequestID(ctx)
+	case bmcoperation.FieldPowerState:
+		return m.OldPowerState(ctx)
+	case bmcoperation.FieldCreateTime:
+		return m.OldCreateTime(ctx)
+	case bmcoperation.FieldStartTime:
+		return m.OldStartTime(ctx)
+	case bmcoperation.FieldEndTime:
+		return m.OldEndTime(ctx)
+	}
+	return nil, fmt.Errorf("unknown BMCOperation field %s", name)
+}
+
+// SetField sets the value of a field with the given name. It returns an error if
+// the field is not defined in the schema, or if the type mismatched the field
+// type.
+func (m *BMCOperationMutation) SetField(name string, value ent.Value) error {
+	switch name {
+	case bmcoperation.FieldMachineID:
+		v, ok := value.(uuid.UUID)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetMachineID(v)
+		return nil
+	case bmcoperation.FieldType:
+		v, ok := value.(bmcoperation.Type)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetType(v)
+		return nil
+	case bmcoperation.FieldBootDevice:
+		v, ok := value.(bmcoperation.BootDevice)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetBootDevice(v)
+		return nil
+	case bmcoperation.FieldBootPersistent:
+		v, ok := value.(bool)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetBootPersistent(v)
+		return nil
+	case bmcoperation.FieldBootEfi:
+		v, ok := value.(bool)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetBootEfi(v)
+		return nil
+	case bmcoperation.FieldState:
+		v, ok := value.(bmcoperation.State)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetState(v)
+		return nil
+	case bmcoperation.FieldAttempts:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetAttempts(v)
+		return nil
+	case bmcoperation.FieldError:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetError(v)
+		return nil
+	case bmcoperation.FieldRequester:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetRequester(v)
+		return nil
+	case bmcoperation.FieldWorker:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetWorker(v)
+		return nil
+	case bmcoperation.FieldRequestID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetRequestID(v)
+		return nil
+	case bmcoperation.FieldPowerState:
+		v, ok := value.(bmcoperation.PowerState)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetPowerState(v)
+		return nil
+	case bmcoperation.FieldCreateTime:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetCreateTime(v)
+		return nil
+	case bmcoperation.FieldStartTime:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetStartTime(v)
+		return nil
+	case bmcoperation.FieldEndTime:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetEndTime(v)
+		return nil
+	}
+	return fmt.Errorf("unknown BMCOperation field %s", name)
+}
+
+// AddedFields returns all numeric fields that were incremented/decremented during
+// this mutation.
+func (m *BMCOperationMutation) AddedFields() []string {
+	var fields []string
+	if m.addattempts != nil {
+		fields = append(fields, bmcoperation.FieldAttempts)
+	}
+	return fields
+}
+
+// AddedField returns the numeric value that was incremented/decremented on a field
+// with the given name. The second boolean return value indicates that this field
+// was not set, or was not defined in the schema.
+func (m *BMCOperationMutation) AddedField(name string) (ent.Value, bool) {
+	switch name {
+	case bmcoperation.FieldAttempts:
+		return m.AddedAttempts()
+	}
+	return nil, false
+}
+
+// AddField adds the value to the field with the given name. It returns an error if
+// the field is not defined in the schema, or if the type mismatched the field
+// type.
+func (m *BMCOperationMutation) AddField(name string, value ent.Value) error {
+	switch name {
+	case bmcoperation.FieldAttempts:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddAttempts(v)
+		return nil
+	}
+	return fmt.Errorf("unknown BMCOperation numeric field %s", name)
+}
+
+// ClearedFields returns all nullable fields that were cleared during this
+// mutation.
+func (m *BMCOperationMutation) ClearedFields() []string {
+	var fields []string
+	if m.FieldCleared(bmcoperation.FieldRequestID) {
+		fields = append(fields, bmcoperation.FieldRequestID)
+	}
+	if m.FieldCleared(bmcoperation.FieldStartTime) {
+		fields = append(fields, bmcoperation.FieldStartTime)
+	}
+	if m.FieldCleared(bmcoperation.FieldEndTime) {
+		fields = append(fields, bmcoperation.FieldEndTime)
+	}
+	return fields
+}
+
+// FieldCleared returns a boolean indicating if a field with the given name was
+// cleared in this mutation.
+func (m *BMCOperationMutation) FieldCleared(name string) bool {
+	_, ok := m.clearedFields[name]
+	return ok
+}
+
+// ClearField clears the value of the field with the given name. It returns an
+// error if the field is not defined in the schema.
+func (m *BMCOperationMutation) ClearField(name string) error {
+	switch name {
+	case bmcoperation.FieldRequestID:
+		m.ClearRequestID()
+		return nil
+	case bmcoperation.FieldStartTime:
+		m.ClearStartTime()
+		return nil
+	case bmcoperation.FieldEndTime:
+		m.ClearEndTime()
+		return nil
+	}
+	return fmt.Errorf("unknown BMCOperation nullable field %s", name)
+}
+
+// ResetField resets all changes in the mutation for the field with the given name.
+// It returns an error if the field is not defined in the schema.
+func (m *BMCOperationMutation) ResetField(name string) error {
+	switch name {
+	case bmcoperation.FieldMachineID:
+		m.ResetMachineID()
+		return nil
+	case bmcoperation.FieldType:
+		m.ResetType()
+		return nil
+	case bmcoperation.FieldBootDevice:
+		m.ResetBootDevice()
+		return nil
+	case bmcoperation.FieldBootPersistent:
+		m.ResetBootPersistent()
+		return nil
+	case bmcoperation.FieldBootEfi:
+		m.ResetBootEfi()
+		return nil
+	case bmcoperation.FieldState:
+		m.ResetState()
+		return nil
+	case bmcoperation.FieldAttempts:
+		m.ResetAttempts()
+		return nil
+	case bmcoperation.FieldError:
+		m.ResetError()
+		return nil
+	case bmcoperation.FieldRequester:
+		m.ResetRequester()
+		return nil
+	case bmcoperation.FieldWorker:
+		m.ResetWorker()
+		return nil
+	case bmcoperation.FieldRequestID:
+		m.ResetRequestID()
+		return nil
+	case bmcoperation.FieldPowerState:
+		m.ResetPowerState()
+		return nil
+	case bmcoperation.FieldCreateTime:
+		m.ResetCreateTime()
+		return nil
+	case bmcoperation.FieldStartTime:
+		m.ResetStartTime()
+		return nil
+	case bmcoperation.FieldEndTime:
+		m.ResetEndTime()
+		return nil
+	}
+	return fmt.Errorf("unknown BMCOperation field %s", name)
+}
+
+// AddedEdges returns all edge names that were set/added in this mutation.
+func (m *BMCOperationMutation) AddedEdges() []string {
+	edges := make([]string, 0, 1)
+	if m.machine != nil {
+		edges = append(edges, bmcoperation.EdgeMachine)
+	}
+	return edges
+}
+
+// AddedIDs returns all IDs (to other nodes) that were added for the given edge
+// name in this mutation.
+func (m *BMCOperationMutation) AddedIDs(name string) []ent.Value {
+	switch name {
+	case bmcoperation.EdgeMachine:
+		if id := m.machine; id != nil {
+			return []ent.Value{*id}
+		}
+	}
+	return nil
+}
+
+// RemovedEdges returns all edge names that were removed in this mutation.
+func (m *BMCOperationMutation) RemovedEdges() []string {
+	edges := make([]string, 0, 1)
+	return edges
+}
+
+// RemovedIDs returns all IDs (to other nodes) that were removed for the edge with
+// the given name in this mutation.
+func (m *BMCOperationMutation) RemovedIDs(name string) []ent.Value {
+	return nil
+}
+
+// ClearedEdges returns all edge names that were cleared in this mutation.
+func (m *BMCOperationMutation) ClearedEdges() []string {
+	edges := make([]string, 0, 1)
+	if m.clearedmachine {
+		edges = append(edges, bmcoperation.EdgeMachine)
+	}
+	return edges
+}
+
+// EdgeCleared returns a boolean which indicates if the edge with the given name
+// was cleared in this mutation.
+func (m *BMCOperationMutation) EdgeCleared(name string) bool {
+	switch name {
+	case bmcoperation.EdgeMachine:
+		return m.clearedmachine
+	}
+	return false
+}
+
+// ClearEdge clears the value of the edge with the given name. It returns an error
+// if that edge is not defined in the schema.
+func (m *BMCOperationMutation) ClearEdge(name string) error {
+	switch name {
+	case bmcoperation.EdgeMachine:
+		m.ClearMachine()
+		return nil
+	}
+	return fmt.Errorf("unknown BMCOperation unique edge %s", name)
+}
+
+// ResetEdge resets all changes to the edge with the given name in this mutation.
+// It returns an error if the edge is not defined in the schema.
+func (m *BMCOperationMutation) ResetEdge(name string) error {
+	switch name {
+	case bmcoperation.EdgeMachine:
+		m.ResetMachine()
+		return nil
+	}
+	return fmt.Errorf("unknown BMCOperation edge %s", name)
 }
 
 // ChangeMutation represents an operation that mutates the Change nodes in the graph.
@@ -3519,6 +6554,13 @@ type MachineMutation struct {
 	claimed_by               map[int]struct{}
 	removedclaimed_by        map[int]struct{}
 	clearedclaimed_by        bool
+	bmc                      *int
+	clearedbmc               bool
+	bmc_operations           map[uuid.UUID]struct{}
+	removedbmc_operations    map[uuid.UUID]struct{}
+	clearedbmc_operations    bool
+	bmc_lease                *int
+	clearedbmc_lease         bool
 	done                     bool
 	oldValue                 func(context.Context) (*Machine, error)
 	predicates               []predicate.Machine
@@ -4326,6 +7368,138 @@ func (m *MachineMutation) ResetClaimedBy() {
 	m.removedclaimed_by = nil
 }
 
+// SetBmcID sets the "bmc" edge to the BMC entity by id.
+func (m *MachineMutation) SetBmcID(id int) {
+	m.bmc = &id
+}
+
+// ClearBmc clears the "bmc" edge to the BMC entity.
+func (m *MachineMutation) ClearBmc() {
+	m.clearedbmc = true
+}
+
+// BmcCleared reports if the "bmc" edge to the BMC entity was cleared.
+func (m *MachineMutation) BmcCleared() bool {
+	return m.clearedbmc
+}
+
+// BmcID returns the "bmc" edge ID in the mutation.
+func (m *MachineMutation) BmcID() (id int, exists bool) {
+	if m.bmc != nil {
+		return *m.bmc, true
+	}
+	return
+}
+
+// BmcIDs returns the "bmc" edge IDs in the mutation.
+// Note that IDs always returns len(IDs) <= 1 for unique edges, and you should use
+// BmcID instead. It exists only for internal usage by the builders.
+func (m *MachineMutation) BmcIDs() (ids []int) {
+	if id := m.bmc; id != nil {
+		ids = append(ids, *id)
+	}
+	return
+}
+
+// ResetBmc resets all changes to the "bmc" edge.
+func (m *MachineMutation) ResetBmc() {
+	m.bmc = nil
+	m.clearedbmc = false
+}
+
+// AddBmcOperationIDs adds the "bmc_operations" edge to the BMCOperation entity by ids.
+func (m *MachineMutation) AddBmcOperationIDs(ids ...uuid.UUID) {
+	if m.bmc_operations == nil {
+		m.bmc_operations = make(map[uuid.UUID]struct{})
+	}
+	for i := range ids {
+		m.bmc_operations[ids[i]] = struct{}{}
+	}
+}
+
+// ClearBmcOperations clears the "bmc_operations" edge to the BMCOperation entity.
+func (m *MachineMutation) ClearBmcOperations() {
+	m.clearedbmc_operations = true
+}
+
+// BmcOperationsCleared reports if the "bmc_operations" edge to the BMCOperation entity was cleared.
+func (m *MachineMutation) BmcOperationsCleared() bool {
+	return m.clearedbmc_operations
+}
+
+// RemoveBmcOperationIDs removes the "bmc_operations" edge to the BMCOperation entity by IDs.
+func (m *MachineMutation) RemoveBmcOperationIDs(ids ...uuid.UUID) {
+	if m.removedbmc_operations == nil {
+		m.removedbmc_operations = make(map[uuid.UUID]struct{})
+	}
+	for i := range ids {
+		delete(m.bmc_operations, ids[i])
+		m.removedbmc_operations[ids[i]] = struct{}{}
+	}
+}
+
+// RemovedBmcOperations returns the removed IDs of the "bmc_operations" edge to the BMCOperation entity.
+func (m *MachineMutation) RemovedBmcOperationsIDs() (ids []uuid.UUID) {
+	for id := range m.removedbmc_operations {
+		ids = append(ids, id)
+	}
+	return
+}
+
+// BmcOperationsIDs returns the "bmc_operations" edge IDs in the mutation.
+func (m *MachineMutation) BmcOperationsIDs() (ids []uuid.UUID) {
+	for id := range m.bmc_operations {
+		ids = append(ids, id)
+	}
+	return
+}
+
+// ResetBmcOperations resets all changes to the "bmc_operations" edge.
+func (m *MachineMutation) ResetBmcOperations() {
+	m.bmc_operations = nil
+	m.clearedbmc_operations = false
+	m.removedbmc_operations = nil
+}
+
+// SetBmcLeaseID sets the "bmc_lease" edge to the BMCLease entity by id.
+func (m *MachineMutation) SetBmcLeaseID(id int) {
+	m.bmc_lease = &id
+}
+
+// ClearBmcLease clears the "bmc_lease" edge to the BMCLease entity.
+func (m *MachineMutation) ClearBmcLease() {
+	m.clearedbmc_lease = true
+}
+
+// BmcLeaseCleared reports if the "bmc_lease" edge to the BMCLease entity was cleared.
+func (m *MachineMutation) BmcLeaseCleared() bool {
+	return m.clearedbmc_lease
+}
+
+// BmcLeaseID returns the "bmc_lease" edge ID in the mutation.
+func (m *MachineMutation) BmcLeaseID() (id int, exists bool) {
+	if m.bmc_lease != nil {
+		return *m.bmc_lease, true
+	}
+	return
+}
+
+// BmcLeaseIDs returns the "bmc_lease" edge IDs in the mutation.
+// Note that IDs always returns len(IDs) <= 1 for unique edges, and you should use
+// BmcLeaseID instead. It exists only for internal usage by the builders.
+func (m *MachineMutation) BmcLeaseIDs() (ids []int) {
+	if id := m.bmc_lease; id != nil {
+		ids = append(ids, *id)
+	}
+	return
+}
+
+// ResetBmcLease resets all changes to the "bmc_lease" edge.
+func (m *MachineMutation) ResetBmcLease() {
+	m.bmc_lease = nil
+	m.clearedbmc_lease = false
+}
+
 // Where appends a list predicates to the MachineMutation builder.
 func (m *MachineMutation) Where(ps ...predicate.Machine) {
 	m.predicates = append(m.predicates, ps...)
@@ -4679,7 +7853,7 @@ func (m *MachineMutation) ResetField(name string) error {
 
 // AddedEdges returns all edge names that were set/added in this mutation.
 func (m *MachineMutation) AddedEdges() []string {
-	edges := make([]string, 0, 4)
+	edges := make([]string, 0, 7)
 	if m.nics != nil {
 		edges = append(edges, machine.EdgeNics)
 	}
@@ -4691,6 +7865,15 @@ func (m *MachineMutation) AddedEdges() []string {
 	}
 	if m.claimed_by != nil {
 		edges = append(edges, machine.EdgeClaimedBy)
+	}
+	if m.bmc != nil {
+		edges = append(edges, machine.EdgeBmc)
+	}
+	if m.bmc_operations != nil {
+		edges = append(edges, machine.EdgeBmcOperations)
+	}
+	if m.bmc_lease != nil {
+		edges = append(edges, machine.EdgeBmcLease)
 	}
 	return edges
 }
@@ -4721,13 +7904,27 @@ func (m *MachineMutation) AddedIDs(name string) []ent.Value {
 			ids = append(ids, id)
 		}
 		return ids
+	case machine.EdgeBmc:
+		if id := m.bmc; id != nil {
+			return []ent.Value{*id}
+		}
+	case machine.EdgeBmcOperations:
+		ids := make([]ent.Value, 0, len(m.bmc_operations))
+		for id := range m.bmc_operations {
+			ids = append(ids, id)
+		}
+		return ids
+	case machine.EdgeBmcLease:
+		if id := m.bmc_lease; id != nil {
+			return []ent.Value{*id}
+		}
 	}
 	return nil
 }
 
 // RemovedEdges returns all edge names that were removed in this mutation.
 func (m *MachineMutation) RemovedEdges() []string {
-	edges := make([]string, 0, 4)
+	edges := make([]string, 0, 7)
 	if m.removednics != nil {
 		edges = append(edges, machine.EdgeNics)
 	}
@@ -4736,6 +7933,9 @@ func (m *MachineMutation) RemovedEdges() []string {
 	}
 	if m.removedclaimed_by != nil {
 		edges = append(edges, machine.EdgeClaimedBy)
+	}
+	if m.removedbmc_operations != nil {
+		edges = append(edges, machine.EdgeBmcOperations)
 	}
 	return edges
 }
@@ -4762,13 +7962,19 @@ func (m *MachineMutation) RemovedIDs(name string) []ent.Value {
 			ids = append(ids, id)
 		}
 		return ids
+	case machine.EdgeBmcOperations:
+		ids := make([]ent.Value, 0, len(m.removedbmc_operations))
+		for id := range m.removedbmc_operations {
+			ids = append(ids, id)
+		}
+		return ids
 	}
 	return nil
 }
 
 // ClearedEdges returns all edge names that were cleared in this mutation.
 func (m *MachineMutation) ClearedEdges() []string {
-	edges := make([]string, 0, 4)
+	edges := make([]string, 0, 7)
 	if m.clearednics {
 		edges = append(edges, machine.EdgeNics)
 	}
@@ -4780,6 +7986,15 @@ func (m *MachineMutation) ClearedEdges() []string {
 	}
 	if m.clearedclaimed_by {
 		edges = append(edges, machine.EdgeClaimedBy)
+	}
+	if m.clearedbmc {
+		edges = append(edges, machine.EdgeBmc)
+	}
+	if m.clearedbmc_operations {
+		edges = append(edges, machine.EdgeBmcOperations)
+	}
+	if m.clearedbmc_lease {
+		edges = append(edges, machine.EdgeBmcLease)
 	}
 	return edges
 }
@@ -4796,6 +8011,12 @@ func (m *MachineMutation) EdgeCleared(name string) bool {
 		return m.clearedidentity_conflict
 	case machine.EdgeClaimedBy:
 		return m.clearedclaimed_by
+	case machine.EdgeBmc:
+		return m.clearedbmc
+	case machine.EdgeBmcOperations:
+		return m.clearedbmc_operations
+	case machine.EdgeBmcLease:
+		return m.clearedbmc_lease
 	}
 	return false
 }
@@ -4806,6 +8027,12 @@ func (m *MachineMutation) ClearEdge(name string) error {
 	switch name {
 	case machine.EdgeIdentityConflict:
 		m.ClearIdentityConflict()
+		return nil
+	case machine.EdgeBmc:
+		m.ClearBmc()
+		return nil
+	case machine.EdgeBmcLease:
+		m.ClearBmcLease()
 		return nil
 	}
 	return fmt.Errorf("unknown Machine unique edge %s", name)
@@ -4826,6 +8053,15 @@ func (m *MachineMutation) ResetEdge(name string) error {
 		return nil
 	case machine.EdgeClaimedBy:
 		m.ResetClaimedBy()
+		return nil
+	case machine.EdgeBmc:
+		m.ResetBmc()
+		return nil
+	case machine.EdgeBmcOperations:
+		m.ResetBmcOperations()
+		return nil
+	case machine.EdgeBmcLease:
+		m.ResetBmcLease()
 		return nil
 	}
 	return fmt.Errorf("unknown Machine edge %s", name)

@@ -6,6 +6,9 @@ import (
 	"time"
 
 	"github.com/carbide-dev/carbide/ent/auditrecord"
+	"github.com/carbide-dev/carbide/ent/bmc"
+	"github.com/carbide-dev/carbide/ent/bmclease"
+	"github.com/carbide-dev/carbide/ent/bmcoperation"
 	"github.com/carbide-dev/carbide/ent/change"
 	"github.com/carbide-dev/carbide/ent/declinedaddress"
 	"github.com/carbide-dev/carbide/ent/identityconflict"
@@ -49,6 +52,107 @@ func init() {
 	auditrecordDescPeer := auditrecordFields[9].Descriptor()
 	// auditrecord.DefaultPeer holds the default value on creation for the peer field.
 	auditrecord.DefaultPeer = auditrecordDescPeer.Default.(string)
+	bmcMixin := schema.BMC{}.Mixin()
+	bmcMixinFields0 := bmcMixin[0].Fields()
+	_ = bmcMixinFields0
+	bmcFields := schema.BMC{}.Fields()
+	_ = bmcFields
+	// bmcDescCreateTime is the schema descriptor for create_time field.
+	bmcDescCreateTime := bmcMixinFields0[0].Descriptor()
+	// bmc.DefaultCreateTime holds the default value on creation for the create_time field.
+	bmc.DefaultCreateTime = bmcDescCreateTime.Default.(func() time.Time)
+	// bmcDescUpdateTime is the schema descriptor for update_time field.
+	bmcDescUpdateTime := bmcMixinFields0[1].Descriptor()
+	// bmc.DefaultUpdateTime holds the default value on creation for the update_time field.
+	bmc.DefaultUpdateTime = bmcDescUpdateTime.Default.(func() time.Time)
+	// bmc.UpdateDefaultUpdateTime holds the default value on update for the update_time field.
+	bmc.UpdateDefaultUpdateTime = bmcDescUpdateTime.UpdateDefault.(func() time.Time)
+	// bmcDescAddress is the schema descriptor for address field.
+	bmcDescAddress := bmcFields[1].Descriptor()
+	// bmc.AddressValidator is a validator for the "address" field. It is called by the builders before save.
+	bmc.AddressValidator = bmcDescAddress.Validators[0].(func(string) error)
+	// bmcDescPort is the schema descriptor for port field.
+	bmcDescPort := bmcFields[2].Descriptor()
+	// bmc.DefaultPort holds the default value on creation for the port field.
+	bmc.DefaultPort = bmcDescPort.Default.(int)
+	// bmcDescUsername is the schema descriptor for username field.
+	bmcDescUsername := bmcFields[4].Descriptor()
+	// bmc.UsernameValidator is a validator for the "username" field. It is called by the builders before save.
+	bmc.UsernameValidator = bmcDescUsername.Validators[0].(func(string) error)
+	// bmcDescPasswordKeyID is the schema descriptor for password_key_id field.
+	bmcDescPasswordKeyID := bmcFields[6].Descriptor()
+	// bmc.DefaultPasswordKeyID holds the default value on creation for the password_key_id field.
+	bmc.DefaultPasswordKeyID = bmcDescPasswordKeyID.Default.(string)
+	// bmc.PasswordKeyIDValidator is a validator for the "password_key_id" field. It is called by the builders before save.
+	bmc.PasswordKeyIDValidator = bmcDescPasswordKeyID.Validators[0].(func(string) error)
+	// bmcDescMAC is the schema descriptor for mac field.
+	bmcDescMAC := bmcFields[7].Descriptor()
+	// bmc.DefaultMAC holds the default value on creation for the mac field.
+	bmc.DefaultMAC = bmcDescMAC.Default.(string)
+	// bmc.MACValidator is a validator for the "mac" field. It is called by the builders before save.
+	bmc.MACValidator = bmcDescMAC.Validators[0].(func(string) error)
+	// bmcDescPowerError is the schema descriptor for power_error field.
+	bmcDescPowerError := bmcFields[10].Descriptor()
+	// bmc.DefaultPowerError holds the default value on creation for the power_error field.
+	bmc.DefaultPowerError = bmcDescPowerError.Default.(string)
+	// bmc.PowerErrorValidator is a validator for the "power_error" field. It is called by the builders before save.
+	bmc.PowerErrorValidator = bmcDescPowerError.Validators[0].(func(string) error)
+	// bmcDescPowerDrift is the schema descriptor for power_drift field.
+	bmcDescPowerDrift := bmcFields[11].Descriptor()
+	// bmc.DefaultPowerDrift holds the default value on creation for the power_drift field.
+	bmc.DefaultPowerDrift = bmcDescPowerDrift.Default.(bool)
+	bmcleaseFields := schema.BMCLease{}.Fields()
+	_ = bmcleaseFields
+	// bmcleaseDescHolder is the schema descriptor for holder field.
+	bmcleaseDescHolder := bmcleaseFields[2].Descriptor()
+	// bmclease.HolderValidator is a validator for the "holder" field. It is called by the builders before save.
+	bmclease.HolderValidator = bmcleaseDescHolder.Validators[0].(func(string) error)
+	// bmcleaseDescGrantTime is the schema descriptor for grant_time field.
+	bmcleaseDescGrantTime := bmcleaseFields[4].Descriptor()
+	// bmclease.DefaultGrantTime holds the default value on creation for the grant_time field.
+	bmclease.DefaultGrantTime = bmcleaseDescGrantTime.Default.(func() time.Time)
+	bmcoperationFields := schema.BMCOperation{}.Fields()
+	_ = bmcoperationFields
+	// bmcoperationDescBootPersistent is the schema descriptor for boot_persistent field.
+	bmcoperationDescBootPersistent := bmcoperationFields[4].Descriptor()
+	// bmcoperation.DefaultBootPersistent holds the default value on creation for the boot_persistent field.
+	bmcoperation.DefaultBootPersistent = bmcoperationDescBootPersistent.Default.(bool)
+	// bmcoperationDescBootEfi is the schema descriptor for boot_efi field.
+	bmcoperationDescBootEfi := bmcoperationFields[5].Descriptor()
+	// bmcoperation.DefaultBootEfi holds the default value on creation for the boot_efi field.
+	bmcoperation.DefaultBootEfi = bmcoperationDescBootEfi.Default.(bool)
+	// bmcoperationDescAttempts is the schema descriptor for attempts field.
+	bmcoperationDescAttempts := bmcoperationFields[7].Descriptor()
+	// bmcoperation.DefaultAttempts holds the default value on creation for the attempts field.
+	bmcoperation.DefaultAttempts = bmcoperationDescAttempts.Default.(int)
+	// bmcoperationDescError is the schema descriptor for error field.
+	bmcoperationDescError := bmcoperationFields[8].Descriptor()
+	// bmcoperation.DefaultError holds the default value on creation for the error field.
+	bmcoperation.DefaultError = bmcoperationDescError.Default.(string)
+	// bmcoperation.ErrorValidator is a validator for the "error" field. It is called by the builders before save.
+	bmcoperation.ErrorValidator = bmcoperationDescError.Validators[0].(func(string) error)
+	// bmcoperationDescRequester is the schema descriptor for requester field.
+	bmcoperationDescRequester := bmcoperationFields[9].Descriptor()
+	// bmcoperation.RequesterValidator is a validator for the "requester" field. It is called by the builders before save.
+	bmcoperation.RequesterValidator = bmcoperationDescRequester.Validators[0].(func(string) error)
+	// bmcoperationDescWorker is the schema descriptor for worker field.
+	bmcoperationDescWorker := bmcoperationFields[10].Descriptor()
+	// bmcoperation.DefaultWorker holds the default value on creation for the worker field.
+	bmcoperation.DefaultWorker = bmcoperationDescWorker.Default.(string)
+	// bmcoperation.WorkerValidator is a validator for the "worker" field. It is called by the builders before save.
+	bmcoperation.WorkerValidator = bmcoperationDescWorker.Validators[0].(func(string) error)
+	// bmcoperationDescRequestID is the schema descriptor for request_id field.
+	bmcoperationDescRequestID := bmcoperationFields[11].Descriptor()
+	// bmcoperation.RequestIDValidator is a validator for the "request_id" field. It is called by the builders before save.
+	bmcoperation.RequestIDValidator = bmcoperationDescRequestID.Validators[0].(func(string) error)
+	// bmcoperationDescCreateTime is the schema descriptor for create_time field.
+	bmcoperationDescCreateTime := bmcoperationFields[13].Descriptor()
+	// bmcoperation.DefaultCreateTime holds the default value on creation for the create_time field.
+	bmcoperation.DefaultCreateTime = bmcoperationDescCreateTime.Default.(func() time.Time)
+	// bmcoperationDescID is the schema descriptor for id field.
+	bmcoperationDescID := bmcoperationFields[0].Descriptor()
+	// bmcoperation.DefaultID holds the default value on creation for the id field.
+	bmcoperation.DefaultID = bmcoperationDescID.Default.(func() uuid.UUID)
 	changeFields := schema.Change{}.Fields()
 	_ = changeFields
 	// changeDescTime is the schema descriptor for time field.

@@ -16,6 +16,12 @@ type Tx struct {
 	config
 	// AuditRecord is the client for interacting with the AuditRecord builders.
 	AuditRecord *AuditRecordClient
+	// BMC is the client for interacting with the BMC builders.
+	BMC *BMCClient
+	// BMCLease is the client for interacting with the BMCLease builders.
+	BMCLease *BMCLeaseClient
+	// BMCOperation is the client for interacting with the BMCOperation builders.
+	BMCOperation *BMCOperationClient
 	// Change is the client for interacting with the Change builders.
 	Change *ChangeClient
 	// DeclinedAddress is the client for interacting with the DeclinedAddress builders.
@@ -166,6 +172,9 @@ func (tx *Tx) Client() *Client {
 
 func (tx *Tx) init() {
 	tx.AuditRecord = NewAuditRecordClient(tx.config)
+	tx.BMC = NewBMCClient(tx.config)
+	tx.BMCLease = NewBMCLeaseClient(tx.config)
+	tx.BMCOperation = NewBMCOperationClient(tx.config)
 	tx.Change = NewChangeClient(tx.config)
 	tx.DeclinedAddress = NewDeclinedAddressClient(tx.config)
 	tx.IdentityConflict = NewIdentityConflictClient(tx.config)

@@ -58,8 +58,10 @@ type Kind string
 
 // Kind values.
 const (
-	KindMachine Kind = "machine"
-	KindSegment Kind = "segment"
+	KindMachine      Kind = "machine"
+	KindSegment      Kind = "segment"
+	KindBmc          Kind = "bmc"
+	KindBmcOperation Kind = "bmc_operation"
 )
 
 func (k Kind) String() string {
@@ -69,7 +71,7 @@ func (k Kind) String() string {
 // KindValidator is a validator for the "kind" field enum values. It is called by the builders before save.
 func KindValidator(k Kind) error {
 	switch k {
-	case KindMachine, KindSegment:
+	case KindMachine, KindSegment, KindBmc, KindBmcOperation:
 		return nil
 	default:
 		return fmt.Errorf("change: invalid enum value for kind field: %q", k)

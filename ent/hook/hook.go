@@ -21,6 +21,42 @@ func (f AuditRecordFunc) Mutate(ctx context.Context, m ent.Mutation) (ent.Value,
 	return nil, fmt.Errorf("unexpected mutation type %T. expect *ent.AuditRecordMutation", m)
 }
 
+// The BMCFunc type is an adapter to allow the use of ordinary
+// function as BMC mutator.
+type BMCFunc func(context.Context, *ent.BMCMutation) (ent.Value, error)
+
+// Mutate calls f(ctx, m).
+func (f BMCFunc) Mutate(ctx context.Context, m ent.Mutation) (ent.Value, error) {
+	if mv, ok := m.(*ent.BMCMutation); ok {
+		return f(ctx, mv)
+	}
+	return nil, fmt.Errorf("unexpected mutation type %T. expect *ent.BMCMutation", m)
+}
+
+// The BMCLeaseFunc type is an adapter to allow the use of ordinary
+// function as BMCLease mutator.
+type BMCLeaseFunc func(context.Context, *ent.BMCLeaseMutation) (ent.Value, error)
+
+// Mutate calls f(ctx, m).
+func (f BMCLeaseFunc) Mutate(ctx context.Context, m ent.Mutation) (ent.Value, error) {
+	if mv, ok := m.(*ent.BMCLeaseMutation); ok {
+		return f(ctx, mv)
+	}
+	return nil, fmt.Errorf("unexpected mutation type %T. expect *ent.BMCLeaseMutation", m)
+}
+
+// The BMCOperationFunc type is an adapter to allow the use of ordinary
+// function as BMCOperation mutator.
+type BMCOperationFunc func(context.Context, *ent.BMCOperationMutation) (ent.Value, error)
+
+// Mutate calls f(ctx, m).
+func (f BMCOperationFunc) Mutate(ctx context.Context, m ent.Mutation) (ent.Value, error) {
+	if mv, ok := m.(*ent.BMCOperationMutation); ok {
+		return f(ctx, mv)
+	}
+	return nil, fmt.Errorf("unexpected mutation type %T. expect *ent.BMCOperationMutation", m)
+}
+
 // The ChangeFunc type is an adapter to allow the use of ordinary
 // function as Change mutator.
 type ChangeFunc func(context.Context, *ent.ChangeMutation) (ent.Value, error)

@@ -48,6 +48,12 @@ const (
 	EdgeIdentityConflict = "identity_conflict"
 	// EdgeClaimedBy holds the string denoting the claimed_by edge name in mutations.
 	EdgeClaimedBy = "claimed_by"
+	// EdgeBmc holds the string denoting the bmc edge name in mutations.
+	EdgeBmc = "bmc"
+	// EdgeBmcOperations holds the string denoting the bmc_operations edge name in mutations.
+	EdgeBmcOperations = "bmc_operations"
+	// EdgeBmcLease holds the string denoting the bmc_lease edge name in mutations.
+	EdgeBmcLease = "bmc_lease"
 	// Table holds the table name of the machine in the database.
 	Table = "machines"
 	// NicsTable is the table that holds the nics relation/edge.
@@ -78,6 +84,27 @@ const (
 	ClaimedByInverseTable = "identity_conflicts"
 	// ClaimedByColumn is the table column denoting the claimed_by relation/edge.
 	ClaimedByColumn = "known_machine_id"
+	// BmcTable is the table that holds the bmc relation/edge.
+	BmcTable = "bmcs"
+	// BmcInverseTable is the table name for the BMC entity.
+	// It exists in this package in order to avoid circular dependency with the "bmc" package.
+	BmcInverseTable = "bmcs"
+	// BmcColumn is the table column denoting the bmc relation/edge.
+	BmcColumn = "machine_id"
+	// BmcOperationsTable is the table that holds the bmc_operations relation/edge.
+	BmcOperationsTable = "bmc_operations"
+	// BmcOperationsInverseTable is the table name for the BMCOperation entity.
+	// It exists in this package in order to avoid circular dependency with the "bmcoperation" package.
+	BmcOperationsInverseTable = "bmc_operations"
+	// BmcOperationsColumn is the table column denoting the bmc_operations relation/edge.
+	BmcOperationsColumn = "machine_id"
+	// BmcLeaseTable is the table that holds the bmc_lease relation/edge.
+	BmcLeaseTable = "bmc_leases"
+	// BmcLeaseInverseTable is the table name for the BMCLease entity.
+	// It exists in this package in order to avoid circular dependency with the "bmclease" package.
+	BmcLeaseInverseTable = "bmc_leases"
+	// BmcLeaseColumn is the table column denoting the bmc_lease relation/edge.
+	BmcLeaseColumn = "machine_id"
 )
 
 // Columns holds all SQL columns for machine fields.
@@ -263,6 +290,34 @@ func ByClaimedBy(term sql.OrderTerm, terms ...sql.OrderTerm) OrderOption {
 		sqlgraph.OrderByNeighborTerms(s, newClaimedByStep(), append([]sql.OrderTerm{term}, terms...)...)
 	}
 }
+
+// ByBmcField orders the results by bmc field.
+func ByBmcField(field string, opts ...sql.OrderTermOption) OrderOption {
+	return func(s *sql.Selector) {
+		sqlgraph.OrderByNeighborTerms(s, newBmcStep(), sql.OrderByField(field, opts...))
+	}
+}
+
+// ByBmcOperationsCount orders the results by bmc_operations count.
+func ByBmcOperationsCount(opts ...sql.OrderTermOption) OrderOption {
+	return func(s *sql.Selector) {
+		sqlgraph.OrderByNeighborsCount(s, newBmcOperationsStep(), opts...)
+	}
+}
+
+// ByBmcOperations orders the results by bmc_operations terms.
+func ByBmcOperations(term sql.OrderTerm, terms ...sql.OrderTerm) OrderOption {
+	return func(s *sql.Selector) {
+		sqlgraph.OrderByNeighborTerms(s, newBmcOperationsStep(), append([]sql.OrderTerm{term}, terms...)...)
+	}
+}
+
+// ByBmcLeaseField orders the results by bmc_lease field.
+func ByBmcLeaseField(field string, opts ...sql.OrderTermOption) OrderOption {
+	return func(s *sql.Selector) {
+		sqlgraph.OrderByNeighborTerms(s, newBmcLeaseStep(), sql.OrderByField(field, opts...))
+	}
+}
 func newNicsStep() *sqlgraph.Step {
 	return sqlgraph.NewStep(
 		sqlgraph.From(Table, FieldID),
@@ -289,5 +344,26 @@ func newClaimedByStep() *sqlgraph.Step {
 		sqlgraph.From(Table, FieldID),
 		sqlgraph.To(ClaimedByInverseTable, FieldID),
 		sqlgraph.Edge(sqlgraph.O2M, false, ClaimedByTable, ClaimedByColumn),
+	)
+}
+func newBmcStep() *sqlgraph.Step {
+	return sqlgraph.NewStep(
+		sqlgraph.From(Table, FieldID),
+		sqlgraph.To(BmcInverseTable, FieldID),
+		sqlgraph.Edge(sqlgraph.O2O, false, BmcTable, BmcColumn),
+	)
+}
+func newBmcOperationsStep() *sqlgraph.Step {
+	return sqlgraph.NewStep(
+		sqlgraph.From(Table, FieldID),
+		sqlgraph.To(BmcOperationsInverseTable, FieldID),
+		sqlgraph.Edge(sqlgraph.O2M, false, BmcOperationsTable, BmcOperationsColumn),
+	)
+}
+func newBmcLeaseStep() *sqlgraph.Step {
+	return sqlgraph.NewStep(
+		sqlgraph.From(Table, FieldID),
+		sqlgraph.To(BmcLeaseInverseTable, FieldID),
+		sqlgraph.Edge(sqlgraph.O2O, false, BmcLeaseTable, BmcLeaseColumn),
 	)
 }

@@ -688,6 +688,75 @@ func HasClaimedByWith(preds ...predicate.IdentityConflict) predicate.Machine {
 	})
 }
 
+// HasBmc applies the HasEdge predicate on the "bmc" edge.
+func HasBmc() predicate.Machine {
+	return predicate.Machine(func(s *sql.Selector) {
+		step := sqlgraph.NewStep(
+			sqlgraph.From(Table, FieldID),
+			sqlgraph.Edge(sqlgraph.O2O, false, BmcTable, BmcColumn),
+		)
+		sqlgraph.HasNeighbors(s, step)
+	})
+}
+
+// HasBmcWith applies the HasEdge predicate on the "bmc" edge with a given conditions (other predicates).
+func HasBmcWith(preds ...predicate.BMC) predicate.Machine {
+	return predicate.Machine(func(s *sql.Selector) {
+		step := newBmcStep()
+		sqlgraph.HasNeighborsWith(s, step, func(s *sql.Selector) {
+			for _, p := range preds {
+				p(s)
+			}
+		})
+	})
+}
+
+// HasBmcOperations applies the HasEdge predicate on the "bmc_operations" edge.
+func HasBmcOperations() predicate.Machine {
+	return predicate.Machine(func(s *sql.Selector) {
+		step := sqlgraph.NewStep(
+			sqlgraph.From(Table, FieldID),
+			sqlgraph.Edge(sqlgraph.O2M, false, BmcOperationsTable, BmcOperationsColumn),
+		)
+		sqlgraph.HasNeighbors(s, step)
+	})
+}
+
+// HasBmcOperationsWith applies the HasEdge predicate on the "bmc_operations" edge with a given conditions (other predicates).
+func HasBmcOperationsWith(preds ...predicate.BMCOperation) predicate.Machine {
+	return predicate.Machine(func(s *sql.Selector) {
+		step := newBmcOperationsStep()
+		sqlgraph.HasNeighborsWith(s, step, func(s *sql.Selector) {
+			for _, p := range preds {
+				p(s)
+			}
+		})
+	})
+}
+
+// HasBmcLease applies the HasEdge predicate on the "bmc_lease" edge.
+func HasBmcLease() predicate.Machine {
+	return predicate.Machine(func(s *sql.Selector) {
+		step := sqlgraph.NewStep(
+			sqlgraph.From(Table, FieldID),
+			sqlgraph.Edge(sqlgraph.O2O, false, BmcLeaseTable, BmcLeaseColumn),
+		)
+		sqlgraph.HasNeighbors(s, step)
+	})
+}
+
+// HasBmcLeaseWith applies the HasEdge predicate on the "bmc_lease" edge with a given conditions (other predicates).
+func HasBmcLeaseWith(preds ...predicate.BMCLease) predicate.Machine {
+	return predicate.Machine(func(s *sql.Selector) {
+		step := newBmcLeaseStep()
+		sqlgraph.HasNeighborsWith(s, step, func(s *sql.Selector) {
+			for _, p := range preds {
+				p(s)
+			}
+		})
+	})
+}
+
 // And groups predicates with the AND operator between them.
 func And(predicates ...predicate.Machine) predicate.Machine {
 	return predicate.Machine(sql.AndPredicates(predicates...))

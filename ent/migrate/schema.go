@@ -45,10 +45,122 @@ var (
 			},
 		},
 	}
+	// BmcsColumns holds the columns for the "bmcs" table.
+	BmcsColumns = []*schema.Column{
+		{Name: "id", Type: field.TypeInt, Increment: true},
+		{Name: "create_time", Type: field.TypeTime},
+		{Name: "update_time", Type: field.TypeTime},
+		{Name: "address", Type: field.TypeString, Size: 253},
+		{Name: "port", Type: field.TypeInt, Default: 0},
+		{Name: "protocol", Type: field.TypeEnum, Enums: []string{"auto", "ipmi", "redfish"}, Default: "auto"},
+		{Name: "username", Type: field.TypeString, Size: 64},
+		{Name: "password_sealed", Type: field.TypeBytes, Nullable: true},
+		{Name: "password_key_id", Type: field.TypeString, Size: 64, Default: ""},
+		{Name: "mac", Type: field.TypeString, Size: 17, Default: ""},
+		{Name: "power_state", Type: field.TypeEnum, Enums: []string{"unknown", "on", "off"}, Default: "unknown"},
+		{Name: "power_time", Type: field.TypeTime, Nullable: true},
+		{Name: "power_error", Type: field.TypeString, Size: 2048, Default: ""},
+		{Name: "power_drift", Type: field.TypeBool, Default: false},
+		{Name: "machine_id", Type: field.TypeUUID, Unique: true},
+	}
+	// BmcsTable holds the schema information for the "bmcs" table.
+	BmcsTable = &schema.Table{
+		Name:       "bmcs",
+		Columns:    BmcsColumns,
+		PrimaryKey: []*schema.Column{BmcsColumns[0]},
+		ForeignKeys: []*schema.ForeignKey{
+			{
+				Symbol:     "bmcs_machines_bmc",
+				Columns:    []*schema.Column{BmcsColumns[14]},
+				RefColumns: []*schema.Column{MachinesColumns[0]},
+				OnDelete:   schema.Cascade,
+			},
+		},
+		Indexes: []*schema.Index{
+			{
+				Name:    "bmc_power_time",
+				Unique:  false,
+				Columns: []*schema.Column{BmcsColumns[11]},
+			},
+		},
+	}
+	// BmcLeasesColumns holds the columns for the "bmc_leases" table.
+	BmcLeasesColumns = []*schema.Column{
+		{Name: "id", Type: field.TypeInt, Increment: true},
+		{Name: "token", Type: field.TypeInt64},
+		{Name: "holder", Type: field.TypeString, Size: 128},
+		{Name: "expire_time", Type: field.TypeTime},
+		{Name: "grant_time", Type: field.TypeTime},
+		{Name: "machine_id", Type: field.TypeUUID, Unique: true},
+	}
+	// BmcLeasesTable holds the schema information for the "bmc_leases" table.
+	BmcLeasesTable = &schema.Table{
+		Name:       "bmc_leases",
+		Columns:    BmcLeasesColumns,
+		PrimaryKey: []*schema.Column{BmcLeasesColumns[0]},
+		ForeignKeys: []*schema.ForeignKey{
+			{
+				Symbol:     "bmc_leases_machines_bmc_lease",
+				Columns:    []*schema.Column{BmcLeasesColumns[5]},
+				RefColumns: []*schema.Column{MachinesColumns[0]},
+				OnDelete:   schema.Cascade,
+			},
+		},
+	}
+	// BmcOperationsColumns holds the columns for the "bmc_operations" table.
+	BmcOperationsColumns = []*schema.Column{
+		{Name: "id", Type: field.TypeUUID},
+		{Name: "type", Type: field.TypeEnum, Enums: []string{"power_on", "power_off", "soft_off", "power_cycle", "reset", "set_boot_device"}},
+		{Name: "boot_device", Type: field.TypeEnum, Enums: []string{"none", "pxe", "disk", "bios_setup"}, Default: "none"},
+		{Name: "boot_persistent", Type: field.TypeBool, Default: false},
+		{Name: "boot_efi", Type: field.TypeBool, Default: false},
+		{Name: "state", Type: field.TypeEnum, Enums: []string{"pending", "running", "succeeded", "failed", "cancelled"}, Default: "pending"},
+		{Name: "attempts", Type: field.TypeInt, Default: 0},
+		{Name: "error", Type: field.TypeString, Size: 2048, Default: ""},
+		{Name: "requester", Type: field.TypeString, Size: 512},
+		{Name: "worker", Type: field.TypeString, Size: 128, Default: ""},
+		{Name: "request_id", Type: field.TypeString, Nullable: true, Size: 64},
+		{Name: "power_state", Type: field.TypeEnum, Enums: []string{"unknown", "on", "off"}, Default: "unknown"},
+		{Name: "create_time", Type: field.TypeTime},
+		{Name: "start_time", Type: field.TypeTime, Nullable: true},
+		{Name: "end_time", Type: field.TypeTime, Nullable: true},
+		{Name: "machine_id", Type: field.TypeUUID},
+	}
+	// BmcOperationsTable holds the schema information for the "bmc_operations" table.
+	BmcOperationsTable = &schema.Table{
+		Name:       "bmc_operations",
+		Columns:    BmcOperationsColumns,
+		PrimaryKey: []*schema.Column{BmcOperationsColumns[0]},
+		ForeignKeys: []*schema.ForeignKey{
+			{
+				Symbol:     "bmc_operations_machines_bmc_operations",
+				Columns:    []*schema.Column{BmcOperationsColumns[15]},
+				RefColumns: []*schema.Column{MachinesColumns[0]},
+				OnDelete:   schema.Cascade,
+			},
+		},
+		Indexes: []*schema.Index{
+			{
+				Name:    "bmcoperation_machine_id_create_time",
+				Unique:  false,
+				Columns: []*schema.Column{BmcOperationsColumns[15], BmcOperationsColumns[12]},
+			},
+			{
+				Name:    "bmcoperation_state_create_time",
+				Unique:  false,
+				Columns: []*schema.Column{BmcOperationsColumns[5], BmcOperationsColumns[12]},
+			},
+			{
+				Name:    "bmcoperation_machine_id_request_id",
+				Unique:  true,
+				Columns: []*schema.Column{BmcOperationsColumns[15], BmcOperationsColumns[10]},
+			},
+		},
+	}
 	// ChangesColumns holds the columns for the "changes" table.
 	ChangesColumns = []*schema.Column{
 		{Name: "id", Type: field.TypeInt64, Increment: true},
-		{Name: "kind", Type: field.TypeEnum, Enums: []string{"machine", "segment"}},
+		{Name: "kind", Type: field.TypeEnum, Enums: []string{"machine", "segment", "bmc", "bmc_operation"}},
 		{Name: "type", Type: field.TypeEnum, Enums: []string{"created", "updated", "deleted"}},
 		{Name: "resource_id", Type: field.TypeString},
 		{Name: "payload", Type: field.TypeBytes},
@@ -343,6 +455,9 @@ var (
 	// Tables holds all the tables in the schema.
 	Tables = []*schema.Table{
 		AuditRecordsTable,
+		BmcsTable,
+		BmcLeasesTable,
+		BmcOperationsTable,
 		ChangesTable,
 		DeclinedAddressesTable,
 		IdentityConflictsTable,
@@ -356,6 +471,12 @@ var (
 )
 
 func init() {
+	BmcsTable.ForeignKeys[0].RefTable = MachinesTable
+	BmcsTable.Annotation = &entsql.Annotation{
+		Table: "bmcs",
+	}
+	BmcLeasesTable.ForeignKeys[0].RefTable = MachinesTable
+	BmcOperationsTable.ForeignKeys[0].RefTable = MachinesTable
 	DeclinedAddressesTable.ForeignKeys[0].RefTable = SegmentsTable
 	DeclinedAddressesTable.Annotation = &entsql.Annotation{
 		Table: "declined_addresses",

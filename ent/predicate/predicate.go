@@ -9,6 +9,15 @@ import (
 // AuditRecord is the predicate function for auditrecord builders.
 type AuditRecord func(*sql.Selector)
 
+// BMC is the predicate function for bmc builders.
+type BMC func(*sql.Selector)
+
+// BMCLease is the predicate function for bmclease builders.
+type BMCLease func(*sql.Selector)
+
+// BMCOperation is the predicate function for bmcoperation builders.
+type BMCOperation func(*sql.Selector)
+
 // Change is the predicate function for change builders.
 type Change func(*sql.Selector)
 

@@ -66,6 +66,12 @@ func (Machine) Edges() []ent.Edge {
 			Annotations(entsql.OnDelete(entsql.Cascade)),
 		edge.To("claimed_by", IdentityConflict.Type).
 			Annotations(entsql.OnDelete(entsql.Cascade)),
+		edge.To("bmc", BMC.Type).Unique().
+			Annotations(entsql.OnDelete(entsql.Cascade)),
+		edge.To("bmc_operations", BMCOperation.Type).
+			Annotations(entsql.OnDelete(entsql.Cascade)),
+		edge.To("bmc_lease", BMCLease.Type).Unique().
+			Annotations(entsql.OnDelete(entsql.Cascade)),
 	}
 }
 
