@@ -39,6 +39,7 @@ import (
 	"connectrpc.com/connect"
 	"github.com/carbide-dev/carbide/gen/carbide/agent/v1/agentv1connect"
 	"github.com/carbide-dev/carbide/gen/carbide/audit/v1/auditv1connect"
+	"github.com/carbide-dev/carbide/gen/carbide/bmc/v1/bmcv1connect"
 	"github.com/carbide-dev/carbide/gen/carbide/boot/v1/bootv1connect"
 	"github.com/carbide-dev/carbide/gen/carbide/dhcp/v1/dhcpv1connect"
 	machinev1 "github.com/carbide-dev/carbide/gen/carbide/machine/v1"
@@ -69,6 +70,7 @@ type Client struct {
 	Agent     agentv1connect.AgentServiceClient
 	Audit     auditv1connect.AuditServiceClient
 	Boot      bootv1connect.BootServiceClient
+	BMC       bmcv1connect.BMCServiceClient
 }
 
 type options struct {
@@ -172,6 +174,7 @@ func New(baseURL string, opts ...Option) (*Client, error) {
 		Agent:     agentv1connect.NewAgentServiceClient(httpClient, baseURL, copts...),
 		Audit:     auditv1connect.NewAuditServiceClient(httpClient, baseURL, copts...),
 		Boot:      bootv1connect.NewBootServiceClient(httpClient, baseURL, copts...),
+		BMC:       bmcv1connect.NewBMCServiceClient(httpClient, baseURL, copts...),
 	}, nil
 }
 

@@ -24,17 +24,20 @@ import (
 	"github.com/carbide-dev/carbide/backend/internal/audit"
 	"github.com/carbide-dev/carbide/backend/internal/authn"
 	"github.com/carbide-dev/carbide/backend/internal/authz"
+	"github.com/carbide-dev/carbide/backend/internal/bmc"
 	"github.com/carbide-dev/carbide/backend/internal/boot"
 	"github.com/carbide-dev/carbide/backend/internal/dhcp"
 	"github.com/carbide-dev/carbide/backend/internal/interceptor"
 	"github.com/carbide-dev/carbide/backend/internal/ipam"
 	"github.com/carbide-dev/carbide/backend/internal/machines"
 	"github.com/carbide-dev/carbide/backend/internal/pki"
+	"github.com/carbide-dev/carbide/backend/internal/secrets"
 	"github.com/carbide-dev/carbide/backend/internal/segments"
 	"github.com/carbide-dev/carbide/backend/internal/store"
 	"github.com/carbide-dev/carbide/backend/internal/watch"
 	"github.com/carbide-dev/carbide/gen/carbide/agent/v1/agentv1connect"
 	"github.com/carbide-dev/carbide/gen/carbide/audit/v1/auditv1connect"
+	"github.com/carbide-dev/carbide/gen/carbide/bmc/v1/bmcv1connect"
 	"github.com/carbide-dev/carbide/gen/carbide/boot/v1/bootv1connect"
 	"github.com/carbide-dev/carbide/gen/carbide/dhcp/v1/dhcpv1connect"
 	"github.com/carbide-dev/carbide/gen/carbide/machine/v1/machinev1connect"
@@ -101,6 +104,16 @@ type Config struct {
 	// could not finish before their deadline. 0 means
 	// dhcp.DefaultMaxLeaseCalls.
 	MaxLeaseCalls int
+	// SecretsKeyFile is the keyring that seals secrets at rest (BMC
+	// passwords), see package secrets; SecretsKeys is the same as text
+	// (from CARBIDE_SECRETS_KEYS). With neither, --dev uses
+	// <data-dir>/pki/secrets.keys, created on first start; otherwise the
+	// API has no keyring and refuses to store secrets.
+	SecretsKeyFile string
+	SecretsKeys    string
+	// BMCLease is how long a carbide-bmc daemon's lease on a machine
+	// lasts unless renewed; 0 means bmc.DefaultLeaseTime.
+	BMCLease time.Duration
 	// DiscoveredRetention is how long a machine DHCP enrolled may stay
 	// discovered, with no inventory, after its last lease expired, before
 	// it is removed; 0 keeps such machines.
@@ -155,6 +168,12 @@ func (c *Config) Validate() error {
 	if c.Enrol.Rate < 0 || c.Enrol.Burst < 0 || c.Enrol.Rate > 0 && c.Enrol.Burst < 1 {
 		errs = append(errs, errors.New("enrol-rate and enrol-burst: rate 0 means no limit; a positive rate needs a burst of 1 or more"))
 	}
+	if c.SecretsKeyFile != "" && c.SecretsKeys != "" {
+		errs = append(errs, errors.New("secrets-key-file and CARBIDE_SECRETS_KEYS: give one keyring, not both"))
+	}
+	if c.BMCLease != 0 && (c.BMCLease < time.Second || c.BMCLease > time.Hour) {
+		errs = append(errs, errors.New("bmc-lease: give 1s to 1h (or 0 for the default, 30s)"))
+	}
 	if c.MaxLeaseCalls < 0 {
 		errs = append(errs, fmt.Errorf("max-lease-calls: must be 0 (the default, %d) or more", dhcp.DefaultMaxLeaseCalls))
 	}
@@ -200,6 +219,7 @@ var ServiceNames = []string{
 	agentv1connect.AgentServiceName,
 	auditv1connect.AuditServiceName,
 	bootv1connect.BootServiceName,
+	bmcv1connect.BMCServiceName,
 }
 
 // Run serves until ctx is done, then shuts down gracefully.
@@ -233,7 +253,11 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	stopping := make(chan struct{})
 	reg := prometheus.NewRegistry()
 	lim := newLimits(cfg)
-	handler, health, err := newHandler(st, auth.Agents, cfg.Enrol, cfg.MaxLeaseCalls, logger, stopping, reg, lim)
+	keys, err := keyring(cfg, logger)
+	if err != nil {
+		return err
+	}
+	handler, health, err := newHandler(st, auth.Agents, cfg, keys, logger, stopping, reg, lim)
 	if err != nil {
 		return err
 	}
@@ -311,7 +335,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 // the client accepts compression.
 const compressMinBytes = 4096
 
-func newHandler(st *store.Store, tokens *pki.AgentTokens, enrol dhcp.EnrolLimit, maxLeaseCalls int, logger *slog.Logger, stopping <-chan struct{}, reg *prometheus.Registry, lim *limits) (http.Handler, *grpchealth.StaticChecker, error) {
+func newHandler(st *store.Store, tokens *pki.AgentTokens, cfg Config, keys *secrets.Keyring, logger *slog.Logger, stopping <-chan struct{}, reg *prometheus.Registry, lim *limits) (http.Handler, *grpchealth.StaticChecker, error) {
 	validator, err := protovalidate.New()
 	if err != nil {
 		return nil, nil, fmt.Errorf("build request validator: %w", err)
@@ -342,7 +366,7 @@ func newHandler(st *store.Store, tokens *pki.AgentTokens, enrol dhcp.EnrolLimit,
 	mux.Handle(networkv1connect.NewSegmentServiceHandler(segments.NewService(st), opts))
 	addresses := ipam.NewService(st)
 	mux.Handle(networkv1connect.NewAddressServiceHandler(addresses, opts))
-	dhcpService, err := dhcp.NewService(st, addresses, logger, enrol, maxLeaseCalls, reg)
+	dhcpService, err := dhcp.NewService(st, addresses, logger, cfg.Enrol, cfg.MaxLeaseCalls, reg)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -351,6 +375,11 @@ func newHandler(st *store.Store, tokens *pki.AgentTokens, enrol dhcp.EnrolLimit,
 	mux.Handle(agentv1connect.NewAgentServiceHandler(agent.NewService(st, tokens, logger, reg), opts))
 	mux.Handle(auditv1connect.NewAuditServiceHandler(audit.NewService(st), opts))
 	mux.Handle(bootv1connect.NewBootServiceHandler(boot.NewService(st, tokens, reg), opts))
+	bmcService := bmc.NewService(st, keys, cfg.BMCLease, logger)
+	if err := reseal(bmcService, keys, logger, reg); err != nil {
+		return nil, nil, err
+	}
+	mux.Handle(bmcv1connect.NewBMCServiceHandler(bmcService, opts))
 
 	health := grpchealth.NewStaticChecker(ServiceNames...)
 	mux.Handle(grpchealth.NewHandler(health, opts))

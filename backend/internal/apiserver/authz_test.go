@@ -117,12 +117,19 @@ func allowed(role principal.Role, r rpc) bool {
 	if strings.HasSuffix(method, "IdentityConflict") || strings.HasSuffix(method, "IdentityConflicts") {
 		return role == principal.RoleAdmin
 	}
+	// Only the BMC daemons claim and report BMC work.
+	bmcDaemon := service == "carbide.bmc.v1.BMCService" &&
+		(method == "Claim" || method == "Renew" || method == "Report" || method == "Release")
+	if bmcDaemon || role == principal.RoleBMC {
+		return bmcDaemon && role == principal.RoleBMC
+	}
 	switch role {
 	case principal.RoleAdmin:
 		return service != "carbide.agent.v1.AgentService"
 	case principal.RoleOperator:
 		return readOnly && service != "carbide.audit.v1.AuditService" && service != "carbide.agent.v1.AgentService" ||
-			method == "CreateMachine" || method == "UpdateMachine" || method == "RetryMachine"
+			method == "CreateMachine" || method == "UpdateMachine" || method == "RetryMachine" ||
+			method == "RequestOperation" || method == "CancelOperation"
 	case principal.RoleViewer:
 		return readOnly && service != "carbide.audit.v1.AuditService" && service != "carbide.agent.v1.AgentService"
 	case principal.RolePXE:
@@ -134,7 +141,7 @@ func allowed(role principal.Role, r rpc) bool {
 	case principal.RoleAgent:
 		return service == "carbide.agent.v1.AgentService"
 	}
-	return false // bmc has no RPCs yet
+	return false
 }
 
 // credential is one way of presenting oneself to the API.

@@ -19,6 +19,7 @@ import (
 	"github.com/carbide-dev/carbide/backend/pgtest"
 	"github.com/carbide-dev/carbide/gen/carbide/agent/v1/agentv1connect"
 	"github.com/carbide-dev/carbide/gen/carbide/audit/v1/auditv1connect"
+	"github.com/carbide-dev/carbide/gen/carbide/bmc/v1/bmcv1connect"
 	"github.com/carbide-dev/carbide/gen/carbide/boot/v1/bootv1connect"
 	"github.com/carbide-dev/carbide/gen/carbide/dhcp/v1/dhcpv1connect"
 	"github.com/carbide-dev/carbide/gen/carbide/machine/v1/machinev1connect"
@@ -61,6 +62,7 @@ type clients struct {
 	Audit    auditv1connect.AuditServiceClient
 	DHCP     dhcpv1connect.DHCPServiceClient
 	Boot     bootv1connect.BootServiceClient
+	BMC      bmcv1connect.BMCServiceClient
 }
 
 // newEnv starts an API server on a fresh store of the given kind
@@ -115,7 +117,11 @@ func newEnvWith(t testing.TB, kind, protocol string, opts envOptions) *env {
 	}
 	testsecret.RegisterFiles(t, filepath.Join(cfg.DataDir, "pki", "*.key"))
 	stopping := make(chan struct{})
-	handler, _, err := newHandler(st, auth.Agents, cfg.Enrol, cfg.MaxLeaseCalls, logger, stopping, prometheus.NewRegistry(), newLimits(cfg))
+	keys, err := keyring(cfg, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	handler, _, err := newHandler(st, auth.Agents, cfg, keys, logger, stopping, prometheus.NewRegistry(), newLimits(cfg))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -197,6 +203,7 @@ func (e *env) clientsOver(hc *http.Client, opts ...connect.ClientOption) clients
 		Audit:    auditv1connect.NewAuditServiceClient(hc, e.URL, opts...),
 		DHCP:     dhcpv1connect.NewDHCPServiceClient(hc, e.URL, opts...),
 		Boot:     bootv1connect.NewBootServiceClient(hc, e.URL, opts...),
+		BMC:      bmcv1connect.NewBMCServiceClient(hc, e.URL, opts...),
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"github.com/carbide-dev/carbide/backend/internal/principal"
 	"github.com/carbide-dev/carbide/gen/carbide/agent/v1/agentv1connect"
 	"github.com/carbide-dev/carbide/gen/carbide/audit/v1/auditv1connect"
+	"github.com/carbide-dev/carbide/gen/carbide/bmc/v1/bmcv1connect"
 	"github.com/carbide-dev/carbide/gen/carbide/boot/v1/bootv1connect"
 	"github.com/carbide-dev/carbide/gen/carbide/dhcp/v1/dhcpv1connect"
 	"github.com/carbide-dev/carbide/gen/carbide/machine/v1/machinev1connect"
@@ -38,6 +39,7 @@ var (
 	admins  = []principal.Role{admin}
 
 	dhcpAndAdmin = []principal.Role{admin, principal.RoleDHCP}
+	bmcDaemons   = []principal.Role{principal.RoleBMC}
 )
 
 // Policy maps every procedure to its rule.
@@ -88,4 +90,20 @@ var Policy = map[string]Rule{
 	bootv1connect.BootServiceGetBootConfigProcedure: {Roles: []principal.Role{admin, principal.RolePXE}},
 
 	auditv1connect.AuditServiceListAuditRecordsProcedure: {Roles: admins},
+
+	// BMCs: admins set where a BMC is and its credentials; operators
+	// power machines and set how they boot; the BMC daemons claim that
+	// work and report on it, and nothing else.
+	bmcv1connect.BMCServiceSetBMCProcedure:           {Roles: admins},
+	bmcv1connect.BMCServiceGetBMCProcedure:           {Roles: users},
+	bmcv1connect.BMCServiceListBMCsProcedure:         {Roles: users},
+	bmcv1connect.BMCServiceDeleteBMCProcedure:        {Roles: admins},
+	bmcv1connect.BMCServiceRequestOperationProcedure: {Roles: writers},
+	bmcv1connect.BMCServiceGetOperationProcedure:     {Roles: users},
+	bmcv1connect.BMCServiceListOperationsProcedure:   {Roles: users},
+	bmcv1connect.BMCServiceCancelOperationProcedure:  {Roles: writers},
+	bmcv1connect.BMCServiceClaimProcedure:            {Roles: bmcDaemons},
+	bmcv1connect.BMCServiceRenewProcedure:            {Roles: bmcDaemons},
+	bmcv1connect.BMCServiceReportProcedure:           {Roles: bmcDaemons},
+	bmcv1connect.BMCServiceReleaseProcedure:          {Roles: bmcDaemons},
 }

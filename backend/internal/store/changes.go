@@ -20,6 +20,9 @@ import (
 const (
 	KindMachine = change.KindMachine
 	KindSegment = change.KindSegment
+	// KindBMC is a machine's BMC; its id is the machine's.
+	KindBMC          = change.KindBmc
+	KindBMCOperation = change.KindBmcOperation
 
 	Created = change.TypeCreated
 	Updated = change.TypeUpdated

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/carbide-dev/carbide/backend/internal/bmc"
 	"github.com/carbide-dev/carbide/backend/internal/machines"
 	"github.com/carbide-dev/carbide/backend/internal/segments"
 	"github.com/carbide-dev/carbide/backend/internal/store"
@@ -16,6 +17,7 @@ import (
 	"github.com/carbide-dev/carbide/ent/change"
 	"github.com/carbide-dev/carbide/ent/machine"
 	"github.com/carbide-dev/carbide/ent/segment"
+	bmcv1 "github.com/carbide-dev/carbide/gen/carbide/bmc/v1"
 	machinev1 "github.com/carbide-dev/carbide/gen/carbide/machine/v1"
 	networkv1 "github.com/carbide-dev/carbide/gen/carbide/network/v1"
 	watchv1 "github.com/carbide-dev/carbide/gen/carbide/watch/v1"
@@ -49,6 +51,9 @@ func NewService(st *store.Store, done <-chan struct{}) *Service {
 var kindOf = map[watchv1.ResourceKind]change.Kind{
 	watchv1.ResourceKind_RESOURCE_KIND_MACHINE: store.KindMachine,
 	watchv1.ResourceKind_RESOURCE_KIND_SEGMENT: store.KindSegment,
+	watchv1.ResourceKind_RESOURCE_KIND_BMC:     store.KindBMC,
+
+	watchv1.ResourceKind_RESOURCE_KIND_BMC_OPERATION: store.KindBMCOperation,
 }
 
 var typeOf = map[change.Type]watchv1.EventType{
@@ -206,6 +211,28 @@ func (s *Service) snapshot(ctx context.Context, stream *connect.ServerStream[wat
 			after = segs[len(segs)-1].Name
 		}
 	}
+	if want(store.KindBMC) {
+		if err := bmc.EachBMC(ctx, s.store.Client, batch, func(b *bmcv1.BMC) error {
+			return stream.Send(&watchv1.WatchResponse{
+				Revision: rev, Type: watchv1.EventType_EVENT_TYPE_EXISTING,
+				Kind: watchv1.ResourceKind_RESOURCE_KIND_BMC, Id: b.GetMachineId(),
+				Resource: &watchv1.WatchResponse_Bmc{Bmc: b},
+			})
+		}); err != nil {
+			return err
+		}
+	}
+	if want(store.KindBMCOperation) {
+		if err := bmc.EachUnfinishedOperation(ctx, s.store.Client, batch, func(op *bmcv1.Operation) error {
+			return stream.Send(&watchv1.WatchResponse{
+				Revision: rev, Type: watchv1.EventType_EVENT_TYPE_EXISTING,
+				Kind: watchv1.ResourceKind_RESOURCE_KIND_BMC_OPERATION, Id: op.GetId(),
+				Resource: &watchv1.WatchResponse_Operation{Operation: op},
+			})
+		}); err != nil {
+			return err
+		}
+	}
 	return stream.Send(&watchv1.WatchResponse{Revision: rev, Type: watchv1.EventType_EVENT_TYPE_SYNCED})
 }
 
@@ -226,6 +253,20 @@ func event(row *ent.Change) (*watchv1.WatchResponse, error) {
 		}
 		ev.Kind = watchv1.ResourceKind_RESOURCE_KIND_SEGMENT
 		ev.Resource = &watchv1.WatchResponse_Segment{Segment: sg}
+	case store.KindBMC:
+		b := &bmcv1.BMC{}
+		if err := proto.Unmarshal(row.Payload, b); err != nil {
+			return nil, fmt.Errorf("decode change %d: %w", row.ID, err)
+		}
+		ev.Kind = watchv1.ResourceKind_RESOURCE_KIND_BMC
+		ev.Resource = &watchv1.WatchResponse_Bmc{Bmc: b}
+	case store.KindBMCOperation:
+		op := &bmcv1.Operation{}
+		if err := proto.Unmarshal(row.Payload, op); err != nil {
+			return nil, fmt.Errorf("decode change %d: %w", row.ID, err)
+		}
+		ev.Kind = watchv1.ResourceKind_RESOURCE_KIND_BMC_OPERATION
+		ev.Resource = &watchv1.WatchResponse_Operation{Operation: op}
 	}
 	return ev, nil
 }
