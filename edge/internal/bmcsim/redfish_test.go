@@ -73,7 +73,7 @@ func TestRedfishProtocol(t *testing.T) {
 	t.Parallel()
 	m := &MemoryMachine{}
 	r := startRedfish(t, m)
-	c := rfClient{t: t, base: r.URL(), c: &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: CertPool()}}}}
+	c := rfClient{t: t, base: r.URL(), c: httpsClient()}
 
 	code, _, root := c.do("GET", "/redfish/v1/", "", nil)
 	if code != 200 || root["RedfishVersion"] == nil {
@@ -233,4 +233,9 @@ func pythonEnv() []string {
 		}
 	}
 	return env
+}
+
+// httpsClient trusts the services' certificate.
+func httpsClient() *http.Client {
+	return &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: CertPool()}}}
 }
