@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -21,6 +22,7 @@ import (
 	"github.com/bmc-toolbox/bmclib/v2/providers/ipmitool"
 	"github.com/bmc-toolbox/bmclib/v2/providers/redfish"
 	"github.com/jacobweinstock/registrar"
+	"github.com/stmcginnis/gofish/common"
 )
 
 // Protocol is how a BMC is reached.
@@ -351,11 +353,17 @@ func (c *Client) classify(ctx context.Context, op string, err error) error {
 	}
 	where := "BMC " + strings.Join(names, " / ")
 	lower := strings.ToLower(text)
+	status := 0
+	var httpErr *common.Error
+	if errors.As(err, &httpErr) {
+		status = httpErr.HTTPReturnedStatusCode
+	}
 	e := &Error{Op: op, err: under}
+	// Match words, never bare numbers: the text holds the BMC's address.
 	switch {
-	case strings.Contains(lower, "401") || strings.Contains(lower, "unauthorized") ||
-		strings.Contains(lower, "insufficientprivilege") || strings.Contains(lower, "rakp") ||
-		strings.Contains(lower, "invalid user name") || strings.Contains(lower, "password"):
+	case status == http.StatusUnauthorized || status == http.StatusForbidden ||
+		strings.Contains(lower, "unauthorized") || strings.Contains(lower, "insufficientprivilege") ||
+		strings.Contains(lower, "rakp") || strings.Contains(lower, "invalid user name"):
 		e.msg = fmt.Sprintf("%s refused the credentials for user %s (check the username and password)", where, t.Username)
 	case strings.Contains(lower, "unable to establish ipmi v2 / rmcp+ session") && c.ipmiAnswers(ctx):
 		// ipmitool says the same for a wrong password and for no answer
@@ -375,16 +383,16 @@ func (c *Client) classify(ctx context.Context, op string, err error) error {
 		strings.Contains(lower, "network is unreachable"):
 		e.Transient = true
 		e.msg = fmt.Sprintf("%s is unreachable (check the address and the network path to it): %s", where, text)
-	case strings.Contains(lower, "busy"), strings.Contains(lower, "503"), strings.Contains(lower, "0xc0"),
-		strings.Contains(lower, "temporarily"):
+	case status == http.StatusTooManyRequests || status >= 500 && status != http.StatusNotImplemented ||
+		strings.Contains(lower, "busy") || strings.Contains(lower, "temporarily") || strings.Contains(lower, "0xc0"):
 		e.Transient = true
-		e.msg = fmt.Sprintf("%s is busy; %s will be retried: %s", where, op, text)
-	case strings.Contains(lower, "not supported"), strings.Contains(lower, "unsupported"),
+		e.msg = fmt.Sprintf("%s is busy or failed inside; %s can be retried: %s", where, op, text)
+	case status >= 400, strings.Contains(lower, "not supported"), strings.Contains(lower, "unsupported"),
 		strings.Contains(lower, "not a powersetter"), strings.Contains(lower, "not implemented"),
-		strings.Contains(lower, "405"), strings.Contains(lower, "501"), strings.Contains(lower, "400"),
 		strings.Contains(lower, "invalid boot device"), strings.Contains(lower, "not in present state"):
-		e.msg = fmt.Sprintf("%s cannot %s (the BMC does not support it in this state): %s", where, op, text)
+		e.msg = fmt.Sprintf("%s cannot %s (the BMC does not support it, or not in this state): %s", where, op, text)
 	default:
+		// Unknown: let the caller retry until its own deadline.
 		e.Transient = true
 		e.msg = fmt.Sprintf("%s on %s failed: %s", op, where, text)
 	}

@@ -2,6 +2,8 @@ package bmcd
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"os/exec"
@@ -11,6 +13,7 @@ import (
 
 	"github.com/carbide-dev/carbide/edge/internal/bmcsim"
 	"github.com/google/go-cmp/cmp"
+	"github.com/stmcginnis/gofish/common"
 )
 
 const password = "Secr3t-BMC-pw"
@@ -301,6 +304,35 @@ func TestParsePowerState(t *testing.T) {
 	} {
 		if got := parsePowerState(in); got != want {
 			t.Errorf("parsePowerState(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestClassify(t *testing.T) {
+	t.Parallel()
+	c := &Client{
+		target:    Target{Host: "10.0.0.5", Port: 40155, Protocol: ProtocolRedfish, Username: "admin", Password: password},
+		opts:      Options{Timeout: 5 * time.Second},
+		protocols: []Protocol{ProtocolRedfish},
+	}
+	for name, tc := range map[string]struct {
+		err       error
+		transient bool
+		says      string
+	}{
+		"401":                {common.ConstructError(401, []byte(`{}`)), false, "refused the credentials for user admin"},
+		"500 on port 40155":  {fmt.Errorf("provider: gofish: %w", common.ConstructError(500, []byte("https://10.0.0.5:40155/redfish/v1 boom"))), true, "can be retried"},
+		"405":                {common.ConstructError(405, nil), false, "cannot power on"},
+		"deadline":           {fmt.Errorf("x: %w", context.DeadlineExceeded), true, "did not answer within 5s"},
+		"refused":            {errors.New("dial tcp 10.0.0.5:40155: connect: connection refused"), true, "refused the connection"},
+		"password in output": {errors.New("weird output " + password), true, "weird output <password>"},
+	} {
+		err := c.classify(context.Background(), "power on", tc.err)
+		if IsTransient(err) != tc.transient || !strings.Contains(err.Error(), tc.says) {
+			t.Errorf("%s: classify = %q (transient %v); want transient %v and %q", name, err, IsTransient(err), tc.transient, tc.says)
+		}
+		if strings.Contains(err.Error(), password) || strings.Contains(errors.Unwrap(err).Error(), password) {
+			t.Errorf("%s: %q holds the password", name, err)
 		}
 	}
 }
