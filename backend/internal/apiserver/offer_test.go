@@ -392,3 +392,42 @@ func TestDHCPOfferEnrolmentLimit(t *testing.T) {
 		})
 	}
 }
+
+// A MAC with a reservation is offered its reserved address, also when an
+// expired lease of another MAC still holds it (the REQUEST reclaims it);
+// while another MAC's unexpired lease holds it, the offer fails as the
+// lease would.
+func TestDHCPOfferOfReservation(t *testing.T) {
+	t.Parallel()
+	forEachStore(t, func(t *testing.T, e *env) {
+		segID, origin, c := offerSegment(t, e, "10.40.0.10", "10.40.0.200")
+		old, owner := testMAC(0x4700), testMAC(0x4701)
+		allocate(t, e, &networkv1.AllocateAddressRequest{SegmentId: segID, Mac: old, RequestedAddress: "10.40.0.11"})
+		release(t, e, segID, old)
+		if _, err := e.Segments.UpdateSegment(t.Context(), connect.NewRequest(&networkv1.UpdateSegmentRequest{
+			Segment:    &networkv1.Segment{Id: segID, Reservations: []*networkv1.Reservation{{Mac: owner, Address: "10.40.0.11"}}},
+			UpdateMask: mask("reservations"),
+		})); err != nil {
+			t.Fatalf("reserve 10.40.0.11: %v", err)
+		}
+
+		// The old holder's lease is back in force: no offer.
+		expireLease(t, e, segID, old, time.Now().Add(time.Hour))
+		_, err := c.DHCP.Lease(t.Context(), connect.NewRequest(&dhcpv1.LeaseRequest{Mac: owner, Origin: origin, Offer: true}))
+		wantError(t, err, connect.CodeFailedPrecondition, "reserved")
+
+		expireLease(t, e, segID, old, time.Now().Add(-time.Minute))
+		before := countRows(t, e)
+		offer := dhcpLease(t, c, &dhcpv1.LeaseRequest{Mac: owner, Origin: origin, Offer: true})
+		if offer.GetAddress() != "10.40.0.11" || !offer.GetTentative() {
+			t.Fatalf("offer to the reservation's MAC: %v, want 10.40.0.11, tentative", offer)
+		}
+		if after := countRows(t, e); after != before {
+			t.Errorf("rows after the offer: %+v, want %+v", after, before)
+		}
+		l := dhcpLease(t, c, &dhcpv1.LeaseRequest{Mac: owner, Origin: origin, RequestedAddress: offer.GetAddress()})
+		if l.GetAddress() != "10.40.0.11" || l.GetTentative() {
+			t.Errorf("REQUEST: %v, want 10.40.0.11 leased", l)
+		}
+	})
+}
