@@ -366,9 +366,10 @@ func TestDHCPLeaseBatchWithOffers(t *testing.T) {
 	})
 }
 
-// The enrolment limit counts enrolments, which happen at the REQUEST: a
-// relay over its limit is offered addresses, and the REQUEST beyond the
-// limit is refused.
+// The enrolment limit counts enrolments, which happen at the REQUEST:
+// offers take nothing from it, so two new MACs are offered addresses with
+// room for one, and the second REQUEST is refused. Once the relay has
+// used up its limit, a new MAC is not offered an address either.
 func TestDHCPOfferEnrolmentLimit(t *testing.T) {
 	t.Parallel()
 	for _, kind := range stores {
@@ -386,8 +387,13 @@ func TestDHCPOfferEnrolmentLimit(t *testing.T) {
 			_, err := c.DHCP.Lease(t.Context(), connect.NewRequest(&dhcpv1.LeaseRequest{
 				Mac: testMAC(0x4601), Origin: origin, RequestedAddress: offers[1].GetAddress()}))
 			wantError(t, err, connect.CodeResourceExhausted, "--enrol-rate")
+			_, err = c.DHCP.Lease(t.Context(), connect.NewRequest(&dhcpv1.LeaseRequest{Mac: testMAC(0x4602), Origin: origin, Offer: true}))
+			wantError(t, err, connect.CodeResourceExhausted, "--enrol-rate")
 			if n := e.Store.Client.Machine.Query().CountX(t.Context()); n != 1 {
 				t.Errorf("%d machines, want 1", n)
+			}
+			if got := metricValue(t, e, `carbide_enrolments_refused_total{segment="offers"}`); got != 2 {
+				t.Errorf("carbide_enrolments_refused_total = %v, want 2 (a REQUEST and an offer)", got)
 			}
 		})
 	}

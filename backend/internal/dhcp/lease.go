@@ -258,6 +258,12 @@ func (s *Service) choose(b *batch, w *writes, r *request, now time.Time) {
 	// A MAC that belongs to no machine is enrolled first.
 	if !cur.machineID.Valid {
 		if offer {
+			// The REQUEST enrols, within the limit; a relay over it
+			// gets no offer either.
+			if !s.enrolments.allows(r.seg, o) {
+				b.out[r.i].err = s.enrolments.refusedError(r.seg, o, r.mac)
+				return
+			}
 			w.offers = append(w.offers, r)
 			return
 		}
