@@ -96,6 +96,33 @@ func (l *enrolLimiter) takeAt(now time.Time, seg *ipam.Segment, o *dhcpv1.Origin
 	return admitted
 }
 
+// allows reports whether origin o on seg may enrol a MAC now, without
+// taking the enrolment (an offer to a new MAC: its REQUEST takes it); it
+// counts a refusal when not.
+func (l *enrolLimiter) allows(seg *ipam.Segment, o *dhcpv1.Origin) bool {
+	return l.allowsAt(time.Now(), seg, o)
+}
+
+// allowsAt is allows at the given time.
+func (l *enrolLimiter) allowsAt(now time.Time, seg *ipam.Segment, o *dhcpv1.Origin) bool {
+	if l.limit.Rate <= 0 {
+		return true
+	}
+	key := enrolKey{segment: seg.ID, relay: o.GetRelayAddress()}
+	l.mu.Lock()
+	ok := true
+	if b := l.buckets[key]; b != nil {
+		ok = b.tokens+now.Sub(b.at).Seconds()*l.limit.Rate >= 1
+	} else {
+		ok = l.limit.Burst >= 1
+	}
+	l.mu.Unlock()
+	if !ok {
+		l.refused.WithLabelValues(seg.Name).Inc()
+	}
+	return ok
+}
+
 // forgetFull drops the buckets that have refilled; l.mu is held.
 func (l *enrolLimiter) forgetFull(now time.Time) {
 	for k, b := range l.buckets {

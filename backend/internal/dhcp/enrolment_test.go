@@ -78,3 +78,29 @@ func TestEnrolLimiterForgetsFullBuckets(t *testing.T) {
 		t.Errorf("%d buckets after the others refilled, want 1", n)
 	}
 }
+
+// allows answers what take would without taking anything.
+func TestEnrolLimiterAllows(t *testing.T) {
+	t.Parallel()
+	l, err := newEnrolLimiter(EnrolLimit{Rate: 1, Burst: 2}, prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	seg := &ipam.Segment{Segment: &ent.Segment{ID: uuid.New(), Name: "s"}}
+	o := &dhcpv1.Origin{RelayAddress: "192.0.2.1"}
+	now := time.Now()
+	for range 3 {
+		if !l.allowsAt(now, seg, o) {
+			t.Fatal("a fresh bucket refused")
+		}
+	}
+	if n := l.takeAt(now, seg, o, 3); n != 2 {
+		t.Fatalf("took %d of 3 after asking, want the burst, 2", n)
+	}
+	if l.allowsAt(now, seg, o) {
+		t.Error("an empty bucket allowed an enrolment")
+	}
+	if !l.allowsAt(now.Add(time.Second), seg, o) {
+		t.Error("a bucket refilled by one token refused")
+	}
+}

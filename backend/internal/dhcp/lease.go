@@ -34,18 +34,36 @@ import (
 //     lease (read, one query for all the MACs of a segment);
 //  3. decide (choose): a MAC that belongs to no machine is enrolled; an
 //     unexpired lease the MAC may keep is handed out again as it is
-//     stored, or renewed; any other MAC is given a free address;
+//     stored, or renewed; any other MAC is given a free address. A
+//     request with offer (a DHCPDISCOVER) that would enrol, renew or
+//     lease is offered an address instead;
 //  4. write, all the requests of a step together: the enrolments (with
 //     their first leases) and relay-id changes in one transaction with the
 //     call's audit record (writeMachines), the renewals in one statement
 //     (renew), the first leases of known machines in one transaction
-//     (leaseFirst), the other leases one by one through ipam (allocate).
+//     (leaseFirst), the other leases one by one through ipam (allocate);
+//     the offers write nothing (offer): each gets the address the write
+//     would give it (the one its lease row holds, else its reservation,
+//     the address it asks for if free, or a free one of its pool walk),
+//     read with one query for all the offers of a segment and held in
+//     this process's memory for the MAC for a few seconds (holds).
 //
 // A request whose write lost a race to a concurrent call (another replica
 // enrolling the same MAC, or taking the same address) goes round again
 // from step 2 with fresh reads, as does one whose machine the round
-// enrolled or whose relay ids it recorded; a MAC's second request in a
-// batch waits for its first. PostgreSQL's unique indexes decide every race.
+// enrolled or whose relay ids it recorded, and an offer that found no
+// free address among its first candidates (it is then written, as without
+// offer); a MAC's second request in a batch waits for its first.
+// PostgreSQL's unique indexes decide every race.
+//
+// An offer is tentative: the DHCPREQUEST that accepts it comes as a
+// request without offer for the offered address, which enrols the MAC
+// and leases it that address if it is still free, or another one if a
+// concurrent call (another replica's) took it meanwhile, whereupon the
+// daemon refuses the client (DHCPNAK) and it starts again. Within one
+// process the holds keep two MACs from being offered one address, and
+// the writes of other MACs from taking a held address while others are
+// free.
 
 // reuseFraction sets when a lease is handed out again as it is stored,
 // without a write: while less than 1/reuseFraction of the segment's lease
@@ -59,7 +77,7 @@ const reuseFraction = 4
 const maxAttempts = 8
 
 // Lease enrols the MAC if needed and leases it an address on the segment
-// its origin selects.
+// its origin selects; with offer, it offers one without a write.
 func (s *Service) Lease(ctx context.Context, req *connect.Request[dhcpv1.LeaseRequest]) (*connect.Response[dhcpv1.LeaseResponse], error) {
 	done, err := s.admission.admit(ctx)
 	if err != nil {
@@ -138,6 +156,7 @@ type request struct {
 	cur      *current // what step 2 read
 	attempts int
 	admitted bool      // the enrolment limit let its MAC be enrolled
+	noOffer  bool      // an offer that found no free candidate: written instead
 	alone    bool      // is written in a transaction of its own: its batch's failed
 	newID    uuid.UUID // of the machine it enrols, chosen before the transaction
 }
@@ -154,6 +173,14 @@ func (s *Service) decide(ctx context.Context, msgs []*dhcpv1.LeaseRequest) *batc
 		}
 		todo = append(todo, &request{i: i, msg: m, mac: machines.CanonicalMAC(m.GetMac()), seg: seg})
 	}
+	// A MAC leased an address holds no offer any more.
+	defer func(all []*request) {
+		for _, r := range all {
+			if resp := b.out[r.i].resp; resp != nil && !resp.GetTentative() {
+				s.holds.drop(r.seg.ID, r.mac)
+			}
+		}
+	}(todo)
 	for len(todo) > 0 {
 		var now, later []*request
 		seen := make(map[string]bool, len(todo))
@@ -207,6 +234,7 @@ func (s *Service) round(ctx context.Context, b *batch, rs []*request) []*request
 	again = append(again, s.renew(ctx, b, w.renewals, now)...)
 	again = append(again, s.leaseFirst(ctx, b, w.firsts)...)
 	again = append(again, s.allocate(ctx, b, w.allocations)...)
+	again = append(again, s.offer(ctx, b, w.offers, now)...)
 	return again
 }
 
@@ -216,15 +244,29 @@ type writes struct {
 	renewals    []*request
 	firsts      []*request // known machines without a lease on the segment
 	allocations []*request
+	offers      []*request // offered an address without a write
 }
 
 // choose decides, from what the store holds, what a request needs: an
 // answer at once, or a write.
 func (s *Service) choose(b *batch, w *writes, r *request, now time.Time) {
 	cur, o := r.cur, r.msg.GetOrigin()
+	// A DHCPDISCOVER that would enrol, renew or lease is offered an address
+	// instead, without a write: the DHCPREQUEST accepting it writes.
+	offer := r.msg.GetOffer() && !r.noOffer
 
 	// A MAC that belongs to no machine is enrolled first.
 	if !cur.machineID.Valid {
+		if offer {
+			// The REQUEST enrols, within the limit; a relay over it
+			// gets no offer either.
+			if !s.enrolments.allows(r.seg, o) {
+				b.out[r.i].err = s.enrolments.refusedError(r.seg, o, r.mac)
+				return
+			}
+			w.offers = append(w.offers, r)
+			return
+		}
 		if !r.admitted {
 			if s.enrolments.take(r.seg, o, 1) == 0 {
 				b.out[r.i].err = s.enrolments.refusedError(r.seg, o, r.mac)
@@ -253,10 +295,18 @@ func (s *Service) choose(b *batch, w *writes, r *request, now time.Time) {
 			b.out[r.i].resp = r.response(cur.machineID.UUID, cur.hostname.String, addr, cur.expireTime.Time.Sub(now).Truncate(time.Second))
 			return
 		}
+		if offer {
+			w.offers = append(w.offers, r)
+			return
+		}
 		w.renewals = append(w.renewals, r)
 		return
 	}
 
+	if offer {
+		w.offers = append(w.offers, r)
+		return
+	}
 	if !cur.leaseID.Valid && !r.alone {
 		w.firsts = append(w.firsts, r)
 		return
@@ -454,7 +504,7 @@ func (s *Service) writeMachinesTx(ctx context.Context, tx *ent.Tx, rs []*request
 			enrolled = append(enrolled, r)
 			news = append(news, newMachine{id: r.newID, mac: r.mac, origin: r.msg.GetOrigin(), clientHostname: r.msg.GetClientHostname()})
 			if !r.cur.leaseID.Valid {
-				leases = append(leases, ipam.NewLease{MAC: r.mac, Requested: r.msg.GetRequestedAddress()})
+				leases = append(leases, ipam.NewLease{MAC: r.mac, Requested: r.msg.GetRequestedAddress(), Avoid: s.holds.avoid(seg.ID, r.mac, now)})
 			}
 		}
 		if len(enrolled) == 0 {
@@ -572,8 +622,9 @@ func (s *Service) leaseFirst(ctx context.Context, b *batch, rs []*request) (agai
 			seg := group[0].seg
 			reqs := make([]ipam.NewLease, len(group))
 			macs := make([]string, len(group))
+			now := store.Now()
 			for j, r := range group {
-				reqs[j] = ipam.NewLease{MAC: r.mac, Requested: r.msg.GetRequestedAddress()}
+				reqs[j] = ipam.NewLease{MAC: r.mac, Requested: r.msg.GetRequestedAddress(), Avoid: s.holds.avoid(seg.ID, r.mac, now)}
 				macs[j] = r.mac
 			}
 			leased, err := s.ipam.LeaseNewMany(ctx, tx, seg, reqs)
@@ -619,7 +670,8 @@ func (s *Service) leaseFirst(ctx context.Context, b *batch, rs []*request) (agai
 // audit record.
 func (s *Service) allocate(ctx context.Context, b *batch, rs []*request) (again []*request) {
 	for _, r := range rs {
-		l, err := s.ipam.Allocate(unaudited(ctx), ipam.Request{Segment: r.seg.ID, MAC: r.mac, Requested: r.msg.GetRequestedAddress()})
+		l, err := s.ipam.Allocate(unaudited(ctx), ipam.Request{Segment: r.seg.ID, MAC: r.mac, Requested: r.msg.GetRequestedAddress(),
+			Avoid: s.holds.avoid(r.seg.ID, r.mac, store.Now())})
 		switch {
 		case ipam.IsRace(err) || ent.IsConstraintError(err):
 			again = append(again, r)
@@ -628,6 +680,64 @@ func (s *Service) allocate(ctx context.Context, b *batch, rs []*request) (again 
 		default:
 			b.out[r.i].resp = r.response(r.cur.machineID.UUID, r.cur.hostname.String, l.Address, l.ExpireTime.Sub(l.RenewTime))
 			s.count(ctx, []count{{r.seg, "lease", 1}})
+		}
+	}
+	return again
+}
+
+// offer answers each of rs with the address a write would lease it, and
+// writes nothing: the address its lease row holds, if it may keep it (the
+// write would renew that lease in place); else its reservation, the
+// address it asks for, or the next of its pool walk, the first of those
+// that no lease holds, no decline holds back (one query for all the
+// requests of a segment, ipam.Candidates) and no other MAC holds in this
+// process. It holds that address for the MAC (holds) and marks the answer
+// tentative. A request whose candidates are all taken (the pool is
+// nearly full) goes round again to be written, as without offer.
+func (s *Service) offer(ctx context.Context, b *batch, rs []*request, now time.Time) (again []*request) {
+	for _, group := range bySegment(rs) {
+		seg := group[0].seg
+		var ask []*request
+		var reqs []ipam.NewLease
+		for _, r := range group {
+			if r.cur.leaseID.Valid && seg.MayKeep(r.mac, r.cur.address.String) {
+				b.out[r.i].resp = r.offered(r.cur.address.String)
+				continue
+			}
+			// A MAC asking again is offered what it was offered.
+			requested := r.msg.GetRequestedAddress()
+			if a, ok := s.holds.held(seg.ID, r.mac, now); ok {
+				requested = a
+			}
+			ask = append(ask, r)
+			reqs = append(reqs, ipam.NewLease{MAC: r.mac, Requested: requested})
+		}
+		if len(ask) == 0 {
+			continue
+		}
+		cands, err := s.ipam.Candidates(ctx, seg, reqs)
+		if err != nil {
+			for _, r := range ask {
+				b.out[r.i].err = err
+			}
+			continue
+		}
+		held := 0
+		for k, r := range ask {
+			for _, a := range cands[k] {
+				if s.holds.claim(seg.ID, r.mac, a, now) {
+					b.out[r.i].resp = r.offered(a)
+					held++
+					break
+				}
+			}
+			if b.out[r.i].resp == nil {
+				r.noOffer = true
+				again = append(again, r)
+			}
+		}
+		if held > 0 {
+			s.offers.WithLabelValues(seg.Name).Add(float64(held))
 		}
 	}
 	return again
@@ -652,6 +762,22 @@ func (s *Service) count(ctx context.Context, counts []count) {
 			s.writes.WithLabelValues(c.seg.Name, who, c.kind).Add(float64(c.n))
 		}
 	}
+}
+
+// offered is the tentative answer of an offer of addr: what the lease
+// would answer, but for the machine id of a MAC that is not enrolled yet.
+func (r *request) offered(addr string) *dhcpv1.LeaseResponse {
+	resp := &dhcpv1.LeaseResponse{
+		Address:       addr,
+		LeaseDuration: durationpb.New(r.seg.LeaseDuration()),
+		Hostname:      hostnameOf(r.msg.GetClientHostname()),
+		Options:       options(r.seg.Segment),
+		Tentative:     true,
+	}
+	if r.cur.machineID.Valid {
+		resp.MachineId, resp.Hostname = r.cur.machineID.UUID.String(), r.cur.hostname.String
+	}
+	return resp
 }
 
 func (r *request) response(machineID uuid.UUID, hostname, addr string, d time.Duration) *dhcpv1.LeaseResponse {

@@ -35,6 +35,8 @@ type Service struct {
 	enrolments *enrolLimiter
 	admission  *admission
 	writes     *prometheus.CounterVec
+	offers     *prometheus.CounterVec
+	holds      *holds
 }
 
 var _ dhcpv1connect.DHCPServiceHandler = (*Service)(nil)
@@ -60,10 +62,18 @@ func NewService(st *store.Store, addresses *ipam.Service, logger *slog.Logger, l
 			"lease (an address leased or moved), renew (a lease's expiry extended), relay_ids (an interface's relay circuit and remote ids). " +
 			"Only enrol and relay_ids leave audit records.",
 	}, []string{"segment", "principal", "kind"})
-	if err := reg.Register(writes); err != nil {
-		return nil, fmt.Errorf("register lease metrics: %w", err)
+	offers := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "carbide_dhcp_held_offers_total",
+		Help: "Addresses the DHCP lease path offered without a write (LeaseRequest.offer), held in this process for their MAC until the DHCPREQUEST " +
+			"that accepts the offer leases them, by segment name. An offer that has to write (the pool nearly full) counts in carbide_dhcp_lease_writes_total instead.",
+	}, []string{"segment"})
+	for _, c := range []prometheus.Collector{writes, offers} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("register lease metrics: %w", err)
+		}
 	}
-	return &Service{store: st, ipam: addresses, logger: logger, enrolments: enrolments, admission: admission, writes: writes}, nil
+	return &Service{store: st, ipam: addresses, logger: logger, enrolments: enrolments, admission: admission,
+		writes: writes, offers: offers, holds: newHolds()}, nil
 }
 
 // Inform returns the options of the segment the origin selects.

@@ -3,8 +3,10 @@ package ipam
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"slices"
 	"strings"
+	"time"
 
 	"entgo.io/ent/dialect/sql/sqlgraph"
 	"github.com/carbide-dev/carbide/backend/internal/store"
@@ -16,6 +18,9 @@ type NewLease struct {
 	MAC string
 	// Requested is the address the client asked for, or "".
 	Requested string
+	// Avoid, if set, reports the addresses the MAC should not take while
+	// others are free: those offered to other MACs (see Candidates).
+	Avoid func(addr string) bool
 }
 
 // batchCandidates is how many addresses of each MAC's pool walk
@@ -70,7 +75,7 @@ func (s *Service) LeaseNewMany(ctx context.Context, tx *ent.Tx, seg *Segment, re
 	chosen := make(map[string]int) // address -> index into reqs
 	for i, cands := range want {
 		for _, a := range cands {
-			if _, dup := chosen[a]; dup || taken[a] {
+			if _, dup := chosen[a]; dup || taken[a] || reqs[i].Avoid != nil && reqs[i].Avoid(a) {
 				continue
 			}
 			num, err := addressNum(a)
@@ -104,7 +109,7 @@ func (s *Service) LeaseNewMany(ctx context.Context, tx *ent.Tx, seg *Segment, re
 		if leases[i] != nil {
 			continue
 		}
-		l, err := s.leaseNew(ctx, tx, seg, r.MAC, r.Requested)
+		l, err := s.leaseNew(ctx, tx, seg, r.MAC, r.Requested, r.Avoid)
 		if err != nil {
 			return nil, err
 		}
@@ -140,4 +145,71 @@ func (s *Service) chain(ctx context.Context, tx *ent.Tx, before []store.Stmt, in
 	default:
 		return fmt.Errorf("write leases: %w", err)
 	}
+}
+
+// Candidates returns, for each of reqs, the addresses LeaseNewMany would
+// try to lease it now, best first, less those a lease holds (expired or
+// not) or a decline holds back: what a DHCP offer may propose without a
+// write. For a MAC with a reservation that is its reserved address, unless
+// another MAC's unexpired lease holds it; for any other, the requested
+// address if it is leasable, then the next addresses of the MAC's pool
+// walk. A MAC whose candidates are all taken gets none: the pool is
+// nearly full, and only a lease, which looks further, finds it one. It
+// reads with one query (and one for each reservation) and writes nothing:
+// a concurrent call may lease the addresses meanwhile.
+func (s *Service) Candidates(ctx context.Context, seg *Segment, reqs []NewLease) ([][]string, error) {
+	now := store.Now()
+	cands := make([][]string, len(reqs))
+	var all []string
+	for i, r := range reqs {
+		if resv, ok := seg.Reservations[r.MAC]; ok {
+			free, err := s.reservationFree(ctx, seg, r.MAC, resv, now)
+			if err != nil {
+				return nil, err
+			}
+			if free {
+				cands[i] = []string{resv.String()}
+			}
+			continue
+		}
+		cands[i] = seg.wanted(r.MAC, r.Requested, batchCandidates)
+		all = append(all, cands[i]...)
+	}
+	if len(all) == 0 {
+		return cands, nil
+	}
+	q, args := s.takenArgs(seg.ID, all, now)
+	taken := make(map[string]bool)
+	var a string
+	if err := s.store.Query(ctx, q, args, []any{&a}, func() error {
+		taken[a] = true
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("read leases: %w", err)
+	}
+	for i, r := range reqs {
+		if _, ok := seg.Reservations[r.MAC]; ok {
+			continue
+		}
+		cands[i] = slices.DeleteFunc(cands[i], func(a string) bool { return taken[a] })
+	}
+	return cands, nil
+}
+
+// reservationFree reports whether mac may be leased its reserved address
+// resv now: no lease holds it, mac's does, or one that has expired (which
+// the lease reclaims, see freeReserved).
+func (s *Service) reservationFree(ctx context.Context, seg *Segment, mac string, resv netip.Addr, now time.Time) (bool, error) {
+	free := true
+	var holder string
+	var expire time.Time
+	err := s.store.Query(ctx, `SELECT mac, expire_time FROM leases WHERE segment_id = $1 AND address = $2`,
+		[]any{seg.ID, resv.String()}, []any{&holder, &expire}, func() error {
+			free = holder == mac || !expire.After(now)
+			return nil
+		})
+	if err != nil {
+		return false, fmt.Errorf("read lease: %w", err)
+	}
+	return free, nil
 }

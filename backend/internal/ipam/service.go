@@ -70,6 +70,10 @@ type Request struct {
 	MAC       string // canonical
 	Requested string // optional
 	Duration  time.Duration
+	// Avoid, if set, reports the addresses a new lease should not take
+	// while others are free: those offered to other MACs (see
+	// Candidates). The MAC may still keep the address it holds.
+	Avoid func(addr string) bool
 }
 
 // Allocate leases an address to req.MAC on req.Segment or renews its lease.
@@ -144,7 +148,7 @@ func (s *Service) allocate(ctx context.Context, tx *ent.Tx, seg *Segment, req Re
 		}
 		chosen = resv.String()
 	} else {
-		free, err := s.free(ctx, tx, seg, req.MAC, req.Requested, now)
+		free, err := s.free(ctx, tx, seg, req.MAC, req.Requested, req.Avoid, now)
 		if err != nil {
 			return nil, err
 		}
@@ -193,7 +197,7 @@ func (seg *Segment) MayKeep(mac, addr string) bool {
 // address (see free). It leaves the MAC's machine to the caller. It
 // returns errRace (see IsRace) when a concurrent allocation took the
 // address or gave the MAC a lease first.
-func (s *Service) leaseNew(ctx context.Context, tx *ent.Tx, seg *Segment, mac, requested string) (*ent.Lease, error) {
+func (s *Service) leaseNew(ctx context.Context, tx *ent.Tx, seg *Segment, mac, requested string, avoid func(string) bool) (*ent.Lease, error) {
 	now := store.Now()
 	l := &ent.Lease{SegmentID: seg.ID, MAC: mac, CreateTime: now, RenewTime: now, ExpireTime: now.Add(seg.LeaseDuration())}
 	var candidates []string
@@ -204,7 +208,7 @@ func (s *Service) leaseNew(ctx context.Context, tx *ent.Tx, seg *Segment, mac, r
 		candidates, l.Reserved = []string{resv.String()}, true
 	} else {
 		var err error
-		if candidates, err = s.free(ctx, tx, seg, mac, requested, now); err != nil {
+		if candidates, err = s.free(ctx, tx, seg, mac, requested, avoid, now); err != nil {
 			return nil, err
 		}
 	}
@@ -277,9 +281,10 @@ const candidates = 64
 
 // free returns addresses a MAC without a lease may take, best first: the
 // requested one if it is free, then the free ones among the next
-// addresses of the pool walk. When none of those is free (the pool is
-// nearly full), it returns what pickFree finds further on.
-func (s *Service) free(ctx context.Context, tx *ent.Tx, seg *Segment, mac, requested string, now time.Time) ([]string, error) {
+// addresses of the pool walk, those avoid reports (if set) last. When
+// none of those is free (the pool is nearly full), it returns what
+// pickFree finds further on.
+func (s *Service) free(ctx context.Context, tx *ent.Tx, seg *Segment, mac, requested string, avoid func(string) bool, now time.Time) ([]string, error) {
 	want := seg.wanted(mac, requested, candidates)
 	if len(want) == 0 {
 		return nil, poolFull(seg)
@@ -288,13 +293,17 @@ func (s *Service) free(ctx context.Context, tx *ent.Tx, seg *Segment, mac, reque
 	if err != nil {
 		return nil, err
 	}
-	var free []string
+	var free, avoided []string
 	for _, a := range want {
-		if !taken[a] {
+		switch {
+		case taken[a]:
+		case avoid != nil && avoid(a):
+			avoided = append(avoided, a)
+		default:
 			free = append(free, a)
 		}
 	}
-	if len(free) > 0 {
+	if free = append(free, avoided...); len(free) > 0 {
 		return free, nil
 	}
 	a, err := s.pickFree(ctx, tx, seg, mac, now)
@@ -333,9 +342,9 @@ const takenQuery = `SELECT q.a FROM unnest(CAST($3 AS TEXT[])) AS q(a),
 	UNION ALL SELECT q.a FROM unnest(CAST($3 AS TEXT[])) AS q(a),
 		LATERAL (SELECT 1 FROM declined_addresses WHERE segment_id = $1 AND address = q.a AND until > $2 LIMIT 1) AS d`
 
-// taken returns which of addrs are leased (expired or not) or held back
-// after a decline, in one query.
-func (s *Service) taken(ctx context.Context, tx *ent.Tx, segID uuid.UUID, addrs []string, now time.Time) (map[string]bool, error) {
+// takenArgs is the query of taken for the store's dialect, and its
+// arguments.
+func (s *Service) takenArgs(segID uuid.UUID, addrs []string, now time.Time) (string, []any) {
 	q, args := takenQuery, []any{segID, now, addrs}
 	if s.store.Dialect != dialect.Postgres {
 		var in strings.Builder
@@ -350,6 +359,13 @@ func (s *Service) taken(ctx context.Context, tx *ent.Tx, segID uuid.UUID, addrs 
 		q = fmt.Sprintf(`SELECT address FROM leases WHERE segment_id = $1 AND address IN (%[1]s)
 		UNION ALL SELECT address FROM declined_addresses WHERE segment_id = $1 AND until > $2 AND address IN (%[1]s)`, in.String())
 	}
+	return q, args
+}
+
+// taken returns which of addrs are leased (expired or not) or held back
+// after a decline, in one query.
+func (s *Service) taken(ctx context.Context, tx *ent.Tx, segID uuid.UUID, addrs []string, now time.Time) (map[string]bool, error) {
+	q, args := s.takenArgs(segID, addrs, now)
 	rows, err := tx.QueryContext(ctx, s.store.SQL(q), args...)
 	if err != nil {
 		return nil, fmt.Errorf("read leases: %w", err)

@@ -33,13 +33,20 @@
 //
 // # Messages (RFC 2131)
 //
-//   - DHCPDISCOVER: Lease (with option 50 as the requested address, if
-//     any) and DHCPOFFER.
+//   - DHCPDISCOVER: Lease with offer (with option 50 as the requested
+//     address, if any) and DHCPOFFER. For a new client the API writes
+//     nothing: it answers with a tentative offer, an address it holds for
+//     the client for a few seconds (RFC 2131 4.3.1). The daemon remembers
+//     its offers for 10 s.
 //   - DHCPREQUEST: when option 54 is present (SELECTING) and names another
 //     server, the request is ignored silently. Otherwise the requested
 //     address is option 50 (SELECTING, INIT-REBOOT) or ciaddr
 //     (RENEWING, REBINDING), and Lease is called with it: DHCPACK when the
-//     API leases that address, DHCPNAK when it leases another one.
+//     API leases that address, DHCPNAK when it leases another one (RFC
+//     2131 4.3.2; for a tentative offer, when another client took the
+//     address meanwhile through another API replica). The one REQUEST
+//     that makes no call accepts this daemon's offer of a lease the
+//     client holds already: it is acknowledged from the offer.
 //   - DHCPRELEASE: Release(ciaddr); no reply.
 //   - DHCPDECLINE: Decline(option 50); no reply.
 //   - DHCPINFORM: Inform and a DHCPACK with the network options (and
@@ -121,7 +128,11 @@
 //     deadline_exceeded, ..., or invalid_response for an unusable
 //     answer);
 //   - carbide_dhcp_handle_seconds{type}: time to handle a request,
-//     including the API call.
+//     including the API call;
+//   - carbide_dhcp_offer_leases_total: REQUESTs accepting a tentative
+//     offer, leased through the API; carbide_dhcp_offer_acks_total:
+//     REQUESTs accepting an offer of a lease the client held, answered
+//     without a call.
 //
 // # Testing
 //

@@ -254,12 +254,16 @@ type lease struct {
 	duration time.Duration
 	hostname string
 	options  *dhcpv1.NetworkOptions
+	// tentative: the API offered addr without leasing it (see
+	// LeaseResponse.tentative); only an answer to a DISCOVER is.
+	tentative bool
 }
 
-// callLease asks the API for r's lease; ok is false, and the failure
-// counted and logged, when there is none to give.
-func (h *Handler) callLease(ctx context.Context, r *request, requested netip.Addr, extend bool) (lease, bool) {
-	req := &dhcpv1.LeaseRequest{Mac: r.mac, Origin: r.origin(), ClientHostname: clientHostname(r.pkt), Extend: extend}
+// callLease asks the API for r's lease, or with offer (a DISCOVER) for the
+// address it would lease; ok is false, and the failure counted and
+// logged, when there is none to give.
+func (h *Handler) callLease(ctx context.Context, r *request, requested netip.Addr, extend, offer bool) (lease, bool) {
+	req := &dhcpv1.LeaseRequest{Mac: r.mac, Origin: r.origin(), ClientHostname: clientHostname(r.pkt), Extend: extend, Offer: offer}
 	if requested.IsValid() {
 		req.RequestedAddress = requested.String()
 	}
@@ -270,18 +274,20 @@ func (h *Handler) callLease(ctx context.Context, r *request, requested netip.Add
 	}
 	addr, err := netip.ParseAddr(resp.GetAddress())
 	d := resp.GetLeaseDuration().AsDuration()
-	if err != nil || !addr.Is4() || addr.IsUnspecified() || d < time.Second {
+	if err != nil || !addr.Is4() || addr.IsUnspecified() || d < time.Second || resp.GetTentative() && !offer {
 		h.apiError(ctx, r, "Lease", errInvalidResponse)
 		return lease{}, false
 	}
-	return lease{addr: addr, duration: d, hostname: resp.GetHostname(), options: resp.GetOptions()}, true
+	return lease{addr: addr, duration: d, hostname: resp.GetHostname(), options: resp.GetOptions(), tentative: resp.GetTentative()}, true
 }
 
-var errInvalidResponse = errors.New("the API's answer has no IPv4 address or no lease time")
+var errInvalidResponse = errors.New("the API's answer has no IPv4 address or no lease time, or offers an address it was asked to lease")
 
+// discover offers r an address (RFC 2131 4.3.1): the API decides it and,
+// for a new client, writes nothing until the REQUEST that accepts it.
 func (h *Handler) discover(ctx context.Context, r *request) (*dhcpv4.DHCPv4, string) {
 	requested, _ := optIP4(r.pkt, dhcpv4.OptionRequestedIPAddress)
-	l, ok := h.callLease(ctx, r, requested, false)
+	l, ok := h.callLease(ctx, r, requested, false, true)
 	if !ok {
 		return nil, reasonAPIError
 	}
@@ -316,14 +322,22 @@ func (h *Handler) request(ctx context.Context, r *request) (*dhcpv4.DHCPv4, stri
 	}
 	l, ok := lease{}, false
 	if hasSID {
-		// Accepting the offer this daemon just made: the API wrote that
-		// lease already.
+		// Accepting the offer this daemon just made. An offer of a lease
+		// the client holds already is acknowledged as it is; a tentative
+		// one is leased now, by the call below, which leases the offered
+		// address unless another client took it meanwhile (RFC 2131
+		// 4.3.2: then the client is refused).
 		if l, ok = h.offers.take(r.mac, want, time.Now()); ok {
-			h.metrics.offerAcks.Inc()
+			if l.tentative {
+				ok = false
+				h.metrics.offerLeases.Inc()
+			} else {
+				h.metrics.offerAcks.Inc()
+			}
 		}
 	}
 	if !ok {
-		if l, ok = h.callLease(ctx, r, want, renewing); !ok {
+		if l, ok = h.callLease(ctx, r, want, renewing, false); !ok {
 			return nil, reasonAPIError
 		}
 	}

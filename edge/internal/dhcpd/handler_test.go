@@ -48,7 +48,7 @@ func TestHandleMessages(t *testing.T) {
 			wantDest:   bcast68,
 			wantYIAddr: ip(leaseAddr),
 			wantCIAddr: ip("0.0.0.0"),
-			wantLeases: []*dhcpv1.LeaseRequest{{Mac: "52:54:00:12:34:56", Origin: localOrigin, ClientHostname: "pxe-client"}},
+			wantLeases: []*dhcpv1.LeaseRequest{{Mac: "52:54:00:12:34:56", Origin: localOrigin, ClientHostname: "pxe-client", Offer: true}},
 		},
 		"discover with a requested address and the broadcast flag": {
 			pkt: packet(t, dhcpv4.MessageTypeDiscover, dhcpv4.WithBroadcast(true),
@@ -57,7 +57,7 @@ func TestHandleMessages(t *testing.T) {
 			wantDest:   bcast68,
 			wantYIAddr: ip(leaseAddr),
 			wantCIAddr: ip("0.0.0.0"),
-			wantLeases: []*dhcpv1.LeaseRequest{{Mac: "52:54:00:12:34:56", Origin: localOrigin, RequestedAddress: "10.0.0.50"}},
+			wantLeases: []*dhcpv1.LeaseRequest{{Mac: "52:54:00:12:34:56", Origin: localOrigin, RequestedAddress: "10.0.0.50", Offer: true}},
 		},
 		"request, selecting, our server": {
 			pkt: packet(t, dhcpv4.MessageTypeRequest,

@@ -33,6 +33,7 @@ type Metrics struct {
 	apiErrors     *prometheus.CounterVec
 	handleSeconds *prometheus.HistogramVec
 	offerAcks     prometheus.Counter
+	offerLeases   prometheus.Counter
 	leaseBatch    prometheus.Histogram
 }
 
@@ -62,7 +63,11 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		}, []string{"type"}),
 		offerAcks: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "carbide_dhcp_offer_acks_total",
-			Help: "DHCPREQUESTs accepting an offer this daemon made in the last 10 s, acknowledged without an API call (the API wrote the lease when it was offered).",
+			Help: "DHCPREQUESTs accepting an offer this daemon made in the last 10 s of a lease the client held already, acknowledged without an API call.",
+		}),
+		offerLeases: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "carbide_dhcp_offer_leases_total",
+			Help: "DHCPREQUESTs accepting a tentative offer this daemon made in the last 10 s (an address the API offered without writing it), leased through an API call; a NAK when the address was taken meanwhile.",
 		}),
 		leaseBatch: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "carbide_dhcp_lease_batch_size",
@@ -70,7 +75,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128},
 		}),
 	}
-	if err := daemon.Register(reg, m.requests, m.replies, m.drops, m.apiErrors, m.handleSeconds, m.offerAcks, m.leaseBatch); err != nil {
+	if err := daemon.Register(reg, m.requests, m.replies, m.drops, m.apiErrors, m.handleSeconds, m.offerAcks, m.offerLeases, m.leaseBatch); err != nil {
 		return nil, err
 	}
 	// Start the usual series at zero, so that rates work from the first

@@ -15,12 +15,14 @@ const offerTTL = 10 * time.Second
 // simply asks the API.
 const maxOffers = 1 << 16
 
-// offers remembers, for a few seconds, the leases this daemon offered. The
-// API wrote each of them before answering the DISCOVER, so the REQUEST
-// that accepts one needs no second call: the daemon ACKs it with the
-// lease's remaining time. This is the only state the daemon keeps, and it
-// adds nothing to what the API decided: another replica asked by the same
-// client gets the same lease from the API.
+// offers remembers, for a few seconds, what this daemon offered. Most
+// offers are tentative: the API chose the address without writing it
+// (LeaseRequest.offer), and the REQUEST that accepts one asks the API to
+// lease it. An offer of a lease the client holds already (an unexpired one
+// handed out again) is not: the REQUEST that accepts it needs no second
+// call, and the daemon ACKs it with the lease's remaining time. This is
+// the only state the daemon keeps, and it adds nothing to what the API
+// decided: another replica asked by the same client asks the API.
 type offers struct {
 	mu sync.Mutex
 	m  map[string]offer // by MAC

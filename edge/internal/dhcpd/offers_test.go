@@ -1,17 +1,20 @@
 package dhcpd
 
 import (
+	"context"
 	"net/netip"
 	"testing"
 	"time"
 
+	dhcpv1 "github.com/carbide-dev/carbide/gen/carbide/dhcp/v1"
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"google.golang.org/protobuf/types/known/durationpb"
 )
 
-// The REQUEST accepting this daemon's offer is acknowledged from the offer
-// (the API wrote the lease when asked for it); any other request asks the
-// API again.
+// The REQUEST accepting this daemon's offer of a lease the client holds
+// (not tentative) is acknowledged from the offer; any other request asks
+// the API again.
 func TestRequestAcceptingOfferNeedsNoCall(t *testing.T) {
 	api := &fakeAPI{}
 	h, m := testHandler(t, testConfig(), api, nil)
@@ -74,5 +77,97 @@ func TestOffersExpire(t *testing.T) {
 	l, ok := o.take("52:54:00:12:34:56", addr, now.Add(3*time.Second))
 	if !ok || l.duration != time.Hour-3*time.Second {
 		t.Errorf("take after 3 s = %v %v, want the lease with 59m57s left", l, ok)
+	}
+}
+
+// A DISCOVER asks the API for an offer; the API answers with a tentative
+// one (an address it chose without writing it). The REQUEST that accepts
+// it asks the API to lease that address and is ACKed only if the API
+// leased that very address: when another client took it meanwhile (the
+// API leases another), the client gets a NAK. A non-tentative offer (a
+// lease the client held already) is acknowledged from the cache.
+func TestRequestAcceptingTentativeOfferLeases(t *testing.T) {
+	t.Parallel()
+	selecting := func(addr string) *dhcpv4.DHCPv4 {
+		return packet(t, dhcpv4.MessageTypeRequest,
+			dhcpv4.WithOption(dhcpv4.OptServerIdentifier(ip("10.0.0.1"))),
+			dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(ip(addr))))
+	}
+	tests := map[string]struct {
+		tentative bool
+		leased    string // what the API leases at the REQUEST
+		wantType  dhcpv4.MessageType
+		wantCalls int
+	}{
+		"tentative, leased":          {tentative: true, leased: leaseAddr, wantType: dhcpv4.MessageTypeAck, wantCalls: 2},
+		"tentative, taken meanwhile": {tentative: true, leased: "10.0.0.51", wantType: dhcpv4.MessageTypeNak, wantCalls: 2},
+		"held lease, from the cache": {tentative: false, leased: "10.0.0.51", wantType: dhcpv4.MessageTypeAck, wantCalls: 1},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			api := &fakeAPI{leaseFunc: func(_ context.Context, req *dhcpv1.LeaseRequest) (*dhcpv1.LeaseResponse, error) {
+				resp := &dhcpv1.LeaseResponse{Address: leaseAddr, LeaseDuration: durationpb.New(time.Hour), Options: segmentOptions()}
+				if req.GetOffer() {
+					resp.Tentative = tc.tentative
+				} else {
+					resp.Address = tc.leased
+				}
+				return resp, nil
+			}}
+			h, m := testHandler(t, testConfig(), api, nil)
+			if reply, _ := h.Handle(t.Context(), testIface, packet(t, dhcpv4.MessageTypeDiscover)); reply == nil || reply.MessageType() != dhcpv4.MessageTypeOffer || !reply.YourIPAddr.Equal(ip(leaseAddr)) {
+				t.Fatalf("DISCOVER: got %v, want an OFFER of %s", reply, leaseAddr)
+			}
+			reply, _ := h.Handle(t.Context(), testIface, selecting(leaseAddr))
+			if reply == nil || reply.MessageType() != tc.wantType {
+				t.Fatalf("REQUEST for the offered address: got %v, want a %s", reply, tc.wantType)
+			}
+			if tc.wantType == dhcpv4.MessageTypeAck && !reply.YourIPAddr.Equal(ip(leaseAddr)) {
+				t.Errorf("ACK of %s, want %s", reply.YourIPAddr, leaseAddr)
+			}
+			if n := api.calls(); n != tc.wantCalls {
+				t.Fatalf("%d API calls, want %d", n, tc.wantCalls)
+			}
+			if !api.leases[0].GetOffer() {
+				t.Errorf("the DISCOVER's call %v does not ask for an offer", api.leases[0])
+			}
+			if tc.wantCalls == 2 {
+				got := api.leases[1]
+				if got.GetOffer() || got.GetRequestedAddress() != leaseAddr || got.GetExtend() {
+					t.Errorf("the REQUEST's call %v, want a lease (no offer) of the offered %s", got, leaseAddr)
+				}
+			}
+			acks, leases := 0.0, 0.0
+			if tc.tentative {
+				leases = 1
+			} else {
+				acks = 1
+			}
+			if got := testutil.ToFloat64(m.offerAcks); got != acks {
+				t.Errorf("offer_acks_total = %v, want %v", got, acks)
+			}
+			if got := testutil.ToFloat64(m.offerLeases); got != leases {
+				t.Errorf("offer_leases_total = %v, want %v", got, leases)
+			}
+		})
+	}
+}
+
+// The API must not answer a request to lease with an offer: the daemon
+// would ACK an address nobody leased.
+func TestTentativeAnswerToRequestIsRefused(t *testing.T) {
+	t.Parallel()
+	api := &fakeAPI{leaseFunc: func(context.Context, *dhcpv1.LeaseRequest) (*dhcpv1.LeaseResponse, error) {
+		return &dhcpv1.LeaseResponse{Address: leaseAddr, LeaseDuration: durationpb.New(time.Hour), Tentative: true}, nil
+	}}
+	h, m := testHandler(t, testConfig(), api, nil)
+	reply, _ := h.Handle(t.Context(), testIface, packet(t, dhcpv4.MessageTypeRequest,
+		dhcpv4.WithOption(dhcpv4.OptRequestedIPAddress(ip(leaseAddr)))))
+	if reply != nil {
+		t.Fatalf("INIT-REBOOT REQUEST answered with a tentative lease: got %v, want no reply", reply)
+	}
+	if n := counter(t, m.apiErrors, codeInvalidResponse); n != 1 {
+		t.Errorf("api_errors_total{code=%q} = %v, want 1", codeInvalidResponse, n)
 	}
 }

@@ -128,8 +128,8 @@ func resolveInterfaces(names []string) ([]Interface, error) {
 // serve reads packets from conn, which receives on iface, and hands each
 // to a worker. It keeps two lanes of maxInFlight workers each: one for
 // DHCPDISCOVERs, which start exchanges, and one for every other packet,
-// which finishes one (a DHCPREQUEST for an offer the daemon made is
-// answered without the API). A packet that finds every worker of its lane
+// which finishes one (a DHCPREQUEST that leases an address the daemon
+// offered). A packet that finds every worker of its lane
 // busy is dropped and counted. So under overload the daemon sheds new
 // exchanges, not the requests of offers it has already made and paid
 // for. serve returns nil once ctx is done and conn is closed, after the

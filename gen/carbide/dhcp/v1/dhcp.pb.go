@@ -128,7 +128,18 @@ type LeaseRequest struct {
 	// a lease renewed less than a quarter of the segment's lease time ago is
 	// handed out again as it is stored, with the time it has left, and
 	// nothing is written.
-	Extend        bool `protobuf:"varint,5,opt,name=extend,proto3" json:"extend,omitempty"`
+	Extend bool `protobuf:"varint,5,opt,name=extend,proto3" json:"extend,omitempty"`
+	// The client is DISCOVERing (RFC 2131 section 4.3.1): the API decides the
+	// address it would lease but writes nothing it does not have to. For a
+	// MAC that belongs to no machine, or one without a lease it may keep,
+	// it chooses the address as a lease would (the reservation, the
+	// requested address if free, else a free one of the pool), holds it for
+	// that MAC for a few seconds in its own memory, and answers with
+	// tentative set: the machine is enrolled, and the address leased, by the
+	// Lease without offer that follows (the DHCPREQUEST selecting the
+	// offer, RFC 2131 section 4.3.2). An unexpired lease the MAC holds is
+	// handed out as it would be without offer.
+	Offer         bool `protobuf:"varint,6,opt,name=offer,proto3" json:"offer,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -198,6 +209,13 @@ func (x *LeaseRequest) GetExtend() bool {
 	return false
 }
 
+func (x *LeaseRequest) GetOffer() bool {
+	if x != nil {
+		return x.Offer
+	}
+	return false
+}
+
 type LeaseResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The address leased to the client.
@@ -209,7 +227,16 @@ type LeaseResponse struct {
 	// The machine the MAC belongs to (enrolled now if it was unknown).
 	MachineId string `protobuf:"bytes,4,opt,name=machine_id,json=machineId,proto3" json:"machine_id,omitempty"`
 	// The options of the address's segment.
-	Options       *NetworkOptions `protobuf:"bytes,5,opt,name=options,proto3" json:"options,omitempty"`
+	Options *NetworkOptions `protobuf:"bytes,5,opt,name=options,proto3" json:"options,omitempty"`
+	// The address is offered, not leased (an answer to a request with
+	// offer): nothing was written, and a Lease without offer, with
+	// requested_address set to this address, must follow to lease it; it
+	// may then lease another address (the offered one was taken meanwhile,
+	// by a call to another API replica), and the client must be refused
+	// (DHCPNAK). machine_id is empty when the MAC belongs to no machine yet.
+	// False when the MAC holds this lease already, such as an unexpired
+	// lease handed out again.
+	Tentative     bool `protobuf:"varint,6,opt,name=tentative,proto3" json:"tentative,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -277,6 +304,13 @@ func (x *LeaseResponse) GetOptions() *NetworkOptions {
 		return x.Options
 	}
 	return nil
+}
+
+func (x *LeaseResponse) GetTentative() bool {
+	if x != nil {
+		return x.Tentative
+	}
+	return false
 }
 
 type LeaseBatchRequest struct {
@@ -899,7 +933,7 @@ const file_carbide_dhcp_v1_dhcp_proto_rawDesc = "" +
 	"\n" +
 	"circuit_id\x18\x04 \x01(\fB\b\xbaH\x05z\x03\x18\xff\x01R\tcircuitId\x12%\n" +
 	"\tremote_id\x18\x05 \x01(\fB\b\xbaH\x05z\x03\x18\xff\x01R\bremoteId:\xb5\x01\xbaH\xb1\x01\x1a\xae\x01\n" +
-	"\x06origin\x12Qorigin needs a relay_address, link_selection or local_address to select a segment\x1aQthis.relay_address != '' || this.link_selection != '' || this.local_address != ''\"\xf7\x02\n" +
+	"\x06origin\x12Qorigin needs a relay_address, link_selection or local_address to select a segment\x1aQthis.relay_address != '' || this.link_selection != '' || this.local_address != ''\"\x8d\x03\n" +
 	"\fLeaseRequest\x12\xa9\x01\n" +
 	"\x03mac\x18\x01 \x01(\tB\x96\x01\xbaH\x92\x01\xba\x01\x8e\x01\n" +
 	"\x03mac\x12Qmust be a MAC address of six colon-separated hex bytes, such as 52:54:00:12:34:56\x1a4this.matches('^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$')R\x03mac\x127\n" +
@@ -907,14 +941,16 @@ const file_carbide_dhcp_v1_dhcp_proto_rawDesc = "" +
 	"\x11requested_address\x18\x03 \x01(\tB\n" +
 	"\xbaH\a\xd8\x01\x01r\x02x\x01R\x10requestedAddress\x121\n" +
 	"\x0fclient_hostname\x18\x04 \x01(\tB\b\xbaH\x05r\x03\x18\xff\x01R\x0eclientHostname\x12\x16\n" +
-	"\x06extend\x18\x05 \x01(\bR\x06extend\"\xe1\x01\n" +
+	"\x06extend\x18\x05 \x01(\bR\x06extend\x12\x14\n" +
+	"\x05offer\x18\x06 \x01(\bR\x05offer\"\xff\x01\n" +
 	"\rLeaseResponse\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\x12@\n" +
 	"\x0elease_duration\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\rleaseDuration\x12\x1a\n" +
 	"\bhostname\x18\x03 \x01(\tR\bhostname\x12\x1d\n" +
 	"\n" +
 	"machine_id\x18\x04 \x01(\tR\tmachineId\x129\n" +
-	"\aoptions\x18\x05 \x01(\v2\x1f.carbide.dhcp.v1.NetworkOptionsR\aoptions\"[\n" +
+	"\aoptions\x18\x05 \x01(\v2\x1f.carbide.dhcp.v1.NetworkOptionsR\aoptions\x12\x1c\n" +
+	"\ttentative\x18\x06 \x01(\bR\ttentative\"[\n" +
 	"\x11LeaseBatchRequest\x12F\n" +
 	"\brequests\x18\x01 \x03(\v2\x1d.carbide.dhcp.v1.LeaseRequestB\v\xbaH\b\x92\x01\x05\b\x01\x10\x80\x02R\brequests\"L\n" +
 	"\x12LeaseBatchResponse\x126\n" +

@@ -54,6 +54,8 @@ type DHCPServiceClient interface {
 	// MAC already holds on the selected segment, else a new one (see
 	// AddressService.AllocateAddress). A MAC that belongs to no machine is
 	// enrolled: a machine in MACHINE_STATE_DISCOVERED is created with it.
+	// A request with offer (a DHCPDISCOVER) enrols and leases nothing: it
+	// gets the address a lease would give, marked tentative.
 	// NOT_FOUND when no segment matches the relay, link-selection or local
 	// address; RESOURCE_EXHAUSTED when the segment is full.
 	Lease(context.Context, *connect.Request[v1.LeaseRequest]) (*connect.Response[v1.LeaseResponse], error)
@@ -163,6 +165,8 @@ type DHCPServiceHandler interface {
 	// MAC already holds on the selected segment, else a new one (see
 	// AddressService.AllocateAddress). A MAC that belongs to no machine is
 	// enrolled: a machine in MACHINE_STATE_DISCOVERED is created with it.
+	// A request with offer (a DHCPDISCOVER) enrols and leases nothing: it
+	// gets the address a lease would give, marked tentative.
 	// NOT_FOUND when no segment matches the relay, link-selection or local
 	// address; RESOURCE_EXHAUSTED when the segment is full.
 	Lease(context.Context, *connect.Request[v1.LeaseRequest]) (*connect.Response[v1.LeaseResponse], error)
