@@ -301,3 +301,10 @@ var (
 	_ fmt.Formatter  = (*Keyring)(nil)
 	_ slog.LogValuer = (*Keyring)(nil)
 )
+
+// DevKeyringFile is the name of the development keyring that carbide-api
+// --dev creates in <data-dir>/pki, and DevKeyID the id of its key.
+const (
+	DevKeyringFile = "secrets.keys"
+	DevKeyID       = "dev"
+)

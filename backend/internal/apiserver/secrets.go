@@ -1,0 +1,52 @@
+package apiserver
+
+import (
+	"fmt"
+	"log/slog"
+	"path/filepath"
+
+	"github.com/carbide-dev/carbide/backend/internal/secrets"
+)
+
+// loadSecrets returns the keyring that seals stored secrets: cfg.Secrets
+// if set, else the one in SecretsKeys or in SecretsKeyFile, else with Dev
+// the development keyring <DataDir>/pki/secrets.keys, created on first
+// start. With none of them it logs a warning and returns nil: the API
+// serves, and storing or reading a BMC password fails with
+// FailedPrecondition (secrets.ErrNoKeyring).
+func loadSecrets(cfg Config, logger *slog.Logger) (*secrets.Keyring, error) {
+	var (
+		keys   *secrets.Keyring
+		source string
+		err    error
+	)
+	switch {
+	case cfg.Secrets != nil:
+		keys, source = cfg.Secrets, "configuration"
+	case cfg.SecretsKeys != "":
+		source = secrets.EnvKeys
+		keys, err = secrets.ParseKeyring(source, []byte(cfg.SecretsKeys))
+	case cfg.SecretsKeyFile != "":
+		source = cfg.SecretsKeyFile
+		keys, err = secrets.LoadKeyringFile(source)
+	case cfg.Dev:
+		source = filepath.Join(cfg.DataDir, "pki", secrets.DevKeyringFile)
+		var created bool
+		if created, err = secrets.EnsureKeyringFile(source, secrets.DevKeyID); err != nil {
+			return nil, fmt.Errorf("set up the development secrets keyring %s: %w", source, err)
+		}
+		if created {
+			logger.Info("development secrets keyring written", "file", source)
+		}
+		keys, err = secrets.LoadKeyringFile(source)
+	default:
+		logger.Warn("no --secrets-key-file or " + secrets.EnvKeys + ": BMC passwords cannot be stored or read " +
+			"(failed_precondition) until the API restarts with a keyring; `carbide-api secrets-key` prints a key for one")
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("load the secrets keyring: %w", err)
+	}
+	logger.Info("secrets keyring loaded", "source", source, "keyring", keys)
+	return keys, nil
+}
