@@ -65,7 +65,7 @@ func assertNoKey(t *testing.T, what, text string, keys ...testKey) {
 	}
 }
 
-func TestParseKeyring(t *testing.T) {
+func TestSecretsParseKeyring(t *testing.T) {
 	t.Parallel()
 	k1, k2, k3 := newKey(t, "k1"), newKey(t, "2026-12"), newKey(t, "old.key_3")
 	short := newKey(t, "short")
@@ -143,7 +143,7 @@ func TestParseKeyring(t *testing.T) {
 // TestLoadKeyringFilePermissions checks that, like ssh, the loader refuses
 // a keyring that its group or others may read or write, and says how to
 // fix it.
-func TestLoadKeyringFilePermissions(t *testing.T) {
+func TestSecretsKeyringFilePermissions(t *testing.T) {
 	t.Parallel()
 	k := newKey(t, "k1")
 	tests := map[string]struct {
@@ -221,7 +221,7 @@ func TestLoadKeyringFilePermissions(t *testing.T) {
 	})
 }
 
-func TestGenerateKeyLine(t *testing.T) {
+func TestSecretsGenerateKeyLine(t *testing.T) {
 	t.Parallel()
 	line, err := secrets.GenerateKeyLine("2026-12")
 	if err != nil {
@@ -257,7 +257,7 @@ func TestGenerateKeyLine(t *testing.T) {
 // TestEnsureKeyringFile checks the development keyring: created once with
 // mode 0600 in a 0700 directory, kept on later starts, and never replaced
 // when several processes start at once.
-func TestEnsureKeyringFile(t *testing.T) {
+func TestSecretsEnsureKeyringFile(t *testing.T) {
 	t.Parallel()
 	dir := filepath.Join(t.TempDir(), "pki")
 	path := filepath.Join(dir, "secrets.keys")
@@ -355,7 +355,7 @@ func registerFileKeys(t *testing.T, path string) {
 
 // TestKeyringRedaction prints and logs a keyring every way a caller might
 // and checks that only its key ids show.
-func TestKeyringRedaction(t *testing.T) {
+func TestSecretsKeyringRedaction(t *testing.T) {
 	t.Parallel()
 	k1, k2 := newKey(t, "k1"), newKey(t, "k2")
 	kr := keyring(t, k2, k1)

@@ -14,7 +14,7 @@ import (
 	"github.com/carbide-dev/carbide/backend/internal/secrets"
 )
 
-func TestSealOpen(t *testing.T) {
+func TestSecretsSealOpen(t *testing.T) {
 	t.Parallel()
 	kr := keyring(t, newKey(t, "k2"), newKey(t, "k1"))
 	aad := secrets.AAD("bmc", "6f1c1c47-0a47-4b6a-9f6e-1f0b8f7f3c11", "password")
@@ -55,7 +55,7 @@ func TestSealOpen(t *testing.T) {
 // TestAADBindsRow checks that a ciphertext opens only for the row and field
 // it was sealed for: swapped between machines or between fields, or
 // changed anywhere, it fails.
-func TestAADBindsRow(t *testing.T) {
+func TestSecretsAADBindsRow(t *testing.T) {
 	t.Parallel()
 	kr := keyring(t, newKey(t, "k1"))
 	const m1, m2 = "11111111-1111-4111-8111-111111111111", "22222222-2222-4222-8222-222222222222"
@@ -107,7 +107,7 @@ func TestAADBindsRow(t *testing.T) {
 	}
 }
 
-func TestOpenUnknownKey(t *testing.T) {
+func TestSecretsOpenUnknownKey(t *testing.T) {
 	t.Parallel()
 	old := keyring(t, newKey(t, "2025-01"))
 	s, err := old.Seal([]byte("pw"), nil)
@@ -132,7 +132,7 @@ func TestOpenUnknownKey(t *testing.T) {
 // TestReseal follows a key rotation: the new key goes first, the old one
 // stays below it; secrets under the old key still open, Reseal moves each
 // to the new key once, and then the old key can go.
-func TestReseal(t *testing.T) {
+func TestSecretsReseal(t *testing.T) {
 	t.Parallel()
 	k1, k2 := newKey(t, "k1"), newKey(t, "k2")
 	before := keyring(t, k1)
@@ -174,7 +174,7 @@ func TestReseal(t *testing.T) {
 // TestNoKeyring checks that an API started without keys fails every use
 // with ErrNoKeyring, which reaches a client as FailedPrecondition saying
 // what to set.
-func TestNoKeyring(t *testing.T) {
+func TestSecretsNoKeyring(t *testing.T) {
 	t.Parallel()
 	for name, kr := range map[string]*secrets.Keyring{"nil": nil, "zero": {}} {
 		t.Run(name, func(t *testing.T) {

@@ -33,7 +33,7 @@ func daemonOpen(t *testing.T, priv *ecdh.PrivateKey, info, sealed []byte) ([]byt
 	return hpke.Open(k, hpke.HKDFSHA256(), hpke.AES256GCM(), info, sealed)
 }
 
-func TestSealTo(t *testing.T) {
+func TestSecretsSealTo(t *testing.T) {
 	t.Parallel()
 	priv := daemonKey(t)
 	info := []byte("carbide bmc password v1 11111111-1111-4111-8111-111111111111")
@@ -86,7 +86,7 @@ func TestSealTo(t *testing.T) {
 	}
 }
 
-func TestSealToBadKey(t *testing.T) {
+func TestSecretsSealToBadKey(t *testing.T) {
 	t.Parallel()
 	p256, err := ecdh.P256().GenerateKey(rand.Reader)
 	if err != nil {
