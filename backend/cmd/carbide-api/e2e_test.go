@@ -115,7 +115,16 @@ func startAPI(t *testing.T, dataDir string, args ...string) *apiProc {
 // startAPIArgs is startAPI without --dev: args choose how it serves.
 func startAPIArgs(t *testing.T, dataDir string, args ...string) *apiProc {
 	t.Helper()
+	return startAPIEnv(t, dataDir, nil, args...)
+}
+
+// startAPIEnv is startAPIArgs with env added to the process's environment.
+func startAPIEnv(t *testing.T, dataDir string, env []string, args ...string) *apiProc {
+	t.Helper()
 	cmd := exec.Command(apiBinary, append([]string{"--listen", "127.0.0.1:0", "--data-dir", dataDir}, args...)...)
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)

@@ -23,6 +23,7 @@ import (
 	"github.com/carbide-dev/carbide/backend/internal/dhcp"
 	"github.com/carbide-dev/carbide/backend/internal/pki"
 	"github.com/carbide-dev/carbide/backend/internal/principal"
+	"github.com/carbide-dev/carbide/backend/internal/secrets"
 )
 
 func main() {
@@ -45,6 +46,8 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 			return devToken(args[1:], os.Stdout, stderr)
 		case "dev-cert":
 			return devCert(args[1:], os.Stdout, stderr)
+		case "secrets-key":
+			return secretsKey(args[1:], os.Stdout, stderr)
 		}
 	}
 	fs := flag.NewFlagSet("carbide-api", flag.ContinueOnError)
@@ -73,6 +76,9 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.StringVar(&jwt.RolePrefix, "jwt-role-prefix", "", "prefix stripped from role names in the roles claim, e.g. carbide-")
 	jwtAlgs := fs.String("jwt-algorithms", "", "comma-separated signature algorithms to accept (default: RS*, PS*, ES*, EdDSA; never none or HS*)")
 	fs.StringVar(&cfg.AgentTokenKey, "agent-token-key", "", "ECDSA P-256 key (PEM) that signs the agent tokens of booting machines, the same on every replica; defaults to one in <data-dir>/pki with --dev; otherwise empty issues no agent tokens")
+	fs.StringVar(&cfg.SecretsKeyFile, "secrets-key-file", "", "keyring that encrypts stored secrets such as BMC passwords, the same on every replica: "+
+		"one '<id> <base64 of 32 bytes>' line per key, the first seals, all open; mode 0600 (carbide-api secrets-key prints a line). "+
+		"Or give the keyring itself in "+secrets.EnvKeys+". Defaults to <data-dir>/pki/secrets.keys with --dev; otherwise empty stores no secrets")
 	fs.DurationVar(&cfg.AgentTokenTTL, "agent-token-ttl", pki.DefaultAgentTokenTTL, "how long after a machine's boot starts its agent tokens stay valid (renewals never extend past it)")
 	fs.DurationVar(&cfg.ChangeRetention, "change-retention", 7*24*time.Hour, "how long the change log keeps entries for Watch clients that resume; older ones are pruned hourly")
 	fs.DurationVar(&cfg.AuditRetention, "audit-retention", 90*24*time.Hour, "how long the audit log keeps records; older ones are pruned hourly")
@@ -89,7 +95,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: carbide-api [flags]\n       carbide-api dev-token [--role admin] (prints a development bearer token)\n       carbide-api dev-cert --agent <machine-id> | --service <role> | --user <role> --name <name> (issues a client certificate from the development CA)\n\nEvery flag can also be set as an environment variable: --database-url as CARBIDE_DATABASE_URL, and so on.\n\nFlags:\n")
+		fmt.Fprintf(stderr, "Usage: carbide-api [flags]\n       carbide-api dev-token [--role admin] (prints a development bearer token)\n       carbide-api dev-cert --agent <machine-id> | --service <role> | --user <role> --name <name> (issues a client certificate from the development CA)\n       carbide-api secrets-key [--id <id>] (prints a new key line for the --secrets-key-file keyring)\n\nEvery flag can also be set as an environment variable: --database-url as CARBIDE_DATABASE_URL, and so on.\n%s, which has no flag, holds the keyring itself instead of --secrets-key-file.\n\nFlags:\n", secrets.EnvKeys)
 		fs.PrintDefaults()
 	}
 	if err := envDefaults(fs); err != nil {
@@ -100,6 +106,15 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q; see --help", fs.Args())
+	}
+	// The keyring itself is an environment variable only: on the command
+	// line every local user could read it. It goes no further than here.
+	if v, ok := os.LookupEnv(secrets.EnvKeys); ok {
+		if strings.TrimSpace(v) == "" {
+			return fmt.Errorf("%s is set but empty: give the keyring (lines of '<id> <base64 of 32 bytes>') or unset it", secrets.EnvKeys)
+		}
+		cfg.SecretsKeys = v
+		_ = os.Unsetenv(secrets.EnvKeys)
 	}
 	if jwt.Issuer != "" || jwt.Audience != "" || jwt.JWKSURL != "" || jwt.JWKSFile != "" {
 		if *jwtAlgs != "" {
@@ -227,5 +242,31 @@ func devCert(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("write certificate: %w", err)
 	}
 	_, err = fmt.Fprintf(stdout, "%s\n%s\n%s\n", id, certFile, keyFile)
+	return err
+}
+
+// secretsKey prints a line holding a new random key for a secrets keyring
+// (--secrets-key-file or CARBIDE_SECRETS_KEYS).
+func secretsKey(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("carbide-api secrets-key", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	id := fs.String("id", time.Now().UTC().Format(time.DateOnly), "id of the new key, stored beside every secret it seals: letters, digits, '.', '_' or '-', at most 32")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: carbide-api secrets-key [--id <id>]\n\n"+
+			"Prints '<id> <base64 of 32 random bytes>', a line for the keyring of --secrets-key-file or %s.\n"+
+			"The first line of a keyring seals new secrets; to rotate, put the new line first and keep the old ones below it.\n\nFlags:\n", secrets.EnvKeys)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q; see --help", fs.Args())
+	}
+	line, err := secrets.GenerateKeyLine(*id)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintln(stdout, line)
 	return err
 }

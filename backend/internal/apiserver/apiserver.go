@@ -84,6 +84,21 @@ type Config struct {
 	// with Dev means <DataDir>/pki/agent-token.key, created if missing;
 	// empty otherwise means no agent tokens are issued.
 	AgentTokenKey string
+	// SecretsKeyFile is the keyring file (see package secrets) whose first
+	// key seals stored secrets such as BMC passwords and whose every key
+	// opens them; every replica needs the same one. Empty with Dev means
+	// <DataDir>/pki/secrets.keys, created if missing.
+	SecretsKeyFile string
+	// SecretsKeys is the keyring itself, in the keyring file's format, for
+	// deployments that inject secrets as environment variables
+	// (secrets.EnvKeys); it excludes SecretsKeyFile.
+	SecretsKeys string
+	// Secrets is the keyring that services seal and open stored secrets
+	// with. Run loads it from SecretsKeys or SecretsKeyFile, or with Dev
+	// from the development keyring; a caller may set it instead of both.
+	// nil after that means none was given: storing or reading a BMC
+	// password then fails with FailedPrecondition (secrets.ErrNoKeyring).
+	Secrets *secrets.Keyring
 	// AgentTokenTTL is how long after a machine's boot starts its agent
 	// tokens stay valid, however often renewed; 0 means
 	// pki.DefaultAgentTokenTTL.
@@ -104,13 +119,6 @@ type Config struct {
 	// could not finish before their deadline. 0 means
 	// dhcp.DefaultMaxLeaseCalls.
 	MaxLeaseCalls int
-	// SecretsKeyFile is the keyring that seals secrets at rest (BMC
-	// passwords), see package secrets; SecretsKeys is the same as text
-	// (from CARBIDE_SECRETS_KEYS). With neither, --dev uses
-	// <data-dir>/pki/secrets.keys, created on first start; otherwise the
-	// API has no keyring and refuses to store secrets.
-	SecretsKeyFile string
-	SecretsKeys    string
 	// BMCLease is how long a carbide-bmc daemon's lease on a machine
 	// lasts unless renewed; 0 means bmc.DefaultLeaseTime.
 	BMCLease time.Duration
@@ -157,6 +165,7 @@ func (c *Config) Validate() error {
 		errs = append(errs, errors.New("tls-cert and tls-key: give both or neither"))
 	}
 	errs = append(errs, c.validateMode()...)
+	errs = append(errs, c.validateSecrets()...)
 	if c.JWT != nil {
 		if err := c.JWT.Validate(); err != nil {
 			errs = append(errs, fmt.Errorf("jwt: %w", err))
@@ -167,9 +176,6 @@ func (c *Config) Validate() error {
 	}
 	if c.Enrol.Rate < 0 || c.Enrol.Burst < 0 || c.Enrol.Rate > 0 && c.Enrol.Burst < 1 {
 		errs = append(errs, errors.New("enrol-rate and enrol-burst: rate 0 means no limit; a positive rate needs a burst of 1 or more"))
-	}
-	if c.SecretsKeyFile != "" && c.SecretsKeys != "" {
-		errs = append(errs, errors.New("secrets-key-file and CARBIDE_SECRETS_KEYS: give one keyring, not both"))
 	}
 	if c.BMCLease != 0 && (c.BMCLease < time.Second || c.BMCLease > time.Hour) {
 		errs = append(errs, errors.New("bmc-lease: give 1s to 1h (or 0 for the default, 30s)"))
@@ -209,6 +215,25 @@ func (c *Config) validateMode() []error {
 	return errs
 }
 
+// validateSecrets checks that the keyring comes from one place at most, and
+// reads SecretsKeys, which costs nothing, so that its mistakes are
+// reported with the others; the file is read at start.
+func (c *Config) validateSecrets() []error {
+	var errs []error
+	switch {
+	case c.SecretsKeyFile != "" && c.SecretsKeys != "":
+		errs = append(errs, errors.New("secrets-key-file and "+secrets.EnvKeys+": give one; each holds the whole keyring that seals stored secrets"))
+	case c.Secrets != nil && (c.SecretsKeyFile != "" || c.SecretsKeys != ""):
+		errs = append(errs, errors.New("secrets: a loaded keyring cannot be combined with secrets-key-file or "+secrets.EnvKeys))
+	}
+	if c.SecretsKeys != "" {
+		if _, err := secrets.ParseKeyring(secrets.EnvKeys, []byte(c.SecretsKeys)); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errs
+}
+
 // ServiceNames are the fully-qualified names of the Carbide services.
 var ServiceNames = []string{
 	machinev1connect.MachineServiceName,
@@ -239,6 +264,11 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	if cfg.ShutdownTimeout == 0 {
 		cfg.ShutdownTimeout = 15 * time.Second
 	}
+	keys, err := loadSecrets(cfg, logger)
+	if err != nil {
+		return err
+	}
+	cfg.Secrets = keys
 	st, err := store.Open(ctx, store.Config{DatabaseURL: cfg.DatabaseURL, DataDir: cfg.DataDir, MaxConns: cfg.DatabaseMaxConns}, logger)
 	if err != nil {
 		return err
@@ -253,11 +283,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	stopping := make(chan struct{})
 	reg := prometheus.NewRegistry()
 	lim := newLimits(cfg)
-	keys, err := keyring(cfg, logger)
-	if err != nil {
-		return err
-	}
-	handler, health, err := newHandler(st, auth.Agents, cfg, keys, logger, stopping, reg, lim)
+	handler, health, err := newHandler(st, auth.Agents, cfg, cfg.Secrets, logger, stopping, reg, lim)
 	if err != nil {
 		return err
 	}
@@ -330,11 +356,13 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	return err
 }
 
-// newHandler builds the HTTP handler that serves every RPC.
 // compressMinBytes is the smallest response the server compresses, when
 // the client accepts compression.
 const compressMinBytes = 4096
 
+// newHandler builds the HTTP handler that serves every RPC. keys is the
+// keyring for services that store secrets (BMC passwords); nil when none
+// is configured.
 func newHandler(st *store.Store, tokens *pki.AgentTokens, cfg Config, keys *secrets.Keyring, logger *slog.Logger, stopping <-chan struct{}, reg *prometheus.Registry, lim *limits) (http.Handler, *grpchealth.StaticChecker, error) {
 	validator, err := protovalidate.New()
 	if err != nil {

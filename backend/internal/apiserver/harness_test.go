@@ -9,12 +9,14 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 
 	"connectrpc.com/connect"
 	"github.com/carbide-dev/carbide/backend/internal/pki"
 	"github.com/carbide-dev/carbide/backend/internal/principal"
+	"github.com/carbide-dev/carbide/backend/internal/secrets"
 	"github.com/carbide-dev/carbide/backend/internal/store"
 	"github.com/carbide-dev/carbide/backend/pgtest"
 	"github.com/carbide-dev/carbide/gen/carbide/agent/v1/agentv1connect"
@@ -42,6 +44,9 @@ type env struct {
 	URL   string
 	// Tokens issues agent tokens the server accepts.
 	Tokens *pki.AgentTokens
+	// Secrets is the server's keyring (the development one): what it
+	// seals, a test can open.
+	Secrets *secrets.Keyring
 	// PKI is the directory holding the development CA and the role
 	// certificates (admin.crt, dhcp.crt, ...).
 	PKI string
@@ -63,6 +68,25 @@ type clients struct {
 	DHCP     dhcpv1connect.DHCPServiceClient
 	Boot     bootv1connect.BootServiceClient
 	BMC      bmcv1connect.BMCServiceClient
+}
+
+// registerKeyring registers the keys of the keyring file at path, if there
+// is one, as secrets of the run, so that the test output is checked for
+// them.
+func registerKeyring(t testing.TB, path string) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if os.IsNotExist(err) {
+		return
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && !strings.HasPrefix(f[0], "#") {
+			testsecret.Register(t, f[1])
+		}
+	}
 }
 
 // newEnv starts an API server on a fresh store of the given kind
@@ -116,11 +140,12 @@ func newEnvWith(t testing.TB, kind, protocol string, opts envOptions) *env {
 		t.Fatal(err)
 	}
 	testsecret.RegisterFiles(t, filepath.Join(cfg.DataDir, "pki", "*.key"))
-	stopping := make(chan struct{})
-	keys, err := keyring(cfg, logger)
+	keys, err := loadSecrets(cfg, logger)
 	if err != nil {
 		t.Fatal(err)
 	}
+	registerKeyring(t, filepath.Join(cfg.DataDir, "pki", secrets.DevKeyringFile))
+	stopping := make(chan struct{})
 	handler, _, err := newHandler(st, auth.Agents, cfg, keys, logger, stopping, prometheus.NewRegistry(), newLimits(cfg))
 	if err != nil {
 		t.Fatal(err)
@@ -140,7 +165,7 @@ func newEnvWith(t testing.TB, kind, protocol string, opts envOptions) *env {
 	default:
 		t.Fatalf("unknown protocol %q", protocol)
 	}
-	e := &env{Store: st, URL: srv.URL, Tokens: auth.Agents, PKI: filepath.Join(cfg.DataDir, "pki"), protocol: protocol}
+	e := &env{Store: st, URL: srv.URL, Tokens: auth.Agents, Secrets: keys, PKI: filepath.Join(cfg.DataDir, "pki"), protocol: protocol}
 	e.HTTP = e.httpClient(t, "")
 	e.clients = e.as(t, "admin")
 	return e

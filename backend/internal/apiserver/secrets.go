@@ -2,10 +2,8 @@ package apiserver
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"path/filepath"
 
 	"github.com/carbide-dev/carbide/backend/internal/bmc"
@@ -13,40 +11,47 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// devKeyringFile is the keyring --dev creates in <data-dir>/pki.
-const devKeyringFile = "secrets.keys"
-
-// keyring loads the keyring the configuration names; nil, without an
-// error, when it names none.
-func keyring(cfg Config, logger *slog.Logger) (*secrets.Keyring, error) {
+// loadSecrets returns the keyring that seals stored secrets: cfg.Secrets
+// if set, else the one in SecretsKeys or in SecretsKeyFile, else with Dev
+// the development keyring <DataDir>/pki/secrets.keys, created on first
+// start. With none of them it logs a warning and returns nil: the API
+// serves, and storing or reading a BMC password fails with
+// FailedPrecondition (secrets.ErrNoKeyring).
+func loadSecrets(cfg Config, logger *slog.Logger) (*secrets.Keyring, error) {
+	var (
+		keys   *secrets.Keyring
+		source string
+		err    error
+	)
 	switch {
+	case cfg.Secrets != nil:
+		keys, source = cfg.Secrets, "configuration"
 	case cfg.SecretsKeys != "":
-		k, err := secrets.Parse(cfg.SecretsKeys)
-		if err != nil {
-			return nil, fmt.Errorf("CARBIDE_SECRETS_KEYS: %w", err)
-		}
-		return k, nil
+		source = secrets.EnvKeys
+		keys, err = secrets.ParseKeyring(source, []byte(cfg.SecretsKeys))
 	case cfg.SecretsKeyFile != "":
-		return secrets.Load(cfg.SecretsKeyFile)
+		source = cfg.SecretsKeyFile
+		keys, err = secrets.LoadKeyringFile(source)
 	case cfg.Dev:
-		path := filepath.Join(cfg.DataDir, "pki", devKeyringFile)
-		if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
-			line, err := secrets.GenerateKeyLine("dev1")
-			if err != nil {
-				return nil, err
-			}
-			if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-				return nil, fmt.Errorf("create the development keyring: %w", err)
-			}
-			if err := os.WriteFile(path, []byte(line+"\n"), 0o600); err != nil {
-				return nil, fmt.Errorf("create the development keyring: %w", err)
-			}
-			logger.Info("development keyring written", "file", path)
+		source = filepath.Join(cfg.DataDir, "pki", secrets.DevKeyringFile)
+		var created bool
+		if created, err = secrets.EnsureKeyringFile(source, secrets.DevKeyID); err != nil {
+			return nil, fmt.Errorf("set up the development secrets keyring %s: %w", source, err)
 		}
-		return secrets.Load(path)
+		if created {
+			logger.Info("development secrets keyring written", "file", source)
+		}
+		keys, err = secrets.LoadKeyringFile(source)
+	default:
+		logger.Warn("no --secrets-key-file or " + secrets.EnvKeys + ": BMC passwords cannot be stored or read " +
+			"(failed_precondition) until the API restarts with a keyring; `carbide-api secrets-key` prints a key for one")
+		return nil, nil
 	}
-	logger.Warn("no keyring (--secrets-key-file): BMC passwords cannot be stored")
-	return nil, nil
+	if err != nil {
+		return nil, fmt.Errorf("load the secrets keyring: %w", err)
+	}
+	logger.Info("secrets keyring loaded", "source", source, "keyring", keys)
+	return keys, nil
 }
 
 // reseal moves every stored secret to the keyring's first key (the second
@@ -68,7 +73,7 @@ func reseal(s *bmc.Service, keys *secrets.Keyring, logger *slog.Logger, reg prom
 		return err
 	}
 	if done > 0 {
-		logger.Info("secrets resealed under the keyring's first key", "key", keys.Primary(), "resealed", done)
+		logger.Info("secrets resealed under the keyring's first key", "key", keys.PrimaryID(), "resealed", done)
 	}
 	left.Set(float64(n))
 	return nil

@@ -298,7 +298,7 @@ func (s *Service) Reseal(ctx context.Context) (resealed, left int, err error) {
 		return 0, 0, nil
 	}
 	bs, err := s.store.Client.BMC.Query().
-		Where(entbmc.PasswordSealedNotNil(), entbmc.PasswordKeyIDNEQ(s.keys.Primary())).All(ctx)
+		Where(entbmc.PasswordSealedNotNil(), entbmc.PasswordKeyIDNEQ(s.keys.PrimaryID())).All(ctx)
 	if err != nil {
 		return 0, 0, fmt.Errorf("read BMCs to reseal: %w", err)
 	}

@@ -13,6 +13,7 @@ import (
 
 	"buf.build/go/protovalidate"
 	"connectrpc.com/connect"
+	"github.com/carbide-dev/carbide/backend/internal/secrets"
 	"github.com/carbide-dev/carbide/ent"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/proto"
@@ -117,7 +118,8 @@ func masked(m proto.Message, vs []*protovalidate.Violation) []*protovalidate.Vio
 
 // Errors turns errors that handlers did not classify into Connect codes, so
 // raw database text never reaches a client: missing rows become NotFound,
-// constraint violations FailedPrecondition, cancellations Canceled or
+// constraint violations FailedPrecondition, a missing secrets keyring
+// FailedPrecondition saying what to set, cancellations Canceled or
 // DeadlineExceeded, and anything else Internal (logged in full here).
 func Errors(logger *slog.Logger) connect.Interceptor {
 	return &translating{logger: logger}
@@ -162,6 +164,8 @@ func Translate(ctx context.Context, logger *slog.Logger, procedure string, err e
 		return connect.NewError(connect.CodeNotFound, errors.New("not found"))
 	case ent.IsConstraintError(err):
 		return connect.NewError(connect.CodeFailedPrecondition, errors.New("the change conflicts with existing data; read the resource again and retry"))
+	case errors.Is(err, secrets.ErrNoKeyring):
+		return connect.NewError(connect.CodeFailedPrecondition, secrets.ErrNoKeyring)
 	case errors.Is(err, context.Canceled):
 		return connect.NewError(connect.CodeCanceled, err)
 	case errors.Is(err, context.DeadlineExceeded):
