@@ -143,6 +143,7 @@ func parseFlags(args []string, lookupEnv func(string) (string, bool), stderr io.
 	fs.IntVar(&cfg.Port, "port", cfg.Port, "UDP port to listen on and to send replies to relay agents to (change only for testing)")
 	fs.IntVar(&cfg.ClientPort, "client-port", cfg.ClientPort, "UDP port to send replies to clients to (change only for testing)")
 	fs.IntVar(&cfg.MaxInFlight, "max-in-flight", cfg.MaxInFlight, "packets handled at once per interface; more are dropped (carbide_dhcp_drops_total{reason=\"busy\"})")
+	fs.IntVar(&cfg.TentativeOfferLimit, "tentative-offer-limit", cfg.TentativeOfferLimit, "while at most this many DISCOVERs are answered at once, a new client's offer is made without a write (the REQUEST writes it), which answers sooner; past it the lease is written at the DISCOVER, in batches, which costs less; 0: always at the DISCOVER")
 	fs.IntVar(&cfg.APICalls, "api-calls", cfg.APICalls, "lease calls to the API at once; requests that arrive meanwhile go together in the next call (carbide_dhcp_lease_batch_size)")
 	fs.TextVar(&cfg.TFTPServer, "tftp-server", cfg.TFTPServer, "next server (siaddr, option 66; an IPv4 `address`) of replies with a boot file; empty: the server identifier")
 	fs.StringVar(&cfg.IPXEScriptURL, "ipxe-script-url", "", "boot file of iPXE clients, with "+dhcpd.MACPlaceholder+" replaced by the client's MAC (52:54:00:12:34:56); empty: http://<server-id>:8080/ipxe/"+dhcpd.MACPlaceholder)

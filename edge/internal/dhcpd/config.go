@@ -46,6 +46,11 @@ type Config struct {
 	// one waits for its commit to reach the disk; fewer make bigger
 	// batches, which cost less per request.
 	APICalls int
+	// TentativeOfferLimit: while at most this many DISCOVERs are being
+	// answered at once, an offer to a new client is made without a write
+	// (the REQUEST that accepts it writes); past it, the lease is written
+	// at the DISCOVER. 0 writes at every DISCOVER.
+	TentativeOfferLimit int
 
 	// TFTPServer, if valid, is the next server (siaddr, option 66) of boot
 	// replies; otherwise the server identifier is.
@@ -81,15 +86,17 @@ type Config struct {
 // credentials are left to set.
 func DefaultConfig() Config {
 	return Config{
-		APIConfig:       daemon.DefaultAPIConfig(),
-		Port:            67,
-		ClientPort:      68,
-		MaxInFlight:     256,
-		APICalls:        2,
-		BIOSFile:        "undionly.kpxe",
-		EFIX64File:      "snponly.efi",
-		MetricsListen:   "127.0.0.1:9167",
-		MetricsTimeouts: daemon.DefaultMetricsTimeouts(),
+		APIConfig:   daemon.DefaultAPIConfig(),
+		Port:        67,
+		ClientPort:  68,
+		MaxInFlight: 256,
+		APICalls:    2,
+
+		TentativeOfferLimit: 2,
+		BIOSFile:            "undionly.kpxe",
+		EFIX64File:          "snponly.efi",
+		MetricsListen:       "127.0.0.1:9167",
+		MetricsTimeouts:     daemon.DefaultMetricsTimeouts(),
 	}
 }
 
@@ -127,6 +134,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxInFlight < 1 {
 		add("max-in-flight: %d; give at least 1", c.MaxInFlight)
+	}
+	if c.TentativeOfferLimit < 0 || c.TentativeOfferLimit > 1024 {
+		add("tentative-offer-limit: %d; give 0 to 1024", c.TentativeOfferLimit)
 	}
 	if c.APICalls < 1 || c.APICalls > 64 {
 		add("api-calls: %d; give 1 to 64", c.APICalls)

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"connectrpc.com/connect"
@@ -41,6 +42,10 @@ type Handler struct {
 	logger     *slog.Logger
 	throttle   *logThrottle
 	offers     *offers
+	// tentativeLimit is TentativeOfferLimit; discovering counts the
+	// DISCOVERs being answered.
+	tentativeLimit int32
+	discovering    atomic.Int32
 }
 
 // NewHandler returns a Handler configured by cfg that asks api, counts in
@@ -65,6 +70,8 @@ func NewHandler(cfg *Config, api LeaseAPI, m *Metrics, logger *slog.Logger) *Han
 		logger:     logger,
 		throttle:   newLogThrottle(10 * time.Second),
 		offers:     newOffers(),
+
+		tentativeLimit: int32(cfg.TentativeOfferLimit),
 	}
 }
 
@@ -283,11 +290,17 @@ func (h *Handler) callLease(ctx context.Context, r *request, requested netip.Add
 
 var errInvalidResponse = errors.New("the API's answer has no IPv4 address or no lease time, or offers an address it was asked to lease")
 
-// discover offers r an address (RFC 2131 4.3.1): the API decides it and,
-// for a new client, writes nothing until the REQUEST that accepts it.
+// discover offers r an address (RFC 2131 4.3.1): the API decides it.
+// While few DISCOVERs are being answered (at most TentativeOfferLimit) the
+// offer is tentative: the API writes nothing for a new client until the
+// REQUEST that accepts it, so the OFFER leaves sooner. Under load the API
+// writes the lease at the DISCOVER, in batches, and the REQUEST is
+// answered from the offer cache, which costs less per client.
 func (h *Handler) discover(ctx context.Context, r *request) (*dhcpv4.DHCPv4, string) {
+	n := h.discovering.Add(1)
+	defer h.discovering.Add(-1)
 	requested, _ := optIP4(r.pkt, dhcpv4.OptionRequestedIPAddress)
-	l, ok := h.callLease(ctx, r, requested, false, true)
+	l, ok := h.callLease(ctx, r, requested, false, n <= h.tentativeLimit)
 	if !ok {
 		return nil, reasonAPIError
 	}

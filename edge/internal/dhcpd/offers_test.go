@@ -2,6 +2,8 @@ package dhcpd
 
 import (
 	"context"
+	"fmt"
+	"net"
 	"net/netip"
 	"testing"
 	"time"
@@ -169,5 +171,45 @@ func TestTentativeAnswerToRequestIsRefused(t *testing.T) {
 	}
 	if n := counter(t, m.apiErrors, codeInvalidResponse); n != 1 {
 		t.Errorf("api_errors_total{code=%q} = %v, want 1", codeInvalidResponse, n)
+	}
+}
+
+// TestTentativeOfferLimit: past the limit of DISCOVERs answered at once a
+// DISCOVER asks for a written lease, not an offer; at 0 every one does.
+func TestTentativeOfferLimit(t *testing.T) {
+	for _, limit := range []int{0, 1} {
+		t.Run(fmt.Sprint(limit), func(t *testing.T) {
+			release := make(chan struct{})
+			api := &fakeAPI{leaseFunc: func(_ context.Context, req *dhcpv1.LeaseRequest) (*dhcpv1.LeaseResponse, error) {
+				if req.GetMac() == "52:54:00:12:34:56" {
+					<-release // the first DISCOVER stays in progress
+				}
+				return &dhcpv1.LeaseResponse{Address: leaseAddr, LeaseDuration: durationpb.New(time.Hour), Options: segmentOptions()}, nil
+			}}
+			cfg := testConfig()
+			cfg.TentativeOfferLimit = limit
+			h, _ := testHandler(t, cfg, api, nil)
+			first := make(chan struct{})
+			go func() {
+				defer close(first)
+				h.Handle(t.Context(), testIface, packet(t, dhcpv4.MessageTypeDiscover))
+			}()
+			for h.discovering.Load() == 0 {
+				time.Sleep(time.Millisecond)
+			}
+			other := packet(t, dhcpv4.MessageTypeDiscover)
+			other.ClientHWAddr = net.HardwareAddr{0x52, 0x54, 0, 0x12, 0x34, 0x57}
+			h.Handle(t.Context(), testIface, other)
+			close(release)
+			<-first
+			offers := map[string]bool{}
+			for _, l := range api.leases {
+				offers[l.GetMac()] = l.GetOffer()
+			}
+			want := map[string]bool{"52:54:00:12:34:56": limit >= 1, "52:54:00:12:34:57": false}
+			if fmt.Sprint(offers) != fmt.Sprint(want) {
+				t.Errorf("offer asked by MAC %v, want %v", offers, want)
+			}
+		})
 	}
 }
