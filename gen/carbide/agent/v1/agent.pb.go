@@ -81,7 +81,7 @@ func (x Instruction_Action) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Instruction_Action.Descriptor instead.
 func (Instruction_Action) EnumDescriptor() ([]byte, []int) {
-	return file_carbide_agent_v1_agent_proto_rawDescGZIP(), []int{5, 0}
+	return file_carbide_agent_v1_agent_proto_rawDescGZIP(), []int{4, 0}
 }
 
 type ReportInventoryRequest struct {
@@ -89,12 +89,7 @@ type ReportInventoryRequest struct {
 	// The machine the agent runs on; must be the one its credential names.
 	MachineId string `protobuf:"bytes,1,opt,name=machine_id,json=machineId,proto3" json:"machine_id,omitempty"`
 	// What the agent found.
-	Inventory *v1.Inventory `protobuf:"bytes,2,opt,name=inventory,proto3" json:"inventory,omitempty"`
-	// The BMC user the agent made for Carbide through the in-band IPMI
-	// device, when there is one: the API stores it as the machine's BMC (at
-	// inventory.bmc_address, over IPMI), the password sealed. Set only with
-	// inventory.bmc_address.
-	BmcUser       *BMCUser `protobuf:"bytes,3,opt,name=bmc_user,json=bmcUser,proto3" json:"bmc_user,omitempty"`
+	Inventory     *v1.Inventory `protobuf:"bytes,2,opt,name=inventory,proto3" json:"inventory,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -143,76 +138,6 @@ func (x *ReportInventoryRequest) GetInventory() *v1.Inventory {
 	return nil
 }
 
-func (x *ReportInventoryRequest) GetBmcUser() *BMCUser {
-	if x != nil {
-		return x.BmcUser
-	}
-	return nil
-}
-
-// BMCUser is a BMC account and where the BMC is, as the agent set it up.
-type BMCUser struct {
-	state    protoimpl.MessageState `protogen:"open.v1"`
-	Username string                 `protobuf:"bytes,1,opt,name=username,proto3" json:"username,omitempty"`
-	// A secret: never log it. The API seals it and never returns it.
-	Password string `protobuf:"bytes,2,opt,name=password,proto3" json:"password,omitempty"`
-	// The BMC's own MAC address (LAN parameter 5), when it answered.
-	Mac           string `protobuf:"bytes,3,opt,name=mac,proto3" json:"mac,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *BMCUser) Reset() {
-	*x = BMCUser{}
-	mi := &file_carbide_agent_v1_agent_proto_msgTypes[1]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *BMCUser) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*BMCUser) ProtoMessage() {}
-
-func (x *BMCUser) ProtoReflect() protoreflect.Message {
-	mi := &file_carbide_agent_v1_agent_proto_msgTypes[1]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use BMCUser.ProtoReflect.Descriptor instead.
-func (*BMCUser) Descriptor() ([]byte, []int) {
-	return file_carbide_agent_v1_agent_proto_rawDescGZIP(), []int{1}
-}
-
-func (x *BMCUser) GetUsername() string {
-	if x != nil {
-		return x.Username
-	}
-	return ""
-}
-
-func (x *BMCUser) GetPassword() string {
-	if x != nil {
-		return x.Password
-	}
-	return ""
-}
-
-func (x *BMCUser) GetMac() string {
-	if x != nil {
-		return x.Mac
-	}
-	return ""
-}
-
 type ReportInventoryResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The machine after the report: the one the agent speaks for from now
@@ -233,7 +158,7 @@ type ReportInventoryResponse struct {
 
 func (x *ReportInventoryResponse) Reset() {
 	*x = ReportInventoryResponse{}
-	mi := &file_carbide_agent_v1_agent_proto_msgTypes[2]
+	mi := &file_carbide_agent_v1_agent_proto_msgTypes[1]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -245,7 +170,7 @@ func (x *ReportInventoryResponse) String() string {
 func (*ReportInventoryResponse) ProtoMessage() {}
 
 func (x *ReportInventoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_carbide_agent_v1_agent_proto_msgTypes[2]
+	mi := &file_carbide_agent_v1_agent_proto_msgTypes[1]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -258,7 +183,7 @@ func (x *ReportInventoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportInventoryResponse.ProtoReflect.Descriptor instead.
 func (*ReportInventoryResponse) Descriptor() ([]byte, []int) {
-	return file_carbide_agent_v1_agent_proto_rawDescGZIP(), []int{2}
+	return file_carbide_agent_v1_agent_proto_rawDescGZIP(), []int{1}
 }
 
 func (x *ReportInventoryResponse) GetMachine() *v1.Machine {
@@ -299,7 +224,7 @@ type GetInstructionRequest struct {
 
 func (x *GetInstructionRequest) Reset() {
 	*x = GetInstructionRequest{}
-	mi := &file_carbide_agent_v1_agent_proto_msgTypes[3]
+	mi := &file_carbide_agent_v1_agent_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -311,7 +236,7 @@ func (x *GetInstructionRequest) String() string {
 func (*GetInstructionRequest) ProtoMessage() {}
 
 func (x *GetInstructionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_carbide_agent_v1_agent_proto_msgTypes[3]
+	mi := &file_carbide_agent_v1_agent_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -324,7 +249,7 @@ func (x *GetInstructionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetInstructionRequest.ProtoReflect.Descriptor instead.
 func (*GetInstructionRequest) Descriptor() ([]byte, []int) {
-	return file_carbide_agent_v1_agent_proto_rawDescGZIP(), []int{3}
+	return file_carbide_agent_v1_agent_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *GetInstructionRequest) GetMachineId() string {
@@ -344,7 +269,7 @@ type GetInstructionResponse struct {
 
 func (x *GetInstructionResponse) Reset() {
 	*x = GetInstructionResponse{}
-	mi := &file_carbide_agent_v1_agent_proto_msgTypes[4]
+	mi := &file_carbide_agent_v1_agent_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -356,7 +281,7 @@ func (x *GetInstructionResponse) String() string {
 func (*GetInstructionResponse) ProtoMessage() {}
 
 func (x *GetInstructionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_carbide_agent_v1_agent_proto_msgTypes[4]
+	mi := &file_carbide_agent_v1_agent_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -369,7 +294,7 @@ func (x *GetInstructionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetInstructionResponse.ProtoReflect.Descriptor instead.
 func (*GetInstructionResponse) Descriptor() ([]byte, []int) {
-	return file_carbide_agent_v1_agent_proto_rawDescGZIP(), []int{4}
+	return file_carbide_agent_v1_agent_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *GetInstructionResponse) GetInstruction() *Instruction {
@@ -394,7 +319,7 @@ type Instruction struct {
 
 func (x *Instruction) Reset() {
 	*x = Instruction{}
-	mi := &file_carbide_agent_v1_agent_proto_msgTypes[5]
+	mi := &file_carbide_agent_v1_agent_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -406,7 +331,7 @@ func (x *Instruction) String() string {
 func (*Instruction) ProtoMessage() {}
 
 func (x *Instruction) ProtoReflect() protoreflect.Message {
-	mi := &file_carbide_agent_v1_agent_proto_msgTypes[5]
+	mi := &file_carbide_agent_v1_agent_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -419,7 +344,7 @@ func (x *Instruction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Instruction.ProtoReflect.Descriptor instead.
 func (*Instruction) Descriptor() ([]byte, []int) {
-	return file_carbide_agent_v1_agent_proto_rawDescGZIP(), []int{5}
+	return file_carbide_agent_v1_agent_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Instruction) GetAction() Instruction_Action {
@@ -447,18 +372,11 @@ var File_carbide_agent_v1_agent_proto protoreflect.FileDescriptor
 
 const file_carbide_agent_v1_agent_proto_rawDesc = "" +
 	"\n" +
-	"\x1ccarbide/agent/v1/agent.proto\x12\x10carbide.agent.v1\x1a\x1bbuf/validate/validate.proto\x1a\"carbide/machine/v1/inventory.proto\x1a carbide/machine/v1/machine.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe9\x02\n" +
+	"\x1ccarbide/agent/v1/agent.proto\x12\x10carbide.agent.v1\x1a\x1bbuf/validate/validate.proto\x1a\"carbide/machine/v1/inventory.proto\x1a carbide/machine/v1/machine.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x86\x01\n" +
 	"\x16ReportInventoryRequest\x12'\n" +
 	"\n" +
 	"machine_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\tmachineId\x12C\n" +
-	"\tinventory\x18\x02 \x01(\v2\x1d.carbide.machine.v1.InventoryB\x06\xbaH\x03\xc8\x01\x01R\tinventory\x124\n" +
-	"\bbmc_user\x18\x03 \x01(\v2\x19.carbide.agent.v1.BMCUserR\abmcUser:\xaa\x01\xbaH\xa6\x01\x1a\xa3\x01\n" +
-	"\bbmc_user\x12^bmc_user needs inventory.bmc_address: the agent reports a BMC user only with the BMC's address\x1a7!has(this.bmc_user) || this.inventory.bmc_address != ''\"\x9a\x02\n" +
-	"\aBMCUser\x12%\n" +
-	"\busername\x18\x01 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18\x10R\busername\x12%\n" +
-	"\bpassword\x18\x02 \x01(\tB\t\xbaH\x06r\x04\x10\b\x18\x14R\bpassword\x12\xc0\x01\n" +
-	"\x03mac\x18\x03 \x01(\tB\xad\x01\xbaH\xa9\x01\xba\x01\xa5\x01\n" +
-	"\x03mac\x12Zmust be empty or a MAC address of six colon-separated hex bytes, such as 52:54:00:12:34:56\x1aBthis == '' || this.matches('^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$')R\x03mac\"\x85\x02\n" +
+	"\tinventory\x18\x02 \x01(\v2\x1d.carbide.machine.v1.InventoryB\x06\xbaH\x03\xc8\x01\x01R\tinventory\"\x85\x02\n" +
 	"\x17ReportInventoryResponse\x125\n" +
 	"\amachine\x18\x01 \x01(\v2\x1b.carbide.machine.v1.MachineR\amachine\x12\x1f\n" +
 	"\vagent_token\x18\x02 \x01(\tR\n" +
@@ -498,38 +416,36 @@ func file_carbide_agent_v1_agent_proto_rawDescGZIP() []byte {
 }
 
 var file_carbide_agent_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_carbide_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_carbide_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
 var file_carbide_agent_v1_agent_proto_goTypes = []any{
 	(Instruction_Action)(0),         // 0: carbide.agent.v1.Instruction.Action
 	(*ReportInventoryRequest)(nil),  // 1: carbide.agent.v1.ReportInventoryRequest
-	(*BMCUser)(nil),                 // 2: carbide.agent.v1.BMCUser
-	(*ReportInventoryResponse)(nil), // 3: carbide.agent.v1.ReportInventoryResponse
-	(*GetInstructionRequest)(nil),   // 4: carbide.agent.v1.GetInstructionRequest
-	(*GetInstructionResponse)(nil),  // 5: carbide.agent.v1.GetInstructionResponse
-	(*Instruction)(nil),             // 6: carbide.agent.v1.Instruction
-	(*v1.Inventory)(nil),            // 7: carbide.machine.v1.Inventory
-	(*v1.Machine)(nil),              // 8: carbide.machine.v1.Machine
-	(*timestamppb.Timestamp)(nil),   // 9: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),     // 10: google.protobuf.Duration
+	(*ReportInventoryResponse)(nil), // 2: carbide.agent.v1.ReportInventoryResponse
+	(*GetInstructionRequest)(nil),   // 3: carbide.agent.v1.GetInstructionRequest
+	(*GetInstructionResponse)(nil),  // 4: carbide.agent.v1.GetInstructionResponse
+	(*Instruction)(nil),             // 5: carbide.agent.v1.Instruction
+	(*v1.Inventory)(nil),            // 6: carbide.machine.v1.Inventory
+	(*v1.Machine)(nil),              // 7: carbide.machine.v1.Machine
+	(*timestamppb.Timestamp)(nil),   // 8: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),     // 9: google.protobuf.Duration
 }
 var file_carbide_agent_v1_agent_proto_depIdxs = []int32{
-	7,  // 0: carbide.agent.v1.ReportInventoryRequest.inventory:type_name -> carbide.machine.v1.Inventory
-	2,  // 1: carbide.agent.v1.ReportInventoryRequest.bmc_user:type_name -> carbide.agent.v1.BMCUser
-	8,  // 2: carbide.agent.v1.ReportInventoryResponse.machine:type_name -> carbide.machine.v1.Machine
-	9,  // 3: carbide.agent.v1.ReportInventoryResponse.agent_token_expire_time:type_name -> google.protobuf.Timestamp
-	6,  // 4: carbide.agent.v1.ReportInventoryResponse.instruction:type_name -> carbide.agent.v1.Instruction
-	6,  // 5: carbide.agent.v1.GetInstructionResponse.instruction:type_name -> carbide.agent.v1.Instruction
-	0,  // 6: carbide.agent.v1.Instruction.action:type_name -> carbide.agent.v1.Instruction.Action
-	10, // 7: carbide.agent.v1.Instruction.wait:type_name -> google.protobuf.Duration
-	1,  // 8: carbide.agent.v1.AgentService.ReportInventory:input_type -> carbide.agent.v1.ReportInventoryRequest
-	4,  // 9: carbide.agent.v1.AgentService.GetInstruction:input_type -> carbide.agent.v1.GetInstructionRequest
-	3,  // 10: carbide.agent.v1.AgentService.ReportInventory:output_type -> carbide.agent.v1.ReportInventoryResponse
-	5,  // 11: carbide.agent.v1.AgentService.GetInstruction:output_type -> carbide.agent.v1.GetInstructionResponse
-	10, // [10:12] is the sub-list for method output_type
-	8,  // [8:10] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	6, // 0: carbide.agent.v1.ReportInventoryRequest.inventory:type_name -> carbide.machine.v1.Inventory
+	7, // 1: carbide.agent.v1.ReportInventoryResponse.machine:type_name -> carbide.machine.v1.Machine
+	8, // 2: carbide.agent.v1.ReportInventoryResponse.agent_token_expire_time:type_name -> google.protobuf.Timestamp
+	5, // 3: carbide.agent.v1.ReportInventoryResponse.instruction:type_name -> carbide.agent.v1.Instruction
+	5, // 4: carbide.agent.v1.GetInstructionResponse.instruction:type_name -> carbide.agent.v1.Instruction
+	0, // 5: carbide.agent.v1.Instruction.action:type_name -> carbide.agent.v1.Instruction.Action
+	9, // 6: carbide.agent.v1.Instruction.wait:type_name -> google.protobuf.Duration
+	1, // 7: carbide.agent.v1.AgentService.ReportInventory:input_type -> carbide.agent.v1.ReportInventoryRequest
+	3, // 8: carbide.agent.v1.AgentService.GetInstruction:input_type -> carbide.agent.v1.GetInstructionRequest
+	2, // 9: carbide.agent.v1.AgentService.ReportInventory:output_type -> carbide.agent.v1.ReportInventoryResponse
+	4, // 10: carbide.agent.v1.AgentService.GetInstruction:output_type -> carbide.agent.v1.GetInstructionResponse
+	9, // [9:11] is the sub-list for method output_type
+	7, // [7:9] is the sub-list for method input_type
+	7, // [7:7] is the sub-list for extension type_name
+	7, // [7:7] is the sub-list for extension extendee
+	0, // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_carbide_agent_v1_agent_proto_init() }
@@ -543,7 +459,7 @@ func file_carbide_agent_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_carbide_agent_v1_agent_proto_rawDesc), len(file_carbide_agent_v1_agent_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   6,
+			NumMessages:   5,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
