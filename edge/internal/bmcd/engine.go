@@ -66,7 +66,8 @@ type engine struct {
 type held struct {
 	ref    *bmcv1.LeaseRef
 	expire time.Time
-	cancel context.CancelFunc // stops the work: the lease is lost
+	cancel context.CancelFunc // stops the work
+	lost   bool               // the lease is lost (guarded by engine.mu)
 }
 
 func newEngine(cfg *Config, api API, dial Dialer, m *Metrics, logger *slog.Logger) (*engine, error) {
@@ -231,6 +232,7 @@ func (e *engine) renew(ctx context.Context) {
 				if lost[r.GetMachineId()] {
 					e.logger.Warn("lease lost; stopping the work on the machine", "machine", r.GetMachineId())
 					e.metrics.leasesLost.Inc()
+					h.lost = true
 					h.cancel()
 					continue
 				}
@@ -247,6 +249,7 @@ func (e *engine) renew(ctx context.Context) {
 		if now.After(h.expire.Add(-margin)) {
 			e.logger.Warn("lease about to expire unrenewed; stopping the work on the machine", "machine", id)
 			e.metrics.leasesLost.Inc()
+			h.lost = true
 			h.cancel()
 		}
 	}
@@ -294,9 +297,15 @@ func (e *engine) do(ctx context.Context, w *bmcv1.Work, h *held) {
 		e.metrics.operations.WithLabelValues(op.GetType().String(), rep.GetResult().String()).Inc()
 	}
 	if ctx.Err() != nil {
-		// The lease was lost, or the daemon is stopping: the next holder
-		// does the work again; a report would be refused.
+		// The lease was lost (a report would be refused), or the daemon
+		// is stopping: the next holder does the work again.
 		log.Warn("work stopped before it was reported", "operation", op.GetId())
+		e.mu.Lock()
+		lost := h.lost
+		e.mu.Unlock()
+		if !lost {
+			e.releaseLeases([]*bmcv1.LeaseRef{h.ref})
+		}
 		e.drop(machine, h)
 		return
 	}
@@ -440,6 +449,11 @@ func (e *engine) release() {
 		refs = append(refs, h.ref)
 	}
 	e.mu.Unlock()
+	e.releaseLeases(refs)
+}
+
+// releaseLeases gives the API back refs.
+func (e *engine) releaseLeases(refs []*bmcv1.LeaseRef) {
 	if len(refs) == 0 {
 		return
 	}
