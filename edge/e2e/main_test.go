@@ -19,7 +19,7 @@ const binDirPrefix = "carbide-e2e-"
 
 // bins are the binaries TestMain builds from the workspace.
 var bins struct {
-	api, dhcp, pxe, scout, pgCluster string
+	api, dhcp, pxe, scout, pgCluster, bmc string
 }
 
 func TestMain(m *testing.M) {
@@ -39,12 +39,14 @@ func testMain(m *testing.M) int {
 	bins.pxe = filepath.Join(dir, "carbide-pxe")
 	bins.scout = filepath.Join(dir, "carbide-scout-process")
 	bins.pgCluster = filepath.Join(dir, "pgtest-cluster")
+	bins.bmc = filepath.Join(dir, "carbide-bmc")
 	if err := buildAll(map[string]string{
 		bins.api:       "github.com/carbide-dev/carbide/backend/cmd/carbide-api",
 		bins.dhcp:      "github.com/carbide-dev/carbide/edge/cmd/carbide-dhcp",
 		bins.pxe:       "github.com/carbide-dev/carbide/edge/cmd/carbide-pxe",
 		bins.scout:     "github.com/carbide-dev/carbide/edge/cmd/carbide-scout",
 		bins.pgCluster: "github.com/carbide-dev/carbide/backend/pgtest/cmd/pgtest-cluster",
+		bins.bmc:       "github.com/carbide-dev/carbide/edge/cmd/carbide-bmc",
 	}); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/url"
 	"os"
 	"os/exec"
@@ -202,7 +203,13 @@ func startAPI(t *testing.T, dbURL string) *api {
 	if dbURL != "" {
 		args = append(args, "--database-url", dbURL)
 	}
-	p := startProc(t, nil, "carbide-api", args...)
+	return apiFrom(t, startProc(t, nil, "carbide-api", args...), dataDir)
+}
+
+// apiFrom waits for the carbide-api process p, started with --dev on
+// dataDir, to listen, and returns it with an admin client.
+func apiFrom(t *testing.T, p *proc, dataDir string) *api {
+	t.Helper()
 	a := &api{
 		addr: p.waitOutput(t, listening, 60*time.Second)[1],
 		pki:  filepath.Join(dataDir, "pki"),
@@ -355,4 +362,15 @@ func startPostgres(t testing.TB) string {
 		t.Fatalf("pgtest-cluster printed no database URL within 2 minutes\n%s", stderr)
 	}
 	return ""
+}
+
+// freeUDPPort returns a UDP port on 127.0.0.1 that was free a moment ago.
+func freeUDPPort(t testing.TB) int {
+	t.Helper()
+	c, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	return c.LocalAddr().(*net.UDPAddr).Port
 }

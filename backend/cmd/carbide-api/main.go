@@ -20,6 +20,7 @@ import (
 
 	"github.com/carbide-dev/carbide/backend/internal/apiserver"
 	"github.com/carbide-dev/carbide/backend/internal/authn"
+	"github.com/carbide-dev/carbide/backend/internal/bmc"
 	"github.com/carbide-dev/carbide/backend/internal/dhcp"
 	"github.com/carbide-dev/carbide/backend/internal/pki"
 	"github.com/carbide-dev/carbide/backend/internal/principal"
@@ -85,6 +86,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.IntVar(&cfg.PruneBatch, "prune-batch", 10000, "most change-log entries or audit records one pruning statement deletes")
 	fs.Float64Var(&cfg.Enrol.Rate, "enrol-rate", 5, "new machines per second DHCP may enrol from one relay of a segment (or the daemon's own link) once --enrol-burst is spent; more are refused (ResourceExhausted) and counted in carbide_enrolments_refused_total. 0: no limit")
 	fs.IntVar(&cfg.Enrol.Burst, "enrol-burst", 200, "new machines DHCP may enrol at once from one relay of a segment, e.g. racks powered on together")
+	fs.DurationVar(&cfg.BMCLease, "bmc-lease", bmc.DefaultLeaseTime, "how long a carbide-bmc daemon's lease on a machine lasts unless it renews it: after a daemon dies, its machines wait this long for another (1s to 1h)")
 	fs.IntVar(&cfg.MaxLeaseCalls, "max-lease-calls", dhcp.DefaultMaxLeaseCalls, "DHCP Lease and LeaseBatch calls that decide at once; more wait in turn, and one that could not finish before its deadline is refused at once (resource_exhausted, counted in carbide_dhcp_lease_calls_refused_total). Keep it at or below --database-max-conns")
 	fs.DurationVar(&cfg.DiscoveredRetention, "discovered-retention", 72*time.Hour, "remove a machine DHCP enrolled that stayed discovered, with no inventory, this long after its last lease expired; 0 keeps them")
 	fs.Int64Var(&cfg.MaxRequestBytes, "max-request-bytes", apiserver.DefaultMaxRequestBytes, "largest request message, after decompression, and request body; a larger one gets resource_exhausted")

@@ -163,7 +163,7 @@ func (s *Service) grant(ctx context.Context, tx *ent.Tx, machineID uuid.UUID, wo
 	if err := rows.Scan(&token); err != nil {
 		return 0, false, fmt.Errorf("grant lease: %w", err)
 	}
-	s.logger.InfoContext(ctx, "BMC lease granted", "machine", machineID, "worker", worker, "token", token, "until", expire)
+	s.logger.InfoContext(ctx, "BMC lease granted", "machine", machineID, "worker", worker, "token", token, "at", now, "until", expire)
 	return token, true, rows.Close()
 }
 
@@ -246,6 +246,7 @@ func (s *Service) Report(ctx context.Context, req *connect.Request[bmcv1.ReportR
 		if n == 0 {
 			return connect.NewError(connect.CodeFailedPrecondition, errLeaseLost)
 		}
+		s.logger.InfoContext(ctx, "BMC lease ended", "machine", machineID, "worker", m.GetWorker(), "token", m.GetLease().GetLease(), "at", now)
 		power := powerName[m.GetPowerState()]
 		if power == "" {
 			power = "unknown"
@@ -363,10 +364,14 @@ func (s *Service) Release(ctx context.Context, req *connect.Request[bmcv1.Releas
 			if err != nil {
 				return err
 			}
-			if _, err := tx.BMCLease.Update().
+			n, err := tx.BMCLease.Update().
 				Where(bmclease.MachineID(id), bmclease.Token(l.GetLease()), bmclease.Holder(req.Msg.GetWorker())).
-				SetExpireTime(now).SetHolder("").Save(ctx); err != nil {
+				SetExpireTime(now).SetHolder("").Save(ctx)
+			if err != nil {
 				return fmt.Errorf("release lease: %w", err)
+			}
+			if n > 0 {
+				s.logger.InfoContext(ctx, "BMC lease ended", "machine", id, "worker", req.Msg.GetWorker(), "token", l.GetLease(), "at", now)
 			}
 		}
 		return nil

@@ -1,0 +1,218 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"regexp"
+	"sort"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/carbide-dev/carbide/edge/internal/bmcsim"
+	bmcv1 "github.com/carbide-dev/carbide/gen/carbide/bmc/v1"
+	machinev1 "github.com/carbide-dev/carbide/gen/carbide/machine/v1"
+	"github.com/carbide-dev/carbide/sdk/testsecret"
+)
+
+const e2eBMCPassword = "e2e-BMC-pw-7d1c"
+
+// TestBMCReplicasShareMachines: two carbide-bmc replicas serve ten machines
+// (eight ipmi_sim BMCs, two Redfish BMCs, without VMs) on one API on
+// PostgreSQL; one replica is killed with SIGKILL while it holds leases.
+// Every operation succeeds, each power action reaches its BMC once, no
+// machine ever has two lease holders at once (from the API's log of
+// grants and ends), and the password appears in no log.
+func TestBMCReplicasShareMachines(t *testing.T) {
+	lookPaths(t, "ipmi_sim", "ipmitool")
+	testsecret.Register(t, e2eBMCPassword)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	dbURL := startPostgres(t)
+	dataDir := t.TempDir()
+	apiProc := startProc(t, nil, "carbide-api", bins.api, "--dev", "--listen", "127.0.0.1:0", "--data-dir", dataDir,
+		"--database-url", dbURL, "--bmc-lease", "3s")
+	a := apiFrom(t, apiProc, dataDir)
+
+	type bmcUnderTest struct {
+		machine string
+		ipmi    *bmcsim.IPMI
+		redfish *bmcsim.Redfish
+	}
+	var bmcs []*bmcUnderTest
+	for i := range 10 {
+		m, err := a.client.Machines.CreateMachine(ctx, connect.NewRequest(&machinev1.CreateMachineRequest{
+			Macs: []string{fmt.Sprintf("52:54:00:bc:00:%02x", i)}}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b := &bmcUnderTest{machine: m.Msg.GetMachine().GetId()}
+		set := &bmcv1.SetBMCRequest{MachineId: b.machine, Username: "admin", Password: e2eBMCPassword}
+		if i < 8 {
+			addr := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(freeUDPPort(t)))
+			b.ipmi, err = bmcsim.StartIPMI(ctx, bmcsim.IPMIConfig{Addr: addr, Password: e2eBMCPassword, Dir: t.TempDir()})
+			if err != nil {
+				t.Fatalf("start ipmi_sim: %v", err)
+			}
+			t.Cleanup(b.ipmi.Stop)
+			set.Address, set.Port, set.Protocol = "127.0.0.1", uint32(addr.Port()), bmcv1.Protocol_PROTOCOL_IPMI
+		} else {
+			b.redfish, err = bmcsim.StartRedfish(ctx, bmcsim.RedfishConfig{Password: e2eBMCPassword})
+			if err != nil {
+				t.Fatalf("start the Redfish service: %v", err)
+			}
+			t.Cleanup(b.redfish.Stop)
+			ap := netip.MustParseAddrPort(b.redfish.Addr().String())
+			set.Address, set.Port, set.Protocol = "127.0.0.1", uint32(ap.Port()), bmcv1.Protocol_PROTOCOL_REDFISH
+		}
+		if _, err := a.client.BMC.SetBMC(ctx, connect.NewRequest(set)); err != nil {
+			t.Fatalf("SetBMC: %v", err)
+		}
+		for _, op := range []*bmcv1.RequestOperationRequest{
+			{Type: bmcv1.OperationType_OPERATION_TYPE_SET_BOOT_DEVICE, Boot: &bmcv1.Boot{Device: bmcv1.BootDevice_BOOT_DEVICE_PXE}},
+			{Type: bmcv1.OperationType_OPERATION_TYPE_POWER_ON},
+			{Type: bmcv1.OperationType_OPERATION_TYPE_POWER_OFF},
+		} {
+			op.MachineId = b.machine
+			if _, err := a.client.BMC.RequestOperation(ctx, connect.NewRequest(op)); err != nil {
+				t.Fatalf("RequestOperation: %v", err)
+			}
+		}
+		bmcs = append(bmcs, b)
+	}
+
+	daemon := func(name string) *proc {
+		return startProc(t, nil, "carbide-bmc "+name, bins.bmc, "--pki-dir", a.pki, "--api-url", "https://"+a.addr,
+			"--worker", name, "--poll-interval", "1s", "--claim-interval", "100ms", "--metrics-listen", "",
+			"--log-level", "debug")
+	}
+	first := daemon("first")
+	granted := regexp.MustCompile(`msg="BMC lease granted".* worker=first`)
+	if !waitFor(30*time.Second, func() bool { return granted.MatchString(apiProc.out.String()) }) {
+		t.Fatalf("the first daemon was granted no lease:\n%s", tail(first.out.String(), 30))
+	}
+	second := daemon("second")
+	first.signal(t, syscall.SIGKILL)
+
+	done := func() bool {
+		resp, err := a.client.BMC.ListOperations(ctx, connect.NewRequest(&bmcv1.ListOperationsRequest{PageSize: 100,
+			States: []bmcv1.OperationState{bmcv1.OperationState_OPERATION_STATE_SUCCEEDED}}))
+		return err == nil && len(resp.Msg.GetOperations()) == 30
+	}
+	if !waitFor(2*time.Minute, done) {
+		resp, _ := a.client.BMC.ListOperations(ctx, connect.NewRequest(&bmcv1.ListOperationsRequest{PageSize: 100}))
+		t.Fatalf("not every operation succeeded: %v\nsecond daemon:\n%s", resp.Msg, tail(second.out.String(), 40))
+	}
+
+	// Each power action reached its BMC once; the machines end off, as
+	// the daemons saw.
+	for i, b := range bmcs {
+		var names []string
+		if b.ipmi != nil {
+			acts, err := b.ipmi.Actions()
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, x := range acts {
+				names = append(names, x.Name)
+			}
+		} else {
+			for _, x := range b.redfish.Actions() {
+				names = append(names, x.Name)
+			}
+		}
+		power := 0
+		for _, n := range names {
+			if strings.HasPrefix(n, "power") || strings.HasPrefix(n, "reset ") {
+				power++
+			}
+		}
+		if power != 2 {
+			t.Errorf("machine %d: power actions %q, want one on and one off", i, names)
+		}
+		if !waitFor(10*time.Second, func() bool {
+			g, err := a.client.BMC.GetBMC(ctx, connect.NewRequest(&bmcv1.GetBMCRequest{MachineId: b.machine}))
+			return err == nil && g.Msg.GetBmc().GetPowerState() == bmcv1.PowerState_POWER_STATE_OFF
+		}) {
+			t.Errorf("machine %d: the API never saw it off", i)
+		}
+	}
+
+	// No two holders at once: a grant to another worker comes after the
+	// last holder's lease ended or expired.
+	checkLeaseLog(t, apiProc.out.String())
+
+	for _, p := range []*proc{apiProc, first, second} {
+		if strings.Contains(p.out.String(), e2eBMCPassword) {
+			t.Errorf("%s logged the BMC password", p.name)
+		}
+	}
+	// The killed daemon held operations it had started: the second took
+	// them over.
+	all, err := a.client.BMC.ListOperations(ctx, connect.NewRequest(&bmcv1.ListOperationsRequest{PageSize: 100}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	takenOver := 0
+	for _, op := range all.Msg.GetOperations() {
+		if op.GetAttempts() >= 2 {
+			takenOver++
+			if op.GetWorker() != "second" {
+				t.Errorf("operation %s taken over by %q, want second", op.GetId(), op.GetWorker())
+			}
+		}
+	}
+	if takenOver == 0 {
+		t.Error("no operation was taken over from the killed daemon")
+	}
+	t.Logf("%d operations taken over from the killed daemon", takenOver)
+}
+
+var leaseLine = regexp.MustCompile(`msg="BMC lease (granted|ended)" machine=(\S+) worker=(\S+) token=(\d+) at=(\S+)(?: until=(\S+))?`)
+
+// checkLeaseLog checks the API's log of lease grants and ends: each
+// machine's holders never overlap.
+func checkLeaseLog(t *testing.T, log string) {
+	t.Helper()
+	type holder struct {
+		worker string
+		until  time.Time
+	}
+	last := map[string]*holder{}
+	grants := 0
+	for _, m := range leaseLine.FindAllStringSubmatch(log, -1) {
+		at, err := time.Parse(time.RFC3339Nano, m[5])
+		if err != nil {
+			t.Fatalf("lease log time %q: %v", m[5], err)
+		}
+		machine, worker := m[2], m[3]
+		switch m[1] {
+		case "granted":
+			grants++
+			until, err := time.Parse(time.RFC3339Nano, m[6])
+			if err != nil {
+				t.Fatalf("lease log until %q: %v", m[6], err)
+			}
+			if h := last[machine]; h != nil && h.worker != worker && at.Before(h.until) {
+				t.Errorf("machine %s granted to %s at %s while %s held it until %s", machine, worker, at, h.worker, h.until)
+			}
+			last[machine] = &holder{worker: worker, until: until}
+		case "ended":
+			if h := last[machine]; h != nil && h.worker == worker {
+				h.until = at
+			}
+		}
+	}
+	if grants < 10 {
+		t.Errorf("%d lease grants in the API's log, want at least one per machine", grants)
+	}
+	var ms []string
+	for m := range last {
+		ms = append(ms, m)
+	}
+	sort.Strings(ms)
+	t.Logf("%d lease grants over %d machines", grants, len(ms))
+}
