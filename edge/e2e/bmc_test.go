@@ -216,3 +216,92 @@ func checkLeaseLog(t *testing.T, log string) {
 	sort.Strings(ms)
 	t.Logf("%d lease grants over %d machines", grants, len(ms))
 }
+
+// TestBMCBootsAMachine: a VM whose BMC is ipmi_sim is registered; Carbide
+// sets its next boot to PXE and powers it on through carbide-bmc, it boots
+// through carbide-dhcp and carbide-pxe to Ready (and its agent powers it
+// off), Carbide powers it off, and the API follows its power state.
+func TestBMCBootsAMachine(t *testing.T) {
+	requireRoot(t)
+	lookPaths(t, "ipmi_sim", "ipmitool")
+	testsecret.Register(t, e2eBMCPassword)
+	l := newLab(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+
+	spec := vmSpec{name: "bmc-bios", mac: "52:54:00:cb:00:21", serial: "CB-BMC-0021", uuid: "6c1d7c1e-0b6e-4b1a-9d7e-000000000021",
+		cpus: 2, memoryMB: 768, diskMB: 1024, diskID: "CBDISK-BMC"}
+	qemu, console := l.vmCommand(t, spec, false)
+	bmcAddr := netip.AddrPortFrom(netip.MustParseAddr(labAddr), 6230)
+	sim, err := bmcsim.StartIPMI(ctx, bmcsim.IPMIConfig{Addr: bmcAddr, Password: e2eBMCPassword, Dir: t.TempDir(),
+		QEMU: qemu, Wrap: func(argv []string) []string { return append([]string{"ip", "netns", "exec", l.ns.name}, argv...) }})
+	if err != nil {
+		t.Fatalf("start ipmi_sim: %v", err)
+	}
+	t.Cleanup(sim.Stop)
+
+	// The machine is known before it boots, as an operator registers a
+	// rack: by its MAC, with its BMC.
+	m, err := l.client.Machines.CreateMachine(ctx, connect.NewRequest(&machinev1.CreateMachineRequest{Macs: []string{spec.mac}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := m.Msg.GetMachine().GetId()
+	if _, err := l.client.BMC.SetBMC(ctx, connect.NewRequest(&bmcv1.SetBMCRequest{MachineId: id, Address: labAddr,
+		Port: uint32(bmcAddr.Port()), Protocol: bmcv1.Protocol_PROTOCOL_IPMI, Username: "admin", Password: e2eBMCPassword})); err != nil {
+		t.Fatal(err)
+	}
+	request := func(typ bmcv1.OperationType, boot *bmcv1.Boot) string {
+		resp, err := l.client.BMC.RequestOperation(ctx, connect.NewRequest(&bmcv1.RequestOperationRequest{MachineId: id, Type: typ, Boot: boot}))
+		if err != nil {
+			t.Fatalf("RequestOperation %s: %v", typ, err)
+		}
+		return resp.Msg.GetOperation().GetId()
+	}
+	request(bmcv1.OperationType_OPERATION_TYPE_SET_BOOT_DEVICE, &bmcv1.Boot{Device: bmcv1.BootDevice_BOOT_DEVICE_PXE})
+	request(bmcv1.OperationType_OPERATION_TYPE_POWER_ON, nil)
+	daemon := startProc(t, l.ns, "carbide-bmc", bins.bmc, "--pki-dir", l.pki, "--api-url", "https://"+labAPI,
+		"--poll-interval", "1s", "--claim-interval", "200ms", "--metrics-listen", "")
+	power := func(want bmcv1.PowerState) func() bool {
+		return func() bool {
+			g, err := l.client.BMC.GetBMC(ctx, connect.NewRequest(&bmcv1.GetBMCRequest{MachineId: id}))
+			return err == nil && g.Msg.GetBmc().GetPowerState() == want
+		}
+	}
+	if !waitFor(time.Minute, power(bmcv1.PowerState_POWER_STATE_ON)) {
+		t.Fatalf("the API never saw the machine on:\n%s", tail(daemon.out.String(), 30))
+	}
+	v := &vm{spec: spec, console: console, started: time.Now()}
+	ready, took := l.waitReady(t, v, 4*time.Minute)
+	if ready == nil {
+		t.FailNow()
+	}
+	if ready.GetId() != id {
+		t.Errorf("the VM became machine %s, want the registered %s", ready.GetId(), id)
+	}
+	t.Logf("power-on through the BMC to Ready in %s", took.Round(100*time.Millisecond))
+	off := request(bmcv1.OperationType_OPERATION_TYPE_POWER_OFF, nil)
+	if !waitFor(time.Minute, func() bool {
+		g, err := l.client.BMC.GetOperation(ctx, connect.NewRequest(&bmcv1.GetOperationRequest{Id: off}))
+		return err == nil && g.Msg.GetOperation().GetState() == bmcv1.OperationState_OPERATION_STATE_SUCCEEDED
+	}) {
+		t.Fatalf("the power-off did not succeed:\n%s", tail(daemon.out.String(), 30))
+	}
+	if !waitFor(30*time.Second, power(bmcv1.PowerState_POWER_STATE_OFF)) {
+		t.Error("the API never saw the machine off")
+	}
+	if pid, err := sim.VMPid(); err == nil && pid > 0 && syscall.Kill(pid, 0) == nil {
+		t.Errorf("QEMU (pid %d) still runs after the power-off", pid)
+	}
+	acts, err := sim.Actions()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, a := range acts {
+		names = append(names, a.Name)
+	}
+	if len(names) < 2 || names[0] != "boot pxe" || names[1] != "power on" {
+		t.Errorf("BMC actions %q, want boot pxe, then power on first", names)
+	}
+}

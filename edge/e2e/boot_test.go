@@ -64,6 +64,7 @@ type lab struct {
 	dir     string
 	qemu    string
 	ovmf    ovmfFiles
+	pki     string // the API's development PKI
 }
 
 // TestNetworkBoot boots real firmware through Carbide's daemons: a legacy
@@ -202,6 +203,7 @@ func (l *lab) startDaemons(t testing.TB, image string) {
 	startProc(t, l.ns, "carbide-api", bins.api, "--dev", "--listen", labAPI, "--data-dir", dataDir, "--database-url", u.String()).
 		waitOutput(t, listening, time.Minute)
 	pkiDir := filepath.Join(dataDir, "pki")
+	l.pki = pkiDir
 	testsecret.RegisterFiles(t, filepath.Join(pkiDir, "*.key"))
 	l.client = labClient(t, l.ns, pkiDir)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -289,6 +291,17 @@ func labClient(t testing.TB, n *netns, pkiDir string) *carbide.Client {
 // startVM boots a VM from the network on a new tap port of the lab bridge.
 func (l *lab) startVM(t testing.TB, s vmSpec) *vm {
 	t.Helper()
+	args, console := l.vmCommand(t, s, true)
+	v := &vm{spec: s, console: console, started: time.Now()}
+	v.proc = startProc(t, l.ns, "qemu "+s.name, args...)
+	return v
+}
+
+// vmCommand returns the QEMU command line of a VM on a new tap port of the
+// lab bridge, and the file its serial console goes to; with netBoot a BIOS
+// VM boots from the network (-boot n), otherwise whoever starts it says.
+func (l *lab) vmCommand(t testing.TB, s vmSpec, netBoot bool) ([]string, string) {
+	t.Helper()
 	l.taps++
 	tap := fmt.Sprintf("tap%d", l.taps)
 	l.ns.ip(t, "tuntap", "add", "dev", tap, "mode", "tap")
@@ -325,17 +338,18 @@ func (l *lab) startVM(t testing.TB, s vmSpec) *vm {
 			// No option ROM: OVMF's own PXE client must fetch iPXE.
 			"-device", "virtio-net-pci,netdev=n0,mac="+s.mac+",romfile=,bootindex=1")
 	} else {
-		args = append(args, "-boot", "n", "-device", "virtio-net-pci,netdev=n0,mac="+s.mac+",bootindex=1")
+		if netBoot {
+			args = append(args, "-boot", "n")
+		}
+		args = append(args, "-device", "virtio-net-pci,netdev=n0,mac="+s.mac+",bootindex=1")
 	}
-	v := &vm{spec: s, console: console, started: time.Now()}
-	v.proc = startProc(t, l.ns, "qemu "+s.name, args...)
 	t.Cleanup(func() {
 		if t.Failed() {
 			b, _ := os.ReadFile(console)
 			t.Logf("serial console of the %s VM:\n%s", s.name, tail(string(b), 80))
 		}
 	})
-	return v
+	return args, console
 }
 
 // waitReady waits until the machine with v's MAC is Ready and returns it
@@ -363,7 +377,7 @@ func (l *lab) waitReady(t testing.TB, v *vm, timeout time.Duration) (*machinev1.
 				return nil, 0
 			}
 		}
-		if v.proc.exited() {
+		if v.proc != nil && v.proc.exited() {
 			t.Errorf("%s VM: QEMU exited (%v) before the machine was Ready; machine: %v", v.spec.name, v.proc.err, last)
 			return nil, 0
 		}
