@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/netip"
 	"regexp"
 	"sort"
@@ -217,10 +218,12 @@ func checkLeaseLog(t *testing.T, log string) {
 	t.Logf("%d lease grants over %d machines", grants, len(ms))
 }
 
-// TestBMCBootsAMachine: a VM whose BMC is ipmi_sim is registered; Carbide
-// sets its next boot to PXE and powers it on through carbide-bmc, it boots
-// through carbide-dhcp and carbide-pxe to Ready (and its agent powers it
-// off), Carbide powers it off, and the API follows its power state.
+// TestBMCBootsAMachine: for each protocol, a VM whose BMC is simulated
+// (ipmi_sim over IPMI, the test Redfish service driving QEMU over QMP) is
+// registered; Carbide sets its next boot to PXE and powers it on through
+// carbide-bmc, it boots through carbide-dhcp and carbide-pxe to Ready (and
+// its agent powers it off), Carbide powers it off, and the API follows its
+// power state.
 func TestBMCBootsAMachine(t *testing.T) {
 	requireRoot(t)
 	lookPaths(t, "ipmi_sim", "ipmitool")
@@ -228,18 +231,78 @@ func TestBMCBootsAMachine(t *testing.T) {
 	l := newLab(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	daemon := startProc(t, l.ns, "carbide-bmc", bins.bmc, "--pki-dir", l.pki, "--api-url", "https://"+labAPI,
+		"--poll-interval", "1s", "--claim-interval", "200ms", "--metrics-listen", "")
+	wrap := func(argv []string) []string { return append([]string{"ip", "netns", "exec", l.ns.name}, argv...) }
 
-	spec := vmSpec{name: "bmc-bios", mac: "52:54:00:cb:00:21", serial: "CB-BMC-0021", uuid: "6c1d7c1e-0b6e-4b1a-9d7e-000000000021",
-		cpus: 2, memoryMB: 768, diskMB: 1024, diskID: "CBDISK-BMC"}
-	qemu, console := l.vmCommand(t, spec, false)
-	bmcAddr := netip.AddrPortFrom(netip.MustParseAddr(labAddr), 6230)
-	sim, err := bmcsim.StartIPMI(ctx, bmcsim.IPMIConfig{Addr: bmcAddr, Password: e2eBMCPassword, Dir: t.TempDir(),
-		QEMU: qemu, Wrap: func(argv []string) []string { return append([]string{"ip", "netns", "exec", l.ns.name}, argv...) }})
-	if err != nil {
-		t.Fatalf("start ipmi_sim: %v", err)
+	for i, protocol := range []bmcv1.Protocol{bmcv1.Protocol_PROTOCOL_IPMI, bmcv1.Protocol_PROTOCOL_REDFISH} {
+		spec := vmSpec{name: fmt.Sprintf("bmc-%d", i), mac: fmt.Sprintf("52:54:00:cb:00:2%d", i), serial: fmt.Sprintf("CB-BMC-002%d", i),
+			uuid: fmt.Sprintf("6c1d7c1e-0b6e-4b1a-9d7e-00000000002%d", i), cpus: 2, memoryMB: 768, diskMB: 1024, diskID: fmt.Sprintf("CBDISK-BMC%d", i)}
+		qemu, console := l.vmCommand(t, spec, false)
+		var port uint16
+		var actions func() []string
+		var vmPid func() int
+		if protocol == bmcv1.Protocol_PROTOCOL_IPMI {
+			addr := netip.AddrPortFrom(netip.MustParseAddr(labAddr), 6230)
+			sim, err := bmcsim.StartIPMI(ctx, bmcsim.IPMIConfig{Addr: addr, Password: e2eBMCPassword, Dir: t.TempDir(), QEMU: qemu, Wrap: wrap})
+			if err != nil {
+				t.Fatalf("start ipmi_sim: %v", err)
+			}
+			t.Cleanup(sim.Stop)
+			port = addr.Port()
+			actions = func() []string {
+				acts, err := sim.Actions()
+				if err != nil {
+					t.Fatal(err)
+				}
+				var names []string
+				for _, a := range acts {
+					names = append(names, a.Name)
+				}
+				return names
+			}
+			vmPid = func() int { pid, _ := sim.VMPid(); return pid }
+		} else {
+			machine, err := bmcsim.NewQEMUMachine(ctx, bmcsim.QEMUConfig{Command: qemu, Dir: t.TempDir(), Wrap: wrap})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var ln net.Listener
+			if err := inNetns(l.ns.name, func() (err error) { ln, err = net.Listen("tcp", labAddr+":8443"); return err }); err != nil {
+				t.Fatal(err)
+			}
+			rf, err := bmcsim.StartRedfish(ctx, bmcsim.RedfishConfig{Listener: ln, Password: e2eBMCPassword,
+				Systems: map[string]bmcsim.Machine{"1": machine}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(rf.Stop)
+			port = 8443
+			actions = func() []string {
+				var names []string
+				for _, a := range rf.Actions() {
+					names = append(names, a.Name)
+				}
+				return names
+			}
+			vmPid = machine.Pid
+		}
+		bootThroughBMC(t, l, ctx, spec, console, protocol, port, daemon)
+		if pid := vmPid(); pid > 0 && syscall.Kill(pid, 0) == nil {
+			t.Errorf("%s: QEMU (pid %d) still runs after the power-off", protocol, pid)
+		}
+		if names := actions(); len(names) < 2 || !strings.HasPrefix(names[0], "boot") || !strings.Contains(strings.ToLower(names[0]), "pxe") ||
+			(names[1] != "power on" && names[1] != "reset On") {
+			t.Errorf("%s: BMC actions %q, want the PXE boot, then power on, first", protocol, names)
+		}
 	}
-	t.Cleanup(sim.Stop)
+}
 
+// bootThroughBMC registers the VM of spec with its BMC, has Carbide set it
+// to boot from PXE and power it on, waits until it is Ready, powers it off
+// and checks the power states the API saw.
+func bootThroughBMC(t *testing.T, l *lab, ctx context.Context, spec vmSpec, console string, protocol bmcv1.Protocol, port uint16, daemon *proc) {
+	t.Helper()
 	// The machine is known before it boots, as an operator registers a
 	// rack: by its MAC, with its BMC.
 	m, err := l.client.Machines.CreateMachine(ctx, connect.NewRequest(&machinev1.CreateMachineRequest{Macs: []string{spec.mac}}))
@@ -248,7 +311,7 @@ func TestBMCBootsAMachine(t *testing.T) {
 	}
 	id := m.Msg.GetMachine().GetId()
 	if _, err := l.client.BMC.SetBMC(ctx, connect.NewRequest(&bmcv1.SetBMCRequest{MachineId: id, Address: labAddr,
-		Port: uint32(bmcAddr.Port()), Protocol: bmcv1.Protocol_PROTOCOL_IPMI, Username: "admin", Password: e2eBMCPassword})); err != nil {
+		Port: uint32(port), Protocol: protocol, Username: "admin", Password: e2eBMCPassword})); err != nil {
 		t.Fatal(err)
 	}
 	request := func(typ bmcv1.OperationType, boot *bmcv1.Boot) string {
@@ -260,8 +323,6 @@ func TestBMCBootsAMachine(t *testing.T) {
 	}
 	request(bmcv1.OperationType_OPERATION_TYPE_SET_BOOT_DEVICE, &bmcv1.Boot{Device: bmcv1.BootDevice_BOOT_DEVICE_PXE})
 	request(bmcv1.OperationType_OPERATION_TYPE_POWER_ON, nil)
-	daemon := startProc(t, l.ns, "carbide-bmc", bins.bmc, "--pki-dir", l.pki, "--api-url", "https://"+labAPI,
-		"--poll-interval", "1s", "--claim-interval", "200ms", "--metrics-listen", "")
 	power := func(want bmcv1.PowerState) func() bool {
 		return func() bool {
 			g, err := l.client.BMC.GetBMC(ctx, connect.NewRequest(&bmcv1.GetBMCRequest{MachineId: id}))
@@ -269,7 +330,7 @@ func TestBMCBootsAMachine(t *testing.T) {
 		}
 	}
 	if !waitFor(time.Minute, power(bmcv1.PowerState_POWER_STATE_ON)) {
-		t.Fatalf("the API never saw the machine on:\n%s", tail(daemon.out.String(), 30))
+		t.Fatalf("%s: the API never saw the machine on:\n%s", protocol, tail(daemon.out.String(), 30))
 	}
 	v := &vm{spec: spec, console: console, started: time.Now()}
 	ready, took := l.waitReady(t, v, 4*time.Minute)
@@ -277,31 +338,17 @@ func TestBMCBootsAMachine(t *testing.T) {
 		t.FailNow()
 	}
 	if ready.GetId() != id {
-		t.Errorf("the VM became machine %s, want the registered %s", ready.GetId(), id)
+		t.Errorf("%s: the VM became machine %s, want the registered %s", protocol, ready.GetId(), id)
 	}
-	t.Logf("power-on through the BMC to Ready in %s", took.Round(100*time.Millisecond))
+	t.Logf("%s: power-on through the BMC to Ready in %s", protocol, took.Round(100*time.Millisecond))
 	off := request(bmcv1.OperationType_OPERATION_TYPE_POWER_OFF, nil)
 	if !waitFor(time.Minute, func() bool {
 		g, err := l.client.BMC.GetOperation(ctx, connect.NewRequest(&bmcv1.GetOperationRequest{Id: off}))
 		return err == nil && g.Msg.GetOperation().GetState() == bmcv1.OperationState_OPERATION_STATE_SUCCEEDED
 	}) {
-		t.Fatalf("the power-off did not succeed:\n%s", tail(daemon.out.String(), 30))
+		t.Fatalf("%s: the power-off did not succeed:\n%s", protocol, tail(daemon.out.String(), 30))
 	}
 	if !waitFor(30*time.Second, power(bmcv1.PowerState_POWER_STATE_OFF)) {
-		t.Error("the API never saw the machine off")
-	}
-	if pid, err := sim.VMPid(); err == nil && pid > 0 && syscall.Kill(pid, 0) == nil {
-		t.Errorf("QEMU (pid %d) still runs after the power-off", pid)
-	}
-	acts, err := sim.Actions()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var names []string
-	for _, a := range acts {
-		names = append(names, a.Name)
-	}
-	if len(names) < 2 || names[0] != "boot pxe" || names[1] != "power on" {
-		t.Errorf("BMC actions %q, want boot pxe, then power on first", names)
+		t.Errorf("%s: the API never saw the machine off", protocol)
 	}
 }
