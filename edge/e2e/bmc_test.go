@@ -85,10 +85,41 @@ func TestBMCReplicasShareMachines(t *testing.T) {
 		bmcs = append(bmcs, b)
 	}
 
+	// Two more machines whose BMCs cannot be reached: one answers but
+	// refuses the password, one does not answer at all. Their operations
+	// fail with errors that say so; the daemons keep serving the others.
+	badAddr := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(freeUDPPort(t)))
+	wrong, err := bmcsim.StartIPMI(ctx, bmcsim.IPMIConfig{Addr: badAddr, Password: "another-password", Dir: t.TempDir()})
+	if err != nil {
+		t.Fatalf("start ipmi_sim: %v", err)
+	}
+	t.Cleanup(wrong.Stop)
+	bad := map[string]string{} // machine -> what its error must say
+	for i, c := range []struct {
+		port uint16
+		want string
+	}{{badAddr.Port(), "refused the credentials"}, {uint16(freeUDPPort(t)), "after 2 attempts: BMC 127.0.0.1"}} {
+		m, err := a.client.Machines.CreateMachine(ctx, connect.NewRequest(&machinev1.CreateMachineRequest{
+			Macs: []string{fmt.Sprintf("52:54:00:bc:01:%02x", i)}}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		id := m.Msg.GetMachine().GetId()
+		if _, err := a.client.BMC.SetBMC(ctx, connect.NewRequest(&bmcv1.SetBMCRequest{MachineId: id, Address: "127.0.0.1",
+			Port: uint32(c.port), Protocol: bmcv1.Protocol_PROTOCOL_IPMI, Username: "admin", Password: e2eBMCPassword})); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := a.client.BMC.RequestOperation(ctx, connect.NewRequest(&bmcv1.RequestOperationRequest{
+			MachineId: id, Type: bmcv1.OperationType_OPERATION_TYPE_POWER_ON})); err != nil {
+			t.Fatal(err)
+		}
+		bad[id] = c.want
+	}
+
 	daemon := func(name string) *proc {
 		return startProc(t, nil, "carbide-bmc "+name, bins.bmc, "--pki-dir", a.pki, "--api-url", "https://"+a.addr,
 			"--worker", name, "--poll-interval", "1s", "--claim-interval", "100ms", "--metrics-listen", "",
-			"--log-level", "debug")
+			"--call-timeout", "2s", "--attempts", "2", "--retry-backoff", "200ms", "--log-level", "debug")
 	}
 	first := daemon("first")
 	granted := regexp.MustCompile(`msg="BMC lease granted".* worker=first`)
@@ -106,6 +137,28 @@ func TestBMCReplicasShareMachines(t *testing.T) {
 	if !waitFor(2*time.Minute, done) {
 		resp, _ := a.client.BMC.ListOperations(ctx, connect.NewRequest(&bmcv1.ListOperationsRequest{PageSize: 100}))
 		t.Fatalf("not every operation succeeded: %v\nsecond daemon:\n%s", resp.Msg, tail(second.out.String(), 40))
+	}
+
+	// The operations on the unreachable BMCs failed, each with an error
+	// that says why, after bounded tries.
+	if !waitFor(time.Minute, func() bool {
+		resp, err := a.client.BMC.ListOperations(ctx, connect.NewRequest(&bmcv1.ListOperationsRequest{PageSize: 100,
+			States: []bmcv1.OperationState{bmcv1.OperationState_OPERATION_STATE_FAILED}}))
+		return err == nil && len(resp.Msg.GetOperations()) == len(bad)
+	}) {
+		t.Fatal("the operations on the unreachable BMCs did not fail")
+	}
+	failed, err := a.client.BMC.ListOperations(ctx, connect.NewRequest(&bmcv1.ListOperationsRequest{PageSize: 100,
+		States: []bmcv1.OperationState{bmcv1.OperationState_OPERATION_STATE_FAILED}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, op := range failed.Msg.GetOperations() {
+		want, ok := bad[op.GetMachineId()]
+		if !ok || !strings.Contains(op.GetError(), want) || strings.Contains(op.GetError(), e2eBMCPassword) {
+			t.Errorf("failed operation on machine %s: %q, want an error with %q", op.GetMachineId(), op.GetError(), want)
+		}
+		t.Logf("failed as expected: %s", op.GetError())
 	}
 
 	// Each power action reached its BMC once; the machines end off, as
@@ -153,7 +206,8 @@ func TestBMCReplicasShareMachines(t *testing.T) {
 	}
 	// The killed daemon held operations it had started: the second took
 	// them over.
-	all, err := a.client.BMC.ListOperations(ctx, connect.NewRequest(&bmcv1.ListOperationsRequest{PageSize: 100}))
+	all, err := a.client.BMC.ListOperations(ctx, connect.NewRequest(&bmcv1.ListOperationsRequest{PageSize: 100,
+		States: []bmcv1.OperationState{bmcv1.OperationState_OPERATION_STATE_SUCCEEDED}}))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -262,7 +262,7 @@ func (e *engine) do(ctx context.Context, w *bmcv1.Work, h *held) {
 	log := e.logger.With("machine", machine)
 	rep := &bmcv1.ReportRequest{Worker: e.cfg.Worker, Lease: h.ref, PowerState: bmcv1.PowerState_POWER_STATE_UNKNOWN}
 	op := w.GetOperation()
-	conn, err := e.connect(ctx, w)
+	conn, err := e.connectRetrying(ctx, w, log)
 	switch {
 	case err != nil && op != nil:
 		rep.Result, rep.Error = bmcv1.ReportRequest_RESULT_FAILED, err.Error()
@@ -347,6 +347,28 @@ func (e *engine) connect(ctx context.Context, w *bmcv1.Work) (Conn, error) {
 		clear(pw)
 	}
 	return call(e, ctx, "open", func(ctx context.Context) (Conn, error) { return e.dial(ctx, target) })
+}
+
+// connectRetrying opens the machine's BMC, again after failures that may
+// pass, up to Attempts times.
+func (e *engine) connectRetrying(ctx context.Context, w *bmcv1.Work, log *slog.Logger) (Conn, error) {
+	backoff := e.cfg.RetryBackoff
+	for attempt := 1; ; attempt++ {
+		conn, err := e.connect(ctx, w)
+		if err == nil || attempt >= e.cfg.Attempts || !IsTransient(err) || ctx.Err() != nil {
+			if err != nil && attempt > 1 {
+				err = fmt.Errorf("after %d attempts: %w", attempt, err)
+			}
+			return conn, err
+		}
+		log.Info("BMC did not answer; trying again", "attempt", attempt, "in", backoff, "error", err)
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff *= 2
+	}
 }
 
 // operate runs op, again after failures that may pass, up to Attempts
