@@ -208,7 +208,7 @@ func startAPI(t *testing.T, dbURL string) *api {
 
 // apiFrom waits for the carbide-api process p, started with --dev on
 // dataDir, to listen, and returns it with an admin client.
-func apiFrom(t *testing.T, p *proc, dataDir string) *api {
+func apiFrom(t testing.TB, p *proc, dataDir string) *api {
 	t.Helper()
 	a := &api{
 		addr: p.waitOutput(t, listening, 60*time.Second)[1],
