@@ -174,14 +174,11 @@ func (s *Service) target(b *ent.BMC, publicKey []byte) (*bmcv1.Target, error) {
 	if b.PasswordSealed == nil || len(*b.PasswordSealed) == 0 {
 		return t, nil
 	}
-	if s.keys == nil {
-		return nil, connect.NewError(connect.CodeFailedPrecondition, secrets.ErrNoKeyring)
-	}
 	password, err := s.keys.Open(secrets.Sealed{KeyID: b.PasswordKeyID, Ciphertext: *b.PasswordSealed}, passwordAAD(b.MachineID))
 	if err != nil {
 		return nil, fmt.Errorf("open the BMC password of machine %s: %w", b.MachineID, err)
 	}
-	t.SealedPassword, err = secrets.SealTo(publicKey, passwordAAD(b.MachineID), password)
+	t.SealedPassword, err = secrets.SealTo(publicKey, passwordInfo(b.MachineID), password)
 	clear(password)
 	if err != nil {
 		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("public_key: %w", err))

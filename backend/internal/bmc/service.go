@@ -65,6 +65,12 @@ func NewService(st *store.Store, keys *secrets.Keyring, lease time.Duration, log
 // passwordAAD binds a sealed password to its machine, so that a sealed
 // value copied to another machine's row does not open.
 func passwordAAD(machineID uuid.UUID) []byte {
+	return secrets.AAD("bmc", machineID.String(), "password")
+}
+
+// passwordInfo is the HPKE info a password is sealed to a daemon with
+// (see carbide.bmc.v1.Target.sealed_password).
+func passwordInfo(machineID uuid.UUID) []byte {
 	return []byte("carbide bmc password " + machineID.String())
 }
 
@@ -77,9 +83,8 @@ func (s *Service) SetBMC(ctx context.Context, req *connect.Request[bmcv1.SetBMCR
 	}
 	var sealed *secrets.Sealed
 	if m.GetPassword() != "" {
-		if s.keys == nil {
-			return nil, connect.NewError(connect.CodeFailedPrecondition, secrets.ErrNoKeyring)
-		}
+		// Without a keyring Seal fails with secrets.ErrNoKeyring, which
+		// reaches the caller as FailedPrecondition saying what to set.
 		sl, err := s.keys.Seal([]byte(m.GetPassword()), passwordAAD(id))
 		if err != nil {
 			return nil, fmt.Errorf("seal BMC password: %w", err)

@@ -262,7 +262,11 @@ func (e *engine) do(ctx context.Context, w *bmcv1.Work, h *held) {
 	log := e.logger.With("machine", machine)
 	rep := &bmcv1.ReportRequest{Worker: e.cfg.Worker, Lease: h.ref, PowerState: bmcv1.PowerState_POWER_STATE_UNKNOWN}
 	op := w.GetOperation()
-	conn, err := e.connectRetrying(ctx, w, log)
+	var conn Conn
+	_, err := e.retry(ctx, log, "open", func(ctx context.Context) (err error) {
+		conn, err = e.connect(ctx, w)
+		return err
+	})
 	switch {
 	case err != nil && op != nil:
 		rep.Result, rep.Error = bmcv1.ReportRequest_RESULT_FAILED, err.Error()
@@ -349,22 +353,24 @@ func (e *engine) connect(ctx context.Context, w *bmcv1.Work) (Conn, error) {
 	return call(e, ctx, "open", func(ctx context.Context) (Conn, error) { return e.dial(ctx, target) })
 }
 
-// connectRetrying opens the machine's BMC, again after failures that may
-// pass, up to Attempts times.
-func (e *engine) connectRetrying(ctx context.Context, w *bmcv1.Work, log *slog.Logger) (Conn, error) {
+// retry calls f, again after failures that may pass (IsTransient), up to
+// Attempts times with a doubling backoff; it returns how many tries it
+// took, and the last error, prefixed with their number when there were
+// several.
+func (e *engine) retry(ctx context.Context, log *slog.Logger, what string, f func(context.Context) error) (int, error) {
 	backoff := e.cfg.RetryBackoff
 	for attempt := 1; ; attempt++ {
-		conn, err := e.connect(ctx, w)
+		err := f(ctx)
 		if err == nil || attempt >= e.cfg.Attempts || !IsTransient(err) || ctx.Err() != nil {
 			if err != nil && attempt > 1 {
 				err = fmt.Errorf("after %d attempts: %w", attempt, err)
 			}
-			return conn, err
+			return attempt, err
 		}
-		log.Info("BMC did not answer; trying again", "attempt", attempt, "in", backoff, "error", err)
+		log.Info("BMC call failed; trying again", "call", what, "attempt", attempt, "in", backoff, "error", err)
 		select {
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return attempt, ctx.Err()
 		case <-time.After(backoff):
 		}
 		backoff *= 2
@@ -386,24 +392,12 @@ func (e *engine) operate(ctx context.Context, conn Conn, op *bmcv1.Operation, lo
 			}
 		}
 	}
-	act := func(ctx context.Context) (struct{}, error) { return struct{}{}, e.act(ctx, conn, op) }
-	backoff := e.cfg.RetryBackoff
-	for attempt := 1; ; attempt++ {
-		_, err := call(e, ctx, op.GetType().String(), act)
-		if err == nil || attempt >= e.cfg.Attempts || !IsTransient(err) || ctx.Err() != nil {
-			if err != nil && attempt > 1 {
-				err = fmt.Errorf("after %d attempts: %w", attempt, err)
-			}
-			return attempt, err
-		}
-		log.Info("BMC call failed; trying again", "operation", op.GetId(), "attempt", attempt, "in", backoff, "error", err)
-		select {
-		case <-ctx.Done():
-			return attempt, ctx.Err()
-		case <-time.After(backoff):
-		}
-		backoff *= 2
-	}
+	return e.retry(ctx, log.With("operation", op.GetId()), op.GetType().String(), func(ctx context.Context) error {
+		_, err := call(e, ctx, op.GetType().String(), func(ctx context.Context) (struct{}, error) {
+			return struct{}{}, e.act(ctx, conn, op)
+		})
+		return err
+	})
 }
 
 // act does op once.
