@@ -7,15 +7,21 @@ import (
 	"crypto/hpke"
 	"crypto/rand"
 	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/carbide-dev/carbide/backend/internal/bmc"
+	"github.com/carbide-dev/carbide/backend/internal/secrets"
 	bmcv1 "github.com/carbide-dev/carbide/gen/carbide/bmc/v1"
 	machinev1 "github.com/carbide-dev/carbide/gen/carbide/machine/v1"
 	watchv1 "github.com/carbide-dev/carbide/gen/carbide/watch/v1"
+	"github.com/carbide-dev/carbide/sdk/testsecret"
 )
 
 const testBMCPassword = "Sup3r-Secret-BMC-pw"
@@ -474,6 +480,52 @@ func TestBMCWatch(t *testing.T) {
 		}
 		if strings.Join(got, "\n") != strings.Join(want, "\n") {
 			t.Errorf("events:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+		}
+	})
+}
+
+// TestBMCPasswordsSurviveKeyRotation: after a new key is put first in the
+// keyring, the start-up reseal moves every stored password under it, and
+// the passwords still open, also once the old key is gone.
+func TestBMCPasswordsSurviveKeyRotation(t *testing.T) {
+	forEachStore(t, func(t *testing.T, e *env) {
+		ids := []string{bmcMachine(t, e, 0), bmcMachine(t, e, 1)}
+		devKey, err := os.ReadFile(filepath.Join(e.PKI, secrets.DevKeyringFile))
+		if err != nil {
+			t.Fatal(err)
+		}
+		line, err := secrets.GenerateKeyLine("rotated")
+		if err != nil {
+			t.Fatal(err)
+		}
+		testsecret.Register(t, strings.Fields(line)[1])
+		rotated, err := secrets.ParseKeyring("test", []byte(line+"\n"+string(devKey)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		logger := slog.New(slog.NewTextHandler(testOutput(t), nil))
+		resealed, left, err := bmc.NewService(e.Store, rotated, 0, logger).Reseal(context.Background())
+		if err != nil || resealed != 2 || left != 0 {
+			t.Fatalf("reseal: %d resealed, %d left, %v; want 2, 0", resealed, left, err)
+		}
+		// Only the new key from now on: every password still opens.
+		onlyNew, err := secrets.ParseKeyring("test", []byte(line+"\n"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		svc := bmc.NewService(e.Store, onlyNew, 0, logger)
+		key := newDaemonKey(t)
+		resp, err := svc.Claim(context.Background(), connect.NewRequest(&bmcv1.ClaimRequest{Worker: "w1", PublicKey: key.public(), MaxMachines: 10, PollIntervalSeconds: 1}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(resp.Msg.GetWork()) != len(ids) {
+			t.Fatalf("claimed %d machines, want %d", len(resp.Msg.GetWork()), len(ids))
+		}
+		for _, w := range resp.Msg.GetWork() {
+			if pw := key.open(t, w.GetMachineId(), w.GetTarget().GetSealedPassword()); pw != testBMCPassword {
+				t.Errorf("machine %s: password %q after the rotation", w.GetMachineId(), pw)
+			}
 		}
 	})
 }
