@@ -28,6 +28,7 @@ import (
 	"github.com/carbide-dev/carbide/ent/nic"
 	"github.com/carbide-dev/carbide/ent/reservation"
 	"github.com/carbide-dev/carbide/ent/segment"
+	"github.com/carbide-dev/carbide/ent/segmentcredentials"
 	"github.com/carbide-dev/carbide/ent/transition"
 
 	stdsql "database/sql"
@@ -62,6 +63,8 @@ type Client struct {
 	Reservation *ReservationClient
 	// Segment is the client for interacting with the Segment builders.
 	Segment *SegmentClient
+	// SegmentCredentials is the client for interacting with the SegmentCredentials builders.
+	SegmentCredentials *SegmentCredentialsClient
 	// Transition is the client for interacting with the Transition builders.
 	Transition *TransitionClient
 }
@@ -87,6 +90,7 @@ func (c *Client) init() {
 	c.NIC = NewNICClient(c.config)
 	c.Reservation = NewReservationClient(c.config)
 	c.Segment = NewSegmentClient(c.config)
+	c.SegmentCredentials = NewSegmentCredentialsClient(c.config)
 	c.Transition = NewTransitionClient(c.config)
 }
 
@@ -178,21 +182,22 @@ func (c *Client) Tx(ctx context.Context) (*Tx, error) {
 	cfg := c.config
 	cfg.driver = tx
 	return &Tx{
-		ctx:              ctx,
-		config:           cfg,
-		AuditRecord:      NewAuditRecordClient(cfg),
-		BMC:              NewBMCClient(cfg),
-		BMCLease:         NewBMCLeaseClient(cfg),
-		BMCOperation:     NewBMCOperationClient(cfg),
-		Change:           NewChangeClient(cfg),
-		DeclinedAddress:  NewDeclinedAddressClient(cfg),
-		IdentityConflict: NewIdentityConflictClient(cfg),
-		Lease:            NewLeaseClient(cfg),
-		Machine:          NewMachineClient(cfg),
-		NIC:              NewNICClient(cfg),
-		Reservation:      NewReservationClient(cfg),
-		Segment:          NewSegmentClient(cfg),
-		Transition:       NewTransitionClient(cfg),
+		ctx:                ctx,
+		config:             cfg,
+		AuditRecord:        NewAuditRecordClient(cfg),
+		BMC:                NewBMCClient(cfg),
+		BMCLease:           NewBMCLeaseClient(cfg),
+		BMCOperation:       NewBMCOperationClient(cfg),
+		Change:             NewChangeClient(cfg),
+		DeclinedAddress:    NewDeclinedAddressClient(cfg),
+		IdentityConflict:   NewIdentityConflictClient(cfg),
+		Lease:              NewLeaseClient(cfg),
+		Machine:            NewMachineClient(cfg),
+		NIC:                NewNICClient(cfg),
+		Reservation:        NewReservationClient(cfg),
+		Segment:            NewSegmentClient(cfg),
+		SegmentCredentials: NewSegmentCredentialsClient(cfg),
+		Transition:         NewTransitionClient(cfg),
 	}, nil
 }
 
@@ -210,21 +215,22 @@ func (c *Client) BeginTx(ctx context.Context, opts *sql.TxOptions) (*Tx, error) 
 	cfg := c.config
 	cfg.driver = &txDriver{tx: tx, drv: c.driver}
 	return &Tx{
-		ctx:              ctx,
-		config:           cfg,
-		AuditRecord:      NewAuditRecordClient(cfg),
-		BMC:              NewBMCClient(cfg),
-		BMCLease:         NewBMCLeaseClient(cfg),
-		BMCOperation:     NewBMCOperationClient(cfg),
-		Change:           NewChangeClient(cfg),
-		DeclinedAddress:  NewDeclinedAddressClient(cfg),
-		IdentityConflict: NewIdentityConflictClient(cfg),
-		Lease:            NewLeaseClient(cfg),
-		Machine:          NewMachineClient(cfg),
-		NIC:              NewNICClient(cfg),
-		Reservation:      NewReservationClient(cfg),
-		Segment:          NewSegmentClient(cfg),
-		Transition:       NewTransitionClient(cfg),
+		ctx:                ctx,
+		config:             cfg,
+		AuditRecord:        NewAuditRecordClient(cfg),
+		BMC:                NewBMCClient(cfg),
+		BMCLease:           NewBMCLeaseClient(cfg),
+		BMCOperation:       NewBMCOperationClient(cfg),
+		Change:             NewChangeClient(cfg),
+		DeclinedAddress:    NewDeclinedAddressClient(cfg),
+		IdentityConflict:   NewIdentityConflictClient(cfg),
+		Lease:              NewLeaseClient(cfg),
+		Machine:            NewMachineClient(cfg),
+		NIC:                NewNICClient(cfg),
+		Reservation:        NewReservationClient(cfg),
+		Segment:            NewSegmentClient(cfg),
+		SegmentCredentials: NewSegmentCredentialsClient(cfg),
+		Transition:         NewTransitionClient(cfg),
 	}, nil
 }
 
@@ -256,7 +262,7 @@ func (c *Client) Use(hooks ...Hook) {
 	for _, n := range []interface{ Use(...Hook) }{
 		c.AuditRecord, c.BMC, c.BMCLease, c.BMCOperation, c.Change, c.DeclinedAddress,
 		c.IdentityConflict, c.Lease, c.Machine, c.NIC, c.Reservation, c.Segment,
-		c.Transition,
+		c.SegmentCredentials, c.Transition,
 	} {
 		n.Use(hooks...)
 	}
@@ -268,7 +274,7 @@ func (c *Client) Intercept(interceptors ...Interceptor) {
 	for _, n := range []interface{ Intercept(...Interceptor) }{
 		c.AuditRecord, c.BMC, c.BMCLease, c.BMCOperation, c.Change, c.DeclinedAddress,
 		c.IdentityConflict, c.Lease, c.Machine, c.NIC, c.Reservation, c.Segment,
-		c.Transition,
+		c.SegmentCredentials, c.Transition,
 	} {
 		n.Intercept(interceptors...)
 	}
@@ -301,6 +307,8 @@ func (c *Client) Mutate(ctx context.Context, m Mutation) (Value, error) {
 		return c.Reservation.mutate(ctx, m)
 	case *SegmentMutation:
 		return c.Segment.mutate(ctx, m)
+	case *SegmentCredentialsMutation:
+		return c.SegmentCredentials.mutate(ctx, m)
 	case *TransitionMutation:
 		return c.Transition.mutate(ctx, m)
 	default:
@@ -2215,6 +2223,22 @@ func (c *SegmentClient) QueryDeclined(_m *Segment) *DeclinedAddressQuery {
 	return query
 }
 
+// QueryBmcCredentials queries the bmc_credentials edge of a Segment.
+func (c *SegmentClient) QueryBmcCredentials(_m *Segment) *SegmentCredentialsQuery {
+	query := (&SegmentCredentialsClient{config: c.config}).Query()
+	query.path = func(context.Context) (fromV *sql.Selector, _ error) {
+		id := _m.ID
+		step := sqlgraph.NewStep(
+			sqlgraph.From(segment.Table, segment.FieldID, id),
+			sqlgraph.To(segmentcredentials.Table, segmentcredentials.FieldID),
+			sqlgraph.Edge(sqlgraph.O2O, false, segment.BmcCredentialsTable, segment.BmcCredentialsColumn),
+		)
+		fromV = sqlgraph.Neighbors(_m.driver.Dialect(), step)
+		return fromV, nil
+	}
+	return query
+}
+
 // Hooks returns the client hooks.
 func (c *SegmentClient) Hooks() []Hook {
 	return c.hooks.Segment
@@ -2237,6 +2261,155 @@ func (c *SegmentClient) mutate(ctx context.Context, m *SegmentMutation) (Value, 
 		return (&SegmentDelete{config: c.config, hooks: c.Hooks(), mutation: m}).Exec(ctx)
 	default:
 		return nil, fmt.Errorf("ent: unknown Segment mutation op: %q", m.Op())
+	}
+}
+
+// SegmentCredentialsClient is a client for the SegmentCredentials schema.
+type SegmentCredentialsClient struct {
+	config
+}
+
+// NewSegmentCredentialsClient returns a client for the SegmentCredentials from the given config.
+func NewSegmentCredentialsClient(c config) *SegmentCredentialsClient {
+	return &SegmentCredentialsClient{config: c}
+}
+
+// Use adds a list of mutation hooks to the hooks stack.
+// A call to `Use(f, g, h)` equals to `segmentcredentials.Hooks(f(g(h())))`.
+func (c *SegmentCredentialsClient) Use(hooks ...Hook) {
+	c.hooks.SegmentCredentials = append(c.hooks.SegmentCredentials, hooks...)
+}
+
+// Intercept adds a list of query interceptors to the interceptors stack.
+// A call to `Intercept(f, g, h)` equals to `segmentcredentials.Intercept(f(g(h())))`.
+func (c *SegmentCredentialsClient) Intercept(interceptors ...Interceptor) {
+	c.inters.SegmentCredentials = append(c.inters.SegmentCredentials, interceptors...)
+}
+
+// Create returns a builder for creating a SegmentCredentials entity.
+func (c *SegmentCredentialsClient) Create() *SegmentCredentialsCreate {
+	mutation := newSegmentCredentialsMutation(c.config, OpCreate)
+	return &SegmentCredentialsCreate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// CreateBulk returns a builder for creating a bulk of SegmentCredentials entities.
+func (c *SegmentCredentialsClient) CreateBulk(builders ...*SegmentCredentialsCreate) *SegmentCredentialsCreateBulk {
+	return &SegmentCredentialsCreateBulk{config: c.config, builders: builders}
+}
+
+// MapCreateBulk creates a bulk creation builder from the given slice. For each item in the slice, the function creates
+// a builder and applies setFunc on it.
+func (c *SegmentCredentialsClient) MapCreateBulk(slice any, setFunc func(*SegmentCredentialsCreate, int)) *SegmentCredentialsCreateBulk {
+	rv := reflect.ValueOf(slice)
+	if rv.Kind() != reflect.Slice {
+		return &SegmentCredentialsCreateBulk{err: fmt.Errorf("calling to SegmentCredentialsClient.MapCreateBulk with wrong type %T, need slice", slice)}
+	}
+	builders := make([]*SegmentCredentialsCreate, rv.Len())
+	for i := 0; i < rv.Len(); i++ {
+		builders[i] = c.Create()
+		setFunc(builders[i], i)
+	}
+	return &SegmentCredentialsCreateBulk{config: c.config, builders: builders}
+}
+
+// Update returns an update builder for SegmentCredentials.
+func (c *SegmentCredentialsClient) Update() *SegmentCredentialsUpdate {
+	mutation := newSegmentCredentialsMutation(c.config, OpUpdate)
+	return &SegmentCredentialsUpdate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOne returns an update builder for the given entity.
+func (c *SegmentCredentialsClient) UpdateOne(_m *SegmentCredentials) *SegmentCredentialsUpdateOne {
+	mutation := newSegmentCredentialsMutation(c.config, OpUpdateOne, withSegmentCredentials(_m))
+	return &SegmentCredentialsUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOneID returns an update builder for the given id.
+func (c *SegmentCredentialsClient) UpdateOneID(id int) *SegmentCredentialsUpdateOne {
+	mutation := newSegmentCredentialsMutation(c.config, OpUpdateOne, withSegmentCredentialsID(id))
+	return &SegmentCredentialsUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// Delete returns a delete builder for SegmentCredentials.
+func (c *SegmentCredentialsClient) Delete() *SegmentCredentialsDelete {
+	mutation := newSegmentCredentialsMutation(c.config, OpDelete)
+	return &SegmentCredentialsDelete{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// DeleteOne returns a builder for deleting the given entity.
+func (c *SegmentCredentialsClient) DeleteOne(_m *SegmentCredentials) *SegmentCredentialsDeleteOne {
+	return c.DeleteOneID(_m.ID)
+}
+
+// DeleteOneID returns a builder for deleting the given entity by its id.
+func (c *SegmentCredentialsClient) DeleteOneID(id int) *SegmentCredentialsDeleteOne {
+	builder := c.Delete().Where(segmentcredentials.ID(id))
+	builder.mutation.id = &id
+	builder.mutation.op = OpDeleteOne
+	return &SegmentCredentialsDeleteOne{builder}
+}
+
+// Query returns a query builder for SegmentCredentials.
+func (c *SegmentCredentialsClient) Query() *SegmentCredentialsQuery {
+	return &SegmentCredentialsQuery{
+		config: c.config,
+		ctx:    &QueryContext{Type: TypeSegmentCredentials},
+		inters: c.Interceptors(),
+	}
+}
+
+// Get returns a SegmentCredentials entity by its id.
+func (c *SegmentCredentialsClient) Get(ctx context.Context, id int) (*SegmentCredentials, error) {
+	return c.Query().Where(segmentcredentials.ID(id)).Only(ctx)
+}
+
+// GetX is like Get, but panics if an error occurs.
+func (c *SegmentCredentialsClient) GetX(ctx context.Context, id int) *SegmentCredentials {
+	obj, err := c.Get(ctx, id)
+	if err != nil {
+		panic(err)
+	}
+	return obj
+}
+
+// QuerySegment queries the segment edge of a SegmentCredentials.
+func (c *SegmentCredentialsClient) QuerySegment(_m *SegmentCredentials) *SegmentQuery {
+	query := (&SegmentClient{config: c.config}).Query()
+	query.path = func(context.Context) (fromV *sql.Selector, _ error) {
+		id := _m.ID
+		step := sqlgraph.NewStep(
+			sqlgraph.From(segmentcredentials.Table, segmentcredentials.FieldID, id),
+			sqlgraph.To(segment.Table, segment.FieldID),
+			sqlgraph.Edge(sqlgraph.O2O, true, segmentcredentials.SegmentTable, segmentcredentials.SegmentColumn),
+		)
+		fromV = sqlgraph.Neighbors(_m.driver.Dialect(), step)
+		return fromV, nil
+	}
+	return query
+}
+
+// Hooks returns the client hooks.
+func (c *SegmentCredentialsClient) Hooks() []Hook {
+	return c.hooks.SegmentCredentials
+}
+
+// Interceptors returns the client interceptors.
+func (c *SegmentCredentialsClient) Interceptors() []Interceptor {
+	return c.inters.SegmentCredentials
+}
+
+func (c *SegmentCredentialsClient) mutate(ctx context.Context, m *SegmentCredentialsMutation) (Value, error) {
+	switch m.Op() {
+	case OpCreate:
+		return (&SegmentCredentialsCreate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdate:
+		return (&SegmentCredentialsUpdate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdateOne:
+		return (&SegmentCredentialsUpdateOne{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpDelete, OpDeleteOne:
+		return (&SegmentCredentialsDelete{config: c.config, hooks: c.Hooks(), mutation: m}).Exec(ctx)
+	default:
+		return nil, fmt.Errorf("ent: unknown SegmentCredentials mutation op: %q", m.Op())
 	}
 }
 
@@ -2394,12 +2567,12 @@ type (
 	hooks struct {
 		AuditRecord, BMC, BMCLease, BMCOperation, Change, DeclinedAddress,
 		IdentityConflict, Lease, Machine, NIC, Reservation, Segment,
-		Transition []ent.Hook
+		SegmentCredentials, Transition []ent.Hook
 	}
 	inters struct {
 		AuditRecord, BMC, BMCLease, BMCOperation, Change, DeclinedAddress,
 		IdentityConflict, Lease, Machine, NIC, Reservation, Segment,
-		Transition []ent.Interceptor
+		SegmentCredentials, Transition []ent.Interceptor
 	}
 )
 

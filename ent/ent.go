@@ -24,6 +24,7 @@ import (
 	"github.com/carbide-dev/carbide/ent/nic"
 	"github.com/carbide-dev/carbide/ent/reservation"
 	"github.com/carbide-dev/carbide/ent/segment"
+	"github.com/carbide-dev/carbide/ent/segmentcredentials"
 	"github.com/carbide-dev/carbide/ent/transition"
 )
 
@@ -85,19 +86,20 @@ var (
 func checkColumn(t, c string) error {
 	initCheck.Do(func() {
 		columnCheck = sql.NewColumnCheck(map[string]func(string) bool{
-			auditrecord.Table:      auditrecord.ValidColumn,
-			bmc.Table:              bmc.ValidColumn,
-			bmclease.Table:         bmclease.ValidColumn,
-			bmcoperation.Table:     bmcoperation.ValidColumn,
-			change.Table:           change.ValidColumn,
-			declinedaddress.Table:  declinedaddress.ValidColumn,
-			identityconflict.Table: identityconflict.ValidColumn,
-			lease.Table:            lease.ValidColumn,
-			machine.Table:          machine.ValidColumn,
-			nic.Table:              nic.ValidColumn,
-			reservation.Table:      reservation.ValidColumn,
-			segment.Table:          segment.ValidColumn,
-			transition.Table:       transition.ValidColumn,
+			auditrecord.Table:        auditrecord.ValidColumn,
+			bmc.Table:                bmc.ValidColumn,
+			bmclease.Table:           bmclease.ValidColumn,
+			bmcoperation.Table:       bmcoperation.ValidColumn,
+			change.Table:             change.ValidColumn,
+			declinedaddress.Table:    declinedaddress.ValidColumn,
+			identityconflict.Table:   identityconflict.ValidColumn,
+			lease.Table:              lease.ValidColumn,
+			machine.Table:            machine.ValidColumn,
+			nic.Table:                nic.ValidColumn,
+			reservation.Table:        reservation.ValidColumn,
+			segment.Table:            segment.ValidColumn,
+			segmentcredentials.Table: segmentcredentials.ValidColumn,
+			transition.Table:         transition.ValidColumn,
 		})
 	})
 	return columnCheck(t, c)

@@ -25,6 +25,7 @@ import (
 	"github.com/carbide-dev/carbide/ent/reservation"
 	"github.com/carbide-dev/carbide/ent/schema"
 	"github.com/carbide-dev/carbide/ent/segment"
+	"github.com/carbide-dev/carbide/ent/segmentcredentials"
 	"github.com/carbide-dev/carbide/ent/transition"
 	"github.com/google/uuid"
 )
@@ -38,19 +39,20 @@ const (
 	OpUpdateOne = ent.OpUpdateOne
 
 	// Node types.
-	TypeAuditRecord      = "AuditRecord"
-	TypeBMC              = "BMC"
-	TypeBMCLease         = "BMCLease"
-	TypeBMCOperation     = "BMCOperation"
-	TypeChange           = "Change"
-	TypeDeclinedAddress  = "DeclinedAddress"
-	TypeIdentityConflict = "IdentityConflict"
-	TypeLease            = "Lease"
-	TypeMachine          = "Machine"
-	TypeNIC              = "NIC"
-	TypeReservation      = "Reservation"
-	TypeSegment          = "Segment"
-	TypeTransition       = "Transition"
+	TypeAuditRecord        = "AuditRecord"
+	TypeBMC                = "BMC"
+	TypeBMCLease           = "BMCLease"
+	TypeBMCOperation       = "BMCOperation"
+	TypeChange             = "Change"
+	TypeDeclinedAddress    = "DeclinedAddress"
+	TypeIdentityConflict   = "IdentityConflict"
+	TypeLease              = "Lease"
+	TypeMachine            = "Machine"
+	TypeNIC                = "NIC"
+	TypeReservation        = "Reservation"
+	TypeSegment            = "Segment"
+	TypeSegmentCredentials = "SegmentCredentials"
+	TypeTransition         = "Transition"
 )
 
 // AuditRecordMutation represents an operation that mutates the AuditRecord nodes in the graph.
@@ -9342,43 +9344,45 @@ func (m *ReservationMutation) ResetEdge(name string) error {
 // SegmentMutation represents an operation that mutates the Segment nodes in the graph.
 type SegmentMutation struct {
 	config
-	op                    Op
-	typ                   string
-	id                    *uuid.UUID
-	create_time           *time.Time
-	update_time           *time.Time
-	name                  *string
-	prefix                *string
-	gateway               *string
-	dns_servers           *[]string
-	appenddns_servers     []string
-	domain                *string
-	mtu                   *int
-	addmtu                *int
-	ranges                *[]schema.AddressRange
-	appendranges          []schema.AddressRange
-	relay_addresses       *[]string
-	appendrelay_addresses []string
-	ntp_servers           *[]string
-	appendntp_servers     []string
-	lease_seconds         *int64
-	addlease_seconds      *int64
-	clearedFields         map[string]struct{}
-	reservations          map[int64]struct{}
-	removedreservations   map[int64]struct{}
-	clearedreservations   bool
-	leases                map[int64]struct{}
-	removedleases         map[int64]struct{}
-	clearedleases         bool
-	nics                  map[uuid.UUID]struct{}
-	removednics           map[uuid.UUID]struct{}
-	clearednics           bool
-	declined              map[int64]struct{}
-	removeddeclined       map[int64]struct{}
-	cleareddeclined       bool
-	done                  bool
-	oldValue              func(context.Context) (*Segment, error)
-	predicates            []predicate.Segment
+	op                     Op
+	typ                    string
+	id                     *uuid.UUID
+	create_time            *time.Time
+	update_time            *time.Time
+	name                   *string
+	prefix                 *string
+	gateway                *string
+	dns_servers            *[]string
+	appenddns_servers      []string
+	domain                 *string
+	mtu                    *int
+	addmtu                 *int
+	ranges                 *[]schema.AddressRange
+	appendranges           []schema.AddressRange
+	relay_addresses        *[]string
+	appendrelay_addresses  []string
+	ntp_servers            *[]string
+	appendntp_servers      []string
+	lease_seconds          *int64
+	addlease_seconds       *int64
+	clearedFields          map[string]struct{}
+	reservations           map[int64]struct{}
+	removedreservations    map[int64]struct{}
+	clearedreservations    bool
+	leases                 map[int64]struct{}
+	removedleases          map[int64]struct{}
+	clearedleases          bool
+	nics                   map[uuid.UUID]struct{}
+	removednics            map[uuid.UUID]struct{}
+	clearednics            bool
+	declined               map[int64]struct{}
+	removeddeclined        map[int64]struct{}
+	cleareddeclined        bool
+	bmc_credentials        *int
+	clearedbmc_credentials bool
+	done                   bool
+	oldValue               func(context.Context) (*Segment, error)
+	predicates             []predicate.Segment
 }
 
 var _ ent.Mutation = (*SegmentMutation)(nil)
@@ -10233,6 +10237,45 @@ func (m *SegmentMutation) ResetDeclined() {
 	m.removeddeclined = nil
 }
 
+// SetBmcCredentialsID sets the "bmc_credentials" edge to the SegmentCredentials entity by id.
+func (m *SegmentMutation) SetBmcCredentialsID(id int) {
+	m.bmc_credentials = &id
+}
+
+// ClearBmcCredentials clears the "bmc_credentials" edge to the SegmentCredentials entity.
+func (m *SegmentMutation) ClearBmcCredentials() {
+	m.clearedbmc_credentials = true
+}
+
+// BmcCredentialsCleared reports if the "bmc_credentials" edge to the SegmentCredentials entity was cleared.
+func (m *SegmentMutation) BmcCredentialsCleared() bool {
+	return m.clearedbmc_credentials
+}
+
+// BmcCredentialsID returns the "bmc_credentials" edge ID in the mutation.
+func (m *SegmentMutation) BmcCredentialsID() (id int, exists bool) {
+	if m.bmc_credentials != nil {
+		return *m.bmc_credentials, true
+	}
+	return
+}
+
+// BmcCredentialsIDs returns the "bmc_credentials" edge IDs in the mutation.
+// Note that IDs always returns len(IDs) <= 1 for unique edges, and you should use
+// BmcCredentialsID instead. It exists only for internal usage by the builders.
+func (m *SegmentMutation) BmcCredentialsIDs() (ids []int) {
+	if id := m.bmc_credentials; id != nil {
+		ids = append(ids, *id)
+	}
+	return
+}
+
+// ResetBmcCredentials resets all changes to the "bmc_credentials" edge.
+func (m *SegmentMutation) ResetBmcCredentials() {
+	m.bmc_credentials = nil
+	m.clearedbmc_credentials = false
+}
+
 // Where appends a list predicates to the SegmentMutation builder.
 func (m *SegmentMutation) Where(ps ...predicate.Segment) {
 	m.predicates = append(m.predicates, ps...)
@@ -10580,7 +10623,7 @@ func (m *SegmentMutation) ResetField(name string) error {
 
 // AddedEdges returns all edge names that were set/added in this mutation.
 func (m *SegmentMutation) AddedEdges() []string {
-	edges := make([]string, 0, 4)
+	edges := make([]string, 0, 5)
 	if m.reservations != nil {
 		edges = append(edges, segment.EdgeReservations)
 	}
@@ -10592,6 +10635,9 @@ func (m *SegmentMutation) AddedEdges() []string {
 	}
 	if m.declined != nil {
 		edges = append(edges, segment.EdgeDeclined)
+	}
+	if m.bmc_credentials != nil {
+		edges = append(edges, segment.EdgeBmcCredentials)
 	}
 	return edges
 }
@@ -10624,13 +10670,17 @@ func (m *SegmentMutation) AddedIDs(name string) []ent.Value {
 			ids = append(ids, id)
 		}
 		return ids
+	case segment.EdgeBmcCredentials:
+		if id := m.bmc_credentials; id != nil {
+			return []ent.Value{*id}
+		}
 	}
 	return nil
 }
 
 // RemovedEdges returns all edge names that were removed in this mutation.
 func (m *SegmentMutation) RemovedEdges() []string {
-	edges := make([]string, 0, 4)
+	edges := make([]string, 0, 5)
 	if m.removedreservations != nil {
 		edges = append(edges, segment.EdgeReservations)
 	}
@@ -10680,7 +10730,7 @@ func (m *SegmentMutation) RemovedIDs(name string) []ent.Value {
 
 // ClearedEdges returns all edge names that were cleared in this mutation.
 func (m *SegmentMutation) ClearedEdges() []string {
-	edges := make([]string, 0, 4)
+	edges := make([]string, 0, 5)
 	if m.clearedreservations {
 		edges = append(edges, segment.EdgeReservations)
 	}
@@ -10692,6 +10742,9 @@ func (m *SegmentMutation) ClearedEdges() []string {
 	}
 	if m.cleareddeclined {
 		edges = append(edges, segment.EdgeDeclined)
+	}
+	if m.clearedbmc_credentials {
+		edges = append(edges, segment.EdgeBmcCredentials)
 	}
 	return edges
 }
@@ -10708,6 +10761,8 @@ func (m *SegmentMutation) EdgeCleared(name string) bool {
 		return m.clearednics
 	case segment.EdgeDeclined:
 		return m.cleareddeclined
+	case segment.EdgeBmcCredentials:
+		return m.clearedbmc_credentials
 	}
 	return false
 }
@@ -10716,6 +10771,9 @@ func (m *SegmentMutation) EdgeCleared(name string) bool {
 // if that edge is not defined in the schema.
 func (m *SegmentMutation) ClearEdge(name string) error {
 	switch name {
+	case segment.EdgeBmcCredentials:
+		m.ClearBmcCredentials()
+		return nil
 	}
 	return fmt.Errorf("unknown Segment unique edge %s", name)
 }
@@ -10736,8 +10794,661 @@ func (m *SegmentMutation) ResetEdge(name string) error {
 	case segment.EdgeDeclined:
 		m.ResetDeclined()
 		return nil
+	case segment.EdgeBmcCredentials:
+		m.ResetBmcCredentials()
+		return nil
 	}
 	return fmt.Errorf("unknown Segment edge %s", name)
+}
+
+// SegmentCredentialsMutation represents an operation that mutates the SegmentCredentials nodes in the graph.
+type SegmentCredentialsMutation struct {
+	config
+	op              Op
+	typ             string
+	id              *int
+	create_time     *time.Time
+	update_time     *time.Time
+	username        *string
+	password_sealed *[]byte
+	password_key_id *string
+	clearedFields   map[string]struct{}
+	segment         *uuid.UUID
+	clearedsegment  bool
+	done            bool
+	oldValue        func(context.Context) (*SegmentCredentials, error)
+	predicates      []predicate.SegmentCredentials
+}
+
+var _ ent.Mutation = (*SegmentCredentialsMutation)(nil)
+
+// segmentcredentialsOption allows management of the mutation configuration using functional options.
+type segmentcredentialsOption func(*SegmentCredentialsMutation)
+
+// newSegmentCredentialsMutation creates new mutation for the SegmentCredentials entity.
+func newSegmentCredentialsMutation(c config, op Op, opts ...segmentcredentialsOption) *SegmentCredentialsMutation {
+	m := &SegmentCredentialsMutation{
+		config:        c,
+		op:            op,
+		typ:           TypeSegmentCredentials,
+		clearedFields: make(map[string]struct{}),
+	}
+	for _, opt := range opts {
+		opt(m)
+	}
+	return m
+}
+
+// withSegmentCredentialsID sets the ID field of the mutation.
+func withSegmentCredentialsID(id int) segmentcredentialsOption {
+	return func(m *SegmentCredentialsMutation) {
+		var (
+			err   error
+			once  sync.Once
+			value *SegmentCredentials
+		)
+		m.oldValue = func(ctx context.Context) (*SegmentCredentials, error) {
+			once.Do(func() {
+				if m.done {
+					err = errors.New("querying old values post mutation is not allowed")
+				} else {
+					value, err = m.Client().SegmentCredentials.Get(ctx, id)
+				}
+			})
+			return value, err
+		}
+		m.id = &id
+	}
+}
+
+// withSegmentCredentials sets the old SegmentCredentials of the mutation.
+func withSegmentCredentials(node *SegmentCredentials) segmentcredentialsOption {
+	return func(m *SegmentCredentialsMutation) {
+		m.oldValue = func(context.Context) (*SegmentCredentials, error) {
+			return node, nil
+		}
+		m.id = &node.ID
+	}
+}
+
+// Client returns a new `ent.Client` from the mutation. If the mutation was
+// executed in a transaction (ent.Tx), a transactional client is returned.
+func (m SegmentCredentialsMutation) Client() *Client {
+	client := &Client{config: m.config}
+	client.init()
+	return client
+}
+
+// Tx returns an `ent.Tx` for mutations that were executed in transactions;
+// it returns an error otherwise.
+func (m SegmentCredentialsMutation) Tx() (*Tx, error) {
+	if _, ok := m.driver.(*txDriver); !ok {
+		return nil, errors.New("ent: mutation is not running in a transaction")
+	}
+	tx := &Tx{config: m.config}
+	tx.init()
+	return tx, nil
+}
+
+// ID returns the ID value in the mutation. Note that the ID is only available
+// if it was provided to the builder or after it was returned from the database.
+func (m *SegmentCredentialsMutation) ID() (id int, exists bool) {
+	if m.id == nil {
+		return
+	}
+	return *m.id, true
+}
+
+// IDs queries the database and returns the entity ids that match the mutation's predicate.
+// That means, if the mutation is applied within a transaction with an isolation level such
+// as sql.LevelSerializable, the returned ids match the ids of the rows that will be updated
+// or updated by the mutation.
+func (m *SegmentCredentialsMutation) IDs(ctx context.Context) ([]int, error) {
+	switch {
+	case m.op.Is(OpUpdateOne | OpDeleteOne):
+		id, exists := m.ID()
+		if exists {
+			return []int{id}, nil
+		}
+		fallthrough
+	case m.op.Is(OpUpdate | OpDelete):
+		return m.Client().SegmentCredentials.Query().Where(m.predicates...).IDs(ctx)
+	default:
+		return nil, fmt.Errorf("IDs is not allowed on %s operations", m.op)
+	}
+}
+
+// SetCreateTime sets the "create_time" field.
+func (m *SegmentCredentialsMutation) SetCreateTime(t time.Time) {
+	m.create_time = &t
+}
+
+// CreateTime returns the value of the "create_time" field in the mutation.
+func (m *SegmentCredentialsMutation) CreateTime() (r time.Time, exists bool) {
+	v := m.create_time
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldCreateTime returns the old "create_time" field's value of the SegmentCredentials entity.
+// If the SegmentCredentials object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *SegmentCredentialsMutation) OldCreateTime(ctx context.Context) (v time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldCreateTime is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldCreateTime requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldCreateTime: %w", err)
+	}
+	return oldValue.CreateTime, nil
+}
+
+// ResetCreateTime resets all changes to the "create_time" field.
+func (m *SegmentCredentialsMutation) ResetCreateTime() {
+	m.create_time = nil
+}
+
+// SetUpdateTime sets the "update_time" field.
+func (m *SegmentCredentialsMutation) SetUpdateTime(t time.Time) {
+	m.update_time = &t
+}
+
+// UpdateTime returns the value of the "update_time" field in the mutation.
+func (m *SegmentCredentialsMutation) UpdateTime() (r time.Time, exists bool) {
+	v := m.update_time
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldUpdateTime returns the old "update_time" field's value of the SegmentCredentials entity.
+// If the SegmentCredentials object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *SegmentCredentialsMutation) OldUpdateTime(ctx context.Context) (v time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldUpdateTime is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldUpdateTime requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldUpdateTime: %w", err)
+	}
+	return oldValue.UpdateTime, nil
+}
+
+// ResetUpdateTime resets all changes to the "update_time" field.
+func (m *SegmentCredentialsMutation) ResetUpdateTime() {
+	m.update_time = nil
+}
+
+// SetSegmentID sets the "segment_id" field.
+func (m *SegmentCredentialsMutation) SetSegmentID(u uuid.UUID) {
+	m.segment = &u
+}
+
+// SegmentID returns the value of the "segment_id" field in the mutation.
+func (m *SegmentCredentialsMutation) SegmentID() (r uuid.UUID, exists bool) {
+	v := m.segment
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldSegmentID returns the old "segment_id" field's value of the SegmentCredentials entity.
+// If the SegmentCredentials object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *SegmentCredentialsMutation) OldSegmentID(ctx context.Context) (v uuid.UUID, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldSegmentID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldSegmentID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldSegmentID: %w", err)
+	}
+	return oldValue.SegmentID, nil
+}
+
+// ResetSegmentID resets all changes to the "segment_id" field.
+func (m *SegmentCredentialsMutation) ResetSegmentID() {
+	m.segment = nil
+}
+
+// SetUsername sets the "username" field.
+func (m *SegmentCredentialsMutation) SetUsername(s string) {
+	m.username = &s
+}
+
+// Username returns the value of the "username" field in the mutation.
+func (m *SegmentCredentialsMutation) Username() (r string, exists bool) {
+	v := m.username
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldUsername returns the old "username" field's value of the SegmentCredentials entity.
+// If the SegmentCredentials object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *SegmentCredentialsMutation) OldUsername(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldUsername is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldUsername requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldUsername: %w", err)
+	}
+	return oldValue.Username, nil
+}
+
+// ResetUsername resets all changes to the "username" field.
+func (m *SegmentCredentialsMutation) ResetUsername() {
+	m.username = nil
+}
+
+// SetPasswordSealed sets the "password_sealed" field.
+func (m *SegmentCredentialsMutation) SetPasswordSealed(b []byte) {
+	m.password_sealed = &b
+}
+
+// PasswordSealed returns the value of the "password_sealed" field in the mutation.
+func (m *SegmentCredentialsMutation) PasswordSealed() (r []byte, exists bool) {
+	v := m.password_sealed
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldPasswordSealed returns the old "password_sealed" field's value of the SegmentCredentials entity.
+// If the SegmentCredentials object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *SegmentCredentialsMutation) OldPasswordSealed(ctx context.Context) (v []byte, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldPasswordSealed is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldPasswordSealed requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldPasswordSealed: %w", err)
+	}
+	return oldValue.PasswordSealed, nil
+}
+
+// ResetPasswordSealed resets all changes to the "password_sealed" field.
+func (m *SegmentCredentialsMutation) ResetPasswordSealed() {
+	m.password_sealed = nil
+}
+
+// SetPasswordKeyID sets the "password_key_id" field.
+func (m *SegmentCredentialsMutation) SetPasswordKeyID(s string) {
+	m.password_key_id = &s
+}
+
+// PasswordKeyID returns the value of the "password_key_id" field in the mutation.
+func (m *SegmentCredentialsMutation) PasswordKeyID() (r string, exists bool) {
+	v := m.password_key_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldPasswordKeyID returns the old "password_key_id" field's value of the SegmentCredentials entity.
+// If the SegmentCredentials object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *SegmentCredentialsMutation) OldPasswordKeyID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldPasswordKeyID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldPasswordKeyID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldPasswordKeyID: %w", err)
+	}
+	return oldValue.PasswordKeyID, nil
+}
+
+// ResetPasswordKeyID resets all changes to the "password_key_id" field.
+func (m *SegmentCredentialsMutation) ResetPasswordKeyID() {
+	m.password_key_id = nil
+}
+
+// ClearSegment clears the "segment" edge to the Segment entity.
+func (m *SegmentCredentialsMutation) ClearSegment() {
+	m.clearedsegment = true
+	m.clearedFields[segmentcredentials.FieldSegmentID] = struct{}{}
+}
+
+// SegmentCleared reports if the "segment" edge to the Segment entity was cleared.
+func (m *SegmentCredentialsMutation) SegmentCleared() bool {
+	return m.clearedsegment
+}
+
+// SegmentIDs returns the "segment" edge IDs in the mutation.
+// Note that IDs always returns len(IDs) <= 1 for unique edges, and you should use
+// SegmentID instead. It exists only for internal usage by the builders.
+func (m *SegmentCredentialsMutation) SegmentIDs() (ids []uuid.UUID) {
+	if id := m.segment; id != nil {
+		ids = append(ids, *id)
+	}
+	return
+}
+
+// ResetSegment resets all changes to the "segment" edge.
+func (m *SegmentCredentialsMutation) ResetSegment() {
+	m.segment = nil
+	m.clearedsegment = false
+}
+
+// Where appends a list predicates to the SegmentCredentialsMutation builder.
+func (m *SegmentCredentialsMutation) Where(ps ...predicate.SegmentCredentials) {
+	m.predicates = append(m.predicates, ps...)
+}
+
+// WhereP appends storage-level predicates to the SegmentCredentialsMutation builder. Using this method,
+// users can use type-assertion to append predicates that do not depend on any generated package.
+func (m *SegmentCredentialsMutation) WhereP(ps ...func(*sql.Selector)) {
+	p := make([]predicate.SegmentCredentials, len(ps))
+	for i := range ps {
+		p[i] = ps[i]
+	}
+	m.Where(p...)
+}
+
+// Op returns the operation name.
+func (m *SegmentCredentialsMutation) Op() Op {
+	return m.op
+}
+
+// SetOp allows setting the mutation operation.
+func (m *SegmentCredentialsMutation) SetOp(op Op) {
+	m.op = op
+}
+
+// Type returns the node type of this mutation (SegmentCredentials).
+func (m *SegmentCredentialsMutation) Type() string {
+	return m.typ
+}
+
+// Fields returns all fields that were changed during this mutation. Note that in
+// order to get all numeric fields that were incremented/decremented, call
+// AddedFields().
+func (m *SegmentCredentialsMutation) Fields() []string {
+	fields := make([]string, 0, 6)
+	if m.create_time != nil {
+		fields = append(fields, segmentcredentials.FieldCreateTime)
+	}
+	if m.update_time != nil {
+		fields = append(fields, segmentcredentials.FieldUpdateTime)
+	}
+	if m.segment != nil {
+		fields = append(fields, segmentcredentials.FieldSegmentID)
+	}
+	if m.username != nil {
+		fields = append(fields, segmentcredentials.FieldUsername)
+	}
+	if m.password_sealed != nil {
+		fields = append(fields, segmentcredentials.FieldPasswordSealed)
+	}
+	if m.password_key_id != nil {
+		fields = append(fields, segmentcredentials.FieldPasswordKeyID)
+	}
+	return fields
+}
+
+// Field returns the value of a field with the given name. The second boolean
+// return value indicates that this field was not set, or was not defined in the
+// schema.
+func (m *SegmentCredentialsMutation) Field(name string) (ent.Value, bool) {
+	switch name {
+	case segmentcredentials.FieldCreateTime:
+		return m.CreateTime()
+	case segmentcredentials.FieldUpdateTime:
+		return m.UpdateTime()
+	case segmentcredentials.FieldSegmentID:
+		return m.SegmentID()
+	case segmentcredentials.FieldUsername:
+		return m.Username()
+	case segmentcredentials.FieldPasswordSealed:
+		return m.PasswordSealed()
+	case segmentcredentials.FieldPasswordKeyID:
+		return m.PasswordKeyID()
+	}
+	return nil, false
+}
+
+// OldField returns the old value of the field from the database. An error is
+// returned if the mutation operation is not UpdateOne, or the query to the
+// database failed.
+func (m *SegmentCredentialsMutation) OldField(ctx context.Context, name string) (ent.Value, error) {
+	switch name {
+	case segmentcredentials.FieldCreateTime:
+		return m.OldCreateTime(ctx)
+	case segmentcredentials.FieldUpdateTime:
+		return m.OldUpdateTime(ctx)
+	case segmentcredentials.FieldSegmentID:
+		return m.OldSegmentID(ctx)
+	case segmentcredentials.FieldUsername:
+		return m.OldUsername(ctx)
+	case segmentcredentials.FieldPasswordSealed:
+		return m.OldPasswordSealed(ctx)
+	case segmentcredentials.FieldPasswordKeyID:
+		return m.OldPasswordKeyID(ctx)
+	}
+	return nil, fmt.Errorf("unknown SegmentCredentials field %s", name)
+}
+
+// SetField sets the value of a field with the given name. It returns an error if
+// the field is not defined in the schema, or if the type mismatched the field
+// type.
+func (m *SegmentCredentialsMutation) SetField(name string, value ent.Value) error {
+	switch name {
+	case segmentcredentials.FieldCreateTime:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetCreateTime(v)
+		return nil
+	case segmentcredentials.FieldUpdateTime:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetUpdateTime(v)
+		return nil
+	case segmentcredentials.FieldSegmentID:
+		v, ok := value.(uuid.UUID)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetSegmentID(v)
+		return nil
+	case segmentcredentials.FieldUsername:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetUsername(v)
+		return nil
+	case segmentcredentials.FieldPasswordSealed:
+		v, ok := value.([]byte)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetPasswordSealed(v)
+		return nil
+	case segmentcredentials.FieldPasswordKeyID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetPasswordKeyID(v)
+		return nil
+	}
+	return fmt.Errorf("unknown SegmentCredentials field %s", name)
+}
+
+// AddedFields returns all numeric fields that were incremented/decremented during
+// this mutation.
+func (m *SegmentCredentialsMutation) AddedFields() []string {
+	return nil
+}
+
+// AddedField returns the numeric value that was incremented/decremented on a field
+// with the given name. The second boolean return value indicates that this field
+// was not set, or was not defined in the schema.
+func (m *SegmentCredentialsMutation) AddedField(name string) (ent.Value, bool) {
+	return nil, false
+}
+
+// AddField adds the value to the field with the given name. It returns an error if
+// the field is not defined in the schema, or if the type mismatched the field
+// type.
+func (m *SegmentCredentialsMutation) AddField(name string, value ent.Value) error {
+	switch name {
+	}
+	return fmt.Errorf("unknown SegmentCredentials numeric field %s", name)
+}
+
+// ClearedFields returns all nullable fields that were cleared during this
+// mutation.
+func (m *SegmentCredentialsMutation) ClearedFields() []string {
+	return nil
+}
+
+// FieldCleared returns a boolean indicating if a field with the given name was
+// cleared in this mutation.
+func (m *SegmentCredentialsMutation) FieldCleared(name string) bool {
+	_, ok := m.clearedFields[name]
+	return ok
+}
+
+// ClearField clears the value of the field with the given name. It returns an
+// error if the field is not defined in the schema.
+func (m *SegmentCredentialsMutation) ClearField(name string) error {
+	return fmt.Errorf("unknown SegmentCredentials nullable field %s", name)
+}
+
+// ResetField resets all changes in the mutation for the field with the given name.
+// It returns an error if the field is not defined in the schema.
+func (m *SegmentCredentialsMutation) ResetField(name string) error {
+	switch name {
+	case segmentcredentials.FieldCreateTime:
+		m.ResetCreateTime()
+		return nil
+	case segmentcredentials.FieldUpdateTime:
+		m.ResetUpdateTime()
+		return nil
+	case segmentcredentials.FieldSegmentID:
+		m.ResetSegmentID()
+		return nil
+	case segmentcredentials.FieldUsername:
+		m.ResetUsername()
+		return nil
+	case segmentcredentials.FieldPasswordSealed:
+		m.ResetPasswordSealed()
+		return nil
+	case segmentcredentials.FieldPasswordKeyID:
+		m.ResetPasswordKeyID()
+		return nil
+	}
+	return fmt.Errorf("unknown SegmentCredentials field %s", name)
+}
+
+// AddedEdges returns all edge names that were set/added in this mutation.
+func (m *SegmentCredentialsMutation) AddedEdges() []string {
+	edges := make([]string, 0, 1)
+	if m.segment != nil {
+		edges = append(edges, segmentcredentials.EdgeSegment)
+	}
+	return edges
+}
+
+// AddedIDs returns all IDs (to other nodes) that were added for the given edge
+// name in this mutation.
+func (m *SegmentCredentialsMutation) AddedIDs(name string) []ent.Value {
+	switch name {
+	case segmentcredentials.EdgeSegment:
+		if id := m.segment; id != nil {
+			return []ent.Value{*id}
+		}
+	}
+	return nil
+}
+
+// RemovedEdges returns all edge names that were removed in this mutation.
+func (m *SegmentCredentialsMutation) RemovedEdges() []string {
+	edges := make([]string, 0, 1)
+	return edges
+}
+
+// RemovedIDs returns all IDs (to other nodes) that were removed for the edge with
+// the given name in this mutation.
+func (m *SegmentCredentialsMutation) RemovedIDs(name string) []ent.Value {
+	return nil
+}
+
+// ClearedEdges returns all edge names that were cleared in this mutation.
+func (m *SegmentCredentialsMutation) ClearedEdges() []string {
+	edges := make([]string, 0, 1)
+	if m.clearedsegment {
+		edges = append(edges, segmentcredentials.EdgeSegment)
+	}
+	return edges
+}
+
+// EdgeCleared returns a boolean which indicates if the edge with the given name
+// was cleared in this mutation.
+func (m *SegmentCredentialsMutation) EdgeCleared(name string) bool {
+	switch name {
+	case segmentcredentials.EdgeSegment:
+		return m.clearedsegment
+	}
+	return false
+}
+
+// ClearEdge clears the value of the edge with the given name. It returns an error
+// if that edge is not defined in the schema.
+func (m *SegmentCredentialsMutation) ClearEdge(name string) error {
+	switch name {
+	case segmentcredentials.EdgeSegment:
+		m.ClearSegment()
+		return nil
+	}
+	return fmt.Errorf("unknown SegmentCredentials unique edge %s", name)
+}
+
+// ResetEdge resets all changes to the edge with the given name in this mutation.
+// It returns an error if the edge is not defined in the schema.
+func (m *SegmentCredentialsMutation) ResetEdge(name string) error {
+	switch name {
+	case segmentcredentials.EdgeSegment:
+		m.ResetSegment()
+		return nil
+	}
+	return fmt.Errorf("unknown SegmentCredentials edge %s", name)
 }
 
 // TransitionMutation represents an operation that mutates the Transition nodes in the graph.

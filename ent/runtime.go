@@ -18,6 +18,7 @@ import (
 	"github.com/carbide-dev/carbide/ent/reservation"
 	"github.com/carbide-dev/carbide/ent/schema"
 	"github.com/carbide-dev/carbide/ent/segment"
+	"github.com/carbide-dev/carbide/ent/segmentcredentials"
 	"github.com/carbide-dev/carbide/ent/transition"
 	"github.com/google/uuid"
 )
@@ -367,6 +368,29 @@ func init() {
 	segmentDescID := segmentFields[0].Descriptor()
 	// segment.DefaultID holds the default value on creation for the id field.
 	segment.DefaultID = segmentDescID.Default.(func() uuid.UUID)
+	segmentcredentialsMixin := schema.SegmentCredentials{}.Mixin()
+	segmentcredentialsMixinFields0 := segmentcredentialsMixin[0].Fields()
+	_ = segmentcredentialsMixinFields0
+	segmentcredentialsFields := schema.SegmentCredentials{}.Fields()
+	_ = segmentcredentialsFields
+	// segmentcredentialsDescCreateTime is the schema descriptor for create_time field.
+	segmentcredentialsDescCreateTime := segmentcredentialsMixinFields0[0].Descriptor()
+	// segmentcredentials.DefaultCreateTime holds the default value on creation for the create_time field.
+	segmentcredentials.DefaultCreateTime = segmentcredentialsDescCreateTime.Default.(func() time.Time)
+	// segmentcredentialsDescUpdateTime is the schema descriptor for update_time field.
+	segmentcredentialsDescUpdateTime := segmentcredentialsMixinFields0[1].Descriptor()
+	// segmentcredentials.DefaultUpdateTime holds the default value on creation for the update_time field.
+	segmentcredentials.DefaultUpdateTime = segmentcredentialsDescUpdateTime.Default.(func() time.Time)
+	// segmentcredentials.UpdateDefaultUpdateTime holds the default value on update for the update_time field.
+	segmentcredentials.UpdateDefaultUpdateTime = segmentcredentialsDescUpdateTime.UpdateDefault.(func() time.Time)
+	// segmentcredentialsDescUsername is the schema descriptor for username field.
+	segmentcredentialsDescUsername := segmentcredentialsFields[1].Descriptor()
+	// segmentcredentials.UsernameValidator is a validator for the "username" field. It is called by the builders before save.
+	segmentcredentials.UsernameValidator = segmentcredentialsDescUsername.Validators[0].(func(string) error)
+	// segmentcredentialsDescPasswordKeyID is the schema descriptor for password_key_id field.
+	segmentcredentialsDescPasswordKeyID := segmentcredentialsFields[3].Descriptor()
+	// segmentcredentials.PasswordKeyIDValidator is a validator for the "password_key_id" field. It is called by the builders before save.
+	segmentcredentials.PasswordKeyIDValidator = segmentcredentialsDescPasswordKeyID.Validators[0].(func(string) error)
 	transitionFields := schema.Transition{}.Fields()
 	_ = transitionFields
 	// transitionDescReason is the schema descriptor for reason field.

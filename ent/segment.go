@@ -12,6 +12,7 @@ import (
 	"entgo.io/ent/dialect/sql"
 	"github.com/carbide-dev/carbide/ent/schema"
 	"github.com/carbide-dev/carbide/ent/segment"
+	"github.com/carbide-dev/carbide/ent/segmentcredentials"
 	"github.com/google/uuid"
 )
 
@@ -60,9 +61,11 @@ type SegmentEdges struct {
 	Nics []*NIC `json:"nics,omitempty"`
 	// Declined holds the value of the declined edge.
 	Declined []*DeclinedAddress `json:"declined,omitempty"`
+	// BmcCredentials holds the value of the bmc_credentials edge.
+	BmcCredentials *SegmentCredentials `json:"bmc_credentials,omitempty"`
 	// loadedTypes holds the information for reporting if a
 	// type was loaded (or requested) in eager-loading or not.
-	loadedTypes [4]bool
+	loadedTypes [5]bool
 }
 
 // ReservationsOrErr returns the Reservations value or an error if the edge
@@ -99,6 +102,17 @@ func (e SegmentEdges) DeclinedOrErr() ([]*DeclinedAddress, error) {
 		return e.Declined, nil
 	}
 	return nil, &NotLoadedError{edge: "declined"}
+}
+
+// BmcCredentialsOrErr returns the BmcCredentials value or an error if the edge
+// was not loaded in eager-loading, or loaded but was not found.
+func (e SegmentEdges) BmcCredentialsOrErr() (*SegmentCredentials, error) {
+	if e.BmcCredentials != nil {
+		return e.BmcCredentials, nil
+	} else if e.loadedTypes[4] {
+		return nil, &NotFoundError{label: segmentcredentials.Label}
+	}
+	return nil, &NotLoadedError{edge: "bmc_credentials"}
 }
 
 // scanValues returns the types for scanning values from sql.Rows.
@@ -248,6 +262,11 @@ func (_m *Segment) QueryNics() *NICQuery {
 // QueryDeclined queries the "declined" edge of the Segment entity.
 func (_m *Segment) QueryDeclined() *DeclinedAddressQuery {
 	return NewSegmentClient(_m.config).QueryDeclined(_m)
+}
+
+// QueryBmcCredentials queries the "bmc_credentials" edge of the Segment entity.
+func (_m *Segment) QueryBmcCredentials() *SegmentCredentialsQuery {
+	return NewSegmentClient(_m.config).QueryBmcCredentials(_m)
 }
 
 // Update returns a builder for updating this Segment.

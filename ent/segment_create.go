@@ -18,6 +18,7 @@ import (
 	"github.com/carbide-dev/carbide/ent/reservation"
 	"github.com/carbide-dev/carbide/ent/schema"
 	"github.com/carbide-dev/carbide/ent/segment"
+	"github.com/carbide-dev/carbide/ent/segmentcredentials"
 	"github.com/google/uuid"
 )
 
@@ -221,6 +222,25 @@ func (_c *SegmentCreate) AddDeclined(v ...*DeclinedAddress) *SegmentCreate {
 		ids[i] = v[i].ID
 	}
 	return _c.AddDeclinedIDs(ids...)
+}
+
+// SetBmcCredentialsID sets the "bmc_credentials" edge to the SegmentCredentials entity by ID.
+func (_c *SegmentCreate) SetBmcCredentialsID(id int) *SegmentCreate {
+	_c.mutation.SetBmcCredentialsID(id)
+	return _c
+}
+
+// SetNillableBmcCredentialsID sets the "bmc_credentials" edge to the SegmentCredentials entity by ID if the given value is not nil.
+func (_c *SegmentCreate) SetNillableBmcCredentialsID(id *int) *SegmentCreate {
+	if id != nil {
+		_c = _c.SetBmcCredentialsID(*id)
+	}
+	return _c
+}
+
+// SetBmcCredentials sets the "bmc_credentials" edge to the SegmentCredentials entity.
+func (_c *SegmentCreate) SetBmcCredentials(v *SegmentCredentials) *SegmentCreate {
+	return _c.SetBmcCredentialsID(v.ID)
 }
 
 // Mutation returns the SegmentMutation object of the builder.
@@ -503,6 +523,22 @@ func (_c *SegmentCreate) createSpec() (*Segment, *sqlgraph.CreateSpec) {
 			Bidi:    false,
 			Target: &sqlgraph.EdgeTarget{
 				IDSpec: sqlgraph.NewFieldSpec(declinedaddress.FieldID, field.TypeInt64),
+			},
+		}
+		for _, k := range nodes {
+			edge.Target.Nodes = append(edge.Target.Nodes, k)
+		}
+		_spec.Edges = append(_spec.Edges, edge)
+	}
+	if nodes := _c.mutation.BmcCredentialsIDs(); len(nodes) > 0 {
+		edge := &sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.O2O,
+			Inverse: false,
+			Table:   segment.BmcCredentialsTable,
+			Columns: []string{segment.BmcCredentialsColumn},
+			Bidi:    false,
+			Target: &sqlgraph.EdgeTarget{
+				IDSpec: sqlgraph.NewFieldSpec(segmentcredentials.FieldID, field.TypeInt),
 			},
 		}
 		for _, k := range nodes {

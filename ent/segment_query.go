@@ -19,21 +19,23 @@ import (
 	"github.com/carbide-dev/carbide/ent/predicate"
 	"github.com/carbide-dev/carbide/ent/reservation"
 	"github.com/carbide-dev/carbide/ent/segment"
+	"github.com/carbide-dev/carbide/ent/segmentcredentials"
 	"github.com/google/uuid"
 )
 
 // SegmentQuery is the builder for querying Segment entities.
 type SegmentQuery struct {
 	config
-	ctx              *QueryContext
-	order            []segment.OrderOption
-	inters           []Interceptor
-	predicates       []predicate.Segment
-	withReservations *ReservationQuery
-	withLeases       *LeaseQuery
-	withNics         *NICQuery
-	withDeclined     *DeclinedAddressQuery
-	modifiers        []func(*sql.Selector)
+	ctx                *QueryContext
+	order              []segment.OrderOption
+	inters             []Interceptor
+	predicates         []predicate.Segment
+	withReservations   *ReservationQuery
+	withLeases         *LeaseQuery
+	withNics           *NICQuery
+	withDeclined       *DeclinedAddressQuery
+	withBmcCredentials *SegmentCredentialsQuery
+	modifiers          []func(*sql.Selector)
 	// intermediate query (i.e. traversal path).
 	sql  *sql.Selector
 	path func(context.Context) (*sql.Selector, error)
@@ -151,6 +153,28 @@ func (_q *SegmentQuery) QueryDeclined() *DeclinedAddressQuery {
 			sqlgraph.From(segment.Table, segment.FieldID, selector),
 			sqlgraph.To(declinedaddress.Table, declinedaddress.FieldID),
 			sqlgraph.Edge(sqlgraph.O2M, false, segment.DeclinedTable, segment.DeclinedColumn),
+		)
+		fromU = sqlgraph.SetNeighbors(_q.driver.Dialect(), step)
+		return fromU, nil
+	}
+	return query
+}
+
+// QueryBmcCredentials chains the current query on the "bmc_credentials" edge.
+func (_q *SegmentQuery) QueryBmcCredentials() *SegmentCredentialsQuery {
+	query := (&SegmentCredentialsClient{config: _q.config}).Query()
+	query.path = func(ctx context.Context) (fromU *sql.Selector, err error) {
+		if err := _q.prepareQuery(ctx); err != nil {
+			return nil, err
+		}
+		selector := _q.sqlQuery(ctx)
+		if err := selector.Err(); err != nil {
+			return nil, err
+		}
+		step := sqlgraph.NewStep(
+			sqlgraph.From(segment.Table, segment.FieldID, selector),
+			sqlgraph.To(segmentcredentials.Table, segmentcredentials.FieldID),
+			sqlgraph.Edge(sqlgraph.O2O, false, segment.BmcCredentialsTable, segment.BmcCredentialsColumn),
 		)
 		fromU = sqlgraph.SetNeighbors(_q.driver.Dialect(), step)
 		return fromU, nil
@@ -345,15 +369,16 @@ func (_q *SegmentQuery) Clone() *SegmentQuery {
 		return nil
 	}
 	return &SegmentQuery{
-		config:           _q.config,
-		ctx:              _q.ctx.Clone(),
-		order:            append([]segment.OrderOption{}, _q.order...),
-		inters:           append([]Interceptor{}, _q.inters...),
-		predicates:       append([]predicate.Segment{}, _q.predicates...),
-		withReservations: _q.withReservations.Clone(),
-		withLeases:       _q.withLeases.Clone(),
-		withNics:         _q.withNics.Clone(),
-		withDeclined:     _q.withDeclined.Clone(),
+		config:             _q.config,
+		ctx:                _q.ctx.Clone(),
+		order:              append([]segment.OrderOption{}, _q.order...),
+		inters:             append([]Interceptor{}, _q.inters...),
+		predicates:         append([]predicate.Segment{}, _q.predicates...),
+		withReservations:   _q.withReservations.Clone(),
+		withLeases:         _q.withLeases.Clone(),
+		withNics:           _q.withNics.Clone(),
+		withDeclined:       _q.withDeclined.Clone(),
+		withBmcCredentials: _q.withBmcCredentials.Clone(),
 		// clone intermediate query.
 		sql:  _q.sql.Clone(),
 		path: _q.path,
@@ -401,6 +426,17 @@ func (_q *SegmentQuery) WithDeclined(opts ...func(*DeclinedAddressQuery)) *Segme
 		opt(query)
 	}
 	_q.withDeclined = query
+	return _q
+}
+
+// WithBmcCredentials tells the query-builder to eager-load the nodes that are connected to
+// the "bmc_credentials" edge. The optional arguments are used to configure the query builder of the edge.
+func (_q *SegmentQuery) WithBmcCredentials(opts ...func(*SegmentCredentialsQuery)) *SegmentQuery {
+	query := (&SegmentCredentialsClient{config: _q.config}).Query()
+	for _, opt := range opts {
+		opt(query)
+	}
+	_q.withBmcCredentials = query
 	return _q
 }
 
@@ -482,11 +518,12 @@ func (_q *SegmentQuery) sqlAll(ctx context.Context, hooks ...queryHook) ([]*Segm
 	var (
 		nodes       = []*Segment{}
 		_spec       = _q.querySpec()
-		loadedTypes = [4]bool{
+		loadedTypes = [5]bool{
 			_q.withReservations != nil,
 			_q.withLeases != nil,
 			_q.withNics != nil,
 			_q.withDeclined != nil,
+			_q.withBmcCredentials != nil,
 		}
 	)
 	_spec.ScanValues = func(columns []string) ([]any, error) {
@@ -535,6 +572,12 @@ func (_q *SegmentQuery) sqlAll(ctx context.Context, hooks ...queryHook) ([]*Segm
 		if err := _q.loadDeclined(ctx, query, nodes,
 			func(n *Segment) { n.Edges.Declined = []*DeclinedAddress{} },
 			func(n *Segment, e *DeclinedAddress) { n.Edges.Declined = append(n.Edges.Declined, e) }); err != nil {
+			return nil, err
+		}
+	}
+	if query := _q.withBmcCredentials; query != nil {
+		if err := _q.loadBmcCredentials(ctx, query, nodes, nil,
+			func(n *Segment, e *SegmentCredentials) { n.Edges.BmcCredentials = e }); err != nil {
 			return nil, err
 		}
 	}
@@ -649,6 +692,33 @@ func (_q *SegmentQuery) loadDeclined(ctx context.Context, query *DeclinedAddress
 	}
 	query.Where(predicate.DeclinedAddress(func(s *sql.Selector) {
 		s.Where(sql.InValues(s.C(segment.DeclinedColumn), fks...))
+	}))
+	neighbors, err := query.All(ctx)
+	if err != nil {
+		return err
+	}
+	for _, n := range neighbors {
+		fk := n.SegmentID
+		node, ok := nodeids[fk]
+		if !ok {
+			return fmt.Errorf(`unexpected referenced foreign-key "segment_id" returned %v for node %v`, fk, n.ID)
+		}
+		assign(node, n)
+	}
+	return nil
+}
+func (_q *SegmentQuery) loadBmcCredentials(ctx context.Context, query *SegmentCredentialsQuery, nodes []*Segment, init func(*Segment), assign func(*Segment, *SegmentCredentials)) error {
+	fks := make([]driver.Value, 0, len(nodes))
+	nodeids := make(map[uuid.UUID]*Segment)
+	for i := range nodes {
+		fks = append(fks, nodes[i].ID)
+		nodeids[nodes[i].ID] = nodes[i]
+	}
+	if len(query.ctx.Fields) > 0 {
+		query.ctx.AppendFieldOnce(segmentcredentials.FieldSegmentID)
+	}
+	query.Where(predicate.SegmentCredentials(func(s *sql.Selector) {
+		s.Where(sql.InValues(s.C(segment.BmcCredentialsColumn), fks...))
 	}))
 	neighbors, err := query.All(ctx)
 	if err != nil {

@@ -19,6 +19,7 @@ import (
 	"github.com/carbide-dev/carbide/ent/reservation"
 	"github.com/carbide-dev/carbide/ent/schema"
 	"github.com/carbide-dev/carbide/ent/segment"
+	"github.com/carbide-dev/carbide/ent/segmentcredentials"
 	"github.com/google/uuid"
 )
 
@@ -233,6 +234,25 @@ func (_u *SegmentUpdate) AddDeclined(v ...*DeclinedAddress) *SegmentUpdate {
 	return _u.AddDeclinedIDs(ids...)
 }
 
+// SetBmcCredentialsID sets the "bmc_credentials" edge to the SegmentCredentials entity by ID.
+func (_u *SegmentUpdate) SetBmcCredentialsID(id int) *SegmentUpdate {
+	_u.mutation.SetBmcCredentialsID(id)
+	return _u
+}
+
+// SetNillableBmcCredentialsID sets the "bmc_credentials" edge to the SegmentCredentials entity by ID if the given value is not nil.
+func (_u *SegmentUpdate) SetNillableBmcCredentialsID(id *int) *SegmentUpdate {
+	if id != nil {
+		_u = _u.SetBmcCredentialsID(*id)
+	}
+	return _u
+}
+
+// SetBmcCredentials sets the "bmc_credentials" edge to the SegmentCredentials entity.
+func (_u *SegmentUpdate) SetBmcCredentials(v *SegmentCredentials) *SegmentUpdate {
+	return _u.SetBmcCredentialsID(v.ID)
+}
+
 // Mutation returns the SegmentMutation object of the builder.
 func (_u *SegmentUpdate) Mutation() *SegmentMutation {
 	return _u.mutation
@@ -320,6 +340,12 @@ func (_u *SegmentUpdate) RemoveDeclined(v ...*DeclinedAddress) *SegmentUpdate {
 		ids[i] = v[i].ID
 	}
 	return _u.RemoveDeclinedIDs(ids...)
+}
+
+// ClearBmcCredentials clears the "bmc_credentials" edge to the SegmentCredentials entity.
+func (_u *SegmentUpdate) ClearBmcCredentials() *SegmentUpdate {
+	_u.mutation.ClearBmcCredentials()
+	return _u
 }
 
 // Save executes the query and returns the number of nodes affected by the update operation.
@@ -626,6 +652,35 @@ func (_u *SegmentUpdate) sqlSave(ctx context.Context) (_node int, err error) {
 		}
 		_spec.Edges.Add = append(_spec.Edges.Add, edge)
 	}
+	if _u.mutation.BmcCredentialsCleared() {
+		edge := &sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.O2O,
+			Inverse: false,
+			Table:   segment.BmcCredentialsTable,
+			Columns: []string{segment.BmcCredentialsColumn},
+			Bidi:    false,
+			Target: &sqlgraph.EdgeTarget{
+				IDSpec: sqlgraph.NewFieldSpec(segmentcredentials.FieldID, field.TypeInt),
+			},
+		}
+		_spec.Edges.Clear = append(_spec.Edges.Clear, edge)
+	}
+	if nodes := _u.mutation.BmcCredentialsIDs(); len(nodes) > 0 {
+		edge := &sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.O2O,
+			Inverse: false,
+			Table:   segment.BmcCredentialsTable,
+			Columns: []string{segment.BmcCredentialsColumn},
+			Bidi:    false,
+			Target: &sqlgraph.EdgeTarget{
+				IDSpec: sqlgraph.NewFieldSpec(segmentcredentials.FieldID, field.TypeInt),
+			},
+		}
+		for _, k := range nodes {
+			edge.Target.Nodes = append(edge.Target.Nodes, k)
+		}
+		_spec.Edges.Add = append(_spec.Edges.Add, edge)
+	}
 	if _node, err = sqlgraph.UpdateNodes(ctx, _u.driver, _spec); err != nil {
 		if _, ok := err.(*sqlgraph.NotFoundError); ok {
 			err = &NotFoundError{segment.Label}
@@ -844,6 +899,25 @@ func (_u *SegmentUpdateOne) AddDeclined(v ...*DeclinedAddress) *SegmentUpdateOne
 	return _u.AddDeclinedIDs(ids...)
 }
 
+// SetBmcCredentialsID sets the "bmc_credentials" edge to the SegmentCredentials entity by ID.
+func (_u *SegmentUpdateOne) SetBmcCredentialsID(id int) *SegmentUpdateOne {
+	_u.mutation.SetBmcCredentialsID(id)
+	return _u
+}
+
+// SetNillableBmcCredentialsID sets the "bmc_credentials" edge to the SegmentCredentials entity by ID if the given value is not nil.
+func (_u *SegmentUpdateOne) SetNillableBmcCredentialsID(id *int) *SegmentUpdateOne {
+	if id != nil {
+		_u = _u.SetBmcCredentialsID(*id)
+	}
+	return _u
+}
+
+// SetBmcCredentials sets the "bmc_credentials" edge to the SegmentCredentials entity.
+func (_u *SegmentUpdateOne) SetBmcCredentials(v *SegmentCredentials) *SegmentUpdateOne {
+	return _u.SetBmcCredentialsID(v.ID)
+}
+
 // Mutation returns the SegmentMutation object of the builder.
 func (_u *SegmentUpdateOne) Mutation() *SegmentMutation {
 	return _u.mutation
@@ -931,6 +1005,12 @@ func (_u *SegmentUpdateOne) RemoveDeclined(v ...*DeclinedAddress) *SegmentUpdate
 		ids[i] = v[i].ID
 	}
 	return _u.RemoveDeclinedIDs(ids...)
+}
+
+// ClearBmcCredentials clears the "bmc_credentials" edge to the SegmentCredentials entity.
+func (_u *SegmentUpdateOne) ClearBmcCredentials() *SegmentUpdateOne {
+	_u.mutation.ClearBmcCredentials()
+	return _u
 }
 
 // Where appends a list predicates to the SegmentUpdate builder.
@@ -1260,6 +1340,35 @@ func (_u *SegmentUpdateOne) sqlSave(ctx context.Context) (_node *Segment, err er
 			Bidi:    false,
 			Target: &sqlgraph.EdgeTarget{
 				IDSpec: sqlgraph.NewFieldSpec(declinedaddress.FieldID, field.TypeInt64),
+			},
+		}
+		for _, k := range nodes {
+			edge.Target.Nodes = append(edge.Target.Nodes, k)
+		}
+		_spec.Edges.Add = append(_spec.Edges.Add, edge)
+	}
+	if _u.mutation.BmcCredentialsCleared() {
+		edge := &sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.O2O,
+			Inverse: false,
+			Table:   segment.BmcCredentialsTable,
+			Columns: []string{segment.BmcCredentialsColumn},
+			Bidi:    false,
+			Target: &sqlgraph.EdgeTarget{
+				IDSpec: sqlgraph.NewFieldSpec(segmentcredentials.FieldID, field.TypeInt),
+			},
+		}
+		_spec.Edges.Clear = append(_spec.Edges.Clear, edge)
+	}
+	if nodes := _u.mutation.BmcCredentialsIDs(); len(nodes) > 0 {
+		edge := &sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.O2O,
+			Inverse: false,
+			Table:   segment.BmcCredentialsTable,
+			Columns: []string{segment.BmcCredentialsColumn},
+			Bidi:    false,
+			Target: &sqlgraph.EdgeTarget{
+				IDSpec: sqlgraph.NewFieldSpec(segmentcredentials.FieldID, field.TypeInt),
 			},
 		}
 		for _, k := range nodes {

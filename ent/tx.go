@@ -38,6 +38,8 @@ type Tx struct {
 	Reservation *ReservationClient
 	// Segment is the client for interacting with the Segment builders.
 	Segment *SegmentClient
+	// SegmentCredentials is the client for interacting with the SegmentCredentials builders.
+	SegmentCredentials *SegmentCredentialsClient
 	// Transition is the client for interacting with the Transition builders.
 	Transition *TransitionClient
 
@@ -183,6 +185,7 @@ func (tx *Tx) init() {
 	tx.NIC = NewNICClient(tx.config)
 	tx.Reservation = NewReservationClient(tx.config)
 	tx.Segment = NewSegmentClient(tx.config)
+	tx.SegmentCredentials = NewSegmentCredentialsClient(tx.config)
 	tx.Transition = NewTransitionClient(tx.config)
 }
 

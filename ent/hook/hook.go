@@ -153,6 +153,18 @@ func (f SegmentFunc) Mutate(ctx context.Context, m ent.Mutation) (ent.Value, err
 	return nil, fmt.Errorf("unexpected mutation type %T. expect *ent.SegmentMutation", m)
 }
 
+// The SegmentCredentialsFunc type is an adapter to allow the use of ordinary
+// function as SegmentCredentials mutator.
+type SegmentCredentialsFunc func(context.Context, *ent.SegmentCredentialsMutation) (ent.Value, error)
+
+// Mutate calls f(ctx, m).
+func (f SegmentCredentialsFunc) Mutate(ctx context.Context, m ent.Mutation) (ent.Value, error) {
+	if mv, ok := m.(*ent.SegmentCredentialsMutation); ok {
+		return f(ctx, mv)
+	}
+	return nil, fmt.Errorf("unexpected mutation type %T. expect *ent.SegmentCredentialsMutation", m)
+}
+
 // The TransitionFunc type is an adapter to allow the use of ordinary
 // function as Transition mutator.
 type TransitionFunc func(context.Context, *ent.TransitionMutation) (ent.Value, error)

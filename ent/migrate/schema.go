@@ -421,6 +421,30 @@ var (
 		Columns:    SegmentsColumns,
 		PrimaryKey: []*schema.Column{SegmentsColumns[0]},
 	}
+	// SegmentCredentialsColumns holds the columns for the "segment_credentials" table.
+	SegmentCredentialsColumns = []*schema.Column{
+		{Name: "id", Type: field.TypeInt, Increment: true},
+		{Name: "create_time", Type: field.TypeTime},
+		{Name: "update_time", Type: field.TypeTime},
+		{Name: "username", Type: field.TypeString, Size: 64},
+		{Name: "password_sealed", Type: field.TypeBytes},
+		{Name: "password_key_id", Type: field.TypeString, Size: 64},
+		{Name: "segment_id", Type: field.TypeUUID, Unique: true},
+	}
+	// SegmentCredentialsTable holds the schema information for the "segment_credentials" table.
+	SegmentCredentialsTable = &schema.Table{
+		Name:       "segment_credentials",
+		Columns:    SegmentCredentialsColumns,
+		PrimaryKey: []*schema.Column{SegmentCredentialsColumns[0]},
+		ForeignKeys: []*schema.ForeignKey{
+			{
+				Symbol:     "segment_credentials_segments_bmc_credentials",
+				Columns:    []*schema.Column{SegmentCredentialsColumns[6]},
+				RefColumns: []*schema.Column{SegmentsColumns[0]},
+				OnDelete:   schema.Cascade,
+			},
+		},
+	}
 	// TransitionsColumns holds the columns for the "transitions" table.
 	TransitionsColumns = []*schema.Column{
 		{Name: "id", Type: field.TypeInt64, Increment: true},
@@ -466,6 +490,7 @@ var (
 		NicsTable,
 		ReservationsTable,
 		SegmentsTable,
+		SegmentCredentialsTable,
 		TransitionsTable,
 	}
 )
@@ -490,5 +515,9 @@ func init() {
 		Table: "nics",
 	}
 	ReservationsTable.ForeignKeys[0].RefTable = SegmentsTable
+	SegmentCredentialsTable.ForeignKeys[0].RefTable = SegmentsTable
+	SegmentCredentialsTable.Annotation = &entsql.Annotation{
+		Table: "segment_credentials",
+	}
 	TransitionsTable.ForeignKeys[0].RefTable = MachinesTable
 }

@@ -42,5 +42,8 @@ type Reservation func(*sql.Selector)
 // Segment is the predicate function for segment builders.
 type Segment func(*sql.Selector)
 
+// SegmentCredentials is the predicate function for segmentcredentials builders.
+type SegmentCredentials func(*sql.Selector)
+
 // Transition is the predicate function for transition builders.
 type Transition func(*sql.Selector)

@@ -54,5 +54,7 @@ func (Segment) Edges() []ent.Edge {
 		edge.To("nics", NIC.Type),
 		edge.To("declined", DeclinedAddress.Type).
 			Annotations(entsql.OnDelete(entsql.Cascade)),
+		edge.To("bmc_credentials", SegmentCredentials.Type).Unique().
+			Annotations(entsql.OnDelete(entsql.Cascade)),
 	}
 }

@@ -48,6 +48,8 @@ const (
 	EdgeNics = "nics"
 	// EdgeDeclined holds the string denoting the declined edge name in mutations.
 	EdgeDeclined = "declined"
+	// EdgeBmcCredentials holds the string denoting the bmc_credentials edge name in mutations.
+	EdgeBmcCredentials = "bmc_credentials"
 	// Table holds the table name of the segment in the database.
 	Table = "segments"
 	// ReservationsTable is the table that holds the reservations relation/edge.
@@ -78,6 +80,13 @@ const (
 	DeclinedInverseTable = "declined_addresses"
 	// DeclinedColumn is the table column denoting the declined relation/edge.
 	DeclinedColumn = "segment_id"
+	// BmcCredentialsTable is the table that holds the bmc_credentials relation/edge.
+	BmcCredentialsTable = "segment_credentials"
+	// BmcCredentialsInverseTable is the table name for the SegmentCredentials entity.
+	// It exists in this package in order to avoid circular dependency with the "segmentcredentials" package.
+	BmcCredentialsInverseTable = "segment_credentials"
+	// BmcCredentialsColumn is the table column denoting the bmc_credentials relation/edge.
+	BmcCredentialsColumn = "segment_id"
 )
 
 // Columns holds all SQL columns for segment fields.
@@ -245,6 +254,13 @@ func ByDeclined(term sql.OrderTerm, terms ...sql.OrderTerm) OrderOption {
 		sqlgraph.OrderByNeighborTerms(s, newDeclinedStep(), append([]sql.OrderTerm{term}, terms...)...)
 	}
 }
+
+// ByBmcCredentialsField orders the results by bmc_credentials field.
+func ByBmcCredentialsField(field string, opts ...sql.OrderTermOption) OrderOption {
+	return func(s *sql.Selector) {
+		sqlgraph.OrderByNeighborTerms(s, newBmcCredentialsStep(), sql.OrderByField(field, opts...))
+	}
+}
 func newReservationsStep() *sqlgraph.Step {
 	return sqlgraph.NewStep(
 		sqlgraph.From(Table, FieldID),
@@ -271,5 +287,12 @@ func newDeclinedStep() *sqlgraph.Step {
 		sqlgraph.From(Table, FieldID),
 		sqlgraph.To(DeclinedInverseTable, FieldID),
 		sqlgraph.Edge(sqlgraph.O2M, false, DeclinedTable, DeclinedColumn),
+	)
+}
+func newBmcCredentialsStep() *sqlgraph.Step {
+	return sqlgraph.NewStep(
+		sqlgraph.From(Table, FieldID),
+		sqlgraph.To(BmcCredentialsInverseTable, FieldID),
+		sqlgraph.Edge(sqlgraph.O2O, false, BmcCredentialsTable, BmcCredentialsColumn),
 	)
 }

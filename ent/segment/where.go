@@ -608,6 +608,29 @@ func HasDeclinedWith(preds ...predicate.DeclinedAddress) predicate.Segment {
 	})
 }
 
+// HasBmcCredentials applies the HasEdge predicate on the "bmc_credentials" edge.
+func HasBmcCredentials() predicate.Segment {
+	return predicate.Segment(func(s *sql.Selector) {
+		step := sqlgraph.NewStep(
+			sqlgraph.From(Table, FieldID),
+			sqlgraph.Edge(sqlgraph.O2O, false, BmcCredentialsTable, BmcCredentialsColumn),
+		)
+		sqlgraph.HasNeighbors(s, step)
+	})
+}
+
+// HasBmcCredentialsWith applies the HasEdge predicate on the "bmc_credentials" edge with a given conditions (other predicates).
+func HasBmcCredentialsWith(preds ...predicate.SegmentCredentials) predicate.Segment {
+	return predicate.Segment(func(s *sql.Selector) {
+		step := newBmcCredentialsStep()
+		sqlgraph.HasNeighborsWith(s, step, func(s *sql.Selector) {
+			for _, p := range preds {
+				p(s)
+			}
+		})
+	})
+}
+
 // And groups predicates with the AND operator between them.
 func And(predicates ...predicate.Segment) predicate.Segment {
 	return predicate.Segment(sql.AndPredicates(predicates...))

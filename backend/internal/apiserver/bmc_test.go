@@ -20,6 +20,7 @@ import (
 	"github.com/carbide-dev/carbide/backend/internal/secrets"
 	bmcv1 "github.com/carbide-dev/carbide/gen/carbide/bmc/v1"
 	machinev1 "github.com/carbide-dev/carbide/gen/carbide/machine/v1"
+	networkv1 "github.com/carbide-dev/carbide/gen/carbide/network/v1"
 	watchv1 "github.com/carbide-dev/carbide/gen/carbide/watch/v1"
 	"github.com/carbide-dev/carbide/sdk/testsecret"
 )
@@ -485,11 +486,17 @@ func TestBMCWatch(t *testing.T) {
 }
 
 // TestBMCPasswordsSurviveKeyRotation: after a new key is put first in the
-// keyring, the start-up reseal moves every stored password under it, and
-// the passwords still open, also once the old key is gone.
+// keyring, the start-up reseal moves every stored password under it (the
+// BMCs' own and the segments' defaults), and the passwords still open,
+// also once the old key is gone.
 func TestBMCPasswordsSurviveKeyRotation(t *testing.T) {
 	forEachStore(t, func(t *testing.T, e *env) {
 		ids := []string{bmcMachine(t, e, 0), bmcMachine(t, e, 1)}
+		rack := createSegment(t, e, &networkv1.Segment{Name: "rack", Prefix: "10.20.0.0/24"})
+		setSegmentCredentials(t, e.clients, rack.GetId(), "rackadmin", testRackPassword)
+		byDefault := createMachine(t, e, &machinev1.CreateMachineRequest{Macs: []string{testMAC(7100)}}).GetId()
+		setBMC(t, e, byDefault, "10.20.0.7", "", "")
+		ids = append(ids, byDefault)
 		devKey, err := os.ReadFile(filepath.Join(e.PKI, secrets.DevKeyringFile))
 		if err != nil {
 			t.Fatal(err)
@@ -505,8 +512,8 @@ func TestBMCPasswordsSurviveKeyRotation(t *testing.T) {
 		}
 		logger := slog.New(slog.NewTextHandler(testOutput(t), nil))
 		resealed, left, err := bmc.NewService(e.Store, rotated, 0, logger).Reseal(context.Background())
-		if err != nil || resealed != 2 || left != 0 {
-			t.Fatalf("reseal: %d resealed, %d left, %v; want 2, 0", resealed, left, err)
+		if err != nil || resealed != 3 || left != 0 {
+			t.Fatalf("reseal: %d resealed, %d left, %v; want 3, 0", resealed, left, err)
 		}
 		// Only the new key from now on: every password still opens.
 		onlyNew, err := secrets.ParseKeyring("test", []byte(line+"\n"))
@@ -523,7 +530,11 @@ func TestBMCPasswordsSurviveKeyRotation(t *testing.T) {
 			t.Fatalf("claimed %d machines, want %d", len(resp.Msg.GetWork()), len(ids))
 		}
 		for _, w := range resp.Msg.GetWork() {
-			if pw := key.open(t, w.GetMachineId(), w.GetTarget().GetSealedPassword()); pw != testBMCPassword {
+			want := testBMCPassword
+			if w.GetMachineId() == byDefault {
+				want = testRackPassword
+			}
+			if pw := key.open(t, w.GetMachineId(), w.GetTarget().GetSealedPassword()); pw != want {
 				t.Errorf("machine %s: password %q after the rotation", w.GetMachineId(), pw)
 			}
 		}

@@ -94,16 +94,21 @@ var Policy = map[string]Rule{
 	// BMCs: admins set where a BMC is and its credentials; operators
 	// power machines and set how they boot; the BMC daemons claim that
 	// work and report on it, and nothing else.
-	bmcv1connect.BMCServiceSetBMCProcedure:           {Roles: admins},
-	bmcv1connect.BMCServiceGetBMCProcedure:           {Roles: users},
-	bmcv1connect.BMCServiceListBMCsProcedure:         {Roles: users},
-	bmcv1connect.BMCServiceDeleteBMCProcedure:        {Roles: admins},
-	bmcv1connect.BMCServiceRequestOperationProcedure: {Roles: writers},
-	bmcv1connect.BMCServiceGetOperationProcedure:     {Roles: users},
-	bmcv1connect.BMCServiceListOperationsProcedure:   {Roles: users},
-	bmcv1connect.BMCServiceCancelOperationProcedure:  {Roles: writers},
-	bmcv1connect.BMCServiceClaimProcedure:            {Roles: bmcDaemons},
-	bmcv1connect.BMCServiceRenewProcedure:            {Roles: bmcDaemons},
-	bmcv1connect.BMCServiceReportProcedure:           {Roles: bmcDaemons},
-	bmcv1connect.BMCServiceReleaseProcedure:          {Roles: bmcDaemons},
+	bmcv1connect.BMCServiceSetBMCProcedure:    {Roles: admins},
+	bmcv1connect.BMCServiceGetBMCProcedure:    {Roles: users},
+	bmcv1connect.BMCServiceListBMCsProcedure:  {Roles: users},
+	bmcv1connect.BMCServiceDeleteBMCProcedure: {Roles: admins},
+	// A segment's default BMC credentials: admins set them, as they do
+	// a BMC's; users see whether there are some (never the password).
+	bmcv1connect.BMCServiceSetSegmentCredentialsProcedure:    {Roles: admins},
+	bmcv1connect.BMCServiceGetSegmentCredentialsProcedure:    {Roles: users},
+	bmcv1connect.BMCServiceDeleteSegmentCredentialsProcedure: {Roles: admins},
+	bmcv1connect.BMCServiceRequestOperationProcedure:         {Roles: writers},
+	bmcv1connect.BMCServiceGetOperationProcedure:             {Roles: users},
+	bmcv1connect.BMCServiceListOperationsProcedure:           {Roles: users},
+	bmcv1connect.BMCServiceCancelOperationProcedure:          {Roles: writers},
+	bmcv1connect.BMCServiceClaimProcedure:                    {Roles: bmcDaemons},
+	bmcv1connect.BMCServiceRenewProcedure:                    {Roles: bmcDaemons},
+	bmcv1connect.BMCServiceReportProcedure:                   {Roles: bmcDaemons},
+	bmcv1connect.BMCServiceReleaseProcedure:                  {Roles: bmcDaemons},
 }

@@ -46,6 +46,8 @@ func (s *Service) Claim(ctx context.Context, req *connect.Request[bmcv1.ClaimReq
 			return err
 		}
 		tried := map[uuid.UUID]bool{}
+		var segDefaults defaults // read at the first BMC without credentials of its own
+		defaultsRead := false
 		take := func(machineID uuid.UUID, op *ent.BMCOperation) error {
 			tried[machineID] = true
 			b, err := tx.BMC.Query().Where(entbmc.MachineID(machineID)).Only(ctx)
@@ -57,11 +59,30 @@ func (s *Service) Claim(ctx context.Context, req *connect.Request[bmcv1.ClaimReq
 			} else if err != nil {
 				return fmt.Errorf("read BMC: %w", err)
 			}
+			var creds *ent.SegmentCredentials
+			if !ownCredentials(b) {
+				if !defaultsRead {
+					if segDefaults, err = loadDefaults(ctx, tx.SegmentCredentials); err != nil {
+						return err
+					}
+					defaultsRead = true
+				}
+				if creds = segDefaults.forBMC(b); creds == nil {
+					// Nothing a daemon could do: the operation fails,
+					// a poll records why, and the BMC waits for its
+					// next poll like the others.
+					why := noCredentials(b)
+					if op != nil {
+						return s.finish(ctx, tx, op, bmcoperation.StateFailed, why, "unknown")
+					}
+					return s.observe(ctx, tx, machineID, "unknown", why, now)
+				}
+			}
 			token, ok, err := s.grant(ctx, tx, machineID, m.GetWorker(), expire, now)
 			if err != nil || !ok {
 				return err
 			}
-			target, err := s.target(b, m.GetPublicKey())
+			target, err := s.target(b, creds, m.GetPublicKey())
 			if err != nil {
 				return err
 			}
@@ -167,16 +188,29 @@ func (s *Service) grant(ctx context.Context, tx *ent.Tx, machineID uuid.UUID, wo
 	return token, true, rows.Close()
 }
 
-// target is how the daemon reaches b, its password sealed to the daemon's
-// public key.
-func (s *Service) target(b *ent.BMC, publicKey []byte) (*bmcv1.Target, error) {
+// target is how the daemon reaches b, with its own credentials or, if
+// creds is not nil, its segment's defaults, the password sealed to the
+// daemon's public key.
+func (s *Service) target(b *ent.BMC, creds *ent.SegmentCredentials, publicKey []byte) (*bmcv1.Target, error) {
 	t := &bmcv1.Target{Address: b.Address, Port: uint32(b.Port), Protocol: protocolOf[b.Protocol], Username: b.Username}
-	if b.PasswordSealed == nil || len(*b.PasswordSealed) == 0 {
+	var (
+		password []byte
+		err      error
+	)
+	switch {
+	case creds != nil:
+		t.Username = creds.Username
+		password, err = s.keys.Open(secrets.Sealed{KeyID: creds.PasswordKeyID, Ciphertext: creds.PasswordSealed}, segmentPasswordAAD(creds.SegmentID))
+		if err != nil {
+			return nil, fmt.Errorf("open the default BMC password of segment %s: %w", creds.SegmentID, err)
+		}
+	case b.PasswordSealed == nil || len(*b.PasswordSealed) == 0:
 		return t, nil
-	}
-	password, err := s.keys.Open(secrets.Sealed{KeyID: b.PasswordKeyID, Ciphertext: *b.PasswordSealed}, passwordAAD(b.MachineID))
-	if err != nil {
-		return nil, fmt.Errorf("open the BMC password of machine %s: %w", b.MachineID, err)
+	default:
+		password, err = s.keys.Open(secrets.Sealed{KeyID: b.PasswordKeyID, Ciphertext: *b.PasswordSealed}, passwordAAD(b.MachineID))
+		if err != nil {
+			return nil, fmt.Errorf("open the BMC password of machine %s: %w", b.MachineID, err)
+		}
 	}
 	t.SealedPassword, err = secrets.SealTo(publicKey, passwordInfo(b.MachineID), password)
 	clear(password)
@@ -327,6 +361,9 @@ func (s *Service) observe(ctx context.Context, tx *ent.Tx, machineID uuid.UUID, 
 	}
 	if drift && !before.GetPowerDrift() {
 		s.logger.WarnContext(ctx, "BMC power state drifted", "machine", machineID, "power", power)
+	}
+	if after, err = showOne(ctx, tx.SegmentCredentials, b); err != nil {
+		return err
 	}
 	return s.store.RecordChange(ctx, tx, store.KindBMC, store.Updated, machineID.String(), after)
 }

@@ -32,6 +32,7 @@ import (
 	entbmc "github.com/carbide-dev/carbide/ent/bmc"
 	"github.com/carbide-dev/carbide/ent/bmcoperation"
 	"github.com/carbide-dev/carbide/ent/predicate"
+	"github.com/carbide-dev/carbide/ent/segmentcredentials"
 	bmcv1 "github.com/carbide-dev/carbide/gen/carbide/bmc/v1"
 	"github.com/carbide-dev/carbide/gen/carbide/bmc/v1/bmcv1connect"
 	"github.com/google/uuid"
@@ -74,7 +75,9 @@ func passwordInfo(machineID uuid.UUID) []byte {
 	return []byte("carbide bmc password " + machineID.String())
 }
 
-// SetBMC records a machine's BMC, or changes it.
+// SetBMC records a machine's BMC, or changes it. A BMC set without a
+// username has no credentials of its own, and uses its segment's
+// defaults (SetSegmentCredentials).
 func (s *Service) SetBMC(ctx context.Context, req *connect.Request[bmcv1.SetBMCRequest]) (*connect.Response[bmcv1.SetBMCResponse], error) {
 	m := req.Msg
 	id, err := ids.Parse("machine_id", m.GetMachineId())
@@ -120,15 +123,21 @@ func (s *Service) SetBMC(ctx context.Context, req *connect.Request[bmcv1.SetBMCR
 		default:
 			u := cur.Update().SetAddress(m.GetAddress()).SetPort(int(m.GetPort())).
 				SetProtocol(protocol).SetUsername(m.GetUsername()).SetUpdateTime(now)
-			if sealed != nil {
+			switch {
+			case sealed != nil:
 				u.SetPasswordSealed(sealed.Ciphertext).SetPasswordKeyID(sealed.KeyID)
+			case m.GetUsername() == "":
+				// No credentials of its own: its segment's defaults.
+				u.ClearPasswordSealed().SetPasswordKeyID("")
 			}
 			b, err = u.Save(ctx)
 		}
 		if err != nil {
 			return fmt.Errorf("write BMC: %w", err)
 		}
-		out = toProto(b)
+		if out, err = showOne(ctx, tx.SegmentCredentials, b); err != nil {
+			return err
+		}
 		return s.store.RecordChange(ctx, tx, store.KindBMC, typ, id.String(), out)
 	})
 	if err != nil {
@@ -149,7 +158,11 @@ func (s *Service) GetBMC(ctx context.Context, req *connect.Request[bmcv1.GetBMCR
 	} else if err != nil {
 		return nil, fmt.Errorf("read BMC: %w", err)
 	}
-	return connect.NewResponse(&bmcv1.GetBMCResponse{Bmc: toProto(b)}), nil
+	out, err := showOne(ctx, s.store.Client.SegmentCredentials, b)
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&bmcv1.GetBMCResponse{Bmc: out}), nil
 }
 
 // ListBMCs lists BMCs in machine id order.
@@ -186,8 +199,12 @@ func (s *Service) ListBMCs(ctx context.Context, req *connect.Request[bmcv1.ListB
 		bs = bs[:size]
 		resp.NextPageToken = pagetoken.Encode(bs[size-1].MachineID.String(), fp)
 	}
+	d, err := loadDefaults(ctx, s.store.Client.SegmentCredentials)
+	if err != nil {
+		return nil, err
+	}
 	for _, b := range bs {
-		resp.Bmcs = append(resp.Bmcs, toProto(b))
+		resp.Bmcs = append(resp.Bmcs, d.show(b))
 	}
 	return connect.NewResponse(resp), nil
 }
@@ -295,13 +312,24 @@ func toProto(b *ent.BMC) *bmcv1.BMC {
 }
 
 // Reseal seals again, under the keyring's first key, every stored BMC
-// password that another key sealed: the second step of a key rotation. It
-// returns how many it resealed and how many are left under other keys
-// (their key is missing from the keyring, or they do not open).
+// password that another key sealed, the BMCs' own and the segments'
+// defaults: the second step of a key rotation. It returns how many it
+// resealed and how many are left under other keys (their key is missing
+// from the keyring, or they do not open).
 func (s *Service) Reseal(ctx context.Context) (resealed, left int, err error) {
 	if s.keys == nil {
 		return 0, 0, nil
 	}
+	resealed, left, err = s.resealBMCs(ctx)
+	if err != nil {
+		return resealed, left, err
+	}
+	r, l, err := s.resealSegments(ctx)
+	return resealed + r, left + l, err
+}
+
+// resealBMCs reseals the BMCs' own passwords (see Reseal).
+func (s *Service) resealBMCs(ctx context.Context) (resealed, left int, err error) {
 	bs, err := s.store.Client.BMC.Query().
 		Where(entbmc.PasswordSealedNotNil(), entbmc.PasswordKeyIDNEQ(s.keys.PrimaryID())).All(ctx)
 	if err != nil {
@@ -323,6 +351,35 @@ func (s *Service) Reseal(ctx context.Context) (resealed, left int, err error) {
 			SetPasswordSealed(sl.Ciphertext).SetPasswordKeyID(sl.KeyID).Save(ctx)
 		if err != nil {
 			return resealed, left, fmt.Errorf("reseal BMC password: %w", err)
+		}
+		resealed += n
+	}
+	return resealed, left, nil
+}
+
+// resealSegments reseals the segments' default passwords (see Reseal).
+func (s *Service) resealSegments(ctx context.Context) (resealed, left int, err error) {
+	cs, err := s.store.Client.SegmentCredentials.Query().
+		Where(segmentcredentials.PasswordKeyIDNEQ(s.keys.PrimaryID())).All(ctx)
+	if err != nil {
+		return 0, 0, fmt.Errorf("read segment credentials to reseal: %w", err)
+	}
+	for _, c := range cs {
+		sl, changed, err := s.keys.Reseal(secrets.Sealed{KeyID: c.PasswordKeyID, Ciphertext: c.PasswordSealed}, segmentPasswordAAD(c.SegmentID))
+		if err != nil {
+			s.logger.ErrorContext(ctx, "segment BMC password not resealed", "segment", c.SegmentID, "error", err)
+			left++
+			continue
+		}
+		if !changed {
+			continue
+		}
+		// Only if no one changed it meanwhile.
+		n, err := s.store.Client.SegmentCredentials.Update().
+			Where(segmentcredentials.ID(c.ID), segmentcredentials.PasswordKeyID(c.PasswordKeyID)).
+			SetPasswordSealed(sl.Ciphertext).SetPasswordKeyID(sl.KeyID).Save(ctx)
+		if err != nil {
+			return resealed, left, fmt.Errorf("reseal segment BMC password: %w", err)
 		}
 		resealed += n
 	}

@@ -14,6 +14,10 @@ import (
 // EachBMC calls fn for every BMC, in machine id order, reading batch at a
 // time: the snapshot Watch sends.
 func EachBMC(ctx context.Context, client *ent.Client, batch int, fn func(*bmcv1.BMC) error) error {
+	d, err := loadDefaults(ctx, client.SegmentCredentials)
+	if err != nil {
+		return err
+	}
 	after := uuid.Nil
 	for {
 		bs, err := client.BMC.Query().Where(machineIDGT(after)).
@@ -22,7 +26,7 @@ func EachBMC(ctx context.Context, client *ent.Client, batch int, fn func(*bmcv1.
 			return fmt.Errorf("read BMCs: %w", err)
 		}
 		for _, b := range bs {
-			if err := fn(toProto(b)); err != nil {
+			if err := fn(d.show(b)); err != nil {
 				return err
 			}
 		}

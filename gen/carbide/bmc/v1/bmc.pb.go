@@ -350,7 +350,7 @@ func (x ReportRequest_Result) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ReportRequest_Result.Descriptor instead.
 func (ReportRequest_Result) EnumDescriptor() ([]byte, []int) {
-	return file_carbide_bmc_v1_bmc_proto_rawDescGZIP(), []int{26, 0}
+	return file_carbide_bmc_v1_bmc_proto_rawDescGZIP(), []int{33, 0}
 }
 
 // BMC is a machine's baseboard management controller, as Carbide reaches
@@ -363,7 +363,9 @@ type BMC struct {
 	// 0: the protocol's default (623 for IPMI, 443 for Redfish).
 	Port     uint32   `protobuf:"varint,3,opt,name=port,proto3" json:"port,omitempty"`
 	Protocol Protocol `protobuf:"varint,4,opt,name=protocol,proto3,enum=carbide.bmc.v1.Protocol" json:"protocol,omitempty"`
-	Username string   `protobuf:"bytes,5,opt,name=username,proto3" json:"username,omitempty"`
+	// Empty when the BMC has no credentials of its own (see
+	// credentials_segment_id).
+	Username string `protobuf:"bytes,5,opt,name=username,proto3" json:"username,omitempty"`
 	// Whether a password is stored (sealed; no RPC returns it).
 	HasPassword bool `protobuf:"varint,6,opt,name=has_password,json=hasPassword,proto3" json:"has_password,omitempty"`
 	// The BMC's own MAC address, when the discovery agent reported it.
@@ -374,11 +376,18 @@ type BMC struct {
 	// Why the last poll could not read the power state; empty if it could.
 	PowerError string `protobuf:"bytes,10,opt,name=power_error,json=powerError,proto3" json:"power_error,omitempty"`
 	// The power state differs from what the last finished operation left.
-	PowerDrift    bool                   `protobuf:"varint,11,opt,name=power_drift,json=powerDrift,proto3" json:"power_drift,omitempty"`
-	CreateTime    *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
-	UpdateTime    *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	PowerDrift bool                   `protobuf:"varint,11,opt,name=power_drift,json=powerDrift,proto3" json:"power_drift,omitempty"`
+	CreateTime *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	UpdateTime *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	// Output only: the segment whose default credentials this BMC uses
+	// (SetSegmentCredentials); empty when it has its own, or when no
+	// segment with default credentials holds its address (then its
+	// operations fail until it gets some). Watch events carry it as it was
+	// when the BMC changed: setting or deleting a segment's credentials
+	// sends no event for its BMCs.
+	CredentialsSegmentId string `protobuf:"bytes,15,opt,name=credentials_segment_id,json=credentialsSegmentId,proto3" json:"credentials_segment_id,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
 }
 
 func (x *BMC) Reset() {
@@ -502,13 +511,23 @@ func (x *BMC) GetUpdateTime() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *BMC) GetCredentialsSegmentId() string {
+	if x != nil {
+		return x.CredentialsSegmentId
+	}
+	return ""
+}
+
 type SetBMCRequest struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	MachineId string                 `protobuf:"bytes,1,opt,name=machine_id,json=machineId,proto3" json:"machine_id,omitempty"`
 	Address   string                 `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
 	Port      uint32                 `protobuf:"varint,3,opt,name=port,proto3" json:"port,omitempty"`
 	Protocol  Protocol               `protobuf:"varint,4,opt,name=protocol,proto3,enum=carbide.bmc.v1.Protocol" json:"protocol,omitempty"`
-	Username  string                 `protobuf:"bytes,5,opt,name=username,proto3" json:"username,omitempty"`
+	// The BMC user. Empty: the BMC has no credentials of its own (any
+	// stored password is forgotten) and uses the default credentials of
+	// the segment whose prefix holds its address.
+	Username string `protobuf:"bytes,5,opt,name=username,proto3" json:"username,omitempty"`
 	// The BMC password; empty keeps the stored one.
 	Password      string `protobuf:"bytes,6,opt,name=password,proto3" json:"password,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -912,6 +931,357 @@ func (*DeleteBMCResponse) Descriptor() ([]byte, []int) {
 	return file_carbide_bmc_v1_bmc_proto_rawDescGZIP(), []int{8}
 }
 
+// SegmentCredentials are the default BMC credentials of a network
+// segment. They never hold the password.
+type SegmentCredentials struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	SegmentId string                 `protobuf:"bytes,1,opt,name=segment_id,json=segmentId,proto3" json:"segment_id,omitempty"`
+	Username  string                 `protobuf:"bytes,2,opt,name=username,proto3" json:"username,omitempty"`
+	// Whether a password is stored (sealed; no RPC returns it).
+	HasPassword   bool                   `protobuf:"varint,3,opt,name=has_password,json=hasPassword,proto3" json:"has_password,omitempty"`
+	CreateTime    *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	UpdateTime    *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SegmentCredentials) Reset() {
+	*x = SegmentCredentials{}
+	mi := &file_carbide_bmc_v1_bmc_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SegmentCredentials) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SegmentCredentials) ProtoMessage() {}
+
+func (x *SegmentCredentials) ProtoReflect() protoreflect.Message {
+	mi := &file_carbide_bmc_v1_bmc_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SegmentCredentials.ProtoReflect.Descriptor instead.
+func (*SegmentCredentials) Descriptor() ([]byte, []int) {
+	return file_carbide_bmc_v1_bmc_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *SegmentCredentials) GetSegmentId() string {
+	if x != nil {
+		return x.SegmentId
+	}
+	return ""
+}
+
+func (x *SegmentCredentials) GetUsername() string {
+	if x != nil {
+		return x.Username
+	}
+	return ""
+}
+
+func (x *SegmentCredentials) GetHasPassword() bool {
+	if x != nil {
+		return x.HasPassword
+	}
+	return false
+}
+
+func (x *SegmentCredentials) GetCreateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreateTime
+	}
+	return nil
+}
+
+func (x *SegmentCredentials) GetUpdateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.UpdateTime
+	}
+	return nil
+}
+
+type SetSegmentCredentialsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SegmentId     string                 `protobuf:"bytes,1,opt,name=segment_id,json=segmentId,proto3" json:"segment_id,omitempty"`
+	Username      string                 `protobuf:"bytes,2,opt,name=username,proto3" json:"username,omitempty"`
+	Password      string                 `protobuf:"bytes,3,opt,name=password,proto3" json:"password,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetSegmentCredentialsRequest) Reset() {
+	*x = SetSegmentCredentialsRequest{}
+	mi := &file_carbide_bmc_v1_bmc_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetSegmentCredentialsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetSegmentCredentialsRequest) ProtoMessage() {}
+
+func (x *SetSegmentCredentialsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_carbide_bmc_v1_bmc_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetSegmentCredentialsRequest.ProtoReflect.Descriptor instead.
+func (*SetSegmentCredentialsRequest) Descriptor() ([]byte, []int) {
+	return file_carbide_bmc_v1_bmc_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *SetSegmentCredentialsRequest) GetSegmentId() string {
+	if x != nil {
+		return x.SegmentId
+	}
+	return ""
+}
+
+func (x *SetSegmentCredentialsRequest) GetUsername() string {
+	if x != nil {
+		return x.Username
+	}
+	return ""
+}
+
+func (x *SetSegmentCredentialsRequest) GetPassword() string {
+	if x != nil {
+		return x.Password
+	}
+	return ""
+}
+
+type SetSegmentCredentialsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Credentials   *SegmentCredentials    `protobuf:"bytes,1,opt,name=credentials,proto3" json:"credentials,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetSegmentCredentialsResponse) Reset() {
+	*x = SetSegmentCredentialsResponse{}
+	mi := &file_carbide_bmc_v1_bmc_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetSegmentCredentialsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetSegmentCredentialsResponse) ProtoMessage() {}
+
+func (x *SetSegmentCredentialsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_carbide_bmc_v1_bmc_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetSegmentCredentialsResponse.ProtoReflect.Descriptor instead.
+func (*SetSegmentCredentialsResponse) Descriptor() ([]byte, []int) {
+	return file_carbide_bmc_v1_bmc_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *SetSegmentCredentialsResponse) GetCredentials() *SegmentCredentials {
+	if x != nil {
+		return x.Credentials
+	}
+	return nil
+}
+
+type GetSegmentCredentialsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SegmentId     string                 `protobuf:"bytes,1,opt,name=segment_id,json=segmentId,proto3" json:"segment_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetSegmentCredentialsRequest) Reset() {
+	*x = GetSegmentCredentialsRequest{}
+	mi := &file_carbide_bmc_v1_bmc_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetSegmentCredentialsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetSegmentCredentialsRequest) ProtoMessage() {}
+
+func (x *GetSegmentCredentialsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_carbide_bmc_v1_bmc_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetSegmentCredentialsRequest.ProtoReflect.Descriptor instead.
+func (*GetSegmentCredentialsRequest) Descriptor() ([]byte, []int) {
+	return file_carbide_bmc_v1_bmc_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *GetSegmentCredentialsRequest) GetSegmentId() string {
+	if x != nil {
+		return x.SegmentId
+	}
+	return ""
+}
+
+type GetSegmentCredentialsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Credentials   *SegmentCredentials    `protobuf:"bytes,1,opt,name=credentials,proto3" json:"credentials,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetSegmentCredentialsResponse) Reset() {
+	*x = GetSegmentCredentialsResponse{}
+	mi := &file_carbide_bmc_v1_bmc_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetSegmentCredentialsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetSegmentCredentialsResponse) ProtoMessage() {}
+
+func (x *GetSegmentCredentialsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_carbide_bmc_v1_bmc_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetSegmentCredentialsResponse.ProtoReflect.Descriptor instead.
+func (*GetSegmentCredentialsResponse) Descriptor() ([]byte, []int) {
+	return file_carbide_bmc_v1_bmc_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *GetSegmentCredentialsResponse) GetCredentials() *SegmentCredentials {
+	if x != nil {
+		return x.Credentials
+	}
+	return nil
+}
+
+type DeleteSegmentCredentialsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SegmentId     string                 `protobuf:"bytes,1,opt,name=segment_id,json=segmentId,proto3" json:"segment_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteSegmentCredentialsRequest) Reset() {
+	*x = DeleteSegmentCredentialsRequest{}
+	mi := &file_carbide_bmc_v1_bmc_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteSegmentCredentialsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteSegmentCredentialsRequest) ProtoMessage() {}
+
+func (x *DeleteSegmentCredentialsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_carbide_bmc_v1_bmc_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteSegmentCredentialsRequest.ProtoReflect.Descriptor instead.
+func (*DeleteSegmentCredentialsRequest) Descriptor() ([]byte, []int) {
+	return file_carbide_bmc_v1_bmc_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *DeleteSegmentCredentialsRequest) GetSegmentId() string {
+	if x != nil {
+		return x.SegmentId
+	}
+	return ""
+}
+
+type DeleteSegmentCredentialsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteSegmentCredentialsResponse) Reset() {
+	*x = DeleteSegmentCredentialsResponse{}
+	mi := &file_carbide_bmc_v1_bmc_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteSegmentCredentialsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteSegmentCredentialsResponse) ProtoMessage() {}
+
+func (x *DeleteSegmentCredentialsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_carbide_bmc_v1_bmc_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteSegmentCredentialsResponse.ProtoReflect.Descriptor instead.
+func (*DeleteSegmentCredentialsResponse) Descriptor() ([]byte, []int) {
+	return file_carbide_bmc_v1_bmc_proto_rawDescGZIP(), []int{15}
+}
+
 // Boot is the next boot device an operation sets.
 type Boot struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
@@ -926,7 +1296,7 @@ type Boot struct {
 
 func (x *Boot) Reset() {
 	*x = Boot{}
-	mi := &file_carbide_bmc_v1_bmc_proto_msgTypes[9]
+	mi := &file_carbide_bmc_v1_bmc_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -938,7 +1308,7 @@ func (x *Boot) String() string {
 func (*Boot) ProtoMessage() {}
 
 func (x *Boot) ProtoReflect() protoreflect.Message {
-	mi := &file_carbide_bmc_v1_bmc_proto_msgTypes[9]
+	mi := &file_carbide_bmc_v1_bmc_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -951,7 +1321,7 @@ func (x *Boot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Boot.ProtoReflect.Descriptor instead.
 func (*Boot) Descriptor() ([]byte, []int) {
-	return file_carbide_bmc_v1_bmc_proto_rawDescGZIP(), []int{9}
+	return file_carbide_bmc_v1_bmc_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Boot) GetDevice() BootDevice {
@@ -1003,7 +1373,7 @@ type Operation struct {
 
 func (x *Operation) Reset() {
 	*x = Operation{}
-	mi := &file_carbide_bmc_v1_bmc_proto_msgTypes[10]
+	mi := &file_carbide_bmc_v1_bmc_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1015,7 +1385,7 @@ func (x *Operation) String() string {
 func (*Operation) ProtoMessage() {}
 
 func (x *Operation) ProtoReflect() protoreflect.Message {
-	mi := &file_carbide_bmc_v1_bmc_proto_msgTypes[10]
+	mi := &file_carbide_bmc_v1_bmc_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1028,7 +1398,7 @@ func (x *Operation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Operation.ProtoReflect.Descriptor instead.
 func (*Operation) Descriptor() ([]byte, []int) {
-	return file_carbide_bmc_v1_bmc_proto_rawDescGZIP(), []int{10}
+	return file_carbide_bmc_v1_bmc_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Operation) GetId() string {
@@ -1143,7 +1513,7 @@ type RequestOperationRequest struct {
 
 func (x *RequestOperationRequest) Reset() {
 	*x = RequestOperationRequest{}
-	mi := &file_carbide_bmc_v1_bmc_proto_msgTypes[11]
+	mi := &file_carbide_bmc_v1_bmc_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1155,7 +1525,7 @@ func (x *RequestOperationRequest) String() string {
 func (*RequestOperationRequest) ProtoMessage() {}
 
 func (x *RequestOperationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_carbide_bmc_v1_bmc_proto_msgTypes[11]
+	mi := &file_carbide_bmc_v1_bmc_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1168,7 +1538,7 @@ func (x *RequestOperationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestOperationRequest.ProtoReflect.Descriptor instead.
 func (*RequestOperationRequest) Descriptor() ([]byte, []int) {
-	return file_carbide_bmc_v1_bmc_proto_rawDescGZIP(), []int{11}
+	return file_carbide_bmc_v1_bmc_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *RequestOperationRequest) GetMachineId() string {
@@ -1208,7 +1578,7 @@ type RequestOperationResponse struct {
 
 func (x *RequestOperationResponse) Reset() {
 	*x = RequestOperationResponse{}
-	mi := &file_carbide_bmc_v1_bmc_proto_msgTypes[12]
+	mi := &file_carbide_bmc_v1_bmc_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1220,7 +1590,7 @@ func (x *RequestOperationResponse) String() string {
 func (*RequestOperationResponse) ProtoMessage() {}
 
 func (x *RequestOperationResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_carbide_bmc_v1_bmc_proto_msgTypes[12]
+	mi := &file_carbide_bmc_v1_bmc_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1233,7 +1603,7 @@ func (x *RequestOperationResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestOperationResponse.ProtoReflect.Descriptor instead.
 func (*RequestOperationResponse) Descriptor() ([]byte, []int) {
-	return file_carbide_bmc_v1_bmc_proto_rawDescGZIP(), []int{12}
+	return file_carbide_bmc_v1_bmc_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *RequestOperationResponse) GetOperation() *Operation {
@@ -1252,7 +1622,7 @@ type GetOperationRequest struct {
 
 func (x *GetOperationRequest) Reset() {
 	*x = GetOperationRequest{}
-	mi := &file_carbide_bmc_v1_bmc_proto_msgTypes[13]
+	mi := &file_carbide_bmc_v1_bmc_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1264,7 +1634,7 @@ func (x *GetOperationRequest) String() string {
 func (*GetOperationRequest) ProtoMessage() {}
 
 func (x *GetOperationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_carbide_bmc_v1_bmc_proto_msgTypes[13]
+	mi := &file_carbide_bmc_v1_bmc_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1277,7 +1647,7 @@ func (x *GetOperationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetOperationRequest.ProtoReflect.Descriptor instead.
 func (*GetOperationRequest) Descriptor() ([]byte, []int) {
-	return file_carbide_bmc_v1_bmc_proto_rawDescGZIP(), []int{13}
+	return file_carbide_bmc_v1_bmc_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *GetOperationRequest) GetId() string {
@@ -1296,7 +1666,7 @@ type GetOperationResponse struct {
 
 func (x *GetOperationResponse) Reset() {
 	*x = GetOperationResponse{}
-	mi := &file_carbide_bmc_v1_bmc_proto_msgTypes[14]
+	mi := &file_carbide_bmc_v1_bmc_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1308,7 +1678,7 @@ func (x *GetOperationResponse) String() string {
 func (*GetOperationResponse) ProtoMessage() {}
 
 func (x *GetOperationResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_carbide_bmc_v1_bmc_proto_msgTypes[14]
+	mi := &file_carbide_bmc_v1_bmc_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1321,7 +1691,7 @@ func (x *GetOperationResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetOperationResponse.ProtoReflect.Descriptor instead.
 func (*GetOperationResponse) Descriptor() ([]byte, []int) {
-	return file_carbide_bmc_v1_bmc_proto_rawDescGZIP(), []int{14}
+	return file_carbide_bmc_v1_bmc_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *GetOperationResponse) GetOperation() *Operation {
@@ -1345,7 +1715,7 @@ type ListOperationsRequest struct {
 
 func (x *ListOperationsRequest) Reset() {
 	*x = ListOperationsRequest{}
-	mi := &file_carbide_bmc_v1_bmc_proto_msgTypes[15]
+	mi := &file_carbide_bmc_v1_bmc_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1357,7 +1727,7 @@ func (x *ListOperationsRequest) String() string {
 func (*ListOperationsRequest) ProtoMessage() {}
 
 func (x *ListOperationsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_carbide_bmc_v1_bmc_proto_msgTypes[15]
+	mi := &file_carbide_bmc_v1_bmc_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1370,7 +1740,7 @@ func (x *ListOperationsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOperationsRequest.ProtoReflect.Descriptor instead.
 func (*ListOperationsRequest) Descriptor() ([]byte, []int) {
-	return file_carbide_bmc_v1_bmc_proto_rawDescGZIP(), []int{15}
+	return file_carbide_bmc_v1_bmc_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ListOperationsRequest) GetPageSize() int32 {
@@ -1412,7 +1782,7 @@ type ListOperationsResponse struct {
 
 func (x *ListOperationsResponse) Reset() {
 	*x = ListOperationsResponse{}
-	mi := &file_carbide_bmc_v1_bmc_proto_msgTypes[16]
+	mi := &file_carbide_bmc_v1_bmc_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1424,7 +1794,7 @@ func (x *ListOperationsResponse) String() string {
 func (*ListOperationsResponse) ProtoMessage() {}
 
 func (x *ListOperationsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_carbide_bmc_v1_bmc_proto_msgTypes[16]
+	mi := &file_carbide_bmc_v1_bmc_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1437,7 +1807,7 @@ func (x *ListOperationsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListOperationsResponse.ProtoReflect.Descriptor instead.
 func (*ListOperationsResponse) Descriptor() ([]byte, []int) {
-	return file_carbide_bmc_v1_bmc_proto_rawDescGZIP(), []int{16}
+	return file_carbide_bmc_v1_bmc_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ListOperationsResponse) GetOperations() []*Operation {
@@ -1463,7 +1833,7 @@ type CancelOperationRequest struct {
 
 func (x *CancelOperationRequest) Reset() {
 	*x = CancelOperationRequest{}
-	mi := &file_carbide_bmc_v1_bmc_proto_msgTypes[17]
+	mi := &file_carbide_bmc_v1_bmc_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1475,7 +1845,7 @@ func (x *CancelOperationRequest) String() string {
 func (*CancelOperationRequest) ProtoMessage() {}
 
 func (x *CancelOperationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_carbide_bmc_v1_bmc_proto_msgTypes[17]
+	mi := &file_carbide_bmc_v1_bmc_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1488,7 +1858,7 @@ func (x *CancelOperationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelOperationRequest.ProtoReflect.Descriptor instead.
 func (*CancelOperationRequest) Descriptor() ([]byte, []int) {
-	return file_carbide_bmc_v1_bmc_proto_rawDescGZIP(), []int{17}
+	return file_carbide_bmc_v1_bmc_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *CancelOperationRequest) GetId() string {
@@ -1507,7 +1877,7 @@ type CancelOperationResponse struct {
 
 func (x *CancelOperationResponse) Reset() {
 	*x = CancelOperationResponse{}
-	mi := &file_carbide_bmc_v1_bmc_proto_msgTypes[18]
+	mi := &file_carbide_bmc_v1_bmc_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1519,7 +1889,7 @@ func (x *CancelOperationResponse) String() string {
 func (*CancelOperationResponse) ProtoMessage() {}
 
 func (x *CancelOperationResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_carbide_bmc_v1_bmc_proto_msgTypes[18]
+	mi := &file_carbide_bmc_v1_bmc_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1532,7 +1902,7 @@ func (x *CancelOperationResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelOperationResponse.ProtoReflect.Descriptor instead.
 func (*CancelOperationResponse) Descriptor() ([]byte, []int) {
-	return file_carbide_bmc_v1_bmc_proto_rawDescGZIP(), []int{18}
+	return file_carbide_bmc_v1_bmc_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *CancelOperationResponse) GetOperation() *Operation {
@@ -1561,7 +1931,7 @@ type ClaimRequest struct {
 
 func (x *ClaimRequest) Reset() {
 	*x = ClaimRequest{}
-	mi := &file_carbide_bmc_v1_bmc_proto_msgTypes[19]
+	mi := &file_carbide_bmc_v1_bmc_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1573,7 +1943,7 @@ func (x *ClaimRequest) String() string {
 func (*ClaimRequest) ProtoMessage() {}
 
 func (x *ClaimRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_carbide_bmc_v1_bmc_proto_msgTypes[19]
+	mi := &file_carbide_bmc_v1_bmc_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1586,7 +1956,7 @@ func (x *ClaimRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClaimRequest.ProtoReflect.Descriptor instead.
 func (*ClaimRequest) Descriptor() ([]byte, []int) {
-	return file_carbide_bmc_v1_bmc_proto_rawDescGZIP(), []int{19}
+	return file_carbide_bmc_v1_bmc_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ClaimRequest) GetWorker() string {
@@ -1635,7 +2005,7 @@ type Work struct {
 
 func (x *Work) Reset() {
 	*x = Work{}
-	mi := &file_carbide_bmc_v1_bmc_proto_msgTypes[20]
+	mi := &file_carbide_bmc_v1_bmc_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1647,7 +2017,7 @@ func (x *Work) String() string {
 func (*Work) ProtoMessage() {}
 
 func (x *Work) ProtoReflect() protoreflect.Message {
-	mi := &file_carbide_bmc_v1_bmc_proto_msgTypes[20]
+	mi := &file_carbide_bmc_v1_bmc_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1660,7 +2030,7 @@ func (x *Work) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Work.ProtoReflect.Descriptor instead.
 func (*Work) Descriptor() ([]byte, []int) {
-	return file_carbide_bmc_v1_bmc_proto_rawDescGZIP(), []int{20}
+	return file_carbide_bmc_v1_bmc_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *Work) GetMachineId() string {
@@ -1704,8 +2074,10 @@ type Target struct {
 	Address  string                 `protobuf:"bytes,1,opt,name=address,proto3" json:"address,omitempty"`
 	Port     uint32                 `protobuf:"varint,2,opt,name=port,proto3" json:"port,omitempty"`
 	Protocol Protocol               `protobuf:"varint,3,opt,name=protocol,proto3,enum=carbide.bmc.v1.Protocol" json:"protocol,omitempty"`
-	Username string                 `protobuf:"bytes,4,opt,name=username,proto3" json:"username,omitempty"`
-	// The password sealed to the claiming daemon's public key: HPKE
+	// The BMC's own username, or its segment's default.
+	Username string `protobuf:"bytes,4,opt,name=username,proto3" json:"username,omitempty"`
+	// The password (the BMC's own, or its segment's default) sealed to the
+	// claiming daemon's public key: HPKE
 	// (RFC 9180) with DHKEM(X25519, HKDF-SHA256), HKDF-SHA256 and
 	// AES-256-GCM, info "carbide bmc password " followed by the machine id.
 	// Empty when no password is stored.
@@ -1716,7 +2088,7 @@ type Target struct {
 
 func (x *Target) Reset() {
 	*x = Target{}
-	mi := &file_carbide_bmc_v1_bmc_proto_msgTypes[21]
+	mi := &file_carbide_bmc_v1_bmc_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1728,7 +2100,7 @@ func (x *Target) String() string {
 func (*Target) ProtoMessage() {}
 
 func (x *Target) ProtoReflect() protoreflect.Message {
-	mi := &file_carbide_bmc_v1_bmc_proto_msgTypes[21]
+	mi := &file_carbide_bmc_v1_bmc_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1741,7 +2113,7 @@ func (x *Target) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Target.ProtoReflect.Descriptor instead.
 func (*Target) Descriptor() ([]byte, []int) {
-	return file_carbide_bmc_v1_bmc_proto_rawDescGZIP(), []int{21}
+	return file_carbide_bmc_v1_bmc_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *Target) GetAddress() string {
@@ -1790,7 +2162,7 @@ type ClaimResponse struct {
 
 func (x *ClaimResponse) Reset() {
 	*x = ClaimResponse{}
-	mi := &file_carbide_bmc_v1_bmc_proto_msgTypes[22]
+	mi := &file_carbide_bmc_v1_bmc_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1802,7 +2174,7 @@ func (x *ClaimResponse) String() string {
 func (*ClaimResponse) ProtoMessage() {}
 
 func (x *ClaimResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_carbide_bmc_v1_bmc_proto_msgTypes[22]
+	mi := &file_carbide_bmc_v1_bmc_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1815,7 +2187,7 @@ func (x *ClaimResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClaimResponse.ProtoReflect.Descriptor instead.
 func (*ClaimResponse) Descriptor() ([]byte, []int) {
-	return file_carbide_bmc_v1_bmc_proto_rawDescGZIP(), []int{22}
+	return file_carbide_bmc_v1_bmc_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ClaimResponse) GetWork() []*Work {
@@ -1842,7 +2214,7 @@ type LeaseRef struct {
 
 func (x *LeaseRef) Reset() {
 	*x = LeaseRef{}
-	mi := &file_carbide_bmc_v1_bmc_proto_msgTypes[23]
+	mi := &file_carbide_bmc_v1_bmc_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1854,7 +2226,7 @@ func (x *LeaseRef) String() string {
 func (*LeaseRef) ProtoMessage() {}
 
 func (x *LeaseRef) ProtoReflect() protoreflect.Message {
-	mi := &file_carbide_bmc_v1_bmc_proto_msgTypes[23]
+	mi := &file_carbide_bmc_v1_bmc_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1867,7 +2239,7 @@ func (x *LeaseRef) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseRef.ProtoReflect.Descriptor instead.
 func (*LeaseRef) Descriptor() ([]byte, []int) {
-	return file_carbide_bmc_v1_bmc_proto_rawDescGZIP(), []int{23}
+	return file_carbide_bmc_v1_bmc_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *LeaseRef) GetMachineId() string {
@@ -1894,7 +2266,7 @@ type RenewRequest struct {
 
 func (x *RenewRequest) Reset() {
 	*x = RenewRequest{}
-	mi := &file_carbide_bmc_v1_bmc_proto_msgTypes[24]
+	mi := &file_carbide_bmc_v1_bmc_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1906,7 +2278,7 @@ func (x *RenewRequest) String() string {
 func (*RenewRequest) ProtoMessage() {}
 
 func (x *RenewRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_carbide_bmc_v1_bmc_proto_msgTypes[24]
+	mi := &file_carbide_bmc_v1_bmc_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1919,7 +2291,7 @@ func (x *RenewRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewRequest.ProtoReflect.Descriptor instead.
 func (*RenewRequest) Descriptor() ([]byte, []int) {
-	return file_carbide_bmc_v1_bmc_proto_rawDescGZIP(), []int{24}
+	return file_carbide_bmc_v1_bmc_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *RenewRequest) GetWorker() string {
@@ -1947,7 +2319,7 @@ type RenewResponse struct {
 
 func (x *RenewResponse) Reset() {
 	*x = RenewResponse{}
-	mi := &file_carbide_bmc_v1_bmc_proto_msgTypes[25]
+	mi := &file_carbide_bmc_v1_bmc_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1959,7 +2331,7 @@ func (x *RenewResponse) String() string {
 func (*RenewResponse) ProtoMessage() {}
 
 func (x *RenewResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_carbide_bmc_v1_bmc_proto_msgTypes[25]
+	mi := &file_carbide_bmc_v1_bmc_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1972,7 +2344,7 @@ func (x *RenewResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewResponse.ProtoReflect.Descriptor instead.
 func (*RenewResponse) Descriptor() ([]byte, []int) {
-	return file_carbide_bmc_v1_bmc_proto_rawDescGZIP(), []int{25}
+	return file_carbide_bmc_v1_bmc_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *RenewResponse) GetLost() []*LeaseRef {
@@ -2006,7 +2378,7 @@ type ReportRequest struct {
 
 func (x *ReportRequest) Reset() {
 	*x = ReportRequest{}
-	mi := &file_carbide_bmc_v1_bmc_proto_msgTypes[26]
+	mi := &file_carbide_bmc_v1_bmc_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2018,7 +2390,7 @@ func (x *ReportRequest) String() string {
 func (*ReportRequest) ProtoMessage() {}
 
 func (x *ReportRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_carbide_bmc_v1_bmc_proto_msgTypes[26]
+	mi := &file_carbide_bmc_v1_bmc_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2031,7 +2403,7 @@ func (x *ReportRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportRequest.ProtoReflect.Descriptor instead.
 func (*ReportRequest) Descriptor() ([]byte, []int) {
-	return file_carbide_bmc_v1_bmc_proto_rawDescGZIP(), []int{26}
+	return file_carbide_bmc_v1_bmc_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ReportRequest) GetWorker() string {
@@ -2093,7 +2465,7 @@ type ReportResponse struct {
 
 func (x *ReportResponse) Reset() {
 	*x = ReportResponse{}
-	mi := &file_carbide_bmc_v1_bmc_proto_msgTypes[27]
+	mi := &file_carbide_bmc_v1_bmc_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2105,7 +2477,7 @@ func (x *ReportResponse) String() string {
 func (*ReportResponse) ProtoMessage() {}
 
 func (x *ReportResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_carbide_bmc_v1_bmc_proto_msgTypes[27]
+	mi := &file_carbide_bmc_v1_bmc_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2118,7 +2490,7 @@ func (x *ReportResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportResponse.ProtoReflect.Descriptor instead.
 func (*ReportResponse) Descriptor() ([]byte, []int) {
-	return file_carbide_bmc_v1_bmc_proto_rawDescGZIP(), []int{27}
+	return file_carbide_bmc_v1_bmc_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ReportResponse) GetOperation() *Operation {
@@ -2138,7 +2510,7 @@ type ReleaseRequest struct {
 
 func (x *ReleaseRequest) Reset() {
 	*x = ReleaseRequest{}
-	mi := &file_carbide_bmc_v1_bmc_proto_msgTypes[28]
+	mi := &file_carbide_bmc_v1_bmc_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2150,7 +2522,7 @@ func (x *ReleaseRequest) String() string {
 func (*ReleaseRequest) ProtoMessage() {}
 
 func (x *ReleaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_carbide_bmc_v1_bmc_proto_msgTypes[28]
+	mi := &file_carbide_bmc_v1_bmc_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2163,7 +2535,7 @@ func (x *ReleaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseRequest.ProtoReflect.Descriptor instead.
 func (*ReleaseRequest) Descriptor() ([]byte, []int) {
-	return file_carbide_bmc_v1_bmc_proto_rawDescGZIP(), []int{28}
+	return file_carbide_bmc_v1_bmc_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ReleaseRequest) GetWorker() string {
@@ -2188,7 +2560,7 @@ type ReleaseResponse struct {
 
 func (x *ReleaseResponse) Reset() {
 	*x = ReleaseResponse{}
-	mi := &file_carbide_bmc_v1_bmc_proto_msgTypes[29]
+	mi := &file_carbide_bmc_v1_bmc_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2200,7 +2572,7 @@ func (x *ReleaseResponse) String() string {
 func (*ReleaseResponse) ProtoMessage() {}
 
 func (x *ReleaseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_carbide_bmc_v1_bmc_proto_msgTypes[29]
+	mi := &file_carbide_bmc_v1_bmc_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2213,14 +2585,14 @@ func (x *ReleaseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseResponse.ProtoReflect.Descriptor instead.
 func (*ReleaseResponse) Descriptor() ([]byte, []int) {
-	return file_carbide_bmc_v1_bmc_proto_rawDescGZIP(), []int{29}
+	return file_carbide_bmc_v1_bmc_proto_rawDescGZIP(), []int{36}
 }
 
 var File_carbide_bmc_v1_bmc_proto protoreflect.FileDescriptor
 
 const file_carbide_bmc_v1_bmc_proto_rawDesc = "" +
 	"\n" +
-	"\x18carbide/bmc/v1/bmc.proto\x12\x0ecarbide.bmc.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x98\x04\n" +
+	"\x18carbide/bmc/v1/bmc.proto\x12\x0ecarbide.bmc.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xce\x04\n" +
 	"\x03BMC\x12\x1d\n" +
 	"\n" +
 	"machine_id\x18\x01 \x01(\tR\tmachineId\x12\x18\n" +
@@ -2241,16 +2613,18 @@ const file_carbide_bmc_v1_bmc_proto_rawDesc = "" +
 	"\vcreate_time\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x12;\n" +
 	"\vupdate_time\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"updateTime\"\x8d\x02\n" +
+	"updateTime\x124\n" +
+	"\x16credentials_segment_id\x18\x0f \x01(\tR\x14credentialsSegmentId\"\xa9\x03\n" +
 	"\rSetBMCRequest\x12'\n" +
 	"\n" +
 	"machine_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\tmachineId\x12'\n" +
 	"\aaddress\x18\x02 \x01(\tB\r\xbaH\n" +
 	"r\b\x10\x01\x18\xfd\x01\xa8\x01\x01R\aaddress\x12\x1d\n" +
 	"\x04port\x18\x03 \x01(\rB\t\xbaH\x06*\x04\x18\xff\xff\x03R\x04port\x12>\n" +
-	"\bprotocol\x18\x04 \x01(\x0e2\x18.carbide.bmc.v1.ProtocolB\b\xbaH\x05\x82\x01\x02\x10\x01R\bprotocol\x12%\n" +
-	"\busername\x18\x05 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@R\busername\x12$\n" +
-	"\bpassword\x18\x06 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\bpassword\"7\n" +
+	"\bprotocol\x18\x04 \x01(\x0e2\x18.carbide.bmc.v1.ProtocolB\b\xbaH\x05\x82\x01\x02\x10\x01R\bprotocol\x12#\n" +
+	"\busername\x18\x05 \x01(\tB\a\xbaH\x04r\x02\x18@R\busername\x12$\n" +
+	"\bpassword\x18\x06 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\bpassword:\x9b\x01\xbaH\x97\x01\x1a\x94\x01\n" +
+	"\x11password_username\x12Sa password needs a username; leave both empty for the segment's default credentials\x1a*this.password == '' || this.username != ''\"7\n" +
 	"\x0eSetBMCResponse\x12%\n" +
 	"\x03bmc\x18\x01 \x01(\v2\x13.carbide.bmc.v1.BMCR\x03bmc\"8\n" +
 	"\rGetBMCRequest\x12'\n" +
@@ -2270,7 +2644,33 @@ const file_carbide_bmc_v1_bmc_proto_rawDesc = "" +
 	"\x10DeleteBMCRequest\x12'\n" +
 	"\n" +
 	"machine_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\tmachineId\"\x13\n" +
-	"\x11DeleteBMCResponse\"x\n" +
+	"\x11DeleteBMCResponse\"\xec\x01\n" +
+	"\x12SegmentCredentials\x12\x1d\n" +
+	"\n" +
+	"segment_id\x18\x01 \x01(\tR\tsegmentId\x12\x1a\n" +
+	"\busername\x18\x02 \x01(\tR\busername\x12!\n" +
+	"\fhas_password\x18\x03 \x01(\bR\vhasPassword\x12;\n" +
+	"\vcreate_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"createTime\x12;\n" +
+	"\vupdate_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"updateTime\"\x96\x01\n" +
+	"\x1cSetSegmentCredentialsRequest\x12'\n" +
+	"\n" +
+	"segment_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\tsegmentId\x12%\n" +
+	"\busername\x18\x02 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18@R\busername\x12&\n" +
+	"\bpassword\x18\x03 \x01(\tB\n" +
+	"\xbaH\ar\x05\x10\x01\x18\x80\x01R\bpassword\"e\n" +
+	"\x1dSetSegmentCredentialsResponse\x12D\n" +
+	"\vcredentials\x18\x01 \x01(\v2\".carbide.bmc.v1.SegmentCredentialsR\vcredentials\"G\n" +
+	"\x1cGetSegmentCredentialsRequest\x12'\n" +
+	"\n" +
+	"segment_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\tsegmentId\"e\n" +
+	"\x1dGetSegmentCredentialsResponse\x12D\n" +
+	"\vcredentials\x18\x01 \x01(\v2\".carbide.bmc.v1.SegmentCredentialsR\vcredentials\"J\n" +
+	"\x1fDeleteSegmentCredentialsRequest\x12'\n" +
+	"\n" +
+	"segment_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\tsegmentId\"\"\n" +
+	" DeleteSegmentCredentialsResponse\"x\n" +
 	"\x04Boot\x12>\n" +
 	"\x06device\x18\x01 \x01(\x0e2\x1a.carbide.bmc.v1.BootDeviceB\n" +
 	"\xbaH\a\x82\x01\x04\x10\x01 \x00R\x06device\x12\x1e\n" +
@@ -2419,13 +2819,16 @@ const file_carbide_bmc_v1_bmc_proto_rawDesc = "" +
 	"\x17OPERATION_STATE_RUNNING\x10\x02\x12\x1d\n" +
 	"\x19OPERATION_STATE_SUCCEEDED\x10\x03\x12\x1a\n" +
 	"\x16OPERATION_STATE_FAILED\x10\x04\x12\x1d\n" +
-	"\x19OPERATION_STATE_CANCELLED\x10\x052\x8f\b\n" +
+	"\x19OPERATION_STATE_CANCELLED\x10\x052\x8a\v\n" +
 	"\n" +
 	"BMCService\x12L\n" +
 	"\x06SetBMC\x12\x1d.carbide.bmc.v1.SetBMCRequest\x1a\x1e.carbide.bmc.v1.SetBMCResponse\"\x03\x90\x02\x02\x12L\n" +
 	"\x06GetBMC\x12\x1d.carbide.bmc.v1.GetBMCRequest\x1a\x1e.carbide.bmc.v1.GetBMCResponse\"\x03\x90\x02\x01\x12R\n" +
 	"\bListBMCs\x12\x1f.carbide.bmc.v1.ListBMCsRequest\x1a .carbide.bmc.v1.ListBMCsResponse\"\x03\x90\x02\x01\x12U\n" +
-	"\tDeleteBMC\x12 .carbide.bmc.v1.DeleteBMCRequest\x1a!.carbide.bmc.v1.DeleteBMCResponse\"\x03\x90\x02\x02\x12e\n" +
+	"\tDeleteBMC\x12 .carbide.bmc.v1.DeleteBMCRequest\x1a!.carbide.bmc.v1.DeleteBMCResponse\"\x03\x90\x02\x02\x12y\n" +
+	"\x15SetSegmentCredentials\x12,.carbide.bmc.v1.SetSegmentCredentialsRequest\x1a-.carbide.bmc.v1.SetSegmentCredentialsResponse\"\x03\x90\x02\x02\x12y\n" +
+	"\x15GetSegmentCredentials\x12,.carbide.bmc.v1.GetSegmentCredentialsRequest\x1a-.carbide.bmc.v1.GetSegmentCredentialsResponse\"\x03\x90\x02\x01\x12\x82\x01\n" +
+	"\x18DeleteSegmentCredentials\x12/.carbide.bmc.v1.DeleteSegmentCredentialsRequest\x1a0.carbide.bmc.v1.DeleteSegmentCredentialsResponse\"\x03\x90\x02\x02\x12e\n" +
 	"\x10RequestOperation\x12'.carbide.bmc.v1.RequestOperationRequest\x1a(.carbide.bmc.v1.RequestOperationResponse\x12^\n" +
 	"\fGetOperation\x12#.carbide.bmc.v1.GetOperationRequest\x1a$.carbide.bmc.v1.GetOperationResponse\"\x03\x90\x02\x01\x12d\n" +
 	"\x0eListOperations\x12%.carbide.bmc.v1.ListOperationsRequest\x1a&.carbide.bmc.v1.ListOperationsResponse\"\x03\x90\x02\x01\x12g\n" +
@@ -2449,114 +2852,131 @@ func file_carbide_bmc_v1_bmc_proto_rawDescGZIP() []byte {
 }
 
 var file_carbide_bmc_v1_bmc_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
-var file_carbide_bmc_v1_bmc_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
+var file_carbide_bmc_v1_bmc_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
 var file_carbide_bmc_v1_bmc_proto_goTypes = []any{
-	(Protocol)(0),                    // 0: carbide.bmc.v1.Protocol
-	(PowerState)(0),                  // 1: carbide.bmc.v1.PowerState
-	(OperationType)(0),               // 2: carbide.bmc.v1.OperationType
-	(BootDevice)(0),                  // 3: carbide.bmc.v1.BootDevice
-	(OperationState)(0),              // 4: carbide.bmc.v1.OperationState
-	(ReportRequest_Result)(0),        // 5: carbide.bmc.v1.ReportRequest.Result
-	(*BMC)(nil),                      // 6: carbide.bmc.v1.BMC
-	(*SetBMCRequest)(nil),            // 7: carbide.bmc.v1.SetBMCRequest
-	(*SetBMCResponse)(nil),           // 8: carbide.bmc.v1.SetBMCResponse
-	(*GetBMCRequest)(nil),            // 9: carbide.bmc.v1.GetBMCRequest
-	(*GetBMCResponse)(nil),           // 10: carbide.bmc.v1.GetBMCResponse
-	(*ListBMCsRequest)(nil),          // 11: carbide.bmc.v1.ListBMCsRequest
-	(*ListBMCsResponse)(nil),         // 12: carbide.bmc.v1.ListBMCsResponse
-	(*DeleteBMCRequest)(nil),         // 13: carbide.bmc.v1.DeleteBMCRequest
-	(*DeleteBMCResponse)(nil),        // 14: carbide.bmc.v1.DeleteBMCResponse
-	(*Boot)(nil),                     // 15: carbide.bmc.v1.Boot
-	(*Operation)(nil),                // 16: carbide.bmc.v1.Operation
-	(*RequestOperationRequest)(nil),  // 17: carbide.bmc.v1.RequestOperationRequest
-	(*RequestOperationResponse)(nil), // 18: carbide.bmc.v1.RequestOperationResponse
-	(*GetOperationRequest)(nil),      // 19: carbide.bmc.v1.GetOperationRequest
-	(*GetOperationResponse)(nil),     // 20: carbide.bmc.v1.GetOperationResponse
-	(*ListOperationsRequest)(nil),    // 21: carbide.bmc.v1.ListOperationsRequest
-	(*ListOperationsResponse)(nil),   // 22: carbide.bmc.v1.ListOperationsResponse
-	(*CancelOperationRequest)(nil),   // 23: carbide.bmc.v1.CancelOperationRequest
-	(*CancelOperationResponse)(nil),  // 24: carbide.bmc.v1.CancelOperationResponse
-	(*ClaimRequest)(nil),             // 25: carbide.bmc.v1.ClaimRequest
-	(*Work)(nil),                     // 26: carbide.bmc.v1.Work
-	(*Target)(nil),                   // 27: carbide.bmc.v1.Target
-	(*ClaimResponse)(nil),            // 28: carbide.bmc.v1.ClaimResponse
-	(*LeaseRef)(nil),                 // 29: carbide.bmc.v1.LeaseRef
-	(*RenewRequest)(nil),             // 30: carbide.bmc.v1.RenewRequest
-	(*RenewResponse)(nil),            // 31: carbide.bmc.v1.RenewResponse
-	(*ReportRequest)(nil),            // 32: carbide.bmc.v1.ReportRequest
-	(*ReportResponse)(nil),           // 33: carbide.bmc.v1.ReportResponse
-	(*ReleaseRequest)(nil),           // 34: carbide.bmc.v1.ReleaseRequest
-	(*ReleaseResponse)(nil),          // 35: carbide.bmc.v1.ReleaseResponse
-	(*timestamppb.Timestamp)(nil),    // 36: google.protobuf.Timestamp
+	(Protocol)(0),                            // 0: carbide.bmc.v1.Protocol
+	(PowerState)(0),                          // 1: carbide.bmc.v1.PowerState
+	(OperationType)(0),                       // 2: carbide.bmc.v1.OperationType
+	(BootDevice)(0),                          // 3: carbide.bmc.v1.BootDevice
+	(OperationState)(0),                      // 4: carbide.bmc.v1.OperationState
+	(ReportRequest_Result)(0),                // 5: carbide.bmc.v1.ReportRequest.Result
+	(*BMC)(nil),                              // 6: carbide.bmc.v1.BMC
+	(*SetBMCRequest)(nil),                    // 7: carbide.bmc.v1.SetBMCRequest
+	(*SetBMCResponse)(nil),                   // 8: carbide.bmc.v1.SetBMCResponse
+	(*GetBMCRequest)(nil),                    // 9: carbide.bmc.v1.GetBMCRequest
+	(*GetBMCResponse)(nil),                   // 10: carbide.bmc.v1.GetBMCResponse
+	(*ListBMCsRequest)(nil),                  // 11: carbide.bmc.v1.ListBMCsRequest
+	(*ListBMCsResponse)(nil),                 // 12: carbide.bmc.v1.ListBMCsResponse
+	(*DeleteBMCRequest)(nil),                 // 13: carbide.bmc.v1.DeleteBMCRequest
+	(*DeleteBMCResponse)(nil),                // 14: carbide.bmc.v1.DeleteBMCResponse
+	(*SegmentCredentials)(nil),               // 15: carbide.bmc.v1.SegmentCredentials
+	(*SetSegmentCredentialsRequest)(nil),     // 16: carbide.bmc.v1.SetSegmentCredentialsRequest
+	(*SetSegmentCredentialsResponse)(nil),    // 17: carbide.bmc.v1.SetSegmentCredentialsResponse
+	(*GetSegmentCredentialsRequest)(nil),     // 18: carbide.bmc.v1.GetSegmentCredentialsRequest
+	(*GetSegmentCredentialsResponse)(nil),    // 19: carbide.bmc.v1.GetSegmentCredentialsResponse
+	(*DeleteSegmentCredentialsRequest)(nil),  // 20: carbide.bmc.v1.DeleteSegmentCredentialsRequest
+	(*DeleteSegmentCredentialsResponse)(nil), // 21: carbide.bmc.v1.DeleteSegmentCredentialsResponse
+	(*Boot)(nil),                             // 22: carbide.bmc.v1.Boot
+	(*Operation)(nil),                        // 23: carbide.bmc.v1.Operation
+	(*RequestOperationRequest)(nil),          // 24: carbide.bmc.v1.RequestOperationRequest
+	(*RequestOperationResponse)(nil),         // 25: carbide.bmc.v1.RequestOperationResponse
+	(*GetOperationRequest)(nil),              // 26: carbide.bmc.v1.GetOperationRequest
+	(*GetOperationResponse)(nil),             // 27: carbide.bmc.v1.GetOperationResponse
+	(*ListOperationsRequest)(nil),            // 28: carbide.bmc.v1.ListOperationsRequest
+	(*ListOperationsResponse)(nil),           // 29: carbide.bmc.v1.ListOperationsResponse
+	(*CancelOperationRequest)(nil),           // 30: carbide.bmc.v1.CancelOperationRequest
+	(*CancelOperationResponse)(nil),          // 31: carbide.bmc.v1.CancelOperationResponse
+	(*ClaimRequest)(nil),                     // 32: carbide.bmc.v1.ClaimRequest
+	(*Work)(nil),                             // 33: carbide.bmc.v1.Work
+	(*Target)(nil),                           // 34: carbide.bmc.v1.Target
+	(*ClaimResponse)(nil),                    // 35: carbide.bmc.v1.ClaimResponse
+	(*LeaseRef)(nil),                         // 36: carbide.bmc.v1.LeaseRef
+	(*RenewRequest)(nil),                     // 37: carbide.bmc.v1.RenewRequest
+	(*RenewResponse)(nil),                    // 38: carbide.bmc.v1.RenewResponse
+	(*ReportRequest)(nil),                    // 39: carbide.bmc.v1.ReportRequest
+	(*ReportResponse)(nil),                   // 40: carbide.bmc.v1.ReportResponse
+	(*ReleaseRequest)(nil),                   // 41: carbide.bmc.v1.ReleaseRequest
+	(*ReleaseResponse)(nil),                  // 42: carbide.bmc.v1.ReleaseResponse
+	(*timestamppb.Timestamp)(nil),            // 43: google.protobuf.Timestamp
 }
 var file_carbide_bmc_v1_bmc_proto_depIdxs = []int32{
 	0,  // 0: carbide.bmc.v1.BMC.protocol:type_name -> carbide.bmc.v1.Protocol
 	1,  // 1: carbide.bmc.v1.BMC.power_state:type_name -> carbide.bmc.v1.PowerState
-	36, // 2: carbide.bmc.v1.BMC.power_state_time:type_name -> google.protobuf.Timestamp
-	36, // 3: carbide.bmc.v1.BMC.create_time:type_name -> google.protobuf.Timestamp
-	36, // 4: carbide.bmc.v1.BMC.update_time:type_name -> google.protobuf.Timestamp
+	43, // 2: carbide.bmc.v1.BMC.power_state_time:type_name -> google.protobuf.Timestamp
+	43, // 3: carbide.bmc.v1.BMC.create_time:type_name -> google.protobuf.Timestamp
+	43, // 4: carbide.bmc.v1.BMC.update_time:type_name -> google.protobuf.Timestamp
 	0,  // 5: carbide.bmc.v1.SetBMCRequest.protocol:type_name -> carbide.bmc.v1.Protocol
 	6,  // 6: carbide.bmc.v1.SetBMCResponse.bmc:type_name -> carbide.bmc.v1.BMC
 	6,  // 7: carbide.bmc.v1.GetBMCResponse.bmc:type_name -> carbide.bmc.v1.BMC
 	1,  // 8: carbide.bmc.v1.ListBMCsRequest.power_states:type_name -> carbide.bmc.v1.PowerState
 	6,  // 9: carbide.bmc.v1.ListBMCsResponse.bmcs:type_name -> carbide.bmc.v1.BMC
-	3,  // 10: carbide.bmc.v1.Boot.device:type_name -> carbide.bmc.v1.BootDevice
-	2,  // 11: carbide.bmc.v1.Operation.type:type_name -> carbide.bmc.v1.OperationType
-	15, // 12: carbide.bmc.v1.Operation.boot:type_name -> carbide.bmc.v1.Boot
-	4,  // 13: carbide.bmc.v1.Operation.state:type_name -> carbide.bmc.v1.OperationState
-	36, // 14: carbide.bmc.v1.Operation.create_time:type_name -> google.protobuf.Timestamp
-	36, // 15: carbide.bmc.v1.Operation.start_time:type_name -> google.protobuf.Timestamp
-	36, // 16: carbide.bmc.v1.Operation.end_time:type_name -> google.protobuf.Timestamp
-	1,  // 17: carbide.bmc.v1.Operation.power_state:type_name -> carbide.bmc.v1.PowerState
-	2,  // 18: carbide.bmc.v1.RequestOperationRequest.type:type_name -> carbide.bmc.v1.OperationType
-	15, // 19: carbide.bmc.v1.RequestOperationRequest.boot:type_name -> carbide.bmc.v1.Boot
-	16, // 20: carbide.bmc.v1.RequestOperationResponse.operation:type_name -> carbide.bmc.v1.Operation
-	16, // 21: carbide.bmc.v1.GetOperationResponse.operation:type_name -> carbide.bmc.v1.Operation
-	4,  // 22: carbide.bmc.v1.ListOperationsRequest.states:type_name -> carbide.bmc.v1.OperationState
-	16, // 23: carbide.bmc.v1.ListOperationsResponse.operations:type_name -> carbide.bmc.v1.Operation
-	16, // 24: carbide.bmc.v1.CancelOperationResponse.operation:type_name -> carbide.bmc.v1.Operation
-	36, // 25: carbide.bmc.v1.Work.lease_expire_time:type_name -> google.protobuf.Timestamp
-	16, // 26: carbide.bmc.v1.Work.operation:type_name -> carbide.bmc.v1.Operation
-	27, // 27: carbide.bmc.v1.Work.target:type_name -> carbide.bmc.v1.Target
-	0,  // 28: carbide.bmc.v1.Target.protocol:type_name -> carbide.bmc.v1.Protocol
-	26, // 29: carbide.bmc.v1.ClaimResponse.work:type_name -> carbide.bmc.v1.Work
-	29, // 30: carbide.bmc.v1.RenewRequest.leases:type_name -> carbide.bmc.v1.LeaseRef
-	29, // 31: carbide.bmc.v1.RenewResponse.lost:type_name -> carbide.bmc.v1.LeaseRef
-	36, // 32: carbide.bmc.v1.RenewResponse.lease_expire_time:type_name -> google.protobuf.Timestamp
-	29, // 33: carbide.bmc.v1.ReportRequest.lease:type_name -> carbide.bmc.v1.LeaseRef
-	5,  // 34: carbide.bmc.v1.ReportRequest.result:type_name -> carbide.bmc.v1.ReportRequest.Result
-	1,  // 35: carbide.bmc.v1.ReportRequest.power_state:type_name -> carbide.bmc.v1.PowerState
-	16, // 36: carbide.bmc.v1.ReportResponse.operation:type_name -> carbide.bmc.v1.Operation
-	29, // 37: carbide.bmc.v1.ReleaseRequest.leases:type_name -> carbide.bmc.v1.LeaseRef
-	7,  // 38: carbide.bmc.v1.BMCService.SetBMC:input_type -> carbide.bmc.v1.SetBMCRequest
-	9,  // 39: carbide.bmc.v1.BMCService.GetBMC:input_type -> carbide.bmc.v1.GetBMCRequest
-	11, // 40: carbide.bmc.v1.BMCService.ListBMCs:input_type -> carbide.bmc.v1.ListBMCsRequest
-	13, // 41: carbide.bmc.v1.BMCService.DeleteBMC:input_type -> carbide.bmc.v1.DeleteBMCRequest
-	17, // 42: carbide.bmc.v1.BMCService.RequestOperation:input_type -> carbide.bmc.v1.RequestOperationRequest
-	19, // 43: carbide.bmc.v1.BMCService.GetOperation:input_type -> carbide.bmc.v1.GetOperationRequest
-	21, // 44: carbide.bmc.v1.BMCService.ListOperations:input_type -> carbide.bmc.v1.ListOperationsRequest
-	23, // 45: carbide.bmc.v1.BMCService.CancelOperation:input_type -> carbide.bmc.v1.CancelOperationRequest
-	25, // 46: carbide.bmc.v1.BMCService.Claim:input_type -> carbide.bmc.v1.ClaimRequest
-	30, // 47: carbide.bmc.v1.BMCService.Renew:input_type -> carbide.bmc.v1.RenewRequest
-	32, // 48: carbide.bmc.v1.BMCService.Report:input_type -> carbide.bmc.v1.ReportRequest
-	34, // 49: carbide.bmc.v1.BMCService.Release:input_type -> carbide.bmc.v1.ReleaseRequest
-	8,  // 50: carbide.bmc.v1.BMCService.SetBMC:output_type -> carbide.bmc.v1.SetBMCResponse
-	10, // 51: carbide.bmc.v1.BMCService.GetBMC:output_type -> carbide.bmc.v1.GetBMCResponse
-	12, // 52: carbide.bmc.v1.BMCService.ListBMCs:output_type -> carbide.bmc.v1.ListBMCsResponse
-	14, // 53: carbide.bmc.v1.BMCService.DeleteBMC:output_type -> carbide.bmc.v1.DeleteBMCResponse
-	18, // 54: carbide.bmc.v1.BMCService.RequestOperation:output_type -> carbide.bmc.v1.RequestOperationResponse
-	20, // 55: carbide.bmc.v1.BMCService.GetOperation:output_type -> carbide.bmc.v1.GetOperationResponse
-	22, // 56: carbide.bmc.v1.BMCService.ListOperations:output_type -> carbide.bmc.v1.ListOperationsResponse
-	24, // 57: carbide.bmc.v1.BMCService.CancelOperation:output_type -> carbide.bmc.v1.CancelOperationResponse
-	28, // 58: carbide.bmc.v1.BMCService.Claim:output_type -> carbide.bmc.v1.ClaimResponse
-	31, // 59: carbide.bmc.v1.BMCService.Renew:output_type -> carbide.bmc.v1.RenewResponse
-	33, // 60: carbide.bmc.v1.BMCService.Report:output_type -> carbide.bmc.v1.ReportResponse
-	35, // 61: carbide.bmc.v1.BMCService.Release:output_type -> carbide.bmc.v1.ReleaseResponse
-	50, // [50:62] is the sub-list for method output_type
-	38, // [38:50] is the sub-list for method input_type
-	38, // [38:38] is the sub-list for extension type_name
-	38, // [38:38] is the sub-list for extension extendee
-	0,  // [0:38] is the sub-list for field type_name
+	43, // 10: carbide.bmc.v1.SegmentCredentials.create_time:type_name -> google.protobuf.Timestamp
+	43, // 11: carbide.bmc.v1.SegmentCredentials.update_time:type_name -> google.protobuf.Timestamp
+	15, // 12: carbide.bmc.v1.SetSegmentCredentialsResponse.credentials:type_name -> carbide.bmc.v1.SegmentCredentials
+	15, // 13: carbide.bmc.v1.GetSegmentCredentialsResponse.credentials:type_name -> carbide.bmc.v1.SegmentCredentials
+	3,  // 14: carbide.bmc.v1.Boot.device:type_name -> carbide.bmc.v1.BootDevice
+	2,  // 15: carbide.bmc.v1.Operation.type:type_name -> carbide.bmc.v1.OperationType
+	22, // 16: carbide.bmc.v1.Operation.boot:type_name -> carbide.bmc.v1.Boot
+	4,  // 17: carbide.bmc.v1.Operation.state:type_name -> carbide.bmc.v1.OperationState
+	43, // 18: carbide.bmc.v1.Operation.create_time:type_name -> google.protobuf.Timestamp
+	43, // 19: carbide.bmc.v1.Operation.start_time:type_name -> google.protobuf.Timestamp
+	43, // 20: carbide.bmc.v1.Operation.end_time:type_name -> google.protobuf.Timestamp
+	1,  // 21: carbide.bmc.v1.Operation.power_state:type_name -> carbide.bmc.v1.PowerState
+	2,  // 22: carbide.bmc.v1.RequestOperationRequest.type:type_name -> carbide.bmc.v1.OperationType
+	22, // 23: carbide.bmc.v1.RequestOperationRequest.boot:type_name -> carbide.bmc.v1.Boot
+	23, // 24: carbide.bmc.v1.RequestOperationResponse.operation:type_name -> carbide.bmc.v1.Operation
+	23, // 25: carbide.bmc.v1.GetOperationResponse.operation:type_name -> carbide.bmc.v1.Operation
+	4,  // 26: carbide.bmc.v1.ListOperationsRequest.states:type_name -> carbide.bmc.v1.OperationState
+	23, // 27: carbide.bmc.v1.ListOperationsResponse.operations:type_name -> carbide.bmc.v1.Operation
+	23, // 28: carbide.bmc.v1.CancelOperationResponse.operation:type_name -> carbide.bmc.v1.Operation
+	43, // 29: carbide.bmc.v1.Work.lease_expire_time:type_name -> google.protobuf.Timestamp
+	23, // 30: carbide.bmc.v1.Work.operation:type_name -> carbide.bmc.v1.Operation
+	34, // 31: carbide.bmc.v1.Work.target:type_name -> carbide.bmc.v1.Target
+	0,  // 32: carbide.bmc.v1.Target.protocol:type_name -> carbide.bmc.v1.Protocol
+	33, // 33: carbide.bmc.v1.ClaimResponse.work:type_name -> carbide.bmc.v1.Work
+	36, // 34: carbide.bmc.v1.RenewRequest.leases:type_name -> carbide.bmc.v1.LeaseRef
+	36, // 35: carbide.bmc.v1.RenewResponse.lost:type_name -> carbide.bmc.v1.LeaseRef
+	43, // 36: carbide.bmc.v1.RenewResponse.lease_expire_time:type_name -> google.protobuf.Timestamp
+	36, // 37: carbide.bmc.v1.ReportRequest.lease:type_name -> carbide.bmc.v1.LeaseRef
+	5,  // 38: carbide.bmc.v1.ReportRequest.result:type_name -> carbide.bmc.v1.ReportRequest.Result
+	1,  // 39: carbide.bmc.v1.ReportRequest.power_state:type_name -> carbide.bmc.v1.PowerState
+	23, // 40: carbide.bmc.v1.ReportResponse.operation:type_name -> carbide.bmc.v1.Operation
+	36, // 41: carbide.bmc.v1.ReleaseRequest.leases:type_name -> carbide.bmc.v1.LeaseRef
+	7,  // 42: carbide.bmc.v1.BMCService.SetBMC:input_type -> carbide.bmc.v1.SetBMCRequest
+	9,  // 43: carbide.bmc.v1.BMCService.GetBMC:input_type -> carbide.bmc.v1.GetBMCRequest
+	11, // 44: carbide.bmc.v1.BMCService.ListBMCs:input_type -> carbide.bmc.v1.ListBMCsRequest
+	13, // 45: carbide.bmc.v1.BMCService.DeleteBMC:input_type -> carbide.bmc.v1.DeleteBMCRequest
+	16, // 46: carbide.bmc.v1.BMCService.SetSegmentCredentials:input_type -> carbide.bmc.v1.SetSegmentCredentialsRequest
+	18, // 47: carbide.bmc.v1.BMCService.GetSegmentCredentials:input_type -> carbide.bmc.v1.GetSegmentCredentialsRequest
+	20, // 48: carbide.bmc.v1.BMCService.DeleteSegmentCredentials:input_type -> carbide.bmc.v1.DeleteSegmentCredentialsRequest
+	24, // 49: carbide.bmc.v1.BMCService.RequestOperation:input_type -> carbide.bmc.v1.RequestOperationRequest
+	26, // 50: carbide.bmc.v1.BMCService.GetOperation:input_type -> carbide.bmc.v1.GetOperationRequest
+	28, // 51: carbide.bmc.v1.BMCService.ListOperations:input_type -> carbide.bmc.v1.ListOperationsRequest
+	30, // 52: carbide.bmc.v1.BMCService.CancelOperation:input_type -> carbide.bmc.v1.CancelOperationRequest
+	32, // 53: carbide.bmc.v1.BMCService.Claim:input_type -> carbide.bmc.v1.ClaimRequest
+	37, // 54: carbide.bmc.v1.BMCService.Renew:input_type -> carbide.bmc.v1.RenewRequest
+	39, // 55: carbide.bmc.v1.BMCService.Report:input_type -> carbide.bmc.v1.ReportRequest
+	41, // 56: carbide.bmc.v1.BMCService.Release:input_type -> carbide.bmc.v1.ReleaseRequest
+	8,  // 57: carbide.bmc.v1.BMCService.SetBMC:output_type -> carbide.bmc.v1.SetBMCResponse
+	10, // 58: carbide.bmc.v1.BMCService.GetBMC:output_type -> carbide.bmc.v1.GetBMCResponse
+	12, // 59: carbide.bmc.v1.BMCService.ListBMCs:output_type -> carbide.bmc.v1.ListBMCsResponse
+	14, // 60: carbide.bmc.v1.BMCService.DeleteBMC:output_type -> carbide.bmc.v1.DeleteBMCResponse
+	17, // 61: carbide.bmc.v1.BMCService.SetSegmentCredentials:output_type -> carbide.bmc.v1.SetSegmentCredentialsResponse
+	19, // 62: carbide.bmc.v1.BMCService.GetSegmentCredentials:output_type -> carbide.bmc.v1.GetSegmentCredentialsResponse
+	21, // 63: carbide.bmc.v1.BMCService.DeleteSegmentCredentials:output_type -> carbide.bmc.v1.DeleteSegmentCredentialsResponse
+	25, // 64: carbide.bmc.v1.BMCService.RequestOperation:output_type -> carbide.bmc.v1.RequestOperationResponse
+	27, // 65: carbide.bmc.v1.BMCService.GetOperation:output_type -> carbide.bmc.v1.GetOperationResponse
+	29, // 66: carbide.bmc.v1.BMCService.ListOperations:output_type -> carbide.bmc.v1.ListOperationsResponse
+	31, // 67: carbide.bmc.v1.BMCService.CancelOperation:output_type -> carbide.bmc.v1.CancelOperationResponse
+	35, // 68: carbide.bmc.v1.BMCService.Claim:output_type -> carbide.bmc.v1.ClaimResponse
+	38, // 69: carbide.bmc.v1.BMCService.Renew:output_type -> carbide.bmc.v1.RenewResponse
+	40, // 70: carbide.bmc.v1.BMCService.Report:output_type -> carbide.bmc.v1.ReportResponse
+	42, // 71: carbide.bmc.v1.BMCService.Release:output_type -> carbide.bmc.v1.ReleaseResponse
+	57, // [57:72] is the sub-list for method output_type
+	42, // [42:57] is the sub-list for method input_type
+	42, // [42:42] is the sub-list for extension type_name
+	42, // [42:42] is the sub-list for extension extendee
+	0,  // [0:42] is the sub-list for field type_name
 }
 
 func init() { file_carbide_bmc_v1_bmc_proto_init() }
@@ -2570,7 +2990,7 @@ func file_carbide_bmc_v1_bmc_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_carbide_bmc_v1_bmc_proto_rawDesc), len(file_carbide_bmc_v1_bmc_proto_rawDesc)),
 			NumEnums:      6,
-			NumMessages:   30,
+			NumMessages:   37,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

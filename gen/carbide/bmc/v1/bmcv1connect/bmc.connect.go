@@ -41,6 +41,15 @@ const (
 	BMCServiceListBMCsProcedure = "/carbide.bmc.v1.BMCService/ListBMCs"
 	// BMCServiceDeleteBMCProcedure is the fully-qualified name of the BMCService's DeleteBMC RPC.
 	BMCServiceDeleteBMCProcedure = "/carbide.bmc.v1.BMCService/DeleteBMC"
+	// BMCServiceSetSegmentCredentialsProcedure is the fully-qualified name of the BMCService's
+	// SetSegmentCredentials RPC.
+	BMCServiceSetSegmentCredentialsProcedure = "/carbide.bmc.v1.BMCService/SetSegmentCredentials"
+	// BMCServiceGetSegmentCredentialsProcedure is the fully-qualified name of the BMCService's
+	// GetSegmentCredentials RPC.
+	BMCServiceGetSegmentCredentialsProcedure = "/carbide.bmc.v1.BMCService/GetSegmentCredentials"
+	// BMCServiceDeleteSegmentCredentialsProcedure is the fully-qualified name of the BMCService's
+	// DeleteSegmentCredentials RPC.
+	BMCServiceDeleteSegmentCredentialsProcedure = "/carbide.bmc.v1.BMCService/DeleteSegmentCredentials"
 	// BMCServiceRequestOperationProcedure is the fully-qualified name of the BMCService's
 	// RequestOperation RPC.
 	BMCServiceRequestOperationProcedure = "/carbide.bmc.v1.BMCService/RequestOperation"
@@ -65,11 +74,27 @@ const (
 // BMCServiceClient is a client for the carbide.bmc.v1.BMCService service.
 type BMCServiceClient interface {
 	// SetBMC records the BMC of a machine, or changes it. The password is
-	// write-only: it is sealed at rest and no RPC returns it.
+	// write-only: it is sealed at rest and no RPC returns it. A BMC set
+	// without a username has no credentials of its own: it uses the
+	// default credentials of the segment whose prefix holds its address
+	// (SetSegmentCredentials).
 	SetBMC(context.Context, *connect.Request[v1.SetBMCRequest]) (*connect.Response[v1.SetBMCResponse], error)
 	GetBMC(context.Context, *connect.Request[v1.GetBMCRequest]) (*connect.Response[v1.GetBMCResponse], error)
 	ListBMCs(context.Context, *connect.Request[v1.ListBMCsRequest]) (*connect.Response[v1.ListBMCsResponse], error)
 	DeleteBMC(context.Context, *connect.Request[v1.DeleteBMCRequest]) (*connect.Response[v1.DeleteBMCResponse], error)
+	// SetSegmentCredentials sets the default BMC credentials of a network
+	// segment, so that a rack can share them: every BMC without a username
+	// and password of its own whose address is in the segment's prefix
+	// uses them (the most specific prefix if several hold it). The password
+	// is write-only, sealed at rest like a BMC's.
+	SetSegmentCredentials(context.Context, *connect.Request[v1.SetSegmentCredentialsRequest]) (*connect.Response[v1.SetSegmentCredentialsResponse], error)
+	// GetSegmentCredentials returns a segment's default BMC credentials,
+	// without the password.
+	GetSegmentCredentials(context.Context, *connect.Request[v1.GetSegmentCredentialsRequest]) (*connect.Response[v1.GetSegmentCredentialsResponse], error)
+	// DeleteSegmentCredentials removes a segment's default BMC credentials;
+	// removing ones that are not there succeeds. They also go with their
+	// segment.
+	DeleteSegmentCredentials(context.Context, *connect.Request[v1.DeleteSegmentCredentialsRequest]) (*connect.Response[v1.DeleteSegmentCredentialsResponse], error)
 	// RequestOperation queues a power or boot operation on a machine.
 	// Operations of a machine run one at a time, in the order they were
 	// requested. A request that repeats the request_id of an earlier one
@@ -133,6 +158,27 @@ func NewBMCServiceClient(httpClient connect.HTTPClient, baseURL string, opts ...
 			connect.WithIdempotency(connect.IdempotencyIdempotent),
 			connect.WithClientOptions(opts...),
 		),
+		setSegmentCredentials: connect.NewClient[v1.SetSegmentCredentialsRequest, v1.SetSegmentCredentialsResponse](
+			httpClient,
+			baseURL+BMCServiceSetSegmentCredentialsProcedure,
+			connect.WithSchema(bMCServiceMethods.ByName("SetSegmentCredentials")),
+			connect.WithIdempotency(connect.IdempotencyIdempotent),
+			connect.WithClientOptions(opts...),
+		),
+		getSegmentCredentials: connect.NewClient[v1.GetSegmentCredentialsRequest, v1.GetSegmentCredentialsResponse](
+			httpClient,
+			baseURL+BMCServiceGetSegmentCredentialsProcedure,
+			connect.WithSchema(bMCServiceMethods.ByName("GetSegmentCredentials")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
+		deleteSegmentCredentials: connect.NewClient[v1.DeleteSegmentCredentialsRequest, v1.DeleteSegmentCredentialsResponse](
+			httpClient,
+			baseURL+BMCServiceDeleteSegmentCredentialsProcedure,
+			connect.WithSchema(bMCServiceMethods.ByName("DeleteSegmentCredentials")),
+			connect.WithIdempotency(connect.IdempotencyIdempotent),
+			connect.WithClientOptions(opts...),
+		),
 		requestOperation: connect.NewClient[v1.RequestOperationRequest, v1.RequestOperationResponse](
 			httpClient,
 			baseURL+BMCServiceRequestOperationProcedure,
@@ -190,18 +236,21 @@ func NewBMCServiceClient(httpClient connect.HTTPClient, baseURL string, opts ...
 
 // bMCServiceClient implements BMCServiceClient.
 type bMCServiceClient struct {
-	setBMC           *connect.Client[v1.SetBMCRequest, v1.SetBMCResponse]
-	getBMC           *connect.Client[v1.GetBMCRequest, v1.GetBMCResponse]
-	listBMCs         *connect.Client[v1.ListBMCsRequest, v1.ListBMCsResponse]
-	deleteBMC        *connect.Client[v1.DeleteBMCRequest, v1.DeleteBMCResponse]
-	requestOperation *connect.Client[v1.RequestOperationRequest, v1.RequestOperationResponse]
-	getOperation     *connect.Client[v1.GetOperationRequest, v1.GetOperationResponse]
-	listOperations   *connect.Client[v1.ListOperationsRequest, v1.ListOperationsResponse]
-	cancelOperation  *connect.Client[v1.CancelOperationRequest, v1.CancelOperationResponse]
-	claim            *connect.Client[v1.ClaimRequest, v1.ClaimResponse]
-	renew            *connect.Client[v1.RenewRequest, v1.RenewResponse]
-	report           *connect.Client[v1.ReportRequest, v1.ReportResponse]
-	release          *connect.Client[v1.ReleaseRequest, v1.ReleaseResponse]
+	setBMC                   *connect.Client[v1.SetBMCRequest, v1.SetBMCResponse]
+	getBMC                   *connect.Client[v1.GetBMCRequest, v1.GetBMCResponse]
+	listBMCs                 *connect.Client[v1.ListBMCsRequest, v1.ListBMCsResponse]
+	deleteBMC                *connect.Client[v1.DeleteBMCRequest, v1.DeleteBMCResponse]
+	setSegmentCredentials    *connect.Client[v1.SetSegmentCredentialsRequest, v1.SetSegmentCredentialsResponse]
+	getSegmentCredentials    *connect.Client[v1.GetSegmentCredentialsRequest, v1.GetSegmentCredentialsResponse]
+	deleteSegmentCredentials *connect.Client[v1.DeleteSegmentCredentialsRequest, v1.DeleteSegmentCredentialsResponse]
+	requestOperation         *connect.Client[v1.RequestOperationRequest, v1.RequestOperationResponse]
+	getOperation             *connect.Client[v1.GetOperationRequest, v1.GetOperationResponse]
+	listOperations           *connect.Client[v1.ListOperationsRequest, v1.ListOperationsResponse]
+	cancelOperation          *connect.Client[v1.CancelOperationRequest, v1.CancelOperationResponse]
+	claim                    *connect.Client[v1.ClaimRequest, v1.ClaimResponse]
+	renew                    *connect.Client[v1.RenewRequest, v1.RenewResponse]
+	report                   *connect.Client[v1.ReportRequest, v1.ReportResponse]
+	release                  *connect.Client[v1.ReleaseRequest, v1.ReleaseResponse]
 }
 
 // SetBMC calls carbide.bmc.v1.BMCService.SetBMC.
@@ -222,6 +271,21 @@ func (c *bMCServiceClient) ListBMCs(ctx context.Context, req *connect.Request[v1
 // DeleteBMC calls carbide.bmc.v1.BMCService.DeleteBMC.
 func (c *bMCServiceClient) DeleteBMC(ctx context.Context, req *connect.Request[v1.DeleteBMCRequest]) (*connect.Response[v1.DeleteBMCResponse], error) {
 	return c.deleteBMC.CallUnary(ctx, req)
+}
+
+// SetSegmentCredentials calls carbide.bmc.v1.BMCService.SetSegmentCredentials.
+func (c *bMCServiceClient) SetSegmentCredentials(ctx context.Context, req *connect.Request[v1.SetSegmentCredentialsRequest]) (*connect.Response[v1.SetSegmentCredentialsResponse], error) {
+	return c.setSegmentCredentials.CallUnary(ctx, req)
+}
+
+// GetSegmentCredentials calls carbide.bmc.v1.BMCService.GetSegmentCredentials.
+func (c *bMCServiceClient) GetSegmentCredentials(ctx context.Context, req *connect.Request[v1.GetSegmentCredentialsRequest]) (*connect.Response[v1.GetSegmentCredentialsResponse], error) {
+	return c.getSegmentCredentials.CallUnary(ctx, req)
+}
+
+// DeleteSegmentCredentials calls carbide.bmc.v1.BMCService.DeleteSegmentCredentials.
+func (c *bMCServiceClient) DeleteSegmentCredentials(ctx context.Context, req *connect.Request[v1.DeleteSegmentCredentialsRequest]) (*connect.Response[v1.DeleteSegmentCredentialsResponse], error) {
+	return c.deleteSegmentCredentials.CallUnary(ctx, req)
 }
 
 // RequestOperation calls carbide.bmc.v1.BMCService.RequestOperation.
@@ -267,11 +331,27 @@ func (c *bMCServiceClient) Release(ctx context.Context, req *connect.Request[v1.
 // BMCServiceHandler is an implementation of the carbide.bmc.v1.BMCService service.
 type BMCServiceHandler interface {
 	// SetBMC records the BMC of a machine, or changes it. The password is
-	// write-only: it is sealed at rest and no RPC returns it.
+	// write-only: it is sealed at rest and no RPC returns it. A BMC set
+	// without a username has no credentials of its own: it uses the
+	// default credentials of the segment whose prefix holds its address
+	// (SetSegmentCredentials).
 	SetBMC(context.Context, *connect.Request[v1.SetBMCRequest]) (*connect.Response[v1.SetBMCResponse], error)
 	GetBMC(context.Context, *connect.Request[v1.GetBMCRequest]) (*connect.Response[v1.GetBMCResponse], error)
 	ListBMCs(context.Context, *connect.Request[v1.ListBMCsRequest]) (*connect.Response[v1.ListBMCsResponse], error)
 	DeleteBMC(context.Context, *connect.Request[v1.DeleteBMCRequest]) (*connect.Response[v1.DeleteBMCResponse], error)
+	// SetSegmentCredentials sets the default BMC credentials of a network
+	// segment, so that a rack can share them: every BMC without a username
+	// and password of its own whose address is in the segment's prefix
+	// uses them (the most specific prefix if several hold it). The password
+	// is write-only, sealed at rest like a BMC's.
+	SetSegmentCredentials(context.Context, *connect.Request[v1.SetSegmentCredentialsRequest]) (*connect.Response[v1.SetSegmentCredentialsResponse], error)
+	// GetSegmentCredentials returns a segment's default BMC credentials,
+	// without the password.
+	GetSegmentCredentials(context.Context, *connect.Request[v1.GetSegmentCredentialsRequest]) (*connect.Response[v1.GetSegmentCredentialsResponse], error)
+	// DeleteSegmentCredentials removes a segment's default BMC credentials;
+	// removing ones that are not there succeeds. They also go with their
+	// segment.
+	DeleteSegmentCredentials(context.Context, *connect.Request[v1.DeleteSegmentCredentialsRequest]) (*connect.Response[v1.DeleteSegmentCredentialsResponse], error)
 	// RequestOperation queues a power or boot operation on a machine.
 	// Operations of a machine run one at a time, in the order they were
 	// requested. A request that repeats the request_id of an earlier one
@@ -328,6 +408,27 @@ func NewBMCServiceHandler(svc BMCServiceHandler, opts ...connect.HandlerOption) 
 		BMCServiceDeleteBMCProcedure,
 		svc.DeleteBMC,
 		connect.WithSchema(bMCServiceMethods.ByName("DeleteBMC")),
+		connect.WithIdempotency(connect.IdempotencyIdempotent),
+		connect.WithHandlerOptions(opts...),
+	)
+	bMCServiceSetSegmentCredentialsHandler := connect.NewUnaryHandler(
+		BMCServiceSetSegmentCredentialsProcedure,
+		svc.SetSegmentCredentials,
+		connect.WithSchema(bMCServiceMethods.ByName("SetSegmentCredentials")),
+		connect.WithIdempotency(connect.IdempotencyIdempotent),
+		connect.WithHandlerOptions(opts...),
+	)
+	bMCServiceGetSegmentCredentialsHandler := connect.NewUnaryHandler(
+		BMCServiceGetSegmentCredentialsProcedure,
+		svc.GetSegmentCredentials,
+		connect.WithSchema(bMCServiceMethods.ByName("GetSegmentCredentials")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
+	bMCServiceDeleteSegmentCredentialsHandler := connect.NewUnaryHandler(
+		BMCServiceDeleteSegmentCredentialsProcedure,
+		svc.DeleteSegmentCredentials,
+		connect.WithSchema(bMCServiceMethods.ByName("DeleteSegmentCredentials")),
 		connect.WithIdempotency(connect.IdempotencyIdempotent),
 		connect.WithHandlerOptions(opts...),
 	)
@@ -393,6 +494,12 @@ func NewBMCServiceHandler(svc BMCServiceHandler, opts ...connect.HandlerOption) 
 			bMCServiceListBMCsHandler.ServeHTTP(w, r)
 		case BMCServiceDeleteBMCProcedure:
 			bMCServiceDeleteBMCHandler.ServeHTTP(w, r)
+		case BMCServiceSetSegmentCredentialsProcedure:
+			bMCServiceSetSegmentCredentialsHandler.ServeHTTP(w, r)
+		case BMCServiceGetSegmentCredentialsProcedure:
+			bMCServiceGetSegmentCredentialsHandler.ServeHTTP(w, r)
+		case BMCServiceDeleteSegmentCredentialsProcedure:
+			bMCServiceDeleteSegmentCredentialsHandler.ServeHTTP(w, r)
 		case BMCServiceRequestOperationProcedure:
 			bMCServiceRequestOperationHandler.ServeHTTP(w, r)
 		case BMCServiceGetOperationProcedure:
@@ -432,6 +539,18 @@ func (UnimplementedBMCServiceHandler) ListBMCs(context.Context, *connect.Request
 
 func (UnimplementedBMCServiceHandler) DeleteBMC(context.Context, *connect.Request[v1.DeleteBMCRequest]) (*connect.Response[v1.DeleteBMCResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("carbide.bmc.v1.BMCService.DeleteBMC is not implemented"))
+}
+
+func (UnimplementedBMCServiceHandler) SetSegmentCredentials(context.Context, *connect.Request[v1.SetSegmentCredentialsRequest]) (*connect.Response[v1.SetSegmentCredentialsResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("carbide.bmc.v1.BMCService.SetSegmentCredentials is not implemented"))
+}
+
+func (UnimplementedBMCServiceHandler) GetSegmentCredentials(context.Context, *connect.Request[v1.GetSegmentCredentialsRequest]) (*connect.Response[v1.GetSegmentCredentialsResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("carbide.bmc.v1.BMCService.GetSegmentCredentials is not implemented"))
+}
+
+func (UnimplementedBMCServiceHandler) DeleteSegmentCredentials(context.Context, *connect.Request[v1.DeleteSegmentCredentialsRequest]) (*connect.Response[v1.DeleteSegmentCredentialsResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("carbide.bmc.v1.BMCService.DeleteSegmentCredentials is not implemented"))
 }
 
 func (UnimplementedBMCServiceHandler) RequestOperation(context.Context, *connect.Request[v1.RequestOperationRequest]) (*connect.Response[v1.RequestOperationResponse], error) {
