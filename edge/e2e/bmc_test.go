@@ -16,20 +16,28 @@ import (
 	"github.com/carbide-dev/carbide/edge/internal/bmcsim"
 	bmcv1 "github.com/carbide-dev/carbide/gen/carbide/bmc/v1"
 	machinev1 "github.com/carbide-dev/carbide/gen/carbide/machine/v1"
+	networkv1 "github.com/carbide-dev/carbide/gen/carbide/network/v1"
 	"github.com/carbide-dev/carbide/sdk/testsecret"
 )
 
-const e2eBMCPassword = "e2e-BMC-pw-7d1c"
+const (
+	e2eBMCPassword = "e2e-BMC-pw-7d1c"
+	// e2eSegmentPassword is the default BMC password of a segment.
+	e2eSegmentPassword = "e2e-segment-pw-41f0"
+)
 
-// TestBMCReplicasShareMachines: two carbide-bmc replicas serve ten machines
-// (eight ipmi_sim BMCs, two Redfish BMCs, without VMs) on one API on
-// PostgreSQL; one replica is killed with SIGKILL while it holds leases.
-// Every operation succeeds, each power action reaches its BMC once, no
-// machine ever has two lease holders at once (from the API's log of
-// grants and ends), and the password appears in no log.
+// TestBMCReplicasShareMachines: two carbide-bmc replicas serve eleven
+// machines (nine ipmi_sim BMCs, two Redfish BMCs, without VMs) on one API
+// on PostgreSQL; one replica is killed with SIGKILL while it holds leases.
+// One of the ipmi_sim BMCs is registered by its address alone: it gets the
+// default credentials of the segment that holds its address, which the
+// others, with credentials of their own, ignore. Every operation
+// succeeds, each power action reaches its BMC once, no machine ever has
+// two lease holders at once (from the API's log of grants and ends), and
+// the passwords appear in no log.
 func TestBMCReplicasShareMachines(t *testing.T) {
 	lookPaths(t, "ipmi_sim", "ipmitool")
-	testsecret.Register(t, e2eBMCPassword)
+	testsecret.Register(t, e2eBMCPassword, e2eSegmentPassword)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	dbURL := startPostgres(t)
@@ -37,6 +45,13 @@ func TestBMCReplicasShareMachines(t *testing.T) {
 	apiProc := startProc(t, nil, "carbide-api", bins.api, "--dev", "--listen", "127.0.0.1:0", "--data-dir", dataDir,
 		"--database-url", dbURL, "--bmc-lease", "3s")
 	a := apiFrom(t, apiProc, dataDir)
+	// Every BMC of this test listens on loopback: one segment holds
+	// them all, with default credentials.
+	loopback := a.createSegment(t, &networkv1.Segment{Name: "bmc-loopback", Prefix: "127.0.0.0/8"})
+	if _, err := a.client.BMC.SetSegmentCredentials(ctx, connect.NewRequest(&bmcv1.SetSegmentCredentialsRequest{
+		SegmentId: loopback.GetId(), Username: "rackadmin", Password: e2eSegmentPassword})); err != nil {
+		t.Fatalf("SetSegmentCredentials: %v", err)
+	}
 
 	type bmcUnderTest struct {
 		machine string
@@ -44,7 +59,8 @@ func TestBMCReplicasShareMachines(t *testing.T) {
 		redfish *bmcsim.Redfish
 	}
 	var bmcs []*bmcUnderTest
-	for i := range 10 {
+	const byDefault = 10 // the machine whose BMC uses the segment's credentials
+	for i := range 11 {
 		m, err := a.client.Machines.CreateMachine(ctx, connect.NewRequest(&machinev1.CreateMachineRequest{
 			Macs: []string{fmt.Sprintf("52:54:00:bc:00:%02x", i)}}))
 		if err != nil {
@@ -52,9 +68,14 @@ func TestBMCReplicasShareMachines(t *testing.T) {
 		}
 		b := &bmcUnderTest{machine: m.Msg.GetMachine().GetId()}
 		set := &bmcv1.SetBMCRequest{MachineId: b.machine, Username: "admin", Password: e2eBMCPassword}
-		if i < 8 {
+		if i < 8 || i == byDefault {
 			addr := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(freeUDPPort(t)))
-			b.ipmi, err = bmcsim.StartIPMI(ctx, bmcsim.IPMIConfig{Addr: addr, Password: e2eBMCPassword, Dir: t.TempDir()})
+			cfg := bmcsim.IPMIConfig{Addr: addr, Password: e2eBMCPassword, Dir: t.TempDir()}
+			if i == byDefault {
+				cfg.Username, cfg.Password = "rackadmin", e2eSegmentPassword
+				set.Username, set.Password = "", ""
+			}
+			b.ipmi, err = bmcsim.StartIPMI(ctx, cfg)
 			if err != nil {
 				t.Fatalf("start ipmi_sim: %v", err)
 			}
@@ -69,8 +90,12 @@ func TestBMCReplicasShareMachines(t *testing.T) {
 			ap := netip.MustParseAddrPort(b.redfish.Addr().String())
 			set.Address, set.Port, set.Protocol = "127.0.0.1", uint32(ap.Port()), bmcv1.Protocol_PROTOCOL_REDFISH
 		}
-		if _, err := a.client.BMC.SetBMC(ctx, connect.NewRequest(set)); err != nil {
+		got, err := a.client.BMC.SetBMC(ctx, connect.NewRequest(set))
+		if err != nil {
 			t.Fatalf("SetBMC: %v", err)
+		}
+		if want := map[bool]string{true: loopback.GetId()}[i == byDefault]; got.Msg.GetBmc().GetCredentialsSegmentId() != want {
+			t.Errorf("machine %d: credentials_segment_id %q, want %q", i, got.Msg.GetBmc().GetCredentialsSegmentId(), want)
 		}
 		for _, op := range []*bmcv1.RequestOperationRequest{
 			{Type: bmcv1.OperationType_OPERATION_TYPE_SET_BOOT_DEVICE, Boot: &bmcv1.Boot{Device: bmcv1.BootDevice_BOOT_DEVICE_PXE}},
@@ -132,7 +157,7 @@ func TestBMCReplicasShareMachines(t *testing.T) {
 	done := func() bool {
 		resp, err := a.client.BMC.ListOperations(ctx, connect.NewRequest(&bmcv1.ListOperationsRequest{PageSize: 100,
 			States: []bmcv1.OperationState{bmcv1.OperationState_OPERATION_STATE_SUCCEEDED}}))
-		return err == nil && len(resp.Msg.GetOperations()) == 30
+		return err == nil && len(resp.Msg.GetOperations()) == 3*len(bmcs)
 	}
 	if !waitFor(2*time.Minute, done) {
 		resp, _ := a.client.BMC.ListOperations(ctx, connect.NewRequest(&bmcv1.ListOperationsRequest{PageSize: 100}))
@@ -200,8 +225,8 @@ func TestBMCReplicasShareMachines(t *testing.T) {
 	checkLeaseLog(t, apiProc.out.String())
 
 	for _, p := range []*proc{apiProc, first, second} {
-		if strings.Contains(p.out.String(), e2eBMCPassword) {
-			t.Errorf("%s logged the BMC password", p.name)
+		if strings.Contains(p.out.String(), e2eBMCPassword) || strings.Contains(p.out.String(), e2eSegmentPassword) {
+			t.Errorf("%s logged a BMC password", p.name)
 		}
 	}
 	// The killed daemon held operations it had started: the second took
