@@ -84,6 +84,8 @@ func parseFlags(args []string, lookupEnv func(string) (string, bool), stderr io.
 	fs.DurationVar(&cfg.RetryBackoff, "retry-backoff", cfg.RetryBackoff, "wait after the first failed try, doubled after each")
 	providers := fs.String("providers", strings.Join(cfg.Providers, ","), "protocols tried, in order, for a BMC whose protocol is auto: redfish, ipmi")
 	fs.StringVar(&cfg.RedfishCAFile, "redfish-ca", "", "CA bundle (PEM) Redfish BMC certificates must chain to; empty: not verified (BMCs mostly ship self-signed certificates)")
+	fs.BoolVar(&cfg.IPMIIgnoreBootValid, "ipmi-ignore-boot-valid", false,
+		"on a takeover, count an IPMI boot override with the wanted device as set even when the BMC reports its boot flags valid bit clear: for BMCs that never set it (OpenIPMI's ipmi_sim)")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", cfg.ShutdownTimeout, "how long work in progress may take to finish when the daemon stops")
 	fs.StringVar(&cfg.MetricsListen, "metrics-listen", cfg.MetricsListen, "host:port of the Prometheus /metrics and /healthz endpoint; empty: off")
 	cfg.MetricsTimeouts.AddFlags(fs, "metrics-", "how long a scrape of the Prometheus endpoint may take to write")

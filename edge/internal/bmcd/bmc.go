@@ -101,6 +101,12 @@ type Options struct {
 	// RedfishRootCAs verifies the Redfish certificate. When nil the
 	// certificate is not verified: BMCs mostly ship self-signed ones.
 	RedfishRootCAs *x509.CertPool
+	// IPMIIgnoreBootValid makes BootOverride count an IPMI boot
+	// override with a device as in effect even when the BMC reports the
+	// boot flags valid bit clear: for BMCs that never set it (OpenIPMI's
+	// ipmi_sim keeps the device only). On a BMC that does, a one-time
+	// override a boot used up, or that lapsed, then looks in effect.
+	IPMIIgnoreBootValid bool
 }
 
 const defaultTimeout = 20 * time.Second

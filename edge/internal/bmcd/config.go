@@ -50,6 +50,9 @@ type Config struct {
 	// chain to; otherwise they are not verified (BMCs mostly ship
 	// self-signed ones).
 	RedfishCAFile string
+	// IPMIIgnoreBootValid trusts an IPMI boot override's device even
+	// when the BMC reports it not valid (see Options.IPMIIgnoreBootValid).
+	IPMIIgnoreBootValid bool
 	// ShutdownTimeout is how long work in progress may take to finish
 	// when the daemon stops; then its leases are released.
 	ShutdownTimeout time.Duration

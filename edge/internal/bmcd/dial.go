@@ -11,7 +11,7 @@ import (
 
 // dialer opens BMCs with bmclib, as the configuration says.
 func (c *Config) dialer() (Dialer, error) {
-	o := Options{Timeout: c.CallTimeout}
+	o := Options{Timeout: c.CallTimeout, IPMIIgnoreBootValid: c.IPMIIgnoreBootValid}
 	for _, p := range c.Providers {
 		o.AutoOrder = append(o.AutoOrder, Protocol(p))
 	}

@@ -32,6 +32,7 @@ type Conn interface {
 	Reset(ctx context.Context) error
 	SetBootDevice(ctx context.Context, device BootDevice, persistent, efi bool) error
 	PowerState(ctx context.Context) (PowerState, error)
+	BootOverride(ctx context.Context) (BootOverride, error)
 	Close(ctx context.Context) error
 }
 
@@ -379,18 +380,11 @@ func (e *engine) retry(ctx context.Context, log *slog.Logger, what string, f fun
 
 // operate runs op, again after failures that may pass, up to Attempts
 // times; it returns how many tries it took. An operation taken over from
-// a daemon that was lost may have been done already: a power on (off) of
-// a machine that is on (off) is then not done again.
+// a daemon that was lost may have been done already (done returns 0
+// tries then).
 func (e *engine) operate(ctx context.Context, conn Conn, op *bmcv1.Operation, log *slog.Logger) (int, error) {
-	if op.GetAttempts() > 1 {
-		if state, err := call(e, ctx, "power_state", func(ctx context.Context) (PowerState, error) { return conn.PowerState(ctx) }); err == nil {
-			switch {
-			case op.GetType() == bmcv1.OperationType_OPERATION_TYPE_POWER_ON && state == PowerOn,
-				(op.GetType() == bmcv1.OperationType_OPERATION_TYPE_POWER_OFF || op.GetType() == bmcv1.OperationType_OPERATION_TYPE_SOFT_OFF) && state == PowerOff:
-				log.Info("operation taken over was done already", "operation", op.GetId(), "power", state)
-				return 0, nil
-			}
-		}
+	if op.GetAttempts() > 1 && e.done(ctx, conn, op, log) {
+		return 0, nil
 	}
 	return e.retry(ctx, log.With("operation", op.GetId()), op.GetType().String(), func(ctx context.Context) error {
 		_, err := call(e, ctx, op.GetType().String(), func(ctx context.Context) (struct{}, error) {
@@ -398,6 +392,43 @@ func (e *engine) operate(ctx context.Context, conn Conn, op *bmcv1.Operation, lo
 		})
 		return err
 	})
+}
+
+// done says whether op, taken over from a daemon that was lost, was done
+// already, so that it is not done twice: a power on (off) of a machine
+// that is on (off), or a boot device the BMC's override holds already
+// (device, persistence and mode, in effect). When the BMC cannot tell,
+// the operation runs.
+func (e *engine) done(ctx context.Context, conn Conn, op *bmcv1.Operation, log *slog.Logger) bool {
+	switch typ := op.GetType(); typ {
+	case bmcv1.OperationType_OPERATION_TYPE_SET_BOOT_DEVICE:
+		b := op.GetBoot()
+		dev, ok := bootDevices[b.GetDevice()]
+		if !ok {
+			return false
+		}
+		o, err := call(e, ctx, "boot_override", func(ctx context.Context) (BootOverride, error) { return conn.BootOverride(ctx) })
+		if err != nil {
+			log.Info("could not read the boot override of an operation taken over; setting it", "operation", op.GetId(), "error", err)
+			return false
+		}
+		if o.Matches(dev, b.GetPersistent(), b.GetEfi()) {
+			log.Info("operation taken over was done already", "operation", op.GetId(), "boot_device", o.Device,
+				"persistent", o.Persistent, "efi", o.EFI)
+			return true
+		}
+	case bmcv1.OperationType_OPERATION_TYPE_POWER_ON, bmcv1.OperationType_OPERATION_TYPE_POWER_OFF,
+		bmcv1.OperationType_OPERATION_TYPE_SOFT_OFF:
+		state, err := call(e, ctx, "power_state", func(ctx context.Context) (PowerState, error) { return conn.PowerState(ctx) })
+		if err != nil {
+			return false
+		}
+		if typ == bmcv1.OperationType_OPERATION_TYPE_POWER_ON && state == PowerOn || typ != bmcv1.OperationType_OPERATION_TYPE_POWER_ON && state == PowerOff {
+			log.Info("operation taken over was done already", "operation", op.GetId(), "power", state)
+			return true
+		}
+	}
+	return false
 }
 
 // act does op once.

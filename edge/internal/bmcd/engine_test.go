@@ -10,6 +10,7 @@ import (
 
 	"connectrpc.com/connect"
 	bmcv1 "github.com/carbide-dev/carbide/gen/carbide/bmc/v1"
+	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
@@ -64,6 +65,7 @@ func (f *fakeAPI) Release(_ context.Context, req *connect.Request[bmcv1.ReleaseR
 type fakeConn struct {
 	mu    sync.Mutex
 	power PowerState
+	boot  BootOverride
 	errs  []error
 	calls []string
 	block bool // PowerOn waits for its context
@@ -99,8 +101,13 @@ func (c *fakeConn) PowerOff(ctx context.Context) error {
 func (c *fakeConn) SoftOff(ctx context.Context) error { return c.do(ctx, "soft", nil) }
 func (c *fakeConn) Cycle(ctx context.Context) error   { return c.do(ctx, "cycle", nil) }
 func (c *fakeConn) Reset(ctx context.Context) error   { return c.do(ctx, "reset", nil) }
-func (c *fakeConn) SetBootDevice(ctx context.Context, d BootDevice, _, _ bool) error {
-	return c.do(ctx, "boot "+string(d), nil)
+func (c *fakeConn) SetBootDevice(ctx context.Context, d BootDevice, persistent, efi bool) error {
+	return c.do(ctx, "boot "+string(d), func() { c.boot = BootOverride{Enabled: true, Device: d, Persistent: persistent, EFI: efi} })
+}
+func (c *fakeConn) BootOverride(context.Context) (BootOverride, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.boot, nil
 }
 func (c *fakeConn) PowerState(context.Context) (PowerState, error) {
 	c.mu.Lock()
@@ -188,6 +195,51 @@ func TestEngineTakeoverDoesNotRepeatADonePowerOn(t *testing.T) {
 	}
 	if r := api.reports[0]; r.GetResult() != bmcv1.ReportRequest_RESULT_SUCCEEDED {
 		t.Errorf("report %v, want succeeded", r)
+	}
+}
+
+// bootWork is a SET_BOOT_DEVICE operation to PXE with UEFI, for the next
+// boot only, in its attempt-th try.
+func bootWork(machine string, attempts int32) *bmcv1.Work {
+	w := work(machine, bmcv1.OperationType_OPERATION_TYPE_SET_BOOT_DEVICE, attempts)
+	w.Operation.Boot = &bmcv1.Boot{Device: bmcv1.BootDevice_BOOT_DEVICE_PXE, Efi: true}
+	return w
+}
+
+// A boot device operation taken over from a lost daemon is not sent again
+// when the BMC's override holds it already; it is when the override
+// differs in device, persistence, mode or is no longer in effect, and a
+// first attempt always sends it.
+func TestEngineTakeoverSetsABootDeviceOnce(t *testing.T) {
+	pxeEFI := BootOverride{Enabled: true, Device: BootPXE, EFI: true}
+	for name, c := range map[string]struct {
+		attempts int32
+		boot     BootOverride
+		want     []string
+	}{
+		"taken over, set already":     {2, pxeEFI, nil},
+		"taken over, other device":    {2, BootOverride{Enabled: true, Device: BootDisk, EFI: true}, []string{"boot pxe"}},
+		"taken over, legacy":          {3, BootOverride{Enabled: true, Device: BootPXE}, []string{"boot pxe"}},
+		"taken over, persistent":      {2, BootOverride{Enabled: true, Device: BootPXE, EFI: true, Persistent: true}, []string{"boot pxe"}},
+		"taken over, used up":         {2, BootOverride{Device: BootPXE, EFI: true}, []string{"boot pxe"}},
+		"first attempt, set already":  {1, pxeEFI, []string{"boot pxe"}},
+		"taken over, no override yet": {2, BootOverride{}, []string{"boot pxe"}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			api := &fakeAPI{work: []*bmcv1.Work{bootWork("m1", c.attempts)}}
+			conn := &fakeConn{power: PowerOff, boot: c.boot}
+			runEngine(t, api, conn, func() bool { return api.nReports() == 1 })
+			if diff := cmp.Diff(c.want, conn.actions()); diff != "" {
+				t.Errorf("BMC calls (-want +got):\n%s", diff)
+			}
+			if r := api.reports[0]; r.GetResult() != bmcv1.ReportRequest_RESULT_SUCCEEDED {
+				t.Errorf("report %v, want succeeded", r)
+			}
+			if got := conn.boot; got != pxeEFI {
+				t.Errorf("boot override after the operation %+v, want %+v", got, pxeEFI)
+			}
+		})
 	}
 }
 
