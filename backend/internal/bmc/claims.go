@@ -37,10 +37,11 @@ func (s *Service) Claim(ctx context.Context, req *connect.Request[bmcv1.ClaimReq
 	m := req.Msg
 	max := int(m.GetMaxMachines())
 	var work []*bmcv1.Work
+	var now, expire time.Time
 	err := s.store.InTx(ctx, func(tx *ent.Tx) error {
 		work = nil
-		now := store.Now()
-		expire := now.Add(s.lease)
+		now = store.Now()
+		expire = now.Add(s.lease)
 		held, err := s.heldMachines(ctx, tx, now)
 		if err != nil {
 			return err
@@ -152,6 +153,11 @@ func (s *Service) Claim(ctx context.Context, req *connect.Request[bmcv1.ClaimReq
 	if err != nil {
 		return nil, err
 	}
+	// Logged once committed: the log of grants and ends is a record of
+	// who held each machine when, checked by the tests for overlaps.
+	for _, w := range work {
+		s.logger.InfoContext(ctx, "BMC lease granted", "machine", w.GetMachineId(), "worker", m.GetWorker(), "token", w.GetLease(), "at", now, "until", expire)
+	}
 	return connect.NewResponse(&bmcv1.ClaimResponse{Work: work, LeaseSeconds: uint32(s.lease / time.Second)}), nil
 }
 
@@ -184,7 +190,6 @@ func (s *Service) grant(ctx context.Context, tx *ent.Tx, machineID uuid.UUID, wo
 	if err := rows.Scan(&token); err != nil {
 		return 0, false, fmt.Errorf("grant lease: %w", err)
 	}
-	s.logger.InfoContext(ctx, "BMC lease granted", "machine", machineID, "worker", worker, "token", token, "at", now, "until", expire)
 	return token, true, rows.Close()
 }
 
@@ -263,9 +268,10 @@ func (s *Service) Report(ctx context.Context, req *connect.Request[bmcv1.ReportR
 		return nil, err
 	}
 	var out *bmcv1.Operation
+	var now time.Time
 	err = s.store.InTx(ctx, func(tx *ent.Tx) error {
 		out = nil
-		now := store.Now()
+		now = store.Now()
 		// The lease's token fences the report: it counts if no other
 		// daemon was granted the machine since, even if it expired.
 		n, err := tx.BMCLease.Update().
@@ -277,7 +283,6 @@ func (s *Service) Report(ctx context.Context, req *connect.Request[bmcv1.ReportR
 		if n == 0 {
 			return connect.NewError(connect.CodeFailedPrecondition, errLeaseLost)
 		}
-		s.logger.InfoContext(ctx, "BMC lease ended", "machine", machineID, "worker", m.GetWorker(), "token", m.GetLease().GetLease(), "at", now)
 		power := powerName[m.GetPowerState()]
 		if power == "" {
 			power = "unknown"
@@ -318,6 +323,7 @@ func (s *Service) Report(ctx context.Context, req *connect.Request[bmcv1.ReportR
 	if err != nil {
 		return nil, err
 	}
+	s.logger.InfoContext(ctx, "BMC lease ended", "machine", machineID, "worker", m.GetWorker(), "token", m.GetLease().GetLease(), "at", now)
 	return connect.NewResponse(&bmcv1.ReportResponse{Operation: out}), nil
 }
 
@@ -391,8 +397,10 @@ func (s *Service) expectedPower(ctx context.Context, tx *ent.Tx, machineID uuid.
 // Release ends leases a daemon holds, as it does when it stops: their
 // operations wait for the next claim.
 func (s *Service) Release(ctx context.Context, req *connect.Request[bmcv1.ReleaseRequest]) (*connect.Response[bmcv1.ReleaseResponse], error) {
+	var now time.Time
+	var ended []*bmcv1.LeaseRef
 	err := s.store.InTx(ctx, func(tx *ent.Tx) error {
-		now := store.Now()
+		now, ended = store.Now(), nil
 		for _, l := range req.Msg.GetLeases() {
 			id, err := ids.Parse("leases.machine_id", l.GetMachineId())
 			if err != nil {
@@ -405,13 +413,16 @@ func (s *Service) Release(ctx context.Context, req *connect.Request[bmcv1.Releas
 				return fmt.Errorf("release lease: %w", err)
 			}
 			if n > 0 {
-				s.logger.InfoContext(ctx, "BMC lease ended", "machine", id, "worker", req.Msg.GetWorker(), "token", l.GetLease(), "at", now)
+				ended = append(ended, l)
 			}
 		}
 		return nil
 	})
 	if err != nil {
 		return nil, err
+	}
+	for _, l := range ended {
+		s.logger.InfoContext(ctx, "BMC lease ended", "machine", l.GetMachineId(), "worker", req.Msg.GetWorker(), "token", l.GetLease(), "at", now)
 	}
 	return connect.NewResponse(&bmcv1.ReleaseResponse{}), nil
 }
