@@ -129,6 +129,59 @@ func (PowerState) EnumDescriptor() ([]byte, []int) {
 	return file_carbide_bmc_v1_bmc_proto_rawDescGZIP(), []int{1}
 }
 
+// CredentialSource says who set a BMC's credentials.
+type CredentialSource int32
+
+const (
+	CredentialSource_CREDENTIAL_SOURCE_UNSPECIFIED CredentialSource = 0
+	// An operator, with SetBMC. An agent never replaces them.
+	CredentialSource_CREDENTIAL_SOURCE_OPERATOR CredentialSource = 1
+	// The discovery agent, which created a BMC user in band
+	// (AgentService.EnrollBMC).
+	CredentialSource_CREDENTIAL_SOURCE_AGENT CredentialSource = 2
+)
+
+// Enum value maps for CredentialSource.
+var (
+	CredentialSource_name = map[int32]string{
+		0: "CREDENTIAL_SOURCE_UNSPECIFIED",
+		1: "CREDENTIAL_SOURCE_OPERATOR",
+		2: "CREDENTIAL_SOURCE_AGENT",
+	}
+	CredentialSource_value = map[string]int32{
+		"CREDENTIAL_SOURCE_UNSPECIFIED": 0,
+		"CREDENTIAL_SOURCE_OPERATOR":    1,
+		"CREDENTIAL_SOURCE_AGENT":       2,
+	}
+)
+
+func (x CredentialSource) Enum() *CredentialSource {
+	p := new(CredentialSource)
+	*p = x
+	return p
+}
+
+func (x CredentialSource) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (CredentialSource) Descriptor() protoreflect.EnumDescriptor {
+	return file_carbide_bmc_v1_bmc_proto_enumTypes[2].Descriptor()
+}
+
+func (CredentialSource) Type() protoreflect.EnumType {
+	return &file_carbide_bmc_v1_bmc_proto_enumTypes[2]
+}
+
+func (x CredentialSource) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use CredentialSource.Descriptor instead.
+func (CredentialSource) EnumDescriptor() ([]byte, []int) {
+	return file_carbide_bmc_v1_bmc_proto_rawDescGZIP(), []int{2}
+}
+
 type OperationType int32
 
 const (
@@ -178,11 +231,11 @@ func (x OperationType) String() string {
 }
 
 func (OperationType) Descriptor() protoreflect.EnumDescriptor {
-	return file_carbide_bmc_v1_bmc_proto_enumTypes[2].Descriptor()
+	return file_carbide_bmc_v1_bmc_proto_enumTypes[3].Descriptor()
 }
 
 func (OperationType) Type() protoreflect.EnumType {
-	return &file_carbide_bmc_v1_bmc_proto_enumTypes[2]
+	return &file_carbide_bmc_v1_bmc_proto_enumTypes[3]
 }
 
 func (x OperationType) Number() protoreflect.EnumNumber {
@@ -191,7 +244,7 @@ func (x OperationType) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use OperationType.Descriptor instead.
 func (OperationType) EnumDescriptor() ([]byte, []int) {
-	return file_carbide_bmc_v1_bmc_proto_rawDescGZIP(), []int{2}
+	return file_carbide_bmc_v1_bmc_proto_rawDescGZIP(), []int{3}
 }
 
 type BootDevice int32
@@ -230,11 +283,11 @@ func (x BootDevice) String() string {
 }
 
 func (BootDevice) Descriptor() protoreflect.EnumDescriptor {
-	return file_carbide_bmc_v1_bmc_proto_enumTypes[3].Descriptor()
+	return file_carbide_bmc_v1_bmc_proto_enumTypes[4].Descriptor()
 }
 
 func (BootDevice) Type() protoreflect.EnumType {
-	return &file_carbide_bmc_v1_bmc_proto_enumTypes[3]
+	return &file_carbide_bmc_v1_bmc_proto_enumTypes[4]
 }
 
 func (x BootDevice) Number() protoreflect.EnumNumber {
@@ -243,7 +296,7 @@ func (x BootDevice) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use BootDevice.Descriptor instead.
 func (BootDevice) EnumDescriptor() ([]byte, []int) {
-	return file_carbide_bmc_v1_bmc_proto_rawDescGZIP(), []int{3}
+	return file_carbide_bmc_v1_bmc_proto_rawDescGZIP(), []int{4}
 }
 
 type OperationState int32
@@ -288,11 +341,11 @@ func (x OperationState) String() string {
 }
 
 func (OperationState) Descriptor() protoreflect.EnumDescriptor {
-	return file_carbide_bmc_v1_bmc_proto_enumTypes[4].Descriptor()
+	return file_carbide_bmc_v1_bmc_proto_enumTypes[5].Descriptor()
 }
 
 func (OperationState) Type() protoreflect.EnumType {
-	return &file_carbide_bmc_v1_bmc_proto_enumTypes[4]
+	return &file_carbide_bmc_v1_bmc_proto_enumTypes[5]
 }
 
 func (x OperationState) Number() protoreflect.EnumNumber {
@@ -301,7 +354,7 @@ func (x OperationState) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use OperationState.Descriptor instead.
 func (OperationState) EnumDescriptor() ([]byte, []int) {
-	return file_carbide_bmc_v1_bmc_proto_rawDescGZIP(), []int{4}
+	return file_carbide_bmc_v1_bmc_proto_rawDescGZIP(), []int{5}
 }
 
 type ReportRequest_Result int32
@@ -337,11 +390,11 @@ func (x ReportRequest_Result) String() string {
 }
 
 func (ReportRequest_Result) Descriptor() protoreflect.EnumDescriptor {
-	return file_carbide_bmc_v1_bmc_proto_enumTypes[5].Descriptor()
+	return file_carbide_bmc_v1_bmc_proto_enumTypes[6].Descriptor()
 }
 
 func (ReportRequest_Result) Type() protoreflect.EnumType {
-	return &file_carbide_bmc_v1_bmc_proto_enumTypes[5]
+	return &file_carbide_bmc_v1_bmc_proto_enumTypes[6]
 }
 
 func (x ReportRequest_Result) Number() protoreflect.EnumNumber {
@@ -374,11 +427,14 @@ type BMC struct {
 	// Why the last poll could not read the power state; empty if it could.
 	PowerError string `protobuf:"bytes,10,opt,name=power_error,json=powerError,proto3" json:"power_error,omitempty"`
 	// The power state differs from what the last finished operation left.
-	PowerDrift    bool                   `protobuf:"varint,11,opt,name=power_drift,json=powerDrift,proto3" json:"power_drift,omitempty"`
-	CreateTime    *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
-	UpdateTime    *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	PowerDrift bool                   `protobuf:"varint,11,opt,name=power_drift,json=powerDrift,proto3" json:"power_drift,omitempty"`
+	CreateTime *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
+	UpdateTime *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	// Who set the credentials: an operator (SetBMC) or the discovery agent
+	// (AgentService.EnrollBMC). Output only.
+	CredentialSource CredentialSource `protobuf:"varint,14,opt,name=credential_source,json=credentialSource,proto3,enum=carbide.bmc.v1.CredentialSource" json:"credential_source,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *BMC) Reset() {
@@ -500,6 +556,13 @@ func (x *BMC) GetUpdateTime() *timestamppb.Timestamp {
 		return x.UpdateTime
 	}
 	return nil
+}
+
+func (x *BMC) GetCredentialSource() CredentialSource {
+	if x != nil {
+		return x.CredentialSource
+	}
+	return CredentialSource_CREDENTIAL_SOURCE_UNSPECIFIED
 }
 
 type SetBMCRequest struct {
@@ -2220,7 +2283,7 @@ var File_carbide_bmc_v1_bmc_proto protoreflect.FileDescriptor
 
 const file_carbide_bmc_v1_bmc_proto_rawDesc = "" +
 	"\n" +
-	"\x18carbide/bmc/v1/bmc.proto\x12\x0ecarbide.bmc.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x98\x04\n" +
+	"\x18carbide/bmc/v1/bmc.proto\x12\x0ecarbide.bmc.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe7\x04\n" +
 	"\x03BMC\x12\x1d\n" +
 	"\n" +
 	"machine_id\x18\x01 \x01(\tR\tmachineId\x12\x18\n" +
@@ -2241,7 +2304,8 @@ const file_carbide_bmc_v1_bmc_proto_rawDesc = "" +
 	"\vcreate_time\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x12;\n" +
 	"\vupdate_time\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"updateTime\"\x8d\x02\n" +
+	"updateTime\x12M\n" +
+	"\x11credential_source\x18\x0e \x01(\x0e2 .carbide.bmc.v1.CredentialSourceR\x10credentialSource\"\x8d\x02\n" +
 	"\rSetBMCRequest\x12'\n" +
 	"\n" +
 	"machine_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\tmachineId\x12'\n" +
@@ -2398,7 +2462,11 @@ const file_carbide_bmc_v1_bmc_proto_rawDesc = "" +
 	"\x17POWER_STATE_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13POWER_STATE_UNKNOWN\x10\x01\x12\x12\n" +
 	"\x0ePOWER_STATE_ON\x10\x02\x12\x13\n" +
-	"\x0fPOWER_STATE_OFF\x10\x03*\xe5\x01\n" +
+	"\x0fPOWER_STATE_OFF\x10\x03*r\n" +
+	"\x10CredentialSource\x12!\n" +
+	"\x1dCREDENTIAL_SOURCE_UNSPECIFIED\x10\x00\x12\x1e\n" +
+	"\x1aCREDENTIAL_SOURCE_OPERATOR\x10\x01\x12\x1b\n" +
+	"\x17CREDENTIAL_SOURCE_AGENT\x10\x02*\xe5\x01\n" +
 	"\rOperationType\x12\x1e\n" +
 	"\x1aOPERATION_TYPE_UNSPECIFIED\x10\x00\x12\x1b\n" +
 	"\x17OPERATION_TYPE_POWER_ON\x10\x01\x12\x1c\n" +
@@ -2448,115 +2516,117 @@ func file_carbide_bmc_v1_bmc_proto_rawDescGZIP() []byte {
 	return file_carbide_bmc_v1_bmc_proto_rawDescData
 }
 
-var file_carbide_bmc_v1_bmc_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
+var file_carbide_bmc_v1_bmc_proto_enumTypes = make([]protoimpl.EnumInfo, 7)
 var file_carbide_bmc_v1_bmc_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_carbide_bmc_v1_bmc_proto_goTypes = []any{
 	(Protocol)(0),                    // 0: carbide.bmc.v1.Protocol
 	(PowerState)(0),                  // 1: carbide.bmc.v1.PowerState
-	(OperationType)(0),               // 2: carbide.bmc.v1.OperationType
-	(BootDevice)(0),                  // 3: carbide.bmc.v1.BootDevice
-	(OperationState)(0),              // 4: carbide.bmc.v1.OperationState
-	(ReportRequest_Result)(0),        // 5: carbide.bmc.v1.ReportRequest.Result
-	(*BMC)(nil),                      // 6: carbide.bmc.v1.BMC
-	(*SetBMCRequest)(nil),            // 7: carbide.bmc.v1.SetBMCRequest
-	(*SetBMCResponse)(nil),           // 8: carbide.bmc.v1.SetBMCResponse
-	(*GetBMCRequest)(nil),            // 9: carbide.bmc.v1.GetBMCRequest
-	(*GetBMCResponse)(nil),           // 10: carbide.bmc.v1.GetBMCResponse
-	(*ListBMCsRequest)(nil),          // 11: carbide.bmc.v1.ListBMCsRequest
-	(*ListBMCsResponse)(nil),         // 12: carbide.bmc.v1.ListBMCsResponse
-	(*DeleteBMCRequest)(nil),         // 13: carbide.bmc.v1.DeleteBMCRequest
-	(*DeleteBMCResponse)(nil),        // 14: carbide.bmc.v1.DeleteBMCResponse
-	(*Boot)(nil),                     // 15: carbide.bmc.v1.Boot
-	(*Operation)(nil),                // 16: carbide.bmc.v1.Operation
-	(*RequestOperationRequest)(nil),  // 17: carbide.bmc.v1.RequestOperationRequest
-	(*RequestOperationResponse)(nil), // 18: carbide.bmc.v1.RequestOperationResponse
-	(*GetOperationRequest)(nil),      // 19: carbide.bmc.v1.GetOperationRequest
-	(*GetOperationResponse)(nil),     // 20: carbide.bmc.v1.GetOperationResponse
-	(*ListOperationsRequest)(nil),    // 21: carbide.bmc.v1.ListOperationsRequest
-	(*ListOperationsResponse)(nil),   // 22: carbide.bmc.v1.ListOperationsResponse
-	(*CancelOperationRequest)(nil),   // 23: carbide.bmc.v1.CancelOperationRequest
-	(*CancelOperationResponse)(nil),  // 24: carbide.bmc.v1.CancelOperationResponse
-	(*ClaimRequest)(nil),             // 25: carbide.bmc.v1.ClaimRequest
-	(*Work)(nil),                     // 26: carbide.bmc.v1.Work
-	(*Target)(nil),                   // 27: carbide.bmc.v1.Target
-	(*ClaimResponse)(nil),            // 28: carbide.bmc.v1.ClaimResponse
-	(*LeaseRef)(nil),                 // 29: carbide.bmc.v1.LeaseRef
-	(*RenewRequest)(nil),             // 30: carbide.bmc.v1.RenewRequest
-	(*RenewResponse)(nil),            // 31: carbide.bmc.v1.RenewResponse
-	(*ReportRequest)(nil),            // 32: carbide.bmc.v1.ReportRequest
-	(*ReportResponse)(nil),           // 33: carbide.bmc.v1.ReportResponse
-	(*ReleaseRequest)(nil),           // 34: carbide.bmc.v1.ReleaseRequest
-	(*ReleaseResponse)(nil),          // 35: carbide.bmc.v1.ReleaseResponse
-	(*timestamppb.Timestamp)(nil),    // 36: google.protobuf.Timestamp
+	(CredentialSource)(0),            // 2: carbide.bmc.v1.CredentialSource
+	(OperationType)(0),               // 3: carbide.bmc.v1.OperationType
+	(BootDevice)(0),                  // 4: carbide.bmc.v1.BootDevice
+	(OperationState)(0),              // 5: carbide.bmc.v1.OperationState
+	(ReportRequest_Result)(0),        // 6: carbide.bmc.v1.ReportRequest.Result
+	(*BMC)(nil),                      // 7: carbide.bmc.v1.BMC
+	(*SetBMCRequest)(nil),            // 8: carbide.bmc.v1.SetBMCRequest
+	(*SetBMCResponse)(nil),           // 9: carbide.bmc.v1.SetBMCResponse
+	(*GetBMCRequest)(nil),            // 10: carbide.bmc.v1.GetBMCRequest
+	(*GetBMCResponse)(nil),           // 11: carbide.bmc.v1.GetBMCResponse
+	(*ListBMCsRequest)(nil),          // 12: carbide.bmc.v1.ListBMCsRequest
+	(*ListBMCsResponse)(nil),         // 13: carbide.bmc.v1.ListBMCsResponse
+	(*DeleteBMCRequest)(nil),         // 14: carbide.bmc.v1.DeleteBMCRequest
+	(*DeleteBMCResponse)(nil),        // 15: carbide.bmc.v1.DeleteBMCResponse
+	(*Boot)(nil),                     // 16: carbide.bmc.v1.Boot
+	(*Operation)(nil),                // 17: carbide.bmc.v1.Operation
+	(*RequestOperationRequest)(nil),  // 18: carbide.bmc.v1.RequestOperationRequest
+	(*RequestOperationResponse)(nil), // 19: carbide.bmc.v1.RequestOperationResponse
+	(*GetOperationRequest)(nil),      // 20: carbide.bmc.v1.GetOperationRequest
+	(*GetOperationResponse)(nil),     // 21: carbide.bmc.v1.GetOperationResponse
+	(*ListOperationsRequest)(nil),    // 22: carbide.bmc.v1.ListOperationsRequest
+	(*ListOperationsResponse)(nil),   // 23: carbide.bmc.v1.ListOperationsResponse
+	(*CancelOperationRequest)(nil),   // 24: carbide.bmc.v1.CancelOperationRequest
+	(*CancelOperationResponse)(nil),  // 25: carbide.bmc.v1.CancelOperationResponse
+	(*ClaimRequest)(nil),             // 26: carbide.bmc.v1.ClaimRequest
+	(*Work)(nil),                     // 27: carbide.bmc.v1.Work
+	(*Target)(nil),                   // 28: carbide.bmc.v1.Target
+	(*ClaimResponse)(nil),            // 29: carbide.bmc.v1.ClaimResponse
+	(*LeaseRef)(nil),                 // 30: carbide.bmc.v1.LeaseRef
+	(*RenewRequest)(nil),             // 31: carbide.bmc.v1.RenewRequest
+	(*RenewResponse)(nil),            // 32: carbide.bmc.v1.RenewResponse
+	(*ReportRequest)(nil),            // 33: carbide.bmc.v1.ReportRequest
+	(*ReportResponse)(nil),           // 34: carbide.bmc.v1.ReportResponse
+	(*ReleaseRequest)(nil),           // 35: carbide.bmc.v1.ReleaseRequest
+	(*ReleaseResponse)(nil),          // 36: carbide.bmc.v1.ReleaseResponse
+	(*timestamppb.Timestamp)(nil),    // 37: google.protobuf.Timestamp
 }
 var file_carbide_bmc_v1_bmc_proto_depIdxs = []int32{
 	0,  // 0: carbide.bmc.v1.BMC.protocol:type_name -> carbide.bmc.v1.Protocol
 	1,  // 1: carbide.bmc.v1.BMC.power_state:type_name -> carbide.bmc.v1.PowerState
-	36, // 2: carbide.bmc.v1.BMC.power_state_time:type_name -> google.protobuf.Timestamp
-	36, // 3: carbide.bmc.v1.BMC.create_time:type_name -> google.protobuf.Timestamp
-	36, // 4: carbide.bmc.v1.BMC.update_time:type_name -> google.protobuf.Timestamp
-	0,  // 5: carbide.bmc.v1.SetBMCRequest.protocol:type_name -> carbide.bmc.v1.Protocol
-	6,  // 6: carbide.bmc.v1.SetBMCResponse.bmc:type_name -> carbide.bmc.v1.BMC
-	6,  // 7: carbide.bmc.v1.GetBMCResponse.bmc:type_name -> carbide.bmc.v1.BMC
-	1,  // 8: carbide.bmc.v1.ListBMCsRequest.power_states:type_name -> carbide.bmc.v1.PowerState
-	6,  // 9: carbide.bmc.v1.ListBMCsResponse.bmcs:type_name -> carbide.bmc.v1.BMC
-	3,  // 10: carbide.bmc.v1.Boot.device:type_name -> carbide.bmc.v1.BootDevice
-	2,  // 11: carbide.bmc.v1.Operation.type:type_name -> carbide.bmc.v1.OperationType
-	15, // 12: carbide.bmc.v1.Operation.boot:type_name -> carbide.bmc.v1.Boot
-	4,  // 13: carbide.bmc.v1.Operation.state:type_name -> carbide.bmc.v1.OperationState
-	36, // 14: carbide.bmc.v1.Operation.create_time:type_name -> google.protobuf.Timestamp
-	36, // 15: carbide.bmc.v1.Operation.start_time:type_name -> google.protobuf.Timestamp
-	36, // 16: carbide.bmc.v1.Operation.end_time:type_name -> google.protobuf.Timestamp
-	1,  // 17: carbide.bmc.v1.Operation.power_state:type_name -> carbide.bmc.v1.PowerState
-	2,  // 18: carbide.bmc.v1.RequestOperationRequest.type:type_name -> carbide.bmc.v1.OperationType
-	15, // 19: carbide.bmc.v1.RequestOperationRequest.boot:type_name -> carbide.bmc.v1.Boot
-	16, // 20: carbide.bmc.v1.RequestOperationResponse.operation:type_name -> carbide.bmc.v1.Operation
-	16, // 21: carbide.bmc.v1.GetOperationResponse.operation:type_name -> carbide.bmc.v1.Operation
-	4,  // 22: carbide.bmc.v1.ListOperationsRequest.states:type_name -> carbide.bmc.v1.OperationState
-	16, // 23: carbide.bmc.v1.ListOperationsResponse.operations:type_name -> carbide.bmc.v1.Operation
-	16, // 24: carbide.bmc.v1.CancelOperationResponse.operation:type_name -> carbide.bmc.v1.Operation
-	36, // 25: carbide.bmc.v1.Work.lease_expire_time:type_name -> google.protobuf.Timestamp
-	16, // 26: carbide.bmc.v1.Work.operation:type_name -> carbide.bmc.v1.Operation
-	27, // 27: carbide.bmc.v1.Work.target:type_name -> carbide.bmc.v1.Target
-	0,  // 28: carbide.bmc.v1.Target.protocol:type_name -> carbide.bmc.v1.Protocol
-	26, // 29: carbide.bmc.v1.ClaimResponse.work:type_name -> carbide.bmc.v1.Work
-	29, // 30: carbide.bmc.v1.RenewRequest.leases:type_name -> carbide.bmc.v1.LeaseRef
-	29, // 31: carbide.bmc.v1.RenewResponse.lost:type_name -> carbide.bmc.v1.LeaseRef
-	36, // 32: carbide.bmc.v1.RenewResponse.lease_expire_time:type_name -> google.protobuf.Timestamp
-	29, // 33: carbide.bmc.v1.ReportRequest.lease:type_name -> carbide.bmc.v1.LeaseRef
-	5,  // 34: carbide.bmc.v1.ReportRequest.result:type_name -> carbide.bmc.v1.ReportRequest.Result
-	1,  // 35: carbide.bmc.v1.ReportRequest.power_state:type_name -> carbide.bmc.v1.PowerState
-	16, // 36: carbide.bmc.v1.ReportResponse.operation:type_name -> carbide.bmc.v1.Operation
-	29, // 37: carbide.bmc.v1.ReleaseRequest.leases:type_name -> carbide.bmc.v1.LeaseRef
-	7,  // 38: carbide.bmc.v1.BMCService.SetBMC:input_type -> carbide.bmc.v1.SetBMCRequest
-	9,  // 39: carbide.bmc.v1.BMCService.GetBMC:input_type -> carbide.bmc.v1.GetBMCRequest
-	11, // 40: carbide.bmc.v1.BMCService.ListBMCs:input_type -> carbide.bmc.v1.ListBMCsRequest
-	13, // 41: carbide.bmc.v1.BMCService.DeleteBMC:input_type -> carbide.bmc.v1.DeleteBMCRequest
-	17, // 42: carbide.bmc.v1.BMCService.RequestOperation:input_type -> carbide.bmc.v1.RequestOperationRequest
-	19, // 43: carbide.bmc.v1.BMCService.GetOperation:input_type -> carbide.bmc.v1.GetOperationRequest
-	21, // 44: carbide.bmc.v1.BMCService.ListOperations:input_type -> carbide.bmc.v1.ListOperationsRequest
-	23, // 45: carbide.bmc.v1.BMCService.CancelOperation:input_type -> carbide.bmc.v1.CancelOperationRequest
-	25, // 46: carbide.bmc.v1.BMCService.Claim:input_type -> carbide.bmc.v1.ClaimRequest
-	30, // 47: carbide.bmc.v1.BMCService.Renew:input_type -> carbide.bmc.v1.RenewRequest
-	32, // 48: carbide.bmc.v1.BMCService.Report:input_type -> carbide.bmc.v1.ReportRequest
-	34, // 49: carbide.bmc.v1.BMCService.Release:input_type -> carbide.bmc.v1.ReleaseRequest
-	8,  // 50: carbide.bmc.v1.BMCService.SetBMC:output_type -> carbide.bmc.v1.SetBMCResponse
-	10, // 51: carbide.bmc.v1.BMCService.GetBMC:output_type -> carbide.bmc.v1.GetBMCResponse
-	12, // 52: carbide.bmc.v1.BMCService.ListBMCs:output_type -> carbide.bmc.v1.ListBMCsResponse
-	14, // 53: carbide.bmc.v1.BMCService.DeleteBMC:output_type -> carbide.bmc.v1.DeleteBMCResponse
-	18, // 54: carbide.bmc.v1.BMCService.RequestOperation:output_type -> carbide.bmc.v1.RequestOperationResponse
-	20, // 55: carbide.bmc.v1.BMCService.GetOperation:output_type -> carbide.bmc.v1.GetOperationResponse
-	22, // 56: carbide.bmc.v1.BMCService.ListOperations:output_type -> carbide.bmc.v1.ListOperationsResponse
-	24, // 57: carbide.bmc.v1.BMCService.CancelOperation:output_type -> carbide.bmc.v1.CancelOperationResponse
-	28, // 58: carbide.bmc.v1.BMCService.Claim:output_type -> carbide.bmc.v1.ClaimResponse
-	31, // 59: carbide.bmc.v1.BMCService.Renew:output_type -> carbide.bmc.v1.RenewResponse
-	33, // 60: carbide.bmc.v1.BMCService.Report:output_type -> carbide.bmc.v1.ReportResponse
-	35, // 61: carbide.bmc.v1.BMCService.Release:output_type -> carbide.bmc.v1.ReleaseResponse
-	50, // [50:62] is the sub-list for method output_type
-	38, // [38:50] is the sub-list for method input_type
-	38, // [38:38] is the sub-list for extension type_name
-	38, // [38:38] is the sub-list for extension extendee
-	0,  // [0:38] is the sub-list for field type_name
+	37, // 2: carbide.bmc.v1.BMC.power_state_time:type_name -> google.protobuf.Timestamp
+	37, // 3: carbide.bmc.v1.BMC.create_time:type_name -> google.protobuf.Timestamp
+	37, // 4: carbide.bmc.v1.BMC.update_time:type_name -> google.protobuf.Timestamp
+	2,  // 5: carbide.bmc.v1.BMC.credential_source:type_name -> carbide.bmc.v1.CredentialSource
+	0,  // 6: carbide.bmc.v1.SetBMCRequest.protocol:type_name -> carbide.bmc.v1.Protocol
+	7,  // 7: carbide.bmc.v1.SetBMCResponse.bmc:type_name -> carbide.bmc.v1.BMC
+	7,  // 8: carbide.bmc.v1.GetBMCResponse.bmc:type_name -> carbide.bmc.v1.BMC
+	1,  // 9: carbide.bmc.v1.ListBMCsRequest.power_states:type_name -> carbide.bmc.v1.PowerState
+	7,  // 10: carbide.bmc.v1.ListBMCsResponse.bmcs:type_name -> carbide.bmc.v1.BMC
+	4,  // 11: carbide.bmc.v1.Boot.device:type_name -> carbide.bmc.v1.BootDevice
+	3,  // 12: carbide.bmc.v1.Operation.type:type_name -> carbide.bmc.v1.OperationType
+	16, // 13: carbide.bmc.v1.Operation.boot:type_name -> carbide.bmc.v1.Boot
+	5,  // 14: carbide.bmc.v1.Operation.state:type_name -> carbide.bmc.v1.OperationState
+	37, // 15: carbide.bmc.v1.Operation.create_time:type_name -> google.protobuf.Timestamp
+	37, // 16: carbide.bmc.v1.Operation.start_time:type_name -> google.protobuf.Timestamp
+	37, // 17: carbide.bmc.v1.Operation.end_time:type_name -> google.protobuf.Timestamp
+	1,  // 18: carbide.bmc.v1.Operation.power_state:type_name -> carbide.bmc.v1.PowerState
+	3,  // 19: carbide.bmc.v1.RequestOperationRequest.type:type_name -> carbide.bmc.v1.OperationType
+	16, // 20: carbide.bmc.v1.RequestOperationRequest.boot:type_name -> carbide.bmc.v1.Boot
+	17, // 21: carbide.bmc.v1.RequestOperationResponse.operation:type_name -> carbide.bmc.v1.Operation
+	17, // 22: carbide.bmc.v1.GetOperationResponse.operation:type_name -> carbide.bmc.v1.Operation
+	5,  // 23: carbide.bmc.v1.ListOperationsRequest.states:type_name -> carbide.bmc.v1.OperationState
+	17, // 24: carbide.bmc.v1.ListOperationsResponse.operations:type_name -> carbide.bmc.v1.Operation
+	17, // 25: carbide.bmc.v1.CancelOperationResponse.operation:type_name -> carbide.bmc.v1.Operation
+	37, // 26: carbide.bmc.v1.Work.lease_expire_time:type_name -> google.protobuf.Timestamp
+	17, // 27: carbide.bmc.v1.Work.operation:type_name -> carbide.bmc.v1.Operation
+	28, // 28: carbide.bmc.v1.Work.target:type_name -> carbide.bmc.v1.Target
+	0,  // 29: carbide.bmc.v1.Target.protocol:type_name -> carbide.bmc.v1.Protocol
+	27, // 30: carbide.bmc.v1.ClaimResponse.work:type_name -> carbide.bmc.v1.Work
+	30, // 31: carbide.bmc.v1.RenewRequest.leases:type_name -> carbide.bmc.v1.LeaseRef
+	30, // 32: carbide.bmc.v1.RenewResponse.lost:type_name -> carbide.bmc.v1.LeaseRef
+	37, // 33: carbide.bmc.v1.RenewResponse.lease_expire_time:type_name -> google.protobuf.Timestamp
+	30, // 34: carbide.bmc.v1.ReportRequest.lease:type_name -> carbide.bmc.v1.LeaseRef
+	6,  // 35: carbide.bmc.v1.ReportRequest.result:type_name -> carbide.bmc.v1.ReportRequest.Result
+	1,  // 36: carbide.bmc.v1.ReportRequest.power_state:type_name -> carbide.bmc.v1.PowerState
+	17, // 37: carbide.bmc.v1.ReportResponse.operation:type_name -> carbide.bmc.v1.Operation
+	30, // 38: carbide.bmc.v1.ReleaseRequest.leases:type_name -> carbide.bmc.v1.LeaseRef
+	8,  // 39: carbide.bmc.v1.BMCService.SetBMC:input_type -> carbide.bmc.v1.SetBMCRequest
+	10, // 40: carbide.bmc.v1.BMCService.GetBMC:input_type -> carbide.bmc.v1.GetBMCRequest
+	12, // 41: carbide.bmc.v1.BMCService.ListBMCs:input_type -> carbide.bmc.v1.ListBMCsRequest
+	14, // 42: carbide.bmc.v1.BMCService.DeleteBMC:input_type -> carbide.bmc.v1.DeleteBMCRequest
+	18, // 43: carbide.bmc.v1.BMCService.RequestOperation:input_type -> carbide.bmc.v1.RequestOperationRequest
+	20, // 44: carbide.bmc.v1.BMCService.GetOperation:input_type -> carbide.bmc.v1.GetOperationRequest
+	22, // 45: carbide.bmc.v1.BMCService.ListOperations:input_type -> carbide.bmc.v1.ListOperationsRequest
+	24, // 46: carbide.bmc.v1.BMCService.CancelOperation:input_type -> carbide.bmc.v1.CancelOperationRequest
+	26, // 47: carbide.bmc.v1.BMCService.Claim:input_type -> carbide.bmc.v1.ClaimRequest
+	31, // 48: carbide.bmc.v1.BMCService.Renew:input_type -> carbide.bmc.v1.RenewRequest
+	33, // 49: carbide.bmc.v1.BMCService.Report:input_type -> carbide.bmc.v1.ReportRequest
+	35, // 50: carbide.bmc.v1.BMCService.Release:input_type -> carbide.bmc.v1.ReleaseRequest
+	9,  // 51: carbide.bmc.v1.BMCService.SetBMC:output_type -> carbide.bmc.v1.SetBMCResponse
+	11, // 52: carbide.bmc.v1.BMCService.GetBMC:output_type -> carbide.bmc.v1.GetBMCResponse
+	13, // 53: carbide.bmc.v1.BMCService.ListBMCs:output_type -> carbide.bmc.v1.ListBMCsResponse
+	15, // 54: carbide.bmc.v1.BMCService.DeleteBMC:output_type -> carbide.bmc.v1.DeleteBMCResponse
+	19, // 55: carbide.bmc.v1.BMCService.RequestOperation:output_type -> carbide.bmc.v1.RequestOperationResponse
+	21, // 56: carbide.bmc.v1.BMCService.GetOperation:output_type -> carbide.bmc.v1.GetOperationResponse
+	23, // 57: carbide.bmc.v1.BMCService.ListOperations:output_type -> carbide.bmc.v1.ListOperationsResponse
+	25, // 58: carbide.bmc.v1.BMCService.CancelOperation:output_type -> carbide.bmc.v1.CancelOperationResponse
+	29, // 59: carbide.bmc.v1.BMCService.Claim:output_type -> carbide.bmc.v1.ClaimResponse
+	32, // 60: carbide.bmc.v1.BMCService.Renew:output_type -> carbide.bmc.v1.RenewResponse
+	34, // 61: carbide.bmc.v1.BMCService.Report:output_type -> carbide.bmc.v1.ReportResponse
+	36, // 62: carbide.bmc.v1.BMCService.Release:output_type -> carbide.bmc.v1.ReleaseResponse
+	51, // [51:63] is the sub-list for method output_type
+	39, // [39:51] is the sub-list for method input_type
+	39, // [39:39] is the sub-list for extension type_name
+	39, // [39:39] is the sub-list for extension extendee
+	0,  // [0:39] is the sub-list for field type_name
 }
 
 func init() { file_carbide_bmc_v1_bmc_proto_init() }
@@ -2569,7 +2639,7 @@ func file_carbide_bmc_v1_bmc_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_carbide_bmc_v1_bmc_proto_rawDesc), len(file_carbide_bmc_v1_bmc_proto_rawDesc)),
-			NumEnums:      6,
+			NumEnums:      7,
 			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   1,

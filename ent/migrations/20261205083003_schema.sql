@@ -1,0 +1,2 @@
+-- Modify "bmcs" table
+ALTER TABLE "bmcs" ADD COLUMN "credential_source" character varying NOT NULL DEFAULT 'operator';
