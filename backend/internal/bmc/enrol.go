@@ -75,7 +75,7 @@ func (s *Service) Enroll(ctx context.Context, e Enrollment) (*bmcv1.BMC, error) 
 		}
 		if !mayEnroll(cur) {
 			return connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf(
-				"machine %s has BMC credentials an operator set; an agent does not replace them (DeleteBMC, or SetBMC without a password, lets the agent enrol)", e.MachineID))
+				"machine %s has BMC credentials an operator set; an agent does not replace them; delete the BMC (DeleteBMC) to let the agent enrol it", e.MachineID))
 		}
 		now := store.Now()
 		var b *ent.BMC
