@@ -37,8 +37,12 @@ func mayEnroll(b *ent.BMC) bool {
 
 // MayEnroll reports whether the discovery agent of a machine may enrol its
 // BMC in band: the machine has no BMC credentials, or only ones an agent
-// enrolled before.
+// enrolled before. Without a keyring no agent is asked: it would change a
+// BMC password the API cannot store.
 func (s *Service) MayEnroll(ctx context.Context, machineID uuid.UUID) (bool, error) {
+	if s.keys.PrimaryID() == "" {
+		return false, nil
+	}
 	b, err := s.store.Client.BMC.Query().Where(entbmc.MachineID(machineID)).Only(ctx)
 	if ent.IsNotFound(err) {
 		return true, nil
