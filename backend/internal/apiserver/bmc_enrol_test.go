@@ -143,6 +143,15 @@ func TestEnrollBMC(t *testing.T) {
 				t.Errorf("BMC after a refused enrolment = %v, want the operator's", bm)
 			}
 
+			// A token of an earlier boot does not enrol: the other machine,
+			// still in discovery, booted again since.
+			if again := bootMachine(t, e, "52:54:00:e0:00:02"); again.nonce == "" {
+				t.Fatal("the second boot of a discovered machine started no boot")
+			}
+			if _, err := enrol(agentClients(t, e, other.config.GetAgentToken()), other.config.GetMachineId(), testEnrolPassword); connect.CodeOf(err) != connect.CodeUnauthenticated {
+				t.Errorf("enrolment with a token of an earlier boot: %v, want unauthenticated", err)
+			}
+
 			// The passwords are nowhere in plain text.
 			texts := []string{got.String(), g.Msg.String(), logs.String()}
 			for _, r := range auditRecords(t, e, "/carbide.agent.v1.AgentService/EnrollBMC") {
