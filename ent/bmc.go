@@ -47,6 +47,8 @@ type BMC struct {
 	PowerError string `json:"power_error,omitempty"`
 	// PowerDrift holds the value of the "power_drift" field.
 	PowerDrift bool `json:"power_drift,omitempty"`
+	// CredentialSource holds the value of the "credential_source" field.
+	CredentialSource bmc.CredentialSource `json:"credential_source,omitempty"`
 	// Edges holds the relations/edges for other nodes in the graph.
 	// The values are being populated by the BMCQuery when eager-loading is set.
 	Edges        BMCEdges `json:"edges"`
@@ -84,7 +86,7 @@ func (*BMC) scanValues(columns []string) ([]any, error) {
 			values[i] = new(sql.NullBool)
 		case bmc.FieldID, bmc.FieldPort:
 			values[i] = new(sql.NullInt64)
-		case bmc.FieldAddress, bmc.FieldProtocol, bmc.FieldUsername, bmc.FieldPasswordKeyID, bmc.FieldMAC, bmc.FieldPowerState, bmc.FieldPowerError:
+		case bmc.FieldAddress, bmc.FieldProtocol, bmc.FieldUsername, bmc.FieldPasswordKeyID, bmc.FieldMAC, bmc.FieldPowerState, bmc.FieldPowerError, bmc.FieldCredentialSource:
 			values[i] = new(sql.NullString)
 		case bmc.FieldCreateTime, bmc.FieldUpdateTime, bmc.FieldPowerTime:
 			values[i] = new(sql.NullTime)
@@ -196,6 +198,12 @@ func (_m *BMC) assignValues(columns []string, values []any) error {
 			} else if value.Valid {
 				_m.PowerDrift = value.Bool
 			}
+		case bmc.FieldCredentialSource:
+			if value, ok := values[i].(*sql.NullString); !ok {
+				return fmt.Errorf("unexpected type %T for field credential_source", values[i])
+			} else if value.Valid {
+				_m.CredentialSource = bmc.CredentialSource(value.String)
+			}
 		default:
 			_m.selectValues.Set(columns[i], values[i])
 		}
@@ -279,6 +287,9 @@ func (_m *BMC) String() string {
 	builder.WriteString(", ")
 	builder.WriteString("power_drift=")
 	builder.WriteString(fmt.Sprintf("%v", _m.PowerDrift))
+	builder.WriteString(", ")
+	builder.WriteString("credential_source=")
+	builder.WriteString(fmt.Sprintf("%v", _m.CredentialSource))
 	builder.WriteByte(')')
 	return builder.String()
 }

@@ -188,6 +188,20 @@ func (_c *BMCCreate) SetNillablePowerDrift(v *bool) *BMCCreate {
 	return _c
 }
 
+// SetCredentialSource sets the "credential_source" field.
+func (_c *BMCCreate) SetCredentialSource(v bmc.CredentialSource) *BMCCreate {
+	_c.mutation.SetCredentialSource(v)
+	return _c
+}
+
+// SetNillableCredentialSource sets the "credential_source" field if the given value is not nil.
+func (_c *BMCCreate) SetNillableCredentialSource(v *bmc.CredentialSource) *BMCCreate {
+	if v != nil {
+		_c.SetCredentialSource(*v)
+	}
+	return _c
+}
+
 // SetMachine sets the "machine" edge to the Machine entity.
 func (_c *BMCCreate) SetMachine(v *Machine) *BMCCreate {
 	return _c.SetMachineID(v.ID)
@@ -264,6 +278,10 @@ func (_c *BMCCreate) defaults() {
 		v := bmc.DefaultPowerDrift
 		_c.mutation.SetPowerDrift(v)
 	}
+	if _, ok := _c.mutation.CredentialSource(); !ok {
+		v := bmc.DefaultCredentialSource
+		_c.mutation.SetCredentialSource(v)
+	}
 }
 
 // check runs all checks and user-defined validators on the builder.
@@ -338,6 +356,14 @@ func (_c *BMCCreate) check() error {
 	}
 	if _, ok := _c.mutation.PowerDrift(); !ok {
 		return &ValidationError{Name: "power_drift", err: errors.New(`ent: missing required field "BMC.power_drift"`)}
+	}
+	if _, ok := _c.mutation.CredentialSource(); !ok {
+		return &ValidationError{Name: "credential_source", err: errors.New(`ent: missing required field "BMC.credential_source"`)}
+	}
+	if v, ok := _c.mutation.CredentialSource(); ok {
+		if err := bmc.CredentialSourceValidator(v); err != nil {
+			return &ValidationError{Name: "credential_source", err: fmt.Errorf(`ent: validator failed for field "BMC.credential_source": %w`, err)}
+		}
 	}
 	if len(_c.mutation.MachineIDs()) == 0 {
 		return &ValidationError{Name: "machine", err: errors.New(`ent: missing required edge "BMC.machine"`)}
@@ -420,6 +446,10 @@ func (_c *BMCCreate) createSpec() (*BMC, *sqlgraph.CreateSpec) {
 	if value, ok := _c.mutation.PowerDrift(); ok {
 		_spec.SetField(bmc.FieldPowerDrift, field.TypeBool, value)
 		_node.PowerDrift = value
+	}
+	if value, ok := _c.mutation.CredentialSource(); ok {
+		_spec.SetField(bmc.FieldCredentialSource, field.TypeEnum, value)
+		_node.CredentialSource = value
 	}
 	if nodes := _c.mutation.MachineIDs(); len(nodes) > 0 {
 		edge := &sqlgraph.EdgeSpec{
@@ -661,6 +691,18 @@ func (u *BMCUpsert) SetPowerDrift(v bool) *BMCUpsert {
 // UpdatePowerDrift sets the "power_drift" field to the value that was provided on create.
 func (u *BMCUpsert) UpdatePowerDrift() *BMCUpsert {
 	u.SetExcluded(bmc.FieldPowerDrift)
+	return u
+}
+
+// SetCredentialSource sets the "credential_source" field.
+func (u *BMCUpsert) SetCredentialSource(v bmc.CredentialSource) *BMCUpsert {
+	u.Set(bmc.FieldCredentialSource, v)
+	return u
+}
+
+// UpdateCredentialSource sets the "credential_source" field to the value that was provided on create.
+func (u *BMCUpsert) UpdateCredentialSource() *BMCUpsert {
+	u.SetExcluded(bmc.FieldCredentialSource)
 	return u
 }
 
@@ -909,6 +951,20 @@ func (u *BMCUpsertOne) SetPowerDrift(v bool) *BMCUpsertOne {
 func (u *BMCUpsertOne) UpdatePowerDrift() *BMCUpsertOne {
 	return u.Update(func(s *BMCUpsert) {
 		s.UpdatePowerDrift()
+	})
+}
+
+// SetCredentialSource sets the "credential_source" field.
+func (u *BMCUpsertOne) SetCredentialSource(v bmc.CredentialSource) *BMCUpsertOne {
+	return u.Update(func(s *BMCUpsert) {
+		s.SetCredentialSource(v)
+	})
+}
+
+// UpdateCredentialSource sets the "credential_source" field to the value that was provided on create.
+func (u *BMCUpsertOne) UpdateCredentialSource() *BMCUpsertOne {
+	return u.Update(func(s *BMCUpsert) {
+		s.UpdateCredentialSource()
 	})
 }
 
@@ -1323,6 +1379,20 @@ func (u *BMCUpsertBulk) SetPowerDrift(v bool) *BMCUpsertBulk {
 func (u *BMCUpsertBulk) UpdatePowerDrift() *BMCUpsertBulk {
 	return u.Update(func(s *BMCUpsert) {
 		s.UpdatePowerDrift()
+	})
+}
+
+// SetCredentialSource sets the "credential_source" field.
+func (u *BMCUpsertBulk) SetCredentialSource(v bmc.CredentialSource) *BMCUpsertBulk {
+	return u.Update(func(s *BMCUpsert) {
+		s.SetCredentialSource(v)
+	})
+}
+
+// UpdateCredentialSource sets the "credential_source" field to the value that was provided on create.
+func (u *BMCUpsertBulk) UpdateCredentialSource() *BMCUpsertBulk {
+	return u.Update(func(s *BMCUpsert) {
+		s.UpdateCredentialSource()
 	})
 }
 

@@ -215,6 +215,20 @@ func (_u *BMCUpdate) SetNillablePowerDrift(v *bool) *BMCUpdate {
 	return _u
 }
 
+// SetCredentialSource sets the "credential_source" field.
+func (_u *BMCUpdate) SetCredentialSource(v bmc.CredentialSource) *BMCUpdate {
+	_u.mutation.SetCredentialSource(v)
+	return _u
+}
+
+// SetNillableCredentialSource sets the "credential_source" field if the given value is not nil.
+func (_u *BMCUpdate) SetNillableCredentialSource(v *bmc.CredentialSource) *BMCUpdate {
+	if v != nil {
+		_u.SetCredentialSource(*v)
+	}
+	return _u
+}
+
 // SetMachine sets the "machine" edge to the Machine entity.
 func (_u *BMCUpdate) SetMachine(v *Machine) *BMCUpdate {
 	return _u.SetMachineID(v.ID)
@@ -304,6 +318,11 @@ func (_u *BMCUpdate) check() error {
 			return &ValidationError{Name: "power_error", err: fmt.Errorf(`ent: validator failed for field "BMC.power_error": %w`, err)}
 		}
 	}
+	if v, ok := _u.mutation.CredentialSource(); ok {
+		if err := bmc.CredentialSourceValidator(v); err != nil {
+			return &ValidationError{Name: "credential_source", err: fmt.Errorf(`ent: validator failed for field "BMC.credential_source": %w`, err)}
+		}
+	}
 	if _u.mutation.MachineCleared() && len(_u.mutation.MachineIDs()) > 0 {
 		return errors.New(`ent: clearing a required unique edge "BMC.machine"`)
 	}
@@ -366,6 +385,9 @@ func (_u *BMCUpdate) sqlSave(ctx context.Context) (_node int, err error) {
 	}
 	if value, ok := _u.mutation.PowerDrift(); ok {
 		_spec.SetField(bmc.FieldPowerDrift, field.TypeBool, value)
+	}
+	if value, ok := _u.mutation.CredentialSource(); ok {
+		_spec.SetField(bmc.FieldCredentialSource, field.TypeEnum, value)
 	}
 	if _u.mutation.MachineCleared() {
 		edge := &sqlgraph.EdgeSpec{
@@ -601,6 +623,20 @@ func (_u *BMCUpdateOne) SetNillablePowerDrift(v *bool) *BMCUpdateOne {
 	return _u
 }
 
+// SetCredentialSource sets the "credential_source" field.
+func (_u *BMCUpdateOne) SetCredentialSource(v bmc.CredentialSource) *BMCUpdateOne {
+	_u.mutation.SetCredentialSource(v)
+	return _u
+}
+
+// SetNillableCredentialSource sets the "credential_source" field if the given value is not nil.
+func (_u *BMCUpdateOne) SetNillableCredentialSource(v *bmc.CredentialSource) *BMCUpdateOne {
+	if v != nil {
+		_u.SetCredentialSource(*v)
+	}
+	return _u
+}
+
 // SetMachine sets the "machine" edge to the Machine entity.
 func (_u *BMCUpdateOne) SetMachine(v *Machine) *BMCUpdateOne {
 	return _u.SetMachineID(v.ID)
@@ -703,6 +739,11 @@ func (_u *BMCUpdateOne) check() error {
 			return &ValidationError{Name: "power_error", err: fmt.Errorf(`ent: validator failed for field "BMC.power_error": %w`, err)}
 		}
 	}
+	if v, ok := _u.mutation.CredentialSource(); ok {
+		if err := bmc.CredentialSourceValidator(v); err != nil {
+			return &ValidationError{Name: "credential_source", err: fmt.Errorf(`ent: validator failed for field "BMC.credential_source": %w`, err)}
+		}
+	}
 	if _u.mutation.MachineCleared() && len(_u.mutation.MachineIDs()) > 0 {
 		return errors.New(`ent: clearing a required unique edge "BMC.machine"`)
 	}
@@ -782,6 +823,9 @@ func (_u *BMCUpdateOne) sqlSave(ctx context.Context) (_node *BMC, err error) {
 	}
 	if value, ok := _u.mutation.PowerDrift(); ok {
 		_spec.SetField(bmc.FieldPowerDrift, field.TypeBool, value)
+	}
+	if value, ok := _u.mutation.CredentialSource(); ok {
+		_spec.SetField(bmc.FieldCredentialSource, field.TypeEnum, value)
 	}
 	if _u.mutation.MachineCleared() {
 		edge := &sqlgraph.EdgeSpec{

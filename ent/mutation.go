@@ -854,29 +854,30 @@ func (m *AuditRecordMutation) ResetEdge(name string) error {
 // BMCMutation represents an operation that mutates the BMC nodes in the graph.
 type BMCMutation struct {
 	config
-	op              Op
-	typ             string
-	id              *int
-	create_time     *time.Time
-	update_time     *time.Time
-	address         *string
-	port            *int
-	addport         *int
-	protocol        *bmc.Protocol
-	username        *string
-	password_sealed *[]byte
-	password_key_id *string
-	mac             *string
-	power_state     *bmc.PowerState
-	power_time      *time.Time
-	power_error     *string
-	power_drift     *bool
-	clearedFields   map[string]struct{}
-	machine         *uuid.UUID
-	clearedmachine  bool
-	done            bool
-	oldValue        func(context.Context) (*BMC, error)
-	predicates      []predicate.BMC
+	op                Op
+	typ               string
+	id                *int
+	create_time       *time.Time
+	update_time       *time.Time
+	address           *string
+	port              *int
+	addport           *int
+	protocol          *bmc.Protocol
+	username          *string
+	password_sealed   *[]byte
+	password_key_id   *string
+	mac               *string
+	power_state       *bmc.PowerState
+	power_time        *time.Time
+	power_error       *string
+	power_drift       *bool
+	credential_source *bmc.CredentialSource
+	clearedFields     map[string]struct{}
+	machine           *uuid.UUID
+	clearedmachine    bool
+	done              bool
+	oldValue          func(context.Context) (*BMC, error)
+	predicates        []predicate.BMC
 }
 
 var _ ent.Mutation = (*BMCMutation)(nil)
@@ -1527,6 +1528,42 @@ func (m *BMCMutation) ResetPowerDrift() {
 	m.power_drift = nil
 }
 
+// SetCredentialSource sets the "credential_source" field.
+func (m *BMCMutation) SetCredentialSource(bs bmc.CredentialSource) {
+	m.credential_source = &bs
+}
+
+// CredentialSource returns the value of the "credential_source" field in the mutation.
+func (m *BMCMutation) CredentialSource() (r bmc.CredentialSource, exists bool) {
+	v := m.credential_source
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldCredentialSource returns the old "credential_source" field's value of the BMC entity.
+// If the BMC object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *BMCMutation) OldCredentialSource(ctx context.Context) (v bmc.CredentialSource, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldCredentialSource is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldCredentialSource requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldCredentialSource: %w", err)
+	}
+	return oldValue.CredentialSource, nil
+}
+
+// ResetCredentialSource resets all changes to the "credential_source" field.
+func (m *BMCMutation) ResetCredentialSource() {
+	m.credential_source = nil
+}
+
 // ClearMachine clears the "machine" edge to the Machine entity.
 func (m *BMCMutation) ClearMachine() {
 	m.clearedmachine = true
@@ -1588,7 +1625,7 @@ func (m *BMCMutation) Type() string {
 // order to get all numeric fields that were incremented/decremented, call
 // AddedFields().
 func (m *BMCMutation) Fields() []string {
-	fields := make([]string, 0, 14)
+	fields := make([]string, 0, 15)
 	if m.create_time != nil {
 		fields = append(fields, bmc.FieldCreateTime)
 	}
@@ -1631,6 +1668,9 @@ func (m *BMCMutation) Fields() []string {
 	if m.power_drift != nil {
 		fields = append(fields, bmc.FieldPowerDrift)
 	}
+	if m.credential_source != nil {
+		fields = append(fields, bmc.FieldCredentialSource)
+	}
 	return fields
 }
 
@@ -1667,6 +1707,8 @@ func (m *BMCMutation) Field(name string) (ent.Value, bool) {
 		return m.PowerError()
 	case bmc.FieldPowerDrift:
 		return m.PowerDrift()
+	case bmc.FieldCredentialSource:
+		return m.CredentialSource()
 	}
 	return nil, false
 }
@@ -1704,6 +1746,8 @@ func (m *BMCMutation) OldField(ctx context.Context, name string) (ent.Value, err
 		return m.OldPowerError(ctx)
 	case bmc.FieldPowerDrift:
 		return m.OldPowerDrift(ctx)
+	case bmc.FieldCredentialSource:
+		return m.OldCredentialSource(ctx)
 	}
 	return nil, fmt.Errorf("unknown BMC field %s", name)
 }
@@ -1810,6 +1854,13 @@ func (m *BMCMutation) SetField(name string, value ent.Value) error {
 			return fmt.Errorf("unexpected type %T for field %s", value, name)
 		}
 		m.SetPowerDrift(v)
+		return nil
+	case bmc.FieldCredentialSource:
+		v, ok := value.(bmc.CredentialSource)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetCredentialSource(v)
 		return nil
 	}
 	return fmt.Errorf("unknown BMC field %s", name)
@@ -1931,6 +1982,9 @@ func (m *BMCMutation) ResetField(name string) error {
 		return nil
 	case bmc.FieldPowerDrift:
 		m.ResetPowerDrift()
+		return nil
+	case bmc.FieldCredentialSource:
+		m.ResetCredentialSource()
 		return nil
 	}
 	return fmt.Errorf("unknown BMC field %s", name)

@@ -36,8 +36,12 @@
 //	ovmf                UEFI firmware
 //	radvd               router advertisements, without which iPXE waits for IPv6
 //
-// and the kernel package of the discovery image, unpacked by
-// scripts/fetch-kernel (the one step that downloads, at install time).
+// and the kernel packages of the discovery image, unpacked by
+// scripts/fetch-kernel (the one step that downloads, at install time):
+// Debian's cloud kernel in .build/kernel, and its generic kernel, whose
+// IPMI drivers the in-band BMC enrolment test needs, in
+// .build/kernel-generic (scripts/fetch-kernel .build/kernel-generic
+// generic).
 //
 // Run them from the workspace root with `go test ./edge/e2e/`.
 package e2e

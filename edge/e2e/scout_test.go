@@ -65,13 +65,22 @@ func kernelDir() (string, error) {
 	if d := os.Getenv("CARBIDE_KERNEL_DIR"); d != "" {
 		return d, nil
 	}
+	root, err := workspaceRoot()
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(root, ".build", "kernel", "current"), nil
+}
+
+// workspaceRoot is the directory of go.work above the working directory.
+func workspaceRoot() (string, error) {
 	dir, err := os.Getwd()
 	if err != nil {
 		return "", err
 	}
 	for {
 		if _, err := os.Stat(filepath.Join(dir, "go.work")); err == nil {
-			return filepath.Join(dir, ".build", "kernel", "current"), nil
+			return dir, nil
 		}
 		parent := filepath.Dir(dir)
 		if parent == dir {
@@ -93,20 +102,36 @@ func buildImage() (string, *initramfs.Result, error) {
 		return "", nil, fmt.Errorf("no unpacked kernel package at %s (%v): run scripts/fetch-kernel, which downloads "+
 			"Debian's cloud kernel into .build/kernel, or point CARBIDE_KERNEL_DIR at an unpacked one", kdir, err)
 	}
-	dir := filepath.Join(filepath.Dir(bins.api), "artifacts", "scout")
+	return buildImageFrom(kdir, filepath.Join(filepath.Dir(bins.api), "artifacts", "scout"))
+}
+
+// buildImageFrom builds carbide-scout (static, once) and an image of it
+// with the kernel package unpacked in kdir, into dir.
+func buildImageFrom(kdir, dir string) (string, *initramfs.Result, error) {
 	bin := filepath.Join(filepath.Dir(bins.api), "carbide-scout")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags=-s -w", "-o", bin, "github.com/carbide-dev/carbide/edge/cmd/carbide-scout")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", nil, fmt.Errorf("go build carbide-scout: %v\n%s", err, out)
+	scoutBinary.once.Do(func() {
+		cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags=-s -w", "-o", bin, "github.com/carbide-dev/carbide/edge/cmd/carbide-scout")
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			scoutBinary.err = fmt.Errorf("go build carbide-scout: %v\n%s", err, out)
+		}
+	})
+	if scoutBinary.err != nil {
+		return "", nil, scoutBinary.err
 	}
 	res, err := initramfs.Build(ctx, initramfs.Options{KernelDir: kdir, Scout: bin, OutDir: dir})
 	if err != nil {
 		return "", nil, fmt.Errorf("build the discovery image: %w", err)
 	}
 	return dir, res, nil
+}
+
+// scoutBinary is carbide-scout, built once for every image.
+var scoutBinary struct {
+	once sync.Once
+	err  error
 }
 
 // qemuPath returns qemu-system-x86_64, or fails the test.

@@ -43,6 +43,8 @@ const (
 	FieldPowerError = "power_error"
 	// FieldPowerDrift holds the string denoting the power_drift field in the database.
 	FieldPowerDrift = "power_drift"
+	// FieldCredentialSource holds the string denoting the credential_source field in the database.
+	FieldCredentialSource = "credential_source"
 	// EdgeMachine holds the string denoting the machine edge name in mutations.
 	EdgeMachine = "machine"
 	// Table holds the table name of the bmc in the database.
@@ -73,6 +75,7 @@ var Columns = []string{
 	FieldPowerTime,
 	FieldPowerError,
 	FieldPowerDrift,
+	FieldCredentialSource,
 }
 
 // ValidColumn reports if the column name is valid (part of the table columns).
@@ -168,6 +171,32 @@ func PowerStateValidator(ps PowerState) error {
 	}
 }
 
+// CredentialSource defines the type for the "credential_source" enum field.
+type CredentialSource string
+
+// CredentialSourceOperator is the default value of the CredentialSource enum.
+const DefaultCredentialSource = CredentialSourceOperator
+
+// CredentialSource values.
+const (
+	CredentialSourceOperator CredentialSource = "operator"
+	CredentialSourceAgent    CredentialSource = "agent"
+)
+
+func (cs CredentialSource) String() string {
+	return string(cs)
+}
+
+// CredentialSourceValidator is a validator for the "credential_source" field enum values. It is called by the builders before save.
+func CredentialSourceValidator(cs CredentialSource) error {
+	switch cs {
+	case CredentialSourceOperator, CredentialSourceAgent:
+		return nil
+	default:
+		return fmt.Errorf("bmc: invalid enum value for credential_source field: %q", cs)
+	}
+}
+
 // OrderOption defines the ordering options for the BMC queries.
 type OrderOption func(*sql.Selector)
 
@@ -239,6 +268,11 @@ func ByPowerError(opts ...sql.OrderTermOption) OrderOption {
 // ByPowerDrift orders the results by the power_drift field.
 func ByPowerDrift(opts ...sql.OrderTermOption) OrderOption {
 	return sql.OrderByField(FieldPowerDrift, opts...).ToFunc()
+}
+
+// ByCredentialSource orders the results by the credential_source field.
+func ByCredentialSource(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldCredentialSource, opts...).ToFunc()
 }
 
 // ByMachineField orders the results by machine field.

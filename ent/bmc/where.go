@@ -731,6 +731,26 @@ func PowerDriftNEQ(v bool) predicate.BMC {
 	return predicate.BMC(sql.FieldNEQ(FieldPowerDrift, v))
 }
 
+// CredentialSourceEQ applies the EQ predicate on the "credential_source" field.
+func CredentialSourceEQ(v CredentialSource) predicate.BMC {
+	return predicate.BMC(sql.FieldEQ(FieldCredentialSource, v))
+}
+
+// CredentialSourceNEQ applies the NEQ predicate on the "credential_source" field.
+func CredentialSourceNEQ(v CredentialSource) predicate.BMC {
+	return predicate.BMC(sql.FieldNEQ(FieldCredentialSource, v))
+}
+
+// CredentialSourceIn applies the In predicate on the "credential_source" field.
+func CredentialSourceIn(vs ...CredentialSource) predicate.BMC {
+	return predicate.BMC(sql.FieldIn(FieldCredentialSource, vs...))
+}
+
+// CredentialSourceNotIn applies the NotIn predicate on the "credential_source" field.
+func CredentialSourceNotIn(vs ...CredentialSource) predicate.BMC {
+	return predicate.BMC(sql.FieldNotIn(FieldCredentialSource, vs...))
+}
+
 // HasMachine applies the HasEdge predicate on the "machine" edge.
 func HasMachine() predicate.BMC {
 	return predicate.BMC(func(s *sql.Selector) {

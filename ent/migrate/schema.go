@@ -61,6 +61,7 @@ var (
 		{Name: "power_time", Type: field.TypeTime, Nullable: true},
 		{Name: "power_error", Type: field.TypeString, Size: 2048, Default: ""},
 		{Name: "power_drift", Type: field.TypeBool, Default: false},
+		{Name: "credential_source", Type: field.TypeEnum, Enums: []string{"operator", "agent"}, Default: "operator"},
 		{Name: "machine_id", Type: field.TypeUUID, Unique: true},
 	}
 	// BmcsTable holds the schema information for the "bmcs" table.
@@ -71,7 +72,7 @@ var (
 		ForeignKeys: []*schema.ForeignKey{
 			{
 				Symbol:     "bmcs_machines_bmc",
-				Columns:    []*schema.Column{BmcsColumns[14]},
+				Columns:    []*schema.Column{BmcsColumns[15]},
 				RefColumns: []*schema.Column{MachinesColumns[0]},
 				OnDelete:   schema.Cascade,
 			},

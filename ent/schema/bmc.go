@@ -50,6 +50,10 @@ func (BMC) Fields() []ent.Field {
 		// PowerDrift says the power state seen last differs from the one
 		// the last finished operation left.
 		field.Bool("power_drift").Default(false),
+		// CredentialSource says who set the credentials: an operator
+		// (SetBMC) or the discovery agent, in band (EnrollBMC). An agent
+		// never replaces an operator's.
+		field.Enum("credential_source").Values("operator", "agent").Default("operator"),
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/carbide-dev/carbide/backend/internal/bmc"
 	"github.com/carbide-dev/carbide/backend/internal/lifecycle"
 	"github.com/carbide-dev/carbide/backend/internal/machines"
 	"github.com/carbide-dev/carbide/backend/internal/pki"
@@ -23,6 +24,7 @@ import (
 	"github.com/carbide-dev/carbide/ent/transition"
 	agentv1 "github.com/carbide-dev/carbide/gen/carbide/agent/v1"
 	"github.com/carbide-dev/carbide/gen/carbide/agent/v1/agentv1connect"
+	bmcv1 "github.com/carbide-dev/carbide/gen/carbide/bmc/v1"
 	machinev1 "github.com/carbide-dev/carbide/gen/carbide/machine/v1"
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
@@ -38,11 +40,23 @@ const (
 	waitConflict    = 10 * time.Second
 )
 
+// BMCEnroller stores the BMC credentials agents create in band
+// (bmc.Service).
+type BMCEnroller interface {
+	// MayEnroll reports whether the machine's agent may enrol its BMC:
+	// it has no credentials, or only ones an agent enrolled.
+	MayEnroll(ctx context.Context, machineID uuid.UUID) (bool, error)
+	// Enroll stores the credentials, sealed; it fails with
+	// FailedPrecondition when an operator set the machine's.
+	Enroll(ctx context.Context, e bmc.Enrollment) (*bmcv1.BMC, error)
+}
+
 // Service serves AgentService. That an agent speaks only for its own
 // machine is enforced by authorization before a call reaches it.
 type Service struct {
 	store  *store.Store
 	tokens *pki.AgentTokens
+	bmcs   BMCEnroller // nil: agents are never asked to enrol BMCs
 	logger *slog.Logger
 
 	conflicts prometheus.Counter
@@ -52,10 +66,11 @@ type Service struct {
 var _ agentv1connect.AgentServiceHandler = (*Service)(nil)
 
 // NewService returns an AgentService over st. tokens, if not nil, renews
-// the agent tokens of agents that authenticated with one. Its metrics are
+// the agent tokens of agents that authenticated with one. bmcs, if not
+// nil, stores the BMC credentials agents enrol in band. Its metrics are
 // registered with reg.
-func NewService(st *store.Store, tokens *pki.AgentTokens, logger *slog.Logger, reg prometheus.Registerer) *Service {
-	s := &Service{store: st, tokens: tokens, logger: logger,
+func NewService(st *store.Store, tokens *pki.AgentTokens, bmcs BMCEnroller, logger *slog.Logger, reg prometheus.Registerer) *Service {
+	s := &Service{store: st, tokens: tokens, bmcs: bmcs, logger: logger,
 		conflicts: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "carbide_identity_conflicts_held_total",
 			Help: "Inventory reports held for an admin because their hardware id is another machine's that is past discovery or has a leased interface.",
@@ -88,7 +103,9 @@ func (s *Service) ReportInventory(ctx context.Context, req *connect.Request[agen
 	actor := principal.From(ctx)
 	target := id
 	var last *ent.Machine
+	var held bool
 	err = s.store.InTx(ctx, func(tx *ent.Tx) error {
+		held = false
 		m, err := lockMachine(ctx, s.store, tx, id)
 		if err != nil {
 			return err
@@ -110,7 +127,7 @@ func (s *Service) ReportInventory(ctx context.Context, req *connect.Request[agen
 				}
 				if !merged {
 					// Held for an operator: nothing else changes.
-					last = m
+					last, held = m, true
 					return nil
 				}
 				m, target = known, known.ID
@@ -158,7 +175,41 @@ func (s *Service) ReportInventory(ctx context.Context, req *connect.Request[agen
 	if resp.Instruction, err = s.instruction(ctx, last); err != nil {
 		return nil, err
 	}
+	// A report held for an operator may come from a duplicate record of
+	// the box: its agent does not touch the BMC.
+	if s.bmcs != nil && !held {
+		if resp.EnrollBmc, err = s.bmcs.MayEnroll(ctx, target); err != nil {
+			return nil, err
+		}
+	}
 	return connect.NewResponse(resp), nil
+}
+
+// EnrollBMC stores the credentials of the BMC user the agent created in
+// band; an operator's credentials are never replaced.
+func (s *Service) EnrollBMC(ctx context.Context, req *connect.Request[agentv1.EnrollBMCRequest]) (*connect.Response[agentv1.EnrollBMCResponse], error) {
+	id, err := parseMachineID(req.Msg.GetMachineId())
+	if err != nil {
+		return nil, err
+	}
+	if s.bmcs == nil {
+		return nil, connect.NewError(connect.CodeUnimplemented, errors.New("this server does not store BMC credentials"))
+	}
+	m, err := s.store.Client.Machine.Get(ctx, id)
+	if ent.IsNotFound(err) {
+		return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("machine %s not found; report the inventory again", id))
+	} else if err != nil {
+		return nil, fmt.Errorf("read machine: %w", err)
+	}
+	if err := s.currentBoot(ctx, m); err != nil {
+		return nil, err
+	}
+	b, err := s.bmcs.Enroll(ctx, bmc.Enrollment{MachineID: id, Address: req.Msg.GetAddress(),
+		MAC: strings.ToLower(req.Msg.GetMac()), Username: req.Msg.GetUsername(), Password: req.Msg.GetPassword()})
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&agentv1.EnrollBMCResponse{Bmc: b}), nil
 }
 
 // GetInstruction tells an agent what to do next.

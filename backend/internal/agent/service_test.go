@@ -15,11 +15,15 @@ import (
 // InvalidArgument naming the field, never a panic.
 func TestMalformedMachineID(t *testing.T) {
 	t.Parallel()
-	s := NewService(nil, nil, nil, prometheus.NewRegistry())
+	s := NewService(nil, nil, nil, nil, prometheus.NewRegistry())
 	calls := map[string]func() error{
 		"ReportInventory": func() error {
 			_, err := s.ReportInventory(t.Context(), connect.NewRequest(&agentv1.ReportInventoryRequest{
 				MachineId: "not-a-uuid", Inventory: &machinev1.Inventory{}}))
+			return err
+		},
+		"EnrollBMC": func() error {
+			_, err := s.EnrollBMC(t.Context(), connect.NewRequest(&agentv1.EnrollBMCRequest{MachineId: "not-a-uuid"}))
 			return err
 		},
 		"GetInstruction": func() error {

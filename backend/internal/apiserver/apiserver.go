@@ -400,13 +400,13 @@ func newHandler(st *store.Store, tokens *pki.AgentTokens, cfg Config, keys *secr
 	}
 	mux.Handle(dhcpv1connect.NewDHCPServiceHandler(dhcpService, opts))
 	mux.Handle(watchv1connect.NewWatchServiceHandler(watch.NewService(st, stopping), opts))
-	mux.Handle(agentv1connect.NewAgentServiceHandler(agent.NewService(st, tokens, logger, reg), opts))
-	mux.Handle(auditv1connect.NewAuditServiceHandler(audit.NewService(st), opts))
-	mux.Handle(bootv1connect.NewBootServiceHandler(boot.NewService(st, tokens, reg), opts))
 	bmcService := bmc.NewService(st, keys, cfg.BMCLease, logger)
 	if err := reseal(bmcService, keys, logger, reg); err != nil {
 		return nil, nil, err
 	}
+	mux.Handle(agentv1connect.NewAgentServiceHandler(agent.NewService(st, tokens, bmcService, logger, reg), opts))
+	mux.Handle(auditv1connect.NewAuditServiceHandler(audit.NewService(st), opts))
+	mux.Handle(bootv1connect.NewBootServiceHandler(boot.NewService(st, tokens, reg), opts))
 	mux.Handle(bmcv1connect.NewBMCServiceHandler(bmcService, opts))
 
 	health := grpchealth.NewStaticChecker(ServiceNames...)

@@ -83,6 +83,8 @@ var Policy = map[string]Rule{
 	// An agent reports for its own machine only (see Authorize).
 	agentv1connect.AgentServiceReportInventoryProcedure: {Roles: []principal.Role{principal.RoleAgent}},
 	agentv1connect.AgentServiceGetInstructionProcedure:  {Roles: []principal.Role{principal.RoleAgent}},
+	// and enrols its own machine's BMC, in band.
+	agentv1connect.AgentServiceEnrollBMCProcedure: {Roles: []principal.Role{principal.RoleAgent}},
 
 	// The PXE daemon learns how machines boot, and hands out agent tokens;
 	// an admin may read how a machine boots, but the handler starts boots

@@ -115,7 +115,7 @@ func (s *Service) SetBMC(ctx context.Context, req *connect.Request[bmcv1.SetBMCR
 			c := tx.BMC.Create().SetMachineID(id).SetAddress(m.GetAddress()).SetPort(int(m.GetPort())).
 				SetProtocol(protocol).SetUsername(m.GetUsername()).SetCreateTime(now).SetUpdateTime(now)
 			if sealed != nil {
-				c.SetPasswordSealed(sealed.Ciphertext).SetPasswordKeyID(sealed.KeyID)
+				c.SetPasswordSealed(sealed.Ciphertext).SetPasswordKeyID(sealed.KeyID).SetCredentialSource(entbmc.CredentialSourceOperator)
 			}
 			b, err = c.Save(ctx)
 		case err != nil:
@@ -125,7 +125,9 @@ func (s *Service) SetBMC(ctx context.Context, req *connect.Request[bmcv1.SetBMCR
 				SetProtocol(protocol).SetUsername(m.GetUsername()).SetUpdateTime(now)
 			switch {
 			case sealed != nil:
-				u.SetPasswordSealed(sealed.Ciphertext).SetPasswordKeyID(sealed.KeyID)
+				// The operator's credentials from now on: an agent no
+				// longer replaces them.
+				u.SetPasswordSealed(sealed.Ciphertext).SetPasswordKeyID(sealed.KeyID).SetCredentialSource(entbmc.CredentialSourceOperator)
 			case m.GetUsername() == "":
 				// No credentials of its own: its segment's defaults.
 				u.ClearPasswordSealed().SetPasswordKeyID("")
@@ -277,6 +279,10 @@ var (
 		entbmc.ProtocolIpmi:    bmcv1.Protocol_PROTOCOL_IPMI,
 		entbmc.ProtocolRedfish: bmcv1.Protocol_PROTOCOL_REDFISH,
 	}
+	credentialSourceOf = map[entbmc.CredentialSource]bmcv1.CredentialSource{
+		entbmc.CredentialSourceOperator: bmcv1.CredentialSource_CREDENTIAL_SOURCE_OPERATOR,
+		entbmc.CredentialSourceAgent:    bmcv1.CredentialSource_CREDENTIAL_SOURCE_AGENT,
+	}
 	powerName = map[bmcv1.PowerState]string{
 		bmcv1.PowerState_POWER_STATE_UNKNOWN: "unknown",
 		bmcv1.PowerState_POWER_STATE_ON:      "on",
@@ -292,18 +298,19 @@ var (
 // toProto is b as the API shows it: never its password.
 func toProto(b *ent.BMC) *bmcv1.BMC {
 	out := &bmcv1.BMC{
-		MachineId:   b.MachineID.String(),
-		Address:     b.Address,
-		Port:        uint32(b.Port),
-		Protocol:    protocolOf[b.Protocol],
-		Username:    b.Username,
-		HasPassword: b.PasswordSealed != nil && len(*b.PasswordSealed) > 0,
-		Mac:         b.MAC,
-		PowerState:  powerOf[string(b.PowerState)],
-		PowerError:  b.PowerError,
-		PowerDrift:  b.PowerDrift,
-		CreateTime:  timestamppb.New(b.CreateTime),
-		UpdateTime:  timestamppb.New(b.UpdateTime),
+		MachineId:        b.MachineID.String(),
+		Address:          b.Address,
+		Port:             uint32(b.Port),
+		Protocol:         protocolOf[b.Protocol],
+		Username:         b.Username,
+		HasPassword:      b.PasswordSealed != nil && len(*b.PasswordSealed) > 0,
+		Mac:              b.MAC,
+		PowerState:       powerOf[string(b.PowerState)],
+		PowerError:       b.PowerError,
+		PowerDrift:       b.PowerDrift,
+		CreateTime:       timestamppb.New(b.CreateTime),
+		UpdateTime:       timestamppb.New(b.UpdateTime),
+		CredentialSource: credentialSourceOf[b.CredentialSource],
 	}
 	if b.PowerTime != nil {
 		out.PowerStateTime = timestamppb.New(*b.PowerTime)

@@ -52,6 +52,11 @@ type IPMIConfig struct {
 	// listener that QEMU connects to so the guest sees a KCS BMC (see
 	// [IPMI.KCSArgs]).
 	KCS netip.AddrPort
+	// MAC, when set, makes the BMC report its LAN settings (Get LAN
+	// Configuration Parameters, through its lan_config program): Addr's
+	// address as its IP address, and MAC as its MAC address. Without it
+	// ipmi_sim reports 0.0.0.0 and 00:00:00:00:00:00.
+	MAC net.HardwareAddr
 }
 
 // IPMI is a running ipmi_sim instance.
@@ -144,7 +149,11 @@ func (c *IPMIConfig) write() error {
 	for _, p := range []string{"callback", "user", "operator", "admin"} {
 		fmt.Fprintf(&lan, "    allowed_auths_%s none md2 md5 straight\n", p)
 	}
-	lan.WriteString("    guid a123456789abcdefa123456789abcdef\n  endlan\n")
+	lan.WriteString("    guid a123456789abcdefa123456789abcdef\n")
+	if c.MAC != nil {
+		fmt.Fprintf(&lan, "    lan_config_program \"%s\"\n", filepath.Join(c.Dir, "lan_config"))
+	}
+	lan.WriteString("  endlan\n")
 	fmt.Fprintf(&lan, "  chassis_control \"%s\"\n", prog)
 	if c.KCS.IsValid() {
 		fmt.Fprintf(&lan, "  serial kcs %s %d codec VM\n", c.KCS.Addr(), c.KCS.Port())
@@ -184,6 +193,12 @@ func (c *IPMIConfig) write() error {
 		{"power", power, 0o644},
 		{"boot", "default\n", 0o644},
 	}
+	if c.MAC != nil {
+		files = append(files, struct {
+			name, body string
+			mode       os.FileMode
+		}{"lan_config", lanConfigProgram(c.Addr.Addr(), c.MAC), 0o755})
+	}
 	if err := os.MkdirAll(filepath.Join(c.Dir, "state"), 0o700); err != nil {
 		return fmt.Errorf("create ipmi_sim state dir: %w", err)
 	}
@@ -193,6 +208,99 @@ func (c *IPMIConfig) write() error {
 		}
 	}
 	return nil
+}
+
+// lanConfigProgram is the lan_config program of a BMC at addr with MAC
+// mac: ipmi_sim calls it as "prog get <parameter>..." (and "prog set
+// <parameter> <value>...", which it ignores), and reads "name:value"
+// lines.
+func lanConfigProgram(addr netip.Addr, mac net.HardwareAddr) string {
+	return fmt.Sprintf(`#!/bin/sh
+[ "${1:-}" = get ] || exit 0
+shift
+for p in "$@"; do
+	case $p in
+	ip_addr) echo "ip_addr:%s" ;;
+	ip_addr_src) echo "ip_addr_src:static" ;;
+	mac_addr) echo "mac_addr:%s" ;;
+	subnet_mask) echo "subnet_mask:255.255.255.0" ;;
+	*_ip_addr) echo "$p:0.0.0.0" ;;
+	*_mac_addr) echo "$p:00:00:00:00:00:00" ;;
+	esac
+done
+`, addr.Unmap(), mac)
+}
+
+// IPMIUser is a user of a simulated BMC as ipmi_sim keeps it.
+type IPMIUser struct {
+	ID       int
+	Name     string
+	Password string
+	// Privilege is the user's privilege limit (4: ADMINISTRATOR).
+	Privilege int
+	// Enabled is ipmi_sim's "valid": the user may open sessions.
+	Enabled bool
+}
+
+// Users reads the BMC's users from the state ipmi_sim keeps in its state
+// directory, which it rewrites within about a second of a change (over
+// LAN or in band); before the first change there is none. It is what the BMC itself holds, including the passwords, as a test
+// that plays the BMC's owner may look at. Users with neither a name nor
+// a password are left out.
+func (s *IPMI) Users() ([]IPMIUser, error) {
+	b, err := os.ReadFile(filepath.Join(s.cfg.Dir, "state", "ipmi_sim", "bmcsim", "users.mc20"))
+	if err != nil {
+		return nil, fmt.Errorf("read ipmi_sim users: %w", err)
+	}
+	byID := map[int]*IPMIUser{}
+	for _, line := range strings.Split(string(b), "\n") {
+		key, val, ok := strings.Cut(line, ":")
+		idStr, field, ok2 := strings.Cut(key, ".")
+		id, err := strconv.Atoi(idStr)
+		if !ok || !ok2 || err != nil {
+			continue
+		}
+		u := byID[id]
+		if u == nil {
+			u = &IPMIUser{ID: id}
+			byID[id] = u
+		}
+		typ, raw, _ := strings.Cut(val, ":")
+		switch field {
+		case "username":
+			u.Name = strings.TrimRight(unescapePersist(raw), "\x00")
+		case "passwd":
+			u.Password = strings.TrimRight(unescapePersist(raw), "\x00")
+		case "privilege":
+			u.Privilege, _ = strconv.Atoi(raw)
+		case "valid":
+			u.Enabled = typ == "i" && raw == "1"
+		}
+	}
+	var users []IPMIUser
+	for id := range 64 {
+		if u := byID[id]; u != nil && (u.Name != "" || u.Password != "") {
+			users = append(users, *u)
+		}
+	}
+	return users, nil
+}
+
+// unescapePersist decodes ipmi_sim's persisted data: bytes as themselves,
+// or as a backslash and two hex digits.
+func unescapePersist(s string) string {
+	var out []byte
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+2 < len(s) {
+			if v, err := strconv.ParseUint(s[i+1:i+3], 16, 8); err == nil {
+				out = append(out, byte(v))
+				i += 2
+				continue
+			}
+		}
+		out = append(out, s[i])
+	}
+	return string(out)
 }
 
 // waitReady waits until ipmi_sim answers an unauthenticated Get Channel

@@ -286,3 +286,64 @@ func tcpConnected(pid int, port uint16) bool {
 	}
 	return false
 }
+
+// TestIPMIUserManagement: the BMC reports its address and MAC (Get LAN
+// Configuration Parameters) when given a MAC, and accepts the user
+// management commands an in-band enrolment sends; a new user then logs in
+// over lanplus, and Users reads it back from ipmi_sim's state. It also
+// pins down what ipmi_sim does with a 20-byte password: it keeps the
+// first 16 bytes only, and its password test accepts anything.
+func TestIPMIUserManagement(t *testing.T) {
+	t.Parallel()
+	mac, _ := net.ParseMAC("52:54:00:be:ef:01")
+	s := startIPMI(t, IPMIConfig{Password: "s3cret-pw", MAC: mac})
+	if got := mustIPMItool(t, s, "raw", "0x0c", "0x02", "0x01", "0x05", "0x00", "0x00"); got != "11 52 54 00 be ef 01" {
+		t.Errorf("LAN parameter 5 (MAC): %q", got)
+	}
+	a := s.Addr().Addr().As4()
+	if got, want := mustIPMItool(t, s, "raw", "0x0c", "0x02", "0x01", "0x03", "0x00", "0x00"), fmt.Sprintf("11 %02x %02x %02x %02x", a[0], a[1], a[2], a[3]); got != want {
+		t.Errorf("LAN parameter 3 (IP address): %q, want %q", got, want)
+	}
+	// Channel 1 is the 802.3 LAN channel.
+	if got := mustIPMItool(t, s, "raw", "0x06", "0x42", "0x01"); !strings.HasPrefix(got, "01 04 ") {
+		t.Errorf("Get Channel Info 1: %q, want channel 1, medium 802.3 LAN", got)
+	}
+
+	// The enrolment's commands, sent over LAN (ipmi_sim answers them the
+	// same way on every channel): user 3, named, a password in the 16-byte
+	// form, enabled, ADMINISTRATOR with IPMI messaging on channel 1.
+	const pw16 = "Abcdefgh12345678"
+	mustIPMItool(t, s, "user", "set", "name", "3", "carbide")
+	mustIPMItool(t, s, "user", "set", "password", "3", pw16, "16")
+	mustIPMItool(t, s, "user", "enable", "3")
+	mustIPMItool(t, s, "channel", "setaccess", "1", "3", "ipmi=on", "privilege=4")
+	if out, err := ipmitool(t, s.Addr(), "carbide", pw16, "chassis", "power", "status"); err != nil {
+		t.Fatalf("the new user cannot log in over lanplus: %v: %s", err, out)
+	}
+	want := []IPMIUser{{ID: 2, Name: "admin", Password: "s3cret-pw", Privilege: 4, Enabled: true},
+		{ID: 3, Name: "carbide", Password: pw16, Privilege: 4, Enabled: true}}
+	var users []IPMIUser
+	var err error
+	waitUntil(5*time.Second, func() bool { users, err = s.Users(); return cmp.Equal(want, users) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(want, users); diff != "" {
+		t.Errorf("users (-want +got):\n%s", diff)
+	}
+
+	// A 20-byte password: ipmi_sim keeps its first 16 bytes, so the
+	// whole password is refused over lanplus and its first 16 characters
+	// let one in; a wrong password passes the password test.
+	const pw20 = "Abcdefgh12345678WXYZ"
+	mustIPMItool(t, s, "user", "set", "password", "3", pw20, "20")
+	if out, err := ipmitool(t, s.Addr(), "carbide", pw20, "chassis", "power", "status"); err == nil {
+		t.Errorf("ipmi_sim now keeps 20-byte passwords whole (%s): the agent's fallback to 16 bytes may go", out)
+	}
+	if out, err := ipmitool(t, s.Addr(), "carbide", pw20[:16], "chassis", "power", "status"); err != nil {
+		t.Errorf("the first 16 characters of a 20-byte password: %v: %s", err, out)
+	}
+	if out, err := ipmitool(t, s.Addr(), "admin", "s3cret-pw", "user", "test", "3", "20", "not-the-password"); err != nil || !strings.Contains(out, "Success") {
+		t.Errorf("ipmi_sim's password test of a wrong password: %v: %q; the agent relies on it passing to detect ipmi_sim", err, out)
+	}
+}

@@ -78,6 +78,13 @@ type Agent struct {
 	MinBackoff, MaxBackoff time.Duration
 	// DefaultWait is ACTION_WAIT's wait when the instruction has none.
 	DefaultWait time.Duration
+	// EnrollBMC, when set, creates or resets the agent's BMC user in
+	// band, as the API asks after a report; it returns nil and no error
+	// when the machine has no in-band BMC.
+	EnrollBMC func(ctx context.Context) (*BMCEnrolment, error)
+
+	// bmcEnrolled says the API stored this boot's BMC user.
+	bmcEnrolled bool
 }
 
 // Run runs the flow until ctx is done; in an agent that is PID 1, never.
@@ -354,6 +361,9 @@ func (a *Agent) session(ctx context.Context, cfg *agentconfig.Config) error {
 	creds.set(resp.GetMachine().GetId(), resp.GetAgentToken())
 	id, _ := creds.get()
 	a.Log.Info(fmt.Sprintf("scout: reported inventory; machine %s is %s", id, stateName(resp.GetMachine().GetState())))
+	if resp.GetEnrollBmc() && a.EnrollBMC != nil && !a.bmcEnrolled {
+		a.enrolBMC(ctx, client, creds)
+	}
 
 	instr := resp.GetInstruction()
 	lastReason := ""
@@ -388,6 +398,61 @@ func (a *Agent) session(ctx context.Context, cfg *agentconfig.Config) error {
 		})
 		if err != nil {
 			return err
+		}
+	}
+}
+
+// enrolAttempts bounds the tries of EnrollBMC when the API cannot be
+// reached: enrolment never holds discovery up.
+const enrolAttempts = 3
+
+// enrolBMC creates or resets the agent's BMC user in band and sends it to
+// the API. A failure is logged and discovery goes on; the password is
+// never logged.
+func (a *Agent) enrolBMC(ctx context.Context, client agentv1connect.AgentServiceClient, creds *credentials) {
+	e, err := a.EnrollBMC(ctx)
+	if err != nil {
+		a.Log.Warn("scout: BMC not enrolled: " + err.Error())
+		return
+	}
+	if e == nil {
+		a.Log.Info("scout: the API asked to enrol the BMC, but there is no in-band IPMI device")
+		return
+	}
+	size := "20-byte password"
+	if e.Short {
+		size = "16-byte password (the BMC cannot confirm a 20-byte one)"
+	}
+	mac := e.MAC
+	if mac == "" {
+		mac = "unknown"
+	}
+	a.Log.Info(fmt.Sprintf("scout: BMC user %d (%s) set in band with a new %s, ADMINISTRATOR on LAN channel %d; BMC address %s, MAC %s",
+		e.UserID, e.Username, size, e.Channel, e.Address, mac))
+	b := a.newBackoff()
+	for attempt := 1; ; attempt++ {
+		id, _ := creds.get()
+		cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		_, err := client.EnrollBMC(cctx, connect.NewRequest(&agentv1.EnrollBMCRequest{MachineId: id,
+			Address: e.Address, Mac: e.MAC, Username: e.Username, Password: e.Password}))
+		cancel()
+		if err == nil {
+			a.bmcEnrolled = true
+			a.Log.Info(fmt.Sprintf("scout: BMC enrolled: machine %s is reached at %s as user %s", id, e.Address, e.Username))
+			return
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		code := connect.CodeOf(err)
+		if attempt >= enrolAttempts || (code != connect.CodeUnavailable && code != connect.CodeDeadlineExceeded && code != connect.CodeUnknown) {
+			a.Log.Warn(fmt.Sprintf("scout: BMC not enrolled: send it to the API: %v", err))
+			return
+		}
+		d := b.next()
+		a.Log.Warn(fmt.Sprintf("scout: enrol the BMC: %v; retrying in %s", err, d))
+		if !sleep(ctx, d) {
+			return
 		}
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"connectrpc.com/connect"
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/testing/protocmp"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/carbide-dev/carbide/edge/internal/agentconfig"
@@ -49,10 +50,12 @@ type fakeAPI struct {
 	agentv1connect.UnimplementedAgentServiceHandler
 	report      func(n int) (*agentv1.ReportInventoryResponse, error)
 	instruction func(n int) (*agentv1.Instruction, error)
+	enroll      func(n int) error
 
 	mu           sync.Mutex
 	reports      []call
 	instructions []call
+	enrolments   []*agentv1.EnrollBMCRequest
 }
 
 var _ agentv1connect.AgentServiceHandler = (*fakeAPI)(nil)
@@ -86,6 +89,19 @@ func (f *fakeAPI) GetInstruction(_ context.Context, req *connect.Request[agentv1
 		return nil, err
 	}
 	return connect.NewResponse(&agentv1.GetInstructionResponse{Instruction: instr}), nil
+}
+
+func (f *fakeAPI) EnrollBMC(_ context.Context, req *connect.Request[agentv1.EnrollBMCRequest]) (*connect.Response[agentv1.EnrollBMCResponse], error) {
+	f.mu.Lock()
+	n := len(f.enrolments)
+	f.enrolments = append(f.enrolments, req.Msg)
+	f.mu.Unlock()
+	if f.enroll != nil {
+		if err := f.enroll(n); err != nil {
+			return nil, err
+		}
+	}
+	return connect.NewResponse(&agentv1.EnrollBMCResponse{}), nil
 }
 
 func (f *fakeAPI) calls() ([]call, []call) {
@@ -425,4 +441,100 @@ func TestAgentPrints(t *testing.T) {
 		t.Errorf("print mode fetched the configuration %d times", h.fetches)
 	}
 	h.checkLog(t, "scout: powering off: inventory printed (print mode)")
+}
+
+// enrolPassword is what the fake in-band enrolment says it set.
+const enrolPassword = "Fr3shBMCpassw0rdAbCd"
+
+// readyAndEnrol is a report answer: the machine is Ready, enrol its BMC
+// (or not), power off.
+func readyAndEnrol(enrol bool) func(int) (*agentv1.ReportInventoryResponse, error) {
+	return func(int) (*agentv1.ReportInventoryResponse, error) {
+		return &agentv1.ReportInventoryResponse{
+			Machine:     &machinev1.Machine{Id: machineA, State: machinev1.MachineState_MACHINE_STATE_READY},
+			AgentToken:  secondTok,
+			Instruction: &agentv1.Instruction{Action: agentv1.Instruction_ACTION_POWER_OFF, Reason: "machine is READY"},
+			EnrollBmc:   enrol,
+		}, nil
+	}
+}
+
+// TestAgentEnrollsBMC: when the report asks for it, the agent creates its
+// BMC user in band and sends it to the API before it follows the
+// instruction; the password is in no log line.
+func TestAgentEnrollsBMC(t *testing.T) {
+	t.Parallel()
+	testsecret.Register(t, enrolPassword)
+	api := &fakeAPI{report: readyAndEnrol(true)}
+	h := newHarness(t, api, func(h *harness, n int) (int, string) { return http.StatusOK, h.config(machineA, firstTok) })
+	h.agent.EnrollBMC = func(context.Context) (*BMCEnrolment, error) {
+		h.step("enrol BMC")
+		return &BMCEnrolment{Channel: 1, Address: "198.18.0.23", MAC: "52:54:00:be:ef:01", UserID: 3, Username: BMCUsername, Password: enrolPassword}, nil
+	}
+	if got := h.run(t); got != PowerOff {
+		t.Errorf("power action %s, want powering off", got)
+	}
+	want := []*agentv1.EnrollBMCRequest{{MachineId: machineA, Address: "198.18.0.23", Mac: "52:54:00:be:ef:01", Username: "carbide", Password: enrolPassword}}
+	if diff := cmp.Diff(want, api.enrolments, protocmp.Transform()); diff != "" {
+		t.Errorf("EnrollBMC calls (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]string{"modules", "random", "network " + bootMAC, "enrol BMC", "power powering off"}, h.steps); diff != "" {
+		t.Errorf("steps (-want +got):\n%s", diff)
+	}
+	h.checkLog(t,
+		`scout: BMC user 3 (carbide) set in band with a new 20-byte password, ADMINISTRATOR on LAN channel 1; BMC address 198.18.0.23, MAC 52:54:00:be:ef:01`,
+		`scout: BMC enrolled: machine `+machineA+` is reached at 198.18.0.23 as user carbide`)
+	if strings.Contains(h.log.String(), enrolPassword) {
+		t.Error("the log holds the BMC password")
+	}
+}
+
+// TestAgentBMCEnrolmentFailures: a report that does not ask for
+// enrolment leaves the BMC alone; an in-band failure, or an API that
+// refuses the enrolment, is logged and discovery goes on.
+func TestAgentBMCEnrolmentFailures(t *testing.T) {
+	t.Parallel()
+	tests := map[string]struct {
+		ask       bool
+		inBand    error
+		api       error
+		wantCalls int
+		wantLog   string
+	}{
+		"not asked": {ask: false, wantCalls: 0, wantLog: "scout: powering off"},
+		"in band":   {ask: true, inBand: errors.New("set the user name: BMC answered with completion code 0xd4 (insufficient privilege)"), wantLog: "scout: BMC not enrolled: set the user name: BMC answered with completion code 0xd4"},
+		"refused": {ask: true, api: connect.NewError(connect.CodeFailedPrecondition, errors.New("an operator set the credentials")), wantCalls: 1,
+			wantLog: "scout: BMC not enrolled: send it to the API: failed_precondition: an operator set the credentials"},
+		"unavailable": {ask: true, api: connect.NewError(connect.CodeUnavailable, errors.New("down")), wantCalls: enrolAttempts,
+			wantLog: "scout: BMC not enrolled: send it to the API: unavailable: down"},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			testsecret.Register(t, enrolPassword)
+			api := &fakeAPI{report: readyAndEnrol(tc.ask), enroll: func(int) error { return tc.api }}
+			h := newHarness(t, api, func(h *harness, n int) (int, string) { return http.StatusOK, h.config(machineA, firstTok) })
+			var inBand int
+			h.agent.EnrollBMC = func(context.Context) (*BMCEnrolment, error) {
+				inBand++
+				if tc.inBand != nil {
+					return nil, tc.inBand
+				}
+				return &BMCEnrolment{Channel: 1, Address: "198.18.0.23", UserID: 3, Username: BMCUsername, Password: enrolPassword}, nil
+			}
+			if got := h.run(t); got != PowerOff {
+				t.Errorf("power action %s, want powering off", got)
+			}
+			if tc.ask != (inBand == 1) {
+				t.Errorf("in-band enrolment ran %d times; asked: %t", inBand, tc.ask)
+			}
+			if len(api.enrolments) != tc.wantCalls {
+				t.Errorf("%d EnrollBMC calls, want %d", len(api.enrolments), tc.wantCalls)
+			}
+			h.checkLog(t, tc.wantLog)
+			if strings.Contains(h.log.String(), enrolPassword) {
+				t.Error("the log holds the BMC password")
+			}
+		})
+	}
 }

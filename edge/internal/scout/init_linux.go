@@ -33,6 +33,7 @@ func NewMachineAgent(log *slog.Logger, console io.Writer, root string, params Pa
 		Console:   console,
 		Params:    params,
 		Collector: c,
+		EnrollBMC: EnrollBMC(root, 5*time.Second),
 		LoadModules: func(context.Context) {
 			start := time.Now()
 			res, err := loadModules(log, root)

@@ -83,19 +83,29 @@ func BMCAddress(root string, timeout time.Duration) func(context.Context) (strin
 	}
 }
 
+// openIPMI opens the IPMI device below root; it returns nil and no error
+// when there is none.
+func openIPMI(root string) (*os.File, error) {
+	f, err := os.OpenFile(root+"/"+ipmiDevice, os.O_RDWR, 0)
+	if errors.Is(err, os.ErrNotExist) || errors.Is(err, unix.ENODEV) || errors.Is(err, unix.ENXIO) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return f, nil
+}
+
 // bmcAddress asks the BMC, through the in-band IPMI device below root, for
 // the IPv4 address of its LAN channel 1. It returns "" without an error
 // when there is no IPMI device.
 func bmcAddress(ctx context.Context, root string, timeout time.Duration) (string, error) {
-	f, err := os.OpenFile(root+"/"+ipmiDevice, os.O_RDWR, 0)
-	if errors.Is(err, os.ErrNotExist) || errors.Is(err, unix.ENODEV) || errors.Is(err, unix.ENXIO) {
-		return "", nil
-	}
-	if err != nil {
+	f, err := openIPMI(root)
+	if f == nil {
 		return "", err
 	}
 	defer f.Close()
-	resp, err := ipmiCommand(ctx, int(f.Fd()), ipmiNetFnTransport, ipmiCmdGetLANConfig,
+	resp, err := ipmiCommand(ctx, int(f.Fd()), 1, ipmiNetFnTransport, ipmiCmdGetLANConfig,
 		getLANConfigRequest(ipmiDefaultLANChanel, ipmiLANParamIP), timeout)
 	if err != nil {
 		return "", err
@@ -103,10 +113,40 @@ func bmcAddress(ctx context.Context, root string, timeout time.Duration) (string
 	return parseLANIPResponse(resp)
 }
 
-// ipmiCommand sends one request to the BMC and returns the response data
-// (completion code first), waiting at most timeout.
-func ipmiCommand(ctx context.Context, fd int, netfn, cmd byte, data []byte, timeout time.Duration) ([]byte, error) {
-	const msgid = 1
+// EnrollBMC returns an Agent.EnrollBMC that creates or resets the agent's
+// BMC user through the IPMI device below root, waiting at most timeout
+// for each answer. It returns nil and no error when there is no IPMI
+// device.
+func EnrollBMC(root string, timeout time.Duration) func(context.Context) (*BMCEnrolment, error) {
+	return func(ctx context.Context) (*BMCEnrolment, error) {
+		f, err := openIPMI(root)
+		if f == nil {
+			return nil, err
+		}
+		defer f.Close()
+		return enrolBMC(ctx, &ipmiDev{fd: int(f.Fd()), timeout: timeout}, defaultRandom)
+	}
+}
+
+// ipmiDev sends commands through an open IPMI device, one at a time.
+type ipmiDev struct {
+	fd      int
+	timeout time.Duration
+	msgid   int64
+}
+
+// Command sends one request and returns the response data, completion
+// code first. Each request has its own message id, so that a late answer
+// to an earlier one is never taken for it.
+func (d *ipmiDev) Command(ctx context.Context, netfn, cmd byte, data []byte) ([]byte, error) {
+	d.msgid++
+	return ipmiCommand(ctx, d.fd, d.msgid, netfn, cmd, data, d.timeout)
+}
+
+// ipmiCommand sends one request with message id msgid to the BMC and
+// returns the response data (completion code first), waiting at most
+// timeout.
+func ipmiCommand(ctx context.Context, fd int, msgid int64, netfn, cmd byte, data []byte, timeout time.Duration) ([]byte, error) {
 	addr := systemInterfaceAddr()
 	reqData := append([]byte(nil), data...)
 	req := &ipmiReq{

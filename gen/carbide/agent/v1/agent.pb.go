@@ -11,6 +11,7 @@ package agentv1
 
 import (
 	_ "buf.build/gen/go/bufbuild/protovalidate/protocolbuffers/go/buf/validate"
+	v11 "github.com/carbide-dev/carbide/gen/carbide/bmc/v1"
 	v1 "github.com/carbide-dev/carbide/gen/carbide/machine/v1"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
@@ -81,7 +82,7 @@ func (x Instruction_Action) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Instruction_Action.Descriptor instead.
 func (Instruction_Action) EnumDescriptor() ([]byte, []int) {
-	return file_carbide_agent_v1_agent_proto_rawDescGZIP(), []int{4, 0}
+	return file_carbide_agent_v1_agent_proto_rawDescGZIP(), []int{6, 0}
 }
 
 type ReportInventoryRequest struct {
@@ -151,7 +152,10 @@ type ReportInventoryResponse struct {
 	// When agent_token expires.
 	AgentTokenExpireTime *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=agent_token_expire_time,json=agentTokenExpireTime,proto3" json:"agent_token_expire_time,omitempty"`
 	// What to do next.
-	Instruction   *Instruction `protobuf:"bytes,4,opt,name=instruction,proto3" json:"instruction,omitempty"`
+	Instruction *Instruction `protobuf:"bytes,4,opt,name=instruction,proto3" json:"instruction,omitempty"`
+	// Create a Carbide BMC user in band and send it with EnrollBMC: the
+	// machine has no BMC credentials, or only ones an agent enrolled.
+	EnrollBmc     bool `protobuf:"varint,5,opt,name=enroll_bmc,json=enrollBmc,proto3" json:"enroll_bmc,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -214,6 +218,141 @@ func (x *ReportInventoryResponse) GetInstruction() *Instruction {
 	return nil
 }
 
+func (x *ReportInventoryResponse) GetEnrollBmc() bool {
+	if x != nil {
+		return x.EnrollBmc
+	}
+	return false
+}
+
+type EnrollBMCRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The machine the agent runs on; must be the one its credential names.
+	MachineId string `protobuf:"bytes,1,opt,name=machine_id,json=machineId,proto3" json:"machine_id,omitempty"`
+	// The IPv4 address of the BMC's LAN channel.
+	Address string `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
+	// The MAC address of the BMC's LAN channel; empty when the BMC does not
+	// say.
+	Mac string `protobuf:"bytes,3,opt,name=mac,proto3" json:"mac,omitempty"`
+	// The BMC user the agent created or reset.
+	Username string `protobuf:"bytes,4,opt,name=username,proto3" json:"username,omitempty"`
+	// Its password. Write-only: sealed at rest, never returned, never
+	// logged.
+	Password      string `protobuf:"bytes,5,opt,name=password,proto3" json:"password,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EnrollBMCRequest) Reset() {
+	*x = EnrollBMCRequest{}
+	mi := &file_carbide_agent_v1_agent_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EnrollBMCRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EnrollBMCRequest) ProtoMessage() {}
+
+func (x *EnrollBMCRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_carbide_agent_v1_agent_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EnrollBMCRequest.ProtoReflect.Descriptor instead.
+func (*EnrollBMCRequest) Descriptor() ([]byte, []int) {
+	return file_carbide_agent_v1_agent_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *EnrollBMCRequest) GetMachineId() string {
+	if x != nil {
+		return x.MachineId
+	}
+	return ""
+}
+
+func (x *EnrollBMCRequest) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *EnrollBMCRequest) GetMac() string {
+	if x != nil {
+		return x.Mac
+	}
+	return ""
+}
+
+func (x *EnrollBMCRequest) GetUsername() string {
+	if x != nil {
+		return x.Username
+	}
+	return ""
+}
+
+func (x *EnrollBMCRequest) GetPassword() string {
+	if x != nil {
+		return x.Password
+	}
+	return ""
+}
+
+type EnrollBMCResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The BMC as it is now stored, without its password.
+	Bmc           *v11.BMC `protobuf:"bytes,1,opt,name=bmc,proto3" json:"bmc,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EnrollBMCResponse) Reset() {
+	*x = EnrollBMCResponse{}
+	mi := &file_carbide_agent_v1_agent_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EnrollBMCResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EnrollBMCResponse) ProtoMessage() {}
+
+func (x *EnrollBMCResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_carbide_agent_v1_agent_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EnrollBMCResponse.ProtoReflect.Descriptor instead.
+func (*EnrollBMCResponse) Descriptor() ([]byte, []int) {
+	return file_carbide_agent_v1_agent_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *EnrollBMCResponse) GetBmc() *v11.BMC {
+	if x != nil {
+		return x.Bmc
+	}
+	return nil
+}
+
 type GetInstructionRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The machine the agent runs on; must be the one its credential names.
@@ -224,7 +363,7 @@ type GetInstructionRequest struct {
 
 func (x *GetInstructionRequest) Reset() {
 	*x = GetInstructionRequest{}
-	mi := &file_carbide_agent_v1_agent_proto_msgTypes[2]
+	mi := &file_carbide_agent_v1_agent_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -236,7 +375,7 @@ func (x *GetInstructionRequest) String() string {
 func (*GetInstructionRequest) ProtoMessage() {}
 
 func (x *GetInstructionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_carbide_agent_v1_agent_proto_msgTypes[2]
+	mi := &file_carbide_agent_v1_agent_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -249,7 +388,7 @@ func (x *GetInstructionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetInstructionRequest.ProtoReflect.Descriptor instead.
 func (*GetInstructionRequest) Descriptor() ([]byte, []int) {
-	return file_carbide_agent_v1_agent_proto_rawDescGZIP(), []int{2}
+	return file_carbide_agent_v1_agent_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *GetInstructionRequest) GetMachineId() string {
@@ -269,7 +408,7 @@ type GetInstructionResponse struct {
 
 func (x *GetInstructionResponse) Reset() {
 	*x = GetInstructionResponse{}
-	mi := &file_carbide_agent_v1_agent_proto_msgTypes[3]
+	mi := &file_carbide_agent_v1_agent_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -281,7 +420,7 @@ func (x *GetInstructionResponse) String() string {
 func (*GetInstructionResponse) ProtoMessage() {}
 
 func (x *GetInstructionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_carbide_agent_v1_agent_proto_msgTypes[3]
+	mi := &file_carbide_agent_v1_agent_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -294,7 +433,7 @@ func (x *GetInstructionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetInstructionResponse.ProtoReflect.Descriptor instead.
 func (*GetInstructionResponse) Descriptor() ([]byte, []int) {
-	return file_carbide_agent_v1_agent_proto_rawDescGZIP(), []int{3}
+	return file_carbide_agent_v1_agent_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *GetInstructionResponse) GetInstruction() *Instruction {
@@ -319,7 +458,7 @@ type Instruction struct {
 
 func (x *Instruction) Reset() {
 	*x = Instruction{}
-	mi := &file_carbide_agent_v1_agent_proto_msgTypes[4]
+	mi := &file_carbide_agent_v1_agent_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -331,7 +470,7 @@ func (x *Instruction) String() string {
 func (*Instruction) ProtoMessage() {}
 
 func (x *Instruction) ProtoReflect() protoreflect.Message {
-	mi := &file_carbide_agent_v1_agent_proto_msgTypes[4]
+	mi := &file_carbide_agent_v1_agent_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -344,7 +483,7 @@ func (x *Instruction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Instruction.ProtoReflect.Descriptor instead.
 func (*Instruction) Descriptor() ([]byte, []int) {
-	return file_carbide_agent_v1_agent_proto_rawDescGZIP(), []int{4}
+	return file_carbide_agent_v1_agent_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Instruction) GetAction() Instruction_Action {
@@ -372,17 +511,29 @@ var File_carbide_agent_v1_agent_proto protoreflect.FileDescriptor
 
 const file_carbide_agent_v1_agent_proto_rawDesc = "" +
 	"\n" +
-	"\x1ccarbide/agent/v1/agent.proto\x12\x10carbide.agent.v1\x1a\x1bbuf/validate/validate.proto\x1a\"carbide/machine/v1/inventory.proto\x1a carbide/machine/v1/machine.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x86\x01\n" +
+	"\x1ccarbide/agent/v1/agent.proto\x12\x10carbide.agent.v1\x1a\x1bbuf/validate/validate.proto\x1a\x18carbide/bmc/v1/bmc.proto\x1a\"carbide/machine/v1/inventory.proto\x1a carbide/machine/v1/machine.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x86\x01\n" +
 	"\x16ReportInventoryRequest\x12'\n" +
 	"\n" +
 	"machine_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\tmachineId\x12C\n" +
-	"\tinventory\x18\x02 \x01(\v2\x1d.carbide.machine.v1.InventoryB\x06\xbaH\x03\xc8\x01\x01R\tinventory\"\x85\x02\n" +
+	"\tinventory\x18\x02 \x01(\v2\x1d.carbide.machine.v1.InventoryB\x06\xbaH\x03\xc8\x01\x01R\tinventory\"\xa4\x02\n" +
 	"\x17ReportInventoryResponse\x125\n" +
 	"\amachine\x18\x01 \x01(\v2\x1b.carbide.machine.v1.MachineR\amachine\x12\x1f\n" +
 	"\vagent_token\x18\x02 \x01(\tR\n" +
 	"agentToken\x12Q\n" +
 	"\x17agent_token_expire_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x14agentTokenExpireTime\x12?\n" +
-	"\vinstruction\x18\x04 \x01(\v2\x1d.carbide.agent.v1.InstructionR\vinstruction\"@\n" +
+	"\vinstruction\x18\x04 \x01(\v2\x1d.carbide.agent.v1.InstructionR\vinstruction\x12\x1d\n" +
+	"\n" +
+	"enroll_bmc\x18\x05 \x01(\bR\tenrollBmc\"\xdb\x02\n" +
+	"\x10EnrollBMCRequest\x12'\n" +
+	"\n" +
+	"machine_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\tmachineId\x12!\n" +
+	"\aaddress\x18\x02 \x01(\tB\a\xbaH\x04r\x02x\x01R\aaddress\x12\xac\x01\n" +
+	"\x03mac\x18\x03 \x01(\tB\x99\x01\xbaH\x95\x01\xba\x01\x8e\x01\n" +
+	"\x03mac\x12Qmust be a MAC address of six colon-separated hex bytes, such as 52:54:00:12:34:56\x1a4this.matches('^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$')\xd8\x01\x01R\x03mac\x12%\n" +
+	"\busername\x18\x04 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18\x10R\busername\x12%\n" +
+	"\bpassword\x18\x05 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18\x14R\bpassword\":\n" +
+	"\x11EnrollBMCResponse\x12%\n" +
+	"\x03bmc\x18\x01 \x01(\v2\x13.carbide.bmc.v1.BMCR\x03bmc\"@\n" +
 	"\x15GetInstructionRequest\x12'\n" +
 	"\n" +
 	"machine_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\tmachineId\"Y\n" +
@@ -396,9 +547,10 @@ const file_carbide_agent_v1_agent_proto_rawDesc = "" +
 	"\x12ACTION_UNSPECIFIED\x10\x00\x12\x0f\n" +
 	"\vACTION_WAIT\x10\x01\x12\x11\n" +
 	"\rACTION_REBOOT\x10\x02\x12\x14\n" +
-	"\x10ACTION_POWER_OFF\x10\x032\xe5\x01\n" +
+	"\x10ACTION_POWER_OFF\x10\x032\xc0\x02\n" +
 	"\fAgentService\x12k\n" +
-	"\x0fReportInventory\x12(.carbide.agent.v1.ReportInventoryRequest\x1a).carbide.agent.v1.ReportInventoryResponse\"\x03\x90\x02\x02\x12h\n" +
+	"\x0fReportInventory\x12(.carbide.agent.v1.ReportInventoryRequest\x1a).carbide.agent.v1.ReportInventoryResponse\"\x03\x90\x02\x02\x12Y\n" +
+	"\tEnrollBMC\x12\".carbide.agent.v1.EnrollBMCRequest\x1a#.carbide.agent.v1.EnrollBMCResponse\"\x03\x90\x02\x02\x12h\n" +
 	"\x0eGetInstruction\x12'.carbide.agent.v1.GetInstructionRequest\x1a(.carbide.agent.v1.GetInstructionResponse\"\x03\x90\x02\x01B\xc1\x01\n" +
 	"\x14com.carbide.agent.v1B\n" +
 	"AgentProtoP\x01Z;github.com/carbide-dev/carbide/gen/carbide/agent/v1;agentv1\xa2\x02\x03CAX\xaa\x02\x10Carbide.Agent.V1\xca\x02\x10Carbide\\Agent\\V1\xe2\x02\x1cCarbide\\Agent\\V1\\GPBMetadata\xea\x02\x12Carbide::Agent::V1b\x06proto3"
@@ -416,36 +568,42 @@ func file_carbide_agent_v1_agent_proto_rawDescGZIP() []byte {
 }
 
 var file_carbide_agent_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_carbide_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
+var file_carbide_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
 var file_carbide_agent_v1_agent_proto_goTypes = []any{
 	(Instruction_Action)(0),         // 0: carbide.agent.v1.Instruction.Action
 	(*ReportInventoryRequest)(nil),  // 1: carbide.agent.v1.ReportInventoryRequest
 	(*ReportInventoryResponse)(nil), // 2: carbide.agent.v1.ReportInventoryResponse
-	(*GetInstructionRequest)(nil),   // 3: carbide.agent.v1.GetInstructionRequest
-	(*GetInstructionResponse)(nil),  // 4: carbide.agent.v1.GetInstructionResponse
-	(*Instruction)(nil),             // 5: carbide.agent.v1.Instruction
-	(*v1.Inventory)(nil),            // 6: carbide.machine.v1.Inventory
-	(*v1.Machine)(nil),              // 7: carbide.machine.v1.Machine
-	(*timestamppb.Timestamp)(nil),   // 8: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),     // 9: google.protobuf.Duration
+	(*EnrollBMCRequest)(nil),        // 3: carbide.agent.v1.EnrollBMCRequest
+	(*EnrollBMCResponse)(nil),       // 4: carbide.agent.v1.EnrollBMCResponse
+	(*GetInstructionRequest)(nil),   // 5: carbide.agent.v1.GetInstructionRequest
+	(*GetInstructionResponse)(nil),  // 6: carbide.agent.v1.GetInstructionResponse
+	(*Instruction)(nil),             // 7: carbide.agent.v1.Instruction
+	(*v1.Inventory)(nil),            // 8: carbide.machine.v1.Inventory
+	(*v1.Machine)(nil),              // 9: carbide.machine.v1.Machine
+	(*timestamppb.Timestamp)(nil),   // 10: google.protobuf.Timestamp
+	(*v11.BMC)(nil),                 // 11: carbide.bmc.v1.BMC
+	(*durationpb.Duration)(nil),     // 12: google.protobuf.Duration
 }
 var file_carbide_agent_v1_agent_proto_depIdxs = []int32{
-	6, // 0: carbide.agent.v1.ReportInventoryRequest.inventory:type_name -> carbide.machine.v1.Inventory
-	7, // 1: carbide.agent.v1.ReportInventoryResponse.machine:type_name -> carbide.machine.v1.Machine
-	8, // 2: carbide.agent.v1.ReportInventoryResponse.agent_token_expire_time:type_name -> google.protobuf.Timestamp
-	5, // 3: carbide.agent.v1.ReportInventoryResponse.instruction:type_name -> carbide.agent.v1.Instruction
-	5, // 4: carbide.agent.v1.GetInstructionResponse.instruction:type_name -> carbide.agent.v1.Instruction
-	0, // 5: carbide.agent.v1.Instruction.action:type_name -> carbide.agent.v1.Instruction.Action
-	9, // 6: carbide.agent.v1.Instruction.wait:type_name -> google.protobuf.Duration
-	1, // 7: carbide.agent.v1.AgentService.ReportInventory:input_type -> carbide.agent.v1.ReportInventoryRequest
-	3, // 8: carbide.agent.v1.AgentService.GetInstruction:input_type -> carbide.agent.v1.GetInstructionRequest
-	2, // 9: carbide.agent.v1.AgentService.ReportInventory:output_type -> carbide.agent.v1.ReportInventoryResponse
-	4, // 10: carbide.agent.v1.AgentService.GetInstruction:output_type -> carbide.agent.v1.GetInstructionResponse
-	9, // [9:11] is the sub-list for method output_type
-	7, // [7:9] is the sub-list for method input_type
-	7, // [7:7] is the sub-list for extension type_name
-	7, // [7:7] is the sub-list for extension extendee
-	0, // [0:7] is the sub-list for field type_name
+	8,  // 0: carbide.agent.v1.ReportInventoryRequest.inventory:type_name -> carbide.machine.v1.Inventory
+	9,  // 1: carbide.agent.v1.ReportInventoryResponse.machine:type_name -> carbide.machine.v1.Machine
+	10, // 2: carbide.agent.v1.ReportInventoryResponse.agent_token_expire_time:type_name -> google.protobuf.Timestamp
+	7,  // 3: carbide.agent.v1.ReportInventoryResponse.instruction:type_name -> carbide.agent.v1.Instruction
+	11, // 4: carbide.agent.v1.EnrollBMCResponse.bmc:type_name -> carbide.bmc.v1.BMC
+	7,  // 5: carbide.agent.v1.GetInstructionResponse.instruction:type_name -> carbide.agent.v1.Instruction
+	0,  // 6: carbide.agent.v1.Instruction.action:type_name -> carbide.agent.v1.Instruction.Action
+	12, // 7: carbide.agent.v1.Instruction.wait:type_name -> google.protobuf.Duration
+	1,  // 8: carbide.agent.v1.AgentService.ReportInventory:input_type -> carbide.agent.v1.ReportInventoryRequest
+	3,  // 9: carbide.agent.v1.AgentService.EnrollBMC:input_type -> carbide.agent.v1.EnrollBMCRequest
+	5,  // 10: carbide.agent.v1.AgentService.GetInstruction:input_type -> carbide.agent.v1.GetInstructionRequest
+	2,  // 11: carbide.agent.v1.AgentService.ReportInventory:output_type -> carbide.agent.v1.ReportInventoryResponse
+	4,  // 12: carbide.agent.v1.AgentService.EnrollBMC:output_type -> carbide.agent.v1.EnrollBMCResponse
+	6,  // 13: carbide.agent.v1.AgentService.GetInstruction:output_type -> carbide.agent.v1.GetInstructionResponse
+	11, // [11:14] is the sub-list for method output_type
+	8,  // [8:11] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_carbide_agent_v1_agent_proto_init() }
@@ -459,7 +617,7 @@ func file_carbide_agent_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_carbide_agent_v1_agent_proto_rawDesc), len(file_carbide_agent_v1_agent_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   5,
+			NumMessages:   7,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -129,6 +129,59 @@ func (PowerState) EnumDescriptor() ([]byte, []int) {
 	return file_carbide_bmc_v1_bmc_proto_rawDescGZIP(), []int{1}
 }
 
+// CredentialSource says who set a BMC's credentials.
+type CredentialSource int32
+
+const (
+	CredentialSource_CREDENTIAL_SOURCE_UNSPECIFIED CredentialSource = 0
+	// An operator, with SetBMC. An agent never replaces them.
+	CredentialSource_CREDENTIAL_SOURCE_OPERATOR CredentialSource = 1
+	// The discovery agent, which created a BMC user in band
+	// (AgentService.EnrollBMC).
+	CredentialSource_CREDENTIAL_SOURCE_AGENT CredentialSource = 2
+)
+
+// Enum value maps for CredentialSource.
+var (
+	CredentialSource_name = map[int32]string{
+		0: "CREDENTIAL_SOURCE_UNSPECIFIED",
+		1: "CREDENTIAL_SOURCE_OPERATOR",
+		2: "CREDENTIAL_SOURCE_AGENT",
+	}
+	CredentialSource_value = map[string]int32{
+		"CREDENTIAL_SOURCE_UNSPECIFIED": 0,
+		"CREDENTIAL_SOURCE_OPERATOR":    1,
+		"CREDENTIAL_SOURCE_AGENT":       2,
+	}
+)
+
+func (x CredentialSource) Enum() *CredentialSource {
+	p := new(CredentialSource)
+	*p = x
+	return p
+}
+
+func (x CredentialSource) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (CredentialSource) Descriptor() protoreflect.EnumDescriptor {
+	return file_carbide_bmc_v1_bmc_proto_enumTypes[2].Descriptor()
+}
+
+func (CredentialSource) Type() protoreflect.EnumType {
+	return &file_carbide_bmc_v1_bmc_proto_enumTypes[2]
+}
+
+func (x CredentialSource) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use CredentialSource.Descriptor instead.
+func (CredentialSource) EnumDescriptor() ([]byte, []int) {
+	return file_carbide_bmc_v1_bmc_proto_rawDescGZIP(), []int{2}
+}
+
 type OperationType int32
 
 const (
@@ -178,11 +231,11 @@ func (x OperationType) String() string {
 }
 
 func (OperationType) Descriptor() protoreflect.EnumDescriptor {
-	return file_carbide_bmc_v1_bmc_proto_enumTypes[2].Descriptor()
+	return file_carbide_bmc_v1_bmc_proto_enumTypes[3].Descriptor()
 }
 
 func (OperationType) Type() protoreflect.EnumType {
-	return &file_carbide_bmc_v1_bmc_proto_enumTypes[2]
+	return &file_carbide_bmc_v1_bmc_proto_enumTypes[3]
 }
 
 func (x OperationType) Number() protoreflect.EnumNumber {
@@ -191,7 +244,7 @@ func (x OperationType) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use OperationType.Descriptor instead.
 func (OperationType) EnumDescriptor() ([]byte, []int) {
-	return file_carbide_bmc_v1_bmc_proto_rawDescGZIP(), []int{2}
+	return file_carbide_bmc_v1_bmc_proto_rawDescGZIP(), []int{3}
 }
 
 type BootDevice int32
@@ -230,11 +283,11 @@ func (x BootDevice) String() string {
 }
 
 func (BootDevice) Descriptor() protoreflect.EnumDescriptor {
-	return file_carbide_bmc_v1_bmc_proto_enumTypes[3].Descriptor()
+	return file_carbide_bmc_v1_bmc_proto_enumTypes[4].Descriptor()
 }
 
 func (BootDevice) Type() protoreflect.EnumType {
-	return &file_carbide_bmc_v1_bmc_proto_enumTypes[3]
+	return &file_carbide_bmc_v1_bmc_proto_enumTypes[4]
 }
 
 func (x BootDevice) Number() protoreflect.EnumNumber {
@@ -243,7 +296,7 @@ func (x BootDevice) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use BootDevice.Descriptor instead.
 func (BootDevice) EnumDescriptor() ([]byte, []int) {
-	return file_carbide_bmc_v1_bmc_proto_rawDescGZIP(), []int{3}
+	return file_carbide_bmc_v1_bmc_proto_rawDescGZIP(), []int{4}
 }
 
 type OperationState int32
@@ -288,11 +341,11 @@ func (x OperationState) String() string {
 }
 
 func (OperationState) Descriptor() protoreflect.EnumDescriptor {
-	return file_carbide_bmc_v1_bmc_proto_enumTypes[4].Descriptor()
+	return file_carbide_bmc_v1_bmc_proto_enumTypes[5].Descriptor()
 }
 
 func (OperationState) Type() protoreflect.EnumType {
-	return &file_carbide_bmc_v1_bmc_proto_enumTypes[4]
+	return &file_carbide_bmc_v1_bmc_proto_enumTypes[5]
 }
 
 func (x OperationState) Number() protoreflect.EnumNumber {
@@ -301,7 +354,7 @@ func (x OperationState) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use OperationState.Descriptor instead.
 func (OperationState) EnumDescriptor() ([]byte, []int) {
-	return file_carbide_bmc_v1_bmc_proto_rawDescGZIP(), []int{4}
+	return file_carbide_bmc_v1_bmc_proto_rawDescGZIP(), []int{5}
 }
 
 type ReportRequest_Result int32
@@ -337,11 +390,11 @@ func (x ReportRequest_Result) String() string {
 }
 
 func (ReportRequest_Result) Descriptor() protoreflect.EnumDescriptor {
-	return file_carbide_bmc_v1_bmc_proto_enumTypes[5].Descriptor()
+	return file_carbide_bmc_v1_bmc_proto_enumTypes[6].Descriptor()
 }
 
 func (ReportRequest_Result) Type() protoreflect.EnumType {
-	return &file_carbide_bmc_v1_bmc_proto_enumTypes[5]
+	return &file_carbide_bmc_v1_bmc_proto_enumTypes[6]
 }
 
 func (x ReportRequest_Result) Number() protoreflect.EnumNumber {
@@ -379,6 +432,9 @@ type BMC struct {
 	PowerDrift bool                   `protobuf:"varint,11,opt,name=power_drift,json=powerDrift,proto3" json:"power_drift,omitempty"`
 	CreateTime *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
 	UpdateTime *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	// Who set the credentials: an operator (SetBMC) or the discovery agent
+	// (AgentService.EnrollBMC). Output only.
+	CredentialSource CredentialSource `protobuf:"varint,14,opt,name=credential_source,json=credentialSource,proto3,enum=carbide.bmc.v1.CredentialSource" json:"credential_source,omitempty"`
 	// Output only: the segment whose default credentials this BMC uses
 	// (SetSegmentCredentials); empty when it has its own, or when no
 	// segment with default credentials holds its address (then its
@@ -509,6 +565,13 @@ func (x *BMC) GetUpdateTime() *timestamppb.Timestamp {
 		return x.UpdateTime
 	}
 	return nil
+}
+
+func (x *BMC) GetCredentialSource() CredentialSource {
+	if x != nil {
+		return x.CredentialSource
+	}
+	return CredentialSource_CREDENTIAL_SOURCE_UNSPECIFIED
 }
 
 func (x *BMC) GetCredentialsSegmentId() string {
@@ -2592,7 +2655,7 @@ var File_carbide_bmc_v1_bmc_proto protoreflect.FileDescriptor
 
 const file_carbide_bmc_v1_bmc_proto_rawDesc = "" +
 	"\n" +
-	"\x18carbide/bmc/v1/bmc.proto\x12\x0ecarbide.bmc.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xce\x04\n" +
+	"\x18carbide/bmc/v1/bmc.proto\x12\x0ecarbide.bmc.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9d\x05\n" +
 	"\x03BMC\x12\x1d\n" +
 	"\n" +
 	"machine_id\x18\x01 \x01(\tR\tmachineId\x12\x18\n" +
@@ -2613,7 +2676,8 @@ const file_carbide_bmc_v1_bmc_proto_rawDesc = "" +
 	"\vcreate_time\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x12;\n" +
 	"\vupdate_time\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"updateTime\x124\n" +
+	"updateTime\x12M\n" +
+	"\x11credential_source\x18\x0e \x01(\x0e2 .carbide.bmc.v1.CredentialSourceR\x10credentialSource\x124\n" +
 	"\x16credentials_segment_id\x18\x0f \x01(\tR\x14credentialsSegmentId\"\xa9\x03\n" +
 	"\rSetBMCRequest\x12'\n" +
 	"\n" +
@@ -2798,7 +2862,11 @@ const file_carbide_bmc_v1_bmc_proto_rawDesc = "" +
 	"\x17POWER_STATE_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13POWER_STATE_UNKNOWN\x10\x01\x12\x12\n" +
 	"\x0ePOWER_STATE_ON\x10\x02\x12\x13\n" +
-	"\x0fPOWER_STATE_OFF\x10\x03*\xe5\x01\n" +
+	"\x0fPOWER_STATE_OFF\x10\x03*r\n" +
+	"\x10CredentialSource\x12!\n" +
+	"\x1dCREDENTIAL_SOURCE_UNSPECIFIED\x10\x00\x12\x1e\n" +
+	"\x1aCREDENTIAL_SOURCE_OPERATOR\x10\x01\x12\x1b\n" +
+	"\x17CREDENTIAL_SOURCE_AGENT\x10\x02*\xe5\x01\n" +
 	"\rOperationType\x12\x1e\n" +
 	"\x1aOPERATION_TYPE_UNSPECIFIED\x10\x00\x12\x1b\n" +
 	"\x17OPERATION_TYPE_POWER_ON\x10\x01\x12\x1c\n" +
@@ -2851,132 +2919,134 @@ func file_carbide_bmc_v1_bmc_proto_rawDescGZIP() []byte {
 	return file_carbide_bmc_v1_bmc_proto_rawDescData
 }
 
-var file_carbide_bmc_v1_bmc_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
+var file_carbide_bmc_v1_bmc_proto_enumTypes = make([]protoimpl.EnumInfo, 7)
 var file_carbide_bmc_v1_bmc_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
 var file_carbide_bmc_v1_bmc_proto_goTypes = []any{
 	(Protocol)(0),                            // 0: carbide.bmc.v1.Protocol
 	(PowerState)(0),                          // 1: carbide.bmc.v1.PowerState
-	(OperationType)(0),                       // 2: carbide.bmc.v1.OperationType
-	(BootDevice)(0),                          // 3: carbide.bmc.v1.BootDevice
-	(OperationState)(0),                      // 4: carbide.bmc.v1.OperationState
-	(ReportRequest_Result)(0),                // 5: carbide.bmc.v1.ReportRequest.Result
-	(*BMC)(nil),                              // 6: carbide.bmc.v1.BMC
-	(*SetBMCRequest)(nil),                    // 7: carbide.bmc.v1.SetBMCRequest
-	(*SetBMCResponse)(nil),                   // 8: carbide.bmc.v1.SetBMCResponse
-	(*GetBMCRequest)(nil),                    // 9: carbide.bmc.v1.GetBMCRequest
-	(*GetBMCResponse)(nil),                   // 10: carbide.bmc.v1.GetBMCResponse
-	(*ListBMCsRequest)(nil),                  // 11: carbide.bmc.v1.ListBMCsRequest
-	(*ListBMCsResponse)(nil),                 // 12: carbide.bmc.v1.ListBMCsResponse
-	(*DeleteBMCRequest)(nil),                 // 13: carbide.bmc.v1.DeleteBMCRequest
-	(*DeleteBMCResponse)(nil),                // 14: carbide.bmc.v1.DeleteBMCResponse
-	(*SegmentCredentials)(nil),               // 15: carbide.bmc.v1.SegmentCredentials
-	(*SetSegmentCredentialsRequest)(nil),     // 16: carbide.bmc.v1.SetSegmentCredentialsRequest
-	(*SetSegmentCredentialsResponse)(nil),    // 17: carbide.bmc.v1.SetSegmentCredentialsResponse
-	(*GetSegmentCredentialsRequest)(nil),     // 18: carbide.bmc.v1.GetSegmentCredentialsRequest
-	(*GetSegmentCredentialsResponse)(nil),    // 19: carbide.bmc.v1.GetSegmentCredentialsResponse
-	(*DeleteSegmentCredentialsRequest)(nil),  // 20: carbide.bmc.v1.DeleteSegmentCredentialsRequest
-	(*DeleteSegmentCredentialsResponse)(nil), // 21: carbide.bmc.v1.DeleteSegmentCredentialsResponse
-	(*Boot)(nil),                             // 22: carbide.bmc.v1.Boot
-	(*Operation)(nil),                        // 23: carbide.bmc.v1.Operation
-	(*RequestOperationRequest)(nil),          // 24: carbide.bmc.v1.RequestOperationRequest
-	(*RequestOperationResponse)(nil),         // 25: carbide.bmc.v1.RequestOperationResponse
-	(*GetOperationRequest)(nil),              // 26: carbide.bmc.v1.GetOperationRequest
-	(*GetOperationResponse)(nil),             // 27: carbide.bmc.v1.GetOperationResponse
-	(*ListOperationsRequest)(nil),            // 28: carbide.bmc.v1.ListOperationsRequest
-	(*ListOperationsResponse)(nil),           // 29: carbide.bmc.v1.ListOperationsResponse
-	(*CancelOperationRequest)(nil),           // 30: carbide.bmc.v1.CancelOperationRequest
-	(*CancelOperationResponse)(nil),          // 31: carbide.bmc.v1.CancelOperationResponse
-	(*ClaimRequest)(nil),                     // 32: carbide.bmc.v1.ClaimRequest
-	(*Work)(nil),                             // 33: carbide.bmc.v1.Work
-	(*Target)(nil),                           // 34: carbide.bmc.v1.Target
-	(*ClaimResponse)(nil),                    // 35: carbide.bmc.v1.ClaimResponse
-	(*LeaseRef)(nil),                         // 36: carbide.bmc.v1.LeaseRef
-	(*RenewRequest)(nil),                     // 37: carbide.bmc.v1.RenewRequest
-	(*RenewResponse)(nil),                    // 38: carbide.bmc.v1.RenewResponse
-	(*ReportRequest)(nil),                    // 39: carbide.bmc.v1.ReportRequest
-	(*ReportResponse)(nil),                   // 40: carbide.bmc.v1.ReportResponse
-	(*ReleaseRequest)(nil),                   // 41: carbide.bmc.v1.ReleaseRequest
-	(*ReleaseResponse)(nil),                  // 42: carbide.bmc.v1.ReleaseResponse
-	(*timestamppb.Timestamp)(nil),            // 43: google.protobuf.Timestamp
+	(CredentialSource)(0),                    // 2: carbide.bmc.v1.CredentialSource
+	(OperationType)(0),                       // 3: carbide.bmc.v1.OperationType
+	(BootDevice)(0),                          // 4: carbide.bmc.v1.BootDevice
+	(OperationState)(0),                      // 5: carbide.bmc.v1.OperationState
+	(ReportRequest_Result)(0),                // 6: carbide.bmc.v1.ReportRequest.Result
+	(*BMC)(nil),                              // 7: carbide.bmc.v1.BMC
+	(*SetBMCRequest)(nil),                    // 8: carbide.bmc.v1.SetBMCRequest
+	(*SetBMCResponse)(nil),                   // 9: carbide.bmc.v1.SetBMCResponse
+	(*GetBMCRequest)(nil),                    // 10: carbide.bmc.v1.GetBMCRequest
+	(*GetBMCResponse)(nil),                   // 11: carbide.bmc.v1.GetBMCResponse
+	(*ListBMCsRequest)(nil),                  // 12: carbide.bmc.v1.ListBMCsRequest
+	(*ListBMCsResponse)(nil),                 // 13: carbide.bmc.v1.ListBMCsResponse
+	(*DeleteBMCRequest)(nil),                 // 14: carbide.bmc.v1.DeleteBMCRequest
+	(*DeleteBMCResponse)(nil),                // 15: carbide.bmc.v1.DeleteBMCResponse
+	(*SegmentCredentials)(nil),               // 16: carbide.bmc.v1.SegmentCredentials
+	(*SetSegmentCredentialsRequest)(nil),     // 17: carbide.bmc.v1.SetSegmentCredentialsRequest
+	(*SetSegmentCredentialsResponse)(nil),    // 18: carbide.bmc.v1.SetSegmentCredentialsResponse
+	(*GetSegmentCredentialsRequest)(nil),     // 19: carbide.bmc.v1.GetSegmentCredentialsRequest
+	(*GetSegmentCredentialsResponse)(nil),    // 20: carbide.bmc.v1.GetSegmentCredentialsResponse
+	(*DeleteSegmentCredentialsRequest)(nil),  // 21: carbide.bmc.v1.DeleteSegmentCredentialsRequest
+	(*DeleteSegmentCredentialsResponse)(nil), // 22: carbide.bmc.v1.DeleteSegmentCredentialsResponse
+	(*Boot)(nil),                             // 23: carbide.bmc.v1.Boot
+	(*Operation)(nil),                        // 24: carbide.bmc.v1.Operation
+	(*RequestOperationRequest)(nil),          // 25: carbide.bmc.v1.RequestOperationRequest
+	(*RequestOperationResponse)(nil),         // 26: carbide.bmc.v1.RequestOperationResponse
+	(*GetOperationRequest)(nil),              // 27: carbide.bmc.v1.GetOperationRequest
+	(*GetOperationResponse)(nil),             // 28: carbide.bmc.v1.GetOperationResponse
+	(*ListOperationsRequest)(nil),            // 29: carbide.bmc.v1.ListOperationsRequest
+	(*ListOperationsResponse)(nil),           // 30: carbide.bmc.v1.ListOperationsResponse
+	(*CancelOperationRequest)(nil),           // 31: carbide.bmc.v1.CancelOperationRequest
+	(*CancelOperationResponse)(nil),          // 32: carbide.bmc.v1.CancelOperationResponse
+	(*ClaimRequest)(nil),                     // 33: carbide.bmc.v1.ClaimRequest
+	(*Work)(nil),                             // 34: carbide.bmc.v1.Work
+	(*Target)(nil),                           // 35: carbide.bmc.v1.Target
+	(*ClaimResponse)(nil),                    // 36: carbide.bmc.v1.ClaimResponse
+	(*LeaseRef)(nil),                         // 37: carbide.bmc.v1.LeaseRef
+	(*RenewRequest)(nil),                     // 38: carbide.bmc.v1.RenewRequest
+	(*RenewResponse)(nil),                    // 39: carbide.bmc.v1.RenewResponse
+	(*ReportRequest)(nil),                    // 40: carbide.bmc.v1.ReportRequest
+	(*ReportResponse)(nil),                   // 41: carbide.bmc.v1.ReportResponse
+	(*ReleaseRequest)(nil),                   // 42: carbide.bmc.v1.ReleaseRequest
+	(*ReleaseResponse)(nil),                  // 43: carbide.bmc.v1.ReleaseResponse
+	(*timestamppb.Timestamp)(nil),            // 44: google.protobuf.Timestamp
 }
 var file_carbide_bmc_v1_bmc_proto_depIdxs = []int32{
 	0,  // 0: carbide.bmc.v1.BMC.protocol:type_name -> carbide.bmc.v1.Protocol
 	1,  // 1: carbide.bmc.v1.BMC.power_state:type_name -> carbide.bmc.v1.PowerState
-	43, // 2: carbide.bmc.v1.BMC.power_state_time:type_name -> google.protobuf.Timestamp
-	43, // 3: carbide.bmc.v1.BMC.create_time:type_name -> google.protobuf.Timestamp
-	43, // 4: carbide.bmc.v1.BMC.update_time:type_name -> google.protobuf.Timestamp
-	0,  // 5: carbide.bmc.v1.SetBMCRequest.protocol:type_name -> carbide.bmc.v1.Protocol
-	6,  // 6: carbide.bmc.v1.SetBMCResponse.bmc:type_name -> carbide.bmc.v1.BMC
-	6,  // 7: carbide.bmc.v1.GetBMCResponse.bmc:type_name -> carbide.bmc.v1.BMC
-	1,  // 8: carbide.bmc.v1.ListBMCsRequest.power_states:type_name -> carbide.bmc.v1.PowerState
-	6,  // 9: carbide.bmc.v1.ListBMCsResponse.bmcs:type_name -> carbide.bmc.v1.BMC
-	43, // 10: carbide.bmc.v1.SegmentCredentials.create_time:type_name -> google.protobuf.Timestamp
-	43, // 11: carbide.bmc.v1.SegmentCredentials.update_time:type_name -> google.protobuf.Timestamp
-	15, // 12: carbide.bmc.v1.SetSegmentCredentialsResponse.credentials:type_name -> carbide.bmc.v1.SegmentCredentials
-	15, // 13: carbide.bmc.v1.GetSegmentCredentialsResponse.credentials:type_name -> carbide.bmc.v1.SegmentCredentials
-	3,  // 14: carbide.bmc.v1.Boot.device:type_name -> carbide.bmc.v1.BootDevice
-	2,  // 15: carbide.bmc.v1.Operation.type:type_name -> carbide.bmc.v1.OperationType
-	22, // 16: carbide.bmc.v1.Operation.boot:type_name -> carbide.bmc.v1.Boot
-	4,  // 17: carbide.bmc.v1.Operation.state:type_name -> carbide.bmc.v1.OperationState
-	43, // 18: carbide.bmc.v1.Operation.create_time:type_name -> google.protobuf.Timestamp
-	43, // 19: carbide.bmc.v1.Operation.start_time:type_name -> google.protobuf.Timestamp
-	43, // 20: carbide.bmc.v1.Operation.end_time:type_name -> google.protobuf.Timestamp
-	1,  // 21: carbide.bmc.v1.Operation.power_state:type_name -> carbide.bmc.v1.PowerState
-	2,  // 22: carbide.bmc.v1.RequestOperationRequest.type:type_name -> carbide.bmc.v1.OperationType
-	22, // 23: carbide.bmc.v1.RequestOperationRequest.boot:type_name -> carbide.bmc.v1.Boot
-	23, // 24: carbide.bmc.v1.RequestOperationResponse.operation:type_name -> carbide.bmc.v1.Operation
-	23, // 25: carbide.bmc.v1.GetOperationResponse.operation:type_name -> carbide.bmc.v1.Operation
-	4,  // 26: carbide.bmc.v1.ListOperationsRequest.states:type_name -> carbide.bmc.v1.OperationState
-	23, // 27: carbide.bmc.v1.ListOperationsResponse.operations:type_name -> carbide.bmc.v1.Operation
-	23, // 28: carbide.bmc.v1.CancelOperationResponse.operation:type_name -> carbide.bmc.v1.Operation
-	43, // 29: carbide.bmc.v1.Work.lease_expire_time:type_name -> google.protobuf.Timestamp
-	23, // 30: carbide.bmc.v1.Work.operation:type_name -> carbide.bmc.v1.Operation
-	34, // 31: carbide.bmc.v1.Work.target:type_name -> carbide.bmc.v1.Target
-	0,  // 32: carbide.bmc.v1.Target.protocol:type_name -> carbide.bmc.v1.Protocol
-	33, // 33: carbide.bmc.v1.ClaimResponse.work:type_name -> carbide.bmc.v1.Work
-	36, // 34: carbide.bmc.v1.RenewRequest.leases:type_name -> carbide.bmc.v1.LeaseRef
-	36, // 35: carbide.bmc.v1.RenewResponse.lost:type_name -> carbide.bmc.v1.LeaseRef
-	43, // 36: carbide.bmc.v1.RenewResponse.lease_expire_time:type_name -> google.protobuf.Timestamp
-	36, // 37: carbide.bmc.v1.ReportRequest.lease:type_name -> carbide.bmc.v1.LeaseRef
-	5,  // 38: carbide.bmc.v1.ReportRequest.result:type_name -> carbide.bmc.v1.ReportRequest.Result
-	1,  // 39: carbide.bmc.v1.ReportRequest.power_state:type_name -> carbide.bmc.v1.PowerState
-	23, // 40: carbide.bmc.v1.ReportResponse.operation:type_name -> carbide.bmc.v1.Operation
-	36, // 41: carbide.bmc.v1.ReleaseRequest.leases:type_name -> carbide.bmc.v1.LeaseRef
-	7,  // 42: carbide.bmc.v1.BMCService.SetBMC:input_type -> carbide.bmc.v1.SetBMCRequest
-	9,  // 43: carbide.bmc.v1.BMCService.GetBMC:input_type -> carbide.bmc.v1.GetBMCRequest
-	11, // 44: carbide.bmc.v1.BMCService.ListBMCs:input_type -> carbide.bmc.v1.ListBMCsRequest
-	13, // 45: carbide.bmc.v1.BMCService.DeleteBMC:input_type -> carbide.bmc.v1.DeleteBMCRequest
-	16, // 46: carbide.bmc.v1.BMCService.SetSegmentCredentials:input_type -> carbide.bmc.v1.SetSegmentCredentialsRequest
-	18, // 47: carbide.bmc.v1.BMCService.GetSegmentCredentials:input_type -> carbide.bmc.v1.GetSegmentCredentialsRequest
-	20, // 48: carbide.bmc.v1.BMCService.DeleteSegmentCredentials:input_type -> carbide.bmc.v1.DeleteSegmentCredentialsRequest
-	24, // 49: carbide.bmc.v1.BMCService.RequestOperation:input_type -> carbide.bmc.v1.RequestOperationRequest
-	26, // 50: carbide.bmc.v1.BMCService.GetOperation:input_type -> carbide.bmc.v1.GetOperationRequest
-	28, // 51: carbide.bmc.v1.BMCService.ListOperations:input_type -> carbide.bmc.v1.ListOperationsRequest
-	30, // 52: carbide.bmc.v1.BMCService.CancelOperation:input_type -> carbide.bmc.v1.CancelOperationRequest
-	32, // 53: carbide.bmc.v1.BMCService.Claim:input_type -> carbide.bmc.v1.ClaimRequest
-	37, // 54: carbide.bmc.v1.BMCService.Renew:input_type -> carbide.bmc.v1.RenewRequest
-	39, // 55: carbide.bmc.v1.BMCService.Report:input_type -> carbide.bmc.v1.ReportRequest
-	41, // 56: carbide.bmc.v1.BMCService.Release:input_type -> carbide.bmc.v1.ReleaseRequest
-	8,  // 57: carbide.bmc.v1.BMCService.SetBMC:output_type -> carbide.bmc.v1.SetBMCResponse
-	10, // 58: carbide.bmc.v1.BMCService.GetBMC:output_type -> carbide.bmc.v1.GetBMCResponse
-	12, // 59: carbide.bmc.v1.BMCService.ListBMCs:output_type -> carbide.bmc.v1.ListBMCsResponse
-	14, // 60: carbide.bmc.v1.BMCService.DeleteBMC:output_type -> carbide.bmc.v1.DeleteBMCResponse
-	17, // 61: carbide.bmc.v1.BMCService.SetSegmentCredentials:output_type -> carbide.bmc.v1.SetSegmentCredentialsResponse
-	19, // 62: carbide.bmc.v1.BMCService.GetSegmentCredentials:output_type -> carbide.bmc.v1.GetSegmentCredentialsResponse
-	21, // 63: carbide.bmc.v1.BMCService.DeleteSegmentCredentials:output_type -> carbide.bmc.v1.DeleteSegmentCredentialsResponse
-	25, // 64: carbide.bmc.v1.BMCService.RequestOperation:output_type -> carbide.bmc.v1.RequestOperationResponse
-	27, // 65: carbide.bmc.v1.BMCService.GetOperation:output_type -> carbide.bmc.v1.GetOperationResponse
-	29, // 66: carbide.bmc.v1.BMCService.ListOperations:output_type -> carbide.bmc.v1.ListOperationsResponse
-	31, // 67: carbide.bmc.v1.BMCService.CancelOperation:output_type -> carbide.bmc.v1.CancelOperationResponse
-	35, // 68: carbide.bmc.v1.BMCService.Claim:output_type -> carbide.bmc.v1.ClaimResponse
-	38, // 69: carbide.bmc.v1.BMCService.Renew:output_type -> carbide.bmc.v1.RenewResponse
-	40, // 70: carbide.bmc.v1.BMCService.Report:output_type -> carbide.bmc.v1.ReportResponse
-	42, // 71: carbide.bmc.v1.BMCService.Release:output_type -> carbide.bmc.v1.ReleaseResponse
-	57, // [57:72] is the sub-list for method output_type
-	42, // [42:57] is the sub-list for method input_type
-	42, // [42:42] is the sub-list for extension type_name
-	42, // [42:42] is the sub-list for extension extendee
-	0,  // [0:42] is the sub-list for field type_name
+	44, // 2: carbide.bmc.v1.BMC.power_state_time:type_name -> google.protobuf.Timestamp
+	44, // 3: carbide.bmc.v1.BMC.create_time:type_name -> google.protobuf.Timestamp
+	44, // 4: carbide.bmc.v1.BMC.update_time:type_name -> google.protobuf.Timestamp
+	2,  // 5: carbide.bmc.v1.BMC.credential_source:type_name -> carbide.bmc.v1.CredentialSource
+	0,  // 6: carbide.bmc.v1.SetBMCRequest.protocol:type_name -> carbide.bmc.v1.Protocol
+	7,  // 7: carbide.bmc.v1.SetBMCResponse.bmc:type_name -> carbide.bmc.v1.BMC
+	7,  // 8: carbide.bmc.v1.GetBMCResponse.bmc:type_name -> carbide.bmc.v1.BMC
+	1,  // 9: carbide.bmc.v1.ListBMCsRequest.power_states:type_name -> carbide.bmc.v1.PowerState
+	7,  // 10: carbide.bmc.v1.ListBMCsResponse.bmcs:type_name -> carbide.bmc.v1.BMC
+	44, // 11: carbide.bmc.v1.SegmentCredentials.create_time:type_name -> google.protobuf.Timestamp
+	44, // 12: carbide.bmc.v1.SegmentCredentials.update_time:type_name -> google.protobuf.Timestamp
+	16, // 13: carbide.bmc.v1.SetSegmentCredentialsResponse.credentials:type_name -> carbide.bmc.v1.SegmentCredentials
+	16, // 14: carbide.bmc.v1.GetSegmentCredentialsResponse.credentials:type_name -> carbide.bmc.v1.SegmentCredentials
+	4,  // 15: carbide.bmc.v1.Boot.device:type_name -> carbide.bmc.v1.BootDevice
+	3,  // 16: carbide.bmc.v1.Operation.type:type_name -> carbide.bmc.v1.OperationType
+	23, // 17: carbide.bmc.v1.Operation.boot:type_name -> carbide.bmc.v1.Boot
+	5,  // 18: carbide.bmc.v1.Operation.state:type_name -> carbide.bmc.v1.OperationState
+	44, // 19: carbide.bmc.v1.Operation.create_time:type_name -> google.protobuf.Timestamp
+	44, // 20: carbide.bmc.v1.Operation.start_time:type_name -> google.protobuf.Timestamp
+	44, // 21: carbide.bmc.v1.Operation.end_time:type_name -> google.protobuf.Timestamp
+	1,  // 22: carbide.bmc.v1.Operation.power_state:type_name -> carbide.bmc.v1.PowerState
+	3,  // 23: carbide.bmc.v1.RequestOperationRequest.type:type_name -> carbide.bmc.v1.OperationType
+	23, // 24: carbide.bmc.v1.RequestOperationRequest.boot:type_name -> carbide.bmc.v1.Boot
+	24, // 25: carbide.bmc.v1.RequestOperationResponse.operation:type_name -> carbide.bmc.v1.Operation
+	24, // 26: carbide.bmc.v1.GetOperationResponse.operation:type_name -> carbide.bmc.v1.Operation
+	5,  // 27: carbide.bmc.v1.ListOperationsRequest.states:type_name -> carbide.bmc.v1.OperationState
+	24, // 28: carbide.bmc.v1.ListOperationsResponse.operations:type_name -> carbide.bmc.v1.Operation
+	24, // 29: carbide.bmc.v1.CancelOperationResponse.operation:type_name -> carbide.bmc.v1.Operation
+	44, // 30: carbide.bmc.v1.Work.lease_expire_time:type_name -> google.protobuf.Timestamp
+	24, // 31: carbide.bmc.v1.Work.operation:type_name -> carbide.bmc.v1.Operation
+	35, // 32: carbide.bmc.v1.Work.target:type_name -> carbide.bmc.v1.Target
+	0,  // 33: carbide.bmc.v1.Target.protocol:type_name -> carbide.bmc.v1.Protocol
+	34, // 34: carbide.bmc.v1.ClaimResponse.work:type_name -> carbide.bmc.v1.Work
+	37, // 35: carbide.bmc.v1.RenewRequest.leases:type_name -> carbide.bmc.v1.LeaseRef
+	37, // 36: carbide.bmc.v1.RenewResponse.lost:type_name -> carbide.bmc.v1.LeaseRef
+	44, // 37: carbide.bmc.v1.RenewResponse.lease_expire_time:type_name -> google.protobuf.Timestamp
+	37, // 38: carbide.bmc.v1.ReportRequest.lease:type_name -> carbide.bmc.v1.LeaseRef
+	6,  // 39: carbide.bmc.v1.ReportRequest.result:type_name -> carbide.bmc.v1.ReportRequest.Result
+	1,  // 40: carbide.bmc.v1.ReportRequest.power_state:type_name -> carbide.bmc.v1.PowerState
+	24, // 41: carbide.bmc.v1.ReportResponse.operation:type_name -> carbide.bmc.v1.Operation
+	37, // 42: carbide.bmc.v1.ReleaseRequest.leases:type_name -> carbide.bmc.v1.LeaseRef
+	8,  // 43: carbide.bmc.v1.BMCService.SetBMC:input_type -> carbide.bmc.v1.SetBMCRequest
+	10, // 44: carbide.bmc.v1.BMCService.GetBMC:input_type -> carbide.bmc.v1.GetBMCRequest
+	12, // 45: carbide.bmc.v1.BMCService.ListBMCs:input_type -> carbide.bmc.v1.ListBMCsRequest
+	14, // 46: carbide.bmc.v1.BMCService.DeleteBMC:input_type -> carbide.bmc.v1.DeleteBMCRequest
+	17, // 47: carbide.bmc.v1.BMCService.SetSegmentCredentials:input_type -> carbide.bmc.v1.SetSegmentCredentialsRequest
+	19, // 48: carbide.bmc.v1.BMCService.GetSegmentCredentials:input_type -> carbide.bmc.v1.GetSegmentCredentialsRequest
+	21, // 49: carbide.bmc.v1.BMCService.DeleteSegmentCredentials:input_type -> carbide.bmc.v1.DeleteSegmentCredentialsRequest
+	25, // 50: carbide.bmc.v1.BMCService.RequestOperation:input_type -> carbide.bmc.v1.RequestOperationRequest
+	27, // 51: carbide.bmc.v1.BMCService.GetOperation:input_type -> carbide.bmc.v1.GetOperationRequest
+	29, // 52: carbide.bmc.v1.BMCService.ListOperations:input_type -> carbide.bmc.v1.ListOperationsRequest
+	31, // 53: carbide.bmc.v1.BMCService.CancelOperation:input_type -> carbide.bmc.v1.CancelOperationRequest
+	33, // 54: carbide.bmc.v1.BMCService.Claim:input_type -> carbide.bmc.v1.ClaimRequest
+	38, // 55: carbide.bmc.v1.BMCService.Renew:input_type -> carbide.bmc.v1.RenewRequest
+	40, // 56: carbide.bmc.v1.BMCService.Report:input_type -> carbide.bmc.v1.ReportRequest
+	42, // 57: carbide.bmc.v1.BMCService.Release:input_type -> carbide.bmc.v1.ReleaseRequest
+	9,  // 58: carbide.bmc.v1.BMCService.SetBMC:output_type -> carbide.bmc.v1.SetBMCResponse
+	11, // 59: carbide.bmc.v1.BMCService.GetBMC:output_type -> carbide.bmc.v1.GetBMCResponse
+	13, // 60: carbide.bmc.v1.BMCService.ListBMCs:output_type -> carbide.bmc.v1.ListBMCsResponse
+	15, // 61: carbide.bmc.v1.BMCService.DeleteBMC:output_type -> carbide.bmc.v1.DeleteBMCResponse
+	18, // 62: carbide.bmc.v1.BMCService.SetSegmentCredentials:output_type -> carbide.bmc.v1.SetSegmentCredentialsResponse
+	20, // 63: carbide.bmc.v1.BMCService.GetSegmentCredentials:output_type -> carbide.bmc.v1.GetSegmentCredentialsResponse
+	22, // 64: carbide.bmc.v1.BMCService.DeleteSegmentCredentials:output_type -> carbide.bmc.v1.DeleteSegmentCredentialsResponse
+	26, // 65: carbide.bmc.v1.BMCService.RequestOperation:output_type -> carbide.bmc.v1.RequestOperationResponse
+	28, // 66: carbide.bmc.v1.BMCService.GetOperation:output_type -> carbide.bmc.v1.GetOperationResponse
+	30, // 67: carbide.bmc.v1.BMCService.ListOperations:output_type -> carbide.bmc.v1.ListOperationsResponse
+	32, // 68: carbide.bmc.v1.BMCService.CancelOperation:output_type -> carbide.bmc.v1.CancelOperationResponse
+	36, // 69: carbide.bmc.v1.BMCService.Claim:output_type -> carbide.bmc.v1.ClaimResponse
+	39, // 70: carbide.bmc.v1.BMCService.Renew:output_type -> carbide.bmc.v1.RenewResponse
+	41, // 71: carbide.bmc.v1.BMCService.Report:output_type -> carbide.bmc.v1.ReportResponse
+	43, // 72: carbide.bmc.v1.BMCService.Release:output_type -> carbide.bmc.v1.ReleaseResponse
+	58, // [58:73] is the sub-list for method output_type
+	43, // [43:58] is the sub-list for method input_type
+	43, // [43:43] is the sub-list for extension type_name
+	43, // [43:43] is the sub-list for extension extendee
+	0,  // [0:43] is the sub-list for field type_name
 }
 
 func init() { file_carbide_bmc_v1_bmc_proto_init() }
@@ -2989,7 +3059,7 @@ func file_carbide_bmc_v1_bmc_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_carbide_bmc_v1_bmc_proto_rawDesc), len(file_carbide_bmc_v1_bmc_proto_rawDesc)),
-			NumEnums:      6,
+			NumEnums:      7,
 			NumMessages:   37,
 			NumExtensions: 0,
 			NumServices:   1,

@@ -38,6 +38,8 @@ const (
 	// AgentServiceReportInventoryProcedure is the fully-qualified name of the AgentService's
 	// ReportInventory RPC.
 	AgentServiceReportInventoryProcedure = "/carbide.agent.v1.AgentService/ReportInventory"
+	// AgentServiceEnrollBMCProcedure is the fully-qualified name of the AgentService's EnrollBMC RPC.
+	AgentServiceEnrollBMCProcedure = "/carbide.agent.v1.AgentService/EnrollBMC"
 	// AgentServiceGetInstructionProcedure is the fully-qualified name of the AgentService's
 	// GetInstruction RPC.
 	AgentServiceGetInstructionProcedure = "/carbide.agent.v1.AgentService/GetInstruction"
@@ -63,6 +65,13 @@ type AgentServiceClient interface {
 	// MACHINE_STATE_INVENTORIED, and then to MACHINE_STATE_READY when the
 	// hardware checks pass or MACHINE_STATE_FAILED when they do not.
 	ReportInventory(context.Context, *connect.Request[v1.ReportInventoryRequest]) (*connect.Response[v1.ReportInventoryResponse], error)
+	// EnrollBMC stores the credentials of a BMC user the agent created (or
+	// reset) in band, through the machine's IPMI system interface, with the
+	// BMC's LAN address and MAC. The password is sealed at rest as
+	// BMCService.SetBMC seals it, and no RPC returns it. It is refused with
+	// FAILED_PRECONDITION when an operator set the machine's BMC
+	// credentials: an agent never replaces them.
+	EnrollBMC(context.Context, *connect.Request[v1.EnrollBMCRequest]) (*connect.Response[v1.EnrollBMCResponse], error)
 	// GetInstruction says what the agent does next.
 	GetInstruction(context.Context, *connect.Request[v1.GetInstructionRequest]) (*connect.Response[v1.GetInstructionResponse], error)
 }
@@ -85,6 +94,13 @@ func NewAgentServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			connect.WithIdempotency(connect.IdempotencyIdempotent),
 			connect.WithClientOptions(opts...),
 		),
+		enrollBMC: connect.NewClient[v1.EnrollBMCRequest, v1.EnrollBMCResponse](
+			httpClient,
+			baseURL+AgentServiceEnrollBMCProcedure,
+			connect.WithSchema(agentServiceMethods.ByName("EnrollBMC")),
+			connect.WithIdempotency(connect.IdempotencyIdempotent),
+			connect.WithClientOptions(opts...),
+		),
 		getInstruction: connect.NewClient[v1.GetInstructionRequest, v1.GetInstructionResponse](
 			httpClient,
 			baseURL+AgentServiceGetInstructionProcedure,
@@ -98,12 +114,18 @@ func NewAgentServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 // agentServiceClient implements AgentServiceClient.
 type agentServiceClient struct {
 	reportInventory *connect.Client[v1.ReportInventoryRequest, v1.ReportInventoryResponse]
+	enrollBMC       *connect.Client[v1.EnrollBMCRequest, v1.EnrollBMCResponse]
 	getInstruction  *connect.Client[v1.GetInstructionRequest, v1.GetInstructionResponse]
 }
 
 // ReportInventory calls carbide.agent.v1.AgentService.ReportInventory.
 func (c *agentServiceClient) ReportInventory(ctx context.Context, req *connect.Request[v1.ReportInventoryRequest]) (*connect.Response[v1.ReportInventoryResponse], error) {
 	return c.reportInventory.CallUnary(ctx, req)
+}
+
+// EnrollBMC calls carbide.agent.v1.AgentService.EnrollBMC.
+func (c *agentServiceClient) EnrollBMC(ctx context.Context, req *connect.Request[v1.EnrollBMCRequest]) (*connect.Response[v1.EnrollBMCResponse], error) {
+	return c.enrollBMC.CallUnary(ctx, req)
 }
 
 // GetInstruction calls carbide.agent.v1.AgentService.GetInstruction.
@@ -131,6 +153,13 @@ type AgentServiceHandler interface {
 	// MACHINE_STATE_INVENTORIED, and then to MACHINE_STATE_READY when the
 	// hardware checks pass or MACHINE_STATE_FAILED when they do not.
 	ReportInventory(context.Context, *connect.Request[v1.ReportInventoryRequest]) (*connect.Response[v1.ReportInventoryResponse], error)
+	// EnrollBMC stores the credentials of a BMC user the agent created (or
+	// reset) in band, through the machine's IPMI system interface, with the
+	// BMC's LAN address and MAC. The password is sealed at rest as
+	// BMCService.SetBMC seals it, and no RPC returns it. It is refused with
+	// FAILED_PRECONDITION when an operator set the machine's BMC
+	// credentials: an agent never replaces them.
+	EnrollBMC(context.Context, *connect.Request[v1.EnrollBMCRequest]) (*connect.Response[v1.EnrollBMCResponse], error)
 	// GetInstruction says what the agent does next.
 	GetInstruction(context.Context, *connect.Request[v1.GetInstructionRequest]) (*connect.Response[v1.GetInstructionResponse], error)
 }
@@ -149,6 +178,13 @@ func NewAgentServiceHandler(svc AgentServiceHandler, opts ...connect.HandlerOpti
 		connect.WithIdempotency(connect.IdempotencyIdempotent),
 		connect.WithHandlerOptions(opts...),
 	)
+	agentServiceEnrollBMCHandler := connect.NewUnaryHandler(
+		AgentServiceEnrollBMCProcedure,
+		svc.EnrollBMC,
+		connect.WithSchema(agentServiceMethods.ByName("EnrollBMC")),
+		connect.WithIdempotency(connect.IdempotencyIdempotent),
+		connect.WithHandlerOptions(opts...),
+	)
 	agentServiceGetInstructionHandler := connect.NewUnaryHandler(
 		AgentServiceGetInstructionProcedure,
 		svc.GetInstruction,
@@ -160,6 +196,8 @@ func NewAgentServiceHandler(svc AgentServiceHandler, opts ...connect.HandlerOpti
 		switch r.URL.Path {
 		case AgentServiceReportInventoryProcedure:
 			agentServiceReportInventoryHandler.ServeHTTP(w, r)
+		case AgentServiceEnrollBMCProcedure:
+			agentServiceEnrollBMCHandler.ServeHTTP(w, r)
 		case AgentServiceGetInstructionProcedure:
 			agentServiceGetInstructionHandler.ServeHTTP(w, r)
 		default:
@@ -173,6 +211,10 @@ type UnimplementedAgentServiceHandler struct{}
 
 func (UnimplementedAgentServiceHandler) ReportInventory(context.Context, *connect.Request[v1.ReportInventoryRequest]) (*connect.Response[v1.ReportInventoryResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("carbide.agent.v1.AgentService.ReportInventory is not implemented"))
+}
+
+func (UnimplementedAgentServiceHandler) EnrollBMC(context.Context, *connect.Request[v1.EnrollBMCRequest]) (*connect.Response[v1.EnrollBMCResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("carbide.agent.v1.AgentService.EnrollBMC is not implemented"))
 }
 
 func (UnimplementedAgentServiceHandler) GetInstruction(context.Context, *connect.Request[v1.GetInstructionRequest]) (*connect.Response[v1.GetInstructionResponse], error) {
