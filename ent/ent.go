@@ -19,6 +19,8 @@ import (
 	"github.com/carbide-dev/carbide/ent/change"
 	"github.com/carbide-dev/carbide/ent/declinedaddress"
 	"github.com/carbide-dev/carbide/ent/identityconflict"
+	"github.com/carbide-dev/carbide/ent/image"
+	"github.com/carbide-dev/carbide/ent/instance"
 	"github.com/carbide-dev/carbide/ent/lease"
 	"github.com/carbide-dev/carbide/ent/machine"
 	"github.com/carbide-dev/carbide/ent/nic"
@@ -93,6 +95,8 @@ func checkColumn(t, c string) error {
 			change.Table:             change.ValidColumn,
 			declinedaddress.Table:    declinedaddress.ValidColumn,
 			identityconflict.Table:   identityconflict.ValidColumn,
+			image.Table:              image.ValidColumn,
+			instance.Table:           instance.ValidColumn,
 			lease.Table:              lease.ValidColumn,
 			machine.Table:            machine.ValidColumn,
 			nic.Table:                nic.ValidColumn,

@@ -46,6 +46,22 @@ type Machine struct {
 	BootNonceHash *[]byte `json:"-"`
 	// BootExpireTime holds the value of the "boot_expire_time" field.
 	BootExpireTime *time.Time `json:"boot_expire_time,omitempty"`
+	// TaskStep holds the value of the "task_step" field.
+	TaskStep *string `json:"task_step,omitempty"`
+	// TaskInstanceID holds the value of the "task_instance_id" field.
+	TaskInstanceID *uuid.UUID `json:"task_instance_id,omitempty"`
+	// TaskStartTime holds the value of the "task_start_time" field.
+	TaskStartTime *time.Time `json:"task_start_time,omitempty"`
+	// TaskDeadline holds the value of the "task_deadline" field.
+	TaskDeadline *time.Time `json:"task_deadline,omitempty"`
+	// TaskDone holds the value of the "task_done" field.
+	TaskDone int64 `json:"task_done,omitempty"`
+	// TaskTotal holds the value of the "task_total" field.
+	TaskTotal int64 `json:"task_total,omitempty"`
+	// TaskMessage holds the value of the "task_message" field.
+	TaskMessage string `json:"task_message,omitempty"`
+	// TaskWipeMode holds the value of the "task_wipe_mode" field.
+	TaskWipeMode *machine.TaskWipeMode `json:"task_wipe_mode,omitempty"`
 	// Edges holds the relations/edges for other nodes in the graph.
 	// The values are being populated by the MachineQuery when eager-loading is set.
 	Edges        MachineEdges `json:"edges"`
@@ -68,9 +84,11 @@ type MachineEdges struct {
 	BmcOperations []*BMCOperation `json:"bmc_operations,omitempty"`
 	// BmcLease holds the value of the bmc_lease edge.
 	BmcLease *BMCLease `json:"bmc_lease,omitempty"`
+	// Instances holds the value of the instances edge.
+	Instances []*Instance `json:"instances,omitempty"`
 	// loadedTypes holds the information for reporting if a
 	// type was loaded (or requested) in eager-loading or not.
-	loadedTypes [7]bool
+	loadedTypes [8]bool
 }
 
 // NicsOrErr returns the Nics value or an error if the edge
@@ -142,20 +160,31 @@ func (e MachineEdges) BmcLeaseOrErr() (*BMCLease, error) {
 	return nil, &NotLoadedError{edge: "bmc_lease"}
 }
 
+// InstancesOrErr returns the Instances value or an error if the edge
+// was not loaded in eager-loading.
+func (e MachineEdges) InstancesOrErr() ([]*Instance, error) {
+	if e.loadedTypes[7] {
+		return e.Instances, nil
+	}
+	return nil, &NotLoadedError{edge: "instances"}
+}
+
 // scanValues returns the types for scanning values from sql.Rows.
 func (*Machine) scanValues(columns []string) ([]any, error) {
 	values := make([]any, len(columns))
 	for i := range columns {
 		switch columns[i] {
-		case machine.FieldBootID:
+		case machine.FieldBootID, machine.FieldTaskInstanceID:
 			values[i] = &sql.NullScanner{S: new(uuid.UUID)}
 		case machine.FieldLabels, machine.FieldInventory, machine.FieldBootNonceHash:
 			values[i] = new([]byte)
 		case machine.FieldMaintenance:
 			values[i] = new(sql.NullBool)
-		case machine.FieldHostname, machine.FieldState, machine.FieldHardwareID:
+		case machine.FieldTaskDone, machine.FieldTaskTotal:
+			values[i] = new(sql.NullInt64)
+		case machine.FieldHostname, machine.FieldState, machine.FieldHardwareID, machine.FieldTaskStep, machine.FieldTaskMessage, machine.FieldTaskWipeMode:
 			values[i] = new(sql.NullString)
-		case machine.FieldCreateTime, machine.FieldUpdateTime, machine.FieldStateTime, machine.FieldBootExpireTime:
+		case machine.FieldCreateTime, machine.FieldUpdateTime, machine.FieldStateTime, machine.FieldBootExpireTime, machine.FieldTaskStartTime, machine.FieldTaskDeadline:
 			values[i] = new(sql.NullTime)
 		case machine.FieldID:
 			values[i] = new(uuid.UUID)
@@ -257,6 +286,59 @@ func (_m *Machine) assignValues(columns []string, values []any) error {
 				_m.BootExpireTime = new(time.Time)
 				*_m.BootExpireTime = value.Time
 			}
+		case machine.FieldTaskStep:
+			if value, ok := values[i].(*sql.NullString); !ok {
+				return fmt.Errorf("unexpected type %T for field task_step", values[i])
+			} else if value.Valid {
+				_m.TaskStep = new(string)
+				*_m.TaskStep = value.String
+			}
+		case machine.FieldTaskInstanceID:
+			if value, ok := values[i].(*sql.NullScanner); !ok {
+				return fmt.Errorf("unexpected type %T for field task_instance_id", values[i])
+			} else if value.Valid {
+				_m.TaskInstanceID = new(uuid.UUID)
+				*_m.TaskInstanceID = *value.S.(*uuid.UUID)
+			}
+		case machine.FieldTaskStartTime:
+			if value, ok := values[i].(*sql.NullTime); !ok {
+				return fmt.Errorf("unexpected type %T for field task_start_time", values[i])
+			} else if value.Valid {
+				_m.TaskStartTime = new(time.Time)
+				*_m.TaskStartTime = value.Time
+			}
+		case machine.FieldTaskDeadline:
+			if value, ok := values[i].(*sql.NullTime); !ok {
+				return fmt.Errorf("unexpected type %T for field task_deadline", values[i])
+			} else if value.Valid {
+				_m.TaskDeadline = new(time.Time)
+				*_m.TaskDeadline = value.Time
+			}
+		case machine.FieldTaskDone:
+			if value, ok := values[i].(*sql.NullInt64); !ok {
+				return fmt.Errorf("unexpected type %T for field task_done", values[i])
+			} else if value.Valid {
+				_m.TaskDone = value.Int64
+			}
+		case machine.FieldTaskTotal:
+			if value, ok := values[i].(*sql.NullInt64); !ok {
+				return fmt.Errorf("unexpected type %T for field task_total", values[i])
+			} else if value.Valid {
+				_m.TaskTotal = value.Int64
+			}
+		case machine.FieldTaskMessage:
+			if value, ok := values[i].(*sql.NullString); !ok {
+				return fmt.Errorf("unexpected type %T for field task_message", values[i])
+			} else if value.Valid {
+				_m.TaskMessage = value.String
+			}
+		case machine.FieldTaskWipeMode:
+			if value, ok := values[i].(*sql.NullString); !ok {
+				return fmt.Errorf("unexpected type %T for field task_wipe_mode", values[i])
+			} else if value.Valid {
+				_m.TaskWipeMode = new(machine.TaskWipeMode)
+				*_m.TaskWipeMode = machine.TaskWipeMode(value.String)
+			}
 		default:
 			_m.selectValues.Set(columns[i], values[i])
 		}
@@ -303,6 +385,11 @@ func (_m *Machine) QueryBmcOperations() *BMCOperationQuery {
 // QueryBmcLease queries the "bmc_lease" edge of the Machine entity.
 func (_m *Machine) QueryBmcLease() *BMCLeaseQuery {
 	return NewMachineClient(_m.config).QueryBmcLease(_m)
+}
+
+// QueryInstances queries the "instances" edge of the Machine entity.
+func (_m *Machine) QueryInstances() *InstanceQuery {
+	return NewMachineClient(_m.config).QueryInstances(_m)
 }
 
 // Update returns a builder for updating this Machine.
@@ -367,6 +454,40 @@ func (_m *Machine) String() string {
 	if v := _m.BootExpireTime; v != nil {
 		builder.WriteString("boot_expire_time=")
 		builder.WriteString(v.Format(time.ANSIC))
+	}
+	builder.WriteString(", ")
+	if v := _m.TaskStep; v != nil {
+		builder.WriteString("task_step=")
+		builder.WriteString(*v)
+	}
+	builder.WriteString(", ")
+	if v := _m.TaskInstanceID; v != nil {
+		builder.WriteString("task_instance_id=")
+		builder.WriteString(fmt.Sprintf("%v", *v))
+	}
+	builder.WriteString(", ")
+	if v := _m.TaskStartTime; v != nil {
+		builder.WriteString("task_start_time=")
+		builder.WriteString(v.Format(time.ANSIC))
+	}
+	builder.WriteString(", ")
+	if v := _m.TaskDeadline; v != nil {
+		builder.WriteString("task_deadline=")
+		builder.WriteString(v.Format(time.ANSIC))
+	}
+	builder.WriteString(", ")
+	builder.WriteString("task_done=")
+	builder.WriteString(fmt.Sprintf("%v", _m.TaskDone))
+	builder.WriteString(", ")
+	builder.WriteString("task_total=")
+	builder.WriteString(fmt.Sprintf("%v", _m.TaskTotal))
+	builder.WriteString(", ")
+	builder.WriteString("task_message=")
+	builder.WriteString(_m.TaskMessage)
+	builder.WriteString(", ")
+	if v := _m.TaskWipeMode; v != nil {
+		builder.WriteString("task_wipe_mode=")
+		builder.WriteString(fmt.Sprintf("%v", *v))
 	}
 	builder.WriteByte(')')
 	return builder.String()

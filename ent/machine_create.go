@@ -16,6 +16,7 @@ import (
 	"github.com/carbide-dev/carbide/ent/bmclease"
 	"github.com/carbide-dev/carbide/ent/bmcoperation"
 	"github.com/carbide-dev/carbide/ent/identityconflict"
+	"github.com/carbide-dev/carbide/ent/instance"
 	"github.com/carbide-dev/carbide/ent/machine"
 	"github.com/carbide-dev/carbide/ent/nic"
 	"github.com/carbide-dev/carbide/ent/transition"
@@ -174,6 +175,118 @@ func (_c *MachineCreate) SetNillableBootExpireTime(v *time.Time) *MachineCreate 
 	return _c
 }
 
+// SetTaskStep sets the "task_step" field.
+func (_c *MachineCreate) SetTaskStep(v string) *MachineCreate {
+	_c.mutation.SetTaskStep(v)
+	return _c
+}
+
+// SetNillableTaskStep sets the "task_step" field if the given value is not nil.
+func (_c *MachineCreate) SetNillableTaskStep(v *string) *MachineCreate {
+	if v != nil {
+		_c.SetTaskStep(*v)
+	}
+	return _c
+}
+
+// SetTaskInstanceID sets the "task_instance_id" field.
+func (_c *MachineCreate) SetTaskInstanceID(v uuid.UUID) *MachineCreate {
+	_c.mutation.SetTaskInstanceID(v)
+	return _c
+}
+
+// SetNillableTaskInstanceID sets the "task_instance_id" field if the given value is not nil.
+func (_c *MachineCreate) SetNillableTaskInstanceID(v *uuid.UUID) *MachineCreate {
+	if v != nil {
+		_c.SetTaskInstanceID(*v)
+	}
+	return _c
+}
+
+// SetTaskStartTime sets the "task_start_time" field.
+func (_c *MachineCreate) SetTaskStartTime(v time.Time) *MachineCreate {
+	_c.mutation.SetTaskStartTime(v)
+	return _c
+}
+
+// SetNillableTaskStartTime sets the "task_start_time" field if the given value is not nil.
+func (_c *MachineCreate) SetNillableTaskStartTime(v *time.Time) *MachineCreate {
+	if v != nil {
+		_c.SetTaskStartTime(*v)
+	}
+	return _c
+}
+
+// SetTaskDeadline sets the "task_deadline" field.
+func (_c *MachineCreate) SetTaskDeadline(v time.Time) *MachineCreate {
+	_c.mutation.SetTaskDeadline(v)
+	return _c
+}
+
+// SetNillableTaskDeadline sets the "task_deadline" field if the given value is not nil.
+func (_c *MachineCreate) SetNillableTaskDeadline(v *time.Time) *MachineCreate {
+	if v != nil {
+		_c.SetTaskDeadline(*v)
+	}
+	return _c
+}
+
+// SetTaskDone sets the "task_done" field.
+func (_c *MachineCreate) SetTaskDone(v int64) *MachineCreate {
+	_c.mutation.SetTaskDone(v)
+	return _c
+}
+
+// SetNillableTaskDone sets the "task_done" field if the given value is not nil.
+func (_c *MachineCreate) SetNillableTaskDone(v *int64) *MachineCreate {
+	if v != nil {
+		_c.SetTaskDone(*v)
+	}
+	return _c
+}
+
+// SetTaskTotal sets the "task_total" field.
+func (_c *MachineCreate) SetTaskTotal(v int64) *MachineCreate {
+	_c.mutation.SetTaskTotal(v)
+	return _c
+}
+
+// SetNillableTaskTotal sets the "task_total" field if the given value is not nil.
+func (_c *MachineCreate) SetNillableTaskTotal(v *int64) *MachineCreate {
+	if v != nil {
+		_c.SetTaskTotal(*v)
+	}
+	return _c
+}
+
+// SetTaskMessage sets the "task_message" field.
+func (_c *MachineCreate) SetTaskMessage(v string) *MachineCreate {
+	_c.mutation.SetTaskMessage(v)
+	return _c
+}
+
+// SetNillableTaskMessage sets the "task_message" field if the given value is not nil.
+func (_c *MachineCreate) SetNillableTaskMessage(v *string) *MachineCreate {
+	if v != nil {
+		_c.SetTaskMessage(*v)
+	}
+	return _c
+}
+
+// SetTaskWipeMode sets the "task_wipe_mode" field.
+func (_c *MachineCreate) SetTaskWipeMode(v machine.TaskWipeMode) *MachineCreate {
+	_c.mutation.SetTaskWipeMode(v)
+	return _c
+}
+
+// SetNillableTaskWipeMode sets the "task_wipe_mode" field if the given value is not nil.
+func (_c *MachineCreate) SetNillableTaskWipeMode(v *machine.TaskWipeMode) *MachineCreate {
+	if v != nil {
+		_c.SetTaskWipeMode(*v)
+	}
+	return _c
+}
+
 // SetID sets the "id" field.
 func (_c *MachineCreate) SetID(v uuid.UUID) *MachineCreate {
 	_c.mutation.SetID(v)
@@ -305,6 +418,21 @@ func (_c *MachineCreate) SetBmcLease(v *BMCLease) *MachineCreate {
 	return _c.SetBmcLeaseID(v.ID)
 }
 
+// AddInstanceIDs adds the "instances" edge to the Instance entity by IDs.
+func (_c *MachineCreate) AddInstanceIDs(ids ...uuid.UUID) *MachineCreate {
+	_c.mutation.AddInstanceIDs(ids...)
+	return _c
+}
+
+// AddInstances adds the "instances" edges to the Instance entity.
+func (_c *MachineCreate) AddInstances(v ...*Instance) *MachineCreate {
+	ids := make([]uuid.UUID, len(v))
+	for i := range v {
+		ids[i] = v[i].ID
+	}
+	return _c.AddInstanceIDs(ids...)
+}
+
 // Mutation returns the MachineMutation object of the builder.
 func (_c *MachineCreate) Mutation() *MachineMutation {
 	return _c.mutation
@@ -368,6 +496,18 @@ func (_c *MachineCreate) defaults() {
 		v := machine.DefaultMaintenance
 		_c.mutation.SetMaintenance(v)
 	}
+	if _, ok := _c.mutation.TaskDone(); !ok {
+		v := machine.DefaultTaskDone
+		_c.mutation.SetTaskDone(v)
+	}
+	if _, ok := _c.mutation.TaskTotal(); !ok {
+		v := machine.DefaultTaskTotal
+		_c.mutation.SetTaskTotal(v)
+	}
+	if _, ok := _c.mutation.TaskMessage(); !ok {
+		v := machine.DefaultTaskMessage
+		_c.mutation.SetTaskMessage(v)
+	}
 	if _, ok := _c.mutation.ID(); !ok {
 		v := machine.DefaultID()
 		_c.mutation.SetID(v)
@@ -410,6 +550,30 @@ func (_c *MachineCreate) check() error {
 	if v, ok := _c.mutation.HardwareID(); ok {
 		if err := machine.HardwareIDValidator(v); err != nil {
 			return &ValidationError{Name: "hardware_id", err: fmt.Errorf(`ent: validator failed for field "Machine.hardware_id": %w`, err)}
+		}
+	}
+	if v, ok := _c.mutation.TaskStep(); ok {
+		if err := machine.TaskStepValidator(v); err != nil {
+			return &ValidationError{Name: "task_step", err: fmt.Errorf(`ent: validator failed for field "Machine.task_step": %w`, err)}
+		}
+	}
+	if _, ok := _c.mutation.TaskDone(); !ok {
+		return &ValidationError{Name: "task_done", err: errors.New(`ent: missing required field "Machine.task_done"`)}
+	}
+	if _, ok := _c.mutation.TaskTotal(); !ok {
+		return &ValidationError{Name: "task_total", err: errors.New(`ent: missing required field "Machine.task_total"`)}
+	}
+	if _, ok := _c.mutation.TaskMessage(); !ok {
+		return &ValidationError{Name: "task_message", err: errors.New(`ent: missing required field "Machine.task_message"`)}
+	}
+	if v, ok := _c.mutation.TaskMessage(); ok {
+		if err := machine.TaskMessageValidator(v); err != nil {
+			return &ValidationError{Name: "task_message", err: fmt.Errorf(`ent: validator failed for field "Machine.task_message": %w`, err)}
+		}
+	}
+	if v, ok := _c.mutation.TaskWipeMode(); ok {
+		if err := machine.TaskWipeModeValidator(v); err != nil {
+			return &ValidationError{Name: "task_wipe_mode", err: fmt.Errorf(`ent: validator failed for field "Machine.task_wipe_mode": %w`, err)}
 		}
 	}
 	return nil
@@ -495,6 +659,38 @@ func (_c *MachineCreate) createSpec() (*Machine, *sqlgraph.CreateSpec) {
 	if value, ok := _c.mutation.BootExpireTime(); ok {
 		_spec.SetField(machine.FieldBootExpireTime, field.TypeTime, value)
 		_node.BootExpireTime = &value
+	}
+	if value, ok := _c.mutation.TaskStep(); ok {
+		_spec.SetField(machine.FieldTaskStep, field.TypeString, value)
+		_node.TaskStep = &value
+	}
+	if value, ok := _c.mutation.TaskInstanceID(); ok {
+		_spec.SetField(machine.FieldTaskInstanceID, field.TypeUUID, value)
+		_node.TaskInstanceID = &value
+	}
+	if value, ok := _c.mutation.TaskStartTime(); ok {
+		_spec.SetField(machine.FieldTaskStartTime, field.TypeTime, value)
+		_node.TaskStartTime = &value
+	}
+	if value, ok := _c.mutation.TaskDeadline(); ok {
+		_spec.SetField(machine.FieldTaskDeadline, field.TypeTime, value)
+		_node.TaskDeadline = &value
+	}
+	if value, ok := _c.mutation.TaskDone(); ok {
+		_spec.SetField(machine.FieldTaskDone, field.TypeInt64, value)
+		_node.TaskDone = value
+	}
+	if value, ok := _c.mutation.TaskTotal(); ok {
+		_spec.SetField(machine.FieldTaskTotal, field.TypeInt64, value)
+		_node.TaskTotal = value
+	}
+	if value, ok := _c.mutation.TaskMessage(); ok {
+		_spec.SetField(machine.FieldTaskMessage, field.TypeString, value)
+		_node.TaskMessage = value
+	}
+	if value, ok := _c.mutation.TaskWipeMode(); ok {
+		_spec.SetField(machine.FieldTaskWipeMode, field.TypeEnum, value)
+		_node.TaskWipeMode = &value
 	}
 	if nodes := _c.mutation.NicsIDs(); len(nodes) > 0 {
 		edge := &sqlgraph.EdgeSpec{
@@ -601,6 +797,22 @@ func (_c *MachineCreate) createSpec() (*Machine, *sqlgraph.CreateSpec) {
 			Bidi:    false,
 			Target: &sqlgraph.EdgeTarget{
 				IDSpec: sqlgraph.NewFieldSpec(bmclease.FieldID, field.TypeInt),
+			},
+		}
+		for _, k := range nodes {
+			edge.Target.Nodes = append(edge.Target.Nodes, k)
+		}
+		_spec.Edges = append(_spec.Edges, edge)
+	}
+	if nodes := _c.mutation.InstancesIDs(); len(nodes) > 0 {
+		edge := &sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.O2M,
+			Inverse: false,
+			Table:   machine.InstancesTable,
+			Columns: []string{machine.InstancesColumn},
+			Bidi:    false,
+			Target: &sqlgraph.EdgeTarget{
+				IDSpec: sqlgraph.NewFieldSpec(instance.FieldID, field.TypeUUID),
 			},
 		}
 		for _, k := range nodes {
@@ -819,6 +1031,144 @@ func (u *MachineUpsert) UpdateBootExpireTime() *MachineUpsert {
 // ClearBootExpireTime clears the value of the "boot_expire_time" field.
 func (u *MachineUpsert) ClearBootExpireTime() *MachineUpsert {
 	u.SetNull(machine.FieldBootExpireTime)
+	return u
+}
+
+// SetTaskStep sets the "task_step" field.
+func (u *MachineUpsert) SetTaskStep(v string) *MachineUpsert {
+	u.Set(machine.FieldTaskStep, v)
+	return u
+}
+
+// UpdateTaskStep sets the "task_step" field to the value that was provided on create.
+func (u *MachineUpsert) UpdateTaskStep() *MachineUpsert {
+	u.SetExcluded(machine.FieldTaskStep)
+	return u
+}
+
+// ClearTaskStep clears the value of the "task_step" field.
+func (u *MachineUpsert) ClearTaskStep() *MachineUpsert {
+	u.SetNull(machine.FieldTaskStep)
+	return u
+}
+
+// SetTaskInstanceID sets the "task_instance_id" field.
+func (u *MachineUpsert) SetTaskInstanceID(v uuid.UUID) *MachineUpsert {
+	u.Set(machine.FieldTaskInstanceID, v)
+	return u
+}
+
+// UpdateTaskInstanceID sets the "task_instance_id" field to the value that was provided on create.
+func (u *MachineUpsert) UpdateTaskInstanceID() *MachineUpsert {
+	u.SetExcluded(machine.FieldTaskInstanceID)
+	return u
+}
+
+// ClearTaskInstanceID clears the value of the "task_instance_id" field.
+func (u *MachineUpsert) ClearTaskInstanceID() *MachineUpsert {
+	u.SetNull(machine.FieldTaskInstanceID)
+	return u
+}
+
+// SetTaskStartTime sets the "task_start_time" field.
+func (u *MachineUpsert) SetTaskStartTime(v time.Time) *MachineUpsert {
+	u.Set(machine.FieldTaskStartTime, v)
+	return u
+}
+
+// UpdateTaskStartTime sets the "task_start_time" field to the value that was provided on create.
+func (u *MachineUpsert) UpdateTaskStartTime() *MachineUpsert {
+	u.SetExcluded(machine.FieldTaskStartTime)
+	return u
+}
+
+// ClearTaskStartTime clears the value of the "task_start_time" field.
+func (u *MachineUpsert) ClearTaskStartTime() *MachineUpsert {
+	u.SetNull(machine.FieldTaskStartTime)
+	return u
+}
+
+// SetTaskDeadline sets the "task_deadline" field.
+func (u *MachineUpsert) SetTaskDeadline(v time.Time) *MachineUpsert {
+	u.Set(machine.FieldTaskDeadline, v)
+	return u
+}
+
+// UpdateTaskDeadline sets the "task_deadline" field to the value that was provided on create.
+func (u *MachineUpsert) UpdateTaskDeadline() *MachineUpsert {
+	u.SetExcluded(machine.FieldTaskDeadline)
+	return u
+}
+
+// ClearTaskDeadline clears the value of the "task_deadline" field.
+func (u *MachineUpsert) ClearTaskDeadline() *MachineUpsert {
+	u.SetNull(machine.FieldTaskDeadline)
+	return u
+}
+
+// SetTaskDone sets the "task_done" field.
+func (u *MachineUpsert) SetTaskDone(v int64) *MachineUpsert {
+	u.Set(machine.FieldTaskDone, v)
+	return u
+}
+
+// UpdateTaskDone sets the "task_done" field to the value that was provided on create.
+func (u *MachineUpsert) UpdateTaskDone() *MachineUpsert {
+	u.SetExcluded(machine.FieldTaskDone)
+	return u
+}
+
+// AddTaskDone adds v to the "task_done" field.
+func (u *MachineUpsert) AddTaskDone(v int64) *MachineUpsert {
+	u.Add(machine.FieldTaskDone, v)
+	return u
+}
+
+// SetTaskTotal sets the "task_total" field.
+func (u *MachineUpsert) SetTaskTotal(v int64) *MachineUpsert {
+	u.Set(machine.FieldTaskTotal, v)
+	return u
+}
+
+// UpdateTaskTotal sets the "task_total" field to the value that was provided on create.
+func (u *MachineUpsert) UpdateTaskTotal() *MachineUpsert {
+	u.SetExcluded(machine.FieldTaskTotal)
+	return u
+}
+
+// AddTaskTotal adds v to the "task_total" field.
+func (u *MachineUpsert) AddTaskTotal(v int64) *MachineUpsert {
+	u.Add(machine.FieldTaskTotal, v)
+	return u
+}
+
+// SetTaskMessage sets the "task_message" field.
+func (u *MachineUpsert) SetTaskMessage(v string) *MachineUpsert {
+	u.Set(machine.FieldTaskMessage, v)
+	return u
+}
+
+// UpdateTaskMessage sets the "task_message" field to the value that was provided on create.
+func (u *MachineUpsert) UpdateTaskMessage() *MachineUpsert {
+	u.SetExcluded(machine.FieldTaskMessage)
+	return u
+}
+
+// SetTaskWipeMode sets the "task_wipe_mode" field.
+func (u *MachineUpsert) SetTaskWipeMode(v machine.TaskWipeMode) *MachineUpsert {
+	u.Set(machine.FieldTaskWipeMode, v)
+	return u
+}
+
+// UpdateTaskWipeMode sets the "task_wipe_mode" field to the value that was provided on create.
+func (u *MachineUpsert) UpdateTaskWipeMode() *MachineUpsert {
+	u.SetExcluded(machine.FieldTaskWipeMode)
+	return u
+}
+
+// ClearTaskWipeMode clears the value of the "task_wipe_mode" field.
+func (u *MachineUpsert) ClearTaskWipeMode() *MachineUpsert {
+	u.SetNull(machine.FieldTaskWipeMode)
 	return u
 }
 
@@ -1059,6 +1409,167 @@ func (u *MachineUpsertOne) UpdateBootExpireTime() *MachineUpsertOne {
 func (u *MachineUpsertOne) ClearBootExpireTime() *MachineUpsertOne {
 	return u.Update(func(s *MachineUpsert) {
 		s.ClearBootExpireTime()
+	})
+}
+
+// SetTaskStep sets the "task_step" field.
+func (u *MachineUpsertOne) SetTaskStep(v string) *MachineUpsertOne {
+	return u.Update(func(s *MachineUpsert) {
+		s.SetTaskStep(v)
+	})
+}
+
+// UpdateTaskStep sets the "task_step" field to the value that was provided on create.
+func (u *MachineUpsertOne) UpdateTaskStep() *MachineUpsertOne {
+	return u.Update(func(s *MachineUpsert) {
+		s.UpdateTaskStep()
+	})
+}
+
+// ClearTaskStep clears the value of the "task_step" field.
+func (u *MachineUpsertOne) ClearTaskStep() *MachineUpsertOne {
+	return u.Update(func(s *MachineUpsert) {
+		s.ClearTaskStep()
+	})
+}
+
+// SetTaskInstanceID sets the "task_instance_id" field.
+func (u *MachineUpsertOne) SetTaskInstanceID(v uuid.UUID) *MachineUpsertOne {
+	return u.Update(func(s *MachineUpsert) {
+		s.SetTaskInstanceID(v)
+	})
+}
+
+// UpdateTaskInstanceID sets the "task_instance_id" field to the value that was provided on create.
+func (u *MachineUpsertOne) UpdateTaskInstanceID() *MachineUpsertOne {
+	return u.Update(func(s *MachineUpsert) {
+		s.UpdateTaskInstanceID()
+	})
+}
+
+// ClearTaskInstanceID clears the value of the "task_instance_id" field.
+func (u *MachineUpsertOne) ClearTaskInstanceID() *MachineUpsertOne {
+	return u.Update(func(s *MachineUpsert) {
+		s.ClearTaskInstanceID()
+	})
+}
+
+// SetTaskStartTime sets the "task_start_time" field.
+func (u *MachineUpsertOne) SetTaskStartTime(v time.Time) *MachineUpsertOne {
+	return u.Update(func(s *MachineUpsert) {
+		s.SetTaskStartTime(v)
+	})
+}
+
+// UpdateTaskStartTime sets the "task_start_time" field to the value that was provided on create.
+func (u *MachineUpsertOne) UpdateTaskStartTime() *MachineUpsertOne {
+	return u.Update(func(s *MachineUpsert) {
+		s.UpdateTaskStartTime()
+	})
+}
+
+// ClearTaskStartTime clears the value of the "task_start_time" field.
+func (u *MachineUpsertOne) ClearTaskStartTime() *MachineUpsertOne {
+	return u.Update(func(s *MachineUpsert) {
+		s.ClearTaskStartTime()
+	})
+}
+
+// SetTaskDeadline sets the "task_deadline" field.
+func (u *MachineUpsertOne) SetTaskDeadline(v time.Time) *MachineUpsertOne {
+	return u.Update(func(s *MachineUpsert) {
+		s.SetTaskDeadline(v)
+	})
+}
+
+// UpdateTaskDeadline sets the "task_deadline" field to the value that was provided on create.
+func (u *MachineUpsertOne) UpdateTaskDeadline() *MachineUpsertOne {
+	return u.Update(func(s *MachineUpsert) {
+		s.UpdateTaskDeadline()
+	})
+}
+
+// ClearTaskDeadline clears the value of the "task_deadline" field.
+func (u *MachineUpsertOne) ClearTaskDeadline() *MachineUpsertOne {
+	return u.Update(func(s *MachineUpsert) {
+		s.ClearTaskDeadline()
+	})
+}
+
+// SetTaskDone sets the "task_done" field.
+func (u *MachineUpsertOne) SetTaskDone(v int64) *MachineUpsertOne {
+	return u.Update(func(s *MachineUpsert) {
+		s.SetTaskDone(v)
+	})
+}
+
+// AddTaskDone adds v to the "task_done" field.
+func (u *MachineUpsertOne) AddTaskDone(v int64) *MachineUpsertOne {
+	return u.Update(func(s *MachineUpsert) {
+		s.AddTaskDone(v)
+	})
+}
+
+// UpdateTaskDone sets the "task_done" field to the value that was provided on create.
+func (u *MachineUpsertOne) UpdateTaskDone() *MachineUpsertOne {
+	return u.Update(func(s *MachineUpsert) {
+		s.UpdateTaskDone()
+	})
+}
+
+// SetTaskTotal sets the "task_total" field.
+func (u *MachineUpsertOne) SetTaskTotal(v int64) *MachineUpsertOne {
+	return u.Update(func(s *MachineUpsert) {
+		s.SetTaskTotal(v)
+	})
+}
+
+// AddTaskTotal adds v to the "task_total" field.
+func (u *MachineUpsertOne) AddTaskTotal(v int64) *MachineUpsertOne {
+	return u.Update(func(s *MachineUpsert) {
+		s.AddTaskTotal(v)
+	})
+}
+
+// UpdateTaskTotal sets the "task_total" field to the value that was provided on create.
+func (u *MachineUpsertOne) UpdateTaskTotal() *MachineUpsertOne {
+	return u.Update(func(s *MachineUpsert) {
+		s.UpdateTaskTotal()
+	})
+}
+
+// SetTaskMessage sets the "task_message" field.
+func (u *MachineUpsertOne) SetTaskMessage(v string) *MachineUpsertOne {
+	return u.Update(func(s *MachineUpsert) {
+		s.SetTaskMessage(v)
+	})
+}
+
+// UpdateTaskMessage sets the "task_message" field to the value that was provided on create.
+func (u *MachineUpsertOne) UpdateTaskMessage() *MachineUpsertOne {
+	return u.Update(func(s *MachineUpsert) {
+		s.UpdateTaskMessage()
+	})
+}
+
+// SetTaskWipeMode sets the "task_wipe_mode" field.
+func (u *MachineUpsertOne) SetTaskWipeMode(v machine.TaskWipeMode) *MachineUpsertOne {
+	return u.Update(func(s *MachineUpsert) {
+		s.SetTaskWipeMode(v)
+	})
+}
+
+// UpdateTaskWipeMode sets the "task_wipe_mode" field to the value that was provided on create.
+func (u *MachineUpsertOne) UpdateTaskWipeMode() *MachineUpsertOne {
+	return u.Update(func(s *MachineUpsert) {
+		s.UpdateTaskWipeMode()
+	})
+}
+
+// ClearTaskWipeMode clears the value of the "task_wipe_mode" field.
+func (u *MachineUpsertOne) ClearTaskWipeMode() *MachineUpsertOne {
+	return u.Update(func(s *MachineUpsert) {
+		s.ClearTaskWipeMode()
 	})
 }
 
@@ -1466,6 +1977,167 @@ func (u *MachineUpsertBulk) UpdateBootExpireTime() *MachineUpsertBulk {
 func (u *MachineUpsertBulk) ClearBootExpireTime() *MachineUpsertBulk {
 	return u.Update(func(s *MachineUpsert) {
 		s.ClearBootExpireTime()
+	})
+}
+
+// SetTaskStep sets the "task_step" field.
+func (u *MachineUpsertBulk) SetTaskStep(v string) *MachineUpsertBulk {
+	return u.Update(func(s *MachineUpsert) {
+		s.SetTaskStep(v)
+	})
+}
+
+// UpdateTaskStep sets the "task_step" field to the value that was provided on create.
+func (u *MachineUpsertBulk) UpdateTaskStep() *MachineUpsertBulk {
+	return u.Update(func(s *MachineUpsert) {
+		s.UpdateTaskStep()
+	})
+}
+
+// ClearTaskStep clears the value of the "task_step" field.
+func (u *MachineUpsertBulk) ClearTaskStep() *MachineUpsertBulk {
+	return u.Update(func(s *MachineUpsert) {
+		s.ClearTaskStep()
+	})
+}
+
+// SetTaskInstanceID sets the "task_instance_id" field.
+func (u *MachineUpsertBulk) SetTaskInstanceID(v uuid.UUID) *MachineUpsertBulk {
+	return u.Update(func(s *MachineUpsert) {
+		s.SetTaskInstanceID(v)
+	})
+}
+
+// UpdateTaskInstanceID sets the "task_instance_id" field to the value that was provided on create.
+func (u *MachineUpsertBulk) UpdateTaskInstanceID() *MachineUpsertBulk {
+	return u.Update(func(s *MachineUpsert) {
+		s.UpdateTaskInstanceID()
+	})
+}
+
+// ClearTaskInstanceID clears the value of the "task_instance_id" field.
+func (u *MachineUpsertBulk) ClearTaskInstanceID() *MachineUpsertBulk {
+	return u.Update(func(s *MachineUpsert) {
+		s.ClearTaskInstanceID()
+	})
+}
+
+// SetTaskStartTime sets the "task_start_time" field.
+func (u *MachineUpsertBulk) SetTaskStartTime(v time.Time) *MachineUpsertBulk {
+	return u.Update(func(s *MachineUpsert) {
+		s.SetTaskStartTime(v)
+	})
+}
+
+// UpdateTaskStartTime sets the "task_start_time" field to the value that was provided on create.
+func (u *MachineUpsertBulk) UpdateTaskStartTime() *MachineUpsertBulk {
+	return u.Update(func(s *MachineUpsert) {
+		s.UpdateTaskStartTime()
+	})
+}
+
+// ClearTaskStartTime clears the value of the "task_start_time" field.
+func (u *MachineUpsertBulk) ClearTaskStartTime() *MachineUpsertBulk {
+	return u.Update(func(s *MachineUpsert) {
+		s.ClearTaskStartTime()
+	})
+}
+
+// SetTaskDeadline sets the "task_deadline" field.
+func (u *MachineUpsertBulk) SetTaskDeadline(v time.Time) *MachineUpsertBulk {
+	return u.Update(func(s *MachineUpsert) {
+		s.SetTaskDeadline(v)
+	})
+}
+
+// UpdateTaskDeadline sets the "task_deadline" field to the value that was provided on create.
+func (u *MachineUpsertBulk) UpdateTaskDeadline() *MachineUpsertBulk {
+	return u.Update(func(s *MachineUpsert) {
+		s.UpdateTaskDeadline()
+	})
+}
+
+// ClearTaskDeadline clears the value of the "task_deadline" field.
+func (u *MachineUpsertBulk) ClearTaskDeadline() *MachineUpsertBulk {
+	return u.Update(func(s *MachineUpsert) {
+		s.ClearTaskDeadline()
+	})
+}
+
+// SetTaskDone sets the "task_done" field.
+func (u *MachineUpsertBulk) SetTaskDone(v int64) *MachineUpsertBulk {
+	return u.Update(func(s *MachineUpsert) {
+		s.SetTaskDone(v)
+	})
+}
+
+// AddTaskDone adds v to the "task_done" field.
+func (u *MachineUpsertBulk) AddTaskDone(v int64) *MachineUpsertBulk {
+	return u.Update(func(s *MachineUpsert) {
+		s.AddTaskDone(v)
+	})
+}
+
+// UpdateTaskDone sets the "task_done" field to the value that was provided on create.
+func (u *MachineUpsertBulk) UpdateTaskDone() *MachineUpsertBulk {
+	return u.Update(func(s *MachineUpsert) {
+		s.UpdateTaskDone()
+	})
+}
+
+// SetTaskTotal sets the "task_total" field.
+func (u *MachineUpsertBulk) SetTaskTotal(v int64) *MachineUpsertBulk {
+	return u.Update(func(s *MachineUpsert) {
+		s.SetTaskTotal(v)
+	})
+}
+
+// AddTaskTotal adds v to the "task_total" field.
+func (u *MachineUpsertBulk) AddTaskTotal(v int64) *MachineUpsertBulk {
+	return u.Update(func(s *MachineUpsert) {
+		s.AddTaskTotal(v)
+	})
+}
+
+// UpdateTaskTotal sets the "task_total" field to the value that was provided on create.
+func (u *MachineUpsertBulk) UpdateTaskTotal() *MachineUpsertBulk {
+	return u.Update(func(s *MachineUpsert) {
+		s.UpdateTaskTotal()
+	})
+}
+
+// SetTaskMessage sets the "task_message" field.
+func (u *MachineUpsertBulk) SetTaskMessage(v string) *MachineUpsertBulk {
+	return u.Update(func(s *MachineUpsert) {
+		s.SetTaskMessage(v)
+	})
+}
+
+// UpdateTaskMessage sets the "task_message" field to the value that was provided on create.
+func (u *MachineUpsertBulk) UpdateTaskMessage() *MachineUpsertBulk {
+	return u.Update(func(s *MachineUpsert) {
+		s.UpdateTaskMessage()
+	})
+}
+
+// SetTaskWipeMode sets the "task_wipe_mode" field.
+func (u *MachineUpsertBulk) SetTaskWipeMode(v machine.TaskWipeMode) *MachineUpsertBulk {
+	return u.Update(func(s *MachineUpsert) {
+		s.SetTaskWipeMode(v)
+	})
+}
+
+// UpdateTaskWipeMode sets the "task_wipe_mode" field to the value that was provided on create.
+func (u *MachineUpsertBulk) UpdateTaskWipeMode() *MachineUpsertBulk {
+	return u.Update(func(s *MachineUpsert) {
+		s.UpdateTaskWipeMode()
+	})
+}
+
+// ClearTaskWipeMode clears the value of the "task_wipe_mode" field.
+func (u *MachineUpsertBulk) ClearTaskWipeMode() *MachineUpsertBulk {
+	return u.Update(func(s *MachineUpsert) {
+		s.ClearTaskWipeMode()
 	})
 }
 

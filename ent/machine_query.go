@@ -17,6 +17,7 @@ import (
 	"github.com/carbide-dev/carbide/ent/bmclease"
 	"github.com/carbide-dev/carbide/ent/bmcoperation"
 	"github.com/carbide-dev/carbide/ent/identityconflict"
+	"github.com/carbide-dev/carbide/ent/instance"
 	"github.com/carbide-dev/carbide/ent/machine"
 	"github.com/carbide-dev/carbide/ent/nic"
 	"github.com/carbide-dev/carbide/ent/predicate"
@@ -38,6 +39,7 @@ type MachineQuery struct {
 	withBmc              *BMCQuery
 	withBmcOperations    *BMCOperationQuery
 	withBmcLease         *BMCLeaseQuery
+	withInstances        *InstanceQuery
 	modifiers            []func(*sql.Selector)
 	// intermediate query (i.e. traversal path).
 	sql  *sql.Selector
@@ -222,6 +224,28 @@ func (_q *MachineQuery) QueryBmcLease() *BMCLeaseQuery {
 			sqlgraph.From(machine.Table, machine.FieldID, selector),
 			sqlgraph.To(bmclease.Table, bmclease.FieldID),
 			sqlgraph.Edge(sqlgraph.O2O, false, machine.BmcLeaseTable, machine.BmcLeaseColumn),
+		)
+		fromU = sqlgraph.SetNeighbors(_q.driver.Dialect(), step)
+		return fromU, nil
+	}
+	return query
+}
+
+// QueryInstances chains the current query on the "instances" edge.
+func (_q *MachineQuery) QueryInstances() *InstanceQuery {
+	query := (&InstanceClient{config: _q.config}).Query()
+	query.path = func(ctx context.Context) (fromU *sql.Selector, err error) {
+		if err := _q.prepareQuery(ctx); err != nil {
+			return nil, err
+		}
+		selector := _q.sqlQuery(ctx)
+		if err := selector.Err(); err != nil {
+			return nil, err
+		}
+		step := sqlgraph.NewStep(
+			sqlgraph.From(machine.Table, machine.FieldID, selector),
+			sqlgraph.To(instance.Table, instance.FieldID),
+			sqlgraph.Edge(sqlgraph.O2M, false, machine.InstancesTable, machine.InstancesColumn),
 		)
 		fromU = sqlgraph.SetNeighbors(_q.driver.Dialect(), step)
 		return fromU, nil
@@ -428,6 +452,7 @@ func (_q *MachineQuery) Clone() *MachineQuery {
 		withBmc:              _q.withBmc.Clone(),
 		withBmcOperations:    _q.withBmcOperations.Clone(),
 		withBmcLease:         _q.withBmcLease.Clone(),
+		withInstances:        _q.withInstances.Clone(),
 		// clone intermediate query.
 		sql:  _q.sql.Clone(),
 		path: _q.path,
@@ -511,6 +536,17 @@ func (_q *MachineQuery) WithBmcLease(opts ...func(*BMCLeaseQuery)) *MachineQuery
 	return _q
 }
 
+// WithInstances tells the query-builder to eager-load the nodes that are connected to
+// the "instances" edge. The optional arguments are used to configure the query builder of the edge.
+func (_q *MachineQuery) WithInstances(opts ...func(*InstanceQuery)) *MachineQuery {
+	query := (&InstanceClient{config: _q.config}).Query()
+	for _, opt := range opts {
+		opt(query)
+	}
+	_q.withInstances = query
+	return _q
+}
+
 // GroupBy is used to group vertices by one or more fields/columns.
 // It is often used with aggregate functions, like: count, max, mean, min, sum.
 //
@@ -589,7 +625,7 @@ func (_q *MachineQuery) sqlAll(ctx context.Context, hooks ...queryHook) ([]*Mach
 	var (
 		nodes       = []*Machine{}
 		_spec       = _q.querySpec()
-		loadedTypes = [7]bool{
+		loadedTypes = [8]bool{
 			_q.withNics != nil,
 			_q.withTransitions != nil,
 			_q.withIdentityConflict != nil,
@@ -597,6 +633,7 @@ func (_q *MachineQuery) sqlAll(ctx context.Context, hooks ...queryHook) ([]*Mach
 			_q.withBmc != nil,
 			_q.withBmcOperations != nil,
 			_q.withBmcLease != nil,
+			_q.withInstances != nil,
 		}
 	)
 	_spec.ScanValues = func(columns []string) ([]any, error) {
@@ -663,6 +700,13 @@ func (_q *MachineQuery) sqlAll(ctx context.Context, hooks ...queryHook) ([]*Mach
 	if query := _q.withBmcLease; query != nil {
 		if err := _q.loadBmcLease(ctx, query, nodes, nil,
 			func(n *Machine, e *BMCLease) { n.Edges.BmcLease = e }); err != nil {
+			return nil, err
+		}
+	}
+	if query := _q.withInstances; query != nil {
+		if err := _q.loadInstances(ctx, query, nodes,
+			func(n *Machine) { n.Edges.Instances = []*Instance{} },
+			func(n *Machine, e *Instance) { n.Edges.Instances = append(n.Edges.Instances, e) }); err != nil {
 			return nil, err
 		}
 	}
@@ -865,6 +909,39 @@ func (_q *MachineQuery) loadBmcLease(ctx context.Context, query *BMCLeaseQuery, 
 		node, ok := nodeids[fk]
 		if !ok {
 			return fmt.Errorf(`unexpected referenced foreign-key "machine_id" returned %v for node %v`, fk, n.ID)
+		}
+		assign(node, n)
+	}
+	return nil
+}
+func (_q *MachineQuery) loadInstances(ctx context.Context, query *InstanceQuery, nodes []*Machine, init func(*Machine), assign func(*Machine, *Instance)) error {
+	fks := make([]driver.Value, 0, len(nodes))
+	nodeids := make(map[uuid.UUID]*Machine)
+	for i := range nodes {
+		fks = append(fks, nodes[i].ID)
+		nodeids[nodes[i].ID] = nodes[i]
+		if init != nil {
+			init(nodes[i])
+		}
+	}
+	if len(query.ctx.Fields) > 0 {
+		query.ctx.AppendFieldOnce(instance.FieldMachineID)
+	}
+	query.Where(predicate.Instance(func(s *sql.Selector) {
+		s.Where(sql.InValues(s.C(machine.InstancesColumn), fks...))
+	}))
+	neighbors, err := query.All(ctx)
+	if err != nil {
+		return err
+	}
+	for _, n := range neighbors {
+		fk := n.MachineID
+		if fk == nil {
+			return fmt.Errorf(`foreign-key "machine_id" is nil for node %v`, n.ID)
+		}
+		node, ok := nodeids[*fk]
+		if !ok {
+			return fmt.Errorf(`unexpected referenced foreign-key "machine_id" returned %v for node %v`, *fk, n.ID)
 		}
 		assign(node, n)
 	}

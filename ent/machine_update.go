@@ -15,6 +15,7 @@ import (
 	"github.com/carbide-dev/carbide/ent/bmclease"
 	"github.com/carbide-dev/carbide/ent/bmcoperation"
 	"github.com/carbide-dev/carbide/ent/identityconflict"
+	"github.com/carbide-dev/carbide/ent/instance"
 	"github.com/carbide-dev/carbide/ent/machine"
 	"github.com/carbide-dev/carbide/ent/nic"
 	"github.com/carbide-dev/carbide/ent/predicate"
@@ -187,6 +188,162 @@ func (_u *MachineUpdate) ClearBootExpireTime() *MachineUpdate {
 	return _u
 }
 
+// SetTaskStep sets the "task_step" field.
+func (_u *MachineUpdate) SetTaskStep(v string) *MachineUpdate {
+	_u.mutation.SetTaskStep(v)
+	return _u
+}
+
+// SetNillableTaskStep sets the "task_step" field if the given value is not nil.
+func (_u *MachineUpdate) SetNillableTaskStep(v *string) *MachineUpdate {
+	if v != nil {
+		_u.SetTaskStep(*v)
+	}
+	return _u
+}
+
+// ClearTaskStep clears the value of the "task_step" field.
+func (_u *MachineUpdate) ClearTaskStep() *MachineUpdate {
+	_u.mutation.ClearTaskStep()
+	return _u
+}
+
+// SetTaskInstanceID sets the "task_instance_id" field.
+func (_u *MachineUpdate) SetTaskInstanceID(v uuid.UUID) *MachineUpdate {
+	_u.mutation.SetTaskInstanceID(v)
+	return _u
+}
+
+// SetNillableTaskInstanceID sets the "task_instance_id" field if the given value is not nil.
+func (_u *MachineUpdate) SetNillableTaskInstanceID(v *uuid.UUID) *MachineUpdate {
+	if v != nil {
+		_u.SetTaskInstanceID(*v)
+	}
+	return _u
+}
+
+// ClearTaskInstanceID clears the value of the "task_instance_id" field.
+func (_u *MachineUpdate) ClearTaskInstanceID() *MachineUpdate {
+	_u.mutation.ClearTaskInstanceID()
+	return _u
+}
+
+// SetTaskStartTime sets the "task_start_time" field.
+func (_u *MachineUpdate) SetTaskStartTime(v time.Time) *MachineUpdate {
+	_u.mutation.SetTaskStartTime(v)
+	return _u
+}
+
+// SetNillableTaskStartTime sets the "task_start_time" field if the given value is not nil.
+func (_u *MachineUpdate) SetNillableTaskStartTime(v *time.Time) *MachineUpdate {
+	if v != nil {
+		_u.SetTaskStartTime(*v)
+	}
+	return _u
+}
+
+// ClearTaskStartTime clears the value of the "task_start_time" field.
+func (_u *MachineUpdate) ClearTaskStartTime() *MachineUpdate {
+	_u.mutation.ClearTaskStartTime()
+	return _u
+}
+
+// SetTaskDeadline sets the "task_deadline" field.
+func (_u *MachineUpdate) SetTaskDeadline(v time.Time) *MachineUpdate {
+	_u.mutation.SetTaskDeadline(v)
+	return _u
+}
+
+// SetNillableTaskDeadline sets the "task_deadline" field if the given value is not nil.
+func (_u *MachineUpdate) SetNillableTaskDeadline(v *time.Time) *MachineUpdate {
+	if v != nil {
+		_u.SetTaskDeadline(*v)
+	}
+	return _u
+}
+
+// ClearTaskDeadline clears the value of the "task_deadline" field.
+func (_u *MachineUpdate) ClearTaskDeadline() *MachineUpdate {
+	_u.mutation.ClearTaskDeadline()
+	return _u
+}
+
+// SetTaskDone sets the "task_done" field.
+func (_u *MachineUpdate) SetTaskDone(v int64) *MachineUpdate {
+	_u.mutation.ResetTaskDone()
+	_u.mutation.SetTaskDone(v)
+	return _u
+}
+
+// SetNillableTaskDone sets the "task_done" field if the given value is not nil.
+func (_u *MachineUpdate) SetNillableTaskDone(v *int64) *MachineUpdate {
+	if v != nil {
+		_u.SetTaskDone(*v)
+	}
+	return _u
+}
+
+// AddTaskDone adds value to the "task_done" field.
+func (_u *MachineUpdate) AddTaskDone(v int64) *MachineUpdate {
+	_u.mutation.AddTaskDone(v)
+	return _u
+}
+
+// SetTaskTotal sets the "task_total" field.
+func (_u *MachineUpdate) SetTaskTotal(v int64) *MachineUpdate {
+	_u.mutation.ResetTaskTotal()
+	_u.mutation.SetTaskTotal(v)
+	return _u
+}
+
+// SetNillableTaskTotal sets the "task_total" field if the given value is not nil.
+func (_u *MachineUpdate) SetNillableTaskTotal(v *int64) *MachineUpdate {
+	if v != nil {
+		_u.SetTaskTotal(*v)
+	}
+	return _u
+}
+
+// AddTaskTotal adds value to the "task_total" field.
+func (_u *MachineUpdate) AddTaskTotal(v int64) *MachineUpdate {
+	_u.mutation.AddTaskTotal(v)
+	return _u
+}
+
+// SetTaskMessage sets the "task_message" field.
+func (_u *MachineUpdate) SetTaskMessage(v string) *MachineUpdate {
+	_u.mutation.SetTaskMessage(v)
+	return _u
+}
+
+// SetNillableTaskMessage sets the "task_message" field if the given value is not nil.
+func (_u *MachineUpdate) SetNillableTaskMessage(v *string) *MachineUpdate {
+	if v != nil {
+		_u.SetTaskMessage(*v)
+	}
+	return _u
+}
+
+// SetTaskWipeMode sets the "task_wipe_mode" field.
+func (_u *MachineUpdate) SetTaskWipeMode(v machine.TaskWipeMode) *MachineUpdate {
+	_u.mutation.SetTaskWipeMode(v)
+	return _u
+}
+
+// SetNillableTaskWipeMode sets the "task_wipe_mode" field if the given value is not nil.
+func (_u *MachineUpdate) SetNillableTaskWipeMode(v *machine.TaskWipeMode) *MachineUpdate {
+	if v != nil {
+		_u.SetTaskWipeMode(*v)
+	}
+	return _u
+}
+
+// ClearTaskWipeMode clears the value of the "task_wipe_mode" field.
+func (_u *MachineUpdate) ClearTaskWipeMode() *MachineUpdate {
+	_u.mutation.ClearTaskWipeMode()
+	return _u
+}
+
 // AddNicIDs adds the "nics" edge to the NIC entity by IDs.
 func (_u *MachineUpdate) AddNicIDs(ids ...uuid.UUID) *MachineUpdate {
 	_u.mutation.AddNicIDs(ids...)
@@ -304,6 +461,21 @@ func (_u *MachineUpdate) SetBmcLease(v *BMCLease) *MachineUpdate {
 	return _u.SetBmcLeaseID(v.ID)
 }
 
+// AddInstanceIDs adds the "instances" edge to the Instance entity by IDs.
+func (_u *MachineUpdate) AddInstanceIDs(ids ...uuid.UUID) *MachineUpdate {
+	_u.mutation.AddInstanceIDs(ids...)
+	return _u
+}
+
+// AddInstances adds the "instances" edges to the Instance entity.
+func (_u *MachineUpdate) AddInstances(v ...*Instance) *MachineUpdate {
+	ids := make([]uuid.UUID, len(v))
+	for i := range v {
+		ids[i] = v[i].ID
+	}
+	return _u.AddInstanceIDs(ids...)
+}
+
 // Mutation returns the MachineMutation object of the builder.
 func (_u *MachineUpdate) Mutation() *MachineMutation {
 	return _u.mutation
@@ -411,6 +583,27 @@ func (_u *MachineUpdate) ClearBmcLease() *MachineUpdate {
 	return _u
 }
 
+// ClearInstances clears all "instances" edges to the Instance entity.
+func (_u *MachineUpdate) ClearInstances() *MachineUpdate {
+	_u.mutation.ClearInstances()
+	return _u
+}
+
+// RemoveInstanceIDs removes the "instances" edge to Instance entities by IDs.
+func (_u *MachineUpdate) RemoveInstanceIDs(ids ...uuid.UUID) *MachineUpdate {
+	_u.mutation.RemoveInstanceIDs(ids...)
+	return _u
+}
+
+// RemoveInstances removes "instances" edges to Instance entities.
+func (_u *MachineUpdate) RemoveInstances(v ...*Instance) *MachineUpdate {
+	ids := make([]uuid.UUID, len(v))
+	for i := range v {
+		ids[i] = v[i].ID
+	}
+	return _u.RemoveInstanceIDs(ids...)
+}
+
 // Save executes the query and returns the number of nodes affected by the update operation.
 func (_u *MachineUpdate) Save(ctx context.Context) (int, error) {
 	_u.defaults()
@@ -462,6 +655,21 @@ func (_u *MachineUpdate) check() error {
 	if v, ok := _u.mutation.HardwareID(); ok {
 		if err := machine.HardwareIDValidator(v); err != nil {
 			return &ValidationError{Name: "hardware_id", err: fmt.Errorf(`ent: validator failed for field "Machine.hardware_id": %w`, err)}
+		}
+	}
+	if v, ok := _u.mutation.TaskStep(); ok {
+		if err := machine.TaskStepValidator(v); err != nil {
+			return &ValidationError{Name: "task_step", err: fmt.Errorf(`ent: validator failed for field "Machine.task_step": %w`, err)}
+		}
+	}
+	if v, ok := _u.mutation.TaskMessage(); ok {
+		if err := machine.TaskMessageValidator(v); err != nil {
+			return &ValidationError{Name: "task_message", err: fmt.Errorf(`ent: validator failed for field "Machine.task_message": %w`, err)}
+		}
+	}
+	if v, ok := _u.mutation.TaskWipeMode(); ok {
+		if err := machine.TaskWipeModeValidator(v); err != nil {
+			return &ValidationError{Name: "task_wipe_mode", err: fmt.Errorf(`ent: validator failed for field "Machine.task_wipe_mode": %w`, err)}
 		}
 	}
 	return nil
@@ -526,6 +734,51 @@ func (_u *MachineUpdate) sqlSave(ctx context.Context) (_node int, err error) {
 	}
 	if _u.mutation.BootExpireTimeCleared() {
 		_spec.ClearField(machine.FieldBootExpireTime, field.TypeTime)
+	}
+	if value, ok := _u.mutation.TaskStep(); ok {
+		_spec.SetField(machine.FieldTaskStep, field.TypeString, value)
+	}
+	if _u.mutation.TaskStepCleared() {
+		_spec.ClearField(machine.FieldTaskStep, field.TypeString)
+	}
+	if value, ok := _u.mutation.TaskInstanceID(); ok {
+		_spec.SetField(machine.FieldTaskInstanceID, field.TypeUUID, value)
+	}
+	if _u.mutation.TaskInstanceIDCleared() {
+		_spec.ClearField(machine.FieldTaskInstanceID, field.TypeUUID)
+	}
+	if value, ok := _u.mutation.TaskStartTime(); ok {
+		_spec.SetField(machine.FieldTaskStartTime, field.TypeTime, value)
+	}
+	if _u.mutation.TaskStartTimeCleared() {
+		_spec.ClearField(machine.FieldTaskStartTime, field.TypeTime)
+	}
+	if value, ok := _u.mutation.TaskDeadline(); ok {
+		_spec.SetField(machine.FieldTaskDeadline, field.TypeTime, value)
+	}
+	if _u.mutation.TaskDeadlineCleared() {
+		_spec.ClearField(machine.FieldTaskDeadline, field.TypeTime)
+	}
+	if value, ok := _u.mutation.TaskDone(); ok {
+		_spec.SetField(machine.FieldTaskDone, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.AddedTaskDone(); ok {
+		_spec.AddField(machine.FieldTaskDone, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.TaskTotal(); ok {
+		_spec.SetField(machine.FieldTaskTotal, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.AddedTaskTotal(); ok {
+		_spec.AddField(machine.FieldTaskTotal, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.TaskMessage(); ok {
+		_spec.SetField(machine.FieldTaskMessage, field.TypeString, value)
+	}
+	if value, ok := _u.mutation.TaskWipeMode(); ok {
+		_spec.SetField(machine.FieldTaskWipeMode, field.TypeEnum, value)
+	}
+	if _u.mutation.TaskWipeModeCleared() {
+		_spec.ClearField(machine.FieldTaskWipeMode, field.TypeEnum)
 	}
 	if _u.mutation.NicsCleared() {
 		edge := &sqlgraph.EdgeSpec{
@@ -787,6 +1040,51 @@ func (_u *MachineUpdate) sqlSave(ctx context.Context) (_node int, err error) {
 			Bidi:    false,
 			Target: &sqlgraph.EdgeTarget{
 				IDSpec: sqlgraph.NewFieldSpec(bmclease.FieldID, field.TypeInt),
+			},
+		}
+		for _, k := range nodes {
+			edge.Target.Nodes = append(edge.Target.Nodes, k)
+		}
+		_spec.Edges.Add = append(_spec.Edges.Add, edge)
+	}
+	if _u.mutation.InstancesCleared() {
+		edge := &sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.O2M,
+			Inverse: false,
+			Table:   machine.InstancesTable,
+			Columns: []string{machine.InstancesColumn},
+			Bidi:    false,
+			Target: &sqlgraph.EdgeTarget{
+				IDSpec: sqlgraph.NewFieldSpec(instance.FieldID, field.TypeUUID),
+			},
+		}
+		_spec.Edges.Clear = append(_spec.Edges.Clear, edge)
+	}
+	if nodes := _u.mutation.RemovedInstancesIDs(); len(nodes) > 0 && !_u.mutation.InstancesCleared() {
+		edge := &sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.O2M,
+			Inverse: false,
+			Table:   machine.InstancesTable,
+			Columns: []string{machine.InstancesColumn},
+			Bidi:    false,
+			Target: &sqlgraph.EdgeTarget{
+				IDSpec: sqlgraph.NewFieldSpec(instance.FieldID, field.TypeUUID),
+			},
+		}
+		for _, k := range nodes {
+			edge.Target.Nodes = append(edge.Target.Nodes, k)
+		}
+		_spec.Edges.Clear = append(_spec.Edges.Clear, edge)
+	}
+	if nodes := _u.mutation.InstancesIDs(); len(nodes) > 0 {
+		edge := &sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.O2M,
+			Inverse: false,
+			Table:   machine.InstancesTable,
+			Columns: []string{machine.InstancesColumn},
+			Bidi:    false,
+			Target: &sqlgraph.EdgeTarget{
+				IDSpec: sqlgraph.NewFieldSpec(instance.FieldID, field.TypeUUID),
 			},
 		}
 		for _, k := range nodes {
@@ -966,6 +1264,162 @@ func (_u *MachineUpdateOne) ClearBootExpireTime() *MachineUpdateOne {
 	return _u
 }
 
+// SetTaskStep sets the "task_step" field.
+func (_u *MachineUpdateOne) SetTaskStep(v string) *MachineUpdateOne {
+	_u.mutation.SetTaskStep(v)
+	return _u
+}
+
+// SetNillableTaskStep sets the "task_step" field if the given value is not nil.
+func (_u *MachineUpdateOne) SetNillableTaskStep(v *string) *MachineUpdateOne {
+	if v != nil {
+		_u.SetTaskStep(*v)
+	}
+	return _u
+}
+
+// ClearTaskStep clears the value of the "task_step" field.
+func (_u *MachineUpdateOne) ClearTaskStep() *MachineUpdateOne {
+	_u.mutation.ClearTaskStep()
+	return _u
+}
+
+// SetTaskInstanceID sets the "task_instance_id" field.
+func (_u *MachineUpdateOne) SetTaskInstanceID(v uuid.UUID) *MachineUpdateOne {
+	_u.mutation.SetTaskInstanceID(v)
+	return _u
+}
+
+// SetNillableTaskInstanceID sets the "task_instance_id" field if the given value is not nil.
+func (_u *MachineUpdateOne) SetNillableTaskInstanceID(v *uuid.UUID) *MachineUpdateOne {
+	if v != nil {
+		_u.SetTaskInstanceID(*v)
+	}
+	return _u
+}
+
+// ClearTaskInstanceID clears the value of the "task_instance_id" field.
+func (_u *MachineUpdateOne) ClearTaskInstanceID() *MachineUpdateOne {
+	_u.mutation.ClearTaskInstanceID()
+	return _u
+}
+
+// SetTaskStartTime sets the "task_start_time" field.
+func (_u *MachineUpdateOne) SetTaskStartTime(v time.Time) *MachineUpdateOne {
+	_u.mutation.SetTaskStartTime(v)
+	return _u
+}
+
+// SetNillableTaskStartTime sets the "task_start_time" field if the given value is not nil.
+func (_u *MachineUpdateOne) SetNillableTaskStartTime(v *time.Time) *MachineUpdateOne {
+	if v != nil {
+		_u.SetTaskStartTime(*v)
+	}
+	return _u
+}
+
+// ClearTaskStartTime clears the value of the "task_start_time" field.
+func (_u *MachineUpdateOne) ClearTaskStartTime() *MachineUpdateOne {
+	_u.mutation.ClearTaskStartTime()
+	return _u
+}
+
+// SetTaskDeadline sets the "task_deadline" field.
+func (_u *MachineUpdateOne) SetTaskDeadline(v time.Time) *MachineUpdateOne {
+	_u.mutation.SetTaskDeadline(v)
+	return _u
+}
+
+// SetNillableTaskDeadline sets the "task_deadline" field if the given value is not nil.
+func (_u *MachineUpdateOne) SetNillableTaskDeadline(v *time.Time) *MachineUpdateOne {
+	if v != nil {
+		_u.SetTaskDeadline(*v)
+	}
+	return _u
+}
+
+// ClearTaskDeadline clears the value of the "task_deadline" field.
+func (_u *MachineUpdateOne) ClearTaskDeadline() *MachineUpdateOne {
+	_u.mutation.ClearTaskDeadline()
+	return _u
+}
+
+// SetTaskDone sets the "task_done" field.
+func (_u *MachineUpdateOne) SetTaskDone(v int64) *MachineUpdateOne {
+	_u.mutation.ResetTaskDone()
+	_u.mutation.SetTaskDone(v)
+	return _u
+}
+
+// SetNillableTaskDone sets the "task_done" field if the given value is not nil.
+func (_u *MachineUpdateOne) SetNillableTaskDone(v *int64) *MachineUpdateOne {
+	if v != nil {
+		_u.SetTaskDone(*v)
+	}
+	return _u
+}
+
+// AddTaskDone adds value to the "task_done" field.
+func (_u *MachineUpdateOne) AddTaskDone(v int64) *MachineUpdateOne {
+	_u.mutation.AddTaskDone(v)
+	return _u
+}
+
+// SetTaskTotal sets the "task_total" field.
+func (_u *MachineUpdateOne) SetTaskTotal(v int64) *MachineUpdateOne {
+	_u.mutation.ResetTaskTotal()
+	_u.mutation.SetTaskTotal(v)
+	return _u
+}
+
+// SetNillableTaskTotal sets the "task_total" field if the given value is not nil.
+func (_u *MachineUpdateOne) SetNillableTaskTotal(v *int64) *MachineUpdateOne {
+	if v != nil {
+		_u.SetTaskTotal(*v)
+	}
+	return _u
+}
+
+// AddTaskTotal adds value to the "task_total" field.
+func (_u *MachineUpdateOne) AddTaskTotal(v int64) *MachineUpdateOne {
+	_u.mutation.AddTaskTotal(v)
+	return _u
+}
+
+// SetTaskMessage sets the "task_message" field.
+func (_u *MachineUpdateOne) SetTaskMessage(v string) *MachineUpdateOne {
+	_u.mutation.SetTaskMessage(v)
+	return _u
+}
+
+// SetNillableTaskMessage sets the "task_message" field if the given value is not nil.
+func (_u *MachineUpdateOne) SetNillableTaskMessage(v *string) *MachineUpdateOne {
+	if v != nil {
+		_u.SetTaskMessage(*v)
+	}
+	return _u
+}
+
+// SetTaskWipeMode sets the "task_wipe_mode" field.
+func (_u *MachineUpdateOne) SetTaskWipeMode(v machine.TaskWipeMode) *MachineUpdateOne {
+	_u.mutation.SetTaskWipeMode(v)
+	return _u
+}
+
+// SetNillableTaskWipeMode sets the "task_wipe_mode" field if the given value is not nil.
+func (_u *MachineUpdateOne) SetNillableTaskWipeMode(v *machine.TaskWipeMode) *MachineUpdateOne {
+	if v != nil {
+		_u.SetTaskWipeMode(*v)
+	}
+	return _u
+}
+
+// ClearTaskWipeMode clears the value of the "task_wipe_mode" field.
+func (_u *MachineUpdateOne) ClearTaskWipeMode() *MachineUpdateOne {
+	_u.mutation.ClearTaskWipeMode()
+	return _u
+}
+
 // AddNicIDs adds the "nics" edge to the NIC entity by IDs.
 func (_u *MachineUpdateOne) AddNicIDs(ids ...uuid.UUID) *MachineUpdateOne {
 	_u.mutation.AddNicIDs(ids...)
@@ -1083,6 +1537,21 @@ func (_u *MachineUpdateOne) SetBmcLease(v *BMCLease) *MachineUpdateOne {
 	return _u.SetBmcLeaseID(v.ID)
 }
 
+// AddInstanceIDs adds the "instances" edge to the Instance entity by IDs.
+func (_u *MachineUpdateOne) AddInstanceIDs(ids ...uuid.UUID) *MachineUpdateOne {
+	_u.mutation.AddInstanceIDs(ids...)
+	return _u
+}
+
+// AddInstances adds the "instances" edges to the Instance entity.
+func (_u *MachineUpdateOne) AddInstances(v ...*Instance) *MachineUpdateOne {
+	ids := make([]uuid.UUID, len(v))
+	for i := range v {
+		ids[i] = v[i].ID
+	}
+	return _u.AddInstanceIDs(ids...)
+}
+
 // Mutation returns the MachineMutation object of the builder.
 func (_u *MachineUpdateOne) Mutation() *MachineMutation {
 	return _u.mutation
@@ -1190,6 +1659,27 @@ func (_u *MachineUpdateOne) ClearBmcLease() *MachineUpdateOne {
 	return _u
 }
 
+// ClearInstances clears all "instances" edges to the Instance entity.
+func (_u *MachineUpdateOne) ClearInstances() *MachineUpdateOne {
+	_u.mutation.ClearInstances()
+	return _u
+}
+
+// RemoveInstanceIDs removes the "instances" edge to Instance entities by IDs.
+func (_u *MachineUpdateOne) RemoveInstanceIDs(ids ...uuid.UUID) *MachineUpdateOne {
+	_u.mutation.RemoveInstanceIDs(ids...)
+	return _u
+}
+
+// RemoveInstances removes "instances" edges to Instance entities.
+func (_u *MachineUpdateOne) RemoveInstances(v ...*Instance) *MachineUpdateOne {
+	ids := make([]uuid.UUID, len(v))
+	for i := range v {
+		ids[i] = v[i].ID
+	}
+	return _u.RemoveInstanceIDs(ids...)
+}
+
 // Where appends a list predicates to the MachineUpdate builder.
 func (_u *MachineUpdateOne) Where(ps ...predicate.Machine) *MachineUpdateOne {
 	_u.mutation.Where(ps...)
@@ -1254,6 +1744,21 @@ func (_u *MachineUpdateOne) check() error {
 	if v, ok := _u.mutation.HardwareID(); ok {
 		if err := machine.HardwareIDValidator(v); err != nil {
 			return &ValidationError{Name: "hardware_id", err: fmt.Errorf(`ent: validator failed for field "Machine.hardware_id": %w`, err)}
+		}
+	}
+	if v, ok := _u.mutation.TaskStep(); ok {
+		if err := machine.TaskStepValidator(v); err != nil {
+			return &ValidationError{Name: "task_step", err: fmt.Errorf(`ent: validator failed for field "Machine.task_step": %w`, err)}
+		}
+	}
+	if v, ok := _u.mutation.TaskMessage(); ok {
+		if err := machine.TaskMessageValidator(v); err != nil {
+			return &ValidationError{Name: "task_message", err: fmt.Errorf(`ent: validator failed for field "Machine.task_message": %w`, err)}
+		}
+	}
+	if v, ok := _u.mutation.TaskWipeMode(); ok {
+		if err := machine.TaskWipeModeValidator(v); err != nil {
+			return &ValidationError{Name: "task_wipe_mode", err: fmt.Errorf(`ent: validator failed for field "Machine.task_wipe_mode": %w`, err)}
 		}
 	}
 	return nil
@@ -1335,6 +1840,51 @@ func (_u *MachineUpdateOne) sqlSave(ctx context.Context) (_node *Machine, err er
 	}
 	if _u.mutation.BootExpireTimeCleared() {
 		_spec.ClearField(machine.FieldBootExpireTime, field.TypeTime)
+	}
+	if value, ok := _u.mutation.TaskStep(); ok {
+		_spec.SetField(machine.FieldTaskStep, field.TypeString, value)
+	}
+	if _u.mutation.TaskStepCleared() {
+		_spec.ClearField(machine.FieldTaskStep, field.TypeString)
+	}
+	if value, ok := _u.mutation.TaskInstanceID(); ok {
+		_spec.SetField(machine.FieldTaskInstanceID, field.TypeUUID, value)
+	}
+	if _u.mutation.TaskInstanceIDCleared() {
+		_spec.ClearField(machine.FieldTaskInstanceID, field.TypeUUID)
+	}
+	if value, ok := _u.mutation.TaskStartTime(); ok {
+		_spec.SetField(machine.FieldTaskStartTime, field.TypeTime, value)
+	}
+	if _u.mutation.TaskStartTimeCleared() {
+		_spec.ClearField(machine.FieldTaskStartTime, field.TypeTime)
+	}
+	if value, ok := _u.mutation.TaskDeadline(); ok {
+		_spec.SetField(machine.FieldTaskDeadline, field.TypeTime, value)
+	}
+	if _u.mutation.TaskDeadlineCleared() {
+		_spec.ClearField(machine.FieldTaskDeadline, field.TypeTime)
+	}
+	if value, ok := _u.mutation.TaskDone(); ok {
+		_spec.SetField(machine.FieldTaskDone, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.AddedTaskDone(); ok {
+		_spec.AddField(machine.FieldTaskDone, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.TaskTotal(); ok {
+		_spec.SetField(machine.FieldTaskTotal, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.AddedTaskTotal(); ok {
+		_spec.AddField(machine.FieldTaskTotal, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.TaskMessage(); ok {
+		_spec.SetField(machine.FieldTaskMessage, field.TypeString, value)
+	}
+	if value, ok := _u.mutation.TaskWipeMode(); ok {
+		_spec.SetField(machine.FieldTaskWipeMode, field.TypeEnum, value)
+	}
+	if _u.mutation.TaskWipeModeCleared() {
+		_spec.ClearField(machine.FieldTaskWipeMode, field.TypeEnum)
 	}
 	if _u.mutation.NicsCleared() {
 		edge := &sqlgraph.EdgeSpec{
@@ -1596,6 +2146,51 @@ func (_u *MachineUpdateOne) sqlSave(ctx context.Context) (_node *Machine, err er
 			Bidi:    false,
 			Target: &sqlgraph.EdgeTarget{
 				IDSpec: sqlgraph.NewFieldSpec(bmclease.FieldID, field.TypeInt),
+			},
+		}
+		for _, k := range nodes {
+			edge.Target.Nodes = append(edge.Target.Nodes, k)
+		}
+		_spec.Edges.Add = append(_spec.Edges.Add, edge)
+	}
+	if _u.mutation.InstancesCleared() {
+		edge := &sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.O2M,
+			Inverse: false,
+			Table:   machine.InstancesTable,
+			Columns: []string{machine.InstancesColumn},
+			Bidi:    false,
+			Target: &sqlgraph.EdgeTarget{
+				IDSpec: sqlgraph.NewFieldSpec(instance.FieldID, field.TypeUUID),
+			},
+		}
+		_spec.Edges.Clear = append(_spec.Edges.Clear, edge)
+	}
+	if nodes := _u.mutation.RemovedInstancesIDs(); len(nodes) > 0 && !_u.mutation.InstancesCleared() {
+		edge := &sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.O2M,
+			Inverse: false,
+			Table:   machine.InstancesTable,
+			Columns: []string{machine.InstancesColumn},
+			Bidi:    false,
+			Target: &sqlgraph.EdgeTarget{
+				IDSpec: sqlgraph.NewFieldSpec(instance.FieldID, field.TypeUUID),
+			},
+		}
+		for _, k := range nodes {
+			edge.Target.Nodes = append(edge.Target.Nodes, k)
+		}
+		_spec.Edges.Clear = append(_spec.Edges.Clear, edge)
+	}
+	if nodes := _u.mutation.InstancesIDs(); len(nodes) > 0 {
+		edge := &sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.O2M,
+			Inverse: false,
+			Table:   machine.InstancesTable,
+			Columns: []string{machine.InstancesColumn},
+			Bidi:    false,
+			Target: &sqlgraph.EdgeTarget{
+				IDSpec: sqlgraph.NewFieldSpec(instance.FieldID, field.TypeUUID),
 			},
 		}
 		for _, k := range nodes {

@@ -18,6 +18,8 @@ import (
 	"github.com/carbide-dev/carbide/ent/change"
 	"github.com/carbide-dev/carbide/ent/declinedaddress"
 	"github.com/carbide-dev/carbide/ent/identityconflict"
+	"github.com/carbide-dev/carbide/ent/image"
+	"github.com/carbide-dev/carbide/ent/instance"
 	"github.com/carbide-dev/carbide/ent/lease"
 	"github.com/carbide-dev/carbide/ent/machine"
 	"github.com/carbide-dev/carbide/ent/nic"
@@ -46,6 +48,8 @@ const (
 	TypeChange             = "Change"
 	TypeDeclinedAddress    = "DeclinedAddress"
 	TypeIdentityConflict   = "IdentityConflict"
+	TypeImage              = "Image"
+	TypeInstance           = "Instance"
 	TypeLease              = "Lease"
 	TypeMachine            = "Machine"
 	TypeNIC                = "NIC"
@@ -5780,6 +5784,2308 @@ func (m *IdentityConflictMutation) ResetEdge(name string) error {
 	return fmt.Errorf("unknown IdentityConflict edge %s", name)
 }
 
+// ImageMutation represents an operation that mutates the Image nodes in the graph.
+type ImageMutation struct {
+	config
+	op               Op
+	typ              string
+	id               *uuid.UUID
+	create_time      *time.Time
+	update_time      *time.Time
+	name             *string
+	version          *string
+	description      *string
+	architecture     *string
+	firmware         *[]string
+	appendfirmware   []string
+	boot             *[]byte
+	deprecated       *bool
+	clearedFields    map[string]struct{}
+	instances        map[uuid.UUID]struct{}
+	removedinstances map[uuid.UUID]struct{}
+	clearedinstances bool
+	done             bool
+	oldValue         func(context.Context) (*Image, error)
+	predicates       []predicate.Image
+}
+
+var _ ent.Mutation = (*ImageMutation)(nil)
+
+// imageOption allows management of the mutation configuration using functional options.
+type imageOption func(*ImageMutation)
+
+// newImageMutation creates new mutation for the Image entity.
+func newImageMutation(c config, op Op, opts ...imageOption) *ImageMutation {
+	m := &ImageMutation{
+		config:        c,
+		op:            op,
+		typ:           TypeImage,
+		clearedFields: make(map[string]struct{}),
+	}
+	for _, opt := range opts {
+		opt(m)
+	}
+	return m
+}
+
+// withImageID sets the ID field of the mutation.
+func withImageID(id uuid.UUID) imageOption {
+	return func(m *ImageMutation) {
+		var (
+			err   error
+			once  sync.Once
+			value *Image
+		)
+		m.oldValue = func(ctx context.Context) (*Image, error) {
+			once.Do(func() {
+				if m.done {
+					err = errors.New("querying old values post mutation is not allowed")
+				} else {
+					value, err = m.Client().Image.Get(ctx, id)
+				}
+			})
+			return value, err
+		}
+		m.id = &id
+	}
+}
+
+// withImage sets the old Image of the mutation.
+func withImage(node *Image) imageOption {
+	return func(m *ImageMutation) {
+		m.oldValue = func(context.Context) (*Image, error) {
+			return node, nil
+		}
+		m.id = &node.ID
+	}
+}
+
+// Client returns a new `ent.Client` from the mutation. If the mutation was
+// executed in a transaction (ent.Tx), a transactional client is returned.
+func (m ImageMutation) Client() *Client {
+	client := &Client{config: m.config}
+	client.init()
+	return client
+}
+
+// Tx returns an `ent.Tx` for mutations that were executed in transactions;
+// it returns an error otherwise.
+func (m ImageMutation) Tx() (*Tx, error) {
+	if _, ok := m.driver.(*txDriver); !ok {
+		return nil, errors.New("ent: mutation is not running in a transaction")
+	}
+	tx := &Tx{config: m.config}
+	tx.init()
+	return tx, nil
+}
+
+// SetID sets the value of the id field. Note that this
+// operation is only accepted on creation of Image entities.
+func (m *ImageMutation) SetID(id uuid.UUID) {
+	m.id = &id
+}
+
+// ID returns the ID value in the mutation. Note that the ID is only available
+// if it was provided to the builder or after it was returned from the database.
+func (m *ImageMutation) ID() (id uuid.UUID, exists bool) {
+	if m.id == nil {
+		return
+	}
+	return *m.id, true
+}
+
+// IDs queries the database and returns the entity ids that match the mutation's predicate.
+// That means, if the mutation is applied within a transaction with an isolation level such
+// as sql.LevelSerializable, the returned ids match the ids of the rows that will be updated
+// or updated by the mutation.
+func (m *ImageMutation) IDs(ctx context.Context) ([]uuid.UUID, error) {
+	switch {
+	case m.op.Is(OpUpdateOne | OpDeleteOne):
+		id, exists := m.ID()
+		if exists {
+			return []uuid.UUID{id}, nil
+		}
+		fallthrough
+	case m.op.Is(OpUpdate | OpDelete):
+		return m.Client().Image.Query().Where(m.predicates...).IDs(ctx)
+	default:
+		return nil, fmt.Errorf("IDs is not allowed on %s operations", m.op)
+	}
+}
+
+// SetCreateTime sets the "create_time" field.
+func (m *ImageMutation) SetCreateTime(t time.Time) {
+	m.create_time = &t
+}
+
+// CreateTime returns the value of the "create_time" field in the mutation.
+func (m *ImageMutation) CreateTime() (r time.Time, exists bool) {
+	v := m.create_time
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldCreateTime returns the old "create_time" field's value of the Image entity.
+// If the Image object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ImageMutation) OldCreateTime(ctx context.Context) (v time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldCreateTime is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldCreateTime requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldCreateTime: %w", err)
+	}
+	return oldValue.CreateTime, nil
+}
+
+// ResetCreateTime resets all changes to the "create_time" field.
+func (m *ImageMutation) ResetCreateTime() {
+	m.create_time = nil
+}
+
+// SetUpdateTime sets the "update_time" field.
+func (m *ImageMutation) SetUpdateTime(t time.Time) {
+	m.update_time = &t
+}
+
+// UpdateTime returns the value of the "update_time" field in the mutation.
+func (m *ImageMutation) UpdateTime() (r time.Time, exists bool) {
+	v := m.update_time
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldUpdateTime returns the old "update_time" field's value of the Image entity.
+// If the Image object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ImageMutation) OldUpdateTime(ctx context.Context) (v time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldUpdateTime is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldUpdateTime requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldUpdateTime: %w", err)
+	}
+	return oldValue.UpdateTime, nil
+}
+
+// ResetUpdateTime resets all changes to the "update_time" field.
+func (m *ImageMutation) ResetUpdateTime() {
+	m.update_time = nil
+}
+
+// SetName sets the "name" field.
+func (m *ImageMutation) SetName(s string) {
+	m.name = &s
+}
+
+// Name returns the value of the "name" field in the mutation.
+func (m *ImageMutation) Name() (r string, exists bool) {
+	v := m.name
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldName returns the old "name" field's value of the Image entity.
+// If the Image object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ImageMutation) OldName(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldName is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldName requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldName: %w", err)
+	}
+	return oldValue.Name, nil
+}
+
+// ResetName resets all changes to the "name" field.
+func (m *ImageMutation) ResetName() {
+	m.name = nil
+}
+
+// SetVersion sets the "version" field.
+func (m *ImageMutation) SetVersion(s string) {
+	m.version = &s
+}
+
+// Version returns the value of the "version" field in the mutation.
+func (m *ImageMutation) Version() (r string, exists bool) {
+	v := m.version
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldVersion returns the old "version" field's value of the Image entity.
+// If the Image object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ImageMutation) OldVersion(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldVersion is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldVersion requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldVersion: %w", err)
+	}
+	return oldValue.Version, nil
+}
+
+// ResetVersion resets all changes to the "version" field.
+func (m *ImageMutation) ResetVersion() {
+	m.version = nil
+}
+
+// SetDescription sets the "description" field.
+func (m *ImageMutation) SetDescription(s string) {
+	m.description = &s
+}
+
+// Description returns the value of the "description" field in the mutation.
+func (m *ImageMutation) Description() (r string, exists bool) {
+	v := m.description
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldDescription returns the old "description" field's value of the Image entity.
+// If the Image object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ImageMutation) OldDescription(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldDescription is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldDescription requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldDescription: %w", err)
+	}
+	return oldValue.Description, nil
+}
+
+// ResetDescription resets all changes to the "description" field.
+func (m *ImageMutation) ResetDescription() {
+	m.description = nil
+}
+
+// SetArchitecture sets the "architecture" field.
+func (m *ImageMutation) SetArchitecture(s string) {
+	m.architecture = &s
+}
+
+// Architecture returns the value of the "architecture" field in the mutation.
+func (m *ImageMutation) Architecture() (r string, exists bool) {
+	v := m.architecture
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldArchitecture returns the old "architecture" field's value of the Image entity.
+// If the Image object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ImageMutation) OldArchitecture(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldArchitecture is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldArchitecture requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldArchitecture: %w", err)
+	}
+	return oldValue.Architecture, nil
+}
+
+// ResetArchitecture resets all changes to the "architecture" field.
+func (m *ImageMutation) ResetArchitecture() {
+	m.architecture = nil
+}
+
+// SetFirmware sets the "firmware" field.
+func (m *ImageMutation) SetFirmware(s []string) {
+	m.firmware = &s
+	m.appendfirmware = nil
+}
+
+// Firmware returns the value of the "firmware" field in the mutation.
+func (m *ImageMutation) Firmware() (r []string, exists bool) {
+	v := m.firmware
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldFirmware returns the old "firmware" field's value of the Image entity.
+// If the Image object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ImageMutation) OldFirmware(ctx context.Context) (v []string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldFirmware is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldFirmware requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldFirmware: %w", err)
+	}
+	return oldValue.Firmware, nil
+}
+
+// AppendFirmware adds s to the "firmware" field.
+func (m *ImageMutation) AppendFirmware(s []string) {
+	m.appendfirmware = append(m.appendfirmware, s...)
+}
+
+// AppendedFirmware returns the list of values that were appended to the "firmware" field in this mutation.
+func (m *ImageMutation) AppendedFirmware() ([]string, bool) {
+	if len(m.appendfirmware) == 0 {
+		return nil, false
+	}
+	return m.appendfirmware, true
+}
+
+// ResetFirmware resets all changes to the "firmware" field.
+func (m *ImageMutation) ResetFirmware() {
+	m.firmware = nil
+	m.appendfirmware = nil
+}
+
+// SetBoot sets the "boot" field.
+func (m *ImageMutation) SetBoot(b []byte) {
+	m.boot = &b
+}
+
+// Boot returns the value of the "boot" field in the mutation.
+func (m *ImageMutation) Boot() (r []byte, exists bool) {
+	v := m.boot
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldBoot returns the old "boot" field's value of the Image entity.
+// If the Image object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ImageMutation) OldBoot(ctx context.Context) (v []byte, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldBoot is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldBoot requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldBoot: %w", err)
+	}
+	return oldValue.Boot, nil
+}
+
+// ResetBoot resets all changes to the "boot" field.
+func (m *ImageMutation) ResetBoot() {
+	m.boot = nil
+}
+
+// SetDeprecated sets the "deprecated" field.
+func (m *ImageMutation) SetDeprecated(b bool) {
+	m.deprecated = &b
+}
+
+// Deprecated returns the value of the "deprecated" field in the mutation.
+func (m *ImageMutation) Deprecated() (r bool, exists bool) {
+	v := m.deprecated
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldDeprecated returns the old "deprecated" field's value of the Image entity.
+// If the Image object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ImageMutation) OldDeprecated(ctx context.Context) (v bool, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldDeprecated is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldDeprecated requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldDeprecated: %w", err)
+	}
+	return oldValue.Deprecated, nil
+}
+
+// ResetDeprecated resets all changes to the "deprecated" field.
+func (m *ImageMutation) ResetDeprecated() {
+	m.deprecated = nil
+}
+
+// AddInstanceIDs adds the "instances" edge to the Instance entity by ids.
+func (m *ImageMutation) AddInstanceIDs(ids ...uuid.UUID) {
+	if m.instances == nil {
+		m.instances = make(map[uuid.UUID]struct{})
+	}
+	for i := range ids {
+		m.instances[ids[i]] = struct{}{}
+	}
+}
+
+// ClearInstances clears the "instances" edge to the Instance entity.
+func (m *ImageMutation) ClearInstances() {
+	m.clearedinstances = true
+}
+
+// InstancesCleared reports if the "instances" edge to the Instance entity was cleared.
+func (m *ImageMutation) InstancesCleared() bool {
+	return m.clearedinstances
+}
+
+// RemoveInstanceIDs removes the "instances" edge to the Instance entity by IDs.
+func (m *ImageMutation) RemoveInstanceIDs(ids ...uuid.UUID) {
+	if m.removedinstances == nil {
+		m.removedinstances = make(map[uuid.UUID]struct{})
+	}
+	for i := range ids {
+		delete(m.instances, ids[i])
+		m.removedinstances[ids[i]] = struct{}{}
+	}
+}
+
+// RemovedInstances returns the removed IDs of the "instances" edge to the Instance entity.
+func (m *ImageMutation) RemovedInstancesIDs() (ids []uuid.UUID) {
+	for id := range m.removedinstances {
+		ids = append(ids, id)
+	}
+	return
+}
+
+// InstancesIDs returns the "instances" edge IDs in the mutation.
+func (m *ImageMutation) InstancesIDs() (ids []uuid.UUID) {
+	for id := range m.instances {
+		ids = append(ids, id)
+	}
+	return
+}
+
+// ResetInstances resets all changes to the "instances" edge.
+func (m *ImageMutation) ResetInstances() {
+	m.instances = nil
+	m.clearedinstances = false
+	m.removedinstances = nil
+}
+
+// Where appends a list predicates to the ImageMutation builder.
+func (m *ImageMutation) Where(ps ...predicate.Image) {
+	m.predicates = append(m.predicates, ps...)
+}
+
+// WhereP appends storage-level predicates to the ImageMutation builder. Using this method,
+// users can use type-assertion to append predicates that do not depend on any generated package.
+func (m *ImageMutation) WhereP(ps ...func(*sql.Selector)) {
+	p := make([]predicate.Image, len(ps))
+	for i := range ps {
+		p[i] = ps[i]
+	}
+	m.Where(p...)
+}
+
+// Op returns the operation name.
+func (m *ImageMutation) Op() Op {
+	return m.op
+}
+
+// SetOp allows setting the mutation operation.
+func (m *ImageMutation) SetOp(op Op) {
+	m.op = op
+}
+
+// Type returns the node type of this mutation (Image).
+func (m *ImageMutation) Type() string {
+	return m.typ
+}
+
+// Fields returns all fields that were changed during this mutation. Note that in
+// order to get all numeric fields that were incremented/decremented, call
+// AddedFields().
+func (m *ImageMutation) Fields() []string {
+	fields := make([]string, 0, 9)
+	if m.create_time != nil {
+		fields = append(fields, image.FieldCreateTime)
+	}
+	if m.update_time != nil {
+		fields = append(fields, image.FieldUpdateTime)
+	}
+	if m.name != nil {
+		fields = append(fields, image.FieldName)
+	}
+	if m.version != nil {
+		fields = append(fields, image.FieldVersion)
+	}
+	if m.description != nil {
+		fields = append(fields, image.FieldDescription)
+	}
+	if m.architecture != nil {
+		fields = append(fields, image.FieldArchitecture)
+	}
+	if m.firmware != nil {
+		fields = append(fields, image.FieldFirmware)
+	}
+	if m.boot != nil {
+		fields = append(fields, image.FieldBoot)
+	}
+	if m.deprecated != nil {
+		fields = append(fields, image.FieldDeprecated)
+	}
+	return fields
+}
+
+// Field returns the value of a field with the given name. The second boolean
+// return value indicates that this field was not set, or was not defined in the
+// schema.
+func (m *ImageMutation) Field(name string) (ent.Value, bool) {
+	switch name {
+	case image.FieldCreateTime:
+		return m.CreateTime()
+	case image.FieldUpdateTime:
+		return m.UpdateTime()
+	case image.FieldName:
+		return m.Name()
+	case image.FieldVersion:
+		return m.Version()
+	case image.FieldDescription:
+		return m.Description()
+	case image.FieldArchitecture:
+		return m.Architecture()
+	case image.FieldFirmware:
+		return m.Firmware()
+	case image.FieldBoot:
+		return m.Boot()
+	case image.FieldDeprecated:
+		return m.Deprecated()
+	}
+	return nil, false
+}
+
+// OldField returns the old value of the field from the database. An error is
+// returned if the mutation operation is not UpdateOne, or the query to the
+// database failed.
+func (m *ImageMutation) OldField(ctx context.Context, name string) (ent.Value, error) {
+	switch name {
+	case image.FieldCreateTime:
+		return m.OldCreateTime(ctx)
+	case image.FieldUpdateTime:
+		return m.OldUpdateTime(ctx)
+	case image.FieldName:
+		return m.OldName(ctx)
+	case image.FieldVersion:
+		return m.OldVersion(ctx)
+	case image.FieldDescription:
+		return m.OldDescription(ctx)
+	case image.FieldArchitecture:
+		return m.OldArchitecture(ctx)
+	case image.FieldFirmware:
+		return m.OldFirmware(ctx)
+	case image.FieldBoot:
+		return m.OldBoot(ctx)
+	case image.FieldDeprecated:
+		return m.OldDeprecated(ctx)
+	}
+	return nil, fmt.Errorf("unknown Image field %s", name)
+}
+
+// SetField sets the value of a field with the given name. It returns an error if
+// the field is not defined in the schema, or if the type mismatched the field
+// type.
+func (m *ImageMutation) SetField(name string, value ent.Value) error {
+	switch name {
+	case image.FieldCreateTime:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetCreateTime(v)
+		return nil
+	case image.FieldUpdateTime:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetUpdateTime(v)
+		return nil
+	case image.FieldName:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetName(v)
+		return nil
+	case image.FieldVersion:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetVersion(v)
+		return nil
+	case image.FieldDescription:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetDescription(v)
+		return nil
+	case image.FieldArchitecture:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetArchitecture(v)
+		return nil
+	case image.FieldFirmware:
+		v, ok := value.([]string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetFirmware(v)
+		return nil
+	case image.FieldBoot:
+		v, ok := value.([]byte)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetBoot(v)
+		return nil
+	case image.FieldDeprecated:
+		v, ok := value.(bool)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetDeprecated(v)
+		return nil
+	}
+	return fmt.Errorf("unknown Image field %s", name)
+}
+
+// AddedFields returns all numeric fields that were incremented/decremented during
+// this mutation.
+func (m *ImageMutation) AddedFields() []string {
+	return nil
+}
+
+// AddedField returns the numeric value that was incremented/decremented on a field
+// with the given name. The second boolean return value indicates that this field
+// was not set, or was not defined in the schema.
+func (m *ImageMutation) AddedField(name string) (ent.Value, bool) {
+	return nil, false
+}
+
+// AddField adds the value to the field with the given name. It returns an error if
+// the field is not defined in the schema, or if the type mismatched the field
+// type.
+func (m *ImageMutation) AddField(name string, value ent.Value) error {
+	switch name {
+	}
+	return fmt.Errorf("unknown Image numeric field %s", name)
+}
+
+// ClearedFields returns all nullable fields that were cleared during this
+// mutation.
+func (m *ImageMutation) ClearedFields() []string {
+	return nil
+}
+
+// FieldCleared returns a boolean indicating if a field with the given name was
+// cleared in this mutation.
+func (m *ImageMutation) FieldCleared(name string) bool {
+	_, ok := m.clearedFields[name]
+	return ok
+}
+
+// ClearField clears the value of the field with the given name. It returns an
+// error if the field is not defined in the schema.
+func (m *ImageMutation) ClearField(name string) error {
+	return fmt.Errorf("unknown Image nullable field %s", name)
+}
+
+// ResetField resets all changes in the mutation for the field with the given name.
+// It returns an error if the field is not defined in the schema.
+func (m *ImageMutation) ResetField(name string) error {
+	switch name {
+	case image.FieldCreateTime:
+		m.ResetCreateTime()
+		return nil
+	case image.FieldUpdateTime:
+		m.ResetUpdateTime()
+		return nil
+	case image.FieldName:
+		m.ResetName()
+		return nil
+	case image.FieldVersion:
+		m.ResetVersion()
+		return nil
+	case image.FieldDescription:
+		m.ResetDescription()
+		return nil
+	case image.FieldArchitecture:
+		m.ResetArchitecture()
+		return nil
+	case image.FieldFirmware:
+		m.ResetFirmware()
+		return nil
+	case image.FieldBoot:
+		m.ResetBoot()
+		return nil
+	case image.FieldDeprecated:
+		m.ResetDeprecated()
+		return nil
+	}
+	return fmt.Errorf("unknown Image field %s", name)
+}
+
+// AddedEdges returns all edge names that were set/added in this mutation.
+func (m *ImageMutation) AddedEdges() []string {
+	edges := make([]string, 0, 1)
+	if m.instances != nil {
+		edges = append(edges, image.EdgeInstances)
+	}
+	return edges
+}
+
+// AddedIDs returns all IDs (to other nodes) that were added for the given edge
+// name in this mutation.
+func (m *ImageMutation) AddedIDs(name string) []ent.Value {
+	switch name {
+	case image.EdgeInstances:
+		ids := make([]ent.Value, 0, len(m.instances))
+		for id := range m.instances {
+			ids = append(ids, id)
+		}
+		return ids
+	}
+	return nil
+}
+
+// RemovedEdges returns all edge names that were removed in this mutation.
+func (m *ImageMutation) RemovedEdges() []string {
+	edges := make([]string, 0, 1)
+	if m.removedinstances != nil {
+		edges = append(edges, image.EdgeInstances)
+	}
+	return edges
+}
+
+// RemovedIDs returns all IDs (to other nodes) that were removed for the edge with
+// the given name in this mutation.
+func (m *ImageMutation) RemovedIDs(name string) []ent.Value {
+	switch name {
+	case image.EdgeInstances:
+		ids := make([]ent.Value, 0, len(m.removedinstances))
+		for id := range m.removedinstances {
+			ids = append(ids, id)
+		}
+		return ids
+	}
+	return nil
+}
+
+// ClearedEdges returns all edge names that were cleared in this mutation.
+func (m *ImageMutation) ClearedEdges() []string {
+	edges := make([]string, 0, 1)
+	if m.clearedinstances {
+		edges = append(edges, image.EdgeInstances)
+	}
+	return edges
+}
+
+// EdgeCleared returns a boolean which indicates if the edge with the given name
+// was cleared in this mutation.
+func (m *ImageMutation) EdgeCleared(name string) bool {
+	switch name {
+	case image.EdgeInstances:
+		return m.clearedinstances
+	}
+	return false
+}
+
+// ClearEdge clears the value of the edge with the given name. It returns an error
+// if that edge is not defined in the schema.
+func (m *ImageMutation) ClearEdge(name string) error {
+	switch name {
+	}
+	return fmt.Errorf("unknown Image unique edge %s", name)
+}
+
+// ResetEdge resets all changes to the edge with the given name in this mutation.
+// It returns an error if the edge is not defined in the schema.
+func (m *ImageMutation) ResetEdge(name string) error {
+	switch name {
+	case image.EdgeInstances:
+		m.ResetInstances()
+		return nil
+	}
+	return fmt.Errorf("unknown Image edge %s", name)
+}
+
+// InstanceMutation represents an operation that mutates the Instance nodes in the graph.
+type InstanceMutation struct {
+	config
+	op                        Op
+	typ                       string
+	id                        *uuid.UUID
+	create_time               *time.Time
+	update_time               *time.Time
+	hostname                  *string
+	user_data                 *[]byte
+	ssh_authorized_keys       *[]string
+	appendssh_authorized_keys []string
+	labels                    *map[string]string
+	selector                  *[]byte
+	state                     *instance.State
+	failure_reason            *string
+	address                   *string
+	wipe_mode                 *instance.WipeMode
+	request_id                *string
+	running_time              *time.Time
+	release_time              *time.Time
+	state_time                *time.Time
+	clearedFields             map[string]struct{}
+	image                     *uuid.UUID
+	clearedimage              bool
+	machine                   *uuid.UUID
+	clearedmachine            bool
+	done                      bool
+	oldValue                  func(context.Context) (*Instance, error)
+	predicates                []predicate.Instance
+}
+
+var _ ent.Mutation = (*InstanceMutation)(nil)
+
+// instanceOption allows management of the mutation configuration using functional options.
+type instanceOption func(*InstanceMutation)
+
+// newInstanceMutation creates new mutation for the Instance entity.
+func newInstanceMutation(c config, op Op, opts ...instanceOption) *InstanceMutation {
+	m := &InstanceMutation{
+		config:        c,
+		op:            op,
+		typ:           TypeInstance,
+		clearedFields: make(map[string]struct{}),
+	}
+	for _, opt := range opts {
+		opt(m)
+	}
+	return m
+}
+
+// withInstanceID sets the ID field of the mutation.
+func withInstanceID(id uuid.UUID) instanceOption {
+	return func(m *InstanceMutation) {
+		var (
+			err   error
+			once  sync.Once
+			value *Instance
+		)
+		m.oldValue = func(ctx context.Context) (*Instance, error) {
+			once.Do(func() {
+				if m.done {
+					err = errors.New("querying old values post mutation is not allowed")
+				} else {
+					value, err = m.Client().Instance.Get(ctx, id)
+				}
+			})
+			return value, err
+		}
+		m.id = &id
+	}
+}
+
+// withInstance sets the old Instance of the mutation.
+func withInstance(node *Instance) instanceOption {
+	return func(m *InstanceMutation) {
+		m.oldValue = func(context.Context) (*Instance, error) {
+			return node, nil
+		}
+		m.id = &node.ID
+	}
+}
+
+// Client returns a new `ent.Client` from the mutation. If the mutation was
+// executed in a transaction (ent.Tx), a transactional client is returned.
+func (m InstanceMutation) Client() *Client {
+	client := &Client{config: m.config}
+	client.init()
+	return client
+}
+
+// Tx returns an `ent.Tx` for mutations that were executed in transactions;
+// it returns an error otherwise.
+func (m InstanceMutation) Tx() (*Tx, error) {
+	if _, ok := m.driver.(*txDriver); !ok {
+		return nil, errors.New("ent: mutation is not running in a transaction")
+	}
+	tx := &Tx{config: m.config}
+	tx.init()
+	return tx, nil
+}
+
+// SetID sets the value of the id field. Note that this
+// operation is only accepted on creation of Instance entities.
+func (m *InstanceMutation) SetID(id uuid.UUID) {
+	m.id = &id
+}
+
+// ID returns the ID value in the mutation. Note that the ID is only available
+// if it was provided to the builder or after it was returned from the database.
+func (m *InstanceMutation) ID() (id uuid.UUID, exists bool) {
+	if m.id == nil {
+		return
+	}
+	return *m.id, true
+}
+
+// IDs queries the database and returns the entity ids that match the mutation's predicate.
+// That means, if the mutation is applied within a transaction with an isolation level such
+// as sql.LevelSerializable, the returned ids match the ids of the rows that will be updated
+// or updated by the mutation.
+func (m *InstanceMutation) IDs(ctx context.Context) ([]uuid.UUID, error) {
+	switch {
+	case m.op.Is(OpUpdateOne | OpDeleteOne):
+		id, exists := m.ID()
+		if exists {
+			return []uuid.UUID{id}, nil
+		}
+		fallthrough
+	case m.op.Is(OpUpdate | OpDelete):
+		return m.Client().Instance.Query().Where(m.predicates...).IDs(ctx)
+	default:
+		return nil, fmt.Errorf("IDs is not allowed on %s operations", m.op)
+	}
+}
+
+// SetCreateTime sets the "create_time" field.
+func (m *InstanceMutation) SetCreateTime(t time.Time) {
+	m.create_time = &t
+}
+
+// CreateTime returns the value of the "create_time" field in the mutation.
+func (m *InstanceMutation) CreateTime() (r time.Time, exists bool) {
+	v := m.create_time
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldCreateTime returns the old "create_time" field's value of the Instance entity.
+// If the Instance object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *InstanceMutation) OldCreateTime(ctx context.Context) (v time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldCreateTime is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldCreateTime requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldCreateTime: %w", err)
+	}
+	return oldValue.CreateTime, nil
+}
+
+// ResetCreateTime resets all changes to the "create_time" field.
+func (m *InstanceMutation) ResetCreateTime() {
+	m.create_time = nil
+}
+
+// SetUpdateTime sets the "update_time" field.
+func (m *InstanceMutation) SetUpdateTime(t time.Time) {
+	m.update_time = &t
+}
+
+// UpdateTime returns the value of the "update_time" field in the mutation.
+func (m *InstanceMutation) UpdateTime() (r time.Time, exists bool) {
+	v := m.update_time
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldUpdateTime returns the old "update_time" field's value of the Instance entity.
+// If the Instance object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *InstanceMutation) OldUpdateTime(ctx context.Context) (v time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldUpdateTime is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldUpdateTime requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldUpdateTime: %w", err)
+	}
+	return oldValue.UpdateTime, nil
+}
+
+// ResetUpdateTime resets all changes to the "update_time" field.
+func (m *InstanceMutation) ResetUpdateTime() {
+	m.update_time = nil
+}
+
+// SetHostname sets the "hostname" field.
+func (m *InstanceMutation) SetHostname(s string) {
+	m.hostname = &s
+}
+
+// Hostname returns the value of the "hostname" field in the mutation.
+func (m *InstanceMutation) Hostname() (r string, exists bool) {
+	v := m.hostname
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldHostname returns the old "hostname" field's value of the Instance entity.
+// If the Instance object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *InstanceMutation) OldHostname(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldHostname is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldHostname requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldHostname: %w", err)
+	}
+	return oldValue.Hostname, nil
+}
+
+// ResetHostname resets all changes to the "hostname" field.
+func (m *InstanceMutation) ResetHostname() {
+	m.hostname = nil
+}
+
+// SetImageID sets the "image_id" field.
+func (m *InstanceMutation) SetImageID(u uuid.UUID) {
+	m.image = &u
+}
+
+// ImageID returns the value of the "image_id" field in the mutation.
+func (m *InstanceMutation) ImageID() (r uuid.UUID, exists bool) {
+	v := m.image
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldImageID returns the old "image_id" field's value of the Instance entity.
+// If the Instance object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *InstanceMutation) OldImageID(ctx context.Context) (v uuid.UUID, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldImageID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldImageID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldImageID: %w", err)
+	}
+	return oldValue.ImageID, nil
+}
+
+// ResetImageID resets all changes to the "image_id" field.
+func (m *InstanceMutation) ResetImageID() {
+	m.image = nil
+}
+
+// SetUserData sets the "user_data" field.
+func (m *InstanceMutation) SetUserData(b []byte) {
+	m.user_data = &b
+}
+
+// UserData returns the value of the "user_data" field in the mutation.
+func (m *InstanceMutation) UserData() (r []byte, exists bool) {
+	v := m.user_data
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldUserData returns the old "user_data" field's value of the Instance entity.
+// If the Instance object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *InstanceMutation) OldUserData(ctx context.Context) (v []byte, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldUserData is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldUserData requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldUserData: %w", err)
+	}
+	return oldValue.UserData, nil
+}
+
+// ClearUserData clears the value of the "user_data" field.
+func (m *InstanceMutation) ClearUserData() {
+	m.user_data = nil
+	m.clearedFields[instance.FieldUserData] = struct{}{}
+}
+
+// UserDataCleared returns if the "user_data" field was cleared in this mutation.
+func (m *InstanceMutation) UserDataCleared() bool {
+	_, ok := m.clearedFields[instance.FieldUserData]
+	return ok
+}
+
+// ResetUserData resets all changes to the "user_data" field.
+func (m *InstanceMutation) ResetUserData() {
+	m.user_data = nil
+	delete(m.clearedFields, instance.FieldUserData)
+}
+
+// SetSSHAuthorizedKeys sets the "ssh_authorized_keys" field.
+func (m *InstanceMutation) SetSSHAuthorizedKeys(s []string) {
+	m.ssh_authorized_keys = &s
+	m.appendssh_authorized_keys = nil
+}
+
+// SSHAuthorizedKeys returns the value of the "ssh_authorized_keys" field in the mutation.
+func (m *InstanceMutation) SSHAuthorizedKeys() (r []string, exists bool) {
+	v := m.ssh_authorized_keys
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldSSHAuthorizedKeys returns the old "ssh_authorized_keys" field's value of the Instance entity.
+// If the Instance object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *InstanceMutation) OldSSHAuthorizedKeys(ctx context.Context) (v []string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldSSHAuthorizedKeys is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldSSHAuthorizedKeys requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldSSHAuthorizedKeys: %w", err)
+	}
+	return oldValue.SSHAuthorizedKeys, nil
+}
+
+// AppendSSHAuthorizedKeys adds s to the "ssh_authorized_keys" field.
+func (m *InstanceMutation) AppendSSHAuthorizedKeys(s []string) {
+	m.appendssh_authorized_keys = append(m.appendssh_authorized_keys, s...)
+}
+
+// AppendedSSHAuthorizedKeys returns the list of values that were appended to the "ssh_authorized_keys" field in this mutation.
+func (m *InstanceMutation) AppendedSSHAuthorizedKeys() ([]string, bool) {
+	if len(m.appendssh_authorized_keys) == 0 {
+		return nil, false
+	}
+	return m.appendssh_authorized_keys, true
+}
+
+// ResetSSHAuthorizedKeys resets all changes to the "ssh_authorized_keys" field.
+func (m *InstanceMutation) ResetSSHAuthorizedKeys() {
+	m.ssh_authorized_keys = nil
+	m.appendssh_authorized_keys = nil
+}
+
+// SetLabels sets the "labels" field.
+func (m *InstanceMutation) SetLabels(value map[string]string) {
+	m.labels = &value
+}
+
+// Labels returns the value of the "labels" field in the mutation.
+func (m *InstanceMutation) Labels() (r map[string]string, exists bool) {
+	v := m.labels
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldLabels returns the old "labels" field's value of the Instance entity.
+// If the Instance object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *InstanceMutation) OldLabels(ctx context.Context) (v map[string]string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldLabels is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldLabels requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldLabels: %w", err)
+	}
+	return oldValue.Labels, nil
+}
+
+// ResetLabels resets all changes to the "labels" field.
+func (m *InstanceMutation) ResetLabels() {
+	m.labels = nil
+}
+
+// SetMachineID sets the "machine_id" field.
+func (m *InstanceMutation) SetMachineID(u uuid.UUID) {
+	m.machine = &u
+}
+
+// MachineID returns the value of the "machine_id" field in the mutation.
+func (m *InstanceMutation) MachineID() (r uuid.UUID, exists bool) {
+	v := m.machine
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldMachineID returns the old "machine_id" field's value of the Instance entity.
+// If the Instance object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *InstanceMutation) OldMachineID(ctx context.Context) (v *uuid.UUID, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldMachineID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldMachineID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldMachineID: %w", err)
+	}
+	return oldValue.MachineID, nil
+}
+
+// ClearMachineID clears the value of the "machine_id" field.
+func (m *InstanceMutation) ClearMachineID() {
+	m.machine = nil
+	m.clearedFields[instance.FieldMachineID] = struct{}{}
+}
+
+// MachineIDCleared returns if the "machine_id" field was cleared in this mutation.
+func (m *InstanceMutation) MachineIDCleared() bool {
+	_, ok := m.clearedFields[instance.FieldMachineID]
+	return ok
+}
+
+// ResetMachineID resets all changes to the "machine_id" field.
+func (m *InstanceMutation) ResetMachineID() {
+	m.machine = nil
+	delete(m.clearedFields, instance.FieldMachineID)
+}
+
+// SetSelector sets the "selector" field.
+func (m *InstanceMutation) SetSelector(b []byte) {
+	m.selector = &b
+}
+
+// Selector returns the value of the "selector" field in the mutation.
+func (m *InstanceMutation) Selector() (r []byte, exists bool) {
+	v := m.selector
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldSelector returns the old "selector" field's value of the Instance entity.
+// If the Instance object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *InstanceMutation) OldSelector(ctx context.Context) (v []byte, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldSelector is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldSelector requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldSelector: %w", err)
+	}
+	return oldValue.Selector, nil
+}
+
+// ClearSelector clears the value of the "selector" field.
+func (m *InstanceMutation) ClearSelector() {
+	m.selector = nil
+	m.clearedFields[instance.FieldSelector] = struct{}{}
+}
+
+// SelectorCleared returns if the "selector" field was cleared in this mutation.
+func (m *InstanceMutation) SelectorCleared() bool {
+	_, ok := m.clearedFields[instance.FieldSelector]
+	return ok
+}
+
+// ResetSelector resets all changes to the "selector" field.
+func (m *InstanceMutation) ResetSelector() {
+	m.selector = nil
+	delete(m.clearedFields, instance.FieldSelector)
+}
+
+// SetState sets the "state" field.
+func (m *InstanceMutation) SetState(i instance.State) {
+	m.state = &i
+}
+
+// State returns the value of the "state" field in the mutation.
+func (m *InstanceMutation) State() (r instance.State, exists bool) {
+	v := m.state
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldState returns the old "state" field's value of the Instance entity.
+// If the Instance object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *InstanceMutation) OldState(ctx context.Context) (v instance.State, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldState is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldState requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldState: %w", err)
+	}
+	return oldValue.State, nil
+}
+
+// ResetState resets all changes to the "state" field.
+func (m *InstanceMutation) ResetState() {
+	m.state = nil
+}
+
+// SetFailureReason sets the "failure_reason" field.
+func (m *InstanceMutation) SetFailureReason(s string) {
+	m.failure_reason = &s
+}
+
+// FailureReason returns the value of the "failure_reason" field in the mutation.
+func (m *InstanceMutation) FailureReason() (r string, exists bool) {
+	v := m.failure_reason
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldFailureReason returns the old "failure_reason" field's value of the Instance entity.
+// If the Instance object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *InstanceMutation) OldFailureReason(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldFailureReason is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldFailureReason requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldFailureReason: %w", err)
+	}
+	return oldValue.FailureReason, nil
+}
+
+// ResetFailureReason resets all changes to the "failure_reason" field.
+func (m *InstanceMutation) ResetFailureReason() {
+	m.failure_reason = nil
+}
+
+// SetAddress sets the "address" field.
+func (m *InstanceMutation) SetAddress(s string) {
+	m.address = &s
+}
+
+// Address returns the value of the "address" field in the mutation.
+func (m *InstanceMutation) Address() (r string, exists bool) {
+	v := m.address
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldAddress returns the old "address" field's value of the Instance entity.
+// If the Instance object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *InstanceMutation) OldAddress(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldAddress is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldAddress requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldAddress: %w", err)
+	}
+	return oldValue.Address, nil
+}
+
+// ResetAddress resets all changes to the "address" field.
+func (m *InstanceMutation) ResetAddress() {
+	m.address = nil
+}
+
+// SetWipeMode sets the "wipe_mode" field.
+func (m *InstanceMutation) SetWipeMode(im instance.WipeMode) {
+	m.wipe_mode = &im
+}
+
+// WipeMode returns the value of the "wipe_mode" field in the mutation.
+func (m *InstanceMutation) WipeMode() (r instance.WipeMode, exists bool) {
+	v := m.wipe_mode
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldWipeMode returns the old "wipe_mode" field's value of the Instance entity.
+// If the Instance object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *InstanceMutation) OldWipeMode(ctx context.Context) (v instance.WipeMode, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldWipeMode is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldWipeMode requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldWipeMode: %w", err)
+	}
+	return oldValue.WipeMode, nil
+}
+
+// ResetWipeMode resets all changes to the "wipe_mode" field.
+func (m *InstanceMutation) ResetWipeMode() {
+	m.wipe_mode = nil
+}
+
+// SetRequestID sets the "request_id" field.
+func (m *InstanceMutation) SetRequestID(s string) {
+	m.request_id = &s
+}
+
+// RequestID returns the value of the "request_id" field in the mutation.
+func (m *InstanceMutation) RequestID() (r string, exists bool) {
+	v := m.request_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldRequestID returns the old "request_id" field's value of the Instance entity.
+// If the Instance object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *InstanceMutation) OldRequestID(ctx context.Context) (v *string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldRequestID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldRequestID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldRequestID: %w", err)
+	}
+	return oldValue.RequestID, nil
+}
+
+// ClearRequestID clears the value of the "request_id" field.
+func (m *InstanceMutation) ClearRequestID() {
+	m.request_id = nil
+	m.clearedFields[instance.FieldRequestID] = struct{}{}
+}
+
+// RequestIDCleared returns if the "request_id" field was cleared in this mutation.
+func (m *InstanceMutation) RequestIDCleared() bool {
+	_, ok := m.clearedFields[instance.FieldRequestID]
+	return ok
+}
+
+// ResetRequestID resets all changes to the "request_id" field.
+func (m *InstanceMutation) ResetRequestID() {
+	m.request_id = nil
+	delete(m.clearedFields, instance.FieldRequestID)
+}
+
+// SetRunningTime sets the "running_time" field.
+func (m *InstanceMutation) SetRunningTime(t time.Time) {
+	m.running_time = &t
+}
+
+// RunningTime returns the value of the "running_time" field in the mutation.
+func (m *InstanceMutation) RunningTime() (r time.Time, exists bool) {
+	v := m.running_time
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldRunningTime returns the old "running_time" field's value of the Instance entity.
+// If the Instance object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *InstanceMutation) OldRunningTime(ctx context.Context) (v *time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldRunningTime is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldRunningTime requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldRunningTime: %w", err)
+	}
+	return oldValue.RunningTime, nil
+}
+
+// ClearRunningTime clears the value of the "running_time" field.
+func (m *InstanceMutation) ClearRunningTime() {
+	m.running_time = nil
+	m.clearedFields[instance.FieldRunningTime] = struct{}{}
+}
+
+// RunningTimeCleared returns if the "running_time" field was cleared in this mutation.
+func (m *InstanceMutation) RunningTimeCleared() bool {
+	_, ok := m.clearedFields[instance.FieldRunningTime]
+	return ok
+}
+
+// ResetRunningTime resets all changes to the "running_time" field.
+func (m *InstanceMutation) ResetRunningTime() {
+	m.running_time = nil
+	delete(m.clearedFields, instance.FieldRunningTime)
+}
+
+// SetReleaseTime sets the "release_time" field.
+func (m *InstanceMutation) SetReleaseTime(t time.Time) {
+	m.release_time = &t
+}
+
+// ReleaseTime returns the value of the "release_time" field in the mutation.
+func (m *InstanceMutation) ReleaseTime() (r time.Time, exists bool) {
+	v := m.release_time
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldReleaseTime returns the old "release_time" field's value of the Instance entity.
+// If the Instance object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *InstanceMutation) OldReleaseTime(ctx context.Context) (v *time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldReleaseTime is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldReleaseTime requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldReleaseTime: %w", err)
+	}
+	return oldValue.ReleaseTime, nil
+}
+
+// ClearReleaseTime clears the value of the "release_time" field.
+func (m *InstanceMutation) ClearReleaseTime() {
+	m.release_time = nil
+	m.clearedFields[instance.FieldReleaseTime] = struct{}{}
+}
+
+// ReleaseTimeCleared returns if the "release_time" field was cleared in this mutation.
+func (m *InstanceMutation) ReleaseTimeCleared() bool {
+	_, ok := m.clearedFields[instance.FieldReleaseTime]
+	return ok
+}
+
+// ResetReleaseTime resets all changes to the "release_time" field.
+func (m *InstanceMutation) ResetReleaseTime() {
+	m.release_time = nil
+	delete(m.clearedFields, instance.FieldReleaseTime)
+}
+
+// SetStateTime sets the "state_time" field.
+func (m *InstanceMutation) SetStateTime(t time.Time) {
+	m.state_time = &t
+}
+
+// StateTime returns the value of the "state_time" field in the mutation.
+func (m *InstanceMutation) StateTime() (r time.Time, exists bool) {
+	v := m.state_time
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldStateTime returns the old "state_time" field's value of the Instance entity.
+// If the Instance object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *InstanceMutation) OldStateTime(ctx context.Context) (v time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldStateTime is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldStateTime requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldStateTime: %w", err)
+	}
+	return oldValue.StateTime, nil
+}
+
+// ResetStateTime resets all changes to the "state_time" field.
+func (m *InstanceMutation) ResetStateTime() {
+	m.state_time = nil
+}
+
+// ClearImage clears the "image" edge to the Image entity.
+func (m *InstanceMutation) ClearImage() {
+	m.clearedimage = true
+	m.clearedFields[instance.FieldImageID] = struct{}{}
+}
+
+// ImageCleared reports if the "image" edge to the Image entity was cleared.
+func (m *InstanceMutation) ImageCleared() bool {
+	return m.clearedimage
+}
+
+// ImageIDs returns the "image" edge IDs in the mutation.
+// Note that IDs always returns len(IDs) <= 1 for unique edges, and you should use
+// ImageID instead. It exists only for internal usage by the builders.
+func (m *InstanceMutation) ImageIDs() (ids []uuid.UUID) {
+	if id := m.image; id != nil {
+		ids = append(ids, *id)
+	}
+	return
+}
+
+// ResetImage resets all changes to the "image" edge.
+func (m *InstanceMutation) ResetImage() {
+	m.image = nil
+	m.clearedimage = false
+}
+
+// ClearMachine clears the "machine" edge to the Machine entity.
+func (m *InstanceMutation) ClearMachine() {
+	m.clearedmachine = true
+	m.clearedFields[instance.FieldMachineID] = struct{}{}
+}
+
+// MachineCleared reports if the "machine" edge to the Machine entity was cleared.
+func (m *InstanceMutation) MachineCleared() bool {
+	return m.MachineIDCleared() || m.clearedmachine
+}
+
+// MachineIDs returns the "machine" edge IDs in the mutation.
+// Note that IDs always returns len(IDs) <= 1 for unique edges, and you should use
+// MachineID instead. It exists only for internal usage by the builders.
+func (m *InstanceMutation) MachineIDs() (ids []uuid.UUID) {
+	if id := m.machine; id != nil {
+		ids = append(ids, *id)
+	}
+	return
+}
+
+// ResetMachine resets all changes to the "machine" edge.
+func (m *InstanceMutation) ResetMachine() {
+	m.machine = nil
+	m.clearedmachine = false
+}
+
+// Where appends a list predicates to the InstanceMutation builder.
+func (m *InstanceMutation) Where(ps ...predicate.Instance) {
+	m.predicates = append(m.predicates, ps...)
+}
+
+// WhereP appends storage-level predicates to the InstanceMutation builder. Using this method,
+// users can use type-assertion to append predicates that do not depend on any generated package.
+func (m *InstanceMutation) WhereP(ps ...func(*sql.Selector)) {
+	p := make([]predicate.Instance, len(ps))
+	for i := range ps {
+		p[i] = ps[i]
+	}
+	m.Where(p...)
+}
+
+// Op returns the operation name.
+func (m *InstanceMutation) Op() Op {
+	return m.op
+}
+
+// SetOp allows setting the mutation operation.
+func (m *InstanceMutation) SetOp(op Op) {
+	m.op = op
+}
+
+// Type returns the node type of this mutation (Instance).
+func (m *InstanceMutation) Type() string {
+	return m.typ
+}
+
+// Fields returns all fields that were changed during this mutation. Note that in
+// order to get all numeric fields that were incremented/decremented, call
+// AddedFields().
+func (m *InstanceMutation) Fields() []string {
+	fields := make([]string, 0, 17)
+	if m.create_time != nil {
+		fields = append(fields, instance.FieldCreateTime)
+	}
+	if m.update_time != nil {
+		fields = append(fields, instance.FieldUpdateTime)
+	}
+	if m.hostname != nil {
+		fields = append(fields, instance.FieldHostname)
+	}
+	if m.image != nil {
+		fields = append(fields, instance.FieldImageID)
+	}
+	if m.user_data != nil {
+		fields = append(fields, instance.FieldUserData)
+	}
+	if m.ssh_authorized_keys != nil {
+		fields = append(fields, instance.FieldSSHAuthorizedKeys)
+	}
+	if m.labels != nil {
+		fields = append(fields, instance.FieldLabels)
+	}
+	if m.machine != nil {
+		fields = append(fields, instance.FieldMachineID)
+	}
+	if m.selector != nil {
+		fields = append(fields, instance.FieldSelector)
+	}
+	if m.state != nil {
+		fields = append(fields, instance.FieldState)
+	}
+	if m.failure_reason != nil {
+		fields = append(fields, instance.FieldFailureReason)
+	}
+	if m.address != nil {
+		fields = append(fields, instance.FieldAddress)
+	}
+	if m.wipe_mode != nil {
+		fields = append(fields, instance.FieldWipeMode)
+	}
+	if m.request_id != nil {
+		fields = append(fields, instance.FieldRequestID)
+	}
+	if m.running_time != nil {
+		fields = append(fields, instance.FieldRunningTime)
+	}
+	if m.release_time != nil {
+		fields = append(fields, instance.FieldReleaseTime)
+	}
+	if m.state_time != nil {
+		fields = append(fields, instance.FieldStateTime)
+	}
+	return fields
+}
+
+// Field returns the value of a field with the given name. The second boolean
+// return value indicates that this field was not set, or was not defined in the
+// schema.
+func (m *InstanceMutation) Field(name string) (ent.Value, bool) {
+	switch name {
+	case instance.FieldCreateTime:
+		return m.CreateTime()
+	case instance.FieldUpdateTime:
+		return m.UpdateTime()
+	case instance.FieldHostname:
+		return m.Hostname()
+	case instance.FieldImageID:
+		return m.ImageID()
+	case instance.FieldUserData:
+		return m.UserData()
+	case instance.FieldSSHAuthorizedKeys:
+		return m.SSHAuthorizedKeys()
+	case instance.FieldLabels:
+		return m.Labels()
+	case instance.FieldMachineID:
+		return m.MachineID()
+	case instance.FieldSelector:
+		return m.Selector()
+	case instance.FieldState:
+		return m.State()
+	case instance.FieldFailureReason:
+		return m.FailureReason()
+	case instance.FieldAddress:
+		return m.Address()
+	case instance.FieldWipeMode:
+		return m.WipeMode()
+	case instance.FieldRequestID:
+		return m.RequestID()
+	case instance.FieldRunningTime:
+		return m.RunningTime()
+	case instance.FieldReleaseTime:
+		return m.ReleaseTime()
+	case instance.FieldStateTime:
+		return m.StateTime()
+	}
+	return nil, false
+}
+
+// OldField returns the old value of the field from the database. An error is
+// returned if the mutation operation is not UpdateOne, or the query to the
+// database failed.
+func (m *InstanceMutation) OldField(ctx context.Context, name string) (ent.Value, error) {
+	switch name {
+	case instance.FieldCreateTime:
+		return m.OldCreateTime(ctx)
+	case instance.FieldUpdateTime:
+		return m.OldUpdateTime(ctx)
+	case instance.FieldHostname:
+		return m.OldHostname(ctx)
+	case instance.FieldImageID:
+		return m.OldImageID(ctx)
+	case instance.FieldUserData:
+		return m.OldUserData(ctx)
+	case instance.FieldSSHAuthorizedKeys:
+		return m.OldSSHAuthorizedKeys(ctx)
+	case instance.FieldLabels:
+		return m.OldLabels(ctx)
+	case instance.FieldMachineID:
+		return m.OldMachineID(ctx)
+	case instance.FieldSelector:
+		return m.OldSelector(ctx)
+	case instance.FieldState:
+		return m.OldState(ctx)
+	case instance.FieldFailureReason:
+		return m.OldFailureReason(ctx)
+	case instance.FieldAddress:
+		return m.OldAddress(ctx)
+	case instance.FieldWipeMode:
+		return m.OldWipeMode(ctx)
+	case instance.FieldRequestID:
+		return m.OldRequestID(ctx)
+	case instance.FieldRunningTime:
+		return m.OldRunningTime(ctx)
+	case instance.FieldReleaseTime:
+		return m.OldReleaseTime(ctx)
+	case instance.FieldStateTime:
+		return m.OldStateTime(ctx)
+	}
+	return nil, fmt.Errorf("unknown Instance field %s", name)
+}
+
+// SetField sets the value of a field with the given name. It returns an error if
+// the field is not defined in the schema, or if the type mismatched the field
+// type.
+func (m *InstanceMutation) SetField(name string, value ent.Value) error {
+	switch name {
+	case instance.FieldCreateTime:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetCreateTime(v)
+		return nil
+	case instance.FieldUpdateTime:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetUpdateTime(v)
+		return nil
+	case instance.FieldHostname:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetHostname(v)
+		return nil
+	case instance.FieldImageID:
+		v, ok := value.(uuid.UUID)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetImageID(v)
+		return nil
+	case instance.FieldUserData:
+		v, ok := value.([]byte)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetUserData(v)
+		return nil
+	case instance.FieldSSHAuthorizedKeys:
+		v, ok := value.([]string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetSSHAuthorizedKeys(v)
+		return nil
+	case instance.FieldLabels:
+		v, ok := value.(map[string]string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetLabels(v)
+		return nil
+	case instance.FieldMachineID:
+		v, ok := value.(uuid.UUID)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetMachineID(v)
+		return nil
+	case instance.FieldSelector:
+		v, ok := value.([]byte)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetSelector(v)
+		return nil
+	case instance.FieldState:
+		v, ok := value.(instance.State)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetState(v)
+		return nil
+	case instance.FieldFailureReason:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetFailureReason(v)
+		return nil
+	case instance.FieldAddress:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetAddress(v)
+		return nil
+	case instance.FieldWipeMode:
+		v, ok := value.(instance.WipeMode)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetWipeMode(v)
+		return nil
+	case instance.FieldRequestID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetRequestID(v)
+		return nil
+	case instance.FieldRunningTime:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetRunningTime(v)
+		return nil
+	case instance.FieldReleaseTime:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetReleaseTime(v)
+		return nil
+	case instance.FieldStateTime:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetStateTime(v)
+		return nil
+	}
+	return fmt.Errorf("unknown Instance field %s", name)
+}
+
+// AddedFields returns all numeric fields that were incremented/decremented during
+// this mutation.
+func (m *InstanceMutation) AddedFields() []string {
+	return nil
+}
+
+// AddedField returns the numeric value that was incremented/decremented on a field
+// with the given name. The second boolean return value indicates that this field
+// was not set, or was not defined in the schema.
+func (m *InstanceMutation) AddedField(name string) (ent.Value, bool) {
+	return nil, false
+}
+
+// AddField adds the value to the field with the given name. It returns an error if
+// the field is not defined in the schema, or if the type mismatched the field
+// type.
+func (m *InstanceMutation) AddField(name string, value ent.Value) error {
+	switch name {
+	}
+	return fmt.Errorf("unknown Instance numeric field %s", name)
+}
+
+// ClearedFields returns all nullable fields that were cleared during this
+// mutation.
+func (m *InstanceMutation) ClearedFields() []string {
+	var fields []string
+	if m.FieldCleared(instance.FieldUserData) {
+		fields = append(fields, instance.FieldUserData)
+	}
+	if m.FieldCleared(instance.FieldMachineID) {
+		fields = append(fields, instance.FieldMachineID)
+	}
+	if m.FieldCleared(instance.FieldSelector) {
+		fields = append(fields, instance.FieldSelector)
+	}
+	if m.FieldCleared(instance.FieldRequestID) {
+		fields = append(fields, instance.FieldRequestID)
+	}
+	if m.FieldCleared(instance.FieldRunningTime) {
+		fields = append(fields, instance.FieldRunningTime)
+	}
+	if m.FieldCleared(instance.FieldReleaseTime) {
+		fields = append(fields, instance.FieldReleaseTime)
+	}
+	return fields
+}
+
+// FieldCleared returns a boolean indicating if a field with the given name was
+// cleared in this mutation.
+func (m *InstanceMutation) FieldCleared(name string) bool {
+	_, ok := m.clearedFields[name]
+	return ok
+}
+
+// ClearField clears the value of the field with the given name. It returns an
+// error if the field is not defined in the schema.
+func (m *InstanceMutation) ClearField(name string) error {
+	switch name {
+	case instance.FieldUserData:
+		m.ClearUserData()
+		return nil
+	case instance.FieldMachineID:
+		m.ClearMachineID()
+		return nil
+	case instance.FieldSelector:
+		m.ClearSelector()
+		return nil
+	case instance.FieldRequestID:
+		m.ClearRequestID()
+		return nil
+	case instance.FieldRunningTime:
+		m.ClearRunningTime()
+		return nil
+	case instance.FieldReleaseTime:
+		m.ClearReleaseTime()
+		return nil
+	}
+	return fmt.Errorf("unknown Instance nullable field %s", name)
+}
+
+// ResetField resets all changes in the mutation for the field with the given name.
+// It returns an error if the field is not defined in the schema.
+func (m *InstanceMutation) ResetField(name string) error {
+	switch name {
+	case instance.FieldCreateTime:
+		m.ResetCreateTime()
+		return nil
+	case instance.FieldUpdateTime:
+		m.ResetUpdateTime()
+		return nil
+	case instance.FieldHostname:
+		m.ResetHostname()
+		return nil
+	case instance.FieldImageID:
+		m.ResetImageID()
+		return nil
+	case instance.FieldUserData:
+		m.ResetUserData()
+		return nil
+	case instance.FieldSSHAuthorizedKeys:
+		m.ResetSSHAuthorizedKeys()
+		return nil
+	case instance.FieldLabels:
+		m.ResetLabels()
+		return nil
+	case instance.FieldMachineID:
+		m.ResetMachineID()
+		return nil
+	case instance.FieldSelector:
+		m.ResetSelector()
+		return nil
+	case instance.FieldState:
+		m.ResetState()
+		return nil
+	case instance.FieldFailureReason:
+		m.ResetFailureReason()
+		return nil
+	case instance.FieldAddress:
+		m.ResetAddress()
+		return nil
+	case instance.FieldWipeMode:
+		m.ResetWipeMode()
+		return nil
+	case instance.FieldRequestID:
+		m.ResetRequestID()
+		return nil
+	case instance.FieldRunningTime:
+		m.ResetRunningTime()
+		return nil
+	case instance.FieldReleaseTime:
+		m.ResetReleaseTime()
+		return nil
+	case instance.FieldStateTime:
+		m.ResetStateTime()
+		return nil
+	}
+	return fmt.Errorf("unknown Instance field %s", name)
+}
+
+// AddedEdges returns all edge names that were set/added in this mutation.
+func (m *InstanceMutation) AddedEdges() []string {
+	edges := make([]string, 0, 2)
+	if m.image != nil {
+		edges = append(edges, instance.EdgeImage)
+	}
+	if m.machine != nil {
+		edges = append(edges, instance.EdgeMachine)
+	}
+	return edges
+}
+
+// AddedIDs returns all IDs (to other nodes) that were added for the given edge
+// name in this mutation.
+func (m *InstanceMutation) AddedIDs(name string) []ent.Value {
+	switch name {
+	case instance.EdgeImage:
+		if id := m.image; id != nil {
+			return []ent.Value{*id}
+		}
+	case instance.EdgeMachine:
+		if id := m.machine; id != nil {
+			return []ent.Value{*id}
+		}
+	}
+	return nil
+}
+
+// RemovedEdges returns all edge names that were removed in this mutation.
+func (m *InstanceMutation) RemovedEdges() []string {
+	edges := make([]string, 0, 2)
+	return edges
+}
+
+// RemovedIDs returns all IDs (to other nodes) that were removed for the edge with
+// the given name in this mutation.
+func (m *InstanceMutation) RemovedIDs(name string) []ent.Value {
+	return nil
+}
+
+// ClearedEdges returns all edge names that were cleared in this mutation.
+func (m *InstanceMutation) ClearedEdges() []string {
+	edges := make([]string, 0, 2)
+	if m.clearedimage {
+		edges = append(edges, instance.EdgeImage)
+	}
+	if m.clearedmachine {
+		edges = append(edges, instance.EdgeMachine)
+	}
+	return edges
+}
+
+// EdgeCleared returns a boolean which indicates if the edge with the given name
+// was cleared in this mutation.
+func (m *InstanceMutation) EdgeCleared(name string) bool {
+	switch name {
+	case instance.EdgeImage:
+		return m.clearedimage
+	case instance.EdgeMachine:
+		return m.clearedmachine
+	}
+	return false
+}
+
+// ClearEdge clears the value of the edge with the given name. It returns an error
+// if that edge is not defined in the schema.
+func (m *InstanceMutation) ClearEdge(name string) error {
+	switch name {
+	case instance.EdgeImage:
+		m.ClearImage()
+		return nil
+	case instance.EdgeMachine:
+		m.ClearMachine()
+		return nil
+	}
+	return fmt.Errorf("unknown Instance unique edge %s", name)
+}
+
+// ResetEdge resets all changes to the edge with the given name in this mutation.
+// It returns an error if the edge is not defined in the schema.
+func (m *InstanceMutation) ResetEdge(name string) error {
+	switch name {
+	case instance.EdgeImage:
+		m.ResetImage()
+		return nil
+	case instance.EdgeMachine:
+		m.ResetMachine()
+		return nil
+	}
+	return fmt.Errorf("unknown Instance edge %s", name)
+}
+
 // LeaseMutation represents an operation that mutates the Lease nodes in the graph.
 type LeaseMutation struct {
 	config
@@ -6598,6 +8904,16 @@ type MachineMutation struct {
 	boot_id                  *uuid.UUID
 	boot_nonce_hash          *[]byte
 	boot_expire_time         *time.Time
+	task_step                *string
+	task_instance_id         *uuid.UUID
+	task_start_time          *time.Time
+	task_deadline            *time.Time
+	task_done                *int64
+	addtask_done             *int64
+	task_total               *int64
+	addtask_total            *int64
+	task_message             *string
+	task_wipe_mode           *machine.TaskWipeMode
 	clearedFields            map[string]struct{}
 	nics                     map[uuid.UUID]struct{}
 	removednics              map[uuid.UUID]struct{}
@@ -6617,6 +8933,9 @@ type MachineMutation struct {
 	clearedbmc_operations    bool
 	bmc_lease                *int
 	clearedbmc_lease         bool
+	instances                map[uuid.UUID]struct{}
+	removedinstances         map[uuid.UUID]struct{}
+	clearedinstances         bool
 	done                     bool
 	oldValue                 func(context.Context) (*Machine, error)
 	predicates               []predicate.Machine
@@ -7223,6 +9542,399 @@ func (m *MachineMutation) ResetBootExpireTime() {
 	delete(m.clearedFields, machine.FieldBootExpireTime)
 }
 
+// SetTaskStep sets the "task_step" field.
+func (m *MachineMutation) SetTaskStep(s string) {
+	m.task_step = &s
+}
+
+// TaskStep returns the value of the "task_step" field in the mutation.
+func (m *MachineMutation) TaskStep() (r string, exists bool) {
+	v := m.task_step
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldTaskStep returns the old "task_step" field's value of the Machine entity.
+// If the Machine object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *MachineMutation) OldTaskStep(ctx context.Context) (v *string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldTaskStep is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldTaskStep requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldTaskStep: %w", err)
+	}
+	return oldValue.TaskStep, nil
+}
+
+// ClearTaskStep clears the value of the "task_step" field.
+func (m *MachineMutation) ClearTaskStep() {
+	m.task_step = nil
+	m.clearedFields[machine.FieldTaskStep] = struct{}{}
+}
+
+// TaskStepCleared returns if the "task_step" field was cleared in this mutation.
+func (m *MachineMutation) TaskStepCleared() bool {
+	_, ok := m.clearedFields[machine.FieldTaskStep]
+	return ok
+}
+
+// ResetTaskStep resets all changes to the "task_step" field.
+func (m *MachineMutation) ResetTaskStep() {
+	m.task_step = nil
+	delete(m.clearedFields, machine.FieldTaskStep)
+}
+
+// SetTaskInstanceID sets the "task_instance_id" field.
+func (m *MachineMutation) SetTaskInstanceID(u uuid.UUID) {
+	m.task_instance_id = &u
+}
+
+// TaskInstanceID returns the value of the "task_instance_id" field in the mutation.
+func (m *MachineMutation) TaskInstanceID() (r uuid.UUID, exists bool) {
+	v := m.task_instance_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldTaskInstanceID returns the old "task_instance_id" field's value of the Machine entity.
+// If the Machine object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *MachineMutation) OldTaskInstanceID(ctx context.Context) (v *uuid.UUID, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldTaskInstanceID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldTaskInstanceID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldTaskInstanceID: %w", err)
+	}
+	return oldValue.TaskInstanceID, nil
+}
+
+// ClearTaskInstanceID clears the value of the "task_instance_id" field.
+func (m *MachineMutation) ClearTaskInstanceID() {
+	m.task_instance_id = nil
+	m.clearedFields[machine.FieldTaskInstanceID] = struct{}{}
+}
+
+// TaskInstanceIDCleared returns if the "task_instance_id" field was cleared in this mutation.
+func (m *MachineMutation) TaskInstanceIDCleared() bool {
+	_, ok := m.clearedFields[machine.FieldTaskInstanceID]
+	return ok
+}
+
+// ResetTaskInstanceID resets all changes to the "task_instance_id" field.
+func (m *MachineMutation) ResetTaskInstanceID() {
+	m.task_instance_id = nil
+	delete(m.clearedFields, machine.FieldTaskInstanceID)
+}
+
+// SetTaskStartTime sets the "task_start_time" field.
+func (m *MachineMutation) SetTaskStartTime(t time.Time) {
+	m.task_start_time = &t
+}
+
+// TaskStartTime returns the value of the "task_start_time" field in the mutation.
+func (m *MachineMutation) TaskStartTime() (r time.Time, exists bool) {
+	v := m.task_start_time
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldTaskStartTime returns the old "task_start_time" field's value of the Machine entity.
+// If the Machine object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *MachineMutation) OldTaskStartTime(ctx context.Context) (v *time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldTaskStartTime is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldTaskStartTime requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldTaskStartTime: %w", err)
+	}
+	return oldValue.TaskStartTime, nil
+}
+
+// ClearTaskStartTime clears the value of the "task_start_time" field.
+func (m *MachineMutation) ClearTaskStartTime() {
+	m.task_start_time = nil
+	m.clearedFields[machine.FieldTaskStartTime] = struct{}{}
+}
+
+// TaskStartTimeCleared returns if the "task_start_time" field was cleared in this mutation.
+func (m *MachineMutation) TaskStartTimeCleared() bool {
+	_, ok := m.clearedFields[machine.FieldTaskStartTime]
+	return ok
+}
+
+// ResetTaskStartTime resets all changes to the "task_start_time" field.
+func (m *MachineMutation) ResetTaskStartTime() {
+	m.task_start_time = nil
+	delete(m.clearedFields, machine.FieldTaskStartTime)
+}
+
+// SetTaskDeadline sets the "task_deadline" field.
+func (m *MachineMutation) SetTaskDeadline(t time.Time) {
+	m.task_deadline = &t
+}
+
+// TaskDeadline returns the value of the "task_deadline" field in the mutation.
+func (m *MachineMutation) TaskDeadline() (r time.Time, exists bool) {
+	v := m.task_deadline
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldTaskDeadline returns the old "task_deadline" field's value of the Machine entity.
+// If the Machine object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *MachineMutation) OldTaskDeadline(ctx context.Context) (v *time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldTaskDeadline is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldTaskDeadline requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldTaskDeadline: %w", err)
+	}
+	return oldValue.TaskDeadline, nil
+}
+
+// ClearTaskDeadline clears the value of the "task_deadline" field.
+func (m *MachineMutation) ClearTaskDeadline() {
+	m.task_deadline = nil
+	m.clearedFields[machine.FieldTaskDeadline] = struct{}{}
+}
+
+// TaskDeadlineCleared returns if the "task_deadline" field was cleared in this mutation.
+func (m *MachineMutation) TaskDeadlineCleared() bool {
+	_, ok := m.clearedFields[machine.FieldTaskDeadline]
+	return ok
+}
+
+// ResetTaskDeadline resets all changes to the "task_deadline" field.
+func (m *MachineMutation) ResetTaskDeadline() {
+	m.task_deadline = nil
+	delete(m.clearedFields, machine.FieldTaskDeadline)
+}
+
+// SetTaskDone sets the "task_done" field.
+func (m *MachineMutation) SetTaskDone(i int64) {
+	m.task_done = &i
+	m.addtask_done = nil
+}
+
+// TaskDone returns the value of the "task_done" field in the mutation.
+func (m *MachineMutation) TaskDone() (r int64, exists bool) {
+	v := m.task_done
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldTaskDone returns the old "task_done" field's value of the Machine entity.
+// If the Machine object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *MachineMutation) OldTaskDone(ctx context.Context) (v int64, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldTaskDone is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldTaskDone requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldTaskDone: %w", err)
+	}
+	return oldValue.TaskDone, nil
+}
+
+// AddTaskDone adds i to the "task_done" field.
+func (m *MachineMutation) AddTaskDone(i int64) {
+	if m.addtask_done != nil {
+		*m.addtask_done += i
+	} else {
+		m.addtask_done = &i
+	}
+}
+
+// AddedTaskDone returns the value that was added to the "task_done" field in this mutation.
+func (m *MachineMutation) AddedTaskDone() (r int64, exists bool) {
+	v := m.addtask_done
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetTaskDone resets all changes to the "task_done" field.
+func (m *MachineMutation) ResetTaskDone() {
+	m.task_done = nil
+	m.addtask_done = nil
+}
+
+// SetTaskTotal sets the "task_total" field.
+func (m *MachineMutation) SetTaskTotal(i int64) {
+	m.task_total = &i
+	m.addtask_total = nil
+}
+
+// TaskTotal returns the value of the "task_total" field in the mutation.
+func (m *MachineMutation) TaskTotal() (r int64, exists bool) {
+	v := m.task_total
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldTaskTotal returns the old "task_total" field's value of the Machine entity.
+// If the Machine object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *MachineMutation) OldTaskTotal(ctx context.Context) (v int64, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldTaskTotal is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldTaskTotal requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldTaskTotal: %w", err)
+	}
+	return oldValue.TaskTotal, nil
+}
+
+// AddTaskTotal adds i to the "task_total" field.
+func (m *MachineMutation) AddTaskTotal(i int64) {
+	if m.addtask_total != nil {
+		*m.addtask_total += i
+	} else {
+		m.addtask_total = &i
+	}
+}
+
+// AddedTaskTotal returns the value that was added to the "task_total" field in this mutation.
+func (m *MachineMutation) AddedTaskTotal() (r int64, exists bool) {
+	v := m.addtask_total
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetTaskTotal resets all changes to the "task_total" field.
+func (m *MachineMutation) ResetTaskTotal() {
+	m.task_total = nil
+	m.addtask_total = nil
+}
+
+// SetTaskMessage sets the "task_message" field.
+func (m *MachineMutation) SetTaskMessage(s string) {
+	m.task_message = &s
+}
+
+// TaskMessage returns the value of the "task_message" field in the mutation.
+func (m *MachineMutation) TaskMessage() (r string, exists bool) {
+	v := m.task_message
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldTaskMessage returns the old "task_message" field's value of the Machine entity.
+// If the Machine object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *MachineMutation) OldTaskMessage(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldTaskMessage is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldTaskMessage requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldTaskMessage: %w", err)
+	}
+	return oldValue.TaskMessage, nil
+}
+
+// ResetTaskMessage resets all changes to the "task_message" field.
+func (m *MachineMutation) ResetTaskMessage() {
+	m.task_message = nil
+}
+
+// SetTaskWipeMode sets the "task_wipe_mode" field.
+func (m *MachineMutation) SetTaskWipeMode(mwm machine.TaskWipeMode) {
+	m.task_wipe_mode = &mwm
+}
+
+// TaskWipeMode returns the value of the "task_wipe_mode" field in the mutation.
+func (m *MachineMutation) TaskWipeMode() (r machine.TaskWipeMode, exists bool) {
+	v := m.task_wipe_mode
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldTaskWipeMode returns the old "task_wipe_mode" field's value of the Machine entity.
+// If the Machine object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *MachineMutation) OldTaskWipeMode(ctx context.Context) (v *machine.TaskWipeMode, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldTaskWipeMode is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldTaskWipeMode requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldTaskWipeMode: %w", err)
+	}
+	return oldValue.TaskWipeMode, nil
+}
+
+// ClearTaskWipeMode clears the value of the "task_wipe_mode" field.
+func (m *MachineMutation) ClearTaskWipeMode() {
+	m.task_wipe_mode = nil
+	m.clearedFields[machine.FieldTaskWipeMode] = struct{}{}
+}
+
+// TaskWipeModeCleared returns if the "task_wipe_mode" field was cleared in this mutation.
+func (m *MachineMutation) TaskWipeModeCleared() bool {
+	_, ok := m.clearedFields[machine.FieldTaskWipeMode]
+	return ok
+}
+
+// ResetTaskWipeMode resets all changes to the "task_wipe_mode" field.
+func (m *MachineMutation) ResetTaskWipeMode() {
+	m.task_wipe_mode = nil
+	delete(m.clearedFields, machine.FieldTaskWipeMode)
+}
+
 // AddNicIDs adds the "nics" edge to the NIC entity by ids.
 func (m *MachineMutation) AddNicIDs(ids ...uuid.UUID) {
 	if m.nics == nil {
@@ -7556,6 +10268,60 @@ func (m *MachineMutation) ResetBmcLease() {
 	m.clearedbmc_lease = false
 }
 
+// AddInstanceIDs adds the "instances" edge to the Instance entity by ids.
+func (m *MachineMutation) AddInstanceIDs(ids ...uuid.UUID) {
+	if m.instances == nil {
+		m.instances = make(map[uuid.UUID]struct{})
+	}
+	for i := range ids {
+		m.instances[ids[i]] = struct{}{}
+	}
+}
+
+// ClearInstances clears the "instances" edge to the Instance entity.
+func (m *MachineMutation) ClearInstances() {
+	m.clearedinstances = true
+}
+
+// InstancesCleared reports if the "instances" edge to the Instance entity was cleared.
+func (m *MachineMutation) InstancesCleared() bool {
+	return m.clearedinstances
+}
+
+// RemoveInstanceIDs removes the "instances" edge to the Instance entity by IDs.
+func (m *MachineMutation) RemoveInstanceIDs(ids ...uuid.UUID) {
+	if m.removedinstances == nil {
+		m.removedinstances = make(map[uuid.UUID]struct{})
+	}
+	for i := range ids {
+		delete(m.instances, ids[i])
+		m.removedinstances[ids[i]] = struct{}{}
+	}
+}
+
+// RemovedInstances returns the removed IDs of the "instances" edge to the Instance entity.
+func (m *MachineMutation) RemovedInstancesIDs() (ids []uuid.UUID) {
+	for id := range m.removedinstances {
+		ids = append(ids, id)
+	}
+	return
+}
+
+// InstancesIDs returns the "instances" edge IDs in the mutation.
+func (m *MachineMutation) InstancesIDs() (ids []uuid.UUID) {
+	for id := range m.instances {
+		ids = append(ids, id)
+	}
+	return
+}
+
+// ResetInstances resets all changes to the "instances" edge.
+func (m *MachineMutation) ResetInstances() {
+	m.instances = nil
+	m.clearedinstances = false
+	m.removedinstances = nil
+}
+
 // Where appends a list predicates to the MachineMutation builder.
 func (m *MachineMutation) Where(ps ...predicate.Machine) {
 	m.predicates = append(m.predicates, ps...)
@@ -7590,7 +10356,7 @@ func (m *MachineMutation) Type() string {
 // order to get all numeric fields that were incremented/decremented, call
 // AddedFields().
 func (m *MachineMutation) Fields() []string {
-	fields := make([]string, 0, 12)
+	fields := make([]string, 0, 20)
 	if m.create_time != nil {
 		fields = append(fields, machine.FieldCreateTime)
 	}
@@ -7627,6 +10393,30 @@ func (m *MachineMutation) Fields() []string {
 	if m.boot_expire_time != nil {
 		fields = append(fields, machine.FieldBootExpireTime)
 	}
+	if m.task_step != nil {
+		fields = append(fields, machine.FieldTaskStep)
+	}
+	if m.task_instance_id != nil {
+		fields = append(fields, machine.FieldTaskInstanceID)
+	}
+	if m.task_start_time != nil {
+		fields = append(fields, machine.FieldTaskStartTime)
+	}
+	if m.task_deadline != nil {
+		fields = append(fields, machine.FieldTaskDeadline)
+	}
+	if m.task_done != nil {
+		fields = append(fields, machine.FieldTaskDone)
+	}
+	if m.task_total != nil {
+		fields = append(fields, machine.FieldTaskTotal)
+	}
+	if m.task_message != nil {
+		fields = append(fields, machine.FieldTaskMessage)
+	}
+	if m.task_wipe_mode != nil {
+		fields = append(fields, machine.FieldTaskWipeMode)
+	}
 	return fields
 }
 
@@ -7659,6 +10449,22 @@ func (m *MachineMutation) Field(name string) (ent.Value, bool) {
 		return m.BootNonceHash()
 	case machine.FieldBootExpireTime:
 		return m.BootExpireTime()
+	case machine.FieldTaskStep:
+		return m.TaskStep()
+	case machine.FieldTaskInstanceID:
+		return m.TaskInstanceID()
+	case machine.FieldTaskStartTime:
+		return m.TaskStartTime()
+	case machine.FieldTaskDeadline:
+		return m.TaskDeadline()
+	case machine.FieldTaskDone:
+		return m.TaskDone()
+	case machine.FieldTaskTotal:
+		return m.TaskTotal()
+	case machine.FieldTaskMessage:
+		return m.TaskMessage()
+	case machine.FieldTaskWipeMode:
+		return m.TaskWipeMode()
 	}
 	return nil, false
 }
@@ -7692,6 +10498,22 @@ func (m *MachineMutation) OldField(ctx context.Context, name string) (ent.Value,
 		return m.OldBootNonceHash(ctx)
 	case machine.FieldBootExpireTime:
 		return m.OldBootExpireTime(ctx)
+	case machine.FieldTaskStep:
+		return m.OldTaskStep(ctx)
+	case machine.FieldTaskInstanceID:
+		return m.OldTaskInstanceID(ctx)
+	case machine.FieldTaskStartTime:
+		return m.OldTaskStartTime(ctx)
+	case machine.FieldTaskDeadline:
+		return m.OldTaskDeadline(ctx)
+	case machine.FieldTaskDone:
+		return m.OldTaskDone(ctx)
+	case machine.FieldTaskTotal:
+		return m.OldTaskTotal(ctx)
+	case machine.FieldTaskMessage:
+		return m.OldTaskMessage(ctx)
+	case machine.FieldTaskWipeMode:
+		return m.OldTaskWipeMode(ctx)
 	}
 	return nil, fmt.Errorf("unknown Machine field %s", name)
 }
@@ -7785,6 +10607,62 @@ func (m *MachineMutation) SetField(name string, value ent.Value) error {
 		}
 		m.SetBootExpireTime(v)
 		return nil
+	case machine.FieldTaskStep:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetTaskStep(v)
+		return nil
+	case machine.FieldTaskInstanceID:
+		v, ok := value.(uuid.UUID)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetTaskInstanceID(v)
+		return nil
+	case machine.FieldTaskStartTime:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetTaskStartTime(v)
+		return nil
+	case machine.FieldTaskDeadline:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetTaskDeadline(v)
+		return nil
+	case machine.FieldTaskDone:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetTaskDone(v)
+		return nil
+	case machine.FieldTaskTotal:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetTaskTotal(v)
+		return nil
+	case machine.FieldTaskMessage:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetTaskMessage(v)
+		return nil
+	case machine.FieldTaskWipeMode:
+		v, ok := value.(machine.TaskWipeMode)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetTaskWipeMode(v)
+		return nil
 	}
 	return fmt.Errorf("unknown Machine field %s", name)
 }
@@ -7792,13 +10670,26 @@ func (m *MachineMutation) SetField(name string, value ent.Value) error {
 // AddedFields returns all numeric fields that were incremented/decremented during
 // this mutation.
 func (m *MachineMutation) AddedFields() []string {
-	return nil
+	var fields []string
+	if m.addtask_done != nil {
+		fields = append(fields, machine.FieldTaskDone)
+	}
+	if m.addtask_total != nil {
+		fields = append(fields, machine.FieldTaskTotal)
+	}
+	return fields
 }
 
 // AddedField returns the numeric value that was incremented/decremented on a field
 // with the given name. The second boolean return value indicates that this field
 // was not set, or was not defined in the schema.
 func (m *MachineMutation) AddedField(name string) (ent.Value, bool) {
+	switch name {
+	case machine.FieldTaskDone:
+		return m.AddedTaskDone()
+	case machine.FieldTaskTotal:
+		return m.AddedTaskTotal()
+	}
 	return nil, false
 }
 
@@ -7807,6 +10698,20 @@ func (m *MachineMutation) AddedField(name string) (ent.Value, bool) {
 // type.
 func (m *MachineMutation) AddField(name string, value ent.Value) error {
 	switch name {
+	case machine.FieldTaskDone:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddTaskDone(v)
+		return nil
+	case machine.FieldTaskTotal:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddTaskTotal(v)
+		return nil
 	}
 	return fmt.Errorf("unknown Machine numeric field %s", name)
 }
@@ -7829,6 +10734,21 @@ func (m *MachineMutation) ClearedFields() []string {
 	}
 	if m.FieldCleared(machine.FieldBootExpireTime) {
 		fields = append(fields, machine.FieldBootExpireTime)
+	}
+	if m.FieldCleared(machine.FieldTaskStep) {
+		fields = append(fields, machine.FieldTaskStep)
+	}
+	if m.FieldCleared(machine.FieldTaskInstanceID) {
+		fields = append(fields, machine.FieldTaskInstanceID)
+	}
+	if m.FieldCleared(machine.FieldTaskStartTime) {
+		fields = append(fields, machine.FieldTaskStartTime)
+	}
+	if m.FieldCleared(machine.FieldTaskDeadline) {
+		fields = append(fields, machine.FieldTaskDeadline)
+	}
+	if m.FieldCleared(machine.FieldTaskWipeMode) {
+		fields = append(fields, machine.FieldTaskWipeMode)
 	}
 	return fields
 }
@@ -7858,6 +10778,21 @@ func (m *MachineMutation) ClearField(name string) error {
 		return nil
 	case machine.FieldBootExpireTime:
 		m.ClearBootExpireTime()
+		return nil
+	case machine.FieldTaskStep:
+		m.ClearTaskStep()
+		return nil
+	case machine.FieldTaskInstanceID:
+		m.ClearTaskInstanceID()
+		return nil
+	case machine.FieldTaskStartTime:
+		m.ClearTaskStartTime()
+		return nil
+	case machine.FieldTaskDeadline:
+		m.ClearTaskDeadline()
+		return nil
+	case machine.FieldTaskWipeMode:
+		m.ClearTaskWipeMode()
 		return nil
 	}
 	return fmt.Errorf("unknown Machine nullable field %s", name)
@@ -7903,13 +10838,37 @@ func (m *MachineMutation) ResetField(name string) error {
 	case machine.FieldBootExpireTime:
 		m.ResetBootExpireTime()
 		return nil
+	case machine.FieldTaskStep:
+		m.ResetTaskStep()
+		return nil
+	case machine.FieldTaskInstanceID:
+		m.ResetTaskInstanceID()
+		return nil
+	case machine.FieldTaskStartTime:
+		m.ResetTaskStartTime()
+		return nil
+	case machine.FieldTaskDeadline:
+		m.ResetTaskDeadline()
+		return nil
+	case machine.FieldTaskDone:
+		m.ResetTaskDone()
+		return nil
+	case machine.FieldTaskTotal:
+		m.ResetTaskTotal()
+		return nil
+	case machine.FieldTaskMessage:
+		m.ResetTaskMessage()
+		return nil
+	case machine.FieldTaskWipeMode:
+		m.ResetTaskWipeMode()
+		return nil
 	}
 	return fmt.Errorf("unknown Machine field %s", name)
 }
 
 // AddedEdges returns all edge names that were set/added in this mutation.
 func (m *MachineMutation) AddedEdges() []string {
-	edges := make([]string, 0, 7)
+	edges := make([]string, 0, 8)
 	if m.nics != nil {
 		edges = append(edges, machine.EdgeNics)
 	}
@@ -7930,6 +10889,9 @@ func (m *MachineMutation) AddedEdges() []string {
 	}
 	if m.bmc_lease != nil {
 		edges = append(edges, machine.EdgeBmcLease)
+	}
+	if m.instances != nil {
+		edges = append(edges, machine.EdgeInstances)
 	}
 	return edges
 }
@@ -7974,13 +10936,19 @@ func (m *MachineMutation) AddedIDs(name string) []ent.Value {
 		if id := m.bmc_lease; id != nil {
 			return []ent.Value{*id}
 		}
+	case machine.EdgeInstances:
+		ids := make([]ent.Value, 0, len(m.instances))
+		for id := range m.instances {
+			ids = append(ids, id)
+		}
+		return ids
 	}
 	return nil
 }
 
 // RemovedEdges returns all edge names that were removed in this mutation.
 func (m *MachineMutation) RemovedEdges() []string {
-	edges := make([]string, 0, 7)
+	edges := make([]string, 0, 8)
 	if m.removednics != nil {
 		edges = append(edges, machine.EdgeNics)
 	}
@@ -7992,6 +10960,9 @@ func (m *MachineMutation) RemovedEdges() []string {
 	}
 	if m.removedbmc_operations != nil {
 		edges = append(edges, machine.EdgeBmcOperations)
+	}
+	if m.removedinstances != nil {
+		edges = append(edges, machine.EdgeInstances)
 	}
 	return edges
 }
@@ -8024,13 +10995,19 @@ func (m *MachineMutation) RemovedIDs(name string) []ent.Value {
 			ids = append(ids, id)
 		}
 		return ids
+	case machine.EdgeInstances:
+		ids := make([]ent.Value, 0, len(m.removedinstances))
+		for id := range m.removedinstances {
+			ids = append(ids, id)
+		}
+		return ids
 	}
 	return nil
 }
 
 // ClearedEdges returns all edge names that were cleared in this mutation.
 func (m *MachineMutation) ClearedEdges() []string {
-	edges := make([]string, 0, 7)
+	edges := make([]string, 0, 8)
 	if m.clearednics {
 		edges = append(edges, machine.EdgeNics)
 	}
@@ -8051,6 +11028,9 @@ func (m *MachineMutation) ClearedEdges() []string {
 	}
 	if m.clearedbmc_lease {
 		edges = append(edges, machine.EdgeBmcLease)
+	}
+	if m.clearedinstances {
+		edges = append(edges, machine.EdgeInstances)
 	}
 	return edges
 }
@@ -8073,6 +11053,8 @@ func (m *MachineMutation) EdgeCleared(name string) bool {
 		return m.clearedbmc_operations
 	case machine.EdgeBmcLease:
 		return m.clearedbmc_lease
+	case machine.EdgeInstances:
+		return m.clearedinstances
 	}
 	return false
 }
@@ -8118,6 +11100,9 @@ func (m *MachineMutation) ResetEdge(name string) error {
 		return nil
 	case machine.EdgeBmcLease:
 		m.ResetBmcLease()
+		return nil
+	case machine.EdgeInstances:
+		m.ResetInstances()
 		return nil
 	}
 	return fmt.Errorf("unknown Machine edge %s", name)

@@ -12,6 +12,8 @@ import (
 	"github.com/carbide-dev/carbide/ent/change"
 	"github.com/carbide-dev/carbide/ent/declinedaddress"
 	"github.com/carbide-dev/carbide/ent/identityconflict"
+	"github.com/carbide-dev/carbide/ent/image"
+	"github.com/carbide-dev/carbide/ent/instance"
 	"github.com/carbide-dev/carbide/ent/lease"
 	"github.com/carbide-dev/carbide/ent/machine"
 	"github.com/carbide-dev/carbide/ent/nic"
@@ -193,6 +195,98 @@ func init() {
 	identityconflictDescReportedBy := identityconflictFields[4].Descriptor()
 	// identityconflict.ReportedByValidator is a validator for the "reported_by" field. It is called by the builders before save.
 	identityconflict.ReportedByValidator = identityconflictDescReportedBy.Validators[0].(func(string) error)
+	imageMixin := schema.Image{}.Mixin()
+	imageMixinFields0 := imageMixin[0].Fields()
+	_ = imageMixinFields0
+	imageFields := schema.Image{}.Fields()
+	_ = imageFields
+	// imageDescCreateTime is the schema descriptor for create_time field.
+	imageDescCreateTime := imageMixinFields0[0].Descriptor()
+	// image.DefaultCreateTime holds the default value on creation for the create_time field.
+	image.DefaultCreateTime = imageDescCreateTime.Default.(func() time.Time)
+	// imageDescUpdateTime is the schema descriptor for update_time field.
+	imageDescUpdateTime := imageMixinFields0[1].Descriptor()
+	// image.DefaultUpdateTime holds the default value on creation for the update_time field.
+	image.DefaultUpdateTime = imageDescUpdateTime.Default.(func() time.Time)
+	// image.UpdateDefaultUpdateTime holds the default value on update for the update_time field.
+	image.UpdateDefaultUpdateTime = imageDescUpdateTime.UpdateDefault.(func() time.Time)
+	// imageDescName is the schema descriptor for name field.
+	imageDescName := imageFields[1].Descriptor()
+	// image.NameValidator is a validator for the "name" field. It is called by the builders before save.
+	image.NameValidator = imageDescName.Validators[0].(func(string) error)
+	// imageDescVersion is the schema descriptor for version field.
+	imageDescVersion := imageFields[2].Descriptor()
+	// image.VersionValidator is a validator for the "version" field. It is called by the builders before save.
+	image.VersionValidator = imageDescVersion.Validators[0].(func(string) error)
+	// imageDescDescription is the schema descriptor for description field.
+	imageDescDescription := imageFields[3].Descriptor()
+	// image.DefaultDescription holds the default value on creation for the description field.
+	image.DefaultDescription = imageDescDescription.Default.(string)
+	// image.DescriptionValidator is a validator for the "description" field. It is called by the builders before save.
+	image.DescriptionValidator = imageDescDescription.Validators[0].(func(string) error)
+	// imageDescArchitecture is the schema descriptor for architecture field.
+	imageDescArchitecture := imageFields[4].Descriptor()
+	// image.ArchitectureValidator is a validator for the "architecture" field. It is called by the builders before save.
+	image.ArchitectureValidator = imageDescArchitecture.Validators[0].(func(string) error)
+	// imageDescDeprecated is the schema descriptor for deprecated field.
+	imageDescDeprecated := imageFields[7].Descriptor()
+	// image.DefaultDeprecated holds the default value on creation for the deprecated field.
+	image.DefaultDeprecated = imageDescDeprecated.Default.(bool)
+	// imageDescID is the schema descriptor for id field.
+	imageDescID := imageFields[0].Descriptor()
+	// image.DefaultID holds the default value on creation for the id field.
+	image.DefaultID = imageDescID.Default.(func() uuid.UUID)
+	instanceMixin := schema.Instance{}.Mixin()
+	instanceMixinFields0 := instanceMixin[0].Fields()
+	_ = instanceMixinFields0
+	instanceFields := schema.Instance{}.Fields()
+	_ = instanceFields
+	// instanceDescCreateTime is the schema descriptor for create_time field.
+	instanceDescCreateTime := instanceMixinFields0[0].Descriptor()
+	// instance.DefaultCreateTime holds the default value on creation for the create_time field.
+	instance.DefaultCreateTime = instanceDescCreateTime.Default.(func() time.Time)
+	// instanceDescUpdateTime is the schema descriptor for update_time field.
+	instanceDescUpdateTime := instanceMixinFields0[1].Descriptor()
+	// instance.DefaultUpdateTime holds the default value on creation for the update_time field.
+	instance.DefaultUpdateTime = instanceDescUpdateTime.Default.(func() time.Time)
+	// instance.UpdateDefaultUpdateTime holds the default value on update for the update_time field.
+	instance.UpdateDefaultUpdateTime = instanceDescUpdateTime.UpdateDefault.(func() time.Time)
+	// instanceDescHostname is the schema descriptor for hostname field.
+	instanceDescHostname := instanceFields[1].Descriptor()
+	// instance.HostnameValidator is a validator for the "hostname" field. It is called by the builders before save.
+	instance.HostnameValidator = instanceDescHostname.Validators[0].(func(string) error)
+	// instanceDescSSHAuthorizedKeys is the schema descriptor for ssh_authorized_keys field.
+	instanceDescSSHAuthorizedKeys := instanceFields[4].Descriptor()
+	// instance.DefaultSSHAuthorizedKeys holds the default value on creation for the ssh_authorized_keys field.
+	instance.DefaultSSHAuthorizedKeys = instanceDescSSHAuthorizedKeys.Default.([]string)
+	// instanceDescLabels is the schema descriptor for labels field.
+	instanceDescLabels := instanceFields[5].Descriptor()
+	// instance.DefaultLabels holds the default value on creation for the labels field.
+	instance.DefaultLabels = instanceDescLabels.Default.(map[string]string)
+	// instanceDescFailureReason is the schema descriptor for failure_reason field.
+	instanceDescFailureReason := instanceFields[9].Descriptor()
+	// instance.DefaultFailureReason holds the default value on creation for the failure_reason field.
+	instance.DefaultFailureReason = instanceDescFailureReason.Default.(string)
+	// instance.FailureReasonValidator is a validator for the "failure_reason" field. It is called by the builders before save.
+	instance.FailureReasonValidator = instanceDescFailureReason.Validators[0].(func(string) error)
+	// instanceDescAddress is the schema descriptor for address field.
+	instanceDescAddress := instanceFields[10].Descriptor()
+	// instance.DefaultAddress holds the default value on creation for the address field.
+	instance.DefaultAddress = instanceDescAddress.Default.(string)
+	// instance.AddressValidator is a validator for the "address" field. It is called by the builders before save.
+	instance.AddressValidator = instanceDescAddress.Validators[0].(func(string) error)
+	// instanceDescRequestID is the schema descriptor for request_id field.
+	instanceDescRequestID := instanceFields[12].Descriptor()
+	// instance.RequestIDValidator is a validator for the "request_id" field. It is called by the builders before save.
+	instance.RequestIDValidator = instanceDescRequestID.Validators[0].(func(string) error)
+	// instanceDescStateTime is the schema descriptor for state_time field.
+	instanceDescStateTime := instanceFields[15].Descriptor()
+	// instance.DefaultStateTime holds the default value on creation for the state_time field.
+	instance.DefaultStateTime = instanceDescStateTime.Default.(func() time.Time)
+	// instanceDescID is the schema descriptor for id field.
+	instanceDescID := instanceFields[0].Descriptor()
+	// instance.DefaultID holds the default value on creation for the id field.
+	instance.DefaultID = instanceDescID.Default.(func() uuid.UUID)
 	leaseFields := schema.Lease{}.Fields()
 	_ = leaseFields
 	// leaseDescMAC is the schema descriptor for mac field.
@@ -256,6 +350,24 @@ func init() {
 	machineDescHardwareID := machineFields[7].Descriptor()
 	// machine.HardwareIDValidator is a validator for the "hardware_id" field. It is called by the builders before save.
 	machine.HardwareIDValidator = machineDescHardwareID.Validators[0].(func(string) error)
+	// machineDescTaskStep is the schema descriptor for task_step field.
+	machineDescTaskStep := machineFields[11].Descriptor()
+	// machine.TaskStepValidator is a validator for the "task_step" field. It is called by the builders before save.
+	machine.TaskStepValidator = machineDescTaskStep.Validators[0].(func(string) error)
+	// machineDescTaskDone is the schema descriptor for task_done field.
+	machineDescTaskDone := machineFields[15].Descriptor()
+	// machine.DefaultTaskDone holds the default value on creation for the task_done field.
+	machine.DefaultTaskDone = machineDescTaskDone.Default.(int64)
+	// machineDescTaskTotal is the schema descriptor for task_total field.
+	machineDescTaskTotal := machineFields[16].Descriptor()
+	// machine.DefaultTaskTotal holds the default value on creation for the task_total field.
+	machine.DefaultTaskTotal = machineDescTaskTotal.Default.(int64)
+	// machineDescTaskMessage is the schema descriptor for task_message field.
+	machineDescTaskMessage := machineFields[17].Descriptor()
+	// machine.DefaultTaskMessage holds the default value on creation for the task_message field.
+	machine.DefaultTaskMessage = machineDescTaskMessage.Default.(string)
+	// machine.TaskMessageValidator is a validator for the "task_message" field. It is called by the builders before save.
+	machine.TaskMessageValidator = machineDescTaskMessage.Validators[0].(func(string) error)
 	// machineDescID is the schema descriptor for id field.
 	machineDescID := machineFields[0].Descriptor()
 	// machine.DefaultID holds the default value on creation for the id field.

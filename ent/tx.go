@@ -28,6 +28,10 @@ type Tx struct {
 	DeclinedAddress *DeclinedAddressClient
 	// IdentityConflict is the client for interacting with the IdentityConflict builders.
 	IdentityConflict *IdentityConflictClient
+	// Image is the client for interacting with the Image builders.
+	Image *ImageClient
+	// Instance is the client for interacting with the Instance builders.
+	Instance *InstanceClient
 	// Lease is the client for interacting with the Lease builders.
 	Lease *LeaseClient
 	// Machine is the client for interacting with the Machine builders.
@@ -180,6 +184,8 @@ func (tx *Tx) init() {
 	tx.Change = NewChangeClient(tx.config)
 	tx.DeclinedAddress = NewDeclinedAddressClient(tx.config)
 	tx.IdentityConflict = NewIdentityConflictClient(tx.config)
+	tx.Image = NewImageClient(tx.config)
+	tx.Instance = NewInstanceClient(tx.config)
 	tx.Lease = NewLeaseClient(tx.config)
 	tx.Machine = NewMachineClient(tx.config)
 	tx.NIC = NewNICClient(tx.config)

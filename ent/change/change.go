@@ -62,6 +62,7 @@ const (
 	KindSegment      Kind = "segment"
 	KindBmc          Kind = "bmc"
 	KindBmcOperation Kind = "bmc_operation"
+	KindInstance     Kind = "instance"
 )
 
 func (k Kind) String() string {
@@ -71,7 +72,7 @@ func (k Kind) String() string {
 // KindValidator is a validator for the "kind" field enum values. It is called by the builders before save.
 func KindValidator(k Kind) error {
 	switch k {
-	case KindMachine, KindSegment, KindBmc, KindBmcOperation:
+	case KindMachine, KindSegment, KindBmc, KindBmcOperation, KindInstance:
 		return nil
 	default:
 		return fmt.Errorf("change: invalid enum value for kind field: %q", k)

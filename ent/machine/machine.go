@@ -40,6 +40,22 @@ const (
 	FieldBootNonceHash = "boot_nonce_hash"
 	// FieldBootExpireTime holds the string denoting the boot_expire_time field in the database.
 	FieldBootExpireTime = "boot_expire_time"
+	// FieldTaskStep holds the string denoting the task_step field in the database.
+	FieldTaskStep = "task_step"
+	// FieldTaskInstanceID holds the string denoting the task_instance_id field in the database.
+	FieldTaskInstanceID = "task_instance_id"
+	// FieldTaskStartTime holds the string denoting the task_start_time field in the database.
+	FieldTaskStartTime = "task_start_time"
+	// FieldTaskDeadline holds the string denoting the task_deadline field in the database.
+	FieldTaskDeadline = "task_deadline"
+	// FieldTaskDone holds the string denoting the task_done field in the database.
+	FieldTaskDone = "task_done"
+	// FieldTaskTotal holds the string denoting the task_total field in the database.
+	FieldTaskTotal = "task_total"
+	// FieldTaskMessage holds the string denoting the task_message field in the database.
+	FieldTaskMessage = "task_message"
+	// FieldTaskWipeMode holds the string denoting the task_wipe_mode field in the database.
+	FieldTaskWipeMode = "task_wipe_mode"
 	// EdgeNics holds the string denoting the nics edge name in mutations.
 	EdgeNics = "nics"
 	// EdgeTransitions holds the string denoting the transitions edge name in mutations.
@@ -54,6 +70,8 @@ const (
 	EdgeBmcOperations = "bmc_operations"
 	// EdgeBmcLease holds the string denoting the bmc_lease edge name in mutations.
 	EdgeBmcLease = "bmc_lease"
+	// EdgeInstances holds the string denoting the instances edge name in mutations.
+	EdgeInstances = "instances"
 	// Table holds the table name of the machine in the database.
 	Table = "machines"
 	// NicsTable is the table that holds the nics relation/edge.
@@ -105,6 +123,13 @@ const (
 	BmcLeaseInverseTable = "bmc_leases"
 	// BmcLeaseColumn is the table column denoting the bmc_lease relation/edge.
 	BmcLeaseColumn = "machine_id"
+	// InstancesTable is the table that holds the instances relation/edge.
+	InstancesTable = "instances"
+	// InstancesInverseTable is the table name for the Instance entity.
+	// It exists in this package in order to avoid circular dependency with the "instance" package.
+	InstancesInverseTable = "instances"
+	// InstancesColumn is the table column denoting the instances relation/edge.
+	InstancesColumn = "machine_id"
 )
 
 // Columns holds all SQL columns for machine fields.
@@ -122,6 +147,14 @@ var Columns = []string{
 	FieldBootID,
 	FieldBootNonceHash,
 	FieldBootExpireTime,
+	FieldTaskStep,
+	FieldTaskInstanceID,
+	FieldTaskStartTime,
+	FieldTaskDeadline,
+	FieldTaskDone,
+	FieldTaskTotal,
+	FieldTaskMessage,
+	FieldTaskWipeMode,
 }
 
 // ValidColumn reports if the column name is valid (part of the table columns).
@@ -153,6 +186,16 @@ var (
 	DefaultMaintenance bool
 	// HardwareIDValidator is a validator for the "hardware_id" field. It is called by the builders before save.
 	HardwareIDValidator func(string) error
+	// TaskStepValidator is a validator for the "task_step" field. It is called by the builders before save.
+	TaskStepValidator func(string) error
+	// DefaultTaskDone holds the default value on creation for the "task_done" field.
+	DefaultTaskDone int64
+	// DefaultTaskTotal holds the default value on creation for the "task_total" field.
+	DefaultTaskTotal int64
+	// DefaultTaskMessage holds the default value on creation for the "task_message" field.
+	DefaultTaskMessage string
+	// TaskMessageValidator is a validator for the "task_message" field. It is called by the builders before save.
+	TaskMessageValidator func(string) error
 	// DefaultID holds the default value on creation for the "id" field.
 	DefaultID func() uuid.UUID
 )
@@ -186,6 +229,29 @@ func StateValidator(s State) error {
 		return nil
 	default:
 		return fmt.Errorf("machine: invalid enum value for state field: %q", s)
+	}
+}
+
+// TaskWipeMode defines the type for the "task_wipe_mode" enum field.
+type TaskWipeMode string
+
+// TaskWipeMode values.
+const (
+	TaskWipeModeQuick TaskWipeMode = "quick"
+	TaskWipeModeFull  TaskWipeMode = "full"
+)
+
+func (twm TaskWipeMode) String() string {
+	return string(twm)
+}
+
+// TaskWipeModeValidator is a validator for the "task_wipe_mode" field enum values. It is called by the builders before save.
+func TaskWipeModeValidator(twm TaskWipeMode) error {
+	switch twm {
+	case TaskWipeModeQuick, TaskWipeModeFull:
+		return nil
+	default:
+		return fmt.Errorf("machine: invalid enum value for task_wipe_mode field: %q", twm)
 	}
 }
 
@@ -240,6 +306,46 @@ func ByBootID(opts ...sql.OrderTermOption) OrderOption {
 // ByBootExpireTime orders the results by the boot_expire_time field.
 func ByBootExpireTime(opts ...sql.OrderTermOption) OrderOption {
 	return sql.OrderByField(FieldBootExpireTime, opts...).ToFunc()
+}
+
+// ByTaskStep orders the results by the task_step field.
+func ByTaskStep(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldTaskStep, opts...).ToFunc()
+}
+
+// ByTaskInstanceID orders the results by the task_instance_id field.
+func ByTaskInstanceID(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldTaskInstanceID, opts...).ToFunc()
+}
+
+// ByTaskStartTime orders the results by the task_start_time field.
+func ByTaskStartTime(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldTaskStartTime, opts...).ToFunc()
+}
+
+// ByTaskDeadline orders the results by the task_deadline field.
+func ByTaskDeadline(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldTaskDeadline, opts...).ToFunc()
+}
+
+// ByTaskDone orders the results by the task_done field.
+func ByTaskDone(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldTaskDone, opts...).ToFunc()
+}
+
+// ByTaskTotal orders the results by the task_total field.
+func ByTaskTotal(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldTaskTotal, opts...).ToFunc()
+}
+
+// ByTaskMessage orders the results by the task_message field.
+func ByTaskMessage(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldTaskMessage, opts...).ToFunc()
+}
+
+// ByTaskWipeMode orders the results by the task_wipe_mode field.
+func ByTaskWipeMode(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldTaskWipeMode, opts...).ToFunc()
 }
 
 // ByNicsCount orders the results by nics count.
@@ -318,6 +424,20 @@ func ByBmcLeaseField(field string, opts ...sql.OrderTermOption) OrderOption {
 		sqlgraph.OrderByNeighborTerms(s, newBmcLeaseStep(), sql.OrderByField(field, opts...))
 	}
 }
+
+// ByInstancesCount orders the results by instances count.
+func ByInstancesCount(opts ...sql.OrderTermOption) OrderOption {
+	return func(s *sql.Selector) {
+		sqlgraph.OrderByNeighborsCount(s, newInstancesStep(), opts...)
+	}
+}
+
+// ByInstances orders the results by instances terms.
+func ByInstances(term sql.OrderTerm, terms ...sql.OrderTerm) OrderOption {
+	return func(s *sql.Selector) {
+		sqlgraph.OrderByNeighborTerms(s, newInstancesStep(), append([]sql.OrderTerm{term}, terms...)...)
+	}
+}
 func newNicsStep() *sqlgraph.Step {
 	return sqlgraph.NewStep(
 		sqlgraph.From(Table, FieldID),
@@ -365,5 +485,12 @@ func newBmcLeaseStep() *sqlgraph.Step {
 		sqlgraph.From(Table, FieldID),
 		sqlgraph.To(BmcLeaseInverseTable, FieldID),
 		sqlgraph.Edge(sqlgraph.O2O, false, BmcLeaseTable, BmcLeaseColumn),
+	)
+}
+func newInstancesStep() *sqlgraph.Step {
+	return sqlgraph.NewStep(
+		sqlgraph.From(Table, FieldID),
+		sqlgraph.To(InstancesInverseTable, FieldID),
+		sqlgraph.Edge(sqlgraph.O2M, false, InstancesTable, InstancesColumn),
 	)
 }

@@ -106,6 +106,41 @@ func BootExpireTime(v time.Time) predicate.Machine {
 	return predicate.Machine(sql.FieldEQ(FieldBootExpireTime, v))
 }
 
+// TaskStep applies equality check predicate on the "task_step" field. It's identical to TaskStepEQ.
+func TaskStep(v string) predicate.Machine {
+	return predicate.Machine(sql.FieldEQ(FieldTaskStep, v))
+}
+
+// TaskInstanceID applies equality check predicate on the "task_instance_id" field. It's identical to TaskInstanceIDEQ.
+func TaskInstanceID(v uuid.UUID) predicate.Machine {
+	return predicate.Machine(sql.FieldEQ(FieldTaskInstanceID, v))
+}
+
+// TaskStartTime applies equality check predicate on the "task_start_time" field. It's identical to TaskStartTimeEQ.
+func TaskStartTime(v time.Time) predicate.Machine {
+	return predicate.Machine(sql.FieldEQ(FieldTaskStartTime, v))
+}
+
+// TaskDeadline applies equality check predicate on the "task_deadline" field. It's identical to TaskDeadlineEQ.
+func TaskDeadline(v time.Time) predicate.Machine {
+	return predicate.Machine(sql.FieldEQ(FieldTaskDeadline, v))
+}
+
+// TaskDone applies equality check predicate on the "task_done" field. It's identical to TaskDoneEQ.
+func TaskDone(v int64) predicate.Machine {
+	return predicate.Machine(sql.FieldEQ(FieldTaskDone, v))
+}
+
+// TaskTotal applies equality check predicate on the "task_total" field. It's identical to TaskTotalEQ.
+func TaskTotal(v int64) predicate.Machine {
+	return predicate.Machine(sql.FieldEQ(FieldTaskTotal, v))
+}
+
+// TaskMessage applies equality check predicate on the "task_message" field. It's identical to TaskMessageEQ.
+func TaskMessage(v string) predicate.Machine {
+	return predicate.Machine(sql.FieldEQ(FieldTaskMessage, v))
+}
+
 // CreateTimeEQ applies the EQ predicate on the "create_time" field.
 func CreateTimeEQ(v time.Time) predicate.Machine {
 	return predicate.Machine(sql.FieldEQ(FieldCreateTime, v))
@@ -596,6 +631,406 @@ func BootExpireTimeNotNil() predicate.Machine {
 	return predicate.Machine(sql.FieldNotNull(FieldBootExpireTime))
 }
 
+// TaskStepEQ applies the EQ predicate on the "task_step" field.
+func TaskStepEQ(v string) predicate.Machine {
+	return predicate.Machine(sql.FieldEQ(FieldTaskStep, v))
+}
+
+// TaskStepNEQ applies the NEQ predicate on the "task_step" field.
+func TaskStepNEQ(v string) predicate.Machine {
+	return predicate.Machine(sql.FieldNEQ(FieldTaskStep, v))
+}
+
+// TaskStepIn applies the In predicate on the "task_step" field.
+func TaskStepIn(vs ...string) predicate.Machine {
+	return predicate.Machine(sql.FieldIn(FieldTaskStep, vs...))
+}
+
+// TaskStepNotIn applies the NotIn predicate on the "task_step" field.
+func TaskStepNotIn(vs ...string) predicate.Machine {
+	return predicate.Machine(sql.FieldNotIn(FieldTaskStep, vs...))
+}
+
+// TaskStepGT applies the GT predicate on the "task_step" field.
+func TaskStepGT(v string) predicate.Machine {
+	return predicate.Machine(sql.FieldGT(FieldTaskStep, v))
+}
+
+// TaskStepGTE applies the GTE predicate on the "task_step" field.
+func TaskStepGTE(v string) predicate.Machine {
+	return predicate.Machine(sql.FieldGTE(FieldTaskStep, v))
+}
+
+// TaskStepLT applies the LT predicate on the "task_step" field.
+func TaskStepLT(v string) predicate.Machine {
+	return predicate.Machine(sql.FieldLT(FieldTaskStep, v))
+}
+
+// TaskStepLTE applies the LTE predicate on the "task_step" field.
+func TaskStepLTE(v string) predicate.Machine {
+	return predicate.Machine(sql.FieldLTE(FieldTaskStep, v))
+}
+
+// TaskStepContains applies the Contains predicate on the "task_step" field.
+func TaskStepContains(v string) predicate.Machine {
+	return predicate.Machine(sql.FieldContains(FieldTaskStep, v))
+}
+
+// TaskStepHasPrefix applies the HasPrefix predicate on the "task_step" field.
+func TaskStepHasPrefix(v string) predicate.Machine {
+	return predicate.Machine(sql.FieldHasPrefix(FieldTaskStep, v))
+}
+
+// TaskStepHasSuffix applies the HasSuffix predicate on the "task_step" field.
+func TaskStepHasSuffix(v string) predicate.Machine {
+	return predicate.Machine(sql.FieldHasSuffix(FieldTaskStep, v))
+}
+
+// TaskStepIsNil applies the IsNil predicate on the "task_step" field.
+func TaskStepIsNil() predicate.Machine {
+	return predicate.Machine(sql.FieldIsNull(FieldTaskStep))
+}
+
+// TaskStepNotNil applies the NotNil predicate on the "task_step" field.
+func TaskStepNotNil() predicate.Machine {
+	return predicate.Machine(sql.FieldNotNull(FieldTaskStep))
+}
+
+// TaskStepEqualFold applies the EqualFold predicate on the "task_step" field.
+func TaskStepEqualFold(v string) predicate.Machine {
+	return predicate.Machine(sql.FieldEqualFold(FieldTaskStep, v))
+}
+
+// TaskStepContainsFold applies the ContainsFold predicate on the "task_step" field.
+func TaskStepContainsFold(v string) predicate.Machine {
+	return predicate.Machine(sql.FieldContainsFold(FieldTaskStep, v))
+}
+
+// TaskInstanceIDEQ applies the EQ predicate on the "task_instance_id" field.
+func TaskInstanceIDEQ(v uuid.UUID) predicate.Machine {
+	return predicate.Machine(sql.FieldEQ(FieldTaskInstanceID, v))
+}
+
+// TaskInstanceIDNEQ applies the NEQ predicate on the "task_instance_id" field.
+func TaskInstanceIDNEQ(v uuid.UUID) predicate.Machine {
+	return predicate.Machine(sql.FieldNEQ(FieldTaskInstanceID, v))
+}
+
+// TaskInstanceIDIn applies the In predicate on the "task_instance_id" field.
+func TaskInstanceIDIn(vs ...uuid.UUID) predicate.Machine {
+	return predicate.Machine(sql.FieldIn(FieldTaskInstanceID, vs...))
+}
+
+// TaskInstanceIDNotIn applies the NotIn predicate on the "task_instance_id" field.
+func TaskInstanceIDNotIn(vs ...uuid.UUID) predicate.Machine {
+	return predicate.Machine(sql.FieldNotIn(FieldTaskInstanceID, vs...))
+}
+
+// TaskInstanceIDGT applies the GT predicate on the "task_instance_id" field.
+func TaskInstanceIDGT(v uuid.UUID) predicate.Machine {
+	return predicate.Machine(sql.FieldGT(FieldTaskInstanceID, v))
+}
+
+// TaskInstanceIDGTE applies the GTE predicate on the "task_instance_id" field.
+func TaskInstanceIDGTE(v uuid.UUID) predicate.Machine {
+	return predicate.Machine(sql.FieldGTE(FieldTaskInstanceID, v))
+}
+
+// TaskInstanceIDLT applies the LT predicate on the "task_instance_id" field.
+func TaskInstanceIDLT(v uuid.UUID) predicate.Machine {
+	return predicate.Machine(sql.FieldLT(FieldTaskInstanceID, v))
+}
+
+// TaskInstanceIDLTE applies the LTE predicate on the "task_instance_id" field.
+func TaskInstanceIDLTE(v uuid.UUID) predicate.Machine {
+	return predicate.Machine(sql.FieldLTE(FieldTaskInstanceID, v))
+}
+
+// TaskInstanceIDIsNil applies the IsNil predicate on the "task_instance_id" field.
+func TaskInstanceIDIsNil() predicate.Machine {
+	return predicate.Machine(sql.FieldIsNull(FieldTaskInstanceID))
+}
+
+// TaskInstanceIDNotNil applies the NotNil predicate on the "task_instance_id" field.
+func TaskInstanceIDNotNil() predicate.Machine {
+	return predicate.Machine(sql.FieldNotNull(FieldTaskInstanceID))
+}
+
+// TaskStartTimeEQ applies the EQ predicate on the "task_start_time" field.
+func TaskStartTimeEQ(v time.Time) predicate.Machine {
+	return predicate.Machine(sql.FieldEQ(FieldTaskStartTime, v))
+}
+
+// TaskStartTimeNEQ applies the NEQ predicate on the "task_start_time" field.
+func TaskStartTimeNEQ(v time.Time) predicate.Machine {
+	return predicate.Machine(sql.FieldNEQ(FieldTaskStartTime, v))
+}
+
+// TaskStartTimeIn applies the In predicate on the "task_start_time" field.
+func TaskStartTimeIn(vs ...time.Time) predicate.Machine {
+	return predicate.Machine(sql.FieldIn(FieldTaskStartTime, vs...))
+}
+
+// TaskStartTimeNotIn applies the NotIn predicate on the "task_start_time" field.
+func TaskStartTimeNotIn(vs ...time.Time) predicate.Machine {
+	return predicate.Machine(sql.FieldNotIn(FieldTaskStartTime, vs...))
+}
+
+// TaskStartTimeGT applies the GT predicate on the "task_start_time" field.
+func TaskStartTimeGT(v time.Time) predicate.Machine {
+	return predicate.Machine(sql.FieldGT(FieldTaskStartTime, v))
+}
+
+// TaskStartTimeGTE applies the GTE predicate on the "task_start_time" field.
+func TaskStartTimeGTE(v time.Time) predicate.Machine {
+	return predicate.Machine(sql.FieldGTE(FieldTaskStartTime, v))
+}
+
+// TaskStartTimeLT applies the LT predicate on the "task_start_time" field.
+func TaskStartTimeLT(v time.Time) predicate.Machine {
+	return predicate.Machine(sql.FieldLT(FieldTaskStartTime, v))
+}
+
+// TaskStartTimeLTE applies the LTE predicate on the "task_start_time" field.
+func TaskStartTimeLTE(v time.Time) predicate.Machine {
+	return predicate.Machine(sql.FieldLTE(FieldTaskStartTime, v))
+}
+
+// TaskStartTimeIsNil applies the IsNil predicate on the "task_start_time" field.
+func TaskStartTimeIsNil() predicate.Machine {
+	return predicate.Machine(sql.FieldIsNull(FieldTaskStartTime))
+}
+
+// TaskStartTimeNotNil applies the NotNil predicate on the "task_start_time" field.
+func TaskStartTimeNotNil() predicate.Machine {
+	return predicate.Machine(sql.FieldNotNull(FieldTaskStartTime))
+}
+
+// TaskDeadlineEQ applies the EQ predicate on the "task_deadline" field.
+func TaskDeadlineEQ(v time.Time) predicate.Machine {
+	return predicate.Machine(sql.FieldEQ(FieldTaskDeadline, v))
+}
+
+// TaskDeadlineNEQ applies the NEQ predicate on the "task_deadline" field.
+func TaskDeadlineNEQ(v time.Time) predicate.Machine {
+	return predicate.Machine(sql.FieldNEQ(FieldTaskDeadline, v))
+}
+
+// TaskDeadlineIn applies the In predicate on the "task_deadline" field.
+func TaskDeadlineIn(vs ...time.Time) predicate.Machine {
+	return predicate.Machine(sql.FieldIn(FieldTaskDeadline, vs...))
+}
+
+// TaskDeadlineNotIn applies the NotIn predicate on the "task_deadline" field.
+func TaskDeadlineNotIn(vs ...time.Time) predicate.Machine {
+	return predicate.Machine(sql.FieldNotIn(FieldTaskDeadline, vs...))
+}
+
+// TaskDeadlineGT applies the GT predicate on the "task_deadline" field.
+func TaskDeadlineGT(v time.Time) predicate.Machine {
+	return predicate.Machine(sql.FieldGT(FieldTaskDeadline, v))
+}
+
+// TaskDeadlineGTE applies the GTE predicate on the "task_deadline" field.
+func TaskDeadlineGTE(v time.Time) predicate.Machine {
+	return predicate.Machine(sql.FieldGTE(FieldTaskDeadline, v))
+}
+
+// TaskDeadlineLT applies the LT predicate on the "task_deadline" field.
+func TaskDeadlineLT(v time.Time) predicate.Machine {
+	return predicate.Machine(sql.FieldLT(FieldTaskDeadline, v))
+}
+
+// TaskDeadlineLTE applies the LTE predicate on the "task_deadline" field.
+func TaskDeadlineLTE(v time.Time) predicate.Machine {
+	return predicate.Machine(sql.FieldLTE(FieldTaskDeadline, v))
+}
+
+// TaskDeadlineIsNil applies the IsNil predicate on the "task_deadline" field.
+func TaskDeadlineIsNil() predicate.Machine {
+	return predicate.Machine(sql.FieldIsNull(FieldTaskDeadline))
+}
+
+// TaskDeadlineNotNil applies the NotNil predicate on the "task_deadline" field.
+func TaskDeadlineNotNil() predicate.Machine {
+	return predicate.Machine(sql.FieldNotNull(FieldTaskDeadline))
+}
+
+// TaskDoneEQ applies the EQ predicate on the "task_done" field.
+func TaskDoneEQ(v int64) predicate.Machine {
+	return predicate.Machine(sql.FieldEQ(FieldTaskDone, v))
+}
+
+// TaskDoneNEQ applies the NEQ predicate on the "task_done" field.
+func TaskDoneNEQ(v int64) predicate.Machine {
+	return predicate.Machine(sql.FieldNEQ(FieldTaskDone, v))
+}
+
+// TaskDoneIn applies the In predicate on the "task_done" field.
+func TaskDoneIn(vs ...int64) predicate.Machine {
+	return predicate.Machine(sql.FieldIn(FieldTaskDone, vs...))
+}
+
+// TaskDoneNotIn applies the NotIn predicate on the "task_done" field.
+func TaskDoneNotIn(vs ...int64) predicate.Machine {
+	return predicate.Machine(sql.FieldNotIn(FieldTaskDone, vs...))
+}
+
+// TaskDoneGT applies the GT predicate on the "task_done" field.
+func TaskDoneGT(v int64) predicate.Machine {
+	return predicate.Machine(sql.FieldGT(FieldTaskDone, v))
+}
+
+// TaskDoneGTE applies the GTE predicate on the "task_done" field.
+func TaskDoneGTE(v int64) predicate.Machine {
+	return predicate.Machine(sql.FieldGTE(FieldTaskDone, v))
+}
+
+// TaskDoneLT applies the LT predicate on the "task_done" field.
+func TaskDoneLT(v int64) predicate.Machine {
+	return predicate.Machine(sql.FieldLT(FieldTaskDone, v))
+}
+
+// TaskDoneLTE applies the LTE predicate on the "task_done" field.
+func TaskDoneLTE(v int64) predicate.Machine {
+	return predicate.Machine(sql.FieldLTE(FieldTaskDone, v))
+}
+
+// TaskTotalEQ applies the EQ predicate on the "task_total" field.
+func TaskTotalEQ(v int64) predicate.Machine {
+	return predicate.Machine(sql.FieldEQ(FieldTaskTotal, v))
+}
+
+// TaskTotalNEQ applies the NEQ predicate on the "task_total" field.
+func TaskTotalNEQ(v int64) predicate.Machine {
+	return predicate.Machine(sql.FieldNEQ(FieldTaskTotal, v))
+}
+
+// TaskTotalIn applies the In predicate on the "task_total" field.
+func TaskTotalIn(vs ...int64) predicate.Machine {
+	return predicate.Machine(sql.FieldIn(FieldTaskTotal, vs...))
+}
+
+// TaskTotalNotIn applies the NotIn predicate on the "task_total" field.
+func TaskTotalNotIn(vs ...int64) predicate.Machine {
+	return predicate.Machine(sql.FieldNotIn(FieldTaskTotal, vs...))
+}
+
+// TaskTotalGT applies the GT predicate on the "task_total" field.
+func TaskTotalGT(v int64) predicate.Machine {
+	return predicate.Machine(sql.FieldGT(FieldTaskTotal, v))
+}
+
+// TaskTotalGTE applies the GTE predicate on the "task_total" field.
+func TaskTotalGTE(v int64) predicate.Machine {
+	return predicate.Machine(sql.FieldGTE(FieldTaskTotal, v))
+}
+
+// TaskTotalLT applies the LT predicate on the "task_total" field.
+func TaskTotalLT(v int64) predicate.Machine {
+	return predicate.Machine(sql.FieldLT(FieldTaskTotal, v))
+}
+
+// TaskTotalLTE applies the LTE predicate on the "task_total" field.
+func TaskTotalLTE(v int64) predicate.Machine {
+	return predicate.Machine(sql.FieldLTE(FieldTaskTotal, v))
+}
+
+// TaskMessageEQ applies the EQ predicate on the "task_message" field.
+func TaskMessageEQ(v string) predicate.Machine {
+	return predicate.Machine(sql.FieldEQ(FieldTaskMessage, v))
+}
+
+// TaskMessageNEQ applies the NEQ predicate on the "task_message" field.
+func TaskMessageNEQ(v string) predicate.Machine {
+	return predicate.Machine(sql.FieldNEQ(FieldTaskMessage, v))
+}
+
+// TaskMessageIn applies the In predicate on the "task_message" field.
+func TaskMessageIn(vs ...string) predicate.Machine {
+	return predicate.Machine(sql.FieldIn(FieldTaskMessage, vs...))
+}
+
+// TaskMessageNotIn applies the NotIn predicate on the "task_message" field.
+func TaskMessageNotIn(vs ...string) predicate.Machine {
+	return predicate.Machine(sql.FieldNotIn(FieldTaskMessage, vs...))
+}
+
+// TaskMessageGT applies the GT predicate on the "task_message" field.
+func TaskMessageGT(v string) predicate.Machine {
+	return predicate.Machine(sql.FieldGT(FieldTaskMessage, v))
+}
+
+// TaskMessageGTE applies the GTE predicate on the "task_message" field.
+func TaskMessageGTE(v string) predicate.Machine {
+	return predicate.Machine(sql.FieldGTE(FieldTaskMessage, v))
+}
+
+// TaskMessageLT applies the LT predicate on the "task_message" field.
+func TaskMessageLT(v string) predicate.Machine {
+	return predicate.Machine(sql.FieldLT(FieldTaskMessage, v))
+}
+
+// TaskMessageLTE applies the LTE predicate on the "task_message" field.
+func TaskMessageLTE(v string) predicate.Machine {
+	return predicate.Machine(sql.FieldLTE(FieldTaskMessage, v))
+}
+
+// TaskMessageContains applies the Contains predicate on the "task_message" field.
+func TaskMessageContains(v string) predicate.Machine {
+	return predicate.Machine(sql.FieldContains(FieldTaskMessage, v))
+}
+
+// TaskMessageHasPrefix applies the HasPrefix predicate on the "task_message" field.
+func TaskMessageHasPrefix(v string) predicate.Machine {
+	return predicate.Machine(sql.FieldHasPrefix(FieldTaskMessage, v))
+}
+
+// TaskMessageHasSuffix applies the HasSuffix predicate on the "task_message" field.
+func TaskMessageHasSuffix(v string) predicate.Machine {
+	return predicate.Machine(sql.FieldHasSuffix(FieldTaskMessage, v))
+}
+
+// TaskMessageEqualFold applies the EqualFold predicate on the "task_message" field.
+func TaskMessageEqualFold(v string) predicate.Machine {
+	return predicate.Machine(sql.FieldEqualFold(FieldTaskMessage, v))
+}
+
+// TaskMessageContainsFold applies the ContainsFold predicate on the "task_message" field.
+func TaskMessageContainsFold(v string) predicate.Machine {
+	return predicate.Machine(sql.FieldContainsFold(FieldTaskMessage, v))
+}
+
+// TaskWipeModeEQ applies the EQ predicate on the "task_wipe_mode" field.
+func TaskWipeModeEQ(v TaskWipeMode) predicate.Machine {
+	return predicate.Machine(sql.FieldEQ(FieldTaskWipeMode, v))
+}
+
+// TaskWipeModeNEQ applies the NEQ predicate on the "task_wipe_mode" field.
+func TaskWipeModeNEQ(v TaskWipeMode) predicate.Machine {
+	return predicate.Machine(sql.FieldNEQ(FieldTaskWipeMode, v))
+}
+
+// TaskWipeModeIn applies the In predicate on the "task_wipe_mode" field.
+func TaskWipeModeIn(vs ...TaskWipeMode) predicate.Machine {
+	return predicate.Machine(sql.FieldIn(FieldTaskWipeMode, vs...))
+}
+
+// TaskWipeModeNotIn applies the NotIn predicate on the "task_wipe_mode" field.
+func TaskWipeModeNotIn(vs ...TaskWipeMode) predicate.Machine {
+	return predicate.Machine(sql.FieldNotIn(FieldTaskWipeMode, vs...))
+}
+
+// TaskWipeModeIsNil applies the IsNil predicate on the "task_wipe_mode" field.
+func TaskWipeModeIsNil() predicate.Machine {
+	return predicate.Machine(sql.FieldIsNull(FieldTaskWipeMode))
+}
+
+// TaskWipeModeNotNil applies the NotNil predicate on the "task_wipe_mode" field.
+func TaskWipeModeNotNil() predicate.Machine {
+	return predicate.Machine(sql.FieldNotNull(FieldTaskWipeMode))
+}
+
 // HasNics applies the HasEdge predicate on the "nics" edge.
 func HasNics() predicate.Machine {
 	return predicate.Machine(func(s *sql.Selector) {
@@ -749,6 +1184,29 @@ func HasBmcLease() predicate.Machine {
 func HasBmcLeaseWith(preds ...predicate.BMCLease) predicate.Machine {
 	return predicate.Machine(func(s *sql.Selector) {
 		step := newBmcLeaseStep()
+		sqlgraph.HasNeighborsWith(s, step, func(s *sql.Selector) {
+			for _, p := range preds {
+				p(s)
+			}
+		})
+	})
+}
+
+// HasInstances applies the HasEdge predicate on the "instances" edge.
+func HasInstances() predicate.Machine {
+	return predicate.Machine(func(s *sql.Selector) {
+		step := sqlgraph.NewStep(
+			sqlgraph.From(Table, FieldID),
+			sqlgraph.Edge(sqlgraph.O2M, false, InstancesTable, InstancesColumn),
+		)
+		sqlgraph.HasNeighbors(s, step)
+	})
+}
+
+// HasInstancesWith applies the HasEdge predicate on the "instances" edge with a given conditions (other predicates).
+func HasInstancesWith(preds ...predicate.Instance) predicate.Machine {
+	return predicate.Machine(func(s *sql.Selector) {
+		step := newInstancesStep()
 		sqlgraph.HasNeighborsWith(s, step, func(s *sql.Selector) {
 			for _, p := range preds {
 				p(s)

@@ -161,7 +161,7 @@ var (
 	// ChangesColumns holds the columns for the "changes" table.
 	ChangesColumns = []*schema.Column{
 		{Name: "id", Type: field.TypeInt64, Increment: true},
-		{Name: "kind", Type: field.TypeEnum, Enums: []string{"machine", "segment", "bmc", "bmc_operation"}},
+		{Name: "kind", Type: field.TypeEnum, Enums: []string{"machine", "segment", "bmc", "bmc_operation", "instance"}},
 		{Name: "type", Type: field.TypeEnum, Enums: []string{"created", "updated", "deleted"}},
 		{Name: "resource_id", Type: field.TypeString},
 		{Name: "payload", Type: field.TypeBytes},
@@ -247,6 +247,98 @@ var (
 			},
 		},
 	}
+	// ImagesColumns holds the columns for the "images" table.
+	ImagesColumns = []*schema.Column{
+		{Name: "id", Type: field.TypeUUID},
+		{Name: "create_time", Type: field.TypeTime},
+		{Name: "update_time", Type: field.TypeTime},
+		{Name: "name", Type: field.TypeString, Size: 63},
+		{Name: "version", Type: field.TypeString, Size: 63},
+		{Name: "description", Type: field.TypeString, Size: 1024, Default: ""},
+		{Name: "architecture", Type: field.TypeString, Size: 32},
+		{Name: "firmware", Type: field.TypeJSON},
+		{Name: "boot", Type: field.TypeBytes},
+		{Name: "deprecated", Type: field.TypeBool, Default: false},
+	}
+	// ImagesTable holds the schema information for the "images" table.
+	ImagesTable = &schema.Table{
+		Name:       "images",
+		Columns:    ImagesColumns,
+		PrimaryKey: []*schema.Column{ImagesColumns[0]},
+		Indexes: []*schema.Index{
+			{
+				Name:    "image_name_version",
+				Unique:  true,
+				Columns: []*schema.Column{ImagesColumns[3], ImagesColumns[4]},
+			},
+		},
+	}
+	// InstancesColumns holds the columns for the "instances" table.
+	InstancesColumns = []*schema.Column{
+		{Name: "id", Type: field.TypeUUID},
+		{Name: "create_time", Type: field.TypeTime},
+		{Name: "update_time", Type: field.TypeTime},
+		{Name: "hostname", Type: field.TypeString, Size: 253},
+		{Name: "user_data", Type: field.TypeBytes, Nullable: true},
+		{Name: "ssh_authorized_keys", Type: field.TypeJSON},
+		{Name: "labels", Type: field.TypeJSON},
+		{Name: "selector", Type: field.TypeBytes, Nullable: true},
+		{Name: "state", Type: field.TypeEnum, Enums: []string{"provisioning", "running", "releasing", "released", "failed"}, Default: "provisioning"},
+		{Name: "failure_reason", Type: field.TypeString, Size: 2048, Default: ""},
+		{Name: "address", Type: field.TypeString, Size: 45, Default: ""},
+		{Name: "wipe_mode", Type: field.TypeEnum, Enums: []string{"quick", "full"}, Default: "quick"},
+		{Name: "request_id", Type: field.TypeString, Nullable: true, Size: 64},
+		{Name: "running_time", Type: field.TypeTime, Nullable: true},
+		{Name: "release_time", Type: field.TypeTime, Nullable: true},
+		{Name: "state_time", Type: field.TypeTime},
+		{Name: "image_id", Type: field.TypeUUID},
+		{Name: "machine_id", Type: field.TypeUUID, Nullable: true},
+	}
+	// InstancesTable holds the schema information for the "instances" table.
+	InstancesTable = &schema.Table{
+		Name:       "instances",
+		Columns:    InstancesColumns,
+		PrimaryKey: []*schema.Column{InstancesColumns[0]},
+		ForeignKeys: []*schema.ForeignKey{
+			{
+				Symbol:     "instances_images_instances",
+				Columns:    []*schema.Column{InstancesColumns[16]},
+				RefColumns: []*schema.Column{ImagesColumns[0]},
+				OnDelete:   schema.NoAction,
+			},
+			{
+				Symbol:     "instances_machines_instances",
+				Columns:    []*schema.Column{InstancesColumns[17]},
+				RefColumns: []*schema.Column{MachinesColumns[0]},
+				OnDelete:   schema.SetNull,
+			},
+		},
+		Indexes: []*schema.Index{
+			{
+				Name:    "instance_active_machine",
+				Unique:  true,
+				Columns: []*schema.Column{InstancesColumns[17]},
+				Annotation: &entsql.IndexAnnotation{
+					Where: "state IN ('provisioning', 'running', 'releasing')",
+				},
+			},
+			{
+				Name:    "instance_request_id",
+				Unique:  true,
+				Columns: []*schema.Column{InstancesColumns[12]},
+			},
+			{
+				Name:    "instance_state",
+				Unique:  false,
+				Columns: []*schema.Column{InstancesColumns[8]},
+			},
+			{
+				Name:    "instance_create_time",
+				Unique:  false,
+				Columns: []*schema.Column{InstancesColumns[1]},
+			},
+		},
+	}
 	// LeasesColumns holds the columns for the "leases" table.
 	LeasesColumns = []*schema.Column{
 		{Name: "id", Type: field.TypeInt64, Increment: true},
@@ -315,6 +407,14 @@ var (
 		{Name: "boot_id", Type: field.TypeUUID, Nullable: true},
 		{Name: "boot_nonce_hash", Type: field.TypeBytes, Nullable: true},
 		{Name: "boot_expire_time", Type: field.TypeTime, Nullable: true},
+		{Name: "task_step", Type: field.TypeString, Nullable: true, Size: 32},
+		{Name: "task_instance_id", Type: field.TypeUUID, Nullable: true},
+		{Name: "task_start_time", Type: field.TypeTime, Nullable: true},
+		{Name: "task_deadline", Type: field.TypeTime, Nullable: true},
+		{Name: "task_done", Type: field.TypeInt64, Default: 0},
+		{Name: "task_total", Type: field.TypeInt64, Default: 0},
+		{Name: "task_message", Type: field.TypeString, Size: 512, Default: ""},
+		{Name: "task_wipe_mode", Type: field.TypeEnum, Nullable: true, Enums: []string{"quick", "full"}},
 	}
 	// MachinesTable holds the schema information for the "machines" table.
 	MachinesTable = &schema.Table{
@@ -326,6 +426,11 @@ var (
 				Name:    "machine_state",
 				Unique:  false,
 				Columns: []*schema.Column{MachinesColumns[4]},
+			},
+			{
+				Name:    "machine_task_deadline",
+				Unique:  false,
+				Columns: []*schema.Column{MachinesColumns[16]},
 			},
 		},
 	}
@@ -486,6 +591,8 @@ var (
 		ChangesTable,
 		DeclinedAddressesTable,
 		IdentityConflictsTable,
+		ImagesTable,
+		InstancesTable,
 		LeasesTable,
 		MachinesTable,
 		NicsTable,
@@ -509,6 +616,8 @@ func init() {
 	}
 	IdentityConflictsTable.ForeignKeys[0].RefTable = MachinesTable
 	IdentityConflictsTable.ForeignKeys[1].RefTable = MachinesTable
+	InstancesTable.ForeignKeys[0].RefTable = ImagesTable
+	InstancesTable.ForeignKeys[1].RefTable = MachinesTable
 	LeasesTable.ForeignKeys[0].RefTable = SegmentsTable
 	NicsTable.ForeignKeys[0].RefTable = MachinesTable
 	NicsTable.ForeignKeys[1].RefTable = SegmentsTable

@@ -27,6 +27,12 @@ type DeclinedAddress func(*sql.Selector)
 // IdentityConflict is the predicate function for identityconflict builders.
 type IdentityConflict func(*sql.Selector)
 
+// Image is the predicate function for image builders.
+type Image func(*sql.Selector)
+
+// Instance is the predicate function for instance builders.
+type Instance func(*sql.Selector)
+
 // Lease is the predicate function for lease builders.
 type Lease func(*sql.Selector)
 

@@ -21,7 +21,7 @@ type Change struct {
 func (Change) Fields() []ent.Field {
 	return []ent.Field{
 		field.Int64("id"),
-		field.Enum("kind").Values("machine", "segment", "bmc", "bmc_operation").Immutable(),
+		field.Enum("kind").Values("machine", "segment", "bmc", "bmc_operation", "instance").Immutable(),
 		field.Enum("type").Values("created", "updated", "deleted").Immutable(),
 		field.String("resource_id").Immutable(),
 		// Payload is the resource after the change as a binary protobuf message.

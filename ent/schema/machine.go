@@ -52,6 +52,21 @@ func (Machine) Fields() []ent.Field {
 		// BootExpireTime is when the boot's agent tokens stop working,
 		// however often they were renewed.
 		field.Time("boot_expire_time").Optional().Nillable(),
+		// The lifecycle controller's current step while the machine is
+		// provisioning or cleaning (carbide.machine.v1.Task): power_on,
+		// boot_agent, write_image, boot_os or wipe; nil otherwise.
+		field.String("task_step").Optional().Nillable().MaxLen(32),
+		// TaskInstanceID is the instance the step serves; nil for a
+		// cleaning no instance asked for.
+		field.UUID("task_instance_id", uuid.UUID{}).Optional().Nillable(),
+		field.Time("task_start_time").Optional().Nillable(),
+		// TaskDeadline is when the step times out and the machine fails.
+		field.Time("task_deadline").Optional().Nillable(),
+		field.Int64("task_done").Default(0),
+		field.Int64("task_total").Default(0),
+		field.String("task_message").Default("").MaxLen(512),
+		// TaskWipeMode is how the cleaning wipes the disks.
+		field.Enum("task_wipe_mode").Values(WipeModes...).Optional().Nillable(),
 	}
 }
 
@@ -72,6 +87,8 @@ func (Machine) Edges() []ent.Edge {
 			Annotations(entsql.OnDelete(entsql.Cascade)),
 		edge.To("bmc_lease", BMCLease.Type).Unique().
 			Annotations(entsql.OnDelete(entsql.Cascade)),
+		edge.To("instances", Instance.Type).
+			Annotations(entsql.OnDelete(entsql.SetNull)),
 	}
 }
 
@@ -79,5 +96,6 @@ func (Machine) Edges() []ent.Edge {
 func (Machine) Indexes() []ent.Index {
 	return []ent.Index{
 		index.Fields("state"),
+		index.Fields("task_deadline"),
 	}
 }

@@ -388,3 +388,13 @@ func (s *Service) instruction(ctx context.Context, m *ent.Machine) (*agentv1.Ins
 			Reason: fmt.Sprintf("the machine is %s: reboot into what it boots next", m.State)}, nil
 	}
 }
+
+// ReportProgress is not served yet.
+func (s *Service) ReportProgress(context.Context, *connect.Request[agentv1.ReportProgressRequest]) (*connect.Response[agentv1.ReportProgressResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("installs are not served yet"))
+}
+
+// CompleteStep is not served yet.
+func (s *Service) CompleteStep(context.Context, *connect.Request[agentv1.CompleteStepRequest]) (*connect.Response[agentv1.CompleteStepResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("installs are not served yet"))
+}

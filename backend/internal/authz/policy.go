@@ -10,6 +10,7 @@ import (
 	"github.com/carbide-dev/carbide/gen/carbide/bmc/v1/bmcv1connect"
 	"github.com/carbide-dev/carbide/gen/carbide/boot/v1/bootv1connect"
 	"github.com/carbide-dev/carbide/gen/carbide/dhcp/v1/dhcpv1connect"
+	"github.com/carbide-dev/carbide/gen/carbide/instance/v1/instancev1connect"
 	"github.com/carbide-dev/carbide/gen/carbide/machine/v1/machinev1connect"
 	"github.com/carbide-dev/carbide/gen/carbide/network/v1/networkv1connect"
 	"github.com/carbide-dev/carbide/gen/carbide/watch/v1/watchv1connect"
@@ -85,11 +86,30 @@ var Policy = map[string]Rule{
 	agentv1connect.AgentServiceGetInstructionProcedure:  {Roles: []principal.Role{principal.RoleAgent}},
 	// and enrols its own machine's BMC, in band.
 	agentv1connect.AgentServiceEnrollBMCProcedure: {Roles: []principal.Role{principal.RoleAgent}},
+	// and reports on the installs and wipes it runs on its own machine.
+	agentv1connect.AgentServiceReportProgressProcedure: {Roles: []principal.Role{principal.RoleAgent}},
+	agentv1connect.AgentServiceCompleteStepProcedure:   {Roles: []principal.Role{principal.RoleAgent}},
 
 	// The PXE daemon learns how machines boot, and hands out agent tokens;
 	// an admin may read how a machine boots, but the handler starts boots
 	// and issues tokens for the pxe role only.
 	bootv1connect.BootServiceGetBootConfigProcedure: {Roles: []principal.Role{admin, principal.RolePXE}},
+	// It passes on an installed system's phone-home, from the machine's
+	// leased address only.
+	bootv1connect.BootServicePhoneHomeProcedure: {Roles: []principal.Role{principal.RolePXE}},
+
+	// Images: operators register and retire them, everyone reads them.
+	instancev1connect.ImageServiceCreateImageProcedure:    {Roles: writers},
+	instancev1connect.ImageServiceGetImageProcedure:       {Roles: users},
+	instancev1connect.ImageServiceListImagesProcedure:     {Roles: users},
+	instancev1connect.ImageServiceDeprecateImageProcedure: {Roles: writers},
+	instancev1connect.ImageServiceDeleteImageProcedure:    {Roles: writers},
+	// Instances: operators (and the tools that act for tenants, such as
+	// Terraform) allocate and release machines.
+	instancev1connect.InstanceServiceCreateInstanceProcedure: {Roles: writers},
+	instancev1connect.InstanceServiceGetInstanceProcedure:    {Roles: users},
+	instancev1connect.InstanceServiceListInstancesProcedure:  {Roles: users},
+	instancev1connect.InstanceServiceDeleteInstanceProcedure: {Roles: writers},
 
 	auditv1connect.AuditServiceListAuditRecordsProcedure: {Roles: admins},
 

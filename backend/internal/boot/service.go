@@ -205,3 +205,8 @@ func (s *Service) mintToken(ctx context.Context, id uuid.UUID, nonce string, res
 	})
 	return reason, err
 }
+
+// PhoneHome is not served yet.
+func (s *Service) PhoneHome(context.Context, *connect.Request[bootv1.PhoneHomeRequest]) (*connect.Response[bootv1.PhoneHomeResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("instances are not served yet"))
+}

@@ -12,6 +12,7 @@ package agentv1
 import (
 	_ "buf.build/gen/go/bufbuild/protovalidate/protocolbuffers/go/buf/validate"
 	v11 "github.com/carbide-dev/carbide/gen/carbide/bmc/v1"
+	v12 "github.com/carbide-dev/carbide/gen/carbide/instance/v1"
 	v1 "github.com/carbide-dev/carbide/gen/carbide/machine/v1"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
@@ -40,6 +41,11 @@ const (
 	Instruction_ACTION_REBOOT Instruction_Action = 2
 	// Power the machine off.
 	Instruction_ACTION_POWER_OFF Instruction_Action = 3
+	// Write an OS image to a disk, add its cloud-init seed, report the
+	// outcome with CompleteStep; see install.
+	Instruction_ACTION_INSTALL Instruction_Action = 4
+	// Wipe the disks, report the outcome with CompleteStep; see wipe.
+	Instruction_ACTION_WIPE Instruction_Action = 5
 )
 
 // Enum value maps for Instruction_Action.
@@ -49,12 +55,16 @@ var (
 		1: "ACTION_WAIT",
 		2: "ACTION_REBOOT",
 		3: "ACTION_POWER_OFF",
+		4: "ACTION_INSTALL",
+		5: "ACTION_WIPE",
 	}
 	Instruction_Action_value = map[string]int32{
 		"ACTION_UNSPECIFIED": 0,
 		"ACTION_WAIT":        1,
 		"ACTION_REBOOT":      2,
 		"ACTION_POWER_OFF":   3,
+		"ACTION_INSTALL":     4,
+		"ACTION_WIPE":        5,
 	}
 )
 
@@ -451,7 +461,14 @@ type Instruction struct {
 	// Why, for the agent's console log.
 	Reason string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
 	// For ACTION_WAIT: how long to wait before asking again.
-	Wait          *durationpb.Duration `protobuf:"bytes,3,opt,name=wait,proto3" json:"wait,omitempty"`
+	Wait *durationpb.Duration `protobuf:"bytes,3,opt,name=wait,proto3" json:"wait,omitempty"`
+	// The step this instruction starts or continues (write_image, wipe); the
+	// agent names it in ReportProgress and CompleteStep.
+	Step string `protobuf:"bytes,4,opt,name=step,proto3" json:"step,omitempty"`
+	// For ACTION_INSTALL.
+	Install *Install `protobuf:"bytes,5,opt,name=install,proto3" json:"install,omitempty"`
+	// For ACTION_WIPE.
+	Wipe          *Wipe `protobuf:"bytes,6,opt,name=wipe,proto3" json:"wipe,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -507,11 +524,416 @@ func (x *Instruction) GetWait() *durationpb.Duration {
 	return nil
 }
 
+func (x *Instruction) GetStep() string {
+	if x != nil {
+		return x.Step
+	}
+	return ""
+}
+
+func (x *Instruction) GetInstall() *Install {
+	if x != nil {
+		return x.Install
+	}
+	return nil
+}
+
+func (x *Instruction) GetWipe() *Wipe {
+	if x != nil {
+		return x.Wipe
+	}
+	return nil
+}
+
+// Install says how to install an instance's disk image.
+type Install struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The instance it is for.
+	InstanceId string `protobuf:"bytes,1,opt,name=instance_id,json=instanceId,proto3" json:"instance_id,omitempty"`
+	// The image file, its format and its compression.
+	Image *v12.DiskImage `protobuf:"bytes,2,opt,name=image,proto3" json:"image,omitempty"`
+	// The disk to write it to, by its kernel name (sda, vda, nvme0n1) as the
+	// agent's inventory reported it.
+	Disk string `protobuf:"bytes,3,opt,name=disk,proto3" json:"disk,omitempty"`
+	// That disk's serial number as reported, if it had one: the agent
+	// checks it before writing, in case device names moved.
+	DiskSerial string `protobuf:"bytes,4,opt,name=disk_serial,json=diskSerial,proto3" json:"disk_serial,omitempty"`
+	// Where the NoCloud seed is: a URL ending in "/" under which carbide-pxe
+	// serves meta-data, user-data, network-config and vendor-data to this
+	// machine only. The agent writes them as a partition labelled CIDATA
+	// after the image's last partition.
+	SeedUrl       string `protobuf:"bytes,5,opt,name=seed_url,json=seedUrl,proto3" json:"seed_url,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Install) Reset() {
+	*x = Install{}
+	mi := &file_carbide_agent_v1_agent_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Install) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Install) ProtoMessage() {}
+
+func (x *Install) ProtoReflect() protoreflect.Message {
+	mi := &file_carbide_agent_v1_agent_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Install.ProtoReflect.Descriptor instead.
+func (*Install) Descriptor() ([]byte, []int) {
+	return file_carbide_agent_v1_agent_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *Install) GetInstanceId() string {
+	if x != nil {
+		return x.InstanceId
+	}
+	return ""
+}
+
+func (x *Install) GetImage() *v12.DiskImage {
+	if x != nil {
+		return x.Image
+	}
+	return nil
+}
+
+func (x *Install) GetDisk() string {
+	if x != nil {
+		return x.Disk
+	}
+	return ""
+}
+
+func (x *Install) GetDiskSerial() string {
+	if x != nil {
+		return x.DiskSerial
+	}
+	return ""
+}
+
+func (x *Install) GetSeedUrl() string {
+	if x != nil {
+		return x.SeedUrl
+	}
+	return ""
+}
+
+// Wipe says which disks to wipe and how.
+type Wipe struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Mode  v12.WipeMode           `protobuf:"varint,1,opt,name=mode,proto3,enum=carbide.instance.v1.WipeMode" json:"mode,omitempty"`
+	// The disks, by kernel name (sda, vda, nvme0n1): every disk the agent's
+	// inventory reported.
+	Disks         []string `protobuf:"bytes,2,rep,name=disks,proto3" json:"disks,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Wipe) Reset() {
+	*x = Wipe{}
+	mi := &file_carbide_agent_v1_agent_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Wipe) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Wipe) ProtoMessage() {}
+
+func (x *Wipe) ProtoReflect() protoreflect.Message {
+	mi := &file_carbide_agent_v1_agent_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Wipe.ProtoReflect.Descriptor instead.
+func (*Wipe) Descriptor() ([]byte, []int) {
+	return file_carbide_agent_v1_agent_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *Wipe) GetMode() v12.WipeMode {
+	if x != nil {
+		return x.Mode
+	}
+	return v12.WipeMode(0)
+}
+
+func (x *Wipe) GetDisks() []string {
+	if x != nil {
+		return x.Disks
+	}
+	return nil
+}
+
+type ReportProgressRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The machine the agent runs on; must be the one its credential names.
+	MachineId string `protobuf:"bytes,1,opt,name=machine_id,json=machineId,proto3" json:"machine_id,omitempty"`
+	// The step, from the instruction.
+	Step string `protobuf:"bytes,2,opt,name=step,proto3" json:"step,omitempty"`
+	// How much is done, of total (bytes); total 0 when unknown.
+	Done  int64 `protobuf:"varint,3,opt,name=done,proto3" json:"done,omitempty"`
+	Total int64 `protobuf:"varint,4,opt,name=total,proto3" json:"total,omitempty"`
+	// What the agent does now, for the operator.
+	Message       string `protobuf:"bytes,5,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReportProgressRequest) Reset() {
+	*x = ReportProgressRequest{}
+	mi := &file_carbide_agent_v1_agent_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportProgressRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportProgressRequest) ProtoMessage() {}
+
+func (x *ReportProgressRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_carbide_agent_v1_agent_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportProgressRequest.ProtoReflect.Descriptor instead.
+func (*ReportProgressRequest) Descriptor() ([]byte, []int) {
+	return file_carbide_agent_v1_agent_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *ReportProgressRequest) GetMachineId() string {
+	if x != nil {
+		return x.MachineId
+	}
+	return ""
+}
+
+func (x *ReportProgressRequest) GetStep() string {
+	if x != nil {
+		return x.Step
+	}
+	return ""
+}
+
+func (x *ReportProgressRequest) GetDone() int64 {
+	if x != nil {
+		return x.Done
+	}
+	return 0
+}
+
+func (x *ReportProgressRequest) GetTotal() int64 {
+	if x != nil {
+		return x.Total
+	}
+	return 0
+}
+
+func (x *ReportProgressRequest) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+type ReportProgressResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReportProgressResponse) Reset() {
+	*x = ReportProgressResponse{}
+	mi := &file_carbide_agent_v1_agent_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportProgressResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportProgressResponse) ProtoMessage() {}
+
+func (x *ReportProgressResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_carbide_agent_v1_agent_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportProgressResponse.ProtoReflect.Descriptor instead.
+func (*ReportProgressResponse) Descriptor() ([]byte, []int) {
+	return file_carbide_agent_v1_agent_proto_rawDescGZIP(), []int{10}
+}
+
+type CompleteStepRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The machine the agent runs on; must be the one its credential names.
+	MachineId string `protobuf:"bytes,1,opt,name=machine_id,json=machineId,proto3" json:"machine_id,omitempty"`
+	// The step, from the instruction.
+	Step string `protobuf:"bytes,2,opt,name=step,proto3" json:"step,omitempty"`
+	// Why the step failed; empty when it succeeded.
+	Error string `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
+	// Bytes written (write_image) or wiped (wipe), and how long the step
+	// took on the machine: recorded in the machine's history.
+	Bytes         int64                `protobuf:"varint,4,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	Duration      *durationpb.Duration `protobuf:"bytes,5,opt,name=duration,proto3" json:"duration,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CompleteStepRequest) Reset() {
+	*x = CompleteStepRequest{}
+	mi := &file_carbide_agent_v1_agent_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CompleteStepRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CompleteStepRequest) ProtoMessage() {}
+
+func (x *CompleteStepRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_carbide_agent_v1_agent_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CompleteStepRequest.ProtoReflect.Descriptor instead.
+func (*CompleteStepRequest) Descriptor() ([]byte, []int) {
+	return file_carbide_agent_v1_agent_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *CompleteStepRequest) GetMachineId() string {
+	if x != nil {
+		return x.MachineId
+	}
+	return ""
+}
+
+func (x *CompleteStepRequest) GetStep() string {
+	if x != nil {
+		return x.Step
+	}
+	return ""
+}
+
+func (x *CompleteStepRequest) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *CompleteStepRequest) GetBytes() int64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
+func (x *CompleteStepRequest) GetDuration() *durationpb.Duration {
+	if x != nil {
+		return x.Duration
+	}
+	return nil
+}
+
+type CompleteStepResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// What to do next.
+	Instruction   *Instruction `protobuf:"bytes,1,opt,name=instruction,proto3" json:"instruction,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CompleteStepResponse) Reset() {
+	*x = CompleteStepResponse{}
+	mi := &file_carbide_agent_v1_agent_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CompleteStepResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CompleteStepResponse) ProtoMessage() {}
+
+func (x *CompleteStepResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_carbide_agent_v1_agent_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CompleteStepResponse.ProtoReflect.Descriptor instead.
+func (*CompleteStepResponse) Descriptor() ([]byte, []int) {
+	return file_carbide_agent_v1_agent_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *CompleteStepResponse) GetInstruction() *Instruction {
+	if x != nil {
+		return x.Instruction
+	}
+	return nil
+}
+
 var File_carbide_agent_v1_agent_proto protoreflect.FileDescriptor
 
 const file_carbide_agent_v1_agent_proto_rawDesc = "" +
 	"\n" +
-	"\x1ccarbide/agent/v1/agent.proto\x12\x10carbide.agent.v1\x1a\x1bbuf/validate/validate.proto\x1a\x18carbide/bmc/v1/bmc.proto\x1a\"carbide/machine/v1/inventory.proto\x1a carbide/machine/v1/machine.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x86\x01\n" +
+	"\x1ccarbide/agent/v1/agent.proto\x12\x10carbide.agent.v1\x1a\x1bbuf/validate/validate.proto\x1a\x18carbide/bmc/v1/bmc.proto\x1a\x1fcarbide/instance/v1/image.proto\x1a\"carbide/instance/v1/instance.proto\x1a\"carbide/machine/v1/inventory.proto\x1a carbide/machine/v1/machine.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x86\x01\n" +
 	"\x16ReportInventoryRequest\x12'\n" +
 	"\n" +
 	"machine_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\tmachineId\x12C\n" +
@@ -538,20 +960,55 @@ const file_carbide_agent_v1_agent_proto_rawDesc = "" +
 	"\n" +
 	"machine_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\tmachineId\"Y\n" +
 	"\x16GetInstructionResponse\x12?\n" +
-	"\vinstruction\x18\x01 \x01(\v2\x1d.carbide.agent.v1.InstructionR\vinstruction\"\xee\x01\n" +
+	"\vinstruction\x18\x01 \x01(\v2\x1d.carbide.agent.v1.InstructionR\vinstruction\"\x88\x03\n" +
 	"\vInstruction\x12<\n" +
 	"\x06action\x18\x01 \x01(\x0e2$.carbide.agent.v1.Instruction.ActionR\x06action\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12-\n" +
-	"\x04wait\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x04wait\"Z\n" +
+	"\x04wait\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x04wait\x12\x12\n" +
+	"\x04step\x18\x04 \x01(\tR\x04step\x123\n" +
+	"\ainstall\x18\x05 \x01(\v2\x19.carbide.agent.v1.InstallR\ainstall\x12*\n" +
+	"\x04wipe\x18\x06 \x01(\v2\x16.carbide.agent.v1.WipeR\x04wipe\"\x7f\n" +
 	"\x06Action\x12\x16\n" +
 	"\x12ACTION_UNSPECIFIED\x10\x00\x12\x0f\n" +
 	"\vACTION_WAIT\x10\x01\x12\x11\n" +
 	"\rACTION_REBOOT\x10\x02\x12\x14\n" +
-	"\x10ACTION_POWER_OFF\x10\x032\xc0\x02\n" +
+	"\x10ACTION_POWER_OFF\x10\x03\x12\x12\n" +
+	"\x0eACTION_INSTALL\x10\x04\x12\x0f\n" +
+	"\vACTION_WIPE\x10\x05\"\xb0\x01\n" +
+	"\aInstall\x12\x1f\n" +
+	"\vinstance_id\x18\x01 \x01(\tR\n" +
+	"instanceId\x124\n" +
+	"\x05image\x18\x02 \x01(\v2\x1e.carbide.instance.v1.DiskImageR\x05image\x12\x12\n" +
+	"\x04disk\x18\x03 \x01(\tR\x04disk\x12\x1f\n" +
+	"\vdisk_serial\x18\x04 \x01(\tR\n" +
+	"diskSerial\x12\x19\n" +
+	"\bseed_url\x18\x05 \x01(\tR\aseedUrl\"O\n" +
+	"\x04Wipe\x121\n" +
+	"\x04mode\x18\x01 \x01(\x0e2\x1d.carbide.instance.v1.WipeModeR\x04mode\x12\x14\n" +
+	"\x05disks\x18\x02 \x03(\tR\x05disks\"\xbf\x01\n" +
+	"\x15ReportProgressRequest\x12'\n" +
+	"\n" +
+	"machine_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\tmachineId\x12\x1d\n" +
+	"\x04step\x18\x02 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18 R\x04step\x12\x1b\n" +
+	"\x04done\x18\x03 \x01(\x03B\a\xbaH\x04\"\x02(\x00R\x04done\x12\x1d\n" +
+	"\x05total\x18\x04 \x01(\x03B\a\xbaH\x04\"\x02(\x00R\x05total\x12\"\n" +
+	"\amessage\x18\x05 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x04R\amessage\"\x18\n" +
+	"\x16ReportProgressResponse\"\xd3\x01\n" +
+	"\x13CompleteStepRequest\x12'\n" +
+	"\n" +
+	"machine_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\tmachineId\x12\x1d\n" +
+	"\x04step\x18\x02 \x01(\tB\t\xbaH\x06r\x04\x10\x01\x18 R\x04step\x12\x1e\n" +
+	"\x05error\x18\x03 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x10R\x05error\x12\x1d\n" +
+	"\x05bytes\x18\x04 \x01(\x03B\a\xbaH\x04\"\x02(\x00R\x05bytes\x125\n" +
+	"\bduration\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\bduration\"W\n" +
+	"\x14CompleteStepResponse\x12?\n" +
+	"\vinstruction\x18\x01 \x01(\v2\x1d.carbide.agent.v1.InstructionR\vinstruction2\x8e\x04\n" +
 	"\fAgentService\x12k\n" +
 	"\x0fReportInventory\x12(.carbide.agent.v1.ReportInventoryRequest\x1a).carbide.agent.v1.ReportInventoryResponse\"\x03\x90\x02\x02\x12Y\n" +
 	"\tEnrollBMC\x12\".carbide.agent.v1.EnrollBMCRequest\x1a#.carbide.agent.v1.EnrollBMCResponse\"\x03\x90\x02\x02\x12h\n" +
-	"\x0eGetInstruction\x12'.carbide.agent.v1.GetInstructionRequest\x1a(.carbide.agent.v1.GetInstructionResponse\"\x03\x90\x02\x01B\xc1\x01\n" +
+	"\x0eGetInstruction\x12'.carbide.agent.v1.GetInstructionRequest\x1a(.carbide.agent.v1.GetInstructionResponse\"\x03\x90\x02\x01\x12h\n" +
+	"\x0eReportProgress\x12'.carbide.agent.v1.ReportProgressRequest\x1a(.carbide.agent.v1.ReportProgressResponse\"\x03\x90\x02\x02\x12b\n" +
+	"\fCompleteStep\x12%.carbide.agent.v1.CompleteStepRequest\x1a&.carbide.agent.v1.CompleteStepResponse\"\x03\x90\x02\x02B\xc1\x01\n" +
 	"\x14com.carbide.agent.v1B\n" +
 	"AgentProtoP\x01Z;github.com/carbide-dev/carbide/gen/carbide/agent/v1;agentv1\xa2\x02\x03CAX\xaa\x02\x10Carbide.Agent.V1\xca\x02\x10Carbide\\Agent\\V1\xe2\x02\x1cCarbide\\Agent\\V1\\GPBMetadata\xea\x02\x12Carbide::Agent::V1b\x06proto3"
 
@@ -568,7 +1025,7 @@ func file_carbide_agent_v1_agent_proto_rawDescGZIP() []byte {
 }
 
 var file_carbide_agent_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_carbide_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_carbide_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_carbide_agent_v1_agent_proto_goTypes = []any{
 	(Instruction_Action)(0),         // 0: carbide.agent.v1.Instruction.Action
 	(*ReportInventoryRequest)(nil),  // 1: carbide.agent.v1.ReportInventoryRequest
@@ -578,32 +1035,50 @@ var file_carbide_agent_v1_agent_proto_goTypes = []any{
 	(*GetInstructionRequest)(nil),   // 5: carbide.agent.v1.GetInstructionRequest
 	(*GetInstructionResponse)(nil),  // 6: carbide.agent.v1.GetInstructionResponse
 	(*Instruction)(nil),             // 7: carbide.agent.v1.Instruction
-	(*v1.Inventory)(nil),            // 8: carbide.machine.v1.Inventory
-	(*v1.Machine)(nil),              // 9: carbide.machine.v1.Machine
-	(*timestamppb.Timestamp)(nil),   // 10: google.protobuf.Timestamp
-	(*v11.BMC)(nil),                 // 11: carbide.bmc.v1.BMC
-	(*durationpb.Duration)(nil),     // 12: google.protobuf.Duration
+	(*Install)(nil),                 // 8: carbide.agent.v1.Install
+	(*Wipe)(nil),                    // 9: carbide.agent.v1.Wipe
+	(*ReportProgressRequest)(nil),   // 10: carbide.agent.v1.ReportProgressRequest
+	(*ReportProgressResponse)(nil),  // 11: carbide.agent.v1.ReportProgressResponse
+	(*CompleteStepRequest)(nil),     // 12: carbide.agent.v1.CompleteStepRequest
+	(*CompleteStepResponse)(nil),    // 13: carbide.agent.v1.CompleteStepResponse
+	(*v1.Inventory)(nil),            // 14: carbide.machine.v1.Inventory
+	(*v1.Machine)(nil),              // 15: carbide.machine.v1.Machine
+	(*timestamppb.Timestamp)(nil),   // 16: google.protobuf.Timestamp
+	(*v11.BMC)(nil),                 // 17: carbide.bmc.v1.BMC
+	(*durationpb.Duration)(nil),     // 18: google.protobuf.Duration
+	(*v12.DiskImage)(nil),           // 19: carbide.instance.v1.DiskImage
+	(v12.WipeMode)(0),               // 20: carbide.instance.v1.WipeMode
 }
 var file_carbide_agent_v1_agent_proto_depIdxs = []int32{
-	8,  // 0: carbide.agent.v1.ReportInventoryRequest.inventory:type_name -> carbide.machine.v1.Inventory
-	9,  // 1: carbide.agent.v1.ReportInventoryResponse.machine:type_name -> carbide.machine.v1.Machine
-	10, // 2: carbide.agent.v1.ReportInventoryResponse.agent_token_expire_time:type_name -> google.protobuf.Timestamp
+	14, // 0: carbide.agent.v1.ReportInventoryRequest.inventory:type_name -> carbide.machine.v1.Inventory
+	15, // 1: carbide.agent.v1.ReportInventoryResponse.machine:type_name -> carbide.machine.v1.Machine
+	16, // 2: carbide.agent.v1.ReportInventoryResponse.agent_token_expire_time:type_name -> google.protobuf.Timestamp
 	7,  // 3: carbide.agent.v1.ReportInventoryResponse.instruction:type_name -> carbide.agent.v1.Instruction
-	11, // 4: carbide.agent.v1.EnrollBMCResponse.bmc:type_name -> carbide.bmc.v1.BMC
+	17, // 4: carbide.agent.v1.EnrollBMCResponse.bmc:type_name -> carbide.bmc.v1.BMC
 	7,  // 5: carbide.agent.v1.GetInstructionResponse.instruction:type_name -> carbide.agent.v1.Instruction
 	0,  // 6: carbide.agent.v1.Instruction.action:type_name -> carbide.agent.v1.Instruction.Action
-	12, // 7: carbide.agent.v1.Instruction.wait:type_name -> google.protobuf.Duration
-	1,  // 8: carbide.agent.v1.AgentService.ReportInventory:input_type -> carbide.agent.v1.ReportInventoryRequest
-	3,  // 9: carbide.agent.v1.AgentService.EnrollBMC:input_type -> carbide.agent.v1.EnrollBMCRequest
-	5,  // 10: carbide.agent.v1.AgentService.GetInstruction:input_type -> carbide.agent.v1.GetInstructionRequest
-	2,  // 11: carbide.agent.v1.AgentService.ReportInventory:output_type -> carbide.agent.v1.ReportInventoryResponse
-	4,  // 12: carbide.agent.v1.AgentService.EnrollBMC:output_type -> carbide.agent.v1.EnrollBMCResponse
-	6,  // 13: carbide.agent.v1.AgentService.GetInstruction:output_type -> carbide.agent.v1.GetInstructionResponse
-	11, // [11:14] is the sub-list for method output_type
-	8,  // [8:11] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	18, // 7: carbide.agent.v1.Instruction.wait:type_name -> google.protobuf.Duration
+	8,  // 8: carbide.agent.v1.Instruction.install:type_name -> carbide.agent.v1.Install
+	9,  // 9: carbide.agent.v1.Instruction.wipe:type_name -> carbide.agent.v1.Wipe
+	19, // 10: carbide.agent.v1.Install.image:type_name -> carbide.instance.v1.DiskImage
+	20, // 11: carbide.agent.v1.Wipe.mode:type_name -> carbide.instance.v1.WipeMode
+	18, // 12: carbide.agent.v1.CompleteStepRequest.duration:type_name -> google.protobuf.Duration
+	7,  // 13: carbide.agent.v1.CompleteStepResponse.instruction:type_name -> carbide.agent.v1.Instruction
+	1,  // 14: carbide.agent.v1.AgentService.ReportInventory:input_type -> carbide.agent.v1.ReportInventoryRequest
+	3,  // 15: carbide.agent.v1.AgentService.EnrollBMC:input_type -> carbide.agent.v1.EnrollBMCRequest
+	5,  // 16: carbide.agent.v1.AgentService.GetInstruction:input_type -> carbide.agent.v1.GetInstructionRequest
+	10, // 17: carbide.agent.v1.AgentService.ReportProgress:input_type -> carbide.agent.v1.ReportProgressRequest
+	12, // 18: carbide.agent.v1.AgentService.CompleteStep:input_type -> carbide.agent.v1.CompleteStepRequest
+	2,  // 19: carbide.agent.v1.AgentService.ReportInventory:output_type -> carbide.agent.v1.ReportInventoryResponse
+	4,  // 20: carbide.agent.v1.AgentService.EnrollBMC:output_type -> carbide.agent.v1.EnrollBMCResponse
+	6,  // 21: carbide.agent.v1.AgentService.GetInstruction:output_type -> carbide.agent.v1.GetInstructionResponse
+	11, // 22: carbide.agent.v1.AgentService.ReportProgress:output_type -> carbide.agent.v1.ReportProgressResponse
+	13, // 23: carbide.agent.v1.AgentService.CompleteStep:output_type -> carbide.agent.v1.CompleteStepResponse
+	19, // [19:24] is the sub-list for method output_type
+	14, // [14:19] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_carbide_agent_v1_agent_proto_init() }
@@ -617,7 +1092,7 @@ func file_carbide_agent_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_carbide_agent_v1_agent_proto_rawDesc), len(file_carbide_agent_v1_agent_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   7,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -37,6 +37,9 @@ const (
 	BootAction_BOOT_ACTION_DISCOVERY BootAction = 1
 	// Boot from the local disk (leave network boot).
 	BootAction_BOOT_ACTION_LOCAL_DISK BootAction = 2
+	// Boot the instance's netboot image: netboot's kernel and initrd, with
+	// its command line and ds=nocloud pointing at carbide-pxe's seed.
+	BootAction_BOOT_ACTION_NETBOOT BootAction = 3
 )
 
 // Enum value maps for BootAction.
@@ -45,11 +48,13 @@ var (
 		0: "BOOT_ACTION_UNSPECIFIED",
 		1: "BOOT_ACTION_DISCOVERY",
 		2: "BOOT_ACTION_LOCAL_DISK",
+		3: "BOOT_ACTION_NETBOOT",
 	}
 	BootAction_value = map[string]int32{
 		"BOOT_ACTION_UNSPECIFIED": 0,
 		"BOOT_ACTION_DISCOVERY":   1,
 		"BOOT_ACTION_LOCAL_DISK":  2,
+		"BOOT_ACTION_NETBOOT":     3,
 	}
 )
 
@@ -95,7 +100,10 @@ type GetBootConfigRequest struct {
 	// The nonce of the machine's current boot, from the agent configuration
 	// URL of its iPXE script: the response carries an agent token for that
 	// boot. A nonce buys one token. The pxe role only. A secret.
-	BootNonce     string `protobuf:"bytes,4,opt,name=boot_nonce,json=bootNonce,proto3" json:"boot_nonce,omitempty"`
+	BootNonce string `protobuf:"bytes,4,opt,name=boot_nonce,json=bootNonce,proto3" json:"boot_nonce,omitempty"`
+	// Return the cloud-init data of the machine's instance (cloud_init). The
+	// pxe role only, and only when client_address holds the MAC's lease.
+	CloudInit     bool `protobuf:"varint,5,opt,name=cloud_init,json=cloudInit,proto3" json:"cloud_init,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -158,6 +166,252 @@ func (x *GetBootConfigRequest) GetBootNonce() string {
 	return ""
 }
 
+func (x *GetBootConfigRequest) GetCloudInit() bool {
+	if x != nil {
+		return x.CloudInit
+	}
+	return false
+}
+
+// CloudInit is what carbide-pxe renders into a NoCloud seed for an
+// instance's machine.
+type CloudInit struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	InstanceId string                 `protobuf:"bytes,1,opt,name=instance_id,json=instanceId,proto3" json:"instance_id,omitempty"`
+	Hostname   string                 `protobuf:"bytes,2,opt,name=hostname,proto3" json:"hostname,omitempty"`
+	// The tenant's user data, verbatim.
+	UserData          []byte   `protobuf:"bytes,3,opt,name=user_data,json=userData,proto3" json:"user_data,omitempty"`
+	SshAuthorizedKeys []string `protobuf:"bytes,4,rep,name=ssh_authorized_keys,json=sshAuthorizedKeys,proto3" json:"ssh_authorized_keys,omitempty"`
+	// The machine's network, for network-config: the interface it boots
+	// from, with the address it leased, held for the instance.
+	Mac          string   `protobuf:"bytes,5,opt,name=mac,proto3" json:"mac,omitempty"`
+	Address      string   `protobuf:"bytes,6,opt,name=address,proto3" json:"address,omitempty"`
+	PrefixLength uint32   `protobuf:"varint,7,opt,name=prefix_length,json=prefixLength,proto3" json:"prefix_length,omitempty"`
+	Gateway      string   `protobuf:"bytes,8,opt,name=gateway,proto3" json:"gateway,omitempty"`
+	DnsServers   []string `protobuf:"bytes,9,rep,name=dns_servers,json=dnsServers,proto3" json:"dns_servers,omitempty"`
+	Domain       string   `protobuf:"bytes,10,opt,name=domain,proto3" json:"domain,omitempty"`
+	Mtu          uint32   `protobuf:"varint,11,opt,name=mtu,proto3" json:"mtu,omitempty"`
+	// Whether the operating system should phone home: while the instance is
+	// being provisioned.
+	PhoneHome     bool `protobuf:"varint,12,opt,name=phone_home,json=phoneHome,proto3" json:"phone_home,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CloudInit) Reset() {
+	*x = CloudInit{}
+	mi := &file_carbide_boot_v1_boot_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CloudInit) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CloudInit) ProtoMessage() {}
+
+func (x *CloudInit) ProtoReflect() protoreflect.Message {
+	mi := &file_carbide_boot_v1_boot_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CloudInit.ProtoReflect.Descriptor instead.
+func (*CloudInit) Descriptor() ([]byte, []int) {
+	return file_carbide_boot_v1_boot_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *CloudInit) GetInstanceId() string {
+	if x != nil {
+		return x.InstanceId
+	}
+	return ""
+}
+
+func (x *CloudInit) GetHostname() string {
+	if x != nil {
+		return x.Hostname
+	}
+	return ""
+}
+
+func (x *CloudInit) GetUserData() []byte {
+	if x != nil {
+		return x.UserData
+	}
+	return nil
+}
+
+func (x *CloudInit) GetSshAuthorizedKeys() []string {
+	if x != nil {
+		return x.SshAuthorizedKeys
+	}
+	return nil
+}
+
+func (x *CloudInit) GetMac() string {
+	if x != nil {
+		return x.Mac
+	}
+	return ""
+}
+
+func (x *CloudInit) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *CloudInit) GetPrefixLength() uint32 {
+	if x != nil {
+		return x.PrefixLength
+	}
+	return 0
+}
+
+func (x *CloudInit) GetGateway() string {
+	if x != nil {
+		return x.Gateway
+	}
+	return ""
+}
+
+func (x *CloudInit) GetDnsServers() []string {
+	if x != nil {
+		return x.DnsServers
+	}
+	return nil
+}
+
+func (x *CloudInit) GetDomain() string {
+	if x != nil {
+		return x.Domain
+	}
+	return ""
+}
+
+func (x *CloudInit) GetMtu() uint32 {
+	if x != nil {
+		return x.Mtu
+	}
+	return 0
+}
+
+func (x *CloudInit) GetPhoneHome() bool {
+	if x != nil {
+		return x.PhoneHome
+	}
+	return false
+}
+
+type PhoneHomeRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The MAC the machine boots from.
+	Mac string `protobuf:"bytes,1,opt,name=mac,proto3" json:"mac,omitempty"`
+	// The IPv4 address the call came from, as carbide-pxe saw it; must hold
+	// the MAC's lease.
+	ClientAddress string `protobuf:"bytes,2,opt,name=client_address,json=clientAddress,proto3" json:"client_address,omitempty"`
+	// The instance id cloud-init posted; must be the machine's instance.
+	InstanceId    string `protobuf:"bytes,3,opt,name=instance_id,json=instanceId,proto3" json:"instance_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PhoneHomeRequest) Reset() {
+	*x = PhoneHomeRequest{}
+	mi := &file_carbide_boot_v1_boot_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PhoneHomeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PhoneHomeRequest) ProtoMessage() {}
+
+func (x *PhoneHomeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_carbide_boot_v1_boot_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PhoneHomeRequest.ProtoReflect.Descriptor instead.
+func (*PhoneHomeRequest) Descriptor() ([]byte, []int) {
+	return file_carbide_boot_v1_boot_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *PhoneHomeRequest) GetMac() string {
+	if x != nil {
+		return x.Mac
+	}
+	return ""
+}
+
+func (x *PhoneHomeRequest) GetClientAddress() string {
+	if x != nil {
+		return x.ClientAddress
+	}
+	return ""
+}
+
+func (x *PhoneHomeRequest) GetInstanceId() string {
+	if x != nil {
+		return x.InstanceId
+	}
+	return ""
+}
+
+type PhoneHomeResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PhoneHomeResponse) Reset() {
+	*x = PhoneHomeResponse{}
+	mi := &file_carbide_boot_v1_boot_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PhoneHomeResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PhoneHomeResponse) ProtoMessage() {}
+
+func (x *PhoneHomeResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_carbide_boot_v1_boot_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PhoneHomeResponse.ProtoReflect.Descriptor instead.
+func (*PhoneHomeResponse) Descriptor() ([]byte, []int) {
+	return file_carbide_boot_v1_boot_proto_rawDescGZIP(), []int{3}
+}
+
 type GetBootConfigResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The machine that has the MAC.
@@ -182,14 +436,19 @@ type GetBootConfigResponse struct {
 	// For start_boot: the new boot's nonce, which the PXE daemon places in
 	// the agent configuration URL of the iPXE script. A secret: never log
 	// it.
-	BootNonce     string `protobuf:"bytes,8,opt,name=boot_nonce,json=bootNonce,proto3" json:"boot_nonce,omitempty"`
+	BootNonce string `protobuf:"bytes,8,opt,name=boot_nonce,json=bootNonce,proto3" json:"boot_nonce,omitempty"`
+	// For BOOT_ACTION_NETBOOT: the kernel, initrd and command line.
+	Netboot *NetbootConfig `protobuf:"bytes,9,opt,name=netboot,proto3" json:"netboot,omitempty"`
+	// For a request with cloud_init from the address that holds the lease,
+	// when the machine has an instance that is provisioning or running.
+	CloudInit     *CloudInit `protobuf:"bytes,10,opt,name=cloud_init,json=cloudInit,proto3" json:"cloud_init,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GetBootConfigResponse) Reset() {
 	*x = GetBootConfigResponse{}
-	mi := &file_carbide_boot_v1_boot_proto_msgTypes[1]
+	mi := &file_carbide_boot_v1_boot_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -201,7 +460,7 @@ func (x *GetBootConfigResponse) String() string {
 func (*GetBootConfigResponse) ProtoMessage() {}
 
 func (x *GetBootConfigResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_carbide_boot_v1_boot_proto_msgTypes[1]
+	mi := &file_carbide_boot_v1_boot_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -214,7 +473,7 @@ func (x *GetBootConfigResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBootConfigResponse.ProtoReflect.Descriptor instead.
 func (*GetBootConfigResponse) Descriptor() ([]byte, []int) {
-	return file_carbide_boot_v1_boot_proto_rawDescGZIP(), []int{1}
+	return file_carbide_boot_v1_boot_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *GetBootConfigResponse) GetMachineId() string {
@@ -273,11 +532,86 @@ func (x *GetBootConfigResponse) GetBootNonce() string {
 	return ""
 }
 
+func (x *GetBootConfigResponse) GetNetboot() *NetbootConfig {
+	if x != nil {
+		return x.Netboot
+	}
+	return nil
+}
+
+func (x *GetBootConfigResponse) GetCloudInit() *CloudInit {
+	if x != nil {
+		return x.CloudInit
+	}
+	return nil
+}
+
+// NetbootConfig is what a netboot image boots.
+type NetbootConfig struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	KernelUrl     string                 `protobuf:"bytes,1,opt,name=kernel_url,json=kernelUrl,proto3" json:"kernel_url,omitempty"`
+	InitrdUrl     string                 `protobuf:"bytes,2,opt,name=initrd_url,json=initrdUrl,proto3" json:"initrd_url,omitempty"`
+	Cmdline       string                 `protobuf:"bytes,3,opt,name=cmdline,proto3" json:"cmdline,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NetbootConfig) Reset() {
+	*x = NetbootConfig{}
+	mi := &file_carbide_boot_v1_boot_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NetbootConfig) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NetbootConfig) ProtoMessage() {}
+
+func (x *NetbootConfig) ProtoReflect() protoreflect.Message {
+	mi := &file_carbide_boot_v1_boot_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NetbootConfig.ProtoReflect.Descriptor instead.
+func (*NetbootConfig) Descriptor() ([]byte, []int) {
+	return file_carbide_boot_v1_boot_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *NetbootConfig) GetKernelUrl() string {
+	if x != nil {
+		return x.KernelUrl
+	}
+	return ""
+}
+
+func (x *NetbootConfig) GetInitrdUrl() string {
+	if x != nil {
+		return x.InitrdUrl
+	}
+	return ""
+}
+
+func (x *NetbootConfig) GetCmdline() string {
+	if x != nil {
+		return x.Cmdline
+	}
+	return ""
+}
+
 var File_carbide_boot_v1_boot_proto protoreflect.FileDescriptor
 
 const file_carbide_boot_v1_boot_proto_rawDesc = "" +
 	"\n" +
-	"\x1acarbide/boot/v1/boot.proto\x12\x0fcarbide.boot.v1\x1a\x1bbuf/validate/validate.proto\x1a carbide/machine/v1/machine.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xae\x04\n" +
+	"\x1acarbide/boot/v1/boot.proto\x12\x0fcarbide.boot.v1\x1a\x1bbuf/validate/validate.proto\x1a carbide/machine/v1/machine.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xcd\x04\n" +
 	"\x14GetBootConfigRequest\x12\xa9\x01\n" +
 	"\x03mac\x18\x01 \x01(\tB\x96\x01\xbaH\x92\x01\xba\x01\x8e\x01\n" +
 	"\x03mac\x12Qmust be a MAC address of six colon-separated hex bytes, such as 52:54:00:12:34:56\x1a4this.matches('^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$')R\x03mac\x121\n" +
@@ -286,8 +620,34 @@ const file_carbide_boot_v1_boot_proto_rawDesc = "" +
 	"\n" +
 	"start_boot\x18\x03 \x01(\bR\tstartBoot\x12?\n" +
 	"\n" +
-	"boot_nonce\x18\x04 \x01(\tB \xbaH\x1d\xd8\x01\x01r\x182\x16^[A-Za-z0-9_-]{22,64}$R\tbootNonce:\xd6\x01\xbaH\xd2\x01\x1a\xcf\x01\n" +
-	"\x13start_boot_or_nonce\x12\x8a\x01give start_boot or boot_nonce, not both: start a boot when serving the iPXE script, present its nonce when serving the agent configuration\x1a+!(this.start_boot && this.boot_nonce != '')\"\x86\x03\n" +
+	"boot_nonce\x18\x04 \x01(\tB \xbaH\x1d\xd8\x01\x01r\x182\x16^[A-Za-z0-9_-]{22,64}$R\tbootNonce\x12\x1d\n" +
+	"\n" +
+	"cloud_init\x18\x05 \x01(\bR\tcloudInit:\xd6\x01\xbaH\xd2\x01\x1a\xcf\x01\n" +
+	"\x13start_boot_or_nonce\x12\x8a\x01give start_boot or boot_nonce, not both: start a boot when serving the iPXE script, present its nonce when serving the agent configuration\x1a+!(this.start_boot && this.boot_nonce != '')\"\xea\x02\n" +
+	"\tCloudInit\x12\x1f\n" +
+	"\vinstance_id\x18\x01 \x01(\tR\n" +
+	"instanceId\x12\x1a\n" +
+	"\bhostname\x18\x02 \x01(\tR\bhostname\x12\x1b\n" +
+	"\tuser_data\x18\x03 \x01(\fR\buserData\x12.\n" +
+	"\x13ssh_authorized_keys\x18\x04 \x03(\tR\x11sshAuthorizedKeys\x12\x10\n" +
+	"\x03mac\x18\x05 \x01(\tR\x03mac\x12\x18\n" +
+	"\aaddress\x18\x06 \x01(\tR\aaddress\x12#\n" +
+	"\rprefix_length\x18\a \x01(\rR\fprefixLength\x12\x18\n" +
+	"\agateway\x18\b \x01(\tR\agateway\x12\x1f\n" +
+	"\vdns_servers\x18\t \x03(\tR\n" +
+	"dnsServers\x12\x16\n" +
+	"\x06domain\x18\n" +
+	" \x01(\tR\x06domain\x12\x10\n" +
+	"\x03mtu\x18\v \x01(\rR\x03mtu\x12\x1d\n" +
+	"\n" +
+	"phone_home\x18\f \x01(\bR\tphoneHome\"\x99\x02\n" +
+	"\x10PhoneHomeRequest\x12\xa9\x01\n" +
+	"\x03mac\x18\x01 \x01(\tB\x96\x01\xbaH\x92\x01\xba\x01\x8e\x01\n" +
+	"\x03mac\x12Qmust be a MAC address of six colon-separated hex bytes, such as 52:54:00:12:34:56\x1a4this.matches('^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$')R\x03mac\x12.\n" +
+	"\x0eclient_address\x18\x02 \x01(\tB\a\xbaH\x04r\x02x\x01R\rclientAddress\x12)\n" +
+	"\vinstance_id\x18\x03 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\n" +
+	"instanceId\"\x13\n" +
+	"\x11PhoneHomeResponse\"\xfb\x03\n" +
 	"\x15GetBootConfigResponse\x12\x1d\n" +
 	"\n" +
 	"machine_id\x18\x01 \x01(\tR\tmachineId\x12\x1a\n" +
@@ -299,14 +659,26 @@ const file_carbide_boot_v1_boot_proto_rawDesc = "" +
 	"\x17agent_token_expire_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x14agentTokenExpireTime\x122\n" +
 	"\x15token_withheld_reason\x18\a \x01(\tR\x13tokenWithheldReason\x12\x1d\n" +
 	"\n" +
-	"boot_nonce\x18\b \x01(\tR\tbootNonce*`\n" +
+	"boot_nonce\x18\b \x01(\tR\tbootNonce\x128\n" +
+	"\anetboot\x18\t \x01(\v2\x1e.carbide.boot.v1.NetbootConfigR\anetboot\x129\n" +
+	"\n" +
+	"cloud_init\x18\n" +
+	" \x01(\v2\x1a.carbide.boot.v1.CloudInitR\tcloudInit\"g\n" +
+	"\rNetbootConfig\x12\x1d\n" +
+	"\n" +
+	"kernel_url\x18\x01 \x01(\tR\tkernelUrl\x12\x1d\n" +
+	"\n" +
+	"initrd_url\x18\x02 \x01(\tR\tinitrdUrl\x12\x18\n" +
+	"\acmdline\x18\x03 \x01(\tR\acmdline*y\n" +
 	"\n" +
 	"BootAction\x12\x1b\n" +
 	"\x17BOOT_ACTION_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15BOOT_ACTION_DISCOVERY\x10\x01\x12\x1a\n" +
-	"\x16BOOT_ACTION_LOCAL_DISK\x10\x022r\n" +
+	"\x16BOOT_ACTION_LOCAL_DISK\x10\x02\x12\x17\n" +
+	"\x13BOOT_ACTION_NETBOOT\x10\x032\xcb\x01\n" +
 	"\vBootService\x12c\n" +
-	"\rGetBootConfig\x12%.carbide.boot.v1.GetBootConfigRequest\x1a&.carbide.boot.v1.GetBootConfigResponse\"\x03\x90\x02\x02B\xb9\x01\n" +
+	"\rGetBootConfig\x12%.carbide.boot.v1.GetBootConfigRequest\x1a&.carbide.boot.v1.GetBootConfigResponse\"\x03\x90\x02\x02\x12W\n" +
+	"\tPhoneHome\x12!.carbide.boot.v1.PhoneHomeRequest\x1a\".carbide.boot.v1.PhoneHomeResponse\"\x03\x90\x02\x02B\xb9\x01\n" +
 	"\x13com.carbide.boot.v1B\tBootProtoP\x01Z9github.com/carbide-dev/carbide/gen/carbide/boot/v1;bootv1\xa2\x02\x03CBX\xaa\x02\x0fCarbide.Boot.V1\xca\x02\x0fCarbide\\Boot\\V1\xe2\x02\x1bCarbide\\Boot\\V1\\GPBMetadata\xea\x02\x11Carbide::Boot::V1b\x06proto3"
 
 var (
@@ -322,25 +694,33 @@ func file_carbide_boot_v1_boot_proto_rawDescGZIP() []byte {
 }
 
 var file_carbide_boot_v1_boot_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_carbide_boot_v1_boot_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
+var file_carbide_boot_v1_boot_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
 var file_carbide_boot_v1_boot_proto_goTypes = []any{
 	(BootAction)(0),               // 0: carbide.boot.v1.BootAction
 	(*GetBootConfigRequest)(nil),  // 1: carbide.boot.v1.GetBootConfigRequest
-	(*GetBootConfigResponse)(nil), // 2: carbide.boot.v1.GetBootConfigResponse
-	(v1.MachineState)(0),          // 3: carbide.machine.v1.MachineState
-	(*timestamppb.Timestamp)(nil), // 4: google.protobuf.Timestamp
+	(*CloudInit)(nil),             // 2: carbide.boot.v1.CloudInit
+	(*PhoneHomeRequest)(nil),      // 3: carbide.boot.v1.PhoneHomeRequest
+	(*PhoneHomeResponse)(nil),     // 4: carbide.boot.v1.PhoneHomeResponse
+	(*GetBootConfigResponse)(nil), // 5: carbide.boot.v1.GetBootConfigResponse
+	(*NetbootConfig)(nil),         // 6: carbide.boot.v1.NetbootConfig
+	(v1.MachineState)(0),          // 7: carbide.machine.v1.MachineState
+	(*timestamppb.Timestamp)(nil), // 8: google.protobuf.Timestamp
 }
 var file_carbide_boot_v1_boot_proto_depIdxs = []int32{
-	3, // 0: carbide.boot.v1.GetBootConfigResponse.state:type_name -> carbide.machine.v1.MachineState
+	7, // 0: carbide.boot.v1.GetBootConfigResponse.state:type_name -> carbide.machine.v1.MachineState
 	0, // 1: carbide.boot.v1.GetBootConfigResponse.action:type_name -> carbide.boot.v1.BootAction
-	4, // 2: carbide.boot.v1.GetBootConfigResponse.agent_token_expire_time:type_name -> google.protobuf.Timestamp
-	1, // 3: carbide.boot.v1.BootService.GetBootConfig:input_type -> carbide.boot.v1.GetBootConfigRequest
-	2, // 4: carbide.boot.v1.BootService.GetBootConfig:output_type -> carbide.boot.v1.GetBootConfigResponse
-	4, // [4:5] is the sub-list for method output_type
-	3, // [3:4] is the sub-list for method input_type
-	3, // [3:3] is the sub-list for extension type_name
-	3, // [3:3] is the sub-list for extension extendee
-	0, // [0:3] is the sub-list for field type_name
+	8, // 2: carbide.boot.v1.GetBootConfigResponse.agent_token_expire_time:type_name -> google.protobuf.Timestamp
+	6, // 3: carbide.boot.v1.GetBootConfigResponse.netboot:type_name -> carbide.boot.v1.NetbootConfig
+	2, // 4: carbide.boot.v1.GetBootConfigResponse.cloud_init:type_name -> carbide.boot.v1.CloudInit
+	1, // 5: carbide.boot.v1.BootService.GetBootConfig:input_type -> carbide.boot.v1.GetBootConfigRequest
+	3, // 6: carbide.boot.v1.BootService.PhoneHome:input_type -> carbide.boot.v1.PhoneHomeRequest
+	5, // 7: carbide.boot.v1.BootService.GetBootConfig:output_type -> carbide.boot.v1.GetBootConfigResponse
+	4, // 8: carbide.boot.v1.BootService.PhoneHome:output_type -> carbide.boot.v1.PhoneHomeResponse
+	7, // [7:9] is the sub-list for method output_type
+	5, // [5:7] is the sub-list for method input_type
+	5, // [5:5] is the sub-list for extension type_name
+	5, // [5:5] is the sub-list for extension extendee
+	0, // [0:5] is the sub-list for field type_name
 }
 
 func init() { file_carbide_boot_v1_boot_proto_init() }
@@ -354,7 +734,7 @@ func file_carbide_boot_v1_boot_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_carbide_boot_v1_boot_proto_rawDesc), len(file_carbide_boot_v1_boot_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   2,
+			NumMessages:   6,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

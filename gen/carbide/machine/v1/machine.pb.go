@@ -486,7 +486,10 @@ type Machine struct {
 	// SMBIOS system UUID, else "serial:" and the system, chassis or board
 	// serial number; empty before the first report or when the firmware
 	// gives neither. No two machines share one. Output only.
-	HardwareId    string `protobuf:"bytes,11,opt,name=hardware_id,json=hardwareId,proto3" json:"hardware_id,omitempty"`
+	HardwareId string `protobuf:"bytes,11,opt,name=hardware_id,json=hardwareId,proto3" json:"hardware_id,omitempty"`
+	// What the lifecycle controller does with it now, while it is
+	// Provisioning or Cleaning. Output only.
+	Task          *Task `protobuf:"bytes,12,opt,name=task,proto3" json:"task,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -598,6 +601,118 @@ func (x *Machine) GetHardwareId() string {
 	return ""
 }
 
+func (x *Machine) GetTask() *Task {
+	if x != nil {
+		return x.Task
+	}
+	return nil
+}
+
+// Task is the lifecycle controller's current step on a machine that is
+// Provisioning or Cleaning.
+type Task struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The step: power_on (the BMC daemon boots it from the network, or an
+	// operator powers it on), boot_agent (waiting for its discovery agent),
+	// write_image, boot_os (waiting for the installed system to phone home)
+	// or wipe.
+	Step string `protobuf:"bytes,1,opt,name=step,proto3" json:"step,omitempty"`
+	// How much of the step is done, of total, when it counts: bytes for
+	// write_image and wipe.
+	Done  int64 `protobuf:"varint,2,opt,name=done,proto3" json:"done,omitempty"`
+	Total int64 `protobuf:"varint,3,opt,name=total,proto3" json:"total,omitempty"`
+	// What the step does now, in words.
+	Message string `protobuf:"bytes,4,opt,name=message,proto3" json:"message,omitempty"`
+	// When the step started, and by when it must end; past the deadline the
+	// machine fails with the step as the reason.
+	StartTime *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
+	Deadline  *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=deadline,proto3" json:"deadline,omitempty"`
+	// The instance the machine is provisioned for or cleaned after; empty
+	// for a cleaning that no instance asked for.
+	InstanceId    string `protobuf:"bytes,7,opt,name=instance_id,json=instanceId,proto3" json:"instance_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Task) Reset() {
+	*x = Task{}
+	mi := &file_carbide_machine_v1_machine_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Task) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Task) ProtoMessage() {}
+
+func (x *Task) ProtoReflect() protoreflect.Message {
+	mi := &file_carbide_machine_v1_machine_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Task.ProtoReflect.Descriptor instead.
+func (*Task) Descriptor() ([]byte, []int) {
+	return file_carbide_machine_v1_machine_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *Task) GetStep() string {
+	if x != nil {
+		return x.Step
+	}
+	return ""
+}
+
+func (x *Task) GetDone() int64 {
+	if x != nil {
+		return x.Done
+	}
+	return 0
+}
+
+func (x *Task) GetTotal() int64 {
+	if x != nil {
+		return x.Total
+	}
+	return 0
+}
+
+func (x *Task) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *Task) GetStartTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StartTime
+	}
+	return nil
+}
+
+func (x *Task) GetDeadline() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Deadline
+	}
+	return nil
+}
+
+func (x *Task) GetInstanceId() string {
+	if x != nil {
+		return x.InstanceId
+	}
+	return ""
+}
+
 // Interface is one NIC of a machine.
 type Interface struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -617,7 +732,7 @@ type Interface struct {
 
 func (x *Interface) Reset() {
 	*x = Interface{}
-	mi := &file_carbide_machine_v1_machine_proto_msgTypes[6]
+	mi := &file_carbide_machine_v1_machine_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -629,7 +744,7 @@ func (x *Interface) String() string {
 func (*Interface) ProtoMessage() {}
 
 func (x *Interface) ProtoReflect() protoreflect.Message {
-	mi := &file_carbide_machine_v1_machine_proto_msgTypes[6]
+	mi := &file_carbide_machine_v1_machine_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -642,7 +757,7 @@ func (x *Interface) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Interface.ProtoReflect.Descriptor instead.
 func (*Interface) Descriptor() ([]byte, []int) {
-	return file_carbide_machine_v1_machine_proto_rawDescGZIP(), []int{6}
+	return file_carbide_machine_v1_machine_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Interface) GetMac() string {
@@ -699,7 +814,7 @@ type StateTransition struct {
 
 func (x *StateTransition) Reset() {
 	*x = StateTransition{}
-	mi := &file_carbide_machine_v1_machine_proto_msgTypes[7]
+	mi := &file_carbide_machine_v1_machine_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -711,7 +826,7 @@ func (x *StateTransition) String() string {
 func (*StateTransition) ProtoMessage() {}
 
 func (x *StateTransition) ProtoReflect() protoreflect.Message {
-	mi := &file_carbide_machine_v1_machine_proto_msgTypes[7]
+	mi := &file_carbide_machine_v1_machine_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -724,7 +839,7 @@ func (x *StateTransition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StateTransition.ProtoReflect.Descriptor instead.
 func (*StateTransition) Descriptor() ([]byte, []int) {
-	return file_carbide_machine_v1_machine_proto_rawDescGZIP(), []int{7}
+	return file_carbide_machine_v1_machine_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *StateTransition) GetFromState() MachineState {
@@ -776,7 +891,7 @@ type CreateMachineRequest struct {
 
 func (x *CreateMachineRequest) Reset() {
 	*x = CreateMachineRequest{}
-	mi := &file_carbide_machine_v1_machine_proto_msgTypes[8]
+	mi := &file_carbide_machine_v1_machine_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -788,7 +903,7 @@ func (x *CreateMachineRequest) String() string {
 func (*CreateMachineRequest) ProtoMessage() {}
 
 func (x *CreateMachineRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_carbide_machine_v1_machine_proto_msgTypes[8]
+	mi := &file_carbide_machine_v1_machine_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -801,7 +916,7 @@ func (x *CreateMachineRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateMachineRequest.ProtoReflect.Descriptor instead.
 func (*CreateMachineRequest) Descriptor() ([]byte, []int) {
-	return file_carbide_machine_v1_machine_proto_rawDescGZIP(), []int{8}
+	return file_carbide_machine_v1_machine_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *CreateMachineRequest) GetHostname() string {
@@ -834,7 +949,7 @@ type CreateMachineResponse struct {
 
 func (x *CreateMachineResponse) Reset() {
 	*x = CreateMachineResponse{}
-	mi := &file_carbide_machine_v1_machine_proto_msgTypes[9]
+	mi := &file_carbide_machine_v1_machine_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -846,7 +961,7 @@ func (x *CreateMachineResponse) String() string {
 func (*CreateMachineResponse) ProtoMessage() {}
 
 func (x *CreateMachineResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_carbide_machine_v1_machine_proto_msgTypes[9]
+	mi := &file_carbide_machine_v1_machine_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -859,7 +974,7 @@ func (x *CreateMachineResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateMachineResponse.ProtoReflect.Descriptor instead.
 func (*CreateMachineResponse) Descriptor() ([]byte, []int) {
-	return file_carbide_machine_v1_machine_proto_rawDescGZIP(), []int{9}
+	return file_carbide_machine_v1_machine_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *CreateMachineResponse) GetMachine() *Machine {
@@ -879,7 +994,7 @@ type GetMachineRequest struct {
 
 func (x *GetMachineRequest) Reset() {
 	*x = GetMachineRequest{}
-	mi := &file_carbide_machine_v1_machine_proto_msgTypes[10]
+	mi := &file_carbide_machine_v1_machine_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -891,7 +1006,7 @@ func (x *GetMachineRequest) String() string {
 func (*GetMachineRequest) ProtoMessage() {}
 
 func (x *GetMachineRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_carbide_machine_v1_machine_proto_msgTypes[10]
+	mi := &file_carbide_machine_v1_machine_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -904,7 +1019,7 @@ func (x *GetMachineRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetMachineRequest.ProtoReflect.Descriptor instead.
 func (*GetMachineRequest) Descriptor() ([]byte, []int) {
-	return file_carbide_machine_v1_machine_proto_rawDescGZIP(), []int{10}
+	return file_carbide_machine_v1_machine_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *GetMachineRequest) GetId() string {
@@ -923,7 +1038,7 @@ type GetMachineResponse struct {
 
 func (x *GetMachineResponse) Reset() {
 	*x = GetMachineResponse{}
-	mi := &file_carbide_machine_v1_machine_proto_msgTypes[11]
+	mi := &file_carbide_machine_v1_machine_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -935,7 +1050,7 @@ func (x *GetMachineResponse) String() string {
 func (*GetMachineResponse) ProtoMessage() {}
 
 func (x *GetMachineResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_carbide_machine_v1_machine_proto_msgTypes[11]
+	mi := &file_carbide_machine_v1_machine_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -948,7 +1063,7 @@ func (x *GetMachineResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetMachineResponse.ProtoReflect.Descriptor instead.
 func (*GetMachineResponse) Descriptor() ([]byte, []int) {
-	return file_carbide_machine_v1_machine_proto_rawDescGZIP(), []int{11}
+	return file_carbide_machine_v1_machine_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *GetMachineResponse) GetMachine() *Machine {
@@ -979,7 +1094,7 @@ type ListMachinesRequest struct {
 
 func (x *ListMachinesRequest) Reset() {
 	*x = ListMachinesRequest{}
-	mi := &file_carbide_machine_v1_machine_proto_msgTypes[12]
+	mi := &file_carbide_machine_v1_machine_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -991,7 +1106,7 @@ func (x *ListMachinesRequest) String() string {
 func (*ListMachinesRequest) ProtoMessage() {}
 
 func (x *ListMachinesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_carbide_machine_v1_machine_proto_msgTypes[12]
+	mi := &file_carbide_machine_v1_machine_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1004,7 +1119,7 @@ func (x *ListMachinesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMachinesRequest.ProtoReflect.Descriptor instead.
 func (*ListMachinesRequest) Descriptor() ([]byte, []int) {
-	return file_carbide_machine_v1_machine_proto_rawDescGZIP(), []int{12}
+	return file_carbide_machine_v1_machine_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ListMachinesRequest) GetPageSize() int32 {
@@ -1060,7 +1175,7 @@ type ListMachinesResponse struct {
 
 func (x *ListMachinesResponse) Reset() {
 	*x = ListMachinesResponse{}
-	mi := &file_carbide_machine_v1_machine_proto_msgTypes[13]
+	mi := &file_carbide_machine_v1_machine_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1072,7 +1187,7 @@ func (x *ListMachinesResponse) String() string {
 func (*ListMachinesResponse) ProtoMessage() {}
 
 func (x *ListMachinesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_carbide_machine_v1_machine_proto_msgTypes[13]
+	mi := &file_carbide_machine_v1_machine_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1085,7 +1200,7 @@ func (x *ListMachinesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMachinesResponse.ProtoReflect.Descriptor instead.
 func (*ListMachinesResponse) Descriptor() ([]byte, []int) {
-	return file_carbide_machine_v1_machine_proto_rawDescGZIP(), []int{13}
+	return file_carbide_machine_v1_machine_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ListMachinesResponse) GetMachines() []*Machine {
@@ -1114,7 +1229,7 @@ type UpdateMachineRequest struct {
 
 func (x *UpdateMachineRequest) Reset() {
 	*x = UpdateMachineRequest{}
-	mi := &file_carbide_machine_v1_machine_proto_msgTypes[14]
+	mi := &file_carbide_machine_v1_machine_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1126,7 +1241,7 @@ func (x *UpdateMachineRequest) String() string {
 func (*UpdateMachineRequest) ProtoMessage() {}
 
 func (x *UpdateMachineRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_carbide_machine_v1_machine_proto_msgTypes[14]
+	mi := &file_carbide_machine_v1_machine_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1139,7 +1254,7 @@ func (x *UpdateMachineRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateMachineRequest.ProtoReflect.Descriptor instead.
 func (*UpdateMachineRequest) Descriptor() ([]byte, []int) {
-	return file_carbide_machine_v1_machine_proto_rawDescGZIP(), []int{14}
+	return file_carbide_machine_v1_machine_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *UpdateMachineRequest) GetMachine() *Machine {
@@ -1165,7 +1280,7 @@ type UpdateMachineResponse struct {
 
 func (x *UpdateMachineResponse) Reset() {
 	*x = UpdateMachineResponse{}
-	mi := &file_carbide_machine_v1_machine_proto_msgTypes[15]
+	mi := &file_carbide_machine_v1_machine_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1177,7 +1292,7 @@ func (x *UpdateMachineResponse) String() string {
 func (*UpdateMachineResponse) ProtoMessage() {}
 
 func (x *UpdateMachineResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_carbide_machine_v1_machine_proto_msgTypes[15]
+	mi := &file_carbide_machine_v1_machine_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1190,7 +1305,7 @@ func (x *UpdateMachineResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateMachineResponse.ProtoReflect.Descriptor instead.
 func (*UpdateMachineResponse) Descriptor() ([]byte, []int) {
-	return file_carbide_machine_v1_machine_proto_rawDescGZIP(), []int{15}
+	return file_carbide_machine_v1_machine_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *UpdateMachineResponse) GetMachine() *Machine {
@@ -1210,7 +1325,7 @@ type DeleteMachineRequest struct {
 
 func (x *DeleteMachineRequest) Reset() {
 	*x = DeleteMachineRequest{}
-	mi := &file_carbide_machine_v1_machine_proto_msgTypes[16]
+	mi := &file_carbide_machine_v1_machine_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1222,7 +1337,7 @@ func (x *DeleteMachineRequest) String() string {
 func (*DeleteMachineRequest) ProtoMessage() {}
 
 func (x *DeleteMachineRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_carbide_machine_v1_machine_proto_msgTypes[16]
+	mi := &file_carbide_machine_v1_machine_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1235,7 +1350,7 @@ func (x *DeleteMachineRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteMachineRequest.ProtoReflect.Descriptor instead.
 func (*DeleteMachineRequest) Descriptor() ([]byte, []int) {
-	return file_carbide_machine_v1_machine_proto_rawDescGZIP(), []int{16}
+	return file_carbide_machine_v1_machine_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *DeleteMachineRequest) GetId() string {
@@ -1253,7 +1368,7 @@ type DeleteMachineResponse struct {
 
 func (x *DeleteMachineResponse) Reset() {
 	*x = DeleteMachineResponse{}
-	mi := &file_carbide_machine_v1_machine_proto_msgTypes[17]
+	mi := &file_carbide_machine_v1_machine_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1265,7 +1380,7 @@ func (x *DeleteMachineResponse) String() string {
 func (*DeleteMachineResponse) ProtoMessage() {}
 
 func (x *DeleteMachineResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_carbide_machine_v1_machine_proto_msgTypes[17]
+	mi := &file_carbide_machine_v1_machine_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1278,7 +1393,7 @@ func (x *DeleteMachineResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteMachineResponse.ProtoReflect.Descriptor instead.
 func (*DeleteMachineResponse) Descriptor() ([]byte, []int) {
-	return file_carbide_machine_v1_machine_proto_rawDescGZIP(), []int{17}
+	return file_carbide_machine_v1_machine_proto_rawDescGZIP(), []int{18}
 }
 
 type ListMachineTransitionsRequest struct {
@@ -1295,7 +1410,7 @@ type ListMachineTransitionsRequest struct {
 
 func (x *ListMachineTransitionsRequest) Reset() {
 	*x = ListMachineTransitionsRequest{}
-	mi := &file_carbide_machine_v1_machine_proto_msgTypes[18]
+	mi := &file_carbide_machine_v1_machine_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1307,7 +1422,7 @@ func (x *ListMachineTransitionsRequest) String() string {
 func (*ListMachineTransitionsRequest) ProtoMessage() {}
 
 func (x *ListMachineTransitionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_carbide_machine_v1_machine_proto_msgTypes[18]
+	mi := &file_carbide_machine_v1_machine_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1320,7 +1435,7 @@ func (x *ListMachineTransitionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMachineTransitionsRequest.ProtoReflect.Descriptor instead.
 func (*ListMachineTransitionsRequest) Descriptor() ([]byte, []int) {
-	return file_carbide_machine_v1_machine_proto_rawDescGZIP(), []int{18}
+	return file_carbide_machine_v1_machine_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ListMachineTransitionsRequest) GetMachineId() string {
@@ -1355,7 +1470,7 @@ type ListMachineTransitionsResponse struct {
 
 func (x *ListMachineTransitionsResponse) Reset() {
 	*x = ListMachineTransitionsResponse{}
-	mi := &file_carbide_machine_v1_machine_proto_msgTypes[19]
+	mi := &file_carbide_machine_v1_machine_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1367,7 +1482,7 @@ func (x *ListMachineTransitionsResponse) String() string {
 func (*ListMachineTransitionsResponse) ProtoMessage() {}
 
 func (x *ListMachineTransitionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_carbide_machine_v1_machine_proto_msgTypes[19]
+	mi := &file_carbide_machine_v1_machine_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1380,7 +1495,7 @@ func (x *ListMachineTransitionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMachineTransitionsResponse.ProtoReflect.Descriptor instead.
 func (*ListMachineTransitionsResponse) Descriptor() ([]byte, []int) {
-	return file_carbide_machine_v1_machine_proto_rawDescGZIP(), []int{19}
+	return file_carbide_machine_v1_machine_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ListMachineTransitionsResponse) GetTransitions() []*StateTransition {
@@ -1410,7 +1525,7 @@ type RetryMachineRequest struct {
 
 func (x *RetryMachineRequest) Reset() {
 	*x = RetryMachineRequest{}
-	mi := &file_carbide_machine_v1_machine_proto_msgTypes[20]
+	mi := &file_carbide_machine_v1_machine_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1422,7 +1537,7 @@ func (x *RetryMachineRequest) String() string {
 func (*RetryMachineRequest) ProtoMessage() {}
 
 func (x *RetryMachineRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_carbide_machine_v1_machine_proto_msgTypes[20]
+	mi := &file_carbide_machine_v1_machine_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1435,7 +1550,7 @@ func (x *RetryMachineRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetryMachineRequest.ProtoReflect.Descriptor instead.
 func (*RetryMachineRequest) Descriptor() ([]byte, []int) {
-	return file_carbide_machine_v1_machine_proto_rawDescGZIP(), []int{20}
+	return file_carbide_machine_v1_machine_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *RetryMachineRequest) GetId() string {
@@ -1462,7 +1577,7 @@ type RetryMachineResponse struct {
 
 func (x *RetryMachineResponse) Reset() {
 	*x = RetryMachineResponse{}
-	mi := &file_carbide_machine_v1_machine_proto_msgTypes[21]
+	mi := &file_carbide_machine_v1_machine_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1474,7 +1589,7 @@ func (x *RetryMachineResponse) String() string {
 func (*RetryMachineResponse) ProtoMessage() {}
 
 func (x *RetryMachineResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_carbide_machine_v1_machine_proto_msgTypes[21]
+	mi := &file_carbide_machine_v1_machine_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1487,7 +1602,7 @@ func (x *RetryMachineResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetryMachineResponse.ProtoReflect.Descriptor instead.
 func (*RetryMachineResponse) Descriptor() ([]byte, []int) {
-	return file_carbide_machine_v1_machine_proto_rawDescGZIP(), []int{21}
+	return file_carbide_machine_v1_machine_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *RetryMachineResponse) GetMachine() *Machine {
@@ -1534,7 +1649,7 @@ const file_carbide_machine_v1_machine_proto_rawDesc = "" +
 	"\x10RESOLUTION_MERGE\x10\x01\x12\x15\n" +
 	"\x11RESOLUTION_REJECT\x10\x02\"X\n" +
 	"\x1fResolveIdentityConflictResponse\x125\n" +
-	"\amachine\x18\x01 \x01(\v2\x1b.carbide.machine.v1.MachineR\amachine\"\xdc\x05\n" +
+	"\amachine\x18\x01 \x01(\v2\x1b.carbide.machine.v1.MachineR\amachine\"\x8a\x06\n" +
 	"\aMachine\x12\x18\n" +
 	"\x02id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\x02id\x12G\n" +
 	"\bhostname\x18\x02 \x01(\tB+\xbaH(r&\x18?2\"^([a-z0-9]([a-z0-9-]*[a-z0-9])?)?$R\bhostname\x126\n" +
@@ -1553,10 +1668,21 @@ const file_carbide_machine_v1_machine_proto_rawDesc = "" +
 	"\tinventory\x18\n" +
 	" \x01(\v2\x1d.carbide.machine.v1.InventoryR\tinventory\x12\x1f\n" +
 	"\vhardware_id\x18\v \x01(\tR\n" +
-	"hardwareId\x1a9\n" +
+	"hardwareId\x12,\n" +
+	"\x04task\x18\f \x01(\v2\x18.carbide.machine.v1.TaskR\x04task\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x92\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xf2\x01\n" +
+	"\x04Task\x12\x12\n" +
+	"\x04step\x18\x01 \x01(\tR\x04step\x12\x12\n" +
+	"\x04done\x18\x02 \x01(\x03R\x04done\x12\x14\n" +
+	"\x05total\x18\x03 \x01(\x03R\x05total\x12\x18\n" +
+	"\amessage\x18\x04 \x01(\tR\amessage\x129\n" +
+	"\n" +
+	"start_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x126\n" +
+	"\bdeadline\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\bdeadline\x12\x1f\n" +
+	"\vinstance_id\x18\a \x01(\tR\n" +
+	"instanceId\"\x92\x01\n" +
 	"\tInterface\x12\x10\n" +
 	"\x03mac\x18\x01 \x01(\tR\x03mac\x12\x1d\n" +
 	"\n" +
@@ -1665,7 +1791,7 @@ func file_carbide_machine_v1_machine_proto_rawDescGZIP() []byte {
 }
 
 var file_carbide_machine_v1_machine_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_carbide_machine_v1_machine_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_carbide_machine_v1_machine_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_carbide_machine_v1_machine_proto_goTypes = []any{
 	(MachineState)(0), // 0: carbide.machine.v1.MachineState
 	(ResolveIdentityConflictRequest_Resolution)(0), // 1: carbide.machine.v1.ResolveIdentityConflictRequest.Resolution
@@ -1675,79 +1801,83 @@ var file_carbide_machine_v1_machine_proto_goTypes = []any{
 	(*ResolveIdentityConflictRequest)(nil),         // 5: carbide.machine.v1.ResolveIdentityConflictRequest
 	(*ResolveIdentityConflictResponse)(nil),        // 6: carbide.machine.v1.ResolveIdentityConflictResponse
 	(*Machine)(nil),                                // 7: carbide.machine.v1.Machine
-	(*Interface)(nil),                              // 8: carbide.machine.v1.Interface
-	(*StateTransition)(nil),                        // 9: carbide.machine.v1.StateTransition
-	(*CreateMachineRequest)(nil),                   // 10: carbide.machine.v1.CreateMachineRequest
-	(*CreateMachineResponse)(nil),                  // 11: carbide.machine.v1.CreateMachineResponse
-	(*GetMachineRequest)(nil),                      // 12: carbide.machine.v1.GetMachineRequest
-	(*GetMachineResponse)(nil),                     // 13: carbide.machine.v1.GetMachineResponse
-	(*ListMachinesRequest)(nil),                    // 14: carbide.machine.v1.ListMachinesRequest
-	(*ListMachinesResponse)(nil),                   // 15: carbide.machine.v1.ListMachinesResponse
-	(*UpdateMachineRequest)(nil),                   // 16: carbide.machine.v1.UpdateMachineRequest
-	(*UpdateMachineResponse)(nil),                  // 17: carbide.machine.v1.UpdateMachineResponse
-	(*DeleteMachineRequest)(nil),                   // 18: carbide.machine.v1.DeleteMachineRequest
-	(*DeleteMachineResponse)(nil),                  // 19: carbide.machine.v1.DeleteMachineResponse
-	(*ListMachineTransitionsRequest)(nil),          // 20: carbide.machine.v1.ListMachineTransitionsRequest
-	(*ListMachineTransitionsResponse)(nil),         // 21: carbide.machine.v1.ListMachineTransitionsResponse
-	(*RetryMachineRequest)(nil),                    // 22: carbide.machine.v1.RetryMachineRequest
-	(*RetryMachineResponse)(nil),                   // 23: carbide.machine.v1.RetryMachineResponse
-	nil,                                            // 24: carbide.machine.v1.Machine.LabelsEntry
-	nil,                                            // 25: carbide.machine.v1.CreateMachineRequest.LabelsEntry
-	nil,                                            // 26: carbide.machine.v1.ListMachinesRequest.LabelsEntry
-	(*Inventory)(nil),                              // 27: carbide.machine.v1.Inventory
-	(*timestamppb.Timestamp)(nil),                  // 28: google.protobuf.Timestamp
-	(*fieldmaskpb.FieldMask)(nil),                  // 29: google.protobuf.FieldMask
+	(*Task)(nil),                                   // 8: carbide.machine.v1.Task
+	(*Interface)(nil),                              // 9: carbide.machine.v1.Interface
+	(*StateTransition)(nil),                        // 10: carbide.machine.v1.StateTransition
+	(*CreateMachineRequest)(nil),                   // 11: carbide.machine.v1.CreateMachineRequest
+	(*CreateMachineResponse)(nil),                  // 12: carbide.machine.v1.CreateMachineResponse
+	(*GetMachineRequest)(nil),                      // 13: carbide.machine.v1.GetMachineRequest
+	(*GetMachineResponse)(nil),                     // 14: carbide.machine.v1.GetMachineResponse
+	(*ListMachinesRequest)(nil),                    // 15: carbide.machine.v1.ListMachinesRequest
+	(*ListMachinesResponse)(nil),                   // 16: carbide.machine.v1.ListMachinesResponse
+	(*UpdateMachineRequest)(nil),                   // 17: carbide.machine.v1.UpdateMachineRequest
+	(*UpdateMachineResponse)(nil),                  // 18: carbide.machine.v1.UpdateMachineResponse
+	(*DeleteMachineRequest)(nil),                   // 19: carbide.machine.v1.DeleteMachineRequest
+	(*DeleteMachineResponse)(nil),                  // 20: carbide.machine.v1.DeleteMachineResponse
+	(*ListMachineTransitionsRequest)(nil),          // 21: carbide.machine.v1.ListMachineTransitionsRequest
+	(*ListMachineTransitionsResponse)(nil),         // 22: carbide.machine.v1.ListMachineTransitionsResponse
+	(*RetryMachineRequest)(nil),                    // 23: carbide.machine.v1.RetryMachineRequest
+	(*RetryMachineResponse)(nil),                   // 24: carbide.machine.v1.RetryMachineResponse
+	nil,                                            // 25: carbide.machine.v1.Machine.LabelsEntry
+	nil,                                            // 26: carbide.machine.v1.CreateMachineRequest.LabelsEntry
+	nil,                                            // 27: carbide.machine.v1.ListMachinesRequest.LabelsEntry
+	(*Inventory)(nil),                              // 28: carbide.machine.v1.Inventory
+	(*timestamppb.Timestamp)(nil),                  // 29: google.protobuf.Timestamp
+	(*fieldmaskpb.FieldMask)(nil),                  // 30: google.protobuf.FieldMask
 }
 var file_carbide_machine_v1_machine_proto_depIdxs = []int32{
-	27, // 0: carbide.machine.v1.IdentityConflict.inventory:type_name -> carbide.machine.v1.Inventory
-	28, // 1: carbide.machine.v1.IdentityConflict.create_time:type_name -> google.protobuf.Timestamp
+	28, // 0: carbide.machine.v1.IdentityConflict.inventory:type_name -> carbide.machine.v1.Inventory
+	29, // 1: carbide.machine.v1.IdentityConflict.create_time:type_name -> google.protobuf.Timestamp
 	2,  // 2: carbide.machine.v1.ListIdentityConflictsResponse.conflicts:type_name -> carbide.machine.v1.IdentityConflict
 	1,  // 3: carbide.machine.v1.ResolveIdentityConflictRequest.resolution:type_name -> carbide.machine.v1.ResolveIdentityConflictRequest.Resolution
 	7,  // 4: carbide.machine.v1.ResolveIdentityConflictResponse.machine:type_name -> carbide.machine.v1.Machine
 	0,  // 5: carbide.machine.v1.Machine.state:type_name -> carbide.machine.v1.MachineState
-	24, // 6: carbide.machine.v1.Machine.labels:type_name -> carbide.machine.v1.Machine.LabelsEntry
-	8,  // 7: carbide.machine.v1.Machine.interfaces:type_name -> carbide.machine.v1.Interface
-	28, // 8: carbide.machine.v1.Machine.create_time:type_name -> google.protobuf.Timestamp
-	28, // 9: carbide.machine.v1.Machine.update_time:type_name -> google.protobuf.Timestamp
-	28, // 10: carbide.machine.v1.Machine.state_time:type_name -> google.protobuf.Timestamp
-	27, // 11: carbide.machine.v1.Machine.inventory:type_name -> carbide.machine.v1.Inventory
-	0,  // 12: carbide.machine.v1.StateTransition.from_state:type_name -> carbide.machine.v1.MachineState
-	0,  // 13: carbide.machine.v1.StateTransition.to_state:type_name -> carbide.machine.v1.MachineState
-	28, // 14: carbide.machine.v1.StateTransition.time:type_name -> google.protobuf.Timestamp
-	25, // 15: carbide.machine.v1.CreateMachineRequest.labels:type_name -> carbide.machine.v1.CreateMachineRequest.LabelsEntry
-	7,  // 16: carbide.machine.v1.CreateMachineResponse.machine:type_name -> carbide.machine.v1.Machine
-	7,  // 17: carbide.machine.v1.GetMachineResponse.machine:type_name -> carbide.machine.v1.Machine
-	0,  // 18: carbide.machine.v1.ListMachinesRequest.states:type_name -> carbide.machine.v1.MachineState
-	26, // 19: carbide.machine.v1.ListMachinesRequest.labels:type_name -> carbide.machine.v1.ListMachinesRequest.LabelsEntry
-	7,  // 20: carbide.machine.v1.ListMachinesResponse.machines:type_name -> carbide.machine.v1.Machine
-	7,  // 21: carbide.machine.v1.UpdateMachineRequest.machine:type_name -> carbide.machine.v1.Machine
-	29, // 22: carbide.machine.v1.UpdateMachineRequest.update_mask:type_name -> google.protobuf.FieldMask
-	7,  // 23: carbide.machine.v1.UpdateMachineResponse.machine:type_name -> carbide.machine.v1.Machine
-	9,  // 24: carbide.machine.v1.ListMachineTransitionsResponse.transitions:type_name -> carbide.machine.v1.StateTransition
-	7,  // 25: carbide.machine.v1.RetryMachineResponse.machine:type_name -> carbide.machine.v1.Machine
-	10, // 26: carbide.machine.v1.MachineService.CreateMachine:input_type -> carbide.machine.v1.CreateMachineRequest
-	12, // 27: carbide.machine.v1.MachineService.GetMachine:input_type -> carbide.machine.v1.GetMachineRequest
-	14, // 28: carbide.machine.v1.MachineService.ListMachines:input_type -> carbide.machine.v1.ListMachinesRequest
-	16, // 29: carbide.machine.v1.MachineService.UpdateMachine:input_type -> carbide.machine.v1.UpdateMachineRequest
-	18, // 30: carbide.machine.v1.MachineService.DeleteMachine:input_type -> carbide.machine.v1.DeleteMachineRequest
-	20, // 31: carbide.machine.v1.MachineService.ListMachineTransitions:input_type -> carbide.machine.v1.ListMachineTransitionsRequest
-	22, // 32: carbide.machine.v1.MachineService.RetryMachine:input_type -> carbide.machine.v1.RetryMachineRequest
-	3,  // 33: carbide.machine.v1.MachineService.ListIdentityConflicts:input_type -> carbide.machine.v1.ListIdentityConflictsRequest
-	5,  // 34: carbide.machine.v1.MachineService.ResolveIdentityConflict:input_type -> carbide.machine.v1.ResolveIdentityConflictRequest
-	11, // 35: carbide.machine.v1.MachineService.CreateMachine:output_type -> carbide.machine.v1.CreateMachineResponse
-	13, // 36: carbide.machine.v1.MachineService.GetMachine:output_type -> carbide.machine.v1.GetMachineResponse
-	15, // 37: carbide.machine.v1.MachineService.ListMachines:output_type -> carbide.machine.v1.ListMachinesResponse
-	17, // 38: carbide.machine.v1.MachineService.UpdateMachine:output_type -> carbide.machine.v1.UpdateMachineResponse
-	19, // 39: carbide.machine.v1.MachineService.DeleteMachine:output_type -> carbide.machine.v1.DeleteMachineResponse
-	21, // 40: carbide.machine.v1.MachineService.ListMachineTransitions:output_type -> carbide.machine.v1.ListMachineTransitionsResponse
-	23, // 41: carbide.machine.v1.MachineService.RetryMachine:output_type -> carbide.machine.v1.RetryMachineResponse
-	4,  // 42: carbide.machine.v1.MachineService.ListIdentityConflicts:output_type -> carbide.machine.v1.ListIdentityConflictsResponse
-	6,  // 43: carbide.machine.v1.MachineService.ResolveIdentityConflict:output_type -> carbide.machine.v1.ResolveIdentityConflictResponse
-	35, // [35:44] is the sub-list for method output_type
-	26, // [26:35] is the sub-list for method input_type
-	26, // [26:26] is the sub-list for extension type_name
-	26, // [26:26] is the sub-list for extension extendee
-	0,  // [0:26] is the sub-list for field type_name
+	25, // 6: carbide.machine.v1.Machine.labels:type_name -> carbide.machine.v1.Machine.LabelsEntry
+	9,  // 7: carbide.machine.v1.Machine.interfaces:type_name -> carbide.machine.v1.Interface
+	29, // 8: carbide.machine.v1.Machine.create_time:type_name -> google.protobuf.Timestamp
+	29, // 9: carbide.machine.v1.Machine.update_time:type_name -> google.protobuf.Timestamp
+	29, // 10: carbide.machine.v1.Machine.state_time:type_name -> google.protobuf.Timestamp
+	28, // 11: carbide.machine.v1.Machine.inventory:type_name -> carbide.machine.v1.Inventory
+	8,  // 12: carbide.machine.v1.Machine.task:type_name -> carbide.machine.v1.Task
+	29, // 13: carbide.machine.v1.Task.start_time:type_name -> google.protobuf.Timestamp
+	29, // 14: carbide.machine.v1.Task.deadline:type_name -> google.protobuf.Timestamp
+	0,  // 15: carbide.machine.v1.StateTransition.from_state:type_name -> carbide.machine.v1.MachineState
+	0,  // 16: carbide.machine.v1.StateTransition.to_state:type_name -> carbide.machine.v1.MachineState
+	29, // 17: carbide.machine.v1.StateTransition.time:type_name -> google.protobuf.Timestamp
+	26, // 18: carbide.machine.v1.CreateMachineRequest.labels:type_name -> carbide.machine.v1.CreateMachineRequest.LabelsEntry
+	7,  // 19: carbide.machine.v1.CreateMachineResponse.machine:type_name -> carbide.machine.v1.Machine
+	7,  // 20: carbide.machine.v1.GetMachineResponse.machine:type_name -> carbide.machine.v1.Machine
+	0,  // 21: carbide.machine.v1.ListMachinesRequest.states:type_name -> carbide.machine.v1.MachineState
+	27, // 22: carbide.machine.v1.ListMachinesRequest.labels:type_name -> carbide.machine.v1.ListMachinesRequest.LabelsEntry
+	7,  // 23: carbide.machine.v1.ListMachinesResponse.machines:type_name -> carbide.machine.v1.Machine
+	7,  // 24: carbide.machine.v1.UpdateMachineRequest.machine:type_name -> carbide.machine.v1.Machine
+	30, // 25: carbide.machine.v1.UpdateMachineRequest.update_mask:type_name -> google.protobuf.FieldMask
+	7,  // 26: carbide.machine.v1.UpdateMachineResponse.machine:type_name -> carbide.machine.v1.Machine
+	10, // 27: carbide.machine.v1.ListMachineTransitionsResponse.transitions:type_name -> carbide.machine.v1.StateTransition
+	7,  // 28: carbide.machine.v1.RetryMachineResponse.machine:type_name -> carbide.machine.v1.Machine
+	11, // 29: carbide.machine.v1.MachineService.CreateMachine:input_type -> carbide.machine.v1.CreateMachineRequest
+	13, // 30: carbide.machine.v1.MachineService.GetMachine:input_type -> carbide.machine.v1.GetMachineRequest
+	15, // 31: carbide.machine.v1.MachineService.ListMachines:input_type -> carbide.machine.v1.ListMachinesRequest
+	17, // 32: carbide.machine.v1.MachineService.UpdateMachine:input_type -> carbide.machine.v1.UpdateMachineRequest
+	19, // 33: carbide.machine.v1.MachineService.DeleteMachine:input_type -> carbide.machine.v1.DeleteMachineRequest
+	21, // 34: carbide.machine.v1.MachineService.ListMachineTransitions:input_type -> carbide.machine.v1.ListMachineTransitionsRequest
+	23, // 35: carbide.machine.v1.MachineService.RetryMachine:input_type -> carbide.machine.v1.RetryMachineRequest
+	3,  // 36: carbide.machine.v1.MachineService.ListIdentityConflicts:input_type -> carbide.machine.v1.ListIdentityConflictsRequest
+	5,  // 37: carbide.machine.v1.MachineService.ResolveIdentityConflict:input_type -> carbide.machine.v1.ResolveIdentityConflictRequest
+	12, // 38: carbide.machine.v1.MachineService.CreateMachine:output_type -> carbide.machine.v1.CreateMachineResponse
+	14, // 39: carbide.machine.v1.MachineService.GetMachine:output_type -> carbide.machine.v1.GetMachineResponse
+	16, // 40: carbide.machine.v1.MachineService.ListMachines:output_type -> carbide.machine.v1.ListMachinesResponse
+	18, // 41: carbide.machine.v1.MachineService.UpdateMachine:output_type -> carbide.machine.v1.UpdateMachineResponse
+	20, // 42: carbide.machine.v1.MachineService.DeleteMachine:output_type -> carbide.machine.v1.DeleteMachineResponse
+	22, // 43: carbide.machine.v1.MachineService.ListMachineTransitions:output_type -> carbide.machine.v1.ListMachineTransitionsResponse
+	24, // 44: carbide.machine.v1.MachineService.RetryMachine:output_type -> carbide.machine.v1.RetryMachineResponse
+	4,  // 45: carbide.machine.v1.MachineService.ListIdentityConflicts:output_type -> carbide.machine.v1.ListIdentityConflictsResponse
+	6,  // 46: carbide.machine.v1.MachineService.ResolveIdentityConflict:output_type -> carbide.machine.v1.ResolveIdentityConflictResponse
+	38, // [38:47] is the sub-list for method output_type
+	29, // [29:38] is the sub-list for method input_type
+	29, // [29:29] is the sub-list for extension type_name
+	29, // [29:29] is the sub-list for extension extendee
+	0,  // [0:29] is the sub-list for field type_name
 }
 
 func init() { file_carbide_machine_v1_machine_proto_init() }
@@ -1762,7 +1892,7 @@ func file_carbide_machine_v1_machine_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_carbide_machine_v1_machine_proto_rawDesc), len(file_carbide_machine_v1_machine_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   25,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -12,6 +12,7 @@ package watchv1
 import (
 	_ "buf.build/gen/go/bufbuild/protovalidate/protocolbuffers/go/buf/validate"
 	v12 "github.com/carbide-dev/carbide/gen/carbide/bmc/v1"
+	v13 "github.com/carbide-dev/carbide/gen/carbide/instance/v1"
 	v1 "github.com/carbide-dev/carbide/gen/carbide/machine/v1"
 	v11 "github.com/carbide-dev/carbide/gen/carbide/network/v1"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
@@ -39,6 +40,8 @@ const (
 	ResourceKind_RESOURCE_KIND_BMC ResourceKind = 3
 	// A power or boot operation on a machine's BMC.
 	ResourceKind_RESOURCE_KIND_BMC_OPERATION ResourceKind = 4
+	// A tenant's instance, with its machine's current step and progress.
+	ResourceKind_RESOURCE_KIND_INSTANCE ResourceKind = 5
 )
 
 // Enum value maps for ResourceKind.
@@ -49,6 +52,7 @@ var (
 		2: "RESOURCE_KIND_SEGMENT",
 		3: "RESOURCE_KIND_BMC",
 		4: "RESOURCE_KIND_BMC_OPERATION",
+		5: "RESOURCE_KIND_INSTANCE",
 	}
 	ResourceKind_value = map[string]int32{
 		"RESOURCE_KIND_UNSPECIFIED":   0,
@@ -56,6 +60,7 @@ var (
 		"RESOURCE_KIND_SEGMENT":       2,
 		"RESOURCE_KIND_BMC":           3,
 		"RESOURCE_KIND_BMC_OPERATION": 4,
+		"RESOURCE_KIND_INSTANCE":      5,
 	}
 )
 
@@ -218,6 +223,7 @@ type WatchResponse struct {
 	//	*WatchResponse_Segment
 	//	*WatchResponse_Bmc
 	//	*WatchResponse_Operation
+	//	*WatchResponse_Instance
 	Resource      isWatchResponse_Resource `protobuf_oneof:"resource"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -324,6 +330,15 @@ func (x *WatchResponse) GetOperation() *v12.Operation {
 	return nil
 }
 
+func (x *WatchResponse) GetInstance() *v13.Instance {
+	if x != nil {
+		if x, ok := x.Resource.(*WatchResponse_Instance); ok {
+			return x.Instance
+		}
+	}
+	return nil
+}
+
 type isWatchResponse_Resource interface {
 	isWatchResponse_Resource()
 }
@@ -344,6 +359,10 @@ type WatchResponse_Operation struct {
 	Operation *v12.Operation `protobuf:"bytes,8,opt,name=operation,proto3,oneof"`
 }
 
+type WatchResponse_Instance struct {
+	Instance *v13.Instance `protobuf:"bytes,9,opt,name=instance,proto3,oneof"`
+}
+
 func (*WatchResponse_Machine) isWatchResponse_Resource() {}
 
 func (*WatchResponse_Segment) isWatchResponse_Resource() {}
@@ -352,14 +371,16 @@ func (*WatchResponse_Bmc) isWatchResponse_Resource() {}
 
 func (*WatchResponse_Operation) isWatchResponse_Resource() {}
 
+func (*WatchResponse_Instance) isWatchResponse_Resource() {}
+
 var File_carbide_watch_v1_watch_proto protoreflect.FileDescriptor
 
 const file_carbide_watch_v1_watch_proto_rawDesc = "" +
 	"\n" +
-	"\x1ccarbide/watch/v1/watch.proto\x12\x10carbide.watch.v1\x1a\x1bbuf/validate/validate.proto\x1a\x18carbide/bmc/v1/bmc.proto\x1a carbide/machine/v1/machine.proto\x1a carbide/network/v1/segment.proto\"\x89\x01\n" +
+	"\x1ccarbide/watch/v1/watch.proto\x12\x10carbide.watch.v1\x1a\x1bbuf/validate/validate.proto\x1a\x18carbide/bmc/v1/bmc.proto\x1a\"carbide/instance/v1/instance.proto\x1a carbide/machine/v1/machine.proto\x1a carbide/network/v1/segment.proto\"\x89\x01\n" +
 	"\fWatchRequest\x12I\n" +
-	"\x05kinds\x18\x01 \x03(\x0e2\x1e.carbide.watch.v1.ResourceKindB\x13\xbaH\x10\x92\x01\r\x10\x04\x18\x01\"\a\x82\x01\x04\x10\x01 \x00R\x05kinds\x12.\n" +
-	"\x0esince_revision\x18\x02 \x01(\x03B\a\xbaH\x04\"\x02(\x00R\rsinceRevision\"\x82\x03\n" +
+	"\x05kinds\x18\x01 \x03(\x0e2\x1e.carbide.watch.v1.ResourceKindB\x13\xbaH\x10\x92\x01\r\x10\x05\x18\x01\"\a\x82\x01\x04\x10\x01 \x00R\x05kinds\x12.\n" +
+	"\x0esince_revision\x18\x02 \x01(\x03B\a\xbaH\x04\"\x02(\x00R\rsinceRevision\"\xbf\x03\n" +
 	"\rWatchResponse\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\x03R\brevision\x12/\n" +
 	"\x04type\x18\x02 \x01(\x0e2\x1b.carbide.watch.v1.EventTypeR\x04type\x122\n" +
@@ -368,15 +389,17 @@ const file_carbide_watch_v1_watch_proto_rawDesc = "" +
 	"\amachine\x18\x05 \x01(\v2\x1b.carbide.machine.v1.MachineH\x00R\amachine\x127\n" +
 	"\asegment\x18\x06 \x01(\v2\x1b.carbide.network.v1.SegmentH\x00R\asegment\x12'\n" +
 	"\x03bmc\x18\a \x01(\v2\x13.carbide.bmc.v1.BMCH\x00R\x03bmc\x129\n" +
-	"\toperation\x18\b \x01(\v2\x19.carbide.bmc.v1.OperationH\x00R\toperationB\n" +
+	"\toperation\x18\b \x01(\v2\x19.carbide.bmc.v1.OperationH\x00R\toperation\x12;\n" +
+	"\binstance\x18\t \x01(\v2\x1d.carbide.instance.v1.InstanceH\x00R\binstanceB\n" +
 	"\n" +
-	"\bresource*\x9b\x01\n" +
+	"\bresource*\xb7\x01\n" +
 	"\fResourceKind\x12\x1d\n" +
 	"\x19RESOURCE_KIND_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15RESOURCE_KIND_MACHINE\x10\x01\x12\x19\n" +
 	"\x15RESOURCE_KIND_SEGMENT\x10\x02\x12\x15\n" +
 	"\x11RESOURCE_KIND_BMC\x10\x03\x12\x1f\n" +
-	"\x1bRESOURCE_KIND_BMC_OPERATION\x10\x04*\x9f\x01\n" +
+	"\x1bRESOURCE_KIND_BMC_OPERATION\x10\x04\x12\x1a\n" +
+	"\x16RESOURCE_KIND_INSTANCE\x10\x05*\x9f\x01\n" +
 	"\tEventType\x12\x1a\n" +
 	"\x16EVENT_TYPE_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13EVENT_TYPE_EXISTING\x10\x01\x12\x15\n" +
@@ -412,6 +435,7 @@ var file_carbide_watch_v1_watch_proto_goTypes = []any{
 	(*v11.Segment)(nil),   // 5: carbide.network.v1.Segment
 	(*v12.BMC)(nil),       // 6: carbide.bmc.v1.BMC
 	(*v12.Operation)(nil), // 7: carbide.bmc.v1.Operation
+	(*v13.Instance)(nil),  // 8: carbide.instance.v1.Instance
 }
 var file_carbide_watch_v1_watch_proto_depIdxs = []int32{
 	0, // 0: carbide.watch.v1.WatchRequest.kinds:type_name -> carbide.watch.v1.ResourceKind
@@ -421,13 +445,14 @@ var file_carbide_watch_v1_watch_proto_depIdxs = []int32{
 	5, // 4: carbide.watch.v1.WatchResponse.segment:type_name -> carbide.network.v1.Segment
 	6, // 5: carbide.watch.v1.WatchResponse.bmc:type_name -> carbide.bmc.v1.BMC
 	7, // 6: carbide.watch.v1.WatchResponse.operation:type_name -> carbide.bmc.v1.Operation
-	2, // 7: carbide.watch.v1.WatchService.Watch:input_type -> carbide.watch.v1.WatchRequest
-	3, // 8: carbide.watch.v1.WatchService.Watch:output_type -> carbide.watch.v1.WatchResponse
-	8, // [8:9] is the sub-list for method output_type
-	7, // [7:8] is the sub-list for method input_type
-	7, // [7:7] is the sub-list for extension type_name
-	7, // [7:7] is the sub-list for extension extendee
-	0, // [0:7] is the sub-list for field type_name
+	8, // 7: carbide.watch.v1.WatchResponse.instance:type_name -> carbide.instance.v1.Instance
+	2, // 8: carbide.watch.v1.WatchService.Watch:input_type -> carbide.watch.v1.WatchRequest
+	3, // 9: carbide.watch.v1.WatchService.Watch:output_type -> carbide.watch.v1.WatchResponse
+	9, // [9:10] is the sub-list for method output_type
+	8, // [8:9] is the sub-list for method input_type
+	8, // [8:8] is the sub-list for extension type_name
+	8, // [8:8] is the sub-list for extension extendee
+	0, // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_carbide_watch_v1_watch_proto_init() }
@@ -440,6 +465,7 @@ func file_carbide_watch_v1_watch_proto_init() {
 		(*WatchResponse_Segment)(nil),
 		(*WatchResponse_Bmc)(nil),
 		(*WatchResponse_Operation)(nil),
+		(*WatchResponse_Instance)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{

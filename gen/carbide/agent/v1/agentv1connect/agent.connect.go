@@ -43,6 +43,12 @@ const (
 	// AgentServiceGetInstructionProcedure is the fully-qualified name of the AgentService's
 	// GetInstruction RPC.
 	AgentServiceGetInstructionProcedure = "/carbide.agent.v1.AgentService/GetInstruction"
+	// AgentServiceReportProgressProcedure is the fully-qualified name of the AgentService's
+	// ReportProgress RPC.
+	AgentServiceReportProgressProcedure = "/carbide.agent.v1.AgentService/ReportProgress"
+	// AgentServiceCompleteStepProcedure is the fully-qualified name of the AgentService's CompleteStep
+	// RPC.
+	AgentServiceCompleteStepProcedure = "/carbide.agent.v1.AgentService/CompleteStep"
 )
 
 // AgentServiceClient is a client for the carbide.agent.v1.AgentService service.
@@ -73,7 +79,27 @@ type AgentServiceClient interface {
 	// credentials: an agent never replaces them.
 	EnrollBMC(context.Context, *connect.Request[v1.EnrollBMCRequest]) (*connect.Response[v1.EnrollBMCResponse], error)
 	// GetInstruction says what the agent does next.
+	//
+	// A machine being provisioned is told to install its instance's image
+	// (ACTION_INSTALL), a machine being cleaned to wipe its disks
+	// (ACTION_WIPE). The step starts when the agent reports its inventory
+	// (ReportInventory answers with the same instruction); asking again
+	// during it returns the same instruction.
 	GetInstruction(context.Context, *connect.Request[v1.GetInstructionRequest]) (*connect.Response[v1.GetInstructionResponse], error)
+	// ReportProgress reports how far the current step (ACTION_INSTALL,
+	// ACTION_WIPE) is. Progress of a step that is not the machine's current
+	// one is ignored (FAILED_PRECONDITION), so a late report cannot undo a
+	// later step. Agents report at most every few seconds.
+	ReportProgress(context.Context, *connect.Request[v1.ReportProgressRequest]) (*connect.Response[v1.ReportProgressResponse], error)
+	// CompleteStep reports the end of the current step, successful or not.
+	// An image that was written moves the machine on to boot it; an image
+	// that could not be written (an unreachable URL, a wrong checksum, a
+	// disk too small) fails the instance with that reason and sends the
+	// machine to cleaning; wiped disks make the machine Ready; disks that
+	// could not be wiped fail the machine. The response says what to do
+	// next. Repeating the call for a step that already ended returns the
+	// next instruction again.
+	CompleteStep(context.Context, *connect.Request[v1.CompleteStepRequest]) (*connect.Response[v1.CompleteStepResponse], error)
 }
 
 // NewAgentServiceClient constructs a client for the carbide.agent.v1.AgentService service. By
@@ -108,6 +134,20 @@ func NewAgentServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 			connect.WithClientOptions(opts...),
 		),
+		reportProgress: connect.NewClient[v1.ReportProgressRequest, v1.ReportProgressResponse](
+			httpClient,
+			baseURL+AgentServiceReportProgressProcedure,
+			connect.WithSchema(agentServiceMethods.ByName("ReportProgress")),
+			connect.WithIdempotency(connect.IdempotencyIdempotent),
+			connect.WithClientOptions(opts...),
+		),
+		completeStep: connect.NewClient[v1.CompleteStepRequest, v1.CompleteStepResponse](
+			httpClient,
+			baseURL+AgentServiceCompleteStepProcedure,
+			connect.WithSchema(agentServiceMethods.ByName("CompleteStep")),
+			connect.WithIdempotency(connect.IdempotencyIdempotent),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -116,6 +156,8 @@ type agentServiceClient struct {
 	reportInventory *connect.Client[v1.ReportInventoryRequest, v1.ReportInventoryResponse]
 	enrollBMC       *connect.Client[v1.EnrollBMCRequest, v1.EnrollBMCResponse]
 	getInstruction  *connect.Client[v1.GetInstructionRequest, v1.GetInstructionResponse]
+	reportProgress  *connect.Client[v1.ReportProgressRequest, v1.ReportProgressResponse]
+	completeStep    *connect.Client[v1.CompleteStepRequest, v1.CompleteStepResponse]
 }
 
 // ReportInventory calls carbide.agent.v1.AgentService.ReportInventory.
@@ -131,6 +173,16 @@ func (c *agentServiceClient) EnrollBMC(ctx context.Context, req *connect.Request
 // GetInstruction calls carbide.agent.v1.AgentService.GetInstruction.
 func (c *agentServiceClient) GetInstruction(ctx context.Context, req *connect.Request[v1.GetInstructionRequest]) (*connect.Response[v1.GetInstructionResponse], error) {
 	return c.getInstruction.CallUnary(ctx, req)
+}
+
+// ReportProgress calls carbide.agent.v1.AgentService.ReportProgress.
+func (c *agentServiceClient) ReportProgress(ctx context.Context, req *connect.Request[v1.ReportProgressRequest]) (*connect.Response[v1.ReportProgressResponse], error) {
+	return c.reportProgress.CallUnary(ctx, req)
+}
+
+// CompleteStep calls carbide.agent.v1.AgentService.CompleteStep.
+func (c *agentServiceClient) CompleteStep(ctx context.Context, req *connect.Request[v1.CompleteStepRequest]) (*connect.Response[v1.CompleteStepResponse], error) {
+	return c.completeStep.CallUnary(ctx, req)
 }
 
 // AgentServiceHandler is an implementation of the carbide.agent.v1.AgentService service.
@@ -161,7 +213,27 @@ type AgentServiceHandler interface {
 	// credentials: an agent never replaces them.
 	EnrollBMC(context.Context, *connect.Request[v1.EnrollBMCRequest]) (*connect.Response[v1.EnrollBMCResponse], error)
 	// GetInstruction says what the agent does next.
+	//
+	// A machine being provisioned is told to install its instance's image
+	// (ACTION_INSTALL), a machine being cleaned to wipe its disks
+	// (ACTION_WIPE). The step starts when the agent reports its inventory
+	// (ReportInventory answers with the same instruction); asking again
+	// during it returns the same instruction.
 	GetInstruction(context.Context, *connect.Request[v1.GetInstructionRequest]) (*connect.Response[v1.GetInstructionResponse], error)
+	// ReportProgress reports how far the current step (ACTION_INSTALL,
+	// ACTION_WIPE) is. Progress of a step that is not the machine's current
+	// one is ignored (FAILED_PRECONDITION), so a late report cannot undo a
+	// later step. Agents report at most every few seconds.
+	ReportProgress(context.Context, *connect.Request[v1.ReportProgressRequest]) (*connect.Response[v1.ReportProgressResponse], error)
+	// CompleteStep reports the end of the current step, successful or not.
+	// An image that was written moves the machine on to boot it; an image
+	// that could not be written (an unreachable URL, a wrong checksum, a
+	// disk too small) fails the instance with that reason and sends the
+	// machine to cleaning; wiped disks make the machine Ready; disks that
+	// could not be wiped fail the machine. The response says what to do
+	// next. Repeating the call for a step that already ended returns the
+	// next instruction again.
+	CompleteStep(context.Context, *connect.Request[v1.CompleteStepRequest]) (*connect.Response[v1.CompleteStepResponse], error)
 }
 
 // NewAgentServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -192,6 +264,20 @@ func NewAgentServiceHandler(svc AgentServiceHandler, opts ...connect.HandlerOpti
 		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 		connect.WithHandlerOptions(opts...),
 	)
+	agentServiceReportProgressHandler := connect.NewUnaryHandler(
+		AgentServiceReportProgressProcedure,
+		svc.ReportProgress,
+		connect.WithSchema(agentServiceMethods.ByName("ReportProgress")),
+		connect.WithIdempotency(connect.IdempotencyIdempotent),
+		connect.WithHandlerOptions(opts...),
+	)
+	agentServiceCompleteStepHandler := connect.NewUnaryHandler(
+		AgentServiceCompleteStepProcedure,
+		svc.CompleteStep,
+		connect.WithSchema(agentServiceMethods.ByName("CompleteStep")),
+		connect.WithIdempotency(connect.IdempotencyIdempotent),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/carbide.agent.v1.AgentService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case AgentServiceReportInventoryProcedure:
@@ -200,6 +286,10 @@ func NewAgentServiceHandler(svc AgentServiceHandler, opts ...connect.HandlerOpti
 			agentServiceEnrollBMCHandler.ServeHTTP(w, r)
 		case AgentServiceGetInstructionProcedure:
 			agentServiceGetInstructionHandler.ServeHTTP(w, r)
+		case AgentServiceReportProgressProcedure:
+			agentServiceReportProgressHandler.ServeHTTP(w, r)
+		case AgentServiceCompleteStepProcedure:
+			agentServiceCompleteStepHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -219,4 +309,12 @@ func (UnimplementedAgentServiceHandler) EnrollBMC(context.Context, *connect.Requ
 
 func (UnimplementedAgentServiceHandler) GetInstruction(context.Context, *connect.Request[v1.GetInstructionRequest]) (*connect.Response[v1.GetInstructionResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("carbide.agent.v1.AgentService.GetInstruction is not implemented"))
+}
+
+func (UnimplementedAgentServiceHandler) ReportProgress(context.Context, *connect.Request[v1.ReportProgressRequest]) (*connect.Response[v1.ReportProgressResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("carbide.agent.v1.AgentService.ReportProgress is not implemented"))
+}
+
+func (UnimplementedAgentServiceHandler) CompleteStep(context.Context, *connect.Request[v1.CompleteStepRequest]) (*connect.Response[v1.CompleteStepResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("carbide.agent.v1.AgentService.CompleteStep is not implemented"))
 }

@@ -38,6 +38,8 @@ const (
 	// BootServiceGetBootConfigProcedure is the fully-qualified name of the BootService's GetBootConfig
 	// RPC.
 	BootServiceGetBootConfigProcedure = "/carbide.boot.v1.BootService/GetBootConfig"
+	// BootServicePhoneHomeProcedure is the fully-qualified name of the BootService's PhoneHome RPC.
+	BootServicePhoneHomeProcedure = "/carbide.boot.v1.BootService/PhoneHome"
 )
 
 // BootServiceClient is a client for the carbide.boot.v1.BootService service.
@@ -53,6 +55,13 @@ type BootServiceClient interface {
 	// stop working. Other callers read the configuration and never get a
 	// nonce or a token. NOT_FOUND when no machine has the MAC.
 	GetBootConfig(context.Context, *connect.Request[v1.GetBootConfigRequest]) (*connect.Response[v1.GetBootConfigResponse], error)
+	// PhoneHome reports that the operating system of a machine's instance
+	// booted: cloud-init's phone_home reached carbide-pxe from the address
+	// that holds the MAC's lease. The machine becomes Assigned and the
+	// instance Running. The pxe role only; FAILED_PRECONDITION when the
+	// machine is not booting that instance, which a repeated call of a
+	// Running instance is not.
+	PhoneHome(context.Context, *connect.Request[v1.PhoneHomeRequest]) (*connect.Response[v1.PhoneHomeResponse], error)
 }
 
 // NewBootServiceClient constructs a client for the carbide.boot.v1.BootService service. By default,
@@ -73,17 +82,30 @@ func NewBootServiceClient(httpClient connect.HTTPClient, baseURL string, opts ..
 			connect.WithIdempotency(connect.IdempotencyIdempotent),
 			connect.WithClientOptions(opts...),
 		),
+		phoneHome: connect.NewClient[v1.PhoneHomeRequest, v1.PhoneHomeResponse](
+			httpClient,
+			baseURL+BootServicePhoneHomeProcedure,
+			connect.WithSchema(bootServiceMethods.ByName("PhoneHome")),
+			connect.WithIdempotency(connect.IdempotencyIdempotent),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
 // bootServiceClient implements BootServiceClient.
 type bootServiceClient struct {
 	getBootConfig *connect.Client[v1.GetBootConfigRequest, v1.GetBootConfigResponse]
+	phoneHome     *connect.Client[v1.PhoneHomeRequest, v1.PhoneHomeResponse]
 }
 
 // GetBootConfig calls carbide.boot.v1.BootService.GetBootConfig.
 func (c *bootServiceClient) GetBootConfig(ctx context.Context, req *connect.Request[v1.GetBootConfigRequest]) (*connect.Response[v1.GetBootConfigResponse], error) {
 	return c.getBootConfig.CallUnary(ctx, req)
+}
+
+// PhoneHome calls carbide.boot.v1.BootService.PhoneHome.
+func (c *bootServiceClient) PhoneHome(ctx context.Context, req *connect.Request[v1.PhoneHomeRequest]) (*connect.Response[v1.PhoneHomeResponse], error) {
+	return c.phoneHome.CallUnary(ctx, req)
 }
 
 // BootServiceHandler is an implementation of the carbide.boot.v1.BootService service.
@@ -99,6 +121,13 @@ type BootServiceHandler interface {
 	// stop working. Other callers read the configuration and never get a
 	// nonce or a token. NOT_FOUND when no machine has the MAC.
 	GetBootConfig(context.Context, *connect.Request[v1.GetBootConfigRequest]) (*connect.Response[v1.GetBootConfigResponse], error)
+	// PhoneHome reports that the operating system of a machine's instance
+	// booted: cloud-init's phone_home reached carbide-pxe from the address
+	// that holds the MAC's lease. The machine becomes Assigned and the
+	// instance Running. The pxe role only; FAILED_PRECONDITION when the
+	// machine is not booting that instance, which a repeated call of a
+	// Running instance is not.
+	PhoneHome(context.Context, *connect.Request[v1.PhoneHomeRequest]) (*connect.Response[v1.PhoneHomeResponse], error)
 }
 
 // NewBootServiceHandler builds an HTTP handler from the service implementation. It returns the path
@@ -115,10 +144,19 @@ func NewBootServiceHandler(svc BootServiceHandler, opts ...connect.HandlerOption
 		connect.WithIdempotency(connect.IdempotencyIdempotent),
 		connect.WithHandlerOptions(opts...),
 	)
+	bootServicePhoneHomeHandler := connect.NewUnaryHandler(
+		BootServicePhoneHomeProcedure,
+		svc.PhoneHome,
+		connect.WithSchema(bootServiceMethods.ByName("PhoneHome")),
+		connect.WithIdempotency(connect.IdempotencyIdempotent),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/carbide.boot.v1.BootService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case BootServiceGetBootConfigProcedure:
 			bootServiceGetBootConfigHandler.ServeHTTP(w, r)
+		case BootServicePhoneHomeProcedure:
+			bootServicePhoneHomeHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -130,4 +168,8 @@ type UnimplementedBootServiceHandler struct{}
 
 func (UnimplementedBootServiceHandler) GetBootConfig(context.Context, *connect.Request[v1.GetBootConfigRequest]) (*connect.Response[v1.GetBootConfigResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("carbide.boot.v1.BootService.GetBootConfig is not implemented"))
+}
+
+func (UnimplementedBootServiceHandler) PhoneHome(context.Context, *connect.Request[v1.PhoneHomeRequest]) (*connect.Response[v1.PhoneHomeResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("carbide.boot.v1.BootService.PhoneHome is not implemented"))
 }
