@@ -83,6 +83,18 @@ type Agent struct {
 	// when the machine has no in-band BMC.
 	EnrollBMC func(ctx context.Context) (*BMCEnrolment, error)
 
+	// DevDir is where the disks' device nodes are (/dev), for
+	// ACTION_INSTALL and ACTION_WIPE; empty, the agent refuses those
+	// steps. Tests point it at a directory of regular files.
+	DevDir string
+	// ImageHTTP, when set, fetches images and cloud-init seeds; by
+	// default a client without an overall timeout that trusts the
+	// configuration's CA.
+	ImageHTTP *http.Client
+	// ProgressInterval is the least time between two progress reports
+	// of a step (DefaultProgressInterval when 0).
+	ProgressInterval time.Duration
+
 	// bmcEnrolled says the API stored this boot's BMC user.
 	bmcEnrolled bool
 }
@@ -375,6 +387,14 @@ func (a *Agent) session(ctx context.Context, cfg *agentconfig.Config) error {
 		case agentv1.Instruction_ACTION_REBOOT:
 			a.power(ctx, Reboot, instr.GetReason())
 			return ctx.Err()
+		case agentv1.Instruction_ACTION_INSTALL, agentv1.Instruction_ACTION_WIPE:
+			a.Log.Info(fmt.Sprintf("scout: step %s (%s): %s", instr.GetStep(), instr.GetAction(), instr.GetReason()))
+			next, err := a.runStep(ctx, cfg, client, creds, instr)
+			if err != nil {
+				return err
+			}
+			instr, lastReason = next, ""
+			continue
 		default: // ACTION_WAIT, and what this agent does not know
 			d := a.DefaultWait
 			if w := instr.GetWait(); w != nil && w.AsDuration() > 0 {

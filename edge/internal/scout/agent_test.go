@@ -51,11 +51,15 @@ type fakeAPI struct {
 	report      func(n int) (*agentv1.ReportInventoryResponse, error)
 	instruction func(n int) (*agentv1.Instruction, error)
 	enroll      func(n int) error
+	// complete answers the n-th CompleteStep.
+	complete func(n int, req *agentv1.CompleteStepRequest) (*agentv1.Instruction, error)
 
 	mu           sync.Mutex
 	reports      []call
 	instructions []call
 	enrolments   []*agentv1.EnrollBMCRequest
+	progress     []*agentv1.ReportProgressRequest
+	completes    []*agentv1.CompleteStepRequest
 }
 
 var _ agentv1connect.AgentServiceHandler = (*fakeAPI)(nil)

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"path/filepath"
 	"runtime/debug"
 	"time"
 )
@@ -33,6 +34,7 @@ func NewMachineAgent(log *slog.Logger, console io.Writer, root string, params Pa
 		Console:   console,
 		Params:    params,
 		Collector: c,
+		DevDir:    filepath.Join(root, "dev"),
 		EnrollBMC: EnrollBMC(root, 5*time.Second),
 		LoadModules: func(context.Context) {
 			start := time.Now()

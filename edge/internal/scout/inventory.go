@@ -263,6 +263,19 @@ var skippedDisks = []string{"loop", "ram", "zram", "sr", "fd", "dm-", "md", "nbd
 // (nvme0c1n1): the namespace itself is nvme0n1.
 var nvmePath = regexp.MustCompile(`^nvme\d+c\d+n\d+$`)
 
+// diskSerial is the serial number of the disk /sys/block/<name>, as the
+// inventory reports it; "" when it has none.
+func (c *Collector) diskSerial(name string) string {
+	dir := "sys/block/" + name
+	if s := dropPlaceholder(c.readString(dir + "/serial")); s != "" {
+		return s
+	}
+	if s := dropPlaceholder(c.readString(dir + "/device/serial")); s != "" {
+		return s
+	}
+	return dropPlaceholder(c.vpdSerial(dir + "/device/vpd_pg80"))
+}
+
 // disks lists /sys/block, except the skipped kinds and devices of size 0
 // (an empty card reader or virtual drive).
 func (c *Collector) disks() ([]*machinev1.Disk, error) {
@@ -285,13 +298,7 @@ func (c *Collector) disks() ([]*machinev1.Disk, error) {
 		// virtio-blk has the serial on the disk; NVMe on the controller
 		// (device); SCSI and SATA disks in VPD page 0x80.
 		d.Model = dropPlaceholder(c.readString(dir + "/device/model"))
-		d.Serial = dropPlaceholder(c.readString(dir + "/serial"))
-		if d.Serial == "" {
-			d.Serial = dropPlaceholder(c.readString(dir + "/device/serial"))
-		}
-		if d.Serial == "" {
-			d.Serial = dropPlaceholder(c.vpdSerial(dir + "/device/vpd_pg80"))
-		}
+		d.Serial = c.diskSerial(name)
 		out = append(out, d)
 		if len(out) == maxDisks {
 			break
