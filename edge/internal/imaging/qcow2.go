@@ -223,19 +223,19 @@ func (q *qcowReader) writeTo(ctx context.Context, d *device, rep *reporter, res 
 	}
 	l2 := make([]byte, cs)
 	out := make([]byte, blockSize)
-	fill := 0         // bytes of out in use
+	used := 0         // bytes of out in use
 	var written int64 // bytes of the guest disk written to d
 	cluster := make([]byte, cs)
 	flush := func() error {
-		if fill == 0 {
+		if used == 0 {
 			return nil
 		}
-		if err := d.writeAt(out[:fill], written); err != nil {
+		if err := d.writeAt(out[:used], written); err != nil {
 			return err
 		}
-		written += int64(fill)
+		written += int64(used)
 		res.Written = written
-		fill = 0
+		used = 0
 		rep.report(written)
 		return ctx.Err()
 	}
@@ -260,9 +260,9 @@ func (q *qcowReader) writeTo(ctx context.Context, d *device, rep *reporter, res 
 				return fmt.Errorf("guest offset %d: %w", guest, err)
 			}
 			// cs divides blockSize (clusters are at most 2 MiB).
-			copy(out[fill:], cluster[:n])
-			fill += int(n)
-			if fill == len(out) {
+			copy(out[used:], cluster[:n])
+			used += int(n)
+			if used == len(out) {
 				if err := flush(); err != nil {
 					return err
 				}

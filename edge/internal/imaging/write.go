@@ -124,6 +124,7 @@ type ChecksumError struct {
 	Want, Got string
 }
 
+// Error says the URL and both checksums.
 func (e *ChecksumError) Error() string {
 	return fmt.Sprintf("%s: SHA-256 mismatch: expected %s, got %s", e.URL, e.Want, e.Got)
 }
