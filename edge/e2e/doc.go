@@ -35,6 +35,8 @@
 //	ipxe                undionly.kpxe, snponly.efi, served over TFTP
 //	ovmf                UEFI firmware
 //	radvd               router advertisements, without which iPXE waits for IPv6
+//	mount               losetup: a loop device for the disk imaging test
+//	fdisk, util-linux   sfdisk, blkid, wipefs: its fixture and checks
 //
 // and the kernel packages of the discovery image, unpacked by
 // scripts/fetch-kernel (the one step that downloads, at install time):
