@@ -29,8 +29,10 @@ import (
 	"github.com/carbide-dev/carbide/backend/internal/dhcp"
 	"github.com/carbide-dev/carbide/backend/internal/interceptor"
 	"github.com/carbide-dev/carbide/backend/internal/ipam"
+	"github.com/carbide-dev/carbide/backend/internal/lifecycle"
 	"github.com/carbide-dev/carbide/backend/internal/machines"
 	"github.com/carbide-dev/carbide/backend/internal/pki"
+	"github.com/carbide-dev/carbide/backend/internal/provision"
 	"github.com/carbide-dev/carbide/backend/internal/secrets"
 	"github.com/carbide-dev/carbide/backend/internal/segments"
 	"github.com/carbide-dev/carbide/backend/internal/store"
@@ -283,7 +285,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	stopping := make(chan struct{})
 	reg := prometheus.NewRegistry()
 	lim := newLimits(cfg)
-	handler, health, err := newHandler(st, auth.Agents, cfg, cfg.Secrets, logger, stopping, reg, lim)
+	handler, health, ctrl, err := newHandler(st, auth.Agents, cfg, cfg.Secrets, logger, stopping, reg, lim)
 	if err != nil {
 		return err
 	}
@@ -337,6 +339,10 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		return nil
 	})
 	g.Go(func() error {
+		ctrl.Run(gctx, controllerInterval)
+		return nil
+	})
+	g.Go(func() error {
 		<-gctx.Done()
 		logger.Info("shutting down", "timeout", cfg.ShutdownTimeout)
 		for _, name := range ServiceNames {
@@ -363,10 +369,14 @@ const compressMinBytes = 4096
 // newHandler builds the HTTP handler that serves every RPC. keys is the
 // keyring for services that store secrets (BMC passwords); nil when none
 // is configured.
-func newHandler(st *store.Store, tokens *pki.AgentTokens, cfg Config, keys *secrets.Keyring, logger *slog.Logger, stopping <-chan struct{}, reg *prometheus.Registry, lim *limits) (http.Handler, *grpchealth.StaticChecker, error) {
+// controllerInterval is how often the lifecycle controller looks for
+// machines to power on and steps past their deadline.
+const controllerInterval = time.Second
+
+func newHandler(st *store.Store, tokens *pki.AgentTokens, cfg Config, keys *secrets.Keyring, logger *slog.Logger, stopping <-chan struct{}, reg *prometheus.Registry, lim *limits) (http.Handler, *grpchealth.StaticChecker, *provision.Controller, error) {
 	validator, err := protovalidate.New()
 	if err != nil {
-		return nil, nil, fmt.Errorf("build request validator: %w", err)
+		return nil, nil, nil, fmt.Errorf("build request validator: %w", err)
 	}
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := interceptor.NewMetrics(reg)
@@ -390,23 +400,24 @@ func newHandler(st *store.Store, tokens *pki.AgentTokens, cfg Config, keys *secr
 	)...)
 
 	mux := http.NewServeMux()
-	mux.Handle(machinev1connect.NewMachineServiceHandler(machines.NewService(st), opts))
+	mux.Handle(machinev1connect.NewMachineServiceHandler(machines.NewService(st, lifecycle.DefaultTimeouts), opts))
 	mux.Handle(networkv1connect.NewSegmentServiceHandler(segments.NewService(st), opts))
 	addresses := ipam.NewService(st)
 	mux.Handle(networkv1connect.NewAddressServiceHandler(addresses, opts))
 	dhcpService, err := dhcp.NewService(st, addresses, logger, cfg.Enrol, cfg.MaxLeaseCalls, reg)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	mux.Handle(dhcpv1connect.NewDHCPServiceHandler(dhcpService, opts))
 	mux.Handle(watchv1connect.NewWatchServiceHandler(watch.NewService(st, stopping), opts))
 	bmcService := bmc.NewService(st, keys, cfg.BMCLease, logger)
 	if err := reseal(bmcService, keys, logger, reg); err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	mux.Handle(agentv1connect.NewAgentServiceHandler(agent.NewService(st, tokens, bmcService, logger, reg), opts))
+	ctrl := provision.New(st, bmcService, nil, lifecycle.DefaultTimeouts, logger.With("component", "lifecycle"))
+	mux.Handle(agentv1connect.NewAgentServiceHandler(agent.NewService(st, tokens, bmcService, ctrl, logger, reg), opts))
 	mux.Handle(auditv1connect.NewAuditServiceHandler(audit.NewService(st), opts))
-	mux.Handle(bootv1connect.NewBootServiceHandler(boot.NewService(st, tokens, reg), opts))
+	mux.Handle(bootv1connect.NewBootServiceHandler(boot.NewService(st, tokens, ctrl, reg), opts))
 	mux.Handle(bmcv1connect.NewBMCServiceHandler(bmcService, opts))
 
 	health := grpchealth.NewStaticChecker(ServiceNames...)
@@ -419,5 +430,5 @@ func newHandler(st *store.Store, tokens *pki.AgentTokens, cfg Config, keys *secr
 	mux.Handle(grpcreflect.NewHandlerV1(reflector, opts))
 	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector, opts))
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	return lim.Middleware(mux), health, nil
+	return lim.Middleware(mux), health, ctrl, nil
 }

@@ -146,7 +146,7 @@ func newEnvWith(t testing.TB, kind, protocol string, opts envOptions) *env {
 	}
 	registerKeyring(t, filepath.Join(cfg.DataDir, "pki", secrets.DevKeyringFile))
 	stopping := make(chan struct{})
-	handler, _, err := newHandler(st, auth.Agents, cfg, keys, logger, stopping, prometheus.NewRegistry(), newLimits(cfg))
+	handler, _, _, err := newHandler(st, auth.Agents, cfg, keys, logger, stopping, prometheus.NewRegistry(), newLimits(cfg))
 	if err != nil {
 		t.Fatal(err)
 	}
