@@ -411,7 +411,6 @@ func (s *Service) instruction(ctx context.Context, m *ent.Machine) (*agentv1.Ins
 	}
 }
 
-
 // ReportProgress records how far the agent's install or wipe is.
 func (s *Service) ReportProgress(ctx context.Context, req *connect.Request[agentv1.ReportProgressRequest]) (*connect.Response[agentv1.ReportProgressResponse], error) {
 	id, err := parseMachineID(req.Msg.GetMachineId())

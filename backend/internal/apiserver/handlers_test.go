@@ -6,8 +6,8 @@ import (
 	"testing"
 
 	"connectrpc.com/connect"
-	"github.com/carbide-dev/carbide/backend/internal/lifecycle"
 	"github.com/carbide-dev/carbide/backend/internal/ipam"
+	"github.com/carbide-dev/carbide/backend/internal/lifecycle"
 	"github.com/carbide-dev/carbide/backend/internal/machines"
 	"github.com/carbide-dev/carbide/backend/internal/segments"
 	machinev1 "github.com/carbide-dev/carbide/gen/carbide/machine/v1"

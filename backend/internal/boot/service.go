@@ -272,4 +272,3 @@ func (s *Service) mintToken(ctx context.Context, id uuid.UUID, nonce string, res
 	})
 	return reason, err
 }
-
