@@ -3,7 +3,8 @@
 //
 //	discovered -> inventoried -> ready -> provisioning -> assigned -> cleaning -> ready
 //
-// A provisioning machine whose install failed goes to cleaning. Any state
+// A provisioning machine whose install failed, or whose instance is
+// released, goes to cleaning. Any state
 // may go to failed or maintenance; a failed machine is retried from
 // discovered, inventoried, ready or cleaning; a machine leaving maintenance
 // may return to any state. An operator retries a failed machine
