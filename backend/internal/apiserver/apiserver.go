@@ -27,6 +27,7 @@ import (
 	"github.com/carbide-dev/carbide/backend/internal/bmc"
 	"github.com/carbide-dev/carbide/backend/internal/boot"
 	"github.com/carbide-dev/carbide/backend/internal/dhcp"
+	"github.com/carbide-dev/carbide/backend/internal/instances"
 	"github.com/carbide-dev/carbide/backend/internal/interceptor"
 	"github.com/carbide-dev/carbide/backend/internal/ipam"
 	"github.com/carbide-dev/carbide/backend/internal/lifecycle"
@@ -37,11 +38,13 @@ import (
 	"github.com/carbide-dev/carbide/backend/internal/segments"
 	"github.com/carbide-dev/carbide/backend/internal/store"
 	"github.com/carbide-dev/carbide/backend/internal/watch"
+	"github.com/carbide-dev/carbide/ent/instance"
 	"github.com/carbide-dev/carbide/gen/carbide/agent/v1/agentv1connect"
 	"github.com/carbide-dev/carbide/gen/carbide/audit/v1/auditv1connect"
 	"github.com/carbide-dev/carbide/gen/carbide/bmc/v1/bmcv1connect"
 	"github.com/carbide-dev/carbide/gen/carbide/boot/v1/bootv1connect"
 	"github.com/carbide-dev/carbide/gen/carbide/dhcp/v1/dhcpv1connect"
+	"github.com/carbide-dev/carbide/gen/carbide/instance/v1/instancev1connect"
 	"github.com/carbide-dev/carbide/gen/carbide/machine/v1/machinev1connect"
 	"github.com/carbide-dev/carbide/gen/carbide/network/v1/networkv1connect"
 	"github.com/carbide-dev/carbide/gen/carbide/watch/v1/watchv1connect"
@@ -124,6 +127,15 @@ type Config struct {
 	// BMCLease is how long a carbide-bmc daemon's lease on a machine
 	// lasts unless renewed; 0 means bmc.DefaultLeaseTime.
 	BMCLease time.Duration
+	// WipeMode is how a machine's disks are wiped when its instance is
+	// released, for instances that ask for no mode: "quick" or "full";
+	// empty means quick.
+	WipeMode string
+	// Timeouts are how long each step of a machine's provisioning or
+	// cleaning may take before the machine fails; a zero field means
+	// lifecycle.DefaultTimeouts'. InstanceService and the lifecycle
+	// controller both read it.
+	Timeouts lifecycle.Timeouts
 	// DiscoveredRetention is how long a machine DHCP enrolled may stay
 	// discovered, with no inventory, after its last lease expired, before
 	// it is removed; 0 keeps such machines.
@@ -181,6 +193,23 @@ func (c *Config) Validate() error {
 	}
 	if c.BMCLease != 0 && (c.BMCLease < time.Second || c.BMCLease > time.Hour) {
 		errs = append(errs, errors.New("bmc-lease: give 1s to 1h (or 0 for the default, 30s)"))
+	}
+	switch c.WipeMode {
+	case "", string(instance.WipeModeQuick), string(instance.WipeModeFull):
+	default:
+		errs = append(errs, fmt.Errorf("wipe-mode: %q is not quick or full", c.WipeMode))
+	}
+	t := c.Timeouts
+	for _, d := range []struct {
+		flag string
+		v    time.Duration
+	}{
+		{"timeout-power-on", t.PowerOn}, {"timeout-boot-agent", t.BootAgent}, {"timeout-write-image", t.WriteImage},
+		{"timeout-boot-os", t.BootOS}, {"timeout-wipe-quick", t.WipeQuick}, {"timeout-wipe-full", t.WipeFull},
+	} {
+		if d.v < 0 {
+			errs = append(errs, fmt.Errorf("%s: must not be negative (0 means the default)", d.flag))
+		}
 	}
 	if c.MaxLeaseCalls < 0 {
 		errs = append(errs, fmt.Errorf("max-lease-calls: must be 0 (the default, %d) or more", dhcp.DefaultMaxLeaseCalls))
@@ -247,6 +276,8 @@ var ServiceNames = []string{
 	auditv1connect.AuditServiceName,
 	bootv1connect.BootServiceName,
 	bmcv1connect.BMCServiceName,
+	instancev1connect.ImageServiceName,
+	instancev1connect.InstanceServiceName,
 }
 
 // Run serves until ctx is done, then shuts down gracefully.
@@ -266,6 +297,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	if cfg.ShutdownTimeout == 0 {
 		cfg.ShutdownTimeout = 15 * time.Second
 	}
+	cfg.Timeouts = instances.WithDefaults(cfg.Timeouts)
 	keys, err := loadSecrets(cfg, logger)
 	if err != nil {
 		return err
@@ -419,6 +451,9 @@ func newHandler(st *store.Store, tokens *pki.AgentTokens, cfg Config, keys *secr
 	mux.Handle(auditv1connect.NewAuditServiceHandler(audit.NewService(st), opts))
 	mux.Handle(bootv1connect.NewBootServiceHandler(boot.NewService(st, tokens, ctrl, reg), opts))
 	mux.Handle(bmcv1connect.NewBMCServiceHandler(bmcService, opts))
+	mux.Handle(instancev1connect.NewImageServiceHandler(instances.NewImageService(st), opts))
+	mux.Handle(instancev1connect.NewInstanceServiceHandler(
+		instances.NewService(st, cfg.Timeouts, instance.WipeMode(cfg.WipeMode)), opts))
 
 	health := grpchealth.NewStaticChecker(ServiceNames...)
 	mux.Handle(grpchealth.NewHandler(health, opts))
