@@ -24,6 +24,7 @@ import (
 	"github.com/carbide-dev/carbide/gen/carbide/bmc/v1/bmcv1connect"
 	"github.com/carbide-dev/carbide/gen/carbide/boot/v1/bootv1connect"
 	"github.com/carbide-dev/carbide/gen/carbide/dhcp/v1/dhcpv1connect"
+	"github.com/carbide-dev/carbide/gen/carbide/instance/v1/instancev1connect"
 	"github.com/carbide-dev/carbide/gen/carbide/machine/v1/machinev1connect"
 	"github.com/carbide-dev/carbide/gen/carbide/network/v1/networkv1connect"
 	"github.com/carbide-dev/carbide/gen/carbide/watch/v1/watchv1connect"
@@ -59,15 +60,17 @@ type env struct {
 
 // clients holds a client for every service, all with one identity.
 type clients struct {
-	Machines machinev1connect.MachineServiceClient
-	Segments networkv1connect.SegmentServiceClient
-	Address  networkv1connect.AddressServiceClient
-	Watch    watchv1connect.WatchServiceClient
-	Agent    agentv1connect.AgentServiceClient
-	Audit    auditv1connect.AuditServiceClient
-	DHCP     dhcpv1connect.DHCPServiceClient
-	Boot     bootv1connect.BootServiceClient
-	BMC      bmcv1connect.BMCServiceClient
+	Machines  machinev1connect.MachineServiceClient
+	Segments  networkv1connect.SegmentServiceClient
+	Address   networkv1connect.AddressServiceClient
+	Watch     watchv1connect.WatchServiceClient
+	Agent     agentv1connect.AgentServiceClient
+	Audit     auditv1connect.AuditServiceClient
+	DHCP      dhcpv1connect.DHCPServiceClient
+	Boot      bootv1connect.BootServiceClient
+	BMC       bmcv1connect.BMCServiceClient
+	Images    instancev1connect.ImageServiceClient
+	Instances instancev1connect.InstanceServiceClient
 }
 
 // registerKeyring registers the keys of the keyring file at path, if there
@@ -220,15 +223,17 @@ func (e *env) clientsOver(hc *http.Client, opts ...connect.ClientOption) clients
 		opts = append(opts, connect.WithGRPCWeb())
 	}
 	return clients{
-		Machines: machinev1connect.NewMachineServiceClient(hc, e.URL, opts...),
-		Segments: networkv1connect.NewSegmentServiceClient(hc, e.URL, opts...),
-		Address:  networkv1connect.NewAddressServiceClient(hc, e.URL, opts...),
-		Watch:    watchv1connect.NewWatchServiceClient(hc, e.URL, opts...),
-		Agent:    agentv1connect.NewAgentServiceClient(hc, e.URL, opts...),
-		Audit:    auditv1connect.NewAuditServiceClient(hc, e.URL, opts...),
-		DHCP:     dhcpv1connect.NewDHCPServiceClient(hc, e.URL, opts...),
-		Boot:     bootv1connect.NewBootServiceClient(hc, e.URL, opts...),
-		BMC:      bmcv1connect.NewBMCServiceClient(hc, e.URL, opts...),
+		Machines:  machinev1connect.NewMachineServiceClient(hc, e.URL, opts...),
+		Segments:  networkv1connect.NewSegmentServiceClient(hc, e.URL, opts...),
+		Address:   networkv1connect.NewAddressServiceClient(hc, e.URL, opts...),
+		Watch:     watchv1connect.NewWatchServiceClient(hc, e.URL, opts...),
+		Agent:     agentv1connect.NewAgentServiceClient(hc, e.URL, opts...),
+		Audit:     auditv1connect.NewAuditServiceClient(hc, e.URL, opts...),
+		DHCP:      dhcpv1connect.NewDHCPServiceClient(hc, e.URL, opts...),
+		Boot:      bootv1connect.NewBootServiceClient(hc, e.URL, opts...),
+		BMC:       bmcv1connect.NewBMCServiceClient(hc, e.URL, opts...),
+		Images:    instancev1connect.NewImageServiceClient(hc, e.URL, opts...),
+		Instances: instancev1connect.NewInstanceServiceClient(hc, e.URL, opts...),
 	}
 }
 
