@@ -109,7 +109,7 @@ func ToProto(inst *ent.Instance, m *ent.Machine) (*instancev1.Instance, error) {
 	if inst.RunningTime != nil {
 		pi.RunningTime = timestamppb.New(*inst.RunningTime)
 	}
-	if len(inst.Selector) > 0 {
+	if inst.Selector != nil { // empty, not nil, for an empty selector
 		sel := &instancev1.Selector{}
 		if err := proto.Unmarshal(inst.Selector, sel); err != nil {
 			return nil, fmt.Errorf("decode selector of instance %s: %w", inst.ID, err)

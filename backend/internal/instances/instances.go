@@ -134,6 +134,9 @@ func (s *Service) CreateInstance(ctx context.Context, req *connect.Request[insta
 		if tg.encoded, err = (proto.MarshalOptions{Deterministic: true}).Marshal(tg.selector); err != nil {
 			return nil, fmt.Errorf("encode selector: %w", err)
 		}
+		if tg.encoded == nil {
+			tg.encoded = []byte{} // an empty selector is stored empty, not NULL
+		}
 	default:
 		return nil, connect.NewError(connect.CodeInvalidArgument, errors.New("set machine_id, the machine to use, or selector, to choose a Ready one"))
 	}
@@ -265,7 +268,7 @@ func (s *Service) replay(ctx context.Context, tx *ent.Tx, prev *ent.Instance, im
 	switch {
 	case tg.selector != nil && !bytes.Equal(prev.Selector, tg.encoded):
 		differs = append(differs, "another selector")
-	case tg.selector == nil && (len(prev.Selector) > 0 || prev.MachineID == nil || *prev.MachineID != tg.machineID):
+	case tg.selector == nil && (prev.Selector != nil || prev.MachineID == nil || *prev.MachineID != tg.machineID):
 		differs = append(differs, "another machine or a selector")
 	}
 	if len(differs) > 0 {
