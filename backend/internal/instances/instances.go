@@ -140,6 +140,13 @@ func (s *Service) CreateInstance(ctx context.Context, req *connect.Request[insta
 	default:
 		return nil, connect.NewError(connect.CodeInvalidArgument, errors.New("set machine_id, the machine to use, or selector, to choose a Ready one"))
 	}
+	// A refused call's audit record names what it asked for (request_id
+	// is no resource); a transaction that chooses a machine names the
+	// instance and the machine instead.
+	named := []string{imageID.String()}
+	if tg.machineID != uuid.Nil {
+		named = append(named, tg.machineID.String())
+	}
 	wipe := s.wipe
 	if m, ok := WipeModeFromProto(msg.GetWipeMode()); ok {
 		wipe = m
@@ -148,6 +155,7 @@ func (s *Service) CreateInstance(ctx context.Context, req *connect.Request[insta
 	avoid := map[uuid.UUID]bool{}
 	var out *instancev1.Instance
 	for range maxAttempts {
+		audit.Resources(ctx, named)
 		err = s.store.InTx(ctx, func(tx *ent.Tx) error {
 			var err error
 			out, err = s.create(ctx, tx, id, imageID, tg, wipe, msg, avoid)
