@@ -431,8 +431,10 @@ func newHandler(st *store.Store, tokens *pki.AgentTokens, cfg Config, keys *secr
 		}),
 	)...)
 
+	timeouts := instances.WithDefaults(cfg.Timeouts)
+	instanceService := instances.NewService(st, timeouts, instance.WipeMode(cfg.WipeMode))
 	mux := http.NewServeMux()
-	mux.Handle(machinev1connect.NewMachineServiceHandler(machines.NewService(st, lifecycle.DefaultTimeouts), opts))
+	mux.Handle(machinev1connect.NewMachineServiceHandler(machines.NewService(st, timeouts), opts))
 	mux.Handle(networkv1connect.NewSegmentServiceHandler(segments.NewService(st), opts))
 	addresses := ipam.NewService(st)
 	mux.Handle(networkv1connect.NewAddressServiceHandler(addresses, opts))
@@ -446,14 +448,13 @@ func newHandler(st *store.Store, tokens *pki.AgentTokens, cfg Config, keys *secr
 	if err := reseal(bmcService, keys, logger, reg); err != nil {
 		return nil, nil, nil, err
 	}
-	ctrl := provision.New(st, bmcService, nil, lifecycle.DefaultTimeouts, logger.With("component", "lifecycle"))
+	ctrl := provision.New(st, bmcService, instanceService, timeouts, logger.With("component", "lifecycle"))
 	mux.Handle(agentv1connect.NewAgentServiceHandler(agent.NewService(st, tokens, bmcService, ctrl, logger, reg), opts))
 	mux.Handle(auditv1connect.NewAuditServiceHandler(audit.NewService(st), opts))
 	mux.Handle(bootv1connect.NewBootServiceHandler(boot.NewService(st, tokens, ctrl, reg), opts))
 	mux.Handle(bmcv1connect.NewBMCServiceHandler(bmcService, opts))
 	mux.Handle(instancev1connect.NewImageServiceHandler(instances.NewImageService(st), opts))
-	mux.Handle(instancev1connect.NewInstanceServiceHandler(
-		instances.NewService(st, cfg.Timeouts, instance.WipeMode(cfg.WipeMode)), opts))
+	mux.Handle(instancev1connect.NewInstanceServiceHandler(instanceService, opts))
 
 	health := grpchealth.NewStaticChecker(ServiceNames...)
 	mux.Handle(grpchealth.NewHandler(health, opts))

@@ -3,10 +3,10 @@ package instances
 import (
 	"fmt"
 
+	"github.com/carbide-dev/carbide/backend/internal/machines"
 	"github.com/carbide-dev/carbide/ent"
 	"github.com/carbide-dev/carbide/ent/instance"
 	instancev1 "github.com/carbide-dev/carbide/gen/carbide/instance/v1"
-	machinev1 "github.com/carbide-dev/carbide/gen/carbide/machine/v1"
 	"github.com/google/uuid"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -56,30 +56,6 @@ func WipeModeFromProto(m instancev1.WipeMode) (mode instance.WipeMode, ok bool) 
 	return "", false
 }
 
-// TaskToProto is the lifecycle controller's current step on m, or nil when
-// m is nil or has none.
-func TaskToProto(m *ent.Machine) *machinev1.Task {
-	if m == nil || m.TaskStep == nil {
-		return nil
-	}
-	t := &machinev1.Task{
-		Step:    *m.TaskStep,
-		Done:    m.TaskDone,
-		Total:   m.TaskTotal,
-		Message: m.TaskMessage,
-	}
-	if m.TaskStartTime != nil {
-		t.StartTime = timestamppb.New(*m.TaskStartTime)
-	}
-	if m.TaskDeadline != nil {
-		t.Deadline = timestamppb.New(*m.TaskDeadline)
-	}
-	if m.TaskInstanceID != nil {
-		t.InstanceId = m.TaskInstanceID.String()
-	}
-	return t
-}
-
 // ToProto converts an instance; m is its machine, or nil if it has none
 // (or it was not read). The instance's Task is the machine's current step
 // when that step serves this instance.
@@ -118,7 +94,7 @@ func ToProto(inst *ent.Instance, m *ent.Machine) (*instancev1.Instance, error) {
 	}
 	if m != nil && inst.MachineID != nil && m.ID == *inst.MachineID &&
 		m.TaskInstanceID != nil && *m.TaskInstanceID == inst.ID {
-		pi.Task = TaskToProto(m)
+		pi.Task = machines.TaskToProto(m)
 	}
 	return pi, nil
 }

@@ -678,6 +678,32 @@ func (s *Service) release(ctx context.Context, tx *ent.Tx, id uuid.UUID, wipeOve
 	return s.recordInstance(ctx, tx, inst, m)
 }
 
+// RecordChange records instance id, as it is now with its machine's task,
+// in the change log, as the last step of tx: the lifecycle controller
+// calls it whenever it changes an instance or its machine's task
+// (provision.Instances). On PostgreSQL it locks the instance first, so that
+// the copy recorded includes every change recorded before it.
+func (s *Service) RecordChange(ctx context.Context, tx *ent.Tx, id uuid.UUID) error {
+	inst, err := store.ForUpdate(s.store, tx.Instance.Query().Where(instance.ID(id))).Only(ctx)
+	if ent.IsNotFound(err) {
+		return instanceNotFound(id)
+	} else if err != nil {
+		return fmt.Errorf("read instance: %w", err)
+	}
+	m, err := machineOf(ctx, tx.Client(), inst)
+	if err != nil {
+		return err
+	}
+	_, err = s.recordInstance(ctx, tx, inst, m)
+	return err
+}
+
+// ReleaseAddress is the package's ReleaseAddress, for the lifecycle
+// controller (provision.Instances).
+func (s *Service) ReleaseAddress(ctx context.Context, tx *ent.Tx, inst *ent.Instance) error {
+	return ReleaseAddress(ctx, tx, inst)
+}
+
 // recordInstance records inst, as it is now, in the change log.
 func (s *Service) recordInstance(ctx context.Context, tx *ent.Tx, inst *ent.Instance, m *ent.Machine) (*instancev1.Instance, error) {
 	out, err := ToProto(inst, m)
