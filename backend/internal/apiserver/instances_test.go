@@ -806,6 +806,19 @@ func TestWatchInstances(t *testing.T) {
 			event{createdEv, instanceKind, created.GetId(), created},
 			event{updatedEv, instanceKind, kept.GetId(), deleted.Msg.GetInstance()},
 		)...)
+		// The lifecycle controller records an instance whose machine's
+		// step progressed.
+		if err := e.Store.InTx(ctx, func(tx *ent.Tx) error {
+			if err := tx.Machine.UpdateOneID(uuid.MustParse(created.GetMachineId())).SetTaskDone(5).SetTaskTotal(10).Exec(ctx); err != nil {
+				return err
+			}
+			return instances.NewService(e.Store, lifecycle.Timeouts{}, "").RecordChange(ctx, tx, uuid.MustParse(created.GetId()))
+		}); err != nil {
+			t.Fatalf("RecordChange: %v", err)
+		}
+		progressed := proto.Clone(created).(*instancev1.Instance)
+		progressed.Task.Done, progressed.Task.Total = 5, 10
+		evs = append(evs, w.expect(t, event{updatedEv, instanceKind, created.GetId(), progressed})...)
 		checkRevisions(t, evs)
 	})
 }
