@@ -16,6 +16,7 @@ import (
 	"connectrpc.com/connect"
 	"github.com/carbide-dev/carbide/backend/internal/pki"
 	"github.com/carbide-dev/carbide/backend/internal/principal"
+	"github.com/carbide-dev/carbide/backend/internal/provision"
 	"github.com/carbide-dev/carbide/backend/internal/secrets"
 	"github.com/carbide-dev/carbide/backend/internal/store"
 	"github.com/carbide-dev/carbide/backend/pgtest"
@@ -52,8 +53,11 @@ type env struct {
 	// certificates (admin.crt, dhcp.crt, ...).
 	PKI string
 	// HTTP is a client that trusts the server and presents no certificate.
-	HTTP     *http.Client
-	protocol string
+	HTTP *http.Client
+	// Controller is the server's lifecycle controller; tests tick it
+	// themselves (nothing runs it in the background).
+	Controller *provision.Controller
+	protocol   string
 
 	clients
 }
@@ -149,7 +153,7 @@ func newEnvWith(t testing.TB, kind, protocol string, opts envOptions) *env {
 	}
 	registerKeyring(t, filepath.Join(cfg.DataDir, "pki", secrets.DevKeyringFile))
 	stopping := make(chan struct{})
-	handler, _, _, err := newHandler(st, auth.Agents, cfg, keys, logger, stopping, prometheus.NewRegistry(), newLimits(cfg))
+	handler, _, ctrl, err := newHandler(st, auth.Agents, cfg, keys, logger, stopping, prometheus.NewRegistry(), newLimits(cfg))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -168,7 +172,7 @@ func newEnvWith(t testing.TB, kind, protocol string, opts envOptions) *env {
 	default:
 		t.Fatalf("unknown protocol %q", protocol)
 	}
-	e := &env{Store: st, URL: srv.URL, Tokens: auth.Agents, Secrets: keys, PKI: filepath.Join(cfg.DataDir, "pki"), protocol: protocol}
+	e := &env{Store: st, URL: srv.URL, Tokens: auth.Agents, Secrets: keys, PKI: filepath.Join(cfg.DataDir, "pki"), Controller: ctrl, protocol: protocol}
 	e.HTTP = e.httpClient(t, "")
 	e.clients = e.as(t, "admin")
 	return e
