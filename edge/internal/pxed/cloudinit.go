@@ -187,10 +187,16 @@ func instanceMetaData(resp *bootv1.GetBootConfigResponse) ([]byte, error) {
 // instanceNetworkConfig renders the network-config of an instance's seed:
 // cloud-init network configuration version 2 with one ethernet, matched by
 // its MAC and not renamed (cloud-init 22.4 finds its name by the MAC), with
-// the instance's address, a default route through the gateway (as
-// "to: 0.0.0.0/0", which cloud-init 22.4's own renderers parse, unlike
-// "default"), the name servers and search domain, and the MTU. reqMAC,
-// the MAC of the request, stands in when the API names none.
+// the instance's address, the gateway, the name servers and search domain,
+// and the MTU. reqMAC, the MAC of the request, stands in when the API
+// names none.
+//
+// The default route is gateway4, not a route: cloud-init 22.4 (Debian 12)
+// renders a route for ifupdown, Debian's default, as "post-up route add
+// ... || true", which needs net-tools, not installed by default, and
+// fails silently without it; gateway4 becomes ifupdown's own "gateway"
+// (and "to: default" it does not parse at all). networkd takes both;
+// netplan warns that gateway4 is deprecated and applies it.
 func instanceNetworkConfig(resp *bootv1.GetBootConfigResponse, reqMAC string) ([]byte, error) {
 	ci := resp.GetCloudInit()
 	id := ci.GetInstanceId()
@@ -219,7 +225,7 @@ func instanceNetworkConfig(resp *bootv1.GetBootConfigResponse, reqMAC string) ([
 		if err != nil || !a.Is4() {
 			return nil, fmt.Errorf("the API returned an invalid IPv4 gateway %q for instance %s", gw, id)
 		}
-		fmt.Fprintf(&b, "    routes:\n      - to: \"0.0.0.0/0\"\n        via: %q\n", a.String())
+		fmt.Fprintf(&b, "    gateway4: %q\n", a.String())
 	}
 	dns, domain := ci.GetDnsServers(), ci.GetDomain()
 	if len(dns) > 0 || domain != "" {

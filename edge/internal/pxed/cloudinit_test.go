@@ -84,9 +84,7 @@ ethernets:
       macaddress: "52:54:00:12:34:56"
     addresses:
       - "10.0.0.50/24"
-    routes:
-      - to: "0.0.0.0/0"
-        via: "10.0.0.1"
+    gateway4: "10.0.0.1"
     nameservers:
       addresses:
         - "10.0.0.2"
@@ -173,16 +171,12 @@ func TestInstanceSeedParses(t *testing.T) {
 		t.Errorf("public-keys (-want +got):\n%s", diff)
 	}
 
-	type route struct {
-		To  string `yaml:"to"`
-		Via string `yaml:"via"`
-	}
 	type ethernet struct {
 		Match struct {
 			MACAddress string `yaml:"macaddress"`
 		} `yaml:"match"`
 		Addresses   []string `yaml:"addresses"`
-		Routes      []route  `yaml:"routes"`
+		Gateway4    string   `yaml:"gateway4"`
 		Nameservers struct {
 			Addresses []string `yaml:"addresses"`
 			Search    []string `yaml:"search"`
@@ -200,7 +194,7 @@ func TestInstanceSeedParses(t *testing.T) {
 	}
 	if eth.Match.MACAddress != testMAC || eth.MTU != 9000 ||
 		!cmp.Equal(eth.Addresses, []string{"10.0.0.50/24"}) ||
-		!cmp.Equal(eth.Routes, []route{{To: "0.0.0.0/0", Via: "10.0.0.1"}}) ||
+		eth.Gateway4 != "10.0.0.1" ||
 		!cmp.Equal(eth.Nameservers.Addresses, []string{"10.0.0.2", "10.0.0.3"}) ||
 		!cmp.Equal(eth.Nameservers.Search, []string{"lab.example"}) {
 		t.Errorf("network-config: %+v", eth)
