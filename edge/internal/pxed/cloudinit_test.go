@@ -253,6 +253,21 @@ func TestInstanceSeedOptional(t *testing.T) {
 	}
 }
 
+// TestInstanceSeedHostHeader: without --public-url, the phone-home URL of
+// the vendor-data is built on the Host header, which must be a host.
+func TestInstanceSeedHostHeader(t *testing.T) {
+	t.Parallel()
+	env := newInstanceEnv(t, nil)
+	for file, want := range map[string]int{"meta-data": http.StatusOK, "user-data": http.StatusOK, "network-config": http.StatusOK, "vendor-data": http.StatusBadRequest} {
+		req := httptestRequest("/cloud-init/"+testMAC+"/"+file, machineRemote)
+		req.Host = "pxe.example\nruncmd: [reboot]"
+		w := serve(env.h, req)
+		if w.Code != want || strings.Contains(w.Body.String(), "phone_home") {
+			t.Errorf("%s: status %d, want %d; body %q", file, w.Code, want, w.Body)
+		}
+	}
+}
+
 // TestInstanceSeedOtherAddress: from an address that does not hold the
 // machine's lease, the API returns no cloud-init data, and the daemon
 // serves the machine's own seed: never the instance's user data or keys.

@@ -511,11 +511,6 @@ func (h *HTTPHandler) serveCloudInit(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	base, ok := h.baseURL(r)
-	if !ok {
-		plain(w, http.StatusBadRequest, "the Host header %q is not a host name or address; set --public-url", r.Host)
-		return
-	}
 	resp, ok := h.knownMachine(w, r, &bootv1.GetBootConfigRequest{Mac: mac, ClientAddress: clientIPv4(r), CloudInit: true})
 	if !ok {
 		return
@@ -536,6 +531,11 @@ func (h *HTTPHandler) serveCloudInit(w http.ResponseWriter, r *http.Request) {
 		case "network-config":
 			body, err = instanceNetworkConfig(resp, mac)
 		case "vendor-data":
+			base, ok := h.baseURL(r)
+			if !ok {
+				plain(w, http.StatusBadRequest, "the Host header %q is not a host name or address; set --public-url", r.Host)
+				return
+			}
 			body, err = instanceVendorData(resp, base, mac)
 		}
 	} else {
