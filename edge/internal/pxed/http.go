@@ -607,8 +607,7 @@ func (h *HTTPHandler) servePhoneHome(w http.ResponseWriter, r *http.Request) {
 		h.metrics.apiErrors.WithLabelValues(code.String()).Inc()
 		annotate(w, slog.String("api_code", code.String()))
 		msg := err.Error()
-		var ce *connect.Error
-		if errors.As(err, &ce) && ce.Message() != "" {
+		if ce, ok := errors.AsType[*connect.Error](err); ok && ce.Message() != "" {
 			msg = ce.Message()
 		}
 		switch code {
