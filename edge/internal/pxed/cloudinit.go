@@ -2,6 +2,7 @@ package pxed
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"net/netip"
 	"regexp"
@@ -189,7 +190,8 @@ func instanceMetaData(resp *bootv1.GetBootConfigResponse) ([]byte, error) {
 // its MAC and not renamed (cloud-init 22.4 finds its name by the MAC), with
 // the instance's address, the gateway, the name servers and search domain,
 // and the MTU. reqMAC, the MAC of the request, stands in when the API
-// names none.
+// names none. An instance without an address (the API found no lease to
+// take the network from) has no network-config: errNoNetworkConfig.
 //
 // The default route is gateway4, not a route: cloud-init 22.4 (Debian 12)
 // renders a route for ifupdown, Debian's default, as "post-up route add
@@ -200,6 +202,9 @@ func instanceMetaData(resp *bootv1.GetBootConfigResponse) ([]byte, error) {
 func instanceNetworkConfig(resp *bootv1.GetBootConfigResponse, reqMAC string) ([]byte, error) {
 	ci := resp.GetCloudInit()
 	id := ci.GetInstanceId()
+	if ci.GetAddress() == "" {
+		return nil, errNoNetworkConfig
+	}
 	mac := reqMAC
 	if ci.GetMac() != "" {
 		var ok bool
@@ -255,6 +260,10 @@ func instanceNetworkConfig(resp *bootv1.GetBootConfigResponse, reqMAC string) ([
 	}
 	return b.Bytes(), nil
 }
+
+// errNoNetworkConfig says that a seed has no network-config: cloud-init
+// then configures its fallback network (DHCP).
+var errNoNetworkConfig = errors.New("no network configuration")
 
 // phoneHomeTries is how often cloud-init's phone_home module posts before
 // it gives up (3 s apart).

@@ -237,6 +237,12 @@ func TestInstanceSeedOptional(t *testing.T) {
 			t.Errorf("%s (-want +got):\n%s", file, diff)
 		}
 	}
+	// Without an address (the API found no lease), there is no
+	// network-config, as for a machine without an instance.
+	env.fake.setCloudInit(testMAC, &bootv1.CloudInit{InstanceId: testInstance, Hostname: "web-1", Mac: testMAC})
+	if w := env.get("/cloud-init/"+testMAC+"/network-config", machineRemote, nil); w.Code != http.StatusNotFound || !strings.Contains(w.Body.String(), "fallback network") {
+		t.Errorf("network-config without an address: status %d, body %q; want 404", w.Code, w.Body)
+	}
 	// The phone-home URL is built on --public-url.
 	ci := testCloudInit()
 	env.fake.setCloudInit(testMAC, ci)
@@ -325,7 +331,6 @@ func TestInstanceSeedRefused(t *testing.T) {
 		"MAC":                          {edit: func(c *bootv1.CloudInit) { c.Mac = "52:54:00:12:34:5\"" }, files: []string{"network-config"}},
 		"address":                      {edit: func(c *bootv1.CloudInit) { c.Address = "10.0.0.50\n" }, files: []string{"network-config"}},
 		"IPv6 address":                 {edit: func(c *bootv1.CloudInit) { c.Address = "2001:db8::5" }, files: []string{"network-config"}},
-		"no address":                   {edit: func(c *bootv1.CloudInit) { c.Address = "" }, files: []string{"network-config"}},
 		"prefix length 0":              {edit: func(c *bootv1.CloudInit) { c.PrefixLength = 0 }, files: []string{"network-config"}},
 		"prefix length 33":             {edit: func(c *bootv1.CloudInit) { c.PrefixLength = 33 }, files: []string{"network-config"}},
 		"gateway":                      {edit: func(c *bootv1.CloudInit) { c.Gateway = "10.0.0.1 # x" }, files: []string{"network-config"}},

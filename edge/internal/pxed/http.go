@@ -530,6 +530,10 @@ func (h *HTTPHandler) serveCloudInit(w http.ResponseWriter, r *http.Request) {
 			contentType = "application/octet-stream"
 		case "network-config":
 			body, err = instanceNetworkConfig(resp, mac)
+			if errors.Is(err, errNoNetworkConfig) {
+				plain(w, http.StatusNotFound, "instance %s has no network configuration (its machine holds no lease); cloud-init configures its fallback network", ci.GetInstanceId())
+				return
+			}
 		case "vendor-data":
 			base, ok := h.baseURL(r)
 			if !ok {
