@@ -66,6 +66,14 @@ func (_c *InstanceCreate) SetImageID(v uuid.UUID) *InstanceCreate {
 	return _c
 }
 
+// SetNillableImageID sets the "image_id" field if the given value is not nil.
+func (_c *InstanceCreate) SetNillableImageID(v *uuid.UUID) *InstanceCreate {
+	if v != nil {
+		_c.SetImageID(*v)
+	}
+	return _c
+}
+
 // SetUserData sets the "user_data" field.
 func (_c *InstanceCreate) SetUserData(v []byte) *InstanceCreate {
 	_c.mutation.SetUserData(v)
@@ -333,9 +341,6 @@ func (_c *InstanceCreate) check() error {
 			return &ValidationError{Name: "hostname", err: fmt.Errorf(`ent: validator failed for field "Instance.hostname": %w`, err)}
 		}
 	}
-	if _, ok := _c.mutation.ImageID(); !ok {
-		return &ValidationError{Name: "image_id", err: errors.New(`ent: missing required field "Instance.image_id"`)}
-	}
 	if _, ok := _c.mutation.SSHAuthorizedKeys(); !ok {
 		return &ValidationError{Name: "ssh_authorized_keys", err: errors.New(`ent: missing required field "Instance.ssh_authorized_keys"`)}
 	}
@@ -381,9 +386,6 @@ func (_c *InstanceCreate) check() error {
 	}
 	if _, ok := _c.mutation.StateTime(); !ok {
 		return &ValidationError{Name: "state_time", err: errors.New(`ent: missing required field "Instance.state_time"`)}
-	}
-	if len(_c.mutation.ImageIDs()) == 0 {
-		return &ValidationError{Name: "image", err: errors.New(`ent: missing required edge "Instance.image"`)}
 	}
 	return nil
 }

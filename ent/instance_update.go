@@ -246,9 +246,6 @@ func (_u *InstanceUpdate) check() error {
 			return &ValidationError{Name: "wipe_mode", err: fmt.Errorf(`ent: validator failed for field "Instance.wipe_mode": %w`, err)}
 		}
 	}
-	if _u.mutation.ImageCleared() && len(_u.mutation.ImageIDs()) > 0 {
-		return errors.New(`ent: clearing a required unique edge "Instance.image"`)
-	}
 	return nil
 }
 
@@ -583,9 +580,6 @@ func (_u *InstanceUpdateOne) check() error {
 		if err := instance.WipeModeValidator(v); err != nil {
 			return &ValidationError{Name: "wipe_mode", err: fmt.Errorf(`ent: validator failed for field "Instance.wipe_mode": %w`, err)}
 		}
-	}
-	if _u.mutation.ImageCleared() && len(_u.mutation.ImageIDs()) > 0 {
-		return errors.New(`ent: clearing a required unique edge "Instance.image"`)
 	}
 	return nil
 }

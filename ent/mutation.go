@@ -6932,9 +6932,22 @@ func (m *InstanceMutation) OldImageID(ctx context.Context) (v uuid.UUID, err err
 	return oldValue.ImageID, nil
 }
 
+// ClearImageID clears the value of the "image_id" field.
+func (m *InstanceMutation) ClearImageID() {
+	m.image = nil
+	m.clearedFields[instance.FieldImageID] = struct{}{}
+}
+
+// ImageIDCleared returns if the "image_id" field was cleared in this mutation.
+func (m *InstanceMutation) ImageIDCleared() bool {
+	_, ok := m.clearedFields[instance.FieldImageID]
+	return ok
+}
+
 // ResetImageID resets all changes to the "image_id" field.
 func (m *InstanceMutation) ResetImageID() {
 	m.image = nil
+	delete(m.clearedFields, instance.FieldImageID)
 }
 
 // SetUserData sets the "user_data" field.
@@ -7506,7 +7519,7 @@ func (m *InstanceMutation) ClearImage() {
 
 // ImageCleared reports if the "image" edge to the Image entity was cleared.
 func (m *InstanceMutation) ImageCleared() bool {
-	return m.clearedimage
+	return m.ImageIDCleared() || m.clearedimage
 }
 
 // ImageIDs returns the "image" edge IDs in the mutation.
@@ -7881,6 +7894,9 @@ func (m *InstanceMutation) AddField(name string, value ent.Value) error {
 // mutation.
 func (m *InstanceMutation) ClearedFields() []string {
 	var fields []string
+	if m.FieldCleared(instance.FieldImageID) {
+		fields = append(fields, instance.FieldImageID)
+	}
 	if m.FieldCleared(instance.FieldUserData) {
 		fields = append(fields, instance.FieldUserData)
 	}
@@ -7913,6 +7929,9 @@ func (m *InstanceMutation) FieldCleared(name string) bool {
 // error if the field is not defined in the schema.
 func (m *InstanceMutation) ClearField(name string) error {
 	switch name {
+	case instance.FieldImageID:
+		m.ClearImageID()
+		return nil
 	case instance.FieldUserData:
 		m.ClearUserData()
 		return nil

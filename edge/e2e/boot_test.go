@@ -43,6 +43,9 @@ type vmSpec struct {
 	memoryMB int
 	diskMB   int
 	diskID   string // the disk's serial
+	// reboots lets the guest reboot; otherwise a reboot ends QEMU, as
+	// a power-off does.
+	reboots bool
 }
 
 // vm is a running QEMU VM.
@@ -320,15 +323,18 @@ func (l *lab) vmCommand(t testing.TB, s vmSpec, netBoot bool) ([]string, string)
 		t.Fatal(err)
 	}
 	console := filepath.Join(dir, "console.log")
-	args := []string{l.qemu,
-		"-accel", "tcg", "-display", "none", "-no-reboot",
-		"-serial", "file:" + console,
+	args := []string{l.qemu, "-accel", "tcg", "-display", "none"}
+	if !s.reboots {
+		args = append(args, "-no-reboot")
+	}
+	args = append(args,
+		"-serial", "file:"+console,
 		"-smp", fmt.Sprint(s.cpus), "-m", fmt.Sprint(s.memoryMB),
 		"-smbios", fmt.Sprintf("type=1,manufacturer=Carbide Lab,product=e2e,serial=%s,uuid=%s", s.serial, s.uuid),
-		"-netdev", "tap,id=n0,ifname=" + tap + ",script=no,downscript=no",
-		"-drive", "file=" + disk + ",if=none,id=d0,format=raw",
-		"-device", "virtio-blk-pci,drive=d0,serial=" + s.diskID,
-	}
+		"-netdev", "tap,id=n0,ifname="+tap+",script=no,downscript=no",
+		"-drive", "file="+disk+",if=none,id=d0,format=raw",
+		"-device", "virtio-blk-pci,drive=d0,serial="+s.diskID,
+	)
 	if s.uefi {
 		vars := filepath.Join(dir, "OVMF_VARS.fd")
 		copyFile(t, l.ovmf.vars, vars)

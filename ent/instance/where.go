@@ -286,6 +286,16 @@ func ImageIDNotIn(vs ...uuid.UUID) predicate.Instance {
 	return predicate.Instance(sql.FieldNotIn(FieldImageID, vs...))
 }
 
+// ImageIDIsNil applies the IsNil predicate on the "image_id" field.
+func ImageIDIsNil() predicate.Instance {
+	return predicate.Instance(sql.FieldIsNull(FieldImageID))
+}
+
+// ImageIDNotNil applies the NotNil predicate on the "image_id" field.
+func ImageIDNotNil() predicate.Instance {
+	return predicate.Instance(sql.FieldNotNull(FieldImageID))
+}
+
 // UserDataEQ applies the EQ predicate on the "user_data" field.
 func UserDataEQ(v []byte) predicate.Instance {
 	return predicate.Instance(sql.FieldEQ(FieldUserData, v))

@@ -291,7 +291,7 @@ var (
 		{Name: "running_time", Type: field.TypeTime, Nullable: true},
 		{Name: "release_time", Type: field.TypeTime, Nullable: true},
 		{Name: "state_time", Type: field.TypeTime},
-		{Name: "image_id", Type: field.TypeUUID},
+		{Name: "image_id", Type: field.TypeUUID, Nullable: true},
 		{Name: "machine_id", Type: field.TypeUUID, Nullable: true},
 	}
 	// InstancesTable holds the schema information for the "instances" table.
@@ -304,7 +304,7 @@ var (
 				Symbol:     "instances_images_instances",
 				Columns:    []*schema.Column{InstancesColumns[16]},
 				RefColumns: []*schema.Column{ImagesColumns[0]},
-				OnDelete:   schema.NoAction,
+				OnDelete:   schema.SetNull,
 			},
 			{
 				Symbol:     "instances_machines_instances",

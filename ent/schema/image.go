@@ -2,6 +2,7 @@ package schema
 
 import (
 	"entgo.io/ent"
+	"entgo.io/ent/dialect/entsql"
 	"entgo.io/ent/schema/edge"
 	"entgo.io/ent/schema/field"
 	"entgo.io/ent/schema/index"
@@ -38,7 +39,10 @@ func (Image) Fields() []ent.Field {
 // Edges of the Image.
 func (Image) Edges() []ent.Edge {
 	return []ent.Edge{
-		edge.To("instances", Instance.Type),
+		// Deleting an image leaves the released and failed instances
+		// that used it, with no image.
+		edge.To("instances", Instance.Type).
+			Annotations(entsql.OnDelete(entsql.SetNull)),
 	}
 }
 

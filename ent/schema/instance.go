@@ -32,7 +32,11 @@ func (Instance) Fields() []ent.Field {
 	return []ent.Field{
 		field.UUID("id", uuid.UUID{}).Default(uuid.New),
 		field.String("hostname").MaxLen(253).Immutable(),
-		field.UUID("image_id", uuid.UUID{}).Immutable(),
+		// ImageID is the image it runs; uuid.Nil (NULL) once the image was
+		// deleted, which DeleteImage allows only when every instance that
+		// uses it is released or failed. Optional but not Nillable, so
+		// that it reads as uuid.Nil then.
+		field.UUID("image_id", uuid.UUID{}).Optional().Immutable(),
 		// UserData is the tenant's cloud-init user data. Not a secret
 		// to Carbide, but not logged either.
 		field.Bytes("user_data").Optional().Immutable(),
@@ -62,7 +66,7 @@ func (Instance) Fields() []ent.Field {
 func (Instance) Edges() []ent.Edge {
 	return []ent.Edge{
 		edge.From("image", Image.Type).Ref("instances").
-			Field("image_id").Unique().Required().Immutable(),
+			Field("image_id").Unique().Immutable(),
 		edge.From("machine", Machine.Type).Ref("instances").
 			Field("machine_id").Unique(),
 	}

@@ -42,6 +42,7 @@ import (
 	"github.com/carbide-dev/carbide/gen/carbide/bmc/v1/bmcv1connect"
 	"github.com/carbide-dev/carbide/gen/carbide/boot/v1/bootv1connect"
 	"github.com/carbide-dev/carbide/gen/carbide/dhcp/v1/dhcpv1connect"
+	"github.com/carbide-dev/carbide/gen/carbide/instance/v1/instancev1connect"
 	machinev1 "github.com/carbide-dev/carbide/gen/carbide/machine/v1"
 	"github.com/carbide-dev/carbide/gen/carbide/machine/v1/machinev1connect"
 	networkv1 "github.com/carbide-dev/carbide/gen/carbide/network/v1"
@@ -71,6 +72,8 @@ type Client struct {
 	Audit     auditv1connect.AuditServiceClient
 	Boot      bootv1connect.BootServiceClient
 	BMC       bmcv1connect.BMCServiceClient
+	Images    instancev1connect.ImageServiceClient
+	Instances instancev1connect.InstanceServiceClient
 }
 
 type options struct {
@@ -175,6 +178,8 @@ func New(baseURL string, opts ...Option) (*Client, error) {
 		Audit:     auditv1connect.NewAuditServiceClient(httpClient, baseURL, copts...),
 		Boot:      bootv1connect.NewBootServiceClient(httpClient, baseURL, copts...),
 		BMC:       bmcv1connect.NewBMCServiceClient(httpClient, baseURL, copts...),
+		Images:    instancev1connect.NewImageServiceClient(httpClient, baseURL, copts...),
+		Instances: instancev1connect.NewInstanceServiceClient(httpClient, baseURL, copts...),
 	}, nil
 }
 

@@ -22,6 +22,7 @@ import (
 	"github.com/carbide-dev/carbide/backend/internal/authn"
 	"github.com/carbide-dev/carbide/backend/internal/bmc"
 	"github.com/carbide-dev/carbide/backend/internal/dhcp"
+	"github.com/carbide-dev/carbide/backend/internal/lifecycle"
 	"github.com/carbide-dev/carbide/backend/internal/pki"
 	"github.com/carbide-dev/carbide/backend/internal/principal"
 	"github.com/carbide-dev/carbide/backend/internal/secrets"
@@ -88,6 +89,14 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.IntVar(&cfg.Enrol.Burst, "enrol-burst", 200, "new machines DHCP may enrol at once from one relay of a segment, e.g. racks powered on together")
 	fs.DurationVar(&cfg.BMCLease, "bmc-lease", bmc.DefaultLeaseTime, "how long a carbide-bmc daemon's lease on a machine lasts unless it renews it: after a daemon dies, its machines wait this long for another (1s to 1h)")
 	fs.IntVar(&cfg.MaxLeaseCalls, "max-lease-calls", dhcp.DefaultMaxLeaseCalls, "DHCP Lease and LeaseBatch calls that decide at once; more wait in turn, and one that could not finish before its deadline is refused at once (resource_exhausted, counted in carbide_dhcp_lease_calls_refused_total). Keep it at or below --database-max-conns")
+	fs.StringVar(&cfg.WipeMode, "wipe-mode", "quick", "how a machine's disks are wiped when its instance is released, unless the instance asks otherwise: quick (signatures and the first and last MiB of each disk) or full (every block)")
+	d := lifecycle.DefaultTimeouts
+	fs.DurationVar(&cfg.Timeouts.PowerOn, "timeout-power-on", d.PowerOn, "how long a machine may take to power on and boot from the network before it fails")
+	fs.DurationVar(&cfg.Timeouts.BootAgent, "timeout-boot-agent", d.BootAgent, "how long a machine's discovery agent may take to report after it powered on")
+	fs.DurationVar(&cfg.Timeouts.WriteImage, "timeout-write-image", d.WriteImage, "how long the agent may take to write an instance's image")
+	fs.DurationVar(&cfg.Timeouts.BootOS, "timeout-boot-os", d.BootOS, "how long an installed system may take to boot and phone home")
+	fs.DurationVar(&cfg.Timeouts.WipeQuick, "timeout-wipe-quick", d.WipeQuick, "how long a quick wipe of a released machine's disks may take")
+	fs.DurationVar(&cfg.Timeouts.WipeFull, "timeout-wipe-full", d.WipeFull, "how long a full wipe of a released machine's disks may take")
 	fs.DurationVar(&cfg.DiscoveredRetention, "discovered-retention", 72*time.Hour, "remove a machine DHCP enrolled that stayed discovered, with no inventory, this long after its last lease expired; 0 keeps them")
 	fs.Int64Var(&cfg.MaxRequestBytes, "max-request-bytes", apiserver.DefaultMaxRequestBytes, "largest request message, after decompression, and request body; a larger one gets resource_exhausted")
 	fs.DurationVar(&cfg.ReadTimeout, "read-timeout", apiserver.DefaultReadTimeout, "how long a request may take to arrive (streams excepted)")

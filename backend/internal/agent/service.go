@@ -17,6 +17,7 @@ import (
 	"github.com/carbide-dev/carbide/backend/internal/machines"
 	"github.com/carbide-dev/carbide/backend/internal/pki"
 	"github.com/carbide-dev/carbide/backend/internal/principal"
+	"github.com/carbide-dev/carbide/backend/internal/provision"
 	"github.com/carbide-dev/carbide/backend/internal/store"
 	"github.com/carbide-dev/carbide/ent"
 	"github.com/carbide-dev/carbide/ent/identityconflict"
@@ -51,12 +52,27 @@ type BMCEnroller interface {
 	Enroll(ctx context.Context, e bmc.Enrollment) (*bmcv1.BMC, error)
 }
 
+// Lifecycle drives the steps agents run on provisioning and cleaning
+// machines (provision.Controller).
+type Lifecycle interface {
+	// AgentReported starts the agent's step of m, locked in tx.
+	AgentReported(ctx context.Context, tx *ent.Tx, m *ent.Machine) (*ent.Machine, error)
+	// Instruction is what the agent of m does, when m is provisioning or
+	// cleaning (ok).
+	Instruction(ctx context.Context, client *ent.Client, m *ent.Machine) (in *agentv1.Instruction, ok bool, err error)
+	// Progress records how far m's step is.
+	Progress(ctx context.Context, tx *ent.Tx, m *ent.Machine, step string, done, total int64, message string) error
+	// Complete ends m's step.
+	Complete(ctx context.Context, tx *ent.Tx, m *ent.Machine, o provision.Outcome) (*ent.Machine, error)
+}
+
 // Service serves AgentService. That an agent speaks only for its own
 // machine is enforced by authorization before a call reaches it.
 type Service struct {
 	store  *store.Store
 	tokens *pki.AgentTokens
 	bmcs   BMCEnroller // nil: agents are never asked to enrol BMCs
+	steps  Lifecycle
 	logger *slog.Logger
 
 	conflicts prometheus.Counter
@@ -69,8 +85,8 @@ var _ agentv1connect.AgentServiceHandler = (*Service)(nil)
 // the agent tokens of agents that authenticated with one. bmcs, if not
 // nil, stores the BMC credentials agents enrol in band. Its metrics are
 // registered with reg.
-func NewService(st *store.Store, tokens *pki.AgentTokens, bmcs BMCEnroller, logger *slog.Logger, reg prometheus.Registerer) *Service {
-	s := &Service{store: st, tokens: tokens, bmcs: bmcs, logger: logger,
+func NewService(st *store.Store, tokens *pki.AgentTokens, bmcs BMCEnroller, steps Lifecycle, logger *slog.Logger, reg prometheus.Registerer) *Service {
+	s := &Service{store: st, tokens: tokens, bmcs: bmcs, steps: steps, logger: logger,
 		conflicts: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "carbide_identity_conflicts_held_total",
 			Help: "Inventory reports held for an admin because their hardware id is another machine's that is past discovery or has a leased interface.",
@@ -145,6 +161,9 @@ func (s *Service) ReportInventory(ctx context.Context, req *connect.Request[agen
 			return fmt.Errorf("store inventory: %w", err)
 		}
 		if m, err = advance(ctx, tx, m, inv, actor); err != nil {
+			return err
+		}
+		if m, err = s.steps.AgentReported(ctx, tx, m); err != nil {
 			return err
 		}
 		last = m
@@ -365,6 +384,9 @@ func (s *Service) instruction(ctx context.Context, m *ent.Machine) (*agentv1.Ins
 	} else if !ent.IsNotFound(err) {
 		return nil, fmt.Errorf("read the held report of machine %s: %w", m.ID, err)
 	}
+	if in, ok, err := s.steps.Instruction(ctx, s.store.Client, m); ok || err != nil {
+		return in, err
+	}
 	switch m.State {
 	case machine.StateDiscovered:
 		return wait(waitInventoried, "report the inventory"), nil
@@ -389,12 +411,55 @@ func (s *Service) instruction(ctx context.Context, m *ent.Machine) (*agentv1.Ins
 	}
 }
 
-// ReportProgress is not served yet.
-func (s *Service) ReportProgress(context.Context, *connect.Request[agentv1.ReportProgressRequest]) (*connect.Response[agentv1.ReportProgressResponse], error) {
-	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("installs are not served yet"))
+// ReportProgress records how far the agent's install or wipe is.
+func (s *Service) ReportProgress(ctx context.Context, req *connect.Request[agentv1.ReportProgressRequest]) (*connect.Response[agentv1.ReportProgressResponse], error) {
+	id, err := parseMachineID(req.Msg.GetMachineId())
+	if err != nil {
+		return nil, err
+	}
+	err = s.store.InTx(ctx, func(tx *ent.Tx) error {
+		m, err := lockMachine(ctx, s.store, tx, id)
+		if err != nil {
+			return err
+		}
+		if err := s.currentBoot(ctx, m); err != nil {
+			return err
+		}
+		r := req.Msg
+		return s.steps.Progress(ctx, tx, m, r.GetStep(), r.GetDone(), r.GetTotal(), r.GetMessage())
+	})
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&agentv1.ReportProgressResponse{}), nil
 }
 
-// CompleteStep is not served yet.
-func (s *Service) CompleteStep(context.Context, *connect.Request[agentv1.CompleteStepRequest]) (*connect.Response[agentv1.CompleteStepResponse], error) {
-	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("installs are not served yet"))
+// CompleteStep ends the agent's install or wipe and says what to do next.
+func (s *Service) CompleteStep(ctx context.Context, req *connect.Request[agentv1.CompleteStepRequest]) (*connect.Response[agentv1.CompleteStepResponse], error) {
+	id, err := parseMachineID(req.Msg.GetMachineId())
+	if err != nil {
+		return nil, err
+	}
+	var last *ent.Machine
+	err = s.store.InTx(ctx, func(tx *ent.Tx) error {
+		m, err := lockMachine(ctx, s.store, tx, id)
+		if err != nil {
+			return err
+		}
+		if err := s.currentBoot(ctx, m); err != nil {
+			return err
+		}
+		r := req.Msg
+		last, err = s.steps.Complete(ctx, tx, m, provision.Outcome{Step: r.GetStep(), Error: r.GetError(),
+			Bytes: r.GetBytes(), Duration: r.GetDuration().AsDuration()})
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	in, err := s.instruction(ctx, last)
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&agentv1.CompleteStepResponse{Instruction: in}), nil
 }

@@ -15,7 +15,7 @@ import (
 // InvalidArgument naming the field, never a panic.
 func TestMalformedMachineID(t *testing.T) {
 	t.Parallel()
-	s := NewService(nil, nil, nil, nil, prometheus.NewRegistry())
+	s := NewService(nil, nil, nil, nil, nil, prometheus.NewRegistry())
 	calls := map[string]func() error{
 		"ReportInventory": func() error {
 			_, err := s.ReportInventory(t.Context(), connect.NewRequest(&agentv1.ReportInventoryRequest{

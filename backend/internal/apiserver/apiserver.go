@@ -27,19 +27,24 @@ import (
 	"github.com/carbide-dev/carbide/backend/internal/bmc"
 	"github.com/carbide-dev/carbide/backend/internal/boot"
 	"github.com/carbide-dev/carbide/backend/internal/dhcp"
+	"github.com/carbide-dev/carbide/backend/internal/instances"
 	"github.com/carbide-dev/carbide/backend/internal/interceptor"
 	"github.com/carbide-dev/carbide/backend/internal/ipam"
+	"github.com/carbide-dev/carbide/backend/internal/lifecycle"
 	"github.com/carbide-dev/carbide/backend/internal/machines"
 	"github.com/carbide-dev/carbide/backend/internal/pki"
+	"github.com/carbide-dev/carbide/backend/internal/provision"
 	"github.com/carbide-dev/carbide/backend/internal/secrets"
 	"github.com/carbide-dev/carbide/backend/internal/segments"
 	"github.com/carbide-dev/carbide/backend/internal/store"
 	"github.com/carbide-dev/carbide/backend/internal/watch"
+	"github.com/carbide-dev/carbide/ent/instance"
 	"github.com/carbide-dev/carbide/gen/carbide/agent/v1/agentv1connect"
 	"github.com/carbide-dev/carbide/gen/carbide/audit/v1/auditv1connect"
 	"github.com/carbide-dev/carbide/gen/carbide/bmc/v1/bmcv1connect"
 	"github.com/carbide-dev/carbide/gen/carbide/boot/v1/bootv1connect"
 	"github.com/carbide-dev/carbide/gen/carbide/dhcp/v1/dhcpv1connect"
+	"github.com/carbide-dev/carbide/gen/carbide/instance/v1/instancev1connect"
 	"github.com/carbide-dev/carbide/gen/carbide/machine/v1/machinev1connect"
 	"github.com/carbide-dev/carbide/gen/carbide/network/v1/networkv1connect"
 	"github.com/carbide-dev/carbide/gen/carbide/watch/v1/watchv1connect"
@@ -122,6 +127,15 @@ type Config struct {
 	// BMCLease is how long a carbide-bmc daemon's lease on a machine
 	// lasts unless renewed; 0 means bmc.DefaultLeaseTime.
 	BMCLease time.Duration
+	// WipeMode is how a machine's disks are wiped when its instance is
+	// released, for instances that ask for no mode: "quick" or "full";
+	// empty means quick.
+	WipeMode string
+	// Timeouts are how long each step of a machine's provisioning or
+	// cleaning may take before the machine fails; a zero field means
+	// lifecycle.DefaultTimeouts'. InstanceService and the lifecycle
+	// controller both read it.
+	Timeouts lifecycle.Timeouts
 	// DiscoveredRetention is how long a machine DHCP enrolled may stay
 	// discovered, with no inventory, after its last lease expired, before
 	// it is removed; 0 keeps such machines.
@@ -179,6 +193,23 @@ func (c *Config) Validate() error {
 	}
 	if c.BMCLease != 0 && (c.BMCLease < time.Second || c.BMCLease > time.Hour) {
 		errs = append(errs, errors.New("bmc-lease: give 1s to 1h (or 0 for the default, 30s)"))
+	}
+	switch c.WipeMode {
+	case "", string(instance.WipeModeQuick), string(instance.WipeModeFull):
+	default:
+		errs = append(errs, fmt.Errorf("wipe-mode: %q is not quick or full", c.WipeMode))
+	}
+	t := c.Timeouts
+	for _, d := range []struct {
+		flag string
+		v    time.Duration
+	}{
+		{"timeout-power-on", t.PowerOn}, {"timeout-boot-agent", t.BootAgent}, {"timeout-write-image", t.WriteImage},
+		{"timeout-boot-os", t.BootOS}, {"timeout-wipe-quick", t.WipeQuick}, {"timeout-wipe-full", t.WipeFull},
+	} {
+		if d.v < 0 {
+			errs = append(errs, fmt.Errorf("%s: must not be negative (0 means the default)", d.flag))
+		}
 	}
 	if c.MaxLeaseCalls < 0 {
 		errs = append(errs, fmt.Errorf("max-lease-calls: must be 0 (the default, %d) or more", dhcp.DefaultMaxLeaseCalls))
@@ -245,6 +276,8 @@ var ServiceNames = []string{
 	auditv1connect.AuditServiceName,
 	bootv1connect.BootServiceName,
 	bmcv1connect.BMCServiceName,
+	instancev1connect.ImageServiceName,
+	instancev1connect.InstanceServiceName,
 }
 
 // Run serves until ctx is done, then shuts down gracefully.
@@ -264,6 +297,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	if cfg.ShutdownTimeout == 0 {
 		cfg.ShutdownTimeout = 15 * time.Second
 	}
+	cfg.Timeouts = instances.WithDefaults(cfg.Timeouts)
 	keys, err := loadSecrets(cfg, logger)
 	if err != nil {
 		return err
@@ -283,7 +317,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	stopping := make(chan struct{})
 	reg := prometheus.NewRegistry()
 	lim := newLimits(cfg)
-	handler, health, err := newHandler(st, auth.Agents, cfg, cfg.Secrets, logger, stopping, reg, lim)
+	handler, health, ctrl, err := newHandler(st, auth.Agents, cfg, cfg.Secrets, logger, stopping, reg, lim)
 	if err != nil {
 		return err
 	}
@@ -337,6 +371,10 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		return nil
 	})
 	g.Go(func() error {
+		ctrl.Run(gctx, controllerInterval)
+		return nil
+	})
+	g.Go(func() error {
 		<-gctx.Done()
 		logger.Info("shutting down", "timeout", cfg.ShutdownTimeout)
 		for _, name := range ServiceNames {
@@ -363,10 +401,14 @@ const compressMinBytes = 4096
 // newHandler builds the HTTP handler that serves every RPC. keys is the
 // keyring for services that store secrets (BMC passwords); nil when none
 // is configured.
-func newHandler(st *store.Store, tokens *pki.AgentTokens, cfg Config, keys *secrets.Keyring, logger *slog.Logger, stopping <-chan struct{}, reg *prometheus.Registry, lim *limits) (http.Handler, *grpchealth.StaticChecker, error) {
+// controllerInterval is how often the lifecycle controller looks for
+// machines to power on and steps past their deadline.
+const controllerInterval = time.Second
+
+func newHandler(st *store.Store, tokens *pki.AgentTokens, cfg Config, keys *secrets.Keyring, logger *slog.Logger, stopping <-chan struct{}, reg *prometheus.Registry, lim *limits) (http.Handler, *grpchealth.StaticChecker, *provision.Controller, error) {
 	validator, err := protovalidate.New()
 	if err != nil {
-		return nil, nil, fmt.Errorf("build request validator: %w", err)
+		return nil, nil, nil, fmt.Errorf("build request validator: %w", err)
 	}
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := interceptor.NewMetrics(reg)
@@ -389,25 +431,30 @@ func newHandler(st *store.Store, tokens *pki.AgentTokens, cfg Config, keys *secr
 		}),
 	)...)
 
+	timeouts := instances.WithDefaults(cfg.Timeouts)
+	instanceService := instances.NewService(st, timeouts, instance.WipeMode(cfg.WipeMode))
 	mux := http.NewServeMux()
-	mux.Handle(machinev1connect.NewMachineServiceHandler(machines.NewService(st), opts))
+	mux.Handle(machinev1connect.NewMachineServiceHandler(machines.NewService(st, timeouts), opts))
 	mux.Handle(networkv1connect.NewSegmentServiceHandler(segments.NewService(st), opts))
 	addresses := ipam.NewService(st)
 	mux.Handle(networkv1connect.NewAddressServiceHandler(addresses, opts))
 	dhcpService, err := dhcp.NewService(st, addresses, logger, cfg.Enrol, cfg.MaxLeaseCalls, reg)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	mux.Handle(dhcpv1connect.NewDHCPServiceHandler(dhcpService, opts))
 	mux.Handle(watchv1connect.NewWatchServiceHandler(watch.NewService(st, stopping), opts))
 	bmcService := bmc.NewService(st, keys, cfg.BMCLease, logger)
 	if err := reseal(bmcService, keys, logger, reg); err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	mux.Handle(agentv1connect.NewAgentServiceHandler(agent.NewService(st, tokens, bmcService, logger, reg), opts))
+	ctrl := provision.New(st, bmcService, instanceService, timeouts, logger.With("component", "lifecycle"))
+	mux.Handle(agentv1connect.NewAgentServiceHandler(agent.NewService(st, tokens, bmcService, ctrl, logger, reg), opts))
 	mux.Handle(auditv1connect.NewAuditServiceHandler(audit.NewService(st), opts))
-	mux.Handle(bootv1connect.NewBootServiceHandler(boot.NewService(st, tokens, reg), opts))
+	mux.Handle(bootv1connect.NewBootServiceHandler(boot.NewService(st, tokens, ctrl, reg), opts))
 	mux.Handle(bmcv1connect.NewBMCServiceHandler(bmcService, opts))
+	mux.Handle(instancev1connect.NewImageServiceHandler(instances.NewImageService(st), opts))
+	mux.Handle(instancev1connect.NewInstanceServiceHandler(instanceService, opts))
 
 	health := grpchealth.NewStaticChecker(ServiceNames...)
 	mux.Handle(grpchealth.NewHandler(health, opts))
@@ -419,5 +466,5 @@ func newHandler(st *store.Store, tokens *pki.AgentTokens, cfg Config, keys *secr
 	mux.Handle(grpcreflect.NewHandlerV1(reflector, opts))
 	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector, opts))
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	return lim.Middleware(mux), health, nil
+	return lim.Middleware(mux), health, ctrl, nil
 }

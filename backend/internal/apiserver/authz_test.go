@@ -123,13 +123,18 @@ func allowed(role principal.Role, r rpc) bool {
 	if bmcDaemon || role == principal.RoleBMC {
 		return bmcDaemon && role == principal.RoleBMC
 	}
+	// Only the PXE daemon passes on an installed system's phone-home.
+	if method == "PhoneHome" {
+		return role == principal.RolePXE
+	}
 	switch role {
 	case principal.RoleAdmin:
 		return service != "carbide.agent.v1.AgentService"
 	case principal.RoleOperator:
 		return readOnly && service != "carbide.audit.v1.AuditService" && service != "carbide.agent.v1.AgentService" ||
 			method == "CreateMachine" || method == "UpdateMachine" || method == "RetryMachine" ||
-			method == "RequestOperation" || method == "CancelOperation"
+			method == "RequestOperation" || method == "CancelOperation" ||
+			service == "carbide.instance.v1.ImageService" || service == "carbide.instance.v1.InstanceService"
 	case principal.RoleViewer:
 		return readOnly && service != "carbide.audit.v1.AuditService" && service != "carbide.agent.v1.AgentService"
 	case principal.RolePXE:

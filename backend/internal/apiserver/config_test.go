@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/carbide-dev/carbide/backend/internal/lifecycle"
 	"github.com/carbide-dev/carbide/backend/internal/secrets"
 	"github.com/carbide-dev/carbide/sdk/testsecret"
 )
@@ -32,6 +33,10 @@ func TestValidateMode(t *testing.T) {
 			want: "data-dir: required for the development PKI of --dev"},
 		"negative size":    {cfg: Config{Dev: true, MaxRequestBytes: -1}, want: "max-request-bytes"},
 		"negative timeout": {cfg: Config{Dev: true, IdleTimeout: -1}, want: "durations must not be negative"},
+		"wipe mode full":   {cfg: Config{Dev: true, WipeMode: "full"}, want: ""},
+		"bad wipe mode":    {cfg: Config{Dev: true, WipeMode: "shred"}, want: `wipe-mode: "shred" is not quick or full`},
+		"negative step timeout": {cfg: Config{Dev: true, Timeouts: lifecycle.Timeouts{WipeFull: -1}},
+			want: "timeout-wipe-full: must not be negative"},
 	}
 	for name, tt := range tests {
 		t.Run(name, func(t *testing.T) {

@@ -7,6 +7,7 @@ import (
 
 	"connectrpc.com/connect"
 	"github.com/carbide-dev/carbide/backend/internal/ipam"
+	"github.com/carbide-dev/carbide/backend/internal/lifecycle"
 	"github.com/carbide-dev/carbide/backend/internal/machines"
 	"github.com/carbide-dev/carbide/backend/internal/segments"
 	machinev1 "github.com/carbide-dev/carbide/gen/carbide/machine/v1"
@@ -20,7 +21,7 @@ import (
 func TestHandlersRejectMalformedIDs(t *testing.T) {
 	t.Parallel()
 	forEachStore(t, func(t *testing.T, e *env) {
-		ms, ss, as := machines.NewService(e.Store), segments.NewService(e.Store), ipam.NewService(e.Store)
+		ms, ss, as := machines.NewService(e.Store, lifecycle.DefaultTimeouts), segments.NewService(e.Store), ipam.NewService(e.Store)
 		for _, bad := range []string{"", "machine-1", "123e4567-e89b-12d3-a456-42661417400"} {
 			calls := map[string]struct {
 				field string

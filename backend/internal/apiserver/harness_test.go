@@ -16,6 +16,7 @@ import (
 	"connectrpc.com/connect"
 	"github.com/carbide-dev/carbide/backend/internal/pki"
 	"github.com/carbide-dev/carbide/backend/internal/principal"
+	"github.com/carbide-dev/carbide/backend/internal/provision"
 	"github.com/carbide-dev/carbide/backend/internal/secrets"
 	"github.com/carbide-dev/carbide/backend/internal/store"
 	"github.com/carbide-dev/carbide/backend/pgtest"
@@ -24,6 +25,7 @@ import (
 	"github.com/carbide-dev/carbide/gen/carbide/bmc/v1/bmcv1connect"
 	"github.com/carbide-dev/carbide/gen/carbide/boot/v1/bootv1connect"
 	"github.com/carbide-dev/carbide/gen/carbide/dhcp/v1/dhcpv1connect"
+	"github.com/carbide-dev/carbide/gen/carbide/instance/v1/instancev1connect"
 	"github.com/carbide-dev/carbide/gen/carbide/machine/v1/machinev1connect"
 	"github.com/carbide-dev/carbide/gen/carbide/network/v1/networkv1connect"
 	"github.com/carbide-dev/carbide/gen/carbide/watch/v1/watchv1connect"
@@ -51,23 +53,28 @@ type env struct {
 	// certificates (admin.crt, dhcp.crt, ...).
 	PKI string
 	// HTTP is a client that trusts the server and presents no certificate.
-	HTTP     *http.Client
-	protocol string
+	HTTP *http.Client
+	// Controller is the server's lifecycle controller; tests tick it
+	// themselves (nothing runs it in the background).
+	Controller *provision.Controller
+	protocol   string
 
 	clients
 }
 
 // clients holds a client for every service, all with one identity.
 type clients struct {
-	Machines machinev1connect.MachineServiceClient
-	Segments networkv1connect.SegmentServiceClient
-	Address  networkv1connect.AddressServiceClient
-	Watch    watchv1connect.WatchServiceClient
-	Agent    agentv1connect.AgentServiceClient
-	Audit    auditv1connect.AuditServiceClient
-	DHCP     dhcpv1connect.DHCPServiceClient
-	Boot     bootv1connect.BootServiceClient
-	BMC      bmcv1connect.BMCServiceClient
+	Machines  machinev1connect.MachineServiceClient
+	Segments  networkv1connect.SegmentServiceClient
+	Address   networkv1connect.AddressServiceClient
+	Watch     watchv1connect.WatchServiceClient
+	Agent     agentv1connect.AgentServiceClient
+	Audit     auditv1connect.AuditServiceClient
+	DHCP      dhcpv1connect.DHCPServiceClient
+	Boot      bootv1connect.BootServiceClient
+	BMC       bmcv1connect.BMCServiceClient
+	Images    instancev1connect.ImageServiceClient
+	Instances instancev1connect.InstanceServiceClient
 }
 
 // registerKeyring registers the keys of the keyring file at path, if there
@@ -146,7 +153,7 @@ func newEnvWith(t testing.TB, kind, protocol string, opts envOptions) *env {
 	}
 	registerKeyring(t, filepath.Join(cfg.DataDir, "pki", secrets.DevKeyringFile))
 	stopping := make(chan struct{})
-	handler, _, err := newHandler(st, auth.Agents, cfg, keys, logger, stopping, prometheus.NewRegistry(), newLimits(cfg))
+	handler, _, ctrl, err := newHandler(st, auth.Agents, cfg, keys, logger, stopping, prometheus.NewRegistry(), newLimits(cfg))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -165,7 +172,7 @@ func newEnvWith(t testing.TB, kind, protocol string, opts envOptions) *env {
 	default:
 		t.Fatalf("unknown protocol %q", protocol)
 	}
-	e := &env{Store: st, URL: srv.URL, Tokens: auth.Agents, Secrets: keys, PKI: filepath.Join(cfg.DataDir, "pki"), protocol: protocol}
+	e := &env{Store: st, URL: srv.URL, Tokens: auth.Agents, Secrets: keys, PKI: filepath.Join(cfg.DataDir, "pki"), Controller: ctrl, protocol: protocol}
 	e.HTTP = e.httpClient(t, "")
 	e.clients = e.as(t, "admin")
 	return e
@@ -220,15 +227,17 @@ func (e *env) clientsOver(hc *http.Client, opts ...connect.ClientOption) clients
 		opts = append(opts, connect.WithGRPCWeb())
 	}
 	return clients{
-		Machines: machinev1connect.NewMachineServiceClient(hc, e.URL, opts...),
-		Segments: networkv1connect.NewSegmentServiceClient(hc, e.URL, opts...),
-		Address:  networkv1connect.NewAddressServiceClient(hc, e.URL, opts...),
-		Watch:    watchv1connect.NewWatchServiceClient(hc, e.URL, opts...),
-		Agent:    agentv1connect.NewAgentServiceClient(hc, e.URL, opts...),
-		Audit:    auditv1connect.NewAuditServiceClient(hc, e.URL, opts...),
-		DHCP:     dhcpv1connect.NewDHCPServiceClient(hc, e.URL, opts...),
-		Boot:     bootv1connect.NewBootServiceClient(hc, e.URL, opts...),
-		BMC:      bmcv1connect.NewBMCServiceClient(hc, e.URL, opts...),
+		Machines:  machinev1connect.NewMachineServiceClient(hc, e.URL, opts...),
+		Segments:  networkv1connect.NewSegmentServiceClient(hc, e.URL, opts...),
+		Address:   networkv1connect.NewAddressServiceClient(hc, e.URL, opts...),
+		Watch:     watchv1connect.NewWatchServiceClient(hc, e.URL, opts...),
+		Agent:     agentv1connect.NewAgentServiceClient(hc, e.URL, opts...),
+		Audit:     auditv1connect.NewAuditServiceClient(hc, e.URL, opts...),
+		DHCP:      dhcpv1connect.NewDHCPServiceClient(hc, e.URL, opts...),
+		Boot:      bootv1connect.NewBootServiceClient(hc, e.URL, opts...),
+		BMC:       bmcv1connect.NewBMCServiceClient(hc, e.URL, opts...),
+		Images:    instancev1connect.NewImageServiceClient(hc, e.URL, opts...),
+		Instances: instancev1connect.NewInstanceServiceClient(hc, e.URL, opts...),
 	}
 }
 

@@ -23,9 +23,10 @@ const (
 	updatedEv  = watchv1.EventType_EVENT_TYPE_UPDATED
 	deletedEv  = watchv1.EventType_EVENT_TYPE_DELETED
 
-	noKind      = watchv1.ResourceKind_RESOURCE_KIND_UNSPECIFIED
-	machineKind = watchv1.ResourceKind_RESOURCE_KIND_MACHINE
-	segmentKind = watchv1.ResourceKind_RESOURCE_KIND_SEGMENT
+	noKind       = watchv1.ResourceKind_RESOURCE_KIND_UNSPECIFIED
+	machineKind  = watchv1.ResourceKind_RESOURCE_KIND_MACHINE
+	segmentKind  = watchv1.ResourceKind_RESOURCE_KIND_SEGMENT
+	instanceKind = watchv1.ResourceKind_RESOURCE_KIND_INSTANCE
 )
 
 // watchTimeout bounds every watch, so that a stream that stops sending
@@ -87,8 +88,11 @@ func (w *watcher) expect(t *testing.T, want ...event) []*watchv1.WatchResponse {
 			continue
 		}
 		var res proto.Message = msg.GetMachine()
-		if msg.GetKind() == segmentKind {
+		switch msg.GetKind() {
+		case segmentKind:
 			res = msg.GetSegment()
+		case instanceKind:
+			res = msg.GetInstance()
 		}
 		if diff := cmp.Diff(ev.Resource, res, protocmp.Transform()); diff != "" {
 			t.Errorf("event %d (%s %s): resource (-want +got):\n%s", i, ev.Type, ev.Kind, diff)

@@ -47,31 +47,47 @@ func (s *Service) RequestOperation(ctx context.Context, req *connect.Request[bmc
 				return fmt.Errorf("read operation: %w", err)
 			}
 		}
-		if _, err := tx.BMC.Query().Where(entbmc.MachineID(id)).Only(ctx); ent.IsNotFound(err) {
-			return connect.NewError(connect.CodeFailedPrecondition,
-				fmt.Errorf("machine %s has no BMC; set one with SetBMC first", id))
-		} else if err != nil {
-			return fmt.Errorf("read BMC: %w", err)
-		}
-		c := tx.BMCOperation.Create().SetMachineID(id).SetType(typeName[m.GetType()]).
-			SetRequester(principal.From(ctx)).SetCreateTime(store.Now())
-		if m.GetRequestId() != "" {
-			c.SetRequestID(m.GetRequestId())
-		}
-		if b := m.GetBoot(); b != nil {
-			c.SetBootDevice(bootName[b.GetDevice()]).SetBootPersistent(b.GetPersistent()).SetBootEfi(b.GetEfi())
-		}
-		op, err := c.Save(ctx)
+		op, err := s.Queue(ctx, tx, id, principal.From(ctx), m.GetType(), m.GetBoot(), m.GetRequestId())
 		if err != nil {
-			return fmt.Errorf("queue operation: %w", err)
+			return err
 		}
-		out = operationToProto(op)
-		return s.store.RecordChange(ctx, tx, store.KindBMCOperation, store.Created, op.ID.String(), out)
+		out = op
+		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
 	return connect.NewResponse(&bmcv1.RequestOperationResponse{Operation: out}), nil
+}
+
+// Queue queues an operation of typ (with boot, for
+// OPERATION_TYPE_SET_BOOT_DEVICE) on machine id's BMC inside tx, for
+// requester, and records it in the change log. FAILED_PRECONDITION when the
+// machine has no BMC.
+func (s *Service) Queue(ctx context.Context, tx *ent.Tx, id uuid.UUID, requester string, typ bmcv1.OperationType, boot *bmcv1.Boot, requestID string) (*bmcv1.Operation, error) {
+	if _, err := tx.BMC.Query().Where(entbmc.MachineID(id)).Only(ctx); ent.IsNotFound(err) {
+		return nil, connect.NewError(connect.CodeFailedPrecondition,
+			fmt.Errorf("machine %s has no BMC; set one with SetBMC first", id))
+	} else if err != nil {
+		return nil, fmt.Errorf("read BMC: %w", err)
+	}
+	c := tx.BMCOperation.Create().SetMachineID(id).SetType(typeName[typ]).
+		SetRequester(requester).SetCreateTime(store.Now())
+	if requestID != "" {
+		c.SetRequestID(requestID)
+	}
+	if boot != nil {
+		c.SetBootDevice(bootName[boot.GetDevice()]).SetBootPersistent(boot.GetPersistent()).SetBootEfi(boot.GetEfi())
+	}
+	op, err := c.Save(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("queue operation: %w", err)
+	}
+	out := operationToProto(op)
+	if err := s.store.RecordChange(ctx, tx, store.KindBMCOperation, store.Created, op.ID.String(), out); err != nil {
+		return nil, err
+	}
+	return out, nil
 }
 
 func sameBoot(op *ent.BMCOperation, b *bmcv1.Boot) bool {

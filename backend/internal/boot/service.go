@@ -29,10 +29,19 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
+// Lifecycle says what provisioning and assigned machines boot and ends
+// their boot (provision.Controller).
+type Lifecycle interface {
+	BootAction(ctx context.Context, client *ent.Client, m *ent.Machine) (bootv1.BootAction, *bootv1.NetbootConfig, error)
+	CloudInit(ctx context.Context, client *ent.Client, m *ent.Machine, mac string) (*bootv1.CloudInit, error)
+	PhoneHome(ctx context.Context, tx *ent.Tx, m *ent.Machine, instance uuid.UUID) error
+}
+
 // Service serves BootService.
 type Service struct {
 	store    *store.Store
 	tokens   *pki.AgentTokens
+	steps    Lifecycle
 	withheld *prometheus.CounterVec
 }
 
@@ -49,8 +58,8 @@ const (
 // NewService returns a BootService over st. tokens signs agent tokens; nil
 // means the API issues none, and discovery agents cannot report. Its
 // metrics are registered with reg.
-func NewService(st *store.Store, tokens *pki.AgentTokens, reg prometheus.Registerer) *Service {
-	s := &Service{store: st, tokens: tokens, withheld: prometheus.NewCounterVec(prometheus.CounterOpts{
+func NewService(st *store.Store, tokens *pki.AgentTokens, steps Lifecycle, reg prometheus.Registerer) *Service {
+	s := &Service{store: st, tokens: tokens, steps: steps, withheld: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "carbide_boot_withheld_total",
 		Help: "Boots not started and agent tokens not issued to the PXE daemon, by reason: no_lease (the request did not come from the MAC's leased address), nonce (not the current boot's, used or expired), no_token_key.",
 	}, []string{"reason"})}
@@ -79,11 +88,21 @@ func (s *Service) GetBootConfig(ctx context.Context, req *connect.Request[bootv1
 	} else if err != nil {
 		return nil, fmt.Errorf("find the machine of %s: %w", mac, err)
 	}
+	act, netboot, err := s.steps.BootAction(ctx, s.store.Client, m)
+	if err != nil {
+		return nil, err
+	}
 	resp := &bootv1.GetBootConfigResponse{
 		MachineId: m.ID.String(),
 		Hostname:  m.Hostname,
 		State:     machines.StateToProto(m.State),
-		Action:    action(m),
+		Action:    act,
+		Netboot:   netboot,
+	}
+	if req.Msg.GetCloudInit() {
+		if err := s.cloudInit(ctx, m, mac, req.Msg.GetClientAddress(), resp); err != nil {
+			return nil, err
+		}
 	}
 	if resp.Action != bootv1.BootAction_BOOT_ACTION_DISCOVERY || (!start && nonce == "") {
 		audit.Unchanged(ctx)
@@ -108,16 +127,66 @@ func (s *Service) GetBootConfig(ctx context.Context, req *connect.Request[bootv1
 	return connect.NewResponse(resp), nil
 }
 
-// action is what machine m boots.
-func action(m *ent.Machine) bootv1.BootAction {
-	if m.Maintenance {
-		return bootv1.BootAction_BOOT_ACTION_LOCAL_DISK
+// cloudInit sets resp.CloudInit for the PXE daemon, when the request
+// came from the address that holds mac's lease and the machine has an
+// instance.
+func (s *Service) cloudInit(ctx context.Context, m *ent.Machine, mac, addr string, resp *bootv1.GetBootConfigResponse) error {
+	if who := principal.FromContext(ctx); who == nil || !who.Has(principal.RolePXE) {
+		return connect.NewError(connect.CodePermissionDenied, errors.New(
+			"only the PXE daemon (role pxe) receives cloud-init data; read the boot configuration without cloud_init"))
 	}
-	switch m.State {
-	case machine.StateReady, machine.StateAssigned, machine.StateMaintenance:
-		return bootv1.BootAction_BOOT_ACTION_LOCAL_DISK
+	held, err := s.holdsLease(ctx, mac, addr)
+	if err != nil || !held {
+		return err
 	}
-	return bootv1.BootAction_BOOT_ACTION_DISCOVERY
+	resp.CloudInit, err = s.steps.CloudInit(ctx, s.store.Client, m, mac)
+	return err
+}
+
+// holdsLease reports whether addr holds mac's unexpired lease.
+func (s *Service) holdsLease(ctx context.Context, mac, addr string) (bool, error) {
+	if addr == "" {
+		return false, nil
+	}
+	n, err := s.store.Client.Lease.Query().
+		Where(lease.MAC(mac), lease.Address(addr), lease.ExpireTimeGT(store.Now())).
+		Count(ctx)
+	if err != nil {
+		return false, fmt.Errorf("read the leases of %s: %w", mac, err)
+	}
+	return n > 0, nil
+}
+
+// PhoneHome ends the boot of an instance's installed system: the machine
+// becomes Assigned and the instance Running.
+func (s *Service) PhoneHome(ctx context.Context, req *connect.Request[bootv1.PhoneHomeRequest]) (*connect.Response[bootv1.PhoneHomeResponse], error) {
+	mac := machines.CanonicalMAC(req.Msg.GetMac())
+	id, err := uuid.Parse(req.Msg.GetInstanceId())
+	if err != nil {
+		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("instance_id %q is not a UUID", req.Msg.GetInstanceId()))
+	}
+	held, err := s.holdsLease(ctx, mac, req.Msg.GetClientAddress())
+	if err != nil {
+		return nil, err
+	}
+	if !held {
+		return nil, connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf(
+			"%s does not hold a lease of %s; only the machine itself phones home, from its leased address", req.Msg.GetClientAddress(), mac))
+	}
+	err = s.store.InTx(ctx, func(tx *ent.Tx) error {
+		m, err := store.ForUpdate(s.store, tx.Machine.Query().Where(machine.HasNicsWith(nic.MAC(mac)))).Only(ctx)
+		if ent.IsNotFound(err) {
+			return connect.NewError(connect.CodeNotFound, fmt.Errorf("no machine has the interface %s", mac))
+		} else if err != nil {
+			return fmt.Errorf("find the machine of %s: %w", mac, err)
+		}
+		audit.Resources(ctx, []string{m.ID.String(), id.String()})
+		return s.steps.PhoneHome(ctx, tx, m, id)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&bootv1.PhoneHomeResponse{}), nil
 }
 
 // withhold says why no boot may be started nor token issued for mac at
@@ -133,13 +202,11 @@ func (s *Service) withhold(ctx context.Context, mac, addr string) (string, error
 		s.withheld.WithLabelValues(withheldNoLease).Inc()
 		return "the request named no client address", nil
 	}
-	n, err := s.store.Client.Lease.Query().
-		Where(lease.MAC(mac), lease.Address(addr), lease.ExpireTimeGT(store.Now())).
-		Count(ctx)
+	held, err := s.holdsLease(ctx, mac, addr)
 	if err != nil {
-		return "", fmt.Errorf("read the leases of %s: %w", mac, err)
+		return "", err
 	}
-	if n == 0 {
+	if !held {
 		s.withheld.WithLabelValues(withheldNoLease).Inc()
 		return fmt.Sprintf("%s does not hold a lease of %s; boot it through carbide-dhcp", addr, mac), nil
 	}
@@ -204,9 +271,4 @@ func (s *Service) mintToken(ctx context.Context, id uuid.UUID, nonce string, res
 		return nil
 	})
 	return reason, err
-}
-
-// PhoneHome is not served yet.
-func (s *Service) PhoneHome(context.Context, *connect.Request[bootv1.PhoneHomeRequest]) (*connect.Response[bootv1.PhoneHomeResponse], error) {
-	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("instances are not served yet"))
 }

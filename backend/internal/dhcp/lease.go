@@ -292,7 +292,10 @@ func (s *Service) choose(b *batch, w *writes, r *request, now time.Time) {
 	if cur.leaseID.Valid && cur.expireTime.Time.After(now) && cur.nicSegment.UUID == r.seg.ID &&
 		r.seg.MayKeep(r.mac, addr) && cur.reserved.Bool == reserved && (requested == "" || requested == addr) {
 		if !r.msg.GetExtend() && now.Sub(cur.renewTime.Time) < r.seg.LeaseDuration()/reuseFraction {
-			b.out[r.i].resp = r.response(cur.machineID.UUID, cur.hostname.String, addr, cur.expireTime.Time.Sub(now).Truncate(time.Second))
+			// A lease held for an instance lasts one lease time for
+			// the client.
+			d := min(cur.expireTime.Time.Sub(now), r.seg.LeaseDuration())
+			b.out[r.i].resp = r.response(cur.machineID.UUID, cur.hostname.String, addr, d.Truncate(time.Second))
 			return
 		}
 		if offer {
@@ -548,8 +551,11 @@ func (s *Service) writeMachinesTx(ctx context.Context, tx *ent.Tx, rs []*request
 }
 
 // renewQuery extends the leases of a list (id, mac, address, expiry) that
-// still hold those addresses, to renew time $1.
-const renewQuery = `UPDATE leases SET renew_time = $1, expire_time = v.column4
+// still hold those addresses, to renew time $1. A lease held for an
+// instance (expiring at $2, ipam.HeldUntil, or later) keeps its expiry:
+// the installed system uses its address without DHCP.
+const renewQuery = `UPDATE leases SET renew_time = $1,
+		expire_time = CASE WHEN leases.expire_time >= $2 THEN leases.expire_time ELSE v.column4 END
 	FROM (VALUES %s) AS v
 	WHERE leases.id = v.column1 AND leases.mac = v.column2 AND leases.address = v.column3
 	RETURNING leases.id`
@@ -566,7 +572,7 @@ func (s *Service) renew(ctx context.Context, b *batch, rs []*request, now time.T
 		expiry = "CAST($%d AS TIMESTAMPTZ)" // a parameter in VALUES is text otherwise
 	}
 	var rows strings.Builder
-	args := []any{now}
+	args := []any{now, ipam.HeldUntil}
 	for k, r := range rs {
 		if k > 0 {
 			rows.WriteString(", ")
@@ -678,7 +684,10 @@ func (s *Service) allocate(ctx context.Context, b *batch, rs []*request) (again 
 		case err != nil:
 			b.out[r.i].err = err
 		default:
-			b.out[r.i].resp = r.response(r.cur.machineID.UUID, r.cur.hostname.String, l.Address, l.ExpireTime.Sub(l.RenewTime))
+			// A renewed lease held for an instance lasts one lease time
+			// for the client.
+			d := min(l.ExpireTime.Sub(l.RenewTime), r.seg.LeaseDuration())
+			b.out[r.i].resp = r.response(r.cur.machineID.UUID, r.cur.hostname.String, l.Address, d)
 			s.count(ctx, []count{{r.seg, "lease", 1}})
 		}
 	}

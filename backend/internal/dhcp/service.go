@@ -113,6 +113,11 @@ func (s *Service) Decline(ctx context.Context, req *connect.Request[dhcpv1.Decli
 			return nil // not this MAC's address: nothing to believe
 		case err != nil:
 			return fmt.Errorf("read lease: %w", err)
+		case ipam.Held(l.ExpireTime):
+			// Held for an instance, whose system uses it statically:
+			// the database's promise stands; a conflict is an
+			// operator's to find.
+			return nil
 		}
 		until := store.Now().Add(time.Duration(l.Edges.Segment.LeaseSeconds) * time.Second)
 		if err := tx.DeclinedAddress.Create().

@@ -126,6 +126,9 @@ func (s *Service) allocate(ctx context.Context, tx *ent.Tx, seg *Segment, req Re
 	// segment changed under it (its address left the ranges, became the
 	// gateway or another MAC's reservation).
 	if existing != nil && seg.MayKeep(req.MAC, existing.Address) {
+		if Held(existing.ExpireTime) {
+			expire = existing.ExpireTime // held for an instance: never shortened
+		}
 		l, err := tx.Lease.UpdateOne(existing).
 			SetRenewTime(now).SetExpireTime(expire).SetReserved(reserved).
 			Save(ctx)
@@ -579,7 +582,8 @@ func (s *Service) ReleaseAddress(ctx context.Context, req *connect.Request[netwo
 }
 
 // Release ends mac's lease on the segment now; releasing a MAC without a
-// lease succeeds.
+// lease, or whose lease is held for an instance (HeldUntil), succeeds and
+// changes nothing.
 func (s *Service) Release(ctx context.Context, segID uuid.UUID, mac string) error {
 	return s.store.InTx(ctx, func(tx *ent.Tx) error {
 		if ok, err := tx.Segment.Query().Where(segment.ID(segID)).Exist(ctx); err != nil {
@@ -600,6 +604,11 @@ func (s *Service) Release(ctx context.Context, segID uuid.UUID, mac string) erro
 			return fmt.Errorf("read lease: %w", err)
 		case !l.ExpireTime.After(now):
 			return nil // expired already
+		case Held(l.ExpireTime):
+			// Held for an instance, whose system keeps using the address
+			// without DHCP: only the instance gives it back
+			// (instances.ReleaseAddress).
+			return nil
 		}
 		if err := tx.Lease.UpdateOneID(l.ID).SetExpireTime(now).Exec(ctx); err != nil {
 			return fmt.Errorf("release lease: %w", err)

@@ -3,10 +3,12 @@
 //
 //	discovered -> inventoried -> ready -> provisioning -> assigned -> cleaning -> ready
 //
-// Any state may go to failed or maintenance; a failed machine is retried from
+// A provisioning machine whose install failed, or whose instance is
+// released, goes to cleaning. Any state
+// may go to failed or maintenance; a failed machine is retried from
 // discovered, inventoried, ready or cleaning; a machine leaving maintenance
-// may return to any state. An operator retries a failed machine from
-// RetryState (MachineService.RetryMachine).
+// may return to any state. An operator retries a failed machine
+// (MachineService.RetryMachine) to RetryTo's state.
 package lifecycle
 
 import (
@@ -24,18 +26,43 @@ var next = map[machine.State][]machine.State{
 	machine.StateDiscovered:   {machine.StateInventoried},
 	machine.StateInventoried:  {machine.StateReady},
 	machine.StateReady:        {machine.StateProvisioning},
-	machine.StateProvisioning: {machine.StateAssigned},
+	machine.StateProvisioning: {machine.StateAssigned, machine.StateCleaning},
 	machine.StateAssigned:     {machine.StateCleaning},
 	machine.StateCleaning:     {machine.StateReady},
 	machine.StateFailed:       {machine.StateDiscovered, machine.StateInventoried, machine.StateReady, machine.StateCleaning},
 }
 
-// RetryState is where an operator's retry sends a failed machine:
-// discovered, so that it boots the discovery agent again, reports its
-// hardware anew and passes the hardware checks before it is ready. A cause
-// fixed by hand (a DIMM replaced, a disk added) is thus checked again, and a
-// machine whose cause persists fails again with the current reason.
+// RetryState is where an operator's retry sends a failed machine that
+// never held a tenant's data: discovered, so that it boots the discovery
+// agent again, reports its hardware anew and passes the hardware checks
+// before it is ready. A cause fixed by hand (a DIMM replaced, a disk
+// added) is thus checked again, and a machine whose cause persists fails
+// again with the current reason.
 const RetryState = machine.StateDiscovered
+
+// RetryTo is where an operator's retry sends failed machine m, read in
+// tx: cleaning when it failed while provisioning, assigned or cleaning,
+// since its disks may hold a tenant's data (the cleaning's agent reports
+// the hardware again, too); RetryState otherwise.
+func RetryTo(ctx context.Context, tx *ent.Tx, m *ent.Machine) (machine.State, error) {
+	t, err := tx.Transition.Query().
+		Where(transition.MachineID(m.ID), transition.ToStateEQ(transition.ToStateFailed)).
+		Order(ent.Desc(transition.FieldID)).
+		First(ctx)
+	switch {
+	case ent.IsNotFound(err):
+		return RetryState, nil
+	case err != nil:
+		return "", fmt.Errorf("read state history: %w", err)
+	case t.FromState == nil:
+		return RetryState, nil
+	}
+	switch *t.FromState {
+	case transition.FromStateProvisioning, transition.FromStateAssigned, transition.FromStateCleaning:
+		return machine.StateCleaning, nil
+	}
+	return RetryState, nil
+}
 
 // Allowed reports whether a machine in state from may move to state to.
 func Allowed(from, to machine.State) bool {

@@ -17,6 +17,7 @@ func TestAllowed(t *testing.T) {
 		"ready to provisioning":      {machine.StateReady, machine.StateProvisioning, true},
 		"provisioning to assigned":   {machine.StateProvisioning, machine.StateAssigned, true},
 		"assigned to cleaning":       {machine.StateAssigned, machine.StateCleaning, true},
+		"provisioning to cleaning":   {machine.StateProvisioning, machine.StateCleaning, true},
 		"cleaning to ready":          {machine.StateCleaning, machine.StateReady, true},
 		"any to failed":              {machine.StateAssigned, machine.StateFailed, true},
 		"any to maintenance":         {machine.StateProvisioning, machine.StateMaintenance, true},

@@ -120,6 +120,7 @@ func ToProto(m *ent.Machine, addresses map[AddressKey]string) (*machinev1.Machin
 	if m.HardwareID != nil {
 		pm.HardwareId = *m.HardwareID
 	}
+	pm.Task = TaskToProto(m)
 	if len(m.Inventory) > 0 {
 		inv := &machinev1.Inventory{}
 		if err := proto.Unmarshal(m.Inventory, inv); err != nil {
@@ -136,4 +137,22 @@ func ToProto(m *ent.Machine, addresses map[AddressKey]string) (*machinev1.Machin
 		pm.Interfaces = append(pm.Interfaces, pi)
 	}
 	return pm, nil
+}
+
+// TaskToProto is m's task, or nil when it has none.
+func TaskToProto(m *ent.Machine) *machinev1.Task {
+	if m.TaskStep == nil {
+		return nil
+	}
+	t := &machinev1.Task{Step: *m.TaskStep, Done: m.TaskDone, Total: m.TaskTotal, Message: m.TaskMessage}
+	if m.TaskStartTime != nil {
+		t.StartTime = timestamppb.New(*m.TaskStartTime)
+	}
+	if m.TaskDeadline != nil {
+		t.Deadline = timestamppb.New(*m.TaskDeadline)
+	}
+	if m.TaskInstanceID != nil {
+		t.InstanceId = m.TaskInstanceID.String()
+	}
+	return t
 }

@@ -33,14 +33,16 @@ import (
 
 // Service serves MachineService.
 type Service struct {
-	store *store.Store
+	store    *store.Store
+	timeouts lifecycle.Timeouts
 }
 
 var _ machinev1connect.MachineServiceHandler = (*Service)(nil)
 
-// NewService returns a MachineService over st.
-func NewService(st *store.Store) *Service {
-	return &Service{store: st}
+// NewService returns a MachineService over st; a retried machine's
+// cleaning has timeouts' deadlines.
+func NewService(st *store.Store, timeouts lifecycle.Timeouts) *Service {
+	return &Service{store: st, timeouts: timeouts}
 }
 
 // CreateMachine registers a machine by its MACs.
@@ -362,8 +364,19 @@ func (s *Service) RetryMachine(ctx context.Context, req *connect.Request[machine
 			return connect.NewError(connect.CodeFailedPrecondition,
 				fmt.Errorf("machine %s is %s, not failed; only a failed machine can be retried", id, m.State))
 		}
-		if _, err := lifecycle.Move(ctx, tx, m, lifecycle.RetryState, "retried by an operator: "+reason, principal.From(ctx)); err != nil {
+		to, err := lifecycle.RetryTo(ctx, tx, m)
+		if err != nil {
 			return err
+		}
+		if m, err = lifecycle.Move(ctx, tx, m, to, "retried by an operator: "+reason, principal.From(ctx)); err != nil {
+			return err
+		}
+		if to == machine.StateCleaning {
+			if _, err := lifecycle.StartTask(ctx, tx, m, lifecycle.Task{Step: lifecycle.StepPowerOn,
+				Timeout: s.timeouts.PowerOn, WipeMode: machine.TaskWipeModeQuick,
+				Message: "retried: the machine is cleaned before it is Ready again"}); err != nil {
+				return err
+			}
 		}
 		if err := tx.Machine.UpdateOneID(id).SetUpdateTime(store.Now()).Exec(ctx); err != nil {
 			return fmt.Errorf("update machine: %w", err)

@@ -23,6 +23,8 @@ const (
 	// KindBMC is a machine's BMC; its id is the machine's.
 	KindBMC          = change.KindBmc
 	KindBMCOperation = change.KindBmcOperation
+	// KindInstance is a tenant's instance, with its machine's task.
+	KindInstance = change.KindInstance
 
 	Created = change.TypeCreated
 	Updated = change.TypeUpdated

@@ -10,14 +10,17 @@ import (
 
 	"connectrpc.com/connect"
 	"github.com/carbide-dev/carbide/backend/internal/bmc"
+	"github.com/carbide-dev/carbide/backend/internal/instances"
 	"github.com/carbide-dev/carbide/backend/internal/machines"
 	"github.com/carbide-dev/carbide/backend/internal/segments"
 	"github.com/carbide-dev/carbide/backend/internal/store"
 	"github.com/carbide-dev/carbide/ent"
 	"github.com/carbide-dev/carbide/ent/change"
+	"github.com/carbide-dev/carbide/ent/instance"
 	"github.com/carbide-dev/carbide/ent/machine"
 	"github.com/carbide-dev/carbide/ent/segment"
 	bmcv1 "github.com/carbide-dev/carbide/gen/carbide/bmc/v1"
+	instancev1 "github.com/carbide-dev/carbide/gen/carbide/instance/v1"
 	machinev1 "github.com/carbide-dev/carbide/gen/carbide/machine/v1"
 	networkv1 "github.com/carbide-dev/carbide/gen/carbide/network/v1"
 	watchv1 "github.com/carbide-dev/carbide/gen/carbide/watch/v1"
@@ -54,6 +57,7 @@ var kindOf = map[watchv1.ResourceKind]change.Kind{
 	watchv1.ResourceKind_RESOURCE_KIND_BMC:     store.KindBMC,
 
 	watchv1.ResourceKind_RESOURCE_KIND_BMC_OPERATION: store.KindBMCOperation,
+	watchv1.ResourceKind_RESOURCE_KIND_INSTANCE:      store.KindInstance,
 }
 
 var typeOf = map[change.Type]watchv1.EventType{
@@ -233,7 +237,44 @@ func (s *Service) snapshot(ctx context.Context, stream *connect.ServerStream[wat
 			return err
 		}
 	}
+	if want(store.KindInstance) {
+		if err := s.instances(ctx, stream, rev); err != nil {
+			return err
+		}
+	}
 	return stream.Send(&watchv1.WatchResponse{Revision: rev, Type: watchv1.EventType_EVENT_TYPE_SYNCED})
+}
+
+// instances sends the instances that are not released, the ones a
+// watcher keeps: a released instance holds nothing, and its release
+// reaches watchers that follow the stream as an update.
+func (s *Service) instances(ctx context.Context, stream *connect.ServerStream[watchv1.WatchResponse], rev int64) error {
+	after := uuid.Nil
+	for {
+		page, err := s.store.Client.Instance.Query().
+			Where(instance.StateNEQ(instance.StateReleased), instance.IDGT(after)).
+			Order(ent.Asc(instance.FieldID)).Limit(batch).All(ctx)
+		if err != nil {
+			return fmt.Errorf("read instances: %w", err)
+		}
+		out, err := instances.Load(ctx, s.store.Client, page)
+		if err != nil {
+			return err
+		}
+		for _, pi := range out {
+			if err := stream.Send(&watchv1.WatchResponse{
+				Revision: rev, Type: watchv1.EventType_EVENT_TYPE_EXISTING,
+				Kind: watchv1.ResourceKind_RESOURCE_KIND_INSTANCE, Id: pi.GetId(),
+				Resource: &watchv1.WatchResponse_Instance{Instance: pi},
+			}); err != nil {
+				return err
+			}
+		}
+		if len(page) < batch {
+			return nil
+		}
+		after = page[len(page)-1].ID
+	}
 }
 
 func event(row *ent.Change) (*watchv1.WatchResponse, error) {
@@ -267,6 +308,13 @@ func event(row *ent.Change) (*watchv1.WatchResponse, error) {
 		}
 		ev.Kind = watchv1.ResourceKind_RESOURCE_KIND_BMC_OPERATION
 		ev.Resource = &watchv1.WatchResponse_Operation{Operation: op}
+	case store.KindInstance:
+		inst := &instancev1.Instance{}
+		if err := proto.Unmarshal(row.Payload, inst); err != nil {
+			return nil, fmt.Errorf("decode change %d: %w", row.ID, err)
+		}
+		ev.Kind = watchv1.ResourceKind_RESOURCE_KIND_INSTANCE
+		ev.Resource = &watchv1.WatchResponse_Instance{Instance: inst}
 	}
 	return ev, nil
 }

@@ -40,4 +40,15 @@ type Config struct {
 	Token string `json:"token"`
 	// TokenExpireTime is when Token expires.
 	TokenExpireTime time.Time `json:"token_expire_time"`
+	// CloudInitURL is where the machine's NoCloud seed is served,
+	// <carbide-pxe base URL>/cloud-init/<mac>/, with a trailing slash:
+	// the agent fetches meta-data, user-data, network-config and
+	// vendor-data from it when it installs an instance's image, and writes
+	// them to the seed partition (CIDATA). The agent uses it when the
+	// install step's seed_url is empty, as the API leaves it: the API does
+	// not know carbide-pxe's URL. carbide-pxe
+	// serves the instance's files only to the address that holds the
+	// machine's lease. Empty when carbide-pxe knows no base URL for the
+	// request (no --public-url and an unusable Host header).
+	CloudInitURL string `json:"cloud_init_url,omitempty"`
 }

@@ -9,10 +9,12 @@ import (
 )
 
 // BootAPI is what the daemon needs of the Carbide API:
-// carbide.boot.v1.BootService.GetBootConfig. Errors are Connect errors (see
-// connect.CodeOf); NotFound means no machine has the MAC.
+// carbide.boot.v1.BootService's GetBootConfig and PhoneHome. Errors are
+// Connect errors (see connect.CodeOf); NotFound means no machine has the
+// MAC.
 type BootAPI interface {
 	GetBootConfig(context.Context, *bootv1.GetBootConfigRequest) (*bootv1.GetBootConfigResponse, error)
+	PhoneHome(context.Context, *bootv1.PhoneHomeRequest) (*bootv1.PhoneHomeResponse, error)
 }
 
 // SDKAPI is the BootAPI of a generated BootService client, such as the
@@ -31,6 +33,15 @@ func NewSDKAPI(c bootv1connect.BootServiceClient) *SDKAPI {
 // GetBootConfig calls BootService.GetBootConfig.
 func (a *SDKAPI) GetBootConfig(ctx context.Context, req *bootv1.GetBootConfigRequest) (*bootv1.GetBootConfigResponse, error) {
 	resp, err := a.client.GetBootConfig(ctx, connect.NewRequest(req))
+	if err != nil {
+		return nil, err
+	}
+	return resp.Msg, nil
+}
+
+// PhoneHome calls BootService.PhoneHome.
+func (a *SDKAPI) PhoneHome(ctx context.Context, req *bootv1.PhoneHomeRequest) (*bootv1.PhoneHomeResponse, error) {
+	resp, err := a.client.PhoneHome(ctx, connect.NewRequest(req))
 	if err != nil {
 		return nil, err
 	}

@@ -24,8 +24,10 @@
 //     and carbide.mac on the kernel command line; carbide.config carries
 //     the new boot's nonce as ?boot=, when the API started one because
 //     the request came from the MAC's leased address), an exit to the next boot
-//     device for BOOT_ACTION_LOCAL_DISK, or, for a MAC no machine has, a
-//     script that waits --retry-interval and asks again. When the API
+//     device for BOOT_ACTION_LOCAL_DISK, the instance's netboot image for
+//     BOOT_ACTION_NETBOOT (its kernel, initrd and command line, with
+//     ds=nocloud-net;s=<base>/cloud-init/<mac>/), or, for a MAC no machine
+//     has, a script that waits --retry-interval and asks again. When the API
 //     fails the answer is 503 with Retry-After, never a partial script.
 //   - GET /agent/{mac}.json?boot={nonce}: the discovery agent's
 //     configuration ([agentconfig.Config]) with the agent token the API
@@ -35,15 +37,25 @@
 //     being discovered. The query string (the nonce) is never logged.
 //   - GET /artifacts/{path}: the files under --artifacts-dir (kernels,
 //     initrds), with Range requests, confined like TFTP; no listings.
-//   - GET /cloud-init/{mac}/{meta-data,user-data,vendor-data}: a NoCloud
-//     seed with the machine's ID and host name.
+//   - GET /cloud-init/{mac}/{meta-data,user-data,network-config,vendor-data}:
+//     a NoCloud seed. GetBootConfig with cloud_init and the request's IPv4
+//     source address returns the instance's cloud-init data only to the
+//     MAC's leased address: then the seed is the instance's (its id, host
+//     name and SSH keys, the tenant's user data verbatim, network config
+//     version 2, and a phone_home vendor-data while it is provisioned);
+//     otherwise the machine's ID and host name, and no network-config.
+//   - POST /phone-home/{mac}: cloud-init's phone_home post (instance_id,
+//     hostname; at most 8 KiB), passed to BootService.PhoneHome with the
+//     request's IPv4 source address.
 //
 // MACs in paths may be colon- or hyphen-separated, in either case; the
 // daemon uses the lower-case colon form. Every value placed into a script
-// or a seed (MAC, machine ID, host name, URLs, kernel arguments) is
-// checked against a strict alphabet first: a value outside it fails the
-// request with 500 and a log line rather than being escaped, so no host
-// name or label can add an iPXE command or a YAML key.
+// or a seed (MAC, machine ID, host name, URLs, kernel arguments,
+// addresses) is checked against a strict alphabet first: a value outside
+// it fails the request with 500 and a log line rather than being escaped,
+// so no host name or label can add an iPXE command or a YAML key. SSH key
+// comments are the exception: any character but a line break or NUL,
+// escaped into a YAML double-quoted string.
 //
 // # Metrics
 //

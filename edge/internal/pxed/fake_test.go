@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"io"
 	"log/slog"
 	"math/big"
@@ -37,6 +38,7 @@ const (
 	testLease     = "10.0.0.50" // the address leased to testMAC
 	testToken     = "agent-token-0123456789-secret"
 	testNonce     = "Ym9vdC1ub25jZS0wMTIzNDU2Nzg5LXNlY3JldA"
+	testInstance  = "0b7e3c1a-5d2f-4e8a-9c6b-1f2e3d4c5b6a"
 )
 
 var testExpiry = time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
@@ -44,6 +46,8 @@ var testExpiry = time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
 // fakeBoot is a BootService that answers like the API: it knows machines
 // by MAC, and starts the boot of a machine being discovered, and issues
 // its agent token for the boot's nonce, only for the address leased to it.
+// It returns a machine's instance's cloud-init data, and accepts its
+// phone-home, only from that address too.
 type fakeBoot struct {
 	bootv1connect.UnimplementedBootServiceHandler
 
@@ -57,6 +61,12 @@ type fakeBoot struct {
 	// block makes every call wait until its context ends.
 	block bool
 	calls []*bootv1.GetBootConfigRequest
+	// cloudInit are the cloud-init data of the machines with an
+	// instance, by MAC.
+	cloudInit map[string]*bootv1.CloudInit
+	// phoneHomeErr, if set, is what PhoneHome returns.
+	phoneHomeErr error
+	phoneHomes   []*bootv1.PhoneHomeRequest
 }
 
 var _ bootv1connect.BootServiceHandler = (*fakeBoot)(nil)
@@ -70,7 +80,8 @@ func newFakeBoot() *fakeBoot {
 				Action:    bootv1.BootAction_BOOT_ACTION_DISCOVERY,
 			},
 		},
-		leases: map[string]string{testMAC: testLease},
+		leases:    map[string]string{testMAC: testLease},
+		cloudInit: map[string]*bootv1.CloudInit{},
 	}
 }
 
@@ -106,7 +117,48 @@ func (f *fakeBoot) GetBootConfig(ctx context.Context, req *connect.Request[bootv
 			resp.TokenWithheldReason = "the boot nonce is not the machine's current one"
 		}
 	}
+	f.mu.Lock()
+	ci := f.cloudInit[req.Msg.GetMac()]
+	f.mu.Unlock()
+	if ci != nil && req.Msg.GetCloudInit() && req.Msg.GetClientAddress() != "" && req.Msg.GetClientAddress() == lease {
+		resp.CloudInit = proto.Clone(ci).(*bootv1.CloudInit)
+	}
 	return connect.NewResponse(resp), nil
+}
+
+// PhoneHome accepts the phone-home of the machine's instance from the
+// address leased to it, as the API does.
+func (f *fakeBoot) PhoneHome(ctx context.Context, req *connect.Request[bootv1.PhoneHomeRequest]) (*connect.Response[bootv1.PhoneHomeResponse], error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.phoneHomes = append(f.phoneHomes, proto.Clone(req.Msg).(*bootv1.PhoneHomeRequest))
+	if f.phoneHomeErr != nil {
+		return nil, f.phoneHomeErr
+	}
+	if _, ok := f.machines[req.Msg.GetMac()]; !ok {
+		return nil, connect.NewError(connect.CodeNotFound, errors.New("no machine has MAC "+req.Msg.GetMac()))
+	}
+	if req.Msg.GetClientAddress() != f.leases[req.Msg.GetMac()] {
+		return nil, connect.NewError(connect.CodePermissionDenied, errors.New("client address "+req.Msg.GetClientAddress()+" does not hold the lease of "+req.Msg.GetMac()))
+	}
+	if ci := f.cloudInit[req.Msg.GetMac()]; ci == nil || ci.GetInstanceId() != req.Msg.GetInstanceId() {
+		return nil, connect.NewError(connect.CodeFailedPrecondition, errors.New("machine is not booting instance "+req.Msg.GetInstanceId()))
+	}
+	return connect.NewResponse(&bootv1.PhoneHomeResponse{}), nil
+}
+
+// setCloudInit gives the machine with mac an instance with ci.
+func (f *fakeBoot) setCloudInit(mac string, ci *bootv1.CloudInit) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.cloudInit[mac] = ci
+}
+
+// phoneHomeCalls returns the PhoneHome calls so far.
+func (f *fakeBoot) phoneHomeCalls() []*bootv1.PhoneHomeRequest {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]*bootv1.PhoneHomeRequest(nil), f.phoneHomes...)
 }
 
 // set replaces the machine with mac.
@@ -292,6 +344,10 @@ type staticAPI struct {
 
 func (s *staticAPI) GetBootConfig(context.Context, *bootv1.GetBootConfigRequest) (*bootv1.GetBootConfigResponse, error) {
 	return proto.Clone(s.resp).(*bootv1.GetBootConfigResponse), nil
+}
+
+func (s *staticAPI) PhoneHome(context.Context, *bootv1.PhoneHomeRequest) (*bootv1.PhoneHomeResponse, error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, nil)
 }
 
 // httptestRequest is a GET of target from remote.

@@ -26,7 +26,7 @@ import (
 const retryAfterSeconds = "5"
 
 // HTTPHandler serves the daemon's HTTP routes: iPXE scripts, agent
-// configuration, artifacts and cloud-init data.
+// configuration, artifacts, cloud-init data and cloud-init's phone-home.
 type HTTPHandler struct {
 	api        BootAPI
 	apiTimeout time.Duration
@@ -79,7 +79,8 @@ func NewHTTPHandler(c *Config, api BootAPI, m *Metrics, logger *slog.Logger) (*H
 	mux := http.NewServeMux()
 	mux.Handle("GET "+ipxePath+"{mac}", h.route(routeIPXE, h.serveIPXE))
 	mux.Handle("GET "+agentconfig.Path+"{file}", h.route(routeAgent, h.serveAgentConfig))
-	mux.Handle("GET /cloud-init/{mac}/{file}", h.route(routeCloudInit, h.serveCloudInit))
+	mux.Handle("GET "+cloudInitPath+"{mac}/{file}", h.route(routeCloudInit, h.serveCloudInit))
+	mux.Handle("POST "+phoneHomePath+"{mac}", h.route(routePhoneHome, h.servePhoneHome))
 	if h.artifacts != nil {
 		mux.Handle("GET "+artifactsPath+"{path...}", h.route(routeArtifacts, h.serveArtifact))
 	}
@@ -369,9 +370,13 @@ func (h *HTTPHandler) serveIPXE(w http.ResponseWriter, r *http.Request) {
 		return
 	default:
 		script, err = h.scripts.render(base, mac, resp)
-		action = scriptLocalDisk
-		if resp.GetAction() == bootv1.BootAction_BOOT_ACTION_DISCOVERY {
+		switch resp.GetAction() {
+		case bootv1.BootAction_BOOT_ACTION_DISCOVERY:
 			action = scriptDiscovery
+		case bootv1.BootAction_BOOT_ACTION_NETBOOT:
+			action = scriptNetboot
+		default:
+			action = scriptLocalDisk
 		}
 	}
 	if err != nil {
@@ -431,13 +436,17 @@ func (h *HTTPHandler) serveAgentConfig(w http.ResponseWriter, r *http.Request) {
 		h.invalid(w, errors.New("the API returned an agent token without a valid expiry time"))
 		return
 	}
-	body, err := json.Marshal(agentconfig.Config{
+	cfg := agentconfig.Config{
 		APIURL:          h.agentAPIURL,
 		CAPEM:           h.agentCAPEM,
 		MachineID:       resp.GetMachineId(),
 		Token:           resp.GetAgentToken(),
 		TokenExpireTime: resp.GetAgentTokenExpireTime().AsTime(),
-	})
+	}
+	if base, ok := h.baseURL(r); ok {
+		cfg.CloudInitURL = base + cloudInitPath + mac + "/"
+	}
+	body, err := json.Marshal(cfg)
 	if err != nil {
 		h.invalid(w, fmt.Errorf("encode the agent configuration: %w", err))
 		return
@@ -454,6 +463,8 @@ func actionName(a bootv1.BootAction) string {
 		return "the discovery image"
 	case bootv1.BootAction_BOOT_ACTION_LOCAL_DISK:
 		return "from its local disk"
+	case bootv1.BootAction_BOOT_ACTION_NETBOOT:
+		return "its instance's netboot image"
 	}
 	return a.String()
 }
@@ -482,39 +493,140 @@ func (h *HTTPHandler) serveArtifact(w http.ResponseWriter, r *http.Request) {
 }
 
 // serveCloudInit serves GET /cloud-init/{mac}/{meta-data,user-data,
-// vendor-data}: a NoCloud seed for the machine.
+// network-config,vendor-data}: a NoCloud seed for the machine. It asks the
+// API for the instance's cloud-init data with the request's address, and
+// the API returns it only when that address holds the MAC's lease: the
+// tenant's user data goes to the machine itself and nowhere else. Without
+// it (no instance, or another address) the seed is the machine's own:
+// its id and host name, and no network-config (404: cloud-init then
+// configures its fallback network, DHCP).
 func (h *HTTPHandler) serveCloudInit(w http.ResponseWriter, r *http.Request) {
 	noStore(w)
 	file := r.PathValue("file")
-	if file != "meta-data" && file != "user-data" && file != "vendor-data" {
-		plain(w, http.StatusNotFound, "not found; the seed has meta-data, user-data and vendor-data")
+	if !seedFiles[file] {
+		plain(w, http.StatusNotFound, "not found; the seed has meta-data, user-data, network-config and vendor-data")
 		return
 	}
 	mac, ok := macParam(w, r.PathValue("mac"))
 	if !ok {
 		return
 	}
-	if file == "vendor-data" {
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		w.WriteHeader(http.StatusOK)
-		return
-	}
-	resp, ok := h.knownMachine(w, r, &bootv1.GetBootConfigRequest{Mac: mac})
+	resp, ok := h.knownMachine(w, r, &bootv1.GetBootConfigRequest{Mac: mac, ClientAddress: clientIPv4(r), CloudInit: true})
 	if !ok {
 		return
 	}
+	contentType := "text/plain; charset=utf-8"
 	var body []byte
 	var err error
-	if file == "meta-data" {
-		body, err = metaData(resp)
+	if ci := resp.GetCloudInit(); ci != nil {
+		annotate(w, slog.String("instance_id", ci.GetInstanceId()))
+		switch file {
+		case "meta-data":
+			body, err = instanceMetaData(resp)
+		case "user-data":
+			// The tenant's bytes, verbatim: any format cloud-init reads,
+			// not necessarily text.
+			body = ci.GetUserData()
+			contentType = "application/octet-stream"
+		case "network-config":
+			body, err = instanceNetworkConfig(resp, mac)
+			if errors.Is(err, errNoNetworkConfig) {
+				plain(w, http.StatusNotFound, "instance %s has no network configuration (its machine holds no lease); cloud-init configures its fallback network", ci.GetInstanceId())
+				return
+			}
+		case "vendor-data":
+			base, ok := h.baseURL(r)
+			if !ok {
+				plain(w, http.StatusBadRequest, "the Host header %q is not a host name or address; set --public-url", r.Host)
+				return
+			}
+			body, err = instanceVendorData(resp, base, mac)
+		}
 	} else {
-		body, err = userData(resp)
+		switch file {
+		case "meta-data":
+			body, err = metaData(resp)
+		case "user-data":
+			body, err = userData(resp)
+		case "network-config":
+			plain(w, http.StatusNotFound, "machine %s has no instance, so no network-config; cloud-init configures its fallback network", resp.GetMachineId())
+			return
+		case "vendor-data":
+			// Empty.
+		}
 	}
 	if err != nil {
 		h.invalid(w, err)
 		return
 	}
-	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Content-Type", contentType)
 	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(http.StatusOK)
 	w.Write(body)
+}
+
+// maxPhoneHomeBody is the most of a phone-home body the daemon reads:
+// cloud-init posts a few form fields (all of them, with the host's SSH
+// public keys, take about 3 KiB).
+const maxPhoneHomeBody = 8 << 10
+
+// servePhoneHome serves POST /phone-home/{mac}: cloud-init's phone_home
+// module reports that the operating system of the machine's instance
+// booted, posting instance_id (and hostname) form-encoded. The daemon
+// passes it to the API with the request's address, which must hold the
+// MAC's lease; the instance is then Running.
+func (h *HTTPHandler) servePhoneHome(w http.ResponseWriter, r *http.Request) {
+	noStore(w)
+	mac, ok := macParam(w, r.PathValue("mac"))
+	if !ok {
+		return
+	}
+	annotate(w, slog.String("mac", mac))
+	r.Body = http.MaxBytesReader(w, r.Body, maxPhoneHomeBody)
+	if err := r.ParseForm(); err != nil {
+		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+			plain(w, http.StatusRequestEntityTooLarge, "the body is larger than %d bytes; post instance_id and hostname only", maxPhoneHomeBody)
+			return
+		}
+		plain(w, http.StatusBadRequest, "the body is not a form: %v", err)
+		return
+	}
+	id := r.PostForm.Get("instance_id")
+	if !validUUID(id) {
+		plain(w, http.StatusBadRequest, "instance_id %q is not an instance id (a UUID); post instance_id=<the instance id of the meta-data>", id)
+		return
+	}
+	id = strings.ToLower(id)
+	annotate(w, slog.String("instance_id", id), slog.String("hostname", r.PostForm.Get("hostname")))
+	client := clientIPv4(r)
+	if client == "" {
+		plain(w, http.StatusForbidden, "the request did not come from an IPv4 address; only the address leased to %s may phone home", mac)
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), h.apiTimeout)
+	defer cancel()
+	_, err := h.api.PhoneHome(ctx, &bootv1.PhoneHomeRequest{Mac: mac, ClientAddress: client, InstanceId: id})
+	if err != nil {
+		code := connect.CodeOf(err)
+		h.metrics.apiErrors.WithLabelValues(code.String()).Inc()
+		annotate(w, slog.String("api_code", code.String()))
+		msg := err.Error()
+		if ce, ok := errors.AsType[*connect.Error](err); ok && ce.Message() != "" {
+			msg = ce.Message()
+		}
+		switch code {
+		case connect.CodeFailedPrecondition, connect.CodePermissionDenied:
+			annotate(w, slog.String("refused", msg))
+			plain(w, http.StatusForbidden, "%s", msg)
+		case connect.CodeNotFound:
+			plain(w, http.StatusNotFound, "%s", msg)
+		case connect.CodeInvalidArgument:
+			plain(w, http.StatusBadRequest, "%s", msg)
+		default:
+			annotate(w, slog.String("api_error", err.Error()))
+			unavailable(w)
+		}
+		return
+	}
+	plain(w, http.StatusOK, "instance %s phoned home", id)
 }

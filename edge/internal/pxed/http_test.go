@@ -365,6 +365,7 @@ func TestAgentConfig(t *testing.T) {
 		MachineID:       testMachineID,
 		Token:           testToken,
 		TokenExpireTime: testExpiry,
+		CloudInitURL:    "http://198.18.0.2:8080/cloud-init/52:54:00:12:34:56/",
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("agent configuration (-want +got):\n%s", diff)

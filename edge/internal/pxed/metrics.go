@@ -14,6 +14,7 @@ const (
 	routeAgent     = "agent"
 	routeArtifacts = "artifacts"
 	routeCloudInit = "cloud_init"
+	routePhoneHome = "phone_home"
 	routeOther     = "other" // no route matched
 )
 
@@ -34,6 +35,7 @@ const (
 const (
 	scriptDiscovery = "discovery"
 	scriptLocalDisk = "local_disk"
+	scriptNetboot   = "netboot"
 	scriptUnknown   = "unknown_machine"
 )
 
@@ -59,7 +61,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	m := &Metrics{
 		httpRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "carbide_pxe_http_requests_total",
-			Help: "HTTP requests answered, by route (ipxe, agent, artifacts, cloud_init, other) and status code.",
+			Help: "HTTP requests answered, by route (ipxe, agent, artifacts, cloud_init, phone_home, other) and status code.",
 		}, []string{"route", "code"}),
 		httpSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "carbide_pxe_http_request_seconds",
@@ -72,7 +74,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		}, []string{"route"}),
 		scripts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "carbide_pxe_scripts_total",
-			Help: "iPXE scripts served, by what they boot (discovery, local_disk, unknown_machine).",
+			Help: "iPXE scripts served, by what they boot (discovery, local_disk, netboot, unknown_machine).",
 		}, []string{"action"}),
 		apiErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "carbide_pxe_api_errors_total",
@@ -106,7 +108,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	}
 	// Start the usual series at zero, so that rates work from the first
 	// scrape.
-	for _, a := range []string{scriptDiscovery, scriptLocalDisk, scriptUnknown} {
+	for _, a := range []string{scriptDiscovery, scriptLocalDisk, scriptNetboot, scriptUnknown} {
 		m.scripts.WithLabelValues(a)
 	}
 	for _, r := range []string{tftpOK, tftpNotFound, tftpFailed, tftpSizeProbe, tftpWriteRefused, tftpBusy} {

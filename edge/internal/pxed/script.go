@@ -239,6 +239,10 @@ func (s *scripts) render(base, mac string, resp *bootv1.GetBootConfigResponse) (
 	case bootv1.BootAction_BOOT_ACTION_LOCAL_DISK:
 		w.line("echo Carbide: booting from the local disk")
 		w.line("exit")
+	case bootv1.BootAction_BOOT_ACTION_NETBOOT:
+		if err := s.netboot(w, base, mac, resp); err != nil {
+			return nil, err
+		}
 	default:
 		return nil, fmt.Errorf("the API returned boot action %s for machine %s, which this daemon does not know", resp.GetAction(), id)
 	}
@@ -254,4 +258,57 @@ func (s *scripts) renderUnknown(base, mac string) ([]byte, error) {
 	w.line("sleep %s", secs)
 	w.line("chain --replace --autofree %s", base+ipxePath+mac)
 	return w.bytes()
+}
+
+// netbootDatasource is the kernel argument with which cloud-init in a
+// netboot image reads its NoCloud seed from the daemon: format and
+// constant, with the base URL and the MAC as its two values. It is the
+// one word of a script that holds a ";", which safeWord refuses in every
+// value. cloud-init 22.4 (Debian 12) needs "nocloud-net" for a seed over
+// HTTP: with "ds=nocloud;s=http://..." its network stage finds the seed
+// but takes it for a local one and applies none of it. Later versions
+// read "nocloud-net" as "nocloud".
+const netbootDatasource = "ds=nocloud-net;s=%s" + cloudInitPath + "%s/"
+
+// netboot writes the lines that boot the instance's netboot image: its
+// kernel with its command line, each word checked, and the cloud-init
+// datasource argument; its initrd, when it has one.
+func (s *scripts) netboot(w *scriptWriter, base, mac string, resp *bootv1.GetBootConfigResponse) error {
+	nb := resp.GetNetboot()
+	kernel, initrd := nb.GetKernelUrl(), nb.GetInitrdUrl()
+	if !isURL(kernel) {
+		return fmt.Errorf("the API returned netboot kernel %q for machine %s, which is not an http(s) URL", kernel, resp.GetMachineId())
+	}
+	if initrd != "" && !isURL(initrd) {
+		return fmt.Errorf("the API returned netboot initrd %q for machine %s, which is not an http(s) URL", initrd, resp.GetMachineId())
+	}
+	// Split on spaces only: any other white space is refused by safeWord
+	// rather than taken as a separator.
+	var args []string
+	for word := range strings.SplitSeq(nb.GetCmdline(), " ") {
+		if word != "" {
+			args = append(args, word)
+		}
+	}
+	format := "kernel %s"
+	values := []string{kernel}
+	name := ""
+	if initrd != "" {
+		name = initrdName(initrd)
+		if !validInitrdName(name) {
+			return fmt.Errorf("the API returned netboot initrd %q for machine %s, whose file name cannot be an initrd name", initrd, resp.GetMachineId())
+		}
+		format += " initrd=%s"
+		values = append(values, name)
+	}
+	format += strings.Repeat(" %s", len(args)) + " " + netbootDatasource
+	values = append(values, args...)
+	values = append(values, base, mac)
+	w.line("echo Carbide: booting the netboot image of the instance")
+	w.line(format, values...)
+	if initrd != "" {
+		w.line("initrd --name %s %s", name, initrd)
+	}
+	w.line("boot")
+	return nil
 }
