@@ -126,7 +126,7 @@ type ChecksumError struct {
 
 // Error says the URL and both checksums.
 func (e *ChecksumError) Error() string {
-	return fmt.Sprintf("%s: SHA-256 mismatch: expected %s, got %s", e.URL, e.Want, e.Got)
+	return fmt.Sprintf("%s: SHA-256 checksum mismatch: expected %s, got %s", e.URL, e.Want, e.Got)
 }
 
 // blockSize is how much Write and Wipe write at once.

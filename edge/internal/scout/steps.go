@@ -150,11 +150,15 @@ func (a *Agent) install(ctx context.Context, cfg *agentconfig.Config, in *agentv
 	}
 	a.Log.Info(fmt.Sprintf("scout: wrote %d bytes to %s in %s (%.1f MB/s; %d bytes downloaded)",
 		res.Written, dev, res.Duration.Round(time.Millisecond), res.MBps, res.Downloaded))
-	if in.GetSeedUrl() == "" {
-		return stepStatus{bytes: res.Written}
+	seedURL := in.GetSeedUrl()
+	if seedURL == "" {
+		seedURL = cfg.CloudInitURL
+	}
+	if seedURL == "" {
+		return stepStatus{err: errors.New("no cloud-init seed URL: the instruction has no seed_url and the agent's configuration no cloud_init_url (give carbide-pxe a --public-url)"), bytes: res.Written}
 	}
 	prog.update(0, 0, "adding the cloud-init seed")
-	files, err := fetchSeed(ctx, hc, in.GetSeedUrl())
+	files, err := fetchSeed(ctx, hc, seedURL)
 	if err != nil {
 		return stepStatus{err: err, bytes: res.Written}
 	}

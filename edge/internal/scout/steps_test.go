@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -14,9 +15,11 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"connectrpc.com/connect"
 
+	"github.com/carbide-dev/carbide/edge/internal/agentconfig"
 	agentv1 "github.com/carbide-dev/carbide/gen/carbide/agent/v1"
 	instancev1 "github.com/carbide-dev/carbide/gen/carbide/instance/v1"
 	machinev1 "github.com/carbide-dev/carbide/gen/carbide/machine/v1"
@@ -111,23 +114,29 @@ func TestAgentInstalls(t *testing.T) {
 	srv := seedServer(t, gz, seed)
 
 	tests := map[string]struct {
-		sha256  string
-		serial  string
-		disk    string
-		noDev   bool
-		wantErr string
+		sha256 string
+		serial string
+		disk   string
+		noDev  bool
+		// seed is where the seed is: "instruction", "config" or "".
+		seed string
+		// untouched: the step is refused before the disk is written.
+		untouched bool
+		wantErr   string
 	}{
-		"installs":       {sha256: hex.EncodeToString(sum[:]), serial: "vm-disk-1", disk: "vda"},
-		"wrong checksum": {sha256: strings.Repeat("0", 64), serial: "vm-disk-1", disk: "vda", wantErr: "SHA-256 mismatch: expected " + strings.Repeat("0", 64)},
-		"wrong serial":   {sha256: hex.EncodeToString(sum[:]), serial: "another", disk: "vda", wantErr: `disk vda has serial "vm-disk-1", the instruction names "another"`},
-		"bad disk name":  {sha256: hex.EncodeToString(sum[:]), disk: "../vda", wantErr: "is not a disk's kernel name"},
-		"no disk work":   {sha256: hex.EncodeToString(sum[:]), disk: "vda", noDev: true, wantErr: "does not touch disks"},
+		"installs":                {sha256: hex.EncodeToString(sum[:]), serial: "vm-disk-1", disk: "vda", seed: "instruction"},
+		"seed from configuration": {sha256: hex.EncodeToString(sum[:]), disk: "vda", seed: "config"},
+		"no seed URL":             {sha256: hex.EncodeToString(sum[:]), disk: "vda", wantErr: "no cloud-init seed URL"},
+		"wrong checksum":          {sha256: strings.Repeat("0", 64), serial: "vm-disk-1", disk: "vda", seed: "instruction", wantErr: "SHA-256 checksum mismatch: expected " + strings.Repeat("0", 64)},
+		"wrong serial":            {sha256: hex.EncodeToString(sum[:]), serial: "another", disk: "vda", seed: "instruction", untouched: true, wantErr: `disk vda has serial "vm-disk-1", the instruction names "another"`},
+		"bad disk name":           {sha256: hex.EncodeToString(sum[:]), disk: "../vda", seed: "instruction", untouched: true, wantErr: "is not a disk's kernel name"},
+		"no disk work":            {sha256: hex.EncodeToString(sum[:]), disk: "vda", noDev: true, seed: "instruction", untouched: true, wantErr: "does not touch disks"},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			instr := &agentv1.Instruction{Action: agentv1.Instruction_ACTION_INSTALL, Step: "write_image", Reason: "instance i-1",
-				Install: &agentv1.Install{InstanceId: "i-1", Disk: tc.disk, DiskSerial: tc.serial, SeedUrl: srv.URL + "/seed/?token=seed-secret",
+				Install: &agentv1.Install{InstanceId: "i-1", Disk: tc.disk, DiskSerial: tc.serial,
 					Image: &instancev1.DiskImage{
 						File:        &instancev1.Artifact{Url: srv.URL + "/image.gz?token=seed-secret", Sha256: tc.sha256, SizeBytes: int64(len(gz))},
 						Format:      instancev1.DiskFormat_DISK_FORMAT_RAW,
@@ -136,7 +145,21 @@ func TestAgentInstalls(t *testing.T) {
 			api := &fakeAPI{report: stepAnswer(instr), complete: func(int, *agentv1.CompleteStepRequest) (*agentv1.Instruction, error) {
 				return &agentv1.Instruction{Action: agentv1.Instruction_ACTION_REBOOT, Reason: "boot the instance"}, nil
 			}}
-			h := newHarness(t, api, func(h *harness, n int) (int, string) { return http.StatusOK, h.config(machineA, firstTok) })
+			seedURL := srv.URL + "/seed/?token=seed-secret"
+			if tc.seed == "instruction" {
+				instr.Install.SeedUrl = seedURL
+			}
+			h := newHarness(t, api, func(h *harness, n int) (int, string) {
+				if tc.seed != "config" {
+					return http.StatusOK, h.config(machineA, firstTok)
+				}
+				b, err := json.Marshal(agentconfig.Config{APIURL: h.apiURL, CAPEM: h.caPEM, MachineID: machineA, Token: firstTok,
+					TokenExpireTime: time.Now().Add(time.Hour), CloudInitURL: seedURL})
+				if err != nil {
+					panic(err)
+				}
+				return http.StatusOK, string(b)
+			})
 			dev := t.TempDir()
 			disk := filepath.Join(dev, "vda")
 			if err := os.WriteFile(disk, make([]byte, 16<<20), 0o644); err != nil {
@@ -169,7 +192,7 @@ func TestAgentInstalls(t *testing.T) {
 				if !strings.Contains(c.GetError(), tc.wantErr) {
 					t.Errorf("CompleteStep error %q, want one saying %q", c.GetError(), tc.wantErr)
 				}
-				if tc.sha256 == hex.EncodeToString(sum[:]) && !bytes.Equal(got, make([]byte, len(got))) {
+				if tc.untouched && !bytes.Equal(got, make([]byte, len(got))) {
 					t.Error("the disk was written although the step was refused")
 				}
 				return
