@@ -100,6 +100,9 @@ var packages = map[string]string{
 
 	"qemu-system-x86_64": "qemu-system-x86 ipxe-qemu",
 	"radvd":              "radvd",
+	"sfdisk":             "fdisk",
+	"mkfs.fat":           "dosfstools",
+	"mcopy":              "mtools",
 }
 
 // findProgram returns the absolute path of a program: on PATH, or in the
