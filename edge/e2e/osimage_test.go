@@ -180,15 +180,16 @@ ethernets:
 	t.Logf("logged in over SSH %s after power-on", time.Since(booted).Round(time.Second))
 
 	for cmd, want := range map[string]*regexp.Regexp{
-		"hostname":                        regexp.MustCompile(`^tenant-node-7\n$`),
-		"cat /etc/carbide-e2e":            regexp.MustCompile(`^written by user-data\n?$`),
-		"cat /run/carbide-e2e-runcmd":     regexp.MustCompile(`^runcmd ran\n$`),
-		"ip -4 -o addr show dev lan0":     regexp.MustCompile(`inet ` + regexp.QuoteMeta(osImageGuest) + `/24 `),
-		"cat /sys/class/net/lan0/address": regexp.MustCompile(`^` + osImageMAC + `\n$`),
-		"cloud-init status --wait --long": regexp.MustCompile(`(?m)^status: done$[\s\S]*DataSourceNoCloud \[seed=/dev/vda3\]`),
-		"sudo -n grep ^root: /etc/shadow": regexp.MustCompile(`^root:!`),
-		"findmnt -n -o SOURCE /":          regexp.MustCompile(`^/dev/vda2\n$`),
-		"cat /proc/cmdline":               regexp.MustCompile(`console=ttyS0,115200`),
+		"hostname":                                   regexp.MustCompile(`^tenant-node-7\n$`),
+		"cat /etc/carbide-e2e":                       regexp.MustCompile(`^written by user-data\n?$`),
+		"cat /run/carbide-e2e-runcmd":                regexp.MustCompile(`^runcmd ran\n$`),
+		"ip -4 -o addr show dev lan0":                regexp.MustCompile(`inet ` + regexp.QuoteMeta(osImageGuest) + `/24 `),
+		"cat /sys/class/net/lan0/address":            regexp.MustCompile(`^` + osImageMAC + `\n$`),
+		"cloud-init status --wait --long":            regexp.MustCompile(`(?m)^status: done$[\s\S]*DataSourceNoCloud \[seed=/dev/vda3\]`),
+		"sudo -n grep ^root: /etc/shadow":            regexp.MustCompile(`^root:!`),
+		"findmnt -n -o SOURCE /":                     regexp.MustCompile(`^/dev/vda2\n$`),
+		"findmnt -n -o SOURCE,FSTYPE /boot/syslinux": regexp.MustCompile(`^/dev/vda1 +vfat\n$`),
+		"cat /proc/cmdline":                          regexp.MustCompile(`console=ttyS0,115200`),
 	} {
 		out, err := runSSH(client, cmd)
 		if err != nil {
