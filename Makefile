@@ -10,7 +10,7 @@ export PATH := $(BIN):$(PATH)
 MODULES := gen ent backend edge sdk terraform-provider
 PKGS := $(addprefix ./,$(addsuffix /...,$(MODULES)))
 
-.PHONY: run test tools generate check-generated lint breaking script-test go-test bench bench-boot scout bench-dhcp
+.PHONY: run test tools generate check-generated lint breaking script-test go-test bench bench-boot scout os-image bench-dhcp
 
 run:
 	go run ./backend/cmd/carbide-api --dev
@@ -79,6 +79,12 @@ bench-boot:
 # kernel package scripts/fetch-kernel unpacked. The tests build their own.
 scout:
 	scripts/build-scout
+
+# The Debian disk image of the instance tests (docs/os-image.md) in
+# .build/os-image; .ci/run builds it. Run as root; it downloads Debian's
+# packages through apt.
+os-image:
+	scripts/build-os-image
 
 # carbide-dhcp (one replica and two) against Kea (memfile and PostgreSQL)
 # and dnsmasq under perfdhcp, in network namespaces: a ladder of offered

@@ -36,14 +36,19 @@
 //	ovmf                UEFI firmware
 //	radvd               router advertisements, without which iPXE waits for IPv6
 //	mount               losetup: a loop device for the disk imaging test
-//	fdisk, util-linux   sfdisk, blkid, wipefs: its fixture and checks
+//	fdisk, util-linux   sfdisk, blkid, wipefs: the imaging fixtures and checks,
+//	                    and the cloud-init seed partition of the OS image test
+//	dosfstools, mtools  mkfs.fat and mcopy, which make the seed's FAT
 //
 // and the kernel packages of the discovery image, unpacked by
 // scripts/fetch-kernel (the one step that downloads, at install time):
 // Debian's cloud kernel in .build/kernel, and its generic kernel, whose
 // IPMI drivers the in-band BMC enrolment test needs, in
 // .build/kernel-generic (scripts/fetch-kernel .build/kernel-generic
-// generic).
+// generic). The OS image test boots the Debian disk image that
+// scripts/build-os-image builds with mmdebstrap into .build/os-image
+// (or $CARBIDE_OS_IMAGE_DIR), after writing it onto a disk with a
+// cloud-init seed as the discovery agent does, and logs into it over SSH.
 //
 // Run them from the workspace root with `go test ./edge/e2e/`.
 package e2e

@@ -101,10 +101,12 @@ var packages = map[string]string{
 	"qemu-system-x86_64": "qemu-system-x86 ipxe-qemu",
 	"radvd":              "radvd",
 
-	"losetup": "mount",
-	"sfdisk":  "fdisk",
-	"blkid":   "util-linux",
-	"wipefs":  "util-linux",
+	"losetup":  "mount",
+	"sfdisk":   "fdisk",
+	"blkid":    "util-linux",
+	"wipefs":   "util-linux",
+	"mkfs.fat": "dosfstools",
+	"mcopy":    "mtools",
 }
 
 // findProgram returns the absolute path of a program: on PATH, or in the
