@@ -116,8 +116,13 @@ func (d *device) wipeQuick(ctx context.Context, progress func(Progress), res *Wi
 	}
 	res.Method = MethodQuick
 	rep.end(res.Zeroed)
-	// The regions were written first: a discard need not read back
-	// as zeros.
+	// The regions are written, and flushed, first: a discard need not
+	// read back as zeros, and BLKDISCARD drops the device's cached pages
+	// in its range, dirty ones too, so zeros not yet written back would be
+	// lost and the disk left as it was.
+	if err := d.sync(); err != nil {
+		return err
+	}
 	if d.block {
 		switch err := d.rangeIoctl(unix.BLKDISCARD, 0, d.size); {
 		case err == nil:
