@@ -67,12 +67,15 @@ func NewService(st *store.Store, tokens *pki.AgentTokens, steps Lifecycle, reg p
 	return s
 }
 
-// GetBootConfig says what the machine with a MAC boots: Ready and
-// Assigned machines (and machines an operator holds in maintenance) boot
-// from their disk, every other one the discovery image. For the PXE
-// daemon, and only for the address that holds the MAC's lease, it starts
-// a boot (start_boot) or exchanges the current boot's nonce for an agent
-// token (boot_nonce).
+// GetBootConfig says what the machine with a MAC boots (the lifecycle's
+// BootAction): Ready machines (and machines an operator holds in
+// maintenance) their disk, provisioning machines the discovery agent
+// until their image is written and then the image, assigned machines
+// their instance's image, every other one the discovery image. For the
+// PXE daemon, and only for the address that holds the MAC's lease, it
+// starts a boot (start_boot) or exchanges the current boot's nonce for an
+// agent token (boot_nonce), and gives the instance's cloud-init data
+// (cloud_init).
 func (s *Service) GetBootConfig(ctx context.Context, req *connect.Request[bootv1.GetBootConfigRequest]) (*connect.Response[bootv1.GetBootConfigResponse], error) {
 	start, nonce := req.Msg.GetStartBoot(), req.Msg.GetBootNonce()
 	if start || nonce != "" {

@@ -196,7 +196,7 @@ func (c *Controller) Complete(ctx context.Context, tx *ent.Tx, m *ent.Machine, o
 	if err != nil {
 		return nil, err
 	}
-	what := fmt.Sprintf("%d MB in %s", o.Bytes>>20, o.Duration.Round(100*time.Millisecond))
+	what := fmt.Sprintf("%d MiB in %s", o.Bytes>>20, o.Duration.Round(100*time.Millisecond))
 	if secs := o.Duration.Seconds(); secs > 0 {
 		what += fmt.Sprintf(" (%.0f MB/s)", float64(o.Bytes)/1e6/secs)
 	}
