@@ -2,7 +2,7 @@
 #   make run    start Carbide on the embedded store in ./carbide-data
 #   make test   run every check and test (what CI runs)
 # and the ones behind them: tools, generate, check-generated, lint, breaking,
-# script-test, go-test, bench, bench-boot, bench-dhcp.
+# script-test, go-test, bench, bench-boot, bench-instance, bench-dhcp, os-image.
 
 SHELL := /bin/bash
 BIN := $(CURDIR)/bin
@@ -10,7 +10,7 @@ export PATH := $(BIN):$(PATH)
 MODULES := gen ent backend edge sdk terraform-provider
 PKGS := $(addprefix ./,$(addsuffix /...,$(MODULES)))
 
-.PHONY: run test tools generate check-generated lint breaking script-test go-test bench bench-boot scout os-image bench-dhcp
+.PHONY: run test tools generate check-generated lint breaking script-test go-test bench bench-boot bench-instance scout os-image bench-dhcp
 
 run:
 	go run ./backend/cmd/carbide-api --dev
@@ -74,6 +74,11 @@ BOOTS ?= 3
 QUIET ?= 0
 bench-boot:
 	go test -run '^$$' -bench NetworkBoot -benchtime $(BOOTS)x -timeout 120m ./edge/e2e/ -boot.quiet=$(QUIET)
+
+# An instance's life on a VM powered through ipmi_sim, phase by phase
+# (docs/benchmarks.md): provisioning, the image write rate, the release.
+bench-instance: os-image
+	go test -run '^$$' -bench InstanceLifecycle -benchtime 1x -timeout 30m ./edge/e2e/
 
 # The discovery image (docs/scout.md) in .build/artifacts/scout, from the
 # kernel package scripts/fetch-kernel unpacked. The tests build their own.

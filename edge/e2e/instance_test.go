@@ -14,6 +14,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -93,6 +95,13 @@ func artifactsWith(t testing.TB, extra map[string]string) string {
 // logs in over SSH with its key; released, the machine is wiped, Ready and
 // off, and its disk has no partition table nor filesystem left.
 func TestInstanceLifecycle(t *testing.T) {
+	tl := instanceLifecycle(t)
+	t.Logf("phases:\n%s", tl.table())
+}
+
+// instanceLifecycle is TestInstanceLifecycle's body; it returns when each
+// step of the good instance's provisioning and release began.
+func instanceLifecycle(t testing.TB) *timeline {
 	requireRoot(t)
 	tools := lookPaths(t, "ip", "qemu-system-x86_64", "radvd", "ipmi_sim", "ipmitool", "wipefs", "blkid")
 	testsecret.Register(t, e2eBMCPassword)
@@ -152,7 +161,7 @@ func TestInstanceLifecycle(t *testing.T) {
 	// is cleaned, not handed to the tenant.
 	bad := l.createInstance(t, ctx, &instancev1.CreateInstanceRequest{RequestId: "e2e-bad", Hostname: "bad", ImageId: wrong,
 		Target: &instancev1.CreateInstanceRequest_Selector{Selector: selector}})
-	failed := l.waitInstance(t, ctx, bad.GetId(), instancev1.InstanceState_INSTANCE_STATE_FAILED, 6*time.Minute, console)
+	failed := l.waitInstance(t, ctx, bad.GetId(), instancev1.InstanceState_INSTANCE_STATE_FAILED, 6*time.Minute, console, nil)
 	if !strings.Contains(strings.ToLower(failed.GetFailureReason()), "checksum") && !strings.Contains(failed.GetFailureReason(), "sha256") {
 		t.Errorf("the instance failed for %q, want the wrong checksum", failed.GetFailureReason())
 	}
@@ -181,15 +190,15 @@ write_files:
 runcmd:
   - [sh, -c, "echo CARBIDE-E2E-MARKER-%s > /dev/ttyS0"]
 `, marker, marker)
-	start := time.Now()
+	tl := &timeline{}
+	tl.mark("create", "")
 	created := l.createInstance(t, ctx, &instancev1.CreateInstanceRequest{RequestId: "e2e-good", Hostname: "tenant-vm", ImageId: debian,
 		UserData: []byte(userData), SshAuthorizedKeys: []string{strings.TrimSpace(string(ssh.MarshalAuthorizedKey(sshPub))) + " e2e"},
 		Target: &instancev1.CreateInstanceRequest_Selector{Selector: selector}})
 	if created.GetMachineId() != id {
 		t.Fatalf("the instance got machine %s, want the VM's %s", created.GetMachineId(), id)
 	}
-	running := l.waitInstance(t, ctx, created.GetId(), instancev1.InstanceState_INSTANCE_STATE_RUNNING, 12*time.Minute, console)
-	t.Logf("created to Running in %s", time.Since(start).Round(time.Second))
+	running := l.waitInstance(t, ctx, created.GetId(), instancev1.InstanceState_INSTANCE_STATE_RUNNING, 12*time.Minute, console, tl)
 	if got := l.machineState(t, ctx, id); got != machinev1.MachineState_MACHINE_STATE_ASSIGNED {
 		t.Errorf("the machine of a Running instance is %s, want ASSIGNED", got)
 	}
@@ -208,20 +217,77 @@ runcmd:
 	}
 
 	// Released: the machine is wiped, Ready and off; its disk is blank.
-	start = time.Now()
+	tl.mark("delete", "")
 	if _, err := l.client.Instances.DeleteInstance(ctx, connect.NewRequest(&instancev1.DeleteInstanceRequest{Id: created.GetId()})); err != nil {
 		t.Fatal(err)
 	}
-	l.waitInstance(t, ctx, created.GetId(), instancev1.InstanceState_INSTANCE_STATE_RELEASED, 6*time.Minute, console)
+	l.waitInstance(t, ctx, created.GetId(), instancev1.InstanceState_INSTANCE_STATE_RELEASED, 6*time.Minute, console, tl)
 	l.waitMachine(t, ctx, id, machinev1.MachineState_MACHINE_STATE_READY, time.Minute, console)
 	waitOff(t, sim, 2*time.Minute)
-	t.Logf("deleted to Ready and off in %s", time.Since(start).Round(time.Second))
+	tl.mark("off", "")
 	checkBlank(t, disk)
+	return tl
+}
+
+// timeline is when each step of an instance began, as the API showed it.
+type timeline struct {
+	events []stepEvent
+}
+
+type stepEvent struct {
+	name, message string
+	at            time.Time
+}
+
+func (tl *timeline) mark(name, message string) {
+	tl.events = append(tl.events, stepEvent{name, message, time.Now()})
+}
+
+// phases are the steps' durations in order: each from its start to the
+// next event's.
+func (tl *timeline) phases() []phase {
+	var ps []phase
+	for i := 0; i+1 < len(tl.events); i++ {
+		if e := tl.events[i]; e.name != "off" && e.name != "released" && e.name != "running" {
+			ps = append(ps, phase{e.name, tl.events[i+1].at.Sub(e.at), tl.events[i+1].message})
+		}
+	}
+	return ps
+}
+
+type phase struct {
+	name string
+	took time.Duration
+	// ended is the message of the event that ended it.
+	ended string
+}
+
+// table renders the phases and the totals.
+func (tl *timeline) table() string {
+	var b strings.Builder
+	for _, p := range tl.phases() {
+		fmt.Fprintf(&b, "%-28s %8s  %s\n", p.name, p.took.Round(100*time.Millisecond), p.ended)
+	}
+	for _, span := range [][2]string{{"create", "running"}, {"delete", "off"}} {
+		if from, to := tl.at(span[0]), tl.at(span[1]); !from.IsZero() && !to.IsZero() {
+			fmt.Fprintf(&b, "%-28s %8s\n", span[0]+" -> "+span[1], to.Sub(from).Round(100*time.Millisecond))
+		}
+	}
+	return b.String()
+}
+
+func (tl *timeline) at(name string) time.Time {
+	for _, e := range tl.events {
+		if e.name == name {
+			return e.at
+		}
+	}
+	return time.Time{}
 }
 
 // createImage registers the test's image file under name, with sum as its
 // checksum.
-func (l *lab) createImage(t *testing.T, ctx context.Context, name, version, sum string, size int64) string {
+func (l *lab) createImage(t testing.TB, ctx context.Context, name, version, sum string, size int64) string {
 	t.Helper()
 	resp, err := l.client.Images.CreateImage(ctx, connect.NewRequest(&instancev1.CreateImageRequest{Image: &instancev1.Image{
 		Name: name, Version: version, Architecture: "amd64", Firmware: []instancev1.Firmware{instancev1.Firmware_FIRMWARE_BIOS},
@@ -236,7 +302,7 @@ func (l *lab) createImage(t *testing.T, ctx context.Context, name, version, sum 
 	return resp.Msg.GetImage().GetId()
 }
 
-func (l *lab) createInstance(t *testing.T, ctx context.Context, req *instancev1.CreateInstanceRequest) *instancev1.Instance {
+func (l *lab) createInstance(t testing.TB, ctx context.Context, req *instancev1.CreateInstanceRequest) *instancev1.Instance {
 	t.Helper()
 	resp, err := l.client.Instances.CreateInstance(ctx, connect.NewRequest(req))
 	if err != nil {
@@ -248,11 +314,11 @@ func (l *lab) createInstance(t *testing.T, ctx context.Context, req *instancev1.
 // waitInstance waits until instance id is in state want, logging each step
 // its machine goes through, and returns it; it fails the test on timeout or
 // when the instance ends in another state.
-func (l *lab) waitInstance(t *testing.T, ctx context.Context, id string, want instancev1.InstanceState, timeout time.Duration, console string) *instancev1.Instance {
+func (l *lab) waitInstance(t testing.TB, ctx context.Context, id string, want instancev1.InstanceState, timeout time.Duration, console string, tl *timeline) *instancev1.Instance {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	last := ""
-	for time.Now().Before(deadline) {
+	for ; time.Now().Before(deadline); time.Sleep(250 * time.Millisecond) {
 		resp, err := l.client.Instances.GetInstance(ctx, connect.NewRequest(&instancev1.GetInstanceRequest{Id: id}))
 		if err != nil {
 			t.Fatal(err)
@@ -261,6 +327,9 @@ func (l *lab) waitInstance(t *testing.T, ctx context.Context, id string, want in
 		if now := fmt.Sprintf("%s %s", inst.GetState(), inst.GetTask().GetStep()); now != last {
 			t.Logf("instance %s: %s %s", inst.GetHostname(), now, inst.GetTask().GetMessage())
 			last = now
+			if tl != nil {
+				tl.mark(stepName(inst), inst.GetTask().GetMessage())
+			}
 		}
 		switch s := inst.GetState(); {
 		case s == want:
@@ -268,13 +337,22 @@ func (l *lab) waitInstance(t *testing.T, ctx context.Context, id string, want in
 		case s == instancev1.InstanceState_INSTANCE_STATE_FAILED || s == instancev1.InstanceState_INSTANCE_STATE_RELEASED:
 			t.Fatalf("instance %s ended %s (%s), want %s\nconsole:\n%s", inst.GetHostname(), s, inst.GetFailureReason(), want, consoleTail(console))
 		}
-		time.Sleep(time.Second)
 	}
 	t.Fatalf("instance %s not %s within %s (%s)\nconsole:\n%s", id, want, timeout, last, consoleTail(console))
 	return nil
 }
 
-func (l *lab) machineState(t *testing.T, ctx context.Context, id string) machinev1.MachineState {
+// stepName names an instance's state and step for a timeline:
+// "provisioning/write_image", "running".
+func stepName(inst *instancev1.Instance) string {
+	st := strings.ToLower(strings.TrimPrefix(inst.GetState().String(), "INSTANCE_STATE_"))
+	if step := inst.GetTask().GetStep(); step != "" {
+		return st + "/" + step
+	}
+	return st
+}
+
+func (l *lab) machineState(t testing.TB, ctx context.Context, id string) machinev1.MachineState {
 	t.Helper()
 	resp, err := l.client.Machines.GetMachine(ctx, connect.NewRequest(&machinev1.GetMachineRequest{Id: id}))
 	if err != nil {
@@ -283,7 +361,7 @@ func (l *lab) machineState(t *testing.T, ctx context.Context, id string) machine
 	return resp.Msg.GetMachine().GetState()
 }
 
-func (l *lab) waitMachine(t *testing.T, ctx context.Context, id string, want machinev1.MachineState, timeout time.Duration, console string) {
+func (l *lab) waitMachine(t testing.TB, ctx context.Context, id string, want machinev1.MachineState, timeout time.Duration, console string) {
 	t.Helper()
 	if !waitFor(timeout, func() bool { return l.machineState(t, ctx, id) == want }) {
 		t.Fatalf("machine %s is %s, not %s, after %s\nconsole:\n%s", id, l.machineState(t, ctx, id), want, timeout, consoleTail(console))
@@ -292,7 +370,7 @@ func (l *lab) waitMachine(t *testing.T, ctx context.Context, id string, want mac
 
 // requireHistory checks that machine id passed through the states, in
 // order, in its recorded history.
-func (l *lab) requireHistory(t *testing.T, ctx context.Context, id string, states ...machinev1.MachineState) {
+func (l *lab) requireHistory(t testing.TB, ctx context.Context, id string, states ...machinev1.MachineState) {
 	t.Helper()
 	resp, err := l.client.Machines.ListMachineTransitions(ctx, connect.NewRequest(&machinev1.ListMachineTransitionsRequest{MachineId: id, PageSize: 1000}))
 	if err != nil {
@@ -312,7 +390,7 @@ func (l *lab) requireHistory(t *testing.T, ctx context.Context, id string, state
 }
 
 // waitOff waits until the simulated BMC's VM is off.
-func waitOff(t *testing.T, sim *bmcsim.IPMI, timeout time.Duration) {
+func waitOff(t testing.TB, sim *bmcsim.IPMI, timeout time.Duration) {
 	t.Helper()
 	if !waitFor(timeout, func() bool { on, err := sim.PoweredOn(); return err == nil && !on }) {
 		t.Fatalf("the VM is still on after %s", timeout)
@@ -322,7 +400,7 @@ func waitOff(t *testing.T, sim *bmcsim.IPMI, timeout time.Duration) {
 // sshRun runs command on the instance at address, from the lab namespace,
 // as the image's default user with signer's key, retrying while sshd
 // comes up.
-func sshRun(t *testing.T, l *lab, address string, signer ssh.Signer, command string) string {
+func sshRun(t testing.TB, l *lab, address string, signer ssh.Signer, command string) string {
 	t.Helper()
 	cfg := &ssh.ClientConfig{User: "debian", Auth: []ssh.AuthMethod{ssh.PublicKeys(signer)},
 		HostKeyCallback: ssh.InsecureIgnoreHostKey(), Timeout: 10 * time.Second}
@@ -361,7 +439,7 @@ func sshRun(t *testing.T, l *lab, address string, signer ssh.Signer, command str
 
 // checkBlank fails the test when wipefs or blkid find any signature on the
 // disk image at path, or when its first or last MiB is not zero.
-func checkBlank(t *testing.T, path string) {
+func checkBlank(t testing.TB, path string) {
 	t.Helper()
 	if out, err := exec.Command("wipefs", "--no-act", path).CombinedOutput(); err != nil || len(bytes.TrimSpace(out)) > 0 {
 		t.Errorf("wipefs finds signatures on the released disk (%v):\n%s", err, out)
@@ -393,7 +471,7 @@ func checkBlank(t *testing.T, path string) {
 	}
 }
 
-func randomHex(t *testing.T, n int) string {
+func randomHex(t testing.TB, n int) string {
 	t.Helper()
 	b := make([]byte, n)
 	if _, err := rand.Read(b); err != nil {
@@ -419,4 +497,28 @@ func consoleTail(path string) string {
 		}
 	}
 	return strings.Join(lines, "\n")
+}
+
+// BenchmarkInstanceLifecycle runs TestInstanceLifecycle's VM through an
+// instance and reports, in seconds, each step of its provisioning (from
+// CreateInstance to Running) and of its release (from DeleteInstance to
+// Ready and off), and the image write rate the agent measured (MB/s of the
+// unpacked image, download, decompression and checksum included). Run it
+// with -benchtime 1x: each iteration is a whole lab.
+func BenchmarkInstanceLifecycle(b *testing.B) {
+	rate := regexp.MustCompile(`\(([0-9.]+) MB/s\)`)
+	for range b.N {
+		tl := instanceLifecycle(b)
+		b.Logf("phases:\n%s", tl.table())
+		for _, p := range tl.phases() {
+			b.ReportMetric(p.took.Seconds(), strings.ReplaceAll(p.name, "/", ":")+"-s")
+			if m := rate.FindStringSubmatch(p.ended); m != nil && strings.HasSuffix(p.name, "write_image") {
+				if v, err := strconv.ParseFloat(m[1], 64); err == nil {
+					b.ReportMetric(v, "write-MB/s")
+				}
+			}
+		}
+		b.ReportMetric(tl.at("running").Sub(tl.at("create")).Seconds(), "create-to-running-s")
+		b.ReportMetric(tl.at("off").Sub(tl.at("delete")).Seconds(), "delete-to-off-s")
+	}
 }
