@@ -469,7 +469,7 @@ func (s *Service) writeMachines(ctx context.Context, b *batch, rs []*request) (a
 				r.alone = true
 			}
 			again = append(again, g...)
-		case ipam.IsRace(err) || ent.IsConstraintError(err):
+		case ipam.IsRace(err) || ent.IsConstraintError(err) || store.IsConflict(err):
 			again = append(again, g...)
 		default:
 			b.out[g[0].i].err = err
@@ -587,7 +587,10 @@ func (s *Service) renew(ctx context.Context, b *batch, rs []*request, now time.T
 		renewed[id] = true
 		return nil
 	})
-	if err != nil {
+	switch {
+	case store.IsConflict(err):
+		return rs // a deadlock with a concurrent renewal
+	case err != nil:
 		for _, r := range rs {
 			b.out[r.i].err = fmt.Errorf("renew leases: %w", err)
 		}
@@ -679,7 +682,7 @@ func (s *Service) allocate(ctx context.Context, b *batch, rs []*request) (again 
 		l, err := s.ipam.Allocate(unaudited(ctx), ipam.Request{Segment: r.seg.ID, MAC: r.mac, Requested: r.msg.GetRequestedAddress(),
 			Avoid: s.holds.avoid(r.seg.ID, r.mac, store.Now())})
 		switch {
-		case ipam.IsRace(err) || ent.IsConstraintError(err):
+		case ipam.IsRace(err) || ent.IsConstraintError(err) || store.IsConflict(err):
 			again = append(again, r)
 		case err != nil:
 			b.out[r.i].err = err

@@ -121,7 +121,8 @@ func (s *Service) LeaseNewMany(ctx context.Context, tx *ent.Tx, seg *Segment, re
 // chain runs the statements before and then insert, an INSERT … RETURNING
 // id, address of leases (either may be missing), as one (store.Chain), and
 // calls got for each lease written. A unique violation (a MAC leased
-// meanwhile) is errRace.
+// meanwhile) is errRace, and so is a deadlock with a concurrent batch that
+// inserts the same rows in another order.
 func (s *Service) chain(ctx context.Context, tx *ent.Tx, before []store.Stmt, insert *store.Stmt, got func(id int64, addr string)) error {
 	stmts := before
 	if insert != nil {
@@ -140,7 +141,7 @@ func (s *Service) chain(ctx context.Context, tx *ent.Tx, before []store.Stmt, in
 	switch {
 	case err == nil:
 		return nil
-	case sqlgraph.IsUniqueConstraintError(err):
+	case sqlgraph.IsUniqueConstraintError(err) || store.IsConflict(err):
 		return errRace
 	default:
 		return fmt.Errorf("write leases: %w", err)

@@ -98,7 +98,7 @@ func (s *Service) Allocate(ctx context.Context, req Request) (*ent.Lease, error)
 		switch {
 		case err == nil:
 			return l, nil
-		case errors.Is(err, errRace) || ent.IsConstraintError(err):
+		case errors.Is(err, errRace) || ent.IsConstraintError(err) || store.IsConflict(err):
 			continue
 		default:
 			return nil, err

@@ -22,6 +22,7 @@ import (
 	"github.com/carbide-dev/carbide/ent"
 	"github.com/carbide-dev/carbide/ent/migrations"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/stdlib" // also registers the "pgx" database/sql driver
 	_ "modernc.org/sqlite"           // registers the "sqlite" database/sql driver
 )
@@ -344,4 +345,13 @@ func ForUpdate[Q interface{ ForUpdate(...entsql.LockOption) Q }](s *Store, q Q) 
 // later read returns.
 func Now() time.Time {
 	return time.Now().UTC().Truncate(time.Microsecond)
+}
+
+// IsConflict reports whether err says PostgreSQL rolled a transaction back
+// because of a concurrent one: a deadlock between them (40P01) or a
+// serialization failure (40001). Nothing the transaction wrote is kept,
+// so running it again is safe, and is what the caller should do.
+func IsConflict(err error) bool {
+	var pg *pgconn.PgError
+	return errors.As(err, &pg) && (pg.Code == "40P01" || pg.Code == "40001")
 }
