@@ -14,6 +14,7 @@ import (
 	"buf.build/go/protovalidate"
 	"connectrpc.com/connect"
 	"github.com/carbide-dev/carbide/backend/internal/secrets"
+	"github.com/carbide-dev/carbide/backend/internal/store"
 	"github.com/carbide-dev/carbide/ent"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/proto"
@@ -164,6 +165,9 @@ func Translate(ctx context.Context, logger *slog.Logger, procedure string, err e
 		return connect.NewError(connect.CodeNotFound, errors.New("not found"))
 	case ent.IsConstraintError(err):
 		return connect.NewError(connect.CodeFailedPrecondition, errors.New("the change conflicts with existing data; read the resource again and retry"))
+	case store.IsConflict(err):
+		logger.InfoContext(ctx, "transaction conflict", "procedure", procedure, "error", err)
+		return connect.NewError(connect.CodeAborted, errors.New("the change conflicted with a concurrent one and was not made; retry"))
 	case errors.Is(err, secrets.ErrNoKeyring):
 		return connect.NewError(connect.CodeFailedPrecondition, secrets.ErrNoKeyring)
 	case errors.Is(err, context.Canceled):
