@@ -7,6 +7,8 @@ import (
 	"strings"
 
 	"connectrpc.com/connect"
+	"github.com/carbide-dev/carbide/backend/internal/machines"
+	"github.com/carbide-dev/carbide/backend/internal/store"
 	"github.com/carbide-dev/carbide/ent"
 	"github.com/carbide-dev/carbide/ent/instance"
 	"github.com/carbide-dev/carbide/ent/machine"
@@ -20,7 +22,7 @@ import (
 // segment or of another segment with the same domain, or the hostname of
 // a machine or active instance there. The caller holds
 // store.LockSegments, so two segments cannot add clashing records at once.
-func checkDNSClashes(ctx context.Context, tx *ent.Tx, self uuid.UUID, sp *spec) error {
+func checkDNSClashes(ctx context.Context, st *store.Store, tx *ent.Tx, self uuid.UUID, sp *spec) error {
 	if sp.domain == "" || len(sp.dnsRecords) == 0 {
 		return nil
 	}
@@ -44,6 +46,11 @@ func checkDNSClashes(ctx context.Context, tx *ent.Tx, self uuid.UUID, sp *spec) 
 		}
 	}
 
+	// Hostnames of the domain are checked under its lock (see
+	// machines.CheckHostname).
+	if err := machines.LockDomains(ctx, st, tx, domain); err != nil {
+		return err
+	}
 	// Other segments serving the same domain: their records, and their
 	// prefixes for the instances' addresses.
 	same, err := tx.Segment.Query().Where(segment.IDNEQ(self), segment.DomainEqualFold(domain)).All(ctx)

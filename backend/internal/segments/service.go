@@ -65,7 +65,7 @@ func (s *Service) CreateSegment(ctx context.Context, req *connect.Request[networ
 		if err := checkNeighbours(ctx, tx, uuid.Nil, sp); err != nil {
 			return err
 		}
-		if err := checkDNSClashes(ctx, tx, uuid.Nil, sp); err != nil {
+		if err := checkDNSClashes(ctx, s.store, tx, uuid.Nil, sp); err != nil {
 			return err
 		}
 		now := store.Now()
@@ -184,7 +184,7 @@ func (s *Service) UpdateSegment(ctx context.Context, req *connect.Request[networ
 		if err := checkNeighbours(ctx, tx, id, sp); err != nil {
 			return err
 		}
-		if err := checkDNSClashes(ctx, tx, id, sp); err != nil {
+		if err := checkDNSClashes(ctx, s.store, tx, id, sp); err != nil {
 			return err
 		}
 		update := tx.Segment.UpdateOne(seg).SetName(sp.name).SetUpdateTime(store.Now())
