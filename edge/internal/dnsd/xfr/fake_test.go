@@ -1,13 +1,16 @@
 package xfr
 
 import (
+	"bytes"
 	"fmt"
 	"net"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/carbide-dev/carbide/edge/internal/dnsd"
 )
@@ -235,4 +238,40 @@ func records(origin string, n int) []string {
 		out[i] = fmt.Sprintf("host-%d.%s 300 IN A 10.%d.%d.%d", i, origin, i>>16&255, i>>8&255, i&255)
 	}
 	return out
+}
+
+// waitCount waits until counter c reaches want (a server counts a request
+// after it answered it), and fails the test when it does not within 5 s.
+func waitCount(t testing.TB, c prometheus.Counter, want float64, what string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		got := testutil.ToFloat64(c)
+		if got == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("%s = %v, want %v", what, got, want)
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// syncBuffer is a log sink that server goroutines and the test share.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }

@@ -1,7 +1,6 @@
 package xfr
 
 import (
-	"bytes"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -86,9 +85,7 @@ func TestAXFR(t *testing.T) {
 			if msgs < 5 || msgs > 20 {
 				t.Errorf("AXFR took %d messages, want a few of about 16 KiB", msgs)
 			}
-			if n := testutil.ToFloat64(tr.m.transfers.WithLabelValues("axfr", resultFull)); n != 1 {
-				t.Errorf("transfers{axfr,full} = %v, want 1", n)
-			}
+			waitCount(t, tr.m.transfers.WithLabelValues("axfr", resultFull), 1, "transfers{axfr,full}")
 			if n := testutil.CollectAndCount(reg, "carbide_dns_transfer_seconds"); n != 1 {
 				t.Errorf("carbide_dns_transfer_seconds series = %d, want 1", n)
 			}
@@ -150,9 +147,7 @@ func TestIXFR(t *testing.T) {
 			if !slices.Equal(strs(got), tc.want) {
 				t.Errorf("IXFR from %d:\n%s\nwant\n%s", tc.serial, strings.Join(strs(got), "\n"), strings.Join(tc.want, "\n"))
 			}
-			if n := testutil.ToFloat64(tr.m.transfers.WithLabelValues("ixfr", tc.result)); n != 1 {
-				t.Errorf("transfers{ixfr,%s} = %v, want 1", tc.result, n)
-			}
+			waitCount(t, tr.m.transfers.WithLabelValues("ixfr", tc.result), 1, "transfers{ixfr,"+tc.result+"}")
 		})
 	}
 
@@ -251,7 +246,7 @@ func TestTSIGAndACL(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			var logs bytes.Buffer
+			var logs syncBuffer
 			src := newFakeSource(t, zone, 7, records(zone, 3)...)
 			secrets := map[string]string{keyName: keySecret}
 			tr, _ := newTransfers(t, src, Config{
@@ -291,9 +286,7 @@ func TestTSIGAndACL(t *testing.T) {
 					t.Errorf("answer's MAC does not verify")
 				}
 			}
-			if n := testutil.ToFloat64(tr.m.transfers.WithLabelValues("axfr", tc.result)); n != 1 {
-				t.Errorf("transfers{axfr,%s} = %v, want 1", tc.result, n)
-			}
+			waitCount(t, tr.m.transfers.WithLabelValues("axfr", tc.result), 1, "transfers{axfr,"+tc.result+"}")
 			for _, s := range []string{keySecret, otherKey} {
 				if strings.Contains(logs.String(), s) {
 					t.Errorf("a TSIG secret is in the log:\n%s", logs.String())
