@@ -175,7 +175,7 @@ func handler(tr *Transfers, src *fakeSource) dns.HandlerFunc {
 					m.SetReply(r)
 					m.Authoritative = true
 					m.Answer = []dns.RR{soa}
-					tr.sign(w, r, m)
+					tr.finish(w, r, m)
 					_ = w.WriteMsg(m)
 					return
 				}
@@ -183,7 +183,7 @@ func handler(tr *Transfers, src *fakeSource) dns.HandlerFunc {
 		}
 		m := new(dns.Msg)
 		m.SetRcode(r, dns.RcodeRefused)
-		tr.sign(w, r, m)
+		tr.finish(w, r, m)
 		_ = w.WriteMsg(m)
 	}
 }
