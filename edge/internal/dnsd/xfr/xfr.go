@@ -196,6 +196,10 @@ func (t *Transfers) serve(w dns.ResponseWriter, r *dns.Msg, typ string) string {
 		return resultMalformed
 	case q.Qtype == dns.TypeAXFR:
 		return t.axfr(w, r, origin, typ)
+	case q.Qtype != dns.TypeIXFR:
+		// Not a transfer: the caller routes only AXFR and IXFR here.
+		t.reply(w, r, dns.RcodeFormatError)
+		return resultMalformed
 	}
 	if len(r.Ns) == 0 {
 		t.reply(w, r, dns.RcodeFormatError)

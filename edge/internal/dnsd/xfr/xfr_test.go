@@ -95,22 +95,6 @@ func TestAXFR(t *testing.T) {
 	}
 }
 
-func TestAXFROverUDPIsFormErr(t *testing.T) {
-	t.Parallel()
-	src := newFakeSource(t, zone, 7)
-	tr, _ := newTransfers(t, src, Config{})
-	addr := serve(t, "127.0.0.1", handler(tr, src), nil)
-	m := new(dns.Msg)
-	m.SetAxfr(zone)
-	in, _, err := (&dns.Client{Net: "udp"}).Exchange(m, addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if in.Rcode != dns.RcodeFormatError || len(in.Answer) != 0 {
-		t.Errorf("AXFR over UDP: rcode %s with %d records, want FORMERR and none", dns.RcodeToString[in.Rcode], len(in.Answer))
-	}
-}
-
 func TestIXFR(t *testing.T) {
 	t.Parallel()
 	a1, a9 := "a."+zone+" 300 IN A 10.0.0.1", "a."+zone+" 300 IN A 10.0.0.9"
@@ -177,20 +161,37 @@ func TestIXFR(t *testing.T) {
 	}
 }
 
-func TestIXFRWithoutSOAIsFormErr(t *testing.T) {
+func TestMalformedAndForeignRequests(t *testing.T) {
 	t.Parallel()
 	src := newFakeSource(t, zone, 7)
 	tr, _ := newTransfers(t, src, Config{})
 	addr := serve(t, "127.0.0.1", handler(tr, src), nil)
-	m := new(dns.Msg)
-	m.SetQuestion(zone, dns.TypeIXFR)
-	in, _, err := (&dns.Client{Net: "tcp"}).Exchange(m, addr)
-	if err != nil {
-		t.Fatal(err)
+	for name, tc := range map[string]struct {
+		net   string
+		name  string
+		qtype uint16
+		rcode int
+	}{
+		"AXFR over UDP":        {"udp", zone, dns.TypeAXFR, dns.RcodeFormatError},
+		"AXFR inside the zone": {"tcp", "host." + zone, dns.TypeAXFR, dns.RcodeNotAuth},
+		"AXFR of another zone": {"tcp", "example.org.", dns.TypeAXFR, dns.RcodeNotAuth},
+		"IXFR without SOA":     {"tcp", zone, dns.TypeIXFR, dns.RcodeFormatError},
+	} {
+		t.Run(name, func(t *testing.T) {
+			m := new(dns.Msg)
+			m.SetQuestion(tc.name, tc.qtype)
+			in, _, err := (&dns.Client{Net: tc.net}).Exchange(m, addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if in.Rcode != tc.rcode || len(in.Answer) != 0 {
+				t.Errorf("rcode %s with %d records, want %s and none", dns.RcodeToString[in.Rcode], len(in.Answer), dns.RcodeToString[tc.rcode])
+			}
+		})
 	}
-	if in.Rcode != dns.RcodeFormatError {
-		t.Errorf("IXFR without the client's SOA: %s, want FORMERR", dns.RcodeToString[in.Rcode])
-	}
+	waitCount(t, tr.m.transfers.WithLabelValues("axfr", resultNotAuth), 2, "transfers{axfr,not_auth}")
+	waitCount(t, tr.m.transfers.WithLabelValues("axfr", resultMalformed), 1, "transfers{axfr,malformed}")
+	waitCount(t, tr.m.transfers.WithLabelValues("ixfr", resultMalformed), 1, "transfers{ixfr,malformed}")
 }
 
 // rawExchange sends m over TCP to addr, signed with secret (when not
