@@ -171,26 +171,32 @@ func addToSnapshot(snap *Snapshot, ev *watchv1.WatchResponse) {
 	}
 }
 
+// applyChange applies one change; a deletion is applied by kind and id,
+// whether or not the event carries the resource as it was.
 func (w *watcher) applyChange(ev *watchv1.WatchResponse) {
-	rev, del := ev.GetRevision(), ev.GetType() == watchv1.EventType_EVENT_TYPE_DELETED
-	switch r := ev.GetResource().(type) {
-	case *watchv1.WatchResponse_Segment:
-		if del {
-			w.store.DeleteSegment(rev, ev.GetId())
-		} else {
-			w.store.PutSegment(rev, segmentOf(r.Segment))
+	rev, id := ev.GetRevision(), ev.GetId()
+	del := ev.GetType() == watchv1.EventType_EVENT_TYPE_DELETED
+	switch ev.GetKind() {
+	case watchv1.ResourceKind_RESOURCE_KIND_SEGMENT:
+		switch {
+		case del:
+			w.store.DeleteSegment(rev, id)
+		case ev.GetSegment() != nil:
+			w.store.PutSegment(rev, segmentOf(ev.GetSegment()))
 		}
-	case *watchv1.WatchResponse_Machine:
-		if del {
-			w.store.DeleteMachine(rev, ev.GetId())
-		} else {
-			w.store.PutMachine(rev, machineOf(r.Machine))
+	case watchv1.ResourceKind_RESOURCE_KIND_MACHINE:
+		switch {
+		case del:
+			w.store.DeleteMachine(rev, id)
+		case ev.GetMachine() != nil:
+			w.store.PutMachine(rev, machineOf(ev.GetMachine()))
 		}
-	case *watchv1.WatchResponse_Instance:
-		if del {
-			w.store.DeleteInstance(rev, ev.GetId())
-		} else {
-			w.store.PutInstance(rev, instanceOf(r.Instance))
+	case watchv1.ResourceKind_RESOURCE_KIND_INSTANCE:
+		switch {
+		case del:
+			w.store.DeleteInstance(rev, id)
+		case ev.GetInstance() != nil:
+			w.store.PutInstance(rev, instanceOf(ev.GetInstance()))
 		}
 	default:
 		// Another kind: nothing of it is served, but its revision
