@@ -36,7 +36,7 @@ func NewHandler(store *Store, metrics *Metrics, logger *slog.Logger, udpSize uin
 	return &Handler{
 		store: store, metrics: metrics, logger: logger, udpSize: udpSize,
 		rrl:   newRateLimiter(rrlRate, rrlBurst, 1<<16),
-		cache: newAnswerCache(1 << 20),
+		cache: newAnswerCache(1 << 18),
 	}
 }
 
