@@ -10,7 +10,7 @@ export PATH := $(BIN):$(PATH)
 MODULES := gen ent backend edge sdk terraform-provider
 PKGS := $(addprefix ./,$(addsuffix /...,$(MODULES)))
 
-.PHONY: run test tools generate check-generated lint breaking script-test go-test bench bench-boot bench-instance scout os-image bench-dhcp bench-dns
+.PHONY: run test tools generate check-generated lint breaking script-test go-test bench bench-boot bench-instance scout os-image bench-dhcp bench-dns bench-dns-freshness
 
 run:
 	go run ./backend/cmd/carbide-api --dev
@@ -110,3 +110,9 @@ DNS_SERVERS ?= carbide-dns,named,knotd
 bench-dns:
 	go test -run '^$$' -bench '^BenchmarkDNS$$' -benchtime 1x -timeout 60m ./edge/e2e/ \
 	  -dns.machines=$(DNS_MACHINES) -dns.servers=$(DNS_SERVERS)
+
+# How long a change (a rename through the API) takes to reach two
+# carbide-dns replicas, over DNS_CHANGES changes (docs/benchmarks.md).
+DNS_CHANGES ?= 1000
+bench-dns-freshness:
+	go test -run '^$$' -bench '^BenchmarkDNSFreshness$$' -benchtime 1x -timeout 30m ./edge/e2e/ -dns.changes=$(DNS_CHANGES)
