@@ -48,9 +48,23 @@ func Register(reg prometheus.Registerer, cs ...prometheus.Collector) error {
 // "ok" at GET /healthz. With profiles it also serves the runtime profiles
 // of net/http/pprof under /debug/pprof/ (see [HandleProfiles]).
 func MetricsHandler(reg *prometheus.Registry, profiles bool) http.Handler {
+	return metricsHandler(reg, profiles, nil)
+}
+
+// metricsHandler is MetricsHandler whose /healthz answers 503 with the
+// error of health while it returns one.
+func metricsHandler(reg *prometheus.Registry, profiles bool, health func() error) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		if health != nil {
+			if err := health(); err != nil {
+				http.Error(w, err.Error(), http.StatusServiceUnavailable)
+				return
+			}
+		}
+		fmt.Fprintln(w, "ok")
+	})
 	if profiles {
 		HandleProfiles(mux)
 	}
@@ -85,6 +99,12 @@ type MetricsServer struct {
 // errorLog gets the HTTP server's errors; nil means the log package's
 // standard logger.
 func ListenMetrics(addr string, t HTTPTimeouts, reg *prometheus.Registry, profiles bool, errorLog *log.Logger) (*MetricsServer, error) {
+	return ListenMetricsHealth(addr, t, reg, profiles, errorLog, nil)
+}
+
+// ListenMetricsHealth is ListenMetrics for a daemon that is not ready at
+// once: /healthz answers 503 with health's error while it returns one.
+func ListenMetricsHealth(addr string, t HTTPTimeouts, reg *prometheus.Registry, profiles bool, errorLog *log.Logger, health func() error) (*MetricsServer, error) {
 	if addr == "" {
 		return nil, nil
 	}
@@ -98,7 +118,7 @@ func ListenMetrics(addr string, t HTTPTimeouts, reg *prometheus.Registry, profil
 	if err != nil {
 		return nil, fmt.Errorf("listen for metrics: %w", err)
 	}
-	handler := MetricsHandler(reg, profiles)
+	handler := metricsHandler(reg, profiles, health)
 	return &MetricsServer{
 		listener: l,
 		server: &http.Server{
