@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"flag"
 	"fmt"
+	"io"
 	"net/http"
 	"net/netip"
 	"os"
@@ -122,6 +123,31 @@ func (l *dnsLab) waitHealthy(t testing.TB) {
 			time.Sleep(50 * time.Millisecond)
 		}
 	}
+}
+
+// metric returns the value of a sample of the replica's metrics, or 0
+// when it is absent.
+func (d *dnsDaemon) metric(t testing.TB, sample string) float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + d.metrics + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for line := range strings.Lines(string(body)) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), sample+" "); ok {
+			var f float64
+			if _, err := fmt.Sscan(v, &f); err != nil {
+				t.Fatalf("metric %s: %q is not a number", sample, v)
+			}
+			return f
+		}
+	}
+	return 0
 }
 
 // lease leases an address on seg to mac through the dhcp role, enrolling
@@ -398,6 +424,15 @@ func TestDNS(t *testing.T) {
 	addr3, _ := l.lease(t, l.small, "52:54:03:00:01:03", "edge4")
 	l.eventually(t, "edge4 after the API's restart", 60*time.Second, func(s string) bool { return answersA(s, "edge4."+smallDomain, addr3) })
 	for i, d := range l.replicas {
+		// dnsd's watcher logs a resumed stream, and a new snapshot only
+		// when the API no longer holds the changes since its revision.
+		d.proc.waitOutput(t, regexp.MustCompile(`msg="watch stream resumed"`), 30*time.Second)
+		if strings.Contains(d.proc.out.String(), "taking a new snapshot") {
+			t.Errorf("replica %d took a new snapshot after the API's restart instead of resuming", i+1)
+		}
+		if got := d.metric(t, "carbide_dns_stream_breaks_total"); got < 1 {
+			t.Errorf("replica %d: carbide_dns_stream_breaks_total = %v after the API went down, want at least 1", i+1, got)
+		}
 		if got := soaSerial(t, d.addr, labReverse); got != serials[d.addr] {
 			t.Errorf("replica %d: serial of %s went from %s to %s across the API's restart, which changed nothing in it: a full reload, not a resume",
 				i+1, labReverse, serials[d.addr], got)
