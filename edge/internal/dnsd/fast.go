@@ -142,7 +142,7 @@ func (u *udpReader) fast(conn *net.UDPConn, sess *dns.SessionUDP, pkt []byte) (d
 	start := time.Now()
 	defer func() {
 		if v := recover(); v != nil {
-			h.recoverQuery(nil)
+			h.panicked(v, nil)
 			done = true
 		}
 	}()

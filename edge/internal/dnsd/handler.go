@@ -94,13 +94,19 @@ func (h *Handler) replySize(r *dns.Msg) int {
 // instead of the end of the process.
 func (h *Handler) recoverQuery(r *dns.Msg) {
 	if v := recover(); v != nil {
-		h.metrics.drop(reasonPanic)
-		var q string
-		if r != nil && len(r.Question) > 0 {
-			q = r.Question[0].String()
-		}
-		h.logger.Error("answering a query failed", "question", q, "panic", v, "stack", string(debug.Stack()))
+		h.panicked(v, r)
 	}
+}
+
+// panicked counts and logs a panic v while answering r (nil on the fast
+// path, before the query is parsed).
+func (h *Handler) panicked(v any, r *dns.Msg) {
+	h.metrics.drop(reasonPanic)
+	var q string
+	if r != nil && len(r.Question) > 0 {
+		q = r.Question[0].String()
+	}
+	h.logger.Error("answering a query failed", "question", q, "panic", v, "stack", string(debug.Stack()))
 }
 
 // acceptMsg decides, from the header alone, what the dns.Server does with

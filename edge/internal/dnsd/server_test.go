@@ -16,6 +16,8 @@ import (
 	machinev1 "github.com/carbide-dev/carbide/gen/carbide/machine/v1"
 	networkv1 "github.com/carbide-dev/carbide/gen/carbide/network/v1"
 	"github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 )
 
 // syncBuffer is a log destination tests read while the daemon writes.
@@ -341,4 +343,13 @@ func TestMalformedDropped(t *testing.T) {
 	if r := td.exchange(t, "udp", q("web1.lab.example.com.", dns.TypeA)); len(r.Answer) != 1 {
 		t.Errorf("after malformed packets: %v", r)
 	}
+}
+
+func counterValue(t testing.TB, c prometheus.Counter) float64 {
+	t.Helper()
+	var m dto.Metric
+	if err := c.Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	return m.GetCounter().GetValue()
 }
