@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/carbide-dev/carbide/edge/internal/dnsd"
+	"github.com/carbide-dev/carbide/sdk/testsecret"
 )
 
 // fakeZone is one zone of fakeSource: its records now and the journal of
@@ -174,7 +175,7 @@ func handler(tr *Transfers, src *fakeSource) dns.HandlerFunc {
 					m.SetReply(r)
 					m.Authoritative = true
 					m.Answer = []dns.RR{soa}
-					tr.sign(w, r, m)
+					tr.finish(w, r, m)
 					_ = w.WriteMsg(m)
 					return
 				}
@@ -182,7 +183,7 @@ func handler(tr *Transfers, src *fakeSource) dns.HandlerFunc {
 		}
 		m := new(dns.Msg)
 		m.SetRcode(r, dns.RcodeRefused)
-		tr.sign(w, r, m)
+		tr.finish(w, r, m)
 		_ = w.WriteMsg(m)
 	}
 }
@@ -222,6 +223,8 @@ func serve(t testing.TB, ip string, h dns.Handler, secrets map[string]string) st
 // error.
 func newTransfers(t testing.TB, src *fakeSource, cfg Config) (*Transfers, *prometheus.Registry) {
 	t.Helper()
+	// make go-test fails the run when a TSIG secret shows in its output.
+	testsecret.Register(t, keySecret, otherKey)
 	reg := prometheus.NewRegistry()
 	cfg.Metrics = reg
 	tr, err := New(src, cfg)

@@ -6,10 +6,13 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/miekg/dns"
+
+	"github.com/carbide-dev/carbide/sdk/testsecret"
 )
 
 func TestParseKeyFile(t *testing.T) {
 	t.Parallel()
+	testsecret.Register(t, keySecret, otherKey)
 	for name, tc := range map[string]struct {
 		in      string
 		secrets map[string]string

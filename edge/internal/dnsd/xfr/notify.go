@@ -168,6 +168,6 @@ func (t *Transfers) ServeNotify(w dns.ResponseWriter, r *dns.Msg) {
 		m.SetRcode(r, rcode)
 	}
 	m.Opcode = dns.OpcodeNotify
-	t.sign(w, r, m)
+	t.finish(w, r, m)
 	_ = w.WriteMsg(m)
 }

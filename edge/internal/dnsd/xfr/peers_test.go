@@ -139,17 +139,17 @@ func soaSerial(server string) uint32 {
 }
 
 // secondaryTest is the scenario both peers go through. launch starts the
-// secondary for a primary at primaryIP:primaryPort and returns its address
-// and output; it must hold the TSIG key keyName/keySecret (hmac-sha256)
+// secondary for a primary at primaryIP:primaryPort and returns its
+// address; it must hold the TSIG key keyName/keySecret (hmac-sha256)
 // and transfer with it.
-func secondaryTest(t *testing.T, launch func(primaryIP, primaryPort string) (addr string, log *logFile)) *Transfers {
+func secondaryTest(t *testing.T, launch func(primaryIP, primaryPort string) (addr string)) {
 	t.Helper()
 	secrets := map[string]string{keyName: keySecret}
 	src := newFakeSource(t, zone, 100, records(zone, 2000)...)
 	tr, _ := newTransfers(t, src, Config{TSIGSecrets: secrets})
 	primary := serve(t, "127.0.0.1", handler(tr, src), secrets)
 	pip, pport, _ := net.SplitHostPort(primary)
-	addr, log := launch(pip, pport)
+	addr := launch(pip, pport)
 	// The NOTIFY target is known only now.
 	tr.targets = []string{addr}
 	tr.key = keyName
@@ -207,8 +207,6 @@ func secondaryTest(t *testing.T, launch func(primaryIP, primaryPort string) (add
 	if !slices.Equal(got, want) {
 		t.Errorf("the secondary's zone (%d records) differs from the source's (%d records)", len(got), len(want))
 	}
-	_ = log
-	return tr
 }
 
 // dig asks server for name's type with dig, and returns its short answer.
@@ -228,7 +226,7 @@ func TestBINDSecondary(t *testing.T) {
 	dir := t.TempDir()
 	var addr string
 	var log *logFile
-	secondaryTest(t, func(pip, pport string) (string, *logFile) {
+	secondaryTest(t, func(pip, pport string) string {
 		// BIND listens on the addresses of the interfaces only: lo has
 		// 127.0.0.1 alone, not the rest of 127.0.0.0/8.
 		ip := "127.0.0.1"
@@ -261,7 +259,7 @@ zone %[6]q {
 		}
 		addr = net.JoinHostPort(ip, port)
 		log = start(t, dir, named, "-g", "-n", "1", "-d", "3", "-c", path)
-		return addr, log
+		return addr
 	})
 
 	if got := dig(t, addr, "new."+zone, "A"); got != "192.0.2.99" {
@@ -271,9 +269,69 @@ zone %[6]q {
 		t.Errorf("dig @bind host-7.%s A: %q, want 10.0.0.77", zone, got)
 	}
 	out := log.String()
-	for _, want := range []string{"got incremental response", "Transfer status: success"} {
+	for _, want := range []string{"requesting IXFR for serial 100", "got incremental response", "Transfer status: success"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("BIND's log does not say %q", want)
+		}
+	}
+}
+
+func TestKnotSecondary(t *testing.T) {
+	t.Parallel()
+	knotd := program(t, "knotd", "knot")
+	dir := t.TempDir()
+	var addr string
+	var log *logFile
+	secondaryTest(t, func(pip, pport string) string {
+		port := freePort(t, "127.0.0.1")
+		conf := fmt.Sprintf(`server:
+    rundir: %[1]q
+    listen: 127.0.0.1@%[2]s
+log:
+  - target: stdout
+    any: info
+database:
+    storage: %[1]q
+key:
+  - id: %[3]s
+    algorithm: hmac-sha256
+    secret: %[4]s
+remote:
+  - id: carbide
+    address: %[5]s@%[6]s
+    key: %[3]s
+acl:
+  - id: notify-from-carbide
+    address: %[5]s
+    key: %[3]s
+    action: notify
+  - id: transfer-to-test
+    address: 127.0.0.1
+    action: transfer
+template:
+  - id: default
+    storage: %[1]q
+zone:
+  - domain: %[7]s
+    master: carbide
+    acl: [notify-from-carbide, transfer-to-test]
+`, dir, port, keyName, keySecret, pip, pport, zone)
+		path := filepath.Join(dir, "knot.conf")
+		if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		addr = net.JoinHostPort("127.0.0.1", port)
+		log = start(t, dir, knotd, "-c", path)
+		return addr
+	})
+
+	if got := dig(t, addr, "new."+zone, "A"); got != "192.0.2.99" {
+		t.Errorf("dig @knot new.%s A: %q, want 192.0.2.99", zone, got)
+	}
+	out := log.String()
+	for _, want := range []string{"AXFR, incoming", "IXFR, incoming", "notify, incoming"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("Knot's log does not say %q", want)
 		}
 	}
 }

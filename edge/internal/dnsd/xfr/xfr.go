@@ -54,6 +54,10 @@ var defaultAllowTransfer = []netip.Prefix{
 // with room for the question and the TSIG.
 const maxMessage = 16 << 10
 
+// ednsSize is the UDP payload size the answers to an EDNS request
+// advertise: the DNS flag day 2020 value.
+const ednsSize = 1232
+
 // Transfers answers AXFR, IXFR and NOTIFY requests for the zones of one
 // source and sends NOTIFYs to secondaries. Create it with New.
 type Transfers struct {
@@ -308,6 +312,9 @@ func (t *Transfers) checkTSIG(w dns.ResponseWriter, r *dns.Msg, typ string, clie
 	t.log.Info("zone transfer refused: bad TSIG", "client", client, "type", typ, "key", name, "tsig_error", dns.RcodeToString[int(tsigErr)])
 	m := new(dns.Msg)
 	m.SetRcode(r, dns.RcodeNotAuth)
+	if r.IsEdns0() != nil {
+		m.SetEdns0(ednsSize, false)
+	}
 	m.SetTsig(sig.Hdr.Name, sig.Algorithm, sig.Fudge, time.Now().Unix())
 	ts := m.Extra[len(m.Extra)-1].(*dns.TSIG)
 	ts.Error = tsigErr
@@ -327,7 +334,7 @@ func (t *Transfers) checkTSIG(w dns.ResponseWriter, r *dns.Msg, typ string, clie
 func (t *Transfers) reply(w dns.ResponseWriter, r *dns.Msg, rcode int) {
 	m := new(dns.Msg)
 	m.SetRcode(r, rcode)
-	t.sign(w, r, m)
+	t.finish(w, r, m)
 	_ = w.WriteMsg(m)
 }
 
@@ -337,13 +344,17 @@ func (t *Transfers) send(w dns.ResponseWriter, r *dns.Msg, rrs []dns.RR) {
 	m.SetReply(r)
 	m.Authoritative = true
 	m.Answer = rrs
-	t.sign(w, r, m)
+	t.finish(w, r, m)
 	_ = w.WriteMsg(m)
 }
 
-// sign adds a TSIG RR to m when r carried a valid one; w signs it when it
+// finish completes the answer m to r: an OPT RR when r had one (RFC 6891
+// 7), and a TSIG RR when r carried a valid one, which w signs when it
 // writes m.
-func (t *Transfers) sign(w dns.ResponseWriter, r, m *dns.Msg) {
+func (t *Transfers) finish(w dns.ResponseWriter, r, m *dns.Msg) {
+	if r.IsEdns0() != nil {
+		m.SetEdns0(ednsSize, false)
+	}
 	if sig := r.IsTsig(); sig != nil && w.TsigStatus() == nil {
 		if _, ok := t.secrets[dns.CanonicalName(sig.Hdr.Name)]; ok {
 			m.SetTsig(sig.Hdr.Name, sig.Algorithm, sig.Fudge, time.Now().Unix())
@@ -396,7 +407,7 @@ func (mw *writer) write() {
 	m.Authoritative = true
 	m.Compress = true
 	m.Answer = mw.rrs
-	mw.t.sign(mw.w, mw.r, m)
+	mw.t.finish(mw.w, mw.r, m)
 	if err := mw.w.WriteMsg(m); err != nil {
 		mw.err = err
 	}

@@ -153,11 +153,12 @@ func TestIXFR(t *testing.T) {
 
 	// Over UDP the client gets the current SOA alone, whether or not it
 	// is behind, and retries over TCP when it is.
-	for _, serial := range []uint32{11, 13} {
+	for serial, result := range map[uint32]string{11: resultUDPSOA, 13: resultUpToDate} {
 		tr, _ := newTransfers(t, src, Config{})
 		addr := serve(t, "127.0.0.1", handler(tr, src), nil)
 		m := new(dns.Msg)
 		m.SetIxfr(zone, serial, "ns1."+zone, "hostmaster."+zone)
+		m.SetEdns0(1232, false)
 		in, _, err := (&dns.Client{Net: "udp"}).Exchange(m, addr)
 		if err != nil {
 			t.Fatal(err)
@@ -165,6 +166,10 @@ func TestIXFR(t *testing.T) {
 		if in.Rcode != dns.RcodeSuccess || !slices.Equal(strs(in.Answer), []string{at(13)}) {
 			t.Errorf("IXFR over UDP from %d: %s %v, want NOERROR and the SOA at 13", serial, dns.RcodeToString[in.Rcode], strs(in.Answer))
 		}
+		if in.IsEdns0() == nil {
+			t.Errorf("IXFR over UDP from %d: the answer to an EDNS query has no OPT RR", serial)
+		}
+		waitCount(t, tr.m.transfers.WithLabelValues("ixfr", result), 1, "transfers{ixfr,"+result+"}")
 	}
 }
 
