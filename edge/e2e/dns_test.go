@@ -336,48 +336,9 @@ func TestDNS(t *testing.T) {
 		}
 	}
 
-	// BIND as a secondary of replica 1: AXFR with TSIG first.
-	named := startSecondary(t, tools["named"], bindAddr, l.replicas[0].addr, l.secret)
-	for _, zone := range []string{labDomain, smallDomain, labReverse, smallReverse} {
-		named.waitOutput(t, regexp.MustCompile(`transfer of '`+regexp.QuoteMeta(strings.TrimSuffix(zone, "."))+`/IN' from \S+: Transfer completed`), 30*time.Second)
-	}
-	if n := strings.Count(named.out.String(), "got incremental response"); n != 0 {
-		t.Errorf("named's first transfers: %d incremental, want AXFR only", n)
-	}
-	sameAnswers := func(what string) {
-		t.Helper()
-		for _, r := range zones {
-			for _, q := range [][2]string{{r.name, "A"}, {r.ptr, "PTR"}, {labDomain, "SOA"}, {smallReverse, "SOA"}, {labDomain, "NS"}} {
-				want, got := short(t, "dig", l.replicas[0].addr, q[0], q[1]), short(t, "dig", bindAddr, q[0], q[1])
-				if got != want {
-					t.Errorf("%s: named answers %s %s with %q, carbide-dns with %q", what, q[0], q[1], got, want)
-				}
-			}
-		}
-	}
-	sameAnswers("after AXFR")
-
-	// A change: a new machine on the /24. Replica 1 NOTIFYs named, which
-	// fetches the difference by IXFR.
-	addr, id := l.lease(t, l.lab, "52:54:03:00:01:01", "app1")
-	l.eventually(t, "app1 A "+addr, 30*time.Second, func(s string) bool { return answersA(s, "app1."+labDomain, addr) })
-	named.waitOutput(t, regexp.MustCompile(`got incremental response`), 30*time.Second)
-	deadline := time.Now().Add(30 * time.Second)
-	for short(t, "dig", bindAddr, "app1."+labDomain, "A") != addr {
-		if time.Now().After(deadline) {
-			t.Fatalf("named does not answer app1 A %s 30s after the IXFR", addr)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	zones, err = listZonesDNS(t.Context(), l.api.client)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sameAnswers("after IXFR")
-
 	// unbound resolves a machine's name through a stub zone.
 	ub := startUnbound(t, tools["unbound"], l.replicas[1].addr)
-	deadline = time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for {
 		out := dig(t, "dig", ub, "web1."+labDomain, "A", "+recurse", "+short")
 		if strings.TrimSpace(out) == hosts[0].addr {
@@ -389,9 +350,13 @@ func TestDNS(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 
-	// Freshness: every kind of change reaches both replicas.
+	// Freshness: every kind of change reaches both replicas: a new
+	// machine's lease, a rename, a release, a lease on the /26.
+	addr, id := l.lease(t, l.lab, "52:54:03:00:01:01", "app1")
+	took := l.eventually(t, "app1 after its lease", 30*time.Second, func(s string) bool { return answersA(s, "app1."+labDomain, addr) })
+	t.Logf("new machine's lease visible on both replicas after %s", took)
 	l.rename(t, id, "app2")
-	took := l.eventually(t, "app2 after the rename", 30*time.Second, func(s string) bool {
+	took = l.eventually(t, "app2 after the rename", 30*time.Second, func(s string) bool {
 		return answersA(s, "app2."+labDomain, addr) && answersA(s, "app1."+labDomain)
 	})
 	t.Logf("rename visible on both replicas after %s", took)
@@ -441,6 +406,46 @@ func TestDNS(t *testing.T) {
 			t.Errorf("replica %d lost web1 across the API's restart", i+1)
 		}
 	}
+
+	// BIND as a secondary of replica 1: AXFR with TSIG first.
+	named := startSecondary(t, tools["named"], bindAddr, l.replicas[0].addr, l.secret)
+	for _, zone := range []string{labDomain, smallDomain, labReverse, smallReverse} {
+		named.waitOutput(t, regexp.MustCompile(`transfer of '`+regexp.QuoteMeta(strings.TrimSuffix(zone, "."))+`/IN' from \S+: Transfer completed`), 30*time.Second)
+	}
+	if n := strings.Count(named.out.String(), "got incremental response"); n != 0 {
+		t.Errorf("named's first transfers: %d incremental, want AXFR only", n)
+	}
+	sameAnswers := func(what string) {
+		t.Helper()
+		for _, r := range zones {
+			for _, q := range [][2]string{{r.name, "A"}, {r.ptr, "PTR"}, {labDomain, "SOA"}, {smallReverse, "SOA"}, {labDomain, "NS"}} {
+				want, got := short(t, "dig", l.replicas[0].addr, q[0], q[1]), short(t, "dig", bindAddr, q[0], q[1])
+				if got != want {
+					t.Errorf("%s: named answers %s %s with %q, carbide-dns with %q", what, q[0], q[1], got, want)
+				}
+			}
+		}
+	}
+	sameAnswers("after AXFR")
+
+	// A change: a new machine on the /24. Replica 1 NOTIFYs named, which
+	// fetches the difference by IXFR.
+	addr4, _ := l.lease(t, l.lab, "52:54:03:00:01:04", "app4")
+	l.eventually(t, "app4 A "+addr4, 30*time.Second, func(s string) bool { return answersA(s, "app4."+labDomain, addr4) })
+	named.waitOutput(t, regexp.MustCompile(`got incremental response`), 30*time.Second)
+	deadline = time.Now().Add(30 * time.Second)
+	for short(t, "dig", bindAddr, "app4."+labDomain, "A") != addr4 {
+		if time.Now().After(deadline) {
+			t.Fatalf("named does not answer app4 A %s 30s after the IXFR", addr4)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	zones, err = listZonesDNS(t.Context(), l.api.client)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameAnswers("after IXFR")
+
 }
 
 // nameRecord is a name the API gives an address: A and PTR.
