@@ -35,6 +35,8 @@ type Lease struct {
 	RenewTime time.Time `json:"renew_time,omitempty"`
 	// ExpireTime holds the value of the "expire_time" field.
 	ExpireTime time.Time `json:"expire_time,omitempty"`
+	// ExpiryNoted holds the value of the "expiry_noted" field.
+	ExpiryNoted bool `json:"expiry_noted,omitempty"`
 	// Edges holds the relations/edges for other nodes in the graph.
 	// The values are being populated by the LeaseQuery when eager-loading is set.
 	Edges        LeaseEdges `json:"edges"`
@@ -66,7 +68,7 @@ func (*Lease) scanValues(columns []string) ([]any, error) {
 	values := make([]any, len(columns))
 	for i := range columns {
 		switch columns[i] {
-		case lease.FieldReserved:
+		case lease.FieldReserved, lease.FieldExpiryNoted:
 			values[i] = new(sql.NullBool)
 		case lease.FieldID, lease.FieldAddressNum:
 			values[i] = new(sql.NullInt64)
@@ -145,6 +147,12 @@ func (_m *Lease) assignValues(columns []string, values []any) error {
 			} else if value.Valid {
 				_m.ExpireTime = value.Time
 			}
+		case lease.FieldExpiryNoted:
+			if value, ok := values[i].(*sql.NullBool); !ok {
+				return fmt.Errorf("unexpected type %T for field expiry_noted", values[i])
+			} else if value.Valid {
+				_m.ExpiryNoted = value.Bool
+			}
 		default:
 			_m.selectValues.Set(columns[i], values[i])
 		}
@@ -209,6 +217,9 @@ func (_m *Lease) String() string {
 	builder.WriteString(", ")
 	builder.WriteString("expire_time=")
 	builder.WriteString(_m.ExpireTime.Format(time.ANSIC))
+	builder.WriteString(", ")
+	builder.WriteString("expiry_noted=")
+	builder.WriteString(fmt.Sprintf("%v", _m.ExpiryNoted))
 	builder.WriteByte(')')
 	return builder.String()
 }

@@ -104,6 +104,20 @@ func (_c *LeaseCreate) SetExpireTime(v time.Time) *LeaseCreate {
 	return _c
 }
 
+// SetExpiryNoted sets the "expiry_noted" field.
+func (_c *LeaseCreate) SetExpiryNoted(v bool) *LeaseCreate {
+	_c.mutation.SetExpiryNoted(v)
+	return _c
+}
+
+// SetNillableExpiryNoted sets the "expiry_noted" field if the given value is not nil.
+func (_c *LeaseCreate) SetNillableExpiryNoted(v *bool) *LeaseCreate {
+	if v != nil {
+		_c.SetExpiryNoted(*v)
+	}
+	return _c
+}
+
 // SetID sets the "id" field.
 func (_c *LeaseCreate) SetID(v int64) *LeaseCreate {
 	_c.mutation.SetID(v)
@@ -166,6 +180,10 @@ func (_c *LeaseCreate) defaults() {
 		v := lease.DefaultRenewTime()
 		_c.mutation.SetRenewTime(v)
 	}
+	if _, ok := _c.mutation.ExpiryNoted(); !ok {
+		v := lease.DefaultExpiryNoted
+		_c.mutation.SetExpiryNoted(v)
+	}
 }
 
 // check runs all checks and user-defined validators on the builder.
@@ -203,6 +221,9 @@ func (_c *LeaseCreate) check() error {
 	}
 	if _, ok := _c.mutation.ExpireTime(); !ok {
 		return &ValidationError{Name: "expire_time", err: errors.New(`ent: missing required field "Lease.expire_time"`)}
+	}
+	if _, ok := _c.mutation.ExpiryNoted(); !ok {
+		return &ValidationError{Name: "expiry_noted", err: errors.New(`ent: missing required field "Lease.expiry_noted"`)}
 	}
 	if len(_c.mutation.SegmentIDs()) == 0 {
 		return &ValidationError{Name: "segment", err: errors.New(`ent: missing required edge "Lease.segment"`)}
@@ -267,6 +288,10 @@ func (_c *LeaseCreate) createSpec() (*Lease, *sqlgraph.CreateSpec) {
 	if value, ok := _c.mutation.ExpireTime(); ok {
 		_spec.SetField(lease.FieldExpireTime, field.TypeTime, value)
 		_node.ExpireTime = value
+	}
+	if value, ok := _c.mutation.ExpiryNoted(); ok {
+		_spec.SetField(lease.FieldExpiryNoted, field.TypeBool, value)
+		_node.ExpiryNoted = value
 	}
 	if nodes := _c.mutation.SegmentIDs(); len(nodes) > 0 {
 		edge := &sqlgraph.EdgeSpec{
@@ -439,6 +464,18 @@ func (u *LeaseUpsert) UpdateExpireTime() *LeaseUpsert {
 	return u
 }
 
+// SetExpiryNoted sets the "expiry_noted" field.
+func (u *LeaseUpsert) SetExpiryNoted(v bool) *LeaseUpsert {
+	u.Set(lease.FieldExpiryNoted, v)
+	return u
+}
+
+// UpdateExpiryNoted sets the "expiry_noted" field to the value that was provided on create.
+func (u *LeaseUpsert) UpdateExpiryNoted() *LeaseUpsert {
+	u.SetExcluded(lease.FieldExpiryNoted)
+	return u
+}
+
 // UpdateNewValues updates the mutable fields using the new values that were set on create except the ID field.
 // Using this option is equivalent to using:
 //
@@ -603,6 +640,20 @@ func (u *LeaseUpsertOne) SetExpireTime(v time.Time) *LeaseUpsertOne {
 func (u *LeaseUpsertOne) UpdateExpireTime() *LeaseUpsertOne {
 	return u.Update(func(s *LeaseUpsert) {
 		s.UpdateExpireTime()
+	})
+}
+
+// SetExpiryNoted sets the "expiry_noted" field.
+func (u *LeaseUpsertOne) SetExpiryNoted(v bool) *LeaseUpsertOne {
+	return u.Update(func(s *LeaseUpsert) {
+		s.SetExpiryNoted(v)
+	})
+}
+
+// UpdateExpiryNoted sets the "expiry_noted" field to the value that was provided on create.
+func (u *LeaseUpsertOne) UpdateExpiryNoted() *LeaseUpsertOne {
+	return u.Update(func(s *LeaseUpsert) {
+		s.UpdateExpiryNoted()
 	})
 }
 
@@ -936,6 +987,20 @@ func (u *LeaseUpsertBulk) SetExpireTime(v time.Time) *LeaseUpsertBulk {
 func (u *LeaseUpsertBulk) UpdateExpireTime() *LeaseUpsertBulk {
 	return u.Update(func(s *LeaseUpsert) {
 		s.UpdateExpireTime()
+	})
+}
+
+// SetExpiryNoted sets the "expiry_noted" field.
+func (u *LeaseUpsertBulk) SetExpiryNoted(v bool) *LeaseUpsertBulk {
+	return u.Update(func(s *LeaseUpsert) {
+		s.SetExpiryNoted(v)
+	})
+}
+
+// UpdateExpiryNoted sets the "expiry_noted" field to the value that was provided on create.
+func (u *LeaseUpsertBulk) UpdateExpiryNoted() *LeaseUpsertBulk {
+	return u.Update(func(s *LeaseUpsert) {
+		s.UpdateExpiryNoted()
 	})
 }
 

@@ -149,6 +149,20 @@ func (_u *LeaseUpdate) SetNillableExpireTime(v *time.Time) *LeaseUpdate {
 	return _u
 }
 
+// SetExpiryNoted sets the "expiry_noted" field.
+func (_u *LeaseUpdate) SetExpiryNoted(v bool) *LeaseUpdate {
+	_u.mutation.SetExpiryNoted(v)
+	return _u
+}
+
+// SetNillableExpiryNoted sets the "expiry_noted" field if the given value is not nil.
+func (_u *LeaseUpdate) SetNillableExpiryNoted(v *bool) *LeaseUpdate {
+	if v != nil {
+		_u.SetExpiryNoted(*v)
+	}
+	return _u
+}
+
 // SetSegment sets the "segment" edge to the Segment entity.
 func (_u *LeaseUpdate) SetSegment(v *Segment) *LeaseUpdate {
 	return _u.SetSegmentID(v.ID)
@@ -245,6 +259,9 @@ func (_u *LeaseUpdate) sqlSave(ctx context.Context) (_node int, err error) {
 	}
 	if value, ok := _u.mutation.ExpireTime(); ok {
 		_spec.SetField(lease.FieldExpireTime, field.TypeTime, value)
+	}
+	if value, ok := _u.mutation.ExpiryNoted(); ok {
+		_spec.SetField(lease.FieldExpiryNoted, field.TypeBool, value)
 	}
 	if _u.mutation.SegmentCleared() {
 		edge := &sqlgraph.EdgeSpec{
@@ -414,6 +431,20 @@ func (_u *LeaseUpdateOne) SetNillableExpireTime(v *time.Time) *LeaseUpdateOne {
 	return _u
 }
 
+// SetExpiryNoted sets the "expiry_noted" field.
+func (_u *LeaseUpdateOne) SetExpiryNoted(v bool) *LeaseUpdateOne {
+	_u.mutation.SetExpiryNoted(v)
+	return _u
+}
+
+// SetNillableExpiryNoted sets the "expiry_noted" field if the given value is not nil.
+func (_u *LeaseUpdateOne) SetNillableExpiryNoted(v *bool) *LeaseUpdateOne {
+	if v != nil {
+		_u.SetExpiryNoted(*v)
+	}
+	return _u
+}
+
 // SetSegment sets the "segment" edge to the Segment entity.
 func (_u *LeaseUpdateOne) SetSegment(v *Segment) *LeaseUpdateOne {
 	return _u.SetSegmentID(v.ID)
@@ -540,6 +571,9 @@ func (_u *LeaseUpdateOne) sqlSave(ctx context.Context) (_node *Lease, err error)
 	}
 	if value, ok := _u.mutation.ExpireTime(); ok {
 		_spec.SetField(lease.FieldExpireTime, field.TypeTime, value)
+	}
+	if value, ok := _u.mutation.ExpiryNoted(); ok {
+		_spec.SetField(lease.FieldExpiryNoted, field.TypeBool, value)
 	}
 	if _u.mutation.SegmentCleared() {
 		edge := &sqlgraph.EdgeSpec{

@@ -8119,6 +8119,7 @@ type LeaseMutation struct {
 	create_time    *time.Time
 	renew_time     *time.Time
 	expire_time    *time.Time
+	expiry_noted   *bool
 	clearedFields  map[string]struct{}
 	segment        *uuid.UUID
 	clearedsegment bool
@@ -8539,6 +8540,42 @@ func (m *LeaseMutation) ResetExpireTime() {
 	m.expire_time = nil
 }
 
+// SetExpiryNoted sets the "expiry_noted" field.
+func (m *LeaseMutation) SetExpiryNoted(b bool) {
+	m.expiry_noted = &b
+}
+
+// ExpiryNoted returns the value of the "expiry_noted" field in the mutation.
+func (m *LeaseMutation) ExpiryNoted() (r bool, exists bool) {
+	v := m.expiry_noted
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldExpiryNoted returns the old "expiry_noted" field's value of the Lease entity.
+// If the Lease object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *LeaseMutation) OldExpiryNoted(ctx context.Context) (v bool, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldExpiryNoted is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldExpiryNoted requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldExpiryNoted: %w", err)
+	}
+	return oldValue.ExpiryNoted, nil
+}
+
+// ResetExpiryNoted resets all changes to the "expiry_noted" field.
+func (m *LeaseMutation) ResetExpiryNoted() {
+	m.expiry_noted = nil
+}
+
 // ClearSegment clears the "segment" edge to the Segment entity.
 func (m *LeaseMutation) ClearSegment() {
 	m.clearedsegment = true
@@ -8600,7 +8637,7 @@ func (m *LeaseMutation) Type() string {
 // order to get all numeric fields that were incremented/decremented, call
 // AddedFields().
 func (m *LeaseMutation) Fields() []string {
-	fields := make([]string, 0, 8)
+	fields := make([]string, 0, 9)
 	if m.segment != nil {
 		fields = append(fields, lease.FieldSegmentID)
 	}
@@ -8624,6 +8661,9 @@ func (m *LeaseMutation) Fields() []string {
 	}
 	if m.expire_time != nil {
 		fields = append(fields, lease.FieldExpireTime)
+	}
+	if m.expiry_noted != nil {
+		fields = append(fields, lease.FieldExpiryNoted)
 	}
 	return fields
 }
@@ -8649,6 +8689,8 @@ func (m *LeaseMutation) Field(name string) (ent.Value, bool) {
 		return m.RenewTime()
 	case lease.FieldExpireTime:
 		return m.ExpireTime()
+	case lease.FieldExpiryNoted:
+		return m.ExpiryNoted()
 	}
 	return nil, false
 }
@@ -8674,6 +8716,8 @@ func (m *LeaseMutation) OldField(ctx context.Context, name string) (ent.Value, e
 		return m.OldRenewTime(ctx)
 	case lease.FieldExpireTime:
 		return m.OldExpireTime(ctx)
+	case lease.FieldExpiryNoted:
+		return m.OldExpiryNoted(ctx)
 	}
 	return nil, fmt.Errorf("unknown Lease field %s", name)
 }
@@ -8738,6 +8782,13 @@ func (m *LeaseMutation) SetField(name string, value ent.Value) error {
 			return fmt.Errorf("unexpected type %T for field %s", value, name)
 		}
 		m.SetExpireTime(v)
+		return nil
+	case lease.FieldExpiryNoted:
+		v, ok := value.(bool)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetExpiryNoted(v)
 		return nil
 	}
 	return fmt.Errorf("unknown Lease field %s", name)
@@ -8826,6 +8877,9 @@ func (m *LeaseMutation) ResetField(name string) error {
 		return nil
 	case lease.FieldExpireTime:
 		m.ResetExpireTime()
+		return nil
+	case lease.FieldExpiryNoted:
+		m.ResetExpiryNoted()
 		return nil
 	}
 	return fmt.Errorf("unknown Lease field %s", name)
@@ -12423,6 +12477,8 @@ type SegmentMutation struct {
 	appendntp_servers      []string
 	lease_seconds          *int64
 	addlease_seconds       *int64
+	dns_records            *[]schema.DNSRecord
+	appenddns_records      []schema.DNSRecord
 	clearedFields          map[string]struct{}
 	reservations           map[int64]struct{}
 	removedreservations    map[int64]struct{}
@@ -13079,6 +13135,57 @@ func (m *SegmentMutation) ResetLeaseSeconds() {
 	m.addlease_seconds = nil
 }
 
+// SetDNSRecords sets the "dns_records" field.
+func (m *SegmentMutation) SetDNSRecords(sr []schema.DNSRecord) {
+	m.dns_records = &sr
+	m.appenddns_records = nil
+}
+
+// DNSRecords returns the value of the "dns_records" field in the mutation.
+func (m *SegmentMutation) DNSRecords() (r []schema.DNSRecord, exists bool) {
+	v := m.dns_records
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldDNSRecords returns the old "dns_records" field's value of the Segment entity.
+// If the Segment object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *SegmentMutation) OldDNSRecords(ctx context.Context) (v []schema.DNSRecord, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldDNSRecords is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldDNSRecords requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldDNSRecords: %w", err)
+	}
+	return oldValue.DNSRecords, nil
+}
+
+// AppendDNSRecords adds sr to the "dns_records" field.
+func (m *SegmentMutation) AppendDNSRecords(sr []schema.DNSRecord) {
+	m.appenddns_records = append(m.appenddns_records, sr...)
+}
+
+// AppendedDNSRecords returns the list of values that were appended to the "dns_records" field in this mutation.
+func (m *SegmentMutation) AppendedDNSRecords() ([]schema.DNSRecord, bool) {
+	if len(m.appenddns_records) == 0 {
+		return nil, false
+	}
+	return m.appenddns_records, true
+}
+
+// ResetDNSRecords resets all changes to the "dns_records" field.
+func (m *SegmentMutation) ResetDNSRecords() {
+	m.dns_records = nil
+	m.appenddns_records = nil
+}
+
 // AddReservationIDs adds the "reservations" edge to the Reservation entity by ids.
 func (m *SegmentMutation) AddReservationIDs(ids ...int64) {
 	if m.reservations == nil {
@@ -13368,7 +13475,7 @@ func (m *SegmentMutation) Type() string {
 // order to get all numeric fields that were incremented/decremented, call
 // AddedFields().
 func (m *SegmentMutation) Fields() []string {
-	fields := make([]string, 0, 12)
+	fields := make([]string, 0, 13)
 	if m.create_time != nil {
 		fields = append(fields, segment.FieldCreateTime)
 	}
@@ -13405,6 +13512,9 @@ func (m *SegmentMutation) Fields() []string {
 	if m.lease_seconds != nil {
 		fields = append(fields, segment.FieldLeaseSeconds)
 	}
+	if m.dns_records != nil {
+		fields = append(fields, segment.FieldDNSRecords)
+	}
 	return fields
 }
 
@@ -13437,6 +13547,8 @@ func (m *SegmentMutation) Field(name string) (ent.Value, bool) {
 		return m.NtpServers()
 	case segment.FieldLeaseSeconds:
 		return m.LeaseSeconds()
+	case segment.FieldDNSRecords:
+		return m.DNSRecords()
 	}
 	return nil, false
 }
@@ -13470,6 +13582,8 @@ func (m *SegmentMutation) OldField(ctx context.Context, name string) (ent.Value,
 		return m.OldNtpServers(ctx)
 	case segment.FieldLeaseSeconds:
 		return m.OldLeaseSeconds(ctx)
+	case segment.FieldDNSRecords:
+		return m.OldDNSRecords(ctx)
 	}
 	return nil, fmt.Errorf("unknown Segment field %s", name)
 }
@@ -13562,6 +13676,13 @@ func (m *SegmentMutation) SetField(name string, value ent.Value) error {
 			return fmt.Errorf("unexpected type %T for field %s", value, name)
 		}
 		m.SetLeaseSeconds(v)
+		return nil
+	case segment.FieldDNSRecords:
+		v, ok := value.([]schema.DNSRecord)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetDNSRecords(v)
 		return nil
 	}
 	return fmt.Errorf("unknown Segment field %s", name)
@@ -13674,6 +13795,9 @@ func (m *SegmentMutation) ResetField(name string) error {
 		return nil
 	case segment.FieldLeaseSeconds:
 		m.ResetLeaseSeconds()
+		return nil
+	case segment.FieldDNSRecords:
+		m.ResetDNSRecords()
 		return nil
 	}
 	return fmt.Errorf("unknown Segment field %s", name)

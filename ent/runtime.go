@@ -313,6 +313,10 @@ func init() {
 	leaseDescRenewTime := leaseFields[7].Descriptor()
 	// lease.DefaultRenewTime holds the default value on creation for the renew_time field.
 	lease.DefaultRenewTime = leaseDescRenewTime.Default.(func() time.Time)
+	// leaseDescExpiryNoted is the schema descriptor for expiry_noted field.
+	leaseDescExpiryNoted := leaseFields[9].Descriptor()
+	// lease.DefaultExpiryNoted holds the default value on creation for the expiry_noted field.
+	lease.DefaultExpiryNoted = leaseDescExpiryNoted.Default.(bool)
 	machineMixin := schema.Machine{}.Mixin()
 	machineMixinFields0 := machineMixin[0].Fields()
 	_ = machineMixinFields0
@@ -476,6 +480,10 @@ func init() {
 	segmentDescLeaseSeconds := segmentFields[10].Descriptor()
 	// segment.DefaultLeaseSeconds holds the default value on creation for the lease_seconds field.
 	segment.DefaultLeaseSeconds = segmentDescLeaseSeconds.Default.(int64)
+	// segmentDescDNSRecords is the schema descriptor for dns_records field.
+	segmentDescDNSRecords := segmentFields[11].Descriptor()
+	// segment.DefaultDNSRecords holds the default value on creation for the dns_records field.
+	segment.DefaultDNSRecords = segmentDescDNSRecords.Default.([]schema.DNSRecord)
 	// segmentDescID is the schema descriptor for id field.
 	segmentDescID := segmentFields[0].Descriptor()
 	// segment.DefaultID holds the default value on creation for the id field.

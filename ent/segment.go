@@ -45,6 +45,8 @@ type Segment struct {
 	NtpServers []string `json:"ntp_servers,omitempty"`
 	// LeaseSeconds holds the value of the "lease_seconds" field.
 	LeaseSeconds int64 `json:"lease_seconds,omitempty"`
+	// DNSRecords holds the value of the "dns_records" field.
+	DNSRecords []schema.DNSRecord `json:"dns_records,omitempty"`
 	// Edges holds the relations/edges for other nodes in the graph.
 	// The values are being populated by the SegmentQuery when eager-loading is set.
 	Edges        SegmentEdges `json:"edges"`
@@ -120,7 +122,7 @@ func (*Segment) scanValues(columns []string) ([]any, error) {
 	values := make([]any, len(columns))
 	for i := range columns {
 		switch columns[i] {
-		case segment.FieldDNSServers, segment.FieldRanges, segment.FieldRelayAddresses, segment.FieldNtpServers:
+		case segment.FieldDNSServers, segment.FieldRanges, segment.FieldRelayAddresses, segment.FieldNtpServers, segment.FieldDNSRecords:
 			values[i] = new([]byte)
 		case segment.FieldMtu, segment.FieldLeaseSeconds:
 			values[i] = new(sql.NullInt64)
@@ -231,6 +233,14 @@ func (_m *Segment) assignValues(columns []string, values []any) error {
 			} else if value.Valid {
 				_m.LeaseSeconds = value.Int64
 			}
+		case segment.FieldDNSRecords:
+			if value, ok := values[i].(*[]byte); !ok {
+				return fmt.Errorf("unexpected type %T for field dns_records", values[i])
+			} else if value != nil && len(*value) > 0 {
+				if err := json.Unmarshal(*value, &_m.DNSRecords); err != nil {
+					return fmt.Errorf("unmarshal field dns_records: %w", err)
+				}
+			}
 		default:
 			_m.selectValues.Set(columns[i], values[i])
 		}
@@ -327,6 +337,9 @@ func (_m *Segment) String() string {
 	builder.WriteString(", ")
 	builder.WriteString("lease_seconds=")
 	builder.WriteString(fmt.Sprintf("%v", _m.LeaseSeconds))
+	builder.WriteString(", ")
+	builder.WriteString("dns_records=")
+	builder.WriteString(fmt.Sprintf("%v", _m.DNSRecords))
 	builder.WriteByte(')')
 	return builder.String()
 }

@@ -150,6 +150,12 @@ func (_c *SegmentCreate) SetNillableLeaseSeconds(v *int64) *SegmentCreate {
 	return _c
 }
 
+// SetDNSRecords sets the "dns_records" field.
+func (_c *SegmentCreate) SetDNSRecords(v []schema.DNSRecord) *SegmentCreate {
+	_c.mutation.SetDNSRecords(v)
+	return _c
+}
+
 // SetID sets the "id" field.
 func (_c *SegmentCreate) SetID(v uuid.UUID) *SegmentCreate {
 	_c.mutation.SetID(v)
@@ -318,6 +324,10 @@ func (_c *SegmentCreate) defaults() {
 		v := segment.DefaultLeaseSeconds
 		_c.mutation.SetLeaseSeconds(v)
 	}
+	if _, ok := _c.mutation.DNSRecords(); !ok {
+		v := segment.DefaultDNSRecords
+		_c.mutation.SetDNSRecords(v)
+	}
 	if _, ok := _c.mutation.ID(); !ok {
 		v := segment.DefaultID()
 		_c.mutation.SetID(v)
@@ -381,6 +391,9 @@ func (_c *SegmentCreate) check() error {
 	}
 	if _, ok := _c.mutation.LeaseSeconds(); !ok {
 		return &ValidationError{Name: "lease_seconds", err: errors.New(`ent: missing required field "Segment.lease_seconds"`)}
+	}
+	if _, ok := _c.mutation.DNSRecords(); !ok {
+		return &ValidationError{Name: "dns_records", err: errors.New(`ent: missing required field "Segment.dns_records"`)}
 	}
 	return nil
 }
@@ -465,6 +478,10 @@ func (_c *SegmentCreate) createSpec() (*Segment, *sqlgraph.CreateSpec) {
 	if value, ok := _c.mutation.LeaseSeconds(); ok {
 		_spec.SetField(segment.FieldLeaseSeconds, field.TypeInt64, value)
 		_node.LeaseSeconds = value
+	}
+	if value, ok := _c.mutation.DNSRecords(); ok {
+		_spec.SetField(segment.FieldDNSRecords, field.TypeJSON, value)
+		_node.DNSRecords = value
 	}
 	if nodes := _c.mutation.ReservationsIDs(); len(nodes) > 0 {
 		edge := &sqlgraph.EdgeSpec{
@@ -730,6 +747,18 @@ func (u *SegmentUpsert) AddLeaseSeconds(v int64) *SegmentUpsert {
 	return u
 }
 
+// SetDNSRecords sets the "dns_records" field.
+func (u *SegmentUpsert) SetDNSRecords(v []schema.DNSRecord) *SegmentUpsert {
+	u.Set(segment.FieldDNSRecords, v)
+	return u
+}
+
+// UpdateDNSRecords sets the "dns_records" field to the value that was provided on create.
+func (u *SegmentUpsert) UpdateDNSRecords() *SegmentUpsert {
+	u.SetExcluded(segment.FieldDNSRecords)
+	return u
+}
+
 // UpdateNewValues updates the mutable fields using the new values that were set on create except the ID field.
 // Using this option is equivalent to using:
 //
@@ -935,6 +964,20 @@ func (u *SegmentUpsertOne) AddLeaseSeconds(v int64) *SegmentUpsertOne {
 func (u *SegmentUpsertOne) UpdateLeaseSeconds() *SegmentUpsertOne {
 	return u.Update(func(s *SegmentUpsert) {
 		s.UpdateLeaseSeconds()
+	})
+}
+
+// SetDNSRecords sets the "dns_records" field.
+func (u *SegmentUpsertOne) SetDNSRecords(v []schema.DNSRecord) *SegmentUpsertOne {
+	return u.Update(func(s *SegmentUpsert) {
+		s.SetDNSRecords(v)
+	})
+}
+
+// UpdateDNSRecords sets the "dns_records" field to the value that was provided on create.
+func (u *SegmentUpsertOne) UpdateDNSRecords() *SegmentUpsertOne {
+	return u.Update(func(s *SegmentUpsert) {
+		s.UpdateDNSRecords()
 	})
 }
 
@@ -1310,6 +1353,20 @@ func (u *SegmentUpsertBulk) AddLeaseSeconds(v int64) *SegmentUpsertBulk {
 func (u *SegmentUpsertBulk) UpdateLeaseSeconds() *SegmentUpsertBulk {
 	return u.Update(func(s *SegmentUpsert) {
 		s.UpdateLeaseSeconds()
+	})
+}
+
+// SetDNSRecords sets the "dns_records" field.
+func (u *SegmentUpsertBulk) SetDNSRecords(v []schema.DNSRecord) *SegmentUpsertBulk {
+	return u.Update(func(s *SegmentUpsert) {
+		s.SetDNSRecords(v)
+	})
+}
+
+// UpdateDNSRecords sets the "dns_records" field to the value that was provided on create.
+func (u *SegmentUpsertBulk) UpdateDNSRecords() *SegmentUpsertBulk {
+	return u.Update(func(s *SegmentUpsert) {
+		s.UpdateDNSRecords()
 	})
 }
 

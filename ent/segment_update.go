@@ -174,6 +174,18 @@ func (_u *SegmentUpdate) AddLeaseSeconds(v int64) *SegmentUpdate {
 	return _u
 }
 
+// SetDNSRecords sets the "dns_records" field.
+func (_u *SegmentUpdate) SetDNSRecords(v []schema.DNSRecord) *SegmentUpdate {
+	_u.mutation.SetDNSRecords(v)
+	return _u
+}
+
+// AppendDNSRecords appends value to the "dns_records" field.
+func (_u *SegmentUpdate) AppendDNSRecords(v []schema.DNSRecord) *SegmentUpdate {
+	_u.mutation.AppendDNSRecords(v)
+	return _u
+}
+
 // AddReservationIDs adds the "reservations" edge to the Reservation entity by IDs.
 func (_u *SegmentUpdate) AddReservationIDs(ids ...int64) *SegmentUpdate {
 	_u.mutation.AddReservationIDs(ids...)
@@ -471,6 +483,14 @@ func (_u *SegmentUpdate) sqlSave(ctx context.Context) (_node int, err error) {
 	}
 	if value, ok := _u.mutation.AddedLeaseSeconds(); ok {
 		_spec.AddField(segment.FieldLeaseSeconds, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.DNSRecords(); ok {
+		_spec.SetField(segment.FieldDNSRecords, field.TypeJSON, value)
+	}
+	if value, ok := _u.mutation.AppendedDNSRecords(); ok {
+		_spec.AddModifier(func(u *sql.UpdateBuilder) {
+			sqljson.Append(u, segment.FieldDNSRecords, value)
+		})
 	}
 	if _u.mutation.ReservationsCleared() {
 		edge := &sqlgraph.EdgeSpec{
@@ -839,6 +859,18 @@ func (_u *SegmentUpdateOne) AddLeaseSeconds(v int64) *SegmentUpdateOne {
 	return _u
 }
 
+// SetDNSRecords sets the "dns_records" field.
+func (_u *SegmentUpdateOne) SetDNSRecords(v []schema.DNSRecord) *SegmentUpdateOne {
+	_u.mutation.SetDNSRecords(v)
+	return _u
+}
+
+// AppendDNSRecords appends value to the "dns_records" field.
+func (_u *SegmentUpdateOne) AppendDNSRecords(v []schema.DNSRecord) *SegmentUpdateOne {
+	_u.mutation.AppendDNSRecords(v)
+	return _u
+}
+
 // AddReservationIDs adds the "reservations" edge to the Reservation entity by IDs.
 func (_u *SegmentUpdateOne) AddReservationIDs(ids ...int64) *SegmentUpdateOne {
 	_u.mutation.AddReservationIDs(ids...)
@@ -1166,6 +1198,14 @@ func (_u *SegmentUpdateOne) sqlSave(ctx context.Context) (_node *Segment, err er
 	}
 	if value, ok := _u.mutation.AddedLeaseSeconds(); ok {
 		_spec.AddField(segment.FieldLeaseSeconds, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.DNSRecords(); ok {
+		_spec.SetField(segment.FieldDNSRecords, field.TypeJSON, value)
+	}
+	if value, ok := _u.mutation.AppendedDNSRecords(); ok {
+		_spec.AddModifier(func(u *sql.UpdateBuilder) {
+			sqljson.Append(u, segment.FieldDNSRecords, value)
+		})
 	}
 	if _u.mutation.ReservationsCleared() {
 		edge := &sqlgraph.EdgeSpec{

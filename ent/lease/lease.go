@@ -30,6 +30,8 @@ const (
 	FieldRenewTime = "renew_time"
 	// FieldExpireTime holds the string denoting the expire_time field in the database.
 	FieldExpireTime = "expire_time"
+	// FieldExpiryNoted holds the string denoting the expiry_noted field in the database.
+	FieldExpiryNoted = "expiry_noted"
 	// EdgeSegment holds the string denoting the segment edge name in mutations.
 	EdgeSegment = "segment"
 	// Table holds the table name of the lease in the database.
@@ -54,6 +56,7 @@ var Columns = []string{
 	FieldCreateTime,
 	FieldRenewTime,
 	FieldExpireTime,
+	FieldExpiryNoted,
 }
 
 // ValidColumn reports if the column name is valid (part of the table columns).
@@ -79,6 +82,8 @@ var (
 	DefaultCreateTime func() time.Time
 	// DefaultRenewTime holds the default value on creation for the "renew_time" field.
 	DefaultRenewTime func() time.Time
+	// DefaultExpiryNoted holds the default value on creation for the "expiry_noted" field.
+	DefaultExpiryNoted bool
 )
 
 // OrderOption defines the ordering options for the Lease queries.
@@ -127,6 +132,11 @@ func ByRenewTime(opts ...sql.OrderTermOption) OrderOption {
 // ByExpireTime orders the results by the expire_time field.
 func ByExpireTime(opts ...sql.OrderTermOption) OrderOption {
 	return sql.OrderByField(FieldExpireTime, opts...).ToFunc()
+}
+
+// ByExpiryNoted orders the results by the expiry_noted field.
+func ByExpiryNoted(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldExpiryNoted, opts...).ToFunc()
 }
 
 // BySegmentField orders the results by segment field.

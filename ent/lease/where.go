@@ -96,6 +96,11 @@ func ExpireTime(v time.Time) predicate.Lease {
 	return predicate.Lease(sql.FieldEQ(FieldExpireTime, v))
 }
 
+// ExpiryNoted applies equality check predicate on the "expiry_noted" field. It's identical to ExpiryNotedEQ.
+func ExpiryNoted(v bool) predicate.Lease {
+	return predicate.Lease(sql.FieldEQ(FieldExpiryNoted, v))
+}
+
 // SegmentIDEQ applies the EQ predicate on the "segment_id" field.
 func SegmentIDEQ(v uuid.UUID) predicate.Lease {
 	return predicate.Lease(sql.FieldEQ(FieldSegmentID, v))
@@ -414,6 +419,16 @@ func ExpireTimeLT(v time.Time) predicate.Lease {
 // ExpireTimeLTE applies the LTE predicate on the "expire_time" field.
 func ExpireTimeLTE(v time.Time) predicate.Lease {
 	return predicate.Lease(sql.FieldLTE(FieldExpireTime, v))
+}
+
+// ExpiryNotedEQ applies the EQ predicate on the "expiry_noted" field.
+func ExpiryNotedEQ(v bool) predicate.Lease {
+	return predicate.Lease(sql.FieldEQ(FieldExpiryNoted, v))
+}
+
+// ExpiryNotedNEQ applies the NEQ predicate on the "expiry_noted" field.
+func ExpiryNotedNEQ(v bool) predicate.Lease {
+	return predicate.Lease(sql.FieldNEQ(FieldExpiryNoted, v))
 }
 
 // HasSegment applies the HasEdge predicate on the "segment" edge.

@@ -349,6 +349,7 @@ var (
 		{Name: "create_time", Type: field.TypeTime},
 		{Name: "renew_time", Type: field.TypeTime},
 		{Name: "expire_time", Type: field.TypeTime},
+		{Name: "expiry_noted", Type: field.TypeBool, Default: false},
 		{Name: "segment_id", Type: field.TypeUUID},
 	}
 	// LeasesTable holds the schema information for the "leases" table.
@@ -359,7 +360,7 @@ var (
 		ForeignKeys: []*schema.ForeignKey{
 			{
 				Symbol:     "leases_segments_leases",
-				Columns:    []*schema.Column{LeasesColumns[8]},
+				Columns:    []*schema.Column{LeasesColumns[9]},
 				RefColumns: []*schema.Column{SegmentsColumns[0]},
 				OnDelete:   schema.Cascade,
 			},
@@ -368,20 +369,25 @@ var (
 			{
 				Name:    "lease_segment_id_mac",
 				Unique:  true,
-				Columns: []*schema.Column{LeasesColumns[8], LeasesColumns[1]},
+				Columns: []*schema.Column{LeasesColumns[9], LeasesColumns[1]},
 			},
 			{
 				Name:    "lease_segment_id_address",
 				Unique:  true,
-				Columns: []*schema.Column{LeasesColumns[8], LeasesColumns[2]},
+				Columns: []*schema.Column{LeasesColumns[9], LeasesColumns[2]},
 			},
 			{
 				Name:    "lease_segment_id_address_num",
 				Unique:  false,
-				Columns: []*schema.Column{LeasesColumns[8], LeasesColumns[3]},
+				Columns: []*schema.Column{LeasesColumns[9], LeasesColumns[3]},
 			},
 			{
 				Name:    "lease_segment_id_expire_time",
+				Unique:  false,
+				Columns: []*schema.Column{LeasesColumns[9], LeasesColumns[7]},
+			},
+			{
+				Name:    "lease_expiry_noted_expire_time",
 				Unique:  false,
 				Columns: []*schema.Column{LeasesColumns[8], LeasesColumns[7]},
 			},
@@ -520,6 +526,7 @@ var (
 		{Name: "relay_addresses", Type: field.TypeJSON},
 		{Name: "ntp_servers", Type: field.TypeJSON},
 		{Name: "lease_seconds", Type: field.TypeInt64, Default: 3600},
+		{Name: "dns_records", Type: field.TypeJSON, Default: "[]"},
 	}
 	// SegmentsTable holds the schema information for the "segments" table.
 	SegmentsTable = &schema.Table{

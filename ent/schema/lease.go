@@ -34,6 +34,11 @@ func (Lease) Fields() []ent.Field {
 		field.Time("create_time").Default(time.Now),
 		field.Time("renew_time").Default(time.Now),
 		field.Time("expire_time"),
+		// ExpiryNoted says the lease's expiry has been recorded as a change
+		// of its machine (by the API's expiry sweeper). Every write that
+		// creates or extends a lease sets it back to false, so the next
+		// expiry is noted again.
+		field.Bool("expiry_noted").Default(false),
 	}
 }
 
@@ -53,6 +58,8 @@ func (Lease) Indexes() []ent.Index {
 		index.Fields("segment_id", "address").Unique(),
 		index.Fields("segment_id", "address_num"),
 		index.Fields("segment_id", "expire_time"),
+		// The expiry sweeper finds expired leases not yet noted.
+		index.Fields("expiry_noted", "expire_time"),
 		// A machine's addresses are read by MAC, across segments.
 		index.Fields("mac"),
 	}

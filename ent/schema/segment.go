@@ -15,6 +15,17 @@ type AddressRange struct {
 	End   string `json:"end"`
 }
 
+// DNSRecord is a static DNS record of a segment's domain, checked and in
+// canonical form: Name relative to the domain ("" for the apex), Type one
+// of "CNAME", "TXT", "SRV", TTL in seconds (0: the DNS daemon's default),
+// Value in presentation format.
+type DNSRecord struct {
+	Name  string `json:"name"`
+	Type  string `json:"type"`
+	TTL   uint32 `json:"ttl,omitempty"`
+	Value string `json:"value"`
+}
+
 // Segment is an IPv4 network with its pools and the DHCP options handed out
 // on it. Overlap between segments is checked under a database lock when a
 // segment is created.
@@ -41,6 +52,9 @@ func (Segment) Fields() []ent.Field {
 		field.Strings("relay_addresses").Default([]string{}),
 		field.Strings("ntp_servers").Default([]string{}),
 		field.Int64("lease_seconds").Default(3600),
+		// The SQL default fills the column of segments created before it.
+		field.JSON("dns_records", []DNSRecord{}).Default([]DNSRecord{}).
+			Annotations(entsql.Default("[]")),
 	}
 }
 

@@ -40,6 +40,8 @@ const (
 	FieldNtpServers = "ntp_servers"
 	// FieldLeaseSeconds holds the string denoting the lease_seconds field in the database.
 	FieldLeaseSeconds = "lease_seconds"
+	// FieldDNSRecords holds the string denoting the dns_records field in the database.
+	FieldDNSRecords = "dns_records"
 	// EdgeReservations holds the string denoting the reservations edge name in mutations.
 	EdgeReservations = "reservations"
 	// EdgeLeases holds the string denoting the leases edge name in mutations.
@@ -104,6 +106,7 @@ var Columns = []string{
 	FieldRelayAddresses,
 	FieldNtpServers,
 	FieldLeaseSeconds,
+	FieldDNSRecords,
 }
 
 // ValidColumn reports if the column name is valid (part of the table columns).
@@ -147,6 +150,8 @@ var (
 	DefaultNtpServers []string
 	// DefaultLeaseSeconds holds the default value on creation for the "lease_seconds" field.
 	DefaultLeaseSeconds int64
+	// DefaultDNSRecords holds the default value on creation for the "dns_records" field.
+	DefaultDNSRecords []schema.DNSRecord
 	// DefaultID holds the default value on creation for the "id" field.
 	DefaultID func() uuid.UUID
 )

@@ -97,6 +97,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.DurationVar(&cfg.Timeouts.BootOS, "timeout-boot-os", d.BootOS, "how long an installed system may take to boot and phone home")
 	fs.DurationVar(&cfg.Timeouts.WipeQuick, "timeout-wipe-quick", d.WipeQuick, "how long a quick wipe of a released machine's disks may take")
 	fs.DurationVar(&cfg.Timeouts.WipeFull, "timeout-wipe-full", d.WipeFull, "how long a full wipe of a released machine's disks may take")
+	fs.DurationVar(&cfg.LeaseExpiryInterval, "lease-expiry-interval", apiserver.DefaultLeaseExpiryInterval, "how often each replica records the machines whose leases expired as changed, so that Watch clients (carbide-dns) drop the address; 100ms to 1h")
 	fs.DurationVar(&cfg.DiscoveredRetention, "discovered-retention", 72*time.Hour, "remove a machine DHCP enrolled that stayed discovered, with no inventory, this long after its last lease expired; 0 keeps them")
 	fs.Int64Var(&cfg.MaxRequestBytes, "max-request-bytes", apiserver.DefaultMaxRequestBytes, "largest request message, after decompression, and request body; a larger one gets resource_exhausted")
 	fs.DurationVar(&cfg.ReadTimeout, "read-timeout", apiserver.DefaultReadTimeout, "how long a request may take to arrive (streams excepted)")

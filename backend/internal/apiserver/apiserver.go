@@ -140,6 +140,10 @@ type Config struct {
 	// discovered, with no inventory, after its last lease expired, before
 	// it is removed; 0 keeps such machines.
 	DiscoveredRetention time.Duration
+	// LeaseExpiryInterval is how often this replica looks for leases that
+	// expired since and records their machines as changed, so that Watch
+	// clients drop the address; 0 means DefaultLeaseExpiryInterval.
+	LeaseExpiryInterval time.Duration
 	// ShutdownTimeout bounds graceful shutdown; 0 means 15 seconds.
 	ShutdownTimeout time.Duration
 	// MaxRequestBytes bounds each request message after decompression,
@@ -184,6 +188,9 @@ func (c *Config) Validate() error {
 		if err := c.JWT.Validate(); err != nil {
 			errs = append(errs, fmt.Errorf("jwt: %w", err))
 		}
+	}
+	if c.LeaseExpiryInterval != 0 && (c.LeaseExpiryInterval < 100*time.Millisecond || c.LeaseExpiryInterval > time.Hour) {
+		errs = append(errs, errors.New("lease-expiry-interval: give 100ms to 1h (or 0 for the default, 5s)"))
 	}
 	if c.PruneBatch < 0 {
 		errs = append(errs, errors.New("prune-batch: must be 0 (the default, 10000) or more"))
@@ -297,6 +304,9 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	if cfg.ShutdownTimeout == 0 {
 		cfg.ShutdownTimeout = 15 * time.Second
 	}
+	if cfg.LeaseExpiryInterval == 0 {
+		cfg.LeaseExpiryInterval = DefaultLeaseExpiryInterval
+	}
 	cfg.Timeouts = instances.WithDefaults(cfg.Timeouts)
 	keys, err := loadSecrets(cfg, logger)
 	if err != nil {
@@ -372,6 +382,10 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	})
 	g.Go(func() error {
 		ctrl.Run(gctx, controllerInterval)
+		return nil
+	})
+	g.Go(func() error {
+		newExpirySweeper(st, cfg.LeaseExpiryInterval, reg, logger.With("component", "lease-expiry")).run(gctx)
 		return nil
 	})
 	g.Go(func() error {

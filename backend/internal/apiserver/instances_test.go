@@ -446,8 +446,12 @@ func TestCreateInstanceBySelector(t *testing.T) {
 		bare := readyMachine(t, e, 4, hardware{labels: map[string]string{"rack": "r3"}})
 		createMachine(t, e, &machinev1.CreateMachineRequest{Macs: []string{testMAC(5)}, Labels: map[string]string{"rack": "r1"}}) // not Ready
 
+		// Each instance has its own hostname: instances in one DNS domain
+		// cannot share one.
+		n := 0
 		create := func(sel *instancev1.Selector) (*instancev1.Instance, error) {
-			resp, err := e.Instances.CreateInstance(t.Context(), connect.NewRequest(bySelector("node", img.GetId(), sel)))
+			n++
+			resp, err := e.Instances.CreateInstance(t.Context(), connect.NewRequest(bySelector(fmt.Sprintf("node-%d", n), img.GetId(), sel)))
 			if err != nil {
 				return nil, err
 			}

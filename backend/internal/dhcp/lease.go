@@ -551,10 +551,11 @@ func (s *Service) writeMachinesTx(ctx context.Context, tx *ent.Tx, rs []*request
 }
 
 // renewQuery extends the leases of a list (id, mac, address, expiry) that
-// still hold those addresses, to renew time $1. A lease held for an
+// still hold those addresses, to renew time $1, and clears expiry_noted
+// (ipam.NoteExpiries notes the new expiry). A lease held for an
 // instance (expiring at $2, ipam.HeldUntil, or later) keeps its expiry:
 // the installed system uses its address without DHCP.
-const renewQuery = `UPDATE leases SET renew_time = $1,
+const renewQuery = `UPDATE leases SET renew_time = $1, expiry_noted = false,
 		expire_time = CASE WHEN leases.expire_time >= $2 THEN leases.expire_time ELSE v.column4 END
 	FROM (VALUES %s) AS v
 	WHERE leases.id = v.column1 AND leases.mac = v.column2 AND leases.address = v.column3

@@ -21,6 +21,7 @@ import (
 	"github.com/carbide-dev/carbide/ent/declinedaddress"
 	"github.com/carbide-dev/carbide/ent/lease"
 	"github.com/carbide-dev/carbide/ent/machine"
+	"github.com/carbide-dev/carbide/ent/nic"
 	dhcpv1 "github.com/carbide-dev/carbide/gen/carbide/dhcp/v1"
 	"github.com/carbide-dev/carbide/gen/carbide/dhcp/v1/dhcpv1connect"
 	"github.com/google/uuid"
@@ -130,7 +131,17 @@ func (s *Service) Decline(ctx context.Context, req *connect.Request[dhcpv1.Decli
 		if err := tx.Lease.DeleteOne(l).Exec(ctx); err != nil {
 			return fmt.Errorf("drop declined lease: %w", err)
 		}
-		return nil
+		if !l.ExpireTime.After(store.Now()) {
+			return nil // an expired lease: the machine showed no address
+		}
+		// The machine no longer shows the address: watchers learn so.
+		owner, err := tx.NIC.Query().Where(nic.MAC(mac)).Only(ctx)
+		if ent.IsNotFound(err) {
+			return nil
+		} else if err != nil {
+			return fmt.Errorf("read interface: %w", err)
+		}
+		return machines.RecordChange(ctx, s.store, tx, owner.MachineID, store.Updated)
 	})
 	if err != nil {
 		return nil, err

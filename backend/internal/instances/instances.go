@@ -206,6 +206,9 @@ func (s *Service) create(ctx context.Context, tx *ent.Tx, id, imageID uuid.UUID,
 		return nil, err
 	}
 	audit.Resources(ctx, []string{id.String(), m.ID.String()})
+	if err := machines.CheckHostname(ctx, s.store, tx, msg.GetHostname(), m.ID, id); err != nil {
+		return nil, err
+	}
 
 	address, err := holdAddress(ctx, tx, m.ID)
 	if err != nil {

@@ -610,7 +610,9 @@ func (s *Service) Release(ctx context.Context, segID uuid.UUID, mac string) erro
 			// (instances.ReleaseAddress).
 			return nil
 		}
-		if err := tx.Lease.UpdateOneID(l.ID).SetExpireTime(now).Exec(ctx); err != nil {
+		// The change recorded below shows the release: the expiry
+		// sweeper (NoteExpiries) has nothing to add.
+		if err := tx.Lease.UpdateOneID(l.ID).SetExpireTime(now).SetExpiryNoted(true).Exec(ctx); err != nil {
 			return fmt.Errorf("release lease: %w", err)
 		}
 		owner, err := tx.NIC.Query().Where(nic.MAC(mac)).Only(ctx)

@@ -227,7 +227,12 @@ func (s *Service) UpdateMachine(ctx context.Context, req *connect.Request[machin
 				changed = changed || !maps.Equal(labels, m.Labels)
 			case "hostname":
 				upd.SetHostname(in.GetHostname())
-				changed = changed || in.GetHostname() != m.Hostname
+				if in.GetHostname() != m.Hostname {
+					changed = true
+					if err := CheckHostname(ctx, s.store, tx, in.GetHostname(), id, uuid.Nil); err != nil {
+						return err
+					}
+				}
 			case "maintenance":
 				upd.SetMaintenance(in.GetMaintenance())
 			}

@@ -65,6 +65,9 @@ func (s *Service) CreateSegment(ctx context.Context, req *connect.Request[networ
 		if err := checkNeighbours(ctx, tx, uuid.Nil, sp); err != nil {
 			return err
 		}
+		if err := checkDNSClashes(ctx, s.store, tx, uuid.Nil, sp); err != nil {
+			return err
+		}
 		now := store.Now()
 		create := tx.Segment.Create().SetName(sp.name).SetPrefix(sp.prefix.String()).
 			SetCreateTime(now).SetUpdateTime(now)
@@ -181,6 +184,9 @@ func (s *Service) UpdateSegment(ctx context.Context, req *connect.Request[networ
 		if err := checkNeighbours(ctx, tx, id, sp); err != nil {
 			return err
 		}
+		if err := checkDNSClashes(ctx, s.store, tx, id, sp); err != nil {
+			return err
+		}
 		update := tx.Segment.UpdateOne(seg).SetName(sp.name).SetUpdateTime(store.Now())
 		apply(update.Mutation(), sp)
 		if err := update.Exec(ctx); err != nil {
@@ -292,6 +298,7 @@ func apply(m *ent.SegmentMutation, sp *spec) {
 	m.SetRelayAddresses(sp.relays)
 	m.SetNtpServers(sp.ntpServers)
 	m.SetLeaseSeconds(int64(sp.lease / time.Second))
+	m.SetDNSRecords(sp.dnsRecords)
 }
 
 func writeReservations(ctx context.Context, tx *ent.Tx, segID uuid.UUID, sp *spec) error {
@@ -315,7 +322,7 @@ func merge(cur, in *networkv1.Segment, paths []string) *networkv1.Segment {
 		DnsServers: cur.GetDnsServers(), Domain: cur.GetDomain(), Mtu: cur.GetMtu(),
 		Ranges: cur.GetRanges(), Reservations: cur.GetReservations(),
 		RelayAddresses: cur.GetRelayAddresses(), NtpServers: cur.GetNtpServers(),
-		LeaseDuration: cur.GetLeaseDuration(),
+		LeaseDuration: cur.GetLeaseDuration(), DnsRecords: cur.GetDnsRecords(),
 	}
 	for _, p := range paths {
 		switch p {
@@ -339,6 +346,8 @@ func merge(cur, in *networkv1.Segment, paths []string) *networkv1.Segment {
 			out.NtpServers = in.GetNtpServers()
 		case "lease_duration":
 			out.LeaseDuration = in.GetLeaseDuration()
+		case "dns_records":
+			out.DnsRecords = in.GetDnsRecords()
 		}
 	}
 	return out
@@ -370,6 +379,11 @@ func Load(ctx context.Context, client *ent.Client, seg *ent.Segment) (*networkv1
 	}
 	for _, r := range rs {
 		out.Reservations = append(out.Reservations, &networkv1.Reservation{Mac: r.MAC, Address: r.Address})
+	}
+	for _, r := range seg.DNSRecords {
+		out.DnsRecords = append(out.DnsRecords, &networkv1.DNSRecord{
+			Name: r.Name, Type: recordTypeEnums[r.Type], Ttl: r.TTL, Value: r.Value,
+		})
 	}
 	return out, nil
 }

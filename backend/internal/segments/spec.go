@@ -31,6 +31,7 @@ type spec struct {
 	relays       []string
 	ntpServers   []string
 	lease        time.Duration
+	dnsRecords   []schema.DNSRecord
 }
 
 type reservationSpec struct {
@@ -76,6 +77,9 @@ func checkSpec(in *networkv1.Segment) (*spec, error) {
 	}
 	if s.lease == 0 {
 		s.lease = defaultLease
+	}
+	if s.dnsRecords, err = checkDNSRecords(s.domain, in.GetDnsRecords()); err != nil {
+		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("segment.%w", err))
 	}
 	var gateway netip.Addr
 	if in.GetGateway() != "" {
@@ -157,5 +161,6 @@ func (s *spec) equal(o *spec) bool {
 	return s.name == o.name && s.prefix == o.prefix && s.gateway == o.gateway &&
 		slices.Equal(s.dnsServers, o.dnsServers) && s.domain == o.domain && s.mtu == o.mtu &&
 		slices.Equal(s.ranges, o.ranges) && slices.Equal(s.reservations, o.reservations) &&
-		slices.Equal(s.relays, o.relays) && slices.Equal(s.ntpServers, o.ntpServers) && s.lease == o.lease
+		slices.Equal(s.relays, o.relays) && slices.Equal(s.ntpServers, o.ntpServers) && s.lease == o.lease &&
+		slices.Equal(s.dnsRecords, o.dnsRecords)
 }

@@ -35,6 +35,22 @@ func setAddressNum(next ent.Mutator) ent.Mutator {
 	})
 }
 
+// clearExpiryNoted is a hook on every lease write through ent: a write
+// that sets expire_time (a new lease, a renewal, a hold for an instance, a
+// release) clears expiry_noted, so that the lease's next expiry is noted
+// again (ipam.NoteExpiries), unless the write sets expiry_noted itself.
+// Queries written in SQL clear it themselves.
+func clearExpiryNoted(next ent.Mutator) ent.Mutator {
+	return hook.LeaseFunc(func(ctx context.Context, m *ent.LeaseMutation) (ent.Value, error) {
+		if _, ok := m.ExpireTime(); ok {
+			if _, set := m.ExpiryNoted(); !set {
+				m.SetExpiryNoted(false)
+			}
+		}
+		return next.Mutate(ctx, m)
+	})
+}
+
 // fillAddressNums sets address_num on the leases written before the column
 // existed (their migration left it 0; 0.0.0.0 is never leased): on
 // PostgreSQL with one UPDATE, on the embedded store in batches. Once done

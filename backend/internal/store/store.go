@@ -168,7 +168,7 @@ func openSQLite(ctx context.Context, cfg Config, logger *slog.Logger) (*Store, e
 // store's hooks, after filling in what a migration could not compute.
 func newClient(ctx context.Context, drv *entsql.Driver) (*ent.Client, error) {
 	client := ent.NewClient(ent.Driver(drv))
-	client.Lease.Use(setAddressNum)
+	client.Lease.Use(setAddressNum, clearExpiryNoted)
 	if err := fillAddressNums(ctx, client, drv.Dialect()); err != nil {
 		return nil, err
 	}

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"os"
 	"os/signal"
 	"strings"
@@ -18,6 +19,8 @@ import (
 
 	"github.com/carbide-dev/carbide/edge/internal/daemon"
 	"github.com/carbide-dev/carbide/edge/internal/dnsd"
+	"github.com/carbide-dev/carbide/edge/internal/dnsd/xfr"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 func main() {
@@ -53,8 +56,11 @@ every replica.
 It answers on UDP and TCP on each --listen address: authoritatively,
 REFUSED for names outside its zones, EDNS0 up to --udp-size, minimal ANY
 (RFC 8482), with optional response rate limiting per client /24 or /56
-(--rrl-rate). Zone transfers (AXFR/IXFR) are answered NOTIMP until the
-transfer package is wired in.
+(--rrl-rate). Zone transfers: AXFR, and IXFR from a journal of the last
+--journal-size changes of each zone, to clients in --allow-transfer and,
+when --tsig-keyfile is given, signed with one of its keys; after each
+change a NOTIFY goes to every --notify secondary (signed with the key
+file's first key by name, if any).
 
 It authenticates to the API with a client certificate of the dns role.
 With the API's development PKI, point --pki-dir at <api-data-dir>/pki.
@@ -123,7 +129,57 @@ func run(ctx context.Context, args []string, lookupEnv func(string) (string, boo
 	if err != nil {
 		return err
 	}
+	if err := withTransfers(cfg); err != nil {
+		return err
+	}
 	return cfg.Run(ctx, logger)
+}
+
+// withTransfers wires zone transfers (package xfr) into cfg: the TSIG
+// keys of --tsig-keyfile for the servers to verify requests with, and the
+// Transfers answering AXFR, IXFR and NOTIFY and sending NOTIFYs to
+// --notify.
+func withTransfers(cfg *dnsd.Config) error {
+	var algs map[string]string
+	if cfg.TSIGKeyFile != "" {
+		f, err := os.Open(cfg.TSIGKeyFile)
+		if err != nil {
+			return fmt.Errorf("tsig-keyfile: %w", err)
+		}
+		cfg.TSIGSecrets, algs, err = xfr.ParseKeyFile(f)
+		f.Close()
+		if err != nil {
+			return fmt.Errorf("tsig-keyfile %s: %w", cfg.TSIGKeyFile, err)
+		}
+	}
+	var allow []netip.Prefix
+	for _, p := range cfg.AllowTransfer {
+		prefix, err := netip.ParsePrefix(p)
+		if err != nil {
+			return fmt.Errorf("allow-transfer: %q is not a CIDR prefix such as 192.0.2.0/24", p)
+		}
+		allow = append(allow, prefix)
+	}
+	// NOTIFYs are signed with the first key of the file, when there is
+	// one: the secondaries then know it is this primary.
+	var notifyKey string
+	for name := range cfg.TSIGSecrets {
+		if notifyKey == "" || name < notifyKey {
+			notifyKey = name
+		}
+	}
+	cfg.NewTransfers = func(src dnsd.ZoneSource, reg prometheus.Registerer, logger *slog.Logger) (dnsd.Transfers, error) {
+		return xfr.New(src, xfr.Config{
+			AllowTransfer:  allow,
+			TSIGSecrets:    cfg.TSIGSecrets,
+			TSIGAlgorithms: algs,
+			NotifyTargets:  cfg.Notify,
+			NotifyKey:      notifyKey,
+			Logger:         logger,
+			Metrics:        reg,
+		})
+	}
+	return nil
 }
 
 // parseFlags reads the configuration from the environment and args; it

@@ -1,9 +1,10 @@
 package dnsd
 
 import (
-	"bufio"
+	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math"
 	"net/netip"
 	"os"
@@ -13,11 +14,20 @@ import (
 
 	"github.com/carbide-dev/carbide/edge/internal/daemon"
 	"github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Role is the daemon's role in the Carbide API: its client certificate is
 // dns.crt in the PKI directory.
 const Role = "dns"
+
+// Transfers answers zone transfers and NOTIFY, and sends NOTIFYs after
+// changes until its context ends: package xfr's Transfers.
+type Transfers interface {
+	ServeTransfer(w dns.ResponseWriter, r *dns.Msg)
+	ServeNotify(w dns.ResponseWriter, r *dns.Msg)
+	Run(ctx context.Context) error
+}
 
 // Config is the configuration of the DNS daemon. The zero value is not
 // usable: start from [DefaultConfig].
@@ -52,6 +62,13 @@ type Config struct {
 	TSIGKeyFile   string
 	Notify        []string
 	JournalSize   int
+	// TSIGSecrets are the TSIG keys (name -> base64 secret) the servers
+	// verify requests with, read from TSIGKeyFile by the command.
+	TSIGSecrets map[string]string
+	// NewTransfers builds what answers AXFR, IXFR and NOTIFY and sends
+	// NOTIFYs (package xfr, which imports this one, so the command
+	// injects it); nil answers those NOTIMP.
+	NewTransfers func(src ZoneSource, reg prometheus.Registerer, logger *slog.Logger) (Transfers, error)
 
 	// RRLRate is the responses a second each client /24 (IPv4) or /56
 	// (IPv6) gets, 0 for no limit; RRLBurst how many it may get at once.
@@ -139,7 +156,7 @@ func (c *Config) Validate() error {
 		}
 	}
 	if c.TSIGKeyFile != "" {
-		if _, err := ReadTSIGKeys(c.TSIGKeyFile); err != nil {
+		if _, err := os.Stat(c.TSIGKeyFile); err != nil {
 			add("tsig-keyfile: %w", err)
 		}
 	}
@@ -230,34 +247,4 @@ func parseNSAddresses(pairs []string) (map[string][]netip.Addr, error) {
 		out[fqdn(name)] = append(out[fqdn(name)], a.Unmap())
 	}
 	return out, nil
-}
-
-// ReadTSIGKeys reads a TSIG key file: lines "name algorithm base64secret"
-// with algorithm hmac-sha256 or hmac-sha512, # starting a comment. It
-// returns key name (FQDN) -> secret, as dns.Server.TsigSecret wants it.
-func ReadTSIGKeys(path string) (map[string]string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	keys := make(map[string]string)
-	sc := bufio.NewScanner(f)
-	for n := 1; sc.Scan(); n++ {
-		line, _, _ := strings.Cut(sc.Text(), "#")
-		fields := strings.Fields(line)
-		if len(fields) == 0 {
-			continue
-		}
-		if len(fields) != 3 {
-			return nil, fmt.Errorf("%s:%d: want \"name algorithm base64secret\"", path, n)
-		}
-		switch fields[1] {
-		case "hmac-sha256", "hmac-sha512":
-		default:
-			return nil, fmt.Errorf("%s:%d: algorithm %q is not hmac-sha256 or hmac-sha512", path, n, fields[1])
-		}
-		keys[fqdn(fields[0])] = fields[2]
-	}
-	return keys, sc.Err()
 }

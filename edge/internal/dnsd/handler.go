@@ -23,6 +23,8 @@ type Handler struct {
 	// transfer answers AXFR and IXFR; nil until zone transfers are wired
 	// in, and then those queries are answered NOTIMP.
 	transfer func(w dns.ResponseWriter, r *dns.Msg)
+	// notify answers NOTIFY; nil: NOTIMP.
+	notify func(w dns.ResponseWriter, r *dns.Msg)
 
 	cache *answerCache
 }
@@ -34,13 +36,13 @@ func NewHandler(store *Store, metrics *Metrics, logger *slog.Logger, udpSize uin
 	return &Handler{
 		store: store, metrics: metrics, logger: logger, udpSize: udpSize,
 		rrl:   newRateLimiter(rrlRate, rrlBurst, 1<<16),
-		cache: newAnswerCache(1 << 20),
+		cache: newAnswerCache(1 << 18),
 	}
 }
 
-// SetTransfer sets what answers AXFR and IXFR queries (package xfr's
-// Transfers.ServeTransfer).
-func (h *Handler) SetTransfer(fn func(w dns.ResponseWriter, r *dns.Msg)) { h.transfer = fn }
+// SetTransfers sets what answers AXFR and IXFR queries and NOTIFY
+// messages.
+func (h *Handler) SetTransfers(t Transfers) { h.transfer, h.notify = t.ServeTransfer, t.ServeNotify }
 
 // ServeDNS answers one query on any transport.
 func (h *Handler) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
@@ -56,6 +58,9 @@ func (h *Handler) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 	}
 	var m *dns.Msg
 	switch {
+	case r.Opcode == dns.OpcodeNotify && h.notify != nil:
+		h.notify(w, r)
+		return
 	case r.Opcode != dns.OpcodeQuery:
 		m = new(dns.Msg)
 		m.SetRcode(r, dns.RcodeNotImplemented)
@@ -119,7 +124,7 @@ func (h *Handler) acceptMsg(dh dns.Header) dns.MsgAcceptAction {
 		return dns.MsgIgnore
 	}
 	opcode := int(dh.Bits>>11) & 0xF
-	if opcode != dns.OpcodeQuery {
+	if opcode != dns.OpcodeQuery && (opcode != dns.OpcodeNotify || h.notify == nil) {
 		return dns.MsgRejectNotImplemented
 	}
 	if dh.Qdcount != 1 {

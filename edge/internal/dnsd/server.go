@@ -52,6 +52,13 @@ func (c *Config) run(ctx context.Context, logger *slog.Logger, ready func(Addrs)
 		return err
 	}
 	h := NewHandler(store, metrics, logger, uint16(c.UDPSize), c.RRLRate, c.RRLBurst)
+	var transfers Transfers
+	if c.NewTransfers != nil {
+		if transfers, err = c.NewTransfers(store, reg, logger); err != nil {
+			return fmt.Errorf("set up zone transfers: %w", err)
+		}
+		h.SetTransfers(transfers)
+	}
 
 	var servers []*dns.Server
 	var addrs Addrs
@@ -101,6 +108,9 @@ func (c *Config) run(ctx context.Context, logger *slog.Logger, ready func(Addrs)
 	}
 	g.Go(ms.Serve)
 	g.Go(func() error { return w.run(gctx) })
+	if transfers != nil {
+		g.Go(func() error { return transfers.Run(gctx) })
+	}
 	g.Go(func() error {
 		<-gctx.Done()
 		for _, s := range servers {
@@ -118,6 +128,7 @@ func (c *Config) run(ctx context.Context, logger *slog.Logger, ready func(Addrs)
 // server sets up s to answer through h.
 func (c *Config) server(h *Handler, s *dns.Server) *dns.Server {
 	s.Handler = h
+	s.TsigSecret = c.TSIGSecrets
 	s.UDPSize = dns.MaxMsgSize
 	s.DecorateReader = h.decorate
 	s.MsgAcceptFunc = h.acceptMsg

@@ -114,7 +114,11 @@ func (td *testDaemon) healthz(t *testing.T) int {
 
 func seeded() *fakeWatch {
 	f := newFakeWatch()
-	f.segment(&networkv1.Segment{Id: "s1", Prefix: "10.0.2.0/24", Domain: "Lab.Example.com"})
+	f.segment(&networkv1.Segment{Id: "s1", Prefix: "10.0.2.0/24", Domain: "Lab.Example.com", DnsRecords: []*networkv1.DNSRecord{
+		{Name: "www", Type: networkv1.DNSRecordType_DNS_RECORD_TYPE_CNAME, Value: "web1.lab.example.com."},
+		{Name: "@", Type: networkv1.DNSRecordType_DNS_RECORD_TYPE_TXT, Ttl: 30, Value: `"v=spf1 -all"`},
+		{Name: "_ldap._tcp", Type: networkv1.DNSRecordType_DNS_RECORD_TYPE_SRV, Value: "10 5 389 web1.lab.example.com."},
+	}})
 	f.segment(&networkv1.Segment{Id: "s2", Prefix: "10.0.3.64/26", Domain: "rack.example.com"})
 	f.machine(&machinev1.Machine{Id: "m1", Hostname: "web1", Interfaces: []*machinev1.Interface{{SegmentId: "s1", Address: "10.0.2.10"}}})
 	f.machine(&machinev1.Machine{Id: "m2", Hostname: "db1", Interfaces: []*machinev1.Interface{{SegmentId: "s2", Address: "10.0.3.70"}}})
@@ -147,6 +151,18 @@ func TestServe(t *testing.T) {
 		r = td.exchange(t, netw, q("web1.LAB.example.com.", dns.TypeA))
 		if len(r.Answer) != 1 || r.Question[0].Name != "web1.LAB.example.com." || r.Answer[0].Header().Name != "web1.LAB.example.com." {
 			t.Errorf("%s A again: %v", netw, r)
+		}
+		r = td.exchange(t, netw, q("WWW.lab.example.com.", dns.TypeA))
+		if len(r.Answer) != 2 || r.Answer[0].(*dns.CNAME).Target != "web1.lab.example.com." || r.Answer[1].(*dns.A).A.String() != "10.0.2.10" {
+			t.Errorf("%s static CNAME: %v", netw, r)
+		}
+		r = td.exchange(t, netw, q("lab.example.com.", dns.TypeTXT))
+		if len(r.Answer) != 1 || r.Answer[0].Header().Ttl != 30 {
+			t.Errorf("%s static TXT: %v", netw, r)
+		}
+		r = td.exchange(t, netw, q("_ldap._tcp.lab.example.com.", dns.TypeSRV))
+		if len(r.Answer) != 1 || r.Answer[0].(*dns.SRV).Port != 389 {
+			t.Errorf("%s static SRV: %v", netw, r)
 		}
 		r = td.exchange(t, netw, q("70.64-127.3.0.10.in-addr.arpa.", dns.TypePTR))
 		if len(r.Answer) != 1 || r.Answer[0].(*dns.PTR).Ptr != "db1.rack.example.com." {
@@ -194,10 +210,10 @@ func TestServe(t *testing.T) {
 	}
 	metrics := td.metrics(t)
 	for _, want := range []string{
-		`carbide_dns_queries_total{qtype="A",rcode="NOERROR"} 4`,
+		`carbide_dns_queries_total{qtype="A",rcode="NOERROR"} 6`,
 		`carbide_dns_queries_total{qtype="A",rcode="NXDOMAIN"} 2`,
 		`carbide_dns_zones 4`,
-		`carbide_dns_zone_records{zone="lab.example.com."} 4`,
+		`carbide_dns_zone_records{zone="lab.example.com."} 7`,
 		`carbide_dns_stream_lag_seconds 0`,
 	} {
 		if !strings.Contains(metrics, want) {

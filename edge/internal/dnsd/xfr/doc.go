@@ -29,10 +29,11 @@
 //     arithmetic): a single SOA (RFC 1995 2: "the same or newer version
 //     number ... is replied to with a single SOA record"). A secondary that
 //     is ahead of this replica keeps its data until this replica catches up.
-//   - The journal reaches back to the client's serial: the current SOA,
-//     then for each change the SOA at its old serial, the records removed,
-//     the SOA at its new serial and the records added, then the current
-//     SOA again (RFC 1995 4).
+//   - The journal reaches back to the client's serial: the changes since,
+//     condensed into one (RFC 1995 4): the current SOA, the SOA at the
+//     client's serial, the records removed, the current SOA, the records
+//     added, the current SOA again. A record added and removed again
+//     meanwhile is in neither list.
 //   - The journal does not reach back: the whole zone, AXFR-style (RFC
 //     1995 4, "the entire zone is returned").
 //   - Over UDP: a single SOA of the current version, which tells a client

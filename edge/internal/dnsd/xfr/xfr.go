@@ -196,6 +196,10 @@ func (t *Transfers) serve(w dns.ResponseWriter, r *dns.Msg, typ string) string {
 		return resultMalformed
 	case q.Qtype == dns.TypeAXFR:
 		return t.axfr(w, r, origin, typ)
+	case q.Qtype != dns.TypeIXFR:
+		// Not a transfer: the caller routes only AXFR and IXFR here.
+		t.reply(w, r, dns.RcodeFormatError)
+		return resultMalformed
 	}
 	if len(r.Ns) == 0 {
 		t.reply(w, r, dns.RcodeFormatError)
@@ -229,13 +233,12 @@ func (t *Transfers) serve(w dns.ResponseWriter, r *dns.Msg, typ string) string {
 	}
 	start := time.Now()
 	mw := t.newWriter(w, r)
+	removed, added := condense(diffs)
 	mw.add(soa)
-	for _, d := range diffs {
-		mw.add(withSerial(soa, d.From))
-		mw.addAll(d.Removed)
-		mw.add(withSerial(soa, d.To))
-		mw.addAll(d.Added)
-	}
+	mw.add(withSerial(soa, have.Serial))
+	mw.addAll(removed)
+	mw.add(soa)
+	mw.addAll(added)
 	mw.add(soa)
 	if err := mw.flush(); err != nil {
 		t.log.Info("zone transfer failed", "client", client, "type", typ, "zone", origin, "err", err)
@@ -421,6 +424,65 @@ func (mw *writer) write() {
 func (mw *writer) flush() error {
 	mw.write()
 	return mw.err
+}
+
+// condense turns a chain of diffs into one (RFC 1995 4 allows it): the
+// records the client has that are gone now, and the records it lacks. A
+// record added and removed again within the chain, or removed and added
+// back, is in neither, so that a secondary far behind a busy zone gets
+// the net change, never more than the changes themselves. It relies on
+// each diff removing only records that exist and adding only ones that
+// do not, as a journal's diffs do.
+func condense(diffs []dnsd.Diff) (removed, added []dns.RR) {
+	if len(diffs) == 1 {
+		return diffs[0].Removed, diffs[0].Added
+	}
+	type change struct {
+		rr    dns.RR
+		added bool // else removed
+		gone  bool // cancelled by a later diff
+	}
+	var order []*change
+	index := make(map[string]*change)
+	for _, d := range diffs {
+		for i, list := range [][]dns.RR{d.Removed, d.Added} {
+			add := i == 1
+			for _, rr := range list {
+				k := rrKey(rr)
+				if c, ok := index[k]; ok && c.added != add {
+					// Added earlier in the chain and removed now, or
+					// the other way round: the client's copy is right.
+					c.gone = true
+					delete(index, k)
+					continue
+				}
+				c := &change{rr: rr, added: add}
+				index[k] = c
+				order = append(order, c)
+			}
+		}
+	}
+	for _, c := range order {
+		switch {
+		case c.gone:
+		case c.added:
+			added = append(added, c.rr)
+		default:
+			removed = append(removed, c.rr)
+		}
+	}
+	return removed, added
+}
+
+// rrKey names a record by its owner (any case), TTL, class, type and
+// data, which is how two diffs refer to the same record.
+func rrKey(rr dns.RR) string {
+	s := rr.String()
+	name := rr.Header().Name
+	if len(s) >= len(name) {
+		return dns.CanonicalName(name) + s[len(name):]
+	}
+	return s
 }
 
 // withSerial returns a copy of soa with another serial.

@@ -12,6 +12,8 @@ import (
 	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/carbide-dev/carbide/edge/internal/dnsd"
 )
 
 const (
@@ -93,46 +95,32 @@ func TestAXFR(t *testing.T) {
 	}
 }
 
-func TestAXFROverUDPIsFormErr(t *testing.T) {
-	t.Parallel()
-	src := newFakeSource(t, zone, 7)
-	tr, _ := newTransfers(t, src, Config{})
-	addr := serve(t, "127.0.0.1", handler(tr, src), nil)
-	m := new(dns.Msg)
-	m.SetAxfr(zone)
-	in, _, err := (&dns.Client{Net: "udp"}).Exchange(m, addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if in.Rcode != dns.RcodeFormatError || len(in.Answer) != 0 {
-		t.Errorf("AXFR over UDP: rcode %s with %d records, want FORMERR and none", dns.RcodeToString[in.Rcode], len(in.Answer))
-	}
-}
-
 func TestIXFR(t *testing.T) {
 	t.Parallel()
-	src := newFakeSource(t, zone, 10, "a."+zone+" 300 IN A 10.0.0.1", "b."+zone+" 300 IN A 10.0.0.2")
-	src.journalMax = 2
-	src.change(t, zone, 11, []string{"a." + zone + " 300 IN A 10.0.0.1"}, []string{"a." + zone + " 300 IN A 10.0.0.9"})
-	src.change(t, zone, 12, nil, []string{"c." + zone + " 300 IN A 10.0.0.3"})
-	src.change(t, zone, 13, []string{"b." + zone + " 300 IN A 10.0.0.2"}, nil)
+	a1, a9 := "a."+zone+" 300 IN A 10.0.0.1", "a."+zone+" 300 IN A 10.0.0.9"
+	b, c := "b."+zone+" 300 IN A 10.0.0.2", "c."+zone+" 300 IN A 10.0.0.3"
+	src := newFakeSource(t, zone, 10, a1, b)
+	src.journalMax = 3
+	src.change(t, zone, 11, []string{a1}, []string{a9})
+	src.change(t, zone, 12, nil, []string{c})
+	src.change(t, zone, 13, []string{b}, nil)
+	src.change(t, zone, 14, []string{c}, nil)
 	soa, all, _ := src.Snapshot(zone)
 	at := func(serial uint32) string { return withSerial(soa, serial).String() }
 	full := strs(append(append([]dns.RR{soa}, all...), soa))
+	str := func(s string) string { return rr(t, s).String() }
 
 	for name, tc := range map[string]struct {
 		serial uint32
 		want   []string
 		result string
 	}{
-		"up to date": {13, []string{at(13)}, resultUpToDate},
-		"newer":      {20, []string{at(13)}, resultUpToDate},
-		"journal": {11, []string{
-			at(13),
-			at(11), at(12), "c." + zone + "\t300\tIN\tA\t10.0.0.3",
-			at(12), "b." + zone + "\t300\tIN\tA\t10.0.0.2", at(13),
-			at(13),
-		}, resultIncremental},
+		"up to date": {14, []string{at(14)}, resultUpToDate},
+		"newer":      {20, []string{at(14)}, resultUpToDate},
+		// c, added at 12 and removed at 14, cancels out.
+		"journal condensed": {11, []string{at(14), at(11), str(b), at(14), at(14)}, resultIncremental},
+		"journal":           {12, []string{at(14), at(12), str(b), str(c), at(14), at(14)}, resultIncremental},
+		"one change":        {13, []string{at(14), at(13), str(c), at(14), at(14)}, resultIncremental},
 		"journal too short": {10, full, resultFull},
 		"unknown serial":    {5, full, resultFull},
 	} {
@@ -153,7 +141,7 @@ func TestIXFR(t *testing.T) {
 
 	// Over UDP the client gets the current SOA alone, whether or not it
 	// is behind, and retries over TCP when it is.
-	for serial, result := range map[uint32]string{11: resultUDPSOA, 13: resultUpToDate} {
+	for serial, result := range map[uint32]string{11: resultUDPSOA, 14: resultUpToDate} {
 		tr, _ := newTransfers(t, src, Config{})
 		addr := serve(t, "127.0.0.1", handler(tr, src), nil)
 		m := new(dns.Msg)
@@ -163,8 +151,8 @@ func TestIXFR(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if in.Rcode != dns.RcodeSuccess || !slices.Equal(strs(in.Answer), []string{at(13)}) {
-			t.Errorf("IXFR over UDP from %d: %s %v, want NOERROR and the SOA at 13", serial, dns.RcodeToString[in.Rcode], strs(in.Answer))
+		if in.Rcode != dns.RcodeSuccess || !slices.Equal(strs(in.Answer), []string{at(14)}) {
+			t.Errorf("IXFR over UDP from %d: %s %v, want NOERROR and the SOA at 14", serial, dns.RcodeToString[in.Rcode], strs(in.Answer))
 		}
 		if in.IsEdns0() == nil {
 			t.Errorf("IXFR over UDP from %d: the answer to an EDNS query has no OPT RR", serial)
@@ -173,20 +161,37 @@ func TestIXFR(t *testing.T) {
 	}
 }
 
-func TestIXFRWithoutSOAIsFormErr(t *testing.T) {
+func TestMalformedAndForeignRequests(t *testing.T) {
 	t.Parallel()
 	src := newFakeSource(t, zone, 7)
 	tr, _ := newTransfers(t, src, Config{})
 	addr := serve(t, "127.0.0.1", handler(tr, src), nil)
-	m := new(dns.Msg)
-	m.SetQuestion(zone, dns.TypeIXFR)
-	in, _, err := (&dns.Client{Net: "tcp"}).Exchange(m, addr)
-	if err != nil {
-		t.Fatal(err)
+	for name, tc := range map[string]struct {
+		net   string
+		name  string
+		qtype uint16
+		rcode int
+	}{
+		"AXFR over UDP":        {"udp", zone, dns.TypeAXFR, dns.RcodeFormatError},
+		"AXFR inside the zone": {"tcp", "host." + zone, dns.TypeAXFR, dns.RcodeNotAuth},
+		"AXFR of another zone": {"tcp", "example.org.", dns.TypeAXFR, dns.RcodeNotAuth},
+		"IXFR without SOA":     {"tcp", zone, dns.TypeIXFR, dns.RcodeFormatError},
+	} {
+		t.Run(name, func(t *testing.T) {
+			m := new(dns.Msg)
+			m.SetQuestion(tc.name, tc.qtype)
+			in, _, err := (&dns.Client{Net: tc.net}).Exchange(m, addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if in.Rcode != tc.rcode || len(in.Answer) != 0 {
+				t.Errorf("rcode %s with %d records, want %s and none", dns.RcodeToString[in.Rcode], len(in.Answer), dns.RcodeToString[tc.rcode])
+			}
+		})
 	}
-	if in.Rcode != dns.RcodeFormatError {
-		t.Errorf("IXFR without the client's SOA: %s, want FORMERR", dns.RcodeToString[in.Rcode])
-	}
+	waitCount(t, tr.m.transfers.WithLabelValues("axfr", resultNotAuth), 2, "transfers{axfr,not_auth}")
+	waitCount(t, tr.m.transfers.WithLabelValues("axfr", resultMalformed), 1, "transfers{axfr,malformed}")
+	waitCount(t, tr.m.transfers.WithLabelValues("ixfr", resultMalformed), 1, "transfers{ixfr,malformed}")
 }
 
 // rawExchange sends m over TCP to addr, signed with secret (when not
@@ -321,5 +326,29 @@ func TestNewRejectsBadConfig(t *testing.T) {
 	}
 	if strings.Contains(err.Error(), keySecret) {
 		t.Errorf("error shows a secret: %v", err)
+	}
+}
+
+func TestCondense(t *testing.T) {
+	t.Parallel()
+	x, y, z := rr(t, "x."+zone+" 60 IN A 192.0.2.1"), rr(t, "y."+zone+" 60 IN A 192.0.2.2"), rr(t, "z."+zone+" 60 IN TXT \"z\"")
+	X := rr(t, "X."+strings.ToUpper(zone)+" 60 IN A 192.0.2.1")
+	for name, tc := range map[string]struct {
+		diffs                []dnsd.Diff
+		wantRemoved, wantAdd []dns.RR
+	}{
+		"one diff as it is":         {[]dnsd.Diff{{Removed: []dns.RR{x}, Added: []dns.RR{y}}}, []dns.RR{x}, []dns.RR{y}},
+		"added then removed":        {[]dnsd.Diff{{Added: []dns.RR{z}}, {Removed: []dns.RR{z}, Added: []dns.RR{y}}}, nil, []dns.RR{y}},
+		"removed then added back":   {[]dnsd.Diff{{Removed: []dns.RR{x}}, {Added: []dns.RR{X}}}, nil, nil},
+		"removed, added, removed":   {[]dnsd.Diff{{Removed: []dns.RR{x}}, {Added: []dns.RR{x}}, {Removed: []dns.RR{x}}}, []dns.RR{x}, nil},
+		"independent changes merge": {[]dnsd.Diff{{Removed: []dns.RR{x}}, {Added: []dns.RR{y}}, {Added: []dns.RR{z}}}, []dns.RR{x}, []dns.RR{y, z}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			removed, added := condense(tc.diffs)
+			if !slices.Equal(strs(removed), strs(tc.wantRemoved)) || !slices.Equal(strs(added), strs(tc.wantAdd)) {
+				t.Errorf("condense: removed %v added %v, want removed %v added %v", strs(removed), strs(added), strs(tc.wantRemoved), strs(tc.wantAdd))
+			}
+		})
 	}
 }

@@ -28,6 +28,62 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// DNSRecordType is the type of a static DNS record.
+type DNSRecordType int32
+
+const (
+	DNSRecordType_DNS_RECORD_TYPE_UNSPECIFIED DNSRecordType = 0
+	// An alias: the name stands for value.
+	DNSRecordType_DNS_RECORD_TYPE_CNAME DNSRecordType = 1
+	// Text strings.
+	DNSRecordType_DNS_RECORD_TYPE_TXT DNSRecordType = 2
+	// A service location (RFC 2782).
+	DNSRecordType_DNS_RECORD_TYPE_SRV DNSRecordType = 3
+)
+
+// Enum value maps for DNSRecordType.
+var (
+	DNSRecordType_name = map[int32]string{
+		0: "DNS_RECORD_TYPE_UNSPECIFIED",
+		1: "DNS_RECORD_TYPE_CNAME",
+		2: "DNS_RECORD_TYPE_TXT",
+		3: "DNS_RECORD_TYPE_SRV",
+	}
+	DNSRecordType_value = map[string]int32{
+		"DNS_RECORD_TYPE_UNSPECIFIED": 0,
+		"DNS_RECORD_TYPE_CNAME":       1,
+		"DNS_RECORD_TYPE_TXT":         2,
+		"DNS_RECORD_TYPE_SRV":         3,
+	}
+)
+
+func (x DNSRecordType) Enum() *DNSRecordType {
+	p := new(DNSRecordType)
+	*p = x
+	return p
+}
+
+func (x DNSRecordType) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (DNSRecordType) Descriptor() protoreflect.EnumDescriptor {
+	return file_carbide_network_v1_segment_proto_enumTypes[0].Descriptor()
+}
+
+func (DNSRecordType) Type() protoreflect.EnumType {
+	return &file_carbide_network_v1_segment_proto_enumTypes[0]
+}
+
+func (x DNSRecordType) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use DNSRecordType.Descriptor instead.
+func (DNSRecordType) EnumDescriptor() ([]byte, []int) {
+	return file_carbide_network_v1_segment_proto_rawDescGZIP(), []int{0}
+}
+
 // Segment is an IPv4 network that machines are attached to.
 type Segment struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -62,7 +118,12 @@ type Segment struct {
 	// When the segment was created. Output only.
 	CreateTime *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
 	// When the segment last changed. Output only.
-	UpdateTime    *timestamppb.Timestamp `protobuf:"bytes,14,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	UpdateTime *timestamppb.Timestamp `protobuf:"bytes,14,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	// Static DNS records served in the segment's domain by carbide-dns, next to
+	// the A and PTR records of its machines and instances. At most 1024. A
+	// CNAME shares its name with no other record of the segment and with no
+	// machine or instance hostname in the domain.
+	DnsRecords    []*DNSRecord `protobuf:"bytes,15,rep,name=dns_records,json=dnsRecords,proto3" json:"dns_records,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -195,6 +256,92 @@ func (x *Segment) GetUpdateTime() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Segment) GetDnsRecords() []*DNSRecord {
+	if x != nil {
+		return x.DnsRecords
+	}
+	return nil
+}
+
+// DNSRecord is one static record of a segment's DNS domain.
+type DNSRecord struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Owner name relative to the segment's domain: "" or "@" for the domain
+	// itself, else dot-separated labels of letters, digits and dashes (a
+	// label may start with "_", as in "_ldap._tcp").
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The record's type.
+	Type DNSRecordType `protobuf:"varint,2,opt,name=type,proto3,enum=carbide.network.v1.DNSRecordType" json:"type,omitempty"`
+	// Time to live in seconds; 0 means the DNS daemon's default. At most one
+	// week (604800).
+	Ttl uint32 `protobuf:"varint,3,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	// The record's data in presentation format: for CNAME the target as a
+	// fully qualified name ending in "." ("www.example.net."); for TXT one
+	// or more double-quoted strings of at most 255 bytes each ("\"v=spf1 -all\"");
+	// for SRV "priority weight port target." ("10 5 389 ldap1.example.net.").
+	Value         string `protobuf:"bytes,4,opt,name=value,proto3" json:"value,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DNSRecord) Reset() {
+	*x = DNSRecord{}
+	mi := &file_carbide_network_v1_segment_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DNSRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DNSRecord) ProtoMessage() {}
+
+func (x *DNSRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_carbide_network_v1_segment_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DNSRecord.ProtoReflect.Descriptor instead.
+func (*DNSRecord) Descriptor() ([]byte, []int) {
+	return file_carbide_network_v1_segment_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *DNSRecord) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *DNSRecord) GetType() DNSRecordType {
+	if x != nil {
+		return x.Type
+	}
+	return DNSRecordType_DNS_RECORD_TYPE_UNSPECIFIED
+}
+
+func (x *DNSRecord) GetTtl() uint32 {
+	if x != nil {
+		return x.Ttl
+	}
+	return 0
+}
+
+func (x *DNSRecord) GetValue() string {
+	if x != nil {
+		return x.Value
+	}
+	return ""
+}
+
 // AddressRange is an inclusive range of IPv4 addresses.
 type AddressRange struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -208,7 +355,7 @@ type AddressRange struct {
 
 func (x *AddressRange) Reset() {
 	*x = AddressRange{}
-	mi := &file_carbide_network_v1_segment_proto_msgTypes[1]
+	mi := &file_carbide_network_v1_segment_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -220,7 +367,7 @@ func (x *AddressRange) String() string {
 func (*AddressRange) ProtoMessage() {}
 
 func (x *AddressRange) ProtoReflect() protoreflect.Message {
-	mi := &file_carbide_network_v1_segment_proto_msgTypes[1]
+	mi := &file_carbide_network_v1_segment_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -233,7 +380,7 @@ func (x *AddressRange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddressRange.ProtoReflect.Descriptor instead.
 func (*AddressRange) Descriptor() ([]byte, []int) {
-	return file_carbide_network_v1_segment_proto_rawDescGZIP(), []int{1}
+	return file_carbide_network_v1_segment_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *AddressRange) GetStart() string {
@@ -263,7 +410,7 @@ type Reservation struct {
 
 func (x *Reservation) Reset() {
 	*x = Reservation{}
-	mi := &file_carbide_network_v1_segment_proto_msgTypes[2]
+	mi := &file_carbide_network_v1_segment_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -275,7 +422,7 @@ func (x *Reservation) String() string {
 func (*Reservation) ProtoMessage() {}
 
 func (x *Reservation) ProtoReflect() protoreflect.Message {
-	mi := &file_carbide_network_v1_segment_proto_msgTypes[2]
+	mi := &file_carbide_network_v1_segment_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -288,7 +435,7 @@ func (x *Reservation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Reservation.ProtoReflect.Descriptor instead.
 func (*Reservation) Descriptor() ([]byte, []int) {
-	return file_carbide_network_v1_segment_proto_rawDescGZIP(), []int{2}
+	return file_carbide_network_v1_segment_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Reservation) GetMac() string {
@@ -315,7 +462,7 @@ type CreateSegmentRequest struct {
 
 func (x *CreateSegmentRequest) Reset() {
 	*x = CreateSegmentRequest{}
-	mi := &file_carbide_network_v1_segment_proto_msgTypes[3]
+	mi := &file_carbide_network_v1_segment_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -327,7 +474,7 @@ func (x *CreateSegmentRequest) String() string {
 func (*CreateSegmentRequest) ProtoMessage() {}
 
 func (x *CreateSegmentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_carbide_network_v1_segment_proto_msgTypes[3]
+	mi := &file_carbide_network_v1_segment_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -340,7 +487,7 @@ func (x *CreateSegmentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateSegmentRequest.ProtoReflect.Descriptor instead.
 func (*CreateSegmentRequest) Descriptor() ([]byte, []int) {
-	return file_carbide_network_v1_segment_proto_rawDescGZIP(), []int{3}
+	return file_carbide_network_v1_segment_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *CreateSegmentRequest) GetSegment() *Segment {
@@ -359,7 +506,7 @@ type CreateSegmentResponse struct {
 
 func (x *CreateSegmentResponse) Reset() {
 	*x = CreateSegmentResponse{}
-	mi := &file_carbide_network_v1_segment_proto_msgTypes[4]
+	mi := &file_carbide_network_v1_segment_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -371,7 +518,7 @@ func (x *CreateSegmentResponse) String() string {
 func (*CreateSegmentResponse) ProtoMessage() {}
 
 func (x *CreateSegmentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_carbide_network_v1_segment_proto_msgTypes[4]
+	mi := &file_carbide_network_v1_segment_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -384,7 +531,7 @@ func (x *CreateSegmentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateSegmentResponse.ProtoReflect.Descriptor instead.
 func (*CreateSegmentResponse) Descriptor() ([]byte, []int) {
-	return file_carbide_network_v1_segment_proto_rawDescGZIP(), []int{4}
+	return file_carbide_network_v1_segment_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *CreateSegmentResponse) GetSegment() *Segment {
@@ -404,7 +551,7 @@ type GetSegmentRequest struct {
 
 func (x *GetSegmentRequest) Reset() {
 	*x = GetSegmentRequest{}
-	mi := &file_carbide_network_v1_segment_proto_msgTypes[5]
+	mi := &file_carbide_network_v1_segment_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -416,7 +563,7 @@ func (x *GetSegmentRequest) String() string {
 func (*GetSegmentRequest) ProtoMessage() {}
 
 func (x *GetSegmentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_carbide_network_v1_segment_proto_msgTypes[5]
+	mi := &file_carbide_network_v1_segment_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -429,7 +576,7 @@ func (x *GetSegmentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSegmentRequest.ProtoReflect.Descriptor instead.
 func (*GetSegmentRequest) Descriptor() ([]byte, []int) {
-	return file_carbide_network_v1_segment_proto_rawDescGZIP(), []int{5}
+	return file_carbide_network_v1_segment_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *GetSegmentRequest) GetId() string {
@@ -448,7 +595,7 @@ type GetSegmentResponse struct {
 
 func (x *GetSegmentResponse) Reset() {
 	*x = GetSegmentResponse{}
-	mi := &file_carbide_network_v1_segment_proto_msgTypes[6]
+	mi := &file_carbide_network_v1_segment_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -460,7 +607,7 @@ func (x *GetSegmentResponse) String() string {
 func (*GetSegmentResponse) ProtoMessage() {}
 
 func (x *GetSegmentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_carbide_network_v1_segment_proto_msgTypes[6]
+	mi := &file_carbide_network_v1_segment_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -473,7 +620,7 @@ func (x *GetSegmentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetSegmentResponse.ProtoReflect.Descriptor instead.
 func (*GetSegmentResponse) Descriptor() ([]byte, []int) {
-	return file_carbide_network_v1_segment_proto_rawDescGZIP(), []int{6}
+	return file_carbide_network_v1_segment_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *GetSegmentResponse) GetSegment() *Segment {
@@ -497,7 +644,7 @@ type ListSegmentsRequest struct {
 
 func (x *ListSegmentsRequest) Reset() {
 	*x = ListSegmentsRequest{}
-	mi := &file_carbide_network_v1_segment_proto_msgTypes[7]
+	mi := &file_carbide_network_v1_segment_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -509,7 +656,7 @@ func (x *ListSegmentsRequest) String() string {
 func (*ListSegmentsRequest) ProtoMessage() {}
 
 func (x *ListSegmentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_carbide_network_v1_segment_proto_msgTypes[7]
+	mi := &file_carbide_network_v1_segment_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -522,7 +669,7 @@ func (x *ListSegmentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSegmentsRequest.ProtoReflect.Descriptor instead.
 func (*ListSegmentsRequest) Descriptor() ([]byte, []int) {
-	return file_carbide_network_v1_segment_proto_rawDescGZIP(), []int{7}
+	return file_carbide_network_v1_segment_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ListSegmentsRequest) GetPageSize() int32 {
@@ -557,7 +704,7 @@ type ListSegmentsResponse struct {
 
 func (x *ListSegmentsResponse) Reset() {
 	*x = ListSegmentsResponse{}
-	mi := &file_carbide_network_v1_segment_proto_msgTypes[8]
+	mi := &file_carbide_network_v1_segment_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -569,7 +716,7 @@ func (x *ListSegmentsResponse) String() string {
 func (*ListSegmentsResponse) ProtoMessage() {}
 
 func (x *ListSegmentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_carbide_network_v1_segment_proto_msgTypes[8]
+	mi := &file_carbide_network_v1_segment_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -582,7 +729,7 @@ func (x *ListSegmentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSegmentsResponse.ProtoReflect.Descriptor instead.
 func (*ListSegmentsResponse) Descriptor() ([]byte, []int) {
-	return file_carbide_network_v1_segment_proto_rawDescGZIP(), []int{8}
+	return file_carbide_network_v1_segment_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ListSegmentsResponse) GetSegments() []*Segment {
@@ -604,7 +751,8 @@ type UpdateSegmentRequest struct {
 	// The segment, with id set and the fields named in update_mask.
 	Segment *Segment `protobuf:"bytes,1,opt,name=segment,proto3" json:"segment,omitempty"`
 	// Fields to change: any of name, gateway, dns_servers, domain, mtu,
-	// ranges, reservations, relay_addresses, ntp_servers, lease_duration.
+	// ranges, reservations, relay_addresses, ntp_servers, lease_duration,
+	// dns_records.
 	UpdateMask    *fieldmaskpb.FieldMask `protobuf:"bytes,2,opt,name=update_mask,json=updateMask,proto3" json:"update_mask,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -612,7 +760,7 @@ type UpdateSegmentRequest struct {
 
 func (x *UpdateSegmentRequest) Reset() {
 	*x = UpdateSegmentRequest{}
-	mi := &file_carbide_network_v1_segment_proto_msgTypes[9]
+	mi := &file_carbide_network_v1_segment_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -624,7 +772,7 @@ func (x *UpdateSegmentRequest) String() string {
 func (*UpdateSegmentRequest) ProtoMessage() {}
 
 func (x *UpdateSegmentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_carbide_network_v1_segment_proto_msgTypes[9]
+	mi := &file_carbide_network_v1_segment_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -637,7 +785,7 @@ func (x *UpdateSegmentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateSegmentRequest.ProtoReflect.Descriptor instead.
 func (*UpdateSegmentRequest) Descriptor() ([]byte, []int) {
-	return file_carbide_network_v1_segment_proto_rawDescGZIP(), []int{9}
+	return file_carbide_network_v1_segment_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *UpdateSegmentRequest) GetSegment() *Segment {
@@ -663,7 +811,7 @@ type UpdateSegmentResponse struct {
 
 func (x *UpdateSegmentResponse) Reset() {
 	*x = UpdateSegmentResponse{}
-	mi := &file_carbide_network_v1_segment_proto_msgTypes[10]
+	mi := &file_carbide_network_v1_segment_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -675,7 +823,7 @@ func (x *UpdateSegmentResponse) String() string {
 func (*UpdateSegmentResponse) ProtoMessage() {}
 
 func (x *UpdateSegmentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_carbide_network_v1_segment_proto_msgTypes[10]
+	mi := &file_carbide_network_v1_segment_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -688,7 +836,7 @@ func (x *UpdateSegmentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateSegmentResponse.ProtoReflect.Descriptor instead.
 func (*UpdateSegmentResponse) Descriptor() ([]byte, []int) {
-	return file_carbide_network_v1_segment_proto_rawDescGZIP(), []int{10}
+	return file_carbide_network_v1_segment_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *UpdateSegmentResponse) GetSegment() *Segment {
@@ -708,7 +856,7 @@ type DeleteSegmentRequest struct {
 
 func (x *DeleteSegmentRequest) Reset() {
 	*x = DeleteSegmentRequest{}
-	mi := &file_carbide_network_v1_segment_proto_msgTypes[11]
+	mi := &file_carbide_network_v1_segment_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -720,7 +868,7 @@ func (x *DeleteSegmentRequest) String() string {
 func (*DeleteSegmentRequest) ProtoMessage() {}
 
 func (x *DeleteSegmentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_carbide_network_v1_segment_proto_msgTypes[11]
+	mi := &file_carbide_network_v1_segment_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -733,7 +881,7 @@ func (x *DeleteSegmentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteSegmentRequest.ProtoReflect.Descriptor instead.
 func (*DeleteSegmentRequest) Descriptor() ([]byte, []int) {
-	return file_carbide_network_v1_segment_proto_rawDescGZIP(), []int{11}
+	return file_carbide_network_v1_segment_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *DeleteSegmentRequest) GetId() string {
@@ -751,7 +899,7 @@ type DeleteSegmentResponse struct {
 
 func (x *DeleteSegmentResponse) Reset() {
 	*x = DeleteSegmentResponse{}
-	mi := &file_carbide_network_v1_segment_proto_msgTypes[12]
+	mi := &file_carbide_network_v1_segment_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -763,7 +911,7 @@ func (x *DeleteSegmentResponse) String() string {
 func (*DeleteSegmentResponse) ProtoMessage() {}
 
 func (x *DeleteSegmentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_carbide_network_v1_segment_proto_msgTypes[12]
+	mi := &file_carbide_network_v1_segment_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -776,14 +924,14 @@ func (x *DeleteSegmentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteSegmentResponse.ProtoReflect.Descriptor instead.
 func (*DeleteSegmentResponse) Descriptor() ([]byte, []int) {
-	return file_carbide_network_v1_segment_proto_rawDescGZIP(), []int{12}
+	return file_carbide_network_v1_segment_proto_rawDescGZIP(), []int{13}
 }
 
 var File_carbide_network_v1_segment_proto protoreflect.FileDescriptor
 
 const file_carbide_network_v1_segment_proto_rawDesc = "" +
 	"\n" +
-	" carbide/network/v1/segment.proto\x12\x12carbide.network.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf7\x05\n" +
+	" carbide/network/v1/segment.proto\x12\x12carbide.network.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc2\x06\n" +
 	"\aSegment\x12\x1b\n" +
 	"\x02id\x18\x01 \x01(\tB\v\xbaH\b\xd8\x01\x01r\x03\xb0\x01\x01R\x02id\x12>\n" +
 	"\x04name\x18\x02 \x01(\tB*\xbaH'r%\x10\x01\x18?2\x1f^[a-z0-9]([a-z0-9-]*[a-z0-9])?$R\x04name\x12 \n" +
@@ -806,7 +954,16 @@ const file_carbide_network_v1_segment_proto_rawDesc = "" +
 	"\vcreate_time\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"createTime\x12;\n" +
 	"\vupdate_time\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"updateTime\"H\n" +
+	"updateTime\x12I\n" +
+	"\vdns_records\x18\x0f \x03(\v2\x1d.carbide.network.v1.DNSRecordB\t\xbaH\x06\x92\x01\x03\x10\x80\bR\n" +
+	"dnsRecords\"\x94\x02\n" +
+	"\tDNSRecord\x12\x84\x01\n" +
+	"\x04name\x18\x01 \x01(\tBp\xbaHmrk\x18\xfd\x012f^(@|([A-Za-z0-9_]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\\.[A-Za-z0-9_]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*)?$R\x04name\x12A\n" +
+	"\x04type\x18\x02 \x01(\x0e2!.carbide.network.v1.DNSRecordTypeB\n" +
+	"\xbaH\a\x82\x01\x04\x10\x01 \x00R\x04type\x12\x1b\n" +
+	"\x03ttl\x18\x03 \x01(\rB\t\xbaH\x06*\x04\x18\x80\xf5$R\x03ttl\x12 \n" +
+	"\x05value\x18\x04 \x01(\tB\n" +
+	"\xbaH\ar\x05\x10\x01(\x80 R\x05value\"H\n" +
 	"\fAddressRange\x12\x1d\n" +
 	"\x05start\x18\x01 \x01(\tB\a\xbaH\x04r\x02x\x01R\x05start\x12\x19\n" +
 	"\x03end\x18\x02 \x01(\tB\a\xbaH\x04r\x02x\x01R\x03end\"\xdc\x01\n" +
@@ -832,11 +989,11 @@ const file_carbide_network_v1_segment_proto_rawDesc = "" +
 	"\x04name\x18\x03 \x01(\tB\a\xbaH\x04r\x02\x18?R\x04name\"w\n" +
 	"\x14ListSegmentsResponse\x127\n" +
 	"\bsegments\x18\x01 \x03(\v2\x1b.carbide.network.v1.SegmentR\bsegments\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xd9\x04\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xf5\x04\n" +
 	"\x14UpdateSegmentRequest\x12=\n" +
-	"\asegment\x18\x01 \x01(\v2\x1b.carbide.network.v1.SegmentB\x06\xbaH\x03\xc8\x01\x01R\asegment\x12\xbf\x03\n" +
-	"\vupdate_mask\x18\x02 \x01(\v2\x1a.google.protobuf.FieldMaskB\x81\x03\xbaH\xfd\x02\xba\x01\xf6\x02\n" +
-	"\x11update_mask.paths\x12\xac\x01update_mask must name at least one of name, gateway, dns_servers, domain, mtu, ranges, reservations, relay_addresses, ntp_servers, lease_duration (the prefix cannot change)\x1a\xb1\x01size(this.paths) > 0 && this.paths.all(p, p in ['name', 'gateway', 'dns_servers', 'domain', 'mtu', 'ranges', 'reservations', 'relay_addresses', 'ntp_servers', 'lease_duration'])\xc8\x01\x01R\n" +
+	"\asegment\x18\x01 \x01(\v2\x1b.carbide.network.v1.SegmentB\x06\xbaH\x03\xc8\x01\x01R\asegment\x12\xdb\x03\n" +
+	"\vupdate_mask\x18\x02 \x01(\v2\x1a.google.protobuf.FieldMaskB\x9d\x03\xbaH\x99\x03\xba\x01\x92\x03\n" +
+	"\x11update_mask.paths\x12\xb9\x01update_mask must name at least one of name, gateway, dns_servers, domain, mtu, ranges, reservations, relay_addresses, ntp_servers, lease_duration, dns_records (the prefix cannot change)\x1a\xc0\x01size(this.paths) > 0 && this.paths.all(p, p in ['name', 'gateway', 'dns_servers', 'domain', 'mtu', 'ranges', 'reservations', 'relay_addresses', 'ntp_servers', 'lease_duration', 'dns_records'])\xc8\x01\x01R\n" +
 	"updateMask:@\xbaH=\x1a;\n" +
 	"\n" +
 	"segment.id\x12\x16segment.id is required\x1a\x15this.segment.id != ''\"N\n" +
@@ -844,7 +1001,12 @@ const file_carbide_network_v1_segment_proto_rawDesc = "" +
 	"\asegment\x18\x01 \x01(\v2\x1b.carbide.network.v1.SegmentR\asegment\"0\n" +
 	"\x14DeleteSegmentRequest\x12\x18\n" +
 	"\x02id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\x02id\"\x17\n" +
-	"\x15DeleteSegmentResponse2\x9b\x04\n" +
+	"\x15DeleteSegmentResponse*}\n" +
+	"\rDNSRecordType\x12\x1f\n" +
+	"\x1bDNS_RECORD_TYPE_UNSPECIFIED\x10\x00\x12\x19\n" +
+	"\x15DNS_RECORD_TYPE_CNAME\x10\x01\x12\x17\n" +
+	"\x13DNS_RECORD_TYPE_TXT\x10\x02\x12\x17\n" +
+	"\x13DNS_RECORD_TYPE_SRV\x10\x032\x9b\x04\n" +
 	"\x0eSegmentService\x12i\n" +
 	"\rCreateSegment\x12(.carbide.network.v1.CreateSegmentRequest\x1a).carbide.network.v1.CreateSegmentResponse\"\x03\x90\x02\x02\x12`\n" +
 	"\n" +
@@ -866,53 +1028,58 @@ func file_carbide_network_v1_segment_proto_rawDescGZIP() []byte {
 	return file_carbide_network_v1_segment_proto_rawDescData
 }
 
-var file_carbide_network_v1_segment_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_carbide_network_v1_segment_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_carbide_network_v1_segment_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_carbide_network_v1_segment_proto_goTypes = []any{
-	(*Segment)(nil),               // 0: carbide.network.v1.Segment
-	(*AddressRange)(nil),          // 1: carbide.network.v1.AddressRange
-	(*Reservation)(nil),           // 2: carbide.network.v1.Reservation
-	(*CreateSegmentRequest)(nil),  // 3: carbide.network.v1.CreateSegmentRequest
-	(*CreateSegmentResponse)(nil), // 4: carbide.network.v1.CreateSegmentResponse
-	(*GetSegmentRequest)(nil),     // 5: carbide.network.v1.GetSegmentRequest
-	(*GetSegmentResponse)(nil),    // 6: carbide.network.v1.GetSegmentResponse
-	(*ListSegmentsRequest)(nil),   // 7: carbide.network.v1.ListSegmentsRequest
-	(*ListSegmentsResponse)(nil),  // 8: carbide.network.v1.ListSegmentsResponse
-	(*UpdateSegmentRequest)(nil),  // 9: carbide.network.v1.UpdateSegmentRequest
-	(*UpdateSegmentResponse)(nil), // 10: carbide.network.v1.UpdateSegmentResponse
-	(*DeleteSegmentRequest)(nil),  // 11: carbide.network.v1.DeleteSegmentRequest
-	(*DeleteSegmentResponse)(nil), // 12: carbide.network.v1.DeleteSegmentResponse
-	(*durationpb.Duration)(nil),   // 13: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 14: google.protobuf.Timestamp
-	(*fieldmaskpb.FieldMask)(nil), // 15: google.protobuf.FieldMask
+	(DNSRecordType)(0),            // 0: carbide.network.v1.DNSRecordType
+	(*Segment)(nil),               // 1: carbide.network.v1.Segment
+	(*DNSRecord)(nil),             // 2: carbide.network.v1.DNSRecord
+	(*AddressRange)(nil),          // 3: carbide.network.v1.AddressRange
+	(*Reservation)(nil),           // 4: carbide.network.v1.Reservation
+	(*CreateSegmentRequest)(nil),  // 5: carbide.network.v1.CreateSegmentRequest
+	(*CreateSegmentResponse)(nil), // 6: carbide.network.v1.CreateSegmentResponse
+	(*GetSegmentRequest)(nil),     // 7: carbide.network.v1.GetSegmentRequest
+	(*GetSegmentResponse)(nil),    // 8: carbide.network.v1.GetSegmentResponse
+	(*ListSegmentsRequest)(nil),   // 9: carbide.network.v1.ListSegmentsRequest
+	(*ListSegmentsResponse)(nil),  // 10: carbide.network.v1.ListSegmentsResponse
+	(*UpdateSegmentRequest)(nil),  // 11: carbide.network.v1.UpdateSegmentRequest
+	(*UpdateSegmentResponse)(nil), // 12: carbide.network.v1.UpdateSegmentResponse
+	(*DeleteSegmentRequest)(nil),  // 13: carbide.network.v1.DeleteSegmentRequest
+	(*DeleteSegmentResponse)(nil), // 14: carbide.network.v1.DeleteSegmentResponse
+	(*durationpb.Duration)(nil),   // 15: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 16: google.protobuf.Timestamp
+	(*fieldmaskpb.FieldMask)(nil), // 17: google.protobuf.FieldMask
 }
 var file_carbide_network_v1_segment_proto_depIdxs = []int32{
-	1,  // 0: carbide.network.v1.Segment.ranges:type_name -> carbide.network.v1.AddressRange
-	2,  // 1: carbide.network.v1.Segment.reservations:type_name -> carbide.network.v1.Reservation
-	13, // 2: carbide.network.v1.Segment.lease_duration:type_name -> google.protobuf.Duration
-	14, // 3: carbide.network.v1.Segment.create_time:type_name -> google.protobuf.Timestamp
-	14, // 4: carbide.network.v1.Segment.update_time:type_name -> google.protobuf.Timestamp
-	0,  // 5: carbide.network.v1.CreateSegmentRequest.segment:type_name -> carbide.network.v1.Segment
-	0,  // 6: carbide.network.v1.CreateSegmentResponse.segment:type_name -> carbide.network.v1.Segment
-	0,  // 7: carbide.network.v1.GetSegmentResponse.segment:type_name -> carbide.network.v1.Segment
-	0,  // 8: carbide.network.v1.ListSegmentsResponse.segments:type_name -> carbide.network.v1.Segment
-	0,  // 9: carbide.network.v1.UpdateSegmentRequest.segment:type_name -> carbide.network.v1.Segment
-	15, // 10: carbide.network.v1.UpdateSegmentRequest.update_mask:type_name -> google.protobuf.FieldMask
-	0,  // 11: carbide.network.v1.UpdateSegmentResponse.segment:type_name -> carbide.network.v1.Segment
-	3,  // 12: carbide.network.v1.SegmentService.CreateSegment:input_type -> carbide.network.v1.CreateSegmentRequest
-	5,  // 13: carbide.network.v1.SegmentService.GetSegment:input_type -> carbide.network.v1.GetSegmentRequest
-	7,  // 14: carbide.network.v1.SegmentService.ListSegments:input_type -> carbide.network.v1.ListSegmentsRequest
-	9,  // 15: carbide.network.v1.SegmentService.UpdateSegment:input_type -> carbide.network.v1.UpdateSegmentRequest
-	11, // 16: carbide.network.v1.SegmentService.DeleteSegment:input_type -> carbide.network.v1.DeleteSegmentRequest
-	4,  // 17: carbide.network.v1.SegmentService.CreateSegment:output_type -> carbide.network.v1.CreateSegmentResponse
-	6,  // 18: carbide.network.v1.SegmentService.GetSegment:output_type -> carbide.network.v1.GetSegmentResponse
-	8,  // 19: carbide.network.v1.SegmentService.ListSegments:output_type -> carbide.network.v1.ListSegmentsResponse
-	10, // 20: carbide.network.v1.SegmentService.UpdateSegment:output_type -> carbide.network.v1.UpdateSegmentResponse
-	12, // 21: carbide.network.v1.SegmentService.DeleteSegment:output_type -> carbide.network.v1.DeleteSegmentResponse
-	17, // [17:22] is the sub-list for method output_type
-	12, // [12:17] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	3,  // 0: carbide.network.v1.Segment.ranges:type_name -> carbide.network.v1.AddressRange
+	4,  // 1: carbide.network.v1.Segment.reservations:type_name -> carbide.network.v1.Reservation
+	15, // 2: carbide.network.v1.Segment.lease_duration:type_name -> google.protobuf.Duration
+	16, // 3: carbide.network.v1.Segment.create_time:type_name -> google.protobuf.Timestamp
+	16, // 4: carbide.network.v1.Segment.update_time:type_name -> google.protobuf.Timestamp
+	2,  // 5: carbide.network.v1.Segment.dns_records:type_name -> carbide.network.v1.DNSRecord
+	0,  // 6: carbide.network.v1.DNSRecord.type:type_name -> carbide.network.v1.DNSRecordType
+	1,  // 7: carbide.network.v1.CreateSegmentRequest.segment:type_name -> carbide.network.v1.Segment
+	1,  // 8: carbide.network.v1.CreateSegmentResponse.segment:type_name -> carbide.network.v1.Segment
+	1,  // 9: carbide.network.v1.GetSegmentResponse.segment:type_name -> carbide.network.v1.Segment
+	1,  // 10: carbide.network.v1.ListSegmentsResponse.segments:type_name -> carbide.network.v1.Segment
+	1,  // 11: carbide.network.v1.UpdateSegmentRequest.segment:type_name -> carbide.network.v1.Segment
+	17, // 12: carbide.network.v1.UpdateSegmentRequest.update_mask:type_name -> google.protobuf.FieldMask
+	1,  // 13: carbide.network.v1.UpdateSegmentResponse.segment:type_name -> carbide.network.v1.Segment
+	5,  // 14: carbide.network.v1.SegmentService.CreateSegment:input_type -> carbide.network.v1.CreateSegmentRequest
+	7,  // 15: carbide.network.v1.SegmentService.GetSegment:input_type -> carbide.network.v1.GetSegmentRequest
+	9,  // 16: carbide.network.v1.SegmentService.ListSegments:input_type -> carbide.network.v1.ListSegmentsRequest
+	11, // 17: carbide.network.v1.SegmentService.UpdateSegment:input_type -> carbide.network.v1.UpdateSegmentRequest
+	13, // 18: carbide.network.v1.SegmentService.DeleteSegment:input_type -> carbide.network.v1.DeleteSegmentRequest
+	6,  // 19: carbide.network.v1.SegmentService.CreateSegment:output_type -> carbide.network.v1.CreateSegmentResponse
+	8,  // 20: carbide.network.v1.SegmentService.GetSegment:output_type -> carbide.network.v1.GetSegmentResponse
+	10, // 21: carbide.network.v1.SegmentService.ListSegments:output_type -> carbide.network.v1.ListSegmentsResponse
+	12, // 22: carbide.network.v1.SegmentService.UpdateSegment:output_type -> carbide.network.v1.UpdateSegmentResponse
+	14, // 23: carbide.network.v1.SegmentService.DeleteSegment:output_type -> carbide.network.v1.DeleteSegmentResponse
+	19, // [19:24] is the sub-list for method output_type
+	14, // [14:19] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_carbide_network_v1_segment_proto_init() }
@@ -925,13 +1092,14 @@ func file_carbide_network_v1_segment_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_carbide_network_v1_segment_proto_rawDesc), len(file_carbide_network_v1_segment_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   13,
+			NumEnums:      1,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_carbide_network_v1_segment_proto_goTypes,
 		DependencyIndexes: file_carbide_network_v1_segment_proto_depIdxs,
+		EnumInfos:         file_carbide_network_v1_segment_proto_enumTypes,
 		MessageInfos:      file_carbide_network_v1_segment_proto_msgTypes,
 	}.Build()
 	File_carbide_network_v1_segment_proto = out.File
