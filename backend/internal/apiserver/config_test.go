@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/carbide-dev/carbide/backend/internal/lifecycle"
 	"github.com/carbide-dev/carbide/backend/internal/secrets"
@@ -31,10 +32,15 @@ func TestValidateMode(t *testing.T) {
 		"plaintext and a CA":   {cfg: Config{InsecurePlaintext: true, ClientCA: "ca.crt"}, want: "insecure-plaintext: cannot be combined"},
 		"dev without a data dir": {cfg: Config{Dev: true, DatabaseURL: "postgres://db/carbide"}, noDataDir: true,
 			want: "data-dir: required for the development PKI of --dev"},
-		"negative size":    {cfg: Config{Dev: true, MaxRequestBytes: -1}, want: "max-request-bytes"},
-		"negative timeout": {cfg: Config{Dev: true, IdleTimeout: -1}, want: "durations must not be negative"},
-		"wipe mode full":   {cfg: Config{Dev: true, WipeMode: "full"}, want: ""},
-		"bad wipe mode":    {cfg: Config{Dev: true, WipeMode: "shred"}, want: `wipe-mode: "shred" is not quick or full`},
+		"negative size":         {cfg: Config{Dev: true, MaxRequestBytes: -1}, want: "max-request-bytes"},
+		"negative timeout":      {cfg: Config{Dev: true, IdleTimeout: -1}, want: "durations must not be negative"},
+		"wipe mode full":        {cfg: Config{Dev: true, WipeMode: "full"}, want: ""},
+		"bad wipe mode":         {cfg: Config{Dev: true, WipeMode: "shred"}, want: `wipe-mode: "shred" is not quick or full`},
+		"lease expiry interval": {cfg: Config{Dev: true, LeaseExpiryInterval: time.Second}, want: ""},
+		"lease expiry too often": {cfg: Config{Dev: true, LeaseExpiryInterval: time.Millisecond},
+			want: "lease-expiry-interval: give 100ms to 1h"},
+		"lease expiry too rare": {cfg: Config{Dev: true, LeaseExpiryInterval: 2 * time.Hour},
+			want: "lease-expiry-interval: give 100ms to 1h"},
 		"negative step timeout": {cfg: Config{Dev: true, Timeouts: lifecycle.Timeouts{WipeFull: -1}},
 			want: "timeout-wipe-full: must not be negative"},
 	}

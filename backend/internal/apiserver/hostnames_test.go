@@ -77,6 +77,11 @@ func TestHostnamesUniquePerDomain(t *testing.T) {
 		if err := setHostname(t, e, far.GetId(), "far-app"); err != nil {
 			t.Errorf("a machine named as its own instance: %v", err)
 		}
+		// A machine created with a name while on no segment, that then gets a lease in
+		// the domain, keeps its lease: two holders, which carbide-dns
+		// resolves (docs/api-server.md).
+		createMachine(t, e, &machinev1.CreateMachineRequest{Hostname: "web", Macs: []string{testMAC(9)}})
+		allocate(t, e, &networkv1.AllocateAddressRequest{SegmentId: rack1.GetId(), Mac: testMAC(9)})
 		// A released instance's name is free again.
 		setInstanceState(t, e, inst.GetId(), "released")
 		if err := setHostname(t, e, other.GetId(), "app"); err != nil {
