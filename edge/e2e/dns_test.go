@@ -415,15 +415,28 @@ func TestDNS(t *testing.T) {
 	if n := strings.Count(named.out.String(), "got incremental response"); n != 0 {
 		t.Errorf("named's first transfers: %d incremental, want AXFR only", n)
 	}
+	// sameAnswers compares named's answers with carbide-dns's, waiting up
+	// to 30 s for named to have transferred every zone's latest serial.
 	sameAnswers := func(what string) {
 		t.Helper()
-		for _, r := range zones {
-			for _, q := range [][2]string{{r.name, "A"}, {r.ptr, "PTR"}, {labDomain, "SOA"}, {smallReverse, "SOA"}, {labDomain, "NS"}} {
-				want, got := short(t, "dig", l.replicas[0].addr, q[0], q[1]), short(t, "dig", bindAddr, q[0], q[1])
-				if got != want {
-					t.Errorf("%s: named answers %s %s with %q, carbide-dns with %q", what, q[0], q[1], got, want)
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			var diffs []string
+			for _, r := range zones {
+				for _, q := range [][2]string{{r.name, "A"}, {r.ptr, "PTR"}, {labDomain, "SOA"}, {labReverse, "SOA"}, {smallReverse, "SOA"}, {labDomain, "NS"}} {
+					want, got := short(t, "dig", l.replicas[0].addr, q[0], q[1]), short(t, "dig", bindAddr, q[0], q[1])
+					if got != want {
+						diffs = append(diffs, fmt.Sprintf("named answers %s %s with %q, carbide-dns with %q", q[0], q[1], got, want))
+					}
 				}
 			}
+			if len(diffs) == 0 {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s, 30s on:\n%s", what, strings.Join(diffs, "\n"))
+			}
+			time.Sleep(100 * time.Millisecond)
 		}
 	}
 	sameAnswers("after AXFR")
