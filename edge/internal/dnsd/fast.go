@@ -11,7 +11,7 @@ import (
 
 // The fast path answers a plain UDP query (one question of class IN,
 // opcode QUERY, no answer or authority records, at most an EDNS OPT
-// record without options) from an answer packed before: it copies the
+// record, whose options it ignores) from an answer packed before: it copies the
 // bytes, sets the query's ID, RD and CD bits and writes the question's
 // name over the cached one (same length, only the case differs; the
 // answers' owner names point at it). Answers are cached by lower-case
@@ -80,15 +80,29 @@ func parsePlain(b, key []byte) (plainQuery, []byte, bool) {
 	off += 4
 	if binary.BigEndian.Uint16(b[10:]) == 1 {
 		// OPT: root name, type 41, class = payload size, TTL = extended
-		// rcode, version, DO and zero bits, no options.
-		if off+11 != len(b) || b[off] != 0 || binary.BigEndian.Uint16(b[off+1:]) != dns.TypeOPT ||
-			b[off+5] != 0 || b[off+6] != 0 || binary.BigEndian.Uint16(b[off+9:]) != 0 {
+		// rcode, version, DO and zero bits, then options. The daemon
+		// supports no option, so it ignores them (a client's COOKIE
+		// too, as RFC 7873 lets a server without cookies do); the full
+		// path answers the same.
+		if off+11 > len(b) || b[off] != 0 || binary.BigEndian.Uint16(b[off+1:]) != dns.TypeOPT ||
+			b[off+5] != 0 || b[off+6] != 0 {
 			return q, key, false
 		}
 		q.edns = true
 		q.udpSize = binary.BigEndian.Uint16(b[off+3:])
 		q.do = b[off+7]&0x80 != 0
+		rdlen := int(binary.BigEndian.Uint16(b[off+9:]))
 		off += 11
+		if off+rdlen != len(b) {
+			return q, key, false
+		}
+		for opts := b[off : off+rdlen]; len(opts) > 0; {
+			if len(opts) < 4 || 4+int(binary.BigEndian.Uint16(opts[2:])) > len(opts) {
+				return q, key, false
+			}
+			opts = opts[4+int(binary.BigEndian.Uint16(opts[2:])):]
+		}
+		off += rdlen
 	}
 	if off != len(b) {
 		return q, key, false

@@ -142,8 +142,19 @@ func (c *Config) server(h *Handler, s *dns.Server) *dns.Server {
 
 // listen opens c.UDPSockets UDP sockets sharing addr (SO_REUSEPORT; the
 // kernel spreads the clients over them) and a TCP listener on the same
-// port. With port 0 the first socket picks the port.
+// port. With port 0 the first socket picks the port, and when that port
+// is taken for TCP it tries another.
 func (c *Config) listen(addr string) ([]net.PacketConn, net.Listener, error) {
+	_, port, _ := net.SplitHostPort(addr)
+	for try := 0; ; try++ {
+		pcs, l, err := c.listenOnce(addr)
+		if err == nil || port != "0" || try == 10 {
+			return pcs, l, err
+		}
+	}
+}
+
+func (c *Config) listenOnce(addr string) ([]net.PacketConn, net.Listener, error) {
 	host, _, _ := net.SplitHostPort(addr)
 	lc := net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
 		var serr error

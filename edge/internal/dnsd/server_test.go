@@ -369,3 +369,25 @@ func counterValue(t testing.TB, c prometheus.Counter) float64 {
 	}
 	return m.GetCounter().GetValue()
 }
+
+// TestFastPathCookie checks that a query with an EDNS COOKIE option (as
+// dig and resolvers send) is answered like one without, the option
+// ignored, by the fast path as well as the full path.
+func TestFastPathCookie(t *testing.T) {
+	t.Parallel()
+	td := startDaemon(t, seeded(), nil)
+	td.synced(t)
+	for range 2 {
+		m := q("Web1.lab.example.com.", dns.TypeA)
+		m.SetEdns0(1232, false)
+		opt := m.IsEdns0()
+		opt.Option = append(opt.Option, &dns.EDNS0_COOKIE{Code: dns.EDNS0COOKIE, Cookie: "0123456789abcdef"})
+		r := td.exchange(t, "udp", m)
+		if len(r.Answer) != 1 || r.Question[0].Name != "Web1.lab.example.com." || r.IsEdns0() == nil || len(r.IsEdns0().Option) != 0 {
+			t.Errorf("with a cookie: %v", r)
+		}
+	}
+	if m := td.metrics(t); !strings.Contains(m, `carbide_dns_queries_total{qtype="A",rcode="NOERROR"} 2`) {
+		t.Errorf("answers not counted")
+	}
+}

@@ -76,8 +76,8 @@ func (s *Store) Changes(origin string, from uint32) (*dns.SOA, []Diff, bool) {
 }
 
 // Subscribe implements ZoneSource: fn runs on its own goroutine for the
-// life of the process. A subscriber slower than the changes misses
-// intermediate serials but always sees the newest one of a burst.
+// life of the process. Up to 1024 serial changes wait for a slow
+// subscriber; past that, changes are not told to it until it catches up.
 func (s *Store) Subscribe(fn func(origin string, serial uint32)) {
 	ch := make(chan serialChange, 1024)
 	s.mu.Lock()
