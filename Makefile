@@ -10,7 +10,7 @@ export PATH := $(BIN):$(PATH)
 MODULES := gen ent backend edge sdk terraform-provider
 PKGS := $(addprefix ./,$(addsuffix /...,$(MODULES)))
 
-.PHONY: run test tools generate check-generated lint breaking script-test go-test bench bench-boot bench-instance scout os-image bench-dhcp
+.PHONY: run test tools generate check-generated lint breaking script-test go-test bench bench-boot bench-instance scout os-image bench-dhcp bench-dns bench-dns-freshness
 
 run:
 	go run ./backend/cmd/carbide-api --dev
@@ -99,3 +99,20 @@ os-image:
 # (scripts/bench-dhcp --help); tables and raw output go to .build/bench-dhcp/.
 bench-dhcp: tools
 	scripts/bench-dhcp
+
+# carbide-dns against BIND (named) and Knot (knotd) serving the same
+# DNS_MACHINES machines (an A record and a PTR each) loaded into carbide-api
+# on PostgreSQL: start-up, memory, q/s at full load and latency at a fixed
+# rate, each server on CPU 0 and dnsperf on CPU 1 (docs/benchmarks.md).
+# DNS_SERVERS picks the servers. Run as root; about 10 minutes.
+DNS_MACHINES ?= 100000
+DNS_SERVERS ?= carbide-dns,named,knotd
+bench-dns:
+	go test -run '^$$' -bench '^BenchmarkDNS$$' -benchtime 1x -timeout 60m ./edge/e2e/ \
+	  -dns.machines=$(DNS_MACHINES) -dns.servers=$(DNS_SERVERS)
+
+# How long a change (a rename through the API) takes to reach two
+# carbide-dns replicas, over DNS_CHANGES changes (docs/benchmarks.md).
+DNS_CHANGES ?= 1000
+bench-dns-freshness:
+	go test -run '^$$' -bench '^BenchmarkDNSFreshness$$' -benchtime 1x -timeout 30m ./edge/e2e/ -dns.changes=$(DNS_CHANGES)

@@ -18,6 +18,9 @@
 // that the test process runs on 127.0.0.1 of the daemon's namespace. In the
 // boot test the API runs in the lab namespace itself, where the VMs' agents
 // reach it.
+// The DNS test (dns_test.go) runs on the host's loopback instead: two
+// carbide-dns replicas, built on first use, checked with dig and kdig, BIND
+// as their secondary and unbound as a resolver in front of them.
 // PostgreSQL comes from pgtest-cluster (backend/pgtest/cmd/pgtest-cluster),
 // which honours CARBIDE_TEST_DATABASE_URL.
 //
@@ -39,6 +42,10 @@
 //	fdisk, util-linux   sfdisk, blkid, wipefs: the imaging fixtures and checks,
 //	                    and the cloud-init seed partition of the OS image test
 //	dosfstools, mtools  mkfs.fat and mcopy, which make the seed's FAT
+//	bind9-dnsutils      dig
+//	knot-dnsutils       kdig
+//	bind9, unbound      named (a secondary of carbide-dns), unbound (a resolver)
+//	knot, dnsperf       knotd and dnsperf, for BenchmarkDNS only
 //
 // and the kernel packages of the discovery image, unpacked by
 // scripts/fetch-kernel (the one step that downloads, at install time):

@@ -225,7 +225,7 @@ func apiFrom(t testing.TB, p *proc, dataDir string) *api {
 }
 
 // createSegment creates a segment and returns it.
-func (a *api) createSegment(t *testing.T, s *networkv1.Segment) *networkv1.Segment {
+func (a *api) createSegment(t testing.TB, s *networkv1.Segment) *networkv1.Segment {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
