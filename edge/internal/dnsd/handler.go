@@ -78,12 +78,32 @@ func (h *Handler) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 	if _, udp := w.RemoteAddr().(*net.UDPAddr); udp {
 		m.Truncate(h.replySize(r))
 	}
+	signReply(w, r, m)
 	if err := w.WriteMsg(m); err != nil {
 		h.metrics.drop(reasonSendError)
 		return
 	}
 	h.metrics.query(qtype, m.Rcode).Inc()
 	h.metrics.observe(start)
+}
+
+// signReply signs the answer m to a TSIG-signed query r with the query's
+// key, as a secondary expects of the SOA query it sends before a transfer
+// (the server's TsigSecret makes WriteMsg compute the MAC). A signed query
+// whose signature the server could not verify (an unknown key, a wrong
+// MAC, a clock too far off) gets NOTAUTH instead, unsigned (counted in
+// carbide_dns_queries_total{rcode="NOTAUTH"}).
+func signReply(w dns.ResponseWriter, r, m *dns.Msg) {
+	sig := r.IsTsig()
+	if sig == nil {
+		return
+	}
+	if w.TsigStatus() != nil {
+		m.Answer, m.Ns, m.Extra = nil, nil, nil
+		m.Rcode = dns.RcodeNotAuth
+		return
+	}
+	m.SetTsig(sig.Hdr.Name, sig.Algorithm, sig.Fudge, time.Now().Unix())
 }
 
 // replySize is the largest UDP answer r may get: 512 without EDNS, else

@@ -391,3 +391,40 @@ func TestFastPathCookie(t *testing.T) {
 		t.Errorf("answers not counted")
 	}
 }
+
+// TestSignedQuery: a secondary signs the SOA query it sends before a
+// transfer and drops an unsigned answer, so a signed query gets a signed
+// answer; one signed with a key the daemon does not have gets NOTAUTH.
+func TestSignedQuery(t *testing.T) {
+	t.Parallel()
+	const key, secret = "xfr.example.net.", "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LTEyMw=="
+	td := startDaemon(t, seeded(), func(c *Config) { c.TSIGSecrets = map[string]string{key: secret} })
+	td.synced(t)
+	for _, netw := range []string{"udp", "tcp"} {
+		addr := td.addrs.UDP[0].String()
+		if netw == "tcp" {
+			addr = td.addrs.TCP[0].String()
+		}
+		m := q("lab.example.com.", dns.TypeSOA)
+		m.SetTsig(key, dns.HmacSHA256, 300, time.Now().Unix())
+		c := &dns.Client{Net: netw, Timeout: 2 * time.Second, TsigSecret: map[string]string{key: secret}}
+		r, _, err := c.Exchange(m, addr)
+		if err != nil {
+			t.Fatalf("%s: signed SOA query: %v", netw, err) // the client checks the answer's MAC
+		}
+		if r.IsTsig() == nil || r.Rcode != dns.RcodeSuccess || len(r.Answer) != 1 {
+			t.Errorf("%s: signed SOA query answered %v", netw, r)
+		}
+
+		m = q("lab.example.com.", dns.TypeSOA)
+		m.SetTsig("other.example.net.", dns.HmacSHA256, 300, time.Now().Unix())
+		c.TsigSecret = map[string]string{"other.example.net.": secret}
+		r, _, err = c.Exchange(m, addr)
+		if err != nil && r == nil {
+			t.Fatalf("%s: query signed with an unknown key: %v", netw, err)
+		}
+		if r.Rcode != dns.RcodeNotAuth || len(r.Answer) != 0 {
+			t.Errorf("%s: query signed with an unknown key answered %v", netw, r)
+		}
+	}
+}
