@@ -46,7 +46,8 @@ breaking: tools
 script-test: tools
 	GOWORK=off go -C tools test -count=1 ./scripttest/
 
-# Every Go test, then the DHCP packet path under the fuzzer, briefly:
+# Every Go test, then the DHCP packet path and the DNS query path under
+# the fuzzer, briefly:
 # malformed input must never crash the daemon. The tests' whole output
 # (with the logs of the servers they start) is kept in .build/go-test.json
 # and checked for the secrets they registered (sdk/testsecret): one
@@ -60,6 +61,7 @@ go-test: tools
 	  testlog -log .build/go-test.json -secrets .build/test-secrets
 	go test -run '^$$' -fuzz FuzzHandlePacket -fuzztime 5000x ./edge/internal/dhcpd/
 	go test -run '^$$' -fuzz FuzzMessageType -fuzztime 5000x ./edge/internal/dhcpd/
+	go test -run '^$$' -fuzz FuzzQuery -fuzztime 5000x ./edge/internal/dnsd/
 
 # Benchmarks are measured, never asserted; docs/benchmarks.md has figures.
 bench: tools
