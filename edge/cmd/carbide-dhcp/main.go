@@ -14,7 +14,6 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
-	"strings"
 	"syscall"
 
 	"github.com/carbide-dev/carbide/edge/internal/daemon"
@@ -85,45 +84,6 @@ CARBIDE_DHCP_PKI_DIR, and so on. Flags on the command line win.
 Flags:
 `
 
-// listFlag is a repeatable flag whose values may also be comma-separated.
-type listFlag struct {
-	values *[]string
-	// fromEnv is set after the environment filled the list: the first
-	// value from the command line replaces it.
-	fromEnv bool
-}
-
-var _ daemon.EnvSetter = (*listFlag)(nil)
-
-func (l *listFlag) String() string {
-	if l == nil || l.values == nil {
-		return ""
-	}
-	return strings.Join(*l.values, ",")
-}
-
-func (l *listFlag) Set(s string) error {
-	if l.fromEnv {
-		*l.values, l.fromEnv = nil, false
-	}
-	for v := range strings.SplitSeq(s, ",") {
-		if v = strings.TrimSpace(v); v != "" {
-			*l.values = append(*l.values, v)
-		}
-	}
-	return nil
-}
-
-// SetEnv sets the list from the environment, for the command line to
-// replace.
-func (l *listFlag) SetEnv(s string) error {
-	if err := l.Set(s); err != nil {
-		return err
-	}
-	l.fromEnv = len(*l.values) > 0
-	return nil
-}
-
 func run(ctx context.Context, args []string, lookupEnv func(string) (string, bool), stderr io.Writer) error {
 	cfg, logger, err := parseFlags(args, lookupEnv, stderr)
 	if err != nil {
@@ -138,7 +98,7 @@ func parseFlags(args []string, lookupEnv func(string) (string, bool), stderr io.
 	fs := daemon.NewFlagSet("carbide-dhcp", usage, stderr)
 	cfg := dhcpd.DefaultConfig()
 	cfg.APIConfig.AddFlags(fs, dhcpd.Role, "a request whose call fails gets no reply, and the client retries")
-	fs.Var(&listFlag{values: &cfg.Interfaces}, "interface", "`name` of a network interface to serve on; repeat the flag or give a comma-separated list (required)")
+	fs.Var(daemon.NewListFlag(&cfg.Interfaces), "interface", "`name` of a network interface to serve on; repeat the flag or give a comma-separated list (required)")
 	fs.TextVar(&cfg.ServerID, "server-id", cfg.ServerID, "server identifier (option 54, an IPv4 `address`) of every reply; empty: the daemon's IPv4 address on the receiving interface")
 	fs.IntVar(&cfg.Port, "port", cfg.Port, "UDP port to listen on and to send replies to relay agents to (change only for testing)")
 	fs.IntVar(&cfg.ClientPort, "client-port", cfg.ClientPort, "UDP port to send replies to clients to (change only for testing)")

@@ -14,7 +14,6 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 
 	"github.com/carbide-dev/carbide/edge/internal/daemon"
@@ -78,51 +77,6 @@ CARBIDE_DNS_PKI_DIR, and so on. Flags on the command line win.
 
 Flags:
 `
-
-// listFlag is a repeatable flag whose values may also be comma-separated.
-type listFlag struct {
-	values *[]string
-	// replace is set while the list holds a default or the
-	// environment's values: the first value from the command line
-	// replaces them.
-	replace bool
-}
-
-var _ daemon.EnvSetter = (*listFlag)(nil)
-
-func newListFlag(values *[]string) *listFlag {
-	return &listFlag{values: values, replace: len(*values) > 0}
-}
-
-func (l *listFlag) String() string {
-	if l == nil || l.values == nil {
-		return ""
-	}
-	return strings.Join(*l.values, ",")
-}
-
-func (l *listFlag) Set(s string) error {
-	if l.replace {
-		*l.values, l.replace = nil, false
-	}
-	for v := range strings.SplitSeq(s, ",") {
-		if v = strings.TrimSpace(v); v != "" {
-			*l.values = append(*l.values, v)
-		}
-	}
-	return nil
-}
-
-// SetEnv sets the list from the environment, for the command line to
-// replace.
-func (l *listFlag) SetEnv(s string) error {
-	l.replace = true
-	if err := l.Set(s); err != nil {
-		return err
-	}
-	l.replace = len(*l.values) > 0
-	return nil
-}
 
 func run(ctx context.Context, args []string, lookupEnv func(string) (string, bool), stderr io.Writer) error {
 	cfg, logger, err := parseFlags(args, lookupEnv, stderr)
@@ -188,20 +142,20 @@ func parseFlags(args []string, lookupEnv func(string) (string, bool), stderr io.
 	fs := daemon.NewFlagSet("carbide-dns", usage, stderr)
 	cfg := dnsd.DefaultConfig()
 	cfg.APIConfig.AddFlags(fs, dnsd.Role, "the Watch stream is reopened after a failed call, and answers come from memory meanwhile")
-	fs.Var(newListFlag(&cfg.Listen), "listen", "`host:port` to answer on, UDP and TCP; repeat the flag or give a comma-separated list (default :53)")
+	fs.Var(daemon.NewListFlag(&cfg.Listen), "listen", "`host:port` to answer on, UDP and TCP; repeat the flag or give a comma-separated list (default :53)")
 	fs.IntVar(&cfg.UDPSockets, "udp-sockets", cfg.UDPSockets, "UDP sockets per --listen address (SO_REUSEPORT), each read by its own goroutine; default GOMAXPROCS")
 	fs.StringVar(&cfg.PrimaryNS, "primary-ns", cfg.PrimaryNS, "SOA MNAME of every zone (a DNS `name`)")
 	fs.StringVar(&cfg.Contact, "contact", cfg.Contact, "SOA RNAME of every zone: a mail address (hostmaster@example.net) or a DNS name")
-	fs.Var(newListFlag(&cfg.NS), "ns", "NS `name` of every zone; repeatable; default --primary-ns")
-	fs.Var(newListFlag(&cfg.NSAddress), "ns-address", "`NAME=IP` glue: an A or AAAA served for an NS name inside a served zone; repeatable")
+	fs.Var(daemon.NewListFlag(&cfg.NS), "ns", "NS `name` of every zone; repeatable; default --primary-ns")
+	fs.Var(daemon.NewListFlag(&cfg.NSAddress), "ns-address", "`NAME=IP` glue: an A or AAAA served for an NS name inside a served zone; repeatable")
 	fs.DurationVar(&cfg.TTL, "ttl", cfg.TTL, "TTL of the records (whole seconds)")
 	fs.DurationVar(&cfg.SOARefresh, "soa-refresh", cfg.SOARefresh, "SOA refresh of every zone")
 	fs.DurationVar(&cfg.SOARetry, "soa-retry", cfg.SOARetry, "SOA retry of every zone")
 	fs.DurationVar(&cfg.SOAExpire, "soa-expire", cfg.SOAExpire, "SOA expire of every zone")
 	fs.DurationVar(&cfg.SOAMinimum, "soa-minimum", cfg.SOAMinimum, "SOA minimum of every zone: the TTL of negative answers")
-	fs.Var(newListFlag(&cfg.AllowTransfer), "allow-transfer", "`CIDR` of clients allowed zone transfers; repeatable (default 127.0.0.0/8 and ::1/128)")
+	fs.Var(daemon.NewListFlag(&cfg.AllowTransfer), "allow-transfer", "`CIDR` of clients allowed zone transfers; repeatable (default 127.0.0.0/8 and ::1/128)")
 	fs.StringVar(&cfg.TSIGKeyFile, "tsig-keyfile", "", "`file` of TSIG keys, lines \"name algorithm base64secret\" (hmac-sha256 or hmac-sha512; # comments); transfers then need one")
-	fs.Var(newListFlag(&cfg.Notify), "notify", "`host:port` of a secondary to send NOTIFY to after a zone changes; repeatable")
+	fs.Var(daemon.NewListFlag(&cfg.Notify), "notify", "`host:port` of a secondary to send NOTIFY to after a zone changes; repeatable")
 	fs.IntVar(&cfg.JournalSize, "journal-size", cfg.JournalSize, "diffs kept per zone for IXFR; an older serial gets a full transfer")
 	fs.IntVar(&cfg.RRLRate, "rrl-rate", 0, "responses per second to each client /24 (IPv4) or /56 (IPv6), more are dropped (carbide_dns_drops_total{reason=\"rate_limited\"}); 0: no limit")
 	fs.IntVar(&cfg.RRLBurst, "rrl-burst", 0, "responses a client network may get at once under --rrl-rate; 0: --rrl-rate")

@@ -103,3 +103,52 @@ func NewLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 	}
 	return nil, fmt.Errorf("log-format: %q is not text or json", format)
 }
+
+// ListFlag is a repeatable flag whose values may also be comma-separated
+// (--listen a,b --listen c). The list it starts with (a default) and the
+// values from the environment are replaced by the first value on the
+// command line, not added to.
+type ListFlag struct {
+	values *[]string
+	// replace is set while the list holds a default or the
+	// environment's values.
+	replace bool
+}
+
+var _ EnvSetter = (*ListFlag)(nil)
+
+// NewListFlag returns the flag that fills *values, whose current content
+// is the default.
+func NewListFlag(values *[]string) *ListFlag {
+	return &ListFlag{values: values, replace: len(*values) > 0}
+}
+
+func (l *ListFlag) String() string {
+	if l == nil || l.values == nil {
+		return ""
+	}
+	return strings.Join(*l.values, ",")
+}
+
+func (l *ListFlag) Set(s string) error {
+	if l.replace {
+		*l.values, l.replace = nil, false
+	}
+	for v := range strings.SplitSeq(s, ",") {
+		if v = strings.TrimSpace(v); v != "" {
+			*l.values = append(*l.values, v)
+		}
+	}
+	return nil
+}
+
+// SetEnv sets the list from the environment, for the command line to
+// replace.
+func (l *ListFlag) SetEnv(s string) error {
+	l.replace = true
+	if err := l.Set(s); err != nil {
+		return err
+	}
+	l.replace = len(*l.values) > 0
+	return nil
+}
