@@ -196,3 +196,13 @@ func TestBatchWildcardSource(t *testing.T) {
 		}
 	}
 }
+
+// TestBatchIPv6: the batch reader on an IPv6 socket.
+func TestBatchIPv6(t *testing.T) {
+	t.Parallel()
+	td := startDaemon(t, seeded(), func(c *Config) { c.Listen, c.RRLRate = []string{"[::1]:0"}, 0 })
+	td.synced(t)
+	if err := burst(td.addrs.UDP[0].String(), 1, 60); err != nil {
+		t.Error(err)
+	}
+}
