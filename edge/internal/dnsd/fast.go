@@ -4,9 +4,12 @@ import (
 	"encoding/binary"
 	"net"
 	"time"
+	"unsafe"
 
 	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/net/ipv4"
+	"golang.org/x/net/ipv6"
 )
 
 // The fast path answers a plain UDP query (one question of class IN,
@@ -120,40 +123,129 @@ func parsePlain(b, key []byte) (plainQuery, []byte, bool) {
 
 // udpReader is the dns.Server's UDP reader: it answers plain queries
 // itself, on the reading goroutine, and hands the server only the rest.
+// It reads and writes in batches (recvmmsg, sendmmsg): most of a fast
+// answer's cost was the two system calls of each packet.
 type udpReader struct {
 	dns.Reader
-	h   *Handler
-	buf []byte
-	out []byte
-	key []byte
+	h     *Handler
+	key   []byte
+	batch *udpBatch // set up on the first ReadUDP: the reader also serves TCP
+}
+
+// udpBatch is one socket's batch state.
+type udpBatch struct {
+	conn *ipv4.PacketConn // recvmmsg/sendmmsg work on either family's socket
+	in   []ipv4.Message
+	out  []ipv4.Message
+	nout int
+	slow []slowPacket // read, not answered: for the full path, in order
+	next int          // slow[next] is the next to return
+	// outCounters are the queries counters of out's answers.
+	outCounters []prometheus.Counter
+	bound       bool // bound to one address: the kernel picks the answers' source
+}
+
+// slowPacket is a query the fast path left to the full path.
+type slowPacket struct {
+	pkt  []byte
+	sess *dns.SessionUDP
+}
+
+// batchSize is how many packets one system call reads or writes at most.
+const batchSize = 64
+
+// oobSize fits the IPv4 or IPv6 control message that tells a query's
+// destination address (as the dns.Server asks for on its UDP sockets).
+var oobSize = max(len(ipv4.NewControlMessage(ipv4.FlagDst|ipv4.FlagInterface)),
+	len(ipv6.NewControlMessage(ipv6.FlagDst|ipv6.FlagInterface)))
+
+func newUDPBatch(conn *net.UDPConn) *udpBatch {
+	b := &udpBatch{conn: ipv4.NewPacketConn(conn), in: make([]ipv4.Message, batchSize), out: make([]ipv4.Message, batchSize),
+		outCounters: make([]prometheus.Counter, batchSize)}
+	if a, ok := conn.LocalAddr().(*net.UDPAddr); ok && !a.IP.IsUnspecified() {
+		b.bound = true
+	}
+	for i := range b.in {
+		b.in[i].Buffers = [][]byte{make([]byte, dns.MaxMsgSize)}
+		b.in[i].OOB = make([]byte, oobSize)
+		b.out[i].Buffers = [][]byte{nil}
+	}
+	return b
 }
 
 // decorate is the dns.Server's DecorateReader.
 func (h *Handler) decorate(r dns.Reader) dns.Reader {
-	return &udpReader{Reader: r, h: h, buf: make([]byte, 65535), out: make([]byte, 0, 65535), key: make([]byte, 0, 300)}
+	return &udpReader{Reader: r, h: h, key: make([]byte, 0, 300)}
 }
 
-// ReadUDP implements dns.Reader. It reads without a deadline: the server
-// stops it by closing the socket.
+// ReadUDP implements dns.Reader: it returns the next packet the fast path
+// did not answer. It reads without a deadline: the server stops it by
+// closing the socket.
 func (u *udpReader) ReadUDP(conn *net.UDPConn, _ time.Duration) ([]byte, *dns.SessionUDP, error) {
-	for {
-		n, sess, err := dns.ReadFromSessionUDP(conn, u.buf)
+	if u.batch == nil {
+		u.batch = newUDPBatch(conn)
+	}
+	b := u.batch
+	if b.next == len(b.slow) {
+		b.slow, b.next = b.slow[:0], 0
+	}
+	for len(b.slow) == 0 {
+		n, err := b.conn.ReadBatch(b.in, 0)
 		if err != nil {
 			return nil, nil, err
 		}
-		pkt := u.buf[:n]
-		if u.fast(conn, sess, pkt) {
-			continue
+		start := time.Now()
+		for i := range b.in[:n] {
+			m := &b.in[i]
+			pkt := m.Buffers[0][:m.N]
+			addr, _ := m.Addr.(*net.UDPAddr)
+			if addr == nil {
+				continue
+			}
+			if !u.fast(b, addr, m.OOB[:m.NN], pkt) {
+				oob := append([]byte(nil), m.OOB[:m.NN]...)
+				b.slow = append(b.slow, slowPacket{pkt: append([]byte(nil), pkt...), sess: newSessionUDP(addr, oob)})
+			}
 		}
-		return append([]byte(nil), pkt...), sess, nil
+		u.flush(start)
 	}
+	p := b.slow[b.next]
+	b.slow[b.next] = slowPacket{}
+	b.next++
+	return p.pkt, p.sess, nil
 }
 
-// fast answers pkt if it is a plain query and reports whether it did (or
-// dropped it for the rate limit).
-func (u *udpReader) fast(conn *net.UDPConn, sess *dns.SessionUDP, pkt []byte) (done bool) {
+// flush sends the batch's answers, counts each sent one and its time since
+// start, and drops the rest.
+func (u *udpReader) flush(start time.Time) {
+	b, h := u.batch, u.h
+	msgs := b.out[:b.nout]
+	for len(msgs) > 0 {
+		n, err := b.conn.WriteBatch(msgs, 0)
+		if err != nil {
+			// The first message failed: drop it, send the rest.
+			h.metrics.drop(reasonSendError)
+			n = 1
+		} else {
+			elapsed := time.Since(start).Seconds()
+			for i := range msgs[:n] {
+				h.metrics.querySeconds.Observe(elapsed)
+				b.outCounters[i+b.nout-len(msgs)].Inc()
+			}
+		}
+		msgs = msgs[n:]
+	}
+	for i := range b.out[:b.nout] {
+		b.out[i].Addr = nil
+		b.outCounters[i] = nil
+	}
+	b.nout = 0
+}
+
+// fast queues the answer of pkt from addr if it is a plain query and
+// reports whether it did (or dropped it for the rate limit).
+func (u *udpReader) fast(b *udpBatch, addr *net.UDPAddr, oob, pkt []byte) (done bool) {
 	h := u.h
-	start := time.Now()
 	defer func() {
 		if v := recover(); v != nil {
 			h.panicked(v, nil)
@@ -165,7 +257,7 @@ func (u *udpReader) fast(conn *net.UDPConn, sess *dns.SessionUDP, pkt []byte) (d
 	if !ok {
 		return false
 	}
-	if !h.rrl.allow(addrOf(sess.RemoteAddr())) {
+	if !h.rrl.allow(addrOf(addr)) {
 		h.metrics.drop(reasonRateLimited)
 		return true
 	}
@@ -182,18 +274,57 @@ func (u *udpReader) fast(conn *net.UDPConn, sess *dns.SessionUDP, pkt []byte) (d
 	if len(c.resp) > limit {
 		return false
 	}
-	out := append(u.out[:0], c.resp...)
+	m := &b.out[b.nout]
+	out := append(m.Buffers[0][:0], c.resp...)
 	out[0], out[1] = pkt[0], pkt[1]
 	out[2] = out[2]&^0x01 | pkt[2]&0x01 // RD
 	out[3] = out[3]&^0x10 | pkt[3]&0x10 // CD
 	copy(out[12:q.nameEnd], pkt[12:q.nameEnd])
-	if _, err := dns.WriteToSessionUDP(conn, out, sess); err != nil {
-		h.metrics.drop(reasonSendError)
-		return true
+	m.Buffers[0] = out
+	m.Addr = addr
+	m.OOB = nil
+	if !b.bound {
+		m.OOB = sourceOOB(oob)
 	}
-	c.counter.Inc()
-	h.metrics.observe(start)
+	b.outCounters[b.nout] = c.counter
+	b.nout++
 	return true
+}
+
+// sourceOOB is the control message that sends an answer from the address
+// the query was sent to (in oob), as the dns.Server does for its answers;
+// nil when oob does not tell it.
+func sourceOOB(oob []byte) []byte {
+	var cm4 ipv4.ControlMessage
+	var cm6 ipv6.ControlMessage
+	switch {
+	case cm6.Parse(oob) == nil && cm6.Dst != nil:
+		if cm6.Dst.To4() == nil {
+			return (&ipv6.ControlMessage{Src: cm6.Dst}).Marshal()
+		}
+		return (&ipv4.ControlMessage{Src: cm6.Dst}).Marshal()
+	case cm4.Parse(oob) == nil && cm4.Dst != nil:
+		return (&ipv4.ControlMessage{Src: cm4.Dst}).Marshal()
+	}
+	return nil
+}
+
+// sessionUDP has the layout of dns.SessionUDP, whose fields the dns
+// package keeps to itself: the full path needs a session for each packet
+// the batch read, and only dns.ReadFromSessionUDP makes them. The size
+// check below and TestBatchWildcardSource catch a change of that layout.
+type sessionUDP struct {
+	raddr   *net.UDPAddr
+	context []byte
+}
+
+var _ [unsafe.Sizeof(dns.SessionUDP{}) - unsafe.Sizeof(sessionUDP{})]struct{}
+var _ [unsafe.Sizeof(sessionUDP{}) - unsafe.Sizeof(dns.SessionUDP{})]struct{}
+
+// newSessionUDP is the session of a packet from addr with the control
+// message oob.
+func newSessionUDP(addr *net.UDPAddr, oob []byte) *dns.SessionUDP {
+	return (*dns.SessionUDP)(unsafe.Pointer(&sessionUDP{raddr: addr, context: oob}))
 }
 
 // get returns the cached answer of key if it is still current.
