@@ -20,8 +20,9 @@ type Handler struct {
 	rrl     *rateLimiter
 	// udpSize is the largest EDNS payload the daemon sends (--udp-size).
 	udpSize uint16
-	// transfer answers AXFR and IXFR; nil until zone transfers are wired
-	// in, and then those queries are answered NOTIMP.
+	// transfer answers AXFR and IXFR; nil when Config.NewTransfers is
+	// (a Store served without package xfr), and then those queries are
+	// answered NOTIMP.
 	transfer func(w dns.ResponseWriter, r *dns.Msg)
 	// notify answers NOTIFY; nil: NOTIMP.
 	notify func(w dns.ResponseWriter, r *dns.Msg)
@@ -69,7 +70,7 @@ func (h *Handler) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 			h.transfer(w, r)
 			return
 		}
-		// Zone transfers are not wired in yet.
+		// No transfers configured (Config.NewTransfers nil).
 		m = new(dns.Msg)
 		m.SetRcode(r, dns.RcodeNotImplemented)
 	default:
