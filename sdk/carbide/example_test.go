@@ -142,7 +142,7 @@ func ExampleClient_WaitInstanceRunning() {
 	inst, err := c.WaitInstanceRunning(ctx, resp.Msg.GetInstance().GetId(),
 		carbide.WithProgress(func(p carbide.Progress) { log.Println(p) }))
 	if err != nil {
-		log.Fatal(err) // e.g. "... instance 1f0c... is failed: write_image: sha256 mismatch"
+		log.Fatal(err) // a *carbide.StateError with the reason when the instance failed
 	}
 	fmt.Println(inst.GetHostname(), "runs at", inst.GetAddress())
 }

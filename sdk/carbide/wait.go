@@ -35,7 +35,7 @@ type Progress struct {
 }
 
 // String returns a one-line description, e.g.
-// "instance 1f0c…: provisioning, write_image 512 MiB/2.0 GiB: writing".
+// "instance f9db…: provisioning, write_image 1.0 GiB/2.0 GiB: writing".
 func (p Progress) String() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s %s: %s", p.Kind, p.ID, p.State)
