@@ -25,6 +25,20 @@
 // WithBearerToken sends one fixed token, and WithTLS sets any other TLS
 // configuration, such as a private CA for the server's certificate. The SDK
 // never logs a token or puts one in an error.
+//
+// Programs that should connect the way the CLI does load a Config: the
+// current context of the CLI's config file, with CARBIDE_* environment
+// variables on top,
+//
+//	cfg, err := carbide.LoadConfig(carbide.DefaultConfigPath(), "")
+//	...
+//	c, err := cfg.NewClient()
+//
+// AsError turns an error the API returned into an *Error with its code
+// and, for a rejected request, the fields to fix. WaitMachineState,
+// WaitInstanceRunning and WaitInstanceDeleted follow WatchService.Watch
+// until a resource reaches a state, and the All... iterators walk the
+// paginated lists.
 package carbide
 
 import (
