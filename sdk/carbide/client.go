@@ -1,7 +1,7 @@
 // Package carbide is the Go SDK for the Carbide API: one Client with a
 // typed client per service, speaking Connect, gRPC or gRPC-Web, plus
 // iterators that walk paginated lists. It depends only on the generated
-// API code and connect-go.
+// API code, connect-go and a YAML parser.
 //
 // The API serves TLS and wants every caller authenticated, and the daemons
 // and the CLI all do it the same way: with a client certificate from
