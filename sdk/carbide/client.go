@@ -49,6 +49,7 @@ import (
 	"iter"
 	"net/http"
 	"net/url"
+	"time"
 
 	"connectrpc.com/connect"
 	"github.com/carbide-dev/carbide/gen/carbide/agent/v1/agentv1connect"
@@ -217,6 +218,11 @@ func (o *options) buildHTTPClient() (connect.HTTPClient, error) {
 	return &http.Client{Transport: &http.Transport{
 		Protocols:       protocols,
 		TLSClientConfig: tlsConfig,
+		// A Watch stream can stay quiet for long: ping a connection that
+		// received nothing for a while, and drop it when the ping goes
+		// unanswered, so a dead connection ends the stream (and a waiter
+		// resumes) instead of hanging it.
+		HTTP2: &http.HTTP2Config{SendPingTimeout: 30 * time.Second, PingTimeout: 15 * time.Second},
 	}}, nil
 }
 
