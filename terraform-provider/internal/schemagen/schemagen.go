@@ -675,6 +675,10 @@ func (e *emitter) fromProto(msg *message) {
 		}
 		switch fi.kind {
 		case kString:
+			if fi.opts.CaseInsensitive {
+				g.P(mf, " = ", tp("StringFold"), "(", mf, ", ", get, ")")
+				break
+			}
 			g.P(mf, " = ", tp("String"), "(", mf, ", ", get, ")")
 		case kBytes:
 			g.P(mf, " = ", tp("String"), "(", mf, ", string(", get, "))")

@@ -41,6 +41,15 @@ func String(prior types.String, v string) types.String {
 	return types.StringValue(v)
 }
 
+// StringFold is String for a value the server keeps in a canonical case:
+// a prior value that differs from v only in case is kept as written.
+func StringFold(prior types.String, v string) types.String {
+	if known(prior) && v != "" && strings.EqualFold(prior.ValueString(), v) {
+		return prior
+	}
+	return String(prior, v)
+}
+
 // Bool is v as a Terraform bool; false is null unless prior is false.
 func Bool(prior types.Bool, v bool) types.Bool {
 	if !v && !(known(prior) && !prior.ValueBool()) {
