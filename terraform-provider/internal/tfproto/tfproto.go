@@ -7,8 +7,8 @@
 //     that means the same (such as a configured "" or []), which is kept:
 //     Terraform then sees the value it planned.
 //   - Timestamps are RFC 3339 strings, durations Go duration strings
-//     ("90s", "1h30m"); a model value that denotes the same instant or
-//     length is kept as written.
+//     without zero trailing units ("1h", "30m", "1m30s"); a model value
+//     that denotes the same instant or length is kept as written.
 //   - Enums are strings: the value's name without the prefix the enum's
 //     values share, in lower case (MACHINE_STATE_READY is "ready"). The
 //     zero value (*_UNSPECIFIED) is null.
@@ -122,7 +122,20 @@ func Duration(prior types.String, d *durationpb.Duration) types.String {
 			return prior
 		}
 	}
-	return types.StringValue(v.String())
+	return types.StringValue(FormatDuration(v))
+}
+
+// FormatDuration is d as a Go duration string without zero trailing units:
+// "1h", "30m", "1h30m", "1m30s".
+func FormatDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
 }
 
 // DurationProto parses the Go duration string s; null, unknown and "" are nil.
