@@ -239,3 +239,9 @@ func tail(s string, n int) string {
 	}
 	return strings.Join(lines, "\n")
 }
+
+// expectError matches a diagnostic that terraform may have wrapped over
+// lines: each space of pattern matches any run of white space.
+func expectError(pattern string) *regexp.Regexp {
+	return regexp.MustCompile(`(?s)` + strings.ReplaceAll(pattern, " ", `\s+`))
+}

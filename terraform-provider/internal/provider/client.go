@@ -6,6 +6,7 @@ import (
 
 	"connectrpc.com/connect"
 	"github.com/hashicorp/terraform-plugin-framework/diag"
+	"github.com/hashicorp/terraform-plugin-framework/types/basetypes"
 
 	"github.com/carbide-dev/carbide/sdk/carbide"
 )
@@ -49,3 +50,7 @@ func apiError(diags *diag.Diagnostics, what string, err error) {
 	}
 	diags.AddError("Cannot "+what, detail)
 }
+
+// objectAsOptions read a nested object into a model struct: unknown and
+// null nested values stay as they are.
+var objectAsOptions = basetypes.ObjectAsOptions{UnhandledNullAsEmpty: true, UnhandledUnknownAsEmpty: true}

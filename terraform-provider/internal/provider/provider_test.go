@@ -5,7 +5,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"testing"
 
@@ -122,20 +121,20 @@ func TestProviderConfigurationErrors(t *testing.T) {
 	}{
 		"no endpoint": {
 			provider: `provider "carbide" {}`,
-			want:     `(?s)Invalid Carbide provider configuration.*endpoint.*CARBIDE_ENDPOINT`,
+			want:     `Invalid Carbide provider configuration.*endpoint.*CARBIDE_ENDPOINT`,
 		},
 		"endpoint without scheme": {
 			provider: `provider "carbide" {
   endpoint = "carbide.example:1079"
 }`,
-			want: `(?s)carbide\.example:1079`,
+			want: `carbide\.example:1079`,
 		},
 		"certificate without key": {
 			provider: `provider "carbide" {
   endpoint    = "` + a.endpoint + `"
   client_cert = "` + a.file("admin.crt") + `"
 }`,
-			want: `(?s)Invalid Carbide provider configuration.*key`,
+			want: `Invalid Carbide provider configuration.*key`,
 		},
 		"token and token command": {
 			provider: `provider "carbide" {
@@ -143,14 +142,14 @@ func TestProviderConfigurationErrors(t *testing.T) {
   token         = "x"
   token_command = "echo x"
 }`,
-			want: `(?s)Invalid Carbide provider configuration.*token`,
+			want: `Invalid Carbide provider configuration.*token`,
 		},
 		"unknown protocol": {
 			provider: `provider "carbide" {
   endpoint = "` + a.endpoint + `"
   protocol = "http3"
 }`,
-			want: `(?s)protocol.*value must be one of`,
+			want: `protocol.*value must be one of`,
 		},
 		"missing certificate file": {
 			provider: `provider "carbide" {
@@ -158,7 +157,7 @@ func TestProviderConfigurationErrors(t *testing.T) {
   client_cert = "/nonexistent/admin.crt"
   client_key  = "/nonexistent/admin.key"
 }`,
-			want: `(?s)/nonexistent/admin\.crt`,
+			want: `/nonexistent/admin\.crt`,
 		},
 		"nothing listens at the endpoint": {
 			provider: `provider "carbide" {
@@ -167,14 +166,14 @@ func TestProviderConfigurationErrors(t *testing.T) {
   client_cert = "` + a.file("admin.crt") + `"
   client_key  = "` + a.file("admin.key") + `"
 }`,
-			want: `(?s)Cannot list machines.*unavailable.*Check the provider's endpoint`,
+			want: `Cannot list machines.*unavailable.*Check the provider's endpoint`,
 		},
 		"no credentials": {
 			provider: `provider "carbide" {
   endpoint = "` + a.endpoint + `"
   ca_cert  = "` + a.file("ca.crt") + `"
 }`,
-			want: `(?s)Cannot list machines.*unauthenticated.*Check the provider's credentials`,
+			want: `Cannot list machines.*unauthenticated.*Check the provider's credentials`,
 		},
 	}
 	for name, tc := range tests {
@@ -183,7 +182,7 @@ func TestProviderConfigurationErrors(t *testing.T) {
 				ProtoV6ProviderFactories: protoV6ProviderFactories,
 				Steps: []resource.TestStep{{
 					Config:      tc.provider + machinesConfig,
-					ExpectError: regexp.MustCompile(tc.want),
+					ExpectError: expectError(tc.want),
 				}},
 			})
 		})
