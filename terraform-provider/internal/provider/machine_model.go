@@ -33,6 +33,7 @@ import (
 var (
 	macPattern      = regexp.MustCompile(`^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$`)
 	hostnamePattern = regexp.MustCompile(`^([a-z0-9]([a-z0-9-]*[a-z0-9])?)?$`)
+	uuidPattern     = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
 	labelKeyPattern = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9._/-]{0,61}[A-Za-z0-9])?$`)
 )
 
@@ -250,17 +251,7 @@ func (m *machineResourceModel) fromProto(ctx context.Context, pm *machinev1.Mach
 	m.Maintenance = types.BoolValue(pm.GetMaintenance())
 	m.State = types.StringValue(machineStateName(pm.GetState()))
 	m.HardwareID = types.StringValue(pm.GetHardwareId())
-	ifaces := make([]attr.Value, 0, len(pm.GetInterfaces()))
-	for _, i := range pm.GetInterfaces() {
-		o, d := types.ObjectValue(interfaceAttrTypes(), map[string]attr.Value{
-			"mac":        types.StringValue(i.GetMac()),
-			"segment_id": types.StringValue(i.GetSegmentId()),
-			"address":    types.StringValue(i.GetAddress()),
-		})
-		diags.Append(d...)
-		ifaces = append(ifaces, o)
-	}
-	l, d := types.ListValue(types.ObjectType{AttrTypes: interfaceAttrTypes()}, ifaces)
+	l, d := interfacesValue(pm)
 	diags.Append(d...)
 	m.Interfaces = l
 	m.BMC, d = bmcFromProto(ctx, m.BMC, bmc)

@@ -7,6 +7,7 @@ import (
 
 	"github.com/hashicorp/terraform-plugin-framework-validators/listvalidator"
 	"github.com/hashicorp/terraform-plugin-framework-validators/stringvalidator"
+	"github.com/hashicorp/terraform-plugin-framework/attr"
 	"github.com/hashicorp/terraform-plugin-framework/datasource"
 	"github.com/hashicorp/terraform-plugin-framework/datasource/schema"
 	"github.com/hashicorp/terraform-plugin-framework/schema/validator"
@@ -27,9 +28,23 @@ func newMachinesDataSource() datasource.DataSource { return &machinesDataSource{
 
 // machinesModel is carbide_machines' configuration and result.
 type machinesModel struct {
-	States types.List `tfsdk:"states"`
-	Labels types.Map  `tfsdk:"labels"`
-	IDs    types.List `tfsdk:"ids"`
+	States   types.List `tfsdk:"states"`
+	Labels   types.Map  `tfsdk:"labels"`
+	IDs      types.List `tfsdk:"ids"`
+	Machines types.List `tfsdk:"machines"`
+}
+
+// machineObjectType is the type of an element of carbide_machines' machines.
+func machineObjectType() types.ObjectType {
+	return types.ObjectType{AttrTypes: map[string]attr.Type{
+		"id":          types.StringType,
+		"hostname":    types.StringType,
+		"state":       types.StringType,
+		"labels":      types.MapType{ElemType: types.StringType},
+		"maintenance": types.BoolType,
+		"hardware_id": types.StringType,
+		"interfaces":  types.ListType{ElemType: types.ObjectType{AttrTypes: interfaceAttrTypes()}},
+	}}
 }
 
 func (d *machinesDataSource) Metadata(_ context.Context, req datasource.MetadataRequest, resp *datasource.MetadataResponse) {
@@ -59,6 +74,11 @@ func (d *machinesDataSource) Schema(_ context.Context, _ datasource.SchemaReques
 				ElementType:         types.StringType,
 				Computed:            true,
 			},
+			"machines": schema.ListNestedAttribute{
+				MarkdownDescription: "The matching machines, in the API's order.",
+				Computed:            true,
+				NestedObject:        schema.NestedAttributeObject{Attributes: machineDataAttributes(false)},
+			},
 		},
 	}
 }
@@ -84,16 +104,32 @@ func (d *machinesDataSource) Read(ctx context.Context, req datasource.ReadReques
 		list.States = append(list.States, machineStateFromName(s))
 	}
 	ids := []string{}
+	var machines []machineDataModel
 	for mach, err := range d.client.AllMachines(ctx, list) {
 		if err != nil {
 			apiError(&resp.Diagnostics, "list machines", err)
 			return
 		}
 		ids = append(ids, mach.GetId())
+		var dm machineDataModel
+		resp.Diagnostics.Append(dm.fromProto(ctx, mach)...)
+		machines = append(machines, dm)
 	}
 	l, diags := types.ListValueFrom(ctx, types.StringType, ids)
 	resp.Diagnostics.Append(diags...)
 	m.IDs = l
+	objs := make([]attr.Value, 0, len(machines))
+	for _, dm := range machines {
+		o, diags := types.ObjectValue(machineObjectType().AttrTypes, map[string]attr.Value{
+			"id": dm.ID, "hostname": dm.Hostname, "state": dm.State, "labels": dm.Labels,
+			"maintenance": dm.Maintenance, "hardware_id": dm.HardwareID, "interfaces": dm.Interfaces,
+		})
+		resp.Diagnostics.Append(diags...)
+		objs = append(objs, o)
+	}
+	ml, diags := types.ListValue(machineObjectType(), objs)
+	resp.Diagnostics.Append(diags...)
+	m.Machines = ml
 	resp.Diagnostics.Append(resp.State.Set(ctx, &m)...)
 }
 

@@ -153,6 +153,7 @@ func (p *carbideProvider) Resources(context.Context) []func() resource.Resource 
 // DataSources lists the provider's data sources.
 func (p *carbideProvider) DataSources(context.Context) []func() datasource.DataSource {
 	return []func() datasource.DataSource{
+		newMachineDataSource,
 		newMachinesDataSource,
 	}
 }
