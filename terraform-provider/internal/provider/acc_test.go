@@ -31,6 +31,9 @@ import (
 	"github.com/carbide-dev/carbide/sdk/testsecret"
 )
 
+// bootAgentTimeout is how long the API waits for a machine's agent.
+const bootAgentTimeout = 6 * time.Second
+
 // testAPI is the carbide-api the tests share; TestMain starts it.
 var testAPI *accAPI
 
@@ -126,7 +129,11 @@ var listening = regexp.MustCompile(`msg="carbide-api listening" address=(\S+)`)
 // embedded store in dataDir, and waits until it listens and answers.
 func startAPI(bin, dataDir string) (*accAPI, func(), error) {
 	a := &accAPI{bin: bin, dataDir: dataDir, pki: filepath.Join(dataDir, "pki"), log: &logBuffer{}}
-	cmd := exec.Command(bin, "--dev", "--listen", "127.0.0.1:0", "--data-dir", dataDir)
+	// A machine that is given an instance here never boots: its agent
+	// step fails after a few seconds instead of the default minutes, so
+	// that the instance tests see the failure.
+	cmd := exec.Command(bin, "--dev", "--listen", "127.0.0.1:0", "--data-dir", dataDir,
+		"--timeout-boot-agent", bootAgentTimeout.String())
 	pr, pw := io.Pipe()
 	cmd.Stdout, cmd.Stderr = pw, pw
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}

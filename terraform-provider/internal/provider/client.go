@@ -1,7 +1,6 @@
 package provider
 
 import (
-	"errors"
 	"fmt"
 
 	"connectrpc.com/connect"
@@ -28,18 +27,22 @@ func clientFrom(data any, diags *diag.Diagnostics) *carbide.Client {
 }
 
 // isNotFound reports whether err is the API's not_found.
-func isNotFound(err error) bool {
-	return connect.CodeOf(err) == connect.CodeNotFound
-}
+func isNotFound(err error) bool { return carbide.IsNotFound(err) }
 
 // apiError adds err, returned by the API while doing what, as an error
 // diagnostic: the API's code and message, which name the offending field
 // for invalid input, and a hint for the errors a configuration can cause.
 func apiError(diags *diag.Diagnostics, what string, err error) {
 	detail := err.Error()
-	var ce *connect.Error
-	if errors.As(err, &ce) {
-		switch ce.Code() {
+	if e, ok := carbide.AsError(err); ok {
+		detail = e.Error()
+		if len(e.Violations) > 1 {
+			detail += "\n"
+			for _, v := range e.Violations {
+				detail += "\n  - " + v.String()
+			}
+		}
+		switch e.Code {
 		case connect.CodeUnavailable, connect.CodeUnknown:
 			detail += "\n\nCheck the provider's endpoint (CARBIDE_ENDPOINT) and that the Carbide API runs there."
 		case connect.CodeUnauthenticated:

@@ -35,6 +35,9 @@ func ctx(t *testing.T) context.Context {
 	return c
 }
 
+// ctx2 is a context for checks that have no test at hand.
+func ctx2() context.Context { return context.Background() }
+
 // machineGone checks that no machine with the state's ids remains.
 func machineGone(a *accAPI) resource.TestCheckFunc {
 	return func(s *terraform.State) error {

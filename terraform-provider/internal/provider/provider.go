@@ -147,7 +147,9 @@ func (p *carbideProvider) Configure(ctx context.Context, req provider.ConfigureR
 // Resources lists the provider's resources.
 func (p *carbideProvider) Resources(context.Context) []func() resource.Resource {
 	return []func() resource.Resource{
-		newMachineResource}
+		newMachineResource,
+		newInstanceResource,
+	}
 }
 
 // DataSources lists the provider's data sources.
