@@ -82,10 +82,16 @@ func TestMain(m *testing.M) {
 // runTests sets up terraform and carbide-api for the tests, runs them and
 // tears everything down.
 func runTests(m *testing.M) (int, error) {
-	tf, err := exec.LookPath("terraform")
-	if err != nil {
-		return 0, fmt.Errorf("the acceptance tests need the terraform CLI on the PATH "+
-			"(terraform 1.11 or later; install it from HashiCorp's releases or apt repository): %w", err)
+	tf := os.Getenv("TF_ACC_TERRAFORM_PATH")
+	if tf == "" {
+		var err error
+		if tf, err = exec.LookPath("terraform"); err != nil {
+			return 0, fmt.Errorf("the acceptance tests need the terraform CLI on the PATH, or its path in TF_ACC_TERRAFORM_PATH "+
+				"(terraform 1.11 or later, for write-only attributes): %w", err)
+		}
+	}
+	if out, err := exec.Command(tf, "version").CombinedOutput(); err != nil {
+		return 0, fmt.Errorf("run %s version: %w\n%s", tf, err, out)
 	}
 	// The tests are acceptance tests through and through: they run under a
 	// plain `go test`, never skipped.
@@ -105,6 +111,13 @@ func runTests(m *testing.M) (int, error) {
 		return 0, err
 	}
 	defer os.RemoveAll(tmp)
+	// An empty CLI configuration: the developer's ~/.terraformrc (say, its
+	// dev_overrides) must not change what the tests run.
+	rc := filepath.Join(tmp, "terraform.rc")
+	if err := os.WriteFile(rc, nil, 0o644); err != nil {
+		return 0, err
+	}
+	os.Setenv("TF_CLI_CONFIG_FILE", rc)
 	bin := filepath.Join(tmp, "carbide-api")
 	build := exec.Command("go", "build", "-o", bin, "github.com/carbide-dev/carbide/backend/cmd/carbide-api")
 	if out, err := build.CombinedOutput(); err != nil {

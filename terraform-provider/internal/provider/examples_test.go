@@ -80,7 +80,7 @@ func TestExamplesValidate(t *testing.T) {
 			}
 			cmd := exec.Command(os.Getenv("TF_ACC_TERRAFORM_PATH"), "validate", "-no-color")
 			cmd.Dir = work
-			cmd.Env = append(os.Environ(), "TF_CLI_CONFIG_FILE="+rc)
+			cmd.Env = append(os.Environ(), "TF_CLI_CONFIG_FILE="+rc) // the last one wins
 			if out, err := cmd.CombinedOutput(); err != nil {
 				t.Errorf("terraform validate of examples/%s: %v\n%s", name, err, out)
 			}

@@ -51,6 +51,7 @@ var (
 	_ resource.ResourceWithConfigure        = (*instanceResource)(nil)
 	_ resource.ResourceWithImportState      = (*instanceResource)(nil)
 	_ resource.ResourceWithConfigValidators = (*instanceResource)(nil)
+	_ resource.ResourceWithModifyPlan       = (*instanceResource)(nil)
 )
 
 // instanceResource is carbide_instance: a machine allocated to a tenant,
@@ -247,6 +248,21 @@ func (r *instanceResource) ConfigValidators(context.Context) []resource.ConfigVa
 	return []resource.ConfigValidator{
 		resourcevalidator.ExactlyOneOf(path.MatchRoot("machine_id"), path.MatchRoot("selector")),
 	}
+}
+
+// ModifyPlan replaces an instance that failed: it holds no machine and
+// will never run.
+func (r *instanceResource) ModifyPlan(ctx context.Context, req resource.ModifyPlanRequest, resp *resource.ModifyPlanResponse) {
+	if req.State.Raw.IsNull() || req.Plan.Raw.IsNull() {
+		return
+	}
+	var state types.String
+	resp.Diagnostics.Append(req.State.GetAttribute(ctx, path.Root("state"), &state)...)
+	if resp.Diagnostics.HasError() || state.ValueString() != "failed" {
+		return
+	}
+	resp.Diagnostics.Append(resp.Plan.SetAttribute(ctx, path.Root("state"), types.StringUnknown())...)
+	resp.RequiresReplace = append(resp.RequiresReplace, path.Root("state"))
 }
 
 func (r *instanceResource) Configure(_ context.Context, req resource.ConfigureRequest, resp *resource.ConfigureResponse) {

@@ -1,6 +1,8 @@
 package provider
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"os/exec"
 	"path/filepath"
@@ -10,6 +12,7 @@ import (
 	"connectrpc.com/connect"
 	"github.com/google/uuid"
 	"github.com/hashicorp/terraform-plugin-testing/helper/resource"
+	"github.com/hashicorp/terraform-plugin-testing/plancheck"
 	"github.com/hashicorp/terraform-plugin-testing/terraform"
 
 	agentv1 "github.com/carbide-dev/carbide/gen/carbide/agent/v1"
@@ -292,4 +295,49 @@ func TestInstancePlanValidation(t *testing.T) {
 			})
 		})
 	}
+}
+
+// TestInstanceFailedIsReplaced imports (with an import block) an instance
+// that failed outside Terraform: not tainted, it is planned for
+// replacement all the same, as it will never run.
+func TestInstanceFailedIsReplaced(t *testing.T) {
+	a := api(t)
+	m := readyMachine(t, a, nil)
+	image := testImage(t, a)
+	created, err := a.client.Instances.CreateInstance(ctx(t), connect.NewRequest(&instancev1.CreateInstanceRequest{
+		Hostname: "web-5", ImageId: image,
+		Target: &instancev1.CreateInstanceRequest_MachineId{MachineId: m.GetId()},
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := created.Msg.GetInstance().GetId()
+	waitCtx, cancel := context.WithTimeout(context.Background(), 4*bootAgentTimeout)
+	defer cancel()
+	var se *carbide.StateError
+	if _, err := a.client.WaitInstanceRunning(waitCtx, id); !errors.As(err, &se) || se.State != "failed" {
+		t.Fatalf("instance %s on a machine that never boots: %v, want it failed", id, err)
+	}
+	resource.Test(t, resource.TestCase{
+		ProtoV6ProviderFactories: protoV6ProviderFactories,
+		CheckDestroy:             instanceGone(a),
+		Steps: []resource.TestStep{{
+			Config: a.providerConfig() + fmt.Sprintf(`
+import {
+  to = carbide_instance.i
+  id = %q
+}
+resource "carbide_instance" "i" {
+  hostname   = "web-5"
+  image_id   = %q
+  machine_id = %q
+}
+`, id, image, m.GetId()),
+			ConfigPlanChecks: resource.ConfigPlanChecks{PreApply: []plancheck.PlanCheck{
+				plancheck.ExpectResourceAction("carbide_instance.i", plancheck.ResourceActionDestroyBeforeCreate),
+			}},
+			// Its machine failed too, so the new instance cannot have it.
+			ExpectError: expectError(`failed_precondition.*The machine must be Ready`),
+		}},
+	})
 }
