@@ -10,16 +10,16 @@ import (
 
 // Exit codes. Scripts can tell these apart; docs/cli.md lists them.
 const (
-	ExitOK           = 0 // success
-	ExitError        = 1 // any other failure
-	ExitUsage        = 2 // bad command line: unknown command or flag, wrong arguments, unreadable --from-file
-	ExitNotFound     = 3 // the resource (or a name given for an id) does not exist
-	ExitConflict     = 4 // already exists, or the resource's state does not allow it (failed precondition, aborted, no capacity)
-	ExitPermission   = 5 // unauthenticated or permission denied
-	ExitInvalid      = 6 // the API rejected an argument (invalid argument, out of range)
-	ExitUnavailable  = 7 // the API could not be reached or did not answer in time
-	ExitWaitTimeout  = 8 // --wait gave up after --timeout
-	ExitWaitFailed   = 9 // --wait saw the resource fail (an instance FAILED)
+	ExitOK          = 0 // success
+	ExitError       = 1 // any other failure
+	ExitUsage       = 2 // bad command line: unknown command or flag, wrong arguments, unreadable --from-file
+	ExitNotFound    = 3 // the resource (or a name given for an id) does not exist
+	ExitConflict    = 4 // already exists, or the resource's state does not allow it (failed precondition, aborted, no capacity)
+	ExitPermission  = 5 // unauthenticated or permission denied
+	ExitInvalid     = 6 // the API rejected an argument (invalid argument, out of range)
+	ExitUnavailable = 7 // the API could not be reached or did not answer in time
+	ExitWaitTimeout = 8 // --wait gave up after --timeout
+	ExitWaitFailed  = 9 // --wait saw the resource fail (an instance FAILED)
 )
 
 // exitCodesHelp is the table the root command's help shows.

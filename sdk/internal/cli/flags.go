@@ -20,9 +20,9 @@ import (
 // fieldFlag is a command-line flag that sets one field of a request,
 // possibly inside nested messages.
 type fieldFlag struct {
-	name  string                           // the flag's name
-	path  []protoreflect.FieldDescriptor   // from the request down to the field
-	value *fieldValue                      // what was given
+	name  string                         // the flag's name
+	path  []protoreflect.FieldDescriptor // from the request down to the field
+	value *fieldValue                    // what was given
 }
 
 // fieldValue is the pflag.Value of a fieldFlag: it checks each value as it

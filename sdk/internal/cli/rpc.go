@@ -155,7 +155,7 @@ func newSpec(md protoreflect.MethodDescriptor) *rpcSpec {
 	switch {
 	case in.Fields().ByName("id") != nil:
 		s.positional = []protoreflect.FieldDescriptor{in.Fields().ByName("id")}
-	case s.body != nil && s.body.Message().Fields().ByName("id") != nil:
+	case s.body != nil && s.body.Message().Fields().ByName("id") != nil && !s.creates():
 		s.positional = []protoreflect.FieldDescriptor{s.body, s.body.Message().Fields().ByName("id")}
 	case s.verb != "list":
 		var ids []protoreflect.FieldDescriptor
@@ -170,6 +170,12 @@ func newSpec(md protoreflect.MethodDescriptor) *rpcSpec {
 		}
 	}
 	return s
+}
+
+// creates says whether the RPC creates its resource, whose id the
+// server assigns.
+func (s *rpcSpec) creates() bool {
+	return strings.HasPrefix(string(s.md.Name()), "Create")
 }
 
 // argName is how help shows the positional argument.
@@ -229,11 +235,14 @@ func bindFields(cmd *cobra.Command, s *rpcSpec, md protoreflect.MessageDescripto
 		if outputOnly[fd.FullName()] {
 			continue
 		}
+		if len(path) == 1 && path[0] == s.body && fd.Name() == "id" && s.creates() {
+			continue // assigned by the server
+		}
 		if len(path) > 0 && fd.Kind() == protoreflect.MessageKind && fd.Message().FullName() == "google.protobuf.Timestamp" {
 			continue // create_time and the like: output only
 		}
 		p := append(slices.Clone(path), fd)
-		if fd.Kind() == protoreflect.MessageKind && !fd.IsList() && !fd.IsMap() && !isScalarLike(fd) && len(path) < 2 {
+		if fd.Kind() == protoreflect.MessageKind && !fd.IsList() && !fd.IsMap() && !isScalarLike(fd) && len(path) < 3 {
 			sub := flagName(prefix, fd)
 			if len(path) == 0 && fd == s.body {
 				sub = ""

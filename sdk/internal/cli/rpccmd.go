@@ -34,16 +34,18 @@ var examples = map[string]string{
 	"segment create": `  carbide segment create --name rack1 --prefix 10.0.1.0/24 --gateway 10.0.1.1 \
     --dns-server 10.0.0.53 --domain rack1.example.net --range 10.0.1.100-10.0.1.200
   carbide segment create -f segment.yaml`,
-	"segment get":    `  carbide segment get rack1`,
-	"segment list":   `  carbide segment list -o wide`,
-	"segment update": `  carbide segment update rack1 --mtu 9000 --ntp-server 10.0.0.123`,
-	"segment delete": `  carbide segment delete rack1`,
+	"segment get":      `  carbide segment get rack1`,
+	"segment list":     `  carbide segment list -o wide`,
+	"segment update":   `  carbide segment update rack1 --mtu 9000 --ntp-server 10.0.0.123`,
+	"segment delete":   `  carbide segment delete rack1`,
 	"address allocate": `  carbide address allocate --segment-id rack1 --mac 52:54:00:12:34:56`,
 	"address release":  `  carbide address release --segment-id rack1 --mac 52:54:00:12:34:56`,
 	"address list-leases": `  carbide address list-leases rack1
   carbide address list-leases rack1 --include-expired -o json`,
-	"image create": `  carbide image create --name debian --version 12 --architecture x86_64 \
-    --disk '{"url":"https://images.example/debian-12.raw","sha256":"<64 hex digits>"}'
+	"image create": `  carbide image create --name debian --version 12 --architecture amd64 \
+    --firmware uefi --disk-format raw --disk-compression zstd \
+    --disk-file-url http://pxe.example:8080/artifacts/debian-12.raw.zst \
+    --disk-file-sha256 "$(sha256sum debian-12.raw.zst | cut -d' ' -f1)"
   carbide image create -f image.yaml`,
 	"image get":       `  carbide image get debian:12`,
 	"image list":      `  carbide image list --include-deprecated`,
@@ -61,9 +63,9 @@ var examples = map[string]string{
   carbide instance delete web1 --wipe-mode full --wait --timeout 2h`,
 	"bmc set": `  # The password is read from standard input
   carbide bmc set node1 --address 10.0.9.21 --protocol ipmi --username admin --password - < bmc-password`,
-	"bmc get":    `  carbide bmc get node1`,
-	"bmc list":   `  carbide bmc list --power-state off`,
-	"bmc delete": `  carbide bmc delete node1`,
+	"bmc get":                     `  carbide bmc get node1`,
+	"bmc list":                    `  carbide bmc list --power-state off`,
+	"bmc delete":                  `  carbide bmc delete node1`,
 	"bmc set-segment-credentials": `  carbide bmc set-segment-credentials rack1 --username admin --password - < bmc-password`,
 	"bmc request-operation": `  carbide bmc request-operation node1 --type power-cycle
   carbide bmc request-operation node1 --type set-boot --boot-device pxe`,
