@@ -304,6 +304,9 @@ func isNumberKind(k protoreflect.Kind) bool {
 // password, a private key or a token. Such values are never printed.
 func isSecretField(fd protoreflect.FieldDescriptor) bool {
 	name := string(fd.Name())
+	if fd.Kind() != protoreflect.StringKind && fd.Kind() != protoreflect.BytesKind {
+		return false // has_password says whether there is one
+	}
 	if name == "page_token" || name == "next_page_token" {
 		return false
 	}

@@ -307,12 +307,15 @@ func scalarText(fd protoreflect.FieldDescriptor, v protoreflect.Value, _ protore
 		case *durationpb.Duration:
 			return msg.AsDuration().String()
 		}
-		if fd.Message().FullName() == "carbide.network.v1.AddressRange" {
-			m := v.Message()
-			return m.Get(fd.Message().Fields().ByName("start")).String() + "-" + m.Get(fd.Message().Fields().ByName("end")).String()
+		m := v.Message()
+		get := func(name protoreflect.Name) string { return m.Get(fd.Message().Fields().ByName(name)).String() }
+		switch fd.Message().FullName() {
+		case "carbide.network.v1.AddressRange":
+			return get("start") + "-" + get("end")
+		case "carbide.network.v1.Reservation":
+			return get("mac") + "=" + get("address")
 		}
-		b, _ := protojson.Marshal(v.Message().Interface())
-		return string(b)
+		return compactJSON(m.Interface())
 	case protoreflect.FloatKind, protoreflect.DoubleKind:
 		return strconv.FormatFloat(v.Float(), 'g', -1, 64)
 	}
@@ -342,4 +345,18 @@ func redact(m protoreflect.Message) {
 		}
 		return true
 	})
+}
+
+// compactJSON is a message's JSON on one line, spaced the same way every
+// time (protojson varies its spacing on purpose).
+func compactJSON(m proto.Message) string {
+	b, err := protojson.Marshal(m)
+	if err != nil {
+		return ""
+	}
+	var buf bytes.Buffer
+	if err := json.Compact(&buf, b); err != nil {
+		return string(b)
+	}
+	return buf.String()
 }

@@ -86,11 +86,7 @@ func (a *app) printEvent(ev *watchv1.WatchResponse) error {
 	redact(ev.ProtoReflect())
 	switch a.output {
 	case formatJSON:
-		b, err := protojson.Marshal(ev)
-		if err != nil {
-			return err
-		}
-		_, err = fmt.Fprintf(a.stdout, "%s\n", b)
+		_, err := fmt.Fprintf(a.stdout, "%s\n", compactJSON(ev))
 		return err
 	case formatYAML:
 		b, err := protojson.Marshal(ev)
