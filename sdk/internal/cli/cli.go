@@ -6,6 +6,8 @@
 // a watch of changes and --wait with live progress.
 package cli
 
+//go:generate go run ./gendocs -proto ../../../proto -out protodocs_gen.go
+
 import (
 	"context"
 	"errors"

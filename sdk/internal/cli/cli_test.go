@@ -2,12 +2,14 @@ package cli
 
 import (
 	"encoding/json"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/protobuf/reflect/protoreflect"
 )
 
 // commandPaths lists every command of the tree, as argument lists.
@@ -192,5 +194,36 @@ func TestExitCodes(t *testing.T) {
 				t.Errorf("carbide %s: exit %d, stderr %q; want exit %d and %q", strings.Join(tc.args, " "), r.code, r.stderr, tc.want, tc.msg)
 			}
 		})
+	}
+}
+
+// TestProtoDocsGenerated checks that protodocs_gen.go holds the proto
+// files' current comments (go generate ./sdk/internal/cli rewrites it).
+func TestProtoDocsGenerated(t *testing.T) {
+	t.Parallel()
+	root, err := repoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "protodocs_gen.go")
+	cmd := exec.Command("go", "run", "./gendocs", "-proto", filepath.Join(root, "proto"), "-out", out)
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go run ./gendocs: %v\n%s", err, b)
+	}
+	got, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	have, err := os.ReadFile("protodocs_gen.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got) != string(have) {
+		t.Error("protodocs_gen.go is out of date with the proto files: run go generate ./sdk/internal/cli")
+	}
+	for _, name := range []protoreflect.FullName{"carbide.machine.v1.MachineService.ListMachines", "carbide.machine.v1.ListMachinesRequest.states", "carbide.instance.v1.Selector.min_cpus"} {
+		if protoDocs[name] == "" {
+			t.Errorf("no comment for %s", name)
+		}
 	}
 }

@@ -359,7 +359,11 @@ func singular(name string) string {
 // flagUsage describes a field's flag.
 func flagUsage(fd protoreflect.FieldDescriptor) string {
 	var b strings.Builder
-	b.WriteString(strings.ReplaceAll(string(fd.Name()), "_", " "))
+	if doc := shortDoc(fieldDoc(fd)); doc != "" {
+		b.WriteString(strings.TrimSuffix(doc, "."))
+	} else {
+		b.WriteString(strings.ReplaceAll(string(fd.Name()), "_", " "))
+	}
 	switch {
 	case fd.IsMap():
 		b.WriteString(" (repeat the flag for several)")
@@ -439,4 +443,44 @@ func shorthand(md protoreflect.MessageDescriptor, s string) (string, bool) {
 		return "", false
 	}
 	return string(js), true
+}
+
+// shortDoc is a proto comment short enough for a flag's line: all of it,
+// or its first sentence when it is long.
+func shortDoc(doc string) string {
+	if len(doc) <= 160 {
+		return doc
+	}
+	if i := strings.Index(doc, ". "); i > 0 {
+		return doc[:i+1]
+	}
+	return doc
+}
+
+// fieldDoc is the comment of a field, or of the field of the same name of
+// the resource the request is about (CreateInstanceRequest.hostname has
+// Instance.hostname's).
+func fieldDoc(fd protoreflect.FieldDescriptor) string {
+	if doc := protoDocs[fd.FullName()]; doc != "" {
+		return doc
+	}
+	msg := string(fd.ContainingMessage().Name())
+	base, ok := strings.CutSuffix(msg, "Request")
+	if !ok {
+		return ""
+	}
+	// Drop the verb: the first word.
+	for i := 1; i < len(base); i++ {
+		if base[i] >= 'A' && base[i] <= 'Z' {
+			base = base[i:]
+			break
+		}
+	}
+	pkg := fd.ParentFile().Package()
+	for _, res := range []string{base, strings.TrimSuffix(base, "s")} {
+		if doc := protoDocs[pkg.Append(protoreflect.Name(res)).Append(fd.Name())]; doc != "" {
+			return doc
+		}
+	}
+	return ""
 }

@@ -80,7 +80,7 @@ func newNounCommand(a *app, sd protoreflect.ServiceDescriptor) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:     noun,
 		Short:   nounShort[noun],
-		Long:    fmt.Sprintf("%s.\n\nThe commands call %s of the Carbide API.", nounShort[noun], sd.FullName()),
+		Long:    fmt.Sprintf("%s.\n\n%s\n\nThe commands call %s of the Carbide API.", nounShort[noun], wrap(protoDocs[sd.FullName()]), sd.FullName()),
 		GroupID: "api",
 		Example: fmt.Sprintf("  carbide %s --help", noun),
 		Args:    noSubcommand,
@@ -138,7 +138,11 @@ func newRPCCommand(a *app, s *rpcSpec) *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Long = cmd.Short + "." + rpcLong(s)
+	cmd.Long = cmd.Short + "."
+	if doc := protoDocs[s.md.FullName()]; doc != "" {
+		cmd.Long = wrap(doc)
+	}
+	cmd.Long += rpcLong(s)
 	bindFields(cmd, s, s.md.Input(), nil, "", &flags)
 	cmd.Flags().StringVarP(&fromFile, "from-file", "f", "", "read the whole request from a JSON or YAML file (- for standard input); flags given as well override its fields")
 	waitable := waitKind(s)
@@ -238,7 +242,7 @@ func setPath(m protoreflect.Message, path []protoreflect.FieldDescriptor, v stri
 // rpcLong is the part of a command's long help that says what it calls.
 func rpcLong(s *rpcSpec) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "\n\nCalls %s/%s.", s.md.Parent().FullName(), s.md.Name())
+	fmt.Fprintf(&b, "Calls %s/%s.", s.md.Parent().FullName(), s.md.Name())
 	if s.positional != nil {
 		fd := s.positional[len(s.positional)-1]
 		fmt.Fprintf(&b, " The argument sets %s", strings.ReplaceAll(string(fd.Name()), "_", "-"))
@@ -254,7 +258,7 @@ func rpcLong(s *rpcSpec) string {
 		b.WriteString(" Every page is fetched unless --page-size or --page-token is given.")
 	}
 	b.WriteString(" Flags ending in -id accept names as well as ids.")
-	return b.String()
+	return "\n\n" + wrap(b.String())
 }
 
 // generatedExample makes an example from a command's argument and first
@@ -347,4 +351,22 @@ func resolveNames(ctx context.Context, a *app, s *rpcSpec, req protoreflect.Mess
 		return nil
 	}
 	return walk(req, 0)
+}
+
+// wrap breaks text into lines of at most 76 characters.
+func wrap(text string) string {
+	var b strings.Builder
+	n := 0
+	for i, w := range strings.Fields(text) {
+		if i > 0 && n+1+len(w) > 76 {
+			b.WriteByte('\n')
+			n = 0
+		} else if i > 0 {
+			b.WriteByte(' ')
+			n++
+		}
+		b.WriteString(w)
+		n += len(w)
+	}
+	return b.String()
 }
