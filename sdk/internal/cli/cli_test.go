@@ -227,3 +227,25 @@ func TestProtoDocsGenerated(t *testing.T) {
 		}
 	}
 }
+
+// TestEndToEnd runs testdata/e2e.sh: a segment, a machine, an image and an
+// instance that runs and is released, with the CLI alone.
+func TestEndToEnd(t *testing.T) {
+	t.Parallel()
+	a := startAPI(t)
+	bash, err := exec.LookPath("bash")
+	if err != nil {
+		t.Fatal("bash not found (apt-get install bash)")
+	}
+	cmd := exec.Command(bash, filepath.Join("testdata", "e2e.sh"))
+	cmd.Env = []string{
+		"PATH=" + os.Getenv("PATH"), "HOME=/nonexistent",
+		"CARBIDE=" + bins.carbide, "CARBIDE_API=" + bins.api, "DATA_DIR=" + a.dataDir,
+		"ENDPOINT=https://" + a.addr, "CARBIDE_CONFIG=" + filepath.Join(t.TempDir(), "config.yaml"),
+	}
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.HasSuffix(strings.TrimSpace(string(out)), "OK") {
+		t.Fatalf("e2e.sh: %v\n%s", err, out)
+	}
+	t.Logf("e2e.sh:\n%s", out)
+}
