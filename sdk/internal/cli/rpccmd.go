@@ -68,7 +68,7 @@ var examples = map[string]string{
 	"bmc delete":                  `  carbide bmc delete node1`,
 	"bmc set-segment-credentials": `  carbide bmc set-segment-credentials rack1 --username admin --password - < bmc-password`,
 	"bmc request-operation": `  carbide bmc request-operation node1 --type power-cycle
-  carbide bmc request-operation node1 --type set-boot --boot-device pxe`,
+  carbide bmc request-operation node1 --type set-boot-device --boot-device pxe`,
 	"bmc list-operations": `  carbide bmc list-operations --machine-id node1`,
 	"audit list": `  carbide audit list --since 1h
   carbide audit list --principal spiffe://carbide/user/alice --procedure /carbide.instance.v1.InstanceService/CreateInstance -o json`,
