@@ -16,6 +16,7 @@ import (
 	"slices"
 	"strings"
 
+	"connectrpc.com/connect"
 	"github.com/carbide-dev/carbide/sdk/carbide"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -50,7 +51,14 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	if isCobraUsage(err) {
 		err = &usageError{err}
 	}
-	fmt.Fprintf(stderr, "carbide: %v\n", err)
+	msg := err.Error()
+	if _, direct := err.(*connect.Error); direct {
+		// The API's own error: with its violations, field by field.
+		if e, ok := carbide.AsError(err); ok {
+			msg = e.Error()
+		}
+	}
+	fmt.Fprintf(stderr, "carbide: %s\n", msg)
 	code := exitCode(err)
 	if code == ExitUsage {
 		fmt.Fprintln(stderr, "Run 'carbide --help' (or the command with --help) for usage.")

@@ -12,6 +12,7 @@ import (
 	machinev1 "github.com/carbide-dev/carbide/gen/carbide/machine/v1"
 	networkv1 "github.com/carbide-dev/carbide/gen/carbide/network/v1"
 	watchv1 "github.com/carbide-dev/carbide/gen/carbide/watch/v1"
+	"github.com/carbide-dev/carbide/sdk/carbide"
 	"github.com/spf13/cobra"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
@@ -190,68 +191,61 @@ func (a *app) waitAfter(ctx context.Context, kind string, resp proto.Message, ti
 	if in == nil {
 		return nil, errors.New("the response holds no instance to wait for")
 	}
-	want := instancev1.InstanceState_INSTANCE_STATE_RUNNING
-	if kind == waitInstanceReleased {
-		want = instancev1.InstanceState_INSTANCE_STATE_RELEASED
-	}
-	return a.waitInstance(ctx, in.GetId(), in.GetHostname(), want, timeout)
-}
-
-// waitInstance follows an instance over the watch until it reaches want,
-// printing each change of its state or step on standard error.
-func (a *app) waitInstance(ctx context.Context, id, name string, want instancev1.InstanceState, timeout time.Duration) (*instancev1.Instance, error) {
 	c, err := a.getClient()
 	if err != nil {
 		return nil, err
 	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
+	name := in.GetHostname()
+	wctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	stream, err := c.Watch.Watch(ctx, connect.NewRequest(&watchv1.WatchRequest{Kinds: []watchv1.ResourceKind{watchv1.ResourceKind_RESOURCE_KIND_INSTANCE}}))
-	if err != nil {
-		return nil, err
+	progress := carbide.WithProgress(a.progressPrinter(name))
+	switch kind {
+	case waitInstanceRunning:
+		running, err := c.WaitInstanceRunning(wctx, in.GetId(), progress)
+		if err != nil {
+			return nil, waitError(err, timeout, "instance "+name+" to be running")
+		}
+		return &instancev1.GetInstanceResponse{Instance: running}, nil
+	default:
+		if err := c.WaitInstanceDeleted(wctx, in.GetId(), progress, carbide.WaitCleaned()); err != nil {
+			return nil, waitError(err, timeout, "instance "+name+" to be released")
+		}
+		got, err := c.Instances.GetInstance(ctx, connect.NewRequest(&instancev1.GetInstanceRequest{Id: in.GetId()}))
+		if err != nil {
+			return nil, err
+		}
+		return got.Msg, nil
 	}
-	defer stream.Close()
-	wantName := enumName(want.Descriptor(), want.Number())
-	var last *instancev1.Instance
-	var shown string
+}
+
+// progressPrinter prints each change a waiter sees on standard error,
+// with the time since the wait started.
+func (a *app) progressPrinter(name string) func(carbide.Progress) {
 	start := time.Now()
-	for stream.Receive() {
-		ev := stream.Msg()
-		in := ev.GetInstance()
-		if ev.GetId() != id || in == nil {
-			continue
+	return func(p carbide.Progress) {
+		line := p.State
+		if p.Step != "" {
+			line += ": " + taskText(&machinev1.Task{Step: p.Step, Done: p.Done, Total: p.Total, Message: p.Message})
 		}
-		last = in
-		line := enumName(in.GetState().Descriptor(), in.GetState().Number())
-		if t := in.GetTask(); t != nil {
-			line += ": " + taskText(t)
+		who := name
+		if p.Kind == "machine" && p.Machine.GetHostname() != "" && p.Machine.GetHostname() != name {
+			who = p.Machine.GetHostname() // the machine of an instance being released
 		}
-		if line != shown {
-			fmt.Fprintf(a.stderr, "[%s] instance %s: %s\n", time.Since(start).Round(time.Second), name, line)
-			shown = line
-		}
-		switch in.GetState() {
-		case want:
-			return in, nil
-		case instancev1.InstanceState_INSTANCE_STATE_FAILED:
-			return in, &exitError{ExitWaitFailed, fmt.Errorf("instance %s failed: %s", name, orDash(in.GetFailureReason()))}
-		}
+		fmt.Fprintf(a.stderr, "[%s] %s %s: %s\n", time.Since(start).Round(time.Second), p.Kind, who, line)
 	}
-	err = stream.Err()
-	if ctx.Err() == context.DeadlineExceeded {
-		state := "unknown"
-		if last != nil {
-			state = enumName(last.GetState().Descriptor(), last.GetState().Number())
-			if t := last.GetTask(); t != nil {
-				state += ", " + taskText(t)
-			}
-		}
-		return last, &exitError{ExitWaitTimeout, fmt.Errorf("gave up after %s waiting for instance %s to be %s; it is %s (wait longer with --timeout)", timeout, name, wantName, state)}
+}
+
+// waitError gives a failed wait its exit code: the timeout, or the
+// resource's failure.
+func waitError(err error, timeout time.Duration, what string) error {
+	var se *carbide.StateError
+	switch {
+	case errors.As(err, &se):
+		return &exitError{ExitWaitFailed, err}
+	case errors.Is(err, context.DeadlineExceeded):
+		return &exitError{ExitWaitTimeout, fmt.Errorf("gave up after %s waiting for %s: %w (wait longer with --timeout)", timeout, what, err)}
 	}
-	if err == nil {
-		err = errors.New("the watch ended")
-	}
-	return last, fmt.Errorf("wait for instance %s: %w", name, err)
+	return err
 }
 
 // newMachineWaitCommand waits for a machine to reach a state.
@@ -279,13 +273,13 @@ machine that fails (and failed is not one of the states) exits with code 9;
 			if len(states) == 0 {
 				return usageErrorf("give the state to wait for with --state (one of %s)", strings.Join(enumChoices(stateDesc), ", "))
 			}
-			want := map[machinev1.MachineState]bool{}
+			var want []machinev1.MachineState
 			for _, s := range states {
 				n, err := parseEnum(stateDesc, s)
 				if err != nil {
 					return usageErrorf("--state: %v", err)
 				}
-				want[machinev1.MachineState(n)] = true
+				want = append(want, machinev1.MachineState(n))
 			}
 			c, err := a.getClient()
 			if err != nil {
@@ -295,9 +289,11 @@ machine that fails (and failed is not one of the states) exits with code 9;
 			if err != nil {
 				return err
 			}
-			m, err := a.waitMachine(cmd.Context(), id, args[0], want, timeout)
+			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
+			defer cancel()
+			m, err := c.WaitMachineState(ctx, id, want, carbide.WithProgress(a.progressPrinter(args[0])))
 			if err != nil {
-				return err
+				return waitError(err, timeout, "machine "+args[0])
 			}
 			return (&printer{format: a.output, out: a.stdout}).print(&machinev1.GetMachineResponse{Machine: m})
 		},
@@ -306,66 +302,6 @@ machine that fails (and failed is not one of the states) exits with code 9;
 	cmd.Flags().DurationVar(&timeout, "timeout", 30*time.Minute, "give up after this long (exit code 8)")
 	_ = cmd.RegisterFlagCompletionFunc("state", fixedCompletion(enumChoices(stateDesc)...))
 	return cmd
-}
-
-// waitMachine follows a machine over the watch until its state is one of
-// want.
-func (a *app) waitMachine(ctx context.Context, id, name string, want map[machinev1.MachineState]bool, timeout time.Duration) (*machinev1.Machine, error) {
-	c, err := a.getClient()
-	if err != nil {
-		return nil, err
-	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	stream, err := c.Watch.Watch(ctx, connect.NewRequest(&watchv1.WatchRequest{Kinds: []watchv1.ResourceKind{watchv1.ResourceKind_RESOURCE_KIND_MACHINE}}))
-	if err != nil {
-		return nil, err
-	}
-	defer stream.Close()
-	var last *machinev1.Machine
-	var shown string
-	seen := false
-	start := time.Now()
-	for stream.Receive() {
-		ev := stream.Msg()
-		if ev.GetType() == watchv1.EventType_EVENT_TYPE_SYNCED && !seen {
-			return nil, &exitError{ExitNotFound, fmt.Errorf("machine %s does not exist", name)}
-		}
-		m := ev.GetMachine()
-		if ev.GetId() != id || m == nil {
-			continue
-		}
-		if ev.GetType() == watchv1.EventType_EVENT_TYPE_DELETED {
-			return m, &exitError{ExitWaitFailed, fmt.Errorf("machine %s was deleted", name)}
-		}
-		seen, last = true, m
-		line := enumName(m.GetState().Descriptor(), m.GetState().Number())
-		if t := m.GetTask(); t != nil {
-			line += ": " + taskText(t)
-		}
-		if line != shown {
-			fmt.Fprintf(a.stderr, "[%s] machine %s: %s\n", time.Since(start).Round(time.Second), name, line)
-			shown = line
-		}
-		if want[m.GetState()] {
-			return m, nil
-		}
-		if m.GetState() == machinev1.MachineState_MACHINE_STATE_FAILED {
-			return m, &exitError{ExitWaitFailed, fmt.Errorf("machine %s failed (carbide machine list-transitions %s says why)", name, name)}
-		}
-	}
-	err = stream.Err()
-	if ctx.Err() == context.DeadlineExceeded {
-		state := "unknown"
-		if last != nil {
-			state = enumName(last.GetState().Descriptor(), last.GetState().Number())
-		}
-		return last, &exitError{ExitWaitTimeout, fmt.Errorf("gave up after %s waiting for machine %s; it is %s (wait longer with --timeout)", timeout, name, state)}
-	}
-	if err == nil {
-		err = errors.New("the watch ended")
-	}
-	return last, fmt.Errorf("wait for machine %s: %w", name, err)
 }
 
 // completeNames completes the names of resources of kind, for arguments
