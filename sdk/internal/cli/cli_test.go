@@ -2,11 +2,13 @@ package cli
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/spf13/cobra"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -248,4 +250,73 @@ func TestEndToEnd(t *testing.T) {
 		t.Fatalf("e2e.sh: %v\n%s", err, out)
 	}
 	t.Logf("e2e.sh:\n%s", out)
+}
+
+// TestWatch streams changes with carbide watch -o json while another
+// command creates a segment.
+func TestWatch(t *testing.T) {
+	t.Parallel()
+	a := startAPI(t)
+	cmd := exec.Command(bins.carbide, "watch", "--kind", "segment", "-o", "json")
+	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=/nonexistent"}, a.env...)
+	var out syncBuffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	// The watch may start after the segment is created: it then sees it
+	// with --existing only, so create segments until one shows.
+	deadline := time.Now().Add(30 * time.Second)
+	for i := 0; !strings.Contains(out.String(), `"EVENT_TYPE_CREATED"`); i++ {
+		if time.Now().After(deadline) {
+			t.Fatalf("no created event within 30s; watch printed:\n%s", out.String())
+		}
+		mustCLI(t, a.env, "segment", "create", "--name", fmt.Sprintf("w%d", i), "--prefix", fmt.Sprintf("10.9.%d.0/24", i))
+		time.Sleep(200 * time.Millisecond)
+	}
+	line, _, _ := strings.Cut(out.String(), "\n")
+	var ev struct {
+		Revision string `json:"revision"`
+		Type     string `json:"type"`
+		Kind     string `json:"kind"`
+		Segment  struct {
+			Name string `json:"name"`
+		} `json:"segment"`
+	}
+	if err := json.Unmarshal([]byte(line), &ev); err != nil || ev.Kind != "RESOURCE_KIND_SEGMENT" || !strings.HasPrefix(ev.Segment.Name, "w") {
+		t.Errorf("first line of carbide watch -o json = %q (%v), want a segment event", line, err)
+	}
+}
+
+// TestConnection authenticates with a token command instead of a client
+// certificate, and speaks gRPC and gRPC-Web as well as Connect.
+func TestConnection(t *testing.T) {
+	t.Parallel()
+	a := startAPI(t)
+	mustCLI(t, a.env, "segment", "create", "--name", "rack1", "--prefix", "10.0.1.0/24")
+	tokenCommand := fmt.Sprintf("'%s' dev-token --data-dir '%s'", bins.api, a.dataDir)
+	env := []string{"CARBIDE_ENDPOINT=https://" + a.addr, "CARBIDE_CA_CERT=" + filepath.Join(a.pki, "ca.crt")}
+	for _, protocol := range []string{"connect", "grpc", "grpc-web"} {
+		out := mustCLI(t, env, "segment", "get", "rack1", "--token-command", tokenCommand, "--protocol", protocol)
+		if !strings.Contains(out, "10.0.1.0/24") {
+			t.Errorf("segment get over %s with a token command printed:\n%s", protocol, out)
+		}
+	}
+	// A context with the token command, chosen with --context.
+	mustCLI(t, a.env, "config", "set-context", "tok", "--endpoint", "https://"+a.addr,
+		"--ca-cert", filepath.Join(a.pki, "ca.crt"), "--token-command", tokenCommand)
+	if out := mustCLI(t, a.env, "--context", "tok", "segment", "list"); !strings.Contains(out, "rack1") {
+		t.Errorf("segment list in context tok printed:\n%s", out)
+	}
+	if out := mustCLI(t, a.env, "config", "get-contexts"); !strings.Contains(out, "tok") || !strings.Contains(out, "token command") {
+		t.Errorf("config get-contexts printed:\n%s", out)
+	}
+	mustCLI(t, a.env, "config", "use-context", "tok")
+	if out := mustCLI(t, a.env, "config", "current-context"); strings.TrimSpace(out) != "tok" {
+		t.Errorf("current context after use-context tok: %q", out)
+	}
+	if r := cli(t, a.env, "", "config", "use-context", "nope"); r.code != ExitNotFound {
+		t.Errorf("use-context of a missing context: exit %d, want %d", r.code, ExitNotFound)
+	}
 }
