@@ -93,6 +93,12 @@ var tables = map[protoreflect.FullName][]column{
 type printer struct {
 	format string
 	out    io.Writer
+	// notes receives what a table would otherwise leave unsaid: that a
+	// list is empty, that a call with an empty response succeeded.
+	notes io.Writer
+	// done describes a call whose response is empty, e.g. "segment rack1
+	// deleted".
+	done string
 }
 
 // items unwraps a response: the items of its one list field, the message
@@ -165,6 +171,13 @@ func (p *printer) print(resp proto.Message) error {
 			js = []byte("{}")
 		}
 		return p.writeJSON(js)
+	}
+	if len(its) == 0 && p.notes != nil {
+		if list {
+			fmt.Fprintln(p.notes, "none found")
+		} else if p.done != "" {
+			fmt.Fprintln(p.notes, p.done)
+		}
 	}
 	if len(its) == 0 {
 		return nil

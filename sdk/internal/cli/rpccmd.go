@@ -214,7 +214,19 @@ func newRPCCommand(a *app, s *rpcSpec) *cobra.Command {
 				resp = done
 			}
 		}
-		return (&printer{format: a.output, out: a.stdout}).print(resp)
+		done := s.noun
+		if len(args) == 1 {
+			done += " " + args[0]
+		}
+		switch rest, del := strings.CutPrefix(s.verb, "delete"); {
+		case del && rest == "":
+			done += " deleted"
+		case del:
+			done += ": " + strings.ReplaceAll(strings.TrimPrefix(rest, "-"), "-", " ") + " deleted"
+		default:
+			done += ": " + strings.ReplaceAll(s.verb, "-", " ") + " done"
+		}
+		return (&printer{format: a.output, out: a.stdout, notes: a.stderr, done: done}).print(resp)
 	}
 	return cmd
 }
