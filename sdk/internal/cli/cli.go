@@ -19,7 +19,6 @@ import (
 	"connectrpc.com/connect"
 	"github.com/carbide-dev/carbide/sdk/carbide"
 	"github.com/spf13/cobra"
-	"github.com/spf13/pflag"
 )
 
 // app is one run of the tool: its streams and global flags.
@@ -190,13 +189,6 @@ func (a *app) getClient() (*carbide.Client, error) {
 	}
 	a.client = c
 	return c, nil
-}
-
-// flagsChanged lists the names of the flags of fs that were given.
-func flagsChanged(fs *pflag.FlagSet) []string {
-	var out []string
-	fs.Visit(func(f *pflag.Flag) { out = append(out, f.Name) })
-	return out
 }
 
 var errNoContext = errors.New("no current context: set one with carbide config use-context NAME")

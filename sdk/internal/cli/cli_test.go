@@ -163,6 +163,10 @@ func TestExitCodes(t *testing.T) {
 	t.Parallel()
 	a := startAPI(t)
 	mustCLI(t, a.env, "machine", "create", "--hostname", "node1", "--mac", "52:54:00:00:00:01")
+	for _, version := range []string{"11", "12"} {
+		mustCLI(t, a.env, "image", "create", "--name", "debian", "--version", version, "--architecture", "amd64", "--firmware", "bios",
+			"--disk-format", "raw", "--disk-file-url", "http://127.0.0.1:1/debian.raw", "--disk-file-sha256", strings.Repeat("0", 64))
+	}
 	noAuth := []string{"CARBIDE_ENDPOINT=https://" + a.addr, "CARBIDE_CA_CERT=" + filepath.Join(a.pki, "ca.crt")}
 	closed := append([]string{}, a.env...)
 	closed = append(closed, "CARBIDE_ENDPOINT=https://127.0.0.1:1")
@@ -181,6 +185,7 @@ func TestExitCodes(t *testing.T) {
 		"unreadable file":    {a.env, []string{"segment", "create", "-f", "/nonexistent.yaml"}, ExitError, "read the request"},
 		"no endpoint":        {nil, []string{"machine", "list"}, ExitUsage, "no endpoint"},
 		"name not found":     {a.env, []string{"machine", "get", "nope"}, ExitNotFound, `no machine is named "nope"`},
+		"ambiguous name":     {a.env, []string{"image", "get", "debian"}, ExitConflict, `"debian" names 2 images; give name:version or the id`},
 		"id not found":       {a.env, []string{"segment", "get", "00000000-0000-4000-8000-000000000000"}, ExitNotFound, "not_found"},
 		"already exists":     {a.env, []string{"machine", "create", "--mac", "52:54:00:00:00:01"}, ExitConflict, "already_exists"},
 		"invalid argument":   {a.env, []string{"segment", "create", "--name", "Bad Name", "--prefix", "10.0.2.0/24"}, ExitInvalid, "segment.name"},

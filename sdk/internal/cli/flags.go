@@ -92,19 +92,14 @@ func (v *fieldValue) Type() string {
 func (v *fieldValue) parse(s string) (protoreflect.Value, error) {
 	fd := v.fd
 	if fd.IsMap() {
-		k, val, ok := strings.Cut(s, "=")
-		if !ok || k == "" {
+		if k, _, ok := strings.Cut(s, "="); !ok || k == "" {
 			return protoreflect.Value{}, fmt.Errorf("want key=value, got %q", s)
 		}
-		_ = val
 		return protoreflect.ValueOfString(s), nil
 	}
 	switch fd.Kind() {
 	case protoreflect.StringKind:
-		if isSecretField(fd) && s == "-" {
-			return protoreflect.ValueOfString(s), nil // read from stdin in apply
-		}
-		return protoreflect.ValueOfString(s), nil
+		return protoreflect.ValueOfString(s), nil // a secret's "-" is read from stdin by apply
 	case protoreflect.BytesKind:
 		if name, ok := strings.CutPrefix(s, "@"); ok {
 			b, err := os.ReadFile(name)
@@ -201,7 +196,7 @@ func (v *fieldValue) parse(s string) (protoreflect.Value, error) {
 // parseSize reads an integer, with an optional binary unit suffix
 // (KiB, MiB, GiB, TiB) for sizes such as --min-memory-bytes 64GiB.
 func parseSize(s string, bits int) (uint64, error) {
-	mult := uint64(1)
+	orig, mult := s, uint64(1)
 	for _, u := range []struct {
 		suffix string
 		mult   uint64
@@ -213,10 +208,10 @@ func parseSize(s string, bits int) (uint64, error) {
 	}
 	n, err := strconv.ParseUint(s, 10, bits)
 	if err != nil {
-		return 0, fmt.Errorf("want a non-negative integer (optionally with KiB, MiB, GiB or TiB), got %q", s)
+		return 0, fmt.Errorf("want a non-negative integer (optionally with KiB, MiB, GiB or TiB), got %q", orig)
 	}
 	if n > (1<<bits-1)/mult {
-		return 0, fmt.Errorf("%s%s is too large", s, "")
+		return 0, fmt.Errorf("%s is too large", orig)
 	}
 	return n * mult, nil
 }
@@ -286,7 +281,7 @@ func parseEnum(e protoreflect.EnumDescriptor, s string) (protoreflect.EnumNumber
 			return v.Number(), nil
 		}
 	}
-	if n, err := strconv.Atoi(s); err == nil && e.Values().ByNumber(protoreflect.EnumNumber(n)) != nil {
+	if n, err := strconv.Atoi(s); err == nil && n != 0 && e.Values().ByNumber(protoreflect.EnumNumber(n)) != nil {
 		return protoreflect.EnumNumber(n), nil
 	}
 	return 0, fmt.Errorf("want one of %s, got %q", strings.Join(enumChoices(e), ", "), s)
