@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/carbide-dev/carbide/sdk/testsecret"
 	"github.com/spf13/cobra"
 	"google.golang.org/protobuf/reflect/protoreflect"
 )
@@ -113,6 +114,7 @@ func TestOutput(t *testing.T) {
 	a := startAPI(t)
 	n := normalizer{}
 	const password = "s3cret-bmc-password"
+	testsecret.Register(t, password)
 	steps := []struct {
 		name  string
 		stdin string

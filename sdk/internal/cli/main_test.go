@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/carbide-dev/carbide/sdk/testsecret"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files under testdata")
@@ -166,6 +168,7 @@ func startAPI(t *testing.T) *api {
 		time.Sleep(20 * time.Millisecond)
 	}
 	a := &api{addr: addr, dataDir: dataDir, pki: filepath.Join(dataDir, "pki")}
+	testsecret.RegisterFiles(t, filepath.Join(a.pki, "*.key"))
 	a.env = []string{"CARBIDE_CONFIG=" + filepath.Join(t.TempDir(), "config.yaml")}
 	mustCLI(t, a.env, "config", "set-context", "test", "--endpoint", "https://"+addr,
 		"--ca-cert", filepath.Join(a.pki, "ca.crt"), "--client-cert", filepath.Join(a.pki, "admin.crt"), "--client-key", filepath.Join(a.pki, "admin.key"))
