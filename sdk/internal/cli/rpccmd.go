@@ -21,7 +21,7 @@ var examples = map[string]string{
 	"machine list": `  carbide machine list
   carbide machine list --state ready --label rack=r1 -o wide
   carbide machine list --mac 52:54:00:12:34:56 -o json`,
-	"machine update": `  # Only the fields given change
+	"machine update": `  # Only the fields given change; --label replaces all the labels
   carbide machine update node1 --label rack=r2 --label role=worker
   carbide machine update node1 --maintenance
   carbide machine update node1 --maintenance=false`,

@@ -55,24 +55,7 @@ with --since and the last revision printed.`,
 			if err != nil {
 				return err
 			}
-			stream, err := c.Watch.Watch(cmd.Context(), connect.NewRequest(req))
-			if err != nil {
-				return err
-			}
-			defer stream.Close()
-			for stream.Receive() {
-				ev := stream.Msg()
-				if ev.GetType() == watchv1.EventType_EVENT_TYPE_SYNCED || (ev.GetType() == watchv1.EventType_EVENT_TYPE_EXISTING && !existing) {
-					continue
-				}
-				if err := a.printEvent(ev); err != nil {
-					return err
-				}
-			}
-			if err := stream.Err(); err != nil && !errors.Is(cmd.Context().Err(), context.Canceled) {
-				return err
-			}
-			return nil
+			return a.watch(cmd.Context(), c, req, existing)
 		},
 	}
 	cmd.Flags().StringSliceVar(&kinds, "kind", nil, "kinds to watch: "+strings.Join(enumChoices(kindDesc), ", ")+" (default all; repeat or separate with commas)")
@@ -80,6 +63,58 @@ with --since and the last revision printed.`,
 	cmd.Flags().BoolVar(&existing, "existing", false, "print every existing resource first (type existing)")
 	_ = cmd.RegisterFlagCompletionFunc("kind", fixedCompletion(enumChoices(kindDesc)...))
 	return cmd
+}
+
+// watch prints the changes of req's stream until ctx ends. A stream that
+// breaks after it delivered a change is resumed after the last revision
+// printed, so no change is lost or printed twice.
+func (a *app) watch(ctx context.Context, c *carbide.Client, req *watchv1.WatchRequest, existing bool) error {
+	var last int64 // revision of the last change printed
+	connected := false
+	for {
+		stream, err := c.Watch.Watch(ctx, connect.NewRequest(req))
+		if err != nil {
+			return err
+		}
+		for stream.Receive() {
+			connected = true
+			ev := stream.Msg()
+			switch ev.GetType() {
+			case watchv1.EventType_EVENT_TYPE_SYNCED:
+				last = ev.GetRevision()
+				continue
+			case watchv1.EventType_EVENT_TYPE_EXISTING:
+				if !existing {
+					continue
+				}
+			default:
+				last = ev.GetRevision()
+			}
+			if err := a.printEvent(ev); err != nil {
+				stream.Close()
+				return err
+			}
+		}
+		err = stream.Err()
+		stream.Close()
+		if ctx.Err() != nil {
+			return nil // interrupted: the normal end
+		}
+		code := connect.CodeOf(err)
+		if !connected || (err != nil && code != connect.CodeUnavailable && code != connect.CodeUnknown && code != connect.CodeInternal) {
+			if err == nil {
+				err = errors.New("the API ended the watch")
+			}
+			return err
+		}
+		fmt.Fprintf(a.stderr, "watch: the stream broke (%v); resuming after revision %d\n", err, last)
+		req.SinceRevision, existing = last, false
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(time.Second):
+		}
+	}
 }
 
 // printEvent writes one change.
