@@ -80,6 +80,10 @@ func (v *fieldValue) Type() string {
 			return "time"
 		case "google.protobuf.FieldMask":
 			return "fields"
+		case "carbide.network.v1.AddressRange":
+			return "start-end"
+		case "carbide.network.v1.Reservation":
+			return "mac=address"
 		}
 		return "json"
 	case fd.Kind() == protoreflect.BytesKind:
@@ -367,6 +371,12 @@ func flagUsage(fd protoreflect.FieldDescriptor) string {
 		if fd.IsList() {
 			b.WriteString(" (repeat or separate with commas)")
 		}
+	case fd.Kind() == protoreflect.MessageKind && fd.Message().FullName() == "google.protobuf.Timestamp":
+		b.WriteString(", an RFC 3339 time (2026-01-02T15:04:05Z) or a duration ago (90m)")
+	case fd.Kind() == protoreflect.MessageKind && fd.Message().FullName() == "google.protobuf.Duration":
+		b.WriteString(", such as 90s or 12h")
+	case fd.Kind() == protoreflect.MessageKind && fd.Message().FullName() == "google.protobuf.FieldMask":
+		b.WriteString(" (field names separated by commas)")
 	case fd.Kind() == protoreflect.MessageKind && !isScalarLike(fd):
 		switch fd.Message().FullName() {
 		case "carbide.network.v1.AddressRange":

@@ -71,7 +71,7 @@ var examples = map[string]string{
   carbide bmc request-operation node1 --type set-boot-device --boot-device pxe`,
 	"bmc list-operations": `  carbide bmc list-operations --machine-id node1`,
 	"audit list": `  carbide audit list --since 1h
-  carbide audit list --principal spiffe://carbide/user/alice --procedure /carbide.instance.v1.InstanceService/CreateInstance -o json`,
+  carbide audit list --principal spiffe://carbide.local/user/admin/alice --procedure /carbide.instance.v1.InstanceService/CreateInstance -o json`,
 }
 
 // newNounCommand groups the commands of one service.
