@@ -10,7 +10,7 @@
 set -euo pipefail
 
 tmp=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$tmp"' EXIT
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$tmp"' EXIT
 pki=$DATA_DIR/pki
 
 c() { "$CARBIDE" "$@"; }
