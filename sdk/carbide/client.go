@@ -1,7 +1,7 @@
 // Package carbide is the Go SDK for the Carbide API: one Client with a
 // typed client per service, speaking Connect, gRPC or gRPC-Web, plus
 // iterators that walk paginated lists. It depends only on the generated
-// API code and connect-go.
+// API code, connect-go and a YAML parser.
 //
 // The API serves TLS and wants every caller authenticated, and the daemons
 // and the CLI all do it the same way: with a client certificate from
@@ -25,6 +25,20 @@
 // WithBearerToken sends one fixed token, and WithTLS sets any other TLS
 // configuration, such as a private CA for the server's certificate. The SDK
 // never logs a token or puts one in an error.
+//
+// Programs that should connect the way the CLI does load a Config: the
+// current context of the CLI's config file, with CARBIDE_* environment
+// variables on top,
+//
+//	cfg, err := carbide.LoadConfig(carbide.DefaultConfigPath(), "")
+//	...
+//	c, err := cfg.NewClient()
+//
+// AsError turns an error the API returned into an *Error with its code
+// and, for a rejected request, the fields to fix. WaitMachineState,
+// WaitInstanceRunning and WaitInstanceDeleted follow WatchService.Watch
+// until a resource reaches a state, and the All... iterators walk the
+// paginated lists.
 package carbide
 
 import (
@@ -35,6 +49,7 @@ import (
 	"iter"
 	"net/http"
 	"net/url"
+	"time"
 
 	"connectrpc.com/connect"
 	"github.com/carbide-dev/carbide/gen/carbide/agent/v1/agentv1connect"
@@ -203,6 +218,11 @@ func (o *options) buildHTTPClient() (connect.HTTPClient, error) {
 	return &http.Client{Transport: &http.Transport{
 		Protocols:       protocols,
 		TLSClientConfig: tlsConfig,
+		// A Watch stream can stay quiet for long: ping a connection that
+		// received nothing for a while, and drop it when the ping goes
+		// unanswered, so a dead connection ends the stream (and a waiter
+		// resumes) instead of hanging it.
+		HTTP2: &http.HTTP2Config{SendPingTimeout: 30 * time.Second, PingTimeout: 15 * time.Second},
 	}}, nil
 }
 

@@ -189,10 +189,11 @@ func ConfigFromEnv() Config {
 
 // Merge returns c with every field that is set in over replaced by over's.
 //
-// Setting a token or a token command in over drops the other from c, as
-// does setting a client certificate or key: a token given on the command
-// line replaces the token command of the config file instead of clashing
-// with it.
+// Credentials go in pairs: setting a token or a token command in over
+// drops both of c's, and setting a client certificate or key drops both
+// of c's. So a token given on the command line replaces the token command
+// of the config file instead of clashing with it, and a certificate is
+// never paired with another certificate's key.
 func (c Config) Merge(over Config) Config {
 	set := func(dst *string, v string) {
 		if v != "" {
@@ -201,6 +202,9 @@ func (c Config) Merge(over Config) Config {
 	}
 	if over.Token != "" || over.TokenCommand != "" {
 		c.Token, c.TokenCommand = "", ""
+	}
+	if over.ClientCert != "" || over.ClientKey != "" {
+		c.ClientCert, c.ClientKey = "", ""
 	}
 	set(&c.Endpoint, over.Endpoint)
 	set(&c.CACert, over.CACert)

@@ -227,14 +227,15 @@ func TestLoadConfig(t *testing.T) {
 
 func TestMerge(t *testing.T) {
 	t.Parallel()
-	base := Config{Endpoint: "https://a:1", CACert: "ca", TokenCommand: "cmd", Protocol: "grpc"}
+	base := Config{Endpoint: "https://a:1", CACert: "ca", ClientCert: "a.crt", ClientKey: "a.key", TokenCommand: "cmd", Protocol: "grpc"}
 	for name, tc := range map[string]struct {
 		over, want Config
 	}{
-		"nothing set":              {Config{}, base},
-		"endpoint":                 {Config{Endpoint: "https://b:2"}, Config{Endpoint: "https://b:2", CACert: "ca", TokenCommand: "cmd", Protocol: "grpc"}},
-		"token replaces command":   {Config{Token: "t"}, Config{Endpoint: "https://a:1", CACert: "ca", Token: "t", Protocol: "grpc"}},
-		"command replaces command": {Config{TokenCommand: "other"}, Config{Endpoint: "https://a:1", CACert: "ca", TokenCommand: "other", Protocol: "grpc"}},
+		"nothing set":                   {Config{}, base},
+		"endpoint":                      {Config{Endpoint: "https://b:2"}, Config{Endpoint: "https://b:2", CACert: "ca", ClientCert: "a.crt", ClientKey: "a.key", TokenCommand: "cmd", Protocol: "grpc"}},
+		"token replaces command":        {Config{Token: "t"}, Config{Endpoint: "https://a:1", CACert: "ca", ClientCert: "a.crt", ClientKey: "a.key", Token: "t", Protocol: "grpc"}},
+		"command replaces command":      {Config{TokenCommand: "other"}, Config{Endpoint: "https://a:1", CACert: "ca", ClientCert: "a.crt", ClientKey: "a.key", TokenCommand: "other", Protocol: "grpc"}},
+		"certificate replaces the pair": {Config{ClientCert: "me.crt"}, Config{Endpoint: "https://a:1", CACert: "ca", ClientCert: "me.crt", TokenCommand: "cmd", Protocol: "grpc"}},
 	} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()

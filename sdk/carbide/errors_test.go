@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -293,5 +294,15 @@ func TestErrorsFromAPI(t *testing.T) {
 	}}))
 	if !IsPermissionDenied(err) {
 		t.Errorf("CreateSegment as dhcp: %v, want permission_denied", err)
+	}
+
+	// Without credentials.
+	anon, err := Config{Endpoint: "https://" + api.addr, CACert: filepath.Join(api.pki, "ca.crt")}.NewClient()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = anon.Machines.GetMachine(context.Background(), connect.NewRequest(&machinev1.GetMachineRequest{Id: "7d8f6c39-52a3-4bd4-9a53-0b5d2f6e1c11"}))
+	if !IsUnauthenticated(err) {
+		t.Errorf("GetMachine without credentials: %v, want unauthenticated", err)
 	}
 }

@@ -35,7 +35,7 @@ type Progress struct {
 }
 
 // String returns a one-line description, e.g.
-// "instance 1f0c…: provisioning, write_image 512 MiB/2.0 GiB: writing".
+// "instance f9db…: provisioning, write_image 1.0 GiB/2.0 GiB: writing".
 func (p Progress) String() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s %s: %s", p.Kind, p.ID, p.State)
@@ -368,11 +368,11 @@ func (w *waiter) observe(present bool) (bool, error) {
 	if !present {
 		return w.gone()
 	}
-	if f := w.opts.progress; f != nil {
-		p := w.progress()
-		if l := w.lastProgress; l == nil || l.State != p.State || l.Step != p.Step || l.Done != p.Done ||
-			l.Total != p.Total || l.Message != p.Message {
-			w.lastProgress = &p
+	p := w.progress()
+	if l := w.lastProgress; l == nil || l.State != p.State || l.Step != p.Step || l.Done != p.Done ||
+		l.Total != p.Total || l.Message != p.Message {
+		w.lastProgress = &p
+		if f := w.opts.progress; f != nil {
 			f(p)
 		}
 	}
@@ -390,7 +390,7 @@ func (w *waiter) follow(ctx context.Context, rev int64) (int64, error) {
 		if connect.CodeOf(err) == connect.CodeOutOfRange {
 			rev = 0
 		}
-		return rev, w.streamErr(ctx, rev, err)
+		return rev, w.streamErr(ctx, err)
 	}
 	defer stream.Close()
 	synced := rev > 0
@@ -405,7 +405,7 @@ func (w *waiter) follow(ctx context.Context, rev int64) (int64, error) {
 				// left out): ask for it.
 				found, err := w.get(ctx)
 				if err != nil {
-					return rev, w.streamErr(ctx, rev, err)
+					return rev, w.streamErr(ctx, err)
 				}
 				if done, err := w.observe(found); done || err != nil {
 					return rev, err
@@ -434,7 +434,7 @@ func (w *waiter) follow(ctx context.Context, rev int64) (int64, error) {
 		// start over with a fresh snapshot.
 		rev = 0
 	}
-	return rev, w.streamErr(ctx, rev, err)
+	return rev, w.streamErr(ctx, err)
 }
 
 // watchStream is what follow reads of a Watch call.
@@ -458,7 +458,7 @@ func (w *waiter) open(ctx context.Context, rev int64) (watchStream, error) {
 
 // streamErr classifies the end of a stream: the context's end and
 // permanent errors end the wait, the rest is resumed.
-func (w *waiter) streamErr(ctx context.Context, rev int64, err error) error {
+func (w *waiter) streamErr(ctx context.Context, err error) error {
 	if ctx.Err() != nil {
 		return w.ctxErr(ctx)
 	}

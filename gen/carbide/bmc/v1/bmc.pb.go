@@ -8,6 +8,7 @@ package bmcv1
 
 import (
 	_ "buf.build/gen/go/bufbuild/protovalidate/protocolbuffers/go/buf/validate"
+	_ "github.com/carbide-dev/carbide/gen/carbide/terraform/v1"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
@@ -2655,40 +2656,40 @@ var File_carbide_bmc_v1_bmc_proto protoreflect.FileDescriptor
 
 const file_carbide_bmc_v1_bmc_proto_rawDesc = "" +
 	"\n" +
-	"\x18carbide/bmc/v1/bmc.proto\x12\x0ecarbide.bmc.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9d\x05\n" +
-	"\x03BMC\x12\x1d\n" +
+	"\x18carbide/bmc/v1/bmc.proto\x12\x0ecarbide.bmc.v1\x1a\x1bbuf/validate/validate.proto\x1a\"carbide/terraform/v1/options.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xad\x06\n" +
+	"\x03BMC\x12%\n" +
 	"\n" +
-	"machine_id\x18\x01 \x01(\tR\tmachineId\x12\x18\n" +
-	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x12\n" +
-	"\x04port\x18\x03 \x01(\rR\x04port\x124\n" +
-	"\bprotocol\x18\x04 \x01(\x0e2\x18.carbide.bmc.v1.ProtocolR\bprotocol\x12\x1a\n" +
-	"\busername\x18\x05 \x01(\tR\busername\x12!\n" +
-	"\fhas_password\x18\x06 \x01(\bR\vhasPassword\x12\x10\n" +
-	"\x03mac\x18\a \x01(\tR\x03mac\x12;\n" +
-	"\vpower_state\x18\b \x01(\x0e2\x1a.carbide.bmc.v1.PowerStateR\n" +
-	"powerState\x12D\n" +
-	"\x10power_state_time\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\x0epowerStateTime\x12\x1f\n" +
+	"machine_id\x18\x01 \x01(\tB\x06\x82\x99\x19\x02\x10\x01R\tmachineId\x12\x18\n" +
+	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x1a\n" +
+	"\x04port\x18\x03 \x01(\rB\x06\x82\x99\x19\x028\x01R\x04port\x12<\n" +
+	"\bprotocol\x18\x04 \x01(\x0e2\x18.carbide.bmc.v1.ProtocolB\x06\x82\x99\x19\x028\x01R\bprotocol\x12\x1a\n" +
+	"\busername\x18\x05 \x01(\tR\busername\x12)\n" +
+	"\fhas_password\x18\x06 \x01(\bB\x06\x82\x99\x19\x02\x10\x01R\vhasPassword\x12\x18\n" +
+	"\x03mac\x18\a \x01(\tB\x06\x82\x99\x19\x02\x10\x01R\x03mac\x12C\n" +
+	"\vpower_state\x18\b \x01(\x0e2\x1a.carbide.bmc.v1.PowerStateB\x06\x82\x99\x19\x02\x10\x01R\n" +
+	"powerState\x12L\n" +
+	"\x10power_state_time\x18\t \x01(\v2\x1a.google.protobuf.TimestampB\x06\x82\x99\x19\x02\x10\x01R\x0epowerStateTime\x12'\n" +
 	"\vpower_error\x18\n" +
-	" \x01(\tR\n" +
-	"powerError\x12\x1f\n" +
-	"\vpower_drift\x18\v \x01(\bR\n" +
-	"powerDrift\x12;\n" +
-	"\vcreate_time\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"createTime\x12;\n" +
-	"\vupdate_time\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"updateTime\x12M\n" +
-	"\x11credential_source\x18\x0e \x01(\x0e2 .carbide.bmc.v1.CredentialSourceR\x10credentialSource\x124\n" +
-	"\x16credentials_segment_id\x18\x0f \x01(\tR\x14credentialsSegmentId\"\xa9\x03\n" +
-	"\rSetBMCRequest\x12'\n" +
+	" \x01(\tB\x06\x82\x99\x19\x02\x10\x01R\n" +
+	"powerError\x12'\n" +
+	"\vpower_drift\x18\v \x01(\bB\x06\x82\x99\x19\x02\x10\x01R\n" +
+	"powerDrift\x12E\n" +
+	"\vcreate_time\x18\f \x01(\v2\x1a.google.protobuf.TimestampB\b\x82\x99\x19\x04\x10\x01\x18\x01R\n" +
+	"createTime\x12C\n" +
+	"\vupdate_time\x18\r \x01(\v2\x1a.google.protobuf.TimestampB\x06\x82\x99\x19\x02\x10\x01R\n" +
+	"updateTime\x12U\n" +
+	"\x11credential_source\x18\x0e \x01(\x0e2 .carbide.bmc.v1.CredentialSourceB\x06\x82\x99\x19\x02\x10\x01R\x10credentialSource\x12<\n" +
+	"\x16credentials_segment_id\x18\x0f \x01(\tB\x06\x82\x99\x19\x02\x10\x01R\x14credentialsSegmentId:$\x82\x99\x19 \b\x01\x12\x1ccarbide.bmc.v1.SetBMCRequest\"\xbd\x03\n" +
+	"\rSetBMCRequest\x12-\n" +
 	"\n" +
-	"machine_id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\tmachineId\x12'\n" +
+	"machine_id\x18\x01 \x01(\tB\x0e\xbaH\x05r\x03\xb0\x01\x01\x82\x99\x19\x02\b\x01R\tmachineId\x12'\n" +
 	"\aaddress\x18\x02 \x01(\tB\r\xbaH\n" +
 	"r\b\x10\x01\x18\xfd\x01\xa8\x01\x01R\aaddress\x12\x1d\n" +
 	"\x04port\x18\x03 \x01(\rB\t\xbaH\x06*\x04\x18\xff\xff\x03R\x04port\x12>\n" +
 	"\bprotocol\x18\x04 \x01(\x0e2\x18.carbide.bmc.v1.ProtocolB\b\xbaH\x05\x82\x01\x02\x10\x01R\bprotocol\x12#\n" +
-	"\busername\x18\x05 \x01(\tB\a\xbaH\x04r\x02\x18@R\busername\x12$\n" +
-	"\bpassword\x18\x06 \x01(\tB\b\xbaH\x05r\x03\x18\x80\x01R\bpassword:\x9b\x01\xbaH\x97\x01\x1a\x94\x01\n" +
-	"\x11password_username\x12Sa password needs a username; leave both empty for the segment's default credentials\x1a*this.password == '' || this.username != ''\"7\n" +
+	"\busername\x18\x05 \x01(\tB\a\xbaH\x04r\x02\x18@R\busername\x12,\n" +
+	"\bpassword\x18\x06 \x01(\tB\x10\xbaH\x05r\x03\x18\x80\x01\x82\x99\x19\x04 \x01(\x01R\bpassword:\xa1\x01\xbaH\x97\x01\x1a\x94\x01\n" +
+	"\x11password_username\x12Sa password needs a username; leave both empty for the segment's default credentials\x1a*this.password == '' || this.username != ''\x82\x99\x19\x02\b\x01\"7\n" +
 	"\x0eSetBMCResponse\x12%\n" +
 	"\x03bmc\x18\x01 \x01(\v2\x13.carbide.bmc.v1.BMCR\x03bmc\"8\n" +
 	"\rGetBMCRequest\x12'\n" +

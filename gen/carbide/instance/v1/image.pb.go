@@ -12,6 +12,7 @@ package instancev1
 
 import (
 	_ "buf.build/gen/go/bufbuild/protovalidate/protocolbuffers/go/buf/validate"
+	_ "github.com/carbide-dev/carbide/gen/carbide/terraform/v1"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
@@ -1029,40 +1030,40 @@ var File_carbide_instance_v1_image_proto protoreflect.FileDescriptor
 
 const file_carbide_instance_v1_image_proto_rawDesc = "" +
 	"\n" +
-	"\x1fcarbide/instance/v1/image.proto\x12\x13carbide.instance.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8c\x01\n" +
+	"\x1fcarbide/instance/v1/image.proto\x12\x13carbide.instance.v1\x1a\x1bbuf/validate/validate.proto\x1a\"carbide/terraform/v1/options.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8c\x01\n" +
 	"\bArtifact\x12)\n" +
 	"\x03url\x18\x01 \x01(\tB\x17\xbaH\x14r\x12\x18\x80\x102\n" +
 	"^https?://\x88\x01\x01R\x03url\x12-\n" +
 	"\x06sha256\x18\x02 \x01(\tB\x15\xbaH\x12r\x102\x0e^[0-9a-f]{64}$R\x06sha256\x12&\n" +
 	"\n" +
-	"size_bytes\x18\x03 \x01(\x03B\a\xbaH\x04\"\x02(\x00R\tsizeBytes\"\xac\x03\n" +
+	"size_bytes\x18\x03 \x01(\x03B\a\xbaH\x04\"\x02(\x00R\tsizeBytes\"\xb2\x03\n" +
 	"\tDiskImage\x129\n" +
 	"\x04file\x18\x01 \x01(\v2\x1d.carbide.instance.v1.ArtifactB\x06\xbaH\x03\xc8\x01\x01R\x04file\x12C\n" +
 	"\x06format\x18\x02 \x01(\x0e2\x1f.carbide.instance.v1.DiskFormatB\n" +
-	"\xbaH\a\x82\x01\x04\x10\x01 \x00R\x06format\x12L\n" +
-	"\vcompression\x18\x03 \x01(\x0e2 .carbide.instance.v1.CompressionB\b\xbaH\x05\x82\x01\x02\x10\x01R\vcompression:\xd0\x01\xbaH\xcc\x01\x1a\xc9\x01\n" +
+	"\xbaH\a\x82\x01\x04\x10\x01 \x00R\x06format\x12R\n" +
+	"\vcompression\x18\x03 \x01(\x0e2 .carbide.instance.v1.CompressionB\x0e\xbaH\x05\x82\x01\x02\x10\x01\x82\x99\x19\x028\x01R\vcompression:\xd0\x01\xbaH\xcc\x01\x1a\xc9\x01\n" +
 	"\x12qcow2_uncompressed\x12\x87\x01a qcow2 image is read with range requests and cannot be compressed as a whole; use compression NONE (qcow2 compresses its own clusters)\x1a)this.format != 2 || this.compression <= 1\"\xc4\x01\n" +
 	"\aNetboot\x12=\n" +
 	"\x06kernel\x18\x01 \x01(\v2\x1d.carbide.instance.v1.ArtifactB\x06\xbaH\x03\xc8\x01\x01R\x06kernel\x125\n" +
 	"\x06initrd\x18\x02 \x01(\v2\x1d.carbide.instance.v1.ArtifactR\x06initrd\x12C\n" +
-	"\acmdline\x18\x03 \x01(\tB)\xbaH&r$\x18\x80\x102\x1f^[A-Za-z0-9 ._~:/%+@,=?\\[\\]-]*$R\acmdline\"\x80\x05\n" +
-	"\x05Image\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\x12@\n" +
-	"\x04name\x18\x02 \x01(\tB,\xbaH)r'\x10\x01\x18?2!^[a-z0-9]([a-z0-9._-]*[a-z0-9])?$R\x04name\x12Q\n" +
-	"\aversion\x18\x03 \x01(\tB7\xbaH4r2\x10\x01\x18?2,^[A-Za-z0-9]([A-Za-z0-9._+~-]*[A-Za-z0-9])?$R\aversion\x12*\n" +
-	"\vdescription\x18\x04 \x01(\tB\b\xbaH\x05r\x03\x18\x80\bR\vdescription\x12;\n" +
-	"\farchitecture\x18\x05 \x01(\tB\x17\xbaH\x14r\x12\x10\x01\x18 2\f^[a-z0-9_]+$R\farchitecture\x12P\n" +
-	"\bfirmware\x18\x06 \x03(\x0e2\x1d.carbide.instance.v1.FirmwareB\x15\xbaH\x12\x92\x01\x0f\b\x01\x10\x02\x18\x01\"\a\x82\x01\x04\x10\x01 \x00R\bfirmware\x124\n" +
-	"\x04disk\x18\a \x01(\v2\x1e.carbide.instance.v1.DiskImageH\x00R\x04disk\x128\n" +
-	"\anetboot\x18\b \x01(\v2\x1c.carbide.instance.v1.NetbootH\x00R\anetboot\x12\x1e\n" +
+	"\acmdline\x18\x03 \x01(\tB)\xbaH&r$\x18\x80\x102\x1f^[A-Za-z0-9 ._~:/%+@,=?\\[\\]-]*$R\acmdline\"\xda\x05\n" +
+	"\x05Image\x12\x18\n" +
+	"\x02id\x18\x01 \x01(\tB\b\x82\x99\x19\x04\x10\x01\x18\x01R\x02id\x12F\n" +
+	"\x04name\x18\x02 \x01(\tB2\xbaH)r'\x10\x01\x18?2!^[a-z0-9]([a-z0-9._-]*[a-z0-9])?$\x82\x99\x19\x020\x01R\x04name\x12W\n" +
+	"\aversion\x18\x03 \x01(\tB=\xbaH4r2\x10\x01\x18?2,^[A-Za-z0-9]([A-Za-z0-9._+~-]*[A-Za-z0-9])?$\x82\x99\x19\x020\x01R\aversion\x120\n" +
+	"\vdescription\x18\x04 \x01(\tB\x0e\xbaH\x05r\x03\x18\x80\b\x82\x99\x19\x020\x01R\vdescription\x12A\n" +
+	"\farchitecture\x18\x05 \x01(\tB\x1d\xbaH\x14r\x12\x10\x01\x18 2\f^[a-z0-9_]+$\x82\x99\x19\x020\x01R\farchitecture\x12V\n" +
+	"\bfirmware\x18\x06 \x03(\x0e2\x1d.carbide.instance.v1.FirmwareB\x1b\xbaH\x12\x92\x01\x0f\b\x01\x10\x02\x18\x01\"\a\x82\x01\x04\x10\x01 \x00\x82\x99\x19\x020\x01R\bfirmware\x12<\n" +
+	"\x04disk\x18\a \x01(\v2\x1e.carbide.instance.v1.DiskImageB\x06\x82\x99\x19\x020\x01H\x00R\x04disk\x12@\n" +
+	"\anetboot\x18\b \x01(\v2\x1c.carbide.instance.v1.NetbootB\x06\x82\x99\x19\x020\x01H\x00R\anetboot\x12&\n" +
 	"\n" +
-	"deprecated\x18\t \x01(\bR\n" +
-	"deprecated\x12;\n" +
+	"deprecated\x18\t \x01(\bB\x06\x82\x99\x19\x028\x01R\n" +
+	"deprecated\x12E\n" +
 	"\vcreate_time\x18\n" +
-	" \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"createTime\x12;\n" +
-	"\vupdate_time\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"updateTimeB\r\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampB\b\x82\x99\x19\x04\x10\x01\x18\x01R\n" +
+	"createTime\x12C\n" +
+	"\vupdate_time\x18\v \x01(\v2\x1a.google.protobuf.TimestampB\x06\x82\x99\x19\x02\x10\x01R\n" +
+	"updateTime:\x06\x82\x99\x19\x02\b\x01B\r\n" +
 	"\x04boot\x12\x05\xbaH\x02\b\x01\"N\n" +
 	"\x12CreateImageRequest\x128\n" +
 	"\x05image\x18\x01 \x01(\v2\x1a.carbide.instance.v1.ImageB\x06\xbaH\x03\xc8\x01\x01R\x05image\"G\n" +

@@ -9,6 +9,7 @@ package instancev1
 import (
 	_ "buf.build/gen/go/bufbuild/protovalidate/protocolbuffers/go/buf/validate"
 	v1 "github.com/carbide-dev/carbide/gen/carbide/machine/v1"
+	_ "github.com/carbide-dev/carbide/gen/carbide/terraform/v1"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
@@ -931,7 +932,7 @@ var File_carbide_instance_v1_instance_proto protoreflect.FileDescriptor
 
 const file_carbide_instance_v1_instance_proto_rawDesc = "" +
 	"\n" +
-	"\"carbide/instance/v1/instance.proto\x12\x13carbide.instance.v1\x1a\x1bbuf/validate/validate.proto\x1a carbide/machine/v1/machine.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe7\x02\n" +
+	"\"carbide/instance/v1/instance.proto\x12\x13carbide.instance.v1\x1a\x1bbuf/validate/validate.proto\x1a\"carbide/terraform/v1/options.proto\x1a carbide/machine/v1/machine.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe7\x02\n" +
 	"\bSelector\x12\x88\x01\n" +
 	"\x06labels\x18\x01 \x03(\v2).carbide.instance.v1.Selector.LabelsEntryBE\xbaHB\x9a\x01?\x10@\"4r220^[A-Za-z0-9]([A-Za-z0-9._/-]{0,61}[A-Za-z0-9])?$*\x05r\x03\x18\xff\x01R\x06labels\x12\x19\n" +
 	"\bmin_cpus\x18\x02 \x01(\rR\aminCpus\x12(\n" +
@@ -941,33 +942,33 @@ const file_carbide_instance_v1_instance_proto_rawDesc = "" +
 	"segment_id\x18\x05 \x01(\tB\v\xbaH\b\xd8\x01\x01r\x03\xb0\x01\x01R\tsegmentId\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xb3\x06\n" +
-	"\bInstance\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1a\n" +
-	"\bhostname\x18\x02 \x01(\tR\bhostname\x12\x19\n" +
-	"\bimage_id\x18\x03 \x01(\tR\aimageId\x12\x1b\n" +
-	"\tuser_data\x18\x04 \x01(\fR\buserData\x12.\n" +
-	"\x13ssh_authorized_keys\x18\x05 \x03(\tR\x11sshAuthorizedKeys\x12A\n" +
-	"\x06labels\x18\x06 \x03(\v2).carbide.instance.v1.Instance.LabelsEntryR\x06labels\x12\x1d\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xf8\a\n" +
+	"\bInstance\x12\x18\n" +
+	"\x02id\x18\x01 \x01(\tB\b\x82\x99\x19\x04\x10\x01\x18\x01R\x02id\x12\"\n" +
+	"\bhostname\x18\x02 \x01(\tB\x06\x82\x99\x19\x020\x01R\bhostname\x12!\n" +
+	"\bimage_id\x18\x03 \x01(\tB\x06\x82\x99\x19\x020\x01R\aimageId\x12%\n" +
+	"\tuser_data\x18\x04 \x01(\fB\b\x82\x99\x19\x04 \x010\x01R\buserData\x126\n" +
+	"\x13ssh_authorized_keys\x18\x05 \x03(\tB\x06\x82\x99\x19\x020\x01R\x11sshAuthorizedKeys\x12I\n" +
+	"\x06labels\x18\x06 \x03(\v2).carbide.instance.v1.Instance.LabelsEntryB\x06\x82\x99\x19\x020\x01R\x06labels\x12'\n" +
 	"\n" +
-	"machine_id\x18\a \x01(\tR\tmachineId\x129\n" +
-	"\bselector\x18\b \x01(\v2\x1d.carbide.instance.v1.SelectorR\bselector\x128\n" +
-	"\x05state\x18\t \x01(\x0e2\".carbide.instance.v1.InstanceStateR\x05state\x12%\n" +
+	"machine_id\x18\a \x01(\tB\b\x82\x99\x19\x040\x018\x01R\tmachineId\x12A\n" +
+	"\bselector\x18\b \x01(\v2\x1d.carbide.instance.v1.SelectorB\x06\x82\x99\x19\x020\x01R\bselector\x12@\n" +
+	"\x05state\x18\t \x01(\x0e2\".carbide.instance.v1.InstanceStateB\x06\x82\x99\x19\x02\x10\x01R\x05state\x12-\n" +
 	"\x0efailure_reason\x18\n" +
-	" \x01(\tR\rfailureReason\x12,\n" +
-	"\x04task\x18\v \x01(\v2\x18.carbide.machine.v1.TaskR\x04task\x12\x18\n" +
-	"\aaddress\x18\f \x01(\tR\aaddress\x12:\n" +
-	"\twipe_mode\x18\r \x01(\x0e2\x1d.carbide.instance.v1.WipeModeR\bwipeMode\x12\x1d\n" +
+	" \x01(\tB\x06\x82\x99\x19\x02\x10\x01R\rfailureReason\x124\n" +
+	"\x04task\x18\v \x01(\v2\x18.carbide.machine.v1.TaskB\x06\x82\x99\x19\x02\x10\x01R\x04task\x12 \n" +
+	"\aaddress\x18\f \x01(\tB\x06\x82\x99\x19\x02\x10\x01R\aaddress\x12D\n" +
+	"\twipe_mode\x18\r \x01(\x0e2\x1d.carbide.instance.v1.WipeModeB\b\x82\x99\x19\x040\x018\x01R\bwipeMode\x12%\n" +
 	"\n" +
-	"request_id\x18\x0e \x01(\tR\trequestId\x12;\n" +
-	"\vcreate_time\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"createTime\x12;\n" +
-	"\vupdate_time\x18\x10 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"updateTime\x12=\n" +
-	"\frunning_time\x18\x11 \x01(\v2\x1a.google.protobuf.TimestampR\vrunningTime\x1a9\n" +
+	"request_id\x18\x0e \x01(\tB\x06\x82\x99\x19\x020\x01R\trequestId\x12E\n" +
+	"\vcreate_time\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampB\b\x82\x99\x19\x04\x10\x01\x18\x01R\n" +
+	"createTime\x12C\n" +
+	"\vupdate_time\x18\x10 \x01(\v2\x1a.google.protobuf.TimestampB\x06\x82\x99\x19\x02\x10\x01R\n" +
+	"updateTime\x12E\n" +
+	"\frunning_time\x18\x11 \x01(\v2\x1a.google.protobuf.TimestampB\x06\x82\x99\x19\x02\x10\x01R\vrunningTime\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xac\x06\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01:1\x82\x99\x19-\b\x01\x12)carbide.instance.v1.CreateInstanceRequest\"\xac\x06\n" +
 	"\x15CreateInstanceRequest\x12:\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tB\x1b\xbaH\x18r\x16\x18@2\x12^[A-Za-z0-9._:-]*$R\trequestId\x12s\n" +

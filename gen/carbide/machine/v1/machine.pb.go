@@ -11,6 +11,7 @@ package machinev1
 
 import (
 	_ "buf.build/gen/go/bufbuild/protovalidate/protocolbuffers/go/buf/validate"
+	_ "github.com/carbide-dev/carbide/gen/carbide/terraform/v1"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	fieldmaskpb "google.golang.org/protobuf/types/known/fieldmaskpb"
@@ -1616,7 +1617,7 @@ var File_carbide_machine_v1_machine_proto protoreflect.FileDescriptor
 
 const file_carbide_machine_v1_machine_proto_rawDesc = "" +
 	"\n" +
-	" carbide/machine/v1/machine.proto\x12\x12carbide.machine.v1\x1a\x1bbuf/validate/validate.proto\x1a\"carbide/machine/v1/inventory.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x97\x02\n" +
+	" carbide/machine/v1/machine.proto\x12\x12carbide.machine.v1\x1a\x1bbuf/validate/validate.proto\x1a\"carbide/terraform/v1/options.proto\x1a\"carbide/machine/v1/inventory.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x97\x02\n" +
 	"\x10IdentityConflict\x12\x1d\n" +
 	"\n" +
 	"machine_id\x18\x01 \x01(\tR\tmachineId\x12(\n" +
@@ -1649,30 +1650,30 @@ const file_carbide_machine_v1_machine_proto_rawDesc = "" +
 	"\x10RESOLUTION_MERGE\x10\x01\x12\x15\n" +
 	"\x11RESOLUTION_REJECT\x10\x02\"X\n" +
 	"\x1fResolveIdentityConflictResponse\x125\n" +
-	"\amachine\x18\x01 \x01(\v2\x1b.carbide.machine.v1.MachineR\amachine\"\x8a\x06\n" +
-	"\aMachine\x12\x18\n" +
-	"\x02id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\x02id\x12G\n" +
-	"\bhostname\x18\x02 \x01(\tB+\xbaH(r&\x18?2\"^([a-z0-9]([a-z0-9-]*[a-z0-9])?)?$R\bhostname\x126\n" +
-	"\x05state\x18\x03 \x01(\x0e2 .carbide.machine.v1.MachineStateR\x05state\x12\x86\x01\n" +
+	"\amachine\x18\x01 \x01(\v2\x1b.carbide.machine.v1.MachineR\amachine\"\xe2\x06\n" +
+	"\aMachine\x12 \n" +
+	"\x02id\x18\x01 \x01(\tB\x10\xbaH\x05r\x03\xb0\x01\x01\x82\x99\x19\x04\x10\x01\x18\x01R\x02id\x12M\n" +
+	"\bhostname\x18\x02 \x01(\tB1\xbaH(r&\x18?2\"^([a-z0-9]([a-z0-9-]*[a-z0-9])?)?$\x82\x99\x19\x028\x01R\bhostname\x12>\n" +
+	"\x05state\x18\x03 \x01(\x0e2 .carbide.machine.v1.MachineStateB\x06\x82\x99\x19\x02\x10\x01R\x05state\x12\x86\x01\n" +
 	"\x06labels\x18\x04 \x03(\v2'.carbide.machine.v1.Machine.LabelsEntryBE\xbaHB\x9a\x01?\x10@\"4r220^[A-Za-z0-9]([A-Za-z0-9._/-]{0,61}[A-Za-z0-9])?$*\x05r\x03\x18\xff\x01R\x06labels\x12 \n" +
-	"\vmaintenance\x18\x05 \x01(\bR\vmaintenance\x12=\n" +
+	"\vmaintenance\x18\x05 \x01(\bR\vmaintenance\x12E\n" +
 	"\n" +
-	"interfaces\x18\x06 \x03(\v2\x1d.carbide.machine.v1.InterfaceR\n" +
-	"interfaces\x12;\n" +
-	"\vcreate_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"createTime\x12;\n" +
-	"\vupdate_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"updateTime\x129\n" +
+	"interfaces\x18\x06 \x03(\v2\x1d.carbide.machine.v1.InterfaceB\x06\x82\x99\x19\x02\x10\x01R\n" +
+	"interfaces\x12E\n" +
+	"\vcreate_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampB\b\x82\x99\x19\x04\x10\x01\x18\x01R\n" +
+	"createTime\x12C\n" +
+	"\vupdate_time\x18\b \x01(\v2\x1a.google.protobuf.TimestampB\x06\x82\x99\x19\x02\x10\x01R\n" +
+	"updateTime\x12A\n" +
 	"\n" +
-	"state_time\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\tstateTime\x12;\n" +
+	"state_time\x18\t \x01(\v2\x1a.google.protobuf.TimestampB\x06\x82\x99\x19\x02\x10\x01R\tstateTime\x12C\n" +
 	"\tinventory\x18\n" +
-	" \x01(\v2\x1d.carbide.machine.v1.InventoryR\tinventory\x12\x1f\n" +
-	"\vhardware_id\x18\v \x01(\tR\n" +
-	"hardwareId\x12,\n" +
-	"\x04task\x18\f \x01(\v2\x18.carbide.machine.v1.TaskR\x04task\x1a9\n" +
+	" \x01(\v2\x1d.carbide.machine.v1.InventoryB\x06\x82\x99\x19\x02\x10\x01R\tinventory\x12'\n" +
+	"\vhardware_id\x18\v \x01(\tB\x06\x82\x99\x19\x02\x10\x01R\n" +
+	"hardwareId\x124\n" +
+	"\x04task\x18\f \x01(\v2\x18.carbide.machine.v1.TaskB\x06\x82\x99\x19\x02\x10\x01R\x04task\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xf2\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01:\x06\x82\x99\x19\x02\b\x01\"\xf2\x01\n" +
 	"\x04Task\x12\x12\n" +
 	"\x04step\x18\x01 \x01(\tR\x04step\x12\x12\n" +
 	"\x04done\x18\x02 \x01(\x03R\x04done\x12\x14\n" +
@@ -1697,15 +1698,15 @@ const file_carbide_machine_v1_machine_proto_rawDesc = "" +
 	"\bto_state\x18\x02 \x01(\x0e2 .carbide.machine.v1.MachineStateR\atoState\x12\x16\n" +
 	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x14\n" +
 	"\x05actor\x18\x04 \x01(\tR\x05actor\x12.\n" +
-	"\x04time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\"\xeb\x03\n" +
+	"\x04time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\"\xf9\x03\n" +
 	"\x14CreateMachineRequest\x12G\n" +
-	"\bhostname\x18\x01 \x01(\tB+\xbaH(r&\x18?2\"^([a-z0-9]([a-z0-9-]*[a-z0-9])?)?$R\bhostname\x12\xb8\x01\n" +
-	"\x04macs\x18\x02 \x03(\tB\xa3\x01\xbaH\x9f\x01\x92\x01\x9b\x01\b\x01\x10@\x18\x01\"\x92\x01\xba\x01\x8e\x01\n" +
-	"\x03mac\x12Qmust be a MAC address of six colon-separated hex bytes, such as 52:54:00:12:34:56\x1a4this.matches('^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$')R\x04macs\x12\x93\x01\n" +
+	"\bhostname\x18\x01 \x01(\tB+\xbaH(r&\x18?2\"^([a-z0-9]([a-z0-9-]*[a-z0-9])?)?$R\bhostname\x12\xbe\x01\n" +
+	"\x04macs\x18\x02 \x03(\tB\xa9\x01\xbaH\x9f\x01\x92\x01\x9b\x01\b\x01\x10@\x18\x01\"\x92\x01\xba\x01\x8e\x01\n" +
+	"\x03mac\x12Qmust be a MAC address of six colon-separated hex bytes, such as 52:54:00:12:34:56\x1a4this.matches('^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$')\x82\x99\x19\x020\x01R\x04macs\x12\x93\x01\n" +
 	"\x06labels\x18\x03 \x03(\v24.carbide.machine.v1.CreateMachineRequest.LabelsEntryBE\xbaHB\x9a\x01?\x10@\"4r220^[A-Za-z0-9]([A-Za-z0-9._/-]{0,61}[A-Za-z0-9])?$*\x05r\x03\x18\xff\x01R\x06labels\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"N\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01:\x06\x82\x99\x19\x02\b\x01\"N\n" +
 	"\x15CreateMachineResponse\x125\n" +
 	"\amachine\x18\x01 \x01(\v2\x1b.carbide.machine.v1.MachineR\amachine\"-\n" +
 	"\x11GetMachineRequest\x12\x18\n" +

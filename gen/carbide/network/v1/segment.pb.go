@@ -11,6 +11,7 @@ package networkv1
 
 import (
 	_ "buf.build/gen/go/bufbuild/protovalidate/protocolbuffers/go/buf/validate"
+	_ "github.com/carbide-dev/carbide/gen/carbide/terraform/v1"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	durationpb "google.golang.org/protobuf/types/known/durationpb"
@@ -931,11 +932,11 @@ var File_carbide_network_v1_segment_proto protoreflect.FileDescriptor
 
 const file_carbide_network_v1_segment_proto_rawDesc = "" +
 	"\n" +
-	" carbide/network/v1/segment.proto\x12\x12carbide.network.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc2\x06\n" +
-	"\aSegment\x12\x1b\n" +
-	"\x02id\x18\x01 \x01(\tB\v\xbaH\b\xd8\x01\x01r\x03\xb0\x01\x01R\x02id\x12>\n" +
-	"\x04name\x18\x02 \x01(\tB*\xbaH'r%\x10\x01\x18?2\x1f^[a-z0-9]([a-z0-9-]*[a-z0-9])?$R\x04name\x12 \n" +
-	"\x06prefix\x18\x03 \x01(\tB\b\xbaH\x05r\x03\xf0\x01\x01R\x06prefix\x12$\n" +
+	" carbide/network/v1/segment.proto\x12\x12carbide.network.v1\x1a\x1bbuf/validate/validate.proto\x1a\"carbide/terraform/v1/options.proto\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf0\x06\n" +
+	"\aSegment\x12#\n" +
+	"\x02id\x18\x01 \x01(\tB\x13\xbaH\b\xd8\x01\x01r\x03\xb0\x01\x01\x82\x99\x19\x04\x10\x01\x18\x01R\x02id\x12>\n" +
+	"\x04name\x18\x02 \x01(\tB*\xbaH'r%\x10\x01\x18?2\x1f^[a-z0-9]([a-z0-9-]*[a-z0-9])?$R\x04name\x12&\n" +
+	"\x06prefix\x18\x03 \x01(\tB\x0e\xbaH\x05r\x03\xf0\x01\x01\x82\x99\x19\x020\x01R\x06prefix\x12$\n" +
 	"\agateway\x18\x04 \x01(\tB\n" +
 	"\xbaH\a\xd8\x01\x01r\x02x\x01R\agateway\x12/\n" +
 	"\vdns_servers\x18\x05 \x03(\tB\x0e\xbaH\v\x92\x01\b\x10\b\"\x04r\x02x\x01R\n" +
@@ -949,14 +950,14 @@ const file_carbide_network_v1_segment_proto_rawDesc = "" +
 	" \x03(\tB\x10\xbaH\r\x92\x01\n" +
 	"\x10@\x18\x01\"\x04r\x02x\x01R\x0erelayAddresses\x12/\n" +
 	"\vntp_servers\x18\v \x03(\tB\x0e\xbaH\v\x92\x01\b\x10\b\"\x04r\x02x\x01R\n" +
-	"ntpServers\x12S\n" +
-	"\x0elease_duration\x18\f \x01(\v2\x19.google.protobuf.DurationB\x11\xbaH\x0e\xaa\x01\v\"\x05\b\x80\x9a\x9e\x012\x02\b<R\rleaseDuration\x12;\n" +
-	"\vcreate_time\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"createTime\x12;\n" +
-	"\vupdate_time\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"ntpServers\x12Y\n" +
+	"\x0elease_duration\x18\f \x01(\v2\x19.google.protobuf.DurationB\x17\xbaH\x0e\xaa\x01\v\"\x05\b\x80\x9a\x9e\x012\x02\b<\x82\x99\x19\x028\x01R\rleaseDuration\x12E\n" +
+	"\vcreate_time\x18\r \x01(\v2\x1a.google.protobuf.TimestampB\b\x82\x99\x19\x04\x10\x01\x18\x01R\n" +
+	"createTime\x12C\n" +
+	"\vupdate_time\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampB\x06\x82\x99\x19\x02\x10\x01R\n" +
 	"updateTime\x12I\n" +
 	"\vdns_records\x18\x0f \x03(\v2\x1d.carbide.network.v1.DNSRecordB\t\xbaH\x06\x92\x01\x03\x10\x80\bR\n" +
-	"dnsRecords\"\x94\x02\n" +
+	"dnsRecords:\x06\x82\x99\x19\x02\b\x01\"\x94\x02\n" +
 	"\tDNSRecord\x12\x84\x01\n" +
 	"\x04name\x18\x01 \x01(\tBp\xbaHmrk\x18\xfd\x012f^(@|([A-Za-z0-9_]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\\.[A-Za-z0-9_]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*)?$R\x04name\x12A\n" +
 	"\x04type\x18\x02 \x01(\x0e2!.carbide.network.v1.DNSRecordTypeB\n" +
