@@ -4,34 +4,22 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"regexp"
-	"strings"
 	"time"
 
 	"connectrpc.com/connect"
 	"github.com/hashicorp/terraform-plugin-framework-timeouts/resource/timeouts"
-	"github.com/hashicorp/terraform-plugin-framework-validators/int64validator"
-	"github.com/hashicorp/terraform-plugin-framework-validators/listvalidator"
-	"github.com/hashicorp/terraform-plugin-framework-validators/mapvalidator"
 	"github.com/hashicorp/terraform-plugin-framework-validators/resourcevalidator"
-	"github.com/hashicorp/terraform-plugin-framework-validators/stringvalidator"
-	"github.com/hashicorp/terraform-plugin-framework/attr"
 	"github.com/hashicorp/terraform-plugin-framework/diag"
 	"github.com/hashicorp/terraform-plugin-framework/path"
 	"github.com/hashicorp/terraform-plugin-framework/resource"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/booldefault"
-	"github.com/hashicorp/terraform-plugin-framework/resource/schema/listplanmodifier"
-	"github.com/hashicorp/terraform-plugin-framework/resource/schema/mapplanmodifier"
-	"github.com/hashicorp/terraform-plugin-framework/resource/schema/objectplanmodifier"
-	"github.com/hashicorp/terraform-plugin-framework/resource/schema/planmodifier"
-	"github.com/hashicorp/terraform-plugin-framework/resource/schema/stringplanmodifier"
-	"github.com/hashicorp/terraform-plugin-framework/schema/validator"
 	"github.com/hashicorp/terraform-plugin-framework/types"
 	"github.com/hashicorp/terraform-plugin-log/tflog"
 
 	instancev1 "github.com/carbide-dev/carbide/gen/carbide/instance/v1"
 	"github.com/carbide-dev/carbide/sdk/carbide"
+	"github.com/carbide-dev/carbide/terraform-provider/internal/generated"
 )
 
 // How long create waits for Running, and destroy for the cleaning, unless
@@ -39,12 +27,6 @@ import (
 const (
 	defaultCreateTimeout = 30 * time.Minute
 	defaultDeleteTimeout = 30 * time.Minute
-)
-
-// The API's rules for instances, checked at plan time too.
-var (
-	instanceHostnamePattern = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$`)
-	sshKeyPattern           = regexp.MustCompile(`^(ssh-|ecdsa-|sk-)[A-Za-z0-9@.-]+ [A-Za-z0-9+/=]+( [^\r\n]*)?$`)
 )
 
 var (
@@ -63,41 +45,12 @@ type instanceResource struct {
 
 func newInstanceResource() resource.Resource { return &instanceResource{} }
 
-// instanceModel is carbide_instance's configuration and state.
+// instanceModel is carbide_instance's configuration and state: the
+// generated Instance model, plus what only the provider holds.
 type instanceModel struct {
-	ID                types.String   `tfsdk:"id"`
-	Hostname          types.String   `tfsdk:"hostname"`
-	ImageID           types.String   `tfsdk:"image_id"`
-	UserData          types.String   `tfsdk:"user_data"`
-	SSHAuthorizedKeys types.List     `tfsdk:"ssh_authorized_keys"`
-	Labels            types.Map      `tfsdk:"labels"`
-	MachineID         types.String   `tfsdk:"machine_id"`
-	Selector          types.Object   `tfsdk:"selector"`
-	WipeMode          types.String   `tfsdk:"wipe_mode"`
-	WaitForCleaning   types.Bool     `tfsdk:"wait_for_cleaning"`
-	State             types.String   `tfsdk:"state"`
-	FailureReason     types.String   `tfsdk:"failure_reason"`
-	Address           types.String   `tfsdk:"address"`
-	Timeouts          timeouts.Value `tfsdk:"timeouts"`
-}
-
-// selectorModel is carbide_instance's selector.
-type selectorModel struct {
-	Labels         types.Map    `tfsdk:"labels"`
-	MinCPUs        types.Int64  `tfsdk:"min_cpus"`
-	MinMemoryBytes types.Int64  `tfsdk:"min_memory_bytes"`
-	MinDiskBytes   types.Int64  `tfsdk:"min_disk_bytes"`
-	SegmentID      types.String `tfsdk:"segment_id"`
-}
-
-func selectorAttrTypes() map[string]attr.Type {
-	return map[string]attr.Type{
-		"labels":           types.MapType{ElemType: types.StringType},
-		"min_cpus":         types.Int64Type,
-		"min_memory_bytes": types.Int64Type,
-		"min_disk_bytes":   types.Int64Type,
-		"segment_id":       types.StringType,
-	}
+	generated.InstanceModel
+	WaitForCleaning types.Bool     `tfsdk:"wait_for_cleaning"`
+	Timeouts        timeouts.Value `tfsdk:"timeouts"`
 }
 
 func (r *instanceResource) Metadata(_ context.Context, req resource.MetadataRequest, resp *resource.MetadataResponse) {
@@ -105,142 +58,24 @@ func (r *instanceResource) Metadata(_ context.Context, req resource.MetadataRequ
 }
 
 func (r *instanceResource) Schema(ctx context.Context, _ resource.SchemaRequest, resp *resource.SchemaResponse) {
-	replace := []planmodifier.String{stringplanmodifier.RequiresReplace()}
-	labelsValidators := []validator.Map{
-		mapvalidator.SizeAtMost(64),
-		mapvalidator.KeysAre(stringvalidator.RegexMatches(labelKeyPattern,
-			"must be 1 to 63 letters, digits, '.', '_', '/' or '-', starting and ending with a letter or digit")),
-		mapvalidator.ValueStringsAre(stringvalidator.LengthAtMost(255)),
+	// The instance's attributes are generated from the API's Instance
+	// message (RequiresReplace on every one the API cannot change, which
+	// is all of them); wait_for_cleaning and timeouts are the provider's.
+	attrs := generated.InstanceResourceAttributes()
+	attrs["wait_for_cleaning"] = schema.BoolAttribute{
+		MarkdownDescription: "Destroy waits until the released machine is cleaned and Ready again (within `timeouts.delete`). Changes in place.",
+		Optional:            true,
+		Computed:            true,
+		Default:             booldefault.StaticBool(false),
 	}
+	attrs["timeouts"] = timeouts.Attributes(ctx, timeouts.Opts{Create: true, Delete: true})
 	resp.Schema = schema.Schema{
 		MarkdownDescription: "An instance: a Ready machine — the one named by `machine_id`, or any one `selector` matches — " +
 			"installed with an image and booted. Creating it waits until the instance runs (`timeouts.create`, 30 minutes " +
 			"by default) and fails with the API's reason when it does not come up. The API cannot change an instance: " +
-			"any change of what it runs replaces it. Destroying it releases the machine, whose disks are then wiped; with " +
-			"`wait_for_cleaning` destroy waits until the machine is Ready again.",
-		Attributes: map[string]schema.Attribute{
-			"id": schema.StringAttribute{
-				MarkdownDescription: "The instance's ID (a UUID).",
-				Computed:            true,
-				PlanModifiers:       []planmodifier.String{stringplanmodifier.UseStateForUnknown()},
-			},
-			"hostname": schema.StringAttribute{
-				MarkdownDescription: "Host name the operating system gets: a DNS name of lower-case letters, digits and dashes, with dots between labels.",
-				Required:            true,
-				Validators: []validator.String{
-					stringvalidator.LengthBetween(1, 253),
-					stringvalidator.RegexMatches(instanceHostnamePattern, "must be a DNS name of lower-case letters, digits and dashes, with dots between labels"),
-				},
-				PlanModifiers: replace,
-			},
-			"image_id": schema.StringAttribute{
-				MarkdownDescription: "ID of the OS image to install (`carbide_os_image`).",
-				Required:            true,
-				Validators:          []validator.String{stringvalidator.RegexMatches(uuidPattern, "must be a UUID")},
-				PlanModifiers:       replace,
-			},
-			"user_data": schema.StringAttribute{
-				MarkdownDescription: "cloud-init user data (a `#cloud-config` document, a script, or any format cloud-init reads), at most 64 KiB. Sensitive.",
-				Optional:            true,
-				Sensitive:           true,
-				Validators:          []validator.String{stringvalidator.LengthBetween(1, 65536)},
-				PlanModifiers:       replace,
-			},
-			"ssh_authorized_keys": schema.ListAttribute{
-				MarkdownDescription: "SSH public keys, in authorized_keys format, for the image's default user (at most 32).",
-				ElementType:         types.StringType,
-				Optional:            true,
-				Validators: []validator.List{
-					listvalidator.SizeBetween(1, 32),
-					listvalidator.ValueStringsAre(
-						stringvalidator.LengthBetween(1, 16384),
-						stringvalidator.RegexMatches(sshKeyPattern, "must be an SSH public key in authorized_keys format, such as \"ssh-ed25519 AAAA... user@host\"")),
-				},
-				PlanModifiers: []planmodifier.List{listplanmodifier.RequiresReplace()},
-			},
-			"labels": schema.MapAttribute{
-				MarkdownDescription: "The instance's labels (at most 64).",
-				ElementType:         types.StringType,
-				Optional:            true,
-				Validators:          labelsValidators,
-				PlanModifiers:       []planmodifier.Map{mapplanmodifier.RequiresReplace()},
-			},
-			"machine_id": schema.StringAttribute{
-				MarkdownDescription: "The machine to run on, which must be Ready. Give it or `selector`; with `selector`, the machine the API chose.",
-				Optional:            true,
-				Computed:            true,
-				Validators:          []validator.String{stringvalidator.RegexMatches(uuidPattern, "must be a UUID")},
-				PlanModifiers: []planmodifier.String{
-					stringplanmodifier.RequiresReplaceIfConfigured(),
-					stringplanmodifier.UseStateForUnknown(),
-				},
-			},
-			"selector": schema.SingleNestedAttribute{
-				MarkdownDescription: "Run on any Ready machine that matches all of these. Give it or `machine_id`.",
-				Optional:            true,
-				PlanModifiers:       []planmodifier.Object{objectplanmodifier.RequiresReplace()},
-				Attributes: map[string]schema.Attribute{
-					"labels": schema.MapAttribute{
-						MarkdownDescription: "The machine carries all of these labels with these values.",
-						ElementType:         types.StringType,
-						Optional:            true,
-						Validators:          labelsValidators,
-					},
-					"min_cpus": schema.Int64Attribute{
-						MarkdownDescription: "At least this many logical CPUs.",
-						Optional:            true,
-						Validators:          []validator.Int64{int64validator.Between(1, 1<<32-1)},
-					},
-					"min_memory_bytes": schema.Int64Attribute{
-						MarkdownDescription: "At least this much memory, in bytes.",
-						Optional:            true,
-						Validators:          []validator.Int64{int64validator.AtLeast(1)},
-					},
-					"min_disk_bytes": schema.Int64Attribute{
-						MarkdownDescription: "A disk at least this big, in bytes (the one the image is written to).",
-						Optional:            true,
-						Validators:          []validator.Int64{int64validator.AtLeast(1)},
-					},
-					"segment_id": schema.StringAttribute{
-						MarkdownDescription: "An interface on this network segment (`carbide_segment`).",
-						Optional:            true,
-						Validators:          []validator.String{stringvalidator.RegexMatches(uuidPattern, "must be a UUID")},
-					},
-				},
-			},
-			"wipe_mode": schema.StringAttribute{
-				MarkdownDescription: "How the machine's disks are wiped on release: `quick` (signatures and the first and last MiB " +
-					"of each disk) or `full` (every block). Unset: the API's `--wipe-mode`.",
-				Optional: true,
-				Computed: true,
-				Validators: []validator.String{
-					stringvalidator.OneOf("quick", "full"),
-				},
-				PlanModifiers: []planmodifier.String{
-					stringplanmodifier.RequiresReplaceIfConfigured(),
-					stringplanmodifier.UseStateForUnknown(),
-				},
-			},
-			"wait_for_cleaning": schema.BoolAttribute{
-				MarkdownDescription: "Destroy waits until the released machine is cleaned and Ready again (within `timeouts.delete`). Changes in place.",
-				Optional:            true,
-				Computed:            true,
-				Default:             booldefault.StaticBool(false),
-			},
-			"state": schema.StringAttribute{
-				MarkdownDescription: "`provisioning`, `running`, `releasing`, `released` or `failed`.",
-				Computed:            true,
-			},
-			"failure_reason": schema.StringAttribute{
-				MarkdownDescription: "Why the instance failed; empty otherwise.",
-				Computed:            true,
-			},
-			"address": schema.StringAttribute{
-				MarkdownDescription: "The IPv4 address of the machine's interface.",
-				Computed:            true,
-			},
-			"timeouts": timeouts.Attributes(ctx, timeouts.Opts{Create: true, Delete: true}),
-		},
+			"any change of what it runs replaces it, and so does a failure. Destroying it releases the machine, whose disks " +
+			"are then wiped; with `wait_for_cleaning` destroy waits until the machine is Ready again.",
+		Attributes: attrs,
 	}
 }
 
@@ -342,7 +177,7 @@ func (r *instanceResource) Read(ctx context.Context, req resource.ReadRequest, r
 	if resp.Diagnostics.HasError() {
 		return
 	}
-	got, err := r.client.Instances.GetInstance(ctx, connect.NewRequest(&instancev1.GetInstanceRequest{Id: state.ID.ValueString()}))
+	got, err := r.client.Instances.GetInstance(ctx, connect.NewRequest(&instancev1.GetInstanceRequest{Id: state.Id.ValueString()}))
 	if isNotFound(err) {
 		resp.State.RemoveResource(ctx)
 		return
@@ -384,7 +219,7 @@ func (r *instanceResource) Delete(ctx context.Context, req resource.DeleteReques
 	if resp.Diagnostics.HasError() {
 		return
 	}
-	id := state.ID.ValueString()
+	id := state.Id.ValueString()
 	if _, err := r.client.Instances.DeleteInstance(ctx, connect.NewRequest(&instancev1.DeleteInstanceRequest{Id: id})); err != nil {
 		if isNotFound(err) {
 			return
@@ -426,31 +261,20 @@ func (r *instanceResource) ImportState(ctx context.Context, req resource.ImportS
 
 // createRequest is the CreateInstanceRequest the plan stands for.
 func (m *instanceModel) createRequest(ctx context.Context) (*instancev1.CreateInstanceRequest, diag.Diagnostics) {
-	var diags diag.Diagnostics
+	inst, diags := m.InstanceModel.ToProto(ctx)
 	req := &instancev1.CreateInstanceRequest{
-		Hostname: m.Hostname.ValueString(),
-		ImageId:  m.ImageID.ValueString(),
-		UserData: []byte(m.UserData.ValueString()),
-		WipeMode: instancev1.WipeMode(instancev1.WipeMode_value["WIPE_MODE_"+strings.ToUpper(m.WipeMode.ValueString())]),
+		RequestId:         inst.GetRequestId(),
+		Hostname:          inst.GetHostname(),
+		ImageId:           inst.GetImageId(),
+		UserData:          inst.GetUserData(),
+		SshAuthorizedKeys: inst.GetSshAuthorizedKeys(),
+		Labels:            inst.GetLabels(),
+		WipeMode:          inst.GetWipeMode(),
 	}
-	if len(req.UserData) == 0 {
-		req.UserData = nil
-	}
-	diags.Append(m.SSHAuthorizedKeys.ElementsAs(ctx, &req.SshAuthorizedKeys, false)...)
-	diags.Append(m.Labels.ElementsAs(ctx, &req.Labels, false)...)
-	if !m.Selector.IsNull() && !m.Selector.IsUnknown() {
-		var s selectorModel
-		diags.Append(m.Selector.As(ctx, &s, objectAsOptions)...)
-		sel := &instancev1.Selector{
-			MinCpus:        uint32(s.MinCPUs.ValueInt64()),
-			MinMemoryBytes: uint64(s.MinMemoryBytes.ValueInt64()),
-			MinDiskBytes:   uint64(s.MinDiskBytes.ValueInt64()),
-			SegmentId:      s.SegmentID.ValueString(),
-		}
-		diags.Append(s.Labels.ElementsAs(ctx, &sel.Labels, false)...)
+	if sel := inst.GetSelector(); sel != nil {
 		req.Target = &instancev1.CreateInstanceRequest_Selector{Selector: sel}
 	} else {
-		req.Target = &instancev1.CreateInstanceRequest_MachineId{MachineId: m.MachineID.ValueString()}
+		req.Target = &instancev1.CreateInstanceRequest_MachineId{MachineId: inst.GetMachineId()}
 	}
 	return req, diags
 }
@@ -458,78 +282,14 @@ func (m *instanceModel) createRequest(ctx context.Context) (*instancev1.CreateIn
 // fromProto sets the model from the instance: what the API holds, so that
 // a change made outside Terraform shows as drift.
 func (m *instanceModel) fromProto(ctx context.Context, inst *instancev1.Instance) diag.Diagnostics {
-	var diags diag.Diagnostics
-	m.ID = types.StringValue(inst.GetId())
-	m.Hostname = types.StringValue(inst.GetHostname())
-	m.ImageID = types.StringValue(inst.GetImageId())
-	if len(inst.GetUserData()) > 0 {
-		m.UserData = types.StringValue(string(inst.GetUserData()))
-	} else {
-		m.UserData = types.StringNull()
-	}
-	if len(inst.GetSshAuthorizedKeys()) > 0 {
-		l, d := types.ListValueFrom(ctx, types.StringType, inst.GetSshAuthorizedKeys())
-		diags.Append(d...)
-		m.SSHAuthorizedKeys = l
-	} else {
-		m.SSHAuthorizedKeys = types.ListNull(types.StringType)
-	}
-	if len(inst.GetLabels()) > 0 {
-		l, d := types.MapValueFrom(ctx, types.StringType, inst.GetLabels())
-		diags.Append(d...)
-		m.Labels = l
-	} else {
-		m.Labels = types.MapNull(types.StringType)
-	}
-	if id := inst.GetMachineId(); id != "" {
-		m.MachineID = types.StringValue(id)
-	} else if m.MachineID.IsUnknown() {
-		m.MachineID = types.StringNull()
-	}
-	if sel := inst.GetSelector(); sel != nil {
-		s := selectorModel{
-			Labels:         types.MapNull(types.StringType),
-			MinCPUs:        int64OrNull(int64(sel.GetMinCpus())),
-			MinMemoryBytes: int64OrNull(int64(sel.GetMinMemoryBytes())),
-			MinDiskBytes:   int64OrNull(int64(sel.GetMinDiskBytes())),
-			SegmentID:      types.StringNull(),
-		}
-		if len(sel.GetLabels()) > 0 {
-			l, d := types.MapValueFrom(ctx, types.StringType, sel.GetLabels())
-			diags.Append(d...)
-			s.Labels = l
-		}
-		if sel.GetSegmentId() != "" {
-			s.SegmentID = types.StringValue(sel.GetSegmentId())
-		}
-		o, d := types.ObjectValueFrom(ctx, selectorAttrTypes(), s)
-		diags.Append(d...)
-		m.Selector = o
-	} else {
-		m.Selector = types.ObjectNull(selectorAttrTypes())
-	}
-	m.WipeMode = types.StringNull()
-	if wm := inst.GetWipeMode(); wm != instancev1.WipeMode_WIPE_MODE_UNSPECIFIED {
-		m.WipeMode = types.StringValue(strings.ToLower(strings.TrimPrefix(wm.String(), "WIPE_MODE_")))
-	}
+	diags := m.InstanceModel.FromProto(ctx, inst)
 	if m.WaitForCleaning.IsNull() || m.WaitForCleaning.IsUnknown() {
 		m.WaitForCleaning = types.BoolValue(false)
 	}
-	m.State = types.StringValue(strings.ToLower(strings.TrimPrefix(inst.GetState().String(), "INSTANCE_STATE_")))
-	m.FailureReason = types.StringValue(inst.GetFailureReason())
-	m.Address = types.StringValue(inst.GetAddress())
 	if m.Timeouts.IsUnknown() {
 		m.Timeouts.Object = types.ObjectNull(m.Timeouts.AttributeTypes(ctx))
 	}
 	return diags
-}
-
-// int64OrNull is n, or null for 0 (unset in the API).
-func int64OrNull(n int64) types.Int64 {
-	if n == 0 {
-		return types.Int64Null()
-	}
-	return types.Int64Value(n)
 }
 
 // orNone is s, or "(no reason given)" when empty.

@@ -253,20 +253,20 @@ func TestInstancePlanValidation(t *testing.T) {
 			body: `hostname = "Web_1"
   ` + image + `
   selector = { min_cpus = 4 }`,
-			want: `must be a DNS name of lower-case letters`,
+			want: `hostname must match the regular expression`,
 		},
 		"bad image id": {
 			body: `hostname = "a"
   image_id = "debian-12"
   selector = { min_cpus = 4 }`,
-			want: `image_id.*must be a UUID`,
+			want: `image_id must be a UUID`,
 		},
 		"bad ssh key": {
 			body: `hostname = "a"
   ` + image + `
   selector = { min_cpus = 4 }
   ssh_authorized_keys = ["not a key"]`,
-			want: `must be an SSH public key in authorized_keys format`,
+			want: `ssh_authorized_keys\[0\] must match the regular expression`,
 		},
 		"bad wipe mode": {
 			body: `hostname = "a"

@@ -8,7 +8,6 @@ import (
 	"connectrpc.com/connect"
 	"github.com/hashicorp/terraform-plugin-framework-validators/datasourcevalidator"
 	"github.com/hashicorp/terraform-plugin-framework-validators/stringvalidator"
-	"github.com/hashicorp/terraform-plugin-framework/attr"
 	"github.com/hashicorp/terraform-plugin-framework/datasource"
 	"github.com/hashicorp/terraform-plugin-framework/datasource/schema"
 	"github.com/hashicorp/terraform-plugin-framework/diag"
@@ -18,6 +17,7 @@ import (
 
 	machinev1 "github.com/carbide-dev/carbide/gen/carbide/machine/v1"
 	"github.com/carbide-dev/carbide/sdk/carbide"
+	"github.com/carbide-dev/carbide/terraform-provider/internal/generated"
 )
 
 var (
@@ -33,80 +33,39 @@ type machineDataSource struct {
 
 func newMachineDataSource() datasource.DataSource { return &machineDataSource{} }
 
-// machineDataModel is carbide_machine's configuration and result.
+// machineDataModel is carbide_machine's configuration and result: the
+// generated Machine model, plus the MAC to look it up by.
 type machineDataModel struct {
-	ID          types.String `tfsdk:"id"`
-	Hostname    types.String `tfsdk:"hostname"`
-	MAC         types.String `tfsdk:"mac"`
-	State       types.String `tfsdk:"state"`
-	Labels      types.Map    `tfsdk:"labels"`
-	Maintenance types.Bool   `tfsdk:"maintenance"`
-	HardwareID  types.String `tfsdk:"hardware_id"`
-	Interfaces  types.List   `tfsdk:"interfaces"`
+	generated.MachineModel
+	MAC types.String `tfsdk:"mac"`
 }
 
 func (d *machineDataSource) Metadata(_ context.Context, req datasource.MetadataRequest, resp *datasource.MetadataResponse) {
 	resp.TypeName = req.ProviderTypeName + "_machine"
 }
 
-// machineDataAttributes are the attributes that describe a machine in
-// the data sources; lookup names those that find it (optional inputs).
-func machineDataAttributes(lookup bool) map[string]schema.Attribute {
-	attrs := map[string]schema.Attribute{
-		"id": schema.StringAttribute{
-			MarkdownDescription: "The machine's ID (a UUID).",
-			Computed:            true,
-		},
-		"hostname": schema.StringAttribute{
-			MarkdownDescription: "Host name.",
-			Computed:            true,
-		},
-		"state": schema.StringAttribute{
-			MarkdownDescription: "Lifecycle state: " + backtickList(machineStateNames()) + ".",
-			Computed:            true,
-		},
-		"labels": schema.MapAttribute{
-			MarkdownDescription: "Labels.",
-			ElementType:         types.StringType,
-			Computed:            true,
-		},
-		"maintenance": schema.BoolAttribute{
-			MarkdownDescription: "Whether the machine is in maintenance.",
-			Computed:            true,
-		},
-		"hardware_id": schema.StringAttribute{
-			MarkdownDescription: "Hardware identity the discovery agent reported (empty until it did).",
-			Computed:            true,
-		},
-		"interfaces": schema.ListNestedAttribute{
-			MarkdownDescription: "The machine's network interfaces.",
-			Computed:            true,
-			NestedObject: schema.NestedAttributeObject{Attributes: map[string]schema.Attribute{
-				"mac":        schema.StringAttribute{Computed: true, MarkdownDescription: "MAC address."},
-				"segment_id": schema.StringAttribute{Computed: true, MarkdownDescription: "Segment the interface's lease is in."},
-				"address":    schema.StringAttribute{Computed: true, MarkdownDescription: "IP address leased to the interface."},
-			}},
-		},
+// machineLookupAttributes are carbide_machine's attributes: the
+// generated Machine attributes, with id and hostname also optional inputs
+// that find it, and mac.
+func machineLookupAttributes() map[string]schema.Attribute {
+	attrs := generated.MachineDataSourceAttributes()
+	attrs["id"] = schema.StringAttribute{
+		MarkdownDescription: "The machine's ID (a UUID). Give one of `id`, `hostname` and `mac`.",
+		Optional:            true,
+		Computed:            true,
+		Validators:          []validator.String{stringvalidator.RegexMatches(uuidPattern, "must be a UUID")},
 	}
-	if lookup {
-		attrs["id"] = schema.StringAttribute{
-			MarkdownDescription: "The machine's ID (a UUID). Give one of `id`, `hostname` and `mac`.",
-			Optional:            true,
-			Computed:            true,
-			Validators:          []validator.String{stringvalidator.RegexMatches(uuidPattern, "must be a UUID")},
-		}
-		attrs["hostname"] = schema.StringAttribute{
-			MarkdownDescription: "Host name of the machine; exactly one machine must have it.",
-			Optional:            true,
-			Computed:            true,
-			Validators:          []validator.String{stringvalidator.RegexMatches(hostnamePattern, "must be lower-case letters, digits and inner hyphens")},
-		}
-		attrs["mac"] = schema.StringAttribute{
-			MarkdownDescription: "MAC address of one of the machine's NICs.",
-			Optional:            true,
-			Validators: []validator.String{stringvalidator.RegexMatches(macPattern,
-				"must be a MAC address of six colon-separated hex bytes, such as 52:54:00:12:34:56")},
-		}
+	attrs["hostname"] = schema.StringAttribute{
+		MarkdownDescription: "Host name of the machine; exactly one machine must have it.",
+		Optional:            true,
+		Computed:            true,
+		Validators:          []validator.String{stringvalidator.RegexMatches(hostnamePattern, "must be lower-case letters, digits and inner hyphens")},
+	}
+	attrs["mac"] = schema.StringAttribute{
+		MarkdownDescription: "MAC address of one of the machine's NICs.",
+		Optional:            true,
+		Validators: []validator.String{stringvalidator.RegexMatches(macPattern,
+			"must be a MAC address of six colon-separated hex bytes, such as 52:54:00:12:34:56")},
 	}
 	return attrs
 }
@@ -114,7 +73,7 @@ func machineDataAttributes(lookup bool) map[string]schema.Attribute {
 func (d *machineDataSource) Schema(_ context.Context, _ datasource.SchemaRequest, resp *datasource.SchemaResponse) {
 	resp.Schema = schema.Schema{
 		MarkdownDescription: "One machine, found by its ID, its host name or the MAC address of one of its NICs.",
-		Attributes:          machineDataAttributes(true),
+		Attributes:          machineLookupAttributes(),
 	}
 }
 
@@ -136,10 +95,10 @@ func (d *machineDataSource) Read(ctx context.Context, req datasource.ReadRequest
 	}
 	var found *machinev1.Machine
 	switch {
-	case !m.ID.IsNull():
-		got, err := d.client.Machines.GetMachine(ctx, connect.NewRequest(&machinev1.GetMachineRequest{Id: m.ID.ValueString()}))
+	case !m.Id.IsNull():
+		got, err := d.client.Machines.GetMachine(ctx, connect.NewRequest(&machinev1.GetMachineRequest{Id: m.Id.ValueString()}))
 		if err != nil {
-			apiError(&resp.Diagnostics, "read machine "+m.ID.ValueString(), err)
+			apiError(&resp.Diagnostics, "read machine "+m.Id.ValueString(), err)
 			return
 		}
 		found = got.Msg.GetMachine()
@@ -186,43 +145,5 @@ func (d *machineDataSource) Read(ctx context.Context, req datasource.ReadRequest
 
 // fromProto sets the model's computed attributes from pm.
 func (m *machineDataModel) fromProto(ctx context.Context, pm *machinev1.Machine) diag.Diagnostics {
-	var diags diag.Diagnostics
-	m.ID = types.StringValue(pm.GetId())
-	m.Hostname = types.StringValue(pm.GetHostname())
-	m.State = types.StringValue(machineStateName(pm.GetState()))
-	labels, d := types.MapValueFrom(ctx, types.StringType, nonNil(pm.GetLabels()))
-	diags.Append(d...)
-	m.Labels = labels
-	m.Maintenance = types.BoolValue(pm.GetMaintenance())
-	m.HardwareID = types.StringValue(pm.GetHardwareId())
-	ifaces, d := interfacesValue(pm)
-	diags.Append(d...)
-	m.Interfaces = ifaces
-	return diags
-}
-
-// interfacesValue is pm's interfaces as a list of objects.
-func interfacesValue(pm *machinev1.Machine) (types.List, diag.Diagnostics) {
-	var diags diag.Diagnostics
-	ifaces := make([]attr.Value, 0, len(pm.GetInterfaces()))
-	for _, i := range pm.GetInterfaces() {
-		o, d := types.ObjectValue(interfaceAttrTypes(), map[string]attr.Value{
-			"mac":        types.StringValue(i.GetMac()),
-			"segment_id": types.StringValue(i.GetSegmentId()),
-			"address":    types.StringValue(i.GetAddress()),
-		})
-		diags.Append(d...)
-		ifaces = append(ifaces, o)
-	}
-	l, d := types.ListValue(types.ObjectType{AttrTypes: interfaceAttrTypes()}, ifaces)
-	diags.Append(d...)
-	return l, diags
-}
-
-// nonNil is m, or an empty map for nil.
-func nonNil(m map[string]string) map[string]string {
-	if m == nil {
-		return map[string]string{}
-	}
-	return m
+	return m.MachineModel.FromProto(ctx, pm)
 }

@@ -7,8 +7,6 @@ import (
 	"strings"
 
 	"connectrpc.com/connect"
-	"github.com/hashicorp/terraform-plugin-framework-validators/int64validator"
-	"github.com/hashicorp/terraform-plugin-framework-validators/mapvalidator"
 	"github.com/hashicorp/terraform-plugin-framework-validators/setvalidator"
 	"github.com/hashicorp/terraform-plugin-framework-validators/stringvalidator"
 	"github.com/hashicorp/terraform-plugin-framework/attr"
@@ -19,14 +17,13 @@ import (
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/booldefault"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/planmodifier"
 	"github.com/hashicorp/terraform-plugin-framework/resource/schema/setplanmodifier"
-	"github.com/hashicorp/terraform-plugin-framework/resource/schema/stringdefault"
-	"github.com/hashicorp/terraform-plugin-framework/resource/schema/stringplanmodifier"
 	"github.com/hashicorp/terraform-plugin-framework/schema/validator"
 	"github.com/hashicorp/terraform-plugin-framework/tfsdk"
 	"github.com/hashicorp/terraform-plugin-framework/types"
 
 	bmcv1 "github.com/carbide-dev/carbide/gen/carbide/bmc/v1"
 	machinev1 "github.com/carbide-dev/carbide/gen/carbide/machine/v1"
+	"github.com/carbide-dev/carbide/terraform-provider/internal/generated"
 )
 
 // The API's rules, checked at plan time too.
@@ -37,173 +34,79 @@ var (
 	labelKeyPattern = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9._/-]{0,61}[A-Za-z0-9])?$`)
 )
 
-// machineResourceModel is carbide_machine's configuration and state.
+// machineResourceModel is carbide_machine's configuration and state: the
+// generated Machine model, plus the MACs it is registered by, adoption
+// and its BMC.
 type machineResourceModel struct {
-	ID          types.String `tfsdk:"id"`
-	MACs        types.Set    `tfsdk:"macs"`
-	Adopt       types.Bool   `tfsdk:"adopt"`
-	Hostname    types.String `tfsdk:"hostname"`
-	Labels      types.Map    `tfsdk:"labels"`
-	Maintenance types.Bool   `tfsdk:"maintenance"`
-	State       types.String `tfsdk:"state"`
-	HardwareID  types.String `tfsdk:"hardware_id"`
-	Interfaces  types.List   `tfsdk:"interfaces"`
-	BMC         types.Object `tfsdk:"bmc"`
+	generated.MachineModel
+	MACs  types.Set    `tfsdk:"macs"`
+	Adopt types.Bool   `tfsdk:"adopt"`
+	BMC   types.Object `tfsdk:"bmc"`
 }
 
-// bmcModel is carbide_machine's bmc block.
+// bmcModel is carbide_machine's bmc block: the generated SetBMCRequest
+// model (without machine_id), plus password_version.
 type bmcModel struct {
-	Address         types.String `tfsdk:"address"`
-	Port            types.Int64  `tfsdk:"port"`
-	Protocol        types.String `tfsdk:"protocol"`
-	Username        types.String `tfsdk:"username"`
-	Password        types.String `tfsdk:"password"`
+	generated.SetBMCRequestModel
 	PasswordVersion types.String `tfsdk:"password_version"`
 }
 
 func bmcAttrTypes() map[string]attr.Type {
-	return map[string]attr.Type{
-		"address":          types.StringType,
-		"port":             types.Int64Type,
-		"protocol":         types.StringType,
-		"username":         types.StringType,
-		"password":         types.StringType,
-		"password_version": types.StringType,
-	}
-}
-
-func interfaceAttrTypes() map[string]attr.Type {
-	return map[string]attr.Type{
-		"mac":        types.StringType,
-		"segment_id": types.StringType,
-		"address":    types.StringType,
-	}
+	t := generated.SetBMCRequestAttrTypes()
+	t["password_version"] = types.StringType
+	return t
 }
 
 func (r *machineResource) Schema(_ context.Context, _ resource.SchemaRequest, resp *resource.SchemaResponse) {
+	// The machine's own attributes are generated from the API's Machine
+	// message; the MACs, adoption and the BMC block are this resource's.
+	attrs := generated.MachineResourceAttributes()
+	attrs["macs"] = schema.SetAttribute{
+		MarkdownDescription: "The set of MAC addresses of the machine's NICs (six colon-separated hex bytes, such as " +
+			"`52:54:00:12:34:56`). Listing a MAC the machine does not have replaces it.",
+		ElementType: types.StringType,
+		Required:    true,
+		Validators: []validator.Set{
+			setvalidator.SizeBetween(1, 64),
+			setvalidator.ValueStringsAre(stringvalidator.RegexMatches(macPattern,
+				"must be a MAC address of six colon-separated hex bytes, such as 52:54:00:12:34:56")),
+		},
+		PlanModifiers: []planmodifier.Set{setplanmodifier.RequiresReplaceIf(macsAdded,
+			"Replaces the machine when a MAC address it does not have is listed.",
+			"Replaces the machine when a MAC address it does not have is listed.")},
+	}
+	attrs["adopt"] = schema.BoolAttribute{
+		MarkdownDescription: "When a machine with these MAC addresses exists already (DHCP or the discovery " +
+			"agent enrolled it), manage that machine instead of failing. Destroying the resource deletes it all the same.",
+		Optional: true,
+		Computed: true,
+		Default:  booldefault.StaticBool(false),
+	}
+	bmc := generated.SetBMCRequestResourceAttributes()
+	password := bmc["password"].(schema.StringAttribute)
+	password.Description = ""
+	password.MarkdownDescription = "BMC password, write-only: sent to the API, which seals it, and never kept in the " +
+		"Terraform state or plan. It is sent when the BMC is set up and whenever `password_version` changes. Needs `username`."
+	password.Validators = append(password.Validators,
+		stringvalidator.LengthAtLeast(1),
+		stringvalidator.AlsoRequires(path.MatchRelative().AtParent().AtName("username")))
+	bmc["password"] = password
+	bmc["password_version"] = schema.StringAttribute{
+		MarkdownDescription: "Any value; change it to send `password` again (a rotated password).",
+		Optional:            true,
+	}
+	attrs["bmc"] = schema.SingleNestedAttribute{
+		MarkdownDescription: "The machine's baseboard management controller, which Carbide powers the machine " +
+			"through (BMCService.SetBMC). Removing the block forgets the BMC.",
+		Optional:   true,
+		Attributes: bmc,
+	}
 	resp.Schema = schema.Schema{
 		MarkdownDescription: "A bare-metal machine, registered by the MAC addresses of its NICs before it first boots, " +
 			"or adopted when DHCP or the discovery agent enrolled it already (`adopt`). Its hostname, labels, " +
 			"maintenance flag and BMC change in place; other MAC addresses replace it. Destroying it forgets the " +
 			"machine, which the API refuses while an instance runs on it.",
-		Attributes: map[string]schema.Attribute{
-			"id": schema.StringAttribute{
-				MarkdownDescription: "The machine's ID (a UUID).",
-				Computed:            true,
-				PlanModifiers:       []planmodifier.String{stringplanmodifier.UseStateForUnknown()},
-			},
-			"macs": schema.SetAttribute{
-				MarkdownDescription: "The set of MAC addresses of the machine's NICs (six colon-separated hex bytes, such as " +
-					"`52:54:00:12:34:56`). Listing a MAC the machine does not have replaces it.",
-				ElementType: types.StringType,
-				Required:    true,
-				Validators: []validator.Set{
-					setvalidator.SizeBetween(1, 64),
-					setvalidator.ValueStringsAre(stringvalidator.RegexMatches(macPattern,
-						"must be a MAC address of six colon-separated hex bytes, such as 52:54:00:12:34:56")),
-				},
-				PlanModifiers: []planmodifier.Set{setplanmodifier.RequiresReplaceIf(macsAdded,
-					"Replaces the machine when a MAC address it does not have is listed.",
-					"Replaces the machine when a MAC address it does not have is listed.")},
-			},
-			"adopt": schema.BoolAttribute{
-				MarkdownDescription: "When a machine with these MAC addresses exists already (DHCP or the discovery " +
-					"agent enrolled it), manage that machine instead of failing. Destroying the resource deletes it all the same.",
-				Optional: true,
-				Computed: true,
-				Default:  booldefault.StaticBool(false),
-			},
-			"hostname": schema.StringAttribute{
-				MarkdownDescription: "Host name (lower-case letters, digits and hyphens, at most 63). " +
-					"Unset keeps the one the machine has.",
-				Optional: true,
-				Computed: true,
-				Validators: []validator.String{
-					stringvalidator.LengthAtMost(63),
-					stringvalidator.RegexMatches(hostnamePattern, "must be lower-case letters, digits and inner hyphens"),
-				},
-				PlanModifiers: []planmodifier.String{stringplanmodifier.UseStateForUnknown()},
-			},
-			"labels": schema.MapAttribute{
-				MarkdownDescription: "Labels (at most 64) that instances select machines by.",
-				ElementType:         types.StringType,
-				Optional:            true,
-				Validators: []validator.Map{
-					mapvalidator.SizeAtMost(64),
-					mapvalidator.KeysAre(stringvalidator.RegexMatches(labelKeyPattern,
-						"must be 1 to 63 letters, digits, '.', '_', '/' or '-', starting and ending with a letter or digit")),
-					mapvalidator.ValueStringsAre(stringvalidator.LengthAtMost(255)),
-				},
-			},
-			"maintenance": schema.BoolAttribute{
-				MarkdownDescription: "In maintenance, the machine takes no instance; clearing it returns the machine to " +
-					"the state it was in.",
-				Optional: true,
-				Computed: true,
-				Default:  booldefault.StaticBool(false),
-			},
-			"state": schema.StringAttribute{
-				MarkdownDescription: "Lifecycle state: " + backtickList(machineStateNames()) + ".",
-				Computed:            true,
-			},
-			"hardware_id": schema.StringAttribute{
-				MarkdownDescription: "Hardware identity the discovery agent reported (empty until it did).",
-				Computed:            true,
-			},
-			"interfaces": schema.ListNestedAttribute{
-				MarkdownDescription: "The machine's network interfaces as the API knows them.",
-				Computed:            true,
-				NestedObject: schema.NestedAttributeObject{Attributes: map[string]schema.Attribute{
-					"mac":        schema.StringAttribute{Computed: true, MarkdownDescription: "MAC address."},
-					"segment_id": schema.StringAttribute{Computed: true, MarkdownDescription: "Segment the interface's lease is in."},
-					"address":    schema.StringAttribute{Computed: true, MarkdownDescription: "IP address leased to the interface."},
-				}},
-			},
-			"bmc": schema.SingleNestedAttribute{
-				MarkdownDescription: "The machine's baseboard management controller, which Carbide powers the machine " +
-					"through. Removing the block forgets the BMC.",
-				Optional: true,
-				Attributes: map[string]schema.Attribute{
-					"address": schema.StringAttribute{
-						MarkdownDescription: "Host name or IP address of the BMC.",
-						Required:            true,
-						Validators:          []validator.String{stringvalidator.LengthBetween(1, 253)},
-					},
-					"port": schema.Int64Attribute{
-						MarkdownDescription: "Port; unset is the protocol's default (623 for IPMI, 443 for Redfish).",
-						Optional:            true,
-						Validators:          []validator.Int64{int64validator.Between(1, 65535)},
-					},
-					"protocol": schema.StringAttribute{
-						MarkdownDescription: "`auto` (Redfish, then IPMI), `ipmi` or `redfish`.",
-						Optional:            true,
-						Computed:            true,
-						Default:             stringdefault.StaticString("auto"),
-						Validators:          []validator.String{stringvalidator.OneOf("auto", "ipmi", "redfish")},
-					},
-					"username": schema.StringAttribute{
-						MarkdownDescription: "BMC user. Unset: the BMC uses the default credentials of the segment that holds its address.",
-						Optional:            true,
-						Validators:          []validator.String{stringvalidator.LengthBetween(1, 64)},
-					},
-					"password": schema.StringAttribute{
-						MarkdownDescription: "BMC password, write-only: sent to the API, which seals it, and never kept in the " +
-							"Terraform state or plan. It is sent when the BMC is set up and whenever `password_version` changes. Needs `username`.",
-						Optional:  true,
-						Sensitive: true,
-						WriteOnly: true,
-						Validators: []validator.String{
-							stringvalidator.LengthBetween(1, 128),
-							stringvalidator.AlsoRequires(path.MatchRelative().AtParent().AtName("username")),
-						},
-					},
-					"password_version": schema.StringAttribute{
-						MarkdownDescription: "Any value; change it to send `password` again (a rotated password).",
-						Optional:            true,
-					},
-				},
-			},
-		},
+		Attributes: attrs,
 	}
 }
 
@@ -229,8 +132,7 @@ func macsAdded(ctx context.Context, req planmodifier.SetRequest, resp *setplanmo
 
 // fromProto sets the model from the machine m and its BMC (nil: none).
 func (m *machineResourceModel) fromProto(ctx context.Context, pm *machinev1.Machine, bmc *bmcv1.BMC) diag.Diagnostics {
-	var diags diag.Diagnostics
-	m.ID = types.StringValue(pm.GetId())
+	diags := m.MachineModel.FromProto(ctx, pm)
 	if m.MACs.IsNull() || m.MACs.IsUnknown() {
 		// Imported: the machine's MACs.
 		l, d := types.SetValueFrom(ctx, types.StringType, machineMACs(pm))
@@ -240,20 +142,7 @@ func (m *machineResourceModel) fromProto(ctx context.Context, pm *machinev1.Mach
 	if m.Adopt.IsNull() || m.Adopt.IsUnknown() {
 		m.Adopt = types.BoolValue(false)
 	}
-	m.Hostname = types.StringValue(pm.GetHostname())
-	if len(pm.GetLabels()) == 0 && (m.Labels.IsNull() || m.Labels.IsUnknown()) {
-		m.Labels = types.MapNull(types.StringType)
-	} else {
-		l, d := types.MapValueFrom(ctx, types.StringType, pm.GetLabels())
-		diags.Append(d...)
-		m.Labels = l
-	}
-	m.Maintenance = types.BoolValue(pm.GetMaintenance())
-	m.State = types.StringValue(machineStateName(pm.GetState()))
-	m.HardwareID = types.StringValue(pm.GetHardwareId())
-	l, d := interfacesValue(pm)
-	diags.Append(d...)
-	m.Interfaces = l
+	var d diag.Diagnostics
 	m.BMC, d = bmcFromProto(ctx, m.BMC, bmc)
 	diags.Append(d...)
 	return diags
@@ -271,24 +160,18 @@ func bmcFromProto(ctx context.Context, prior types.Object, b *bmcv1.BMC) (types.
 			return prior, d
 		}
 	}
-	out := bmcModel{
-		Address:         types.StringValue(b.GetAddress()),
-		Port:            types.Int64Null(),
-		Protocol:        types.StringValue(strings.ToLower(strings.TrimPrefix(b.GetProtocol().String(), "PROTOCOL_"))),
-		Username:        types.StringNull(),
-		Password:        types.StringNull(), // write-only: never in the state
-		PasswordVersion: p.PasswordVersion,
+	set := &bmcv1.SetBMCRequest{Address: b.GetAddress(), Port: b.GetPort(), Protocol: b.GetProtocol(), Username: b.GetUsername()}
+	if set.Protocol == bmcv1.Protocol_PROTOCOL_AUTO && (p.Protocol.IsNull() || p.Protocol.IsUnknown()) {
+		// Auto is what an unset protocol means.
+		set.Protocol = bmcv1.Protocol_PROTOCOL_UNSPECIFIED
 	}
-	if out.PasswordVersion.IsUnknown() {
-		out.PasswordVersion = types.StringNull()
+	diags := p.SetBMCRequestModel.FromProto(ctx, set)
+	if p.PasswordVersion.IsUnknown() {
+		p.PasswordVersion = types.StringNull()
 	}
-	if b.GetPort() != 0 {
-		out.Port = types.Int64Value(int64(b.GetPort()))
-	}
-	if b.GetUsername() != "" {
-		out.Username = types.StringValue(b.GetUsername())
-	}
-	return types.ObjectValueFrom(ctx, bmcAttrTypes(), out)
+	o, d := types.ObjectValueFrom(ctx, bmcAttrTypes(), p)
+	diags.Append(d...)
+	return o, diags
 }
 
 // getBMC returns the machine's BMC, nil when it has none.
@@ -336,13 +219,13 @@ func (r *machineResource) applyBMC(ctx context.Context, config tfsdk.Config, mac
 		}
 		return b, diags
 	}
-	req := &bmcv1.SetBMCRequest{
-		MachineId: machineID,
-		Address:   want.Address.ValueString(),
-		Port:      uint32(want.Port.ValueInt64()),
-		Protocol:  bmcv1.Protocol(bmcv1.Protocol_value["PROTOCOL_"+strings.ToUpper(want.Protocol.ValueString())]),
-		Username:  want.Username.ValueString(),
+	req, d := want.SetBMCRequestModel.ToProto(ctx)
+	diags.Append(d...)
+	if diags.HasError() {
+		return nil, diags
 	}
+	req.MachineId = machineID
+	req.Password = ""
 	if sendPassword {
 		req.Password = password.ValueString()
 	}

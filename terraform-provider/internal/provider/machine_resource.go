@@ -97,11 +97,11 @@ func (r *machineResource) Create(ctx context.Context, req resource.CreateRequest
 	}
 	// Save the machine at once, so that a failure below leaves it in the
 	// state (tainted) instead of orphaned.
-	plan.ID = types.StringValue(m.GetId())
+	plan.Id = types.StringValue(m.GetId())
 	if plan.Maintenance.ValueBool() && !m.GetMaintenance() {
 		got, err := r.update(ctx, &machinev1.Machine{Id: m.GetId(), Maintenance: true}, []string{"maintenance"})
 		if err != nil {
-			resp.Diagnostics.Append(resp.State.SetAttribute(ctx, path.Root("id"), plan.ID)...)
+			resp.Diagnostics.Append(resp.State.SetAttribute(ctx, path.Root("id"), plan.Id)...)
 			apiError(&resp.Diagnostics, "put the machine in maintenance", err)
 			return
 		}
@@ -110,7 +110,7 @@ func (r *machineResource) Create(ctx context.Context, req resource.CreateRequest
 	bmc, diags := r.applyBMC(ctx, req.Config, m.GetId(), plan.BMC, types.ObjectNull(bmcAttrTypes()), true)
 	resp.Diagnostics.Append(diags...)
 	if resp.Diagnostics.HasError() {
-		resp.Diagnostics.Append(resp.State.SetAttribute(ctx, path.Root("id"), plan.ID)...)
+		resp.Diagnostics.Append(resp.State.SetAttribute(ctx, path.Root("id"), plan.Id)...)
 		return
 	}
 	resp.Diagnostics.Append(plan.fromProto(ctx, m, bmc)...)
@@ -144,7 +144,7 @@ func (r *machineResource) Read(ctx context.Context, req resource.ReadRequest, re
 	if resp.Diagnostics.HasError() {
 		return
 	}
-	got, err := r.client.Machines.GetMachine(ctx, connect.NewRequest(&machinev1.GetMachineRequest{Id: state.ID.ValueString()}))
+	got, err := r.client.Machines.GetMachine(ctx, connect.NewRequest(&machinev1.GetMachineRequest{Id: state.Id.ValueString()}))
 	if isNotFound(err) {
 		// Deleted outside Terraform: the next plan creates it again.
 		resp.State.RemoveResource(ctx)
@@ -154,7 +154,7 @@ func (r *machineResource) Read(ctx context.Context, req resource.ReadRequest, re
 		apiError(&resp.Diagnostics, "read the machine", err)
 		return
 	}
-	bmc, err := r.getBMC(ctx, state.ID.ValueString())
+	bmc, err := r.getBMC(ctx, state.Id.ValueString())
 	if err != nil {
 		apiError(&resp.Diagnostics, "read the machine's BMC", err)
 		return
@@ -175,7 +175,7 @@ func (r *machineResource) Update(ctx context.Context, req resource.UpdateRequest
 	if resp.Diagnostics.HasError() {
 		return
 	}
-	upd := &machinev1.Machine{Id: state.ID.ValueString()}
+	upd := &machinev1.Machine{Id: state.Id.ValueString()}
 	var mask []string
 	if !plan.Hostname.IsUnknown() && !plan.Hostname.Equal(state.Hostname) {
 		upd.Hostname, mask = plan.Hostname.ValueString(), append(mask, "hostname")
@@ -207,7 +207,7 @@ func (r *machineResource) Update(ctx context.Context, req resource.UpdateRequest
 	if resp.Diagnostics.HasError() {
 		return
 	}
-	plan.ID = state.ID
+	plan.Id = state.Id
 	resp.Diagnostics.Append(plan.fromProto(ctx, m, bmc)...)
 	resp.Diagnostics.Append(resp.State.Set(ctx, &plan)...)
 }
@@ -230,7 +230,7 @@ func (r *machineResource) Delete(ctx context.Context, req resource.DeleteRequest
 	if resp.Diagnostics.HasError() {
 		return
 	}
-	id := state.ID.ValueString()
+	id := state.Id.ValueString()
 	if _, err := r.client.BMC.DeleteBMC(ctx, connect.NewRequest(&bmcv1.DeleteBMCRequest{MachineId: id})); err != nil && !isNotFound(err) {
 		apiError(&resp.Diagnostics, "delete the machine's BMC", err)
 		return

@@ -176,7 +176,8 @@ resource "carbide_machine" "m" {
 				ImportStateVerify: true,
 				// Neither is the machine's: adopt says how it was created,
 				// password_version is the configuration's.
-				ImportStateVerifyIgnore: []string{"adopt", "bmc.password_version"},
+				// maintenance = false in the configuration is null after an import.
+				ImportStateVerifyIgnore: []string{"adopt", "bmc.password_version", "maintenance"},
 			},
 		},
 	})
@@ -310,12 +311,12 @@ func TestMachinePlanValidation(t *testing.T) {
 		"upper-case hostname": {
 			body: `macs = ["52:54:00:12:34:56"]
   hostname = "Node_1"`,
-			want: `hostname.*must be lower-case letters, digits and inner hyphens`,
+			want: `hostname must match the regular expression`,
 		},
 		"bad label key": {
 			body: `macs = ["52:54:00:12:34:56"]
   labels = { "-x" = "y" }`,
-			want: `must be 1 to 63 letters`,
+			want: `labels\["-x"\] must match the regular expression`,
 		},
 		"password without username": {
 			body: `macs = ["52:54:00:12:34:56"]
@@ -324,6 +325,13 @@ func TestMachinePlanValidation(t *testing.T) {
     password = "secret-password"
   }`,
 			want: `username`,
+		},
+		"BMC address": {
+			body: `macs = ["52:54:00:12:34:56"]
+  bmc = {
+    address = "not a host!"
+  }`,
+			want: `bmc.address must be a host name or an IP address`,
 		},
 		"unknown BMC protocol": {
 			body: `macs = ["52:54:00:12:34:56"]
@@ -349,23 +357,24 @@ func TestMachinePlanValidation(t *testing.T) {
 }
 
 // TestMachineAPIRejects checks that what only the API can refuse reaches
-// the user with the API's message.
+// the user with the API's message: two resources register the same MAC.
 func TestMachineAPIRejects(t *testing.T) {
 	a := api(t)
+	mac := randomMAC(t)
 	resource.Test(t, resource.TestCase{
 		ProtoV6ProviderFactories: protoV6ProviderFactories,
 		CheckDestroy:             machineGone(a),
 		Steps: []resource.TestStep{{
-			// The BMC address must be a host name or IP address.
 			Config: a.providerConfig() + fmt.Sprintf(`
-resource "carbide_machine" "m" {
-  macs = [%q]
-  bmc = {
-    address = "not a host!"
-  }
+resource "carbide_machine" "a" {
+  macs = [%[1]q]
 }
-`, randomMAC(t)),
-			ExpectError: expectError(`Cannot set the machine's BMC.*invalid_argument.*address`),
+resource "carbide_machine" "b" {
+  macs       = [%[1]q]
+  depends_on = [carbide_machine.a]
+}
+`, mac),
+			ExpectError: expectError(`Cannot register the machine.*already_exists.*` + mac + `.*Set adopt = true`),
 		}},
 	})
 }

@@ -15,6 +15,7 @@ import (
 
 	machinev1 "github.com/carbide-dev/carbide/gen/carbide/machine/v1"
 	"github.com/carbide-dev/carbide/sdk/carbide"
+	"github.com/carbide-dev/carbide/terraform-provider/internal/generated"
 )
 
 var _ datasource.DataSourceWithConfigure = (*machinesDataSource)(nil)
@@ -32,19 +33,6 @@ type machinesModel struct {
 	Labels   types.Map  `tfsdk:"labels"`
 	IDs      types.List `tfsdk:"ids"`
 	Machines types.List `tfsdk:"machines"`
-}
-
-// machineObjectType is the type of an element of carbide_machines' machines.
-func machineObjectType() types.ObjectType {
-	return types.ObjectType{AttrTypes: map[string]attr.Type{
-		"id":          types.StringType,
-		"hostname":    types.StringType,
-		"state":       types.StringType,
-		"labels":      types.MapType{ElemType: types.StringType},
-		"maintenance": types.BoolType,
-		"hardware_id": types.StringType,
-		"interfaces":  types.ListType{ElemType: types.ObjectType{AttrTypes: interfaceAttrTypes()}},
-	}}
 }
 
 func (d *machinesDataSource) Metadata(_ context.Context, req datasource.MetadataRequest, resp *datasource.MetadataResponse) {
@@ -77,7 +65,7 @@ func (d *machinesDataSource) Schema(_ context.Context, _ datasource.SchemaReques
 			"machines": schema.ListNestedAttribute{
 				MarkdownDescription: "The matching machines, in the API's order.",
 				Computed:            true,
-				NestedObject:        schema.NestedAttributeObject{Attributes: machineDataAttributes(false)},
+				NestedObject:        schema.NestedAttributeObject{Attributes: generated.MachineDataSourceAttributes()},
 			},
 		},
 	}
@@ -104,30 +92,24 @@ func (d *machinesDataSource) Read(ctx context.Context, req datasource.ReadReques
 		list.States = append(list.States, machineStateFromName(s))
 	}
 	ids := []string{}
-	var machines []machineDataModel
+	objs := []attr.Value{}
+	machineType := types.ObjectType{AttrTypes: generated.MachineAttrTypes()}
 	for mach, err := range d.client.AllMachines(ctx, list) {
 		if err != nil {
 			apiError(&resp.Diagnostics, "list machines", err)
 			return
 		}
 		ids = append(ids, mach.GetId())
-		var dm machineDataModel
-		resp.Diagnostics.Append(dm.fromProto(ctx, mach)...)
-		machines = append(machines, dm)
+		var gm generated.MachineModel
+		resp.Diagnostics.Append(gm.FromProto(ctx, mach)...)
+		o, diags := types.ObjectValueFrom(ctx, machineType.AttrTypes, gm)
+		resp.Diagnostics.Append(diags...)
+		objs = append(objs, o)
 	}
 	l, diags := types.ListValueFrom(ctx, types.StringType, ids)
 	resp.Diagnostics.Append(diags...)
 	m.IDs = l
-	objs := make([]attr.Value, 0, len(machines))
-	for _, dm := range machines {
-		o, diags := types.ObjectValue(machineObjectType().AttrTypes, map[string]attr.Value{
-			"id": dm.ID, "hostname": dm.Hostname, "state": dm.State, "labels": dm.Labels,
-			"maintenance": dm.Maintenance, "hardware_id": dm.HardwareID, "interfaces": dm.Interfaces,
-		})
-		resp.Diagnostics.Append(diags...)
-		objs = append(objs, o)
-	}
-	ml, diags := types.ListValue(machineObjectType(), objs)
+	ml, diags := types.ListValue(machineType, objs)
 	resp.Diagnostics.Append(diags...)
 	m.Machines = ml
 	resp.Diagnostics.Append(resp.State.Set(ctx, &m)...)
