@@ -63,7 +63,8 @@ func (r *machineResource) Schema(_ context.Context, _ resource.SchemaRequest, re
 	attrs := generated.MachineResourceAttributes()
 	attrs["macs"] = schema.SetAttribute{
 		MarkdownDescription: "The set of MAC addresses of the machine's NICs (six colon-separated hex bytes, such as " +
-			"`52:54:00:12:34:56`). Listing a MAC the machine does not have replaces it.",
+			"`52:54:00:12:34:56`). Listing a MAC the machine does not have replaces it; leaving one out changes nothing " +
+			"in Carbide (the machine keeps its interfaces).",
 		ElementType: types.StringType,
 		Required:    true,
 		Validators: []validator.Set{
