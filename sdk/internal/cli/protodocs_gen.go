@@ -436,6 +436,7 @@ var protoDocs = map[protoreflect.FullName]string{
 	"carbide.network.v1.UpdateSegmentRequest.segment":                   "The segment, with id set and the fields named in update_mask.",
 	"carbide.network.v1.UpdateSegmentRequest.update_mask":               "Fields to change: any of name, gateway, dns_servers, domain, mtu, ranges, reservations, relay_addresses, ntp_servers, lease_duration, dns_records.",
 	"carbide.terraform.v1.FieldOptions":                                 "FieldOptions say how one field becomes an attribute.",
+	"carbide.terraform.v1.FieldOptions.case_insensitive":                "The server keeps the string in a canonical case (a MAC address in lower case): a value read back that differs from the configured one only in case is the same value.",
 	"carbide.terraform.v1.FieldOptions.exclude":                         "No attribute for this field.",
 	"carbide.terraform.v1.FieldOptions.immutable":                       "With output_only: once set, the value never changes, so a plan keeps the value in the state (UseStateForUnknown).",
 	"carbide.terraform.v1.FieldOptions.output_only":                     "Set by the server only: a computed attribute.",
