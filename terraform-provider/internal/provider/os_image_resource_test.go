@@ -257,8 +257,8 @@ func TestOSImagePlanValidation(t *testing.T) {
 		"no firmware":      {base + "firmware = []\n" + disk, `firmware.*at least 1`},
 		"unknown firmware": {base + `firmware = ["efi"]` + "\n" + disk, `firmware\[0\].*value must be one of.*bios.*uefi`},
 		"disk and netboot": {base + `firmware = ["uefi"]` + "\n" + disk + "\n" +
-			`netboot = { kernel = { url = "http://x.example/k", sha256 = "` + fakeSHA256 + `" } }`, `Invalid Attribute Combination`},
-		"no boot":    {base + `firmware = ["uefi"]`, `Invalid Attribute Combination.*No attribute specified when one \(and only one\) of .*disk.* is required`},
+			`netboot = { kernel = { url = "http://x.example/k", sha256 = "` + fakeSHA256 + `" } }`, `Conflicting attributes.*disk and netboot are all set; set only one of disk or netboot`},
+		"no boot":    {base + `firmware = ["uefi"]`, `Missing attribute.*Set one of disk or netboot in the resource`},
 		"bad name":   {`name = "Debian"` + "\nversion = \"1\"\narchitecture = \"amd64\"\nfirmware = [\"uefi\"]\n" + disk, `name.*must match the regular expression`},
 		"no version": {"name = \"bad\"\narchitecture = \"amd64\"\nfirmware = [\"uefi\"]\n" + disk, `The argument "version" is required`},
 		"cmdline": {base + `firmware = ["uefi"]` + "\n" +
