@@ -1,5 +1,6 @@
 # Carbide's two everyday commands:
-#   make run    start Carbide on the embedded store in ./carbide-data
+#   make run    start all of Carbide on the embedded store in ./carbide-data
+#   make lab    boot a virtual rack of QEMU VMs on it (in another terminal)
 #   make test   run every check and test (what CI runs)
 # and the ones behind them: tools, generate, check-generated, lint, breaking,
 # script-test, go-test, bench, bench-boot, bench-instance, bench-dhcp, os-image.
@@ -10,10 +11,32 @@ export PATH := $(BIN):$(PATH)
 MODULES := gen ent backend edge sdk terraform-provider
 PKGS := $(addprefix ./,$(addsuffix /...,$(MODULES)))
 
-.PHONY: run test tools generate check-generated lint breaking script-test go-test bench bench-boot bench-instance scout os-image bench-dhcp bench-dns bench-dns-freshness
+.PHONY: run lab run-bins test tools generate check-generated lint breaking script-test go-test bench bench-boot bench-instance scout os-image bench-dhcp bench-dns bench-dns-freshness
 
-run:
-	go run ./backend/cmd/carbide-api --dev
+# carbide-api and the edge daemons under carbide-run (docs/run.md): as root,
+# on a lab network in a network namespace of its own; with
+# CARBIDE_INTERFACE, on that interface; otherwise the API alone. The OS
+# image of scripts/build-os-image, when built, is served beside the
+# discovery image.
+run: run-bins
+	@if [ -d .build/kernel/current/boot ]; then scripts/build-scout; \
+	  else echo "make run: no kernel in .build/kernel (scripts/fetch-kernel): the discovery image is not rebuilt"; fi
+	@if [ -f .build/os-image/debian-12-amd64.raw.zst ] && [ -d .build/artifacts ]; then \
+	  ln -f .build/os-image/debian-12-amd64.raw.zst .build/artifacts/ 2>/dev/null || \
+	  cp .build/os-image/debian-12-amd64.raw.zst .build/artifacts/; fi
+	$(BIN)/carbide-run
+
+# LAB_MACHINES QEMU VMs (3), each with an ipmi_sim BMC, on the network of a
+# running `make run`, booted to Ready with a live view; Ctrl-C stops them.
+LAB_MACHINES ?= 3
+LAB_ACCEL ?= auto
+lab: run-bins
+	$(BIN)/carbide-run lab --machines $(LAB_MACHINES) --accel $(LAB_ACCEL)
+
+run-bins:
+	@mkdir -p $(BIN)
+	go build -o $(BIN)/ ./backend/cmd/carbide-api ./edge/cmd/carbide-dhcp ./edge/cmd/carbide-pxe \
+	  ./edge/cmd/carbide-dns ./edge/cmd/carbide-bmc ./edge/cmd/carbide-run ./sdk/cmd/carbide
 
 test: check-generated lint breaking script-test go-test
 
