@@ -198,9 +198,10 @@ func vmCommand(qemu, accel, dir, tap, mac string, i int) ([]string, error) {
 }
 
 // newPassword is a fresh BMC password; it goes only to ipmi_sim's
-// configuration and to the API, which seals it.
+// configuration and to the API, which seals it. IPMI passwords have at most
+// 20 bytes.
 func newPassword() (string, error) {
-	b := make([]byte, 12)
+	b := make([]byte, 8) // ipmitool takes at most 20 bytes
 	if _, err := rand.Read(b); err != nil {
 		return "", err
 	}
