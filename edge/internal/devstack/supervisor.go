@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -138,6 +139,7 @@ func Run(ctx context.Context, cfg Config, out io.Writer) (err error) {
 	var (
 		children []*child
 		fwd      *forwarder
+		dbFwd    *forwarder
 		nsMade   bool
 	)
 	defer func() {
@@ -148,6 +150,9 @@ func Run(ctx context.Context, cfg Config, out io.Writer) (err error) {
 			if serr := c.stop(15 * time.Second); serr != nil {
 				err = errors.Join(err, serr)
 			}
+		}
+		if dbFwd != nil {
+			dbFwd.close()
 		}
 		if fwd != nil {
 			fwd.close()
@@ -177,6 +182,11 @@ func Run(ctx context.Context, cfg Config, out io.Writer) (err error) {
 		addr = labGateway
 		apiAddr = net.JoinHostPort(addr, apiPort)
 		fwd = forward(ln, apiAddr, netnsDialer(cfg.Netns))
+		if dbFwd, err = forwardDatabase(cfg.Netns, os.Getenv("CARBIDE_DATABASE_URL")); err != nil {
+			return err
+		} else if dbFwd != nil {
+			logs.printf("the API reaches PostgreSQL on the host's %s through a forwarder in the namespace", dbFwd.target)
+		}
 	case ModeInterface:
 		addr, err = interfaceAddr(cfg.Interface)
 		if err != nil {
@@ -332,6 +342,39 @@ func makeNetns(name string) error {
 		return errors.Join(fmt.Errorf("enable IPv6 forwarding in %s: %w", name, err), deleteNetns(name))
 	}
 	return nil
+}
+
+// forwardDatabase forwards the loopback address of a PostgreSQL URL
+// (CARBIDE_DATABASE_URL) from namespace ns to the host's loopback, where
+// the database listens, so that the API in ns can use the URL unchanged.
+// Other URLs need nothing and get nil.
+func forwardDatabase(ns, dbURL string) (*forwarder, error) {
+	if dbURL == "" {
+		return nil, nil
+	}
+	u, err := url.Parse(dbURL)
+	if err != nil {
+		return nil, fmt.Errorf("CARBIDE_DATABASE_URL: %w", err)
+	}
+	host, port := u.Hostname(), u.Port()
+	if port == "" {
+		port = "5432"
+	}
+	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		return nil, nil
+	}
+	if host == "localhost" {
+		host = "127.0.0.1"
+	}
+	target := net.JoinHostPort(host, port)
+	var ln net.Listener
+	if err := inNetns(ns, func() (err error) {
+		ln, err = net.Listen("tcp", target)
+		return err
+	}); err != nil {
+		return nil, fmt.Errorf("forward PostgreSQL into %s: %w", ns, err)
+	}
+	return forward(ln, target, hostDialer), nil
 }
 
 // interfaceAddr returns the first IPv4 address of the named interface.
