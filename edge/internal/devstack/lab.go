@@ -10,7 +10,9 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"connectrpc.com/connect"
@@ -95,6 +97,11 @@ func RunLab(ctx context.Context, cfg LabConfig, out io.Writer) (err error) {
 		return err
 	}
 	labDir := filepath.Join(dataDir, "lab")
+	release, err := claimLab(labDir)
+	if err != nil {
+		return err
+	}
+	defer release()
 	fmt.Fprintf(out, "booting %d machines on %s in network namespace %s (QEMU with %s)\n", cfg.Machines, st.Bridge, st.Netns, accel)
 
 	var vms []*labVM
@@ -159,6 +166,25 @@ func RunLab(ctx context.Context, cfg LabConfig, out io.Writer) (err error) {
 		}
 	}
 	return watchLab(ctx, client, cfg, st, vms, out)
+}
+
+// claimLab records this process as the lab of labDir, and fails when
+// another lab that still runs did so: two would share tap devices and BMC
+// ports. The returned function gives the claim up.
+func claimLab(labDir string) (func(), error) {
+	if err := os.MkdirAll(labDir, 0o755); err != nil {
+		return nil, err
+	}
+	pidFile := filepath.Join(labDir, "pid")
+	if b, err := os.ReadFile(pidFile); err == nil {
+		if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && pid != os.Getpid() && syscall.Kill(pid, 0) == nil {
+			return nil, fmt.Errorf("a lab (pid %d) already runs on this Carbide: stop it with Ctrl-C first, or add machines with --machines when you start it again", pid)
+		}
+	}
+	if err := os.WriteFile(pidFile, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
+		return nil, err
+	}
+	return func() { _ = os.Remove(pidFile) }, nil
 }
 
 // autoAccel is kvm when /dev/kvm opens and the host is not itself a VM
