@@ -147,7 +147,9 @@ func TestRunLab(t *testing.T) {
 	if !regexp.MustCompile(`carbide-run +\| stopped`).MatchString(stack.out.String()) {
 		t.Errorf("carbide-run did not say it stopped:\n%s", tail(stack.out.String(), 20))
 	}
-	_ = lab.wait(t, 30*time.Second) // it ends by itself when the stack is gone
+	if err := lab.wait(t, 30*time.Second); err != nil { // it ends by itself when the stack is gone
+		t.Errorf("the lab exited with %v when carbide-run stopped, want 0", err)
+	}
 	if _, err := os.Stat(filepath.Join(netnsDir, ns)); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("network namespace %s is left (%v)", ns, err)
 	}

@@ -2,7 +2,6 @@ package devstack
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -19,7 +18,8 @@ type row struct {
 }
 
 // watchLab shows each machine's state and the time it took until ctx is
-// done or the stack stops. On a terminal the view is redrawn in place;
+// done or the stack stops (which is no error: Ctrl-C on `make run` stops
+// the lab too). On a terminal the view is redrawn in place;
 // otherwise each change is a line.
 func watchLab(ctx context.Context, client *carbide.Client, cfg LabConfig, st State, vms []*labVM, out io.Writer) error {
 	rows := make([]row, len(vms))
@@ -84,7 +84,8 @@ func watchLab(ctx context.Context, client *carbide.Client, cfg LabConfig, st Sta
 		case <-tick.C:
 		}
 		if _, err := ReadState(cfg.DataDir); err != nil || !netnsExists(st.Netns) {
-			return errors.New("carbide-run stopped, so the virtual rack stops too")
+			fmt.Fprintln(out, "carbide-run stopped, so the virtual rack stops too")
+			return nil
 		}
 	}
 }
