@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/carbide-dev/carbide/edge/internal/qemuvm"
 	machinev1 "github.com/carbide-dev/carbide/gen/carbide/machine/v1"
 	networkv1 "github.com/carbide-dev/carbide/gen/carbide/network/v1"
 	"github.com/carbide-dev/carbide/sdk/carbide"
@@ -323,32 +324,13 @@ func (l *lab) vmCommand(t testing.TB, s vmSpec, netBoot bool) ([]string, string)
 		t.Fatal(err)
 	}
 	console := filepath.Join(dir, "console.log")
-	args := []string{l.qemu, "-accel", "tcg", "-display", "none"}
-	if !s.reboots {
-		args = append(args, "-no-reboot")
-	}
-	args = append(args,
-		"-serial", "file:"+console,
-		"-smp", fmt.Sprint(s.cpus), "-m", fmt.Sprint(s.memoryMB),
-		"-smbios", fmt.Sprintf("type=1,manufacturer=Carbide Lab,product=e2e,serial=%s,uuid=%s", s.serial, s.uuid),
-		"-netdev", "tap,id=n0,ifname="+tap+",script=no,downscript=no",
-		"-drive", "file="+disk+",if=none,id=d0,format=raw",
-		"-device", "virtio-blk-pci,drive=d0,serial="+s.diskID,
-	)
+	spec := qemuvm.Spec{QEMU: l.qemu, Product: "e2e", Serial: s.serial, UUID: s.uuid, CPUs: s.cpus, MemoryMB: s.memoryMB,
+		MAC: s.mac, Tap: tap, Disk: disk, DiskID: s.diskID, Console: console, Reboots: s.reboots, NetBoot: netBoot, UEFI: s.uefi}
 	if s.uefi {
-		vars := filepath.Join(dir, "OVMF_VARS.fd")
-		copyFile(t, l.ovmf.vars, vars)
-		args = append(args, "-machine", "q35",
-			"-drive", "if=pflash,format=raw,unit=0,readonly=on,file="+l.ovmf.code,
-			"-drive", "if=pflash,format=raw,unit=1,file="+vars,
-			// No option ROM: OVMF's own PXE client must fetch iPXE.
-			"-device", "virtio-net-pci,netdev=n0,mac="+s.mac+",romfile=,bootindex=1")
-	} else {
-		if netBoot {
-			args = append(args, "-boot", "n")
-		}
-		args = append(args, "-device", "virtio-net-pci,netdev=n0,mac="+s.mac+",bootindex=1")
+		spec.OVMFCode, spec.OVMFVars = l.ovmf.code, filepath.Join(dir, "OVMF_VARS.fd")
+		copyFile(t, l.ovmf.vars, spec.OVMFVars)
 	}
+	args := spec.Args()
 	t.Cleanup(func() {
 		if t.Failed() {
 			b, _ := os.ReadFile(console)

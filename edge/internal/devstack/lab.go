@@ -17,6 +17,7 @@ import (
 
 	"connectrpc.com/connect"
 	"github.com/carbide-dev/carbide/edge/internal/bmcsim"
+	"github.com/carbide-dev/carbide/edge/internal/qemuvm"
 	bmcv1 "github.com/carbide-dev/carbide/gen/carbide/bmc/v1"
 	machinev1 "github.com/carbide-dev/carbide/gen/carbide/machine/v1"
 	"github.com/carbide-dev/carbide/sdk/carbide"
@@ -202,8 +203,9 @@ func autoAccel() string {
 }
 
 // vmCommand is the QEMU command line of lab machine i: a legacy-BIOS VM
-// whose NIC's boot ROM is iPXE, on tap, with a blank 4 GiB disk. Its
-// BMC adds -boot n when it is told to boot from the network.
+// whose NIC's boot ROM is iPXE, on tap, with a blank 4 GiB disk, that may
+// reboot (into the OS an instance installed). Its BMC adds -boot n when it
+// is told to boot from the network.
 func vmCommand(qemu, accel, dir, tap, mac string, i int) ([]string, error) {
 	disk := filepath.Join(dir, "disk.img")
 	if err := os.WriteFile(disk, nil, 0o644); err != nil {
@@ -212,15 +214,10 @@ func vmCommand(qemu, accel, dir, tap, mac string, i int) ([]string, error) {
 	if err := os.Truncate(disk, 4<<30); err != nil {
 		return nil, err
 	}
-	return []string{qemu, "-accel", accel, "-display", "none",
-		"-serial", "file:" + filepath.Join(dir, "console.log"),
-		"-smp", "2", "-m", "1024",
-		"-smbios", fmt.Sprintf("type=1,manufacturer=Carbide Lab,product=lab,serial=CB-LAB-%04d,uuid=6c1d7c1e-0b6e-4b1a-9d7e-0000790000%02x", i, i),
-		"-netdev", "tap,id=n0,ifname=" + tap + ",script=no,downscript=no",
-		"-drive", "file=" + disk + ",if=none,id=d0,format=raw",
-		"-device", fmt.Sprintf("virtio-blk-pci,drive=d0,serial=CBLAB%04d", i),
-		"-device", "virtio-net-pci,netdev=n0,mac=" + mac + ",bootindex=1",
-	}, nil
+	return qemuvm.Spec{QEMU: qemu, Accel: accel, Product: "lab",
+		Serial: fmt.Sprintf("CB-LAB-%04d", i), UUID: fmt.Sprintf("6c1d7c1e-0b6e-4b1a-9d7e-0000790000%02x", i),
+		CPUs: 2, MemoryMB: 1024, MAC: mac, Tap: tap, Disk: disk, DiskID: fmt.Sprintf("CBLAB%04d", i),
+		Console: filepath.Join(dir, "console.log"), Reboots: true}.Args(), nil
 }
 
 // newPassword is a fresh BMC password; it goes only to ipmi_sim's
