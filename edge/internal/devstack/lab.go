@@ -120,7 +120,11 @@ func RunLab(ctx context.Context, cfg LabConfig, out io.Writer) (err error) {
 		}
 		fmt.Fprintln(out, "the virtual rack is stopped")
 	}()
-	wrap := func(argv []string) []string { return append([]string{"ip", "netns", "exec", st.Netns}, argv...) }
+	ip, err := findProgram("ip", "iproute2")
+	if err != nil {
+		return err
+	}
+	wrap := func(argv []string) []string { return append([]string{ip, "netns", "exec", st.Netns}, argv...) }
 	for i := 1; i <= cfg.Machines; i++ {
 		v := &labVM{name: fmt.Sprintf("lab-%02d", i), mac: fmt.Sprintf("52:54:00:79:00:%02x", i)}
 		dir := filepath.Join(labDir, v.name)

@@ -178,7 +178,11 @@ func Run(ctx context.Context, cfg Config, out io.Writer) (err error) {
 		}
 		nsMade = true
 		logs.printf("created network namespace %s with bridge %s (%s/24); the host's networks are not touched", cfg.Netns, labBridge, labGateway)
-		wrap = func(argv ...string) []string { return append([]string{"ip", "netns", "exec", cfg.Netns}, argv...) }
+		ip, err := findProgram("ip", "iproute2")
+		if err != nil {
+			return err
+		}
+		wrap = func(argv ...string) []string { return append([]string{ip, "netns", "exec", cfg.Netns}, argv...) }
 		addr = labGateway
 		apiAddr = net.JoinHostPort(addr, apiPort)
 		fwd = forward(ln, apiAddr, netnsDialer(cfg.Netns))
@@ -214,6 +218,9 @@ func Run(ctx context.Context, cfg Config, out io.Writer) (err error) {
 		return err
 	}
 	client, err := waitAPI(ctx, endpoint, pkiDir, children[0])
+	if ctx.Err() != nil {
+		return nil // stopped before it served: no error
+	}
 	if err != nil {
 		return err
 	}
