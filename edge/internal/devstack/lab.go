@@ -75,6 +75,9 @@ func RunLab(ctx context.Context, cfg LabConfig, out io.Writer) (err error) {
 	if err != nil {
 		return err
 	}
+	if os.Geteuid() != 0 {
+		return errors.New("the virtual rack adds tap devices and runs its VMs in the lab's network namespace: run it as root (sudo make lab)")
+	}
 	if st.Mode != ModeNetns {
 		return fmt.Errorf("the running Carbide serves %s, not a lab network of its own: the virtual rack needs `make run` as root without CARBIDE_INTERFACE", st.Mode)
 	}
