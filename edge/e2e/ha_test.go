@@ -140,7 +140,11 @@ func TestHA(t *testing.T) {
 		t.Fatal(err)
 	}
 	testsecret.RegisterFiles(t, filepath.Join(pkiDir, "*.key"))
-	testsecret.RegisterFiles(t, filepath.Join(pkiDir, "secrets.keys"))
+	if f := strings.Fields(keyLine); len(f) == 2 {
+		testsecret.Register(t, f[1])
+	} else {
+		t.Fatal("carbide-api secrets-key printed no '<id> <key>' line")
+	}
 
 	// PostgreSQL, and the database of the API.
 	pg := newHAPostgres(t, db, pgBin, tools["setpriv"])
@@ -273,6 +277,9 @@ func TestHA(t *testing.T) {
 
 	// 2. PostgreSQL: stopped in immediate mode, started again.
 	sleepUntil(18 * time.Second)
+	for i, d := range dhcps {
+		t.Logf("carbide-dhcp %d before the PostgreSQL restart: %v API errors", i+1, d.metric(t, `carbide_dhcp_drops_total{reason="api_error"}`))
+	}
 	tPGStop := time.Now()
 	pg.stopImmediate(t)
 	tPGDown := time.Now()
@@ -353,7 +360,7 @@ func TestHA(t *testing.T) {
 	}{
 		{"after the kill, before the PostgreSQL restart", tKill, tPGStop},
 		{"after the PostgreSQL restart, before the rejoin", tPGUp, tRejoin},
-		{"after the rejoin", tUp, time.Now()},
+		{"while the killed replica started again and after", tRejoin, time.Now()},
 	}
 	for _, ph := range phases {
 		if n := h.acksBetween(ph.from, ph.to, netip.Addr{}); n == 0 {
@@ -823,6 +830,13 @@ type haAck struct {
 	lease  time.Duration
 }
 
+// haNak is a DHCPNAK of the record.
+type haNak struct {
+	at                time.Time
+	mac               string
+	server, requested netip.Addr
+}
+
 // haExchange is a DISCOVER of the record and what became of it.
 type haExchange struct {
 	start time.Time
@@ -833,7 +847,7 @@ type haExchange struct {
 type haHistory struct {
 	exchanges []*haExchange // every DISCOVER perfdhcp sent, in order
 	acks      []haAck       // every ACK it got, in order
-	naks      []dhcpPacket
+	naks      []haNak
 	unmatched int // ACKs whose REQUEST or offer the record lacks
 }
 
@@ -848,8 +862,9 @@ func analyseHA(t *testing.T, packets []dhcpPacket) *haHistory {
 		addr, server netip.Addr
 	}
 	type pendingRequest struct {
-		at time.Time
-		ex *haExchange
+		at   time.Time
+		addr netip.Addr
+		ex   *haExchange
 	}
 	h := &haHistory{}
 	discovers := map[dhcpv4.TransactionID]*haExchange{}
@@ -866,7 +881,7 @@ func analyseHA(t *testing.T, packets []dhcpPacket) *haHistory {
 				offers[offerKey{p.mac, p.yiaddr, p.server}] = ex
 			}
 		case p.out && p.typ == dhcpv4.MessageTypeRequest:
-			requests[p.xid] = pendingRequest{at: p.at, ex: offers[offerKey{p.mac, p.requested, p.server}]}
+			requests[p.xid] = pendingRequest{at: p.at, addr: p.requested, ex: offers[offerKey{p.mac, p.requested, p.server}]}
 		case !p.out && p.typ == dhcpv4.MessageTypeAck:
 			a := haAck{at: p.at, mac: p.mac, addr: p.yiaddr, server: p.server, lease: p.leaseTime}
 			req, ok := requests[p.xid]
@@ -883,7 +898,11 @@ func analyseHA(t *testing.T, packets []dhcpPacket) *haHistory {
 			}
 			h.acks = append(h.acks, a)
 		case !p.out && p.typ == dhcpv4.MessageTypeNak:
-			h.naks = append(h.naks, p)
+			n := haNak{at: p.at, mac: p.mac, server: p.server}
+			if req, ok := requests[p.xid]; ok {
+				n.requested = req.addr
+			}
+			h.naks = append(h.naks, n)
 		}
 	}
 	return h
@@ -1026,8 +1045,15 @@ func (h *haHistory) report(t *testing.T, start time.Time, faults []haFault, stat
 	// The ACK rate before the first fault is the baseline.
 	base := float64(h.acksBetween(faults[0].at.Add(-5*time.Second), faults[0].at, netip.Addr{})) / 5
 	fmt.Fprintf(&b, "ACK rate in the 5 s before the first fault: %.0f/s\n", base)
-	for _, p := range h.naks {
-		fmt.Fprintf(&b, "NAK at %.3f s from %s to %s\n", p.at.Sub(start).Seconds(), p.server, p.mac)
+	for _, n := range h.naks {
+		var before netip.Addr
+		for _, a := range h.acks {
+			if a.mac == n.mac && a.at.Before(n.at) {
+				before = a.addr
+			}
+		}
+		fmt.Fprintf(&b, "NAK at %.3f s from %s to %s, which asked for %s and was last acknowledged %s\n",
+			n.at.Sub(start).Seconds(), n.server, n.mac, n.requested, before)
 	}
 	fmt.Fprintf(&b, "| event | at (s) | DISCOVERs in the 5 s after | without an ACK | longest gap between ACKs in the 10 s after | ACK rate back (≥ 90 %% of %.0f/s in a 1 s window) after |\n", base)
 	for _, f := range faults {
