@@ -278,7 +278,7 @@ func TestHA(t *testing.T) {
 	// 2. PostgreSQL: stopped in immediate mode, started again.
 	sleepUntil(18 * time.Second)
 	for i, d := range dhcps {
-		t.Logf("carbide-dhcp %d before the PostgreSQL restart: %v API errors", i+1, d.metric(t, `carbide_dhcp_drops_total{reason="api_error"}`))
+		t.Logf("carbide-dhcp %d before the PostgreSQL restart: %v failed API calls", i+1, d.metric(t, `carbide_dhcp_drops_total{reason="api_error"}`))
 	}
 	tPGStop := time.Now()
 	pg.stopImmediate(t)
@@ -346,9 +346,15 @@ func TestHA(t *testing.T) {
 		t.Fatal("the record holds no DHCPACK")
 	}
 	for i, d := range dhcps {
-		t.Logf("carbide-dhcp %d: %v offers, %v acks, %v naks, %v API errors", i+1,
+		t.Logf("carbide-dhcp %d: %v offers, %v acks, %v naks; API errors: %v unavailable, %v internal, %v deadline_exceeded", i+1,
 			d.metric(t, `carbide_dhcp_replies_total{type="offer"}`), d.metric(t, `carbide_dhcp_replies_total{type="ack"}`),
-			d.metric(t, `carbide_dhcp_replies_total{type="nak"}`), d.metric(t, `carbide_dhcp_drops_total{reason="api_error"}`))
+			d.metric(t, `carbide_dhcp_replies_total{type="nak"}`), d.metric(t, `carbide_dhcp_api_errors_total{code="unavailable"}`),
+			d.metric(t, `carbide_dhcp_api_errors_total{code="internal"}`), d.metric(t, `carbide_dhcp_api_errors_total{code="deadline_exceeded"}`))
+		// A replica that died and a database that restarted are
+		// conditions to retry (unavailable), not failures of the API.
+		if n := d.metric(t, `carbide_dhcp_api_errors_total{code="internal"}`); n > 0 {
+			t.Errorf("carbide-dhcp %d got %v internal errors from the API", i+1, n)
+		}
 	}
 
 	// DHCP kept answering: ACKs in each phase after the kill, and from
@@ -402,7 +408,8 @@ func TestHA(t *testing.T) {
 	// The figures.
 	faults := []haFault{
 		{"SIGKILL of " + victimName, tKill},
-		{"PostgreSQL immediate stop + start", tPGStop},
+		{"PostgreSQL stopped (immediate)", tPGStop},
+		{"PostgreSQL accepting connections again", tPGUp},
 		{victimName + " started again", tRejoin},
 	}
 	h.report(t, start, faults, stats)
@@ -920,6 +927,23 @@ func (h *haHistory) acksBetween(from, to time.Time, server netip.Addr) int {
 	return n
 }
 
+// longestGap is the longest time in [from, to] without an ACK, to being
+// no later than the last ACK of the run.
+func (h *haHistory) longestGap(from, to time.Time) time.Duration {
+	gap, prev := time.Duration(0), from
+	for _, a := range h.acks {
+		if a.at.Before(from) {
+			continue
+		}
+		if a.at.After(to) {
+			break
+		}
+		gap = max(gap, a.at.Sub(prev))
+		prev = a.at
+	}
+	return max(gap, to.Sub(prev))
+}
+
 // checkHistory checks that no address was acknowledged to a MAC while
 // another MAC held it: a MAC holds its address from its ACK until the
 // lease it was told ends, or until it is acknowledged another address
@@ -1044,7 +1068,8 @@ func (h *haHistory) report(t *testing.T, start time.Time, faults []haFault, stat
 		sent, lost, pct(lost, sent), do["sent packets"], do["received packets"], ra["sent packets"], ra["received packets"])
 	// The ACK rate before the first fault is the baseline.
 	base := float64(h.acksBetween(faults[0].at.Add(-5*time.Second), faults[0].at, netip.Addr{})) / 5
-	fmt.Fprintf(&b, "ACK rate in the 5 s before the first fault: %.0f/s\n", base)
+	fmt.Fprintf(&b, "ACK rate in the 5 s before the first fault: %.0f/s; longest gap between ACKs there: %s\n",
+		base, h.longestGap(faults[0].at.Add(-5*time.Second), faults[0].at).Round(time.Millisecond))
 	for _, n := range h.naks {
 		var before netip.Addr
 		for _, a := range h.acks {
@@ -1058,17 +1083,11 @@ func (h *haHistory) report(t *testing.T, start time.Time, faults []haFault, stat
 	fmt.Fprintf(&b, "| event | at (s) | DISCOVERs in the 5 s after | without an ACK | longest gap between ACKs in the 10 s after | ACK rate back (≥ 90 %% of %.0f/s in a 1 s window) after |\n", base)
 	for _, f := range faults {
 		s, l := dropped(f.at, f.at.Add(5*time.Second))
-		gap, prev := time.Duration(0), f.at
-		for _, a := range h.acks {
-			if a.at.Before(f.at) {
-				continue
-			}
-			if a.at.After(f.at.Add(10 * time.Second)) {
-				break
-			}
-			gap = max(gap, a.at.Sub(prev))
-			prev = a.at
+		to := f.at.Add(10 * time.Second)
+		if last := h.acks[len(h.acks)-1].at; last.Before(to) {
+			to = last
 		}
+		gap := h.longestGap(f.at, to)
 		back := "not within 10 s"
 		for d := time.Duration(0); d <= 10*time.Second; d += 100 * time.Millisecond {
 			if float64(h.acksBetween(f.at.Add(d), f.at.Add(d+time.Second), netip.Addr{})) >= 0.9*base {
