@@ -9,11 +9,9 @@ import (
 	tfvalidate "github.com/carbide-dev/carbide/terraform-provider/internal/tfvalidate"
 	int64validator "github.com/hashicorp/terraform-plugin-framework-validators/int64validator"
 	listvalidator "github.com/hashicorp/terraform-plugin-framework-validators/listvalidator"
-	objectvalidator "github.com/hashicorp/terraform-plugin-framework-validators/objectvalidator"
 	stringvalidator "github.com/hashicorp/terraform-plugin-framework-validators/stringvalidator"
 	attr "github.com/hashicorp/terraform-plugin-framework/attr"
 	diag "github.com/hashicorp/terraform-plugin-framework/diag"
-	path "github.com/hashicorp/terraform-plugin-framework/path"
 	schema "github.com/hashicorp/terraform-plugin-framework/resource/schema"
 	boolplanmodifier "github.com/hashicorp/terraform-plugin-framework/resource/schema/boolplanmodifier"
 	listplanmodifier "github.com/hashicorp/terraform-plugin-framework/resource/schema/listplanmodifier"
@@ -423,7 +421,7 @@ func ImageResourceAttributes() map[string]schema.Attribute {
 			Attributes:  DiskImageResourceAttributes(),
 			Optional:    true,
 			Validators: []validator.Object{
-				objectvalidator.ExactlyOneOf(path.MatchRelative().AtParent().AtName("netboot")),
+				tfvalidate.OneofMember([]string{"disk", "netboot"}, "disk", true),
 			},
 			PlanModifiers: []planmodifier.Object{
 				objectplanmodifier.RequiresReplace(),
@@ -434,7 +432,7 @@ func ImageResourceAttributes() map[string]schema.Attribute {
 			Attributes:  NetbootResourceAttributes(),
 			Optional:    true,
 			Validators: []validator.Object{
-				objectvalidator.ExactlyOneOf(path.MatchRelative().AtParent().AtName("disk")),
+				tfvalidate.OneofMember([]string{"disk", "netboot"}, "netboot", true),
 			},
 			PlanModifiers: []planmodifier.Object{
 				objectplanmodifier.RequiresReplace(),

@@ -13,6 +13,7 @@ import (
 	attr "github.com/hashicorp/terraform-plugin-framework/attr"
 	diag "github.com/hashicorp/terraform-plugin-framework/diag"
 	schema "github.com/hashicorp/terraform-plugin-framework/resource/schema"
+	int64planmodifier "github.com/hashicorp/terraform-plugin-framework/resource/schema/int64planmodifier"
 	planmodifier "github.com/hashicorp/terraform-plugin-framework/resource/schema/planmodifier"
 	stringplanmodifier "github.com/hashicorp/terraform-plugin-framework/resource/schema/stringplanmodifier"
 	validator "github.com/hashicorp/terraform-plugin-framework/schema/validator"
@@ -129,8 +130,12 @@ func SegmentResourceAttributes() map[string]schema.Attribute {
 		"mtu": schema.Int64Attribute{
 			Description: "Interface MTU handed to clients (DHCP option 26); 0 means 1500.",
 			Optional:    true,
+			Computed:    true,
 			Validators: []validator.Int64{
 				tfvalidate.IgnoringZero(int64validator.Between(576, 9216)),
+			},
+			PlanModifiers: []planmodifier.Int64{
+				int64planmodifier.UseStateForUnknown(),
 			},
 		},
 		"ranges": schema.ListNestedAttribute{
@@ -595,7 +600,7 @@ func (m *ReservationModel) FromProto(ctx context.Context, x *v1.Reservation) dia
 	var d diag.Diagnostics
 	_ = ctx
 	_ = d
-	m.Mac = tfproto.String(m.Mac, x.GetMac())
+	m.Mac = tfproto.StringFold(m.Mac, x.GetMac())
 	m.Address = tfproto.String(m.Address, x.GetAddress())
 	return diags
 }

@@ -149,6 +149,8 @@ func (p *carbideProvider) Resources(context.Context) []func() resource.Resource 
 	return []func() resource.Resource{
 		newMachineResource,
 		newInstanceResource,
+		newSegmentResource,
+		newOSImageResource,
 	}
 }
 
@@ -157,5 +159,7 @@ func (p *carbideProvider) DataSources(context.Context) []func() datasource.DataS
 	return []func() datasource.DataSource{
 		newMachineDataSource,
 		newMachinesDataSource,
+		newSegmentDataSource,
+		newOSImageDataSource,
 	}
 }

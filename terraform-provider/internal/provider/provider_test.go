@@ -1,11 +1,20 @@
 package provider
 
 import (
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
 	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	neturl "net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/hashicorp/terraform-plugin-testing/config"
@@ -199,4 +208,84 @@ func closedPort(t *testing.T) string {
 	addr := l.Addr().String()
 	l.Close()
 	return addr
+}
+
+// TestProviderProtocols reads through each wire protocol the API serves,
+// through a TLS proxy in front of the API that records the content type
+// of each call, so the test sees the protocol the provider spoke.
+func TestProviderProtocols(t *testing.T) {
+	a := api(t)
+	proxy, seen := contentTypeProxy(t, a)
+	for protocol, want := range map[string]string{
+		"connect":  "application/proto",
+		"grpc":     "application/grpc",
+		"grpc-web": "application/grpc-web+proto",
+	} {
+		t.Run(protocol, func(t *testing.T) {
+			resource.Test(t, resource.TestCase{
+				ProtoV6ProviderFactories: protoV6ProviderFactories,
+				Steps: []resource.TestStep{okStep(fmt.Sprintf(`
+provider "carbide" {
+  endpoint    = %q
+  ca_cert     = %q
+  client_cert = %q
+  client_key  = %q
+  protocol    = %q
+}
+`, proxy, a.file("ca.crt"), a.file("admin.crt"), a.file("admin.key"), protocol) + machinesConfig)},
+			})
+			if got := seen(); !slices.Contains(got, want) {
+				t.Errorf("protocol %s: the calls had content types %v, want %s", protocol, got, want)
+			}
+		})
+	}
+}
+
+// contentTypeProxy is an HTTPS reverse proxy to the API, with the API's
+// server certificate and the admin's client certificate; seen returns the
+// content types of the calls since it was last called.
+func contentTypeProxy(t *testing.T, a *accAPI) (url string, seen func() []string) {
+	t.Helper()
+	serverCert, err := tls.LoadX509KeyPair(a.file("server.crt"), a.file("server.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	clientCert, err := tls.LoadX509KeyPair(a.file("admin.crt"), a.file("admin.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	caPEM, err := os.ReadFile(a.file("ca.crt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(caPEM)
+	upstream, err := neturl.Parse(a.endpoint)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rp := httputil.NewSingleHostReverseProxy(upstream)
+	rp.Transport = &http.Transport{
+		ForceAttemptHTTP2: true,
+		TLSClientConfig:   &tls.Config{RootCAs: roots, Certificates: []tls.Certificate{clientCert}},
+	}
+	var mu sync.Mutex
+	var types []string
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		types = append(types, r.Header.Get("Content-Type"))
+		mu.Unlock()
+		rp.ServeHTTP(w, r)
+	}))
+	srv.EnableHTTP2 = true
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{serverCert}}
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	return srv.URL, func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		out := types
+		types = nil
+		return out
+	}
 }

@@ -33,6 +33,7 @@ type fieldOptions struct {
 	WriteOnly       bool
 	RequiresReplace bool
 	ServerDefault   bool
+	CaseInsensitive bool
 }
 
 // optionReader reads the Terraform options of the request's descriptors.
@@ -127,5 +128,6 @@ func (r *optionReader) fieldOpts(fd protoreflect.FieldDescriptor) (fieldOptions,
 		WriteOnly:       boolField(m, "write_only"),
 		RequiresReplace: boolField(m, "requires_replace"),
 		ServerDefault:   boolField(m, "server_default"),
+		CaseInsensitive: boolField(m, "case_insensitive"),
 	}, nil
 }

@@ -441,19 +441,15 @@ func (e *emitter) validators(msg *message, fi *field) []string {
 		out = e.mapValidators(fi.f.Desc, r)
 	}
 	if od := fi.f.Desc.ContainingOneof(); od != nil && !od.IsSynthetic() {
-		var siblings []any
+		var members []string
 		for _, other := range msg.fields {
-			if other != fi && other.f.Desc.ContainingOneof() == od && !other.opts.OutputOnly {
-				siblings = append(siblings, rawExpr(e.q(fwPath+"path", "MatchRelative")+"().AtParent().AtName("+strconv.Quote(string(other.f.Desc.Name()))+")"))
+			if other.f.Desc.ContainingOneof() == od && !other.opts.OutputOnly {
+				members = append(members, strconv.Quote(string(other.f.Desc.Name())))
 			}
 		}
-		if len(siblings) > 0 {
-			pkg := fwvPath + strings.ToLower(family(fi)) + "validator"
-			if oneofRequired(od) {
-				out = append(out, e.call(pkg, "ExactlyOneOf", siblings...))
-			} else {
-				out = append(out, e.call(pkg, "ConflictsWith", siblings...))
-			}
+		if len(members) > 1 {
+			out = append(out, e.call(tfvalidateIP, "OneofMember",
+				rawExpr("[]string{"+strings.Join(members, ", ")+"}"), string(fi.f.Desc.Name()), oneofRequired(od)))
 		}
 	}
 	return out
@@ -675,6 +671,10 @@ func (e *emitter) fromProto(msg *message) {
 		}
 		switch fi.kind {
 		case kString:
+			if fi.opts.CaseInsensitive {
+				g.P(mf, " = ", tp("StringFold"), "(", mf, ", ", get, ")")
+				break
+			}
 			g.P(mf, " = ", tp("String"), "(", mf, ", ", get, ")")
 		case kBytes:
 			g.P(mf, " = ", tp("String"), "(", mf, ", string(", get, "))")

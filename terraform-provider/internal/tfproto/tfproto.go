@@ -7,8 +7,8 @@
 //     that means the same (such as a configured "" or []), which is kept:
 //     Terraform then sees the value it planned.
 //   - Timestamps are RFC 3339 strings, durations Go duration strings
-//     ("90s", "1h30m"); a model value that denotes the same instant or
-//     length is kept as written.
+//     without zero trailing units ("1h", "30m", "1m30s"); a model value
+//     that denotes the same instant or length is kept as written.
 //   - Enums are strings: the value's name without the prefix the enum's
 //     values share, in lower case (MACHINE_STATE_READY is "ready"). The
 //     zero value (*_UNSPECIFIED) is null.
@@ -39,6 +39,15 @@ func String(prior types.String, v string) types.String {
 		return types.StringNull()
 	}
 	return types.StringValue(v)
+}
+
+// StringFold is String for a value the server keeps in a canonical case:
+// a prior value that differs from v only in case is kept as written.
+func StringFold(prior types.String, v string) types.String {
+	if known(prior) && v != "" && strings.EqualFold(prior.ValueString(), v) {
+		return prior
+	}
+	return String(prior, v)
 }
 
 // Bool is v as a Terraform bool; false is null unless prior is false.
@@ -113,7 +122,20 @@ func Duration(prior types.String, d *durationpb.Duration) types.String {
 			return prior
 		}
 	}
-	return types.StringValue(v.String())
+	return types.StringValue(FormatDuration(v))
+}
+
+// FormatDuration is d as a Go duration string without zero trailing units:
+// "1h", "30m", "1h30m", "1m30s".
+func FormatDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
 }
 
 // DurationProto parses the Go duration string s; null, unknown and "" are nil.

@@ -134,6 +134,9 @@ func IPPrefix() validator.String {
 
 var uuidRE = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
 
+// IsUUID reports whether s is a UUID in its textual form.
+func IsUUID(s string) bool { return uuidRE.MatchString(s) }
+
 // UUID requires a UUID such as 3f6c1c8e-8b1f-4a43-9a59-2a8f5e0d6b21.
 func UUID() validator.String {
 	return stringCheck{desc: "value is a UUID", check: func(s string) error {

@@ -932,7 +932,7 @@ var File_carbide_network_v1_segment_proto protoreflect.FileDescriptor
 
 const file_carbide_network_v1_segment_proto_rawDesc = "" +
 	"\n" +
-	" carbide/network/v1/segment.proto\x12\x12carbide.network.v1\x1a\x1bbuf/validate/validate.proto\x1a\"carbide/terraform/v1/options.proto\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf0\x06\n" +
+	" carbide/network/v1/segment.proto\x12\x12carbide.network.v1\x1a\x1bbuf/validate/validate.proto\x1a\"carbide/terraform/v1/options.proto\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf6\x06\n" +
 	"\aSegment\x12#\n" +
 	"\x02id\x18\x01 \x01(\tB\x13\xbaH\b\xd8\x01\x01r\x03\xb0\x01\x01\x82\x99\x19\x04\x10\x01\x18\x01R\x02id\x12>\n" +
 	"\x04name\x18\x02 \x01(\tB*\xbaH'r%\x10\x01\x18?2\x1f^[a-z0-9]([a-z0-9-]*[a-z0-9])?$R\x04name\x12&\n" +
@@ -942,8 +942,8 @@ const file_carbide_network_v1_segment_proto_rawDesc = "" +
 	"\vdns_servers\x18\x05 \x03(\tB\x0e\xbaH\v\x92\x01\b\x10\b\"\x04r\x02x\x01R\n" +
 	"dnsServers\x12%\n" +
 	"\x06domain\x18\x06 \x01(\tB\r\xbaH\n" +
-	"\xd8\x01\x01r\x05\x18\xfd\x01h\x01R\x06domain\x12 \n" +
-	"\x03mtu\x18\a \x01(\rB\x0e\xbaH\v\xd8\x01\x01*\x06\x18\x80H(\xc0\x04R\x03mtu\x12B\n" +
+	"\xd8\x01\x01r\x05\x18\xfd\x01h\x01R\x06domain\x12&\n" +
+	"\x03mtu\x18\a \x01(\rB\x14\xbaH\v\xd8\x01\x01*\x06\x18\x80H(\xc0\x04\x82\x99\x19\x028\x01R\x03mtu\x12B\n" +
 	"\x06ranges\x18\b \x03(\v2 .carbide.network.v1.AddressRangeB\b\xbaH\x05\x92\x01\x02\x10@R\x06ranges\x12N\n" +
 	"\freservations\x18\t \x03(\v2\x1f.carbide.network.v1.ReservationB\t\xbaH\x06\x92\x01\x03\x10\x80 R\freservations\x129\n" +
 	"\x0frelay_addresses\x18\n" +
@@ -967,10 +967,10 @@ const file_carbide_network_v1_segment_proto_rawDesc = "" +
 	"\xbaH\ar\x05\x10\x01(\x80 R\x05value\"H\n" +
 	"\fAddressRange\x12\x1d\n" +
 	"\x05start\x18\x01 \x01(\tB\a\xbaH\x04r\x02x\x01R\x05start\x12\x19\n" +
-	"\x03end\x18\x02 \x01(\tB\a\xbaH\x04r\x02x\x01R\x03end\"\xdc\x01\n" +
-	"\vReservation\x12\xa9\x01\n" +
-	"\x03mac\x18\x01 \x01(\tB\x96\x01\xbaH\x92\x01\xba\x01\x8e\x01\n" +
-	"\x03mac\x12Qmust be a MAC address of six colon-separated hex bytes, such as 52:54:00:12:34:56\x1a4this.matches('^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$')R\x03mac\x12!\n" +
+	"\x03end\x18\x02 \x01(\tB\a\xbaH\x04r\x02x\x01R\x03end\"\xe2\x01\n" +
+	"\vReservation\x12\xaf\x01\n" +
+	"\x03mac\x18\x01 \x01(\tB\x9c\x01\xbaH\x92\x01\xba\x01\x8e\x01\n" +
+	"\x03mac\x12Qmust be a MAC address of six colon-separated hex bytes, such as 52:54:00:12:34:56\x1a4this.matches('^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$')\x82\x99\x19\x02@\x01R\x03mac\x12!\n" +
 	"\aaddress\x18\x02 \x01(\tB\a\xbaH\x04r\x02x\x01R\aaddress\"\xb5\x01\n" +
 	"\x14CreateSegmentRequest\x12=\n" +
 	"\asegment\x18\x01 \x01(\v2\x1b.carbide.network.v1.SegmentB\x06\xbaH\x03\xc8\x01\x01R\asegment:^\xbaH[\x1aY\n" +

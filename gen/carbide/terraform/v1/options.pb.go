@@ -108,8 +108,12 @@ type FieldOptions struct {
 	// attribute is optional and computed, and a plan keeps the value in the
 	// state while the configuration leaves it unset.
 	ServerDefault bool `protobuf:"varint,7,opt,name=server_default,json=serverDefault,proto3" json:"server_default,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// The server keeps the string in a canonical case (a MAC address in lower
+	// case): a value read back that differs from the configured one only in
+	// case is the same value.
+	CaseInsensitive bool `protobuf:"varint,8,opt,name=case_insensitive,json=caseInsensitive,proto3" json:"case_insensitive,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *FieldOptions) Reset() {
@@ -191,6 +195,13 @@ func (x *FieldOptions) GetServerDefault() bool {
 	return false
 }
 
+func (x *FieldOptions) GetCaseInsensitive() bool {
+	if x != nil {
+		return x.CaseInsensitive
+	}
+	return false
+}
+
 var file_carbide_terraform_v1_options_proto_extTypes = []protoimpl.ExtensionInfo{
 	{
 		ExtendedType:  (*descriptorpb.MessageOptions)(nil),
@@ -234,7 +245,7 @@ const file_carbide_terraform_v1_options_proto_rawDesc = "" +
 	"\x0eMessageOptions\x12\x1a\n" +
 	"\bgenerate\x18\x01 \x01(\bR\bgenerate\x12\x1d\n" +
 	"\n" +
-	"rules_from\x18\x02 \x01(\tR\trulesFrom\"\xf6\x01\n" +
+	"rules_from\x18\x02 \x01(\tR\trulesFrom\"\xa1\x02\n" +
 	"\fFieldOptions\x12\x18\n" +
 	"\aexclude\x18\x01 \x01(\bR\aexclude\x12\x1f\n" +
 	"\voutput_only\x18\x02 \x01(\bR\n" +
@@ -244,7 +255,8 @@ const file_carbide_terraform_v1_options_proto_rawDesc = "" +
 	"\n" +
 	"write_only\x18\x05 \x01(\bR\twriteOnly\x12)\n" +
 	"\x10requires_replace\x18\x06 \x01(\bR\x0frequiresReplace\x12%\n" +
-	"\x0eserver_default\x18\a \x01(\bR\rserverDefault:a\n" +
+	"\x0eserver_default\x18\a \x01(\bR\rserverDefault\x12)\n" +
+	"\x10case_insensitive\x18\b \x01(\bR\x0fcaseInsensitive:a\n" +
 	"\amessage\x12\x1f.google.protobuf.MessageOptions\x18\x90\x93\x03 \x01(\v2$.carbide.terraform.v1.MessageOptionsR\amessage:Y\n" +
 	"\x05field\x12\x1d.google.protobuf.FieldOptions\x18\x90\x93\x03 \x01(\v2\".carbide.terraform.v1.FieldOptionsR\x05fieldB\xdf\x01\n" +
 	"\x18com.carbide.terraform.v1B\fOptionsProtoP\x01ZCgithub.com/carbide-dev/carbide/gen/carbide/terraform/v1;terraformv1\xa2\x02\x03CTX\xaa\x02\x14Carbide.Terraform.V1\xca\x02\x14Carbide\\Terraform\\V1\xe2\x02 Carbide\\Terraform\\V1\\GPBMetadata\xea\x02\x16Carbide::Terraform::V1b\x06proto3"
