@@ -452,6 +452,7 @@ func newHandler(st *store.Store, tokens *pki.AgentTokens, cfg Config, keys *secr
 	mux.Handle(networkv1connect.NewSegmentServiceHandler(segments.NewService(st), opts))
 	addresses := ipam.NewService(st)
 	mux.Handle(networkv1connect.NewAddressServiceHandler(addresses, opts))
+	reg.MustRegister(ipam.NewPoolMetrics(addresses, logger.With("component", "pool-metrics")))
 	dhcpService, err := dhcp.NewService(st, addresses, logger, cfg.Enrol, cfg.MaxLeaseCalls, reg)
 	if err != nil {
 		return nil, nil, nil, err
