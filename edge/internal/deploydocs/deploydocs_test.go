@@ -591,3 +591,128 @@ func TestRulesAreTheAsked(t *testing.T) {
 		}
 	}
 }
+
+// TestHAProxyHealthCheck runs HAProxy with docs/deploy/haproxy.cfg, its
+// addresses moved to loopback ports, in front of a real carbide-api and
+// two ports where nothing listens: the API's server must come up through
+// the gRPC health check, the others stay down, a health call through the
+// frontend reaches the API, and the API's server goes down once the API
+// stops.
+func TestHAProxyHealthCheck(t *testing.T) {
+	haproxy := need(t, "haproxy", "haproxy")
+	dataDir := t.TempDir()
+	apiAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	api := exec.Command(bins["carbide-api"], "--dev", "--listen", apiAddr, "--data-dir", dataDir)
+	api.Env = []string{"PATH=" + os.Getenv("PATH")}
+	apiLog := &syncBuffer{}
+	api.Stdout, api.Stderr = apiLog, apiLog
+	if err := api.Start(); err != nil {
+		t.Fatal(err)
+	}
+	apiDone := make(chan error, 1)
+	go func() { apiDone <- api.Wait() }()
+	t.Cleanup(func() {
+		api.Process.Kill()
+		<-apiDone
+	})
+
+	b, err := os.ReadFile(filepath.Join(root, "docs", "deploy", "haproxy.cfg"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	front, stats := freePort(t), freePort(t)
+	cfg := string(b)
+	for old, repl := range map[string]string{
+		"bind :1079":                   fmt.Sprintf("bind 127.0.0.1:%d", front),
+		"bind :5000":                   fmt.Sprintf("bind 127.0.0.1:%d", freePort(t)),
+		"bind 127.0.0.1:8404":          fmt.Sprintf("bind 127.0.0.1:%d", stats),
+		"maxconn 20000":                "maxconn 1000", // the test's file limit may be low
+		"10.0.0.11:1079":               apiAddr,
+		"10.0.0.12:1079":               fmt.Sprintf("127.0.0.1:%d", freePort(t)),
+		"10.0.0.13:1079":               fmt.Sprintf("127.0.0.1:%d", freePort(t)),
+		"check port 8008":              fmt.Sprintf("check port %d", freePort(t)),
+		"pg1 10.0.0.21:5432":           "pg1 127.0.0.1:1",
+		"pg2 10.0.0.22:5432":           "pg2 127.0.0.1:1",
+		"pg3 10.0.0.23:5432":           "pg3 127.0.0.1:1",
+		"log stdout format raw local0": "log stdout format raw local0 notice",
+	} {
+		if !strings.Contains(cfg, old) {
+			t.Fatalf("haproxy.cfg no longer has %q, which this test moves to loopback", old)
+		}
+		cfg = strings.ReplaceAll(cfg, old, repl)
+	}
+	if m := regexp.MustCompile(`\b\d+\.\d+\.\d+\.\d+\b`).FindAllString(cfg, -1); slices.ContainsFunc(m, func(a string) bool { return !strings.HasPrefix(a, "127.") }) {
+		t.Fatalf("the test's copy of haproxy.cfg still names addresses beyond loopback: %v", m)
+	}
+	cfgFile := filepath.Join(t.TempDir(), "haproxy.cfg")
+	if err := os.WriteFile(cfgFile, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	hap := exec.Command(haproxy, "-db", "-f", cfgFile)
+	hapLog := &syncBuffer{}
+	hap.Stdout, hap.Stderr = hapLog, hapLog
+	if err := hap.Start(); err != nil {
+		t.Fatal(err)
+	}
+	hapDone := make(chan error, 1)
+	go func() { hapDone <- hap.Wait() }()
+	t.Cleanup(func() {
+		hap.Process.Kill()
+		<-hapDone
+	})
+
+	statsURL := fmt.Sprintf("http://127.0.0.1:%d/metrics", stats)
+	waitState := func(server, state string) {
+		t.Helper()
+		want := fmt.Sprintf(`haproxy_server_status{proxy="carbide-api",server=%q,state=%q} 1`, server, state)
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			body, err := httpGet(statsURL)
+			if err == nil && strings.Contains(body, want) {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("HAProxy never reported %s %s (last error %v)\nHAProxy:\n%s\ncarbide-api:\n%s",
+					server, state, err, lastLines(hapLog.String(), 10), lastLines(apiLog.String(), 10))
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	waitState("api1", "UP")
+	waitState("api2", "DOWN")
+	waitState("api3", "DOWN")
+
+	// Through the frontend, TLS passes to the API, which presents its
+	// own certificate.
+	ca := filepath.Join(dataDir, "pki", "ca.crt")
+	health, err := healthThrough(fmt.Sprintf("127.0.0.1:%d", front), ca)
+	if err != nil {
+		t.Fatalf("health check through HAProxy: %v", err)
+	}
+	if !strings.Contains(health, "SERVING_STATUS_SERVING") {
+		t.Errorf("health check through HAProxy answered %s", health)
+	}
+
+	if err := api.Process.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
+	waitState("api1", "DOWN")
+}
+
+// syncBuffer is a buffer that two processes' output may share.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
