@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"net/netip"
+	"sync"
 	"time"
 
 	"github.com/carbide-dev/carbide/backend/internal/store"
@@ -11,34 +12,38 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// PoolMetrics reports at each scrape how full every segment's dynamic pool
-// is: carbide_ipam_pool_addresses, the addresses its ranges can lease
-// (less the network, broadcast and gateway addresses and the
-// reservations), and carbide_ipam_pool_leased, the unexpired dynamic
-// leases on them. Both come from the database, so every replica reports
-// the same figures. Addresses held back after a DHCPDECLINE and offers
-// held in memory count as free; an expired lease counts as free too,
-// since allocation reclaims it.
+// PoolMetrics reports how full every segment's dynamic pool is:
+// carbide_ipam_pool_addresses, the addresses its ranges can lease (less
+// the network, broadcast and gateway addresses and the reservations), and
+// carbide_ipam_pool_leased, the unexpired dynamic leases on them. Run reads
+// them from the database every interval; a scrape reports the last figures
+// read and never waits for the database. Every replica reports the same
+// figures. Addresses held back after a DHCPDECLINE and offers held in
+// memory count as free; an expired lease counts as free too, since
+// allocation reclaims it.
 type PoolMetrics struct {
 	svc       *Service
 	logger    *slog.Logger
 	timeout   time.Duration
 	addresses *prometheus.Desc
 	leased    *prometheus.Desc
+
+	mu    sync.Mutex
+	pools []PoolUse // nil until the first read succeeds
 }
 
 var _ prometheus.Collector = (*PoolMetrics)(nil)
 
-// poolScrapeTimeout bounds the queries of one scrape.
-const poolScrapeTimeout = 5 * time.Second
+// poolReadTimeout bounds one read of the pools.
+const poolReadTimeout = 5 * time.Second
 
 // NewPoolMetrics returns the collector of the pools of s's segments;
-// logger gets the errors of the scrapes that could not read them.
+// logger gets the errors of the reads that failed.
 func NewPoolMetrics(s *Service, logger *slog.Logger) *PoolMetrics {
 	return &PoolMetrics{
 		svc:     s,
 		logger:  logger,
-		timeout: poolScrapeTimeout,
+		timeout: poolReadTimeout,
 		addresses: prometheus.NewDesc("carbide_ipam_pool_addresses",
 			"Addresses of the segment's ranges that may be leased dynamically: the ranges less the network, broadcast and gateway addresses and the reservations.",
 			[]string{"segment"}, nil),
@@ -48,23 +53,49 @@ func NewPoolMetrics(s *Service, logger *slog.Logger) *PoolMetrics {
 	}
 }
 
+// Run reads the pools at once and then every interval, until ctx is done.
+// A read that fails is logged, and the figures of the last one that
+// succeeded stay.
+func (m *PoolMetrics) Run(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		if err := m.Refresh(ctx); err != nil && ctx.Err() == nil {
+			m.logger.Warn("reading the pools for their metrics failed; trying again next interval", "error", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// Refresh reads every segment's pool now, for the next scrapes.
+func (m *PoolMetrics) Refresh(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, m.timeout)
+	defer cancel()
+	pools, err := m.svc.PoolUsage(ctx)
+	if err != nil {
+		return err
+	}
+	m.mu.Lock()
+	m.pools = pools
+	m.mu.Unlock()
+	return nil
+}
+
 // Describe sends the descriptions of both metrics.
 func (m *PoolMetrics) Describe(ch chan<- *prometheus.Desc) {
 	ch <- m.addresses
 	ch <- m.leased
 }
 
-// Collect reads every segment's pool and counts its leases. When the
-// database cannot be read it logs why and reports nothing, so the rest of
-// the scrape still succeeds.
+// Collect sends the figures of the last read.
 func (m *PoolMetrics) Collect(ch chan<- prometheus.Metric) {
-	ctx, cancel := context.WithTimeout(context.Background(), m.timeout)
-	defer cancel()
-	pools, err := m.svc.PoolUsage(ctx)
-	if err != nil {
-		m.logger.Warn("pool metrics not reported", "error", err)
-		return
-	}
+	m.mu.Lock()
+	pools := m.pools
+	m.mu.Unlock()
 	for _, p := range pools {
 		ch <- prometheus.MustNewConstMetric(m.addresses, prometheus.GaugeValue, float64(p.Addresses), p.Segment)
 		ch <- prometheus.MustNewConstMetric(m.leased, prometheus.GaugeValue, float64(p.Leased), p.Segment)

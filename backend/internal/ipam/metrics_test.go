@@ -76,7 +76,14 @@ func TestPoolMetrics(t *testing.T) {
 			}
 
 			reg := prometheus.NewPedanticRegistry()
-			reg.MustRegister(ipam.NewPoolMetrics(svc, logger))
+			pools := ipam.NewPoolMetrics(svc, logger)
+			reg.MustRegister(pools)
+			if n, err := testutil.GatherAndCount(reg); err != nil || n != 0 {
+				t.Errorf("before the first read: %d series (%v), want none", n, err)
+			}
+			if err := pools.Refresh(ctx); err != nil {
+				t.Fatal(err)
+			}
 			want := `
 # HELP carbide_ipam_pool_addresses Addresses of the segment's ranges that may be leased dynamically: the ranges less the network, broadcast and gateway addresses and the reservations.
 # TYPE carbide_ipam_pool_addresses gauge
@@ -94,9 +101,10 @@ carbide_ipam_pool_leased{segment="rack1"} 3
 	}
 }
 
-// TestPoolMetricsDatabaseDown checks that a scrape whose database is gone
-// reports no pool figures rather than failing the whole scrape.
-func TestPoolMetricsDatabaseDown(t *testing.T) {
+// TestPoolMetricsKeepLastRead checks that a read that fails (the
+// database closed) returns its error and leaves the figures of the last
+// read that succeeded, and that Run ends with its context.
+func TestPoolMetricsKeepLastRead(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -104,14 +112,40 @@ func TestPoolMetricsDatabaseDown(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st.Close()
-	reg := prometheus.NewPedanticRegistry()
-	reg.MustRegister(ipam.NewPoolMetrics(ipam.NewService(st), logger))
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatalf("gather with the database closed: %v", err)
+	if _, err := st.Client.Segment.Create().SetName("rack2").SetPrefix("10.2.0.0/24").
+		SetRanges([]schema.AddressRange{{Start: "10.2.0.10", End: "10.2.0.19"}}).Save(ctx); err != nil {
+		t.Fatal(err)
 	}
-	if len(mfs) != 0 {
-		t.Errorf("gathered %d metric families with the database closed, want none", len(mfs))
+	pools := ipam.NewPoolMetrics(ipam.NewService(st), logger)
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(pools)
+
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		pools.Run(runCtx, time.Hour)
+		close(done)
+	}()
+	want := `
+# HELP carbide_ipam_pool_addresses Addresses of the segment's ranges that may be leased dynamically: the ranges less the network, broadcast and gateway addresses and the reservations.
+# TYPE carbide_ipam_pool_addresses gauge
+carbide_ipam_pool_addresses{segment="rack2"} 10
+`
+	deadline := time.Now().Add(10 * time.Second)
+	for testutil.GatherAndCompare(reg, strings.NewReader(want), "carbide_ipam_pool_addresses") != nil {
+		if time.Now().After(deadline) {
+			t.Fatal("Run did not read the pools at once")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	<-done
+
+	st.Close()
+	if err := pools.Refresh(ctx); err == nil {
+		t.Error("Refresh with the database closed returned no error")
+	}
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "carbide_ipam_pool_addresses"); err != nil {
+		t.Errorf("after a failed read: %v", err)
 	}
 }
