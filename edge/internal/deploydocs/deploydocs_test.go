@@ -22,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/carbide-dev/carbide/sdk/testsecret"
 	"gopkg.in/yaml.v2"
 )
 
@@ -679,6 +680,8 @@ func TestHAProxyHealthCheck(t *testing.T) {
 		}
 	}
 	waitState("api1", "UP")
+	// The development PKI's keys must never show in the output.
+	testsecret.RegisterFiles(t, filepath.Join(dataDir, "pki", "*.key"))
 	waitState("api2", "DOWN")
 	waitState("api3", "DOWN")
 
