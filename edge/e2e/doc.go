@@ -51,6 +51,9 @@
 //	bind9, unbound      named (a secondary of carbide-dns), unbound (a resolver)
 //	knot, dnsperf       knotd and dnsperf, for BenchmarkDNS only
 //
+// and terraform (1.11 or later, from HashiCorp's apt repository, or named
+// in TF_ACC_TERRAFORM_PATH), with which the instance test applies and
+// destroys the Terraform provider's example configuration,
 // and the kernel packages of the discovery image, unpacked by
 // scripts/fetch-kernel (the one step that downloads, at install time):
 // Debian's cloud kernel in .build/kernel, and its generic kernel, whose
