@@ -22,7 +22,9 @@
 // carbide-dns replicas, built on first use, checked with dig and kdig, BIND
 // as their secondary and unbound as a resolver in front of them.
 // PostgreSQL comes from pgtest-cluster (backend/pgtest/cmd/pgtest-cluster),
-// which honours CARBIDE_TEST_DATABASE_URL.
+// which honours CARBIDE_TEST_DATABASE_URL, except in the HA test
+// (ha_test.go), which runs a durable server of its own in a namespace,
+// with two API replicas behind HAProxy, and stops and starts it.
 //
 // The tests need root (for ip netns) and these Debian packages; a test
 // whose program is missing fails and names the package to install:
@@ -34,6 +36,8 @@
 //	kea-admin           perfdhcp
 //	postgresql          initdb, postgres (unless CARBIDE_TEST_DATABASE_URL is set)
 //	postgresql-client   psql
+//	haproxy             haproxy, in front of the API replicas of TestHA
+//	util-linux          setpriv, which runs TestHA's PostgreSQL as postgres
 //	qemu-system-x86     qemu-system-x86_64 (with ipxe-qemu, its NIC ROMs)
 //	ipxe                undionly.kpxe, snponly.efi, served over TFTP
 //	ovmf                UEFI firmware
@@ -47,6 +51,9 @@
 //	bind9, unbound      named (a secondary of carbide-dns), unbound (a resolver)
 //	knot, dnsperf       knotd and dnsperf, for BenchmarkDNS only
 //
+// and terraform (1.11 or later, from HashiCorp's apt repository, or named
+// in TF_ACC_TERRAFORM_PATH), with which the instance test applies and
+// destroys the Terraform provider's example configuration,
 // and the kernel packages of the discovery image, unpacked by
 // scripts/fetch-kernel (the one step that downloads, at install time):
 // Debian's cloud kernel in .build/kernel, and its generic kernel, whose

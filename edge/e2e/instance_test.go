@@ -7,6 +7,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"net"
@@ -89,24 +90,37 @@ func artifactsWith(t testing.TB, extra map[string]string) string {
 // TestInstanceLifecycle runs a tenant's instance on a QEMU VM powered
 // through ipmi_sim, with nothing done by hand: the VM is discovered and
 // Ready; an instance whose image has a wrong checksum fails with that
-// reason and its machine is cleaned; then an instance of the real Debian
-// image, chosen by a selector, is installed by the discovery agent and
-// booted, runs its user data, phones home and becomes Running, and the test
-// logs in over SSH with its key; released, the machine is wiped, Ready and
+// reason and its machine is cleaned; then `terraform apply` of the
+// provider's example configuration (terraform-provider/examples/
+// configurations/instance) creates an instance of the real Debian image,
+// chosen by a selector, which the discovery agent installs and boots, runs
+// its user data, phones home and becomes Running, and the test logs in over
+// SSH with its key at the address Terraform outputs; `terraform destroy`
+// releases it and returns once the machine is wiped and Ready, and it is
 // off, and its disk has no partition table nor filesystem left.
 func TestInstanceLifecycle(t *testing.T) {
-	tl := instanceLifecycle(t)
+	tl := instanceLifecycle(t, true)
 	t.Logf("phases:\n%s", tl.table())
 }
 
 // instanceLifecycle is TestInstanceLifecycle's body; it returns when each
-// step of the good instance's provisioning and release began.
-func instanceLifecycle(t testing.TB) *timeline {
+// step of the good instance's provisioning and release began. viaTerraform
+// has the terraform CLI create and destroy the good instance, and the
+// timeline holds only the commands' spans; otherwise the instance is
+// created and deleted through the API and the timeline has every step of
+// it.
+func instanceLifecycle(t testing.TB, viaTerraform bool) *timeline {
 	requireRoot(t)
 	tools := lookPaths(t, "ip", "qemu-system-x86_64", "radvd", "ipmi_sim", "ipmitool", "wipefs", "blkid")
 	testsecret.Register(t, e2eBMCPassword)
 	img := findOSImage(t)
 	l := newLabNetwork(t, "inst", tools["qemu-system-x86_64"])
+	var tf *terraformWork
+	if viaTerraform {
+		// First, so that a missing terraform or a provider that does not
+		// build fails the test before the VM boots.
+		tf = newTerraform(t, l.ns, "configurations/instance")
+	}
 	l.startDaemons(t, artifactsWith(t, map[string]string{osImageName: img.path}))
 	l.startRadvd(t, tools["radvd"])
 	ctx, cancel := context.WithCancel(context.Background())
@@ -178,6 +192,9 @@ func instanceLifecycle(t testing.TB) *timeline {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if block, err := ssh.MarshalPrivateKey(priv, ""); err == nil {
+		testsecret.Register(t, string(pem.EncodeToMemory(block)))
+	}
 	sshPub, err := ssh.NewPublicKey(pub)
 	if err != nil {
 		t.Fatal(err)
@@ -190,19 +207,58 @@ write_files:
 runcmd:
   - [sh, -c, "echo CARBIDE-E2E-MARKER-%s > /dev/ttyS0"]
 `, marker, marker)
+	sshKey := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(sshPub))) + " e2e"
 	tl := &timeline{}
-	tl.mark("create", "")
-	created := l.createInstance(t, ctx, &instancev1.CreateInstanceRequest{RequestId: "e2e-good", Hostname: "tenant-vm", ImageId: debian,
-		UserData: []byte(userData), SshAuthorizedKeys: []string{strings.TrimSpace(string(ssh.MarshalAuthorizedKey(sshPub))) + " e2e"},
-		Target: &instancev1.CreateInstanceRequest_Selector{Selector: selector}})
-	if created.GetMachineId() != id {
-		t.Fatalf("the instance got machine %s, want the VM's %s", created.GetMachineId(), id)
+	var created *instancev1.Instance
+	if viaTerraform {
+		tf.setVars(t, map[string]any{
+			"endpoint":            "https://" + labAPI,
+			"ca_cert":             filepath.Join(l.pki, "ca.crt"),
+			"client_cert":         filepath.Join(l.pki, "admin.crt"),
+			"client_key":          filepath.Join(l.pki, "admin.key"),
+			"hostname":            "tenant-vm",
+			"image_id":            debian,
+			"machine_labels":      selector.GetLabels(),
+			"min_cpus":            selector.GetMinCpus(),
+			"min_memory_bytes":    selector.GetMinMemoryBytes(),
+			"min_disk_bytes":      selector.GetMinDiskBytes(),
+			"segment_id":          selector.GetSegmentId(),
+			"ssh_authorized_keys": []string{sshKey},
+			"user_data":           userData,
+			"create_timeout":      "12m",
+			"delete_timeout":      "6m",
+		})
+		tl.mark("create", "")
+		if err := tf.run(t, 14*time.Minute, "apply", "-auto-approve"); err != nil {
+			t.Fatalf("terraform apply (its output is above): %v\nconsole:\n%s", err, consoleTail(console))
+		}
+		tl.mark("running", "")
+		outs := tf.outputs(t)
+		if outs["state"] != "running" || outs["machine_id"] != id || outs["address"] == "" {
+			t.Fatalf("terraform outputs %v after apply, want state running, machine_id %s and an address", outs, id)
+		}
+		resp, err := l.client.Instances.GetInstance(ctx, connect.NewRequest(&instancev1.GetInstanceRequest{Id: outs["id"]}))
+		if err != nil {
+			t.Fatalf("get the instance terraform created (%q): %v", outs["id"], err)
+		}
+		created = resp.Msg.GetInstance()
+		if created.GetState() != instancev1.InstanceState_INSTANCE_STATE_RUNNING || created.GetAddress() != outs["address"] {
+			t.Fatalf("the API has instance %s %s at %q; terraform says running at %q", created.GetId(), created.GetState(), created.GetAddress(), outs["address"])
+		}
+	} else {
+		tl.mark("create", "")
+		created = l.createInstance(t, ctx, &instancev1.CreateInstanceRequest{RequestId: "e2e-good", Hostname: "tenant-vm", ImageId: debian,
+			UserData: []byte(userData), SshAuthorizedKeys: []string{sshKey},
+			Target: &instancev1.CreateInstanceRequest_Selector{Selector: selector}})
+		if created.GetMachineId() != id {
+			t.Fatalf("the instance got machine %s, want the VM's %s", created.GetMachineId(), id)
+		}
+		created = l.waitInstance(t, ctx, created.GetId(), instancev1.InstanceState_INSTANCE_STATE_RUNNING, 12*time.Minute, console, tl)
 	}
-	running := l.waitInstance(t, ctx, created.GetId(), instancev1.InstanceState_INSTANCE_STATE_RUNNING, 12*time.Minute, console, tl)
 	if got := l.machineState(t, ctx, id); got != machinev1.MachineState_MACHINE_STATE_ASSIGNED {
 		t.Errorf("the machine of a Running instance is %s, want ASSIGNED", got)
 	}
-	address := running.GetAddress()
+	address := created.GetAddress()
 	if address == "" {
 		t.Fatal("the Running instance has no address")
 	}
@@ -218,11 +274,28 @@ runcmd:
 
 	// Released: the machine is wiped, Ready and off; its disk is blank.
 	tl.mark("delete", "")
-	if _, err := l.client.Instances.DeleteInstance(ctx, connect.NewRequest(&instancev1.DeleteInstanceRequest{Id: created.GetId()})); err != nil {
-		t.Fatal(err)
+	if viaTerraform {
+		// wait_for_cleaning: destroy returns once the machine is Ready.
+		if err := tf.run(t, 8*time.Minute, "destroy", "-auto-approve"); err != nil {
+			t.Fatalf("terraform destroy (its output is above): %v\nconsole:\n%s", err, consoleTail(console))
+		}
+		if got := l.machineState(t, ctx, id); got != machinev1.MachineState_MACHINE_STATE_READY {
+			t.Fatalf("the machine is %s when terraform destroy returns, want READY", got)
+		}
+		resp, err := l.client.Instances.GetInstance(ctx, connect.NewRequest(&instancev1.GetInstanceRequest{Id: created.GetId()}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s := resp.Msg.GetInstance().GetState(); s != instancev1.InstanceState_INSTANCE_STATE_RELEASED {
+			t.Errorf("the destroyed instance is %s, want RELEASED", s)
+		}
+	} else {
+		if _, err := l.client.Instances.DeleteInstance(ctx, connect.NewRequest(&instancev1.DeleteInstanceRequest{Id: created.GetId()})); err != nil {
+			t.Fatal(err)
+		}
+		l.waitInstance(t, ctx, created.GetId(), instancev1.InstanceState_INSTANCE_STATE_RELEASED, 6*time.Minute, console, tl)
+		l.waitMachine(t, ctx, id, machinev1.MachineState_MACHINE_STATE_READY, time.Minute, console)
 	}
-	l.waitInstance(t, ctx, created.GetId(), instancev1.InstanceState_INSTANCE_STATE_RELEASED, 6*time.Minute, console, tl)
-	l.waitMachine(t, ctx, id, machinev1.MachineState_MACHINE_STATE_READY, time.Minute, console)
 	waitOff(t, sim, 2*time.Minute)
 	tl.mark("off", "")
 	checkBlank(t, disk)
@@ -500,7 +573,7 @@ func consoleTail(path string) string {
 }
 
 // BenchmarkInstanceLifecycle runs TestInstanceLifecycle's VM through an
-// instance and reports, in seconds, each step of its provisioning (from
+// instance, created and deleted through the API, and reports, in seconds, each step of its provisioning (from
 // CreateInstance to Running) and of its release (from DeleteInstance to
 // Ready and off), and the image write rate the agent measured (MB/s of the
 // unpacked image, download, decompression and checksum included). Run it
@@ -508,7 +581,7 @@ func consoleTail(path string) string {
 func BenchmarkInstanceLifecycle(b *testing.B) {
 	rate := regexp.MustCompile(`\(([0-9.]+) MB/s\)`)
 	for range b.N {
-		tl := instanceLifecycle(b)
+		tl := instanceLifecycle(b, false)
 		b.Logf("phases:\n%s", tl.table())
 		for _, p := range tl.phases() {
 			b.ReportMetric(p.took.Seconds(), strings.ReplaceAll(p.name, "/", ":")+"-s")

@@ -80,12 +80,17 @@ func TestReplicasUnderLoad(t *testing.T) {
 		acks := d.metric(t, `carbide_dhcp_replies_total{type="ack"}`)
 		naks := d.metric(t, `carbide_dhcp_replies_total{type="nak"}`)
 		busy := d.metric(t, `carbide_dhcp_drops_total{reason="busy"}`)
-		t.Logf("replica %d: %v offers, %v acks, %v naks, %v dropped busy", i+1, offers, acks, naks, busy)
+		tentative := d.metric(t, `carbide_dhcp_offer_leases_total`)
+		t.Logf("replica %d: %v offers (%v tentative ones accepted), %v acks, %v naks, %v dropped busy", i+1, offers, tentative, acks, naks, busy)
 		if offers == 0 {
 			t.Errorf("replica %d made no offers", i+1)
 		}
-		if naks != 0 {
-			t.Errorf("replica %d sent %v NAKs: it disagreed with the other on an address", i+1, naks)
+		// A tentative offer (made without a write while few DISCOVERs are
+		// in progress) may name an address another client leases before
+		// this one's REQUEST; that client is refused, as RFC 2131 4.3.2
+		// asks. Any other NAK means the replicas disagreed on an address.
+		if naks > tentative {
+			t.Errorf("replica %d sent %v NAKs for %v accepted tentative offers: it disagreed with the other on an address", i+1, naks, tentative)
 		}
 	}
 

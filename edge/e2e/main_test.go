@@ -97,6 +97,8 @@ var packages = map[string]string{
 	"dnsmasq":  "dnsmasq-base",
 	"perfdhcp": "kea-admin",
 	"psql":     "postgresql-client",
+	"haproxy":  "haproxy",
+	"setpriv":  "util-linux",
 
 	"qemu-system-x86_64": "qemu-system-x86 ipxe-qemu",
 	"radvd":              "radvd",

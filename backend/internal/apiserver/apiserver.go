@@ -144,6 +144,9 @@ type Config struct {
 	// expired since and records their machines as changed, so that Watch
 	// clients drop the address; 0 means DefaultLeaseExpiryInterval.
 	LeaseExpiryInterval time.Duration
+	// PoolMetricsInterval is how often this replica reads the segments'
+	// pools for their metrics; 0 means DefaultPoolMetricsInterval.
+	PoolMetricsInterval time.Duration
 	// ShutdownTimeout bounds graceful shutdown; 0 means 15 seconds.
 	ShutdownTimeout time.Duration
 	// MaxRequestBytes bounds each request message after decompression,
@@ -307,6 +310,9 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	if cfg.LeaseExpiryInterval == 0 {
 		cfg.LeaseExpiryInterval = DefaultLeaseExpiryInterval
 	}
+	if cfg.PoolMetricsInterval <= 0 {
+		cfg.PoolMetricsInterval = DefaultPoolMetricsInterval
+	}
 	cfg.Timeouts = instances.WithDefaults(cfg.Timeouts)
 	keys, err := loadSecrets(cfg, logger)
 	if err != nil {
@@ -388,6 +394,14 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 		newExpirySweeper(st, cfg.LeaseExpiryInterval, reg, logger.With("component", "lease-expiry")).run(gctx)
 		return nil
 	})
+	// The pools' metrics are read in the background, with their own
+	// segment cache, so that a scrape never waits for the database.
+	pools := ipam.NewPoolMetrics(ipam.NewService(st), logger.With("component", "pool-metrics"))
+	reg.MustRegister(pools)
+	g.Go(func() error {
+		pools.Run(gctx, cfg.PoolMetricsInterval)
+		return nil
+	})
 	g.Go(func() error {
 		<-gctx.Done()
 		logger.Info("shutting down", "timeout", cfg.ShutdownTimeout)
@@ -407,6 +421,12 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) error {
 	logger.Info("stopped")
 	return err
 }
+
+// DefaultPoolMetricsInterval is how often each replica reads the
+// segments' pools for carbide_ipam_pool_addresses and
+// carbide_ipam_pool_leased unless Config.PoolMetricsInterval says
+// otherwise.
+const DefaultPoolMetricsInterval = 30 * time.Second
 
 // compressMinBytes is the smallest response the server compresses, when
 // the client accepts compression.

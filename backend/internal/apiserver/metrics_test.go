@@ -3,9 +3,11 @@ package apiserver
 import (
 	"context"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"connectrpc.com/connect"
 	networkv1 "github.com/carbide-dev/carbide/gen/carbide/network/v1"
@@ -72,4 +74,45 @@ func metricValue(t testing.TB, e *env, sample string) float64 {
 	}
 	t.Fatalf("/metrics has no %s", sample)
 	return 0
+}
+
+// TestPoolMetricsServed checks that a running server reads the segments'
+// pools in the background and serves them at /metrics: the leasable
+// addresses of a segment's range (less its gateway) and its leases.
+func TestPoolMetricsServed(t *testing.T) {
+	t.Parallel()
+	e := runEnv(t, "grpc", func(c *Config) { c.PoolMetricsInterval = 100 * time.Millisecond })
+	seg := createSegment(t, e, &networkv1.Segment{
+		Name: "pool-metrics", Prefix: "10.41.0.0/24", Gateway: "10.41.0.1",
+		Ranges: []*networkv1.AddressRange{{Start: "10.41.0.1", End: "10.41.0.20"}},
+	})
+	for i := range 3 {
+		allocate(t, e, &networkv1.AllocateAddressRequest{SegmentId: seg.GetId(), Mac: testMAC(i)})
+	}
+	want := []string{
+		`carbide_ipam_pool_addresses{segment="pool-metrics"} 19`,
+		`carbide_ipam_pool_leased{segment="pool-metrics"} 3`,
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		body := scrape(t, e)
+		if !slices.ContainsFunc(want, func(s string) bool { return !strings.Contains(body, s+"\n") }) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/metrics never had %q; it has:\n%s", want, grepLines(body, "carbide_ipam_pool"))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// grepLines returns the lines of s that contain sub.
+func grepLines(s, sub string) string {
+	var out []string
+	for line := range strings.SplitSeq(s, "\n") {
+		if strings.Contains(line, sub) {
+			out = append(out, line)
+		}
+	}
+	return strings.Join(out, "\n")
 }

@@ -121,7 +121,9 @@ func masked(m proto.Message, vs []*protovalidate.Violation) []*protovalidate.Vio
 // raw database text never reaches a client: missing rows become NotFound,
 // constraint violations FailedPrecondition, a missing secrets keyring
 // FailedPrecondition saying what to set, cancellations Canceled or
-// DeadlineExceeded, and anything else Internal (logged in full here).
+// DeadlineExceeded, a database that cannot be reached (or is starting or
+// shutting down) Unavailable, which clients retry, and anything else
+// Internal (logged in full here).
 func Errors(logger *slog.Logger) connect.Interceptor {
 	return &translating{logger: logger}
 }
@@ -174,6 +176,9 @@ func Translate(ctx context.Context, logger *slog.Logger, procedure string, err e
 		return connect.NewError(connect.CodeCanceled, err)
 	case errors.Is(err, context.DeadlineExceeded):
 		return connect.NewError(connect.CodeDeadlineExceeded, err)
+	case store.IsUnavailable(err):
+		logger.WarnContext(ctx, "database unavailable", "procedure", procedure, "error", err)
+		return connect.NewError(connect.CodeUnavailable, errors.New("the database is unavailable; retry shortly"))
 	}
 	logger.ErrorContext(ctx, "internal error", "procedure", procedure, "error", err)
 	return connect.NewError(connect.CodeInternal, errors.New("internal error; the API server log has the details"))

@@ -8,12 +8,14 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	entsql "entgo.io/ent/dialect/sql"
@@ -354,4 +356,27 @@ func Now() time.Time {
 func IsConflict(err error) bool {
 	var pg *pgconn.PgError
 	return errors.As(err, &pg) && (pg.Code == "40P01" || pg.Code == "40001")
+}
+
+// IsUnavailable reports whether err says PostgreSQL could not be reached
+// or stopped serving: no connection could be made (refused, or the server
+// is starting up, recovering or shutting down: SQLSTATE 57P03), the server
+// ended the session (57P01 shutdown, 57P02 crash of another backend), the
+// connection failed (class 08), or it broke (reset, or closed in the
+// middle of a message). The condition is transient: a later call, once
+// the server is back, may succeed. Whether a write in flight when the
+// connection broke was committed is unknown, as with any lost connection.
+func IsUnavailable(err error) bool {
+	if err == nil {
+		return false
+	}
+	var pg *pgconn.PgError
+	if errors.As(err, &pg) {
+		return strings.HasPrefix(pg.Code, "08") || pg.Code == "57P01" || pg.Code == "57P02" || pg.Code == "57P03"
+	}
+	var connect *pgconn.ConnectError
+	return errors.As(err, &connect) ||
+		pgconn.SafeToRetry(err) || // failed before anything reached the server
+		errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.EPIPE)
 }
