@@ -677,14 +677,48 @@ func TestListInstances(t *testing.T) {
 			"releasing":         {&instancev1.ListInstancesRequest{States: []instancev1.InstanceState{releasingInst}}, []string{"node-1"}},
 			"provisioning, one a page": {&instancev1.ListInstancesRequest{States: []instancev1.InstanceState{provisioningInst}, PageSize: 1},
 				[]string{"node-4", "node-3", "node-2", "node-0"}},
-			"label":   {&instancev1.ListInstancesRequest{Labels: map[string]string{"team": "a"}}, []string{"node-4", "node-2", "node-0"}},
-			"machine": {&instancev1.ListInstancesRequest{MachineId: made[3].GetMachineId()}, []string{"node-3"}},
+			"label":             {&instancev1.ListInstancesRequest{Labels: map[string]string{"team": "a"}}, []string{"node-4", "node-2", "node-0"}},
+			"machine":           {&instancev1.ListInstancesRequest{MachineId: made[3].GetMachineId()}, []string{"node-3"}},
+			"hostname":          {&instancev1.ListInstancesRequest{Hostname: "node-3"}, []string{"node-3"}},
+			"hostname is exact": {&instancev1.ListInstancesRequest{Hostname: "node"}, nil},
+			"hostname and state": {&instancev1.ListInstancesRequest{Hostname: "node-1", States: []instancev1.InstanceState{provisioningInst}},
+				nil},
 		} {
 			if diff := cmp.Diff(tc.want, list(tc.req)); diff != "" {
 				t.Errorf("%s: instances (-want +got):\n%s", name, diff)
 			}
 		}
-		_, err := e.Instances.GetInstance(ctx, connect.NewRequest(&instancev1.GetInstanceRequest{Id: uuid.Nil.String()}))
+
+		// A second instance with the host name of an earlier one: both are
+		// listed, one a page, and a page token is bound to the host name.
+		again := createInstance(t, e, onMachine("node-3", img.GetId(), readyMachine(t, e, 5, hardware{}).GetId()))
+		var got []string
+		req := &instancev1.ListInstancesRequest{Hostname: "node-3", PageSize: 1}
+		for range 10 {
+			resp, err := e.Instances.ListInstances(ctx, connect.NewRequest(req))
+			if err != nil {
+				t.Fatalf("ListInstances(hostname node-3): %v", err)
+			}
+			for _, inst := range resp.Msg.GetInstances() {
+				got = append(got, inst.GetId())
+			}
+			if got := len(resp.Msg.GetInstances()); got > 1 {
+				t.Fatalf("ListInstances(page_size 1) returned %d instances", got)
+			}
+			if req.PageToken = resp.Msg.GetNextPageToken(); req.PageToken == "" {
+				break
+			}
+			_, err = e.Instances.ListInstances(ctx, connect.NewRequest(&instancev1.ListInstancesRequest{Hostname: "node-2", PageSize: 1, PageToken: req.PageToken}))
+			wantError(t, err, connect.CodeInvalidArgument, "page_token")
+		}
+		if diff := cmp.Diff([]string{again.GetId(), made[3].GetId()}, got); diff != "" {
+			t.Errorf("instances named node-3, newest first (-want +got):\n%s", diff)
+		}
+		_, err := e.Instances.ListInstances(ctx, connect.NewRequest(&instancev1.ListInstancesRequest{Hostname: "Node_3"}))
+		wantError(t, err, connect.CodeInvalidArgument, "hostname")
+		_, err = e.Instances.ListInstances(ctx, connect.NewRequest(&instancev1.ListInstancesRequest{Hostname: strings.Repeat("a", 254)}))
+		wantError(t, err, connect.CodeInvalidArgument, "hostname")
+		_, err = e.Instances.GetInstance(ctx, connect.NewRequest(&instancev1.GetInstanceRequest{Id: uuid.Nil.String()}))
 		wantError(t, err, connect.CodeNotFound, uuid.Nil.String())
 	})
 }

@@ -2,6 +2,7 @@ package apiserver
 
 import (
 	"slices"
+	"strings"
 	"testing"
 
 	"connectrpc.com/connect"
@@ -98,6 +99,8 @@ func TestMachineBadRequests(t *testing.T) {
 			"list token not json":    {list(&machinev1.ListMachinesRequest{PageToken: "bm90IGpzb24"}), invalid, "page_token"},
 			"list huge page":         {list(&machinev1.ListMachinesRequest{PageSize: 5000}), invalid, "page_size"},
 			"list malformed MAC":     {list(&machinev1.ListMachinesRequest{Mac: "02:00:00:00:00"}), invalid, "mac"},
+			"list bad hostname":      {list(&machinev1.ListMachinesRequest{Hostname: "Node_1"}), invalid, "hostname"},
+			"list long hostname":     {list(&machinev1.ListMachinesRequest{Hostname: strings.Repeat("a", 64)}), invalid, "hostname"},
 			"list unspecified state": {list(&machinev1.ListMachinesRequest{States: []machinev1.MachineState{machinev1.MachineState_MACHINE_STATE_UNSPECIFIED}}), invalid, "states"},
 			"list undefined state":   {list(&machinev1.ListMachinesRequest{States: []machinev1.MachineState{42}}), invalid, "states"},
 			"list bad label key":     {list(&machinev1.ListMachinesRequest{Labels: map[string]string{"a'b": "c"}}), invalid, "labels"},
@@ -163,14 +166,15 @@ func TestCreateMachine(t *testing.T) {
 func TestListMachines(t *testing.T) {
 	t.Parallel()
 	forEachStore(t, func(t *testing.T, e *env) {
-		mk := func(labels map[string]string, macs ...string) string {
-			return createMachine(t, e, &machinev1.CreateMachineRequest{Macs: macs, Labels: labels}).GetId()
+		mk := func(hostname string, labels map[string]string, macs ...string) string {
+			return createMachine(t, e, &machinev1.CreateMachineRequest{Hostname: hostname, Macs: macs, Labels: labels}).GetId()
 		}
-		m1 := mk(map[string]string{rackLabel: "r1", "role": "compute"}, testMAC(1))
-		m2 := mk(map[string]string{rackLabel: "r1", "role": "storage"}, testMAC(0xab))
-		m3 := mk(map[string]string{rackLabel: "r2", "role": "compute"}, testMAC(3))
-		m4 := mk(nil, testMAC(4))
-		m5 := mk(map[string]string{"role": "compute", "a.b": "x.y"}, testMAC(5), testMAC(6))
+		// Machines on no segment with a domain may share a host name.
+		m1 := mk("web", map[string]string{rackLabel: "r1", "role": "compute"}, testMAC(1))
+		m2 := mk("db", map[string]string{rackLabel: "r1", "role": "storage"}, testMAC(0xab))
+		m3 := mk("web", map[string]string{rackLabel: "r2", "role": "compute"}, testMAC(3))
+		m4 := mk("", nil, testMAC(4))
+		m5 := mk("web-2", map[string]string{"role": "compute", "a.b": "x.y"}, testMAC(5), testMAC(6))
 		setMaintenance(t, e, m3, true)
 		discovered, maintenance := machinev1.MachineState_MACHINE_STATE_DISCOVERED, machinev1.MachineState_MACHINE_STATE_MAINTENANCE
 
@@ -193,6 +197,12 @@ func TestListMachines(t *testing.T) {
 			"MAC upper case":      {&machinev1.ListMachinesRequest{Mac: "02:00:00:00:00:AB"}, []string{m2}},
 			"unknown MAC":         {&machinev1.ListMachinesRequest{Mac: testMAC(99)}, nil},
 			"MAC and wrong label": {&machinev1.ListMachinesRequest{Mac: testMAC(1), Labels: map[string]string{"role": "storage"}}, nil},
+			"hostname":            {&machinev1.ListMachinesRequest{Hostname: "db"}, []string{m2}},
+			"shared hostname":     {&machinev1.ListMachinesRequest{Hostname: "web"}, []string{m1, m3}},
+			"hostname is exact":   {&machinev1.ListMachinesRequest{Hostname: "we"}, nil},
+			"unknown hostname":    {&machinev1.ListMachinesRequest{Hostname: "nope"}, nil},
+			"hostname and state":  {&machinev1.ListMachinesRequest{Hostname: "web", States: []machinev1.MachineState{discovered}}, []string{m1}},
+			"hostname and label":  {&machinev1.ListMachinesRequest{Hostname: "web-2", Labels: map[string]string{"a.b": "x.y"}}, []string{m5}},
 		}
 		for name, tc := range tests {
 			t.Run(name, func(t *testing.T) {
@@ -217,6 +227,27 @@ func TestListMachines(t *testing.T) {
 			}
 			_, err = e.Machines.ListMachines(t.Context(), connect.NewRequest(&machinev1.ListMachinesRequest{
 				PageSize: 1, PageToken: resp.Msg.GetNextPageToken(), Labels: map[string]string{"role": "storage"},
+			}))
+			wantError(t, err, connect.CodeInvalidArgument, "page_token")
+		})
+
+		t.Run("token with other hostname", func(t *testing.T) {
+			t.Parallel()
+			resp, err := e.Machines.ListMachines(t.Context(), connect.NewRequest(&machinev1.ListMachinesRequest{
+				PageSize: 1, Hostname: "web",
+			}))
+			if err != nil {
+				t.Fatalf("ListMachines: %v", err)
+			}
+			if resp.Msg.GetNextPageToken() == "" {
+				t.Fatal("ListMachines(hostname web, page_size 1) returned no next_page_token")
+			}
+			_, err = e.Machines.ListMachines(t.Context(), connect.NewRequest(&machinev1.ListMachinesRequest{
+				PageSize: 1, PageToken: resp.Msg.GetNextPageToken(), Hostname: "db",
+			}))
+			wantError(t, err, connect.CodeInvalidArgument, "page_token")
+			_, err = e.Machines.ListMachines(t.Context(), connect.NewRequest(&machinev1.ListMachinesRequest{
+				PageSize: 1, PageToken: resp.Msg.GetNextPageToken(),
 			}))
 			wantError(t, err, connect.CodeInvalidArgument, "page_token")
 		})

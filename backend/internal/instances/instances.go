@@ -502,6 +502,10 @@ func (s *Service) ListInstances(ctx context.Context, req *connect.Request[instan
 		preds = append(preds, instance.MachineID(mid))
 		filter = append(filter, "machine="+mid.String())
 	}
+	if h := msg.GetHostname(); h != "" {
+		preds = append(preds, instance.Hostname(h))
+		filter = append(filter, "hostname="+h)
+	}
 	fp := pagetoken.Filter(filter...)
 	after, err := pagetoken.Decode(msg.GetPageToken(), fp)
 	if err != nil {

@@ -154,6 +154,10 @@ func (s *Service) ListMachines(ctx context.Context, req *connect.Request[machine
 		preds = append(preds, machine.HardwareID(hw))
 		filter = append(filter, "hardware_id="+hw)
 	}
+	if h := msg.GetHostname(); h != "" {
+		preds = append(preds, machine.Hostname(h))
+		filter = append(filter, "hostname="+h)
+	}
 	fp := pagetoken.Filter(filter...)
 	after, err := pagetoken.Decode(msg.GetPageToken(), fp)
 	if err != nil {

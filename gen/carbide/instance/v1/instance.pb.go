@@ -708,7 +708,12 @@ type ListInstancesRequest struct {
 	// Only instances that carry all of these labels with these values.
 	Labels map[string]string `protobuf:"bytes,4,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// Only the instance of this machine.
-	MachineId     string `protobuf:"bytes,5,opt,name=machine_id,json=machineId,proto3" json:"machine_id,omitempty"`
+	MachineId string `protobuf:"bytes,5,opt,name=machine_id,json=machineId,proto3" json:"machine_id,omitempty"`
+	// Only the instances with exactly this host name (see
+	// Instance.hostname): a DNS name of at most 253 characters, lower-case
+	// letters, digits and dashes with dots between labels. Empty means no
+	// filter.
+	Hostname      string `protobuf:"bytes,6,opt,name=hostname,proto3" json:"hostname,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -774,6 +779,13 @@ func (x *ListInstancesRequest) GetLabels() map[string]string {
 func (x *ListInstancesRequest) GetMachineId() string {
 	if x != nil {
 		return x.MachineId
+	}
+	return ""
+}
+
+func (x *ListInstancesRequest) GetHostname() string {
+	if x != nil {
+		return x.Hostname
 	}
 	return ""
 }
@@ -990,7 +1002,7 @@ const file_carbide_instance_v1_instance_proto_rawDesc = "" +
 	"\x12GetInstanceRequest\x12\x18\n" +
 	"\x02id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\x02id\"P\n" +
 	"\x13GetInstanceResponse\x129\n" +
-	"\binstance\x18\x01 \x01(\v2\x1d.carbide.instance.v1.InstanceR\binstance\"\xb5\x03\n" +
+	"\binstance\x18\x01 \x01(\v2\x1d.carbide.instance.v1.InstanceR\binstance\"\xab\x04\n" +
 	"\x14ListInstancesRequest\x12'\n" +
 	"\tpage_size\x18\x01 \x01(\x05B\n" +
 	"\xbaH\a\x1a\x05\x18\xe8\a(\x00R\bpageSize\x12'\n" +
@@ -999,7 +1011,8 @@ const file_carbide_instance_v1_instance_proto_rawDesc = "" +
 	"\x06states\x18\x03 \x03(\x0e2\".carbide.instance.v1.InstanceStateB\x11\xbaH\x0e\x92\x01\v\x10\x05\"\a\x82\x01\x04\x10\x01 \x00R\x06states\x12\x94\x01\n" +
 	"\x06labels\x18\x04 \x03(\v25.carbide.instance.v1.ListInstancesRequest.LabelsEntryBE\xbaHB\x9a\x01?\x10@\"4r220^[A-Za-z0-9]([A-Za-z0-9._/-]{0,61}[A-Za-z0-9])?$*\x05r\x03\x18\xff\x01R\x06labels\x12*\n" +
 	"\n" +
-	"machine_id\x18\x05 \x01(\tB\v\xbaH\b\xd8\x01\x01r\x03\xb0\x01\x01R\tmachineId\x1a9\n" +
+	"machine_id\x18\x05 \x01(\tB\v\xbaH\b\xd8\x01\x01r\x03\xb0\x01\x01R\tmachineId\x12t\n" +
+	"\bhostname\x18\x06 \x01(\tBX\xbaHU\xd8\x01\x01rP\x18\xfd\x012K^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$R\bhostname\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"|\n" +

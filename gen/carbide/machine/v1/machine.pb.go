@@ -1088,7 +1088,11 @@ type ListMachinesRequest struct {
 	Mac string `protobuf:"bytes,5,opt,name=mac,proto3" json:"mac,omitempty"`
 	// Only the machine with this hardware identity (see
 	// Machine.hardware_id), e.g. "uuid:5b2c6d1e-..." or "serial:ABC123".
-	HardwareId    string `protobuf:"bytes,6,opt,name=hardware_id,json=hardwareId,proto3" json:"hardware_id,omitempty"`
+	HardwareId string `protobuf:"bytes,6,opt,name=hardware_id,json=hardwareId,proto3" json:"hardware_id,omitempty"`
+	// Only the machine with exactly this host name (see Machine.hostname):
+	// at most 63 lower-case letters, digits and dashes. Empty means no
+	// filter.
+	Hostname      string `protobuf:"bytes,7,opt,name=hostname,proto3" json:"hostname,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1161,6 +1165,13 @@ func (x *ListMachinesRequest) GetMac() string {
 func (x *ListMachinesRequest) GetHardwareId() string {
 	if x != nil {
 		return x.HardwareId
+	}
+	return ""
+}
+
+func (x *ListMachinesRequest) GetHostname() string {
+	if x != nil {
+		return x.Hostname
 	}
 	return ""
 }
@@ -1712,7 +1723,7 @@ const file_carbide_machine_v1_machine_proto_rawDesc = "" +
 	"\x11GetMachineRequest\x12\x18\n" +
 	"\x02id\x18\x01 \x01(\tB\b\xbaH\x05r\x03\xb0\x01\x01R\x02id\"K\n" +
 	"\x12GetMachineResponse\x125\n" +
-	"\amachine\x18\x01 \x01(\v2\x1b.carbide.machine.v1.MachineR\amachine\"\xf2\x04\n" +
+	"\amachine\x18\x01 \x01(\v2\x1b.carbide.machine.v1.MachineR\amachine\"\xbb\x05\n" +
 	"\x13ListMachinesRequest\x12'\n" +
 	"\tpage_size\x18\x01 \x01(\x05B\n" +
 	"\xbaH\a\x1a\x05\x18\xe8\a(\x00R\bpageSize\x12'\n" +
@@ -1723,7 +1734,8 @@ const file_carbide_machine_v1_machine_proto_rawDesc = "" +
 	"\x03mac\x18\x05 \x01(\tB\xad\x01\xbaH\xa9\x01\xba\x01\xa5\x01\n" +
 	"\x03mac\x12Zmust be empty or a MAC address of six colon-separated hex bytes, such as 52:54:00:12:34:56\x1aBthis == '' || this.matches('^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$')R\x03mac\x12)\n" +
 	"\vhardware_id\x18\x06 \x01(\tB\b\xbaH\x05r\x03\x18\xac\x02R\n" +
-	"hardwareId\x1a9\n" +
+	"hardwareId\x12G\n" +
+	"\bhostname\x18\a \x01(\tB+\xbaH(r&\x18?2\"^([a-z0-9]([a-z0-9-]*[a-z0-9])?)?$R\bhostname\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"w\n" +
