@@ -165,6 +165,8 @@ func TestExitCodes(t *testing.T) {
 	t.Parallel()
 	a := startAPI(t)
 	mustCLI(t, a.env, "machine", "create", "--hostname", "node1", "--mac", "52:54:00:00:00:01")
+	mustCLI(t, a.env, "machine", "create", "--hostname", "twin", "--mac", "52:54:00:00:00:02")
+	mustCLI(t, a.env, "machine", "create", "--hostname", "twin", "--mac", "52:54:00:00:00:03")
 	for _, version := range []string{"11", "12"} {
 		mustCLI(t, a.env, "image", "create", "--name", "debian", "--version", version, "--architecture", "amd64", "--firmware", "bios",
 			"--disk-format", "raw", "--disk-file-url", "http://127.0.0.1:1/debian.raw", "--disk-file-sha256", strings.Repeat("0", 64))
@@ -188,6 +190,10 @@ func TestExitCodes(t *testing.T) {
 		"no endpoint":        {nil, []string{"machine", "list"}, ExitUsage, "no endpoint"},
 		"name not found":     {a.env, []string{"machine", "get", "nope"}, ExitNotFound, `no machine is named "nope"`},
 		"ambiguous name":     {a.env, []string{"image", "get", "debian"}, ExitConflict, `"debian" names 2 images; give name:version or the id`},
+		"shared hostname":    {a.env, []string{"machine", "get", "twin"}, ExitConflict, `"twin" names 2 machines; give the id`},
+		"not a hostname":     {a.env, []string{"machine", "get", "Node_1"}, ExitNotFound, `no machine is named "Node_1"`},
+		"no such instance":   {a.env, []string{"instance", "get", "web1"}, ExitNotFound, `no instance is named "web1"`},
+		"not an instance":    {a.env, []string{"instance", "get", "Web_1"}, ExitNotFound, `no instance is named "Web_1"`},
 		"id not found":       {a.env, []string{"segment", "get", "00000000-0000-4000-8000-000000000000"}, ExitNotFound, "not_found"},
 		"already exists":     {a.env, []string{"machine", "create", "--mac", "52:54:00:00:00:01"}, ExitConflict, "already_exists"},
 		"invalid argument":   {a.env, []string{"segment", "create", "--name", "Bad Name", "--prefix", "10.0.2.0/24"}, ExitInvalid, "segment.name"},

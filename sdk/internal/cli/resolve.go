@@ -35,13 +35,15 @@ func resolveID(ctx context.Context, c *carbide.Client, kind, ref string) (string
 			found = append(found, candidate{s.GetId(), s.GetName() + " " + s.GetPrefix()})
 		}
 	case "machine":
-		for m, err := range c.AllMachines(ctx, &machinev1.ListMachinesRequest{}) {
+		for m, err := range c.AllMachines(ctx, &machinev1.ListMachinesRequest{Hostname: ref}) {
+			if connect.CodeOf(err) == connect.CodeInvalidArgument && len(found) == 0 {
+				// Not a valid hostname: no machine can have it.
+				break
+			}
 			if err != nil {
 				return "", fmt.Errorf("look up machine %q: %w", ref, err)
 			}
-			if m.GetHostname() == ref {
-				found = append(found, candidate{m.GetId(), m.GetHostname() + " " + enumName(m.GetState().Descriptor(), m.GetState().Number())})
-			}
+			found = append(found, candidate{m.GetId(), m.GetHostname() + " " + enumName(m.GetState().Descriptor(), m.GetState().Number())})
 		}
 	case "image":
 		name, version, _ := strings.Cut(ref, ":")
@@ -62,17 +64,18 @@ func resolveID(ctx context.Context, c *carbide.Client, kind, ref string) (string
 			req.PageToken = resp.Msg.GetNextPageToken()
 		}
 	case "instance":
-		req := &instancev1.ListInstancesRequest{}
+		req := &instancev1.ListInstancesRequest{Hostname: ref}
 		var released []candidate
 		for {
 			resp, err := c.Instances.ListInstances(ctx, connect.NewRequest(req))
+			if connect.CodeOf(err) == connect.CodeInvalidArgument && req.PageToken == "" {
+				// Not a valid hostname: no instance can have it.
+				break
+			}
 			if err != nil {
 				return "", fmt.Errorf("look up instance %q: %w", ref, err)
 			}
 			for _, in := range resp.Msg.GetInstances() {
-				if in.GetHostname() != ref {
-					continue
-				}
 				cand := candidate{in.GetId(), in.GetHostname() + " " + enumName(in.GetState().Descriptor(), in.GetState().Number())}
 				if in.GetState() == instancev1.InstanceState_INSTANCE_STATE_RELEASED {
 					released = append(released, cand)
