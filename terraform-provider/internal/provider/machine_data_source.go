@@ -59,7 +59,10 @@ func machineLookupAttributes() map[string]schema.Attribute {
 		MarkdownDescription: "Host name of the machine; exactly one machine must have it.",
 		Optional:            true,
 		Computed:            true,
-		Validators:          []validator.String{stringvalidator.RegexMatches(hostnamePattern, "must be lower-case letters, digits and inner hyphens")},
+		Validators: []validator.String{
+			stringvalidator.LengthBetween(1, 63),
+			stringvalidator.RegexMatches(hostnamePattern, "must be lower-case letters, digits and inner hyphens"),
+		},
 	}
 	attrs["mac"] = schema.StringAttribute{
 		MarkdownDescription: "MAC address of one of the machine's NICs.",
@@ -116,15 +119,13 @@ func (d *machineDataSource) Read(ctx context.Context, req datasource.ReadRequest
 		found = got.Msg.GetMachines()[0]
 	default:
 		var ids []string
-		for mach, err := range d.client.AllMachines(ctx, &machinev1.ListMachinesRequest{}) {
+		for mach, err := range d.client.AllMachines(ctx, &machinev1.ListMachinesRequest{Hostname: m.Hostname.ValueString()}) {
 			if err != nil {
-				apiError(&resp.Diagnostics, "list machines", err)
+				apiError(&resp.Diagnostics, "look up the machine of host name "+m.Hostname.ValueString(), err)
 				return
 			}
-			if mach.GetHostname() == m.Hostname.ValueString() {
-				found = mach
-				ids = append(ids, mach.GetId())
-			}
+			found = mach
+			ids = append(ids, mach.GetId())
 		}
 		switch len(ids) {
 		case 0:

@@ -69,6 +69,27 @@ data "carbide_machines" "maintenance" {
 				ExpectError: expectError(`Invalid Attribute Combination`),
 			},
 			{
+				Config:      a.providerConfig() + `data "carbide_machine" "empty" { hostname = "" }`,
+				ExpectError: expectError(`string length must be between 1 and 63`),
+			},
+			{
+				Config: a.providerConfig() + fmt.Sprintf(`
+resource "carbide_machine" "t1" {
+  macs     = [%q]
+  hostname = "ds-t-%[2]s"
+}
+resource "carbide_machine" "t2" {
+  macs     = [%[3]q]
+  hostname = "ds-t-%[2]s"
+}
+data "carbide_machine" "twin" {
+  hostname   = "ds-t-%[2]s"
+  depends_on = [carbide_machine.t1, carbide_machine.t2]
+}
+`, randomMAC(t), batch, randomMAC(t)),
+				ExpectError: expectError(`Several machines have this host name`),
+			},
+			{
 				Config:      a.providerConfig() + `data "carbide_machines" "bad" { states = ["running"] }`,
 				ExpectError: expectError(`value must be one of`),
 			},
