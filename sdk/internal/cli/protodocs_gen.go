@@ -312,7 +312,7 @@ var protoDocs = map[protoreflect.FullName]string{
 	"carbide.machine.v1.ListMachineTransitionsRequest.page_token":       "next_page_token from the previous response.",
 	"carbide.machine.v1.ListMachineTransitionsResponse.next_page_token": "Pass as page_token to get the next page; empty on the last page.",
 	"carbide.machine.v1.ListMachinesRequest.hardware_id":                "Only the machine with this hardware identity (see Machine.hardware_id), e.g. \"uuid:5b2c6d1e-...\" or \"serial:ABC123\".",
-	"carbide.machine.v1.ListMachinesRequest.hostname":                   "Only the machine with exactly this host name (see Machine.hostname): at most 63 lower-case letters, digits and dashes. Empty means no filter.",
+	"carbide.machine.v1.ListMachinesRequest.hostname":                   "Only machines with exactly this host name (see Machine.hostname): at most 63 lower-case letters, digits and dashes. Machines on segments without a DNS domain may share a host name. Empty means no filter.",
 	"carbide.machine.v1.ListMachinesRequest.labels":                     "Only machines that carry all of these labels with these values.",
 	"carbide.machine.v1.ListMachinesRequest.mac":                        "Only the machine with an interface with this MAC.",
 	"carbide.machine.v1.ListMachinesRequest.page_size":                  "At most this many machines; 0 means 100, the maximum is 1000.",

@@ -1089,9 +1089,9 @@ type ListMachinesRequest struct {
 	// Only the machine with this hardware identity (see
 	// Machine.hardware_id), e.g. "uuid:5b2c6d1e-..." or "serial:ABC123".
 	HardwareId string `protobuf:"bytes,6,opt,name=hardware_id,json=hardwareId,proto3" json:"hardware_id,omitempty"`
-	// Only the machine with exactly this host name (see Machine.hostname):
-	// at most 63 lower-case letters, digits and dashes. Empty means no
-	// filter.
+	// Only machines with exactly this host name (see Machine.hostname): at
+	// most 63 lower-case letters, digits and dashes. Machines on segments
+	// without a DNS domain may share a host name. Empty means no filter.
 	Hostname      string `protobuf:"bytes,7,opt,name=hostname,proto3" json:"hostname,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
