@@ -251,7 +251,7 @@ var protoDocs = map[protoreflect.FullName]string{
 	"carbide.instance.v1.ListImagesRequest.page_size":                   "At most this many images; 0 means 100, the maximum is 1000.",
 	"carbide.instance.v1.ListImagesRequest.page_token":                  "next_page_token from the previous response, with the same filters.",
 	"carbide.instance.v1.ListImagesResponse.next_page_token":            "Pass as page_token to get the next page; empty on the last page.",
-	"carbide.instance.v1.ListInstancesRequest.hostname":                 "Only the instances with exactly this host name (see Instance.hostname): a DNS name of at most 253 characters, lower-case letters, digits and dashes with dots between labels. Empty means no filter.",
+	"carbide.instance.v1.ListInstancesRequest.hostname":                 "Only instances with exactly this host name (see Instance.hostname): a DNS name of at most 253 characters, lower-case letters, digits and dashes with dots between labels. Empty means no filter.",
 	"carbide.instance.v1.ListInstancesRequest.labels":                   "Only instances that carry all of these labels with these values.",
 	"carbide.instance.v1.ListInstancesRequest.machine_id":               "Only the instance of this machine.",
 	"carbide.instance.v1.ListInstancesRequest.page_size":                "At most this many instances; 0 means 100, the maximum is 1000.",

@@ -709,7 +709,7 @@ type ListInstancesRequest struct {
 	Labels map[string]string `protobuf:"bytes,4,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// Only the instance of this machine.
 	MachineId string `protobuf:"bytes,5,opt,name=machine_id,json=machineId,proto3" json:"machine_id,omitempty"`
-	// Only the instances with exactly this host name (see
+	// Only instances with exactly this host name (see
 	// Instance.hostname): a DNS name of at most 253 characters, lower-case
 	// letters, digits and dashes with dots between labels. Empty means no
 	// filter.
