@@ -210,7 +210,12 @@ func TestWaitMachineState(t *testing.T) {
 				},
 			},
 			wantState: ready, wantSince: []int64{0, 12},
-			wantSeen: []string{"machine " + mID + ": discovered", "machine " + mID + ": inventoried", "machine " + mID + ": ready"},
+			wantSeen: []string{
+				"machine " + mID + ": discovered",
+				"machine " + mID + ": inventoried",
+				"machine " + mID + ": inventoried; watch: unavailable: server shutting down; resume with since_revision (retry 1 in 1ms)",
+				"machine " + mID + ": ready",
+			},
 		},
 		"cut during the snapshot starts over": {
 			start: discovered,
