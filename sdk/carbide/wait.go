@@ -177,7 +177,8 @@ func (c *Client) WaitMachineState(ctx context.Context, machineID string, want []
 // WaitInstanceRunning waits until the instance is Running, and returns
 // it. It fails at once with a *StateError, carrying the failure reason,
 // when the instance fails, and also when it is released or being
-// released, as it will then never run.
+// released, as it will then never run. It follows the instance, and
+// retries transient errors, as WaitMachineState does.
 func (c *Client) WaitInstanceRunning(ctx context.Context, instanceID string, opts ...WaitOption) (*instancev1.Instance, error) {
 	o := newWaitOptions(opts)
 	check := func(inst *instancev1.Instance) (bool, error) {
@@ -203,7 +204,8 @@ func (c *Client) WaitInstanceRunning(ctx context.Context, instanceID string, opt
 // waits until that machine is Ready again (or given to another instance).
 // An instance whose release fails gives a *StateError with the reason,
 // and so does an instance that is Provisioning or Running and so was not
-// deleted.
+// deleted. It follows the instance, and retries transient errors, as
+// WaitMachineState does.
 func (c *Client) WaitInstanceDeleted(ctx context.Context, instanceID string, opts ...WaitOption) error {
 	o := newWaitOptions(opts)
 	var machineID string
