@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"math/rand/v2"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 
 	"connectrpc.com/connect"
@@ -16,7 +19,9 @@ import (
 
 // Progress is what a waiter saw of the resource it waits for, each time
 // that changed: its state and, while a machine is Provisioning or
-// Cleaning, the lifecycle controller's current step.
+// Cleaning, the lifecycle controller's current step. It also reports each
+// time the waiter lost the API for a moment and is about to try again:
+// then Err is set, and the other fields are as last seen.
 type Progress struct {
 	// Kind is "machine" or "instance"; ID is the resource's id.
 	Kind, ID string
@@ -32,13 +37,27 @@ type Progress struct {
 	// Machine or Instance is the resource as seen; the other is nil.
 	Machine  *machinev1.Machine
 	Instance *instancev1.Instance
+
+	// Err, when set, is the transient error (the API unavailable, a
+	// refused or reset connection) of a read or watch that the waiter
+	// makes again after RetryIn; Retry counts the tries since the last
+	// success, from 1. State is empty when nothing was seen yet.
+	Err     error
+	Retry   int
+	RetryIn time.Duration
 }
 
 // String returns a one-line description, e.g.
 // "instance f9db…: provisioning, write_image 1.0 GiB/2.0 GiB: writing".
+//
+// A retry reads e.g. "machine 3c1e…: discovered; get machine: unavailable:
+// dial tcp 127.0.0.1:1079: connect: connection refused (retry 2 in 430ms)".
 func (p Progress) String() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s %s: %s", p.Kind, p.ID, p.State)
+	fmt.Fprintf(&b, "%s %s", p.Kind, p.ID)
+	if p.State != "" {
+		b.WriteString(": " + p.State)
+	}
 	if p.Step != "" {
 		b.WriteString(", " + p.Step)
 		if p.Total > 0 {
@@ -47,6 +66,13 @@ func (p Progress) String() string {
 	}
 	if p.Message != "" {
 		b.WriteString(": " + p.Message)
+	}
+	if p.Err != nil {
+		sep := "; "
+		if p.State == "" {
+			sep = ": "
+		}
+		fmt.Fprintf(&b, "%s%v (retry %d in %s)", sep, p.Err, p.Retry, p.RetryIn.Round(time.Millisecond))
 	}
 	return b.String()
 }
@@ -71,12 +97,16 @@ type WaitOption func(*waitOptions)
 type waitOptions struct {
 	progress func(Progress)
 	cleaned  bool
-	backoff  time.Duration // first delay before resuming a broken watch
+	backoff  time.Duration // first delay before a retry
 }
 
+// maxBackoff caps the delay between two retries of a wait.
+const maxBackoff = 5 * time.Second
+
 // WithProgress calls f each time the state or step of the resource waited
-// for changes, including once at the start. f runs on the waiting
-// goroutine and should return quickly.
+// for changes, including once at the start, and before each retry after a
+// transient error (see Progress.Err). f runs on the waiting goroutine and
+// should return quickly.
 func WithProgress(f func(Progress)) WaitOption {
 	return func(o *waitOptions) { o.progress = f }
 }
@@ -116,7 +146,12 @@ func (e *StateError) Error() string {
 // first.
 //
 // It reads the machine once, and then follows WatchService.Watch,
-// resuming the stream where it broke off, so no change is missed.
+// resuming the stream where it broke off, so no change is missed. A read
+// or watch that fails with a transient error (the API unavailable, or a
+// connection refused or reset while it restarts) is made again after a
+// delay that starts at 250 ms and doubles, with jitter, up to 5 s, until
+// ctx ends; any other error (NotFound, PermissionDenied, ...) ends the
+// wait at once.
 func (c *Client) WaitMachineState(ctx context.Context, machineID string, want []machinev1.MachineState, opts ...WaitOption) (*machinev1.Machine, error) {
 	if len(want) == 0 {
 		return nil, errors.New("wait for machine: no state to wait for")
@@ -142,7 +177,8 @@ func (c *Client) WaitMachineState(ctx context.Context, machineID string, want []
 // WaitInstanceRunning waits until the instance is Running, and returns
 // it. It fails at once with a *StateError, carrying the failure reason,
 // when the instance fails, and also when it is released or being
-// released, as it will then never run.
+// released, as it will then never run. It follows the instance, and
+// retries transient errors, as WaitMachineState does.
 func (c *Client) WaitInstanceRunning(ctx context.Context, instanceID string, opts ...WaitOption) (*instancev1.Instance, error) {
 	o := newWaitOptions(opts)
 	check := func(inst *instancev1.Instance) (bool, error) {
@@ -168,7 +204,8 @@ func (c *Client) WaitInstanceRunning(ctx context.Context, instanceID string, opt
 // waits until that machine is Ready again (or given to another instance).
 // An instance whose release fails gives a *StateError with the reason,
 // and so does an instance that is Provisioning or Running and so was not
-// deleted.
+// deleted. It follows the instance, and retries transient errors, as
+// WaitMachineState does.
 func (c *Client) WaitInstanceDeleted(ctx context.Context, instanceID string, opts ...WaitOption) error {
 	o := newWaitOptions(opts)
 	var machineID string
@@ -227,7 +264,7 @@ func newWaitOptions(opts []WaitOption) *waitOptions {
 func (c *Client) waitMachine(ctx context.Context, id string, o *waitOptions, check func(*machinev1.Machine) (bool, error)) (*machinev1.Machine, error) {
 	var last *machinev1.Machine
 	w := &waiter{
-		c: c, kind: watchv1.ResourceKind_RESOURCE_KIND_MACHINE, id: id, opts: o,
+		c: c, kind: watchv1.ResourceKind_RESOURCE_KIND_MACHINE, name: "machine", id: id, opts: o,
 		get: func(ctx context.Context) (bool, error) {
 			resp, err := c.Machines.GetMachine(ctx, connect.NewRequest(&machinev1.GetMachineRequest{Id: id}))
 			if err != nil {
@@ -264,7 +301,7 @@ func (c *Client) waitMachine(ctx context.Context, id string, o *waitOptions, che
 func (c *Client) waitInstance(ctx context.Context, id string, o *waitOptions, goneOK bool, check func(*instancev1.Instance) (bool, error)) (*instancev1.Instance, error) {
 	var last *instancev1.Instance
 	w := &waiter{
-		c: c, kind: watchv1.ResourceKind_RESOURCE_KIND_INSTANCE, id: id, opts: o,
+		c: c, kind: watchv1.ResourceKind_RESOURCE_KIND_INSTANCE, name: "instance", id: id, opts: o,
 		get: func(ctx context.Context) (bool, error) {
 			resp, err := c.Instances.GetInstance(ctx, connect.NewRequest(&instancev1.GetInstanceRequest{Id: id}))
 			if goneOK && IsNotFound(err) {
@@ -307,6 +344,7 @@ func (c *Client) waitInstance(ctx context.Context, id string, o *waitOptions, go
 type waiter struct {
 	c    *Client
 	kind watchv1.ResourceKind
+	name string // "machine" or "instance"
 	id   string
 	opts *waitOptions
 
@@ -326,13 +364,16 @@ type waiter struct {
 	lastProgress *Progress
 }
 
-// errResume marks a broken stream that the waiter resumes.
-var errResume = errors.New("resume")
+// resumeError marks a broken stream that the waiter resumes; err is why
+// it broke.
+type resumeError struct{ err error }
+
+func (e *resumeError) Error() string { return e.err.Error() }
 
 func (w *waiter) run(ctx context.Context) error {
 	// The Get answers at once when the resource is there already, and
 	// fails fast for an unknown id or a caller without access.
-	found, err := w.get(ctx)
+	found, err := w.getRetrying(ctx)
 	if err != nil {
 		return err
 	}
@@ -340,26 +381,101 @@ func (w *waiter) run(ctx context.Context) error {
 		return err
 	}
 	var rev int64
-	delay := w.opts.backoff
+	b := w.newBackoff()
 	for {
 		next, err := w.follow(ctx, rev)
 		if err == nil {
 			return nil
 		}
-		if !errors.Is(err, errResume) {
+		var re *resumeError
+		if !errors.As(err, &re) {
 			return err
 		}
 		if next > rev {
 			// Progress was made: start the backoff again.
-			delay = w.opts.backoff
+			b.reset()
 		}
 		rev = next
-		select {
-		case <-ctx.Done():
-			return w.ctxErr(ctx)
-		case <-time.After(delay):
+		if err := w.pause(ctx, b, re.err); err != nil {
+			return err
 		}
-		delay = min(2*delay, 5*time.Second)
+	}
+}
+
+// getRetrying reads the resource, trying again after transient errors
+// until ctx ends.
+func (w *waiter) getRetrying(ctx context.Context) (bool, error) {
+	b := w.newBackoff()
+	var last error
+	for {
+		found, err := w.get(ctx)
+		switch {
+		case err == nil:
+			return found, nil
+		case ctx.Err() != nil:
+			return false, w.ctxErr(ctx, last)
+		case !transient(err):
+			return false, err
+		}
+		last = fmt.Errorf("get %s: %w", w.name, err)
+		if err := w.pause(ctx, b, last); err != nil {
+			return false, err
+		}
+	}
+}
+
+// transient reports whether err may go away by itself: the API was
+// unavailable (which is also what a refused connection gives), or the
+// connection broke while the API restarted.
+func transient(err error) bool {
+	return IsRetryable(err) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) ||
+		errors.Is(err, io.ErrUnexpectedEOF)
+}
+
+// backoff is the capped exponential delay between retries, with jitter.
+type backoff struct {
+	first, next time.Duration
+	tries       int
+}
+
+func (w *waiter) newBackoff() *backoff {
+	return &backoff{first: w.opts.backoff, next: w.opts.backoff}
+}
+
+// reset starts over from the first delay, after a success.
+func (b *backoff) reset() { b.next, b.tries = b.first, 0 }
+
+// delay returns the next delay: between half and all of the current one,
+// which doubles up to maxBackoff.
+func (b *backoff) delay() time.Duration {
+	d := b.next
+	b.next = min(2*b.next, maxBackoff)
+	b.tries++
+	if d <= 1 {
+		return d
+	}
+	return d/2 + rand.N(d/2+1)
+}
+
+// pause reports the retry that err calls for and sleeps before it. It
+// returns the context's error, naming err, when ctx ends first.
+func (w *waiter) pause(ctx context.Context, b *backoff, err error) error {
+	d := b.delay()
+	if f := w.opts.progress; f != nil {
+		p := Progress{Kind: w.name, ID: w.id}
+		if w.lastProgress != nil {
+			p = *w.lastProgress
+		}
+		p.Err, p.Retry, p.RetryIn = err, b.tries, d
+		f(p)
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return w.ctxErr(ctx, err)
+	case <-t.C:
+		return nil
 	}
 }
 
@@ -380,7 +496,7 @@ func (w *waiter) observe(present bool) (bool, error) {
 }
 
 // follow reads one Watch stream from rev (0: from a snapshot). It returns
-// nil when done, errResume with the revision to resume from when the
+// nil when done, a *resumeError with the revision to resume from when the
 // stream broke, or the error that ends the wait.
 func (w *waiter) follow(ctx context.Context, rev int64) (int64, error) {
 	ctx, cancel := context.WithCancel(ctx)
@@ -405,7 +521,10 @@ func (w *waiter) follow(ctx context.Context, rev int64) (int64, error) {
 				// left out): ask for it.
 				found, err := w.get(ctx)
 				if err != nil {
-					return rev, w.streamErr(ctx, err)
+					if ctx.Err() == nil && !transient(err) {
+						return rev, err
+					}
+					return rev, w.streamErr(ctx, fmt.Errorf("get %s: %w", w.name, err))
 				}
 				if done, err := w.observe(found); done || err != nil {
 					return rev, err
@@ -460,22 +579,35 @@ func (w *waiter) open(ctx context.Context, rev int64) (watchStream, error) {
 // permanent errors end the wait, the rest is resumed.
 func (w *waiter) streamErr(ctx context.Context, err error) error {
 	if ctx.Err() != nil {
-		return w.ctxErr(ctx)
+		return w.ctxErr(ctx, nil)
 	}
 	switch connect.CodeOf(err) {
 	case connect.CodeUnauthenticated, connect.CodePermissionDenied, connect.CodeInvalidArgument,
 		connect.CodeNotFound, connect.CodeUnimplemented, connect.CodeFailedPrecondition:
 		return err
 	}
-	// A watch never ends by itself: a nil error is a cut connection too.
-	return errResume
+	if err == nil {
+		// A watch never ends by itself: a nil error is a cut connection too.
+		return &resumeError{err: errors.New("watch: the stream ended")}
+	}
+	return &resumeError{err: fmt.Errorf("watch: %w", err)}
 }
 
-// ctxErr is the context's error, with the last state seen.
-func (w *waiter) ctxErr(ctx context.Context) error {
+// ctxErr is the context's error, with the last state seen and, when the
+// waiter was about to retry, the error it retries (which it also wraps).
+func (w *waiter) ctxErr(ctx context.Context, last error) error {
 	err := context.Cause(ctx)
+	var seen string
 	if w.lastProgress != nil {
-		return fmt.Errorf("%w (last seen: %s)", err, w.lastProgress.State+stepSuffix(w.lastProgress.Step))
+		seen = "last seen: " + w.lastProgress.State + stepSuffix(w.lastProgress.Step)
+	}
+	switch {
+	case last != nil && seen != "":
+		return fmt.Errorf("%w (%s; last error: %w)", err, seen, last)
+	case last != nil:
+		return fmt.Errorf("%w (last error: %w)", err, last)
+	case seen != "":
+		return fmt.Errorf("%w (%s)", err, seen)
 	}
 	return err
 }

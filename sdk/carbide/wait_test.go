@@ -34,7 +34,8 @@ type script func(f *fakeWaitAPI, send func(*watchv1.WatchResponse)) error
 
 // fakeWaitAPI serves GetMachine, ListMachineTransitions, GetInstance and
 // a scripted Watch: the n-th Watch call plays scripts[n], and calls past
-// the script stay open until the client goes away.
+// the script stay open until the client goes away. When getErr is set,
+// the n-th Get (from 0) fails with getErr(n) unless that is nil.
 type fakeWaitAPI struct {
 	machinev1connect.UnimplementedMachineServiceHandler
 	instancev1connect.UnimplementedInstanceServiceHandler
@@ -47,12 +48,18 @@ type fakeWaitAPI struct {
 	scripts   []script
 	since     []int64 // since_revision of each Watch call
 	gets      int
+	getErr    func(n int) error
 }
 
 func (f *fakeWaitAPI) GetMachine(_ context.Context, req *connect.Request[machinev1.GetMachineRequest]) (*connect.Response[machinev1.GetMachineResponse], error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.gets++
+	if f.getErr != nil {
+		if err := f.getErr(f.gets - 1); err != nil {
+			return nil, err
+		}
+	}
 	m, ok := f.machines[req.Msg.GetId()]
 	if !ok {
 		return nil, connect.NewError(connect.CodeNotFound, errors.New("not found"))
@@ -82,6 +89,11 @@ func (f *fakeWaitAPI) GetInstance(_ context.Context, req *connect.Request[instan
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.gets++
+	if f.getErr != nil {
+		if err := f.getErr(f.gets - 1); err != nil {
+			return nil, err
+		}
+	}
 	inst, ok := f.instances[req.Msg.GetId()]
 	if !ok {
 		return nil, connect.NewError(connect.CodeNotFound, errors.New("not found"))
@@ -210,7 +222,12 @@ func TestWaitMachineState(t *testing.T) {
 				},
 			},
 			wantState: ready, wantSince: []int64{0, 12},
-			wantSeen: []string{"machine " + mID + ": discovered", "machine " + mID + ": inventoried", "machine " + mID + ": ready"},
+			wantSeen: []string{
+				"machine " + mID + ": discovered",
+				"machine " + mID + ": inventoried",
+				"machine " + mID + ": inventoried; watch: unavailable: server shutting down; resume with since_revision (retry 1 in 1ms)",
+				"machine " + mID + ": ready",
+			},
 		},
 		"cut during the snapshot starts over": {
 			start: discovered,

@@ -262,6 +262,11 @@ func (a *app) progressPrinter(name string) func(carbide.Progress) {
 		if p.Step != "" {
 			line += ": " + taskText(&machinev1.Task{Step: p.Step, Done: p.Done, Total: p.Total, Message: p.Message})
 		}
+		if p.Err != nil {
+			// A transient error the waiter retries: say so, not the
+			// state again.
+			line = fmt.Sprintf("%v (retry %d in %s)", p.Err, p.Retry, p.RetryIn.Round(time.Millisecond))
+		}
 		who := name
 		if p.Kind == "machine" && p.Machine.GetHostname() != "" && p.Machine.GetHostname() != name {
 			who = p.Machine.GetHostname() // the machine of an instance being released
