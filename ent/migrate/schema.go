@@ -337,6 +337,11 @@ var (
 				Unique:  false,
 				Columns: []*schema.Column{InstancesColumns[1]},
 			},
+			{
+				Name:    "instance_hostname",
+				Unique:  false,
+				Columns: []*schema.Column{InstancesColumns[3]},
+			},
 		},
 	}
 	// LeasesColumns holds the columns for the "leases" table.
@@ -437,6 +442,11 @@ var (
 				Name:    "machine_task_deadline",
 				Unique:  false,
 				Columns: []*schema.Column{MachinesColumns[16]},
+			},
+			{
+				Name:    "machine_hostname",
+				Unique:  false,
+				Columns: []*schema.Column{MachinesColumns[3]},
 			},
 		},
 	}

@@ -83,5 +83,7 @@ func (Instance) Indexes() []ent.Index {
 		index.Fields("request_id").Unique(),
 		index.Fields("state"),
 		index.Fields("create_time"),
+		// ListInstances' hostname filter.
+		index.Fields("hostname"),
 	}
 }

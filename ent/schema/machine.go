@@ -97,5 +97,8 @@ func (Machine) Indexes() []ent.Index {
 	return []ent.Index{
 		index.Fields("state"),
 		index.Fields("task_deadline"),
+		// ListMachines' hostname filter, and the CLI's and provider's
+		// lookups by name.
+		index.Fields("hostname"),
 	}
 }
