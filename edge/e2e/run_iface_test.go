@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -65,7 +66,7 @@ func TestRunInterface(t *testing.T) {
 	host.addr(t, "host0", addr+"/24")
 	client.mac(t, "cli0", mac)
 	hostLinks := linkNames(t, host.name)
-	hostAddrs := host.ip(t, "-o", "addr", "show")
+	hostAddrs := addressList(t, host)
 
 	work := t.TempDir()
 	data := filepath.Join(work, "carbide-data")
@@ -158,6 +159,35 @@ func TestRunInterface(t *testing.T) {
 	}
 
 	// Ctrl-C: everything stops, and nothing is left in the host namespace.
+	before := hostState{links: hostLinks, addrs: hostAddrs}
+	stopRun(t, stack, host, data, listen, before)
+
+	// Again on the same data directory, with the API on every address of
+	// the host (--listen 0.0.0.0:1079, the interface's port too): the API
+	// listens there itself, the client reaches it on the interface's
+	// address, and carbide-run reaches it on 127.0.0.1.
+	stack = startProc(t, host, "carbide-run --listen 0.0.0.0:1079", "env", "CARBIDE_INTERFACE=host0", "CARBIDE_DATA_DIR="+data,
+		runBin, "--artifacts-dir", artifacts, "--listen", "0.0.0.0:1079")
+	stack.waitOutput(t, regexp.MustCompile(`carbide-run +\| Carbide is running: API https://127\.0\.0\.1:1079`), 2*time.Minute)
+	stack.waitOutput(t, regexp.MustCompile(`carbide-api +\| .*msg="carbide-api listening" address=(0\.0\.0\.0|\[::\]):1079`), 10*time.Second)
+	if m := machineOf(t, hostAPI(t, client, addr+":1079", pki), mac); m.GetHostname() != "node1" {
+		t.Errorf("the API, from the client at %s:1079, has machine %s named %q, want node1", addr, m.GetId(), m.GetHostname())
+	}
+	stopRun(t, stack, host, data, listen, before)
+}
+
+// hostState is what a namespace holds before carbide-run runs in it.
+type hostState struct {
+	links map[string]bool
+	addrs string // addressList
+}
+
+// stopRun sends carbide-run, running in namespace host, a SIGINT and
+// checks that it stops everything it started and leaves host as before:
+// no process in it or using the data directory, the same links and
+// addresses, no namespace made, and the API's host address listen free.
+func stopRun(t *testing.T, stack *proc, host *netns, data, listen string, before hostState) {
+	t.Helper()
 	pids, err := netnsPidsOf(host.name)
 	if err != nil {
 		t.Fatal(err)
@@ -183,11 +213,11 @@ func TestRunInterface(t *testing.T) {
 	if left := processesMentioning(data); len(left) > 0 {
 		t.Errorf("processes using the data directory are left: %v", left)
 	}
-	if links := linkNames(t, host.name); len(links) != len(hostLinks) {
-		t.Errorf("the host namespace has links %v, had %v before carbide-run", links, hostLinks)
+	if links := linkNames(t, host.name); len(links) != len(before.links) {
+		t.Errorf("the host namespace has links %v, had %v before carbide-run", links, before.links)
 	}
-	if addrs := host.ip(t, "-o", "addr", "show"); addrs != hostAddrs {
-		t.Errorf("the host namespace's addresses changed:\n%s\nwere:\n%s", addrs, hostAddrs)
+	if addrs := addressList(t, host); addrs != before.addrs {
+		t.Errorf("the host namespace's addresses changed:\n%s\nwere:\n%s", addrs, before.addrs)
 	}
 	if _, err := os.Stat(filepath.Join(netnsDir, "carbide")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("a network namespace carbide exists (%v): the interface mode must create none", err)
@@ -201,6 +231,21 @@ func TestRunInterface(t *testing.T) {
 	}); err != nil {
 		t.Errorf("the API's address %s in the host namespace is still taken: %v", listen, err)
 	}
+}
+
+// addressList lists the addresses of n's devices, a "device address" line
+// each, sorted, without their flags (an IPv6 link-local address is
+// tentative for a moment after its link comes up).
+func addressList(t *testing.T, n *netns) string {
+	t.Helper()
+	var lines []string
+	for line := range strings.Lines(n.ip(t, "-o", "addr", "show")) {
+		if f := strings.Fields(line); len(f) > 3 {
+			lines = append(lines, f[1]+" "+f[3])
+		}
+	}
+	slices.Sort(lines)
+	return strings.Join(lines, "\n")
 }
 
 // hostAPI returns an admin client of the API at addr (host:port) inside
