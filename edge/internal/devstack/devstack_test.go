@@ -138,3 +138,42 @@ func TestReadStateWithoutRun(t *testing.T) {
 		t.Error("ReadState after removeState succeeded")
 	}
 }
+
+func TestClientAddr(t *testing.T) {
+	t.Parallel()
+	for listen, want := range map[string]string{
+		"127.0.0.1:1079": "127.0.0.1:1079",
+		"10.80.0.1:1079": "10.80.0.1:1079",
+		"0.0.0.0:1079":   "127.0.0.1:1079", // the certificate covers no 0.0.0.0
+		":1079":          "127.0.0.1:1079",
+		"[::]:1079":      "[::1]:1079",
+		"localhost:1079": "localhost:1079",
+	} {
+		if got := clientAddr(listen); got != want {
+			t.Errorf("clientAddr(%q) = %q, want %q", listen, got, want)
+		}
+	}
+}
+
+func TestListenCovers(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		listen, addr string
+		want         bool
+	}{
+		{"127.0.0.1:1079", "10.80.0.1:1079", false},
+		{"0.0.0.0:1079", "10.80.0.1:1079", true}, // a forwarder there takes the API's port
+		{":1079", "10.80.0.1:1079", true},
+		{"[::]:1079", "10.80.0.1:1079", true},
+		{"0.0.0.0:2079", "10.80.0.1:1079", false},
+		{"127.0.0.1:1079", "127.0.0.1:1079", true}, // CARBIDE_INTERFACE=lo
+		{"10.80.0.1:1079", "10.80.0.1:1079", true},
+		{"10.80.0.2:1079", "10.80.0.1:1079", false},
+		{"bad", "10.80.0.1:1079", false},
+	}
+	for _, tt := range tests {
+		if got := listenCovers(tt.listen, tt.addr); got != tt.want {
+			t.Errorf("listenCovers(%q, %q) = %v, want %v", tt.listen, tt.addr, got, tt.want)
+		}
+	}
+}

@@ -170,7 +170,8 @@ func Run(ctx context.Context, cfg Config, out io.Writer) (err error) {
 		}
 	}()
 	wrap := func(argv ...string) []string { return argv }
-	var addr, apiAddr string // where the daemons listen; where the API does
+	var addr, apiAddr string // where the daemons listen; where they reach the API
+	listenAt := ""           // where the API listens, when not apiAddr
 	switch mode {
 	case ModeNetns:
 		if err := makeNetns(cfg.Netns); err != nil {
@@ -197,14 +198,25 @@ func Run(ctx context.Context, cfg Config, out io.Writer) (err error) {
 			return err
 		}
 		apiAddr = net.JoinHostPort(addr, apiPort)
-		fwd = forward(ln, apiAddr, hostDialer)
+		if listenCovers(cfg.Listen, apiAddr) {
+			// The host address is the API's own (e.g. --listen
+			// 0.0.0.0:1079): a forwarder there would take the port the
+			// API needs, so the API listens on it itself.
+			ln.Close()
+			listenAt = cfg.Listen
+		} else {
+			fwd = forward(ln, apiAddr, hostDialer)
+		}
 	default:
 		// The API itself listens on the host address.
 		ln.Close()
 		apiAddr = cfg.Listen
 	}
+	if listenAt == "" {
+		listenAt = apiAddr
+	}
 	apiURL := "https://" + apiAddr
-	endpoint := "https://" + cfg.Listen
+	endpoint := "https://" + clientAddr(cfg.Listen)
 
 	startChild := func(name string, argv []string) error {
 		c, err := logs.start(name, argv)
@@ -214,7 +226,7 @@ func Run(ctx context.Context, cfg Config, out io.Writer) (err error) {
 		children = append(children, c)
 		return nil
 	}
-	if err := startChild("carbide-api", wrap(bin("carbide-api"), "--dev", "--listen", apiAddr, "--data-dir", dataDir)); err != nil {
+	if err := startChild("carbide-api", wrap(bin("carbide-api"), "--dev", "--listen", listenAt, "--data-dir", dataDir)); err != nil {
 		return err
 	}
 	client, err := waitAPI(ctx, endpoint, pkiDir, children[0])
@@ -382,6 +394,44 @@ func forwardDatabase(ns, dbURL string) (*forwarder, error) {
 		return nil, fmt.Errorf("forward PostgreSQL into %s: %w", ns, err)
 	}
 	return forward(ln, target, hostDialer), nil
+}
+
+// clientAddr is the address a client on this host dials to reach
+// listen: its loopback address when listen is a wildcard (0.0.0.0:1079),
+// which the development server certificate always covers.
+func clientAddr(listen string) string {
+	host, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return listen
+	}
+	switch ip := net.ParseIP(host); {
+	case host == "", ip != nil && ip.IsUnspecified() && ip.To4() != nil:
+		return net.JoinHostPort("127.0.0.1", port)
+	case ip != nil && ip.IsUnspecified():
+		return net.JoinHostPort("::1", port)
+	}
+	return listen
+}
+
+// listenCovers reports whether a listener on listen would take addr
+// (host:port): the same port on the same host or on a wildcard address.
+func listenCovers(listen, addr string) bool {
+	lh, lp, err := net.SplitHostPort(listen)
+	if err != nil {
+		return false
+	}
+	ah, ap, err := net.SplitHostPort(addr)
+	if err != nil || lp != ap {
+		return false
+	}
+	lip, aip := net.ParseIP(lh), net.ParseIP(ah)
+	switch {
+	case lh == "", lip != nil && lip.IsUnspecified():
+		return true
+	case lip != nil && aip != nil:
+		return lip.Equal(aip)
+	}
+	return lh == ah
 }
 
 // interfaceAddr returns the first IPv4 address of the named interface.
