@@ -21,6 +21,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/carbide-dev/carbide/edge/internal/initramfs"
+	"github.com/carbide-dev/carbide/edge/internal/nsenter"
 )
 
 // discoveryKernelArgs are carbide-pxe's default --discovery-kernel-args:
@@ -476,7 +477,7 @@ func captureBridge(t testing.TB, n *netns, dev string) *bridgeCapture {
 	t.Helper()
 	proto := htons(unix.ETH_P_ALL) // only ETH_P_ALL sockets see what the host sends
 	var fd int
-	err := inNetns(n.name, func() error {
+	err := nsenter.Do(n.name, func() error {
 		ifi, err := net.InterfaceByName(dev)
 		if err != nil {
 			return err

@@ -14,6 +14,7 @@ import (
 
 	"connectrpc.com/connect"
 	"github.com/carbide-dev/carbide/edge/internal/bmcsim"
+	"github.com/carbide-dev/carbide/edge/internal/nsenter"
 	bmcv1 "github.com/carbide-dev/carbide/gen/carbide/bmc/v1"
 	machinev1 "github.com/carbide-dev/carbide/gen/carbide/machine/v1"
 	networkv1 "github.com/carbide-dev/carbide/gen/carbide/network/v1"
@@ -343,7 +344,7 @@ func TestBMCBootsAMachine(t *testing.T) {
 				t.Fatal(err)
 			}
 			var ln net.Listener
-			if err := inNetns(l.ns.name, func() (err error) { ln, err = net.Listen("tcp", labAddr+":8443"); return err }); err != nil {
+			if err := nsenter.Do(l.ns.name, func() (err error) { ln, err = net.Listen("tcp", labAddr+":8443"); return err }); err != nil {
 				t.Fatal(err)
 			}
 			rf, err := bmcsim.StartRedfish(ctx, bmcsim.RedfishConfig{Listener: ln, Password: e2eBMCPassword,

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/carbide-dev/carbide/edge/internal/nsenter"
 	"github.com/carbide-dev/carbide/edge/internal/qemuvm"
 	machinev1 "github.com/carbide-dev/carbide/gen/carbide/machine/v1"
 	networkv1 "github.com/carbide-dev/carbide/gen/carbide/network/v1"
@@ -276,7 +277,7 @@ func labClient(t testing.TB, n *netns, pkiDir string) *carbide.Client {
 		Protocols:       protocols,
 		TLSClientConfig: &tls.Config{RootCAs: roots, Certificates: []tls.Certificate{pair}},
 		DialContext: func(ctx context.Context, network, addr string) (conn net.Conn, err error) {
-			err = inNetns(n.name, func() error {
+			err = nsenter.Do(n.name, func() error {
 				var d net.Dialer
 				conn, err = d.DialContext(ctx, network, addr)
 				return err

@@ -12,6 +12,8 @@ import (
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"golang.org/x/sys/unix"
+
+	"github.com/carbide-dev/carbide/edge/internal/nsenter"
 )
 
 // dhcpPacket is one DHCP packet a capture saw on its device.
@@ -50,7 +52,7 @@ func startCapture(t testing.TB, n *netns, dev string) *capture {
 	c := &capture{fd: -1, done: make(chan struct{})}
 	// Only ETH_P_ALL sockets see what the namespace sends.
 	proto := htons(unix.ETH_P_ALL)
-	err := inNetns(n.name, func() error {
+	err := nsenter.Do(n.name, func() error {
 		ifi, err := net.InterfaceByName(dev)
 		if err != nil {
 			return err

@@ -33,6 +33,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/carbide-dev/carbide/edge/internal/nsenter"
 	networkv1 "github.com/carbide-dev/carbide/gen/carbide/network/v1"
 	"github.com/carbide-dev/carbide/sdk/carbide"
 	"github.com/carbide-dev/carbide/sdk/testsecret"
@@ -687,7 +688,7 @@ func nsTransport(n *netns, conf *tls.Config) *http.Transport {
 		TLSClientConfig:   conf,
 		ForceAttemptHTTP2: true,
 		DialContext: func(ctx context.Context, network, addr string) (conn net.Conn, err error) {
-			err = inNetns(n.name, func() error {
+			err = nsenter.Do(n.name, func() error {
 				var d net.Dialer
 				conn, err = d.DialContext(ctx, network, addr)
 				return err

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/carbide-dev/carbide/edge/internal/nsenter"
 	machinev1 "github.com/carbide-dev/carbide/gen/carbide/machine/v1"
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/protobuf/testing/protocmp"
@@ -52,7 +53,7 @@ func (h *labHost) get(t *testing.T, url string) (int, string) {
 	client := &http.Client{
 		Timeout: 10 * time.Second,
 		Transport: &http.Transport{DialContext: func(ctx context.Context, network, addr string) (conn net.Conn, err error) {
-			err = inNetns(h.ns.name, func() error {
+			err = nsenter.Do(h.ns.name, func() error {
 				var d net.Dialer
 				conn, err = d.DialContext(ctx, network, addr)
 				return err

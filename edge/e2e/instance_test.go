@@ -23,6 +23,7 @@ import (
 
 	"connectrpc.com/connect"
 	"github.com/carbide-dev/carbide/edge/internal/bmcsim"
+	"github.com/carbide-dev/carbide/edge/internal/nsenter"
 	bmcv1 "github.com/carbide-dev/carbide/gen/carbide/bmc/v1"
 	instancev1 "github.com/carbide-dev/carbide/gen/carbide/instance/v1"
 	machinev1 "github.com/carbide-dev/carbide/gen/carbide/machine/v1"
@@ -480,7 +481,7 @@ func sshRun(t testing.TB, l *lab, address string, signer ssh.Signer, command str
 	var lastErr error
 	for deadline := time.Now().Add(2 * time.Minute); time.Now().Before(deadline); time.Sleep(2 * time.Second) {
 		var conn net.Conn
-		if lastErr = inNetns(l.ns.name, func() (err error) {
+		if lastErr = nsenter.Do(l.ns.name, func() (err error) {
 			conn, err = net.DialTimeout("tcp", net.JoinHostPort(address, "22"), 10*time.Second)
 			return err
 		}); lastErr != nil {

@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -19,11 +18,8 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/carbide-dev/carbide/edge/internal/nsenter"
 )
-
-// netnsDir is where `ip netns add` mounts the namespaces it names.
-const netnsDir = "/run/netns"
 
 // nsPrefix starts the name of every namespace this test binary creates.
 // The process id in it lets a later run find the namespaces of a run that
@@ -99,7 +95,7 @@ func sweepStale() {
 		pid, err := strconv.Atoi(pidStr)
 		return err == nil && pid != os.Getpid() && syscall.Kill(pid, 0) == syscall.ESRCH
 	}
-	if entries, err := os.ReadDir(netnsDir); err == nil {
+	if entries, err := os.ReadDir(nsenter.Dir); err == nil {
 		for _, e := range entries {
 			if rest, ok := strings.CutPrefix(e.Name(), "cbe2e-"); !ok || !dead(rest) {
 				continue
@@ -167,7 +163,7 @@ func (n *netns) mac(t testing.TB, dev, mac string) {
 func (n *netns) sysctl(t testing.TB, key, value string) {
 	t.Helper()
 	path := filepath.Join("/proc/sys", strings.ReplaceAll(key, ".", "/"))
-	err := inNetns(n.name, func() error { return os.WriteFile(path, []byte(value), 0o644) })
+	err := nsenter.Do(n.name, func() error { return os.WriteFile(path, []byte(value), 0o644) })
 	if err != nil {
 		t.Fatalf("sysctl %s=%s in %s: %v", key, value, n.name, err)
 	}
@@ -193,51 +189,13 @@ func (n *netns) bridge(t testing.TB, br string, ports ...string) {
 	n.ip(t, "link", "set", "dev", br, "up")
 }
 
-// inNetns runs fn on an OS thread that has entered namespace name: a
-// socket fn opens belongs to that namespace for its whole life, whichever
-// thread uses it later. The thread returns to its own namespace afterwards;
-// if it cannot, it stays locked and ends with its goroutine.
-func inNetns(name string, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		self, err := os.Open("/proc/thread-self/ns/net")
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		defer self.Close()
-		target, err := os.Open(filepath.Join(netnsDir, name))
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		defer target.Close()
-		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("enter network namespace %s: %w", name, err)
-			return
-		}
-		fnErr := fn()
-		if err := unix.Setns(int(self.Fd()), unix.CLONE_NEWNET); err != nil {
-			errc <- errors.Join(fnErr, fmt.Errorf("leave network namespace %s: %w", name, err))
-			return // the thread stays locked, and exits with this goroutine
-		}
-		runtime.UnlockOSThread()
-		errc <- fnErr
-	}()
-	return <-errc
-}
-
 // forwardInto listens on 127.0.0.1 of namespace n and forwards every
 // connection to target, an address of the host namespace's loopback, until
 // the test ends. It returns the address to dial inside n.
 func forwardInto(t testing.TB, n *netns, target string) string {
 	t.Helper()
 	var l net.Listener
-	if err := inNetns(n.name, func() (err error) {
+	if err := nsenter.Do(n.name, func() (err error) {
 		l, err = net.Listen("tcp", "127.0.0.1:0")
 		return err
 	}); err != nil {
@@ -314,7 +272,7 @@ func httpGet(t testing.TB, n *netns, url string) string {
 	client := &http.Client{
 		Timeout: 10 * time.Second,
 		Transport: &http.Transport{DialContext: func(ctx context.Context, network, addr string) (conn net.Conn, err error) {
-			err = inNetns(n.name, func() error {
+			err = nsenter.Do(n.name, func() error {
 				var d net.Dialer
 				conn, err = d.DialContext(ctx, network, addr)
 				return err

@@ -25,6 +25,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/carbide-dev/carbide/edge/internal/nsenter"
 )
 
 // The tenant network of the OS image test: a tap device in the test's
@@ -354,7 +356,7 @@ type phoneHome struct {
 func listenPhoneHome(t testing.TB, n *netns, addr string) <-chan phoneHome {
 	t.Helper()
 	var l net.Listener
-	if err := inNetns(n.name, func() (err error) {
+	if err := nsenter.Do(n.name, func() (err error) {
 		l, err = net.Listen("tcp", addr)
 		return err
 	}); err != nil {
@@ -403,7 +405,7 @@ func dialSSH(n *netns, user string, hostKey ssh.PublicKey, auth ssh.AuthMethod) 
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		var conn net.Conn
-		err := inNetns(n.name, func() (err error) {
+		err := nsenter.Do(n.name, func() (err error) {
 			conn, err = net.DialTimeout("tcp", addr, 5*time.Second)
 			return err
 		})

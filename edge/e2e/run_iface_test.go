@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/carbide-dev/carbide/edge/internal/nsenter"
 	machinev1 "github.com/carbide-dev/carbide/gen/carbide/machine/v1"
 	"github.com/carbide-dev/carbide/sdk/carbide"
 	"github.com/carbide-dev/carbide/sdk/testsecret"
@@ -67,7 +68,7 @@ func TestRunInterface(t *testing.T) {
 	client.mac(t, "cli0", mac)
 	hostLinks := linkNames(t, host.name)
 	hostAddrs := addressList(t, host)
-	_, err := os.Stat(filepath.Join(netnsDir, "carbide"))
+	_, err := os.Stat(filepath.Join(nsenter.Dir, "carbide"))
 	carbideNetns := err == nil
 
 	work := t.TempDir()
@@ -224,10 +225,10 @@ func stopRun(t *testing.T, stack *proc, host *netns, data, listen string, before
 	if addrs := addressList(t, host); addrs != before.addrs {
 		t.Errorf("the host namespace's addresses changed:\n%s\nwere:\n%s", addrs, before.addrs)
 	}
-	if _, err := os.Stat(filepath.Join(netnsDir, "carbide")); !before.carbideNetns && !errors.Is(err, os.ErrNotExist) {
+	if _, err := os.Stat(filepath.Join(nsenter.Dir, "carbide")); !before.carbideNetns && !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("a network namespace carbide appeared (%v): the interface mode must create none", err)
 	}
-	if err := inNetns(host.name, func() error {
+	if err := nsenter.Do(host.name, func() error {
 		l, err := net.Listen("tcp", listen)
 		if err == nil {
 			l.Close()
@@ -273,7 +274,7 @@ func hostAPI(t testing.TB, n *netns, addr, pki string) *api {
 		TLSClientConfig:   &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},
 		ForceAttemptHTTP2: true,
 		DialContext: func(ctx context.Context, network, address string) (conn net.Conn, err error) {
-			err = inNetns(n.name, func() error {
+			err = nsenter.Do(n.name, func() error {
 				var d net.Dialer
 				conn, err = d.DialContext(ctx, network, address)
 				return err

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/carbide-dev/carbide/edge/internal/nsenter"
 	"github.com/carbide-dev/carbide/sdk/testsecret"
 )
 
@@ -150,7 +151,7 @@ func TestRunLab(t *testing.T) {
 	if err := lab.wait(t, 30*time.Second); err != nil { // it ends by itself when the stack is gone
 		t.Errorf("the lab exited with %v when carbide-run stopped, want 0", err)
 	}
-	if _, err := os.Stat(filepath.Join(netnsDir, ns)); !errors.Is(err, os.ErrNotExist) {
+	if _, err := os.Stat(filepath.Join(nsenter.Dir, ns)); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("network namespace %s is left (%v)", ns, err)
 	}
 	for _, pid := range append(nsPids, stack.cmd.Process.Pid, lab.cmd.Process.Pid) {

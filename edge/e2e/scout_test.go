@@ -22,6 +22,7 @@ import (
 	"google.golang.org/protobuf/testing/protocmp"
 
 	"github.com/carbide-dev/carbide/edge/internal/initramfs"
+	"github.com/carbide-dev/carbide/edge/internal/nsenter"
 	"github.com/carbide-dev/carbide/edge/internal/scout"
 )
 
@@ -308,7 +309,7 @@ pidfile %s
 	type request struct{ from, path string }
 	requests := make(chan request, 16)
 	var l net.Listener
-	if err := inNetns(ns.name, func() (err error) {
+	if err := nsenter.Do(ns.name, func() (err error) {
 		l, err = net.Listen("tcp", cfgAddr)
 		return err
 	}); err != nil {

@@ -9,18 +9,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/carbide-dev/carbide/edge/internal/nsenter"
 )
-
-// netnsDir is where `ip netns add` mounts the namespaces it names.
-const netnsDir = "/run/netns"
 
 // findProgram returns the path of a program on PATH or in the sbin and
 // bin directories, which a non-login PATH may lack.
@@ -54,7 +50,7 @@ func runIP(args ...string) (string, error) {
 
 // netnsExists reports whether namespace name exists.
 func netnsExists(name string) bool {
-	_, err := os.Stat(filepath.Join(netnsDir, name))
+	_, err := os.Stat(filepath.Join(nsenter.Dir, name))
 	return err == nil
 }
 
@@ -115,44 +111,6 @@ func zombie(pid int) bool {
 	return i >= 0 && i+2 < len(s) && s[i+2] == 'Z'
 }
 
-// inNetns runs fn on an OS thread that has entered namespace name: a
-// socket fn opens belongs to that namespace for its whole life. The thread
-// returns to its own namespace afterwards; if it cannot, it stays locked
-// and ends with its goroutine.
-func inNetns(name string, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		self, err := os.Open("/proc/thread-self/ns/net")
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		defer self.Close()
-		target, err := os.Open(filepath.Join(netnsDir, name))
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		defer target.Close()
-		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("enter network namespace %s: %w", name, err)
-			return
-		}
-		fnErr := fn()
-		if err := unix.Setns(int(self.Fd()), unix.CLONE_NEWNET); err != nil {
-			errc <- errors.Join(fnErr, fmt.Errorf("leave network namespace %s: %w", name, err))
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- fnErr
-	}()
-	return <-errc
-}
-
 // dialer dials a TCP address, in the host's namespace or another.
 type dialer func(ctx context.Context, addr string) (net.Conn, error)
 
@@ -163,7 +121,7 @@ func hostDialer(ctx context.Context, addr string) (net.Conn, error) {
 
 func netnsDialer(name string) dialer {
 	return func(ctx context.Context, addr string) (conn net.Conn, err error) {
-		err = inNetns(name, func() error {
+		err = nsenter.Do(name, func() error {
 			conn, err = hostDialer(ctx, addr)
 			return err
 		})

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/carbide-dev/carbide/edge/internal/nsenter"
 	networkv1 "github.com/carbide-dev/carbide/gen/carbide/network/v1"
 	"github.com/carbide-dev/carbide/sdk/carbide"
 )
@@ -355,7 +356,7 @@ func makeNetns(name string) error {
 			return errors.Join(err, deleteNetns(name))
 		}
 	}
-	if err := inNetns(name, func() error {
+	if err := nsenter.Do(name, func() error {
 		return os.WriteFile("/proc/sys/net/ipv6/conf/all/forwarding", []byte("1"), 0o644)
 	}); err != nil {
 		return errors.Join(fmt.Errorf("enable IPv6 forwarding in %s: %w", name, err), deleteNetns(name))
@@ -387,7 +388,7 @@ func forwardDatabase(ns, dbURL string) (*forwarder, error) {
 	}
 	target := net.JoinHostPort(host, port)
 	var ln net.Listener
-	if err := inNetns(ns, func() (err error) {
+	if err := nsenter.Do(ns, func() (err error) {
 		ln, err = net.Listen("tcp", target)
 		return err
 	}); err != nil {
