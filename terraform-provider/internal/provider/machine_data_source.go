@@ -18,6 +18,7 @@ import (
 	machinev1 "github.com/carbide-dev/carbide/gen/carbide/machine/v1"
 	"github.com/carbide-dev/carbide/sdk/carbide"
 	"github.com/carbide-dev/carbide/terraform-provider/internal/generated"
+	"github.com/carbide-dev/carbide/terraform-provider/internal/tfvalidate"
 )
 
 var (
@@ -53,7 +54,7 @@ func machineLookupAttributes() map[string]schema.Attribute {
 		MarkdownDescription: "The machine's ID (a UUID). Give one of `id`, `hostname` and `mac`.",
 		Optional:            true,
 		Computed:            true,
-		Validators:          []validator.String{stringvalidator.RegexMatches(uuidPattern, "must be a UUID")},
+		Validators:          []validator.String{tfvalidate.UUID()},
 	}
 	attrs["hostname"] = schema.StringAttribute{
 		MarkdownDescription: "Host name of the machine; exactly one machine must have it.",

@@ -13,6 +13,7 @@ import (
 	instancev1 "github.com/carbide-dev/carbide/gen/carbide/instance/v1"
 	"github.com/carbide-dev/carbide/sdk/carbide"
 	"github.com/carbide-dev/carbide/terraform-provider/internal/generated"
+	"github.com/carbide-dev/carbide/terraform-provider/internal/tfvalidate"
 )
 
 var (
@@ -146,7 +147,7 @@ func (r *osImageResource) Delete(ctx context.Context, req resource.DeleteRequest
 // ImportState takes an image's id or its name:version.
 func (r *osImageResource) ImportState(ctx context.Context, req resource.ImportStateRequest, resp *resource.ImportStateResponse) {
 	id := req.ID
-	if !isUUID(id) {
+	if !tfvalidate.IsUUID(id) {
 		name, version, ok := strings.Cut(id, ":")
 		if !ok {
 			resp.Diagnostics.AddError("Cannot import the OS image",

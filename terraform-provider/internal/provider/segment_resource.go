@@ -13,6 +13,7 @@ import (
 	networkv1 "github.com/carbide-dev/carbide/gen/carbide/network/v1"
 	"github.com/carbide-dev/carbide/sdk/carbide"
 	"github.com/carbide-dev/carbide/terraform-provider/internal/generated"
+	"github.com/carbide-dev/carbide/terraform-provider/internal/tfvalidate"
 )
 
 var (
@@ -148,7 +149,7 @@ func (r *segmentResource) Delete(ctx context.Context, req resource.DeleteRequest
 // ImportState takes a segment's id or its name.
 func (r *segmentResource) ImportState(ctx context.Context, req resource.ImportStateRequest, resp *resource.ImportStateResponse) {
 	id := req.ID
-	if !isUUID(id) {
+	if !tfvalidate.IsUUID(id) {
 		seg, err := segmentByName(ctx, r.client, id)
 		if err != nil {
 			resp.Diagnostics.AddError("Cannot import the segment", err.Error()+"\n\nImport a segment with its id or its name.")

@@ -3,8 +3,6 @@ package provider
 import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
-
-	"github.com/carbide-dev/carbide/terraform-provider/internal/tfvalidate"
 )
 
 // changedFields are the names among candidates of the fields whose values
@@ -33,6 +31,3 @@ func only(x proto.Message, fd protoreflect.FieldDescriptor) proto.Message {
 	}
 	return m.Interface()
 }
-
-// isUUID reports whether s is an id (a UUID) rather than a name.
-func isUUID(s string) bool { return tfvalidate.IsUUID(s) }
